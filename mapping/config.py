@@ -1,0 +1,277 @@
+"""Typed, frozen workflow configuration.
+
+A workflow is one YAML file (see ``workflows/sample.yaml`` and
+``docs/config.md``). It is loaded once with :func:`load_config`, validated
+against the schema below and passed explicitly to the stages. Unknown keys,
+wrong types and missing or unreadable input files are :class:`ConfigError`
+with a one-line message naming the file and the key. Relative paths are
+resolved against the folder of the config file. YAML is read with
+``yaml.safe_load``: no value is ever evaluated as code.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from mapping.exceptions import ConfigError
+
+_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """Parse ``"0-30"`` into ``(0.0, 30.0)``; raise ``ValueError`` if malformed."""
+    m = _INTERVAL.match(str(text))
+    if not m:
+        raise ValueError(f"depth interval {text!r} is not of the form TOP-BOTTOM, e.g. 0-30")
+    top, bottom = float(m.group(1)), float(m.group(2))
+    if not top < bottom:
+        raise ValueError(f"depth interval {text!r}: top must be above bottom")
+    return top, bottom
+
+
+def format_interval(top: float, bottom: float) -> str:
+    """Inverse of :func:`parse_interval`: ``(0, 30) -> "0-30"``."""
+    return f"{top:g}-{bottom:g}"
+
+
+def _resolve(p: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    p = Path(os.path.expanduser(str(p)))
+    if not p.is_absolute() and base is not None:
+        p = Path(base) / p
+    return p.resolve()
+
+
+def _input_path(p: Path, info: ValidationInfo) -> Path:
+    p = _resolve(p, info)
+    if (info.context or {}).get("check_files", True):
+        if not p.exists():
+            raise ValueError(f"file not found: {p}")
+        if not os.access(p, os.R_OK):
+            raise ValueError(f"file not readable: {p}")
+    return p
+
+
+InputPath = Annotated[Path, AfterValidator(_input_path)]
+OutputPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfilesConfig(_Section):
+    """Where the horizon table is and how its columns are named."""
+
+    path: InputPath
+    crs: str = "EPSG:4326"
+    layer: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Canonical name -> name in the file, e.g. ``{soc_pct: OC_percent}``."""
+
+
+class StocksConfig(_Section):
+    """Profile stocks at standard depths."""
+
+    depths: list[str] = Field(default_factory=lambda: ["0-30", "0-100", "0-200", "0-300"])
+    method: Literal["spline", "linear"] = "spline"
+    spline_lambda: float = Field(0.1, gt=0)
+    depth_tolerance_cm: float = Field(0.0, ge=0)
+    bulk_density_ptf: str = "default"
+    on_invalid: Literal["error", "skip"] = "error"
+
+    @field_validator("depths")
+    @classmethod
+    def _check_depths(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one depth interval is needed")
+        for d in v:
+            parse_interval(d)
+        return v
+
+    def intervals(self) -> list[tuple[float, float]]:
+        return [parse_interval(d) for d in self.depths]
+
+
+class CovariateConfig(_Section):
+    """One covariate raster."""
+
+    name: str
+    path: InputPath
+    kind: Literal["continuous", "categorical"] = "continuous"
+    resampling: Literal["nearest", "bilinear", "cubic", "average", "mode"] | None = None
+    band: int = Field(1, ge=1)
+    variable: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"covariate name {v!r} must be an identifier (letters, digits, _)")
+        return v
+
+    @property
+    def resampling_method(self) -> str:
+        if self.resampling is not None:
+            return self.resampling
+        return "nearest" if self.kind == "categorical" else "bilinear"
+
+
+class GridConfig(_Section):
+    """Target grid: like the first covariate (default), or CRS + resolution + bounds."""
+
+    like: Literal["first_covariate"] | InputPath | None = "first_covariate"
+    crs: str | None = None
+    resolution: float | tuple[float, float] | None = None
+    bounds: tuple[float, float, float, float] | None = None
+    chunks: int = Field(512, ge=16)
+
+
+class VariogramConfig(_Section):
+    model: Literal["spherical", "exponential", "gaussian", "matern"] = "spherical"
+    psill: float | None = None
+    range: float | None = None
+    nugget: float | None = None
+    nu: float | None = None
+
+
+class ModelConfig(_Section):
+    """Model per depth interval."""
+
+    type: Literal["regression_kriging", "random_forest", "boosted_trees"] = "regression_kriging"
+    trend: Literal["random_forest", "boosted_trees", "linear"] = "random_forest"
+    params: dict[str, Any] = Field(default_factory=dict)
+    variogram: VariogramConfig = Field(default_factory=VariogramConfig)
+    n_neighbors: int | None = Field(32, ge=1)
+    max_distance: float | None = Field(None, gt=0)
+    log_transform: bool = False
+
+
+class CVConfig(_Section):
+    method: Literal["kfold", "block", "knndm"] = "knndm"
+    n_splits: int = Field(5, ge=2)
+    block_size: float | None = Field(None, gt=0)
+
+
+class PredictionConfig(_Section):
+    quantiles: tuple[float, float] = (0.05, 0.95)
+    chunks: int = Field(512, ge=16)
+    aoa: bool = True
+    format: Literal["cog", "zarr"] = "cog"
+
+    @field_validator("quantiles")
+    @classmethod
+    def _check_q(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0 < lo < hi < 1:
+            raise ValueError("quantiles must satisfy 0 < lower < upper < 1")
+        return v
+
+
+class ZonesConfig(_Section):
+    path: InputPath
+    field: str | None = None
+    names: dict[int, str] = Field(default_factory=dict)
+    unit: Literal["Pg", "Tg"] = "Pg"
+
+
+class UncertaintyConfig(_Section):
+    n_realizations: int = Field(100, ge=2)
+    range: tuple[float, float] = (5.0, 95.0)
+
+
+class RunConfig(_Section):
+    """A whole workflow."""
+
+    seed: int = 0
+    output: OutputPath
+    profiles: ProfilesConfig
+    stocks: StocksConfig = Field(default_factory=StocksConfig)
+    grid: GridConfig = Field(default_factory=GridConfig)
+    covariates: list[CovariateConfig] = Field(default_factory=list)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    prediction: PredictionConfig = Field(default_factory=PredictionConfig)
+    zones: ZonesConfig | None = None
+    uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
+    scheduler: str | None = None
+
+    source: Path | None = Field(None, exclude=True)
+
+    @field_validator("covariates")
+    @classmethod
+    def _unique_names(cls, v: list[CovariateConfig]) -> list[CovariateConfig]:
+        seen: set[str] = set()
+        for c in v:
+            if c.name in seen:
+                raise ValueError(f"covariate name {c.name!r} appears twice")
+            seen.add(c.name)
+        return v
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        msg = "unknown key"
+    elif kind == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+        if kind not in {"value_error"} and "input" in err and not isinstance(err["input"], dict):
+            msg += f" (got {err['input']!r})"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> RunConfig:
+    """Load and validate a workflow YAML file.
+
+    Parameters
+    ----------
+    path
+        The YAML file. Relative paths inside it are taken from its folder.
+    check_files
+        Check that input files exist and are readable.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the file and the offending key.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config ({type(exc).__name__})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}: invalid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: config must be a mapping of keys to values")
+    ctx = {"base_dir": p.resolve().parent, "check_files": check_files}
+    try:
+        cfg = RunConfig.model_validate(data, context=ctx)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(p, exc)) from None
+    return cfg.model_copy(update={"source": p.resolve()})

@@ -1,0 +1,111 @@
+"""Config loading and atomic writes."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import dask.array as da
+import pandas as pd
+import pytest
+
+from mapping.config import load_config, parse_interval
+from mapping.exceptions import ConfigError, InputError, OutputError
+from mapping.io import atomic_path, read_table, write_table
+from mapping.testing import raise_if_dask_computes
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "profiles.csv").write_text("profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n")
+    p = tmp_path / "cfg.yaml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, "output: out\nprofiles: {path: profiles.csv}\n"))
+    assert cfg.profiles.path == (tmp_path / "profiles.csv").resolve()
+    assert cfg.output == (tmp_path / "out").resolve()
+    assert cfg.stocks.intervals() == [(0, 30), (0, 100), (0, 200), (0, 300)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("output: o\nprofiles: {path: profiles.csv}\ncolour: red\n", "colour: unknown key"),
+        ("output: o\nprofiles: {path: profiles.csv, sep: x}\n", "profiles.sep: unknown key"),
+        ("output: o\nprofiles: {path: nope.csv}\n", "profiles.path: file not found"),
+        ("output: o\nprofiles: {path: profiles.csv}\nseed: abc\n", "seed: "),
+        ("profiles: {path: profiles.csv}\n", "output: required key is missing"),
+        ("output: o\nprofiles: {path: profiles.csv}\nstocks: {depths: [30-0]}\n", "stocks.depths"),
+        ("output: o\nprofiles: {path: profiles.csv}\nstocks: {method: cubic}\n", "stocks.method"),
+        ("output: [unclosed\n", "invalid YAML at line"),
+        ("- a\n- b\n", "must be a mapping"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text))
+    msg = str(info.value)
+    assert expected in msg
+    assert "cfg.yaml" in msg
+    assert "\n" not in msg
+
+
+def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
+    text = "output: !!python/object/apply:os.system ['touch pwned']\nprofiles: {path: profiles.csv}\n"
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(_write(tmp_path, text))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_parse_interval() -> None:
+    assert parse_interval("15-30") == (15.0, 30.0)
+    with pytest.raises(ValueError):
+        parse_interval("30-15")
+    with pytest.raises(ValueError):
+        parse_interval("abc")
+
+
+def test_atomic_path_leaves_destination_untouched_on_failure(tmp_path: Path) -> None:
+    dest = tmp_path / "table.csv"
+    dest.write_text("old")
+    with pytest.raises(ZeroDivisionError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        1 / 0  # noqa: B018
+    assert dest.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["table.csv"]
+
+
+def test_write_and_read_table_round_trip(tmp_path: Path) -> None:
+    df = pd.DataFrame({"a": [1, 2], "b": [0.5, 1.5]})
+    for suffix in (".csv", ".parquet"):
+        out = write_table(df, tmp_path / f"t{suffix}")
+        pd.testing.assert_frame_equal(read_table(out), df)
+
+
+def test_read_table_errors(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty.csv: file is empty"):
+        read_table(empty)
+    header = tmp_path / "header.csv"
+    header.write_text("a,b\n")
+    with pytest.raises(InputError, match="header but no rows"):
+        read_table(header)
+    with pytest.raises(InputError, match="file not found"):
+        read_table(tmp_path / "missing.csv")
+
+
+def test_unwritable_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")  # a file where a folder is needed: unwritable even for root
+    with pytest.raises(OutputError, match="cannot create output folder"):
+        write_table(pd.DataFrame({"a": [1]}), blocker / "sub" / "t.csv")
+
+
+def test_laziness_guard_fails_on_compute() -> None:
+    x = da.ones(10, chunks=5) + 1
+    with pytest.raises(RuntimeError, match="Too many computes"), raise_if_dask_computes():
+        x.sum().compute()
