@@ -102,9 +102,7 @@ def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.
         raise InputError(f"{p}: is a folder, expected a table file")
     suffix = p.suffix.lower()
     if suffix not in TABLE_SUFFIXES:
-        raise InputError(
-            f"{p}: unsupported table format {suffix!r}; use .csv, .parquet or .gpkg"
-        )
+        raise InputError(f"{p}: unsupported table format {suffix!r}; use .csv, .parquet or .gpkg")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty")
     try:

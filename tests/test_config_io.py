@@ -54,7 +54,9 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) ->
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
-    text = "output: !!python/object/apply:os.system ['touch pwned']\nprofiles: {path: profiles.csv}\n"
+    text = (
+        "output: !!python/object/apply:os.system ['touch pwned']\nprofiles: {path: profiles.csv}\n"
+    )
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(_write(tmp_path, text))
     assert not (tmp_path / "pwned").exists()
