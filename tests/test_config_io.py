@@ -90,7 +90,7 @@ def test_write_and_read_table_round_trip(tmp_path: Path) -> None:
 def test_read_table_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    with pytest.raises(InputError, match="empty.csv: file is empty"):
+    with pytest.raises(InputError, match=r"empty\.csv: file is empty"):
         read_table(empty)
     header = tmp_path / "header.csv"
     header.write_text("a,b\n")
