@@ -38,5 +38,9 @@ class OutputError(MappingError):
     """An output path cannot be written."""
 
 
+class SchedulerError(MappingError):
+    """A Dask scheduler cannot be reached or started."""
+
+
 class ModelError(MappingError):
     """A model cannot be fitted or applied to the data given (too few points, …)."""
