@@ -1,0 +1,619 @@
+"""The Grid: an immutable raster geometry (CRS, affine transform, shape) that owns its cell areas.
+
+Conventions (see ``docs/conventions.md``):
+
+* arrays are ``(y, x)``; ``shape == (ny, nx)``;
+* ``transform`` follows GDAL/rasterio: it maps *pixel corners* ``(col, row)`` to world
+  ``(x, y)``; the centre of cell ``(row, col)`` is ``transform * (col + 0.5, row + 0.5)``;
+* ``bounds`` are in rasterio order ``(left, bottom, right, top)``;
+* north is never assumed to be up: a positive ``transform.e`` (rows running south to north)
+  is accepted, and on a projected grid "up" is whatever the projection says it is;
+* rotated or sheared transforms are rejected with an :class:`~mapping.exceptions.InputError`:
+  warp such rasters onto an axis-aligned grid (they can still be *sources* of the covariate
+  stack, which warps them);
+* cell areas are in m², exact on the ellipsoid of the CRS (see :meth:`Grid.cell_area`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pyproj
+from affine import Affine
+
+from mapping.exceptions import InputError, MissingCRSError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = [
+    "Grid",
+    "Tile",
+    "authalic_q",
+    "ellipsoid_band_area",
+    "is_equal_area",
+]
+
+
+class Tile(NamedTuple):
+    """One chunk of a grid: ``array[row_slice, col_slice]`` lies on ``grid``."""
+
+    row_slice: slice
+    col_slice: slice
+    grid: Grid
+
+
+def _crs_key(crs: pyproj.CRS) -> str:
+    # An authority code when the CRS is exactly one, otherwise the full WKT: two CRSs
+    # that differ only in how they were spelled compare equal.
+    auth = crs.to_authority(min_confidence=100)
+    if auth is not None:
+        return f"{auth[0]}:{auth[1]}"
+    return crs.to_wkt()
+
+
+def _round_sig(value: float, step: float) -> float:
+    # Round to ~1e-6 of a pixel so a transform rebuilt from float coordinates compares
+    # equal to the one it came from.
+    if step <= 0 or not math.isfinite(step):
+        return value
+    digits = 6 - math.floor(math.log10(step))
+    return round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class Grid:
+    """An axis-aligned raster grid: CRS, pixel-corner affine transform and ``(ny, nx)`` shape.
+
+    Parameters
+    ----------
+    crs
+        Anything :meth:`pyproj.CRS.from_user_input` accepts (``"EPSG:6931"``, WKT, a
+        ``rasterio`` CRS, ...).
+    transform
+        GDAL/rasterio affine transform, pixel-corner based; no rotation or shear.
+    shape
+        ``(ny, nx)``.
+
+    Examples
+    --------
+    >>> g = Grid.from_bounds((-180, -90, 180, 90), 1.0, "EPSG:4326")
+    >>> g.shape, g.resolution
+    ((180, 360), (1.0, 1.0))
+    >>> round(g.cell_area().sum() / 1e12, 3)  # million km², WGS84 ellipsoid surface
+    510.066
+    """
+
+    crs: pyproj.CRS
+    transform: Affine
+    shape: tuple[int, int]
+    _key: tuple[Any, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        crs = self.crs
+        if crs is None:
+            raise MissingCRSError("grid has no CRS; give one, e.g. crs='EPSG:4326'")
+        if not isinstance(crs, pyproj.CRS):
+            try:
+                crs = pyproj.CRS.from_user_input(crs)
+            except pyproj.exceptions.CRSError as exc:
+                raise InputError(f"grid CRS {self.crs!r} is not understood ({exc})") from None
+        transform = self.transform
+        if not isinstance(transform, Affine):
+            transform = Affine(*tuple(transform)[:6])
+        if transform.b != 0 or transform.d != 0:
+            raise InputError(
+                f"grid transform {tuple(transform)[:6]} has rotation or shear; only axis-aligned "
+                "grids are supported (warp the raster first, e.g. gdalwarp)"
+            )
+        if transform.a == 0 or transform.e == 0:
+            raise InputError(f"grid transform {tuple(transform)[:6]} has a zero pixel size")
+        ny, nx = (int(v) for v in self.shape)
+        if ny < 1 or nx < 1:
+            raise InputError(f"grid shape {self.shape} must be at least (1, 1)")
+        object.__setattr__(self, "crs", crs)
+        object.__setattr__(self, "transform", transform)
+        object.__setattr__(self, "shape", (ny, nx))
+        ax, ay = abs(transform.a), abs(transform.e)
+        tkey = (
+            _round_sig(transform.a, ax),
+            _round_sig(transform.c, ax),
+            _round_sig(transform.e, ay),
+            _round_sig(transform.f, ay),
+        )
+        object.__setattr__(self, "_key", (_crs_key(crs), tkey, (ny, nx)))
+
+    # ------------------------------------------------------------------ identity
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Grid):
+            return NotImplemented
+        return self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __dask_tokenize__(self) -> tuple[Any, ...]:
+        return ("socmap.Grid", *self._key)
+
+    def __repr__(self) -> str:
+        t = self.transform
+        return (
+            f"Grid(crs={_crs_key(self.crs) if len(_crs_key(self.crs)) < 40 else self.crs.name!r}, "
+            f"shape={self.shape}, resolution={self.resolution}, origin=({t.c!r}, {t.f!r}))"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Grid, (self.crs.to_wkt(), tuple(self.transform)[:6], self.shape))
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_bounds(
+        cls,
+        bounds: tuple[float, float, float, float],
+        resolution: float | tuple[float, float],
+        crs: Any,
+    ) -> Grid:
+        """A north-up grid anchored at the top-left corner of ``bounds``.
+
+        Parameters
+        ----------
+        bounds
+            ``(left, bottom, right, top)`` in CRS units.
+        resolution
+            Cell size, one number or ``(xres, yres)``, positive.
+        crs
+            The grid's CRS.
+
+        Notes
+        -----
+        When the extent is not a whole number of cells, the grid grows to the right and
+        downwards to the next whole cell (a tolerance of 1e-6 cell absorbs float noise).
+        """
+        left, bottom, right, top = (float(v) for v in bounds)
+        xres, yres = (resolution, resolution) if np.isscalar(resolution) else resolution
+        xres, yres = float(xres), float(yres)
+        if not (xres > 0 and yres > 0):
+            raise InputError(f"grid resolution {resolution!r} must be positive")
+        if not (right > left and top > bottom):
+            raise InputError(f"grid bounds {bounds!r} must be (left, bottom, right, top)")
+        nx = max(1, math.ceil((right - left) / xres - 1e-6))
+        ny = max(1, math.ceil((top - bottom) / yres - 1e-6))
+        return cls(crs, Affine(xres, 0.0, left, 0.0, -yres, top), (ny, nx))
+
+    @classmethod
+    def from_raster(cls, path: Any, *, band: int = 1, variable: str | None = None) -> Grid:
+        """The grid of a raster file, reading only its header.
+
+        Raises
+        ------
+        InputError
+            Missing or unreadable file.
+        MissingCRSError
+            The raster has no CRS.
+        """
+        from mapping.io import raster_info
+
+        info = raster_info(path, band=band, variable=variable)
+        return cls(info.crs, info.transform, info.shape)
+
+    @classmethod
+    def from_dataarray(cls, da: xr.DataArray | xr.Dataset) -> Grid:
+        """The grid of a DataArray (or Dataset) with 1-D ``y``/``x`` coordinates and a CRS.
+
+        The transform is rebuilt from the cell-centre coordinates; for a single row or
+        column it falls back on the transform rioxarray stored with the CRS.
+        """
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+        crs = da.rio.crs
+        if crs is None:
+            raise MissingCRSError(
+                "array has no CRS; set one with .rio.write_crs('EPSG:...') before using it as a grid"
+            )
+        xdim, ydim = da.rio.x_dim, da.rio.y_dim
+        ny, nx = int(da.sizes[ydim]), int(da.sizes[xdim])
+        if nx > 1 and ny > 1:
+            x = np.asarray(da[xdim].values, dtype="float64")
+            y = np.asarray(da[ydim].values, dtype="float64")
+            xres = (x[-1] - x[0]) / (nx - 1)
+            yres = (y[-1] - y[0]) / (ny - 1)
+            transform = Affine(xres, 0.0, x[0] - xres / 2, 0.0, yres, y[0] - yres / 2)
+        else:
+            transform = da.rio.transform()
+        return cls(pyproj.CRS.from_user_input(crs), transform, (ny, nx))
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def is_geographic(self) -> bool:
+        """True for a longitude/latitude grid."""
+        return bool(self.crs.is_geographic)
+
+    @property
+    def width(self) -> int:
+        return self.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.shape[0]
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """``(xres, yres)``, positive, in CRS units."""
+        return (abs(self.transform.a), abs(self.transform.e))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` (rasterio order)."""
+        ny, nx = self.shape
+        x0, y0 = self.transform * (0, 0)
+        x1, y1 = self.transform * (nx, ny)
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+    def coords(self) -> tuple[np.ndarray, np.ndarray]:
+        """1-D cell-centre coordinates ``(y, x)``, in array order."""
+        t = self.transform
+        ny, nx = self.shape
+        x = t.c + t.a * (np.arange(nx) + 0.5)
+        y = t.f + t.e * (np.arange(ny) + 0.5)
+        return y, x
+
+    def xy(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+        """World ``(x, y)`` of the centres of cells ``(rows, cols)``."""
+        t = self.transform
+        r = np.asarray(rows, dtype="float64")
+        c = np.asarray(cols, dtype="float64")
+        return t.c + t.a * (c + 0.5), t.f + t.e * (r + 0.5)
+
+    def rowcol(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Integer ``(rows, cols)`` of the cells that contain world points ``(x, y)``.
+
+        Indices are *not* clipped: a point outside the grid gets an index below 0 or at
+        or above the shape (non-finite coordinates give -1); use :meth:`contains` to test.
+        A point on a cell edge belongs to the cell with the larger pixel index.
+        """
+        t = self.transform
+        xa = np.asarray(x, dtype="float64")
+        ya = np.asarray(y, dtype="float64")
+        with np.errstate(invalid="ignore"):
+            cf = np.floor((xa - t.c) / t.a)
+            rf = np.floor((ya - t.f) / t.e)
+        bad = ~(np.isfinite(cf) & np.isfinite(rf))
+        cf = np.where(bad, -1, np.clip(cf, -(2**62), 2**62))
+        rf = np.where(bad, -1, np.clip(rf, -(2**62), 2**62))
+        return rf.astype("int64"), cf.astype("int64")
+
+    def contains(self, rows: Any, cols: Any) -> np.ndarray:
+        """Boolean mask of indices that fall inside the grid."""
+        ny, nx = self.shape
+        r = np.asarray(rows)
+        c = np.asarray(cols)
+        return (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+
+    def window(self, row_slice: slice, col_slice: slice) -> Grid:
+        """The sub-grid ``array[row_slice, col_slice]`` (unit-step slices inside the grid)."""
+        ny, nx = self.shape
+        r0, r1, _ = row_slice.indices(ny)
+        c0, c1, _ = col_slice.indices(nx)
+        if r1 <= r0 or c1 <= c0:
+            raise ValueError(f"empty window {row_slice}, {col_slice} of grid shape {self.shape}")
+        return Grid(self.crs, self.transform * Affine.translation(c0, r0), (r1 - r0, c1 - c0))
+
+    # ------------------------------------------------------------------ tiling
+    def chunk_sizes(self, chunks: int | tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Dask-style chunk sizes ``((rows...), (cols...))`` for square or ``(cy, cx)`` chunks."""
+        cy, cx = (chunks, chunks) if isinstance(chunks, int | np.integer) else chunks
+        cy, cx = int(cy), int(cx)
+        if cy < 1 or cx < 1:
+            raise ValueError(f"chunks {chunks!r} must be positive")
+        ny, nx = self.shape
+
+        def split(n: int, c: int) -> tuple[int, ...]:
+            return tuple(min(c, n - i) for i in range(0, n, c))
+
+        return split(ny, cy), split(nx, cx)
+
+    def tiles(self, chunks: int | tuple[int, int]) -> list[Tile]:
+        """Split the grid into chunks, row-major; each :class:`Tile` carries its sub-grid."""
+        rows, cols = self.chunk_sizes(chunks)
+        out: list[Tile] = []
+        r0 = 0
+        for h in rows:
+            c0 = 0
+            for w in cols:
+                rs, cs = slice(r0, r0 + h), slice(c0, c0 + w)
+                out.append(Tile(rs, cs, self.window(rs, cs)))
+                c0 += w
+            r0 += h
+        return out
+
+    # ------------------------------------------------------------------ xarray
+    def wrap(
+        self, array: Any, name: str | None = None, attrs: dict[str, Any] | None = None
+    ) -> xr.DataArray:
+        """Wrap a ``(ny, nx)`` NumPy or Dask array as a DataArray on this grid (CRS written).
+
+        Leading dimensions, if any, are named ``dim_0, dim_1, ...``.
+        """
+        import xarray as xr
+
+        if tuple(array.shape[-2:]) != self.shape:
+            raise ValueError(f"array shape {array.shape} does not end in grid shape {self.shape}")
+        y, x = self.coords()
+        dims = (*tuple(f"dim_{i}" for i in range(array.ndim - 2)), "y", "x")
+        da = xr.DataArray(array, dims=dims, coords={"y": y, "x": x}, name=name, attrs=attrs or {})
+        return self.attach(da)
+
+    def attach(self, obj: Any) -> Any:
+        """Write this grid's CRS and transform onto a DataArray/Dataset that lies on it."""
+        import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+        obj = obj.rio.write_crs(self.crs.to_wkt())
+        return obj.rio.write_transform(self.transform)
+
+    # ------------------------------------------------------------------ areas
+    def cell_area(self, chunks: int | tuple[int, int] | None = None) -> Any:
+        """Area of every cell on the ellipsoid of the CRS, m², shape ``(ny, nx)``, float64.
+
+        * geographic grid: closed form of the area of an ellipsoidal quadrangle bounded
+          by two parallels and two meridians (authalic latitude, :func:`authalic_q`),
+          exact to rounding;
+        * equal-area projection (recognised by :func:`is_equal_area`): ``|xres * yres|``
+          times the square of the linear unit, every cell the same;
+        * any other projection: each cell's outline is mapped to (longitude,
+          ``q(latitude)``) space, where the ellipsoid's area element is
+          ``a²/2 dλ dq``, and integrated along the edges (8 and 16 sub-samples per edge,
+          Richardson-extrapolated). Relative error below 1e-9 for cells up to ~100 km
+          on conformal projections (checked against :class:`pyproj.Geod` polygons in the
+          tests). Cells whose corners cannot be projected get NaN.
+
+        Parameters
+        ----------
+        chunks
+            ``None`` for a NumPy array; an int or ``(cy, cx)`` for a lazy Dask array chunked
+            like :meth:`tiles`.
+        """
+        if chunks is None:
+            return _cell_area_numpy(self)
+        import dask.array as da
+
+        rows, cols = self.chunk_sizes(chunks)
+        grid = self
+
+        def block(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+            (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
+            return _cell_area_numpy(grid.window(slice(r0, r1), slice(c0, c1)))
+
+        return da.map_blocks(
+            block,
+            chunks=(rows, cols),
+            dtype="float64",
+            meta=np.empty((0, 0), dtype="float64"),
+            name=f"cell-area-{hash(grid) & 0xFFFFFFFF:x}-{rows[0]}x{cols[0]}",
+        )
+
+
+# ---------------------------------------------------------------------- area kernels
+def _ellipsoid(crs: pyproj.CRS) -> tuple[float, float]:
+    ell = crs.ellipsoid
+    if ell is None:
+        raise InputError(f"CRS {crs.name!r} has no ellipsoid; cell areas cannot be computed")
+    a = float(ell.semi_major_metre)
+    b = float(ell.semi_minor_metre)
+    e2 = max(0.0, 1.0 - (b / a) ** 2)
+    return a, e2
+
+
+def authalic_q(phi: Any, e2: float) -> np.ndarray:
+    """The function ``q(φ)`` of the authalic latitude (Snyder 1987, eq. 3-12).
+
+    ``q(φ) = (1 - e²) [ sin φ / (1 - e² sin² φ) + atanh(e sin φ) / e ]``; the area of the
+    ellipsoid between the equator and latitude ``φ`` over ``Δλ`` radians of longitude is
+    ``a² Δλ q(φ) / 2``. On a sphere (``e = 0``) ``q = 2 sin φ``.
+
+    Parameters
+    ----------
+    phi
+        Geodetic latitude, radians.
+    e2
+        First eccentricity squared.
+    """
+    s = np.sin(np.asarray(phi, dtype="float64"))
+    if e2 == 0.0:
+        return 2.0 * s
+    e = math.sqrt(e2)
+    return (1.0 - e2) * (s / (1.0 - e2 * s * s) + np.arctanh(e * s) / e)
+
+
+def ellipsoid_band_area(lat1_deg: Any, lat2_deg: Any, dlon_deg: Any, a: float, e2: float) -> Any:
+    """Area (m²) of the quadrangle between two parallels and two meridians ``dlon`` apart."""
+    p1 = np.radians(np.clip(lat1_deg, -90.0, 90.0))
+    p2 = np.radians(np.clip(lat2_deg, -90.0, 90.0))
+    return (
+        0.5 * a * a * np.radians(np.abs(dlon_deg)) * np.abs(authalic_q(p2, e2) - authalic_q(p1, e2))
+    )
+
+
+def _angular_factor(crs: pyproj.CRS) -> float:
+    # Degrees per axis unit of a geographic CRS (grads and radians exist in the wild).
+    info = crs.axis_info[0] if crs.axis_info else None
+    if info is None or not info.unit_conversion_factor:
+        return 1.0
+    return float(np.degrees(info.unit_conversion_factor))
+
+
+def _linear_factor(crs: pyproj.CRS) -> float:
+    info = crs.axis_info[0] if crs.axis_info else None
+    if info is None or not info.unit_conversion_factor:
+        return 1.0
+    return float(info.unit_conversion_factor)
+
+
+def _cell_area_numpy(grid: Grid) -> np.ndarray:
+    ny, nx = grid.shape
+    t = grid.transform
+    if grid.is_geographic:
+        a, e2 = _ellipsoid(grid.crs)
+        k = _angular_factor(grid.crs)
+        lat_edges = (t.f + t.e * np.arange(ny + 1)) * k
+        row_area = ellipsoid_band_area(lat_edges[:-1], lat_edges[1:], t.a * k, a, e2)
+        return np.broadcast_to(row_area[:, None], (ny, nx)).astype("float64", copy=True)
+    if is_equal_area(grid.crs):
+        u = _linear_factor(grid.crs)
+        return np.full((ny, nx), abs(t.a * t.e) * u * u, dtype="float64")
+    return _projected_cell_area(grid)
+
+
+def _projected_cell_area(grid: Grid, tile: int = 256, rtol: float = 1e-9) -> np.ndarray:
+    """Cell areas on any projection, from each cell's outline in an equal-area plane.
+
+    Every (internal) tile of at most ``tile x tile`` cells is mapped to a Lambert
+    azimuthal equal-area plane centred on the tile, on the grid's own geodetic datum.
+    That plane preserves area exactly and is smooth everywhere but at the antipode, so a
+    cell's area is the planar area of its mapped outline, ``∮ x dy``, summed edge by edge
+    (each grid line is sampled once and shared by the cells on both sides). The edges are
+    sampled with ``k = 1, 2, 4, ...`` sub-segments; successive trapezoid sums are
+    Richardson-extrapolated and ``k`` doubles until two extrapolations agree within
+    ``rtol`` (or ``k`` reaches 64), so mildly distorted (e.g. conformal) projections cost
+    about three transformed points per cell and strongly distorted ones get more.
+    """
+    ny, nx = grid.shape
+    out = np.empty((ny, nx), dtype="float64")
+    for r0 in range(0, ny, tile):
+        for c0 in range(0, nx, tile):
+            sub = grid.window(slice(r0, r0 + tile), slice(c0, c0 + tile))
+            to_plane = _equal_area_plane(sub)
+            if to_plane is None:
+                out[r0 : r0 + tile, c0 : c0 + tile] = np.nan
+                continue
+            k = 1
+            prev_sum = _outline_areas(sub, to_plane, k)
+            prev_extrap = None
+            while True:
+                k *= 2
+                cur_sum = _outline_areas(sub, to_plane, k)
+                extrap = (4.0 * cur_sum - prev_sum) / 3.0
+                if prev_extrap is not None:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        change = np.nanmax(np.abs(extrap - prev_extrap) / extrap, initial=0.0)
+                    if change < rtol or k >= 64:
+                        break
+                prev_sum, prev_extrap = cur_sum, extrap
+            out[r0 : r0 + tile, c0 : c0 + tile] = extrap
+    return out
+
+
+def _equal_area_plane(grid: Grid) -> pyproj.Transformer | None:
+    from pyproj.crs import ProjectedCRS
+    from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
+
+    geo = grid.crs.geodetic_crs
+    if geo is None:
+        raise InputError(
+            f"CRS {grid.crs.name!r} has no geodetic CRS; cell areas cannot be computed"
+        )
+    ny, nx = grid.shape
+    # Centre of the tile; fall back on its corners when the centre cannot be projected.
+    for col, row in ((nx / 2, ny / 2), (0, 0), (nx, 0), (0, ny), (nx, ny)):
+        cx, cy = grid.transform * (col, row)
+        lon, lat = pyproj.Transformer.from_crs(grid.crs, geo, always_xy=True).transform(
+            cx, cy, errcheck=False
+        )
+        if np.isfinite(lon) and np.isfinite(lat):
+            break
+    else:
+        return None
+    deg = _angular_factor(geo)
+    plane = ProjectedCRS(
+        conversion=LambertAzimuthalEqualAreaConversion(
+            latitude_natural_origin=float(lat) * deg, longitude_natural_origin=float(lon) * deg
+        ),
+        geodetic_crs=geo,
+    )
+    return pyproj.Transformer.from_crs(grid.crs, plane, always_xy=True)
+
+
+def _outline_areas(grid: Grid, to_plane: pyproj.Transformer, k: int) -> np.ndarray:
+    ny, nx = grid.shape
+    t = grid.transform
+
+    s = np.arange(nx * k + 1) / k
+    ph = np.broadcast_to(s, (ny + 1, s.size))
+    qh = np.broadcast_to(np.arange(ny + 1, dtype="float64")[:, None], ph.shape)
+    s = np.arange(ny * k + 1) / k
+    qv = np.broadcast_to(s, (nx + 1, s.size))
+    pv = np.broadcast_to(np.arange(nx + 1, dtype="float64")[:, None], qv.shape)
+    # One shared origin for both families of lines so their integrals add up.
+    x0, y0 = to_plane.transform(*(t * (0.0, 0.0)), errcheck=False)
+
+    def integrals(px: np.ndarray, py: np.ndarray) -> np.ndarray:
+        x, y = to_plane.transform(*(t * (px, py)), errcheck=False)
+        x = np.asarray(x) - x0
+        y = np.asarray(y) - y0
+        seg = 0.5 * (x[..., 1:] + x[..., :-1]) * np.diff(y, axis=-1)
+        return seg.reshape(*seg.shape[:-1], seg.shape[-1] // k, k).sum(-1)
+
+    ih = integrals(ph, qh)  # (ny + 1, nx): corner (i, j) -> (i, j + 1)
+    iv = integrals(pv, qv).T  # (ny, nx + 1): corner (i, j) -> (i + 1, j)
+    # Around cell (i, j): (i,j)->(i,j+1)->(i+1,j+1)->(i+1,j)->(i,j); Green: area = ∮ x dy.
+    loop = ih[:-1, :] + iv[:, 1:] - ih[1:, :] - iv[:, :-1]
+    return np.abs(loop)
+
+
+# ---------------------------------------------------------------------- equal-area test
+_EQUAL_AREA_METHODS = (
+    "equal area",
+    "equal earth",
+    "mollweide",
+    "sinusoidal",
+    "eckert iv",
+    "eckert vi",
+    "goode homolosine",
+    "interrupted goode homolosine",
+)
+
+_equal_area_cache: dict[str, bool] = {}
+
+
+def is_equal_area(crs: Any) -> bool:
+    """True when a projected CRS preserves area, so every cell of a grid has the same area.
+
+    A CRS is recognised as equal-area when its projection method is one of the known
+    equal-area methods (name contains "Equal Area", or is Equal Earth, Mollweide,
+    Sinusoidal, Eckert IV/VI, Goode Homolosine) *and* PROJ's areal scale factor
+    (:meth:`pyproj.Proj.get_factors`) is 1 within 1e-6 at a 7x7 lattice of points across
+    the projection's area of use. The name alone is not trusted, and a projection that
+    is not on the list is never assumed to be equal-area: its cell areas are computed.
+    """
+    crs = pyproj.CRS.from_user_input(crs)
+    if not crs.is_projected:
+        return False
+    key = crs.to_wkt()
+    if key in _equal_area_cache:
+        return _equal_area_cache[key]
+    op = crs.coordinate_operation
+    name = (op.method_name if op is not None else "").lower()
+    result = any(m in name for m in _EQUAL_AREA_METHODS)
+    if result:
+        result = _areal_scale_is_one(crs)
+    _equal_area_cache[key] = result
+    return result
+
+
+def _areal_scale_is_one(crs: pyproj.CRS, tol: float = 1e-6) -> bool:
+    aou = crs.area_of_use
+    west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
+    if east < west:  # area of use crossing the antimeridian
+        east += 360.0
+    south, north = max(south, -89.0), min(north, 89.0)
+    lon, lat = np.meshgrid(np.linspace(west, east, 7), np.linspace(south, north, 7))
+    lon = (lon + 180.0) % 360.0 - 180.0
+    try:
+        f = pyproj.Proj(crs).get_factors(lon.ravel(), lat.ravel(), errcheck=False)
+    except pyproj.exceptions.ProjError:
+        return False
+    s = np.asarray(f.areal_scale)
+    s = s[np.isfinite(s)]
+    return bool(s.size > 0 and np.all(np.abs(s - 1.0) < tol))
