@@ -47,6 +47,68 @@ def validate(config: ConfigArg) -> None:
     typer.echo(f"  output:   {cfg.output}")
 
 
+@app.command()
+def stocks(
+    profiles: Annotated[Path, typer.Argument(help="Horizon table (CSV, Parquet or GeoPackage).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
+    depths: Annotated[str | None, typer.Option(help="Intervals, e.g. 0-30,0-100,0-200,0-300.")] = None,
+    method: Annotated[str | None, typer.Option(help="spline or linear.")] = None,
+    lam: Annotated[float | None, typer.Option("--lambda", help="Spline smoothing (default 0.1).")] = None,
+    on_invalid: Annotated[str | None, typer.Option(help="error or skip invalid profiles.")] = None,
+    column: Annotated[list[str] | None, typer.Option(help="CANONICAL=NAME, repeatable.")] = None,
+    ptf: Annotated[str | None, typer.Option(help="Bulk-density PTF (default hossain2015).")] = None,
+    tolerance: Annotated[float | None, typer.Option("--tolerance-cm", help="Depth tolerance, cm.")] = None,
+    layer: Annotated[str | None, typer.Option(help="GeoPackage layer.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Take defaults from a workflow config.")] = None,
+) -> None:
+    """SOC stocks per profile at standard depth intervals."""
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from mapping.config import StocksConfig, load_config, parse_interval
+    from mapping.depths import compute_stocks, write_stocks
+    from mapping.exceptions import ConfigError
+    from mapping.profiles import parse_column_options, read_horizons
+
+    t0 = time.perf_counter()
+    st, columns = StocksConfig(), {}
+    if config is not None:
+        cfg = load_config(config, check_files=False)
+        st, columns = cfg.stocks, dict(cfg.profiles.columns)
+    columns.update(parse_column_options(column or []))
+    try:
+        intervals = [parse_interval(d) for d in depths.split(",")] if depths else st.intervals()
+    except ValueError as exc:
+        raise ConfigError(f"--depths: {exc}") from None
+    horizons = read_horizons(profiles, columns=columns, layer=layer)
+    method = method or st.method
+    result = compute_stocks(
+        horizons,
+        intervals,
+        method=method,
+        lam=st.spline_lambda if lam is None else lam,
+        tolerance_cm=st.depth_tolerance_cm if tolerance is None else tolerance,
+        bulk_density_ptf=ptf or st.bulk_density_ptf,
+        source=str(profiles),
+        on_invalid=on_invalid or st.on_invalid,
+    )
+    write_stocks(result, out)
+
+    table = Table(title=f"profiles per interval ({method})")
+    table.add_column("interval (cm)")
+    table.add_column("profiles", justify="right")
+    for row in result.counts.itertuples():
+        table.add_row(row.interval, str(row.n_profiles))
+    console = Console()
+    console.print(table)
+    n_prof = result.stocks["profile_id"].nunique()
+    typer.echo(f"stocks of {n_prof} profiles written to {out} in {time.perf_counter() - t0:.1f} s")
+    if len(result.invalid):
+        typer.echo(f"{len(result.invalid)} invalid profiles skipped: see {out / 'invalid_profiles.csv'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     try:

@@ -1,0 +1,542 @@
+"""Horizon tables: schema, column mapping and validity checks.
+
+A horizon table has one row per horizon (or per sampled depth range) of a
+soil profile. Its canonical columns are
+
+=========================  =====================================================
+``profile_id``             profile (pedon) identifier
+``lon``, ``lat``           position, degrees (EPSG:4326)
+``top_cm``, ``bottom_cm``  depth range, cm below the surface
+``soc_pct``                organic carbon, % by mass (or ``soc_g_kg``, g/kg)
+``bulk_density_g_cm3``     fine-earth bulk density; may be missing (see
+                           :mod:`mapping.bulk_density`)
+``coarse_fraction_pct``    coarse fragments > 2 mm, vol %; optional, 0 if absent
+``horizon_area_pct``       share of the pedon face the horizon occupies, %;
+                           optional, 100 if absent (cryoturbated horizons < 100)
+``n_pct`` / ``n_g_kg``     total nitrogen; optional
+=========================  =====================================================
+
+Other spellings are mapped with ``columns={canonical: name_in_file}``. Any
+other column is carried along untouched.
+
+:func:`check_horizons` applies the validity rules documented in
+``docs/stocks.md``; a table that breaks them raises
+:class:`~mapping.exceptions.HorizonTableError` with a one-line message naming
+the file, the profiles and the lines, or, with ``on_invalid="skip"``, loses
+the offending profiles, which are listed in a report table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mapping.bulk_density import BD_MAX, BD_MIN
+from mapping.exceptions import ConfigError, HorizonTableError, InputError
+from mapping.io import read_table
+
+PROFILE_ID = "profile_id"
+LINE = "_line"
+"""Column holding the line (CSV) or row number of each horizon, for messages."""
+
+CANONICAL: tuple[str, ...] = (
+    "profile_id",
+    "lon",
+    "lat",
+    "top_cm",
+    "bottom_cm",
+    "soc_pct",
+    "soc_g_kg",
+    "bulk_density_g_cm3",
+    "coarse_fraction_pct",
+    "horizon_area_pct",
+    "n_pct",
+    "n_g_kg",
+)
+REQUIRED: tuple[str, ...] = ("profile_id", "lon", "lat", "top_cm", "bottom_cm")
+NUMERIC: tuple[str, ...] = CANONICAL[1:]
+DEPTH_VALUE_COLUMNS: tuple[str, ...] = (
+    "soc_g_kg",
+    "bulk_density_g_cm3",
+    "coarse_fraction_pct",
+    "horizon_area_pct",
+    "n_g_kg",
+)
+
+AREA_TOLERANCE_PCT = 1.0
+"""Area shares of one depth range may sum to 100 ± this many percentage points."""
+_MAX_LISTED = 3  # problems spelled out in an error message
+
+
+# --------------------------------------------------------------------------- reading
+def read_horizons(
+    path: str | os.PathLike[str],
+    columns: dict[str, str] | None = None,
+    layer: str | None = None,
+) -> pd.DataFrame:
+    """Read a horizon table (CSV, Parquet or GeoPackage) with canonical column names.
+
+    Parameters
+    ----------
+    path
+        The table. GeoPackage point layers get ``lon``/``lat`` from the geometry.
+    columns
+        Canonical name -> name in the file, for columns spelled differently,
+        e.g. ``{"soc_pct": "OC_percent"}``.
+    layer
+        GeoPackage layer (default: the first).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table with mapped columns renamed to their canonical names, other
+        columns unchanged, and a ``_line`` column: the line of each row in a
+        CSV file (the header is line 1), or the 1-based row number in Parquet
+        and GeoPackage files. ``df.attrs["source"]`` is the path and
+        ``df.attrs["line_label"]`` is ``"line"`` or ``"row"``.
+
+    Raises
+    ------
+    HorizonTableError
+        Unreadable, empty or header-only file; a mapped column not in the file.
+    """
+    p = Path(path)
+    try:
+        df = read_table(p, layer=layer)
+    except HorizonTableError:
+        raise
+    except InputError as exc:
+        raise HorizonTableError(str(exc)) from None
+    df = map_columns(df, columns or {}, source=str(p))
+    is_csv = p.suffix.lower() == ".csv"
+    df[LINE] = np.arange(len(df)) + (2 if is_csv else 1)
+    df.attrs["source"] = str(p)
+    df.attrs["line_label"] = "line" if is_csv else "row"
+    return df
+
+
+def parse_column_options(options: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Parse repeated ``canonical=name`` command-line options into a mapping."""
+    mapping: dict[str, str] = {}
+    for opt in options:
+        canonical, sep, name = opt.partition("=")
+        canonical, name = canonical.strip(), name.strip()
+        if not sep or not canonical or not name:
+            raise ConfigError(f"--column {opt!r}: expected CANONICAL=NAME, e.g. soc_pct=OC")
+        mapping[canonical] = name
+    return mapping
+
+
+def map_columns(df: pd.DataFrame, columns: dict[str, str], source: str = "<table>") -> pd.DataFrame:
+    """Rename file columns to canonical names (``columns`` is canonical -> file name)."""
+    unknown = sorted(set(columns) - set(CANONICAL))
+    if unknown:
+        raise HorizonTableError(
+            f"{source}: unknown canonical column {unknown[0]!r} in the column mapping; "
+            f"known: {', '.join(CANONICAL)}"
+        )
+    rename: dict[str, str] = {}
+    for canonical, name in columns.items():
+        if name == canonical:
+            continue
+        if name not in df.columns:
+            raise HorizonTableError(
+                f"{source}: column {name!r} (mapped to {canonical}) not found; "
+                f"the file has: {', '.join(map(str, df.columns))}"
+            )
+        if canonical in df.columns:
+            raise HorizonTableError(
+                f"{source}: both {canonical!r} and {name!r} (mapped to {canonical}) are present; "
+                "drop one or map the other"
+            )
+        rename[name] = canonical
+    if len(set(rename.values())) < len(rename):
+        raise HorizonTableError(f"{source}: two file columns are mapped to the same canonical name")
+    out = df.rename(columns=rename)
+    out.attrs = dict(df.attrs)
+    return out
+
+
+# --------------------------------------------------------------------------- checks
+class _Issues:
+    """Problems found in a table: (row positions, profile, reason)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[np.ndarray, object, str]] = []
+        self.text: dict[str, np.ndarray] = {}  # rows with text in a numeric column
+
+    def missing(self, col: str, values: np.ndarray) -> np.ndarray:
+        """NaN rows of a column that are not already reported as text."""
+        return np.isnan(values) & ~self.text.get(col, False)
+
+    def add(self, rows: np.ndarray, pid: object, reason: str) -> None:
+        self.records.append((np.atleast_1d(np.asarray(rows, dtype=np.int64)), pid, reason))
+
+    def add_rows(self, mask: np.ndarray, df: pd.DataFrame, reason_of: Callable[[int], str]) -> None:
+        """Add one issue per True row of ``mask``; ``reason_of(row_position) -> str``."""
+        for i in np.flatnonzero(mask):
+            self.records.append((np.array([i]), df[PROFILE_ID].iat[i], reason_of(i)))
+
+    def bad_rows(self, n: int) -> np.ndarray:
+        bad = np.zeros(n, dtype=bool)
+        for rows, _, _ in self.records:
+            bad[rows] = True
+        return bad
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+def _fmt(x: object) -> str:
+    if isinstance(x, float | np.floating):
+        return f"{float(x):g}"
+    return repr(x) if isinstance(x, str) else str(x)
+
+
+def _lines_text(lines: list[int], label: str) -> str:
+    if len(lines) == 1:
+        return f"{label} {lines[0]}"
+    return f"{label}s {', '.join(map(str, lines))}"
+
+
+def check_horizons(
+    df: pd.DataFrame,
+    source: str,
+    on_invalid: str = "error",
+    *,
+    tolerance_cm: float = 0.0,
+    area_tolerance_pct: float = AREA_TOLERANCE_PCT,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Check a horizon table; return the valid horizons and a report of invalid profiles.
+
+    Parameters
+    ----------
+    df
+        Horizons with canonical column names (see :func:`read_horizons`).
+    source
+        Name of the table for messages (usually its path).
+    on_invalid
+        ``"error"``: raise on the first invalid table. ``"skip"``: drop every
+        profile with a problem and list it in the report.
+    tolerance_cm
+        Gaps and overlaps between horizons up to this thickness are accepted.
+    area_tolerance_pct
+        Accepted deviation of summed area shares from 100 %.
+
+    Returns
+    -------
+    valid, invalid
+        ``valid``: the horizons of valid profiles, numeric columns as floats,
+        ``soc_pct`` and ``soc_g_kg`` both filled, ``bulk_density_g_cm3`` (NaN
+        where missing), ``coarse_fraction_pct`` (default 0),
+        ``horizon_area_pct`` (default 100), ``n_pct``/``n_g_kg`` when nitrogen
+        is given, carried columns and ``_line``. ``invalid``: one row per
+        dropped profile with ``profile_id``, ``lines`` (``;``-separated) and
+        ``reason``.
+
+    Raises
+    ------
+    HorizonTableError
+        A required column is missing; with ``on_invalid="error"`` any invalid
+        profile; with ``"skip"`` when no valid profile is left.
+    """
+    if on_invalid not in {"error", "skip"}:
+        raise ConfigError(f"on_invalid must be 'error' or 'skip' (got {on_invalid!r})")
+    label = df.attrs.get("line_label", "line" if LINE in df.columns else "row")
+    df = df.reset_index(drop=True).copy()
+    if LINE not in df.columns:
+        df[LINE] = np.arange(1, len(df) + 1)
+    _check_columns(df, source)
+    if len(df) == 0:
+        raise HorizonTableError(f"{source}: table has no rows")
+
+    issues = _Issues()
+    _check_values(df, issues)
+    _check_profiles(df, issues, tolerance_cm, area_tolerance_pct)
+
+    report = _report(df, issues, label)
+    if len(report) and on_invalid == "error":
+        raise HorizonTableError(_error_message(source, report, label))
+    bad_ids = set(report[PROFILE_ID]) if len(report) else set()
+    keep = ~df[PROFILE_ID].isin(bad_ids) & df[PROFILE_ID].notna()
+    valid = df.loc[keep].reset_index(drop=True)
+    if len(valid) == 0:
+        raise HorizonTableError(
+            f"{source}: no valid profile left ({len(report)} invalid); "
+            + _error_message(source, report, label).split(": ", 1)[1]
+        )
+    valid.attrs = {"source": source, "line_label": label}
+    return valid, report
+
+
+def _check_columns(df: pd.DataFrame, source: str) -> None:
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if "soc_pct" not in df.columns and "soc_g_kg" not in df.columns:
+        missing.append("soc_pct (or soc_g_kg)")
+    if missing:
+        have = ", ".join(str(c) for c in df.columns if c != LINE)
+        raise HorizonTableError(
+            f"{source}: missing required column {missing[0]}"
+            + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+            + f"; the table has: {have}; map other spellings with --column CANONICAL=NAME"
+        )
+
+
+def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
+    """Row-level checks; coerces numeric columns to float in place."""
+    pid = df[PROFILE_ID]
+    issues.add_rows(pid.isna().to_numpy(), df, lambda i: "profile_id is missing")
+    if pd.api.types.is_float_dtype(pid) and pid.notna().all():
+        if np.all(np.mod(pid.to_numpy(), 1) == 0):
+            df[PROFILE_ID] = pid.astype(np.int64)
+
+    for col in NUMERIC:
+        if col not in df.columns:
+            continue
+        raw = df[col]
+        if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
+            num = raw.astype(float)
+        else:
+            stripped = raw.map(lambda v: v.strip() if isinstance(v, str) else v)
+            num = pd.to_numeric(stripped, errors="coerce").astype(float)
+            text = (raw.notna() & num.isna()).to_numpy()
+            issues.text[col] = text
+            values = raw.to_numpy()
+            issues.add_rows(
+                text, df, lambda i, c=col, v=values: f"{c} is not a number ({str(v[i])!r})"
+            )
+        df[col] = num
+        arr = num.to_numpy()
+        issues.add_rows(np.isinf(arr), df, lambda i, c=col: f"{c} is not finite")
+
+    def need(col: str) -> np.ndarray:
+        return df[col].to_numpy()
+
+    for col in REQUIRED[1:]:
+        issues.add_rows(issues.missing(col, need(col)), df, lambda i, c=col: f"{c} is missing")
+
+    lon, lat, top, bot = need("lon"), need("lat"), need("top_cm"), need("bottom_cm")
+    with np.errstate(invalid="ignore"):
+        issues.add_rows(
+            (lon < -180) | (lon >= 360), df, lambda i: f"lon {_fmt(lon[i])} outside [-180, 360)"
+        )
+        issues.add_rows(
+            (lat < -90) | (lat > 90), df, lambda i: f"lat {_fmt(lat[i])} outside [-90, 90]"
+        )
+        issues.add_rows(
+            top < 0,
+            df,
+            lambda i: f"top_cm {_fmt(top[i])} is negative (depths are cm below the surface)",
+        )
+        issues.add_rows(
+            top >= bot, df, lambda i: f"top_cm {_fmt(top[i])} >= bottom_cm {_fmt(bot[i])}"
+        )
+
+    _unify_units(df, issues, "soc", required=True)
+    _unify_units(df, issues, "n", required=False)
+
+    if "bulk_density_g_cm3" not in df.columns:
+        df["bulk_density_g_cm3"] = np.nan
+    bd = need("bulk_density_g_cm3")
+    with np.errstate(invalid="ignore"):
+        issues.add_rows(
+            (bd < BD_MIN) | (bd > BD_MAX),
+            df,
+            lambda i: f"bulk_density_g_cm3 {_fmt(bd[i])} outside {BD_MIN:g}-{BD_MAX:g}",
+        )
+
+    if "coarse_fraction_pct" not in df.columns:
+        df["coarse_fraction_pct"] = 0.0
+    df["coarse_fraction_pct"] = df["coarse_fraction_pct"].fillna(0.0)
+    cf = need("coarse_fraction_pct")
+    issues.add_rows(
+        (cf < 0) | (cf > 100), df, lambda i: f"coarse_fraction_pct {_fmt(cf[i])} outside 0-100"
+    )
+
+    if "horizon_area_pct" not in df.columns:
+        df["horizon_area_pct"] = 100.0
+    df["horizon_area_pct"] = df["horizon_area_pct"].fillna(100.0)
+    area = need("horizon_area_pct")
+    issues.add_rows(
+        (area <= 0) | (area > 100),
+        df,
+        lambda i: f"horizon_area_pct {_fmt(area[i])} outside (0, 100]",
+    )
+
+
+def _unify_units(df: pd.DataFrame, issues: _Issues, stem: str, *, required: bool) -> None:
+    """Fill ``<stem>_pct`` and ``<stem>_g_kg`` from whichever is given; check ranges."""
+    pct, gkg = f"{stem}_pct", f"{stem}_g_kg"
+    if pct not in df.columns and gkg not in df.columns:
+        return
+    p = df[pct].to_numpy() if pct in df.columns else np.full(len(df), np.nan)
+    g = df[gkg].to_numpy() if gkg in df.columns else np.full(len(df), np.nan)
+    both = ~np.isnan(p) & ~np.isnan(g)
+    with np.errstate(invalid="ignore"):
+        clash = both & (np.abs(g - 10 * p) > 0.005 * np.maximum(np.abs(g), 1e-9))
+    issues.add_rows(clash, df, lambda i: f"{pct} {_fmt(p[i])} and {gkg} {_fmt(g[i])} disagree")
+    value = np.where(np.isnan(g), 10 * p, g)
+    name = pct if pct in df.columns else gkg
+    if required:
+        text = issues.text.get(pct, False) | issues.text.get(gkg, False)
+        issues.add_rows(np.isnan(value) & ~text, df, lambda i: f"{name} is missing")
+    given = p if pct in df.columns else g / 10
+    given = np.where(np.isnan(given), value / 10, given)
+    shown = (
+        (lambda i: f"{pct} {_fmt(given[i])}")
+        if pct in df.columns
+        else (lambda i: f"{gkg} {_fmt(value[i])}")
+    )
+    with np.errstate(invalid="ignore"):
+        issues.add_rows(value < 0, df, lambda i: f"{shown(i)} is negative")
+        issues.add_rows(value > 1000, df, lambda i: f"{shown(i)} above 100 % (1000 g/kg)")
+    df[gkg] = value
+    df[pct] = value / 10
+
+
+def layer_table(h: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split each profile at every horizon boundary into elementary layers.
+
+    Parameters
+    ----------
+    h
+        Horizons with a ``_pid`` integer profile code, ``top_cm``,
+        ``bottom_cm`` and a ``_row`` column.
+
+    Returns
+    -------
+    layers
+        ``_pid, _layer, u, v``: consecutive boundaries of each profile, sorted.
+    members
+        ``_layer, _row``: which horizons cover which layer. Layers covered by
+        no horizon are gaps.
+    """
+    z = np.concatenate([h["top_cm"].to_numpy(), h["bottom_cm"].to_numpy()])
+    p = np.concatenate([h["_pid"].to_numpy(), h["_pid"].to_numpy()])
+    b = (
+        pd.DataFrame({"_pid": p, "z": z})
+        .drop_duplicates()
+        .sort_values(["_pid", "z"], kind="stable")
+    )
+    bp, bz = b["_pid"].to_numpy(), b["z"].to_numpy()
+    same = bp[1:] == bp[:-1]
+    layers = pd.DataFrame({"_pid": bp[:-1][same], "u": bz[:-1][same], "v": bz[1:][same]})
+    layers["_layer"] = np.arange(len(layers))
+    m = h[["_pid", "_row", "top_cm", "bottom_cm"]].merge(layers, on="_pid")
+    m = m[(m["u"] >= m["top_cm"]) & (m["v"] <= m["bottom_cm"])]
+    return layers, m[["_layer", "_row"]].reset_index(drop=True)
+
+
+def _check_profiles(df: pd.DataFrame, issues: _Issues, tol: float, area_tol: float) -> None:
+    """Profile-level checks on the rows that passed the row-level checks."""
+    ok = ~issues.bad_rows(len(df))
+    h = df.loc[ok].copy()
+    if len(h) == 0:
+        return
+    h["_row"] = np.flatnonzero(ok)
+    h["_pid"] = pd.factorize(h[PROFILE_ID])[0]
+    pid_of = h.groupby("_pid", sort=True)[PROFILE_ID].first().to_numpy()
+
+    # one position per profile
+    g = h.groupby("_pid")
+    spread = (g["lon"].max() - g["lon"].min()).to_numpy() + (
+        g["lat"].max() - g["lat"].min()
+    ).to_numpy()
+    for k in np.flatnonzero(spread > 1e-9):
+        rows = h.loc[h["_pid"] == k, "_row"].to_numpy()
+        issues.add(rows, pid_of[k], "conflicting coordinates (lon/lat differ between its rows)")
+
+    # exact duplicates of every canonical value
+    key = ["_pid", "top_cm", "bottom_cm", *[c for c in DEPTH_VALUE_COLUMNS if c in h.columns]]
+    dup = h.duplicated(subset=key, keep=False).to_numpy()
+    dup_pids = set()
+    if dup.any():
+        for _, grp in h.loc[dup].groupby(key, dropna=False):
+            k = int(grp["_pid"].iat[0])
+            dup_pids.add(k)
+            issues.add(grp["_row"].to_numpy(), pid_of[k], "duplicate rows")
+    h = h[~h["_pid"].isin(dup_pids)]
+    if len(h) == 0:
+        return
+
+    layers, members = layer_table(h)
+    members = members.merge(h[["_row", "horizon_area_pct", "top_cm", "bottom_cm"]], on="_row")
+    agg = members.groupby("_layer").agg(n=("_row", "size"), area=("horizon_area_pct", "sum"))
+    layers = layers.join(agg, on="_layer")
+    layers["n"] = layers["n"].fillna(0).astype(int)
+    thick = (layers["v"] - layers["u"]).to_numpy()
+    counted = thick > tol
+
+    # gaps: no horizon covers a layer thicker than the tolerance
+    gap = counted & (layers["n"].to_numpy() == 0)
+    for j in np.flatnonzero(gap):
+        lay = layers.iloc[j]
+        hp = h[h["_pid"] == lay["_pid"]]
+        near = hp[(hp["bottom_cm"] == lay["u"]) | (hp["top_cm"] == lay["v"])]["_row"].to_numpy()
+        issues.add(near, pid_of[int(lay["_pid"])], f"gap between {lay['u']:g} and {lay['v']:g} cm")
+
+    # area shares of every covered layer must sum to 100 %
+    area = layers["area"].to_numpy()
+    off = counted & (layers["n"].to_numpy() > 0) & (np.abs(area - 100) > area_tol)
+    flagged = members[members["_layer"].isin(layers["_layer"].to_numpy()[off])]
+    rows_of = flagged.groupby("_layer")["_row"].apply(np.asarray)
+    for j in np.flatnonzero(off):
+        lay = layers.iloc[j]
+        rows = rows_of[lay["_layer"]]
+        mem = h.set_index("_row").loc[rows]
+        k = pid_of[int(lay["_pid"])]
+        where = f"{lay['u']:g}-{lay['v']:g} cm"
+        if len(rows) > 1 and (mem["horizon_area_pct"] >= 100 - area_tol).all():
+            same = mem["top_cm"].nunique() == 1 and mem["bottom_cm"].nunique() == 1
+            what = "conflicting rows for the same depth range" if same else "overlapping horizons"
+            issues.add(
+                rows, k, f"{what} at {where} not explained by area shares (sum {area[j]:g} %)"
+            )
+        else:
+            issues.add(rows, k, f"area shares at {where} sum to {area[j]:g} %, not 100 %")
+
+
+def _report(df: pd.DataFrame, issues: _Issues, label: str) -> pd.DataFrame:
+    cols = [PROFILE_ID, "lines", "reason"]
+    if not len(issues):
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in cols})
+    line_of = df[LINE].to_numpy()
+    recs = []
+    for order, (rows, pid, reason) in enumerate(issues.records):
+        ln = sorted(int(x) for x in line_of[rows])
+        recs.append((order, pid, ln, f"{_lines_text(ln, label)}: {reason}"))
+    # missing profile ids are reported row by row
+    out = []
+    by_pid: dict[object, list] = {}
+    for order, pid, ln, text in recs:
+        keyp = ("<missing>", order) if pd.isna(pid) else pid
+        by_pid.setdefault(keyp, []).append((ln, text))
+    for keyp, items in by_pid.items():
+        pid = "" if isinstance(keyp, tuple) else keyp
+        all_lines = sorted({x for ln, _ in items for x in ln})
+        out.append(
+            {
+                PROFILE_ID: pid,
+                "lines": ";".join(map(str, all_lines)),
+                "reason": "; ".join(t for _, t in items),
+            }
+        )
+    rep = pd.DataFrame(out, columns=cols)
+    first = rep["lines"].str.split(";").str[0].astype(int)
+    return rep.iloc[np.argsort(first.to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _error_message(source: str, report: pd.DataFrame, label: str) -> str:
+    parts = []
+    for _, r in report.head(_MAX_LISTED).iterrows():
+        who = f"profile {r[PROFILE_ID]!r}" if r[PROFILE_ID] != "" else "row without profile_id"
+        parts.append(f"{who} {r['reason']}")
+    more = len(report) - _MAX_LISTED
+    tail = f" (+{more} more invalid profiles)" if more > 0 else ""
+    msg = f"{source}: invalid horizons: " + "; ".join(parts) + tail
+    msg += "; fix the table or drop these profiles with --on-invalid skip"
+    return " ".join(msg.split())  # one line, whatever the values contained
