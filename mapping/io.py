@@ -88,6 +88,155 @@ def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> st
     return f"{algorithm}:{h.hexdigest()}"
 
 
+# --------------------------------------------------------------------------- rasters out
+def write_cog(
+    da: Any,
+    path: str | os.PathLike[str],
+    *,
+    nodata: float = float("nan"),
+    tags: dict[str, Any] | None = None,
+    overviews: bool = True,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    label: str | None = None,
+) -> Path:
+    """Write a 2-D ``(y, x)`` DataArray (NumPy or Dask) as a Cloud-Optimized GeoTIFF.
+
+    Window by window: blocks go into a tiled temporary GeoTIFF as they are computed
+    (never the whole grid in memory), which GDAL's COG driver then copies -- tiled
+    ``blocksize``, ``compress`` with the floating-point predictor, ``average``
+    overviews, nodata, CRS, ``tags`` (units, interval, statistic, run id, ...) -- to a
+    temporary name renamed onto ``path``.
+
+    Raises
+    ------
+    MissingCRSError
+        The array has no CRS.
+    """
+    return write_cogs(
+        [(path, da, tags)],
+        nodata=nodata,
+        overviews=overviews,
+        blocksize=blocksize,
+        compress=compress,
+        label=label or f"writing {Path(path).name}",
+    )[0]
+
+
+def write_cogs(
+    items: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]],
+    *,
+    nodata: float = float("nan"),
+    overviews: bool = True,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    label: str = "writing rasters",
+) -> list[Path]:
+    """Write several same-shape ``(path, DataArray, tags)`` as COGs in one pass.
+
+    Lazy arrays that share work (the statistics of one prediction) are computed
+    together, once, by :func:`mapping.cluster.store_blocks`; see :func:`write_cog`.
+    """
+    import dask.array as dsa
+    import numpy as np
+    import rasterio
+    import rasterio.errors
+    import rasterio.shutil
+    from rasterio.windows import Window
+
+    from mapping.cluster import store_blocks
+    from mapping.exceptions import MissingCRSError
+
+    if not items:
+        return []
+    specs = []
+    for path, arr, tags in items:
+        p = Path(path)
+        if arr.ndim != 2:
+            raise OutputError(f"{p}: expected a 2-D (y, x) array, got dims {tuple(arr.dims)}")
+        if arr.rio.crs is None:
+            raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
+        dtype = np.dtype(arr.dtype)
+        if np.isnan(nodata) and dtype.kind != "f":
+            dtype = np.dtype("float32")
+        specs.append((p, arr, dict(tags or {}), dtype))
+    shape = specs[0][1].shape
+    if any(s[1].shape != shape for s in specs):
+        raise OutputError(f"{specs[0][0]}: rasters written together must share one shape")
+    for p, *_ in specs:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{p.parent}: cannot create output folder ({exc.strerror})") from None
+    stages = [p.parent / f".{p.name}.stage.tmp.tif" for p, *_ in specs]
+    out: list[Path] = []
+    try:
+        with contextlib.ExitStack() as opened:
+            dsts = []
+            for (_p, arr, tags, dtype), stage in zip(specs, stages, strict=True):
+                dst = opened.enter_context(
+                    rasterio.open(
+                        stage, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+                        dtype=dtype.name, crs=arr.rio.crs, transform=arr.rio.transform(),
+                        nodata=nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                        BIGTIFF="IF_SAFER",
+                    )
+                )  # fmt: skip
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                if "statistic" in tags:
+                    dst.set_band_description(1, str(tags["statistic"]))
+                if "units" in tags:
+                    dst.set_band_unit(1, str(tags["units"]))
+                dsts.append(dst)
+
+            def write(k: int, window: tuple[slice, slice], block: Any) -> None:
+                dsts[k].write(block.astype(specs[k][3], copy=False), 1, window=Window.from_slices(*window))
+
+            if all(isinstance(s[1].data, dsa.Array) for s in specs):
+                store_blocks([s[1].data for s in specs], write, label=label)
+            else:  # in memory already: write it tile-row by tile-row
+                for k, s in enumerate(specs):
+                    data = np.asarray(s[1].data)
+                    for r in range(0, shape[0], blocksize):
+                        rows = slice(r, min(r + blocksize, shape[0]))
+                        write(k, (rows, slice(0, shape[1])), data[rows])
+        for (p, *_), stage in zip(specs, stages, strict=True):
+            with atomic_path(p) as tmp:
+                rasterio.shutil.copy(
+                    stage, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
+                    BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING="AVERAGE",
+                )  # fmt: skip
+            out.append(p)
+    except rasterio.errors.RasterioError as exc:
+        where = specs[min(len(out), len(specs) - 1)][0]
+        raise OutputError(f"{where}: cannot write raster ({exc})") from None
+    finally:
+        for stage in stages:
+            _remove(stage)
+    return out
+
+
+def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = None) -> Path:
+    """Write an ``xr.Dataset`` (Dask-backed or not) to a Zarr store, atomically.
+
+    The store is written into a temporary folder next to ``path`` and renamed into
+    place; Dask chunks become Zarr chunks, so every block is written by the task that
+    computes it (a distributed cluster needs ``path`` on a file system its workers share).
+    """
+    from mapping.cluster import compute_with_progress
+
+    p = Path(path)
+    ds = ds.copy()
+    for v in ds.variables.values():
+        v.encoding.pop("chunks", None)
+        v.encoding.pop("preferred_chunks", None)
+    with atomic_path(p, is_dir=True) as tmp:
+        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+        compute_with_progress(delayed, label=label or f"writing {p.name}")
+    return p
+
+
 # --------------------------------------------------------------------------- tables
 def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.DataFrame:
     """Read a CSV, Parquet or GeoPackage table into a DataFrame.
@@ -177,6 +326,113 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise InputError(f"{p}: file not found") from None
     except json.JSONDecodeError as exc:
         raise InputError(f"{p}: invalid JSON at line {exc.lineno}") from None
+
+
+# --------------------------------------------------------------------------- zones
+_PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
+
+
+def read_zones_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:
+    """Read zone polygons (GeoPackage, Shapefile, GeoParquet, ...) into a GeoDataFrame.
+
+    Errors name the file: missing, unreadable, no features, or not polygons.
+    """
+    import geopandas as gpd
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        if p.suffix.lower() in _PARQUET_SUFFIXES:
+            gdf = gpd.read_parquet(p)
+        else:
+            gdf = pyogrio.read_dataframe(p, layer=layer)
+    except (OSError, ValueError, RuntimeError, pyogrio.errors.DataSourceError) as exc:
+        raise InputError(f"{p}: cannot read polygons ({str(exc).splitlines()[0]})") from None
+    if len(gdf) == 0:
+        raise InputError(f"{p}: layer has no features")
+    kinds = set(gdf.geom_type.dropna())
+    if not kinds or not kinds <= {"Polygon", "MultiPolygon"}:
+        raise InputError(f"{p}: expected polygons, found {', '.join(sorted(kinds)) or 'no geometry'}")
+    return gdf
+
+
+def _open_raster_chunked(
+    path: str | os.PathLike[str], *, chunks: int = 1024, masked: bool = True
+) -> Any:
+    """One band of a raster as a lazy DataArray ``(y, x)`` (nodata -> NaN when ``masked``)."""
+    import rasterio
+    import rioxarray
+
+    from mapping.exceptions import MissingCRSError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=masked)
+    except (rasterio.errors.RasterioIOError, OSError, ValueError) as exc:
+        raise InputError(f"{p}: cannot read raster ({str(exc).splitlines()[0]})") from None
+    if isinstance(arr, list) or not hasattr(arr, "rio") or "band" not in getattr(arr, "dims", ()):
+        raise InputError(f"{p}: holds several variables; give one raster band")
+    if arr.rio.crs is None:
+        raise MissingCRSError(f"{p}: raster has no CRS; set one (e.g. gdal_edit.py -a_srs EPSG:...)")
+    if arr.sizes["band"] != 1:
+        raise InputError(f"{p}: has {arr.sizes['band']} bands; expected one")
+    return arr.squeeze("band", drop=True)
+
+
+def open_raster_on_grid(
+    path: str | os.PathLike[str],
+    grid: Any,
+    *,
+    resampling: str = "nearest",
+    chunks: int = 1024,
+) -> Any:
+    """A one-band raster as seen on ``grid`` (lazy), warped through a GDAL WarpedVRT if needed.
+
+    Values are not masked: nodata stays in the data and is declared as the array's
+    ``rio.nodata``; cells of ``grid`` outside the source get that value (the dtype's largest
+    value, or NaN for floats, when the source declares none). Meant for categorical rasters
+    such as zone codes (``resampling="nearest"`` or ``"mode"``).
+    """
+    import numpy as np
+    import rasterio
+    import rioxarray
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    from mapping.grid import Grid
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    if Grid.from_raster(p) == grid:
+        return _open_raster_chunked(p, chunks=chunks, masked=False)
+    try:
+        src = rasterio.open(p)
+    except rasterio.errors.RasterioIOError as exc:
+        raise InputError(f"{p}: cannot read raster ({str(exc).splitlines()[0]})") from None
+    if src.count != 1:
+        raise InputError(f"{p}: has {src.count} bands; expected one")
+    nodata = src.nodata
+    if nodata is None:
+        dtype = np.dtype(src.dtypes[0])
+        nodata = float("nan") if dtype.kind == "f" else np.iinfo(dtype).max
+    ny, nx = grid.shape
+    vrt = WarpedVRT(
+        src,
+        crs=grid.crs.to_wkt(),
+        transform=grid.transform,
+        width=nx,
+        height=ny,
+        resampling=Resampling[resampling],
+        nodata=nodata,
+    )
+    arr = rioxarray.open_rasterio(vrt, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+    arr = arr.squeeze("band", drop=True)
+    return arr.rio.write_nodata(nodata)
 
 
 def _json_default(o: Any) -> Any:

@@ -1,0 +1,533 @@
+"""Where the work runs: Dask schedulers, progress display and block-wise computing.
+
+The same lazy graph runs on any scheduler:
+
+* ``None`` or ``"local"`` (default): a :class:`distributed.LocalCluster` sized to the
+  machine (one single-threaded worker process per usable core, memory split evenly);
+* ``"tcp://HOST:PORT"`` (or ``tls://``): an existing Dask distributed cluster, e.g. one
+  started by dask-jobqueue on SLURM/PBS or by dask-kubernetes / dask-gateway;
+* a path to a scheduler file (``dask scheduler --scheduler-file scheduler.json``);
+* ``"threads"`` or ``"synchronous"``: Dask's in-process schedulers, no cluster (debugging).
+
+Long computations show a rich progress bar when stdout is a terminal and plain log lines
+(on stderr) otherwise; :func:`compute_with_progress` and :func:`store_blocks` do both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dask
+import numpy as np
+
+from mapping.exceptions import ConfigError, SchedulerError
+
+if TYPE_CHECKING:
+    import dask.array
+    from distributed import Client
+
+log = logging.getLogger("socmap")
+
+LOCAL_SCHEDULERS = ("threads", "synchronous")
+_ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
+
+
+# --------------------------------------------------------------------------- sizing
+def usable_cores() -> int:
+    """Cores this process may run on (CPU affinity / cgroup aware where the OS says so)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def default_workers(
+    n_workers: int | None = None, threads_per_worker: int | None = None
+) -> tuple[int, int]:
+    """``(n_workers, threads_per_worker)`` for a local cluster sized to the machine.
+
+    Prediction kernels spend much of their time in Python-level model code that holds
+    the GIL, so the default is one single-threaded worker process per usable core.
+    """
+    cores = usable_cores()
+    threads = int(threads_per_worker or 1)
+    workers = int(n_workers or max(1, cores // threads))
+    if workers < 1 or threads < 1:
+        raise ConfigError(
+            f"n_workers={n_workers}, threads_per_worker={threads_per_worker}: must be >= 1"
+        )
+    return workers, threads
+
+
+# --------------------------------------------------------------------------- clients
+def scheduler_kind(scheduler: str | os.PathLike[str] | None) -> str:
+    """Classify a scheduler spec: ``"local"``, ``"address"``, ``"file"`` or ``"threads"``.
+
+    Raises
+    ------
+    ConfigError
+        The spec is none of the accepted forms.
+    """
+    if scheduler is None or str(scheduler).strip().lower() in {"", "local"}:
+        return "local"
+    text = str(scheduler).strip()
+    if text.lower() in LOCAL_SCHEDULERS:
+        return "threads"
+    if _ADDRESS.match(text):
+        return "address"
+    if text.endswith(".json") or Path(text).is_file():
+        return "file"
+    raise ConfigError(
+        f"scheduler: {text!r} is not 'local', 'threads', 'synchronous', an address "
+        "like tcp://HOST:PORT or a scheduler file (.json)"
+    )
+
+
+@contextlib.contextmanager
+def dask_client(
+    scheduler: str | os.PathLike[str] | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    *,
+    memory_limit: str | float | None = "auto",
+    dashboard_address: str | None = ":8787",
+    echo: Callable[[str], None] | None = None,
+    timeout: float = 20.0,
+) -> Iterator[Client | None]:
+    """Run the enclosed computations on a Dask scheduler; print where its dashboard is.
+
+    Parameters
+    ----------
+    scheduler
+        ``None``/``"local"`` for a local cluster sized to the machine, ``"tcp://HOST:PORT"``
+        for an existing cluster, a scheduler-file path, or ``"threads"``/``"synchronous"``
+        for Dask's in-process schedulers (then ``None`` is yielded).
+    n_workers, threads_per_worker
+        Size of a local cluster (default: one single-threaded worker per usable core).
+        Ignored when connecting to an existing cluster.
+    memory_limit
+        Per-worker memory limit of a local cluster (``"auto"``: total memory / workers).
+    dashboard_address
+        Where a local cluster serves its dashboard (``None`` to disable); a busy port
+        falls back on a free one.
+    echo
+        Where the one-line description (with the dashboard link) goes; default stderr.
+    timeout
+        Seconds to wait when connecting to an existing scheduler.
+
+    Yields
+    ------
+    distributed.Client or None
+        The client, also installed as the default scheduler inside the block.
+
+    Raises
+    ------
+    SchedulerError
+        An existing scheduler cannot be reached.
+
+    Examples
+    --------
+    >>> from mapping.cluster import dask_client
+    >>> with dask_client("synchronous") as client:
+    ...     print(client)
+    None
+    """
+    say = echo or _stderr
+    kind = scheduler_kind(scheduler)
+    if kind == "threads":
+        name = "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
+        say(f"dask: in-process '{name}' scheduler (no cluster, no dashboard)")
+        with dask.config.set(scheduler=name):
+            yield None
+        return
+
+    from distributed import Client, LocalCluster
+
+    if kind == "local":
+        workers, threads = default_workers(n_workers, threads_per_worker)
+        with contextlib.ExitStack() as stack:
+            # distributed warns when port 8787 is taken and picks another; the link we
+            # print is the one it ends up serving.
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=threads,
+                    processes=True,
+                    memory_limit=memory_limit,
+                    dashboard_address=dashboard_address,
+                    silence_logs=logging.ERROR,
+                )
+            )
+            client = stack.enter_context(Client(cluster, set_as_default=True))
+            mem = _format_bytes(_worker_memory(client))
+            say(
+                f"dask: local cluster, {workers} worker(s) x {threads} thread(s), {mem} each; "
+                f"dashboard {_dashboard(client)}"
+            )
+            yield client
+        return
+
+    try:
+        if kind == "file":
+            client = Client(scheduler_file=str(scheduler), timeout=timeout, set_as_default=True)
+        else:
+            client = Client(str(scheduler), timeout=timeout, set_as_default=True)
+    except (OSError, TimeoutError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SchedulerError(f"scheduler {scheduler}: cannot connect ({first})") from None
+    try:
+        n = len(client.scheduler_info(n_workers=-1).get("workers", {}))
+        say(
+            f"dask: connected to {client.scheduler.address}, {n} worker(s); dashboard {_dashboard(client)}"
+        )
+        yield client
+    finally:
+        client.close()
+
+
+def _dashboard(client: Client) -> str:
+    try:
+        link = client.dashboard_link
+    except Exception:
+        return "not available"
+    return link or "not available"
+
+
+def _worker_memory(client: Client) -> float:
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    limits = [w.get("memory_limit") or 0 for w in workers.values()]
+    return float(min(limits)) if limits else 0.0
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def current_client(collection: Any = None) -> Client | None:
+    """The distributed client Dask would use now, or ``None`` for an in-process scheduler.
+
+    Honours ``dask.config.set(scheduler=...)`` blocks, so a local scheduler set inside
+    a ``with`` wins over a default client, exactly as ``dask.compute`` decides.
+    """
+    from dask.base import get_scheduler
+
+    get = get_scheduler(collections=[collection] if collection is not None else None)
+    owner = getattr(get, "__self__", None)
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        return None
+    return owner if isinstance(owner, Client) else None
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- progress
+class _Display:
+    """A rich progress bar on a terminal, or a few plain log lines elsewhere."""
+
+    def __init__(self, label: str, total: int | None = None, *, unit: str = "tasks") -> None:
+        self.label = label
+        self.unit = unit
+        self.total = total
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self._last_log = self.t0
+        self._last_pct = 0
+        self._rich: Any = None
+        self._task: Any = None
+        self._lock = threading.Lock()
+        if sys.stdout.isatty():
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._rich = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn(unit),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._rich.start()
+            self._task = self._rich.add_task(label, total=total)
+        else:
+            _stderr(f"{label}: started" + (f" ({total} {unit})" if total else ""))
+
+    def set_total(self, total: int) -> None:
+        with self._lock:
+            self.total = total
+            if self._rich is not None:
+                self._rich.update(self._task, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        self.update(self.done + n)
+
+    def update(self, done: int) -> None:
+        with self._lock:
+            self.done = done
+            if self._rich is not None:
+                self._rich.update(self._task, completed=done)
+                return
+            if not self.total:
+                return
+            pct = int(100 * done / self.total)
+            now = time.perf_counter()
+            # one line per 10 % or per 30 s, whichever comes first
+            if pct // 10 > self._last_pct // 10 or now - self._last_log > 30:
+                self._last_pct, self._last_log = pct, now
+                _stderr(
+                    f"{self.label}: {pct:3d}% ({done}/{self.total} {self.unit}, {now - self.t0:.1f} s)"
+                )
+
+    def close(self, ok: bool = True) -> None:
+        if self._rich is not None:
+            self._rich.stop()
+        elif ok:
+            _stderr(f"{self.label}: done in {time.perf_counter() - self.t0:.1f} s")
+        else:
+            _stderr(f"{self.label}: failed after {time.perf_counter() - self.t0:.1f} s")
+
+
+class _LocalProgress:
+    """Dask callbacks that drive a :class:`_Display` under the in-process schedulers."""
+
+    def __init__(self, label: str) -> None:
+        from dask.callbacks import Callback
+
+        display_holder: dict[str, _Display] = {}
+
+        class _CB(Callback):  # type: ignore[misc]
+            def _start_state(self, dsk: Any, state: Any) -> None:
+                total = sum(len(state[k]) for k in ("ready", "waiting", "running", "finished"))
+                display_holder["d"].set_total(total)
+
+            def _posttask(
+                self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any
+            ) -> None:
+                display_holder["d"].update(len(state["finished"]))
+
+        self.label = label
+        self._holder = display_holder
+        self._cb = _CB()
+
+    def __enter__(self) -> _LocalProgress:
+        self._holder["d"] = _Display(self.label)
+        self._cb.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cb.__exit__(*exc)
+        self._holder["d"].close(ok=exc[0] is None)
+
+
+def _distributed_progress(futures: Sequence[Any], label: str) -> None:
+    """Block until ``futures`` (and everything they depend on) finish, showing progress."""
+    display = _Display(label)
+    try:
+        from distributed.diagnostics.progressbar import TextProgressBar
+
+        class _Bar(TextProgressBar):  # type: ignore[misc]
+            def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+                display.set_total(all)
+                display.update(all - remaining)
+
+            def _draw_stop(self, **kwargs: Any) -> None:
+                pass
+
+        _Bar(list(futures), interval="500ms", complete=True)
+    except ImportError:  # pragma: no cover - very old distributed
+        from distributed import wait
+
+        wait(list(futures))
+    finally:
+        ok = all(f.status == "finished" for f in futures)
+        display.close(ok=ok)
+
+
+def compute_with_progress(
+    *collections: Any, label: str = "computing", **kwargs: Any
+) -> tuple[Any, ...]:
+    """``dask.compute(*collections)`` with a progress bar (or log lines off a terminal).
+
+    Works under the in-process schedulers (Dask callbacks) and under a distributed
+    client (the scheduler's progress feed); returns what ``dask.compute`` returns.
+
+    Parameters
+    ----------
+    *collections
+        Dask collections (arrays, datasets, delayed objects, ...).
+    label
+        What the bar says.
+    **kwargs
+        Passed to ``dask.compute`` / ``Client.compute``.
+    """
+    client = current_client(collections[0] if collections else None)
+    if client is None:
+        with _LocalProgress(label):
+            return dask.compute(*collections, **kwargs)
+    futures = client.compute(list(collections), **kwargs)
+    _distributed_progress(futures, label)
+    return tuple(client.gather(futures))
+
+
+# --------------------------------------------------------------------------- block-wise
+BlockWriter = Callable[[int, tuple[slice, slice], np.ndarray], None]
+
+
+class _StoreTarget:
+    """``dask.array.store`` target that hands each (k, window) block to ``write``."""
+
+    def __init__(self, write: BlockWriter, display: _Display | None = None) -> None:
+        self.write = write
+        self.display = display
+
+    def __setitem__(self, key: tuple[slice, slice, slice], value: np.ndarray) -> None:
+        ks, ys, xs = key
+        for i, k in enumerate(range(*ks.indices(ks.stop))):
+            self.write(k, (ys, xs), np.asarray(value[i]))
+
+
+def store_blocks(
+    arrays: Sequence[dask.array.Array], write: BlockWriter, *, label: str = "writing"
+) -> int:
+    """Compute 2-D Dask arrays block by block and hand every block to ``write``.
+
+    The arrays (same shape; they usually share upstream tasks, e.g. the statistics of one
+    prediction) are computed in one graph, so shared work is done once, and no more than
+    a few blocks are in memory at any time: under the in-process schedulers through
+    :func:`dask.array.store` with a lock, under a distributed client by streaming the
+    finished blocks back as they complete. ``write(k, (row_slice, col_slice), block)`` is
+    always called in this process, one call at a time, so it may write to an open file.
+
+    Returns
+    -------
+    int
+        The number of spatial blocks written.
+    """
+    import dask.array as da
+
+    if not arrays:
+        return 0
+    shape = arrays[0].shape
+    if any(a.shape != shape or a.ndim != 2 for a in arrays):
+        raise ValueError(
+            f"store_blocks needs 2-D arrays of one shape, got {[a.shape for a in arrays]}"
+        )
+    chunks = arrays[0].chunks
+    stacked = da.stack([a if a.chunks == chunks else a.rechunk(chunks) for a in arrays])
+    stacked = stacked.rechunk({0: -1})
+    n_blocks = len(chunks[0]) * len(chunks[1])
+    client = current_client(stacked)
+    if client is None:
+        lock = threading.Lock()
+        with _LocalProgress(label):
+            da.store(stacked, _StoreTarget(write), lock=lock, compute=True)
+        return n_blocks
+
+    from distributed import as_completed
+
+    offsets = [np.cumsum((0, *c)) for c in chunks]
+    blocks = stacked.to_delayed(optimize_graph=True)  # (1, nby, nbx)
+    index: dict[str, tuple[int, int]] = {}
+    delayeds = []
+    for i in range(blocks.shape[1]):
+        for j in range(blocks.shape[2]):
+            delayeds.append(blocks[0, i, j])
+    futures = client.compute(delayeds)
+    for f, d in zip(futures, delayeds, strict=True):
+        _, i, j = d.key[1:] if isinstance(d.key, tuple) else (0, 0, 0)
+        index[f.key] = (i, j)
+    display = _Display(label, n_blocks, unit="blocks")
+    ok = False
+    try:
+        done = 0
+        queue = as_completed(futures, with_results=True)
+        del futures  # only as_completed keeps them, so each block is released once written
+        for fut, block in queue:
+            i, j = index.pop(fut.key)
+            window = (
+                slice(int(offsets[0][i]), int(offsets[0][i + 1])),
+                slice(int(offsets[1][j]), int(offsets[1][j + 1])),
+            )
+            for k in range(block.shape[0]):
+                write(k, window, np.asarray(block[k]))
+            fut.release()
+            del fut, block
+            done += 1
+            display.update(done)
+        ok = True
+    finally:
+        display.close(ok=ok)
+    return n_blocks
+
+
+# --------------------------------------------------------------------------- memory
+class PeakRSS:
+    """Sample the resident memory of this process and its children (e.g. local workers).
+
+    Use as a context manager; ``peak`` is the largest *sum* over the process tree seen
+    at any sample, in bytes (also ``peak_main``, the largest of this process alone).
+    """
+
+    def __init__(self, interval: float = 0.1) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.peak_main = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        try:
+            main = me.memory_info().rss
+            total = main
+            for child in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+        except psutil.Error:  # pragma: no cover
+            return
+        self.peak = max(self.peak, total)
+        self.peak_main = max(self.peak_main, main)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRSS:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()

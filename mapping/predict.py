@@ -1,0 +1,546 @@
+"""Lazy, chunked prediction of SOC density maps with uncertainty.
+
+A pure NumPy kernel, :func:`_predict_block`, turns one window of the covariate stack
+into the statistics of the prediction; :func:`predict_grid` maps it over the grid with
+:func:`dask.array.blockwise`, so nothing is computed until the maps are written
+(:func:`write_prediction`) or reduced (zone totals).
+
+* Every task receives all covariate bands of its window, plus the cell-centre
+  coordinates ``x``, ``y`` (grid CRS), and returns ``(n_statistics, ny, nx)`` float32.
+* The fitted model (and the area-of-applicability model) enter the graph once, as a
+  single key (:func:`dask.delayed` with ``pure=True``): a scheduler ships them to each
+  worker once, never once per task.
+* Cells are predicted independently of their neighbours in the output: regression
+  kriging searches neighbours among *all* training points held by the model (KD-tree),
+  so a chunked map equals an unchunked one and chunk edges show no seams.
+* Prediction is deterministic; nothing is drawn at random, so results depend neither
+  on chunking nor on the number of workers.
+* A cell where any covariate (or a coordinate) is NaN is nodata (NaN) in every output.
+
+Statistics (variables of the returned Dataset): ``mean``, ``median``, ``lower`` and
+``upper`` (the two ``quantiles``, default 5 % and 95 %), ``std`` -- all in kg C m-2 --
+and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping.exceptions import GridMismatchError, MissingCRSError, ModelError
+
+UNITS = "kg C m-2"
+STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
+DEFAULT_CHUNKS = 512
+DEFAULT_BATCH = 65_536
+COORDINATES = ("x", "y")
+_QUANTILE_STATS = ("median", "lower", "upper")
+
+
+# --------------------------------------------------------------------------- model probing
+def _supports_return_std(model: Any) -> bool:
+    try:
+        return "return_std" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return False
+
+
+def _has_quantiles(model: Any) -> bool:
+    return callable(getattr(model, "predict_quantiles", None))
+
+
+def check_statistics(model: Any, statistics: Sequence[str] | None) -> tuple[str, ...]:
+    """The statistics to compute for ``model``; all of :data:`STATISTICS` by default.
+
+    A model without ``predict(X, return_std=True)`` or ``predict_quantiles`` (a plain
+    scikit-learn forest, say) can only give ``("mean",)``; asking it for more is a
+    :class:`~mapping.exceptions.ModelError`.
+    """
+    stats = tuple(STATISTICS if statistics is None else statistics)
+    unknown = [s for s in stats if s not in STATISTICS]
+    if unknown:
+        raise ModelError(f"unknown statistic(s) {unknown}; choose from {list(STATISTICS)}")
+    if not stats:
+        raise ModelError("no statistic requested")
+    if len(set(stats)) != len(stats):
+        raise ModelError(f"statistics {list(stats)} repeat a name")
+    uncertain = [s for s in stats if s != "mean"]
+    if uncertain and not (_supports_return_std(model) or _has_quantiles(model)):
+        raise ModelError(
+            f"{type(model).__name__} gives no uncertainty (no predict(X, return_std=True) or "
+            f"predict_quantiles); it cannot give {uncertain}: use statistics=('mean',)"
+        )
+    return stats
+
+
+def feature_columns(model: Any, covariates: Sequence[str]) -> list[str]:
+    """The columns ``model`` expects, in its order, from ``covariates`` plus ``x``, ``y``.
+
+    Models fitted on a DataFrame know their columns (``feature_names_in_``). A model
+    fitted on a plain array gets the covariates, followed by ``x``, ``y`` when it was
+    fitted on two more features than there are covariates.
+
+    Raises
+    ------
+    ModelError
+        The model needs a column that is neither a covariate nor a coordinate.
+    """
+    available = [*covariates, *COORDINATES]
+    names = getattr(model, "feature_names_in_", None)
+    if names is not None:
+        names = [str(n) for n in names]
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise ModelError(
+                f"model was fitted with column(s) {missing} that are not in the covariate "
+                f"stack (stack has {list(covariates)}; coordinates are {list(COORDINATES)})"
+            )
+        return names
+    n = getattr(model, "n_features_in_", None)
+    if n is None or n == len(covariates) + 2:
+        return available
+    if n == len(covariates):
+        return list(covariates)
+    raise ModelError(
+        f"model was fitted on {n} features but the stack has {len(covariates)} covariates "
+        f"({list(covariates)}); fit it on a DataFrame so its columns are known"
+    )
+
+
+def _quantile_pair(quantiles: Sequence[float]) -> tuple[float, float]:
+    q = tuple(float(v) for v in quantiles)
+    if len(q) != 2 or not 0.0 < q[0] < q[1] < 1.0:
+        raise ModelError(
+            f"quantiles {tuple(quantiles)} must be (lower, upper) with 0 < lower < upper < 1"
+        )
+    return q  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- the kernel
+def _predict_block(
+    covariate_block: Mapping[str, np.ndarray] | np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    model: Any,
+    quantiles: Sequence[float] = (0.05, 0.95),
+    *,
+    names: Sequence[str] | None = None,
+    aoa: Any = None,
+    statistics: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> dict[str, np.ndarray]:
+    """Predict one window of the grid: pure NumPy, no Dask.
+
+    Parameters
+    ----------
+    covariate_block
+        ``{name: (ny, nx) array}``, or a ``(nvar, ny, nx)`` array with ``names``.
+        NaN marks nodata.
+    x, y
+        Cell-centre coordinates in the grid CRS: 1-D (``nx`` and ``ny`` values) or
+        ``(ny, nx)``.
+    model
+        Fitted estimator; ``predict(X[, return_std=True])`` and, for quantiles,
+        ``predict_quantiles(X, quantiles)``. ``X`` is a DataFrame of the model's columns
+        (covariates and ``x``, ``y``).
+    quantiles
+        ``(lower, upper)`` probabilities of the ``lower`` and ``upper`` outputs.
+    names
+        Covariate names of a ``(nvar, ny, nx)`` block.
+    aoa
+        Optional fitted area of applicability: ``aoa.predict(X) -> (di, inside)``.
+    statistics
+        Which of :data:`STATISTICS` to compute (default: all the model can give).
+    batch_size
+        Cells per model call; bounds the memory of the model's own temporaries.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``(ny, nx)`` float32 arrays: the statistics, plus ``aoa`` (1.0 inside, 0.0
+        outside) when ``aoa`` is given; NaN where any input is nodata.
+
+    Notes
+    -----
+    ``median``, ``lower`` and ``upper`` come from ``predict_quantiles`` when the model
+    has it; otherwise from a normal distribution with the predicted mean and standard
+    deviation. ``std`` comes from ``predict(X, return_std=True)``.
+    """
+    if isinstance(covariate_block, Mapping):
+        cov_names = list(covariate_block)
+        bands = [np.asarray(covariate_block[n]) for n in cov_names]
+    else:
+        arr = np.asarray(covariate_block)
+        if arr.ndim != 3:
+            raise ValueError(f"covariate block must be (nvar, ny, nx), got shape {arr.shape}")
+        if names is None or len(names) != arr.shape[0]:
+            raise ValueError("a (nvar, ny, nx) covariate block needs one name per band")
+        cov_names = list(names)
+        bands = list(arr)
+    stats = check_statistics(model, statistics)
+    lo, hi = _quantile_pair(quantiles)
+    if bands:
+        shape = bands[0].shape
+    else:
+        shape = (np.size(y), np.size(x)) if np.ndim(x) == 1 else np.shape(x)
+    if any(b.shape != shape for b in bands) or len(shape) != 2:
+        raise ValueError(f"covariate bands differ in shape: {[b.shape for b in bands]}")
+    ny, nx = shape
+    xx = (
+        np.broadcast_to(np.asarray(x, dtype="float64").reshape(1, nx), shape)
+        if np.ndim(x) == 1
+        else np.asarray(x, dtype="float64")
+    )
+    yy = (
+        np.broadcast_to(np.asarray(y, dtype="float64").reshape(ny, 1), shape)
+        if np.ndim(y) == 1
+        else np.asarray(y, dtype="float64")
+    )
+    if xx.shape != shape or yy.shape != shape:
+        raise ValueError(f"coordinates of shape {xx.shape}/{yy.shape} do not match block {shape}")
+
+    columns = feature_columns(model, cov_names)
+    source = dict(zip(cov_names, bands, strict=True))
+    source["x"], source["y"] = xx, yy
+    valid = np.isfinite(xx) & np.isfinite(yy)
+    for b in bands:
+        valid &= np.isfinite(b)
+    flat = np.flatnonzero(valid.ravel())
+
+    out_names = [*stats, *(["aoa"] if aoa is not None else [])]
+    out = {k: np.full(ny * nx, np.nan, dtype="float32") for k in out_names}
+    named = getattr(model, "feature_names_in_", None) is not None
+    aoa_columns = list(dict.fromkeys([*cov_names, *COORDINATES]))
+    for start in range(0, flat.size, max(1, int(batch_size))):
+        idx = flat[start : start + batch_size]
+        table = pd.DataFrame(
+            {c: source[c].ravel()[idx].astype("float64", copy=False) for c in aoa_columns}
+        )
+        X = table[columns] if named else table[columns].to_numpy()
+        res = _predict_stats(model, X, stats, lo, hi)
+        for k, v in res.items():
+            out[k][idx] = v
+        if aoa is not None:
+            _, inside = aoa.predict(_aoa_input(aoa, table))
+            out["aoa"][idx] = np.asarray(inside, dtype="float32")
+    return {k: v.reshape(ny, nx) for k, v in out.items()}
+
+
+def _aoa_input(aoa: Any, table: pd.DataFrame) -> pd.DataFrame:
+    names = getattr(aoa, "feature_names_in_", None)
+    return table[[str(n) for n in names]] if names is not None else table
+
+
+def _predict_stats(
+    model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
+) -> dict[str, np.ndarray]:
+    want_q = [s for s in stats if s in _QUANTILE_STATS]
+    res: dict[str, np.ndarray] = {}
+    mean = std = None
+    need_std = "std" in stats or (want_q and not _has_quantiles(model))
+    if need_std:
+        mean, std = model.predict(X, return_std=True)
+    elif "mean" in stats:
+        mean = model.predict(X)
+    if want_q:
+        if _has_quantiles(model):
+            q = np.asarray(model.predict_quantiles(X, [lo, 0.5, hi]), dtype="float64")
+            if q.ndim != 2 or q.shape[1] != 3:
+                raise ModelError(
+                    f"{type(model).__name__}.predict_quantiles returned shape {q.shape}, expected (n, 3)"
+                )
+            qs = {"lower": q[:, 0], "median": q[:, 1], "upper": q[:, 2]}
+        else:
+            from scipy.stats import norm
+
+            m, s = np.asarray(mean, dtype="float64"), np.asarray(std, dtype="float64")
+            qs = {"lower": m + norm.ppf(lo) * s, "median": m, "upper": m + norm.ppf(hi) * s}
+        res.update({k: qs[k] for k in want_q})
+    if "mean" in stats:
+        res["mean"] = np.asarray(mean, dtype="float64").ravel()
+    if "std" in stats:
+        res["std"] = np.asarray(std, dtype="float64").ravel()
+    return res
+
+
+def _predict_task(
+    ycoord: np.ndarray,
+    xcoord: np.ndarray,
+    model: Any,
+    aoa: Any,
+    *blocks: np.ndarray,
+    names: Sequence[str],
+    outputs: Sequence[str],
+    statistics: Sequence[str],
+    quantiles: tuple[float, float],
+    batch_size: int,
+) -> np.ndarray:
+    # One Dask task: all covariate bands of one window in, (n_outputs, ny, nx) out.
+    res = _predict_block(
+        dict(zip(names, blocks, strict=True)),
+        xcoord,
+        ycoord,
+        model,
+        quantiles,
+        aoa=aoa,
+        statistics=statistics,
+        batch_size=batch_size,
+    )
+    return np.stack([res[k] for k in outputs])
+
+
+# --------------------------------------------------------------------------- the lazy map
+def _check_stack(stack: Any, grid: Any) -> None:
+    from mapping.grid import Grid
+
+    for name, var in stack.data_vars.items():
+        if tuple(var.dims) != ("y", "x"):
+            raise GridMismatchError(
+                f"covariate {name!r} has dims {tuple(var.dims)}, expected ('y', 'x')"
+            )
+        if tuple(var.shape) != tuple(grid.shape):
+            raise GridMismatchError(
+                f"covariate {name!r} has shape {tuple(var.shape)}; the grid is {grid!r}"
+            )
+    try:
+        stack_grid = Grid.from_dataarray(stack)
+    except MissingCRSError:
+        stack_grid = None
+    if stack_grid is not None and stack_grid != grid:
+        raise GridMismatchError(f"covariate stack lies on {stack_grid!r}, not on {grid!r}")
+    if stack_grid is None and "x" in stack.coords and "y" in stack.coords:
+        y, x = grid.coords()
+        if not (np.allclose(stack["x"].values, x) and np.allclose(stack["y"].values, y)):
+            raise GridMismatchError(f"covariate stack coordinates do not match {grid!r}")
+
+
+def predict_grid(
+    model: Any,
+    stack: Any,
+    grid: Any,
+    quantiles: Sequence[float] = (0.05, 0.95),
+    aoa: Any = None,
+    chunks: int | tuple[int, int] | None = None,
+    *,
+    statistics: Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+) -> Any:
+    """Predict SOC density over a grid, lazily: one Dask task per chunk.
+
+    Parameters
+    ----------
+    model
+        Fitted estimator (see :func:`_predict_block`); its columns are covariate names
+        in ``stack`` plus ``x``, ``y``.
+    stack
+        Covariate stack on ``grid``: an ``xr.Dataset`` of ``(y, x)`` variables, NumPy or
+        Dask backed; NaN is nodata.
+    grid
+        The :class:`~mapping.grid.Grid` the stack lies on.
+    quantiles
+        ``(lower, upper)`` probabilities of the prediction interval.
+    aoa
+        Optional fitted area of applicability (``predict(X) -> (di, inside)``).
+    chunks
+        Chunk size, ``int`` or ``(cy, cx)``; default 512 (the COG tile size).
+    statistics
+        Subset of :data:`STATISTICS` (default all).
+    batch_size
+        Cells per model call inside a task.
+
+    Returns
+    -------
+    xr.Dataset
+        Dask-backed float32 variables ``mean, median, lower, upper, std`` (``units``
+        ``"kg C m-2"``) and ``aoa`` when given, on ``grid`` (coordinates and CRS).
+
+    Raises
+    ------
+    GridMismatchError
+        The stack does not lie on ``grid``.
+    ModelError
+        The model needs a column the stack lacks, or cannot give a statistic.
+    """
+    import dask
+    import dask.array as da
+    import xarray as xr
+    from dask.base import tokenize
+
+    _check_stack(stack, grid)
+    stats = check_statistics(model, statistics)
+    lo, hi = _quantile_pair(quantiles)
+    wanted = feature_columns(model, [str(v) for v in stack.data_vars])
+    names = [c for c in wanted if c not in COORDINATES]
+    if aoa is not None:
+        aoa_names = getattr(aoa, "feature_names_in_", None)
+        extra = [str(n) for n in (aoa_names if aoa_names is not None else [])]
+        names += [n for n in extra if n not in names and n not in COORDINATES]
+        missing = [n for n in names if n not in stack.data_vars]
+        if missing:
+            raise ModelError(f"area of applicability needs covariate(s) {missing} not in the stack")
+    if not names and not wanted:
+        raise ModelError("model uses no covariate and no coordinate")
+
+    rows, cols = grid.chunk_sizes(DEFAULT_CHUNKS if chunks is None else chunks)
+    bands = []
+    for n in names:
+        data = stack[n].data
+        if isinstance(data, da.Array):
+            bands.append(data.rechunk((rows, cols)))
+        else:
+            bands.append(
+                da.from_array(
+                    np.asarray(data), chunks=(rows, cols), name=f"cov-{n}-{tokenize(data)}"
+                )
+            )
+    ycoord, xcoord = grid.coords()
+    yd = da.from_array(ycoord, chunks=(rows,))
+    xd = da.from_array(xcoord, chunks=(cols,))
+
+    # One key each for the model and the AOA: shipped to a worker once, not per task.
+    model_key = dask.delayed(model, pure=True)
+    aoa_key = dask.delayed(aoa, pure=True) if aoa is not None else None
+    outputs = [*stats, *(["aoa"] if aoa is not None else [])]
+    token = tokenize(
+        model_key.key,
+        None if aoa_key is None else aoa_key.key,
+        grid,
+        rows,
+        cols,
+        names,
+        outputs,
+        lo,
+        hi,
+    )
+    args: list[Any] = [yd, "y", xd, "x", model_key, None, aoa_key, None]
+    for b in bands:
+        args += [b, "yx"]
+    arr = da.blockwise(
+        _predict_task,
+        "syx",
+        *args,
+        new_axes={"s": len(outputs)},
+        dtype="float32",
+        meta=np.empty((0, 0, 0), dtype="float32"),
+        concatenate=True,
+        name=f"socmap-predict-{token}",
+        names=names,
+        outputs=outputs,
+        statistics=stats,
+        quantiles=(lo, hi),
+        batch_size=int(batch_size),
+    )
+    variables = {}
+    for i, s in enumerate(outputs):
+        variables[s] = (("y", "x"), arr[i], _attrs(s, lo, hi))
+    ds = xr.Dataset(variables, coords={"y": ycoord, "x": xcoord})
+    ds.attrs.update(
+        {
+            "units": UNITS,
+            "quantiles": [lo, hi],
+            "model": type(model).__name__,
+            "covariates": list(names),
+        }
+    )
+    return grid.attach(ds)
+
+
+def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
+    if stat == "aoa":
+        return {
+            "units": "1",
+            "statistic": "aoa",
+            "long_name": "inside the area of applicability (1) or outside (0)",
+        }
+    long = {
+        "mean": "predicted mean SOC density",
+        "median": "predicted median SOC density",
+        "lower": f"{lo:g} quantile of predicted SOC density",
+        "upper": f"{hi:g} quantile of predicted SOC density",
+        "std": "standard deviation of predicted SOC density",
+    }[stat]
+    attrs: dict[str, Any] = {"units": UNITS, "statistic": stat, "long_name": long}
+    if stat in _QUANTILE_STATS:
+        attrs["quantile"] = {"median": 0.5, "lower": lo, "upper": hi}[stat]
+    return attrs
+
+
+# --------------------------------------------------------------------------- outputs
+def map_filename(top: float, bottom: float, statistic: str, suffix: str = ".tif") -> str:
+    """``soc_<top>_<bottom>cm_<statistic>.tif`` (the file name of one map)."""
+    return f"soc_{top:g}_{bottom:g}cm_{statistic}{suffix}"
+
+
+def write_prediction(
+    prediction: Any,
+    folder: str | os.PathLike[str],
+    interval: tuple[float, float],
+    *,
+    run_id: str | None = None,
+    format: str = "cog",
+    overviews: bool = True,
+    label: str | None = None,
+) -> dict[str, Path]:
+    """Write every variable of a (lazy) prediction, computing it once, window by window.
+
+    Parameters
+    ----------
+    prediction
+        Output of :func:`predict_grid`.
+    folder
+        Destination folder (created if needed).
+    interval
+        ``(top_cm, bottom_cm)``; names the files and goes into the tags.
+    run_id
+        Run identifier written into the tags.
+    format
+        ``"cog"``: one Cloud-Optimized GeoTIFF per variable,
+        ``soc_<top>_<bottom>cm_<statistic>.tif``; ``"zarr"``: one Zarr store
+        ``soc_<top>_<bottom>cm.zarr`` holding all variables.
+    overviews
+        Build COG overviews.
+    label
+        Progress-bar label.
+
+    Returns
+    -------
+    dict of str to Path
+        Variable name -> file written (for Zarr every variable maps to the store).
+    """
+    from mapping import io
+    from mapping.config import format_interval
+
+    top, bottom = interval
+    folder = Path(folder)
+    text = format_interval(top, bottom)
+    label = label or f"predicting {text} cm"
+    if format == "zarr":
+        path = folder / f"soc_{top:g}_{bottom:g}cm.zarr"
+        ds = prediction.assign_attrs(interval=text, interval_cm=f"{text} cm", run_id=run_id or "")
+        io.write_zarr(ds, path, label=label)
+        return {str(v): path for v in prediction.data_vars}
+    if format != "cog":
+        raise ModelError(f"prediction.format {format!r}: use 'cog' or 'zarr'")
+    items = []
+    for name, var in prediction.data_vars.items():
+        tags = {
+            "units": var.attrs.get("units", UNITS),
+            "statistic": str(name),
+            "interval": text,
+            "interval_units": "cm",
+            "top_cm": f"{top:g}",
+            "bottom_cm": f"{bottom:g}",
+        }
+        if "quantile" in var.attrs:
+            tags["quantile"] = f"{var.attrs['quantile']:g}"
+        if run_id:
+            tags["run_id"] = run_id
+        items.append((folder / map_filename(top, bottom, str(name)), var, tags))
+    paths = io.write_cogs(items, overviews=overviews, label=label)
+    return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
