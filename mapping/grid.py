@@ -460,7 +460,7 @@ def _cell_area_numpy(grid: Grid) -> np.ndarray:
         lat_edges = (t.f + t.e * np.arange(ny + 1)) * k
         row_area = ellipsoid_band_area(lat_edges[:-1], lat_edges[1:], t.a * k, a, e2)
         return np.broadcast_to(row_area[:, None], (ny, nx)).astype("float64", copy=True)
-    if is_equal_area(grid.crs):
+    if is_equal_area(grid.crs, grid.bounds):
         u = _linear_factor(grid.crs)
         return np.full((ny, nx), abs(t.a * t.e) * u * u, dtype="float64")
     return _projected_cell_area(grid)
@@ -574,44 +574,62 @@ _EQUAL_AREA_METHODS = (
     "interrupted goode homolosine",
 )
 
-_equal_area_cache: dict[str, bool] = {}
+_equal_area_cache: dict[tuple[str, tuple[float, ...] | None], bool] = {}
 
 
-def is_equal_area(crs: Any) -> bool:
+def is_equal_area(crs: Any, bounds: tuple[float, float, float, float] | None = None) -> bool:
     """True when a projected CRS preserves area, so every cell of a grid has the same area.
 
     A CRS is recognised as equal-area when its projection method is one of the known
     equal-area methods (name contains "Equal Area", or is Equal Earth, Mollweide,
     Sinusoidal, Eckert IV/VI, Goode Homolosine) *and* PROJ's areal scale factor
-    (:meth:`pyproj.Proj.get_factors`) is 1 within 1e-6 at a 7x7 lattice of points across
-    the projection's area of use. The name alone is not trusted, and a projection that
-    is not on the list is never assumed to be equal-area: its cell areas are computed.
+    (:meth:`pyproj.Proj.get_factors`) is 1 within 1e-6 at a 7x7 lattice of points over
+    ``bounds`` (projected coordinates; default: the CRS's area of use). The name alone is
+    not trusted, and a projection that is not on the list is never assumed to be
+    equal-area: its cell areas are computed.
     """
     crs = pyproj.CRS.from_user_input(crs)
     if not crs.is_projected:
         return False
-    key = crs.to_wkt()
+    key = (crs.to_wkt(), None if bounds is None else tuple(float(b) for b in bounds))
     if key in _equal_area_cache:
         return _equal_area_cache[key]
     op = crs.coordinate_operation
     name = (op.method_name if op is not None else "").lower()
     result = any(m in name for m in _EQUAL_AREA_METHODS)
     if result:
-        result = _areal_scale_is_one(crs)
+        result = _areal_scale_is_one(crs, bounds)
+    if len(_equal_area_cache) > 4096:
+        _equal_area_cache.clear()
     _equal_area_cache[key] = result
     return result
 
 
-def _areal_scale_is_one(crs: pyproj.CRS, tol: float = 1e-6) -> bool:
-    aou = crs.area_of_use
-    west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
-    if east < west:  # area of use crossing the antimeridian
-        east += 360.0
-    south, north = max(south, -89.0), min(north, 89.0)
-    lon, lat = np.meshgrid(np.linspace(west, east, 7), np.linspace(south, north, 7))
-    lon = (lon + 180.0) % 360.0 - 180.0
+def _areal_scale_is_one(
+    crs: pyproj.CRS, bounds: tuple[float, float, float, float] | None, tol: float = 1e-6
+) -> bool:
+    if bounds is not None:
+        x, y = np.meshgrid(
+            np.linspace(bounds[0], bounds[2], 7), np.linspace(bounds[1], bounds[3], 7)
+        )
+        to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+        lon, lat = to_geo.transform(x.ravel(), y.ravel(), errcheck=False)
+        lon, lat = np.asarray(lon), np.asarray(lat)
+        ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) < 89.9)
+        lon, lat = lon[ok], lat[ok]
+    else:
+        aou = crs.area_of_use
+        west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
+        if east < west:  # area of use crossing the antimeridian
+            east += 360.0
+        south, north = max(south, -89.0), min(north, 89.0)
+        lon, lat = np.meshgrid(np.linspace(west, east, 7), np.linspace(south, north, 7))
+        lon = ((lon + 180.0) % 360.0 - 180.0).ravel()
+        lat = lat.ravel()
+    if lon.size == 0:
+        return False
     try:
-        f = pyproj.Proj(crs).get_factors(lon.ravel(), lat.ravel(), errcheck=False)
+        f = pyproj.Proj(crs).get_factors(lon, lat, errcheck=False)
     except pyproj.exceptions.ProjError:
         return False
     s = np.asarray(f.areal_scale)

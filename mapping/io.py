@@ -9,14 +9,17 @@ run never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mapping.exceptions import InputError, OutputError
@@ -433,6 +436,269 @@ def open_raster_on_grid(
     arr = rioxarray.open_rasterio(vrt, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
     arr = arr.squeeze("band", drop=True)
     return arr.rio.write_nodata(nodata)
+
+
+# --------------------------------------------------------------------------- rasters in
+RASTER_CONTAINER_SUFFIXES = {".nc": "NETCDF", ".nc4": "NETCDF", ".zarr": "ZARR"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterInfo:
+    """Header of one band of a raster, read without touching its pixels."""
+
+    path: Path
+    source: str
+    """The GDAL dataset name opened (``NETCDF:"f.nc":var``, ``ZARR:"d.zarr":/var`` or the path)."""
+    band: int
+    crs: Any
+    transform: Any
+    shape: tuple[int, int]
+    dtype: str
+    nodata: float | None
+    units: str | None
+    overviews: tuple[int, ...]
+    """Decimation factors of the band's overviews (empty when it has none)."""
+    driver: str
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        t = self.transform
+        return (float(np.hypot(t.a, t.d)), float(np.hypot(t.b, t.e)))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        ny, nx = self.shape
+        xs, ys = zip(*(self.transform * (c, r) for c in (0, nx) for r in (0, ny)), strict=True)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def gdal_name(path: str | os.PathLike[str], variable: str | None = None) -> str:
+    """The GDAL dataset name of a raster file, a NetCDF variable or a Zarr array."""
+    p = Path(path)
+    kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
+    if kind is None or variable is None:
+        return str(p)
+    if kind == "NETCDF":
+        return f'NETCDF:"{p}":{variable}'
+    return f'ZARR:"{p}":/{variable}'
+
+
+def _raster_error(p: Path, exc: BaseException, what: str = "cannot read raster") -> InputError:
+    msg = " ".join(str(exc).split())  # one line
+    return InputError(f"{p}: {what} ({msg[:200]})" if msg else f"{p}: {what}")
+
+
+def raster_info(path: str | os.PathLike[str], *, band: int = 1, variable: str | None = None) -> RasterInfo:
+    """Read a raster's header (CRS, transform, shape, dtype, nodata, units, overviews).
+
+    GeoTIFF/COG, VRT and anything else GDAL opens; NetCDF and Zarr through GDAL's
+    drivers (give ``variable`` for a file with several). Only the header is read, plus
+    the offsets of the first and last blocks of a GeoTIFF to catch a truncated file.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or corrupt file; no such band.
+    MissingCRSError
+        The raster has no CRS (or no georeferencing at all).
+    """
+    import rasterio
+    import rasterio.errors
+
+    from mapping.exceptions import MissingCRSError
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    name = gdal_name(p, variable)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(name) as src:
+                if src.subdatasets and src.count == 0:
+                    raise InputError(
+                        f"{p}: holds several variables; name one with 'variable:' "
+                        f"({', '.join(s.rsplit(':', 1)[-1] for s in src.subdatasets[:6])})"
+                    )
+                if not 1 <= band <= src.count:
+                    raise InputError(f"{p}: has {src.count} band(s); band {band} does not exist")
+                _check_not_truncated(src, p, band)
+                if src.crs is None:
+                    raise MissingCRSError(
+                        f"{p}: raster has no CRS; set one, e.g. gdal_edit.py -a_srs EPSG:XXXX {p}"
+                    )
+                if src.transform.is_identity and src.driver in {"netCDF", "Zarr", "GTiff"}:
+                    raise MissingCRSError(
+                        f"{p}: raster has no georeferencing (identity transform); give x/y "
+                        "coordinate variables CF attributes or set a geotransform"
+                    )
+                units = src.units[band - 1] or src.tags(band).get("units") or None
+                info = RasterInfo(
+                    path=p,
+                    source=name,
+                    band=band,
+                    crs=pyproj_crs(src.crs),
+                    transform=src.transform,
+                    shape=(src.height, src.width),
+                    dtype=src.dtypes[band - 1],
+                    nodata=None if src.nodata is None else float(src.nodata),
+                    units=units,
+                    overviews=tuple(src.overviews(band)),
+                    driver=src.driver,
+                )
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(p, exc) from None
+    return info
+
+
+def pyproj_crs(crs: Any) -> Any:
+    """A :class:`pyproj.CRS` from a rasterio CRS (or anything pyproj understands)."""
+    import pyproj
+
+    if hasattr(crs, "to_wkt"):
+        out = pyproj.CRS.from_wkt(crs.to_wkt())
+    else:
+        out = pyproj.CRS.from_user_input(crs)
+    auth = out.to_authority(min_confidence=100)
+    if auth is not None:  # the registry's definition carries the area of use
+        out = pyproj.CRS.from_authority(*auth)
+    return out
+
+
+def _check_not_truncated(src: Any, p: Path, band: int) -> None:
+    # A truncated GeoTIFF often opens fine (its header is at the start) and fails only
+    # when a missing block is read, deep inside a computation. The first and last blocks'
+    # offsets and sizes, read from the TIFF tags, tell it at once.
+    if src.driver not in {"GTiff", "COG"}:
+        return
+    try:
+        size = p.stat().st_size
+        bh, bw = src.block_shapes[band - 1]
+        last = ((src.width - 1) // bw, (src.height - 1) // bh)
+        for bx, by in ((0, 0), last):
+            off = src.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=band)
+            n = src.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=band)
+            if off is not None and n is not None and int(off) + int(n) > size:
+                raise InputError(
+                    f"{p}: file is truncated (block {bx},{by} ends at byte {int(off) + int(n)}, "
+                    f"file has {size}); copy it again"
+                )
+    except (ValueError, TypeError):
+        return
+
+
+def open_raster(
+    path: str | os.PathLike[str],
+    band: int = 1,
+    variable: str | None = None,
+    chunks: int | tuple[int, int] | None = 512,
+) -> Any:
+    """One band of a raster as a lazy ``(y, x)`` DataArray; nodata becomes NaN.
+
+    GeoTIFF/COG/VRT through :func:`rioxarray.open_rasterio`; NetCDF and Zarr through
+    :func:`xarray.open_dataset` (CRS from the CF grid mapping). Nothing is read but the
+    header; the pixels are read chunk by chunk when computed.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or corrupt file, unknown band or variable.
+    MissingCRSError
+        The raster has no CRS.
+    """
+    import rasterio.errors
+    import rioxarray
+    import xarray as xr
+
+    from mapping.exceptions import MissingCRSError
+
+    p = Path(path)
+    info = raster_info(p, band=band, variable=variable)  # clear errors before anything lazy
+    cy, cx = (chunks, chunks) if isinstance(chunks, int) else (chunks or (None, None))
+    kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
+    try:
+        if kind is None:
+            arr = rioxarray.open_rasterio(
+                p, chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None, masked=True
+            )
+            arr = arr.sel(band=band, drop=True)
+        else:
+            engine = "zarr" if kind == "ZARR" else None
+            ds = xr.open_dataset(p, engine=engine, decode_coords="all", chunks={})
+            names = [variable] if variable else [v for v in ds.data_vars if ds[v].ndim >= 2]
+            if len(names) != 1 or names[0] not in ds:
+                raise InputError(f"{p}: name one variable with 'variable:' (found {list(ds.data_vars)})")
+            arr = ds[names[0]]
+            if arr.ndim == 3:
+                arr = arr.isel({arr.dims[0]: band - 1}, drop=True)
+            if chunks:
+                arr = arr.chunk({arr.rio.y_dim: cy, arr.rio.x_dim: cx})
+    except (rasterio.errors.RasterioError, OSError, ValueError, KeyError) as exc:
+        raise _raster_error(p, exc) from None
+    if arr.rio.crs is None:
+        arr = arr.rio.write_crs(info.crs.to_wkt())
+    if arr.rio.crs is None:  # pragma: no cover - raster_info raised already
+        raise MissingCRSError(f"{p}: raster has no CRS")
+    if info.units:
+        arr.attrs.setdefault("units", info.units)
+    arr.attrs["source"] = str(p)
+    return arr
+
+
+def read_warped(
+    info: RasterInfo,
+    *,
+    crs: Any,
+    transform: Any,
+    shape: tuple[int, int],
+    resampling: str,
+    dtype: str,
+    nodata: float,
+    scale: tuple[float, float] | None = None,
+    overview_level: int | None = None,
+) -> Any:
+    """Read one band warped onto a target window (CRS, transform, shape) as a NumPy array.
+
+    A GDAL WarpedVRT reads only the source blocks the window needs. The exact coordinate
+    transformer is used (no 1/8-pixel approximation) and, when ``scale`` is given, the
+    resampling kernel's footprint (GDAL's ``XSCALE``/``YSCALE``) is fixed, so a window
+    gives the same values as the same cells of a warp of the whole grid: results do not
+    depend on chunking. Cells outside the source or on its nodata get ``nodata``.
+    ``overview_level`` reads a source overview instead of full resolution.
+    """
+    import rasterio
+    import rasterio.errors
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    ny, nx = shape
+    extras: dict[str, Any] = {}
+    if scale is not None:
+        extras = {"XSCALE": repr(float(scale[0])), "YSCALE": repr(float(scale[1]))}
+    open_kw: dict[str, Any] = {}
+    if overview_level is not None:
+        open_kw["OVERVIEW_LEVEL"] = str(overview_level)
+    src_nodata = info.nodata
+    if src_nodata is None and np.dtype(info.dtype).kind == "f":
+        src_nodata = float("nan")
+    try:
+        with rasterio.open(info.source, **open_kw) as src:
+            with WarpedVRT(
+                src,
+                src_nodata=src_nodata,
+                crs=crs,
+                transform=transform,
+                width=nx,
+                height=ny,
+                resampling=Resampling[resampling],
+                nodata=nodata,
+                dtype=dtype,
+                tolerance=0.0,
+                warp_extras=extras,
+            ) as vrt:
+                return vrt.read(info.band)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(info.path, exc, "cannot read raster data") from None
 
 
 def _json_default(o: Any) -> Any:
