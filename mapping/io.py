@@ -149,6 +149,7 @@ def write_cogs(
 
     from mapping.cluster import store_blocks
     from mapping.exceptions import MissingCRSError
+    from mapping.grid import Grid
 
     if not items:
         return []
@@ -162,7 +163,7 @@ def write_cogs(
         dtype = np.dtype(arr.dtype)
         if np.isnan(nodata) and dtype.kind != "f":
             dtype = np.dtype("float32")
-        specs.append((p, arr, dict(tags or {}), dtype))
+        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform))
     shape = specs[0][1].shape
     if any(s[1].shape != shape for s in specs):
         raise OutputError(f"{specs[0][0]}: rasters written together must share one shape")
@@ -176,11 +177,11 @@ def write_cogs(
     try:
         with contextlib.ExitStack() as opened:
             dsts = []
-            for (_p, arr, tags, dtype), stage in zip(specs, stages, strict=True):
+            for (_p, arr, tags, dtype, transform), stage in zip(specs, stages, strict=True):
                 dst = opened.enter_context(
                     rasterio.open(
                         stage, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
-                        dtype=dtype.name, crs=arr.rio.crs, transform=arr.rio.transform(),
+                        dtype=dtype.name, crs=arr.rio.crs, transform=transform,
                         nodata=nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
                         BIGTIFF="IF_SAFER",
                     )
@@ -235,7 +236,7 @@ def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = Non
         v.encoding.pop("chunks", None)
         v.encoding.pop("preferred_chunks", None)
     with atomic_path(p, is_dir=True) as tmp:
-        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=True)
+        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
         compute_with_progress(delayed, label=label or f"writing {p.name}")
     return p
 

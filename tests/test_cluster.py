@@ -1,0 +1,175 @@
+"""Schedulers: the same workflow locally and on a real cluster on loopback; progress."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import xarray as xr
+from sklearn.linear_model import BayesianRidge
+
+from mapping.cluster import (
+    PeakRSS,
+    compute_with_progress,
+    dask_client,
+    default_workers,
+    scheduler_kind,
+)
+from mapping.exceptions import ConfigError, SchedulerError
+from mapping.grid import Grid
+from mapping.predict import predict_grid, write_prediction
+
+GRID = Grid.from_bounds(
+    (500_000, -1_000_000, 500_000 + 90 * 1000, -1_000_000 + 70 * 1000), 1000.0, "EPSG:6931"
+)
+
+
+def _stack() -> xr.Dataset:
+    y, x = GRID.coords()
+    yy, xx = np.meshgrid(y, x, indexing="ij")
+    a = np.cos((xx - 500_000) / 20_000) + (yy + 1_000_000) / 70_000
+    b = np.hypot(xx - 540_000, yy + 960_000) / 50_000
+    a[30:35, 40:60] = np.nan
+    ds = xr.Dataset({"a": (("y", "x"), a), "b": (("y", "x"), b)}, coords={"y": y, "x": x})
+    return GRID.attach(ds.chunk({"y": 32, "x": 32}))
+
+
+def _model() -> BayesianRidge:
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a": rng.normal(0, 1, 120), "b": rng.uniform(0, 2, 120)})
+    X["x"] = rng.uniform(500_000, 590_000, 120)
+    X["y"] = rng.uniform(-1_000_000, -930_000, 120)
+    t = 10 + 3 * X.a - 2 * X.b + 1e-5 * (X.x - 500_000) + rng.normal(0, 0.5, 120)
+    return BayesianRidge().fit(X, t)
+
+
+def test_scheduler_specs(tmp_path: Path) -> None:
+    assert scheduler_kind(None) == "local"
+    assert scheduler_kind("local") == "local"
+    assert scheduler_kind("tcp://10.0.0.5:8786") == "address"
+    assert scheduler_kind("threads") == "threads"
+    assert scheduler_kind(str(tmp_path / "scheduler.json")) == "file"
+    with pytest.raises(ConfigError, match="scheduler: 'tcp:/oops'"):
+        scheduler_kind("tcp:/oops")
+    workers, threads = default_workers()
+    assert workers >= 1 and threads == 1
+    assert default_workers(3, 2) == (3, 2)
+
+
+def test_unreachable_scheduler_is_a_user_error() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SchedulerError, match=rf"tcp://127.0.0.1:{port}: cannot connect"):
+        with dask_client(f"tcp://127.0.0.1:{port}", timeout=1.0, echo=lambda m: None):
+            pass  # pragma: no cover
+
+
+def test_in_process_scheduler_and_plain_progress_lines(capfd: pytest.CaptureFixture[str]) -> None:
+    lines: list[str] = []
+    with dask_client("synchronous", echo=lines.append) as client:
+        assert client is None
+        assert dask.config.get("scheduler") == "synchronous"
+        x = da.arange(1000, chunks=100)
+        (total, squares) = compute_with_progress(x.sum(), (x**2).sum(), label="summing")
+    assert (total, squares) == (499_500, sum(i * i for i in range(1000)))
+    assert "synchronous" in lines[0]
+    err = capfd.readouterr().err  # not a terminal: plain log lines on stderr
+    assert "summing: started" in err and "summing: done" in err and "100%" in err
+
+
+def test_peak_rss_sees_an_allocation() -> None:
+    with PeakRSS(interval=0.02) as before:
+        pass
+    with PeakRSS(interval=0.02) as rss:
+        block = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
+        time.sleep(0.1)
+        del block
+    assert rss.peak - before.peak > 250 * 2**20
+
+
+@pytest.mark.cluster
+def test_default_local_cluster_prints_dashboard() -> None:
+    lines: list[str] = []
+    with dask_client(n_workers=1, dashboard_address=":0", echo=lines.append) as client:
+        assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
+        assert da.ones(10, chunks=5).sum().compute() == 10
+    assert "local cluster, 1 worker(s) x 1 thread(s)" in lines[0]
+    assert "dashboard http://" in lines[0]
+
+
+@contextlib.contextmanager
+def _loopback_cluster(tmp_path: Path) -> Iterator[str]:
+    """A real ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1."""
+    sched_file = tmp_path / "scheduler.json"
+    dask_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [
+        subprocess.Popen(
+            [*dask_cli, "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0",
+             "--scheduler-file", str(sched_file)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                raise RuntimeError("dask scheduler did not start")
+            time.sleep(0.1)
+        address = json.loads(sched_file.read_text())["address"]
+        for _ in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+                     "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            )  # fmt: skip
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                p.kill()
+                p.wait()
+
+
+@pytest.mark.cluster
+def test_loopback_cluster_gives_identical_maps(tmp_path: Path) -> None:
+    from distributed import get_task_stream
+
+    model = _model()
+    prediction = predict_grid(model, _stack(), GRID, chunks=24)
+    with dask.config.set(scheduler="threads"):
+        local = write_prediction(prediction, tmp_path / "local", (0, 30), run_id="r")
+
+    lines: list[str] = []
+    with _loopback_cluster(tmp_path) as address:
+        with dask_client(address, echo=lines.append) as client:
+            client.wait_for_workers(2, timeout=20)
+            with get_task_stream(client) as stream:
+                remote = write_prediction(prediction, tmp_path / "remote", (0, 30), run_id="r")
+            workers = {t["worker"] for t in stream.data if "socmap-predict" in str(t["key"])}
+    assert lines and f"connected to {address}" in lines[0] and "dashboard" in lines[0]
+    assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)
+    assert set(local) == set(remote) == {"mean", "median", "lower", "upper", "std"}
+    for name in local:
+        with rasterio.open(local[name]) as a, rasterio.open(remote[name]) as b:
+            x, y = a.read(1), b.read(1)
+        np.testing.assert_array_equal(x, y)
+        assert np.isnan(x).sum() == 5 * 20  # the hole in covariate a
