@@ -309,9 +309,10 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
             issues.add_rows(
                 text, df, lambda i, c=col, v=values: f"{c} is not a number ({str(v[i])!r})"
             )
-        df[col] = num
-        arr = num.to_numpy()
-        issues.add_rows(np.isinf(arr), df, lambda i, c=col: f"{c} is not finite")
+        inf = np.isinf(num.to_numpy())
+        issues.add_rows(inf, df, lambda i, c=col: f"{c} is not finite")
+        issues.text[col] = issues.text.get(col, np.zeros(len(df), dtype=bool)) | inf
+        df[col] = num.mask(inf)  # reported once; no range messages for it
 
     def need(col: str) -> np.ndarray:
         return df[col].to_numpy()
