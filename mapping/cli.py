@@ -109,6 +109,54 @@ def stocks(
         typer.echo(f"{len(result.invalid)} invalid profiles skipped: see {out / 'invalid_profiles.csv'}")
 
 
+@app.command()
+def integrate(
+    density: Annotated[list[Path], typer.Argument(help="SOC density rasters (kg C m-2), one per interval.")],
+    zones: Annotated[Path, typer.Option(help="Zones: a code raster or polygons (GPKG, SHP, GeoParquet).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output table (.csv, .json or .parquet).")],
+    zone_names: Annotated[str | None, typer.Option(help="CODE=NAME list, e.g. 1=continuous,2=sporadic.")] = None,
+    zone_field: Annotated[str | None, typer.Option(help="Polygon attribute holding the zone code or name.")] = None,
+    zone_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer polygon file.")] = None,
+    zone_nodata: Annotated[list[int] | None, typer.Option(help="Zone code meaning 'no zone' (repeatable).")] = None,
+    interval: Annotated[str | None, typer.Option(help="TOP-BOTTOM (cm) for rasters without tags or name.")] = None,
+    unit: Annotated[str, typer.Option(help="Storage unit: Pg or Tg.")] = "Pg",
+    chunks: Annotated[int, typer.Option(help="Chunk size (cells) for reading rasters.")] = 1024,
+) -> None:
+    """Area, mean SOC density and storage per zone and depth interval."""
+    from mapping.config import parse_interval
+    from mapping.exceptions import ConfigError, OutputError
+    from mapping.io import write_table
+    from mapping.zonal import integrate_files, parse_zone_names
+
+    if out.suffix.lower() not in {".csv", ".json", ".parquet"}:
+        raise OutputError(f"{out}: unsupported table format {out.suffix!r}; use .csv, .json or .parquet")
+    if unit not in {"Pg", "Tg"}:
+        raise ConfigError(f"--unit: {unit!r} is not Pg or Tg")
+    try:
+        iv = parse_interval(interval) if interval else None
+    except ValueError as exc:
+        raise ConfigError(f"--interval: {exc}") from None
+    table = integrate_files(
+        density,
+        zones,
+        zone_names=parse_zone_names(zone_names),
+        zone_field=zone_field,
+        zone_layer=zone_layer,
+        zone_nodata=zone_nodata or (),
+        interval=iv,
+        unit=unit,
+        chunks=chunks,
+    )
+    write_table(table, out)
+    col = f"storage_{unit.lower()}"
+    for row in table.itertuples():
+        typer.echo(
+            f"{row.interval:>8} cm  {row.zone:<16} {row.area_km2:14,.0f} km2  "
+            f"{row.mean_density_kg_m2:7.2f} kg C m-2  {getattr(row, col):10.3f} {unit}"
+        )
+    typer.echo(f"zone totals written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     try:

@@ -362,68 +362,44 @@ def read_zones_vector(path: str | os.PathLike[str], layer: str | None = None) ->
     return gdf
 
 
-def _open_raster_chunked(
-    path: str | os.PathLike[str], *, chunks: int = 1024, masked: bool = True
-) -> Any:
-    """One band of a raster as a lazy DataArray ``(y, x)`` (nodata -> NaN when ``masked``)."""
-    import rasterio
-    import rioxarray
-
-    from mapping.exceptions import MissingCRSError
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    try:
-        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=masked)
-    except (rasterio.errors.RasterioIOError, OSError, ValueError) as exc:
-        raise InputError(f"{p}: cannot read raster ({str(exc).splitlines()[0]})") from None
-    if isinstance(arr, list) or not hasattr(arr, "rio") or "band" not in getattr(arr, "dims", ()):
-        raise InputError(f"{p}: holds several variables; give one raster band")
-    if arr.rio.crs is None:
-        raise MissingCRSError(f"{p}: raster has no CRS; set one (e.g. gdal_edit.py -a_srs EPSG:...)")
-    if arr.sizes["band"] != 1:
-        raise InputError(f"{p}: has {arr.sizes['band']} bands; expected one")
-    return arr.squeeze("band", drop=True)
-
-
 def open_raster_on_grid(
     path: str | os.PathLike[str],
     grid: Any,
     *,
     resampling: str = "nearest",
     chunks: int = 1024,
+    scale: tuple[float, float] | None = None,
 ) -> Any:
-    """A one-band raster as seen on ``grid`` (lazy), warped through a GDAL WarpedVRT if needed.
+    """Band 1 of a raster as seen on ``grid`` (lazy), warped through a GDAL WarpedVRT if needed.
 
-    Values are not masked: nodata stays in the data and is declared as the array's
-    ``rio.nodata``; cells of ``grid`` outside the source get that value (the dtype's largest
-    value, or NaN for floats, when the source declares none). Meant for categorical rasters
-    such as zone codes (``resampling="nearest"`` or ``"mode"``).
+    Meant for categorical rasters such as zone codes (``resampling="nearest"`` or
+    ``"mode"``). On ``grid`` already: :func:`open_raster` (nodata -> NaN). Otherwise the
+    values keep their dtype and nodata is declared as ``rio.nodata``; cells outside the
+    source get it (the dtype's largest value, or NaN for floats, when the source declares
+    none). The exact transformer is used and ``scale`` (destination pixels per source pixel,
+    x and y) fixes the resampling footprint, so chunks read the same values as a warp of
+    the whole grid.
     """
-    import numpy as np
     import rasterio
     import rioxarray
     from rasterio.enums import Resampling
     from rasterio.vrt import WarpedVRT
 
+    p = Path(path)
+    info = raster_info(p)  # missing, unreadable, no CRS: clear errors first
     from mapping.grid import Grid
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: file not found")
-    if Grid.from_raster(p) == grid:
-        return _open_raster_chunked(p, chunks=chunks, masked=False)
-    try:
-        src = rasterio.open(p)
-    except rasterio.errors.RasterioIOError as exc:
-        raise InputError(f"{p}: cannot read raster ({str(exc).splitlines()[0]})") from None
-    if src.count != 1:
-        raise InputError(f"{p}: has {src.count} bands; expected one")
-    nodata = src.nodata
+    if Grid(info.crs, info.transform, info.shape) == grid:
+        arr = open_raster(p, chunks=chunks)  # nodata -> NaN, which means "no value"
+        return arr.rio.write_nodata(float("nan"))
+    nodata = info.nodata
     if nodata is None:
-        dtype = np.dtype(src.dtypes[0])
+        dtype = np.dtype(info.dtype)
         nodata = float("nan") if dtype.kind == "f" else np.iinfo(dtype).max
+    try:
+        src = rasterio.open(info.source)
+    except rasterio.errors.RasterioError as exc:
+        raise _raster_error(p, exc) from None
     ny, nx = grid.shape
     vrt = WarpedVRT(
         src,
@@ -433,6 +409,8 @@ def open_raster_on_grid(
         height=ny,
         resampling=Resampling[resampling],
         nodata=nodata,
+        tolerance=1e-9,  # (near) exact transformer; 0.0 fails in rasterio 1.4 when CRSs are equal
+        warp_extras={"XSCALE": repr(scale[0]), "YSCALE": repr(scale[1])} if scale else {},
     )
     arr = rioxarray.open_rasterio(vrt, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
     arr = arr.squeeze("band", drop=True)

@@ -1,0 +1,392 @@
+"""Zone totals: kernel, zone coverage from polygons, Dask wrapper and the totals table."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import dask.array as da
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio.features
+import shapely
+
+from mapping.exceptions import GridMismatchError, InputError
+from mapping.grid import Grid, ellipsoid_band_area
+from mapping.testing import raise_if_dask_computes
+from mapping.zonal import (
+    ZoneCoverage,
+    density_unit_factor,
+    interval_from_attrs,
+    interval_from_name,
+    parse_zone_names,
+    prepare_zones,
+    rasterize_zones,
+    zone_coverage_from_polygons,
+    zone_sums,
+    zone_sums_block,
+    zone_totals,
+)
+
+# The seed's Tables 1 and 2 (mean density and storage per permafrost zone), shared with the
+# stocks tests.
+SEED = pd.read_csv(Path(__file__).parent / "data" / "seed_permafrost_soc_tables.csv").set_index(
+    "zone"
+)
+INTERVALS = ["0-30", "0-100", "0-200", "0-300"]
+ZONES = ["continuous", "discontinuous", "sporadic", "isolated"]
+WGS84_A, WGS84_E2 = 6378137.0, 0.0066943799901413165
+
+
+def _polygons_of(codes: np.ndarray, grid: Grid, nodata: int = 0) -> gpd.GeoDataFrame:
+    """Polygonise a zone-code raster (one feature per connected patch)."""
+    feats = [
+        (shapely.geometry.shape(geom), int(v))
+        for geom, v in rasterio.features.shapes(
+            codes.astype("int32"), mask=codes != nodata, transform=grid.transform
+        )
+    ]
+    geoms, vals = zip(*feats, strict=True)
+    return gpd.GeoDataFrame({"code": vals}, geometry=list(geoms), crs=grid.crs)
+
+
+def _blocky_zones(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """Zone codes 1..4 in irregular patches, 0 (no zone) around the edge."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 5, size=(shape[0] // 4 + 1, shape[1] // 4 + 1))
+    z = np.kron(coarse, np.ones((4, 4), dtype=int))[: shape[0], : shape[1]]
+    z[0, :] = 0
+    return z
+
+
+# ------------------------------------------------------------------------------ kernel
+def test_kernel_hand_example_with_nodata_and_partial_cells() -> None:
+    d = np.array([[1.0, 2.0], [np.nan, 4.0]])
+    a = np.array([[10.0, 20.0], [30.0, 40.0]])
+    z = np.array([[0, 0], [0, -1]])
+    # cell (1, 1) is 1/4 in zone 1; cell (0, 1) also 1/2 in zone 1 (overlap)
+    partial = (np.array([3, 1]), np.array([1, 1]), np.array([0.25, 0.5]))
+    out = zone_sums_block(d, a, z, 2, partial)
+    # zone 0: area 10+20+30, valid 10+20, storage 1*10 + 2*20
+    # zone 1: area 0.25*40 + 0.5*20, valid the same, storage 0.25*40*4 + 0.5*20*2
+    np.testing.assert_allclose(out, [[60, 30, 50], [20, 20, 60]])
+
+
+def test_kernel_leading_axis_equals_one_call_per_realization() -> None:
+    rng = np.random.default_rng(1)
+    d = rng.gamma(2.0, 10.0, size=(5, 13, 17))
+    d[rng.random(d.shape) < 0.1] = np.nan
+    a = rng.uniform(1, 2, size=(13, 17))
+    z = rng.integers(-1, 3, size=(13, 17))
+    part = (np.array([0, 5, 200]), np.array([2, 0, 1]), np.array([0.3, 0.7, 0.1]))
+    stacked = zone_sums_block(d, a, z, 3, part)
+    assert stacked.shape == (5, 3, 3)
+    for r in range(5):
+        np.testing.assert_array_equal(stacked[r], zone_sums_block(d[r], a, z, 3, part))
+
+
+# ------------------------------------------------------------------------------ seed tables
+def _seed_world() -> tuple[Grid, np.ndarray, dict[int, str]]:
+    """EPSG:6931 grid of 10 km cells holding exactly the seed's zone areas (km²)."""
+    grid = Grid.from_bounds((0, 0, 5_200_000, 4_000_000), 10_000, "EPSG:6931")  # 400 x 520
+    names = {i + 1: z for i, z in enumerate(ZONES)}
+    counts = [round(SEED.loc[z, "area_km2"] / 100) for z in ZONES]
+    assert sum(counts) == grid.shape[0] * grid.shape[1] == 208_000
+    codes = np.repeat(np.arange(1, 5), counts).reshape(grid.shape)
+    return grid, codes, names
+
+
+def test_seed_table2_is_reproduced_from_table1_densities() -> None:
+    grid, codes, names = _seed_world()
+    assert np.all(grid.cell_area() == 1e8)
+    density = {}
+    for iv in INTERVALS:
+        col = "density_" + iv.replace("-", "_")
+        per_zone = np.array([np.nan] + [SEED.loc[z, col] for z in ZONES])
+        density[iv] = grid.wrap(da.from_array(per_zone[codes], chunks=128))
+    table = zone_totals(density, grid.wrap(codes), grid, names)
+
+    assert list(table["interval"].unique()) == INTERVALS  # sorted by depth
+    for iv in INTERVALS:
+        rows = table[table["interval"] == iv].set_index("zone")
+        suffix = iv.replace("-", "_")
+        for zone in ZONES:
+            row, seed = rows.loc[zone], SEED.loc[zone]
+            assert row["area_km2"] == pytest.approx(seed["area_km2"], rel=1e-12)
+            assert row["mean_density_kg_m2"] == pytest.approx(seed[f"density_{suffix}"], rel=1e-12)
+            expected = seed[f"density_{suffix}"] * seed["area_km2"] * 1e6 / 1e12  # Pg
+            assert row["storage_pg"] == pytest.approx(expected, rel=1e-12)
+            published = seed[f"storage_pg_{suffix}"]
+            if iv == "0-200":  # the published column is not Table 1 x area
+                assert abs(row["storage_pg"] / published - 1) > 0.004
+            else:  # Table 2 to rounding (areas are given to 0.1e6 km2)
+                assert abs(row["storage_pg"] / published - 1) < 0.001
+        total = rows.loc["all zones"]
+        zone_rows = rows.drop(index="all zones")
+        assert total["area_km2"] == pytest.approx(20.8e6, rel=1e-12)
+        assert total["storage_pg"] == pytest.approx(zone_rows["storage_pg"].sum(), rel=1e-12)
+        assert total["mean_density_kg_m2"] == pytest.approx(
+            zone_rows["storage_pg"].sum() / 20.8, rel=1e-12
+        )
+    cont = table[(table["zone"] == "continuous") & (table["interval"] == "0-300")]
+    assert float(cont["storage_pg"].iloc[0]) == pytest.approx(521.3, abs=0.15)
+    total_030 = table[(table["zone"] == "all zones") & (table["interval"] == "0-30")]
+    assert float(total_030["storage_pg"].iloc[0]) == pytest.approx(
+        SEED.loc["total", "storage_pg_0_30"], rel=1e-3
+    )
+
+
+# ------------------------------------------------------------------------------ geographic grid
+def test_uniform_density_over_the_globe_gives_the_ellipsoid_surface() -> None:
+    grid = Grid.from_bounds((-180, -90, 180, 90), 1.0, "EPSG:4326")
+    density = grid.wrap(da.ones(grid.shape, chunks=(50, 70)), attrs={"interval": "0-30"})
+    raster = zone_totals(density, grid.wrap(np.ones(grid.shape, dtype="uint8")), grid)
+    globe = gpd.GeoDataFrame({"z": [1]}, geometry=[shapely.box(-180, -90, 180, 90)], crs=4326)
+    polys = zone_totals(density, zone_coverage_from_polygons(globe, grid, "z"), grid)
+    for table in (raster, polys):
+        total = table.set_index("zone").loc["all zones"]
+        assert round(total["storage_pg"], 2) == 510.07
+        assert total["area_km2"] == pytest.approx(510.0656e6, rel=1e-6)
+
+
+def test_half_cell_polygon_on_geographic_grid_uses_the_ellipsoidal_cell_area() -> None:
+    grid = Grid.from_bounds((10, 60, 15, 65), 1.0, "EPSG:4326")  # rows run 65N -> 60N
+    # lon 11.5..13, lat 61..62.5; row 2 is 62-63N, row 3 is 61-62N
+    gdf = gpd.GeoDataFrame({"z": [7]}, geometry=[shapely.box(11.5, 61, 13, 62.5)], crs=4326)
+    cov = zone_coverage_from_polygons(gdf, grid, "z")
+    frac = cov.to_dense()[0]
+    expected = np.zeros(grid.shape)
+    expected[2, 1], expected[2, 2], expected[3, 1], expected[3, 2] = 0.25, 0.5, 0.5, 1.0
+    np.testing.assert_allclose(frac, expected, atol=1e-12)
+    cell = grid.cell_area()
+    density = grid.wrap(np.full(grid.shape, 2.0), attrs={"interval": "0-30"})
+    row = zone_totals(density, cov, grid, unit="Tg").iloc[0]
+    hand = cell[2, 1] / 4 + cell[2, 2] / 2 + cell[3, 1] / 2 + cell[3, 2]  # m2
+    assert row["area_km2"] == pytest.approx(hand / 1e6, rel=1e-12)
+    assert row["storage_tg"] == pytest.approx(2.0 * hand / 1e9, rel=1e-12)
+    # a cut along a meridian halves the ellipsoidal area exactly
+    assert cell[3, 1] / 2 == pytest.approx(
+        ellipsoid_band_area(61.0, 62.0, 0.5, WGS84_A, WGS84_E2), rel=1e-12
+    )
+    # a cut along a parallel does not (fractions are planar in lon/lat): with 1-degree cells
+    # at 62N the polygon's area comes out 0.27 % low; the error shrinks with the cell size
+    exact = ellipsoid_band_area(61.0, 62.5, 1.5, WGS84_A, WGS84_E2)
+    assert -0.004 < hand / exact - 1 < -0.002
+
+
+def test_half_cell_polygon_on_projected_grid_hand_check() -> None:
+    grid = Grid.from_bounds((0, 0, 10_000, 10_000), 1_000, "EPSG:6931")
+    gdf = gpd.GeoDataFrame({"z": [1]}, geometry=[shapely.box(2_500, 0, 5_000, 10_000)], crs=6931)
+    cov = zone_coverage_from_polygons(gdf, grid, "z")
+    frac = cov.to_dense()[0]
+    assert np.all(frac[:, 2] == 0.5) and np.all(frac[:, 3:5] == 1.0)
+    assert frac.sum() == 25.0
+    cols = np.arange(10, dtype=float)
+    density = grid.wrap(np.tile(cols, (10, 1)))  # density = column index
+    row = zone_totals(density, cov, grid).iloc[0]
+    assert row["area_km2"] == pytest.approx(25.0)
+    # 10 rows x (0.5 km2 x 2 + 1 km2 x 3 + 1 km2 x 4) = 80 km2 kg m-2 = 80e6 kg
+    assert row["storage_pg"] == pytest.approx(80e6 / 1e12)
+    assert row["mean_density_kg_m2"] == pytest.approx(80 / 25)
+
+
+# ------------------------------------------------------------------------------ polygons = raster
+@pytest.mark.parametrize(
+    "grid",
+    [
+        Grid.from_bounds((-300_000, 100_000, 500_000, 700_000), 10_000, "EPSG:6931"),
+        Grid.from_bounds((20, 55, 60, 75), 0.5, "EPSG:4326"),
+    ],
+    ids=["ease2-north", "geographic"],
+)
+def test_polygon_and_raster_zones_give_the_same_totals(grid: Grid) -> None:
+    codes = _blocky_zones(grid.shape)
+    rng = np.random.default_rng(2)
+    values = rng.gamma(3.0, 8.0, size=grid.shape)
+    values[rng.random(grid.shape) < 0.05] = np.nan
+    density = {"0-30": grid.wrap(values), "0-100": grid.wrap(values * 2.5)}
+    names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}
+    from_raster = zone_totals(density, grid.wrap(codes).rio.write_nodata(0), grid, names)
+    gdf = _polygons_of(codes, grid)
+    assert len(gdf) > 10
+    from_polys = zone_totals(density, zone_coverage_from_polygons(gdf, grid, "code"), grid, names)
+    assert list(from_raster["zone"]) == list(from_polys["zone"])
+    for col in ("area_km2", "area_nodata_km2", "mean_density_kg_m2", "storage_pg"):
+        np.testing.assert_allclose(from_polys[col], from_raster[col], rtol=1e-9, atol=1e-9)
+    assert (from_raster["area_nodata_km2"] > 0).all()
+
+
+def test_polygons_of_one_zone_are_dissolved_and_overlaps_between_zones_warned() -> None:
+    grid = Grid.from_bounds((0, 0, 10_000, 10_000), 1_000, "EPSG:6931")
+    a = shapely.box(0, 0, 4_000, 10_000)
+    gdf = gpd.GeoDataFrame(
+        {"zone": ["wet", "wet", "dry"]},
+        geometry=[a, shapely.box(2_000, 0, 6_000, 10_000), shapely.box(5_500, 0, 10_000, 10_000)],
+        crs=6931,
+    )
+    with pytest.warns(UserWarning, match="overlap in 10 cells"):
+        cov = zone_coverage_from_polygons(gdf, grid, "zone")
+    assert cov.names == {1: "wet", 2: "dry"}
+    t = zone_totals(grid.wrap(np.ones(grid.shape)), cov, grid).set_index("zone")
+    assert t.loc["wet", "area_km2"] == pytest.approx(60.0)  # not 80: the union of a and b
+    assert t.loc["dry", "area_km2"] == pytest.approx(45.0)
+    assert t.loc["all zones", "area_km2"] == pytest.approx(105.0)  # overlap counted twice
+
+
+def test_reprojected_polygon_keeps_its_ellipsoidal_area() -> None:
+    grid = Grid.from_bounds((-100_000, -3_400_000, 2_200_000, -1_600_000), 25_000, "EPSG:6931")
+    lonlat = gpd.GeoDataFrame({"z": [1]}, geometry=[shapely.box(0, 60, 40, 70)], crs=4326)
+    cov = zone_coverage_from_polygons(lonlat, grid, "z")
+    row = zone_totals(grid.wrap(np.ones(grid.shape)), cov, grid).iloc[0]
+    exact = ellipsoid_band_area(60.0, 70.0, 40.0, WGS84_A, WGS84_E2) / 1e6
+    # equal-area grid: fractions x cell area are exact; the error left is the chords of the
+    # densified parallels (about one cell long)
+    assert row["area_km2"] == pytest.approx(exact, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ dask = numpy
+@pytest.mark.parametrize("chunks", [7, (16, 33), 50, (64, 128)])
+def test_chunked_sums_equal_one_eager_numpy_call(chunks: int | tuple[int, int]) -> None:
+    grid = Grid.from_bounds((-10, 40, 22, 64), 0.25, "EPSG:4326")  # 96 x 128
+    rng = np.random.default_rng(3)
+    values = rng.gamma(2.0, 5.0, size=(3, *grid.shape))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    codes = _blocky_zones(grid.shape, seed=4)
+    area = grid.cell_area()
+
+    layout = prepare_zones(grid.wrap(codes).rio.write_nodata(0), grid)
+    idx = np.searchsorted(np.array(layout.codes), codes)
+    idx[codes == 0] = -1
+    eager = zone_sums_block(values, area, idx, layout.n_zones)
+    dens = da.from_array(values, chunks=(2, *np.broadcast_to(chunks, 2)))
+    lazy = zone_sums(dens, grid.cell_area(chunks=chunks), layout)
+    np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-12)
+
+    gdf = gpd.GeoDataFrame(
+        {"z": [1, 2]},
+        geometry=[shapely.Point(0, 50).buffer(6.3), shapely.Point(12, 55).buffer(4.1)],
+        crs=4326,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the two discs overlap
+        cov = zone_coverage_from_polygons(gdf, grid, "z")
+    ny, nx = grid.shape
+    index, partial = cov.block(slice(0, ny), slice(0, nx))
+    assert len(partial[0]) > 50
+    eager = zone_sums_block(values, area, index, 2, partial)
+    lazy = zone_sums(dens, grid.cell_area(chunks=chunks), prepare_zones(cov, grid))
+    np.testing.assert_allclose(lazy.compute(), eager, rtol=1e-12)
+    # and the per-block zone membership reassembles the dense fractions
+    dense = np.zeros((2, ny, nx))
+    for t in grid.tiles(chunks):
+        i, (pc, pz, pf) = cov.block(t.row_slice, t.col_slice)
+        sub = dense[:, t.row_slice, t.col_slice].reshape(2, -1)
+        inside = np.flatnonzero(i.ravel() >= 0)
+        sub[i.ravel()[inside], inside] += 1
+        np.add.at(sub, (pz, pc), pf)
+        dense[:, t.row_slice, t.col_slice] = sub.reshape(2, *i.shape)
+    np.testing.assert_allclose(dense, cov.to_dense(), atol=1e-15)
+
+
+def test_zone_sums_builds_without_computing() -> None:
+    grid = Grid.from_bounds((0, 0, 100, 80), 1.0, "EPSG:3857")
+    codes = _blocky_zones(grid.shape)
+    layout = prepare_zones(grid.wrap(da.from_array(codes, chunks=30)).rio.write_nodata(0), grid)
+    dens = da.random.default_rng(0).random((4, *grid.shape), chunks=(2, 30, 30))
+    with raise_if_dask_computes():
+        sums = zone_sums(dens, grid.cell_area(chunks=30), layout)
+    assert sums.shape == (4, layout.n_zones, 3)
+    out = sums.compute()
+    assert np.all(out[..., 0] == out[0, :, 0])  # zone areas do not depend on the realization
+
+
+# ------------------------------------------------------------------------------ table details
+def test_nodata_cells_are_reported_apart_and_kept_out_of_the_mean() -> None:
+    grid = Grid.from_bounds((2_000_000, 0, 2_004_000, 1_000), 1_000, "EPSG:6931")
+    density = grid.wrap(
+        np.array([[10.0, np.nan, 30.0, 5.0]]), attrs={"top_cm": 0, "bottom_cm": 100}
+    )
+    zones = grid.wrap(np.array([[1, 1, 1, 2]]))
+    t = zone_totals(density, zones, grid, names={2: "b", 1: "a", 9: "absent"}, unit="Tg")
+    assert list(t["zone"]) == ["b", "a", "absent", "all zones"]
+    assert list(t["zone_code"].astype("object").fillna(-1)) == [2, 1, 9, -1]
+    a = t.set_index("zone").loc["a"]
+    assert a["area_km2"] == 3.0 and a["area_nodata_km2"] == 1.0
+    assert a["mean_density_kg_m2"] == pytest.approx(20.0)  # (10 + 30) / 2, not / 3
+    assert a["storage_tg"] == pytest.approx(40e6 / 1e9)
+    absent = t.set_index("zone").loc["absent"]
+    assert absent["area_km2"] == 0 and np.isnan(absent["mean_density_kg_m2"])
+    total = t.set_index("zone").loc["all zones"]
+    assert total["area_nodata_km2"] == 1.0
+    assert total["mean_density_kg_m2"] == pytest.approx(45.0 / 3)
+    assert (t["top_cm"] == 0).all() and (t["bottom_cm"] == 100).all()
+
+
+def test_mismatched_grids_and_empty_zones_are_user_errors() -> None:
+    grid = Grid.from_bounds((2_000_000, 0, 2_004_000, 1_000), 1_000, "EPSG:6931")
+    other = Grid.from_bounds((2_000_000, 0, 2_004_000, 1_000), 500, "EPSG:6931")
+    dens = grid.wrap(np.ones(grid.shape))
+    with pytest.raises(GridMismatchError, match="zones are on"):
+        zone_totals(dens, other.wrap(np.ones(other.shape, dtype=int)), grid)
+    with pytest.raises(InputError, match="no zone code"):
+        zone_totals(dens, grid.wrap(np.zeros(grid.shape, dtype="uint8")).rio.write_nodata(0), grid)
+    far = gpd.GeoDataFrame({"z": [1]}, geometry=[shapely.box(1e6, 1e6, 2e6, 2e6)], crs=6931)
+    with pytest.raises(InputError, match="covers any cell"):
+        zone_coverage_from_polygons(far, grid, "z")
+    with pytest.raises(InputError, match="no zone field 'zone'; fields are: z"):
+        zone_coverage_from_polygons(far, grid, "zone")
+
+
+def test_rasterize_zones_lazy_equals_eager_and_uses_cell_centres() -> None:
+    grid = Grid.from_bounds((0, 0, 10_000, 10_000), 1_000, "EPSG:6931")
+    gdf = gpd.GeoDataFrame(
+        {"name": ["a", "b"]},
+        geometry=[shapely.box(0, 0, 4_600, 10_000), shapely.box(4_600, 0, 10_000, 3_400)],
+        crs=6931,
+    )
+    eager = rasterize_zones(gdf, grid, "name")
+    with raise_if_dask_computes():
+        lazy = rasterize_zones(gdf, grid, "name", chunks=3)
+    np.testing.assert_array_equal(eager.values, lazy.values)
+    assert eager.attrs["zone_names"] == {1: "a", 2: "b"}
+    z = eager.values
+    assert (z[:, :5] == 1).all()  # centres at 4.5 km < 4.6 km
+    assert (z[7:, 5:] == 2).all() and (z[:7, 5:] == 0).all()  # rows from the top: y < 3.4 km
+
+
+# ------------------------------------------------------------------------------ small parsers
+def test_intervals_names_and_units() -> None:
+    assert interval_from_attrs({"interval": "0-30"}) == (0.0, 30.0)
+    assert interval_from_attrs({"top_cm": "30", "bottom_cm": 100}) == (30.0, 100.0)
+    assert interval_from_attrs({"interval": "30-0"}) is None
+    assert interval_from_name("maps/soc_0_30cm_mean.tif") == (0.0, 30.0)
+    assert interval_from_name("density_100-200cm.tif") == (100.0, 200.0)
+    assert interval_from_name("soc_2024_mean.tif") is None
+    assert parse_zone_names("1=continuous, 2 = discontinuous") == {
+        1: "continuous",
+        2: "discontinuous",
+    }
+    with pytest.raises(Exception, match="--zone-names: 'x' is not CODE=NAME"):
+        parse_zone_names("1=a,x")
+    assert density_unit_factor("kg C m-2") == 1.0
+    assert density_unit_factor("t C ha-1") == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="not a carbon density"):
+        density_unit_factor("%")
+
+
+def test_zone_coverage_reorders_to_the_names_given() -> None:
+    grid = Grid.from_bounds((0, 0, 3_000, 1_000), 1_000, "EPSG:6931")
+    gdf = gpd.GeoDataFrame(
+        {"code": [1, 2, 3]},
+        geometry=[shapely.box(i * 1_000, 0, (i + 1) * 1_000, 1_000) for i in range(3)],
+        crs=6931,
+    )
+    cov = zone_coverage_from_polygons(gdf, grid, "code")
+    assert isinstance(cov, ZoneCoverage) and list(cov.codes) == [1, 2, 3]
+    dens = grid.wrap(np.array([[1.0, 2.0, 3.0]]))
+    t = zone_totals(dens, cov, grid, names={3: "c", 1: "a"})
+    assert list(t["zone"]) == ["c", "a", "2", "all zones"]
+    np.testing.assert_allclose(t["storage_pg"] * 1e12 / 1e6, [3, 1, 2, 6])
+    assert pd.isna(t["zone_code"].iloc[-1])
