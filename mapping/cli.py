@@ -45,6 +45,13 @@ def validate(config: ConfigArg) -> None:
     typer.echo(f"  profiles: {cfg.profiles.path}")
     typer.echo(f"  depths:   {', '.join(cfg.stocks.depths)} ({cfg.stocks.method})")
     typer.echo(f"  output:   {cfg.output}")
+    if cfg.covariates:
+        from mapping.covariates import build_stack, summarize_stack, target_grid
+
+        grid = target_grid(cfg.grid, cfg.covariates)
+        stack = build_stack(cfg.covariates, grid, chunks=cfg.grid.chunks)  # lazy: headers only
+        for line in summarize_stack(stack).lines():
+            typer.echo(f"  {line}")
 
 
 @app.command()

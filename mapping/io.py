@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import tempfile
 import warnings
@@ -634,50 +635,119 @@ def read_warped(
     dtype: str,
     nodata: float,
     scale: tuple[float, float] | None = None,
-    overview_level: int | None = None,
 ) -> Any:
     """Read one band warped onto a target window (CRS, transform, shape) as a NumPy array.
 
-    A GDAL WarpedVRT reads only the source blocks the window needs. The exact coordinate
-    transformer is used (no 1/8-pixel approximation) and, when ``scale`` is given, the
-    resampling kernel's footprint (GDAL's ``XSCALE``/``YSCALE``) is fixed, so a window
-    gives the same values as the same cells of a warp of the whole grid: results do not
-    depend on chunking. Cells outside the source or on its nodata get ``nodata``.
-    ``overview_level`` reads a source overview instead of full resolution.
+    Only the source window under the target window (found from a 17 x 17 lattice of the
+    target's pixel corners, widened to a pole the target contains, padded for the
+    resampling kernel) is read, then warped with GDAL (:func:`rasterio.warp.reproject`).
+    When ``scale`` (destination pixels per source pixel, x and y; GDAL's ``XSCALE`` and
+    ``YSCALE``) is given, the footprint of the resampling kernel is fixed, so a window gets
+    the same values as the same cells of a warp of the whole grid: results do not depend
+    on chunking. Cells outside the source or on its nodata get ``nodata``.
     """
     import rasterio
     import rasterio.errors
+    from rasterio._err import CPLE_BaseError  # GDAL errors that are not RasterioError
     from rasterio.enums import Resampling
-    from rasterio.vrt import WarpedVRT
+    from rasterio.warp import reproject
 
-    ny, nx = shape
-    extras: dict[str, Any] = {}
-    if scale is not None:
-        extras = {"XSCALE": repr(float(scale[0])), "YSCALE": repr(float(scale[1]))}
-    open_kw: dict[str, Any] = {}
-    if overview_level is not None:
-        open_kw["OVERVIEW_LEVEL"] = str(overview_level)
+    out = np.full(shape, nodata, dtype=dtype)
+    smallest = min(scale) if scale else 1.0
+    pad = 3 + math.ceil(2.0 / min(1.0, max(smallest, 1e-6)))
+    window = _source_window(info, crs, transform, shape, pad)
+    if window is None:
+        return out
     src_nodata = info.nodata
     if src_nodata is None and np.dtype(info.dtype).kind == "f":
         src_nodata = float("nan")
+    extras: dict[str, Any] = {}
+    if scale is not None:
+        extras = {"XSCALE": repr(float(scale[0])), "YSCALE": repr(float(scale[1]))}
     try:
-        with rasterio.open(info.source, **open_kw) as src:
-            with WarpedVRT(
-                src,
-                src_nodata=src_nodata,
-                crs=crs,
-                transform=transform,
-                width=nx,
-                height=ny,
-                resampling=Resampling[resampling],
-                nodata=nodata,
-                dtype=dtype,
-                tolerance=0.0,
-                warp_extras=extras,
-            ) as vrt:
-                return vrt.read(info.band)
+        with rasterio.open(info.source) as src:
+            data = src.read(info.band, window=window)
+            src_transform = src.window_transform(window)
+        reproject(
+            data,
+            out,
+            src_transform=src_transform,
+            src_crs=info.crs.to_wkt(),
+            src_nodata=src_nodata,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=nodata,
+            resampling=Resampling[resampling],
+            **extras,
+        )
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+        raise _raster_error(info.path, exc, "cannot read raster data") from None
+    return out
+
+
+def _source_window(
+    info: RasterInfo, crs: Any, transform: Any, shape: tuple[int, int], pad: int
+) -> Any:
+    import pyproj
+    from rasterio.windows import Window
+
+    ny, nx = shape
+    dst_crs = pyproj.CRS.from_user_input(crs)
+    cols, rows = np.meshgrid(np.linspace(0, nx, 17), np.linspace(0, ny, 17))
+    x, y = transform * (cols.ravel(), rows.ravel())
+    to_src = pyproj.Transformer.from_crs(dst_crs, info.crs, always_xy=True)
+    sx, sy = to_src.transform(x, y, errcheck=False)
+    sx, sy = np.asarray(sx, dtype="float64"), np.asarray(sy, dtype="float64")
+    ok = np.isfinite(sx) & np.isfinite(sy)
+    if not ok.any():
+        return None
+    sx, sy = sx[ok], sy[ok]
+    if info.crs.is_geographic:
+        # A target window around a pole reaches it between the lattice points.
+        to_dst = pyproj.Transformer.from_crs(info.crs, dst_crs, always_xy=True)
+        for lat in (90.0, -90.0):
+            px, py = to_dst.transform(0.0, lat, errcheck=False)
+            if np.isfinite(px) and np.isfinite(py):
+                c, r = ~transform * (px, py)
+                if 0 <= c <= nx and 0 <= r <= ny:
+                    sx = np.append(sx, [-180.0, 180.0])
+                    sy = np.append(sy, [lat, lat])
+    pc, pr = ~info.transform * (sx, sy)
+    src_ny, src_nx = info.shape
+    c0 = max(0, math.floor(pc.min()) - pad)
+    c1 = min(src_nx, math.ceil(pc.max()) + pad)
+    r0 = max(0, math.floor(pr.min()) - pad)
+    r1 = min(src_ny, math.ceil(pr.max()) + pad)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any, bool]:
+    """Read one band at reduced resolution (at most ``max_size`` pixels a side), unmasked.
+
+    GDAL answers a decimated read from the band's overviews when it has them; otherwise it
+    subsamples the full-resolution blocks by nearest neighbour, holding only the small
+    output in memory. Returns ``(array, transform, from_overview)``.
+    """
+    import math
+
+    import rasterio
+    import rasterio.errors
+    from rasterio.enums import Resampling
+
+    ny, nx = info.shape
+    f = max(1, math.ceil(max(ny, nx) / max_size))
+    oy, ox = math.ceil(ny / f), math.ceil(nx / f)
+    try:
+        with rasterio.open(info.source) as src:
+            data = src.read(info.band, out_shape=(oy, ox), resampling=Resampling.nearest)
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(info.path, exc, "cannot read raster data") from None
+    from affine import Affine
+
+    transform = info.transform * Affine.scale(nx / ox, ny / oy)
+    return data, transform, bool(info.overviews) and f >= min(info.overviews)
 
 
 def _json_default(o: Any) -> Any:
