@@ -635,3 +635,20 @@ def _areal_scale_is_one(
     s = np.asarray(f.areal_scale)
     s = s[np.isfinite(s)]
     return bool(s.size > 0 and np.all(np.abs(s - 1.0) < tol))
+
+
+# ---------------------------------------------------------------------- xarray accessor
+def _register_accessor() -> None:
+    # ``stack.grid`` -> Grid.from_dataarray(stack), so "is this aligned?" reads
+    # ``stack.grid == target``. xarray caches the result on the object.
+    import warnings
+
+    import xarray as xr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # re-import in a fresh interpreter re-registers
+        xr.register_dataarray_accessor("grid")(Grid.from_dataarray)
+        xr.register_dataset_accessor("grid")(Grid.from_dataarray)
+
+
+_register_accessor()
