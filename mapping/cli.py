@@ -164,6 +164,27 @@ def integrate(
     typer.echo(f"zone totals written to {out}")
 
 
+@app.command()
+def plan(
+    config: ConfigArg,
+    workers: Annotated[list[int] | None, typer.Option("--workers", "-n", help="Worker counts to estimate (repeatable).")] = None,
+    threads_per_worker: Annotated[int, typer.Option(help="Threads (tasks at once) per worker.")] = 1,
+    sample_chunks: Annotated[int, typer.Option(help="Chunks to predict for the calibration.")] = 3,
+    calibrate: Annotated[bool, typer.Option(help="Time a sample of chunks (off: sizes only).")] = True,
+) -> None:
+    """Grid size, chunks, memory per worker and expected time: size a cluster before a run."""
+    from mapping.cluster import usable_cores
+    from mapping.config import load_config
+    from mapping.plan import default_workers_table, make_plan
+
+    cfg = load_config(config, check_files=False)  # a plan needs no input to be present yet
+    result = make_plan(cfg, threads_per_worker=threads_per_worker, calibrate=calibrate,
+                       sample_chunks=sample_chunks, echo=_echo)  # fmt: skip
+    typer.echo(f"plan for {cfg.source}")
+    for line in result.lines(workers or default_workers_table(usable_cores())):
+        typer.echo(f"  {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     try:

@@ -35,6 +35,9 @@ import pandas as pd
 
 from mapping.exceptions import GridMismatchError, MissingCRSError, ModelError
 
+# Code of a nodata cell in an integer (categorical) covariate layer; equal to
+# mapping.covariates.CATEGORICAL_NODATA (kept here so the kernel imports no GDAL stack).
+CATEGORICAL_NODATA = int(np.iinfo("int32").min)
 UNITS = "kg C m-2"
 STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
 DEFAULT_CHUNKS = 512
@@ -134,6 +137,7 @@ def _predict_block(
     aoa: Any = None,
     statistics: Sequence[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
+    nodata: Mapping[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Predict one window of the grid: pure NumPy, no Dask.
 
@@ -159,6 +163,9 @@ def _predict_block(
         Which of :data:`STATISTICS` to compute (default: all the model can give).
     batch_size
         Cells per model call; bounds the memory of the model's own temporaries.
+    nodata
+        Nodata code per covariate, besides NaN. Integer (categorical) bands default to
+        :data:`mapping.covariates.CATEGORICAL_NODATA` and are passed on as integers.
 
     Returns
     -------
@@ -209,8 +216,8 @@ def _predict_block(
     source = dict(zip(cov_names, bands, strict=True))
     source["x"], source["y"] = xx, yy
     valid = np.isfinite(xx) & np.isfinite(yy)
-    for b in bands:
-        valid &= np.isfinite(b)
+    for n, b in zip(cov_names, bands, strict=True):
+        valid &= _valid(b, (nodata or {}).get(n))
     flat = np.flatnonzero(valid.ravel())
 
     out_names = [*stats, *(["aoa"] if aoa is not None else [])]
@@ -219,9 +226,7 @@ def _predict_block(
     aoa_columns = list(dict.fromkeys([*cov_names, *COORDINATES]))
     for start in range(0, flat.size, max(1, int(batch_size))):
         idx = flat[start : start + batch_size]
-        table = pd.DataFrame(
-            {c: source[c].ravel()[idx].astype("float64", copy=False) for c in aoa_columns}
-        )
+        table = pd.DataFrame({c: _column(source[c].ravel()[idx]) for c in aoa_columns})
         X = table[columns] if named else table[columns].to_numpy()
         res = _predict_stats(model, X, stats, lo, hi)
         for k, v in res.items():
@@ -230,6 +235,23 @@ def _predict_block(
             _, inside = aoa.predict(_aoa_input(aoa, table))
             out["aoa"][idx] = np.asarray(inside, dtype="float32")
     return {k: v.reshape(ny, nx) for k, v in out.items()}
+
+
+def _valid(band: np.ndarray, nodata: float | None) -> np.ndarray:
+    # Float layers mark nodata with NaN (and may declare a code too); integer
+    # (categorical) layers with a code, CATEGORICAL_NODATA unless told otherwise.
+    if band.dtype.kind in "iu":
+        code = CATEGORICAL_NODATA if nodata is None else nodata
+        return band != code
+    ok = np.isfinite(band)
+    if nodata is not None and np.isfinite(nodata):
+        ok &= band != nodata
+    return ok
+
+
+def _column(values: np.ndarray) -> np.ndarray:
+    # Integer codes stay integers (categories are matched by value); the rest is float64.
+    return values.astype("int64" if values.dtype.kind in "iu" else "float64", copy=False)
 
 
 def _aoa_input(aoa: Any, table: pd.DataFrame) -> pd.DataFrame:
@@ -241,6 +263,8 @@ def _predict_stats(
     model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
 ) -> dict[str, np.ndarray]:
     want_q = [s for s in stats if s in _QUANTILE_STATS]
+    if want_q and _is_regression_kriging(model):
+        return _kriging_stats(model, X, stats, lo, hi)
     res: dict[str, np.ndarray] = {}
     mean = std = None
     need_std = "std" in stats or (want_q and not _has_quantiles(model))
@@ -269,6 +293,37 @@ def _predict_stats(
     return res
 
 
+def _is_regression_kriging(model: Any) -> bool:
+    try:
+        from mapping.models import RegressionKriging
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, RegressionKriging)
+
+
+def _kriging_stats(
+    model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
+) -> dict[str, np.ndarray]:
+    # RegressionKriging.predict and .predict_quantiles both krige the residuals; krige
+    # once (predict_components) and apply the same normal / lognormal formulas as they
+    # do (tests/test_predict.py checks that the two agree).
+    from scipy.stats import norm
+
+    c = model.predict_components(X)
+    mu = c["trend"] + c["residual"]
+    s2 = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
+    s = np.sqrt(s2)
+    q = {"lower": mu + norm.ppf(lo) * s, "median": mu, "upper": mu + norm.ppf(hi) * s}
+    if model.log_transform:
+        mean = np.exp(mu + 0.5 * s2)
+        std = mean * np.sqrt(np.expm1(s2))
+        q = {k: np.exp(v) for k, v in q.items()}
+    else:
+        mean, std = mu, s
+    full = {"mean": mean, "std": std, **q}
+    return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
+
+
 def _predict_task(
     ycoord: np.ndarray,
     xcoord: np.ndarray,
@@ -280,6 +335,7 @@ def _predict_task(
     statistics: Sequence[str],
     quantiles: tuple[float, float],
     batch_size: int,
+    nodata: Mapping[str, float],
 ) -> np.ndarray:
     # One Dask task: all covariate bands of one window in, (n_outputs, ny, nx) out.
     res = _predict_block(
@@ -291,6 +347,7 @@ def _predict_task(
         aoa=aoa,
         statistics=statistics,
         batch_size=batch_size,
+        nodata=nodata,
     )
     return np.stack([res[k] for k in outputs])
 
@@ -399,6 +456,7 @@ def predict_grid(
                     np.asarray(data), chunks=(rows, cols), name=f"cov-{n}-{tokenize(data)}"
                 )
             )
+    nodata = {n: stack[n].attrs["nodata"] for n in names if "nodata" in stack[n].attrs}
     ycoord, xcoord = grid.coords()
     yd = da.from_array(ycoord, chunks=(rows,))
     xd = da.from_array(xcoord, chunks=(cols,))
@@ -414,9 +472,12 @@ def predict_grid(
         rows,
         cols,
         names,
+        [b.name for b in bands],
         outputs,
         lo,
         hi,
+        batch_size,
+        nodata,
     )
     args: list[Any] = [yd, "y", xd, "x", model_key, None, aoa_key, None]
     for b in bands:
@@ -435,6 +496,7 @@ def predict_grid(
         statistics=stats,
         quantiles=(lo, hi),
         batch_size=int(batch_size),
+        nodata=nodata,
     )
     variables = {}
     for i, s in enumerate(outputs):

@@ -1,0 +1,440 @@
+"""Size a prediction run before spending a cluster on it (``socmap plan CONFIG``).
+
+The plan is arithmetic on the grid and the config, plus a short calibration:
+
+* **grid size and chunks** from the config's grid and ``prediction.chunks``;
+* **memory per worker** = worker baseline + the fitted model + ``threads_per_worker`` x
+  the memory of one task, where one task holds its chunk of covariates and outputs
+  ``chunk cells x (bands x 8 B + outputs x 4 B)`` times an overhead factor
+  (:data:`TASK_OVERHEAD`, for the float64 working copies, the output stack and a finished
+  block waiting to be written) plus the model's per-batch temporaries
+  ``batch x (bands + 2) x 8 B x`` :data:`BATCH_OVERHEAD`;
+* **time** from predicting a sample of chunks on one thread in this process, with the
+  run's fitted model when the output folder has one, otherwise with a stand-in model of
+  the configured type fitted on random data with the same number of covariates (the
+  plan says which). The time on N workers assumes a parallel efficiency of
+  :data:`PARALLEL_EFFICIENCY` and adds writing the maps, which a single client process does.
+"""
+
+from __future__ import annotations
+
+import pickle
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping.config import RunConfig
+from mapping.exceptions import MappingError
+from mapping.grid import Grid
+from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
+
+WORKER_BASELINE = 300 * 2**20
+"""Resident memory of an idle Dask worker with NumPy, pandas, scikit-learn loaded (bytes)."""
+TASK_OVERHEAD = 3.0
+"""Copies of a chunk alive in one task: input block, float64 working copy, output stack."""
+BATCH_OVERHEAD = 4.0
+"""Model temporaries per batch row and column (DataFrame, feature matrix, tree traversal)."""
+PARALLEL_EFFICIENCY = 0.9
+"""Speed-up per added worker relative to perfect scaling (measured: benchmarks/bench_predict.py)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Timings from predicting a sample of chunks on one thread."""
+
+    chunks: int
+    cells: int
+    valid_cells: int
+    predict_seconds: float
+    read_seconds: float
+    write_seconds: float
+    written_cells: int
+    valid_share: float
+    model: str
+    covariates: str
+
+    def seconds_per_chunk(self, chunk_cells: int) -> float:
+        """Read + predict time of one chunk: reading per chunk, predicting per cell with data."""
+        read = self.read_seconds / max(1, self.chunks)
+        per_valid = self.predict_seconds / max(1, self.valid_cells)
+        return read + per_valid * chunk_cells * self.valid_share
+
+    @property
+    def write_seconds_per_cell(self) -> float:
+        return self.write_seconds / max(1, self.written_cells)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Size of a prediction run and its resource estimates."""
+
+    grid: Grid
+    chunks: tuple[int, int]
+    n_chunks: int
+    intervals: list[str]
+    covariates: list[str]
+    outputs: list[str]
+    model_bytes: int
+    threads_per_worker: int
+    task_bytes: int
+    worker_bytes: int
+    calibration: Calibration | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cells(self) -> int:
+        return self.grid.shape[0] * self.grid.shape[1]
+
+    def seconds(self, n_workers: int) -> float:
+        """Expected wall time of the prediction stage on ``n_workers`` workers."""
+        if self.calibration is None:
+            raise ValueError("plan was made without calibration")
+        c = self.calibration
+        chunk_cells = self.cells / self.n_chunks
+        compute = len(self.intervals) * self.n_chunks * c.seconds_per_chunk(int(chunk_cells))
+        lanes = n_workers * self.threads_per_worker
+        eff = 1.0 if lanes == 1 else PARALLEL_EFFICIENCY
+        write = len(self.intervals) * self.cells * c.write_seconds_per_cell
+        return compute / (lanes * eff) + write
+
+    def lines(self, workers: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> list[str]:
+        """The human-readable plan."""
+        g = self.grid
+        ny, nx = g.shape
+        cy, cx = self.chunks
+        nb, no = len(self.covariates), len(self.outputs)
+        auth = g.crs.to_authority(min_confidence=70)
+        crs = f"{auth[0]}:{auth[1]}" if auth else g.crs.name
+        out = [
+            f"grid:          {crs}, {ny:,} x {nx:,} cells (ny x nx) = {self.cells / 1e6:,.1f} million, "
+            f"resolution {g.resolution[0]:g} x {g.resolution[1]:g}",
+            f"intervals:     {len(self.intervals)} ({', '.join(self.intervals)}) -> "
+            f"{len(self.intervals) * self.cells / 1e6:,.1f} million cell predictions",
+            f"chunks:        {cy} x {cx} cells, {self.n_chunks:,} per interval, "
+            f"{self.n_chunks * len(self.intervals):,} tasks in all",
+            f"covariates:    {nb} ({', '.join(self.covariates)})",
+            f"outputs:       {no} per interval ({', '.join(self.outputs)}), float32: "
+            f"{_gb(self.cells * no * 4 * len(self.intervals))} uncompressed",
+            f"memory/worker: ~{_gb(self.worker_bytes)} with {self.threads_per_worker} thread(s) = "
+            f"{_gb(WORKER_BASELINE)} worker baseline + {_gb(self.model_bytes)} model + "
+            f"{self.threads_per_worker} x {_gb(self.task_bytes)} per task",
+            f"               (task = {cy * cx:,} cells x ({nb} bands x 8 B + {no} outputs x 4 B) x "
+            f"overhead {TASK_OVERHEAD:g} + batch {DEFAULT_BATCH:,} x {nb + 2} columns x 8 B x "
+            f"{BATCH_OVERHEAD:g})",
+        ]
+        c = self.calibration
+        if c is not None:
+            us = 1e6 * c.predict_seconds / max(1, c.valid_cells)
+            out += [
+                f"calibration:   {c.chunks} chunk(s), {c.cells:,} cells ({c.valid_cells:,} with data) "
+                f"on one thread: {us:.2f} us/cell predicting, {c.read_seconds / max(1, c.chunks):.2f} s/chunk "
+                f"reading, {1e6 * c.write_seconds_per_cell:.3f} us/cell writing maps; "
+                f"{100 * c.valid_share:.0f} % of the grid has data",
+                f"               model: {c.model}",
+                f"               covariates: {c.covariates}",
+                f"expected time: (prediction stage; efficiency {PARALLEL_EFFICIENCY:g} per added worker, "
+                "maps written by one client process)",
+            ]
+            for n in workers:
+                out.append(
+                    f"  {n:>5} worker(s) x {self.threads_per_worker} thread(s): {_duration(self.seconds(n))}"
+                )
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
+
+def _gb(n: float) -> str:
+    if n >= 2**30:
+        return f"{n / 2**30:.1f} GiB"
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.1f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+# --------------------------------------------------------------------------- building blocks
+def task_bytes(chunk_cells: int, n_bands: int, n_outputs: int, batch: int = DEFAULT_BATCH) -> int:
+    """Estimated peak memory of one prediction task (see the module docstring)."""
+    chunk = chunk_cells * (n_bands * 8 + n_outputs * 4) * TASK_OVERHEAD
+    per_batch = min(batch, chunk_cells) * (n_bands + 2) * 8 * BATCH_OVERHEAD
+    return int(chunk + per_batch)
+
+
+def _model_bytes(model: Any) -> int:
+    try:
+        return len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:  # an unpicklable model fails loudly in the run itself
+        return 0
+
+
+def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, str] | None:
+    from mapping import io
+
+    reader = getattr(io, "read_model", None)
+    for label in intervals:
+        folder = cfg.output / "models" / label
+        path = folder / "model.joblib"
+        if path.exists():
+            if reader is not None:
+                return reader(folder if _takes_folder(reader) else path), str(path)
+            import joblib
+
+            return joblib.load(path), str(path)
+    return None
+
+
+def _takes_folder(reader: Any) -> bool:
+    import inspect
+
+    try:
+        first = next(iter(inspect.signature(reader).parameters))
+    except (StopIteration, TypeError, ValueError):
+        return False
+    return first in {"folder", "directory", "dir"}
+
+
+def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
+    """A model of the configured type fitted on random data with the same columns.
+
+    Prediction cost depends on the model's structure (trees, depth, neighbours), not on
+    what it learned, so this times a run whose models are not fitted yet.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    left, bottom, right, top = grid.bounds
+    X = pd.DataFrame({c: rng.normal(size=n_train) for c in covariates})
+    X["x"] = rng.uniform(left, right, n_train)
+    X["y"] = rng.uniform(bottom, top, n_train)
+    signal = X[covariates].to_numpy() @ rng.normal(size=len(covariates)) if covariates else 0.0
+    target = 10 + signal + rng.normal(0, 1, n_train)
+    return _build_model(cfg, seed=cfg.seed).fit(X, target)
+
+
+def _build_model(cfg: RunConfig, seed: int) -> Any:
+    m = cfg.model
+    from mapping import models
+
+    builder = getattr(models, "build_model", None)
+    if builder is not None:
+        return builder(m, seed=seed)
+    params = dict(m.params)
+    if m.type == "boosted_trees":
+        return models.QuantileGradientBoosting(**params, random_state=seed)
+    if m.type == "random_forest":
+        return models.QuantileRandomForest(**params, random_state=seed)
+    trend: Any
+    if m.trend == "boosted_trees":
+        trend = models.QuantileGradientBoosting(**params, random_state=seed)
+    elif m.trend == "random_forest":
+        trend = models.QuantileRandomForest(**params, random_state=seed)
+    else:
+        from sklearn.linear_model import LinearRegression
+
+        trend = LinearRegression()
+    return models.RegressionKriging(
+        trend=trend,
+        variogram=m.variogram.model,
+        n_neighbors=m.n_neighbors,
+        max_distance=m.max_distance,
+        log_transform=m.log_transform,
+    )
+
+
+def _sample_tiles(grid: Grid, chunks: tuple[int, int], k: int) -> list[Any]:
+    tiles = grid.tiles(chunks)
+    if len(tiles) <= k:
+        return tiles
+    # evenly spread over the grid, deterministic
+    idx = np.unique(np.linspace(0, len(tiles) - 1, k + 2).round().astype(int)[1:-1])
+    return [tiles[i] for i in idx]
+
+
+# --------------------------------------------------------------------------- the plan
+def make_plan(
+    cfg: RunConfig,
+    *,
+    threads_per_worker: int = 1,
+    calibrate: bool = True,
+    sample_chunks: int = 3,
+    echo: Any = None,
+) -> Plan:
+    """Work out the size, memory and (with ``calibrate``) the expected time of a run.
+
+    Parameters
+    ----------
+    cfg
+        The workflow config.
+    threads_per_worker
+        Tasks a worker runs at once.
+    calibrate
+        Predict ``sample_chunks`` chunks on one thread to time the model.
+    sample_chunks
+        How many chunks to time (spread evenly over the grid).
+    echo
+        Progress messages (default: none).
+    """
+    from mapping.config import format_interval
+    from mapping.covariates import target_grid
+
+    say = echo or (lambda msg: None)
+    notes: list[str] = []
+    intervals = [format_interval(*iv) for iv in cfg.stocks.intervals()]
+    covariates = [c.name for c in cfg.covariates]
+    grid = target_grid(cfg.grid, cfg.covariates)
+    chunks = (cfg.prediction.chunks, cfg.prediction.chunks)
+    rows, cols = grid.chunk_sizes(chunks)
+    n_chunks = len(rows) * len(cols)
+    outputs = [*STATISTICS, *(["aoa"] if cfg.prediction.aoa else [])]
+    chunk_cells = min(rows[0] * cols[0], grid.shape[0] * grid.shape[1])
+    tb = task_bytes(chunk_cells, len(covariates), len(outputs))
+
+    model = None
+    model_desc = ""
+    found = _fitted_model(cfg, intervals)
+    if found is not None:
+        model, where = found
+        model_desc = f"fitted model {where}"
+    elif calibrate:
+        say("no fitted model in the output folder: fitting a stand-in on random data")
+        model = stand_in_model(cfg, covariates, grid)
+        model_desc = (
+            f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
+            f"{len(covariates)} covariates: {cfg.output / 'models'} holds no fitted model yet"
+        )
+        notes.append(
+            "timings use a stand-in model; re-run `socmap plan` after fitting for the real model"
+        )
+    mb = _model_bytes(model) if model is not None else 0
+    if model is None:
+        notes.append("no fitted model yet: the memory estimate leaves out the model's size")
+    worker = int(WORKER_BASELINE + mb + threads_per_worker * tb)
+
+    calibration = None
+    if calibrate and model is not None:
+        calibration = _calibrate(
+            cfg, grid, chunks, model, model_desc, covariates, sample_chunks, say
+        )
+        if "random" in calibration.covariates:
+            notes.append(
+                "covariates were random (files not readable here): every cell counted as "
+                "having data, so the time is an upper bound where the grid has large nodata areas"
+            )
+    return Plan(
+        grid=grid,
+        chunks=(rows[0], cols[0]),
+        n_chunks=n_chunks,
+        intervals=intervals,
+        covariates=covariates,
+        outputs=outputs,
+        model_bytes=mb,
+        threads_per_worker=threads_per_worker,
+        task_bytes=tb,
+        worker_bytes=worker,
+        calibration=calibration,
+        notes=notes,
+    )
+
+
+def _calibrate(
+    cfg: RunConfig,
+    grid: Grid,
+    chunks: tuple[int, int],
+    model: Any,
+    model_desc: str,
+    covariates: list[str],
+    k: int,
+    say: Any,
+) -> Calibration:
+    import dask
+
+    from mapping import io
+
+    stack = None
+    valid_share = 1.0
+    try:
+        from mapping.covariates import build_stack, summarize_stack
+
+        stack = build_stack(cfg.covariates, grid, chunks=chunks[0])
+        valid_share = 1.0 - summarize_stack(stack).nodata_share
+        cov_desc = "read from the covariate files"
+    except (MappingError, OSError) as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        cov_desc = f"random values ({why})"
+    rng = np.random.default_rng(cfg.seed)
+    q = cfg.prediction.quantiles
+
+    # warm-up: compiled kernels (numba) and lazy imports are not part of the rate
+    warm = {c: rng.normal(size=(4, 4)) for c in covariates}
+    y0, x0 = grid.coords()
+    _predict_block(warm, x0[:4], y0[:4], model, q)
+
+    read_s = predict_s = 0.0
+    cells = valid = 0
+    outputs: list[dict[str, np.ndarray]] = []
+    candidates = _sample_tiles(grid, chunks, 4 * k)
+    for tile in candidates:
+        if len(outputs) == k:
+            break
+        t0 = time.perf_counter()
+        if stack is not None:
+            with dask.config.set(scheduler="synchronous"):
+                window = stack.isel(y=tile.row_slice, x=tile.col_slice)
+                block = {c: window[c].values for c in covariates}
+        else:
+            block = {c: rng.normal(size=tile.grid.shape) for c in covariates}
+        t1 = time.perf_counter()
+        read_s += t1 - t0
+        yc, xc = tile.grid.coords()
+        out = _predict_block(block, xc, yc, model, q)
+        predict_s += time.perf_counter() - t1
+        n_valid = int(np.isfinite(out["mean"]).sum())
+        cells += out["mean"].size
+        valid += n_valid
+        if n_valid:  # chunks without data cost a read only; time the model on data
+            outputs.append(out)
+            say(f"calibrating: chunk {len(outputs)}/{k}")
+    if not outputs:
+        raise MappingError(
+            "plan: no sampled chunk has covariate data; check the grid and covariates"
+        )
+
+    # writing: the sampled blocks side by side, one COG per output
+    width = min(o["mean"].shape[1] for o in outputs)
+    mosaic = {s: np.concatenate([o[s][:, :width] for o in outputs]) for s in outputs[0]}
+    ny = next(iter(mosaic.values())).shape[0]
+    sub = Grid(grid.crs, grid.transform, (ny, width))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="socmap-plan-") as tmp:
+        items = [(Path(tmp) / f"{s}.tif", sub.wrap(v), {"statistic": s}) for s, v in mosaic.items()]
+        io.write_cogs(items)
+    write_s = time.perf_counter() - t0
+    return Calibration(
+        chunks=len(outputs),
+        cells=cells,
+        valid_cells=valid,
+        predict_seconds=predict_s,
+        read_seconds=read_s,
+        write_seconds=write_s,
+        written_cells=ny * width,
+        valid_share=valid_share,
+        model=model_desc,
+        covariates=cov_desc,
+    )
+
+
+def default_workers_table(local_cores: int) -> list[int]:
+    """Worker counts to show: 1, this machine's cores, then powers of two up to 128."""
+    counts = {1, local_cores} | {2**i for i in range(1, 8)}
+    return sorted(c for c in counts if c <= max(128, local_cores))
