@@ -4,7 +4,7 @@ Conventions (see ``docs/conventions.md``):
 
 * arrays are ``(y, x)``; ``shape == (ny, nx)``;
 * ``transform`` follows GDAL/rasterio: it maps *pixel corners* ``(col, row)`` to world
-  ``(x, y)``; the centre of cell ``(row, col)`` is ``transform * (col + 0.5, row + 0.5)``;
+  ``(x, y)``; the centre of cell ``(row, col)`` is ``transform @ (col + 0.5, row + 0.5)``;
 * ``bounds`` are in rasterio order ``(left, bottom, right, top)``;
 * north is never assumed to be up: a positive ``transform.e`` (rows running south to north)
   is accepted, and on a projected grid "up" is whatever the projection says it is;
@@ -248,8 +248,8 @@ class Grid:
     def bounds(self) -> tuple[float, float, float, float]:
         """``(left, bottom, right, top)`` (rasterio order)."""
         ny, nx = self.shape
-        x0, y0 = self.transform * (0, 0)
-        x1, y1 = self.transform * (nx, ny)
+        x0, y0 = self.transform @ (0, 0)
+        x1, y1 = self.transform @ (nx, ny)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
     def coords(self) -> tuple[np.ndarray, np.ndarray]:
@@ -299,7 +299,7 @@ class Grid:
         c0, c1, _ = col_slice.indices(nx)
         if r1 <= r0 or c1 <= c0:
             raise ValueError(f"empty window {row_slice}, {col_slice} of grid shape {self.shape}")
-        return Grid(self.crs, self.transform * Affine.translation(c0, r0), (r1 - r0, c1 - c0))
+        return Grid(self.crs, self.transform @ Affine.translation(c0, r0), (r1 - r0, c1 - c0))
 
     # ------------------------------------------------------------------ tiling
     def chunk_sizes(self, chunks: int | tuple[int, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -517,7 +517,7 @@ def _equal_area_plane(grid: Grid) -> pyproj.Transformer | None:
     ny, nx = grid.shape
     # Centre of the tile; fall back on its corners when the centre cannot be projected.
     for col, row in ((nx / 2, ny / 2), (0, 0), (nx, 0), (0, ny), (nx, ny)):
-        cx, cy = grid.transform * (col, row)
+        cx, cy = grid.transform @ (col, row)
         lon, lat = pyproj.Transformer.from_crs(grid.crs, geo, always_xy=True).transform(
             cx, cy, errcheck=False
         )
@@ -546,10 +546,10 @@ def _outline_areas(grid: Grid, to_plane: pyproj.Transformer, k: int) -> np.ndarr
     qv = np.broadcast_to(s, (nx + 1, s.size))
     pv = np.broadcast_to(np.arange(nx + 1, dtype="float64")[:, None], qv.shape)
     # One shared origin for both families of lines so their integrals add up.
-    x0, y0 = to_plane.transform(*(t * (0.0, 0.0)), errcheck=False)
+    x0, y0 = to_plane.transform(*(t @ (0.0, 0.0)), errcheck=False)
 
     def integrals(px: np.ndarray, py: np.ndarray) -> np.ndarray:
-        x, y = to_plane.transform(*(t * (px, py)), errcheck=False)
+        x, y = to_plane.transform(*(t @ (px, py)), errcheck=False)
         x = np.asarray(x) - x0
         y = np.asarray(y) - y0
         seg = 0.5 * (x[..., 1:] + x[..., :-1]) * np.diff(y, axis=-1)
