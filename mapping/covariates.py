@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyproj
 import xarray as xr
+from affine import Affine
 
 from mapping.exceptions import ConfigError, InputError
 from mapping.grid import Grid
@@ -313,9 +314,9 @@ def warp_scale(info: RasterInfo, grid: Grid) -> tuple[float, float] | None:
     inv = ~info.transform
     pts = []
     for dc, dr in ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)):
-        x, y = grid.transform * (cc + 0.5 + dc, rr + 0.5 + dr)
+        x, y = grid.transform @ (cc + 0.5 + dc, rr + 0.5 + dr)
         sx, sy = to.transform(x, y, errcheck=False)
-        pts.append(inv * (np.asarray(sx), np.asarray(sy)))
+        pts.append(inv @ (np.asarray(sx), np.asarray(sy)))
     (c0, r0), (c1, r1), (c2, r2) = pts
     with np.errstate(invalid="ignore"):
         span_x = np.abs(c1 - c0) + np.abs(c2 - c0)
@@ -427,7 +428,7 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
     f = max(1, math.ceil(max(ny, nx) / sample))
     coarse = Grid(
         grid.crs,
-        grid.transform * grid.transform.scale(f, f),
+        grid.transform @ Affine.scale(f, f),
         (math.ceil(ny / f), math.ceil(nx / f)),
     )
     all_valid = np.ones(coarse.shape, dtype=bool)

@@ -448,7 +448,7 @@ class RasterInfo:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         ny, nx = self.shape
-        xs, ys = zip(*(self.transform * (c, r) for c in (0, nx) for r in (0, ny)), strict=True)
+        xs, ys = zip(*(self.transform @ (c, r) for c in (0, nx) for r in (0, ny)), strict=True)
         return (min(xs), min(ys), max(xs), max(ys))
 
 
@@ -694,7 +694,7 @@ def _source_window(
     ny, nx = shape
     dst_crs = pyproj.CRS.from_user_input(crs)
     cols, rows = np.meshgrid(np.linspace(0, nx, 17), np.linspace(0, ny, 17))
-    x, y = transform * (cols.ravel(), rows.ravel())
+    x, y = transform @ (cols.ravel(), rows.ravel())
     to_src = pyproj.Transformer.from_crs(dst_crs, info.crs, always_xy=True)
     sx, sy = to_src.transform(x, y, errcheck=False)
     sx, sy = np.asarray(sx, dtype="float64"), np.asarray(sy, dtype="float64")
@@ -708,11 +708,11 @@ def _source_window(
         for lat in (90.0, -90.0):
             px, py = to_dst.transform(0.0, lat, errcheck=False)
             if np.isfinite(px) and np.isfinite(py):
-                c, r = ~transform * (px, py)
+                c, r = ~transform @ (px, py)
                 if 0 <= c <= nx and 0 <= r <= ny:
                     sx = np.append(sx, [-180.0, 180.0])
                     sy = np.append(sy, [lat, lat])
-    pc, pr = ~info.transform * (sx, sy)
+    pc, pr = ~info.transform @ (sx, sy)
     src_ny, src_nx = info.shape
     c0 = max(0, math.floor(pc.min()) - pad)
     c1 = min(src_nx, math.ceil(pc.max()) + pad)
@@ -746,7 +746,7 @@ def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any,
         raise _raster_error(info.path, exc, "cannot read raster data") from None
     from affine import Affine
 
-    transform = info.transform * Affine.scale(nx / ox, ny / oy)
+    transform = info.transform @ Affine.scale(nx / ox, ny / oy)
     return data, transform, bool(info.overviews) and f >= min(info.overviews)
 
 
