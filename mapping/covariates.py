@@ -52,6 +52,9 @@ __all__ = [
 CATEGORICAL_NODATA = int(np.iinfo("int32").min)
 """Code of a nodata cell in a categorical layer (``int32``)."""
 
+RESERVED_NAMES = frozenset({"x", "y", "row", "col", "spatial_ref", "band", "valid"})
+"""Names a covariate cannot take: stack coordinates and columns of the extraction table."""
+
 _CONTINUOUS = ("nearest", "bilinear", "cubic", "average")
 _CATEGORICAL = ("nearest", "mode")
 
@@ -157,6 +160,10 @@ def build_stack(
     rows, cols = grid.chunk_sizes(chunks)
     layers: dict[str, xr.DataArray] = {}
     for cov in covariates:
+        if cov.name in RESERVED_NAMES:
+            raise ConfigError(
+                f"covariate name {cov.name!r} is reserved ({', '.join(sorted(RESERVED_NAMES))}); rename it"
+            )
         info = _info(cov)
         kind = getattr(cov, "kind", "continuous")
         method = _resampling(cov, kind)

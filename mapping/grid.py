@@ -216,8 +216,8 @@ class Grid:
         xdim, ydim = da.rio.x_dim, da.rio.y_dim
         ny, nx = int(da.sizes[ydim]), int(da.sizes[xdim])
         if nx > 1 and ny > 1:
-            x = np.asarray(da[xdim].values, dtype="float64")
-            y = np.asarray(da[ydim].values, dtype="float64")
+            x = np.asarray(da.coords[xdim].values, dtype="float64")
+            y = np.asarray(da.coords[ydim].values, dtype="float64")
             xres = (x[-1] - x[0]) / (nx - 1)
             yres = (y[-1] - y[0]) / (ny - 1)
             transform = Affine(xres, 0.0, x[0] - xres / 2, 0.0, yres, y[0] - yres / 2)

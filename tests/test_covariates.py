@@ -1,0 +1,334 @@
+"""Covariate stack: lazy alignment onto a Grid, checked against an eager warp; socmap validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pyproj
+import pytest
+import rasterio
+import xarray as xr
+from rasterio.enums import Resampling
+from rasterio.transform import from_origin
+from rasterio.warp import reproject
+
+from mapping.cli import main
+from mapping.covariates import (
+    CATEGORICAL_NODATA,
+    build_stack,
+    stack_mask,
+    summarize_stack,
+    target_grid,
+    warp_scale,
+)
+from mapping.exceptions import ConfigError, InputError, MissingCRSError
+from mapping.grid import Grid
+from mapping.io import raster_info
+from mapping.testing import raise_if_dask_computes
+
+# Target: EASE-Grid 2.0 North, 25 km, 6000 km square around the pole (north of ~63 N).
+GRID = Grid.from_bounds((-3e6, -3e6, 3e6, 3e6), 25_000, "EPSG:6931")
+GEO = from_origin(-180, 90, 0.25, 0.25)  # 0.25 degree, 90..45 N
+LON = np.arange(-180, 180, 0.25) + 0.125
+LAT = 90 - np.arange(0, 45, 0.25) - 0.125
+NODATA_BOX = (0.0, 63.0, 30.0, 70.0)  # lon0, lat0, lon1, lat1 of a nodata patch
+
+
+def _temperature() -> np.ndarray:
+    v = 50 + 30 * np.sin(np.radians(LON))[None, :] * np.cos(np.radians(LAT))[:, None]
+    lon0, lat0, lon1, lat1 = NODATA_BOX
+    box = (
+        (LAT[:, None] > lat0)
+        & (LAT[:, None] < lat1)
+        & (LON[None, :] > lon0)
+        & (LON[None, :] < lon1)
+    )
+    return np.where(box, -9999.0, v).astype("float32")
+
+
+def _classes() -> np.ndarray:
+    return ((np.arange(LON.size) // 40) % 4 + 1)[None, :].repeat(LAT.size, 0).astype("uint8")
+
+
+def _write(path: Path, data: np.ndarray, crs: str | None, transform, nodata=None, **kw) -> Path:
+    profile = dict(driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                   dtype=data.dtype.name, transform=transform, nodata=nodata, tiled=True,
+                   blockxsize=256, blockysize=256)  # fmt: skip
+    if crs is not None:
+        profile["crs"] = crs
+    profile.update(kw)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data, 1)
+        dst.update_tags(1, units="degC") if data.dtype.kind == "f" else None
+    return path
+
+
+def _cov(name: str, path: Path, kind: str = "continuous", resampling: str | None = None):
+    return SimpleNamespace(
+        name=name, path=path, kind=kind, resampling=resampling, band=1, variable=None
+    )
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("world")
+    stereo = np.add.outer(np.arange(300) * 0.0, np.arange(300) * 0.1).astype("float32")
+    return {
+        "temp": _write(d / "temp.tif", _temperature(), "EPSG:4326", GEO, nodata=-9999.0),
+        "lc": _write(d / "lc.tif", _classes(), "EPSG:4326", GEO, nodata=255),
+        # another CRS, resolution and a smaller extent: 10 km polar stereographic
+        "stereo": _write(d / "stereo.tif", stereo, "EPSG:3413", from_origin(-1.5e6, 1.5e6, 1e4, 1e4), nodata=-1.0),
+    }  # fmt: skip
+
+
+def _reference(
+    path: Path, resampling: str, dtype: str, nodata: float, grid: Grid = GRID
+) -> np.ndarray:
+    """Eager warp of the whole raster onto the whole grid (the same GDAL options)."""
+    info = raster_info(path)
+    with rasterio.open(path) as src:
+        data = src.read(1)
+    out = np.full(grid.shape, nodata, dtype=dtype)
+    scale = warp_scale(info, grid)
+    reproject(data, out, src_transform=info.transform, src_crs=info.crs.to_wkt(),
+              src_nodata=info.nodata, dst_transform=grid.transform, dst_crs=grid.crs.to_wkt(),
+              dst_nodata=nodata, resampling=Resampling[resampling],
+              XSCALE=repr(scale[0]), YSCALE=repr(scale[1]))  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------- laziness and values
+def test_building_the_stack_and_mask_computes_nothing(world: dict[str, Path]) -> None:
+    covs = [_cov("temp", world["temp"]), _cov("lc", world["lc"], "categorical"),
+            _cov("stereo", world["stereo"], resampling="average")]  # fmt: skip
+    with raise_if_dask_computes():
+        ds = build_stack(covs, GRID, chunks=64)
+        mask = stack_mask(ds)
+    assert ds.grid == GRID and mask.grid == GRID
+    assert ds["temp"].dtype == np.float32 and ds["lc"].dtype == np.int32
+    assert ds["temp"].data.chunksize == (64, 64)
+    assert ds["temp"].attrs["kind"] == "continuous" and ds["temp"].attrs["resampling"] == "bilinear"
+    assert ds["temp"].attrs["units"] == "degC"
+    assert ds["temp"].attrs["source"] == str(world["temp"])
+    assert ds["temp"].attrs["source_crs"] == "EPSG:4326"
+    assert ds["lc"].attrs["kind"] == "categorical" and ds["lc"].attrs["resampling"] == "nearest"
+    assert ds["lc"].attrs["nodata"] == CATEGORICAL_NODATA
+    assert ds["stereo"].attrs["resampling"] == "average"
+    assert ds["stereo"].attrs["source_resolution"] == [1e4, 1e4]
+
+
+def test_a_chunk_equals_the_eager_warp_of_the_whole_raster(world: dict[str, Path]) -> None:
+    ds = build_stack([_cov("temp", world["temp"])], GRID, chunks=64)
+    ref = _reference(world["temp"], "bilinear", "float32", np.nan)
+    chunk = ds["temp"].data.blocks[1, 2].compute()  # EPSG:4326 input on an EPSG:6931 grid
+    expected = ref[64:128, 128:192]
+    assert np.array_equal(np.isnan(chunk), np.isnan(expected))
+    # GDAL approximates the coordinate transform per processing window (1/8 pixel), so a
+    # chunk differs from a whole-grid warp by a few 1e-4 of the data range at most.
+    np.testing.assert_allclose(chunk, expected, atol=0.05, rtol=0)
+    assert np.nanmax(np.abs(chunk - expected)) < 0.05
+    # one chunk covering the grid *is* the eager warp
+    whole = build_stack([_cov("temp", world["temp"])], GRID, chunks=240)["temp"].values
+    np.testing.assert_allclose(whole, ref, atol=1e-5, equal_nan=True)
+    # the field is smooth, so the warp must reproduce it where there is data
+    lon, lat = pyproj.Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform(
+        *np.meshgrid(GRID.coords()[1], GRID.coords()[0])
+    )
+    truth = 50 + 30 * np.sin(np.radians(lon)) * np.cos(np.radians(lat))
+    ok = np.isfinite(whole)
+    assert np.nanmax(np.abs(whole[ok] - truth[ok])) < 0.5
+
+
+def test_another_crs_resolution_and_extent_with_average(world: dict[str, Path]) -> None:
+    ds = build_stack([_cov("stereo", world["stereo"], resampling="average")], GRID, chunks=48)
+    ref = _reference(world["stereo"], "average", "float32", np.nan)
+    got = ds["stereo"].values
+    assert np.array_equal(np.isnan(got), np.isnan(ref))
+    # values 0..30: chunked and whole-grid warps agree to ~3e-4 of the range (see above)
+    np.testing.assert_allclose(got, ref, atol=0.01, equal_nan=True)
+    # outside the 3000 km square of the source: nodata
+    assert np.isnan(got[0, 0]) and np.isfinite(got[120, 120])
+
+
+def test_categorical_layer_keeps_codes_and_nodata_propagates(world: dict[str, Path]) -> None:
+    covs = [_cov("temp", world["temp"]), _cov("lc", world["lc"], "categorical")]
+    ds = build_stack(covs, GRID, chunks=64)
+    lc = ds["lc"].values
+    assert set(np.unique(lc)) <= {1, 2, 3, 4}  # nearest: no invented classes
+    ref = _reference(world["lc"], "nearest", "int32", CATEGORICAL_NODATA)
+    assert (lc == ref).mean() > 0.995  # cells on class edges may flip with the 1/8 pixel rule
+    temp = ds["temp"].values
+    mask = stack_mask(ds).values
+    assert np.isnan(temp).any()  # the nodata patch
+    np.testing.assert_array_equal(mask, np.isfinite(temp) & (lc != CATEGORICAL_NODATA))
+
+
+def test_netcdf_source_gives_the_geotiff_values(world: dict[str, Path], tmp_path: Path) -> None:
+    data = _temperature()
+    ds = xr.Dataset(
+        {"temp": (("lat", "lon"), np.where(data == -9999, np.nan, data))},
+        coords={"lat": ("lat", LAT, {"units": "degrees_north", "standard_name": "latitude"}),
+                "lon": ("lon", LON, {"units": "degrees_east", "standard_name": "longitude"})},
+    )  # fmt: skip
+    ds = ds.rio.set_spatial_dims("lon", "lat").rio.write_crs("EPSG:4326")
+    nc = tmp_path / "temp.nc"
+    ds.to_netcdf(nc, engine="scipy")
+    cov = SimpleNamespace(
+        name="temp", path=nc, kind="continuous", resampling=None, band=1, variable="temp"
+    )
+    from_nc = build_stack([cov], GRID, chunks=64)["temp"].data.blocks[1, 1].compute()
+    from_tif = (
+        build_stack([_cov("temp", world["temp"])], GRID, chunks=64)["temp"]
+        .data.blocks[1, 1]
+        .compute()
+    )
+    np.testing.assert_allclose(from_nc, from_tif, atol=1e-4, equal_nan=True)
+
+
+# ---------------------------------------------------------------------- target grid
+def test_target_grid_from_config(world: dict[str, Path]) -> None:
+    covs = [_cov("stereo", world["stereo"]), _cov("temp", world["temp"])]
+    first = target_grid(
+        SimpleNamespace(like="first_covariate", crs=None, resolution=None, bounds=None), covs
+    )
+    assert first == Grid.from_raster(world["stereo"])
+    like = target_grid(
+        SimpleNamespace(like=world["temp"], crs=None, resolution=None, bounds=None), covs
+    )
+    assert like == Grid.from_raster(world["temp"])
+    explicit = target_grid(SimpleNamespace(like="first_covariate", crs="EPSG:6931", resolution=25_000,
+                                           bounds=(-3e6, -3e6, 3e6, 3e6)), covs)  # fmt: skip
+    assert explicit == GRID
+    # crs + resolution without bounds: cover the first covariate, snapped to whole cells
+    cover = target_grid(
+        SimpleNamespace(like=None, crs="EPSG:3413", resolution=20_000, bounds=None), covs
+    )
+    assert cover.bounds == pytest.approx((-1.5e6, -1.5e6, 1.5e6, 1.5e6))
+    with pytest.raises(ConfigError, match="first_covariate needs at least one covariate"):
+        target_grid(
+            SimpleNamespace(like="first_covariate", crs=None, resolution=None, bounds=None), []
+        )
+    with pytest.raises(ConfigError, match="crs and resolution"):
+        target_grid(SimpleNamespace(like=None, crs="EPSG:3413", resolution=None, bounds=None), covs)
+
+
+def test_reserved_names_are_refused(world: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="covariate name 'x' is reserved"):
+        build_stack([_cov("x", world["temp"])], GRID)
+
+
+def test_unsuitable_resampling_is_refused(world: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="does not suit a categorical layer"):
+        build_stack([_cov("lc", world["lc"], "categorical", resampling="bilinear")], GRID)
+
+
+# ---------------------------------------------------------------------- bad input
+def test_truncated_geotiff_is_one_line_input_error(world: dict[str, Path], tmp_path: Path) -> None:
+    blob = world["temp"].read_bytes()
+    bad = tmp_path / "truncated.tif"
+    bad.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(InputError) as info:
+        build_stack([_cov("temp", bad)], GRID)
+    assert "truncated.tif" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_raster_without_crs_is_missing_crs_error(tmp_path: Path) -> None:
+    p = _write(
+        tmp_path / "nocrs.tif", np.ones((20, 30), "float32"), None, from_origin(0, 60, 0.1, 0.1)
+    )
+    with pytest.raises(MissingCRSError, match=r"nocrs\.tif: raster has no CRS"):
+        build_stack([_cov("cov", p)], GRID)
+
+
+def test_covariate_with_no_overlap_is_input_error(tmp_path: Path) -> None:
+    # UTM 33 S, south of the equator: nowhere near an Arctic grid
+    p = _write(tmp_path / "south.tif", np.ones((50, 50), "float32"), "EPSG:32733",
+               from_origin(300_000, 7_000_000, 1000, 1000))  # fmt: skip
+    with pytest.raises(
+        InputError, match=r"south\.tif: covariate 'cov' .* does not overlap the target grid"
+    ):
+        build_stack([_cov("cov", p)], GRID)
+
+
+def test_all_nodata_covariate_is_reported(tmp_path: Path) -> None:
+    p = _write(tmp_path / "empty.tif", np.full(_temperature().shape, -9999, "float32"), "EPSG:4326",
+               GEO, nodata=-9999.0)  # fmt: skip
+    with raise_if_dask_computes():
+        ds = build_stack([_cov("cov", p)], GRID)  # lazy: nothing to see yet
+    with pytest.raises(InputError, match=r"empty\.tif: covariate 'cov' is all nodata"):
+        summarize_stack(ds)
+
+
+# ---------------------------------------------------------------------- socmap validate
+def _socmap(*argv: str) -> int:
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # typer exits by itself on success
+        return int(exc.code or 0)
+
+
+def _config(tmp_path: Path, covariates: list[str]) -> Path:
+    (tmp_path / "profiles.csv").write_text(
+        "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\np1,10,70,0,10,2\n"
+    )
+    cfg = tmp_path / "cfg.yaml"
+    lines = [
+        "output: out",
+        "profiles: {path: profiles.csv}",
+        'grid: {crs: "EPSG:6931", resolution: 25000, bounds: [-3000000, -3000000, 3000000, 3000000], chunks: 64}',
+        "covariates:",
+        *(f"  - {c}" for c in covariates),
+    ]
+    cfg.write_text("\n".join(lines) + "\n")
+    return cfg
+
+
+def test_validate_reports_the_aligned_stack(world: dict[str, Path], tmp_path: Path, capsys) -> None:
+    cfg = _config(tmp_path, [f"{{name: temp, path: {world['temp']}}}",
+                             f"{{name: lc, path: {world['lc']}, kind: categorical}}"])  # fmt: skip
+    with raise_if_dask_computes():  # the report reads samples through GDAL, not the stack
+        assert _socmap("validate", str(cfg)) == 0
+    out = capsys.readouterr().out
+    assert "EPSG:6931" in out and "240 x 240 cells" in out and "resolution 25000 x 25000" in out
+    assert "bounds (-3e+06, -3e+06, 3e+06, 3e+06)" in out
+    assert "temp: continuous, bilinear; source EPSG:4326 at 0.25 x 0.25, units degC" in out
+    assert (
+        "lc: categorical, nearest; source EPSG:4326 at 0.25 x 0.25, categories [1, 2, 3, 4]" in out
+    )
+    # the nodata patch's share of the grid, from the cell centres' coordinates
+    lon, lat = pyproj.Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform(
+        *np.meshgrid(GRID.coords()[1], GRID.coords()[0])
+    )
+    lon0, lat0, lon1, lat1 = NODATA_BOX
+    share = ((lon > lon0) & (lon < lon1) & (lat > lat0) & (lat < lat1)).mean()
+    line = next(x for x in out.splitlines() if "temp:" in x)
+    reported = float(line.rsplit("nodata", 1)[1].strip(" %"))
+    assert reported == pytest.approx(100 * share, abs=0.5)
+    valid_line = next(x for x in out.splitlines() if "all layers valid" in x)
+    assert float(valid_line.split(":")[1].split("%")[0]) == pytest.approx(
+        100 * (1 - share), abs=0.5
+    )
+
+
+@pytest.mark.parametrize("case", ["truncated", "nocrs", "nooverlap", "allnodata"])
+def test_validate_bad_covariates_exit_2_with_one_line(case: str, tmp_path: Path, capsys) -> None:
+    if case == "truncated":
+        good = _write(tmp_path / "good.tif", _temperature(), "EPSG:4326", GEO, nodata=-9999.0)
+        p = tmp_path / "bad.tif"
+        p.write_bytes(good.read_bytes()[:5000])
+    elif case == "nocrs":
+        p = _write(
+            tmp_path / "bad.tif", np.ones((20, 30), "float32"), None, from_origin(0, 60, 0.1, 0.1)
+        )
+    elif case == "nooverlap":
+        p = _write(tmp_path / "bad.tif", np.ones((50, 50), "float32"), "EPSG:32733",
+                   from_origin(300_000, 7_000_000, 1000, 1000))  # fmt: skip
+    else:
+        p = _write(tmp_path / "bad.tif", np.full((180, 1440), -9999, "float32"), "EPSG:4326", GEO,
+                   nodata=-9999.0)  # fmt: skip
+    cfg = _config(tmp_path, [f"{{name: cov, path: {p}}}"])
+    assert _socmap("validate", str(cfg)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "bad.tif" in err and err.startswith("socmap: error:")
