@@ -46,7 +46,7 @@ class ExtractResult:
 
     def complete(self) -> pd.DataFrame:
         """Rows inside the grid whose covariates all have data."""
-        mask = self.table["row"].ge(0).to_numpy()
+        mask = self.table["row"].ge(0).to_numpy().copy()
         for name in self.covariates:
             mask &= self.table[name].notna().to_numpy()
         return self.table.loc[mask]
