@@ -121,7 +121,11 @@ class Pieces:
 
 
 def clipped_quadratic_integral(
-    c0: np.ndarray, c1: np.ndarray, c2: np.ndarray, t0: np.ndarray, t1: np.ndarray
+    c0: np.ndarray | float,
+    c1: np.ndarray | float,
+    c2: np.ndarray | float,
+    t0: np.ndarray | float,
+    t1: np.ndarray | float,
 ) -> np.ndarray:
     """Exact ``∫ max(c0 + c1 t + c2 t², 0) dt`` from ``t0`` to ``t1``, elementwise.
 

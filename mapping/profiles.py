@@ -29,7 +29,6 @@ the offending profiles, which are listed in a report table.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -176,10 +175,16 @@ class _Issues:
     def add(self, rows: np.ndarray, pid: object, reason: str) -> None:
         self.records.append((np.atleast_1d(np.asarray(rows, dtype=np.int64)), pid, reason))
 
-    def add_rows(self, mask: np.ndarray, df: pd.DataFrame, reason_of: Callable[[int], str]) -> None:
-        """Add one issue per True row of ``mask``; ``reason_of(row_position) -> str``."""
+    def add_rows(
+        self, mask: np.ndarray, df: pd.DataFrame, template: str, *values: np.ndarray
+    ) -> None:
+        """Add one issue per True row of ``mask``.
+
+        The reason is ``template.format(*[_fmt(v[i]) for v in values])``.
+        """
         for i in np.flatnonzero(mask):
-            self.records.append((np.array([i]), df[PROFILE_ID].iat[i], reason_of(i)))
+            reason = template.format(*(_fmt(v[i]) for v in values))
+            self.records.append((np.array([i]), df[PROFILE_ID].iat[i], reason))
 
     def bad_rows(self, n: int) -> np.ndarray:
         bad = np.zeros(n, dtype=bool)
@@ -289,7 +294,7 @@ def _check_columns(df: pd.DataFrame, source: str) -> None:
 def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
     """Row-level checks; coerces numeric columns to float in place."""
     pid = df[PROFILE_ID]
-    issues.add_rows(pid.isna().to_numpy(), df, lambda i: "profile_id is missing")
+    issues.add_rows(pid.isna().to_numpy(), df, "profile_id is missing")
     if pd.api.types.is_float_dtype(pid) and pid.notna().all():
         if np.all(np.mod(pid.to_numpy(), 1) == 0):
             df[PROFILE_ID] = pid.astype(np.int64)
@@ -305,12 +310,10 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
             num = pd.to_numeric(stripped, errors="coerce").astype(float)
             text = (raw.notna() & num.isna()).to_numpy()
             issues.text[col] = text
-            values = raw.to_numpy()
-            issues.add_rows(
-                text, df, lambda i, c=col, v=values: f"{c} is not a number ({str(v[i])!r})"
-            )
+            shown = raw.map(str).to_numpy()  # quoted by _fmt
+            issues.add_rows(text, df, col + " is not a number ({})", shown)
         inf = np.isinf(num.to_numpy())
-        issues.add_rows(inf, df, lambda i, c=col: f"{c} is not finite")
+        issues.add_rows(inf, df, col + " is not finite")
         issues.text[col] = issues.text.get(col, np.zeros(len(df), dtype=bool)) | inf
         df[col] = num.mask(inf)  # reported once; no range messages for it
 
@@ -318,24 +321,14 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
         return df[col].to_numpy()
 
     for col in REQUIRED[1:]:
-        issues.add_rows(issues.missing(col, need(col)), df, lambda i, c=col: f"{c} is missing")
+        issues.add_rows(issues.missing(col, need(col)), df, col + " is missing")
 
     lon, lat, top, bot = need("lon"), need("lat"), need("top_cm"), need("bottom_cm")
     with np.errstate(invalid="ignore"):
-        issues.add_rows(
-            (lon < -180) | (lon >= 360), df, lambda i: f"lon {_fmt(lon[i])} outside [-180, 360)"
-        )
-        issues.add_rows(
-            (lat < -90) | (lat > 90), df, lambda i: f"lat {_fmt(lat[i])} outside [-90, 90]"
-        )
-        issues.add_rows(
-            top < 0,
-            df,
-            lambda i: f"top_cm {_fmt(top[i])} is negative (depths are cm below the surface)",
-        )
-        issues.add_rows(
-            top >= bot, df, lambda i: f"top_cm {_fmt(top[i])} >= bottom_cm {_fmt(bot[i])}"
-        )
+        issues.add_rows((lon < -180) | (lon >= 360), df, "lon {} outside [-180, 360)", lon)
+        issues.add_rows((lat < -90) | (lat > 90), df, "lat {} outside [-90, 90]", lat)
+        issues.add_rows(top < 0, df, "top_cm {} is negative (depths are cm below the surface)", top)
+        issues.add_rows(top >= bot, df, "top_cm {} >= bottom_cm {}", top, bot)
 
     _unify_units(df, issues, "soc", required=True)
     _unify_units(df, issues, "n", required=False)
@@ -344,29 +337,20 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
         df["bulk_density_g_cm3"] = np.nan
     bd = need("bulk_density_g_cm3")
     with np.errstate(invalid="ignore"):
-        issues.add_rows(
-            (bd < BD_MIN) | (bd > BD_MAX),
-            df,
-            lambda i: f"bulk_density_g_cm3 {_fmt(bd[i])} outside {BD_MIN:g}-{BD_MAX:g}",
-        )
+        bad_bd = (bd < BD_MIN) | (bd > BD_MAX)
+    issues.add_rows(bad_bd, df, f"bulk_density_g_cm3 {{}} outside {BD_MIN:g}-{BD_MAX:g}", bd)
 
     if "coarse_fraction_pct" not in df.columns:
         df["coarse_fraction_pct"] = 0.0
     df["coarse_fraction_pct"] = df["coarse_fraction_pct"].fillna(0.0)
     cf = need("coarse_fraction_pct")
-    issues.add_rows(
-        (cf < 0) | (cf > 100), df, lambda i: f"coarse_fraction_pct {_fmt(cf[i])} outside 0-100"
-    )
+    issues.add_rows((cf < 0) | (cf > 100), df, "coarse_fraction_pct {} outside 0-100", cf)
 
     if "horizon_area_pct" not in df.columns:
         df["horizon_area_pct"] = 100.0
     df["horizon_area_pct"] = df["horizon_area_pct"].fillna(100.0)
     area = need("horizon_area_pct")
-    issues.add_rows(
-        (area <= 0) | (area > 100),
-        df,
-        lambda i: f"horizon_area_pct {_fmt(area[i])} outside (0, 100]",
-    )
+    issues.add_rows((area <= 0) | (area > 100), df, "horizon_area_pct {} outside (0, 100]", area)
 
 
 def _unify_units(df: pd.DataFrame, issues: _Issues, stem: str, *, required: bool) -> None:
@@ -379,22 +363,20 @@ def _unify_units(df: pd.DataFrame, issues: _Issues, stem: str, *, required: bool
     both = ~np.isnan(p) & ~np.isnan(g)
     with np.errstate(invalid="ignore"):
         clash = both & (np.abs(g - 10 * p) > 0.005 * np.maximum(np.abs(g), 1e-9))
-    issues.add_rows(clash, df, lambda i: f"{pct} {_fmt(p[i])} and {gkg} {_fmt(g[i])} disagree")
+    issues.add_rows(clash, df, f"{pct} {{}} and {gkg} {{}} disagree", p, g)
     value = np.where(np.isnan(g), 10 * p, g)
-    name = pct if pct in df.columns else gkg
     if required:
         text = issues.text.get(pct, False) | issues.text.get(gkg, False)
-        issues.add_rows(np.isnan(value) & ~text, df, lambda i: f"{name} is missing")
-    given = p if pct in df.columns else g / 10
-    given = np.where(np.isnan(given), value / 10, given)
-    shown = (
-        (lambda i: f"{pct} {_fmt(given[i])}")
-        if pct in df.columns
-        else (lambda i: f"{gkg} {_fmt(value[i])}")
-    )
+        name = pct if pct in df.columns else gkg
+        issues.add_rows(np.isnan(value) & ~text, df, name + " is missing")
+    # messages quote the unit of the file
+    if pct in df.columns:
+        label, shown = pct, np.where(np.isnan(p), value / 10, p)
+    else:
+        label, shown = gkg, value
     with np.errstate(invalid="ignore"):
-        issues.add_rows(value < 0, df, lambda i: f"{shown(i)} is negative")
-        issues.add_rows(value > 1000, df, lambda i: f"{shown(i)} above 100 % (1000 g/kg)")
+        issues.add_rows(value < 0, df, label + " {} is negative", shown)
+        issues.add_rows(value > 1000, df, label + " {} above 100 % (1000 g/kg)", shown)
     df[gkg] = value
     df[pct] = value / 10
 
@@ -457,9 +439,9 @@ def _check_profiles(df: pd.DataFrame, issues: _Issues, tol: float, area_tol: flo
     dup_pids = set()
     if dup.any():
         for _, grp in h.loc[dup].groupby(key, dropna=False):
-            k = int(grp["_pid"].iat[0])
-            dup_pids.add(k)
-            issues.add(grp["_row"].to_numpy(), pid_of[k], "duplicate rows")
+            kd = int(grp["_pid"].iat[0])
+            dup_pids.add(kd)
+            issues.add(grp["_row"].to_numpy(), pid_of[kd], "duplicate rows")
     h = h[~h["_pid"].isin(dup_pids)]
     if len(h) == 0:
         return
