@@ -374,12 +374,11 @@ def open_raster_on_grid(
     """Band 1 of a raster as seen on ``grid`` (lazy), warped through a GDAL WarpedVRT if needed.
 
     Meant for categorical rasters such as zone codes (``resampling="nearest"`` or
-    ``"mode"``). On ``grid`` already: :func:`open_raster` (nodata -> NaN). Otherwise the
-    values keep their dtype and nodata is declared as ``rio.nodata``; cells outside the
-    source get it (the dtype's largest value, or NaN for floats, when the source declares
-    none). The exact transformer is used and ``scale`` (destination pixels per source pixel,
-    x and y) fixes the resampling footprint, so chunks read the same values as a warp of
-    the whole grid.
+    ``"mode"``). Values keep their dtype and nodata is declared as ``rio.nodata``; cells
+    outside the source get it (the dtype's largest value, or NaN for floats, when the source
+    declares none). The exact transformer is used and ``scale`` (destination pixels per
+    source pixel, x and y) fixes the resampling footprint, so chunks read the same values as
+    a warp of the whole grid.
     """
     import rasterio
     import rioxarray
@@ -391,8 +390,8 @@ def open_raster_on_grid(
     from mapping.grid import Grid
 
     if Grid(info.crs, info.transform, info.shape) == grid:
-        arr = open_raster(p, chunks=chunks)  # nodata -> NaN, which means "no value"
-        return arr.rio.write_nodata(float("nan"))
+        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+        return arr.sel(band=info.band, drop=True)
     nodata = info.nodata
     if nodata is None:
         dtype = np.dtype(info.dtype)

@@ -132,26 +132,28 @@ def zone_sums_block(
     lead = density.shape[:-2]
     d = density.reshape(-1, shape[0] * shape[1])
     area = np.asarray(cell_area, dtype="float64").ravel()
+    # cells outside every zone go to an extra bin, dropped at the end: no compaction copies
     idx = np.asarray(zone_index).ravel()
-    inside = idx >= 0
-    idx_in, area_in = idx[inside], area[inside]
-    zone_area = np.bincount(idx_in, area_in, minlength=n_zones)
-    if partial is not None and len(partial[0]):
-        p_cell, p_zone, p_frac = partial
+    idx = np.where(idx < 0, n_zones, idx)
+    zone_area = np.bincount(idx, area, minlength=n_zones + 1)[:n_zones]
+    has_partial = partial is not None and len(partial[0]) > 0
+    if has_partial:
+        p_cell, p_zone, p_frac = partial  # type: ignore[misc]
         p_area = p_frac * area[p_cell]
         zone_area = zone_area + np.bincount(p_zone, p_area, minlength=n_zones)
     out = np.empty((d.shape[0], n_zones, 3), dtype="float64")
     for r in range(d.shape[0]):
-        v = d[r, inside]
-        ok = np.isfinite(v)
+        ok = np.isfinite(d[r])
+        valid_area = np.where(ok, area, 0.0)
         out[r, :, 0] = zone_area
-        out[r, :, 1] = np.bincount(idx_in[ok], area_in[ok], minlength=n_zones)
-        out[r, :, 2] = np.bincount(idx_in[ok], area_in[ok] * v[ok], minlength=n_zones)
-        if partial is not None and len(partial[0]):
+        out[r, :, 1] = np.bincount(idx, valid_area, minlength=n_zones + 1)[:n_zones]
+        kg = valid_area * np.where(ok, d[r], 0.0)
+        out[r, :, 2] = np.bincount(idx, kg, minlength=n_zones + 1)[:n_zones]
+        if has_partial:
             pv = d[r, p_cell]
-            ok = np.isfinite(pv)
-            out[r, :, 1] += np.bincount(p_zone[ok], p_area[ok], minlength=n_zones)
-            out[r, :, 2] += np.bincount(p_zone[ok], p_area[ok] * pv[ok], minlength=n_zones)
+            pok = np.isfinite(pv)
+            out[r, :, 1] += np.bincount(p_zone[pok], p_area[pok], minlength=n_zones)
+            out[r, :, 2] += np.bincount(p_zone[pok], p_area[pok] * pv[pok], minlength=n_zones)
     return out.reshape((*lead, n_zones, 3))
 
 
@@ -272,7 +274,8 @@ class ZoneLayout:
         import dask
 
         if isinstance(self.source, ZoneCoverage):
-            cov = dask.delayed(self.source, pure=True)  # one graph key shared by every block
+            # one graph key holding the coverage, shared by every block
+            cov = dask.delayed(self.source, pure=True, traverse=False)
             rows, cols = _offsets(row_chunks), _offsets(col_chunks)
             out = np.empty((len(rows) - 1, len(cols) - 1), dtype=object)
             for i in range(len(rows) - 1):
@@ -323,6 +326,15 @@ def _valid_codes_block(block: np.ndarray, nodata: Sequence[float]) -> np.ndarray
 
 def _index_block(block: np.ndarray, codes: np.ndarray, nodata: Sequence[float]) -> np.ndarray:
     b = np.asarray(block)
+    if b.dtype.kind in "iu" and b.dtype.itemsize <= 2:
+        # small integer codes: a lookup table over the whole dtype range
+        info = np.iinfo(b.dtype)
+        lut = np.full(int(info.max) - int(info.min) + 1, -1, dtype="int32")
+        skip = {int(v) for v in nodata if np.isfinite(v) and float(v).is_integer()}
+        for i, c in enumerate(codes.tolist()):
+            if info.min <= c <= info.max and c not in skip:
+                lut[c - int(info.min)] = i
+        return lut[b.astype("int64") - int(info.min)] if info.min else lut[b]
     valid = np.isfinite(b) if b.dtype.kind == "f" else np.ones(b.shape, dtype=bool)
     for v in nodata:
         valid &= b != v
@@ -539,10 +551,7 @@ def zone_coverage_from_polygons(
     MissingCRSError
         The layer has no CRS.
     """
-    import exactextract
-    import geopandas as gpd
     import shapely
-    from exactextract.raster import NumPyRasterSource
 
     if field not in gdf.columns or field == gdf.geometry.name:
         fields = [c for c in gdf.columns if c != gdf.geometry.name]
@@ -556,10 +565,6 @@ def zone_coverage_from_polygons(
 
     ny, nx = grid.shape
     frame = shapely.box(0, -ny, nx, 0)
-    wkt = grid.crs.to_wkt()
-    raster = NumPyRasterSource(
-        np.broadcast_to(np.zeros((), dtype="uint8"), (ny, nx)), 0, -ny, nx, 0, srs_wkt=wkt
-    )
     geoms = gdf.geometry.to_numpy()
     present, runs, parts = [], [], []
     for code in sorted(set(codes_s.tolist())):
@@ -572,23 +577,15 @@ def zone_coverage_from_polygons(
         poly = shapely.union_all(g)
         if poly.is_empty or poly.area == 0:
             continue
-        res = exactextract.exact_extract(
-            raster,
-            gpd.GeoDataFrame(geometry=[poly], crs=wkt),
-            ["cell_id", "coverage"],
-            output="pandas",
-        )
-        cell = np.asarray(res["cell_id"].iloc[0], dtype="int64")
-        frac = np.asarray(res["coverage"].iloc[0], dtype="float64")
-        nonzero = frac > 0
-        cell, frac = cell[nonzero], frac[nonzero]
-        if len(cell) == 0:
-            continue
         zi = len(present)
-        present.append(code)
-        full = frac == 1.0
-        runs.append(_runs(cell[full], nx, zi))
-        parts.append((cell[~full], np.full((~full).sum(), zi, dtype="int32"), frac[~full]))
+        found = False
+        for cell, frac in _band_coverage(poly, grid):
+            found = True
+            full = frac == 1.0
+            runs.append(_runs(cell[full], nx, zi))
+            parts.append((cell[~full], np.full((~full).sum(), zi, dtype="int32"), frac[~full]))
+        if found:
+            present.append(code)
     if not present:
         raise InputError(f"no zone polygon (field {field!r}) covers any cell of {grid}")
 
@@ -618,6 +615,50 @@ def zone_coverage_from_polygons(
     return cov
 
 
+def _band_coverage(poly: Any, grid: Grid, max_cells: int = 1 << 22) -> Any:
+    """Yield ``(flat cell index, fraction)`` of a pixel-space polygon, one band of rows at a time.
+
+    Bands of whole rows keep ``exactextract``'s memory to about ``max_cells`` cells and its
+    cell ids contiguous with the grid's; clipping at cell edges leaves every cell's fraction
+    as it was. Fractions come from exactextract in single precision (about 1e-7).
+    """
+    import exactextract
+    import geopandas as gpd
+    import shapely
+    from exactextract.raster import NumPyRasterSource
+
+    ny, nx = grid.shape
+    band = max(1, max_cells // nx)
+    wkt = grid.crs.to_wkt()
+    _, ymin, _, ymax = poly.bounds  # pixel space: y = -row
+    first = max(0, int(np.floor(-ymax)))
+    last = min(ny, int(np.ceil(-ymin)))
+    for r0 in range(first, last, band):
+        r1 = min(r0 + band, last)
+        piece = shapely.clip_by_rect(poly, 0, -r1, nx, -r0)
+        if piece.is_empty or piece.area == 0:
+            continue
+        raster = NumPyRasterSource(
+            np.broadcast_to(np.zeros((), dtype="uint8"), (r1 - r0, nx)),
+            0,
+            -r1,
+            nx,
+            -r0,
+            srs_wkt=wkt,
+        )
+        res = exactextract.exact_extract(
+            raster,
+            gpd.GeoDataFrame(geometry=[piece], crs=wkt),
+            ["cell_id", "coverage"],
+            output="pandas",
+        )
+        cell = np.asarray(res["cell_id"].iloc[0], dtype="int64") + r0 * nx
+        frac = np.asarray(res["coverage"].iloc[0], dtype="float64")
+        keep = frac > 0
+        if keep.any():
+            yield cell[keep], frac[keep]
+
+
 def _runs(cells: np.ndarray, nx: int, zone: int) -> tuple[np.ndarray, ...]:
     """Row runs ``(row, col0, col1, zone)`` of sorted flat cell indices."""
     cells = np.sort(cells)
@@ -636,18 +677,29 @@ def _runs(cells: np.ndarray, nx: int, zone: int) -> tuple[np.ndarray, ...]:
     )
 
 
-def _count_overlaps(cov: ZoneCoverage) -> int:
+def _count_overlaps(cov: ZoneCoverage, tol: float = 1e-6) -> int:
+    """Cells whose fractions over all zones add up to more than 1 (memory ~ runs + partials)."""
     nx = cov.grid.shape[1]
-    lengths = cov.run_col1 - cov.run_col0
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    full = np.repeat(cov.run_row * nx + cov.run_col0, lengths) + (
-        np.arange(lengths.sum()) - offsets
-    )
-    cells = np.concatenate([full, cov.part_cell])
-    fracs = np.concatenate([np.ones(len(full)), cov.part_frac])
-    uniq, inv = np.unique(cells, return_inverse=True)
-    total = np.bincount(inv, fracs, minlength=len(uniq))
-    return int((total > 1 + 1e-9).sum())
+    n = 0
+    row, c0, c1 = cov.run_row, cov.run_col0, cov.run_col1
+    order = np.lexsort((c0, row))
+    row, c0, c1 = row[order], c0[order], c1[order]
+    # furthest run end so far within each row: a running max of a key that rises row by row
+    reach = np.maximum.accumulate(row * (nx + 1) + c1) - row * (nx + 1) if len(row) else c1
+    before = np.concatenate([[0], reach[:-1]])
+    before[np.concatenate([[True], row[1:] != row[:-1]])] = 0
+    n += int(np.clip(np.minimum(c1, before) - c0, 0, None).sum())  # whole cells of two zones
+    if len(cov.part_cell):
+        cells, start = np.unique(cov.part_cell, return_index=True)
+        total = np.add.reduceat(cov.part_frac, start)
+        prow, pcol = np.divmod(cells, nx)
+        # is the cell also inside a whole-cell run (of another zone)?
+        i = np.searchsorted(row * (nx + 1) + c0, prow * (nx + 1) + pcol, side="right") - 1
+        ok = i >= 0
+        inside = np.zeros(len(cells), dtype=bool)
+        inside[ok] = (row[i[ok]] == prow[ok]) & (reach[i[ok]] > pcol[ok])
+        n += int((total + inside > 1 + tol).sum())
+    return n
 
 
 def rasterize_zones(

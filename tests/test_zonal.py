@@ -246,6 +246,22 @@ def test_reprojected_polygon_keeps_its_ellipsoidal_area() -> None:
     assert row["area_km2"] == pytest.approx(exact, rel=1e-4)
 
 
+def test_coverage_in_row_bands_equals_one_pass() -> None:
+    from mapping.zonal import _band_coverage
+
+    grid = Grid.from_bounds((0, 0, 40, 30), 1.0, "EPSG:3857")
+    poly = shapely.Point(20, -15).buffer(12.3)  # pixel space: (col, -row)
+    one = list(_band_coverage(poly, grid))
+    assert len(one) == 1
+    bands = list(_band_coverage(poly, grid, max_cells=grid.shape[1] * 4))
+    assert len(bands) == 7  # rows 2..27 in bands of 4
+    cell = np.concatenate([c for c, _ in bands])
+    frac = np.concatenate([f for _, f in bands])
+    np.testing.assert_array_equal(cell, one[0][0])
+    np.testing.assert_array_equal(frac, one[0][1])
+    assert frac.sum() == pytest.approx(poly.area, rel=1e-6)  # single-precision fractions
+
+
 # ------------------------------------------------------------------------------ dask = numpy
 @pytest.mark.parametrize("chunks", [7, (16, 33), 50, (64, 128)])
 def test_chunked_sums_equal_one_eager_numpy_call(chunks: int | tuple[int, int]) -> None:
