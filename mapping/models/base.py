@@ -304,7 +304,7 @@ class ColumnLayout:
 
 def encode_categories(values: Any, levels: np.ndarray, unknown: float = np.nan) -> np.ndarray:
     """Codes of ``values`` among ``levels`` as floats; unseen or missing -> ``unknown``."""
-    codes = pd.Categorical(np.asarray(values, dtype=object), categories=levels).codes
+    codes = pd.Index(levels).get_indexer(pd.Index(np.asarray(values, dtype=object)))
     out = codes.astype(float)
     out[codes < 0] = unknown
     return out

@@ -17,6 +17,7 @@ categories. See ``docs/models.md`` for the choices made here.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from mapping.exceptions import ModelError
 from mapping.models.base import (
@@ -72,6 +74,10 @@ class _TreeModel(RegressorMixin, BaseEstimator):
                 )
             else:
                 check_is_fitted(self)
+                names = self.layout_.names or []
+                missing = [c for c in names if c not in X.columns]
+                if missing:
+                    raise ModelError(f"column {missing[0]!r} seen at fit is missing from X")
             coded = self.layout_.encode(X, unknown=-1.0)
             if reset:
                 arr, y = validate_data(self, coded, y, y_numeric=True, ensure_all_finite=finite)
@@ -359,7 +365,14 @@ class QuantileGradientBoosting(_TreeModel):
         As for :class:`QuantileRandomForest`. Categorical covariates use the
         native categorical splits of histogram boosting (at most 255 levels).
     random_state
-        Seed for feature subsampling and the early-stopping split.
+        Seed for feature subsampling, the early-stopping split and the
+        calibration folds.
+    n_jobs
+        OpenMP threads used by the boosting code during ``fit`` and
+        ``predict``; ``None`` means 1 (as scikit-learn's ``n_jobs``), ``-1``
+        all cores. Keeping it at 1 avoids oversubscription when models run
+        inside Dask workers or parallel cross-validation, where busy-waiting
+        OpenMP threads slow everything down by an order of magnitude.
 
     Attributes
     ----------
@@ -371,6 +384,8 @@ class QuantileGradientBoosting(_TreeModel):
     quantile_shifts_ : ndarray
         Conformal correction added to each fitted level (zeros without
         calibration).
+    n_iter_ : ndarray of int
+        Boosting iterations of the mean model followed by each quantile model.
     """
 
     _allow_nan = True  # histogram boosting sends missing values down a learned branch
@@ -392,6 +407,7 @@ class QuantileGradientBoosting(_TreeModel):
         use_coordinates: bool = False,
         categorical_features: Sequence[ColumnSpec] | np.ndarray | None = None,
         random_state: int | np.random.RandomState | None = None,
+        n_jobs: int | None = None,
     ) -> None:
         self.quantiles = quantiles
         self.learning_rate = learning_rate
@@ -407,6 +423,7 @@ class QuantileGradientBoosting(_TreeModel):
         self.use_coordinates = use_coordinates
         self.categorical_features = categorical_features
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
         tags = super().__sklearn_tags__()
@@ -458,9 +475,11 @@ class QuantileGradientBoosting(_TreeModel):
         Xf = self._prepare(feats)
         y = np.asarray(y, dtype=float)
         self.quantiles_ = q
-        self.mean_model_ = self._make(loss="squared_error").fit(Xf, y)
-        self.quantile_models_ = self._fit_quantile_models(Xf, y)
-        self.quantile_shifts_ = self._conformal_shifts(Xf, y)
+        with self._threads():
+            self.mean_model_ = self._make(loss="squared_error").fit(Xf, y)
+            self.quantile_models_ = self._fit_quantile_models(Xf, y)
+            self.quantile_shifts_ = self._conformal_shifts(Xf, y)
+        self.n_iter_ = np.array([m.n_iter_ for m in (self.mean_model_, *self.quantile_models_)])
         return self
 
     def _fit_quantile_models(
@@ -489,8 +508,17 @@ class QuantileGradientBoosting(_TreeModel):
             shifts[j] = np.quantile(resid[:, j], level, method=method)
         return shifts
 
+    def _threads(self) -> threadpool_limits:
+        n = self.n_jobs
+        if n is None:
+            n = 1
+        elif n < 0:
+            n = max(1, (os.cpu_count() or 1) + 1 + n)
+        return threadpool_limits(limits=n, user_api="openmp")
+
     def _fitted_quantiles(self, Xf: np.ndarray) -> np.ndarray:
-        pred = np.column_stack([m.predict(Xf) for m in self.quantile_models_])
+        with self._threads():
+            pred = np.column_stack([m.predict(Xf) for m in self.quantile_models_])
         pred = np.sort(pred, axis=1) + self.quantile_shifts_
         return np.sort(pred, axis=1)  # rearrangement: no crossing
 
@@ -505,7 +533,8 @@ class QuantileGradientBoosting(_TreeModel):
         """
         feats, _ = self._features(X, reset=False)
         Xf = self._prepare(feats)
-        mean = self.mean_model_.predict(Xf)
+        with self._threads():
+            mean = self.mean_model_.predict(Xf)
         if not return_std:
             return mean
         if len(self.quantiles_) < 2:
