@@ -216,7 +216,11 @@ def _categorical_world(n: int, rng: np.random.Generator) -> tuple[pd.DataFrame, 
 def test_categorical_covariate_is_handled_as_categories(cls):
     rng = np.random.default_rng(7)
     X, y = _categorical_world(800, rng)
-    kw = {"n_estimators": 100, "max_features": None} if cls is QuantileRandomForest else {}
+    kw = (
+        {"n_estimators": 100, "max_features": None}
+        if cls is QuantileRandomForest
+        else {"calibration_folds": None}
+    )
     model = cls(random_state=0, **kw).fit(X, y)
     grid = pd.DataFrame(
         {
@@ -243,7 +247,7 @@ def test_categorical_features_parameter_on_plain_arrays():
     y = np.array([0.0, 10.0, 5.0])[code.astype(int)] + rng.normal(scale=0.1, size=400)
     A = np.column_stack([rng.uniform(size=400), code])
     model = QuantileGradientBoosting(
-        categorical_features=[1], coord_columns=None, random_state=0
+        categorical_features=[1], coord_columns=None, calibration_folds=None, random_state=0
     ).fit(A, y)
     assert model.mean_model_.is_categorical_.tolist() == [False, True]
     np.testing.assert_allclose(
