@@ -566,7 +566,9 @@ def zone_coverage_from_polygons(
     ny, nx = grid.shape
     frame = shapely.box(0, -ny, nx, 0)
     geoms = gdf.geometry.to_numpy()
-    present, runs, parts = [], [], []
+    present: list[int] = []
+    runs: list[tuple[np.ndarray, ...]] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for code in sorted(set(codes_s.tolist())):
         g = shapely.make_valid(_affine(geoms[(codes_s == code).to_numpy()], ~grid.transform))
         g = shapely.intersection(shapely.union_all(g), frame)
@@ -865,8 +867,8 @@ def _density_items(
     density: xr.DataArray | Mapping[str, xr.DataArray],
 ) -> list[tuple[float, float, xr.DataArray]]:
     if not isinstance(density, Mapping):
-        iv = interval_from_attrs(density.attrs) or (np.nan, np.nan)
-        return [(iv[0], iv[1], density)]
+        found = interval_from_attrs(density.attrs) or (np.nan, np.nan)
+        return [(found[0], found[1], density)]
     items = []
     for key, arr in density.items():
         try:
@@ -914,7 +916,8 @@ def zone_totals(
     grid
         The grid of the densities; cell areas come from :meth:`Grid.cell_area`.
     names
-        Zone name by code; unnamed zones are labelled by their code.
+        Zone name by code; unnamed zones are labelled by their code. Ignored when ``zones``
+        is a prepared :class:`ZoneLayout` (it carries its names).
     unit
         ``"Pg"`` (default) or ``"Tg"``.
     chunks
@@ -931,14 +934,15 @@ def zone_totals(
     Examples
     --------
     >>> from mapping.grid import Grid
-    >>> g = Grid.from_bounds((0, 0, 30_000, 10_000), 10_000, "EPSG:6931")
+    >>> g = Grid.from_bounds((1e6, 0, 1.03e6, 1e4), 10_000, "EPSG:6931")  # 100 km2 cells
     >>> d = g.wrap(np.array([[10.0, 20.0, np.nan]]), attrs={"interval": "0-30"})
     >>> z = g.wrap(np.array([[1, 1, 2]]))
-    >>> zone_totals(d, z, g, names={1: "a", 2: "b"})[["zone", "area_km2", "storage_pg"]]
-            zone  area_km2  storage_pg
-    0          a     200.0    0.000003
-    1          b     100.0    0.000000
-    2  all zones     300.0    0.000003
+    >>> t = zone_totals(d, z, g, names={1: "a", 2: "b"}, unit="Tg")
+    >>> t[["zone", "area_km2", "area_nodata_km2", "mean_density_kg_m2", "storage_tg"]]
+            zone  area_km2  area_nodata_km2  mean_density_kg_m2  storage_tg
+    0          a     200.0              0.0                15.0         3.0
+    1          b     100.0            100.0                 NaN         0.0
+    2  all zones     300.0            100.0                15.0         3.0
     """
     import dask
     import dask.array as da
