@@ -185,6 +185,7 @@ def test_polygon_zones_match_raster_zones(
     gdf = gdf.set_geometry(gdf.segmentize(500.0)).to_crs("EPSG:3413")
     gdf.to_file(tmp_path / "zones.gpkg", layer="permafrost")
     gdf.to_parquet(tmp_path / "zones.parquet")
+    gdf.to_file(tmp_path / "zones.shp")
     raster_csv = tmp_path / "raster.csv"
     code, _, err = _run(
         [
@@ -201,7 +202,7 @@ def test_polygon_zones_match_raster_zones(
     )
     assert code == 0, err
     ref = pd.read_csv(raster_csv).set_index("zone")
-    for src in ("zones.gpkg", "zones.parquet"):
+    for src in ("zones.gpkg", "zones.parquet", "zones.shp"):
         out = tmp_path / f"{src}.csv"
         argv = [
             "integrate",
@@ -363,7 +364,7 @@ def test_user_errors_exit_2_with_one_line_and_no_output(
         extra = ["--zone-names", "continuous"]
     elif case == "bad_suffix":
         out = tmp_path / "result.xlsx"
-    code, stdout, err = _run(["integrate", *density, "--zones", zones, *extra, "-o", out], capsys)
+    code, _, err = _run(["integrate", *density, "--zones", zones, *extra, "-o", out], capsys)
     assert code == 2
     assert err.startswith("socmap: error: ")
     assert expected in err
