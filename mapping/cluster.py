@@ -169,9 +169,10 @@ def dask_client(
             )
             client = stack.enter_context(Client(cluster, set_as_default=True))
             mem = _format_bytes(_worker_memory(client))
+            link = _dashboard(client) if dashboard_address is not None else "disabled"
             say(
                 f"dask: local cluster, {workers} worker(s) x {threads} thread(s), {mem} each; "
-                f"dashboard {_dashboard(client)}"
+                f"dashboard {link}"
             )
             yield client
         return

@@ -40,13 +40,19 @@ TASK_OVERHEAD = 3.0
 """Copies of a chunk alive in one task: input block, float64 working copy, output stack."""
 BATCH_OVERHEAD = 4.0
 """Model temporaries per batch row and column (DataFrame, feature matrix, tree traversal)."""
+CALIBRATION_WINDOW = 256
+"""Edge of the central window of each sampled chunk on which the model is timed."""
 PARALLEL_EFFICIENCY = 0.9
 """Speed-up per added worker relative to perfect scaling (measured: benchmarks/bench_predict.py)."""
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """Timings from predicting a sample of chunks on one thread."""
+    """Timings from predicting a sample of chunks on one thread.
+
+    ``predict_seconds`` is CPU time of the single-threaded kernel; ``read_seconds`` and
+    ``write_seconds`` are wall time (input and output wait on disks and GDAL threads).
+    """
 
     chunks: int
     cells: int
@@ -132,9 +138,9 @@ class Plan:
         if c is not None:
             us = 1e6 * c.predict_seconds / max(1, c.valid_cells)
             out += [
-                f"calibration:   {c.chunks} chunk(s), {c.cells:,} cells ({c.valid_cells:,} with data) "
-                f"on one thread: {us:.2f} us/cell predicting, {c.read_seconds / max(1, c.chunks):.2f} s/chunk "
-                f"reading, {1e6 * c.write_seconds_per_cell:.3f} us/cell writing maps; "
+                f"calibration:   {c.chunks} chunk(s) read ({c.read_seconds / max(1, c.chunks):.2f} s each), "
+                f"model timed on one thread on {c.cells:,} of their cells ({c.valid_cells:,} with data): "
+                f"{us:.2f} us/cell; writing maps {1e6 * c.write_seconds_per_cell:.3f} us/cell; "
                 f"{100 * c.valid_share:.0f} % of the grid has data",
                 f"               model: {c.model}",
                 f"               covariates: {c.covariates}",
@@ -250,6 +256,13 @@ def _build_model(cfg: RunConfig, seed: int) -> Any:
         max_distance=m.max_distance,
         log_transform=m.log_transform,
     )
+
+
+def _central(shape: tuple[int, int], edge: int) -> tuple[slice, slice]:
+    ny, nx = shape
+    h, w = min(ny, edge), min(nx, edge)
+    r0, c0 = (ny - h) // 2, (nx - w) // 2
+    return slice(r0, r0 + h), slice(c0, c0 + w)
 
 
 def _sample_tiles(grid: Grid, chunks: tuple[int, int], k: int) -> list[Any]:
@@ -394,11 +407,16 @@ def _calibrate(
                 block = {c: window[c].values for c in covariates}
         else:
             block = {c: rng.normal(size=tile.grid.shape) for c in covariates}
-        t1 = time.perf_counter()
-        read_s += t1 - t0
+        if stack is not None:
+            read_s += time.perf_counter() - t0
+        # the model's cost is per cell: time it on a central window of the chunk, in CPU
+        # seconds of this (single-threaded) process, which other load does not inflate
+        rs, cs = _central(tile.grid.shape, CALIBRATION_WINDOW)
+        block = {c: v[rs, cs] for c, v in block.items()}
         yc, xc = tile.grid.coords()
-        out = _predict_block(block, xc, yc, model, q)
-        predict_s += time.perf_counter() - t1
+        c1 = time.process_time()
+        out = _predict_block(block, xc[cs], yc[rs], model, q)
+        predict_s += time.process_time() - c1
         n_valid = int(np.isfinite(out["mean"]).sum())
         cells += out["mean"].size
         valid += n_valid

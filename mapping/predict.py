@@ -41,7 +41,7 @@ CATEGORICAL_NODATA = int(np.iinfo("int32").min)
 UNITS = "kg C m-2"
 STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
 DEFAULT_CHUNKS = 512
-DEFAULT_BATCH = 65_536
+DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
 COORDINATES = ("x", "y")
 _QUANTILE_STATS = ("median", "lower", "upper")
 

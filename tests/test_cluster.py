@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -173,3 +174,91 @@ def test_loopback_cluster_gives_identical_maps(tmp_path: Path) -> None:
             x, y = a.read(1), b.read(1)
         np.testing.assert_array_equal(x, y)
         assert np.isnan(x).sum() == 5 * 20  # the hole in covariate a
+
+
+# --------------------------------------------------------------------------- socmap plan
+def _plan_config(tmp_path: Path, extra: str = "", model: str = "random_forest") -> Path:
+    cfg = tmp_path / "plan.yaml"
+    cfg.write_text(
+        "output: out\n"
+        "profiles: {path: profiles.csv}\n"
+        "stocks: {depths: ['0-30', '0-100']}\n"
+        "grid: {crs: 'EPSG:6931', resolution: 1000, bounds: [0, 0, 1300000, 1000000]}\n"
+        f"model: {{type: {model}, params: {{n_estimators: 5, max_depth: 4}}}}\n"
+        "prediction: {chunks: 512}\n" + extra
+    )
+    return cfg
+
+
+def test_plan_sizes_by_hand(tmp_path: Path) -> None:
+    from mapping.config import load_config
+    from mapping.plan import BATCH_OVERHEAD, TASK_OVERHEAD, WORKER_BASELINE, make_plan
+
+    extra = "covariates:\n" + "".join(f"  - {{name: c{i}, path: c{i}.tif}}\n" for i in range(3))
+    cfg = load_config(_plan_config(tmp_path, extra), check_files=False)
+    plan = make_plan(cfg, threads_per_worker=2, calibrate=False)
+    assert plan.grid.shape == (1000, 1300) and plan.cells == 1_300_000
+    assert plan.n_chunks == 2 * 3  # ceil(1000 / 512) x ceil(1300 / 512)
+    assert plan.intervals == ["0-30", "0-100"]
+    assert plan.outputs == ["mean", "median", "lower", "upper", "std", "aoa"]
+    cells = 512 * 512
+    task = cells * (3 * 8 + 6 * 4) * TASK_OVERHEAD + cells * (3 + 2) * 8 * BATCH_OVERHEAD
+    assert plan.task_bytes == int(task)
+    assert plan.worker_bytes == int(WORKER_BASELINE + 2 * task)  # no model fitted, none estimated
+    text = "\n".join(plan.lines())
+    assert "1,000 x 1,300 cells" in text and "6 per interval, 12 tasks" in text
+    assert "leaves out the model's size" in text
+
+
+def test_plan_calibrates_with_stand_in_then_with_fitted_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import joblib
+
+    from mapping.cli import main
+    from mapping.config import load_config
+    from mapping.io import write_cog
+    from mapping.plan import make_plan, stand_in_model
+
+    grid = Grid.from_bounds((0, 0, 700_000, 600_000), 1000.0, "EPSG:6931")
+    y, x = grid.coords()
+    for i, f in enumerate((np.sin, np.cos)):
+        z = f(np.add.outer(y / 9e4, x / 7e4) + i).astype("float32")
+        z[:200, :] = np.nan  # 1/3 of the grid is nodata
+        write_cog(grid.wrap(z), tmp_path / f"c{i}.tif", overviews=False)
+    extra = "covariates:\n  - {name: c0, path: c0.tif}\n  - {name: c1, path: c1.tif}\n"
+    cfg_path = _plan_config(tmp_path, extra)
+    (tmp_path / "profiles.csv").write_text("profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n")
+    cfg = load_config(cfg_path, check_files=False)
+    plan = make_plan(cfg, sample_chunks=2)
+    cal = plan.calibration
+    assert cal is not None and cal.chunks == 2
+    assert "stand-in QuantileRandomForest" in cal.model
+    assert cal.covariates == "read from the covariate files"
+    assert (
+        abs(cal.valid_share - 400 * 700 / (1000 * 1300)) < 0.01
+    )  # covariates cover part of the grid
+    assert 0 < plan.seconds(8) < plan.seconds(2) < plan.seconds(1)
+
+    # a fitted model in the output folder is used instead of a stand-in
+    fitted = stand_in_model(cfg, ["c0", "c1"], grid, n_train=200)
+    (tmp_path / "out" / "models" / "0-30").mkdir(parents=True)
+    joblib.dump(fitted, tmp_path / "out" / "models" / "0-30" / "model.joblib")
+    plan = make_plan(cfg, sample_chunks=1)
+    assert plan.calibration is not None and plan.calibration.model.startswith("fitted model")
+    assert plan.model_bytes > 0 and not plan.notes
+
+    capsys.readouterr()
+    assert _cli(main, "plan", str(cfg_path), "--workers", "4", "--sample-chunks", "1") == 0
+    out = capsys.readouterr().out
+    assert "memory/worker:" in out and "fitted model" in out
+    assert "4 worker(s) x 1 thread(s):" in out
+    assert _cli(main, "plan", str(tmp_path / "missing.yaml")) == 2
+    assert capsys.readouterr().err.strip().endswith("missing.yaml: config file not found")
+
+
+def _cli(main: Any, *argv: str) -> int:
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # typer exits by itself on success
+        return int(exc.code or 0)
