@@ -2,11 +2,14 @@
 
 Each covariate becomes one variable of an :class:`xarray.Dataset` on the target
 :class:`~mapping.grid.Grid`. Nothing but raster headers is read when the stack is built:
-every chunk is a Dask task that opens the source and reads the window it needs through a
-GDAL WarpedVRT (:func:`mapping.io.read_warped`), so a hemisphere-wide stack costs nothing
-until prediction computes a chunk, and then only that chunk's source blocks are read.
-(rioxarray's ``rio.reproject`` loads its input into memory, and odc-geo is not needed for
-a per-chunk warp of files, hence the WarpedVRT per task.)
+every chunk is a Dask task that opens the source and reads only the window it needs
+(:func:`mapping.io.read_warped`), so a hemisphere-wide stack costs nothing until
+prediction computes a chunk. Coordinates are transformed exactly for every cell, so a
+chunk holds the same values whatever the chunking (``nearest``, ``mode`` and ``average``
+through GDAL's warper, ``bilinear`` as a plain four-neighbour interpolation; see
+``docs/conventions.md``). rioxarray's ``rio.reproject`` loads its whole input into memory,
+and odc-geo's dask-aware warp is not needed for a per-chunk read of files, hence the
+per-task read.
 
 Conventions of the stack:
 
@@ -306,11 +309,11 @@ def _fmt_bounds(b: tuple[float, ...]) -> str:
 def warp_scale(info: RasterInfo, grid: Grid) -> tuple[float, float] | None:
     """Destination pixels per source pixel (x, y), GDAL's ``XSCALE``/``YSCALE`` for the warp.
 
-    GDAL derives the footprint of its resampling kernels from the ratio of each processing
-    window's size to its source window's size, so the same cell can get a different value
-    when warped in a different chunk. Fixing the ratio once per layer, from the median over
-    a lattice of cells of the bounding box of a target cell mapped into source pixels,
-    makes the warp independent of chunking. ``None`` when it cannot be estimated (the
+    GDAL derives the footprint of its resampling kernels (``cubic`` here) from the ratio of
+    each processing window's size to its source window's size, so the same cell can get a
+    different value when warped in a different chunk. Fixing the ratio once per layer, from
+    the median over a lattice of cells of the bounding box of a target cell mapped into
+    source pixels, takes that dependence away. ``None`` when it cannot be estimated (the
     warp then falls back on GDAL's own ratio).
     """
     ny, nx = grid.shape
