@@ -9,6 +9,7 @@ import numpy as np
 import pyproj
 import pytest
 import rasterio
+import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.transform import from_origin
@@ -27,7 +28,7 @@ from mapping.covariates import (
 )
 from mapping.exceptions import ConfigError, InputError, MissingCRSError
 from mapping.grid import Grid
-from mapping.io import raster_info
+from mapping.io import open_raster, raster_info
 from mapping.testing import raise_if_dask_computes
 
 # Target: EASE-Grid 2.0 North, 25 km, 6000 km square around the pole (north of ~63 N).
@@ -204,6 +205,20 @@ def test_netcdf_source_gives_the_geotiff_values(world: dict[str, Path], tmp_path
         .compute()
     )
     np.testing.assert_allclose(from_nc, from_tif, atol=1e-4, equal_nan=True)
+    # Zarr (format 2) through GDAL's driver, and the lazy reader of io
+    zarr = tmp_path / "temp.zarr"
+    ds.to_zarr(zarr, zarr_format=2, consolidated=False)
+    cov = SimpleNamespace(
+        name="temp", path=zarr, kind="continuous", resampling=None, band=1, variable="temp"
+    )
+    from_zarr = build_stack([cov], GRID, chunks=64)["temp"].data.blocks[1, 1].compute()
+    np.testing.assert_allclose(from_zarr, from_tif, atol=1e-4, equal_nan=True)
+    for path in (nc, world["temp"]):
+        with raise_if_dask_computes():
+            arr = open_raster(path, variable="temp" if path == nc else None, chunks=64)
+        assert arr.chunks is not None and arr.rio.crs.to_epsg() == 4326
+        assert Grid.from_dataarray(arr) == Grid.from_raster(world["temp"])
+        assert np.isnan(arr.values).sum() == (data == -9999).sum()  # nodata -> NaN
 
 
 # ---------------------------------------------------------------------- target grid
