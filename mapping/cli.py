@@ -185,6 +185,45 @@ def plan(
         typer.echo(f"  {line}")
 
 
+SchedulerOpt = Annotated[
+    str | None,
+    typer.Option(help="Dask scheduler: tcp://HOST:PORT of a running cluster (default: a local cluster)."),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even unchanged ones.")]
+
+
+def _run_until(config: Path, until: str | None, scheduler: str | None, force: bool) -> None:
+    import logging
+
+    from mapping.config import load_config
+    from mapping.pipeline import run_stages, stage_list
+
+    logging.basicConfig(level=logging.WARNING, format="socmap: %(message)s")
+    cfg = load_config(config)
+    ctx = run_stages(
+        cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo
+    )
+    typer.echo(f"outputs in {ctx.out} (manifest: {ctx.out / 'manifest.json'})")
+
+
+@app.command()
+def run(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+    """Run the whole workflow: stocks, covariates, fit, predict, zone totals, report."""
+    _run_until(config, None, scheduler, force)
+
+
+@app.command()
+def fit(config: ConfigArg, force: ForceOpt = False) -> None:
+    """Fit one model per depth interval (with cross-validation); runs earlier stages as needed."""
+    _run_until(config, "fit", None, force)
+
+
+@app.command()
+def predict(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+    """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
+    _run_until(config, "predict", scheduler, force)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     try:

@@ -249,7 +249,9 @@ def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
     from mapping.profiles import read_horizons
 
     cfg = ctx.config
-    horizons = read_horizons(cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer)
+    horizons = read_horizons(
+        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+    )
     result = compute_stocks(
         horizons,
         cfg.stocks.intervals(),
@@ -282,6 +284,397 @@ STOCKS = Stage(
 )
 
 
+# --------------------------------------------------------------------------- covariates at profiles
+def _grid_and_stack(ctx: StageContext) -> tuple[Any, Any]:
+    """The target Grid and the lazy covariate stack (cached on the context)."""
+    if "_stack" not in ctx.results:
+        from mapping.covariates import build_stack, target_grid
+
+        cfg = ctx.config
+        grid = target_grid(cfg.grid, cfg.covariates)
+        stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)
+        ctx.results["_stack"] = (grid, stack)
+    return ctx.results["_stack"]
+
+
+def _covariate_inputs(cfg: RunConfig) -> list[Path]:
+    paths = [c.path for c in cfg.covariates]
+    if isinstance(cfg.grid.like, Path):
+        paths.append(cfg.grid.like)
+    return paths
+
+
+def categorical_covariates(cfg: RunConfig) -> list[str]:
+    return [c.name for c in cfg.covariates if c.kind == "categorical"]
+
+
+def _run_training(ctx: StageContext) -> tuple[list[str], Any]:
+    import pandas as pd
+
+    from mapping.exceptions import InputError
+    from mapping.extract import extract_at_points
+
+    cfg = ctx.config
+    if not cfg.covariates:
+        raise InputError(
+            f"{cfg.source}: covariates: at least one covariate is needed to fit a model"
+        )
+    grid, stack = _grid_and_stack(ctx)
+    stocks: pd.DataFrame = ctx.results["stocks"]
+    sites = stocks.drop_duplicates("profile_id")[["profile_id", "lon", "lat"]].reset_index(
+        drop=True
+    )
+    res = extract_at_points(stack, grid, sites, crs=cfg.profiles.crs)
+    names = [c.name for c in cfg.covariates]
+    good = res.complete()[["profile_id", "x", "y", *names]]
+    for name in categorical_covariates(cfg):
+        good[name] = good[name].astype("int64")
+    table = stocks.merge(good, on="profile_id", how="inner")
+    excluded = pd.DataFrame(
+        {
+            "profile_id": list(res.outside) + list(res.nodata),
+            "reason": ["outside grid"] * len(res.outside) + ["covariate nodata"] * len(res.nodata),
+        }
+    )
+    outputs = ["training/training.parquet", "training/excluded_profiles.csv"]
+    io.write_table(table, ctx.out / outputs[0])
+    io.write_table(excluded, ctx.out / outputs[1])
+    if len(excluded):
+        log.warning("%d profiles excluded (outside the grid or on nodata)", len(excluded))
+    return outputs, table
+
+
+def _load_training(ctx: StageContext) -> Any:
+    return io.read_table(ctx.out / "training" / "training.parquet")
+
+
+TRAINING = Stage(
+    name="training",
+    run=_run_training,
+    load=_load_training,
+    config_keys=("grid", "covariates", "profiles"),
+    inputs=_covariate_inputs,
+    depends=("stocks",),
+)
+
+
+# --------------------------------------------------------------------------- models
+def build_model(cfg: RunConfig) -> Any:
+    """The estimator named by ``cfg.model`` (unfitted), seeded from ``cfg.seed``.
+
+    ``model.params`` go to the tree model (for regression kriging: to its trend).
+    """
+    from mapping.models import (
+        QuantileGradientBoosting,
+        QuantileRandomForest,
+        RegressionKriging,
+        Variogram,
+    )
+
+    m = cfg.model
+    cats = categorical_covariates(cfg) or None
+    params = dict(m.params)
+
+    def trees(kind: str) -> Any:
+        if kind == "random_forest":
+            return QuantileRandomForest(random_state=cfg.seed, categorical_features=cats, **params)
+        if kind == "boosted_trees":
+            return QuantileGradientBoosting(
+                random_state=cfg.seed, categorical_features=cats, **params
+            )
+        return _linear_trend(cats, params)
+
+    if m.type != "regression_kriging":
+        return trees(m.type)
+    v = m.variogram
+    variogram: Any = v.model
+    if v.psill is not None and v.range is not None:
+        variogram = Variogram(
+            v.model, psill=v.psill, range=v.range, nugget=v.nugget or 0.0, nu=v.nu or 0.5
+        )
+    return RegressionKriging(
+        trend=trees(m.trend),
+        variogram=variogram,
+        n_neighbors=m.n_neighbors,
+        max_distance=m.max_distance,
+        log_transform=m.log_transform,
+        nu=v.nu or 0.5,
+    )
+
+
+def _linear_trend(categorical: list[str] | None, params: dict[str, Any]) -> Any:
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    if not categorical:
+        return LinearRegression(**params)
+    encode = make_column_transformer(
+        (OneHotEncoder(handle_unknown="ignore", drop="first", sparse_output=False), categorical),
+        remainder="passthrough",
+    )
+    return make_pipeline(encode, LinearRegression(**params))
+
+
+def _interval_rows(table: Any, top: float, bottom: float) -> Any:
+    rows = table[(table["top_cm"] == top) & (table["bottom_cm"] == bottom)]
+    return rows.reset_index(drop=True)
+
+
+def model_features(cfg: RunConfig) -> list[str]:
+    return ["x", "y", *[c.name for c in cfg.covariates]]
+
+
+def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
+    """Coordinates of up to ``n`` valid cells, for kNNDM (read from a decimated mask)."""
+    import numpy as np
+
+    from mapping.covariates import stack_mask
+
+    grid, stack = _grid_and_stack(ctx)
+    ny, nx = grid.shape
+    step = max(1, int(np.ceil(np.sqrt(ny * nx / 250_000))))
+    mask = stack_mask(stack)[::step, ::step].values
+    rows, cols = np.nonzero(mask)
+    rng = np.random.default_rng(ctx.config.seed)
+    if len(rows) > n:
+        keep = rng.choice(len(rows), n, replace=False)
+        rows, cols = rows[keep], cols[keep]
+    x, y = grid.xy(rows * step, cols * step)
+    return np.column_stack([x, y])
+
+
+def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
+    import joblib
+    from sklearn.base import clone
+
+    from mapping.exceptions import ModelError
+    from mapping.plots import plot_observed_vs_predicted
+    from mapping.validation import cross_validate_model, make_splitter
+
+    cfg = ctx.config
+    table = ctx.results["training"]
+    features = model_features(cfg)
+    template = build_model(cfg)
+    pred_points = prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    outputs: list[str] = []
+    fitted: dict[str, Any] = {}
+    summaries = []
+    for top, bottom in cfg.stocks.intervals():
+        label = interval_label(top, bottom)
+        rows = _interval_rows(table, top, bottom)
+        if len(rows) < max(10, 2 * cfg.cv.n_splits):
+            raise ModelError(
+                f"interval {label} cm: only {len(rows)} profiles with covariates; at least "
+                f"{max(10, 2 * cfg.cv.n_splits)} are needed to fit and cross-validate a model"
+            )
+        X, y = rows[features], rows["soc_stock_kg_m2"].to_numpy(float)
+        splitter = make_splitter(
+            cfg.cv.method,
+            cfg.cv.n_splits,
+            block_size=cfg.cv.block_size,
+            prediction_points=pred_points,
+            random_state=cfg.seed,
+        )
+        echo = ctx.results.get("_echo", print)
+        echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
+        cv = cross_validate_model(
+            clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
+        )
+        model = clone(template).fit(X, y)
+        folder = f"models/{label}"
+        with io.atomic_path(ctx.out / folder / "model.joblib") as tmp:
+            joblib.dump(model, tmp)
+        cv_pred = cv.predictions.assign(
+            profile_id=rows["profile_id"].to_numpy()[cv.predictions["row"]]
+        )
+        io.write_table(cv_pred, ctx.out / folder / "cv_predictions.csv")
+        metrics = cv.summary()
+        io.write_table(metrics, ctx.out / folder / "cv_metrics.csv")
+        ok = cv_pred["predicted"].notna()
+        plot_observed_vs_predicted(
+            cv_pred.loc[ok, "observed"],
+            cv_pred.loc[ok, "predicted"],
+            lower=cv_pred.loc[ok, "lower"],
+            upper=cv_pred.loc[ok, "upper"],
+            title=f"SOC stock {label} cm, {cfg.cv.method} CV",
+            path=ctx.out / folder / "observed_vs_predicted.png",
+        )
+        meta = {
+            "interval": label,
+            "top_cm": top,
+            "bottom_cm": bottom,
+            "n_profiles": len(rows),
+            "features": features,
+            "categorical": categorical_covariates(cfg),
+            "model": cfg.model.model_dump(),
+            "estimator": repr(model),
+            "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": cv.pooled},
+            "grid": repr(_grid_and_stack(ctx)[0]),
+            "versions": package_versions(),
+            "seed": cfg.seed,
+        }
+        io.write_json(meta, ctx.out / folder / "metadata.json")
+        outputs += [
+            f"{folder}/model.joblib",
+            f"{folder}/cv_predictions.csv",
+            f"{folder}/cv_metrics.csv",
+            f"{folder}/observed_vs_predicted.png",
+            f"{folder}/metadata.json",
+        ]
+        fitted[label] = model
+        summaries.append({"interval": label, "n": len(rows), **cv.pooled})
+    import pandas as pd
+
+    io.write_table(pd.DataFrame(summaries), ctx.out / "models" / "cv_summary.csv")
+    outputs.append("models/cv_summary.csv")
+    return outputs, fitted
+
+
+def _load_fit(ctx: StageContext) -> Any:
+    import joblib
+
+    return {
+        interval_label(t, b): joblib.load(
+            ctx.out / "models" / interval_label(t, b) / "model.joblib"
+        )
+        for t, b in ctx.config.stocks.intervals()
+    }
+
+
+FIT = Stage(
+    name="fit",
+    run=_run_fit,
+    load=_load_fit,
+    config_keys=("model", "cv", "prediction", "seed", "stocks"),
+    inputs=lambda cfg: [],
+    depends=("training",),
+)
+
+
+# --------------------------------------------------------------------------- prediction
+def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
+    from mapping.cluster import dask_client
+    from mapping.predict import predict_grid, write_prediction
+
+    cfg = ctx.config
+    grid, stack = _grid_and_stack(ctx)
+    models = ctx.results["fit"]
+    table = ctx.results["training"]
+    echo = ctx.results.get("_echo", print)
+    outputs: list[str] = []
+    written: dict[str, dict[str, Path]] = {}
+    with dask_client(ctx.scheduler, echo=echo):
+        for top, bottom in cfg.stocks.intervals():
+            label = interval_label(top, bottom)
+            aoa = None
+            if cfg.prediction.aoa:
+                aoa = _fit_aoa(cfg, models[label], _interval_rows(table, top, bottom))
+            pred = predict_grid(
+                models[label],
+                stack,
+                grid,
+                quantiles=cfg.prediction.quantiles,
+                aoa=aoa,
+                chunks=cfg.prediction.chunks,
+            )
+            files = write_prediction(
+                pred,
+                ctx.out / "maps",
+                (top, bottom),
+                format=cfg.prediction.format,
+                label=f"predict {label} cm",
+            )
+            written[label] = files
+            for p in sorted(set(files.values())):
+                outputs.append(str(Path(p).relative_to(ctx.out)))
+    return outputs, written
+
+
+def _fit_aoa(cfg: RunConfig, model: Any, rows: Any) -> Any:
+    from mapping.aoa import AreaOfApplicability
+
+    names = [c.name for c in cfg.covariates]
+    return AreaOfApplicability.from_model(
+        model, rows[names], categorical=categorical_covariates(cfg)
+    )
+
+
+def _load_predict(ctx: StageContext) -> Any:
+    from mapping.predict import map_filename
+
+    rec = ctx.results.get("_manifest_predict", {})
+    out: dict[str, dict[str, Path]] = {}
+    for top, bottom in ctx.config.stocks.intervals():
+        label = interval_label(top, bottom)
+        stem = map_filename(top, bottom, "mean").removesuffix("_mean.tif")
+        out[label] = {
+            p.stem.removeprefix(stem + "_"): p
+            for p in sorted((ctx.out / "maps").glob(stem + "_*.tif"))
+        }
+    del rec
+    return out
+
+
+PREDICT = Stage(
+    name="predict",
+    run=_run_predict,
+    load=_load_predict,
+    config_keys=("prediction", "grid", "covariates"),
+    inputs=_covariate_inputs,
+    depends=("fit",),
+)
+
+
+# --------------------------------------------------------------------------- zone totals
+def _zones_inputs(cfg: RunConfig) -> list[Path]:
+    return [cfg.zones.path] if cfg.zones is not None else []
+
+
+def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
+    from mapping.zonal import integrate_files
+
+    cfg = ctx.config
+    if cfg.zones is None:
+        return [], None
+    maps = ctx.results["predict"]
+    means = [maps[interval_label(t, b)]["mean"] for t, b in cfg.stocks.intervals()]
+    table = integrate_files(
+        means,
+        cfg.zones.path,
+        zone_names=dict(cfg.zones.names),
+        zone_field=cfg.zones.field,
+        unit=cfg.zones.unit,
+        chunks=cfg.prediction.chunks,
+    )
+    outputs = ["zones/storage.csv", "zones/storage.json"]
+    io.write_table(table, ctx.out / outputs[0])
+    io.write_table(table, ctx.out / outputs[1])
+    return outputs, table
+
+
+def _load_zones(ctx: StageContext) -> Any:
+    p = ctx.out / "zones" / "storage.csv"
+    return io.read_table(p) if p.exists() else None
+
+
+ZONES = Stage(
+    name="zones",
+    run=_run_zones,
+    load=_load_zones,
+    config_keys=("zones",),
+    inputs=_zones_inputs,
+    depends=("predict",),
+)
+
+
+def stage_list(cfg: RunConfig) -> list[Stage]:
+    """The stages a config asks for (zones only when it names zones)."""
+    stages = default_stages()
+    return [s for s in stages if s.name != "zones" or cfg.zones is not None]
+
+
 def default_stages() -> list[Stage]:
     """The stages of ``socmap run``, in order."""
-    return [STOCKS]
+    return [STOCKS, TRAINING, FIT, PREDICT, ZONES]
