@@ -378,6 +378,7 @@ class Grid:
         if chunks is None:
             return _cell_area_numpy(self)
         import dask.array as da
+        from dask.base import tokenize
 
         rows, cols = self.chunk_sizes(chunks)
         grid = self
@@ -391,7 +392,7 @@ class Grid:
             chunks=(rows, cols),
             dtype="float64",
             meta=np.empty((0, 0), dtype="float64"),
-            name=f"cell-area-{hash(grid) & 0xFFFFFFFF:x}-{rows[0]}x{cols[0]}",
+            name=f"cell-area-{tokenize(grid, rows, cols)}",
         )
 
 
