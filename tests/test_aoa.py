@@ -1,0 +1,111 @@
+"""Area of applicability: hand-computed DI and threshold, inside/outside, weights, categories."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mapping.aoa import AreaOfApplicability
+from mapping.exceptions import ModelError
+from mapping.models import QuantileRandomForest
+
+
+def _frame(**cols: object) -> pd.DataFrame:
+    n = len(next(iter(cols.values())))  # type: ignore[arg-type]
+    return pd.DataFrame({"x": np.arange(n) * 1000.0, "y": 0.0, **cols})
+
+
+def test_one_covariate_by_hand():
+    aoa = AreaOfApplicability().fit(_frame(a=[0.0, 1.0, 3.0]))
+    # pairwise |da| = 1, 3, 2 -> mean 2 (in any scaling: one covariate)
+    # nearest other point: 1, 1, 2 -> training DI 0.5, 0.5, 1.0
+    np.testing.assert_allclose(aoa.train_di_, [0.5, 0.5, 1.0])
+    # q25 = 0.5, q75 = 0.75 -> 0.75 + 1.5 * 0.25 = 1.125, capped at max(DI) = 1.0
+    assert aoa.threshold_ == pytest.approx(1.0)
+    di, inside = aoa.predict(_frame(a=[2.0, 4.9, 5.5, -0.5]))
+    np.testing.assert_allclose(di, [0.5, 0.95, 1.25, 0.25])
+    assert inside.tolist() == [True, True, False, True]
+
+
+def test_folds_exclude_the_points_own_fold():
+    aoa = AreaOfApplicability().fit(_frame(a=[0.0, 1.0, 3.0]), folds=[0, 0, 1])
+    # point 0 -> nearest outside fold 0 is 3 (d = 3), point 1 -> 3 (2), point 2 -> 1 (2)
+    np.testing.assert_allclose(aoa.train_di_, [1.5, 1.0, 1.0])
+    # q25 = 1.0, q75 = 1.25 -> 1.625, capped at 1.5
+    assert aoa.threshold_ == pytest.approx(1.5)
+    # a row in no fold gets no DI and does not enter the threshold
+    aoa2 = AreaOfApplicability().fit(_frame(a=[0.0, 1.0, 3.0, 9.0]), folds=[0, 0, 1, -1])
+    assert np.isnan(aoa2.train_di_[3])
+
+
+def test_two_weighted_covariates_by_hand():
+    # a: mean 0, sd 1; b: mean 2, sd 2 -> both standardise to (-1, 0, 1)
+    train = _frame(a=[-1.0, 0.0, 1.0], b=[0.0, 2.0, 4.0])
+    aoa = AreaOfApplicability().fit(train, weights={"a": 3.0, "b": 1.0})
+    # weighted points (-3,-1), (0,0), (3,1): distances sqrt10, sqrt10, 2 sqrt10
+    mean_d = 4 * np.sqrt(10) / 3
+    assert aoa.mean_distance_ == pytest.approx(mean_d)
+    di, _ = aoa.predict(_frame(a=[0.5], b=[2.0]))  # -> (1.5, 0): nearest (0, 0) at 1.5
+    assert di[0] == pytest.approx(1.5 / mean_d)
+    # an array laid out like the training table gives the same answer
+    di_arr, _ = (
+        AreaOfApplicability(coord_columns=(0, 1))
+        .fit(train.to_numpy(), weights=[3.0, 1.0])
+        .predict(np.array([[0.0, 0.0, 0.5, 2.0]]))
+    )
+    assert di_arr[0] == pytest.approx(di[0])
+
+
+def test_inside_the_training_cloud_and_far_outside():
+    rng = np.random.default_rng(0)
+    train = _frame(a=rng.uniform(size=300), b=rng.uniform(size=300), c=rng.normal(size=300))
+    folds = rng.integers(0, 5, 300)
+    aoa = AreaOfApplicability().fit(train, folds=folds)
+    near = _frame(
+        a=rng.uniform(0.2, 0.8, 50), b=rng.uniform(0.2, 0.8, 50), c=rng.normal(0, 0.5, 50)
+    )
+    far = _frame(a=[5.0, -3.0, 0.5], b=[5.0, 0.5, 0.5], c=[0.0, 0.0, 12.0])
+    di_near, in_near = aoa.predict(near)
+    di_far, in_far = aoa.predict(far)
+    assert in_near.mean() > 0.95
+    assert not in_far.any() and np.all(di_far > aoa.threshold_)
+    # the training points themselves (DI 0 to themselves) are all inside
+    assert aoa.predict(train)[1].all()
+    # chunk by chunk gives the same answer as all at once
+    whole = aoa.predict(near)[0]
+    parts = np.concatenate([aoa.predict(near.iloc[:20])[0], aoa.predict(near.iloc[20:])[0]])
+    np.testing.assert_array_equal(whole, parts)
+    assert np.all(np.isfinite(di_near))
+
+
+def test_weights_from_a_fitted_model_ignore_unimportant_covariates():
+    rng = np.random.default_rng(1)
+    train = _frame(a=rng.uniform(size=200), noise=rng.uniform(size=200))
+    y = 10 * train["a"].to_numpy()
+    model = QuantileRandomForest(n_estimators=30, random_state=0).fit(train, y)
+    aoa = AreaOfApplicability().fit(train, weights=model)
+    w = aoa.feature_weights_
+    assert w["a"] == pytest.approx(model.feature_importances_[2])
+    assert w["a"] > 5 * w["noise"]
+    # moving far along the unimportant covariate barely changes the DI
+    base = _frame(a=[0.5], noise=[0.5])
+    moved = _frame(a=[0.5], noise=[3.0])
+    assert aoa.predict(moved)[0][0] < aoa.predict(_frame(a=[3.0], noise=[0.5]))[0][0]
+    assert aoa.predict(base)[1][0]
+
+
+def test_categorical_covariate_and_missing_values():
+    lc = pd.Categorical(["bog", "fen", "bog", "fen", "tundra", "bog"])
+    train = _frame(a=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5], lc=lc)
+    aoa = AreaOfApplicability().fit(train)
+    new = _frame(
+        a=[0.25, 0.25, np.nan],
+        lc=pd.Categorical(["fen", "glacier", "bog"]),
+    )
+    di, inside = aoa.predict(new)
+    assert np.isfinite(di[0]) and inside[0]
+    assert np.isnan(di[1]) and not inside[1]  # level never seen in training
+    assert np.isnan(di[2]) and not inside[2]  # missing covariate
+    with pytest.raises(ModelError, match="row 1"):
+        AreaOfApplicability().fit(_frame(a=[0.0, np.nan, 1.0]))
