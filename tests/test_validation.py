@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,6 +173,26 @@ def test_knndm_matches_prediction_distances_better_than_random_folds():
         assert np.nanmin(res.configurations["W"]) == pytest.approx(res.W)
         assert np.median(res.Gjstar) > 3 * np.median(res.Gj)
     assert cv.assign(X) is cv.assign(X)  # cached
+
+
+def test_knndm_hierarchical_reproduces_cast_reference():
+    """Folds, q and W of every configuration as CAST's knndm_geo computed them in R."""
+    ref = json.loads((Path(__file__).parent / "data" / "knndm_cast_reference.json").read_text())
+    g = ref["prediction_grid"]
+    axis = np.arange(g["start"], g["stop"], g["step"])
+    gx, gy = np.meshgrid(axis, axis)
+    X = pd.DataFrame({"x": ref["train_x"], "y": ref["train_y"]})
+    res = KNNDM(
+        ref["k"],
+        prediction_points=np.column_stack([gx.ravel(), gy.ravel()]),
+        clustering="hierarchical",
+    ).assign(X)
+    assert res.q == ref["q"]
+    assert res.W == pytest.approx(ref["W"], rel=1e-9)
+    np.testing.assert_array_equal(res.folds, ref["folds"])
+    expected = pd.Series(ref["configurations"]["W"], index=ref["configurations"]["q"], dtype=float)
+    got = res.configurations.set_index("q")["W"]
+    np.testing.assert_allclose(got.loc[expected.index], expected, rtol=1e-9)
 
 
 def test_make_splitter_from_config_names():
