@@ -3,9 +3,16 @@
 ``predict(X, return_std=False)`` and ``predict_quantiles(X, quantiles)``.
 """
 
+from mapping.models.kriging import OrdinaryKriging, RegressionKriging, krige_residuals
 from mapping.models.trees import QuantileGradientBoosting, QuantileRandomForest
+from mapping.models.variogram import Variogram, sample_variogram
 
 __all__ = [
+    "OrdinaryKriging",
     "QuantileGradientBoosting",
     "QuantileRandomForest",
+    "RegressionKriging",
+    "Variogram",
+    "krige_residuals",
+    "sample_variogram",
 ]

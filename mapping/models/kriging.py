@@ -1,0 +1,795 @@
+"""Ordinary kriging and regression kriging as scikit-learn estimators.
+
+:func:`krige_residuals`
+    Pure NumPy in and out: ordinary kriging of values at training points onto
+    target points, with a local neighbourhood (``n_neighbors`` nearest, optional
+    ``max_distance``) or globally. The prediction stage calls it per chunk with a
+    KD-tree built once over *all* training points, so chunks have no seams.
+:class:`OrdinaryKriging`
+    Kriging of the target itself (no covariates).
+:class:`RegressionKriging`
+    Any regressor as trend, ordinary kriging of its residuals, prediction
+    variance that combines the trend's uncertainty and the kriging variance.
+
+Numbers agree with R gstat's ``krige()`` (same variogram, global and ``nmax``
+neighbourhoods) to better than 1e-9 relative; see ``tests/test_kriging.py`` and
+``docs/kriging.md``, which also states the variance formulas and the choices made.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.dummy import DummyRegressor
+from sklearn.linear_model import LinearRegression
+from sklearn.model_selection import cross_val_predict
+from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+
+from mapping.exceptions import ModelError
+from mapping.models.base import (
+    DEFAULT_QUANTILES,
+    ColumnSpec,
+    check_quantiles,
+    coordinate_indices,
+    gaussian_quantiles,
+)
+from mapping.models.variogram import Variogram, sample_variogram
+
+RESIDUAL_MODES = ("auto", "oob", "cv", "insample")
+TREND_VARIANCES = ("auto", "none", "ols", "return_std", "trees")
+_GLOBAL_BATCH_BYTES = 64 * 2**20  # cross-covariance block of the global path
+_FULL_COV_MAX_N = 4096  # at most 128 MiB for a precomputed data covariance matrix
+_BUCKET_FRACTION = 1.0 / 3.0  # bucket side / typical k-th neighbour distance
+
+
+class InputValueError(ModelError, ValueError):
+    """Malformed numeric input (NaN, infinity, wrong shape): a user error and a ValueError."""
+
+
+# =========================================================================== kernel
+def _variogram_args(v: Variogram) -> tuple[int, float, float, float, float, float]:
+    from mapping.models import _kriging_kernel as _k
+
+    mconst = 0.0
+    if v.model == "matern":
+        mconst = 2.0 ** (1.0 - v.nu) / math.gamma(v.nu)
+    return _k.MODEL_CODES[v.model], v.psill, v.range, v.nugget, v.nu, mconst
+
+
+def _as_xy(a: ArrayLike, what: str) -> NDArray:
+    xy = np.ascontiguousarray(a, dtype=np.float64)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise InputValueError(f"{what} must be an (n, 2) array, got shape {xy.shape}")
+    if not np.isfinite(xy).all():
+        raise InputValueError(f"{what} contain NaN or infinity")
+    return xy
+
+
+def krige_residuals(
+    train_xy: ArrayLike,
+    residuals: ArrayLike,
+    variogram: Variogram,
+    target_xy: ArrayLike,
+    n_neighbors: int | None = 32,
+    max_distance: float | None = None,
+    tree: cKDTree | None = None,
+    *,
+    return_lagrange: bool = False,
+) -> tuple[NDArray, NDArray] | tuple[NDArray, NDArray, NDArray]:
+    """Ordinary kriging of ``residuals`` at ``train_xy`` onto ``target_xy``.
+
+    Parameters
+    ----------
+    train_xy
+        ``(n, 2)`` training coordinates (projected CRS, metres), distinct.
+    residuals
+        ``(n,)`` values to krige.
+    variogram
+        The variogram of ``residuals``.
+    target_xy
+        ``(m, 2)`` target coordinates.
+    n_neighbors
+        Neighbours per target (the ``n_neighbors`` nearest, gstat's ``nmax``);
+        ``None`` uses all points (global kriging, gstat's default).
+    max_distance
+        Use only training points within this distance (gstat's ``maxdist``);
+        a target with none gets NaN, as in gstat.
+    tree
+        A ``scipy.spatial.cKDTree`` of ``train_xy``, built once and reused across
+        chunks; built here if not given.
+    return_lagrange
+        Also return the Lagrange multiplier ``m`` of each system (convention
+        ``var = C(0) - lambda'c - m``), used by lognormal back-transforms.
+
+    Returns
+    -------
+    pred, var : ndarray
+        Kriging prediction and kriging variance, ``(m,)`` each.
+
+    Notes
+    -----
+    Neighbour selection is exact (the ``k`` nearest by Euclidean distance); with
+    exact distance ties at the ``k``-th neighbour the choice among the tied points
+    is arbitrary, as in any implementation. Results do not depend on how targets
+    are split into chunks.
+    """
+    xy = _as_xy(train_xy, "training coordinates")
+    z = np.ascontiguousarray(residuals, dtype=np.float64).ravel()
+    if z.shape[0] != xy.shape[0]:
+        raise InputValueError(f"{xy.shape[0]} training coordinates but {z.shape[0]} values")
+    if not np.isfinite(z).all():
+        raise InputValueError("values to krige contain NaN or infinity")
+    txy = _as_xy(target_xy, "target coordinates")
+    if not isinstance(variogram, Variogram):
+        raise ModelError(f"variogram must be a Variogram, got {type(variogram).__name__}")
+    n, m = xy.shape[0], txy.shape[0]
+    if n == 0:
+        raise ModelError("kriging needs at least one training point")
+    if n_neighbors is not None and int(n_neighbors) < 1:
+        raise ModelError(f"n_neighbors must be >= 1 or None, got {n_neighbors}")
+    if max_distance is not None and not float(max_distance) > 0:
+        raise ModelError(f"max_distance must be > 0 or None, got {max_distance}")
+    pred = np.empty(m)
+    var = np.empty(m)
+    lag = np.empty(m)
+    if m:
+        # compiled on first use and cached on disk; imported here to keep imports cheap
+        args = _variogram_args(variogram)
+        if max_distance is None and (n_neighbors is None or int(n_neighbors) >= n):
+            _krige_global(xy, z, txy, args, pred, var, lag)
+        else:
+            k = n if n_neighbors is None else min(int(n_neighbors), n)
+            _krige_local(xy, z, txy, args, k, max_distance, tree, pred, var, lag)
+    return (pred, var, lag) if return_lagrange else (pred, var)
+
+
+def _krige_global(xy, z, txy, args, pred, var, lag) -> None:
+    from scipy.linalg import cholesky, solve_triangular
+
+    from mapping.models import _kriging_kernel as _k
+
+    n = xy.shape[0]
+    K = np.empty((n, n))
+    _k.covariance_matrix(xy, np.arange(n), n, *args, K)
+    sill = args[1] + args[3]
+    for attempt in range(5):
+        try:
+            L = cholesky(
+                K + np.eye(n) * (0.0 if attempt == 0 else sill * 10.0 ** (-14 + 2 * attempt)),
+                lower=True,
+            )
+            break
+        except np.linalg.LinAlgError:
+            continue
+    else:
+        pred[:] = var[:] = lag[:] = np.nan
+        return
+    a = solve_triangular(L, z, lower=True)
+    u = solve_triangular(L, np.ones(n), lower=True)
+    uu, ua = float(u @ u), float(u @ a)
+    batch = max(1, _GLOBAL_BATCH_BYTES // (8 * n))
+    for s in range(0, txy.shape[0], batch):
+        t = txy[s : s + batch]
+        C = np.empty((t.shape[0], n))
+        _k.cross_covariance(t, xy, *args, C)
+        V = solve_triangular(L, C.T, lower=True)
+        r = 1.0 - u @ V
+        pred[s : s + batch] = a @ V + r * ua / uu
+        var[s : s + batch] = sill - np.einsum("ij,ij->j", V, V) + r * r / uu
+        lag[s : s + batch] = -r / uu
+
+
+def _krige_local(xy, z, txy, args, k, max_distance, tree, pred, var, lag) -> None:
+    from mapping.models import _kriging_kernel as _k
+
+    if tree is None:
+        tree = cKDTree(xy)
+    elif tree.n != xy.shape[0]:
+        raise ModelError(
+            f"KD-tree holds {tree.n} points but there are {xy.shape[0]} training points"
+        )
+    m = txy.shape[0]
+    maxd = math.inf if max_distance is None else float(max_distance)
+    # bucket side: a third of the typical distance to the k-th neighbour
+    sample = txy[:: max(1, m // 256)]
+    rk = tree.query(sample, k=[k], workers=1)[0][:, 0]
+    r = float(np.median(rk))
+    r = min(r, maxd)
+    lo = txy.min(axis=0)
+    extent = float(np.max(txy.max(axis=0) - lo))
+    side = max(r * _BUCKET_FRACTION, extent * 1e-6, 1e-9)
+    bxy = np.floor((txy - lo) / side).astype(np.int64)
+    key = bxy[:, 1] * (int(bxy[:, 0].max()) + 1) + bxy[:, 0]
+    order = np.argsort(key, kind="stable")
+    ks = key[order]
+    starts = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    bstart = np.r_[starts, m].astype(np.int64)
+    tx, ty = txy[order, 0], txy[order, 1]
+    cx = 0.5 * (np.minimum.reduceat(tx, starts) + np.maximum.reduceat(tx, starts))
+    cy = 0.5 * (np.minimum.reduceat(ty, starts) + np.maximum.reduceat(ty, starts))
+    nb = np.diff(bstart)
+    d2 = (tx - np.repeat(cx, nb)) ** 2 + (ty - np.repeat(cy, nb)) ** 2
+    delta = np.sqrt(np.maximum.reduceat(d2, starts))
+    centres = np.column_stack([cx, cy])
+    rk_c = tree.query(centres, k=[k], workers=1)[0][:, 0]
+    # every k-nearest neighbour of a target lies within r_k(centre) + 2 delta of the centre
+    radius = np.minimum(rk_c + 2.0 * delta, maxd + delta)
+    radius = radius * (1.0 + 1e-9) + 1e-9 * max(extent, 1.0)
+    cands = tree.query_ball_point(centres, radius, workers=1, return_sorted=False)
+    lens = np.fromiter((len(c) for c in cands), dtype=np.int64, count=len(cands))
+    cptr = np.r_[0, np.cumsum(lens)].astype(np.int64)
+    cidx = (
+        np.concatenate([np.asarray(c, dtype=np.int64) for c in cands])
+        if cptr[-1]
+        else np.zeros(0, dtype=np.int64)
+    )
+    n = xy.shape[0]
+    if n <= _FULL_COV_MAX_N and n * n <= m * k * k / 10:
+        cfull = np.empty((n, n))
+        _k.covariance_matrix(xy, np.arange(n), n, *args, cfull)
+    else:
+        cfull = np.empty((0, 0))
+    maxd2 = maxd * maxd if math.isfinite(maxd) else math.inf
+    _k.krige_buckets(
+        xy, z, txy, order.astype(np.int64), bstart, cptr, cidx, k, maxd2,
+        _k.hash_keys(n), *args, cfull, pred, var, lag,
+    )  # fmt: skip
+
+
+# =========================================================================== helpers
+def _coordinates(X: Any, coord_columns: Sequence[ColumnSpec] | None) -> tuple[NDArray, list[int]]:
+    """``(n, 2)`` coordinates and their column positions in ``X``."""
+    n_cols = X.shape[1]
+    if coord_columns is None:
+        if n_cols != 2:
+            raise InputValueError(
+                f"X has n_features = {n_cols}; with coord_columns=None it must hold exactly "
+                "the two coordinate columns (x, y)"
+            )
+        idx = [0, 1]
+    else:
+        cols = list(coord_columns)
+        ints = [c for c in cols if isinstance(c, (int, np.integer)) and not isinstance(c, bool)]
+        if ints and not isinstance(X, pd.DataFrame) and max(ints) >= n_cols:
+            raise InputValueError(
+                f"X has n_features = {n_cols}; coord_columns {tuple(cols)} need column {max(ints)}"
+            )
+        idx = coordinate_indices(X, coord_columns, required=True)
+    sub = X.iloc[:, idx] if isinstance(X, pd.DataFrame) else X[:, idx]
+    try:
+        xy = np.asarray(sub, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputValueError("coordinate columns must be numeric") from None
+    if not np.isfinite(xy).all():
+        row = int(np.flatnonzero(~np.isfinite(xy).all(axis=1))[0])
+        raise InputValueError(f"coordinates of row {row} contain NaN or infinity")
+    return np.ascontiguousarray(xy), idx
+
+
+def _covariates(X: Any, coord_idx: list[int]) -> Any:
+    n_cols = X.shape[1]
+    keep = [j for j in range(n_cols) if j not in set(coord_idx)]
+    if isinstance(X, pd.DataFrame):
+        return X.iloc[:, keep], keep
+    return X[:, keep], keep
+
+
+def _merge_duplicates(xy: NDArray, z: NDArray) -> tuple[NDArray, NDArray]:
+    """Average values at identical coordinates (a kriging system needs distinct points)."""
+    uniq, inv = np.unique(xy, axis=0, return_inverse=True)
+    if len(uniq) == len(xy):
+        return xy, z
+    inv = inv.ravel()
+    sums = np.bincount(inv, weights=z, minlength=len(uniq))
+    counts = np.bincount(inv, minlength=len(uniq))
+    return np.ascontiguousarray(uniq), sums / counts
+
+
+def _final_step(est: Any) -> Any:
+    return est.steps[-1][1] if isinstance(est, Pipeline) else est
+
+
+def _final_input(est: Any, X: Any) -> Any:
+    """What the final step of ``est`` sees for ``X``."""
+    return est[:-1].transform(X) if isinstance(est, Pipeline) else X
+
+
+def _is_linear(est: Any) -> bool:
+    final = _final_step(est)
+    if isinstance(final, DummyRegressor):
+        return final.strategy == "mean"
+    return type(final).__module__.startswith("sklearn.linear_model")
+
+
+def _supports_return_std(est: Any) -> bool:
+    import inspect
+
+    try:
+        return "return_std" in inspect.signature(est.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _is_averaging_ensemble(est: Any) -> bool:
+    members = getattr(_final_step(est), "estimators_", None)
+    return isinstance(members, list) and len(members) > 1 and hasattr(members[0], "predict")
+
+
+# =========================================================================== OrdinaryKriging
+class _KrigingMixin:
+    """Input validation shared by the two estimators.
+
+    A DataFrame is kept as it is (its covariates go to the trend untouched, with
+    their names and dtypes); an array goes through scikit-learn's ``check_array``.
+    """
+
+    _allow_nan = False
+
+    def __sklearn_tags__(self):  # type: ignore[no-untyped-def]
+        tags = super().__sklearn_tags__()  # type: ignore[misc]
+        tags.regressor_tags.poor_score = True  # random coordinates carry no signal
+        tags.input_tags.allow_nan = self._allow_nan
+        return tags
+
+    def _validate(self, X: Any, y: Any = None, *, reset: bool) -> tuple[Any, Any]:
+        finite: bool | str = "allow-nan" if self._allow_nan else True
+        if isinstance(X, pd.DataFrame):
+            if reset:
+                validate_data(self, X, y, skip_check_array=True)
+                y = check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
+                y = column_or_1d(y, warn=True).astype(float)
+            else:
+                validate_data(self, X, reset=False, skip_check_array=True)
+            if X.shape[0] == 0:
+                raise InputValueError(
+                    "Found array with 0 sample(s) while a minimum of 1 is required"
+                )
+            return X, y
+        if reset:
+            X, y = validate_data(self, X, y, y_numeric=True, ensure_all_finite=finite)
+            return X, np.asarray(y, dtype=float)
+        return validate_data(self, X, reset=False, ensure_all_finite=finite), None
+
+
+class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
+    """Ordinary kriging of the target (constant unknown mean) as a scikit-learn estimator.
+
+    Parameters
+    ----------
+    variogram
+        A :class:`~mapping.models.Variogram`, or a model name (``"spherical"``,
+        ``"exponential"``, ``"gaussian"``, ``"matern"``) to fit to the data at ``fit``
+        (gstat's default binning and weights).
+    n_neighbors
+        Neighbours per prediction (gstat ``nmax``); ``None`` = global kriging.
+    max_distance
+        Only use data within this distance (gstat ``maxdist``).
+    coord_columns
+        The two coordinate columns of ``X`` (names or positions); other columns
+        are ignored. ``None``: ``X`` is exactly the ``(n, 2)`` coordinates.
+    cutoff, n_lags, fit_nugget, weights, nu
+        Passed to :meth:`Variogram.fit` when ``variogram`` is a name.
+
+    Attributes
+    ----------
+    variogram_ : Variogram
+    sample_variogram_ : DataFrame or None
+        The sample variogram the model was fitted to (``np``, ``dist``, ``gamma``).
+    xy_, values_ : ndarray
+        Distinct training locations and their (averaged) values.
+    tree_ : scipy.spatial.cKDTree
+    """
+
+    def __init__(
+        self,
+        variogram: str | Variogram = "spherical",
+        n_neighbors: int | None = 32,
+        max_distance: float | None = None,
+        coord_columns: Sequence[ColumnSpec] | None = None,
+        cutoff: float | None = None,
+        n_lags: int = 15,
+        fit_nugget: bool = True,
+        weights: str = "gstat",
+        nu: float = 0.5,
+    ) -> None:
+        self.variogram = variogram
+        self.n_neighbors = n_neighbors
+        self.max_distance = max_distance
+        self.coord_columns = coord_columns
+        self.cutoff = cutoff
+        self.n_lags = n_lags
+        self.fit_nugget = fit_nugget
+        self.weights = weights
+        self.nu = nu
+
+    def fit(self, X: Any, y: Any) -> OrdinaryKriging:
+        """Fit the variogram (if given by name) and store the data."""
+        X, z = self._validate(X, y, reset=True)
+        xy, _ = _coordinates(X, self.coord_columns)
+        if len(z) != len(xy):
+            raise InputValueError(f"X has {len(xy)} rows but y has {len(z)} values")
+        self._fit_xy(xy, z)
+        return self
+
+    def _fit_xy(self, xy: NDArray, z: NDArray) -> None:
+        # distinct locations first: the kriging system and the variogram's N/h^2
+        # weights both need them
+        self.xy_, self.values_ = _merge_duplicates(xy, z)
+        xy, z = self.xy_, self.values_
+        self.sample_variogram_ = None
+        if isinstance(self.variogram, Variogram):
+            self.variogram_ = self.variogram
+        elif isinstance(self.variogram, str):
+            if len(z) < 2:
+                raise InputValueError(
+                    f"fitting a variogram needs at least 2 distinct locations; got "
+                    f"n_samples = {len(z)}"
+                )
+            self.sample_variogram_ = sample_variogram(xy, z, cutoff=self.cutoff, n_lags=self.n_lags)
+            self.variogram_ = Variogram.fit_sample(
+                self.sample_variogram_,
+                self.variogram,
+                fit_nugget=self.fit_nugget,
+                weights=self.weights,
+                nu=self.nu,
+            )
+        else:
+            raise ModelError(
+                f"variogram must be a model name or a Variogram, got {type(self.variogram).__name__}"
+            )
+        self.tree_ = cKDTree(self.xy_)
+
+    def krige(self, xy: ArrayLike) -> tuple[NDArray, NDArray]:
+        """Kriging prediction and variance at ``(m, 2)`` coordinates (NumPy in and out)."""
+        check_is_fitted(self)
+        return krige_residuals(  # type: ignore[return-value]
+            self.xy_, self.values_, self.variogram_, xy,
+            self.n_neighbors, self.max_distance, self.tree_,
+        )  # fmt: skip
+
+    def predict(self, X: Any, return_std: bool = False) -> NDArray | tuple[NDArray, NDArray]:
+        """Kriging prediction (and its standard deviation) at the rows of ``X``."""
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        xy, _ = _coordinates(X, self.coord_columns)
+        pred, var = self.krige(xy)
+        if return_std:
+            return pred, np.sqrt(np.maximum(var, 0.0))
+        return pred
+
+    def predict_quantiles(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> NDArray:
+        """Gaussian quantiles ``(n, len(quantiles))`` of the kriging prediction."""
+        q = check_quantiles(quantiles)
+        mean, std = self.predict(X, return_std=True)
+        return gaussian_quantiles(mean, std, q)
+
+
+# =========================================================================== RegressionKriging
+class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
+    """Regression kriging: a trend regressor plus ordinary kriging of its residuals.
+
+    ``fit(X, y)`` takes ``X`` with the two coordinate columns (projected CRS, metres)
+    and the covariates (every other column); the trend sees the covariates only.
+
+    Parameters
+    ----------
+    trend
+        Any scikit-learn regressor; default ``LinearRegression()`` (regression
+        kriging as in gstat: ordinary least squares, then kriging of its residuals).
+    variogram
+        A :class:`~mapping.models.Variogram` of the residuals, or a model name to fit
+        to them (gstat's default binning and ``N_j / h_j^2`` weights).
+    n_neighbors
+        Neighbours per prediction (gstat ``nmax``); ``None`` = global kriging.
+    max_distance
+        Only krige from residuals within this distance (gstat ``maxdist``); beyond
+        it the prediction is the trend, with the residual's sill as its variance.
+    coord_columns
+        Names (DataFrame) or positions (array) of the x and y columns.
+    residuals
+        Which residuals are kriged: ``"oob"`` (out-of-bag, trends with
+        ``oob_prediction_`` such as ``RandomForestRegressor(oob_score=True)``),
+        ``"cv"`` (``cross_val_predict`` with ``cv`` folds), ``"insample"``
+        (ordinary residuals) or ``"auto"``: ``"oob"`` when the fitted trend has
+        ``oob_prediction_``, ``"insample"`` for linear models
+        (``sklearn.linear_model``), ``"cv"`` otherwise. In-sample residuals of
+        flexible trends are shrunk towards zero and would understate the variogram.
+    trend_variance
+        How the trend's uncertainty enters the prediction variance:
+        ``"ols"`` (linear trend: ``s^2 x0' (X'X)^-1 x0``), ``"return_std"``
+        (``trend.predict(X, return_std=True)``), ``"trees"`` (variance of the
+        member predictions of an averaging ensemble), ``"none"``, or ``"auto"``:
+        ``"none"`` for out-of-bag or cross-validated residuals (their variogram
+        already holds the trend's error), otherwise ``"ols"`` for linear trends,
+        ``"return_std"`` if supported, ``"trees"`` for forests.
+    log_transform
+        Model ``log(y)``; predictions are back-transformed with the lognormal
+        mean ``exp(mu + sigma^2 / 2)``.
+    cv
+        Folds (or a splitter) for ``residuals="cv"``.
+    cutoff, n_lags, fit_nugget, weights, nu
+        Passed to :meth:`Variogram.fit` when ``variogram`` is a name.
+
+    Attributes
+    ----------
+    trend_ : estimator
+        The fitted trend (a clone of ``trend``).
+    kriging_ : OrdinaryKriging or None
+        The residual kriging; ``None`` when the residuals are all equal.
+    variogram_ : Variogram or None
+    residuals_ : ndarray
+        The residuals that were kriged (log scale with ``log_transform``).
+    residual_mode_, trend_variance_ : str
+        The resolved ``residuals`` and ``trend_variance`` choices.
+    """
+
+    def __init__(
+        self,
+        trend: Any = None,
+        variogram: str | Variogram = "spherical",
+        n_neighbors: int | None = 32,
+        max_distance: float | None = None,
+        coord_columns: Sequence[ColumnSpec] = ("x", "y"),
+        residuals: str = "auto",
+        trend_variance: str = "auto",
+        log_transform: bool = False,
+        cv: Any = 5,
+        cutoff: float | None = None,
+        n_lags: int = 15,
+        fit_nugget: bool = True,
+        weights: str = "gstat",
+        nu: float = 0.5,
+    ) -> None:
+        self.trend = trend
+        self.variogram = variogram
+        self.n_neighbors = n_neighbors
+        self.max_distance = max_distance
+        self.coord_columns = coord_columns
+        self.residuals = residuals
+        self.trend_variance = trend_variance
+        self.log_transform = log_transform
+        self.cv = cv
+        self.cutoff = cutoff
+        self.n_lags = n_lags
+        self.fit_nugget = fit_nugget
+        self.weights = weights
+        self.nu = nu
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Any, y: Any) -> RegressionKriging:
+        """Fit the trend, compute its residuals, fit their variogram."""
+        if self.residuals not in RESIDUAL_MODES:
+            raise ModelError(f"residuals must be one of {RESIDUAL_MODES}, got {self.residuals!r}")
+        if self.trend_variance not in TREND_VARIANCES:
+            raise ModelError(
+                f"trend_variance must be one of {TREND_VARIANCES}, got {self.trend_variance!r}"
+            )
+        X, y = self._validate(X, y, reset=True)
+        xy, cidx = _coordinates(X, self.coord_columns)
+        Xc, keep = _covariates(X, cidx)
+        if len(y) != len(xy):
+            raise InputValueError(f"X has {len(xy)} rows but y has {len(y)} values")
+        if self.log_transform:
+            bad = int(np.sum(y <= 0))
+            if bad:
+                raise ModelError(f"log_transform needs y > 0; {bad} value(s) of y are <= 0")
+            t = np.log(y)
+        else:
+            t = y
+        if keep:
+            trend = LinearRegression() if self.trend is None else clone(self.trend)
+        else:
+            warnings.warn(
+                "X has no covariates besides the coordinates: the trend is the mean of y "
+                "(ordinary kriging)",
+                UserWarning,
+                stacklevel=2,
+            )
+            trend = DummyRegressor(strategy="mean")
+            Xc = np.zeros((len(t), 1))
+        trend.fit(Xc, t)
+        self.trend_ = trend
+        mode = self._residual_mode(trend)
+        self.residual_mode_ = mode
+        if mode == "oob":
+            fitted = self._oob_prediction(trend, len(t))
+        elif mode == "cv":
+            fitted = cross_val_predict(clone(trend), Xc, t, cv=self.cv)
+        else:
+            fitted = trend.predict(Xc)
+        resid = t - np.asarray(fitted, dtype=float).ravel()
+        self.residuals_ = resid
+        self.trend_variance_ = self._trend_variance_mode(trend, mode)
+        if self.trend_variance_ == "ols":
+            self._fit_ols_variance(trend, Xc, t)
+        if np.ptp(resid) == 0.0:
+            warnings.warn(
+                "regression kriging: all residuals are equal; nothing to krige",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self.kriging_ = None
+            self.variogram_ = None
+            self.sill_ = 0.0
+            return self
+        ok = OrdinaryKriging(
+            variogram=self.variogram,
+            n_neighbors=self.n_neighbors,
+            max_distance=self.max_distance,
+            cutoff=self.cutoff,
+            n_lags=self.n_lags,
+            fit_nugget=self.fit_nugget,
+            weights=self.weights,
+            nu=self.nu,
+        )
+        ok._fit_xy(xy, resid)
+        self.kriging_ = ok
+        self.variogram_ = ok.variogram_
+        self.sill_ = ok.variogram_.sill
+        return self
+
+    def _residual_mode(self, trend: Any) -> str:
+        if self.residuals != "auto":
+            return self.residuals
+        if getattr(_final_step(trend), "oob_prediction_", None) is not None:
+            return "oob"
+        if _is_linear(trend):
+            return "insample"
+        return "cv"
+
+    @staticmethod
+    def _oob_prediction(trend: Any, n: int) -> NDArray:
+        final = _final_step(trend)
+        oob = getattr(final, "oob_prediction_", None)
+        if oob is None:
+            raise ModelError(
+                f"residuals='oob' needs a trend with oob_prediction_ (e.g. "
+                f"RandomForestRegressor(oob_score=True)); {type(final).__name__} has none"
+            )
+        oob = np.asarray(oob, dtype=float).reshape(n, -1)[:, 0]
+        samples = getattr(final, "estimators_samples_", None)
+        never = ~np.isfinite(oob)
+        if samples is not None:
+            hits = np.zeros(n, dtype=np.int64)
+            for s in samples:
+                inbag = np.zeros(n, dtype=bool)
+                inbag[s] = True
+                hits += ~inbag
+            never |= hits == 0
+        if never.any():
+            raise ModelError(
+                f"{int(never.sum())} training point(s) were never out of bag; "
+                "use more trees or residuals='cv'"
+            )
+        return oob
+
+    def _trend_variance_mode(self, trend: Any, mode: str) -> str:
+        tv = self.trend_variance
+        if tv == "auto":
+            if mode in ("oob", "cv"):
+                return "none"
+            if _is_linear(trend):
+                return "ols"
+            if _supports_return_std(trend):
+                return "return_std"
+            if _is_averaging_ensemble(trend):
+                return "trees"
+            return "none"
+        if tv == "ols" and not _is_linear(trend):
+            raise ModelError("trend_variance='ols' needs a linear trend (sklearn.linear_model)")
+        if tv == "return_std" and not _supports_return_std(trend):
+            raise ModelError(
+                f"trend_variance='return_std': {type(trend).__name__}.predict has no return_std"
+            )
+        if tv == "trees" and not _is_averaging_ensemble(trend):
+            raise ModelError(
+                f"trend_variance='trees' needs an averaging ensemble; {type(trend).__name__} is not"
+            )
+        return tv
+
+    def _fit_ols_variance(self, trend: Any, Xc: Any, t: NDArray) -> None:
+        """``(Z'Z)^+`` and ``s^2`` of the linear trend's design, for ``s^2 z0'(Z'Z)^+ z0``."""
+        Z = self._design(trend, Xc)
+        resid = t - trend.predict(Xc)
+        rank = np.linalg.matrix_rank(Z)
+        dof = len(t) - rank
+        self.ols_s2_ = float(resid @ resid / dof) if dof > 0 else np.inf
+        self.ols_cov_ = np.linalg.pinv(Z.T @ Z)
+
+    @staticmethod
+    def _design(trend: Any, Xc: Any) -> NDArray:
+        if isinstance(_final_step(trend), DummyRegressor):
+            return np.ones((Xc.shape[0], 1))
+        Z = np.asarray(_final_input(trend, Xc), dtype=float)
+        if getattr(_final_step(trend), "fit_intercept", False):
+            Z = np.column_stack([np.ones(len(Z)), Z])
+        return Z
+
+    # ------------------------------------------------------------------ predict
+    def predict_components(self, X: Any) -> dict[str, NDArray]:
+        """Trend, kriged residual and both variances at the rows of ``X``.
+
+        Returns
+        -------
+        dict
+            ``trend``, ``residual``, ``trend_var``, ``krige_var`` (``(n,)`` arrays, on
+            the log scale when ``log_transform``). The prediction is
+            ``trend + residual`` with variance ``trend_var + krige_var``.
+        """
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        xy, cidx = _coordinates(X, self.coord_columns)
+        Xc, keep = _covariates(X, cidx)
+        if not keep:
+            Xc = np.zeros((len(xy), 1))
+        trend = np.asarray(self.trend_.predict(Xc), dtype=float).ravel()
+        trend_var = self._trend_var(Xc)
+        if self.kriging_ is None:
+            resid = np.zeros(len(xy))
+            kvar = np.zeros(len(xy))
+        else:
+            resid, kvar = self.kriging_.krige(xy)
+            # no data within max_distance: the residual's prior mean and variance
+            none = ~np.isfinite(resid)
+            resid[none] = 0.0
+            kvar[none] = self.sill_
+            kvar = np.maximum(kvar, 0.0)
+        return {"trend": trend, "residual": resid, "trend_var": trend_var, "krige_var": kvar}
+
+    def _trend_var(self, Xc: Any) -> NDArray:
+        mode = self.trend_variance_
+        n = Xc.shape[0]
+        if mode == "none":
+            return np.zeros(n)
+        if mode == "ols":
+            Z = self._design(self.trend_, Xc)
+            return self.ols_s2_ * np.einsum("ij,jk,ik->i", Z, self.ols_cov_, Z)
+        if mode == "return_std":
+            _, std = self.trend_.predict(Xc, return_std=True)
+            return np.asarray(std, dtype=float).ravel() ** 2
+        # "trees": spread of the members' predictions (members are fitted on arrays)
+        final = _final_step(self.trend_)
+        Xf = np.asarray(_final_input(self.trend_, Xc), dtype=np.float32)
+        out = np.empty(n)
+        for s in range(0, n, 8192):
+            block = Xf[s : s + 8192]
+            P = np.stack(
+                [np.asarray(e.predict(block), dtype=float).ravel() for e in final.estimators_]
+            )
+            out[s : s + 8192] = P.var(axis=0, ddof=1)
+        return out
+
+    def predict(self, X: Any, return_std: bool = False) -> NDArray | tuple[NDArray, NDArray]:
+        """Prediction (and standard deviation) at the rows of ``X``.
+
+        With ``log_transform`` the mean is ``exp(mu + s^2/2)`` and the standard
+        deviation ``mean * sqrt(exp(s^2) - 1)`` (lognormal), where ``mu`` and ``s^2``
+        are the log-scale prediction and variance.
+        """
+        mu, s2 = self._mu_s2(X)
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            std = mean * np.sqrt(np.expm1(s2))
+        else:
+            mean, std = mu, np.sqrt(s2)
+        return (mean, std) if return_std else mean
+
+    def predict_quantiles(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> NDArray:
+        """Quantiles ``(n, len(quantiles))`` of the Gaussian (lognormal) prediction."""
+        q = check_quantiles(quantiles)
+        mu, s2 = self._mu_s2(X)
+        out = gaussian_quantiles(mu, np.sqrt(s2), q)
+        return np.exp(out) if self.log_transform else out
+
+    def _mu_s2(self, X: Any) -> tuple[NDArray, NDArray]:
+        c = self.predict_components(X)
+        return c["trend"] + c["residual"], np.maximum(c["trend_var"] + c["krige_var"], 0.0)

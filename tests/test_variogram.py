@@ -1,0 +1,207 @@
+"""Variogram models, sample variograms and fitting, against R gstat and analytic values.
+
+Reference numbers come from ``tests/data/gstat/make_reference.R`` (gstat 2.1.0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import kv
+
+from mapping.exceptions import ModelError
+from mapping.models import Variogram, sample_variogram
+from mapping.models.variogram import _initial_parts, default_cutoff
+
+GSTAT = Path(__file__).parent / "data" / "gstat"
+REF = json.loads((GSTAT / "variogram.json").read_text())
+WEIGHTS = {7: "gstat", 1: "npairs", 2: "cressie", 6: "ols"}
+GSTAT_MODEL = {"Sph": "spherical", "Exp": "exponential", "Gau": "gaussian", "Mat": "matern"}
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return pd.read_csv(GSTAT / "data.csv")
+
+
+def _xy(df: pd.DataFrame) -> np.ndarray:
+    return df[["x", "y"]].to_numpy()
+
+
+# --------------------------------------------------------------------------- sample variogram
+def test_default_cutoff_is_gstats(data: pd.DataFrame) -> None:
+    # gstat: 0.33333 (its DEF_fraction) x bounding-box diagonal
+    assert default_cutoff(_xy(data)) == pytest.approx(0.33333 * REF["bbox_diagonal"], rel=1e-15)
+
+
+def test_sample_variogram_equals_gstat_default_binning(data: pd.DataFrame) -> None:
+    s = sample_variogram(_xy(data), data["z"])
+    ref = REF["sample_default"]
+    assert list(s.columns) == ["np", "dist", "gamma"]
+    np.testing.assert_array_equal(s["np"], ref["np"])
+    np.testing.assert_allclose(s["dist"], ref["dist"], rtol=1e-12)
+    np.testing.assert_allclose(s["gamma"], ref["gamma"], rtol=1e-12)
+
+
+def test_sample_variogram_equals_gstat_with_cutoff_and_width(data: pd.DataFrame) -> None:
+    ref = REF["sample_custom"]
+    s = sample_variogram(_xy(data), data["z"], cutoff=ref["cutoff"], width=ref["width"])
+    np.testing.assert_array_equal(s["np"], ref["np"])
+    np.testing.assert_allclose(s["dist"], ref["dist"], rtol=1e-12)
+    np.testing.assert_allclose(s["gamma"], ref["gamma"], rtol=1e-12)
+
+
+def test_bins_are_closed_on_the_right() -> None:
+    # pair distances 1, 2, 3 with width 1: gstat puts d = 1 in the first bin [0, 1],
+    # d = 2 in (1, 2], d = 3 in (2, 3]; the cutoff 3 keeps d = 3
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
+    z = np.array([0.0, 1.0, 3.0])
+    s = sample_variogram(xy, z, cutoff=3.0, width=1.0)
+    np.testing.assert_array_equal(s["np"], [1, 1, 1])
+    np.testing.assert_allclose(s["dist"], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(s["gamma"], [0.5, 2.0, 4.5])  # (z_i - z_j)^2 / 2
+    assert len(sample_variogram(xy, z, cutoff=2.5, width=1.0)) == 2  # d = 3 beyond the cutoff
+
+
+# --------------------------------------------------------------------------- fitting
+def _fit_id(f: dict) -> str:
+    return f"{f['model']}-m{f['fit_method']}-{'nug' if f['fit_nugget'] else 'nonug'}"
+
+
+FITS = [
+    pytest.param(
+        f,
+        "sample_custom" if i == len(REF["fits"]) - 1 else "sample_default",
+        id=_fit_id(f) + ("-custom" if i == len(REF["fits"]) - 1 else ""),
+    )
+    for i, f in enumerate(REF["fits"])
+]
+
+
+def _sample(which: str) -> pd.DataFrame:
+    r = REF[which]
+    return pd.DataFrame({"np": r["np"], "dist": r["dist"], "gamma": r["gamma"]})
+
+
+@pytest.mark.parametrize(("ref", "which"), FITS)
+def test_starting_values_are_gstats(ref: dict, which: str) -> None:
+    s = _sample(which)
+    parts = _initial_parts(
+        GSTAT_MODEL[ref["model"]], s["dist"].to_numpy(), s["gamma"].to_numpy(), ref["fit_nugget"]
+    )
+    main = parts[-1]
+    assert main.sill == pytest.approx(ref["init"]["psill"], rel=1e-14)
+    assert main.range == pytest.approx(ref["init"]["range"], rel=1e-14)
+    nugget = parts[0].sill if ref["fit_nugget"] else 0.0
+    assert nugget == pytest.approx(ref["init"]["nugget"], rel=1e-14)
+
+
+@pytest.mark.parametrize(("ref", "which"), FITS)
+def test_fit_agrees_with_gstat_fit_variogram(ref: dict, which: str) -> None:
+    """The issue's criterion is 5 %; gstat's iteration is reproduced, so it agrees to 1e-9."""
+    v = Variogram.fit_sample(
+        _sample(which),
+        GSTAT_MODEL[ref["model"]],
+        fit_nugget=ref["fit_nugget"],
+        weights=WEIGHTS[ref["fit_method"]],
+        nu=ref["kappa"],
+    )
+    for name in ("psill", "range", "nugget"):
+        assert getattr(v, name) == pytest.approx(ref[name], rel=0.05, abs=1e-12), name
+        assert getattr(v, name) == pytest.approx(ref[name], rel=1e-9, abs=1e-12), name
+
+
+def test_fit_from_points_is_fit_of_sample_variogram(data: pd.DataFrame) -> None:
+    ref = REF["fits"][0]  # Sph, fit.method 7, default binning
+    v = Variogram.fit(_xy(data), data["z"], "spherical")
+    assert (v.psill, v.range, v.nugget) == pytest.approx(
+        (ref["psill"], ref["range"], ref["nugget"]), rel=1e-9
+    )
+
+
+def test_fit_recovers_parameters_of_a_simulated_field() -> None:
+    """Exponential field (gstools), psill 1, range 5, nugget 0.2, 3000 points in 100 x 100.
+
+    The fitted values of one realisation scatter (relative sd over realisations:
+    psill 13 %, range 21 %, nugget 24 %, sill 11 %); the mean over four seeded
+    realisations is held to psill 15 %, range 30 %, nugget 40 %, sill 10 %.
+    """
+    gs = pytest.importorskip("gstools")
+    fits = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        x, y = rng.uniform(0, 100, 3000), rng.uniform(0, 100, 3000)
+        field = gs.SRF(gs.Exponential(dim=2, var=1.0, len_scale=5.0), seed=seed)((x, y))
+        z = field + rng.normal(0.0, math.sqrt(0.2), x.size)
+        v = Variogram.fit(np.column_stack([x, y]), z, "exponential")
+        fits.append((v.psill, v.range, v.nugget, v.sill))
+    psill, range_, nugget, sill = np.mean(fits, axis=0)
+    assert psill == pytest.approx(1.0, rel=0.15)
+    assert range_ == pytest.approx(5.0, rel=0.30)
+    assert nugget == pytest.approx(0.2, rel=0.40)
+    assert sill == pytest.approx(1.2, rel=0.10)
+
+
+def test_fit_needs_enough_lags() -> None:
+    xy = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
+    with pytest.raises(ModelError, match="at least 3 non-empty lags"):
+        Variogram.fit(xy, [0.0, 1.0, 2.0], "spherical")
+
+
+# --------------------------------------------------------------------------- model values
+def test_model_values_by_hand() -> None:
+    sph = Variogram("spherical", psill=2.0, range=100.0, nugget=0.5)
+    # h = a/2: 1.5 * 0.5 - 0.5 * 0.125 = 0.6875 of the partial sill
+    np.testing.assert_allclose(sph([0.0, 50.0, 100.0, 250.0]), [0.0, 0.5 + 2.0 * 0.6875, 2.5, 2.5])
+    exp = Variogram("exponential", psill=2.0, range=100.0, nugget=0.5)
+    np.testing.assert_allclose(exp(100.0), 0.5 + 2.0 * (1 - math.exp(-1)))
+    gau = Variogram("gaussian", psill=2.0, range=100.0, nugget=0.5)
+    np.testing.assert_allclose(gau(200.0), 0.5 + 2.0 * (1 - math.exp(-4)))
+    # covariance = sill - gamma, and the sill at h = 0 (gstat)
+    np.testing.assert_allclose(sph.covariance([0.0, 50.0, 300.0]), [2.5, 2.0 * 0.3125, 0.0])
+
+
+def test_matern_is_gstats_mat() -> None:
+    h = np.array([1.0, 30.0, 100.0, 400.0])
+    # kappa = 0.5 is the exponential model; kappa = 1.5 has the closed form (1 + x) e^-x
+    m05 = Variogram("matern", 1.0, 100.0, nu=0.5)
+    # (1 - correlation cancels at small h: compare to 1e-9 relative)
+    np.testing.assert_allclose(m05(h), Variogram("exponential", 1.0, 100.0)(h), rtol=1e-9)
+    m15 = Variogram("matern", 1.0, 100.0, nu=1.5)
+    x = h / 100.0
+    np.testing.assert_allclose(m15(h), 1 - (1 + x) * np.exp(-x), rtol=1e-9)
+    # general kappa: 1 - 2^(1-k)/Gamma(k) x^k K_k(x)
+    m = Variogram("matern", 1.0, 100.0, nu=0.8)
+    np.testing.assert_allclose(m(h), 1 - 2**0.2 / math.gamma(0.8) * x**0.8 * kv(0.8, x), rtol=1e-9)
+
+
+def test_value_object() -> None:
+    v = Variogram("Sph", 0.9, 3000, 0.1)  # gstat names are accepted
+    assert v.model == "spherical" and v.sill == pytest.approx(1.0)
+    assert v == Variogram.from_dict(v.to_dict()) and hash(v) == hash(
+        Variogram.from_dict(v.to_dict())
+    )
+    assert v.to_gstat() == 'vgm(psill = 0.9, model = "Sph", range = 3000, nugget = 0.1)'
+    with pytest.raises(AttributeError):
+        v.psill = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "cubic", "psill": 1, "range": 1}, "variogram model 'cubic' is not supported"),
+        ({"model": "spherical", "psill": -1, "range": 1}, "psill and nugget must be >= 0"),
+        ({"model": "spherical", "psill": 1, "range": 0}, "range must be > 0"),
+        ({"model": "spherical", "psill": 0, "range": 1}, "sill"),
+        ({"model": "matern", "psill": 1, "range": 1, "nu": 0}, "nu"),
+        ({"model": "spherical", "psill": "a", "range": 1}, "psill must be a number"),
+    ],
+)
+def test_invalid_variograms_are_model_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ModelError, match=message):
+        Variogram(**kwargs)
