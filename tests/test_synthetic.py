@@ -131,6 +131,10 @@ def test_world_grid_object(world) -> None:
     assert grid.transform == world.transform
     assert grid.crs.to_epsg() == 6931
     np.testing.assert_allclose(grid.cell_area(), 25e6, rtol=1e-9)  # equal-area grid
+    ds = world.to_xarray()
+    assert type(grid).from_dataarray(ds) == grid
+    np.testing.assert_array_equal(ds["maat"].values, world.covariates["maat"])
+    assert ds["landcover"].dtype == np.uint8
 
 
 def test_make_world_is_deterministic() -> None:
