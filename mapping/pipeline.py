@@ -486,6 +486,11 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         folder = f"models/{label}"
         with io.atomic_path(ctx.out / folder / "model.joblib") as tmp:
             joblib.dump(model, tmp)
+        if cfg.prediction.aoa:
+            aoa = _fit_aoa(cfg, model, X, cv.predictions.sort_values("row")["fold"].to_numpy())
+            with io.atomic_path(ctx.out / folder / "aoa.joblib") as tmp:
+                joblib.dump(aoa, tmp)
+            outputs.append(f"{folder}/aoa.joblib")
         cv_pred = cv.predictions.assign(
             profile_id=rows["profile_id"].to_numpy()[cv.predictions["row"]]
         )
@@ -555,13 +560,14 @@ FIT = Stage(
 
 # --------------------------------------------------------------------------- prediction
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
+    import joblib
+
     from mapping.cluster import dask_client
     from mapping.predict import predict_grid, write_prediction
 
     cfg = ctx.config
     grid, stack = _grid_and_stack(ctx)
     models = ctx.results["fit"]
-    table = ctx.results["training"]
     echo = ctx.results.get("_echo", print)
     outputs: list[str] = []
     written: dict[str, dict[str, Path]] = {}
@@ -570,7 +576,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             label = interval_label(top, bottom)
             aoa = None
             if cfg.prediction.aoa:
-                aoa = _fit_aoa(cfg, models[label], _interval_rows(table, top, bottom))
+                aoa = joblib.load(ctx.out / "models" / label / "aoa.joblib")
             pred = predict_grid(
                 models[label],
                 stack,
@@ -592,13 +598,15 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     return outputs, written
 
 
-def _fit_aoa(cfg: RunConfig, model: Any, rows: Any) -> Any:
+def _fit_aoa(cfg: RunConfig, model: Any, X: Any, folds: Any) -> Any:
+    """Area of applicability on the training covariates, weighted by the model's importances,
+    with the threshold from the cross-validation folds (Meyer & Pebesma 2021)."""
     from mapping.aoa import AreaOfApplicability
 
-    names = [c.name for c in cfg.covariates]
-    return AreaOfApplicability.from_model(
-        model, rows[names], categorical=categorical_covariates(cfg)
-    )
+    trend = getattr(model, "trend_", model)
+    weights = trend if hasattr(trend, "feature_importances_") else None
+    aoa = AreaOfApplicability(categorical_features=categorical_covariates(cfg) or None)
+    return aoa.fit(X, weights=weights, folds=folds)
 
 
 def _load_predict(ctx: StageContext) -> Any:
