@@ -119,7 +119,6 @@ class AreaOfApplicability(BaseEstimator):
         self.scale_ = np.where(sd > 0, sd, 1.0)
         self.weights_ = w
         T = self._standardise(Z)
-        self._train = T
         self._tree = cKDTree(T)
         self.mean_distance_ = _mean_pairwise_distance(T)
         if not self.mean_distance_ > 0:

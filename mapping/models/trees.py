@@ -220,7 +220,7 @@ class QuantileRandomForest(_TreeModel):
             bootstrap=True,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(Xf, y)
+        ).fit(Xf, y, sparse_pickle=True)  # halves the size of a saved model
         self._fit_leaf_moments(Xf, y)
         groups = one_hot_groups(self.layout_.categorical_mask, self.layout_.categories)
         per_feature = np.bincount(
