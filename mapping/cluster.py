@@ -94,7 +94,7 @@ def scheduler_kind(scheduler: str | os.PathLike[str] | None) -> str:
 
 @contextlib.contextmanager
 def dask_client(
-    scheduler: str | os.PathLike[str] | None = None,
+    scheduler: str | os.PathLike[str] | Client | None = None,
     n_workers: int | None = None,
     threads_per_worker: int | None = None,
     *,
@@ -108,9 +108,13 @@ def dask_client(
     Parameters
     ----------
     scheduler
-        ``None``/``"local"`` for a local cluster sized to the machine, ``"tcp://HOST:PORT"``
-        for an existing cluster, a scheduler-file path, or ``"threads"``/``"synchronous"``
-        for Dask's in-process schedulers (then ``None`` is yielded).
+        ``"local"`` for a new local cluster sized to the machine, ``"tcp://HOST:PORT"``
+        for an existing cluster, a scheduler-file path, ``"threads"``/``"synchronous"``
+        for Dask's in-process schedulers (then ``None`` is yielded), or a
+        :class:`distributed.Client` to use as it is (dask-gateway, dask-kubernetes and
+        notebooks hand out clients). ``None`` uses the session's default client when
+        there is one, else starts a local cluster. A client this function did not
+        create is not closed on exit.
     n_workers, threads_per_worker
         Size of a local cluster (default: one single-threaded worker per usable core).
         Ignored when connecting to an existing cluster.
@@ -142,6 +146,17 @@ def dask_client(
     None
     """
     say = echo or _stderr
+    given = scheduler if _is_client(scheduler) else None
+    if given is None and scheduler is None:
+        given = _default_client()
+    if given is not None:
+        n = len(given.scheduler_info(n_workers=-1).get("workers", {}))
+        say(
+            f"dask: using client of {given.scheduler.address}, {n} worker(s); dashboard {_dashboard(given)}"
+        )
+        with dask.config.set(scheduler=given.get):
+            yield given
+        return
     kind = scheduler_kind(scheduler)
     if kind == "threads":
         name = "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
@@ -193,6 +208,26 @@ def dask_client(
         yield client
     finally:
         client.close()
+
+
+def _is_client(obj: Any) -> bool:
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(obj, Client)
+
+
+def _default_client() -> Client | None:
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        client = default_client()
+    except ValueError:  # no client in this session
+        return None
+    return client if client.status == "running" else None
 
 
 def _dashboard(client: Client) -> str:

@@ -206,7 +206,9 @@ def write_cogs(
                         rows = slice(r, min(r + blocksize, shape[0]))
                         write(k, (rows, slice(0, shape[1])), data[rows])
         for (p, *_), stage in zip(specs, stages, strict=True):
-            with atomic_path(p) as tmp:
+            # GDAL's block cache defaults to 5 % of RAM and fills up while the COG
+            # driver builds overviews; 256 MB costs no speed and bounds the client.
+            with atomic_path(p) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
                 rasterio.shutil.copy(
                     stage, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
                     BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
@@ -321,6 +323,25 @@ def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     with atomic_path(p) as tmp:
         tmp.write_text(text)
     return p
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write bytes (a PNG, ...) atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(data)
+    return p
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Read a whole (small) file as bytes; a missing file is an :class:`InputError`."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read file ({exc.strerror})") from None
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -212,20 +212,34 @@ def _takes_folder(reader: Any) -> bool:
     return first in {"folder", "directory", "dir"}
 
 
+def _random_training(
+    cfg: RunConfig, covariates: list[str], grid: Grid, n: int
+) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(cfg.seed)
+    left, bottom, right, top = grid.bounds
+    X = pd.DataFrame({c: rng.normal(size=n) for c in covariates})
+    X["x"] = rng.uniform(left, right, n)
+    X["y"] = rng.uniform(bottom, top, n)
+    signal = X[covariates].to_numpy() @ rng.normal(size=len(covariates)) if covariates else 0.0
+    return X, 10 + signal + rng.normal(0, 1, n)
+
+
 def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
     """A model of the configured type fitted on random data with the same columns.
 
     Prediction cost depends on the model's structure (trees, depth, neighbours), not on
     what it learned, so this times a run whose models are not fitted yet.
     """
-    rng = np.random.default_rng(cfg.seed)
-    left, bottom, right, top = grid.bounds
-    X = pd.DataFrame({c: rng.normal(size=n_train) for c in covariates})
-    X["x"] = rng.uniform(left, right, n_train)
-    X["y"] = rng.uniform(bottom, top, n_train)
-    signal = X[covariates].to_numpy() @ rng.normal(size=len(covariates)) if covariates else 0.0
-    target = 10 + signal + rng.normal(0, 1, n_train)
+    X, target = _random_training(cfg, covariates, grid, n_train)
     return _build_model(cfg, seed=cfg.seed).fit(X, target)
+
+
+def stand_in_aoa(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
+    """An area of applicability fitted on the same kind of random data (for timing)."""
+    from mapping.aoa import AreaOfApplicability
+
+    X, _ = _random_training(cfg, covariates, grid, n_train)
+    return AreaOfApplicability().fit(X)
 
 
 def _build_model(cfg: RunConfig, seed: int) -> Any:
@@ -336,6 +350,8 @@ def make_plan(
 
     calibration = None
     if calibrate and model is not None:
+        if cfg.prediction.aoa and covariates:
+            model_desc += "; area of applicability: a stand-in fitted on random data"
         calibration = _calibrate(
             cfg, grid, chunks, model, model_desc, covariates, sample_chunks, say
         )
@@ -391,7 +407,8 @@ def _calibrate(
     # warm-up: compiled kernels (numba) and lazy imports are not part of the rate
     warm = {c: rng.normal(size=(4, 4)) for c in covariates}
     y0, x0 = grid.coords()
-    _predict_block(warm, x0[:4], y0[:4], model, q)
+    aoa = stand_in_aoa(cfg, covariates, grid) if cfg.prediction.aoa and covariates else None
+    _predict_block(warm, x0[:4], y0[:4], model, q, aoa=aoa)
 
     read_s = predict_s = 0.0
     cells = valid = 0
@@ -415,7 +432,7 @@ def _calibrate(
         block = {c: v[rs, cs] for c, v in block.items()}
         yc, xc = tile.grid.coords()
         c1 = time.process_time()
-        out = _predict_block(block, xc[cs], yc[rs], model, q)
+        out = _predict_block(block, xc[cs], yc[rs], model, q, aoa=aoa)
         predict_s += time.process_time() - c1
         n_valid = int(np.isfinite(out["mean"]).sum())
         cells += out["mean"].size

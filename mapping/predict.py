@@ -223,17 +223,22 @@ def _predict_block(
     out_names = [*stats, *(["aoa"] if aoa is not None else [])]
     out = {k: np.full(ny * nx, np.nan, dtype="float32") for k in out_names}
     named = getattr(model, "feature_names_in_", None) is not None
-    aoa_columns = list(dict.fromkeys([*cov_names, *COORDINATES]))
-    for start in range(0, flat.size, max(1, int(batch_size))):
-        idx = flat[start : start + batch_size]
-        table = pd.DataFrame({c: _column(source[c].ravel()[idx]) for c in aoa_columns})
+    needed = list(dict.fromkeys([*columns, *(cov_names if aoa is not None else []), *COORDINATES]))
+    all_valid = flat.size == ny * nx
+    step = max(1, int(batch_size))
+    for start in range(0, flat.size, step):
+        # a block without nodata is read through views: no gather, no scatter
+        sel = (
+            slice(start, min(start + step, flat.size)) if all_valid else flat[start : start + step]
+        )
+        table = pd.DataFrame({c: _column(source[c].ravel()[sel]) for c in needed}, copy=False)
         X = table[columns] if named else table[columns].to_numpy()
         res = _predict_stats(model, X, stats, lo, hi)
         for k, v in res.items():
-            out[k][idx] = v
+            out[k][sel] = v
         if aoa is not None:
             _, inside = aoa.predict(_aoa_input(aoa, table))
-            out["aoa"][idx] = np.asarray(inside, dtype="float32")
+            out["aoa"][sel] = np.asarray(inside, dtype="float32")
     return {k: v.reshape(ny, nx) for k, v in out.items()}
 
 
@@ -250,8 +255,18 @@ def _valid(band: np.ndarray, nodata: float | None) -> np.ndarray:
 
 
 def _column(values: np.ndarray) -> np.ndarray:
-    # Integer codes stay integers (categories are matched by value); the rest is float64.
-    return values.astype("int64" if values.dtype.kind in "iu" else "float64", copy=False)
+    # Integer codes stay integers (categories are matched by value); floats keep their
+    # precision (tree models work in float32 anyway; coordinates are float64).
+    return values.astype("int64", copy=False) if values.dtype.kind in "iu" else values
+
+
+def _aoa_covariates(aoa: Any) -> list[str]:
+    # the covariates an area-of-applicability model looks at, by name
+    names = getattr(aoa, "feature_names_in_", None)
+    if names is None:
+        layout = getattr(aoa, "layout_", None)
+        names = getattr(layout, "feature_names", None) if layout is not None else None
+    return [str(n) for n in names] if names is not None else []
 
 
 def _aoa_input(aoa: Any, table: pd.DataFrame) -> pd.DataFrame:
@@ -435,8 +450,7 @@ def predict_grid(
     wanted = feature_columns(model, [str(v) for v in stack.data_vars])
     names = [c for c in wanted if c not in COORDINATES]
     if aoa is not None:
-        aoa_names = getattr(aoa, "feature_names_in_", None)
-        extra = [str(n) for n in (aoa_names if aoa_names is not None else [])]
+        extra = _aoa_covariates(aoa)
         names += [n for n in extra if n not in names and n not in COORDINATES]
         missing = [n for n in names if n not in stack.data_vars]
         if missing:

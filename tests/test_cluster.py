@@ -107,8 +107,15 @@ def test_default_local_cluster_prints_dashboard() -> None:
     with dask_client(n_workers=1, dashboard_address=":0", echo=lines.append) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
         assert da.ones(10, chunks=5).sum().compute() == 10
+        # inside a session that has a client, the default is that client, left open
+        with dask_client(echo=lines.append) as same:
+            assert same is client
+        with dask_client(client, echo=lines.append) as same:
+            assert same is client
+        assert client.status == "running"
     assert "local cluster, 1 worker(s) x 1 thread(s)" in lines[0]
     assert "dashboard http://" in lines[0]
+    assert lines[1].startswith("dask: using client of tcp://127.0.0.1:")
 
 
 @contextlib.contextmanager
