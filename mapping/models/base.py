@@ -158,7 +158,7 @@ def feature_indices(
     return [i for i in range(n) if i not in coords]
 
 
-def check_quantiles(quantiles: float | Sequence[float]) -> np.ndarray:
+def check_quantiles(quantiles: float | Sequence[float] | np.ndarray) -> np.ndarray:
     """Validate quantile levels: a 1-D float array, each strictly in (0, 1)."""
     q = np.atleast_1d(np.asarray(quantiles, dtype=float))
     if q.ndim != 1 or q.size == 0:
@@ -168,7 +168,9 @@ def check_quantiles(quantiles: float | Sequence[float]) -> np.ndarray:
     return q
 
 
-def gaussian_quantiles(mean: np.ndarray, std: np.ndarray, quantiles: Sequence[float]) -> np.ndarray:
+def gaussian_quantiles(
+    mean: np.ndarray, std: np.ndarray, quantiles: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Quantiles of N(mean, std²) as an ``(n, len(quantiles))`` array."""
     q = check_quantiles(quantiles)
     z = norm.ppf(q)

@@ -502,10 +502,11 @@ class QuantileGradientBoosting(_TreeModel):
         shifts = np.empty(len(q))
         for j, a in enumerate(q):
             if a >= 0.5:
-                level, method = min(1.0, np.ceil((n + 1) * a) / n), "higher"
+                level = min(1.0, np.ceil((n + 1) * a) / n)
+                shifts[j] = np.quantile(resid[:, j], level, method="higher")
             else:
-                level, method = max(0.0, np.floor((n + 1) * a) / n), "lower"
-            shifts[j] = np.quantile(resid[:, j], level, method=method)
+                level = max(0.0, np.floor((n + 1) * a) / n)
+                shifts[j] = np.quantile(resid[:, j], level, method="lower")
         return shifts
 
     def _threads(self) -> threadpool_limits:
