@@ -198,7 +198,13 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
     from mapping.config import load_config
     from mapping.pipeline import run_stages, stage_list
 
-    logging.basicConfig(level=logging.WARNING, format="socmap: %(message)s")
+    logger = logging.getLogger("socmap")
+    if not logger.handlers:  # our own messages only; Dask's chatter stays quiet
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("socmap: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     cfg = load_config(config)
     ctx = run_stages(
         cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo

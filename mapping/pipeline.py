@@ -27,6 +27,7 @@ import logging
 import platform
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,10 +480,13 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         echo = ctx.results.get("_echo", print)
         echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
-        cv = cross_validate_model(
-            clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
-        )
-        model = clone(template).fit(X, y)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cv = cross_validate_model(
+                clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
+            )
+            model = clone(template).fit(X, y)
+        _summarise_warnings(caught, f"fit {label} cm", echo)
         folder = f"models/{label}"
         with io.atomic_path(ctx.out / folder / "model.joblib") as tmp:
             joblib.dump(model, tmp)
@@ -535,6 +539,18 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(pd.DataFrame(summaries), ctx.out / "models" / "cv_summary.csv")
     outputs.append("models/cv_summary.csv")
     return outputs, fitted
+
+
+def _summarise_warnings(
+    caught: list[warnings.WarningMessage], where: str, echo: Callable[[str], None]
+) -> None:
+    """One line per distinct warning (with a count) instead of a flood from every CV fold."""
+    counts: dict[str, int] = {}
+    for w in caught:
+        text = str(w.message).splitlines()[0]
+        counts[text] = counts.get(text, 0) + 1
+    for text, n in counts.items():
+        echo(f"[{where}] warning{f' (x{n})' if n > 1 else ''}: {text}")
 
 
 def _load_fit(ctx: StageContext) -> Any:
