@@ -131,7 +131,7 @@ class Plan:
             f"{_gb(WORKER_BASELINE)} worker baseline + {_gb(self.model_bytes)} model + "
             f"{self.threads_per_worker} x {_gb(self.task_bytes)} per task",
             f"               (task = {cy * cx:,} cells x ({nb} bands x 8 B + {no} outputs x 4 B) x "
-            f"overhead {TASK_OVERHEAD:g} + batch {DEFAULT_BATCH:,} x {nb + 2} columns x 8 B x "
+            f"overhead {TASK_OVERHEAD:g} + batch {min(DEFAULT_BATCH, cy * cx):,} x {nb + 2} columns x 8 B x "
             f"{BATCH_OVERHEAD:g})",
         ]
         c = self.calibration
@@ -186,30 +186,18 @@ def _model_bytes(model: Any) -> int:
         return 0
 
 
-def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, str] | None:
-    from mapping import io
+def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, Any, str] | None:
+    """The first fitted model (and its area of applicability) in the run's output folder."""
+    import joblib
 
-    reader = getattr(io, "read_model", None)
     for label in intervals:
         folder = cfg.output / "models" / label
         path = folder / "model.joblib"
         if path.exists():
-            if reader is not None:
-                return reader(folder if _takes_folder(reader) else path), str(path)
-            import joblib
-
-            return joblib.load(path), str(path)
+            aoa_path = folder / "aoa.joblib"
+            aoa = joblib.load(aoa_path) if aoa_path.exists() else None
+            return joblib.load(path), aoa, str(path)
     return None
-
-
-def _takes_folder(reader: Any) -> bool:
-    import inspect
-
-    try:
-        first = next(iter(inspect.signature(reader).parameters))
-    except (StopIteration, TypeError, ValueError):
-        return False
-    return first in {"folder", "directory", "dir"}
 
 
 def _random_training(
@@ -217,11 +205,32 @@ def _random_training(
 ) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(cfg.seed)
     left, bottom, right, top = grid.bounds
-    X = pd.DataFrame({c: rng.normal(size=n) for c in covariates})
-    X["x"] = rng.uniform(left, right, n)
-    X["y"] = rng.uniform(bottom, top, n)
-    signal = X[covariates].to_numpy() @ rng.normal(size=len(covariates)) if covariates else 0.0
+    X = pd.DataFrame({"x": rng.uniform(left, right, n), "y": rng.uniform(bottom, top, n)})
+    for c in covariates:  # categorical covariates get a handful of integer classes
+        X[c] = rng.integers(1, 9, n) if c in _categorical(cfg) else rng.normal(size=n)
+    signal = (
+        X[covariates].to_numpy(dtype=float) @ rng.normal(size=len(covariates))
+        if covariates
+        else 0.0
+    )
     return X, 10 + signal + rng.normal(0, 1, n)
+
+
+def _categorical(cfg: RunConfig) -> set[str]:
+    return {c.name for c in cfg.covariates if c.kind == "categorical"}
+
+
+def random_covariate_block(
+    cfg: RunConfig, names: list[str], shape: tuple[int, int], rng: Any
+) -> dict[str, np.ndarray]:
+    """Random covariate values for a chunk (when the files cannot be read)."""
+    cats = _categorical(cfg)
+    return {
+        c: rng.integers(1, 9, shape).astype("int32")
+        if c in cats
+        else rng.normal(size=shape).astype("float32")
+        for c in names
+    }
 
 
 def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
@@ -239,37 +248,13 @@ def stand_in_aoa(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int
     from mapping.aoa import AreaOfApplicability
 
     X, _ = _random_training(cfg, covariates, grid, n_train)
-    return AreaOfApplicability().fit(X)
+    return AreaOfApplicability(categorical_features=sorted(_categorical(cfg)) or None).fit(X)
 
 
 def _build_model(cfg: RunConfig, seed: int) -> Any:
-    m = cfg.model
-    from mapping import models
+    from mapping.pipeline import build_model
 
-    builder = getattr(models, "build_model", None)
-    if builder is not None:
-        return builder(m, seed=seed)
-    params = dict(m.params)
-    if m.type == "boosted_trees":
-        return models.QuantileGradientBoosting(**params, random_state=seed)
-    if m.type == "random_forest":
-        return models.QuantileRandomForest(**params, random_state=seed)
-    trend: Any
-    if m.trend == "boosted_trees":
-        trend = models.QuantileGradientBoosting(**params, random_state=seed)
-    elif m.trend == "random_forest":
-        trend = models.QuantileRandomForest(**params, random_state=seed)
-    else:
-        from sklearn.linear_model import LinearRegression
-
-        trend = LinearRegression()
-    return models.RegressionKriging(
-        trend=trend,
-        variogram=m.variogram.model,
-        n_neighbors=m.n_neighbors,
-        max_distance=m.max_distance,
-        log_transform=m.log_transform,
-    )
+    return build_model(cfg.model_copy(update={"seed": seed}))
 
 
 def _central(shape: tuple[int, int], edge: int) -> tuple[slice, slice]:
@@ -329,9 +314,10 @@ def make_plan(
 
     model = None
     model_desc = ""
+    aoa = None
     found = _fitted_model(cfg, intervals)
     if found is not None:
-        model, where = found
+        model, aoa, where = found
         model_desc = f"fitted model {where}"
     elif calibrate:
         say("no fitted model in the output folder: fitting a stand-in on random data")
@@ -350,10 +336,11 @@ def make_plan(
 
     calibration = None
     if calibrate and model is not None:
-        if cfg.prediction.aoa and covariates:
+        if cfg.prediction.aoa and covariates and aoa is None:
+            aoa = stand_in_aoa(cfg, covariates, grid)
             model_desc += "; area of applicability: a stand-in fitted on random data"
         calibration = _calibrate(
-            cfg, grid, chunks, model, model_desc, covariates, sample_chunks, say
+            cfg, grid, chunks, model, aoa, model_desc, covariates, sample_chunks, say
         )
         if "random" in calibration.covariates:
             notes.append(
@@ -381,6 +368,7 @@ def _calibrate(
     grid: Grid,
     chunks: tuple[int, int],
     model: Any,
+    aoa: Any,
     model_desc: str,
     covariates: list[str],
     k: int,
@@ -405,9 +393,8 @@ def _calibrate(
     q = cfg.prediction.quantiles
 
     # warm-up: compiled kernels (numba) and lazy imports are not part of the rate
-    warm = {c: rng.normal(size=(4, 4)) for c in covariates}
+    warm = random_covariate_block(cfg, covariates, (4, 4), rng)
     y0, x0 = grid.coords()
-    aoa = stand_in_aoa(cfg, covariates, grid) if cfg.prediction.aoa and covariates else None
     _predict_block(warm, x0[:4], y0[:4], model, q, aoa=aoa)
 
     read_s = predict_s = 0.0
@@ -423,7 +410,7 @@ def _calibrate(
                 window = stack.isel(y=tile.row_slice, x=tile.col_slice)
                 block = {c: window[c].values for c in covariates}
         else:
-            block = {c: rng.normal(size=tile.grid.shape) for c in covariates}
+            block = random_covariate_block(cfg, covariates, tile.grid.shape, rng)
         if stack is not None:
             read_s += time.perf_counter() - t0
         # the model's cost is per cell: time it on a central window of the chunk, in CPU
@@ -448,7 +435,10 @@ def _calibrate(
     # writing: the sampled blocks side by side, one COG per output
     width = min(o["mean"].shape[1] for o in outputs)
     mosaic = {s: np.concatenate([o[s][:, :width] for o in outputs]) for s in outputs[0]}
-    ny = next(iter(mosaic.values())).shape[0]
+    # at least one 512 x 512 tile, so fixed per-file costs do not dominate the rate
+    reps = (max(1, -(-512 // mosaic["mean"].shape[0])), max(1, -(-512 // width)))
+    mosaic = {k: np.tile(v, reps) for k, v in mosaic.items()}
+    ny, width = mosaic["mean"].shape
     sub = Grid(grid.crs, grid.transform, (ny, width))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="socmap-plan-") as tmp:

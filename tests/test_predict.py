@@ -249,3 +249,100 @@ def test_model_enters_the_graph_once() -> None:
     with Counter():
         pred.compute(scheduler="threads")
     assert len(calls) == n_blocks
+
+
+def test_categorical_codes_and_their_nodata() -> None:
+    from mapping.covariates import CATEGORICAL_NODATA
+
+    X, y = _training()
+    X["soil"] = np.random.default_rng(0).integers(1, 4, len(X))
+    model = LinearGaussian().fit(X, y)
+    stack = _stack(holes=False)
+    codes = np.ones(GRID.shape, dtype="int32") * 2
+    codes[:, :5] = CATEGORICAL_NODATA
+    stack["soil"] = (("y", "x"), codes, {"kind": "categorical", "nodata": CATEGORICAL_NODATA})
+    pred = predict_grid(model, stack, GRID, chunks=25).compute(scheduler="synchronous")
+    assert np.isnan(pred["mean"].values[:, :5]).all()
+    assert np.isfinite(pred["mean"].values[:, 5:]).all()
+    other = stack.assign(soil=stack.soil + 1)  # a different stack: a different graph
+    pred3 = predict_grid(model, other, GRID, chunks=25)
+    assert pred3["mean"].data.name != predict_grid(model, stack, GRID, chunks=25)["mean"].data.name
+    diff = pred3["mean"].values[:, 5:] - pred["mean"].values[:, 5:]
+    np.testing.assert_allclose(
+        diff, model.coef_[list(model.feature_names_in_).index("soil")], rtol=1e-4
+    )
+
+
+# --------------------------------------------------------------------------- regression kriging
+def _rk_model(log_transform: bool = False) -> object:
+    from sklearn.ensemble import RandomForestRegressor
+
+    from mapping.models import RegressionKriging
+
+    X, y = _training(300, seed=5)
+    # a smooth spatial residual the kriging has to pick up
+    y = y + 1.5 * np.sin((X.x - 1_200_000) / 8000.0) * np.cos((X.y + 2_100_000) / 11000.0)
+    trend = RandomForestRegressor(n_estimators=30, max_depth=6, oob_score=True, random_state=0)
+    return RegressionKriging(trend=trend, n_neighbors=32, log_transform=log_transform).fit(
+        X, y if not log_transform else np.exp(y / 10)
+    )
+
+
+@pytest.mark.parametrize("log_transform", [False, True])
+def test_kernel_agrees_with_regression_kriging_predict(log_transform: bool) -> None:
+    model = _rk_model(log_transform)
+    ds = _stack()
+    yc, xc = GRID.coords()
+    block = {k: ds[k].values for k in ("elev", "temp")}
+    out = _predict_block(block, xc, yc, model, (0.05, 0.95))
+    yy, xx = np.meshgrid(yc, xc, indexing="ij")
+    ok = np.isfinite(block["elev"]) & np.isfinite(block["temp"])
+    X = pd.DataFrame(
+        {"elev": block["elev"][ok], "temp": block["temp"][ok], "x": xx[ok], "y": yy[ok]}
+    )
+    X = X[list(model.feature_names_in_)]
+    mean, std = model.predict(X, return_std=True)
+    q = model.predict_quantiles(X, [0.05, 0.5, 0.95])
+    for name, ref in {
+        "mean": mean,
+        "std": std,
+        "lower": q[:, 0],
+        "median": q[:, 1],
+        "upper": q[:, 2],
+    }.items():
+        np.testing.assert_allclose(out[name][ok], ref, rtol=1e-6, err_msg=name)
+    assert np.isnan(out["mean"][~ok]).all()
+
+
+def test_regression_kriging_chunked_equals_unchunked() -> None:
+    model = _rk_model()
+    stack = _stack(dask_chunks=17)
+    one = predict_grid(model, stack, GRID, chunks=GRID.shape).compute(scheduler="synchronous")
+    many = predict_grid(model, stack, GRID, chunks=(13, 9)).compute(scheduler="threads")
+    for name in STATISTICS:
+        a, b = one[name].values, many[name].values
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_area_of_applicability_mask() -> None:
+    from mapping.aoa import AreaOfApplicability
+
+    X, y = _training()
+    model = LinearGaussian().fit(X, y)
+    aoa = AreaOfApplicability().fit(X)
+    stack = _stack()
+    pred = predict_grid(model, stack, GRID, aoa=aoa, chunks=16).compute(scheduler="synchronous")
+    assert list(pred.data_vars) == [*STATISTICS, "aoa"]
+    mask = pred["aoa"].values
+    nodata = np.isnan(stack.elev.values) | np.isnan(stack.temp.values)
+    assert np.array_equal(np.isnan(mask), nodata)
+    yy, xx = np.meshgrid(*GRID.coords(), indexing="ij")
+    cells = pd.DataFrame({"elev": stack.elev.values[~nodata], "temp": stack.temp.values[~nodata]})
+    cells["x"], cells["y"] = xx[~nodata], yy[~nodata]
+    _, inside = aoa.predict(cells)
+    np.testing.assert_array_equal(mask[~nodata], inside.astype("float32"))
+    # the training covers temp -8..-2 °C; the warm north of the stack is outside
+    assert 0.05 < np.nanmean(mask) < 0.95
+    assert np.nanmean(mask[stack.temp.values > 0]) == 0.0
+    assert pred["aoa"].attrs["units"] == "1"
