@@ -5,9 +5,10 @@ Ordinary kriging of ``--n-points`` scattered values onto a ``--grid-size`` x
 one core each (OMP/MKL/OpenBLAS/numba threads = 1). Each implementation runs in its
 own process so its peak resident memory can be read (``wait4``):
 
-* socmap: ``mapping.models.krige_residuals`` with a KD-tree built beforehand (as in
-  the chunked prediction stage); one small warm-up call (loads the compiled kernel)
-  is not timed.
+* socmap: ``OrdinaryKriging(variogram, n_neighbors=k).fit(points).krige(cells)``,
+  the path of the chunked prediction stage: the fitted model holds the KD-tree and
+  the training covariance matrix, built once per model, not per chunk; ``fit`` and
+  one small warm-up call (which loads the compiled kernel) are not timed.
 * PyKrige: ``OrdinaryKriging(...).execute("grid", ..., backend="C",
   n_closest_points=k)``; the constructor is not timed.
 * gstat: ``krige(z ~ 1, ~x + y, data, newdata, model, nmax = k)`` via ``Rscript``
@@ -111,17 +112,15 @@ def worker(name: str, workdir: Path, k: int) -> None:
     xy, z, gx, gy = p["xy"], p["z"], p["gx"], p["gy"]
     model = VARIOGRAM["model"]
     if name == "socmap":
-        from scipy.spatial import cKDTree
-
-        from mapping.models import Variogram, krige_residuals
+        from mapping.models import OrdinaryKriging, Variogram
 
         v = Variogram(model, VARIOGRAM["psill"], VARIOGRAM["range"], VARIOGRAM["nugget"])
-        tree = cKDTree(xy)
+        ok = OrdinaryKriging(variogram=v, n_neighbors=k).fit(xy, z)
         txy = grid_targets(gx, gy)
-        krige_residuals(xy, z, v, txy[:2000], k, None, tree)  # loads the compiled kernel
+        ok.krige(txy[:2000])  # loads the compiled kernel, builds the covariance cache
         rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
         c0, w0 = time.process_time(), time.perf_counter()
-        pred, var = krige_residuals(xy, z, v, txy, k, None, tree)
+        pred, var = ok.krige(txy)
         cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     elif name == "pykrige":
         from pykrige.ok import OrdinaryKriging

@@ -401,6 +401,19 @@ def test_max_distance_falls_back_to_the_trend(world) -> None:
     assert rk.predict(far)[0] == pytest.approx(c["trend"][0])
 
 
+def test_pickled_model_predicts_the_same_and_ships_no_covariance_matrix(world) -> None:
+    import pickle
+
+    X, z = world
+    rk = RegressionKriging(n_neighbors=16).fit(X[:400], z[:400])
+    before = rk.predict(X[400:], return_std=True)  # builds the covariance cache
+    blob = pickle.dumps(rk)
+    assert len(blob) < 400 * 400 * 8  # the 400 x 400 training covariance stays behind
+    after = pickle.loads(blob).predict(X[400:], return_std=True)
+    np.testing.assert_array_equal(after[0], before[0])
+    np.testing.assert_array_equal(after[1], before[1])
+
+
 # =========================================================================== model selection
 def test_clone_cross_validate_and_grid_search(world) -> None:
     X, z = world

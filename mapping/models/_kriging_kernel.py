@@ -71,7 +71,7 @@ def hash_keys(n: int) -> np.ndarray:
     )
 
 
-@nb.njit(cache=True, inline="always", fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
 def _cov(
     h: float, code: int, psill: float, rng: float, nugget: float, nu: float, mconst: float
 ) -> float:
@@ -91,7 +91,7 @@ def _cov(
     return psill * (mconst * hr**nu * _kv(nu, hr))
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def covariance_matrix(xy, idx, n, code, psill, rng, nugget, nu, mconst, out):
     """``out[:n, :n]`` = covariances among the points ``xy[idx[:n]]`` (full matrix)."""
     for i in range(n):
@@ -106,7 +106,7 @@ def covariance_matrix(xy, idx, n, code, psill, rng, nugget, nu, mconst, out):
             out[j, i] = c
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _cholesky(A, n):
     """In-place lower Cholesky factor of ``A[:n, :n]``; False if not positive definite."""
     for j in range(n):
@@ -125,7 +125,7 @@ def _cholesky(A, n):
     return True
 
 
-@nb.njit(cache=True, inline="always", fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, inline="always", fastmath=_FASTMATH)
 def _forward(L, b, out, n):
     for i in range(n):
         s = b[i]
@@ -134,7 +134,7 @@ def _forward(L, b, out, n):
         out[i] = s / L[i, i]
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _quickselect(d, idx, n, k):
     """Reorder ``d[:n]`` (and ``idx`` alongside) so its ``k`` smallest come first."""
     lo = 0
@@ -166,7 +166,7 @@ def _quickselect(d, idx, n, k):
             hi = j
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _factorise(xy, z, S, ns, code, psill, rng, nugget, nu, mconst, cfull, L, a, u, ones):
     """Covariance of the neighbour set ``S[:ns]``, its Cholesky factor, ``a``, ``u``.
 
@@ -197,7 +197,7 @@ def _factorise(xy, z, S, ns, code, psill, rng, nugget, nu, mconst, cfull, L, a, 
     return True
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def krige_buckets(
     xy, z, txy, order, bstart, cptr, cidx, k, maxd2, keys,
     code, psill, rng, nugget, nu, mconst, cfull, pred, var, lagrange,
@@ -389,7 +389,7 @@ def krige_buckets(
             g = g_end
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _krige_one(xy, z, txy, ti, sel_row, ns, code, psill, rng, nugget, nu, mconst, cfull,
                pred, var, lagrange):  # fmt: skip
     if ns == 0:
@@ -431,7 +431,7 @@ def _krige_one(xy, z, txy, ti, sel_row, ns, code, psill, rng, nugget, nu, mconst
     lagrange[ti] = -r / uu
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
+@nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def cross_covariance(txy, xy, code, psill, rng, nugget, nu, mconst, out):
     """``out[i, j]`` = covariance between target ``i`` and training point ``j``."""
     for i in range(txy.shape[0]):

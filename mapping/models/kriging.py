@@ -83,6 +83,7 @@ def krige_residuals(
     max_distance: float | None = None,
     tree: cKDTree | None = None,
     *,
+    covariance: NDArray | None = None,
     return_lagrange: bool = False,
 ) -> tuple[NDArray, NDArray] | tuple[NDArray, NDArray, NDArray]:
     """Ordinary kriging of ``residuals`` at ``train_xy`` onto ``target_xy``.
@@ -106,6 +107,10 @@ def krige_residuals(
     tree
         A ``scipy.spatial.cKDTree`` of ``train_xy``, built once and reused across
         chunks; built here if not given.
+    covariance
+        Optional precomputed ``(n, n)`` covariance matrix of the training points
+        (:func:`training_covariance`), kept by a fitted model so that chunk after
+        chunk does not rebuild it.
     return_lagrange
         Also return the Lagrange multiplier ``m`` of each system (convention
         ``var = C(0) - lambda'c - m``), used by lognormal back-transforms.
@@ -138,6 +143,10 @@ def krige_residuals(
         raise ModelError(f"n_neighbors must be >= 1 or None, got {n_neighbors}")
     if max_distance is not None and not float(max_distance) > 0:
         raise ModelError(f"max_distance must be > 0 or None, got {max_distance}")
+    if covariance is not None:
+        covariance = np.ascontiguousarray(covariance, dtype=np.float64)
+        if covariance.shape != (n, n):
+            raise ModelError(f"covariance matrix has shape {covariance.shape}; expected {(n, n)}")
     pred = np.empty(m)
     var = np.empty(m)
     lag = np.empty(m)
@@ -145,21 +154,35 @@ def krige_residuals(
         # compiled on first use and cached on disk; imported here to keep imports cheap
         args = _variogram_args(variogram)
         if max_distance is None and (n_neighbors is None or int(n_neighbors) >= n):
-            _krige_global(xy, z, txy, args, pred, var, lag)
+            _krige_global(xy, z, txy, args, covariance, pred, var, lag)
         else:
             k = n if n_neighbors is None else min(int(n_neighbors), n)
-            _krige_local(xy, z, txy, args, k, max_distance, tree, pred, var, lag)
+            _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag)
     return (pred, var, lag) if return_lagrange else (pred, var)
 
 
-def _krige_global(xy, z, txy, args, pred, var, lag) -> None:
+def training_covariance(train_xy: ArrayLike, variogram: Variogram) -> NDArray:
+    """``(n, n)`` covariance matrix of the training points under ``variogram``."""
+    from mapping.models import _kriging_kernel as _k
+
+    xy = _as_xy(train_xy, "training coordinates")
+    n = xy.shape[0]
+    out = np.empty((n, n))
+    _k.covariance_matrix(xy, np.arange(n), n, *_variogram_args(variogram), out)
+    return out
+
+
+def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
     from scipy.linalg import cholesky, solve_triangular
 
     from mapping.models import _kriging_kernel as _k
 
     n = xy.shape[0]
-    K = np.empty((n, n))
-    _k.covariance_matrix(xy, np.arange(n), n, *args, K)
+    if covariance is None:
+        K = np.empty((n, n))
+        _k.covariance_matrix(xy, np.arange(n), n, *args, K)
+    else:
+        K = covariance
     sill = args[1] + args[3]
     for attempt in range(5):
         try:
@@ -188,7 +211,7 @@ def _krige_global(xy, z, txy, args, pred, var, lag) -> None:
         lag[s : s + batch] = -r / uu
 
 
-def _krige_local(xy, z, txy, args, k, max_distance, tree, pred, var, lag) -> None:
+def _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag) -> None:
     from mapping.models import _kriging_kernel as _k
 
     if tree is None:
@@ -233,7 +256,11 @@ def _krige_local(xy, z, txy, args, k, max_distance, tree, pred, var, lag) -> Non
         else np.zeros(0, dtype=np.int64)
     )
     n = xy.shape[0]
-    if n <= _FULL_COV_MAX_N and n * n <= m * k * k / 10:
+    if covariance is not None:
+        cfull = covariance
+    elif n <= _FULL_COV_MAX_N and n * n <= m * k * k / 10:
+        # gathering from the full matrix beats computing each group's covariances
+        # once the targets are many
         cfull = np.empty((n, n))
         _k.covariance_matrix(xy, np.arange(n), n, *args, cfull)
     else:
@@ -294,6 +321,25 @@ def _merge_duplicates(xy: NDArray, z: NDArray) -> tuple[NDArray, NDArray]:
     return np.ascontiguousarray(uniq), sums / counts
 
 
+def _spatial_order(xy: NDArray) -> NDArray:
+    """Permutation putting points in Morton (Z-curve) order, 16 bits per axis.
+
+    Neighbouring points get nearby indices, so a neighbourhood's rows of the
+    training covariance matrix lie close together in memory.
+    """
+    lo = xy.min(axis=0)
+    span = float(np.max(xy.max(axis=0) - lo)) or 1.0
+    q = ((xy - lo) / span * 65535.0).astype(np.uint64)
+
+    def spread(v: NDArray) -> NDArray:
+        v = (v | (v << np.uint64(8))) & np.uint64(0x00FF00FF)
+        v = (v | (v << np.uint64(4))) & np.uint64(0x0F0F0F0F)
+        v = (v | (v << np.uint64(2))) & np.uint64(0x33333333)
+        return (v | (v << np.uint64(1))) & np.uint64(0x55555555)
+
+    return np.argsort(spread(q[:, 0]) | (spread(q[:, 1]) << np.uint64(1)), kind="stable")
+
+
 def _final_step(est: Any) -> Any:
     return est.steps[-1][1] if isinstance(est, Pipeline) else est
 
@@ -325,6 +371,18 @@ def _is_averaging_ensemble(est: Any) -> bool:
 
 
 # =========================================================================== OrdinaryKriging
+class _CovarianceCache:
+    """Holds a fitted model's training covariance matrix once built; pickles empty."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self) -> None:
+        self.matrix: NDArray | None = None
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_CovarianceCache, ())
+
+
 class _KrigingMixin:
     """Input validation shared by the two estimators.
 
@@ -385,7 +443,7 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
     sample_variogram_ : DataFrame or None
         The sample variogram the model was fitted to (``np``, ``dist``, ``gamma``).
     xy_, values_ : ndarray
-        Distinct training locations and their (averaged) values.
+        Distinct training locations (in Morton order) and their (averaged) values.
     tree_ : scipy.spatial.cKDTree
     """
 
@@ -423,7 +481,9 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
     def _fit_xy(self, xy: NDArray, z: NDArray) -> None:
         # distinct locations first: the kriging system and the variogram's N/h^2
         # weights both need them
-        self.xy_, self.values_ = _merge_duplicates(xy, z)
+        xy, z = _merge_duplicates(xy, z)
+        order = _spatial_order(xy)
+        self.xy_, self.values_ = np.ascontiguousarray(xy[order]), z[order]
         xy, z = self.xy_, self.values_
         self.sample_variogram_ = None
         if isinstance(self.variogram, Variogram):
@@ -447,14 +507,30 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
                 f"variogram must be a model name or a Variogram, got {type(self.variogram).__name__}"
             )
         self.tree_ = cKDTree(self.xy_)
+        self._cov_cache = _CovarianceCache()
 
     def krige(self, xy: ArrayLike) -> tuple[NDArray, NDArray]:
         """Kriging prediction and variance at ``(m, 2)`` coordinates (NumPy in and out)."""
         check_is_fitted(self)
         return krige_residuals(  # type: ignore[return-value]
-            self.xy_, self.values_, self.variogram_, xy,
-            self.n_neighbors, self.max_distance, self.tree_,
-        )  # fmt: skip
+            self.xy_,
+            self.values_,
+            self.variogram_,
+            xy,
+            self.n_neighbors,
+            self.max_distance,
+            self.tree_,
+            covariance=self._training_covariance(),
+        )
+
+    def _training_covariance(self) -> NDArray | None:
+        # built on first use and kept for the following chunks (never pickled)
+        if self.xy_.shape[0] > _FULL_COV_MAX_N:
+            return None
+        cache = self._cov_cache
+        if cache.matrix is None:
+            cache.matrix = training_covariance(self.xy_, self.variogram_)
+        return cache.matrix
 
     def predict(self, X: Any, return_std: bool = False) -> NDArray | tuple[NDArray, NDArray]:
         """Kriging prediction (and its standard deviation) at the rows of ``X``."""
