@@ -25,6 +25,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from mapping.exceptions import ConfigError
@@ -165,6 +166,12 @@ class CVConfig(_Section):
     method: Literal["kfold", "block", "knndm"] = "knndm"
     n_splits: int = Field(5, ge=2)
     block_size: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _block_needs_size(self) -> CVConfig:
+        if self.method == "block" and self.block_size is None:
+            raise ValueError("block_size (metres) is required when method is block")
+        return self
 
 
 class PredictionConfig(_Section):

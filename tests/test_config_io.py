@@ -111,3 +111,10 @@ def test_laziness_guard_fails_on_compute() -> None:
     x = da.ones(10, chunks=5) + 1
     with pytest.raises(RuntimeError, match="Too many computes"), raise_if_dask_computes():
         x.sum().compute()
+
+
+def test_block_cv_needs_a_block_size(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cv: block_size"):
+        load_config(
+            _write(tmp_path, "output: o\nprofiles: {path: profiles.csv}\ncv: {method: block}\n")
+        )
