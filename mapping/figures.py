@@ -1,0 +1,489 @@
+"""Figures of the inventory report: maps of the prediction and the storage chart.
+
+Every figure is drawn on a bare :class:`matplotlib.figure.Figure` with the Agg canvas
+(no pyplot state, no display) and returned as PNG bytes; the report writes them to its
+``figures/`` folder and embeds the same bytes in its HTML page.
+
+Maps are drawn in the pixel space of the (decimated) raster, oriented so that the
+raster's +x axis points right and its +y axis up, exactly as the grid lies in its CRS,
+with an equal aspect. On a polar grid such as EASE-Grid 2.0 North, north is *not* up
+(it points to the pole, which may be off to one side of the map), so the maps carry a
+graticule of meridians and parallels computed with pyproj instead of a north arrow or a
+single scale bar (the scale of an equal-area azimuthal map changes across it).
+Zone outlines come either from polygons reprojected to the raster's CRS
+(:func:`polygon_lines`) or from the cell edges between different codes of a zone raster
+(:func:`zone_edges`). The observed-vs-predicted plot lives in :mod:`mapping.plots`.
+"""
+
+from __future__ import annotations
+
+import io as _bytes_io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "GraticuleLine",
+    "MapView",
+    "graticule",
+    "map_figure",
+    "png_bytes",
+    "polygon_lines",
+    "storage_chart",
+    "zone_edges",
+]
+
+DENSITY_UNITS = "kg C m$^{-2}$"
+_OUTLINE = "#1a1a1a"
+_GRATICULE = "#333333"
+
+
+@dataclass(frozen=True)
+class MapView:
+    """A raster read at display resolution.
+
+    Attributes
+    ----------
+    data
+        ``(y, x)`` float array, NaN where there is no data.
+    transform
+        Affine transform of ``data`` (pixel corners, in ``crs`` units).
+    crs
+        :class:`pyproj.CRS` of the raster.
+    decimation
+        Source cells per displayed cell along x (1 = full resolution).
+    """
+
+    data: np.ndarray
+    transform: Any
+    crs: Any
+    decimation: float = 1.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.data.shape[0]), int(self.data.shape[1]))
+
+
+@dataclass(frozen=True)
+class GraticuleLine:
+    """One meridian or parallel in pixel coordinates (NaN breaks the line)."""
+
+    kind: str  # "meridian" or "parallel"
+    value: float  # degrees
+    label: str
+    cols: np.ndarray
+    rows: np.ndarray
+
+
+# --------------------------------------------------------------------------- geometry helpers
+def to_pixels(transform: Any, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """CRS coordinates -> fractional ``(col, row)`` of ``transform`` (pixel corners)."""
+    cols, rows = ~transform @ (np.asarray(x, dtype=float), np.asarray(y, dtype=float))
+    return np.asarray(cols, dtype=float), np.asarray(rows, dtype=float)
+
+
+def zone_edges(codes: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Cell edges between different zones of a zone raster, as line segments.
+
+    Parameters
+    ----------
+    codes
+        ``(y, x)`` zone codes.
+    valid
+        ``(y, x)`` mask of cells that belong to a zone; cells outside it count as one
+        "no zone" code, so the outer boundary of the zones is drawn too.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 2, 2)`` segments ``[[col0, row0], [col1, row1]]`` in pixel-corner
+        coordinates, one per cell edge with different codes on its two sides.
+
+    Examples
+    --------
+    >>> zone_edges(np.array([[1, 2], [1, 2]])).tolist()
+    [[[1.0, 0.0], [1.0, 1.0]], [[1.0, 1.0], [1.0, 2.0]]]
+    """
+    z = np.asarray(codes)
+    if valid is not None:
+        z = np.where(valid, z.astype("float64"), np.nan)
+    z = z.astype("float64")
+    key = np.where(np.isnan(z), -np.inf, z)  # "no zone" compares equal to itself
+    segs = []
+    r, c = np.nonzero(key[:, :-1] != key[:, 1:])  # vertical edge at x = c + 1
+    if r.size:
+        x = (c + 1).astype(float)
+        segs.append(np.stack([np.stack([x, r], -1), np.stack([x, r + 1.0], -1)], 1))
+    r, c = np.nonzero(key[:-1, :] != key[1:, :])  # horizontal edge at y = r + 1
+    if r.size:
+        y = (r + 1).astype(float)
+        segs.append(np.stack([np.stack([c, y], -1), np.stack([c + 1.0, y], -1)], 1))
+    if not segs:
+        return np.zeros((0, 2, 2))
+    return np.concatenate(segs).astype(float)
+
+
+def polygon_lines(geoms: Sequence[Any], transform: Any, tolerance: float = 0.5) -> list[np.ndarray]:
+    """Boundaries of polygons (already in the raster's CRS) in pixel coordinates.
+
+    Rings are simplified to ``tolerance`` pixels, so a detailed hemisphere layer draws
+    as fast as a coarse one.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One ``(n, 2)`` array of ``(col, row)`` per ring.
+    """
+    import shapely
+
+    inv = ~transform
+    coeffs = [inv.a, inv.b, inv.d, inv.e, inv.c, inv.f]
+    out = []
+    for g in geoms:
+        if g is None or g.is_empty:
+            continue
+        g = shapely.affinity.affine_transform(g, coeffs)
+        if tolerance > 0:
+            g = shapely.simplify(g, tolerance, preserve_topology=True)
+        for line in shapely.get_parts(shapely.boundary(g)):
+            xy = shapely.get_coordinates(line)
+            if len(xy) >= 2:
+                out.append(xy)
+    return out
+
+
+def _nice_step(span: float, target: int, steps: Sequence[float]) -> float:
+    for s in steps:
+        if span / s <= target:
+            return s
+    return steps[-1]
+
+
+def _lon_label(lon: float) -> str:
+    lon = (lon + 180.0) % 360.0 - 180.0
+    if np.isclose(abs(lon), 180.0):
+        return "180°"
+    if np.isclose(lon, 0.0):
+        return "0°"
+    return f"{abs(lon):g}°{'E' if lon > 0 else 'W'}"
+
+
+def _lat_label(lat: float) -> str:
+    if np.isclose(lat, 0.0):
+        return "0°"
+    return f"{abs(lat):g}°{'N' if lat > 0 else 'S'}"
+
+
+def graticule(
+    crs: Any, transform: Any, shape: tuple[int, int], *, target: int = 6
+) -> list[GraticuleLine]:
+    """Meridians and parallels over a raster's frame, in its pixel coordinates.
+
+    The spacing is chosen from the longitude and latitude span of the frame (about
+    ``target`` lines of each); when a pole lies inside the frame every meridian is drawn.
+    Lines are sampled densely and projected with pyproj, so they curve as they should.
+
+    Parameters
+    ----------
+    crs
+        The raster's CRS (anything :meth:`pyproj.CRS.from_user_input` accepts).
+    transform
+        Its affine transform.
+    shape
+        ``(ny, nx)``.
+    target
+        Rough number of lines of each kind.
+    """
+    import pyproj
+
+    crs = pyproj.CRS.from_user_input(crs)
+    ny, nx = shape
+    geo = crs.geodetic_crs or pyproj.CRS.from_epsg(4326)
+    to_geo = pyproj.Transformer.from_crs(crs, geo, always_xy=True)
+    to_map = pyproj.Transformer.from_crs(geo, crs, always_xy=True)
+
+    cc, rr = np.meshgrid(np.linspace(0, nx, 41), np.linspace(0, ny, 41))
+    x, y = transform @ (cc.ravel(), rr.ravel())
+    lon, lat = to_geo.transform(x, y, errcheck=False)
+    lon, lat = np.asarray(lon, dtype=float), np.asarray(lat, dtype=float)
+    ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) <= 90)
+    if not ok.any():
+        return []
+    lon, lat = lon[ok], lat[ok]
+
+    def inside(lon0: float, lat0: float) -> bool:
+        px, py = to_map.transform(lon0, lat0, errcheck=False)
+        if not (np.isfinite(px) and np.isfinite(py)):
+            return False
+        c, r = to_pixels(transform, px, py)
+        return bool(0 <= c <= nx and 0 <= r <= ny)
+
+    north, south = inside(0.0, 90.0), inside(0.0, -90.0)
+    lat_lo = -90.0 if south else float(lat.min())
+    lat_hi = 90.0 if north else float(lat.max())
+    if crs.is_geographic or north or south:
+        lon_lo, lon_span = (
+            (-180.0, 360.0) if (north or south) else (float(lon.min()), float(np.ptp(lon)))
+        )
+    else:  # the span on the circle: 360 minus the largest gap between longitudes
+        s = np.sort(np.unique(np.round(lon % 360.0, 6)))
+        gaps = np.diff(np.concatenate([s, [s[0] + 360.0]]))
+        k = int(np.argmax(gaps))
+        lon_lo = float(s[(k + 1) % len(s)])
+        lon_span = 360.0 - float(gaps[k])
+    lon_step = _nice_step(lon_span, target, (0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90))
+    lat_step = _nice_step(
+        max(lat_hi - lat_lo, 1e-9), target, (0.25, 0.5, 1, 2, 2.5, 5, 10, 15, 20, 30)
+    )
+
+    lines: list[GraticuleLine] = []
+    pad_lat = lat_step
+    lat_a, lat_b = max(-90.0, lat_lo - pad_lat), min(90.0, lat_hi + pad_lat)
+    first = math.ceil(lon_lo / lon_step) * lon_step
+    meridians = np.arange(first, lon_lo + lon_span + 1e-9, lon_step)
+    if lon_span >= 360.0 - 1e-9:
+        meridians = meridians[meridians < lon_lo + 360.0 - 1e-9]
+    # Meridians stop one step short of a pole inside the frame: they all meet there.
+    m_lo = lat_a if not south else -90.0 + lat_step
+    m_hi = lat_b if not north else 90.0 - lat_step
+    for lon0 in meridians:
+        lats = np.linspace(m_lo, m_hi, 240)
+        xs, ys = to_map.transform(np.full_like(lats, lon0), lats, errcheck=False)
+        c, r = to_pixels(transform, xs, ys)
+        lines.append(GraticuleLine("meridian", float(lon0), _lon_label(lon0), c, r))
+    parallels = np.arange(math.ceil(lat_a / lat_step) * lat_step, lat_b + 1e-9, lat_step)
+    parallels = parallels[np.abs(parallels) < 90.0 - 1e-9]
+    pad_lon = min(lon_step, 360.0 - lon_span) if lon_span < 360 else 0.0
+    for lat0 in parallels:
+        lons = np.linspace(lon_lo - pad_lon, lon_lo + lon_span + pad_lon, 721)
+        xs, ys = to_map.transform(lons, np.full_like(lons, lat0), errcheck=False)
+        c, r = to_pixels(transform, xs, ys)
+        lines.append(GraticuleLine("parallel", float(lat0), _lat_label(lat0), c, r))
+    return lines
+
+
+# --------------------------------------------------------------------------- rendering
+def png_bytes(fig: Any, dpi: int | None = None) -> bytes:
+    """Render a Figure (Agg canvas) to PNG bytes."""
+    buf = _bytes_io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight", pad_inches=0.08)
+    return buf.getvalue()
+
+
+def _new_figure(width: float, height: float, dpi: int) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _limits(data: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float, str]:
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return 0.0, 1.0, "neither"
+    lo = float(np.percentile(finite, 1)) if vmin is None else float(vmin)
+    hi = float(np.percentile(finite, 99)) if vmax is None else float(vmax)
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    below, above = bool(finite.min() < lo), bool(finite.max() > hi)
+    extend = {(True, True): "both", (True, False): "min", (False, True): "max"}.get(
+        (below, above), "neither"
+    )
+    return lo, hi, extend
+
+
+def _label_point(
+    cols: np.ndarray, rows: np.ndarray, nx: int, ny: int
+) -> tuple[float, float] | None:
+    """Where a graticule line enters the frame (a small margin inside), for its label."""
+    mx, my = 0.04 * nx, 0.04 * ny
+    inside = (cols >= mx) & (cols <= nx - mx) & (rows >= my) & (rows <= ny - my)
+    idx = np.flatnonzero(inside)
+    if idx.size == 0:
+        return None
+    k = idx[0]
+    return float(cols[k]), float(rows[k])
+
+
+def map_figure(
+    view: MapView,
+    *,
+    title: str,
+    label: str,
+    units: str = DENSITY_UNITS,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    edges: np.ndarray | None = None,
+    lines: Sequence[np.ndarray] = (),
+    grid_lines: Sequence[GraticuleLine] | None = None,
+    veil: np.ndarray | None = None,
+    dpi: int = 110,
+) -> Any:
+    """A map of one raster: colour bar with units, zone outlines, graticule.
+
+    Parameters
+    ----------
+    view
+        The raster at display resolution.
+    title, label
+        Figure title and colour-bar label (``units`` is appended).
+    cmap, vmin, vmax
+        Colour map and limits (default: the 1st and 99th percentiles; the colour bar
+        gets arrows where values fall outside).
+    edges
+        Zone outlines as ``(n, 2, 2)`` pixel segments (:func:`zone_edges`).
+    lines
+        Zone outlines as pixel polylines (:func:`polygon_lines`).
+    grid_lines
+        Graticule (default: computed with :func:`graticule`).
+    veil
+        Boolean ``(y, x)`` mask of cells to pale out (e.g. outside the area of
+        applicability).
+    dpi
+        Resolution.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib import patheffects
+    from matplotlib.collections import LineCollection
+
+    data = np.asarray(view.data, dtype=float)
+    ny, nx = view.shape
+    t = view.transform
+    aspect = abs(t.e) / abs(t.a)
+    width = 6.4
+    height = min(7.5, max(3.2, (width - 1.3) * ny * aspect / nx + 0.9))
+    fig = _new_figure(width, height, dpi)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_facecolor("#e6e6e6")  # no data
+    lo, hi, extend = _limits(data, vmin, vmax)
+    im = ax.imshow(
+        np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, extent=(0, nx, ny, 0),
+        origin="upper", interpolation="nearest", aspect=aspect,
+    )  # fmt: skip
+    if veil is not None and np.any(veil):
+        rgba = np.zeros((ny, nx, 4))
+        rgba[..., :3] = 1.0
+        rgba[..., 3] = np.where(veil, 0.6, 0.0)
+        ax.imshow(
+            rgba, extent=(0, nx, ny, 0), origin="upper", interpolation="nearest", aspect=aspect
+        )
+    # +x right, +y up, as the grid lies in its CRS (a south-up raster is flipped back).
+    ax.set_xlim((0, nx) if t.a > 0 else (nx, 0))
+    ax.set_ylim((ny, 0) if t.e < 0 else (0, ny))
+    halo = [patheffects.withStroke(linewidth=2.0, foreground="white", alpha=0.85)]
+    if grid_lines is None:
+        grid_lines = graticule(view.crs, t, (ny, nx))
+    for gl in grid_lines:
+        # a pale underlay keeps the dashes readable over dark and light colours alike
+        ax.plot(gl.cols, gl.rows, color="white", lw=1.3, alpha=0.45, zorder=3)
+        ax.plot(gl.cols, gl.rows, color=_GRATICULE, lw=0.6, ls=(0, (4, 3)), zorder=3)
+        at = _label_point(gl.cols, gl.rows, nx, ny)
+        if at is not None:
+            ax.text(*at, gl.label, fontsize=7, color="#202020", ha="center", va="center",
+                    zorder=5, path_effects=halo)  # fmt: skip
+    segments = list(edges) if edges is not None and len(edges) else []
+    segments += list(lines)
+    if segments:
+        under = [patheffects.withStroke(linewidth=1.6, foreground="white", alpha=0.55)]
+        ax.add_collection(
+            LineCollection(segments, colors=_OUTLINE, linewidths=0.8, zorder=4, path_effects=under)
+        )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    cb = fig.colorbar(im, ax=ax, shrink=0.85, pad=0.02, extend=extend)
+    cb.set_label(f"{label} ({units})", fontsize=9)
+    cb.ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def storage_chart(
+    table: pd.DataFrame,
+    *,
+    unit: str = "Pg",
+    range_label: str | None = None,
+    dpi: int = 110,
+) -> Any:
+    """Bar chart of storage per zone and depth interval, with error bars.
+
+    Parameters
+    ----------
+    table
+        Long table, one row per zone and interval: ``zone``, ``interval``, ``value``
+        (the bar), ``lower``, ``upper`` (the range of the Monte Carlo totals, NaN when
+        absent), ``ind_lower``, ``ind_upper`` (the range under the independent-pixel
+        assumption, NaN when absent), ``total`` (bool: the all-zones row, drawn in a
+        panel of its own because it dwarfs the zones).
+    unit
+        Storage unit for the axis.
+    range_label
+        Legend text of the Monte Carlo range (e.g. ``"5-95 % range"``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib import colormaps
+
+    intervals = list(dict.fromkeys(table["interval"]))
+    zones = list(dict.fromkeys(table.loc[~table["total"], "zone"]))
+    totals = list(dict.fromkeys(table.loc[table["total"], "zone"]))
+    colours = colormaps["YlGnBu"](np.linspace(0.35, 0.95, max(len(intervals), 1)))
+    fig = _new_figure(8.0, 3.9, dpi)
+    ratios = [max(len(zones), 1), max(len(totals), 0.6)] if totals else [1]
+    gs = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.25)
+    panels = [(fig.add_subplot(gs[0, 0]), zones)]
+    if totals:
+        panels.append((fig.add_subplot(gs[0, 1]), totals))
+    width = 0.8 / max(len(intervals), 1)
+    have_mc = bool(table["lower"].notna().any())
+    have_ind = bool(table["ind_lower"].notna().any())
+    for ax, names in panels:
+        for k, iv in enumerate(intervals):
+            rows = table[table["interval"].eq(iv)].set_index("zone").reindex(names)
+            x = np.arange(len(names)) + (k - (len(intervals) - 1) / 2) * width
+            v = rows["value"].to_numpy(float)
+            ax.bar(x, v, width * 0.92, color=colours[k], label=f"{iv} cm", zorder=2)
+            lo, hi = rows["lower"].to_numpy(float), rows["upper"].to_numpy(float)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.errorbar(x[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none",
+                            ecolor="black", elinewidth=1.0, capsize=2.5, zorder=3,
+                            label=(range_label or "range") if k == 0 else None)  # fmt: skip
+            ilo, ihi = rows["ind_lower"].to_numpy(float), rows["ind_upper"].to_numpy(float)
+            ok = np.isfinite(ilo) & np.isfinite(ihi)
+            if ok.any():
+                ax.errorbar(x[ok] + width * 0.3, (ilo[ok] + ihi[ok]) / 2, yerr=(ihi[ok] - ilo[ok]) / 2,
+                            fmt="none", ecolor="#c0392b", elinewidth=1.6, capsize=2.0, zorder=4,
+                            label="independent-pixel range" if k == 0 else None)  # fmt: skip
+        ax.set_xticks(np.arange(len(names)))
+        ax.set_xticklabels(names, fontsize=8)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(True, axis="y", lw=0.3, color="0.85", zorder=0)
+        ax.set_axisbelow(True)
+        ax.set_ylim(bottom=0)
+    panels[0][0].set_ylabel(f"SOC storage ({unit})", fontsize=9)
+    handles, labels = panels[0][0].get_legend_handles_labels()
+    rank = {f"{iv} cm": k for k, iv in enumerate(intervals)}  # bars first, in depth order
+    pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: rank.get(hl[1], len(rank)))
+    handles, labels = [h for h, _ in pairs], [lab for _, lab in pairs]
+    ncol = min(len(labels), 6)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=ncol, fontsize=8,
+               frameon=False)  # fmt: skip
+    title = "Storage per zone and depth interval"
+    if not have_mc and not have_ind:
+        title += " (no Monte Carlo ranges in this run)"
+    fig.suptitle(title, fontsize=10, y=0.99, va="top")
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.80, bottom=0.1)
+    return fig
