@@ -282,7 +282,7 @@ def _report(
             if name == "gstat" and not keep.all():
                 line += (
                     f"; without the {int((~keep).sum())} cell(s) where gstat's single-precision "
-                    f"distances tie at the {k}th neighbour: {diff[keep].max():.3e}, "
+                    f"distances tie at neighbour {k}: {diff[keep].max():.3e}, "
                     f"{rel[keep].max():.3e}"
                 )
             print(line)

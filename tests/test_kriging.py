@@ -27,6 +27,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import mapping.models._kriging_kernel as kernel
 from mapping.exceptions import ModelError
 from mapping.models import OrdinaryKriging, RegressionKriging, Variogram, krige_residuals
+from mapping.models.kriging import training_covariance
 
 GSTAT = Path(__file__).parent / "data" / "gstat"
 GSTAT_MODEL = {"Sph": "spherical", "Exp": "exponential", "Gau": "gaussian", "Mat": "matern"}
@@ -196,6 +197,20 @@ def test_all_neighbours_equals_global() -> None:
     local = krige_residuals(xy, z, v, txy, n_neighbors=200)
     np.testing.assert_allclose(local[0], glob[0], rtol=1e-10)
     np.testing.assert_allclose(local[1], glob[1], rtol=1e-10)
+
+
+@pytest.mark.parametrize("n_neighbors", [None, 8])
+def test_numerically_singular_systems_get_a_tiny_jitter(n_neighbors) -> None:
+    # a repeated location without nugget: K is singular (an exact zero pivot); a
+    # diagonal jitter of at most 1e-6 of the sill (a tiny nugget) solves it
+    xy = np.array([[0.0, 0.0], [0.0, 0.0], [50.0, 0.0], [0.0, 60.0], [70.0, 80.0]])
+    z = np.array([1.0, 1.0, 2.0, 0.5, 1.5])
+    v = Variogram("gaussian", psill=1.0, range=100.0)
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(training_covariance(xy, v))
+    pred, var = krige_residuals(xy, z, v, [[0.0, 0.0], [30.0, 30.0]], n_neighbors=n_neighbors)
+    assert np.isfinite(pred).all() and np.isfinite(var).all()
+    assert pred[0] == pytest.approx(1.0, abs=1e-3) and var[0] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_max_distance_without_data_gives_nan() -> None:
@@ -377,7 +392,7 @@ def test_components_quantiles_and_std_agree(world) -> None:
 def test_log_transform_back_transform_is_unbiased() -> None:
     """Lognormal target: exp(mu + s^2/2) is unbiased where the naive exp(mu) is not.
 
-    Cressie (1993), Statistics for Spatial Data, sect. 3.2.2; the median is exp(mu).
+    Lognormal kriging (Journel 1980; Cressie 1993); the median is exp(mu).
     """
     X, y = _world(seed=3, log=True)
     rk = RegressionKriging(log_transform=True).fit(X[:400], y[:400])

@@ -170,12 +170,13 @@ def _quickselect(d, idx, n, k):
 def _factorise(xy, z, S, ns, code, psill, rng, nugget, nu, mconst, cfull, L, a, u, ones):
     """Covariance of the neighbour set ``S[:ns]``, its Cholesky factor, ``a``, ``u``.
 
-    Adds a growing diagonal jitter (1e-12 ... 1e-6 of the sill) when the matrix is
-    numerically singular (duplicate locations without nugget, Gaussian model).
+    When the matrix is numerically singular (near-duplicate locations without a
+    nugget, a Gaussian model) a diagonal jitter of 1e-12, 1e-10, ..., 1e-6 of the
+    sill is tried in turn (a tiny nugget); False if even that fails.
     """
     sill = psill + nugget
     jitter = 0.0
-    for attempt in range(4):
+    for attempt in range(5):
         if cfull.shape[0] > 0:
             for i in range(ns):
                 for j in range(ns):

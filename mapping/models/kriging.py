@@ -184,12 +184,12 @@ def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
     else:
         K = covariance
     sill = args[1] + args[3]
+    # numerically singular (near-duplicates without nugget, Gaussian model): a diagonal
+    # jitter of 1e-12 ... 1e-6 of the sill, as in the local kernel
     for attempt in range(5):
+        jitter = 0.0 if attempt == 0 else sill * 10.0 ** (-14 + 2 * attempt)
         try:
-            L = cholesky(
-                K + np.eye(n) * (0.0 if attempt == 0 else sill * 10.0 ** (-14 + 2 * attempt)),
-                lower=True,
-            )
+            L = cholesky(K + np.eye(n) * jitter, lower=True)
             break
         except np.linalg.LinAlgError:
             continue
