@@ -20,8 +20,10 @@ known model at 0-30, 0-100, 0-200 and 0-300 cm.
 Profiles (:func:`sample_profiles`) are generated from the density of the
 cell that contains them: each horizon's stock is the exact integral of
 ``rho`` over the horizon, then split into SOC %, bulk density and coarse
-fragments so that ``SOC * BD * (1 - CF) * thickness / 10`` reproduces it.
-With ``noise=False`` the horizons integrate to the true stock to rounding
+fragments so that ``SOC * BD * (1 - CF) * thickness / 10`` reproduces it,
+with the bulk density scattered around the default pedotransfer function
+(:mod:`mapping.bulk_density`), which therefore estimates missing values
+without bias (to 1-2 %: Jensen's inequality on the scatter). With ``noise=False`` the horizons integrate to the true stock to rounding
 error; with ``noise=True`` a documented short-range (nugget) factor and
 laboratory errors are added, both mean-unbiased.
 
@@ -141,6 +143,11 @@ class TruthParameters:
     profile_noise_sd``, short-range variation within a cell: a nugget of
     ``tau^2`` in ``ln`` stock, mean-unbiased); SOC and bulk density get
     independent multiplicative laboratory errors ``exp(N(-s^2/2, s^2))``.
+
+    Bulk density (with or without noise) is the default pedotransfer function's
+    value at the horizon's SOC times ``exp(e)``, ``e ~ N(-sd^2/2, sd^2)`` (``sd =
+    bd_scatter_sd``, natural scatter at a given SOC), so the PTF that fills in
+    missing values is a mean-unbiased estimator of the world's bulk density.
     """
 
     intercept: float = 2.95
@@ -162,6 +169,7 @@ class TruthParameters:
     profile_noise_sd: float = 0.15
     soc_lab_sd: float = 0.05
     bd_lab_sd: float = 0.05
+    bd_scatter_sd: float = 0.10
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description of the truth, with formulas and units."""
@@ -216,6 +224,16 @@ class TruthParameters:
                 "bd_lab_sd": self.bd_lab_sd,
                 "lab_noise": "SOC and BD each x exp(N(-sd^2/2, sd^2)), independent per horizon",
                 "effective_ln_stock_nugget": self.profile_noise_sd**2,
+            },
+            "bulk_density": {
+                "ptf": "hossain2015 (the default of mapping.bulk_density)",
+                "rule": (
+                    "BD = PTF(SOC) * exp(e), e ~ N(-sd^2/2, sd^2); SOC solved so that "
+                    "SOC * BD * (1 - CF/100) reproduces the horizon's carbon density; "
+                    "organic branch (SOC 17-60 %) where the density allows it, else mineral"
+                ),
+                "scatter_sd": self.bd_scatter_sd,
+                "soc_max_pct": _SOC_MAX,
             },
         }
 
@@ -930,27 +948,76 @@ def sample_sites(world: SyntheticWorld, n_profiles: int = 500, seed: int = 0) ->
     )
 
 
-# Adams-type mixing of organic matter and mineral fine earth, inverted for SOC:
-# BD = 100 / (OM/BD_OM + (100 - OM)/BD_MIN), OM = 1.724 SOC (van Bemmelen).
-_BD_OM, _BD_MIN, _VB = 0.224, 1.45, 1.724
-# largest SOC x BD (% x g cm-3) of mineral material: SOC 11.5 %, BD 0.69 on the mixing line
+# Bulk density follows the default pedotransfer function (mapping.bulk_density), so that the
+# PTF the stock stage uses for missing values is a mean-unbiased estimator of the world's BD.
+_SOC_MAX = 60.0  # % : the richest peat the generator makes
+# mineral horizons richer than this SOC x BD (% x g cm-3; SOC about 10.5 %) are buried organic layers
 _MINERAL_MAX = 8.0
+_POCKET_DENSITY = 75.0  # kg C m-3 aimed at in cryoturbated pockets (organic material)
 
 
-def _mineral_split(q: float, cf: float, rng: np.random.Generator) -> tuple[float, float]:
-    """SOC (%) and BD (g cm-3) of a mineral horizon with carbon density ``q`` kg m-3."""
-    qq = q / (10.0 * (1.0 - cf / 100.0))  # = SOC[%] * BD
-    soc = qq * (100.0 / _BD_MIN) / (100.0 - qq * (_VB / _BD_OM - _VB / _BD_MIN))
-    bd = qq / soc
-    f = math.exp(rng.normal(0.0, 0.08))  # natural scatter around the mixing line
-    bd = min(max(bd * f, 0.15), 1.85)
-    return qq / bd, bd
+def _ptf() -> Any:
+    from mapping.bulk_density import get_ptf
+
+    return get_ptf("default")
 
 
-def _organic_split(q: float, target_soc: float) -> tuple[float, float]:
-    """SOC (%) and BD (g cm-3) of an organic horizon; BD kept within 0.06-0.35 where possible."""
-    soc = min(max(target_soc, q / (10.0 * 0.35)), q / (10.0 * 0.06), 55.0)
-    return soc, q / (10.0 * soc)
+def _solve_soc(x: float, organic: bool) -> float:
+    """SOC (%) on one branch of the default PTF with ``SOC * PTF(SOC) = x``.
+
+    ``SOC * PTF(SOC)`` rises monotonically on the mineral branch (SOC below the
+    organic threshold) and falls monotonically on the organic branch up to
+    :data:`_SOC_MAX`; ``x`` outside a branch's range is clipped to its end.
+    """
+    from scipy.optimize import brentq
+
+    ptf = _ptf()
+    thr = ptf.organic_threshold_pct
+    if organic:
+        f = ptf.organic
+
+        def gap(s: float) -> float:
+            return s * float(f(s)) - x
+
+        lo, hi = thr, _SOC_MAX
+        if gap(lo) <= 0:  # denser than organic material on the PTF can be: SOC at the threshold
+            return lo
+        if gap(hi) >= 0:
+            return hi
+        return float(brentq(gap, lo, hi, xtol=1e-12, rtol=1e-12))
+    g = ptf.mineral
+
+    def gap_m(s: float) -> float:
+        return s * float(g(s)) - x
+
+    lo, hi = 1e-6, thr * (1.0 - 1e-12)
+    if gap_m(hi) <= 0:
+        return hi
+    return float(brentq(gap_m, lo, hi, xtol=1e-12, rtol=1e-12))
+
+
+def _split_on_ptf(
+    qq: float, prefer_organic: bool, scatter_sd: float, rng: np.random.Generator
+) -> tuple[float, float, bool]:
+    """SOC (%), BD (g cm-3) and organic flag of fine earth with ``SOC * BD = qq``.
+
+    BD is the default PTF's value at the horizon's SOC times ``exp(e)``, ``e ~
+    N(-sd^2/2, sd^2)`` (mean-unbiased natural scatter), and SOC is solved so that
+    the product reproduces ``qq``. Material the preferred branch cannot hold
+    goes to the other one: an organic horizon poorer in carbon than organic
+    material on the PTF ever is (about 60 kg C m-3 at SOC 60 %) becomes a
+    humus-rich mineral horizon, a mineral one richer than SOC x BD = 8 a buried
+    organic layer.
+    """
+    ptf = _ptf()
+    thr = ptf.organic_threshold_pct
+    e = rng.normal(-0.5 * scatter_sd**2, scatter_sd)
+    x = qq * math.exp(-e)  # = SOC * PTF(SOC) for BD = PTF(SOC) * exp(e)
+    organic_low = _SOC_MAX * float(ptf.organic(_SOC_MAX))  # about 6.1
+    mineral_high = thr * float(ptf.mineral(thr))  # about 12.0
+    organic = x >= organic_low if prefer_organic else x >= min(_MINERAL_MAX, mineral_high)
+    soc = _solve_soc(x, organic)
+    return soc, qq / soc, organic
 
 
 def sample_profiles(
@@ -968,10 +1035,16 @@ def sample_profiles(
     :func:`interval_stock`), split into SOC, bulk density and coarse fragments
     so that ``soc_pct * bulk_density_g_cm3 * (1 - coarse_fraction_pct/100) *
     thickness_cm / 10 * horizon_area_pct / 100``, summed over the profile,
-    equals the true stock. Wetland profiles start with a peat layer (SOC
-    20-45 %, BD 0.08-0.3), others with a thin organic horizon; about one
-    profile in twenty in the colder zones has a cryoturbated pair of horizons
-    sharing a depth range (an organic pocket and its mineral matrix, area
+    equals the true stock. Bulk density is the default pedotransfer
+    function's value at the horizon's SOC with mean-unbiased scatter
+    (``params.bd_scatter_sd``), so the stock stage's estimate of a missing
+    value is unbiased. Wetland profiles start with a thick surface layer,
+    others with a thin one; these are organic (Oi/Oe/Oa, SOC 17-60 %) where
+    their carbon density reaches what organic material on the PTF holds
+    (about 60 kg C m-3 and more) and humus-rich mineral horizons otherwise.
+    About one profile in twenty in the colder zones has a cryoturbated pair
+    of horizons sharing a depth range (a carbon-rich pocket, ``Ojj`` when
+    organic, ``Ajj`` otherwise, and its mineral matrix, area
     shares summing to 100).
 
     Parameters
@@ -1048,7 +1121,8 @@ def sample_profiles(
             q = s / ((b - a) / 100.0)  # mean density of the horizon, kg m-3
             if i == cryo_at:
                 share = float(rng.choice([20, 25, 30, 35, 40]))
-                ratio = min(rng.uniform(1.8, 2.6), 80.0 / share)
+                # an organic pocket where the matrix can spare the carbon
+                ratio = min(max(rng.uniform(1.8, 2.6), _POCKET_DENSITY / q), 80.0 / share)
                 q1 = q * ratio
                 q2 = (q - share / 100.0 * q1) / (1.0 - share / 100.0)
                 parts = [("Ojj", q1, share, "pocket"), ("Bgjj", q2, 100.0 - share, "mineral")]
@@ -1057,18 +1131,21 @@ def sample_profiles(
                 parts = [(name, q, 100.0, kind)]
             for name, qh, area, kd in parts:
                 cf = round(cf_profile * (0.6 + 0.8 * rng.uniform()), 1) if cf_profile > 0 else 0.0
-                if kd == "mineral" and qh / (10.0 * (1.0 - cf / 100.0)) < _MINERAL_MAX:
-                    soc, bd = _mineral_split(qh, cf, rng)
-                    cn = rng.uniform(15, 22)
-                else:
-                    if (
-                        kd == "mineral"
-                    ):  # too rich in carbon for mineral soil: a buried organic layer
-                        name = "Ob"
-                    cf = 0.0
-                    target = rng.uniform(30, 45) if lc == 3 else rng.uniform(18, 40)
-                    soc, bd = _organic_split(qh, target)
-                    cn = rng.uniform(22, 30)
+                if kd != "mineral" or qh / 10.0 >= _MINERAL_MAX:
+                    cf = 0.0  # organic material carries no stones
+                soc, bd, organic = _split_on_ptf(
+                    qh / (10.0 * (1.0 - cf / 100.0)), kd != "mineral", p.bd_scatter_sd, rng
+                )
+                if organic:
+                    if cf > 0:  # re-split without stones
+                        cf = 0.0
+                        soc, bd, organic = _split_on_ptf(qh / 10.0, True, p.bd_scatter_sd, rng)
+                    if kd == "mineral":
+                        name = "Ob"  # too rich in carbon for mineral soil: a buried organic layer
+                if not organic and kd != "mineral":
+                    # too poor in carbon for organic material on the PTF: humus-rich mineral
+                    name = "Ajj" if kd == "pocket" else _horizon_name("mineral", a, b, zone)
+                cn = rng.uniform(22, 30) if organic else rng.uniform(15, 22)
                 if noise:
                     soc *= math.exp(rng.normal(-0.5 * p.soc_lab_sd**2, p.soc_lab_sd))
                     bd *= math.exp(rng.normal(-0.5 * p.bd_lab_sd**2, p.bd_lab_sd))

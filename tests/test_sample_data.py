@@ -303,10 +303,35 @@ def test_wetland_profiles_start_with_peat(profiles, grid) -> None:
     lc, _ = _read(DATA / "landcover.tif")
     top = profiles[profiles["top_cm"] == 0]
     row, col = _cells(top, transform)
-    peat = top[lc[row, col] == 3]
-    assert len(peat) > 20
-    assert peat["soc_pct"].between(15, 55).all()
-    assert peat["bulk_density_g_cm3"].dropna().between(0.05, 0.4).all()
+    wet = lc[row, col] == 3
+    # carbon-rich surface layers, organic (peat) where dense enough for organic material on
+    # the PTF
+    assert top.loc[wet, "soc_pct"].median() > 2 * top.loc[~wet, "soc_pct"].median()
+    peat = top[wet & top["horizon"].str.startswith("O")]
+    assert len(peat) > 50
+    assert peat["soc_pct"].between(15, 65).all()
+    assert peat["bulk_density_g_cm3"].dropna().between(0.05, 0.8).all()
+    organic = profiles[profiles["horizon"].isin(["Oi", "Oe", "Oa"])]
+    r, c = _cells(organic, transform)
+    assert (lc[r, c] == 3).mean() > 0.9
+
+
+def test_measured_bulk_density_follows_the_default_ptf(profiles, params) -> None:
+    """Missing bulk densities are estimated by the default PTF: it must be unbiased here."""
+    from mapping.bulk_density import get_ptf
+
+    ptf = get_ptf("default")
+    df = profiles.dropna(subset=["bulk_density_g_cm3"])
+    ratio = df["bulk_density_g_cm3"].to_numpy() / ptf(df["soc_pct"].to_numpy())
+    organic = ptf.is_organic(df["soc_pct"].to_numpy())
+    for sel in (organic, ~organic):
+        assert ratio[sel].mean() == pytest.approx(1.0, abs=0.05)
+    # scatter 0.1 and laboratory error 0.05 on BD (and SOC, through the PTF)
+    assert 0.09 < np.log(ratio).std() < 0.14
+    gap = params["profiles"]["ptf_vs_measured_stock_pct"]
+    assert set(gap) == {f"0-{b}" for _, b in STANDARD_DEPTHS}
+    assert all(abs(v) < 2.5 for v in gap.values())
+    assert params["truth"]["bulk_density"]["scatter_sd"] == 0.1
 
 
 # --------------------------------------------------------------------------- truth

@@ -326,8 +326,9 @@ def test_profiles_are_valid_and_realistic(noisy_profiles) -> None:
     assert 0.08 < missing < 0.17
     cn = df["soc_pct"] / df["n_pct"]
     assert cn.between(15, 30).all()
-    organic = df[df["horizon"].isin(["Oe", "Oa"])]
-    assert len(organic) > 50
+    organic = df[df["horizon"].isin(["Oi", "Oe", "Oa"])]
+    assert len(organic) > 30
+    assert organic["soc_pct"].min() > 15  # organic material (17 % before laboratory error)
     assert organic["soc_pct"].median() > 25 and organic["bulk_density_g_cm3"].median() < 0.3
     mineral = df[df["horizon"].isin(["A", "Bg", "Cf", "C"])]
     assert 0.9 < mineral["bulk_density_g_cm3"].median() < 1.6
@@ -350,7 +351,12 @@ def test_cryoturbated_pairs_share_a_depth_range(noisy_profiles) -> None:
     for _, g in pairs.groupby(["profile_id", "top_cm", "bottom_cm"]):
         assert len(g) == 2
         assert g["horizon_area_pct"].sum() == 100
-        assert set(g["horizon"]) == {"Ojj", "Bgjj"}
+        assert set(g["horizon"]) in ({"Ojj", "Bgjj"}, {"Ajj", "Bgjj"})
+        pocket = g[g["horizon"] != "Bgjj"].iloc[0]
+        matrix = g[g["horizon"] == "Bgjj"].iloc[0]
+        assert pocket["soc_pct"] > matrix["soc_pct"]
+        assert (pocket["horizon"] == "Ojj") == (pocket["soc_pct"] > 15)
+    assert (pairs["horizon"] == "Ojj").any()
 
 
 def test_profiles_are_clustered(world) -> None:
@@ -388,6 +394,45 @@ def test_profile_noise_is_mean_unbiased(world, noisy_profiles) -> None:
     assert ratio.mean() == pytest.approx(1.0, abs=0.03)
     # profile factor sd 0.15 plus lab errors averaged over horizons
     assert 0.12 < np.log(ratio).std() < 0.22
+
+
+def test_bulk_density_scatters_around_the_default_ptf(world) -> None:
+    """The PTF the stock stage uses for missing values is a mean-unbiased estimator here."""
+    from mapping.bulk_density import get_ptf
+
+    ptf = get_ptf("default")
+    df = sample_profiles(world, 500, seed=3, noise=False)
+    ratio = df["bulk_density_g_cm3"].to_numpy() / ptf(df["soc_pct"].to_numpy())
+    # natural scatter exp(e), e ~ N(-sd^2/2, sd^2), sd = 0.1
+    assert np.log(ratio).std() == pytest.approx(world.params.bd_scatter_sd, rel=0.15)
+    organic = ptf.is_organic(df["soc_pct"].to_numpy())
+    assert organic.sum() > 30 and (~organic).sum() > 1000
+    for sel in (organic, ~organic):
+        assert ratio[sel].mean() == pytest.approx(1.0, abs=0.05)
+    # organic horizons are what the PTF calls organic, and nothing else is
+    named = df["horizon"].str.startswith("O").to_numpy()
+    np.testing.assert_array_equal(named, organic)
+    assert df["soc_pct"].max() <= 60.0
+
+
+def test_ptf_stocks_agree_with_measured_stocks(world) -> None:
+    """Stocks with every bulk density from the PTF are within 3 % of the measured ones."""
+    from mapping.depths import compute_stocks
+
+    df = sample_profiles(world, 300, seed=4, missing_bd=0.0)
+    cols = ["profile_id", "lon", "lat", "top_cm", "bottom_cm", "soc_pct",
+            "bulk_density_g_cm3", "coarse_fraction_pct", "horizon_area_pct"]  # fmt: skip
+    measured = compute_stocks(df[cols], list(STANDARD_DEPTHS)).stocks
+    imputed = compute_stocks(df[cols].assign(bulk_density_g_cm3=np.nan), list(STANDARD_DEPTHS))
+    assert (imputed.stocks["bd_imputed"] == imputed.stocks["n_horizons"]).all()
+    key = ["top_cm", "bottom_cm"]
+    gap = (
+        imputed.stocks.groupby(key)["soc_stock_kg_m2"].mean()
+        / measured.groupby(key)["soc_stock_kg_m2"].mean()
+        - 1.0
+    )
+    assert len(gap) == 4
+    assert (gap.abs() < 0.03).all(), gap
 
 
 def test_profiles_are_deterministic(world) -> None:

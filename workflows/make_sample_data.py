@@ -194,6 +194,27 @@ def _ranges(profiles: pd.DataFrame, horizons: list[str]) -> dict[str, list[float
     }
 
 
+def ptf_stock_gap(world: SyntheticWorld, n_profiles: int, seed: int) -> dict[str, float]:
+    """Mean stock from PTF bulk densities relative to measured ones, in %, per interval.
+
+    The same profiles are generated without missing values (same random stream), and
+    their stocks are computed twice by the stock stage: with the bulk densities as
+    measured and with every bulk density estimated by the default PTF.
+    """
+    from mapping.depths import compute_stocks
+
+    full = sample_profiles(world, n_profiles, seed, missing_bd=0.0)
+    keep = ["profile_id", "lon", "lat", "top_cm", "bottom_cm", "soc_pct",
+            "bulk_density_g_cm3", "coarse_fraction_pct", "horizon_area_pct"]  # fmt: skip
+    full = format_profiles(full)[keep]  # the values as written to profiles.csv
+    means = []
+    for table in (full, full.assign(bulk_density_g_cm3=np.nan)):
+        res = compute_stocks(table, list(STANDARD_DEPTHS), bulk_density_ptf="default")
+        means.append(res.stocks.groupby(["top_cm", "bottom_cm"])["soc_stock_kg_m2"].sum())
+    gap = 100.0 * (means[1] / means[0] - 1.0)
+    return {f"0-{b:g}": round(float(gap[(a, b)]), 2) for a, b in STANDARD_DEPTHS}
+
+
 def format_profiles(profiles: pd.DataFrame) -> pd.DataFrame:
     df = profiles.round(CSV_DECIMALS)
     for col in ("top_cm", "bottom_cm", "horizon_area_pct"):
@@ -369,8 +390,10 @@ def generate(
             "n_horizons": len(profiles),
             "profiles_reaching": counts,
             "cryoturbated_profiles": n_pairs,
+            "organic_horizons": int(profiles["horizon"].str.startswith("O").sum()),
             "organic_horizons_p5_p95": _ranges(profiles, ["Oi", "Oe", "Oa"]),
             "mineral_horizons_p5_p95": _ranges(profiles, ["A", "Bg", "C", "Cf"]),
+            "ptf_vs_measured_stock_pct": ptf_stock_gap(world, n_profiles, seed),
             "missing_bulk_density_share": round(
                 float(profiles["bulk_density_g_cm3"].isna().mean()), 4
             ),
@@ -435,6 +458,9 @@ def readme(s: dict[str, Any], totals: pd.DataFrame) -> str:
     kco = t["scale_depth"]["coefficients"]
     res = t["residual"]
     noise = t["observation_noise"]
+    bdp = t["bulk_density"]
+    gap = s["profiles"]["ptf_vs_measured_stock_pct"]
+    ptf_gap = " / ".join(f"{gap[f'0-{b:g}']:+.1f} %" for _, b in STANDARD_DEPTHS)
     align = s["precipitation"]["bilinear_to_grid_error"]
     pb = s["precipitation"]["bounds"]
     thr = s["zones"]["maat_upper_bounds_degC"]
@@ -543,12 +569,17 @@ Profiles reaching each depth (the seed's compilation had 3422 / 2290 / 1296 / 72
 {_table(["interval", "profiles", "share of 0-30 cm"], [[k + " cm", v, f"{100 * v / n30:.0f} %"] for k, v in counts.items()])}
 
 All horizons are valid (top < bottom, contiguous from 0 cm, SOC 0–100 %, BD 0.05–2.65,
-coarse fragments 0–100 %). Wetland profiles start with a peat layer and the others with a
-thin organic horizon; organic horizons (Oi/Oe/Oa) have SOC {org["soc_pct"][0]:g}–{org["soc_pct"][1]:g} % and BD
+coarse fragments 0–100 %). Wetland profiles start with a thick surface layer (30–130 cm)
+and the others with a thin one. Bulk density follows the default pedotransfer function
+(`hossain2015`, `docs/stocks.md`) with scatter, so a surface layer is organic (Oi/Oe/Oa,
+SOC ≥ 17 %) only where its carbon density reaches what organic material on that PTF holds
+(about 60 kg C m⁻³ or more, mostly peat in wetlands) and a humus-rich A horizon otherwise.
+{s["profiles"]["organic_horizons"]} horizons are organic (O…); Oi/Oe/Oa horizons have SOC {org["soc_pct"][0]:g}–{org["soc_pct"][1]:g} % and BD
 {org["bulk_density_g_cm3"][0]:g}–{org["bulk_density_g_cm3"][1]:g} g cm⁻³, mineral horizons (A/Bg/C/Cf) SOC {mnr["soc_pct"][0]:g}–{mnr["soc_pct"][1]:g} % and BD
 {mnr["bulk_density_g_cm3"][0]:g}–{mnr["bulk_density_g_cm3"][1]:g} g cm⁻³ (5–95 % ranges). {s["profiles"]["cryoturbated_profiles"]} profiles in the colder
-zones have a cryoturbated pair of horizons over the same depth range: an organic pocket
-(`Ojj`) and its mineral matrix (`Bgjj`) with area shares summing to 100 %.
+zones have a cryoturbated pair of horizons over the same depth range: a carbon-rich pocket
+(`Ojj` when organic, `Ajj` otherwise) and its mineral matrix (`Bgjj`) with area shares
+summing to 100 %.
 
 ## The truth
 
@@ -572,7 +603,13 @@ is the value of the cell that contains it.
 
 Each profile's horizons integrate `rho` of its cell exactly; the stock is then split into
 SOC, BD and coarse fragments so that SOC x BD x (1 - CF/100) x thickness / 10 reproduces
-it. Two kinds of mean-unbiased noise are added: all horizons of a profile are scaled by
+it. The split follows the default PTF: BD = PTF(SOC) x exp(e), e ~ N(-sd²/2, sd²),
+sd = {bdp["scatter_sd"]:g} (natural scatter at a given SOC), with SOC solved so that the product
+reproduces the carbon density (SOC ≤ {bdp["soc_max_pct"]:g} % before laboratory error). The PTF is
+therefore a mean-unbiased estimate of a missing bulk density: on this table, mean stocks
+with every bulk density taken from the PTF differ from those with the measured ones by
+{ptf_gap} (0–30 / 0–100 / 0–200 / 0–300 cm; Jensen's inequality on the scatter).
+Two kinds of mean-unbiased noise are added: all horizons of a profile are scaled by
 exp(eta), eta ~ N(-tau²/2, tau²), tau = {noise["profile_noise_sd"]:g} (short-range variation: a nugget of {noise["effective_ln_stock_nugget"]:g}
 in ln stock), and SOC and BD get independent laboratory errors of {100 * noise["soc_lab_sd"]:g} % and
 {100 * noise["bd_lab_sd"]:g} % (log-normal). Values are then rounded as stated above.
