@@ -489,15 +489,9 @@ def store_blocks(
 
     offsets = [np.cumsum((0, *c)) for c in chunks]
     blocks = stacked.to_delayed(optimize_graph=True)  # (1, nby, nbx)
-    index: dict[str, tuple[int, int]] = {}
-    delayeds = []
-    for i in range(blocks.shape[1]):
-        for j in range(blocks.shape[2]):
-            delayeds.append(blocks[0, i, j])
-    futures = client.compute(delayeds)
-    for f, d in zip(futures, delayeds, strict=True):
-        _, i, j = d.key[1:] if isinstance(d.key, tuple) else (0, 0, 0)
-        index[f.key] = (i, j)
+    where = [(i, j) for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
+    futures = client.compute([blocks[0, i, j] for i, j in where])  # one graph: the model once
+    index = {f.key: ij for f, ij in zip(futures, where, strict=True)}
     display = _Display(label, n_blocks, unit="blocks")
     ok = False
     try:

@@ -225,13 +225,14 @@ def _predict_block(
     named = getattr(model, "feature_names_in_", None) is not None
     needed = list(dict.fromkeys([*columns, *(cov_names if aoa is not None else []), *COORDINATES]))
     all_valid = flat.size == ny * nx
+    flat_src = {c: source[c].ravel() for c in needed}  # views, except broadcast coordinates
     step = max(1, int(batch_size))
     for start in range(0, flat.size, step):
         # a block without nodata is read through views: no gather, no scatter
         sel = (
             slice(start, min(start + step, flat.size)) if all_valid else flat[start : start + step]
         )
-        table = pd.DataFrame({c: _column(source[c].ravel()[sel]) for c in needed}, copy=False)
+        table = pd.DataFrame({c: _column(flat_src[c][sel]) for c in needed}, copy=False)
         X = table[columns] if named else table[columns].to_numpy()
         res = _predict_stats(model, X, stats, lo, hi)
         for k, v in res.items():
