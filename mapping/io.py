@@ -29,6 +29,15 @@ TABLE_SUFFIXES = {".csv", ".parquet", ".pq", ".gpkg"}
 
 
 # --------------------------------------------------------------------------- atomic writes
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -60,6 +69,8 @@ def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterat
         tmp = Path(name)
     try:
         yield tmp
+        # mkstemp/mkdtemp create private (0600/0700) entries: give outputs the usual umask mode
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
         if is_dir and dest.exists():
             _remove(dest)
         os.replace(tmp, dest)

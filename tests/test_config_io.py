@@ -118,3 +118,13 @@ def test_block_cv_needs_a_block_size(tmp_path: Path) -> None:
         load_config(
             _write(tmp_path, "output: o\nprofiles: {path: profiles.csv}\ncv: {method: block}\n")
         )
+
+
+def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    out = write_table(pd.DataFrame({"a": [1]}), tmp_path / "t.csv")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    with atomic_path(tmp_path / "folder", is_dir=True) as tmp:
+        (tmp / "f.txt").write_text("x")
+    assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
