@@ -230,6 +230,26 @@ def predict(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt =
     _run_until(config, "predict", scheduler, force)
 
 
+@app.command()
+def report(
+    out: Annotated[Path, typer.Argument(help="Output folder of a run.", show_default=False)],
+    config: Annotated[Path | None, typer.Option(help="The run's config (for zone outlines).")] = None,
+) -> None:
+    """Rebuild the inventory report (HTML, Markdown, tables) of an output folder."""
+    from mapping.config import load_config
+    from mapping.report import build_report
+
+    cfg = load_config(config) if config is not None else None
+    zones = cfg.zones if cfg is not None else None
+    files = build_report(
+        out,
+        config=cfg,
+        zones_path=zones.path if zones is not None else None,
+        zone_field=zones.field if zones is not None else None,
+    )
+    typer.echo(f"report: {files['index.html']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     try:

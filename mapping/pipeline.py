@@ -693,6 +693,34 @@ ZONES = Stage(
 )
 
 
+# --------------------------------------------------------------------------- report
+def _run_report(ctx: StageContext) -> tuple[list[str], Any]:
+    from mapping.report import build_report
+
+    cfg = ctx.config
+    files = build_report(
+        ctx.out,
+        config=cfg,
+        zones_path=cfg.zones.path if cfg.zones is not None else None,
+        zone_field=cfg.zones.field if cfg.zones is not None else None,
+    )
+    return [str(Path(p).relative_to(ctx.out)) for p in files.values()], files
+
+
+def _load_report(ctx: StageContext) -> Any:
+    return {"index.html": ctx.out / "report" / "index.html"}
+
+
+REPORT = Stage(
+    name="report",
+    run=_run_report,
+    load=_load_report,
+    config_keys=("zones", "uncertainty", "prediction"),
+    inputs=_zones_inputs,
+    depends=("zones", "predict", "fit", "stocks"),
+)
+
+
 def stage_list(cfg: RunConfig) -> list[Stage]:
     """The stages a config asks for (zones only when it names zones)."""
     stages = default_stages()
@@ -701,4 +729,4 @@ def stage_list(cfg: RunConfig) -> list[Stage]:
 
 def default_stages() -> list[Stage]:
     """The stages of ``socmap run``, in order."""
-    return [STOCKS, TRAINING, FIT, PREDICT, ZONES]
+    return [STOCKS, TRAINING, FIT, PREDICT, ZONES, REPORT]
