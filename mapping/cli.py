@@ -37,21 +37,19 @@ def _echo(msg: str) -> None:
 
 @app.command()
 def validate(config: ConfigArg) -> None:
-    """Check a workflow config and its inputs without running anything."""
+    """Check a workflow config, its inputs and its output folder without writing anything.
+
+    Runs the checks ``socmap run`` makes before its first stage and prints every path
+    resolved, the profiles on the grid, the aligned covariate stack and the zones.
+    """
     from mapping.config import load_config
+    from mapping.preflight import preflight
 
     cfg = load_config(config)
+    report = preflight(cfg, fit=False)
     typer.echo(f"config OK: {cfg.source}")
-    typer.echo(f"  profiles: {cfg.profiles.path}")
-    typer.echo(f"  depths:   {', '.join(cfg.stocks.depths)} ({cfg.stocks.method})")
-    typer.echo(f"  output:   {cfg.output}")
-    if cfg.covariates:
-        from mapping.covariates import build_stack, summarize_stack, target_grid
-
-        grid = target_grid(cfg.grid, cfg.covariates)
-        stack = build_stack(cfg.covariates, grid, chunks=cfg.grid.chunks)  # lazy: headers only
-        for line in summarize_stack(stack).lines():
-            typer.echo(f"  {line}")
+    for line in report.lines():
+        typer.echo(f"  {line}")
 
 
 @app.command()

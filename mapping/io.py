@@ -89,6 +89,11 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
+def remove_output(path: str | os.PathLike[str]) -> None:
+    """Remove a file or folder an earlier run wrote (nothing happens if it is gone)."""
+    _remove(Path(path))
+
+
 def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
     """Return ``"<algorithm>:<hexdigest>"`` of a file (or of every file under a folder)."""
     h = hashlib.new(algorithm)

@@ -35,7 +35,6 @@ from typing import Any
 
 from mapping import io
 from mapping.config import RunConfig, format_interval
-from mapping.exceptions import MappingError
 
 log = logging.getLogger("socmap")
 
@@ -158,6 +157,15 @@ class Manifest:
         self.data["stages"][name] = fields
         self.save()
 
+    def start(self, name: str, order: list[str], **fields: Any) -> None:
+        """Record ``name`` as running and every stage after it as outdated."""
+        later = order[order.index(name) + 1 :] if name in order else []
+        for other in later:
+            rec = self.data["stages"].get(other)
+            if rec and rec.get("status") == "complete":
+                rec["status"] = "outdated"
+        self.record(name, status="running", **fields)
+
     def save(self) -> None:
         self.data["updated"] = _now()
         io.write_json(self.data, self.path)
@@ -185,9 +193,22 @@ def run_stages(
     force: bool = False,
     scheduler: str | None = None,
     echo: Callable[[str], None] = print,
+    check: bool = True,
 ) -> StageContext:
-    """Run ``stages`` in order (up to and including ``until``), skipping unchanged ones."""
+    """Run ``stages`` in order (up to and including ``until``), skipping unchanged ones.
+
+    :func:`mapping.preflight.preflight` checks the config, the inputs and the output
+    folder first (``check=False`` skips it); nothing is written before it passes. A stage
+    is recorded ``running`` before it starts (and the stages after it ``outdated``),
+    ``complete`` with its output checksums once its files are in place, and ``failed``
+    or ``interrupted`` when it raises; outputs of its previous run that it no longer
+    writes are removed.
+    """
     out = config.output
+    if check:
+        from mapping.preflight import preflight
+
+        preflight(config, echo=echo)
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler)
     manifest = Manifest(out, config)
     cache: dict[str, str] = {}
@@ -214,12 +235,19 @@ def run_stages(
             echo(f"[{stage.name}] running")
             t0 = time.perf_counter()
             started = _now()
+            rec = manifest.stage(stage.name)  # files of its last run, to clear stale ones
+            previous = rec.get("outputs") or rec.get("previous_outputs") or {}
+            keep = {"fingerprint": fp, "started": started, "previous_outputs": previous}
+            manifest.start(stage.name, [s.name for s in stages], **keep)
             try:
                 outputs, result = stage.run(ctx)
-            except MappingError:
-                manifest.record(stage.name, status="failed", fingerprint=fp, started=started)
+            except BaseException as exc:
+                status = "failed" if isinstance(exc, Exception) else "interrupted"
+                manifest.record(stage.name, status=status, **keep)
                 raise
             seconds = time.perf_counter() - t0
+            for rel in sorted(set(previous) - set(outputs)):  # stale: no longer written
+                io.remove_output(out / rel)
             manifest.record(
                 stage.name,
                 status="complete",
@@ -452,6 +480,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
 
     from mapping.exceptions import ModelError
     from mapping.plots import plot_observed_vs_predicted
+    from mapping.preflight import min_profiles
     from mapping.validation import cross_validate_model, make_splitter
 
     cfg = ctx.config
@@ -465,10 +494,10 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     for top, bottom in cfg.stocks.intervals():
         label = interval_label(top, bottom)
         rows = _interval_rows(table, top, bottom)
-        if len(rows) < max(10, 2 * cfg.cv.n_splits):
+        if len(rows) < min_profiles(cfg):
             raise ModelError(
                 f"interval {label} cm: only {len(rows)} profiles with covariates; at least "
-                f"{max(10, 2 * cfg.cv.n_splits)} are needed to fit and cross-validate a model"
+                f"{min_profiles(cfg)} are needed to fit and cross-validate a model"
             )
         X, y = rows[features], rows["soc_stock_kg_m2"].to_numpy(float)
         splitter = make_splitter(
