@@ -71,6 +71,7 @@ __all__ = [
     "independent_pixel_range",
     "lattice_kernel",
     "realization_block",
+    "residual_mean_sd",
     "residual_variogram",
     "summarise_draws",
     "zone_total_draws",
@@ -90,6 +91,7 @@ DISTRIBUTIONS = ("normal", "lognormal")
 
 _STREAM_LATTICE = 1  # white noise convolved with the kernel
 _STREAM_TOPUP = 2  # independent noise per cell (coarsened fields only)
+_STREAM_SHARED = 3  # one value per realization: the error shared by all cells
 _KEY_OFFSET = 1 << 30  # block indices are negative in the halo; spawn keys must not be
 _FIELD_TAG = 0x534F43  # "SOC": this stage's stream among others drawn from one seed
 
@@ -366,6 +368,14 @@ class GaussianField:
         return out
 
     # ------------------------------------------------------------------ public
+    def shared(self, realizations: Sequence[int]) -> np.ndarray:
+        """One standard normal value per realization, the same in every window (``(n,)``)."""
+        out = np.empty(len(realizations))
+        for n, r in enumerate(realizations):
+            ss = np.random.SeedSequence(self.seed, spawn_key=(_FIELD_TAG, _STREAM_SHARED, int(r)))
+            out[n] = np.random.Generator(np.random.PCG64(ss)).standard_normal()
+        return out
+
     def window(self, rows: slice, cols: slice, realizations: Sequence[int]) -> np.ndarray:
         """The fields on grid cells ``[rows, cols]`` for the given realization numbers.
 
@@ -424,16 +434,40 @@ def _bilinear_variance(w: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
 
 
 # =============================================================================== densities
-def _to_density(m: np.ndarray, s: np.ndarray, z: np.ndarray, distribution: str) -> np.ndarray:
-    """One interval's density realizations from mean, std (``(ny, nx)``) and ``z`` (``(n, ny, nx)``)."""
+def _to_density(
+    m: np.ndarray,
+    s: np.ndarray,
+    z: np.ndarray,
+    distribution: str,
+    common_sd: float = 0.0,
+    g: np.ndarray | None = None,
+) -> np.ndarray:
+    """One interval's density realizations from mean, std (``(ny, nx)``) and ``z`` (``(n, ny, nx)``).
+
+    ``g`` (``(n,)``) is the standard normal error shared by every cell of a realization;
+    ``common_sd`` its standard deviation (kg C m⁻² for ``normal``, log units for
+    ``lognormal``), capped at each cell's own; the cell's local part keeps the rest of its
+    variance, so the marginal distribution of every cell is unchanged.
+    """
     bad = ~(np.isfinite(m) & np.isfinite(s))
-    if distribution == "normal":
-        d = np.maximum(m + s * z, 0.0)
-    else:
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    shared = common_sd > 0 and g is not None
+    gg = np.asarray(g, dtype="float64").reshape(-1, 1, 1) if shared else 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if distribution == "normal":
+            if shared:
+                c = np.minimum(common_sd, s)
+                d = m + np.sqrt(np.maximum(s * s - c * c, 0.0)) * z + c * gg
+            else:
+                d = m + s * z
+            d = np.maximum(d, 0.0)
+        else:
             s2 = np.log1p((s / m) ** 2)
-            d = m * np.exp(np.sqrt(s2) * z - 0.5 * s2)
-        d = np.where(m > 0, d, 0.0)  # a non-positive mean holds nothing
+            if shared:
+                c = np.minimum(common_sd, np.sqrt(s2))
+                d = m * np.exp(np.sqrt(np.maximum(s2 - c * c, 0.0)) * z + c * gg - 0.5 * s2)
+            else:
+                d = m * np.exp(np.sqrt(s2) * z - 0.5 * s2)
+            d = np.where(m > 0, d, 0.0)  # a non-positive mean holds nothing
     return np.where(bad, np.nan, d)
 
 
@@ -453,6 +487,8 @@ def realization_block(
     kernel_of: Sequence[int] | None = None,
     distribution: str = "normal",
     cumulative: bool = True,
+    common_sd: Sequence[float] | None = None,
+    shared: np.ndarray | None = None,
 ) -> np.ndarray:
     """Density realizations of one block for every interval (pure NumPy).
 
@@ -473,6 +509,10 @@ def realization_block(
     cumulative
         Make every realization monotone down each column of intervals that share a top
         (running maximum); ``False`` only to see what the constraint changes.
+    common_sd, shared
+        Per interval, the standard deviation of an error shared by all cells (see
+        :func:`zone_total_draws`), and the ``(n,)`` standard normal values of that error
+        in each realization.
 
     Returns
     -------
@@ -480,10 +520,11 @@ def realization_block(
         ``(n_intervals, n, ny, nx)`` float64, kg C m⁻².
     """
     kernel_of = [0] * len(intervals) if kernel_of is None else list(kernel_of)
+    common = [0.0] * len(intervals) if common_sd is None else list(common_sd)
     out = np.empty((len(intervals), z.shape[1], *z.shape[2:]))
     prev: dict[float, np.ndarray] = {}
     for k, (top, _bottom) in enumerate(intervals):
-        d = _to_density(means[k], stds[k], z[kernel_of[k]], distribution)
+        d = _to_density(means[k], stds[k], z[kernel_of[k]], distribution, common[k], shared)
         if cumulative:
             d = _cumulative(d, prev.get(top))
             prev[top] = d
@@ -502,7 +543,7 @@ def _draw_block(
     spec: tuple[Any, ...],
 ) -> np.ndarray:
     """Per-zone sums of the realizations of one chunk: ``(n_intervals, n, n_zones, 3)``."""
-    intervals, kernel_of, distribution, n_zones, sub = spec
+    intervals, kernel_of, distribution, common, n_zones, sub = spec
     index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
     means = [np.asarray(m, dtype="float64") for m in means]
     stds = [np.asarray(s, dtype="float64") for s in stds]
@@ -518,11 +559,11 @@ def _draw_block(
     for b in range(0, n, sub):
         reals = realizations[b : b + sub]
         z = field.window(slice(r0, r0 + ny), slice(c0, c0 + nx), reals)
+        g = field.shared(reals) if any(common) else None
         prev: dict[float, np.ndarray] = {}
         for k, (top, _bottom) in enumerate(intervals):
-            d = _cumulative(
-                _to_density(means[k], stds[k], z[kernel_of[k]], distribution), prev.get(top)
-            )
+            dk = _to_density(means[k], stds[k], z[kernel_of[k]], distribution, common[k], g)
+            d = _cumulative(dk, prev.get(top))
             prev[top] = d
             out[k, b : b + len(reals)] = zone_sums_block(d, area, index, n_zones, partial)
     return out
@@ -608,6 +649,67 @@ def _variograms(
     if missing:
         raise ModelError(f"variogram: no variogram for interval {missing[0]}")
     return [by_label[lab] for lab in labels]
+
+
+def _common_sd(common_sd: float | Mapping[str, float], labels: Sequence[str]) -> list[float]:
+    if isinstance(common_sd, Mapping):
+        by_label = {}
+        for key, value in common_sd.items():
+            try:
+                by_label[format_interval(*parse_interval(key))] = value
+            except ValueError:
+                raise ConfigError(
+                    f"common_sd {key!r}: key is not a depth interval such as '0-30'"
+                ) from None
+        missing = [lab for lab in labels if lab not in by_label]
+        if missing:
+            raise ConfigError(f"common_sd: no value for interval {missing[0]}")
+        values = [by_label[lab] for lab in labels]
+    else:
+        values = [common_sd] * len(labels)
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"common_sd must be a number >= 0, got {v!r}") from None
+        if not (math.isfinite(f) and f >= 0):
+            raise ConfigError(f"common_sd must be a number >= 0, got {v!r}")
+        out.append(f)
+    return out
+
+
+def residual_mean_sd(model: Any) -> float:
+    """Standard error of the residuals' mean level under the model's own variogram.
+
+    ``sqrt(1 / (1' K⁻¹ 1))``, ``K`` the covariance of the residuals at the training
+    locations (``RegressionKriging.kriging_``), is the standard deviation of the
+    generalised-least-squares estimate of their mean: with clustered data and a long
+    range it is far larger than ``sd / sqrt(n)``. An error of that size is shared by every
+    cell that is not close to data, so it belongs in ``common_sd`` of
+    :func:`zone_total_draws` (on the log scale for models with ``log_transform``).
+
+    Raises
+    ------
+    ModelError
+        The model has no fitted residual kriging.
+    """
+    from scipy.linalg import cho_factor, cho_solve
+    from scipy.spatial.distance import cdist
+
+    variogram = residual_variogram(model)
+    ok = getattr(model, "kriging_", model)
+    xy = getattr(ok, "xy_", None)
+    if xy is None:
+        raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
+    xy = np.asarray(xy, dtype="float64")
+    cov = variogram.covariance(cdist(xy, xy))
+    one = np.ones(len(xy))
+    try:
+        w = cho_solve(cho_factor(cov), one)
+    except np.linalg.LinAlgError:
+        w = np.linalg.lstsq(cov, one, rcond=None)[0]
+    return float(math.sqrt(1.0 / float(one @ w)))
 
 
 def _check_distribution(distribution: str) -> str:
@@ -709,6 +811,7 @@ def _draw_sums(
     field: GaussianField,
     kernel_of: Sequence[int],
     distribution: str,
+    common: Sequence[float],
     n_realizations: int,
     batch: int,
 ) -> dask.array.Array:
@@ -728,7 +831,7 @@ def _draw_sums(
     ry, rx = field.halo
     window = (rows[0] // field.coarsen + 2 * ry + 2) * (cols[0] // field.coarsen + 2 * rx + 2)
     sub = max(1, min(batch, (8 << 20) // max(window, 1)))
-    spec = (tuple(prep.intervals), tuple(kernel_of), distribution, n_zones, sub)
+    spec = (tuple(prep.intervals), tuple(kernel_of), distribution, tuple(common), n_zones, sub)
     r_off = np.concatenate([[0], np.cumsum(rows)]).astype(int)
     c_off = np.concatenate([[0], np.cumsum(cols)]).astype(int)
     per_batch = []
@@ -768,6 +871,7 @@ def zone_total_draws(
     names: Mapping[int, str] | None = None,
     unit: str = "Pg",
     coarsen: int | None = None,
+    common_sd: float | Mapping[str, float] = 0.0,
     batch: int = 10,
     progress: bool = False,
 ) -> pd.DataFrame:
@@ -807,6 +911,12 @@ def zone_total_draws(
         ``"Pg"`` or ``"Tg"``.
     coarsen
         See :meth:`GaussianField.from_variograms`.
+    common_sd
+        Standard deviation of an error shared by every cell of the map (one value, or one
+        per interval): the uncertainty of the model's regional level, which no variogram
+        shows (:func:`residual_mean_sd`). In kg C m⁻² with ``normal``, in log units with
+        ``lognormal``. Each cell's own standard deviation is kept: the shared part is
+        taken out of it (capped at it), the rest stays local.
     batch
         Realizations per task.
     progress
@@ -840,7 +950,10 @@ def zone_total_draws(
     kernel_of = [distinct.index(v) for v in vlist]
     field = GaussianField.from_variograms(distinct, spacing, seed, coarsen=coarsen)
     prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
-    sums = _draw_sums(prep, grid, field, kernel_of, distribution, int(n_realizations), int(batch))
+    common = _common_sd(common_sd, labels)
+    sums = _draw_sums(
+        prep, grid, field, kernel_of, distribution, common, int(n_realizations), int(batch)
+    )
     if progress:
         from mapping.cluster import compute_with_progress
 
@@ -856,6 +969,7 @@ def zone_total_draws(
             "n_realizations": int(n_realizations),
             "distribution": distribution,
             "coarsen": field.coarsen,
+            "common_sd": dict(zip(labels, common, strict=True)),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},
         }

@@ -175,27 +175,33 @@ def test_automatic_coarsening_only_for_long_ranges():
 
 
 # ----------------------------------------------------------------------------- analytic variance
-def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance():
+@pytest.mark.parametrize("common", [0.0, 1.2])
+def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(common):
     grid, mean, std, zones = small_world(ny=9, nx=12)
     mean[5:7, 4:6] = np.nan
     v = Variogram("exponential", psill=0.7, range=3000.0, nugget=0.3)
-    n = 2500
+    n = 1500
     draws = zone_total_draws(
         {"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)}, zone_map(grid, zones), grid, v,
         n_realizations=n, seed=11, chunks=16, names=NAMES, unit="Tg", batch=500,
+        common_sd=common,
     )  # fmt: skip
-    # analytic: Var(sum_i a_i d_i) = sum_ij a_i a_j s_i s_j rho(h_ij), a = cell area in the zone
+    # analytic: Var(sum_i a_i d_i) = sum_ij a_i a_j s_i s_j rho(h_ij), a = cell area in the zone;
+    # with a shared error c_i = min(common, s_i): sum_ij a_i a_j (l_i l_j rho_ij + c_i c_j),
+    # l_i = sqrt(s_i^2 - c_i^2)
     area = grid.cell_area()
     ok = np.isfinite(mean)
     rr, cc = np.nonzero(ok)
     dy, dx = grid.resolution[1], grid.resolution[0]
     rho = lagged_correlation(v, dy, dx, rr[:, None] - rr[None, :], cc[:, None] - cc[None, :])
-    a_s = area[ok] * std[ok] / 1e9  # Tg
+    c = np.minimum(common, std[ok])
+    local = np.sqrt(std[ok] ** 2 - c**2)
+    assert (std[ok] > common).mean() > 0.5  # the cap binds in some cells, not in most
     for code, name in [(1, "a"), (2, "b"), (3, "c"), (None, "all zones")]:
         sel = (zones[ok] > 0) if code is None else (zones[ok] == code)
-        w = np.where(sel, a_s, 0.0)
-        var = float(w @ rho @ w)
-        var_independent = float((w * w).sum())
+        w = np.where(sel, area[ok] / 1e9, 0.0)  # Tg per kg m-2
+        var = float((w * local) @ rho @ (w * local)) + float(w @ c) ** 2
+        var_independent = float(((w * std[ok]) ** 2).sum())
         total = float((area[ok] * mean[ok] / 1e9)[sel].sum())
         got = draws.loc[draws["zone"] == name, "storage_tg"].to_numpy()
         assert len(got) == n
@@ -203,6 +209,28 @@ def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance():
         assert got.var(ddof=1) / var == pytest.approx(1.0, abs=4 * se), name
         assert got.mean() == pytest.approx(total, abs=4 * np.sqrt(var / n)), name
         assert var_independent < 0.5 * var  # the test tells correlated from independent
+
+
+def test_residual_mean_sd_by_hand():
+    from mapping.models.kriging import RegressionKriging
+    from mapping.uncertainty import residual_mean_sd
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(
+        {"x": rng.uniform(0, 1e5, 40), "y": rng.uniform(0, 1e5, 40), "c": rng.normal(size=40)}
+    )
+    y = 1.0 + X["c"] + rng.normal(0, 0.3, 40)
+    # a pure nugget: independent residuals, the mean's standard error is sqrt(sill / n)
+    white = RegressionKriging(variogram=Variogram("exponential", psill=0.0, range=1.0, nugget=2.0))
+    assert residual_mean_sd(white.fit(X, y)) == pytest.approx(np.sqrt(2.0 / 40), rel=1e-12)
+    # correlated residuals: 1 / sqrt(1' K^-1 1), here against a direct inverse
+    v = Variogram("spherical", psill=1.5, range=3e4, nugget=0.5)
+    model = RegressionKriging(variogram=v).fit(X, y)
+    xy = X[["x", "y"]].to_numpy()
+    h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    k_inv = np.linalg.inv(np.where(h == 0, v.sill, v.covariance(h)))
+    assert residual_mean_sd(model) == pytest.approx(1 / np.sqrt(k_inv.sum()), rel=1e-9)
+    assert residual_mean_sd(model) > np.sqrt(v.sill / 40)  # correlation: fewer effective points
 
 
 def test_independent_pixel_range_by_hand():
@@ -373,7 +401,8 @@ def _draws(grid, mean, std, zones, **kw):
         {"0-30": grid.wrap(mean), "0-100": grid.wrap(m2)},
         {"0-30": grid.wrap(std), "0-100": grid.wrap(s2)},
         kw.pop("zones_arg", None) or zone_map(grid, zones), grid, v,
-        n_realizations=kw.pop("n", 12), seed=kw.pop("seed", 5), names=NAMES, **kw,
+        n_realizations=kw.pop("n", 12), seed=kw.pop("seed", 5), names=NAMES,
+        common_sd=kw.pop("common", {"0-30": 0.5, "0-100": 0.0}), **kw,
     )  # fmt: skip
 
 
@@ -454,7 +483,10 @@ def test_cumulative_intervals_are_consistent_in_every_realization():
         "0-200": Variogram("gaussian", 1.0, 4000.0, nugget=0.1),
         "0-300": Variogram("exponential", 1.0, 8000.0),
     }
-    for dist in ("normal", "lognormal"):
+    for dist, common in (
+        ("normal", 0.0),
+        ("lognormal", {"0-30": 0.2, "0-100": 0.0, "0-200": 0.1, "0-300": 0.3}),
+    ):
         d = zone_total_draws(
             means,
             stds,
@@ -466,6 +498,7 @@ def test_cumulative_intervals_are_consistent_in_every_realization():
             chunks=16,
             distribution=dist,
             names=NAMES,
+            common_sd=common,
         )
         wide = d.pivot_table(
             index=["zone", "realization"], columns="interval", values="storage_pg"
@@ -503,6 +536,20 @@ def test_distributions_match_mean_and_std():
         assert d.mean() == pytest.approx(10.0, rel=2e-3)
         assert d.std() == pytest.approx(4.0, rel=2e-2)
         assert d.min() >= 0
+    # with an error shared by all cells, each cell keeps its mean and standard deviation
+    rng = np.random.default_rng(8)
+    zz = rng.standard_normal((1, 200_000, 1, 1))
+    g = rng.standard_normal(200_000)
+    for dist, common in (("normal", 3.0), ("normal", 9.0), ("lognormal", 0.2), ("lognormal", 2.0)):
+        d = realization_block(
+            [m], [s], zz, [(0, 30)], distribution=dist, common_sd=[common], shared=g
+        )
+        d = d[0, :, 0, 0]
+        assert d.mean() == pytest.approx(10.0, rel=1e-2), (dist, common)
+        assert d.std() == pytest.approx(4.0 if dist == "lognormal" else 3.96, rel=2e-2), (
+            dist,
+            common,
+        )
     d = realization_block(
         [np.array([[0.0, -1.0]])],
         [np.ones((1, 2))],
@@ -614,6 +661,8 @@ def test_prepared_layout_and_residual_variogram_of_a_model():
         ({"distribution": "gamma"}, ConfigError, "distribution 'gamma'"),
         ({"n_realizations": 0}, ConfigError, "n_realizations"),
         ({"seed": -1}, ConfigError, "seed"),
+        ({"common_sd": -0.1}, ConfigError, "common_sd"),
+        ({"common_sd": {"0-100": 0.1}}, ConfigError, "common_sd: no value for interval 0-30"),
         ({"unit": "Gt"}, ConfigError, "unit 'Gt'"),
         ({"means": {"top": None}}, InputError, "'top'"),
     ],

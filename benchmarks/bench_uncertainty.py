@@ -1,0 +1,460 @@
+"""Monte Carlo zone totals (``mapping.uncertainty``): speed, memory, workers, method, truth.
+
+Run: ``python benchmarks/bench_uncertainty.py [PART ...] [--n N] [--realizations R]``, with
+PART any of ``speed workers methods sample`` (default: all).
+
+``speed``
+    A synthetic polar world of N x N 1 km cells on EASE-Grid 2.0 North (default N = 4096,
+    16.8 M cells; land a disk of 64 % of them, four ring-shaped zones), four cumulative
+    intervals with lazy mean and std maps, the sample truth's residual variogram
+    (exponential, range 75 km: a kernel radius of 625 cells at 1 km). Times
+    ``zone_total_draws`` for R realizations (default 8) with one shared variogram, with four
+    different ones, and coarsened by 4; prints cell-realizations per second (all cells and
+    land cells) and the peak resident memory of the process above its level before.
+``workers``
+    The same draws on a local Dask cluster of 1 and of 2 worker processes, and with the
+    threaded scheduler: identical to the last bit?
+``methods``
+    Why not the randomization method: totals over a 512 x 512 km zone (2 km cells, range
+    75 km, unit std) from 300 realizations of this module's field and of GSTools'
+    ``RandMeth`` (1000 modes), against the analytic variance; the spread of the variance
+    ratio, the kurtosis of the totals and seconds per realization.
+``sample``
+    The committed sample data (``sample_rasters``): stocks from the profiles, a regression
+    kriging model per interval (random-forest trend, as ``workflows/sample.yaml``; and a
+    linear trend on log stocks), predicted on the grid; the 90 % range of every zone total
+    against the true total (``truth/*.tif``), pixel coverage of the 90 % intervals, and
+    the independent-pixel ranges; without and with the shared error of the residuals' mean
+    (``common_sd = residual_mean_sd(model)``). Also how far the profiles' 0-30 cm stocks are
+    from the true stock of their cells (bulk density measured or imputed by the PTF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import psutil
+
+from mapping.grid import Grid
+from mapping.models.variogram import Variogram
+from mapping.uncertainty import (
+    GaussianField,
+    independent_pixel_range,
+    summarise_draws,
+    zone_total_draws,
+)
+from mapping.zonal import prepare_zones
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_rasters"
+INTERVALS = ("0-30", "0-100", "0-200", "0-300")
+FACTORS = (1.0, 2.6, 3.9, 4.7)  # mean density of each interval relative to 0-30
+RESIDUAL = Variogram("exponential", psill=0.09, range=75_000.0)  # the sample truth's
+
+
+# ----------------------------------------------------------------------------- helpers
+class Peak:
+    """Peak resident memory of this process (and its children) above the level at entry."""
+
+    def __enter__(self) -> Peak:
+        self.proc = psutil.Process()
+        self.base = self._rss()
+        self.peak = self.base
+        self._stop = False
+        import threading
+
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self) -> int:
+        total = self.proc.memory_info().rss
+        for c in self.proc.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += c.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop:
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop = True
+        self._t.join()
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def polar_world(n: int, chunks: int) -> tuple[Grid, dict, dict, Any, int]:
+    """Lazy mean/std maps of four intervals and ring zones on an n x n 1 km EASE grid."""
+    half = n * 500.0
+    grid = Grid.from_bounds((-half, -half, half, half), 1000.0, "EPSG:6931")
+    rows, cols = grid.chunk_sizes(chunks)
+
+    def coords(block_info: dict) -> tuple[np.ndarray, np.ndarray]:
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]
+        y = (np.arange(r0, r1) + 0.5 - n / 2)[:, None] / n
+        x = (np.arange(c0, c1) + 0.5 - n / 2)[None, :] / n
+        return y, x
+
+    def mean_block(factor: float, block_info: dict | None = None) -> np.ndarray:
+        y, x = coords(block_info)
+        r = np.hypot(x, y)
+        m = factor * (9.0 + 3.0 * np.sin(9 * x) * np.cos(7 * y) + 4.0 * r)
+        return np.where(r < 0.45, m, np.nan)
+
+    def zone_block(block_info: dict | None = None) -> np.ndarray:
+        y, x = coords(block_info)
+        r = np.hypot(x, y)
+        return np.where(r < 0.45, 1 + np.minimum((r / 0.1125).astype(int), 3), 0).astype("int16")
+
+    means = {
+        iv: grid.wrap(da.map_blocks(mean_block, f, chunks=(rows, cols), dtype="float64"))
+        for iv, f in zip(INTERVALS, FACTORS, strict=True)
+    }
+    stds = {iv: m * 0.3 for iv, m in means.items()}
+    zones = grid.wrap(da.map_blocks(zone_block, chunks=(rows, cols), dtype="int16"))
+    zones = zones.rio.write_nodata(0)
+    land = int(np.pi * (0.45 * n) ** 2)
+    return grid, means, stds, zones, land
+
+
+# ----------------------------------------------------------------------------- speed
+def bench_speed(n: int, n_real: int) -> None:
+    print(f"\n== speed: {n} x {n} cells of 1 km, {n_real} realizations, 4 intervals, 2 threads")
+    field = GaussianField.from_variograms([RESIDUAL], (1000.0, 1000.0))
+    chunks = 2560  # what chunks=None picks for this variogram
+    grid, means, stds, zones, land = polar_world(n, chunks)
+    names = {1: "z1", 2: "z2", 3: "z3", 4: "z4"}
+    t0 = time.perf_counter()
+    layout = prepare_zones(zones, grid, names, chunks=chunks)
+    print(f"zones prepared in {time.perf_counter() - t0:.1f} s; kernel radius {field.halo} cells")
+    per = {
+        "0-30": RESIDUAL,
+        "0-100": RESIDUAL.replace(range=90_000.0),
+        "0-200": RESIDUAL.replace(range=110_000.0, nugget=0.01),
+        "0-300": RESIDUAL.replace(range=130_000.0, nugget=0.02),
+    }
+    runs = [
+        ("one variogram", RESIDUAL, {}),
+        ("four variograms", per, {}),
+        ("one variogram, coarsen=4", RESIDUAL, {"coarsen": 4}),
+    ]
+    print(
+        f"{'case':<28}{'chunks':>7}{'s':>9}{'Mcell-real/s':>14}{'(land)':>9}{'peak MiB':>10}"
+        f"{'core-h, 21 M cells x 100':>27}"
+    )
+    for label, vg, kw in runs:
+        f = GaussianField.from_variograms(
+            list(dict.fromkeys(vg.values())) if isinstance(vg, dict) else [vg],
+            (1000.0, 1000.0),
+            coarsen=kw.get("coarsen"),
+        )
+        ch = min(4096, max(1024, 256 * math.ceil(4 * max(f.halo) * f.coarsen / 256)))
+        with dask.config.set(scheduler="threads", num_workers=2), Peak() as peak:
+            t = time.perf_counter()
+            cpu0 = time.process_time()
+            draws = zone_total_draws(
+                means, stds, layout, grid, vg, n_realizations=n_real, seed=1, chunks=ch, **kw
+            )
+            dt = time.perf_counter() - t
+            cpu = time.process_time() - cpu0
+        cells = n * n * n_real
+        # CPU seconds per land cell-realization; a hemisphere run touches chunks around
+        # ~21 M land cells: count 1.5x that many cells (chunk edges) on a 1 km grid.
+        core_h = cpu / (land * n_real) * 21e6 * 1.5 * 100 / 3600
+        print(
+            f"{label:<28}{ch:>7}{dt:>9.1f}{cells / dt / 1e6:>14.2f}{land * n_real / dt / 1e6:>9.2f}"
+            f"{peak.mib:>10.0f}{core_h:>27.2f}"
+        )
+        assert draws["storage_pg"].notna().all()
+    print(f"(land: {land / 1e6:.1f} M cells; CPU time {cpu:.0f} s in the last case)")
+
+
+# ----------------------------------------------------------------------------- workers
+def bench_workers() -> None:
+    from distributed import Client, LocalCluster
+
+    print("\n== workers: 256 x 256 cells, chunks of 64, 20 realizations, 4 intervals")
+    grid, means, stds, zones, _ = polar_world(256, 64)
+    v = RESIDUAL.replace(range=20_000.0)
+    kw = {"n_realizations": 20, "seed": 3, "chunks": 64, "names": {1: "a", 2: "b", 3: "c", 4: "d"}}
+    results = {}
+    with dask.config.set(scheduler="threads", num_workers=2):
+        results["threads, 2"] = zone_total_draws(means, stds, zones, grid, v, **kw)
+    for n_workers in (1, 2):
+        with (
+            LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cl,
+            Client(cl),
+        ):
+            t = time.perf_counter()
+            results[f"{n_workers} process(es)"] = zone_total_draws(
+                means, stds, zones, grid, v, **kw
+            )
+            print(f"local cluster, {n_workers} worker process(es): {time.perf_counter() - t:.1f} s")
+    ref = results["threads, 2"]["storage_pg"].to_numpy()
+    for k, d in results.items():
+        same = np.array_equal(d["storage_pg"].to_numpy(), ref)
+        print(
+            f"{k:<22} identical to threads: {same}  (max rel diff {np.max(np.abs(d['storage_pg'] - ref) / np.abs(ref)):.1e})"
+        )
+
+
+# ----------------------------------------------------------------------------- methods
+def bench_methods(n_real: int = 300) -> None:
+    import gstools as gs
+    from scipy import fft as sfft
+    from scipy.stats import kurtosis
+
+    print("\n== methods: total over 256 x 256 cells of 2 km (range 75 km, unit std)")
+    n, res = 256, 2000.0
+    v = Variogram("exponential", psill=1.0, range=75_000.0)
+    # analytic Var(sum Z) = sum over lags of (pairs at the lag) x rho(lag)
+    lag = np.arange(-(n - 1), n)
+    pairs = (n - np.abs(lag))[:, None] * (n - np.abs(lag))[None, :]
+    h = np.hypot(lag[:, None] * res, lag[None, :] * res)
+    var = float((pairs * v.covariance(h)).sum())
+    del sfft
+
+    f = GaussianField.from_variograms([v], (res, res), 0)
+    t = time.perf_counter()
+    ours = np.array([f.window(slice(0, n), slice(0, n), [r])[0, 0].sum() for r in range(n_real)])
+    t_ours = (time.perf_counter() - t) / n_real
+
+    model = gs.Exponential(dim=2, var=1.0, len_scale=v.range)
+    srf = gs.SRF(model, generator="RandMeth", mode_no=1000)
+    x = np.arange(n) * res
+    t = time.perf_counter()
+    rm = np.array([srf.structured([x, x], seed=1000 + r).sum() for r in range(n_real)])
+    t_rm = (time.perf_counter() - t) / n_real
+    print(f"{'method':<26}{'var / analytic':>16}{'excess kurtosis':>17}{'s / realization':>17}")
+    se = math.sqrt(2 / (n_real - 1))
+    for name, tot, sec in (
+        ("kernel (this module)", ours, t_ours),
+        ("GSTools RandMeth 1000", rm, t_rm),
+    ):
+        print(
+            f"{name:<26}{tot.var(ddof=1) / var:>10.3f} ± {se:.2f}{kurtosis(tot):>17.2f}{sec:>17.3f}"
+        )
+    # the variance ratio of RandMeth swings from seed block to seed block: a few low modes
+    blocks = [rm[i : i + 50].var(ddof=1) / var for i in range(0, n_real, 50)]
+    blocks_k = [ours[i : i + 50].var(ddof=1) / var for i in range(0, n_real, 50)]
+    print("variance ratio in blocks of 50 realizations:")
+    print("  kernel:   " + " ".join(f"{b:.2f}" for b in blocks_k))
+    print("  RandMeth: " + " ".join(f"{b:.2f}" for b in blocks))
+
+
+# ----------------------------------------------------------------------------- sample truth
+def _sample_maps(model_kind: str, measured_bd_only: bool) -> dict[str, Any]:
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    from mapping.config import load_config
+    from mapping.covariates import build_stack, target_grid
+    from mapping.depths import compute_stocks
+    from mapping.extract import extract_at_points
+    from mapping.models import QuantileRandomForest, RegressionKriging
+    from mapping.predict import predict_grid
+    from mapping.profiles import read_horizons
+
+    cfg = load_config(ROOT / "workflows" / "sample.yaml")
+    horizons = read_horizons(cfg.profiles.path, columns=dict(cfg.profiles.columns))
+    stocks = compute_stocks(horizons, cfg.stocks.intervals(), method=cfg.stocks.method).stocks
+    grid = target_grid(cfg.grid, cfg.covariates)
+    stack = build_stack(cfg.covariates, grid, chunks=512)
+    sites = stocks.drop_duplicates("profile_id")[["profile_id", "lon", "lat"]]
+    res = extract_at_points(stack, grid, sites.reset_index(drop=True), crs=cfg.profiles.crs)
+    names = [c.name for c in cfg.covariates]
+    table = stocks.merge(res.complete()[["profile_id", "x", "y", *names]], on="profile_id")
+    table["landcover"] = table["landcover"].astype("int64")
+    _stock_bias(table, grid)
+    if measured_bd_only:
+        table = table[table["bd_imputed"] == 0]
+    out: dict[str, Any] = {
+        "grid": grid,
+        "means": {},
+        "stds": {},
+        "lower": {},
+        "upper": {},
+        "vg": {},
+    }
+    for top, bottom in cfg.stocks.intervals():
+        label = f"{top:g}-{bottom:g}"
+        rows = table[(table["top_cm"] == top) & (table["bottom_cm"] == bottom)]
+        X, y = rows[["x", "y", *names]], rows["soc_stock_kg_m2"].to_numpy(float)
+        if model_kind == "rf":
+            trend = QuantileRandomForest(random_state=cfg.seed, categorical_features=["landcover"])
+            model = RegressionKriging(trend=trend, variogram="spherical", n_neighbors=32)
+        else:
+            onehot = make_column_transformer(
+                (
+                    OneHotEncoder(handle_unknown="ignore", drop="first", sparse_output=False),
+                    ["landcover"],
+                ),
+                remainder="passthrough",
+            )
+            model = RegressionKriging(
+                trend=make_pipeline(onehot, LinearRegression()),
+                variogram="exponential",
+                n_neighbors=32,
+                log_transform=True,
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, y)
+        pred = predict_grid(
+            model, stack, grid, quantiles=(0.05, 0.95), statistics=("mean", "lower", "upper", "std")
+        )
+        pred = pred.compute()
+        out["means"][label] = pred["mean"].astype("float64")
+        out["stds"][label] = pred["std"].astype("float64")
+        out["lower"][label] = pred["lower"].values
+        out["upper"][label] = pred["upper"].values
+        out["vg"][label] = model.variogram_
+        out["models"][label] = model
+        print(f"  {label}: {len(rows)} profiles, residual variogram {model.variogram_.to_gstat()}")
+    return out
+
+
+def _stock_bias(table: pd.DataFrame, grid: Grid) -> None:
+    """Profile stocks against the true stock of their cells, by bulk density measured or imputed."""
+    import rasterio
+
+    with rasterio.open(SAMPLE / "truth" / "soc_0_30cm.tif") as src:
+        truth = src.read(1).astype("float64")
+    rows = table[(table["top_cm"] == 0) & (table["bottom_cm"] == 30)]
+    r, c = grid.rowcol(rows["x"].to_numpy(), rows["y"].to_numpy())
+    ld = np.log(rows["soc_stock_kg_m2"].to_numpy() / truth[r, c])
+    imputed = rows["bd_imputed"].to_numpy() > 0
+    for name, sel in (("measured", ~imputed), ("imputed (PTF)", imputed)):
+        print(
+            f"  0-30 cm profile stock / true cell stock, bulk density {name}: "
+            f"mean log ratio {ld[sel].mean():+.3f} (sd {ld[sel].std():.3f}, {sel.sum()} profiles)"
+        )
+
+
+def bench_sample(n_real: int = 200) -> None:
+    import rasterio
+
+    from mapping.uncertainty import residual_mean_sd
+    from mapping.zonal import zone_totals
+
+    names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}
+    cases = [
+        (
+            "rf",
+            "normal",
+            "regression kriging, random-forest trend, spherical (as workflows/sample.yaml)",
+        ),
+        ("loglinear", "lognormal", "regression kriging of log stocks, linear trend, exponential"),
+    ]
+    for kind, dist, title in cases:
+        print(f"\n== sample data: {title}")
+        maps = _sample_maps(kind, measured_bd_only=False)
+        grid = maps["grid"]
+        with rasterio.open(SAMPLE / "permafrost_zones.tif") as src:
+            zones = grid.wrap(src.read(1)).rio.write_nodata(0)
+        truths = {}
+        for label in INTERVALS:
+            top, bottom = label.split("-")
+            with rasterio.open(SAMPLE / "truth" / f"soc_{top}_{bottom}cm.tif") as src:
+                t = src.read(1).astype("float64")
+                t[t == src.nodata] = np.nan
+            truths[label] = grid.wrap(t)
+            ok = np.isfinite(t) & np.isfinite(maps["lower"][label])
+            cover = np.mean(
+                (t[ok] >= maps["lower"][label][ok]) & (t[ok] <= maps["upper"][label][ok])
+            )
+            print(f"  {label}: pixel 90 % intervals cover {cover:.3f} of the true cells")
+        common = {label: residual_mean_sd(m) for label, m in maps["models"].items()}
+        print(
+            "  common_sd (residual_mean_sd): "
+            + ", ".join(f"{k} {v:.3g}" for k, v in common.items())
+        )
+        true = zone_totals(truths, zones, grid, names=names)[["zone", "interval", "storage_pg"]]
+        both = true.rename(columns={"storage_pg": "true"})
+        ind = independent_pixel_range(maps["means"], maps["stds"], zones, grid, names=names)
+        ind = ind[["zone", "interval", "storage_pg", "storage_lower_pg", "storage_upper_pg"]]
+        both = both.merge(
+            ind.rename(
+                columns={
+                    "storage_pg": "map",
+                    "storage_lower_pg": "ind_lo",
+                    "storage_upper_pg": "ind_hi",
+                }
+            )
+        )
+        for tag, cs in (("mc", 0.0), ("mc_common", common)):
+            t0 = time.perf_counter()
+            draws = zone_total_draws(
+                maps["means"], maps["stds"], zones, grid, maps["vg"], n_realizations=n_real,
+                seed=0, distribution=dist, names=names, common_sd=cs,
+            )  # fmt: skip
+            dt = time.perf_counter() - t0
+            mc = summarise_draws(draws)[
+                ["zone", "interval", "storage_lower_pg", "storage_upper_pg"]
+            ]
+            both = both.merge(
+                mc.rename(
+                    columns={"storage_lower_pg": f"{tag}_lo", "storage_upper_pg": f"{tag}_hi"}
+                )
+            )
+            print(f"  {n_real} realizations ({tag}) in {dt:.1f} s")
+        for tag in ("ind", "mc", "mc_common"):
+            both[f"in_{tag}"] = both[f"{tag}_lo"].le(both["true"]) & both["true"].le(
+                both[f"{tag}_hi"]
+            )
+        cols = ["interval", "zone", "true", "map", "ind_lo", "ind_hi", "in_ind", "mc_lo", "mc_hi", "in_mc",
+                "mc_common_lo", "mc_common_hi", "in_mc_common"]  # fmt: skip
+        with pd.option_context("display.width", 220, "display.precision", 2):
+            print(both[cols].to_string(index=False))
+        print(
+            "  true total inside the 90 % range: independent pixels "
+            f"{both['in_ind'].sum()}/{len(both)}, Monte Carlo {both['in_mc'].sum()}/{len(both)}, "
+            f"with common_sd {both['in_mc_common'].sum()}/{len(both)}; map total / true total: "
+            + ", ".join(
+                f"{r.interval} {r.map / r.true:.3f}"
+                for r in both[both["zone"] == "all zones"].itertuples()
+            )
+        )
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("parts", nargs="*", default=["speed", "workers", "methods", "sample"])
+    p.add_argument("--n", type=int, default=4096, help="grid side for 'speed' (cells)")
+    p.add_argument("--realizations", type=int, default=8, help="realizations for 'speed'")
+    args = p.parse_args(argv)
+    for part in args.parts:
+        if part == "speed":
+            bench_speed(args.n, args.realizations)
+        elif part == "workers":
+            bench_workers()
+        elif part == "methods":
+            bench_methods()
+        elif part == "sample":
+            bench_sample()
+        else:
+            p.error(f"unknown part {part!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
