@@ -32,8 +32,13 @@ The sample variogram and the fit reproduce gstat's ``variogram()`` and
 * gstat's Gauss-Newton iteration on all sills and ranges at once, weights fixed at
   the first step (``fit.method = 7``: ``N_j / h_j^2`` by default), steps scaled down
   when ``|step|^2 / |parameters|^2 > 0.2`` (gstat's bound), stop when the weighted SSE changes by less than
-  1e-5 relative (at most 50 steps); a negative sill is set to zero and the fit
-  repeated with that sill fixed and the ranges reset, as ``fit.variogram`` does.
+  1e-5 relative (at most 200 steps, gstat 2.1's ``DEF_iter``); a negative sill is set
+  to zero and the fit repeated with that sill fixed and the ranges reset, as
+  ``fit.variogram`` does.
+  The bounded steps are slow: on clustered data the free-nugget stage can take all
+  200 of them to walk to the negative nugget it is heading for, which the refit
+  then fixes at zero. Only a final stage that does not converge is reported (one
+  ``RuntimeWarning``); gstat also warns about a first stage superseded by the refit.
   The search directions use gstat's derivatives as written (numerical for Matern),
   so the fitted values agree with gstat's to the iteration's tolerance.
 """
@@ -67,7 +72,7 @@ gamma from the starting model, ``"ols"`` = unweighted."""
 
 _CUTOFF_FRACTION = 0.33333  # gstat DEF_fraction, not 1/3: bins must match gstat's exactly
 _FIT_LIMIT = 1.0e-5  # gstat DEF_fit_limit
-_FIT_ITER = 50  # gstat DEF_iter
+_FIT_ITER = 200  # gstat 2.1 DEF_iter (50 before gstat 2.1)
 _DA_DELTA = 1.0e-3  # gstat DA_DELTA, relative step of the numerical range derivative
 _GL_ZERO = np.finfo(float).eps * 10.0  # gstat DEF_zero
 
