@@ -323,10 +323,13 @@ class GaussianField:
         return (max(k.radius[0] for k in self.kernels), max(k.radius[1] for k in self.kernels))
 
     # ------------------------------------------------------------------ noise
-    def _noise(self, stream: int, r: int, i0: int, i1: int, j0: int, j1: int) -> np.ndarray:
-        """Unit white noise on lattice rows ``i0:i1``, columns ``j0:j1`` of realization ``r``."""
+    def _noise(
+        self, stream: int, r: int, i0: int, i1: int, j0: int, j1: int, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Unit white noise on lattice rows ``i0:i1``, columns ``j0:j1`` of realization ``r``
+        (written into ``out`` when given)."""
         b = NOISE_BLOCK
-        out = np.empty((i1 - i0, j1 - j0))
+        out = np.empty((i1 - i0, j1 - j0)) if out is None else out
         for bi in range(i0 // b, (i1 - 1) // b + 1):
             for bj in range(j0 // b, (j1 - 1) // b + 1):
                 ss = np.random.SeedSequence(
@@ -355,15 +358,19 @@ class GaussianField:
             pad = np.zeros((fh, fw))
             pad[np.ix_(np.arange(-ky, ky + 1) % fh, np.arange(-kx, kx + 1) % fw)] = k.weights
             specs.append(sfft.rfft2(pad))
+        del pad
         out = np.empty((len(self.kernels), len(realizations), ni, nj))
         noise = np.zeros((fh, fw))
+        prod = np.empty_like(specs[0]) if len(specs) > 1 else None
         for n, r in enumerate(realizations):
-            noise[: ni + 2 * ry, : nj + 2 * rx] = self._noise(
-                _STREAM_LATTICE, int(r), i0 - ry, i1 + ry, j0 - rx, j1 + rx
-            )
+            self._noise(
+                _STREAM_LATTICE, int(r), i0 - ry, i1 + ry, j0 - rx, j1 + rx,
+                out=noise[: ni + 2 * ry, : nj + 2 * rx],
+            )  # fmt: skip
             spec = sfft.rfft2(noise)
             for q, ks in enumerate(specs):
-                z = sfft.irfft2(spec * ks, s=(fh, fw))
+                tmp = np.multiply(spec, ks, out=spec if prod is None else prod)
+                z = sfft.irfft2(tmp, s=(fh, fw), overwrite_x=True)
                 out[q, n] = z[ry : ry + ni, rx : rx + nj]
         return out
 
@@ -545,9 +552,7 @@ def _draw_block(
     """Per-zone sums of the realizations of one chunk: ``(n_intervals, n, n_zones, 3)``."""
     intervals, kernel_of, distribution, common, n_zones, sub = spec
     index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
-    means = [np.asarray(m, dtype="float64") for m in means]
-    stds = [np.asarray(s, dtype="float64") for s in stds]
-    ny, nx = means[0].shape
+    ny, nx = np.shape(means[0])
     n = len(realizations)
     out = np.empty((len(intervals), n, n_zones, 3))
     has_data = any(bool(np.isfinite(m).any()) for m in means)
@@ -562,7 +567,9 @@ def _draw_block(
         g = field.shared(reals) if any(common) else None
         prev: dict[float, np.ndarray] = {}
         for k, (top, _bottom) in enumerate(intervals):
-            dk = _to_density(means[k], stds[k], z[kernel_of[k]], distribution, common[k], g)
+            m = np.asarray(means[k], dtype="float64")  # one interval at a time: less memory
+            sd = np.asarray(stds[k], dtype="float64")
+            dk = _to_density(m, sd, z[kernel_of[k]], distribution, common[k], g)
             d = _cumulative(dk, prev.get(top))
             prev[top] = d
             out[k, b : b + len(reals)] = zone_sums_block(d, area, index, n_zones, partial)
@@ -779,7 +786,7 @@ def _prepare(
             data = arr.data
             if not isinstance(data, da.Array):
                 data = da.from_array(np.asarray(data), chunks=(rows, cols))
-            dest.append(data.astype("float64").rechunk((rows, cols)))
+            dest.append(data.rechunk((rows, cols)))  # native dtype; float64 per task
     layout = (
         zones if isinstance(zones, ZoneLayout) else prepare_zones(zones, grid, names, chunks=chunks)
     )
@@ -801,7 +808,8 @@ def _auto_chunks(field: GaussianField) -> int:
     # radii keep the halo's share of the FFT work below ~2x
     ry, rx = field.halo
     reach = max(ry, rx) * field.coarsen
-    return int(min(4096, max(1024, 256 * math.ceil(4 * reach / 256))))
+    # (capped: a task holds a few arrays of the window, ~1 GB at 2560 + 2 x 625 cells)
+    return int(min(2560, max(1024, 256 * math.ceil(4 * reach / 256))))
 
 
 # =============================================================================== draws

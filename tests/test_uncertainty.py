@@ -289,7 +289,7 @@ def test_ranges_cover_truths_drawn_by_an_independent_simulator():
     median = np.where(world.mask, trend, np.nan)
     m = median * np.exp(res.psill / 2)
     s = m * np.sqrt(np.expm1(res.psill))
-    zones = grid.wrap(world.zones.astype("int32"))
+    zones = grid.wrap(world.zones.astype("int32")).rio.write_nodata(0)
     names = {c: n for c, n in synthetic.ZONE_NAMES.items() if (world.zones == c).any()}
     v = Variogram("exponential", psill=res.psill, range=res.range)
     maps = ({"0-30": grid.wrap(m)}, {"0-30": grid.wrap(s)})
