@@ -204,9 +204,13 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
         logger.setLevel(logging.INFO)
         logger.propagate = False
     cfg = load_config(config)
-    ctx = run_stages(
-        cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo
-    )
+    try:
+        ctx = run_stages(
+            cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo
+        )
+    except KeyboardInterrupt:  # typer turns it into exit status 130 without a word
+        _echo("socmap: interrupted; run it again to resume from the finished stages and chunks")
+        raise
     typer.echo(f"outputs in {ctx.out} (manifest: {ctx.out / 'manifest.json'})")
 
 

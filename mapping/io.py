@@ -151,11 +151,14 @@ def write_cogs(
     blocksize: int = 512,
     compress: str = "DEFLATE",
     label: str = "writing rasters",
+    on_block: Any = None,
 ) -> list[Path]:
     """Write several same-shape ``(path, DataArray, tags)`` as COGs in one pass.
 
     Lazy arrays that share work (the statistics of one prediction) are computed
     together, once, by :func:`mapping.cluster.store_blocks`; see :func:`write_cog`.
+    ``on_block(k, (row_slice, col_slice), block)`` is called, in this process, after
+    each block of item ``k`` is written (a resumable writer keeps finished chunks).
     """
     import dask.array as dsa
     import numpy as np
@@ -212,6 +215,8 @@ def write_cogs(
 
             def write(k: int, window: tuple[slice, slice], block: Any) -> None:
                 dsts[k].write(block.astype(specs[k][3], copy=False), 1, window=Window.from_slices(*window))
+                if on_block is not None:
+                    on_block(k, window, block)
 
             if all(isinstance(s[1].data, dsa.Array) for s in specs):
                 store_blocks([s[1].data for s in specs], write, label=label)

@@ -92,6 +92,7 @@ class StageContext:
     out: Path
     results: dict[str, Any] = field(default_factory=dict)
     scheduler: str | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,9 +211,10 @@ def run_stages(
 
         preflight(config, echo=echo)
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler)
+    ctx.results["_echo"] = echo  # stages say what they do through the same channel
     manifest = Manifest(out, config)
     cache: dict[str, str] = {}
-    fingerprints: dict[str, str] = {}
+    fingerprints = ctx.fingerprints
     for stage in stages:
         cfg = json.loads(config.model_dump_json())
         section = {k: cfg.get(k) for k in stage.config_keys}
@@ -604,6 +606,9 @@ FIT = Stage(
 
 
 # --------------------------------------------------------------------------- prediction
+PARTIAL = ".partial"
+"""Folder in ``maps/`` holding the finished chunks of an unfinished prediction."""
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     import joblib
 
@@ -616,6 +621,8 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     echo = ctx.results.get("_echo", print)
     outputs: list[str] = []
     written: dict[str, dict[str, Path]] = {}
+    for leftover in (ctx.out / "maps").glob(".*.tmp*"):  # temporaries of a killed run
+        io.remove_output(leftover)
     with dask_client(ctx.scheduler, echo=echo):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
@@ -630,16 +637,24 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                 aoa=aoa,
                 chunks=cfg.prediction.chunks,
             )
+            # Finished chunks are kept in maps/.partial until the maps are in place, so a
+            # killed run resumes with them; the key ties them to this stage and model.
+            model_file = ctx.out / "models" / label / "model.joblib"
+            key = _digest([ctx.fingerprints.get("predict"), io.file_checksum(model_file), label])
             files = write_prediction(
                 pred,
                 ctx.out / "maps",
                 (top, bottom),
                 format=cfg.prediction.format,
                 label=f"predict {label} cm",
+                partial=ctx.out / "maps" / PARTIAL if cfg.prediction.format == "cog" else None,
+                key=key,
+                echo=echo,
             )
             written[label] = files
             for p in sorted(set(files.values())):
                 outputs.append(str(Path(p).relative_to(ctx.out)))
+    io.remove_output(ctx.out / "maps" / PARTIAL)  # chunks of intervals no longer asked for
     return outputs, written
 
 

@@ -563,6 +563,9 @@ def write_prediction(
     format: str = "cog",
     overviews: bool = True,
     label: str | None = None,
+    partial: str | os.PathLike[str] | None = None,
+    key: str | None = None,
+    echo: Any = None,
 ) -> dict[str, Path]:
     """Write every variable of a (lazy) prediction, computing it once, window by window.
 
@@ -584,6 +587,15 @@ def write_prediction(
         Build COG overviews.
     label
         Progress-bar label.
+    partial
+        Folder for the chunks finished so far (COG only): each finished chunk is kept
+        there (see :class:`ChunkStore`), so a run killed while writing resumes with the
+        chunks it has; the folder of this interval is removed once its maps are in place.
+    key
+        Identity of the computation (config, inputs, model); chunks kept under another
+        key are discarded. Required with ``partial``.
+    echo
+        Where to say how many chunks were taken from an interrupted run.
 
     Returns
     -------
@@ -619,5 +631,117 @@ def write_prediction(
         if run_id:
             tags["run_id"] = run_id
         items.append((folder / map_filename(top, bottom, str(name)), var, tags))
-    paths = io.write_cogs(items, overviews=overviews, label=label)
+    if partial is None:
+        paths = io.write_cogs(items, overviews=overviews, label=label)
+        return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
+    if key is None:
+        raise ValueError("write_prediction: a partial folder needs a key")
+    store = ChunkStore(Path(partial) / f"soc_{top:g}_{bottom:g}cm", key, prediction)
+    if store.reused and echo is not None:
+        echo(f"[{label}] {store.reused} of {store.n_chunks} chunks kept from an interrupted run")
+    resumed = store.dataset()
+    items = [
+        (path, resumed[name], tags)
+        for (path, _, tags), name in zip(items, prediction.data_vars, strict=True)
+    ]
+    paths = io.write_cogs(items, overviews=overviews, label=label, on_block=store.on_block)
+    store.remove()
     return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
+
+
+class ChunkStore:
+    """Finished chunks of a prediction, kept on disk so that a killed run can resume.
+
+    Each chunk of the stacked statistics, ``(n_statistics, ny, nx)`` float32, is saved as
+    ``r<i>_c<j>.npy`` in ``folder`` by :meth:`on_block` once all its statistics have been
+    written, through :func:`mapping.io.atomic_path`: a chunk file is complete or absent,
+    so the chunk files *are* the record of finished chunks. ``key.json`` names the
+    computation (and its chunk layout); a folder with another key is emptied. Saving
+    happens in the client process, so workers need no shared file system.
+
+    :meth:`dataset` is the prediction with every kept chunk read from its file instead of
+    computed (the graph of those chunks is culled), so a resumed run computes only the
+    missing chunks and writes maps identical to an uninterrupted run.
+    """
+
+    def __init__(self, folder: Path, key: str, prediction: Any) -> None:
+        import json
+
+        from mapping import io
+
+        self.folder = folder
+        self.prediction = prediction
+        self.names = [str(v) for v in prediction.data_vars]
+        first = prediction[self.names[0]].data
+        self.chunks: tuple[tuple[int, ...], tuple[int, ...]] = first.chunks
+        self.offsets = [np.cumsum((0, *c)).tolist() for c in self.chunks]
+        self.n_chunks = len(self.chunks[0]) * len(self.chunks[1])
+        ident = {"key": key, "statistics": self.names, "chunks": [list(c) for c in self.chunks]}
+        kept = None
+        try:
+            kept = json.loads((folder / "key.json").read_text())
+        except (OSError, ValueError):
+            pass
+        if kept != ident:
+            io.remove_output(folder)
+            io.write_json(ident, folder / "key.json")
+        ny, nx = (len(c) for c in self.chunks)
+        self.done = {(i, j) for i in range(ny) for j in range(nx) if self.path(i, j).exists()}
+        self.reused = len(self.done)
+        self._pending: dict[tuple[int, int], dict[int, np.ndarray]] = {}
+
+    def path(self, i: int, j: int) -> Path:
+        return self.folder / f"r{i}_c{j}.npy"
+
+    def dataset(self) -> Any:
+        """The prediction, with the kept chunks read from disk."""
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        stacked = da.stack([self.prediction[n].data for n in self.names]).rechunk({0: -1})
+        if not self.done:
+            return self.prediction
+        name = f"socmap-resumed-{tokenize(stacked.name, sorted(self.done))}"
+        layer: dict[Any, Any] = {}
+        for i in range(len(self.chunks[0])):
+            for j in range(len(self.chunks[1])):
+                if (i, j) in self.done:
+                    layer[(name, 0, i, j)] = (_load_chunk, str(self.path(i, j)))
+                else:
+                    layer[(name, 0, i, j)] = (stacked.name, 0, i, j)  # computed as before
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=[stacked])
+        mixed = da.Array(graph, name, chunks=stacked.chunks, dtype=stacked.dtype)
+        out = self.prediction.copy()
+        for k, n in enumerate(self.names):
+            out[n] = out[n].copy(data=mixed[k])
+        return out
+
+    def on_block(self, k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
+        """Collect the statistics of one chunk; save it once all have arrived."""
+        from mapping import io
+
+        try:
+            ij = (self.offsets[0].index(window[0].start), self.offsets[1].index(window[1].start))
+        except ValueError:  # not a chunk window (an in-memory array is written by rows)
+            return
+        if ij in self.done:
+            return
+        parts = self._pending.setdefault(ij, {})
+        parts[k] = np.asarray(block, dtype="float32")
+        if len(parts) < len(self.names):
+            return
+        with io.atomic_path(self.path(*ij)) as tmp:
+            np.save(tmp, np.stack([parts[m] for m in range(len(self.names))]))
+        del self._pending[ij]
+        self.done.add(ij)
+
+    def remove(self) -> None:
+        """Drop the kept chunks (the maps are in place)."""
+        from mapping import io
+
+        io.remove_output(self.folder)
+
+
+def _load_chunk(path: str) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
