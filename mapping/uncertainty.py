@@ -22,8 +22,8 @@ depend only on the seed, the realization number and the cell's position on the g
   ``SeedSequence(seed, spawn_key=(stream, realization, block row, block column))``;
 * ``Z = k * W`` (discrete convolution) with the kernel ``k`` whose lattice autocorrelation is
   ``rho``: ``k = IDFT(sqrt(DFT(rho)))`` on a torus several ranges wide (the square root of the
-  circulant-embedding covariance, Dietrich & Newsam 1997), cut where the kernel's energy
-  beyond is below ``1e-4`` and rescaled to unit variance;
+  circulant-embedding covariance, Dietrich & Newsam 1997), cut where less than ``1e-4`` of
+  its energy and ``5e-4`` of its sum lie beyond, and rescaled to unit variance;
 * a window is convolved by FFT with a halo of the kernel's radius, so the result for a cell
   does not depend on the window (the chunking) or on the worker that computes it.
 
@@ -33,6 +33,10 @@ keeps unit variance (the nugget and the interpolation's lost variance); this is 
 times cheaper for ranges of hundreds of cells. See ``docs/uncertainty.md`` for the model,
 its assumptions and measured costs.
 
+A variogram cannot show an error common to the whole map, such as the uncertainty of the
+residuals' mean level (:func:`residual_mean_sd`); ``common_sd`` adds one standard normal per
+realization, shared by all cells, and takes its share out of each cell's own variance.
+
 Cumulative intervals (same top, deeper bottom: ``0-30, 0-100, 0-200, 0-300``) use the same
 noise ``W`` (each interval its own kernel if its variogram differs) and, in every
 realization and cell, the running maximum down the column: ``d(0-100) >= d(0-30)``, so the
@@ -41,6 +45,7 @@ totals are consistent in every realization.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -140,6 +145,20 @@ def _decay_distance(v: Variogram, rel: float = 1e-5) -> float:
     return float(h[big[-1]]) if big.size else float(h[0])
 
 
+@functools.lru_cache(maxsize=64)
+def _kernel_reach(variogram: Variogram, structured_only: bool = False) -> float:
+    """Radius of the kernel (distance units), from a kernel on a lattice of ``range / 6``.
+
+    The kernel's reach is not the covariance's: the spherical model is zero beyond its range
+    but its kernel needs about three ranges (its sum converges slowly).
+    """
+    if variogram.psill == 0:
+        return 0.0
+    step = variogram.range / 6.0
+    k = _lattice_kernel(variogram, (step, step), structured_only, KERNEL_TOL, KERNEL_SUM_TOL, 0.0)
+    return float(max(k.radius) * step)
+
+
 def _cut_ring(ring: np.ndarray, values: np.ndarray, tol: float) -> int:
     """Smallest ring index beyond which the sum of ``values`` stays within ``tol`` of the total."""
     per_ring = np.bincount(ring.ravel(), values.ravel())
@@ -191,11 +210,27 @@ def lattice_kernel(
     dy, dx = (float(s) for s in spacing)
     if not (dy > 0 and dx > 0):
         raise ModelError(f"lattice spacing {spacing!r} must be positive")
+    # half the torus: twice the kernel's reach, estimated on a coarse lattice
+    reach = _kernel_reach(variogram, structured_only)
+    return _lattice_kernel(variogram, (dy, dx), structured_only, tol, sum_tol, reach)
+
+
+def _lattice_kernel(
+    variogram: Variogram,
+    spacing: tuple[float, float],
+    structured_only: bool,
+    tol: float,
+    sum_tol: float,
+    reach: float,
+) -> LatticeKernel:
+    dy, dx = spacing
     target_var = variogram.psill / variogram.sill if structured_only else 1.0
     if target_var == 0.0:
         return LatticeKernel(np.zeros((1, 1)), (dy, dx), 0.0)
-    half = 1.5 * _decay_distance(variogram)  # half the torus; checked against the radius below
-    for _ in range(4):
+    # half the torus: past where the covariance has decayed and past twice the kernel's
+    # reach; checked against the radius found below
+    half = max(1.5 * _decay_distance(variogram), 2.2 * reach)
+    for _ in range(6):
         my = sfft.next_fast_len(max(64, 2 * math.ceil(half / dy) + 2), real=False)
         mx = sfft.next_fast_len(max(64, 2 * math.ceil(half / dx) + 2), real=True)
         iy = np.minimum(np.arange(my), my - np.arange(my))
@@ -300,9 +335,8 @@ class GaussianField:
             raise ModelError("no variogram given")
         dy, dx = (float(s) for s in spacing)
         if coarsen is None:
-            # the kernel's radius is about 0.75 x the decay distance (8.4 ranges for the
-            # exponential model, 2 for the Gaussian, 3 for the spherical)
-            reach = 0.75 * max(_decay_distance(v) for v in variograms) / min(dy, dx)
+            # kernel radii: about 8.4 ranges (exponential), 3 (spherical), 2 (Gaussian)
+            reach = max(_kernel_reach(v) for v in variograms) / min(dy, dx)
             coarsen = max(1, math.ceil(reach / MAX_HALO))
         if int(coarsen) != coarsen or coarsen < 1:
             raise ConfigError(f"coarsen must be a positive integer, got {coarsen!r}")
@@ -977,6 +1011,7 @@ def zone_total_draws(
             "n_realizations": int(n_realizations),
             "distribution": distribution,
             "coarsen": field.coarsen,
+            "chunks": (prep.rows[0], prep.cols[0]),
             "common_sd": dict(zip(labels, common, strict=True)),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},

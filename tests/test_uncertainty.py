@@ -165,13 +165,18 @@ def test_coarsened_field_keeps_unit_variance_at_every_offset():
     assert r8 == pytest.approx(float(lagged_correlation(v, 1000, 1000, 0, 8)), abs=0.08)
 
 
-def test_automatic_coarsening_only_for_long_ranges():
-    short = GaussianField.from_variograms([Variogram("exponential", 1.0, 5000.0)], (1000.0, 1000.0))
-    long = GaussianField.from_variograms(
-        [Variogram("exponential", 1.0, 100_000.0)], (1000.0, 1000.0)
-    )
-    assert short.coarsen == 1
-    assert long.coarsen > 1 and max(long.halo) <= 1.5 * 768
+def test_automatic_coarsening_follows_the_kernel_reach(monkeypatch):
+    import mapping.uncertainty as unc
+
+    monkeypatch.setattr(unc, "MAX_HALO", 20)  # small, to keep the kernels small
+    cell = (1000.0, 1000.0)
+    short = GaussianField.from_variograms([Variogram("exponential", 1.0, 2000.0)], cell)
+    exp = GaussianField.from_variograms([Variogram("exponential", 1.0, 5000.0)], cell)
+    # the spherical kernel reaches ~3 ranges although its covariance stops at one
+    sph = GaussianField.from_variograms([Variogram("spherical", 1.0, 10_000.0)], cell)
+    assert short.coarsen == 1 and max(short.halo) <= 20
+    assert exp.coarsen == 3 and max(exp.halo) <= 20
+    assert sph.coarsen == 2 and 10 < max(sph.halo) <= 20
 
 
 # ----------------------------------------------------------------------------- analytic variance
