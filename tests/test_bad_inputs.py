@@ -294,7 +294,6 @@ def test_console_exit_status_and_stderr(corpus: Path, previous_output: Path) -> 
             "horizons_overlapping.csv",
         ),
         "run": (["run", cfg.name, "--scheduler", "synchronous"], "zones_off_grid.gpkg"),
-        "validate": (["validate", "config_unknown_key.yaml"], "model.n_tree: unknown key"),
         "integrate": (
             [
                 "integrate",
@@ -306,7 +305,6 @@ def test_console_exit_status_and_stderr(corpus: Path, previous_output: Path) -> 
             ],
             "zones_off_grid.tif",
         ),
-        "unwritable": (["run", "config_output_not_writable.yaml"], "is a file, not a folder"),
     }
     before = snapshot(corpus)
     procs = {
