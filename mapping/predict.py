@@ -640,11 +640,11 @@ def write_prediction(
     if store.reused and echo is not None:
         echo(f"[{label}] {store.reused} of {store.n_chunks} chunks kept from an interrupted run")
     resumed = store.dataset()
-    items = [
+    chunked: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]] = [
         (path, resumed[name], tags)
         for (path, _, tags), name in zip(items, prediction.data_vars, strict=True)
     ]
-    paths = io.write_cogs(items, overviews=overviews, label=label, on_block=store.on_block)
+    paths = io.write_cogs(chunked, overviews=overviews, label=label, on_block=store.on_block)
     store.remove()
     return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
 
