@@ -148,6 +148,10 @@ class VariogramConfig(_Section):
     range: float | None = None
     nugget: float | None = None
     nu: float | None = None
+    cutoff: float | None = Field(None, gt=0)
+    """Largest lag (m) of the sample variogram; default one third of the bounding-box diagonal (gstat)."""
+    n_lags: int = Field(15, ge=3)
+    """Number of equal-width lag bins up to ``cutoff`` (gstat's default 15)."""
 
 
 class ModelConfig(_Section):

@@ -430,6 +430,8 @@ def build_model(cfg: RunConfig) -> Any:
         max_distance=m.max_distance,
         log_transform=m.log_transform,
         nu=v.nu or 0.5,
+        cutoff=v.cutoff,
+        n_lags=v.n_lags,
     )
 
 
