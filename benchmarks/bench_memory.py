@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import fit_model, lazy_stack, make_grid  # noqa: E402
 
 from mapping.cluster import PeakRSS, dask_client  # noqa: E402
+from mapping.plan import WORKER_BASELINE, task_bytes  # noqa: E402
 from mapping.predict import predict_grid, write_prediction  # noqa: E402
 
 
@@ -71,8 +72,15 @@ def main() -> None:
         sizes = sum(Path(p).stat().st_size for p in paths.values())
     print(f"predicted and wrote {len(paths)} COGs ({sizes / 2**20:,.0f} MiB) in {seconds:,.1f} s: "
           f"{n / seconds:,.0f} cells/s")  # fmt: skip
+    print(f"load average (5 min) at the end: {os.getloadavg()[1]:.1f} on {os.cpu_count()} cores")
     print(f"peak resident memory, this process + workers: {rss.peak / 2**30:.2f} GiB "
           f"(this process alone: {rss.peak_main / 2**30:.2f} GiB)")  # fmt: skip
+    children = sorted(rss.peak_by_pid.values(), reverse=True)
+    print("largest child processes (workers, then nannies): "
+          + ", ".join(f"{b / 2**20:,.0f} MiB" for b in children[: 2 * args.workers]))  # fmt: skip
+    plan = task_bytes(args.chunks**2, len(stack.data_vars), len(pred.data_vars))
+    print(f"socmap plan's estimate per worker: {(WORKER_BASELINE + plan) / 2**20:,.0f} MiB "
+          f"(baseline {WORKER_BASELINE / 2**20:,.0f} MiB + task {plan / 2**20:,.0f} MiB; model not counted)")  # fmt: skip
 
 
 if __name__ == "__main__":

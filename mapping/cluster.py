@@ -521,13 +521,15 @@ class PeakRSS:
     """Sample the resident memory of this process and its children (e.g. local workers).
 
     Use as a context manager; ``peak`` is the largest *sum* over the process tree seen
-    at any sample, in bytes (also ``peak_main``, the largest of this process alone).
+    at any sample, in bytes; ``peak_main`` the largest of this process alone and
+    ``peak_by_pid`` the largest of each child process.
     """
 
     def __init__(self, interval: float = 0.1) -> None:
         self.interval = interval
         self.peak = 0
         self.peak_main = 0
+        self.peak_by_pid: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -541,7 +543,9 @@ class PeakRSS:
             total = main
             for child in me.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
+                    rss = child.memory_info().rss
+                    total += rss
+                    self.peak_by_pid[child.pid] = max(self.peak_by_pid.get(child.pid, 0), rss)
         except psutil.Error:  # pragma: no cover
             return
         self.peak = max(self.peak, total)
