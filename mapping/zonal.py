@@ -1077,6 +1077,48 @@ def density_unit_factor(units: str | None) -> float:
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".parquet", ".geoparquet", ".pq", ".geojson", ".json", ".fgb"}
 
 
+def load_zone_layout(
+    zones_path: str | Path,
+    grid: Grid,
+    names: Mapping[int, str] | None = None,
+    *,
+    zone_field: str | None = None,
+    zone_layer: str | None = None,
+    gdf: Any = None,
+    chunks: int = DEFAULT_CHUNKS,
+    zone_nodata: Sequence[int] = (),
+    what: str = "the grid",
+) -> ZoneLayout:
+    """Zones from a file (code raster or polygons) prepared on ``grid``.
+
+    Polygons become exact cell fractions; a zone raster on another grid is aligned with
+    ``mode`` (finer source) or ``nearest``. Errors name ``zones_path``.
+    """
+    from mapping import io
+
+    zones_path = Path(zones_path)
+    try:
+        if zones_path.suffix.lower() in VECTOR_SUFFIXES:
+            if gdf is None:
+                gdf = io.read_zones_vector(zones_path, layer=zone_layer)
+            if zone_field is None:
+                raise InputError("give the polygon attribute holding the zone code (zone field)")
+            zones: Any = zone_coverage_from_polygons(gdf, grid, zone_field, names)
+        else:
+            resampling, scale = _zone_resampling(zones_path, grid)
+            zones = io.open_raster_on_grid(
+                zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
+            )
+        return prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=list(zone_nodata))
+    except MappingError as exc:
+        msg = str(exc)
+        if "covers any cell" in msg or "falls on the grid" in msg:
+            raise InputError(f"{zones_path}: no zone falls on {what}") from None
+        if msg.startswith(str(zones_path)):
+            raise
+        raise type(exc)(f"{zones_path}: {msg}") from None
+
+
 def integrate_files(
     density_paths: Sequence[str | Path],
     zones_path: str | Path,
@@ -1146,23 +1188,16 @@ def integrate_files(
     tables = []
     for grid, dens in by_grid.items():
         first = source_of[next(iter(sorted(parse_interval(k) for k in dens)))]
-        try:
-            if gdf is not None:
-                assert zone_field is not None
-                zones: Any = zone_coverage_from_polygons(gdf, grid, zone_field, zone_names)
-            else:
-                resampling, scale = _zone_resampling(zones_path, grid)
-                zones = io.open_raster_on_grid(
-                    zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
-                )
-            layout = prepare_zones(
-                zones, grid, zone_names, chunks=chunks, zone_nodata=list(zone_nodata)
-            )
-        except MappingError as exc:
-            msg = str(exc)
-            if "covers any cell" in msg or "falls on the grid" in msg:
-                raise InputError(f"{zones_path}: no zone falls on the grid of {first}") from None
-            raise type(exc)(f"{zones_path}: {msg}") from None
+        layout = load_zone_layout(
+            zones_path,
+            grid,
+            zone_names,
+            zone_field=zone_field,
+            gdf=gdf,
+            chunks=chunks,
+            zone_nodata=zone_nodata,
+            what=f"the grid of {first}",
+        )
         tables.append(zone_totals(dens, layout, grid, zone_names, unit))
     out = pd.concat(tables, ignore_index=True)
     out["_total"] = out["zone"].eq(ALL_ZONES) & out["zone_code"].isna()
