@@ -611,6 +611,7 @@ FIT = Stage(
 PARTIAL = ".partial"
 """Folder in ``maps/`` holding the finished chunks of an unfinished prediction."""
 
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     import joblib
 
@@ -739,6 +740,95 @@ ZONES = Stage(
 )
 
 
+# --------------------------------------------------------------------------- uncertainty of totals
+def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
+    """Monte Carlo ranges of the zone totals (``docs/uncertainty.md``).
+
+    Realizations combine each cell's predicted standard deviation with a Gaussian field
+    correlated as the interval's fitted residual variogram, plus the error of the
+    residuals' regional level that every cell shares; lognormal for models on log stocks.
+    Tree models without a residual variogram have no correlated draws: the stage then
+    writes only the independent-pixel comparison.
+    """
+    import pandas as pd
+
+    from mapping.exceptions import ModelError
+    from mapping.uncertainty import (
+        independent_pixel_range,
+        residual_mean_sd,
+        residual_variogram,
+        summarise_draws,
+        zone_total_draws,
+    )
+    from mapping.zonal import load_zone_layout
+
+    cfg = ctx.config
+    assert cfg.zones is not None
+    grid, _ = _grid_and_stack(ctx)
+    maps = ctx.results["predict"]
+    models = ctx.results["fit"]
+    labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
+    chunks = cfg.prediction.chunks
+    means = {k: io.open_raster(maps[k]["mean"], chunks=chunks) for k in labels}
+    stds = {k: io.open_raster(maps[k]["std"], chunks=chunks) for k in labels}
+    names = dict(cfg.zones.names)
+    layout = load_zone_layout(
+        cfg.zones.path, grid, names, zone_field=cfg.zones.field, chunks=chunks
+    )
+    unit = cfg.zones.unit
+    lo, hi = cfg.uncertainty.range
+    indep = independent_pixel_range(
+        means, stds, layout, grid, ranges=(lo, hi), unit=unit, chunks=chunks, names=names
+    )
+    outputs = ["zones/independent_pixel_range.csv"]
+    io.write_table(indep, ctx.out / outputs[0])
+    try:
+        variograms = {k: residual_variogram(models[k]) for k in labels}
+        common = {k: residual_mean_sd(models[k]) for k in labels}
+    except ModelError as exc:
+        log.warning("no Monte Carlo ranges: %s", exc)
+        return outputs, None
+    draws = zone_total_draws(
+        means,
+        stds,
+        layout,
+        grid,
+        variograms,
+        n_realizations=cfg.uncertainty.n_realizations,
+        seed=cfg.seed,
+        chunks=chunks,
+        distribution="lognormal" if cfg.model.log_transform else "normal",
+        unit=unit,
+        common_sd=common,
+        progress=True,
+    )
+    summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
+    keep = [c for c in indep.columns if c not in summary.columns or c in ("interval", "zone")]
+    pixel = indep[keep].rename(
+        columns={c: f"independent_pixel_{c}" for c in keep if c not in ("interval", "zone")}
+    )
+    summary = summary.merge(pixel, on=["interval", "zone"], how="left")
+    outputs += ["zones/draws.parquet", "zones/storage_summary.csv"]
+    io.write_table(pd.DataFrame(draws), ctx.out / outputs[1])
+    io.write_table(summary, ctx.out / outputs[2])
+    return outputs, summary
+
+
+def _load_uncertainty(ctx: StageContext) -> Any:
+    p = ctx.out / "zones" / "storage_summary.csv"
+    return io.read_table(p) if p.exists() else None
+
+
+UNCERTAINTY = Stage(
+    name="uncertainty",
+    run=_run_uncertainty,
+    load=_load_uncertainty,
+    config_keys=("zones", "uncertainty", "seed"),
+    inputs=_zones_inputs,
+    depends=("predict", "fit"),
+)
+
+
 # --------------------------------------------------------------------------- report
 def _run_report(ctx: StageContext) -> tuple[list[str], Any]:
     from mapping.report import build_report
@@ -763,16 +853,16 @@ REPORT = Stage(
     load=_load_report,
     config_keys=("zones", "uncertainty", "prediction"),
     inputs=_zones_inputs,
-    depends=("zones", "predict", "fit", "stocks"),
+    depends=("zones", "uncertainty", "predict", "fit", "stocks"),
 )
 
 
 def stage_list(cfg: RunConfig) -> list[Stage]:
     """The stages a config asks for (zones only when it names zones)."""
     stages = default_stages()
-    return [s for s in stages if s.name != "zones" or cfg.zones is not None]
+    return [s for s in stages if s.name not in ("zones", "uncertainty") or cfg.zones is not None]
 
 
 def default_stages() -> list[Stage]:
     """The stages of ``socmap run``, in order."""
-    return [STOCKS, TRAINING, FIT, PREDICT, ZONES, REPORT]
+    return [STOCKS, TRAINING, FIT, PREDICT, ZONES, UNCERTAINTY, REPORT]
