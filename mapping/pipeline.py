@@ -803,9 +803,10 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         progress=True,
     )
     summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
-    keep = [c for c in indep.columns if c not in summary.columns or c in ("interval", "zone")]
-    pixel = indep[keep].rename(
-        columns={c: f"independent_pixel_{c}" for c in keep if c not in ("interval", "zone")}
+    keys = ("zone", "zone_code", "interval", "top_cm", "bottom_cm", "lower_pct", "upper_pct")
+    pixel = indep.drop(columns=[c for c in keys[2:] if c != "interval"] + ["zone_code"])
+    pixel = pixel.rename(
+        columns={c: f"independent_pixel_{c}" for c in pixel.columns if c not in keys}
     )
     summary = summary.merge(pixel, on=["interval", "zone"], how="left")
     outputs += ["zones/draws.parquet", "zones/storage_summary.csv"]
