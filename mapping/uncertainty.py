@@ -810,7 +810,8 @@ def _prepare(
 
     items = _intervals(means, stds)
     rows, cols = grid.chunk_sizes(chunks)
-    mlist, slist = [], []
+    mlist: list[Any] = []
+    slist: list[Any] = []
     for label, _top, _bottom, m, s in items:
         for arr, what, dest in ((m, "mean", mlist), (s, "std", slist)):
             arr = _squeeze(arr, f"{what} {label}")
@@ -869,10 +870,10 @@ def _draw_sums(
     field_key = dask.delayed(field, pure=True, traverse=False)
     n_zones = prep.layout.n_zones
     n_int = len(prep.intervals)
-    # realizations per FFT pass: about 8 M lattice values at a time
+    # realizations per pass: about 8 M values at a time, on the lattice and on the cells
     ry, rx = field.halo
     window = (rows[0] // field.coarsen + 2 * ry + 2) * (cols[0] // field.coarsen + 2 * rx + 2)
-    sub = max(1, min(batch, (8 << 20) // max(window, 1)))
+    sub = max(1, min(batch, (8 << 20) // max(window, rows[0] * cols[0], 1)))
     spec = (tuple(prep.intervals), tuple(kernel_of), distribution, tuple(common), n_zones, sub)
     r_off = np.concatenate([[0], np.cumsum(rows)]).astype(int)
     c_off = np.concatenate([[0], np.cumsum(cols)]).astype(int)
