@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _echo("socmap: interrupted")
         return 130
+    except SystemExit as exc:  # click ends standalone runs with SystemExit, also on success
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     return 0
 
 

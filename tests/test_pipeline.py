@@ -1,0 +1,104 @@
+"""``socmap run`` end to end on the sample data: every stage, the manifest, re-runs, ranges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mapping.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "workflows" / "sample.yaml"
+STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "report"]
+TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
+
+
+def _absolute(path: str) -> str:
+    return str((WORKFLOW.parent / path).resolve())
+
+
+def _config(tmp: Path, n_realizations: int = 40) -> Path:
+    cfg = yaml.safe_load(WORKFLOW.read_text())
+    cfg["output"] = str(tmp / "out")
+    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
+    for cov in cfg["covariates"]:
+        cov["path"] = _absolute(cov["path"])
+    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg["stocks"]["depths"] = ["0-30"]
+    cfg["model"]["params"]["n_estimators"] = 60
+    cfg["uncertainty"] = {"n_realizations": n_realizations, "range": [5.0, 95.0]}
+    cfg["scheduler"] = "threads"
+    path = tmp / "sample.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("pipeline")
+    cfg = _config(tmp)
+    assert main(["run", str(cfg)]) == 0
+    return cfg, tmp / "out"
+
+
+def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, Path]) -> None:
+    _, out = first_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["stages"]) == set(STAGES)
+    for name in STAGES:
+        rec = manifest["stages"][name]
+        assert rec["status"] == "complete", name
+        for rel, checksum in rec["outputs"].items():
+            assert (out / rel).is_file(), rel
+            assert checksum.startswith("sha256:")
+    assert manifest["seed"] == yaml.safe_load(WORKFLOW.read_text())["seed"]
+    assert "rasterio" in manifest["versions"] and "gdal" in manifest["versions"]
+    assert all(k.startswith("/") for k in manifest["inputs"])  # resolved paths
+    html = (out / "report" / "index.html").read_text()
+    assert "Table 2" in html and "http://" not in html and "https://" not in html
+
+
+def test_monte_carlo_range_contains_the_true_total_and_is_wider_than_independent_pixels(
+    first_run: tuple[Path, Path],
+) -> None:
+    _, out = first_run
+    summary = pd.read_csv(out / "zones" / "storage_summary.csv")
+    truth = pd.read_csv(TRUE_TOTALS)
+    true_total = truth.query("zone == 'permafrost_region' and bottom_cm == 30")["storage_pg"].item()
+    row = summary.query("zone == 'all zones' and interval == '0-30'").iloc[0]
+    assert row["storage_lower_pg"] <= true_total <= row["storage_upper_pg"]
+    mc_width = row["storage_upper_pg"] - row["storage_lower_pg"]
+    pixel_width = (
+        row["independent_pixel_storage_upper_pg"] - row["independent_pixel_storage_lower_pg"]
+    )
+    # spatially correlated errors: far wider than the independent-pixel range
+    assert mc_width > 5 * pixel_width
+    # the storage table is the integral of the mean map; the MC mean stays close to it
+    storage = pd.read_csv(out / "zones" / "storage.csv")
+    mean_map_total = storage.query("zone == 'all zones'")["storage_pg"].item()
+    assert abs(row["storage_mean_pg"] - mean_map_total) < 0.25 * mc_width
+
+
+def test_rerun_reuses_unchanged_stages_and_redoes_only_what_changed(
+    first_run: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg, out = first_run
+    capsys.readouterr()
+    assert main(["run", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    for name in STAGES:
+        assert f"[{name}] unchanged" in text, name
+
+    _config(cfg.parent, n_realizations=30)  # only the Monte Carlo settings change
+    assert main(["run", str(cfg)]) == 0
+    text = capsys.readouterr().out
+    for name in ["stocks", "training", "fit", "predict", "zones"]:
+        assert f"[{name}] unchanged" in text, name
+    for name in ["uncertainty", "report"]:
+        assert f"[{name}] running" in text, name
+    summary = pd.read_csv(out / "zones" / "storage_summary.csv")
+    assert set(summary["n_realizations"]) == {30}
