@@ -34,8 +34,9 @@ from mapping.exceptions import MappingError
 from mapping.grid import Grid
 from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
 
-WORKER_BASELINE = 300 * 2**20
-"""Resident memory of an idle Dask worker with NumPy, pandas, scikit-learn loaded (bytes)."""
+WORKER_BASELINE = 400 * 2**20
+"""Resident memory of a Dask worker once socmap, scikit-learn and the compiled kriging
+kernels are loaded (bytes; measured 386 MiB, ``benchmarks/bench_memory.py``)."""
 TASK_OVERHEAD = 3.0
 """Copies of a chunk alive in one task: input block, float64 working copy, output stack."""
 BATCH_OVERHEAD = 4.0

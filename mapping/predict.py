@@ -27,6 +27,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,13 +216,17 @@ def _predict_block(
     columns = feature_columns(model, cov_names)
     source = dict(zip(cov_names, bands, strict=True))
     source["x"], source["y"] = xx, yy
-    valid = np.isfinite(xx) & np.isfinite(yy)
+    if np.ndim(x) == 1 and np.ndim(y) == 1:  # one pass over the block, not two
+        valid = np.isfinite(yy[:, :1]) & np.isfinite(xx[:1, :])
+    else:
+        valid = np.isfinite(xx) & np.isfinite(yy)
     for n, b in zip(cov_names, bands, strict=True):
         valid &= _valid(b, (nodata or {}).get(n))
     flat = np.flatnonzero(valid.ravel())
 
     out_names = [*stats, *(["aoa"] if aoa is not None else [])]
-    out = {k: np.full(ny * nx, np.nan, dtype="float32") for k in out_names}
+    fill = np.empty if flat.size == ny * nx else partial(np.full, fill_value=np.nan)
+    out = {k: fill(ny * nx, dtype="float32") for k in out_names}
     named = getattr(model, "feature_names_in_", None) is not None
     needed = list(dict.fromkeys([*columns, *(cov_names if aoa is not None else []), *COORDINATES]))
     all_valid = flat.size == ny * nx

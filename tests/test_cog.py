@@ -175,3 +175,25 @@ def test_zarr_round_trip_is_atomic(tmp_path: Path) -> None:
     np.testing.assert_array_equal(back["mean"].values, z * 2)
     assert back["mean"].encoding["chunks"] == (200, 200)
     assert sorted(os.listdir(tmp_path)) == ["pred.zarr"]
+
+
+def test_write_prediction_as_zarr(tmp_path: Path) -> None:
+    z = _field()
+    coords = dict(zip(("y", "x"), GRID.coords(), strict=True))
+    ds = GRID.attach(
+        xr.Dataset(
+            {
+                "mean": (("y", "x"), da.from_array(z, chunks=256), {"units": "kg C m-2"}),
+                "std": (("y", "x"), da.from_array(z / 10, chunks=256), {"units": "kg C m-2"}),
+            },
+            coords=coords,
+        )
+    )
+    with dask.config.set(scheduler="threads"):
+        paths = write_prediction(ds, tmp_path, (30, 100), run_id="r9", format="zarr")
+    assert set(paths.values()) == {tmp_path / "soc_30_100cm.zarr"}
+    back = xr.open_zarr(paths["std"], consolidated=False)
+    np.testing.assert_array_equal(back["std"].values, z / 10)
+    assert back.attrs["interval"] == "30-100" and back.attrs["run_id"] == "r9"
+    assert back["mean"].attrs["units"] == "kg C m-2"
+    assert Grid.from_dataarray(back.rio.write_crs(back.spatial_ref.attrs["crs_wkt"])) == GRID
