@@ -796,7 +796,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         variograms,
         n_realizations=cfg.uncertainty.n_realizations,
         seed=cfg.seed,
-        chunks=chunks,
+        chunks=None,  # sized from the kernel's radius; the draws do not depend on it
         distribution="lognormal" if cfg.model.log_transform else "normal",
         unit=unit,
         common_sd=common,

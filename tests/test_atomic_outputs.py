@@ -260,7 +260,8 @@ def test_interrupt_after_a_model_is_saved_over_a_previous_run(
     # and the previous run's maps and totals are marked outdated, not complete.
     assert (out / "models" / "0-30" / "model.joblib").read_bytes() != old_model
     assert _status(out) == {"stocks": "complete", "training": "complete", "fit": "interrupted",
-                            "predict": "outdated", "zones": "outdated"}  # fmt: skip
+                            "predict": "outdated", "zones": "outdated",
+                            "uncertainty": "outdated"}  # fmt: skip
     assert _files(out / "maps") == old_maps
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
 
