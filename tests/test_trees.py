@@ -285,3 +285,15 @@ def test_models_work_in_cross_validate_and_grid_search():
     ).fit(X, y)
     assert grid.best_params_["max_leaf_nodes"] in (3, 7)
     assert clone(grid.best_estimator_).get_params()["max_iter"] == 20
+
+
+def test_forest_mean_fast_path_equals_the_leaf_moment_mean() -> None:
+    """``predict`` without std uses scikit-learn's compiled path; it must equal the first
+    moment of the conditional distribution that ``predict(return_std=True)`` averages."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"x": rng.random(400), "y": rng.random(400), "a": rng.random(400)})
+    target = 3 * X["a"] + rng.normal(0, 0.3, 400)
+    model = QuantileRandomForest(n_estimators=30, random_state=0).fit(X, target)
+    fast = model.predict(X)
+    slow, _ = model.predict(X, return_std=True)
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-10)
