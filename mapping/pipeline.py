@@ -24,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import platform
 import time
 import uuid
@@ -213,6 +214,7 @@ def run_stages(
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler)
     ctx.results["_echo"] = echo  # stages say what they do through the same channel
     manifest = Manifest(out, config)
+    ctx.results["_run_id"] = manifest.run_id  # tagged into every map
     cache: dict[str, str] = {}
     fingerprints = ctx.fingerprints
     for stage in stages:
@@ -649,6 +651,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                 ctx.out / "maps",
                 (top, bottom),
                 format=cfg.prediction.format,
+                run_id=ctx.results.get("_run_id"),
                 label=f"predict {label} cm",
                 partial=ctx.out / "maps" / PARTIAL if cfg.prediction.format == "cog" else None,
                 key=key,
@@ -745,8 +748,10 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     """Monte Carlo ranges of the zone totals (``docs/uncertainty.md``).
 
     Realizations combine each cell's predicted standard deviation with a Gaussian field
-    correlated as the interval's fitted residual variogram, plus the error of the
-    residuals' regional level that every cell shares; lognormal for models on log stocks.
+    correlated as the interval's fitted residual variogram, plus an error that every cell
+    shares: the residuals' regional level (``residual_mean_sd``) and, in quadrature, the
+    trend's regional error seen by spatial cross-validation (``cv_block_error_sd`` of the
+    fold-mean errors); lognormal for models on log stocks.
     Tree models without a residual variogram have no correlated draws: the stage then
     writes only the independent-pixel comparison.
     """
@@ -754,6 +759,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
 
     from mapping.exceptions import ModelError
     from mapping.uncertainty import (
+        cv_block_error_sd,
         independent_pixel_range,
         residual_mean_sd,
         residual_variogram,
@@ -784,10 +790,24 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(indep, ctx.out / outputs[0])
     try:
         variograms = {k: residual_variogram(models[k]) for k in labels}
-        common = {k: residual_mean_sd(models[k]) for k in labels}
+        level = {k: residual_mean_sd(models[k]) for k in labels}
     except ModelError as exc:
         log.warning("no Monte Carlo ranges: %s", exc)
         return outputs, None
+    # the trend's regional error (spread of the kNNDM fold-mean errors beyond their sampling
+    # noise) is shared by a region's cells like the residuals' level: add in quadrature
+    regional = {
+        k: cv_block_error_sd(
+            io.read_table(ctx.out / "models" / k / "cv_predictions.csv"),
+            log=cfg.model.log_transform,
+        )
+        for k in labels
+    }
+    common = {k: math.hypot(level[k], regional[k]) for k in labels}
+    log.info(
+        "shared error per interval (level, cross-validated regional, total): %s",
+        {k: (round(level[k], 4), round(regional[k], 4), round(common[k], 4)) for k in labels},
+    )
     draws = zone_total_draws(
         means,
         stds,

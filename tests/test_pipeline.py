@@ -58,6 +58,11 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
     assert manifest["seed"] == yaml.safe_load(WORKFLOW.read_text())["seed"]
     assert "rasterio" in manifest["versions"] and "gdal" in manifest["versions"]
     assert all(k.startswith("/") for k in manifest["inputs"])  # resolved paths
+    import rasterio
+
+    with rasterio.open(out / "maps" / "soc_0_30cm_mean.tif") as src:
+        tags = src.tags()
+    assert tags.get("run_id") == manifest["run_id"]
     html = (out / "report" / "index.html").read_text()
     assert "Table 2" in html and "http://" not in html and "https://" not in html
 
@@ -71,6 +76,15 @@ def test_monte_carlo_range_contains_the_true_total_and_is_wider_than_independent
     true_total = truth.query("zone == 'permafrost_region' and bottom_cm == 30")["storage_pg"].item()
     row = summary.query("zone == 'all zones' and interval == '0-30'").iloc[0]
     assert row["storage_lower_pg"] <= true_total <= row["storage_upper_pg"]
+    # every zone too: the trend's regional error (cross-validated) is in the shared error
+    zones = summary.query("interval == '0-30' and zone != 'all zones'").merge(
+        truth.query("bottom_cm == 30")[["zone", "storage_pg"]], on="zone"
+    )
+    assert len(zones) == 4
+    inside = (zones["storage_lower_pg"] <= zones["storage_pg"]) & (
+        zones["storage_pg"] <= zones["storage_upper_pg"]
+    )
+    assert inside.all(), zones.loc[~inside, ["zone", "storage_pg", "storage_lower_pg"]]
     mc_width = row["storage_upper_pg"] - row["storage_lower_pg"]
     pixel_width = (
         row["independent_pixel_storage_upper_pg"] - row["independent_pixel_storage_lower_pg"]
