@@ -73,6 +73,7 @@ __all__ = [
     "GaussianField",
     "LatticeKernel",
     "attach_ranges",
+    "cv_block_error_sd",
     "independent_pixel_range",
     "lattice_kernel",
     "realization_block",
@@ -718,6 +719,82 @@ def _common_sd(common_sd: float | Mapping[str, float], labels: Sequence[str]) ->
             raise ConfigError(f"common_sd must be a number >= 0, got {v!r}")
         out.append(f)
     return out
+
+
+def cv_block_error_sd(
+    cv: pd.DataFrame,
+    *,
+    log: bool = True,
+    group: str = "fold",
+    observed: str = "observed",
+    predicted: str = "predicted",
+) -> float:
+    """Regional (block-scale) error of a map, from spatial cross-validation.
+
+    The error a trend makes over a whole region (a random forest cannot extrapolate into
+    warm, sparsely sampled land) is shared by the region's cells; a residual variogram,
+    fitted at the profiles, does not show it. Spatial cross-validation does: each fold of
+    a kNNDM (or block) split is predicted from the others, so the mean error of a fold is
+    the error of the map's level over an area predicted at the distances of the map. Its
+    spread over folds contains, besides that regional error ``tau``, the sampling noise of
+    a mean of ``n_k`` profile errors. The one-way random-effects method of moments
+    separates the two:
+
+    ``tau² = max(0, var_k(ē_k) − mean_k(s_k² / n_k))``
+
+    with ``ē_k``, ``s_k²`` and ``n_k`` the mean, variance (ddof 1) and count of the errors
+    ``e = ln(predicted) − ln(observed)`` (``predicted − observed`` with ``log=False``) in
+    fold ``k``, and ``var_k`` the variance (ddof 1) of the fold means. With ``K`` folds the
+    estimate has ``K − 1`` degrees of freedom: it is a scale, not a precise figure.
+
+    Parameters
+    ----------
+    cv
+        Out-of-fold predictions: one row per profile with the fold, observed and
+        predicted values (``models/<interval>/cv_predictions.csv``).
+    log
+        Errors on the log scale (for models fitted on log stocks; the result is then in
+        log units, as ``common_sd`` of :func:`zone_total_draws` needs with
+        ``lognormal``); rows with a value <= 0 are left out.
+    group, observed, predicted
+        Column names.
+
+    Returns
+    -------
+    float
+        ``tau`` (log units, or the values' units with ``log=False``); 0.0 with fewer than
+        two folds of at least two profiles.
+
+    Raises
+    ------
+    InputError
+        A column is missing.
+
+    Examples
+    --------
+    >>> cv = pd.DataFrame({"fold": [1, 1, 2, 2], "observed": [1.0, 1.0, 1.0, 1.0],
+    ...                    "predicted": [0.0, 2.0, 2.0, 4.0]})
+    >>> cv_block_error_sd(cv, log=False)  # var of (1, 3) = 2, noise (2/2 + 2/2)/2 = 1
+    1.0
+    """
+    missing = [c for c in (group, observed, predicted) if c not in cv.columns]
+    if missing:
+        raise InputError(f"cross-validation table lacks column {missing[0]!r}")
+    obs = cv[observed].to_numpy(float)
+    pred = cv[predicted].to_numpy(float)
+    ok = np.isfinite(obs) & np.isfinite(pred)
+    if log:
+        ok &= (obs > 0) & (pred > 0)
+        err = np.log(pred[ok]) - np.log(obs[ok])
+    else:
+        err = pred[ok] - obs[ok]
+    stats = pd.Series(err).groupby(cv[group].to_numpy()[ok]).agg(["mean", "var", "size"])
+    stats = stats[stats["size"] >= 2]
+    if len(stats) < 2:
+        return 0.0
+    between = float(stats["mean"].var(ddof=1))
+    noise = float((stats["var"] / stats["size"]).mean())
+    return math.sqrt(max(between - noise, 0.0))
 
 
 def residual_mean_sd(model: Any) -> float:

@@ -711,3 +711,29 @@ def test_geographic_grids_and_misaligned_maps_are_refused():
         )
     with pytest.raises(ConfigError, match="percentiles"):
         summarise_draws(pd.DataFrame({"storage_pg": [1.0]}), ranges=(50, 40))
+
+
+def test_cv_block_error_sd_by_hand_and_on_a_known_regional_error():
+    from mapping.exceptions import InputError
+    from mapping.uncertainty import cv_block_error_sd
+
+    # fold means 1 and 3 (variance 2); within-fold variances 2 and 2 over 2 rows: noise 1
+    cv = pd.DataFrame(
+        {"fold": [1, 1, 2, 2], "observed": [1.0] * 4, "predicted": [0.0, 2.0, 2.0, 4.0]}
+    )
+    assert cv_block_error_sd(cv, log=False) == pytest.approx(1.0, rel=1e-12)
+    # log errors: ln 2 and ln 4 in fold 1, ln 2 and ln 4 in fold 2 -> no regional error
+    cv_log = cv.assign(predicted=[2.0, 4.0, 2.0, 4.0])
+    assert cv_block_error_sd(cv_log) == 0.0
+    # a single fold says nothing about the spread between regions
+    assert cv_block_error_sd(cv.query("fold == 1"), log=False) == 0.0
+    with pytest.raises(InputError, match="'fold'"):
+        cv_block_error_sd(cv.drop(columns="fold"))
+    # synthetic: 400 folds of 30 profiles, regional log error sd 0.1, profile noise sd 0.5;
+    # the raw sd of the fold means (sqrt(0.1² + 0.5²/30) = 0.13) overstates it
+    rng = np.random.default_rng(7)
+    fold = np.repeat(np.arange(400), 30)
+    log_err = rng.normal(0.0, 0.1, 400)[fold] + rng.normal(0.0, 0.5, fold.size)
+    obs = rng.lognormal(2.0, 0.6, fold.size)
+    syn = pd.DataFrame({"fold": fold, "observed": obs, "predicted": obs * np.exp(log_err)})
+    assert cv_block_error_sd(syn) == pytest.approx(0.1, abs=0.015)
