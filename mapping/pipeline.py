@@ -214,7 +214,6 @@ def run_stages(
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler)
     ctx.results["_echo"] = echo  # stages say what they do through the same channel
     manifest = Manifest(out, config)
-    ctx.results["_run_id"] = manifest.run_id  # tagged into every map
     cache: dict[str, str] = {}
     fingerprints = ctx.fingerprints
     for stage in stages:
@@ -651,7 +650,6 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                 ctx.out / "maps",
                 (top, bottom),
                 format=cfg.prediction.format,
-                run_id=ctx.results.get("_run_id"),
                 label=f"predict {label} cm",
                 partial=ctx.out / "maps" / PARTIAL if cfg.prediction.format == "cog" else None,
                 key=key,
