@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,29 +30,18 @@ import psutil
 import rasterio
 
 from mapping import io
+from mapping.cluster import PeakRSS
 from mapping.grid import Grid
 from mapping.report import _read_view, build_report
 
 
 def measure(label: str, fn: Callable[[], Any]) -> Any:
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    stop.set()
-    t.join()
-    print(f"{label:<52} {dt:8.2f} s  peak +{(peak[0] - base) / 2**20:7.0f} MiB")
+    base = psutil.Process().memory_info().rss
+    with PeakRSS(interval=0.02) as rss:
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
+    print(f"{label:<52} {dt:8.2f} s  peak +{(rss.peak_main - base) / 2**20:7.0f} MiB")
     return out
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,31 +33,20 @@ import psutil
 import rasterio
 import rasterio.features
 
+from mapping.cluster import PeakRSS
 from mapping.grid import Grid
 from mapping.zonal import integrate_files, prepare_zones, zone_coverage_from_polygons, zone_sums
 
 
 def measure(label: str, n_cells: int, fn: Callable[[], Any]) -> Any:
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.02)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    out = fn()
-    dt = time.perf_counter() - t0
-    stop.set()
-    t.join()
+    base = psutil.Process().memory_info().rss
+    with PeakRSS(interval=0.02) as rss:
+        t0 = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t0
     print(
         f"{label:<44} {dt:8.2f} s  {n_cells / dt / 1e6:8.1f} Mcells/s  "
-        f"peak +{(peak[0] - base) / 2**20:7.0f} MiB"
+        f"peak +{(rss.peak_main - base) / 2**20:7.0f} MiB"
     )
     return out
 
