@@ -676,7 +676,6 @@ def _fit_aoa(cfg: RunConfig, model: Any, X: Any, folds: Any) -> Any:
 def _load_predict(ctx: StageContext) -> Any:
     from mapping.predict import map_filename
 
-    rec = ctx.results.get("_manifest_predict", {})
     out: dict[str, dict[str, Path]] = {}
     for top, bottom in ctx.config.stocks.intervals():
         label = interval_label(top, bottom)
@@ -685,7 +684,6 @@ def _load_predict(ctx: StageContext) -> Any:
             p.stem.removeprefix(stem + "_"): p
             for p in sorted((ctx.out / "maps").glob(stem + "_*.tif"))
         }
-    del rec
     return out
 
 
@@ -726,9 +724,14 @@ def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
     return outputs, table
 
 
-def _load_zones(ctx: StageContext) -> Any:
-    p = ctx.out / "zones" / "storage.csv"
+def _optional_table(ctx: StageContext, rel: str) -> Any:
+    """The table a stage wrote, or ``None`` when that stage had nothing to write."""
+    p = ctx.out / rel
     return io.read_table(p) if p.exists() else None
+
+
+def _load_zones(ctx: StageContext) -> Any:
+    return _optional_table(ctx, "zones/storage.csv")
 
 
 ZONES = Stage(
@@ -834,8 +837,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
 
 
 def _load_uncertainty(ctx: StageContext) -> Any:
-    p = ctx.out / "zones" / "storage_summary.csv"
-    return io.read_table(p) if p.exists() else None
+    return _optional_table(ctx, "zones/storage_summary.csv")
 
 
 UNCERTAINTY = Stage(
