@@ -478,7 +478,7 @@ Everything here is written by
 python workflows/make_sample_data.py --out sample_rasters --seed {s["seed"]}
 ```
 
-from the seeded building blocks in `mapping/synthetic.py`; do not edit the files by hand.
+from the seeded building blocks in `mapping/synthetic/`; do not edit the files by hand.
 Regenerating gives byte-identical files with the same library versions (`SHA256SUMS`).
 
 ## Grid
