@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -34,10 +35,25 @@ def _field(grid: Grid = GRID) -> np.ndarray:
 
 
 def _gdalinfo(path: Path) -> dict:
-    out = subprocess.run(
-        ["gdalinfo", "-json", str(path)], capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
+    """What ``gdalinfo -json`` reports, from the CLI when installed, else from GDAL via rasterio."""
+    if shutil.which("gdalinfo"):
+        out = subprocess.run(
+            ["gdalinfo", "-json", str(path)], capture_output=True, text=True, check=True
+        )
+        return json.loads(out.stdout)
+    with rasterio.open(path) as src:
+        bands = [
+            {
+                "block": list(src.block_shapes[i])[::-1],
+                "overviews": src.overviews(i + 1),
+                "noDataValue": "NaN" if np.isnan(src.nodatavals[i]) else src.nodatavals[i],
+                "description": src.descriptions[i] or "",
+                "unit": src.units[i] or "",
+            }
+            for i in range(src.count)
+        ]
+        meta = {"IMAGE_STRUCTURE": src.tags(ns="IMAGE_STRUCTURE"), "": src.tags()}
+    return {"metadata": meta, "bands": bands}
 
 
 def _check_cog(path: Path, expected: np.ndarray, tags: dict[str, str], blocksize: int) -> dict:
