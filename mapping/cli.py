@@ -43,7 +43,7 @@ def validate(config: ConfigArg) -> None:
     resolved, the profiles on the grid, the aligned covariate stack and the zones.
     """
     from mapping.config import load_config
-    from mapping.preflight import preflight
+    from mapping.run.preflight import preflight
 
     cfg = load_config(config)
     report = preflight(cfg, fit=False)
@@ -173,7 +173,7 @@ def plan(
     """Grid size, chunks, memory per worker and expected time: size a cluster before a run."""
     from mapping.cluster import usable_cores
     from mapping.config import load_config
-    from mapping.plan import default_workers_table, make_plan
+    from mapping.run.plan import default_workers_table, make_plan
 
     cfg = load_config(config, check_files=False)  # a plan needs no input to be present yet
     result = make_plan(cfg, threads_per_worker=threads_per_worker, calibrate=calibrate,
@@ -194,7 +194,7 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
     import logging
 
     from mapping.config import load_config
-    from mapping.pipeline import run_stages, stage_list
+    from mapping.run import run_stages, stage_list
 
     logger = logging.getLogger("socmap")
     if not logger.handlers:  # our own messages only; Dask's chatter stays quiet

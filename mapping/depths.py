@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from mapping.bulk_density import BulkDensityPTF, get_ptf, impute_bulk_density
-from mapping.config import format_interval
 from mapping.exceptions import ConfigError, OutputError
 from mapping.profiles import CANONICAL, LINE, PROFILE_ID, check_horizons, layer_table
+from mapping.units import format_interval
 
 METHODS = ("spline", "linear")
 STOCK_FILES = ("stocks.csv", "interval_counts.csv", "invalid_profiles.csv")

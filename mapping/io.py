@@ -354,6 +354,23 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def write_model(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Persist a fitted estimator (or any picklable object) atomically with joblib."""
+    import joblib  # imported with scikit-learn anyway; kept off the cheap import path
+
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        joblib.dump(obj, tmp)
+    return p
+
+
+def read_model(path: str | os.PathLike[str]) -> Any:
+    """Load an object written by :func:`write_model` (trusted files only: it unpickles)."""
+    import joblib  # imported with scikit-learn anyway; kept off the cheap import path
+
+    return joblib.load(Path(path))
+
+
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
     """Read a whole (small) file as bytes; a missing file is an :class:`InputError`."""
     p = Path(path)

@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 
 from mapping.exceptions import GridMismatchError, MissingCRSError, ModelError
+from mapping.units import DENSITY_UNITS, format_interval, map_filename
 
 # Code of a nodata cell in an integer (categorical) covariate layer; equal to
 # mapping.covariates.CATEGORICAL_NODATA (kept here so the kernel imports no GDAL stack).
 CATEGORICAL_NODATA = int(np.iinfo("int32").min)
-UNITS = "kg C m-2"
+UNITS = DENSITY_UNITS
 STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
 DEFAULT_CHUNKS = 512
 DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
@@ -554,11 +555,6 @@ def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- outputs
-def map_filename(top: float, bottom: float, statistic: str, suffix: str = ".tif") -> str:
-    """``soc_<top>_<bottom>cm_<statistic>.tif`` (the file name of one map)."""
-    return f"soc_{top:g}_{bottom:g}cm_{statistic}{suffix}"
-
-
 def write_prediction(
     prediction: Any,
     folder: str | os.PathLike[str],
@@ -608,7 +604,6 @@ def write_prediction(
         Variable name -> file written (for Zarr every variable maps to the store).
     """
     from mapping import io
-    from mapping.config import format_interval
 
     top, bottom = interval
     folder = Path(folder)

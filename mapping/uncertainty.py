@@ -56,9 +56,9 @@ import numpy as np
 import pandas as pd
 from scipy import fft as sfft
 
-from mapping.config import format_interval, parse_interval
 from mapping.exceptions import ConfigError, GridMismatchError, InputError, ModelError
 from mapping.models.variogram import Variogram, unit_semivariance
+from mapping.units import format_interval, parse_interval
 from mapping.zonal import ALL_ZONES, UNITS, ZoneCoverage, ZoneLayout, prepare_zones, zone_sums_block
 
 if TYPE_CHECKING:

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mapping.config import format_interval, parse_interval
 from mapping.exceptions import GridMismatchError, InputError, MappingError, MissingCRSError
+from mapping.units import STORAGE_UNITS, format_interval, parse_interval
 
 if TYPE_CHECKING:
     import dask.array
@@ -71,7 +71,7 @@ __all__ = [
 SUM_FIELDS = ("area_m2", "valid_area_m2", "storage_kg")
 
 #: Storage units and their size in kg.
-UNITS = {"Pg": 1e12, "Tg": 1e9}
+UNITS = STORAGE_UNITS
 
 ALL_ZONES = "all zones"
 DEFAULT_CHUNKS = 1024

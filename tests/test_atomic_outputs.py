@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 import mapping
-from mapping import cluster, plots
+from mapping import cluster
 from mapping.config import load_config
-from mapping.pipeline import run_stages, stage_list
+from mapping.run import run_stages, stage_list, stages
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 MAPPING = Path(mapping.__file__).parent
@@ -253,7 +253,7 @@ def test_interrupt_after_a_model_is_saved_over_a_previous_run(
     def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise KeyboardInterrupt  # Ctrl-C while the fit stage draws its plot
 
-    monkeypatch.setattr(plots, "plot_observed_vs_predicted", interrupted)
+    monkeypatch.setattr(stages, "plot_observed_vs_predicted", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(corpus)
     # The new model file is in place (written atomically) but the stage is not complete,

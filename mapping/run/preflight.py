@@ -41,18 +41,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapping.config import RunConfig, format_interval
+from mapping.config import RunConfig
 from mapping.exceptions import ConfigError, InputError, MappingError, OutputError
+from mapping.layout import RunFolder
+from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
+from mapping.units import format_interval
 
 __all__ = ["PreflightReport", "check_output_folder", "min_profiles", "preflight"]
 
-STAGE_FOLDERS = ("stocks", "training", "models", "maps", "zones", "report")
 COARSE_CELLS = 256
-
-
-def min_profiles(cfg: RunConfig) -> int:
-    """Profiles an interval needs to fit and cross-validate a model."""
-    return max(10, 2 * cfg.cv.n_splits)
 
 
 @dataclass
@@ -121,11 +118,11 @@ def check_output_folder(path: str | os.PathLike[str], key: str = "output") -> st
             raise OutputError(f"{key}: {p} exists and is not a folder")
         if not os.access(p, os.W_OK | os.X_OK):
             raise OutputError(f"{key}: {p}: output folder is not writable")
-        for name in STAGE_FOLDERS:
+        for name in RunFolder.STAGE_FOLDERS:
             sub = p / name
             if sub.exists() and not sub.is_dir():
                 raise OutputError(f"{key}: {sub} is a file where the run writes a folder")
-        manifest = p / "manifest.json"
+        manifest = RunFolder(p).manifest
         return (
             "exists, has a manifest (unchanged stages are reused)"
             if manifest.exists()
@@ -302,8 +299,6 @@ def _model(cfg: RunConfig) -> str:
     the trend (not the kriging) to 40 random rows takes a fraction of a second.
     """
     from sklearn.base import clone
-
-    from mapping.pipeline import build_model, categorical_covariates, model_features
 
     try:
         model = build_model(cfg)
