@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from mapping import io
 from mapping.exceptions import ConfigError
 from mapping.units import parse_interval
 
@@ -250,7 +251,7 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Ru
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        text = io.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:

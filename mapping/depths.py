@@ -43,6 +43,7 @@ import pandas as pd
 
 from mapping.bulk_density import BulkDensityPTF, get_ptf, impute_bulk_density
 from mapping.exceptions import ConfigError, OutputError
+from mapping.io import atomic_path, write_table
 from mapping.profiles import CANONICAL, LINE, PROFILE_ID, check_horizons, layer_table
 from mapping.units import format_interval
 
@@ -524,7 +525,6 @@ def write_stocks(result: StocksResult, out: str | os.PathLike[str]) -> Path:
     appears complete or not at all. An existing folder is replaced only if it
     holds nothing but files this function writes.
     """
-    from mapping.io import atomic_path, write_table
 
     dest = Path(out)
     if dest.exists():

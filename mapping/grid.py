@@ -184,22 +184,6 @@ class Grid:
         return cls(crs, Affine(xres, 0.0, left, 0.0, -yres, top), (ny, nx))
 
     @classmethod
-    def from_raster(cls, path: Any, *, band: int = 1, variable: str | None = None) -> Grid:
-        """The grid of a raster file, reading only its header.
-
-        Raises
-        ------
-        InputError
-            Missing or unreadable file.
-        MissingCRSError
-            The raster has no CRS.
-        """
-        from mapping.io import raster_info
-
-        info = raster_info(path, band=band, variable=variable)
-        return cls(info.crs, info.transform, info.shape)
-
-    @classmethod
     def from_dataarray(cls, da: xr.DataArray | xr.Dataset) -> Grid:
         """The grid of a DataArray (or Dataset) with 1-D ``y``/``x`` coordinates and a CRS.
 

@@ -40,11 +40,14 @@ import pandas as pd
 
 from mapping import io
 from mapping.exceptions import InputError
+from mapping.figures import MapView, map_figure, png_bytes, polygon_lines, storage_chart, zone_edges
+from mapping.grid import Grid
 from mapping.layout import RunFolder
+from mapping.plots import plot_observed_vs_predicted
 from mapping.units import format_interval, parse_interval
+from mapping.zonal import VECTOR_SUFFIXES, _to_grid_crs
 
 if TYPE_CHECKING:
-    from mapping.config import RunConfig
     from mapping.figures import MapView
 
 __all__ = ["InventoryTables", "RunOutputs", "build_report", "inventory_tables", "read_run"]
@@ -592,7 +595,6 @@ class _Figure:
 
 
 def _read_view(path: Path, variable: str | None = None) -> MapView:
-    from mapping.figures import MapView
 
     info = io.raster_info(path, variable=variable)
     data, transform, _ = io.read_decimated(info, max_size=_MAX_CELLS)
@@ -608,7 +610,6 @@ class _Outlines:
     """Zone outlines for map views: polygons reprojected, or edges of a zone raster."""
 
     def __init__(self, path: Path, field: str | None) -> None:
-        from mapping.zonal import VECTOR_SUFFIXES
 
         self.path = path
         self.is_vector = path.suffix.lower() in VECTOR_SUFFIXES
@@ -627,15 +628,11 @@ class _Outlines:
 
     def for_view(self, view: MapView) -> tuple[Any, Any]:
         """``(edges, lines)`` for :func:`mapping.figures.map_figure`."""
-        from mapping.figures import polygon_lines, zone_edges
-        from mapping.grid import Grid
 
         grid = Grid(view.crs, view.transform, view.shape)
         if grid in self._cache:
             return self._cache[grid]
         if self.is_vector:
-            from mapping.zonal import _to_grid_crs
-
             gdf = _to_grid_crs(self.gdf, grid)
             res: tuple[Any, Any] = (None, polygon_lines(list(gdf.geometry), view.transform))
         else:
@@ -666,7 +663,6 @@ def _map_figures(
     quantiles: tuple[float, float],
     notes: list[str],
 ) -> list[_Figure]:
-    from mapping.figures import MapView, map_figure, png_bytes
 
     figs = []
     level = f"{100 * (quantiles[1] - quantiles[0]):g} %"
@@ -723,7 +719,6 @@ def _map_figures(
 
 
 def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
-    from mapping.figures import png_bytes, storage_chart
 
     long = t.long
     value = (
@@ -756,7 +751,6 @@ def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
 def _cv_figures(
     run: RunOutputs, intervals: Sequence[str], tmp: Path, notes: list[str]
 ) -> list[_Figure]:
-    from mapping.plots import plot_observed_vs_predicted
 
     figs = []
     for iv in intervals:
@@ -1051,10 +1045,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _config_dict(
-    config: RunConfig | None, manifest: Mapping[str, Any] | None
-) -> dict[str, Any] | None:
-    if config is not None:
+def _config_dict(config: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if isinstance(config, Mapping):
+        return dict(config)
+    if config is not None:  # a workflow config object (pydantic), as socmap report --config gives
         return json.loads(config.model_dump_json())
     if manifest and isinstance(manifest.get("config"), dict):
         return dict(manifest["config"])
@@ -1085,7 +1079,7 @@ def _zone_source(
 def build_report(
     out: Path,
     *,
-    config: RunConfig | None = None,
+    config: Any = None,
     zones_path: str | Path | None = None,
     zone_field: str | None = None,
     title: str = "Soil organic carbon inventory",
@@ -1097,7 +1091,8 @@ def build_report(
     out
         Output folder of ``socmap run`` (see :mod:`mapping.layout`).
     config
-        The run's config; by default the copy in ``manifest.json`` is used (for the zone
+        The run's config (the workflow config or its JSON mapping); by default the copy
+        in ``manifest.json`` is used (for the zone
         file, the quantile levels and the Monte Carlo range).
     zones_path
         Zone polygons (GeoPackage, Shapefile, GeoParquet, ...) or zone raster whose

@@ -30,7 +30,9 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
+from mapping.aoa import AreaOfApplicability
 from mapping.config import RunConfig
+from mapping.covariates import build_stack, summarize_stack, target_grid
 from mapping.exceptions import MappingError
 from mapping.grid import Grid
 from mapping.layout import RunFolder
@@ -248,7 +250,6 @@ def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: i
 
 def stand_in_aoa(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
     """An area of applicability fitted on the same kind of random data (for timing)."""
-    from mapping.aoa import AreaOfApplicability
 
     X, _ = _random_training(cfg, covariates, grid, n_train)
     return AreaOfApplicability(categorical_features=sorted(_categorical(cfg)) or None).fit(X)
@@ -294,7 +295,6 @@ def make_plan(
     echo
         Progress messages (default: none).
     """
-    from mapping.covariates import target_grid
 
     say = echo or (lambda msg: None)
     notes: list[str] = []
@@ -372,13 +372,9 @@ def _calibrate(
 ) -> Calibration:
     import dask
 
-    from mapping import io
-
     stack = None
     valid_share = 1.0
     try:
-        from mapping.covariates import build_stack, summarize_stack
-
         stack = build_stack(cfg.covariates, grid, chunks=chunks[0])
         valid_share = 1.0 - summarize_stack(stack).nodata_share
         cov_desc = "read from the covariate files"
