@@ -83,7 +83,7 @@ class Grid:
     >>> g = Grid.from_bounds((-180, -90, 180, 90), 1.0, "EPSG:4326")
     >>> g.shape, g.resolution
     ((180, 360), (1.0, 1.0))
-    >>> round(g.cell_area().sum() / 1e12, 3)  # million km², WGS84 ellipsoid surface
+    >>> float(round(g.cell_area().sum() / 1e12, 3))  # million km², WGS84 ellipsoid surface
     510.066
     """
 
