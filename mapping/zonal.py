@@ -1132,6 +1132,7 @@ def integrate_files(
     interval: tuple[float, float] | None = None,
     unit: str = "Pg",
     chunks: int = DEFAULT_CHUNKS,
+    layout: ZoneLayout | None = None,
 ) -> pd.DataFrame:
     """The ``socmap integrate`` stage: read density rasters and zones, return the totals table.
 
@@ -1140,6 +1141,8 @@ def integrate_files(
     ``interval``. Zone rasters on another grid are aligned onto each density grid (mode
     resampling when the zone raster is finer, nearest otherwise); zone polygons are turned
     into exact cell fractions per density grid. All reading goes through :mod:`mapping.io`.
+    ``layout``, the zones already prepared on one grid (from ``zones_path``), is used for
+    the rasters on that grid instead of preparing the zones again.
     """
 
     if not density_paths:
@@ -1176,7 +1179,9 @@ def integrate_files(
         grid = Grid.from_dataarray(arr)
         by_grid.setdefault(grid, {})[format_interval(*iv)] = arr
 
-    gdf = io.read_zones_vector(zones_path, layer=zone_layer) if is_vector else None
+    prepared = {layout.grid: layout} if layout is not None else {}
+    need_gdf = is_vector and (zone_field is None or set(by_grid) - set(prepared))
+    gdf = io.read_zones_vector(zones_path, layer=zone_layer) if need_gdf else None
     if gdf is not None and zone_field is None:
         fields = [c for c in gdf.columns if c != gdf.geometry.name]
         if len(fields) != 1:
@@ -1188,7 +1193,7 @@ def integrate_files(
     tables = []
     for grid, dens in by_grid.items():
         first = source_of[next(iter(sorted(parse_interval(k) for k in dens)))]
-        layout = load_zone_layout(
+        on_grid = prepared.get(grid) or load_zone_layout(
             zones_path,
             grid,
             zone_names,
@@ -1198,7 +1203,7 @@ def integrate_files(
             zone_nodata=zone_nodata,
             what=f"the grid of {first}",
         )
-        tables.append(zone_totals(dens, layout, grid, zone_names, unit))
+        tables.append(zone_totals(dens, on_grid, grid, zone_names, unit))
     out = pd.concat(tables, ignore_index=True)
     out["_total"] = out["zone"].eq(ALL_ZONES) & out["zone_code"].isna()
     out = out.sort_values(["top_cm", "bottom_cm", "_total"], kind="stable").drop(columns="_total")

@@ -358,6 +358,22 @@ def _zones_inputs(cfg: RunConfig) -> list[Path]:
     return [cfg.zones.path] if cfg.zones is not None else []
 
 
+def zone_layout(ctx: StageContext) -> Any:
+    """The zones prepared on the target grid, built once per run (kept on ``ctx``)."""
+    if ctx.zones is None:
+        cfg = ctx.config
+        assert cfg.zones is not None
+        grid, _ = grid_and_stack(ctx)
+        ctx.zones = load_zone_layout(
+            cfg.zones.path,
+            grid,
+            dict(cfg.zones.names),
+            zone_field=cfg.zones.field,
+            chunks=cfg.prediction.chunks,
+        )
+    return ctx.zones
+
+
 def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
     cfg, run = ctx.config, ctx.folder
     if cfg.zones is None:
@@ -371,6 +387,7 @@ def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
         zone_field=cfg.zones.field,
         unit=cfg.zones.unit,
         chunks=cfg.prediction.chunks,
+        layout=zone_layout(ctx),
     )
     io.write_table(table, run.storage)
     io.write_table(table, run.storage_json)
@@ -442,9 +459,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     means = {k: io.open_raster(maps[k]["mean"], chunks=chunks) for k in labels}
     stds = {k: io.open_raster(maps[k]["std"], chunks=chunks) for k in labels}
     names = dict(cfg.zones.names)
-    layout = load_zone_layout(
-        cfg.zones.path, grid, names, zone_field=cfg.zones.field, chunks=chunks
-    )
+    layout = zone_layout(ctx)
     unit = cfg.zones.unit
     lo, hi = cfg.uncertainty.range
     indep = independent_pixel_range(
