@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_predict import fit_model, lazy_stack, make_grid  # noqa: E402
 
 from mapping.cluster import PeakRSS, dask_client  # noqa: E402
-from mapping.plan import WORKER_BASELINE, task_bytes  # noqa: E402
 from mapping.predict import predict_grid, write_prediction  # noqa: E402
+from mapping.run.plan import WORKER_BASELINE, task_bytes  # noqa: E402
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def validate(config: ConfigArg) -> None:
     resolved, the profiles on the grid, the aligned covariate stack and the zones.
     """
     from mapping.config import load_config
-    from mapping.preflight import preflight
+    from mapping.run.preflight import preflight
 
     cfg = load_config(config)
     report = preflight(cfg, fit=False)
@@ -56,15 +56,23 @@ def validate(config: ConfigArg) -> None:
 def stocks(
     profiles: Annotated[Path, typer.Argument(help="Horizon table (CSV, Parquet or GeoPackage).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Output folder.")],
-    depths: Annotated[str | None, typer.Option(help="Intervals, e.g. 0-30,0-100,0-200,0-300.")] = None,
+    depths: Annotated[
+        str | None, typer.Option(help="Intervals, e.g. 0-30,0-100,0-200,0-300.")
+    ] = None,
     method: Annotated[str | None, typer.Option(help="spline or linear.")] = None,
-    lam: Annotated[float | None, typer.Option("--lambda", help="Spline smoothing (default 0.1).")] = None,
+    lam: Annotated[
+        float | None, typer.Option("--lambda", help="Spline smoothing (default 0.1).")
+    ] = None,
     on_invalid: Annotated[str | None, typer.Option(help="error or skip invalid profiles.")] = None,
     column: Annotated[list[str] | None, typer.Option(help="CANONICAL=NAME, repeatable.")] = None,
     ptf: Annotated[str | None, typer.Option(help="Bulk-density PTF (default hossain2015).")] = None,
-    tolerance: Annotated[float | None, typer.Option("--tolerance-cm", help="Depth tolerance, cm.")] = None,
+    tolerance: Annotated[
+        float | None, typer.Option("--tolerance-cm", help="Depth tolerance, cm.")
+    ] = None,
     layer: Annotated[str | None, typer.Option(help="GeoPackage layer.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Take defaults from a workflow config.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Take defaults from a workflow config.")
+    ] = None,
 ) -> None:
     """SOC stocks per profile at standard depth intervals."""
     import time
@@ -111,19 +119,37 @@ def stocks(
     n_prof = result.stocks["profile_id"].nunique()
     typer.echo(f"stocks of {n_prof} profiles written to {out} in {time.perf_counter() - t0:.1f} s")
     if len(result.invalid):
-        typer.echo(f"{len(result.invalid)} invalid profiles skipped: see {out / 'invalid_profiles.csv'}")
+        typer.echo(
+            f"{len(result.invalid)} invalid profiles skipped: see {out / 'invalid_profiles.csv'}"
+        )
 
 
 @app.command()
 def integrate(
-    density: Annotated[list[Path], typer.Argument(help="SOC density rasters (kg C m-2), one per interval.")],
-    zones: Annotated[Path, typer.Option(help="Zones: a code raster or polygons (GPKG, SHP, GeoParquet).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Output table (.csv, .json or .parquet).")],
-    zone_names: Annotated[str | None, typer.Option(help="CODE=NAME list, e.g. 1=continuous,2=sporadic.")] = None,
-    zone_field: Annotated[str | None, typer.Option(help="Polygon attribute holding the zone code or name.")] = None,
-    zone_layer: Annotated[str | None, typer.Option(help="Layer of a multi-layer polygon file.")] = None,
-    zone_nodata: Annotated[list[int] | None, typer.Option(help="Zone code meaning 'no zone' (repeatable).")] = None,
-    interval: Annotated[str | None, typer.Option(help="TOP-BOTTOM (cm) for rasters without tags or name.")] = None,
+    density: Annotated[
+        list[Path], typer.Argument(help="SOC density rasters (kg C m-2), one per interval.")
+    ],
+    zones: Annotated[
+        Path, typer.Option(help="Zones: a code raster or polygons (GPKG, SHP, GeoParquet).")
+    ],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output table (.csv, .json or .parquet).")
+    ],
+    zone_names: Annotated[
+        str | None, typer.Option(help="CODE=NAME list, e.g. 1=continuous,2=sporadic.")
+    ] = None,
+    zone_field: Annotated[
+        str | None, typer.Option(help="Polygon attribute holding the zone code or name.")
+    ] = None,
+    zone_layer: Annotated[
+        str | None, typer.Option(help="Layer of a multi-layer polygon file.")
+    ] = None,
+    zone_nodata: Annotated[
+        list[int] | None, typer.Option(help="Zone code meaning 'no zone' (repeatable).")
+    ] = None,
+    interval: Annotated[
+        str | None, typer.Option(help="TOP-BOTTOM (cm) for rasters without tags or name.")
+    ] = None,
     unit: Annotated[str, typer.Option(help="Storage unit: Pg or Tg.")] = "Pg",
     chunks: Annotated[int, typer.Option(help="Chunk size (cells) for reading rasters.")] = 1024,
 ) -> None:
@@ -134,7 +160,9 @@ def integrate(
     from mapping.zonal import integrate_files, parse_zone_names
 
     if out.suffix.lower() not in {".csv", ".json", ".parquet"}:
-        raise OutputError(f"{out}: unsupported table format {out.suffix!r}; use .csv, .json or .parquet")
+        raise OutputError(
+            f"{out}: unsupported table format {out.suffix!r}; use .csv, .json or .parquet"
+        )
     if unit not in {"Pg", "Tg"}:
         raise ConfigError(f"--unit: {unit!r} is not Pg or Tg")
     try:
@@ -165,15 +193,22 @@ def integrate(
 @app.command()
 def plan(
     config: ConfigArg,
-    workers: Annotated[list[int] | None, typer.Option("--workers", "-n", help="Worker counts to estimate (repeatable).")] = None,
-    threads_per_worker: Annotated[int, typer.Option(help="Threads (tasks at once) per worker.")] = 1,
+    workers: Annotated[
+        list[int] | None,
+        typer.Option("--workers", "-n", help="Worker counts to estimate (repeatable)."),
+    ] = None,
+    threads_per_worker: Annotated[
+        int, typer.Option(help="Threads (tasks at once) per worker.")
+    ] = 1,
     sample_chunks: Annotated[int, typer.Option(help="Chunks to predict for the calibration.")] = 3,
-    calibrate: Annotated[bool, typer.Option(help="Time a sample of chunks (off: sizes only).")] = True,
+    calibrate: Annotated[
+        bool, typer.Option(help="Time a sample of chunks (off: sizes only).")
+    ] = True,
 ) -> None:
     """Grid size, chunks, memory per worker and expected time: size a cluster before a run."""
     from mapping.cluster import usable_cores
     from mapping.config import load_config
-    from mapping.plan import default_workers_table, make_plan
+    from mapping.run.plan import default_workers_table, make_plan
 
     cfg = load_config(config, check_files=False)  # a plan needs no input to be present yet
     result = make_plan(cfg, threads_per_worker=threads_per_worker, calibrate=calibrate,
@@ -185,7 +220,9 @@ def plan(
 
 SchedulerOpt = Annotated[
     str | None,
-    typer.Option(help="Dask scheduler: tcp://HOST:PORT of a running cluster (default: a local cluster)."),
+    typer.Option(
+        help="Dask scheduler: tcp://HOST:PORT of a running cluster (default: a local cluster)."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even unchanged ones.")]
 
@@ -194,7 +231,7 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
     import logging
 
     from mapping.config import load_config
-    from mapping.pipeline import run_stages, stage_list
+    from mapping.run import run_stages, stage_list
 
     logger = logging.getLogger("socmap")
     if not logger.handlers:  # our own messages only; Dask's chatter stays quiet
@@ -235,7 +272,9 @@ def predict(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt =
 @app.command()
 def report(
     out: Annotated[Path, typer.Argument(help="Output folder of a run.", show_default=False)],
-    config: Annotated[Path | None, typer.Option(help="The run's config (for zone outlines).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="The run's config (for zone outlines).")
+    ] = None,
 ) -> None:
     """Rebuild the inventory report (HTML, Markdown, tables) of an output folder."""
     from mapping.config import load_config

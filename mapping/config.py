@@ -28,25 +28,9 @@ from pydantic import (
     model_validator,
 )
 
+from mapping import io
 from mapping.exceptions import ConfigError
-
-_INTERVAL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
-
-
-def parse_interval(text: str) -> tuple[float, float]:
-    """Parse ``"0-30"`` into ``(0.0, 30.0)``; raise ``ValueError`` if malformed."""
-    m = _INTERVAL.match(str(text))
-    if not m:
-        raise ValueError(f"depth interval {text!r} is not of the form TOP-BOTTOM, e.g. 0-30")
-    top, bottom = float(m.group(1)), float(m.group(2))
-    if not top < bottom:
-        raise ValueError(f"depth interval {text!r}: top must be above bottom")
-    return top, bottom
-
-
-def format_interval(top: float, bottom: float) -> str:
-    """Inverse of :func:`parse_interval`: ``(0, 30) -> "0-30"``."""
-    return f"{top:g}-{bottom:g}"
+from mapping.units import parse_interval
 
 
 def _resolve(p: Path, info: ValidationInfo) -> Path:
@@ -267,7 +251,7 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Ru
     """
     p = Path(path)
     try:
-        text = p.read_text()
+        text = io.read_text(p)
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:

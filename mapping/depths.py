@@ -42,9 +42,10 @@ import numpy as np
 import pandas as pd
 
 from mapping.bulk_density import BulkDensityPTF, get_ptf, impute_bulk_density
-from mapping.config import format_interval
 from mapping.exceptions import ConfigError, OutputError
+from mapping.io import atomic_path, write_table
 from mapping.profiles import CANONICAL, LINE, PROFILE_ID, check_horizons, layer_table
+from mapping.units import format_interval
 
 METHODS = ("spline", "linear")
 STOCK_FILES = ("stocks.csv", "interval_counts.csv", "invalid_profiles.csv")
@@ -524,7 +525,6 @@ def write_stocks(result: StocksResult, out: str | os.PathLike[str]) -> Path:
     appears complete or not at all. An existing folder is replaced only if it
     holds nothing but files this function writes.
     """
-    from mapping.io import atomic_path, write_table
 
     dest = Path(out)
     if dest.exists():

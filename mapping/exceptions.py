@@ -14,6 +14,14 @@ class MappingError(Exception):
     exit_code = 2
 
 
+class InvalidParameter(MappingError, ValueError):
+    """An argument given to a function is out of its domain (a malformed interval, …).
+
+    A ``ValueError`` as well, so callers that validate with ``except ValueError`` (pydantic
+    validators, argument parsers) keep working.
+    """
+
+
 class InputError(MappingError):
     """An input file is missing, unreadable or malformed."""
 

@@ -83,7 +83,7 @@ class Grid:
     >>> g = Grid.from_bounds((-180, -90, 180, 90), 1.0, "EPSG:4326")
     >>> g.shape, g.resolution
     ((180, 360), (1.0, 1.0))
-    >>> round(g.cell_area().sum() / 1e12, 3)  # million km², WGS84 ellipsoid surface
+    >>> float(round(g.cell_area().sum() / 1e12, 3))  # million km², WGS84 ellipsoid surface
     510.066
     """
 
@@ -182,22 +182,6 @@ class Grid:
         nx = max(1, math.ceil((right - left) / xres - 1e-6))
         ny = max(1, math.ceil((top - bottom) / yres - 1e-6))
         return cls(crs, Affine(xres, 0.0, left, 0.0, -yres, top), (ny, nx))
-
-    @classmethod
-    def from_raster(cls, path: Any, *, band: int = 1, variable: str | None = None) -> Grid:
-        """The grid of a raster file, reading only its header.
-
-        Raises
-        ------
-        InputError
-            Missing or unreadable file.
-        MissingCRSError
-            The raster has no CRS.
-        """
-        from mapping.io import raster_info
-
-        info = raster_info(path, band=band, variable=variable)
-        return cls(info.crs, info.transform, info.shape)
 
     @classmethod
     def from_dataarray(cls, da: xr.DataArray | xr.Dataset) -> Grid:

@@ -2,18 +2,19 @@
 
 Figures are drawn on a bare :class:`matplotlib.figure.Figure` with the Agg
 canvas (no pyplot state, safe in threads and without a display) and written
-atomically through :func:`mapping.io.atomic_path`.
+atomically through :func:`mapping.io.write_bytes`.
 """
 
 from __future__ import annotations
 
 import os
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mapping.io import atomic_path
+from mapping import io
 from mapping.validation import metrics_table
 
 UNITS = "kg C m$^{-2}$"
@@ -114,7 +115,6 @@ def plot_observed_vs_predicted(
     ax.legend(loc="lower right", fontsize=7, frameon=False)
     fig.tight_layout()
 
-    out = Path(path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png")
-    return out
+    buf = BytesIO()
+    fig.savefig(buf, format="png")
+    return io.write_bytes(buf.getvalue(), path)

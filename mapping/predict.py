@@ -34,12 +34,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapping.exceptions import GridMismatchError, MissingCRSError, ModelError
+from mapping import io
+from mapping.exceptions import GridMismatchError, InputError, MissingCRSError, ModelError
+from mapping.grid import Grid
+from mapping.models import RegressionKriging
+from mapping.units import DENSITY_UNITS, format_interval, map_filename
 
 # Code of a nodata cell in an integer (categorical) covariate layer; equal to
 # mapping.covariates.CATEGORICAL_NODATA (kept here so the kernel imports no GDAL stack).
 CATEGORICAL_NODATA = int(np.iinfo("int32").min)
-UNITS = "kg C m-2"
+UNITS = DENSITY_UNITS
 STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
 DEFAULT_CHUNKS = 512
 DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
@@ -315,10 +319,6 @@ def _predict_stats(
 
 
 def _is_regression_kriging(model: Any) -> bool:
-    try:
-        from mapping.models import RegressionKriging
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(model, RegressionKriging)
 
 
@@ -375,7 +375,6 @@ def _predict_task(
 
 # --------------------------------------------------------------------------- the lazy map
 def _check_stack(stack: Any, grid: Any) -> None:
-    from mapping.grid import Grid
 
     for name, var in stack.data_vars.items():
         if tuple(var.dims) != ("y", "x"):
@@ -554,11 +553,6 @@ def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- outputs
-def map_filename(top: float, bottom: float, statistic: str, suffix: str = ".tif") -> str:
-    """``soc_<top>_<bottom>cm_<statistic>.tif`` (the file name of one map)."""
-    return f"soc_{top:g}_{bottom:g}cm_{statistic}{suffix}"
-
-
 def write_prediction(
     prediction: Any,
     folder: str | os.PathLike[str],
@@ -607,8 +601,6 @@ def write_prediction(
     dict of str to Path
         Variable name -> file written (for Zarr every variable maps to the store).
     """
-    from mapping import io
-    from mapping.config import format_interval
 
     top, bottom = interval
     folder = Path(folder)
@@ -659,7 +651,7 @@ class ChunkStore:
 
     Each chunk of the stacked statistics, ``(n_statistics, ny, nx)`` float32, is saved as
     ``r<i>_c<j>.npy`` in ``folder`` by :meth:`on_block` once all its statistics have been
-    written, through :func:`mapping.io.atomic_path`: a chunk file is complete or absent,
+    written, through :func:`mapping.io.save_array`: a chunk file is complete or absent,
     so the chunk files *are* the record of finished chunks. ``key.json`` names the
     computation (and its chunk layout); a folder with another key is emptied. Saving
     happens in the client process, so workers need no shared file system.
@@ -670,10 +662,6 @@ class ChunkStore:
     """
 
     def __init__(self, folder: Path, key: str, prediction: Any) -> None:
-        import json
-
-        from mapping import io
-
         self.folder = folder
         self.prediction = prediction
         self.names = [str(v) for v in prediction.data_vars]
@@ -684,8 +672,8 @@ class ChunkStore:
         ident = {"key": key, "statistics": self.names, "chunks": [list(c) for c in self.chunks]}
         kept = None
         try:
-            kept = json.loads((folder / "key.json").read_text())
-        except (OSError, ValueError):
+            kept = io.read_json(folder / "key.json")
+        except (InputError, OSError, ValueError):
             pass
         if kept != ident:
             io.remove_output(folder)
@@ -724,7 +712,6 @@ class ChunkStore:
 
     def on_block(self, k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
         """Collect the statistics of one chunk; save it once all have arrived."""
-        from mapping import io
 
         try:
             ij = (self.offsets[0].index(window[0].start), self.offsets[1].index(window[1].start))
@@ -736,17 +723,15 @@ class ChunkStore:
         parts[k] = np.asarray(block, dtype="float32")
         if len(parts) < len(self.names):
             return
-        with io.atomic_path(self.path(*ij)) as tmp:
-            np.save(tmp, np.stack([parts[m] for m in range(len(self.names))]))
+        io.save_array(np.stack([parts[m] for m in range(len(self.names))]), self.path(*ij))
         del self._pending[ij]
         self.done.add(ij)
 
     def remove(self) -> None:
         """Drop the kept chunks (the maps are in place)."""
-        from mapping import io
 
         io.remove_output(self.folder)
 
 
 def _load_chunk(path: str) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    return io.load_array(path)

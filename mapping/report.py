@@ -25,7 +25,6 @@ absence is noted in the report.
 from __future__ import annotations
 
 import base64
-import datetime as _dt
 import html
 import json
 import logging
@@ -40,11 +39,15 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
-from mapping.config import format_interval, parse_interval
 from mapping.exceptions import InputError
+from mapping.figures import MapView, map_figure, png_bytes, polygon_lines, storage_chart, zone_edges
+from mapping.grid import Grid
+from mapping.layout import RunFolder
+from mapping.plots import plot_observed_vs_predicted
+from mapping.units import format_interval, parse_interval
+from mapping.zonal import VECTOR_SUFFIXES, _to_grid_crs
 
 if TYPE_CHECKING:
-    from mapping.config import RunConfig
     from mapping.figures import MapView
 
 __all__ = ["InventoryTables", "RunOutputs", "build_report", "inventory_tables", "read_run"]
@@ -55,10 +58,6 @@ log = logging.getLogger("socmap")
 SEED_ZONE_ORDER = ("continuous", "discontinuous", "sporadic", "isolated")
 TOTAL = "total"
 _TOTAL_NAMES = {"all zones", "total", "all"}
-_MAP_NAME = re.compile(
-    r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z]+)\.tif$"
-)
-_ZARR_NAME = re.compile(r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm\.zarr$")
 _MAX_CELLS = 1000  # a side of the decimated read of a map (never the full grid in memory)
 _DASH = "–"
 _DENSITY = "kg C m⁻²"
@@ -140,9 +139,10 @@ def read_run(out: str | Path) -> RunOutputs:
     out = Path(out)
     if not out.is_dir():
         raise InputError(f"{out}: output folder not found")
+    folder = RunFolder(out)
     run = RunOutputs(out=out)
     notes = run.notes
-    mpath = out / "manifest.json"
+    mpath = folder.manifest
     if mpath.exists():
         try:
             run.manifest = io.read_json(mpath)
@@ -153,64 +153,25 @@ def read_run(out: str | Path) -> RunOutputs:
             "No run manifest (manifest.json): config, checksums and timings are not shown."
         )
 
-    run.storage = _optional_table(out / "zones" / "storage.csv", notes, "zones/storage.csv")
+    run.storage = _optional_table(folder.storage, notes, folder.rel(folder.storage))
     if run.storage is not None:
         cols = [c for c in run.storage.columns if re.fullmatch(r"storage_(pg|tg)", str(c))]
         missing = {"zone", "interval", "area_km2", "mean_density_kg_m2"} - set(run.storage.columns)
         if missing or not cols:
             need = sorted(missing) or ["storage_pg"]
-            raise InputError(
-                f"{out / 'zones' / 'storage.csv'}: missing column(s) {', '.join(need)}"
-            )
+            raise InputError(f"{folder.storage}: missing column(s) {', '.join(need)}")
         run.storage_unit = "Pg" if cols[0] == "storage_pg" else "Tg"
     else:
         notes.append(
             "No zone totals (zones/storage.csv): Tables 1 and 2 and the storage chart are left out."
         )
-    run.summary = _optional_table(
-        out / "zones" / "storage_summary.csv", notes, "zones/storage_summary.csv"
-    )
-    run.counts = _optional_table(
-        out / "stocks" / "interval_counts.csv", notes, "stocks/interval_counts.csv"
-    )
-
-    models = out / "models"
-    frames = []
-    if models.is_dir():
-        for sub in sorted(p for p in models.iterdir() if p.is_dir()):
-            label = _label(sub.name)
-            if label is None:
-                continue
-            m = _optional_table(sub / "cv_metrics.csv", notes, f"models/{sub.name}/cv_metrics.csv")
-            if m is not None:
-                frames.append(m.assign(interval=label))
-            if (sub / "observed_vs_predicted.png").exists():
-                run.cv_plots[label] = sub / "observed_vs_predicted.png"
-            if (sub / "cv_predictions.csv").exists():
-                run.cv_predictions[label] = sub / "cv_predictions.csv"
-        if not frames:
-            s = _optional_table(models / "cv_summary.csv", notes, "models/cv_summary.csv")
-            if s is not None and "interval" in s:
-                frames.append(s.assign(interval=s["interval"].map(_label)))
-    if frames:
-        run.cv = pd.concat(frames, ignore_index=True)
-    else:
+    run.summary = _optional_table(folder.storage_summary, notes, folder.rel(folder.storage_summary))
+    run.counts = _optional_table(folder.interval_counts, notes, folder.rel(folder.interval_counts))
+    run.cv = _read_cv(folder, run)
+    if run.cv is None:
         notes.append("No cross-validation results (models/*/cv_metrics.csv).")
 
-    maps = out / "maps"
-    if maps.is_dir():
-        for p in sorted(maps.iterdir()):
-            m = _MAP_NAME.match(p.name)
-            if m and p.is_file():
-                label = format_interval(float(m["top"]), float(m["bottom"]))
-                run.maps.setdefault(label, {})[m["stat"]] = (p, None)
-                continue
-            m = _ZARR_NAME.match(p.name)
-            if m and p.is_dir():
-                label = format_interval(float(m["top"]), float(m["bottom"]))
-                for stat in ("mean", "median", "lower", "upper", "std", "aoa"):
-                    if (p / stat).is_dir():
-                        run.maps.setdefault(label, {})[stat] = (p, stat)
+    run.maps = folder.find_maps()
     if not run.maps:
         notes.append("No prediction maps (maps/soc_*cm_*.tif): the maps are left out.")
 
@@ -225,6 +186,29 @@ def read_run(out: str | Path) -> RunOutputs:
             f"{out}: not a socmap output folder (no manifest.json, zones/storage.csv, models/ or maps/)"
         )
     return run
+
+
+def _read_cv(folder: RunFolder, run: RunOutputs) -> pd.DataFrame | None:
+    """Cross-validation metrics of every interval's model folder (or the summary table);
+    notes the plots and out-of-fold predictions found on ``run``."""
+    frames = []
+    for name in folder.model_labels():
+        label = _label(name)
+        if label is None:
+            continue
+        path = folder.cv_metrics(name)
+        m = _optional_table(path, run.notes, folder.rel(path))
+        if m is not None:
+            frames.append(m.assign(interval=label))
+        if folder.observed_vs_predicted(name).exists():
+            run.cv_plots[label] = folder.observed_vs_predicted(name)
+        if folder.cv_predictions(name).exists():
+            run.cv_predictions[label] = folder.cv_predictions(name)
+    if not frames:
+        s = _optional_table(folder.cv_summary, run.notes, folder.rel(folder.cv_summary))
+        if s is not None and "interval" in s:
+            frames.append(s.assign(interval=s["interval"].map(_label)))
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 # =========================================================================== tables
@@ -611,7 +595,6 @@ class _Figure:
 
 
 def _read_view(path: Path, variable: str | None = None) -> MapView:
-    from mapping.figures import MapView
 
     info = io.raster_info(path, variable=variable)
     data, transform, _ = io.read_decimated(info, max_size=_MAX_CELLS)
@@ -627,7 +610,6 @@ class _Outlines:
     """Zone outlines for map views: polygons reprojected, or edges of a zone raster."""
 
     def __init__(self, path: Path, field: str | None) -> None:
-        from mapping.zonal import VECTOR_SUFFIXES
 
         self.path = path
         self.is_vector = path.suffix.lower() in VECTOR_SUFFIXES
@@ -646,15 +628,11 @@ class _Outlines:
 
     def for_view(self, view: MapView) -> tuple[Any, Any]:
         """``(edges, lines)`` for :func:`mapping.figures.map_figure`."""
-        from mapping.figures import polygon_lines, zone_edges
-        from mapping.grid import Grid
 
         grid = Grid(view.crs, view.transform, view.shape)
         if grid in self._cache:
             return self._cache[grid]
         if self.is_vector:
-            from mapping.zonal import _to_grid_crs
-
             gdf = _to_grid_crs(self.gdf, grid)
             res: tuple[Any, Any] = (None, polygon_lines(list(gdf.geometry), view.transform))
         else:
@@ -685,7 +663,6 @@ def _map_figures(
     quantiles: tuple[float, float],
     notes: list[str],
 ) -> list[_Figure]:
-    from mapping.figures import MapView, map_figure, png_bytes
 
     figs = []
     level = f"{100 * (quantiles[1] - quantiles[0]):g} %"
@@ -742,7 +719,6 @@ def _map_figures(
 
 
 def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
-    from mapping.figures import png_bytes, storage_chart
 
     long = t.long
     value = (
@@ -775,7 +751,6 @@ def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
 def _cv_figures(
     run: RunOutputs, intervals: Sequence[str], tmp: Path, notes: list[str]
 ) -> list[_Figure]:
-    from mapping.plots import plot_observed_vs_predicted
 
     figs = []
     for iv in intervals:
@@ -1070,10 +1045,10 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def _config_dict(
-    config: RunConfig | None, manifest: Mapping[str, Any] | None
-) -> dict[str, Any] | None:
-    if config is not None:
+def _config_dict(config: Any, manifest: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if isinstance(config, Mapping):
+        return dict(config)
+    if config is not None:  # a workflow config object (pydantic), as socmap report --config gives
         return json.loads(config.model_dump_json())
     if manifest and isinstance(manifest.get("config"), dict):
         return dict(manifest["config"])
@@ -1104,7 +1079,7 @@ def _zone_source(
 def build_report(
     out: Path,
     *,
-    config: RunConfig | None = None,
+    config: Any = None,
     zones_path: str | Path | None = None,
     zone_field: str | None = None,
     title: str = "Soil organic carbon inventory",
@@ -1114,9 +1089,10 @@ def build_report(
     Parameters
     ----------
     out
-        Output folder of ``socmap run`` (see :mod:`mapping.pipeline`).
+        Output folder of ``socmap run`` (see :mod:`mapping.layout`).
     config
-        The run's config; by default the copy in ``manifest.json`` is used (for the zone
+        The run's config (the workflow config or its JSON mapping); by default the copy
+        in ``manifest.json`` is used (for the zone
         file, the quantile levels and the Monte Carlo range).
     zones_path
         Zone polygons (GeoPackage, Shapefile, GeoParquet, ...) or zone raster whose
@@ -1173,7 +1149,7 @@ def build_report(
         notes.append("No zones given: the maps have no zone outlines.")
 
     written: list[str] = []
-    folder = out / "report"
+    folder = RunFolder(out).report
     with io.atomic_path(folder, is_dir=True) as tmp:
         figures = _map_figures(run, ordered, outlines, quantiles, notes)  # type: ignore[arg-type]
         t1 = t2 = t_ind = None
@@ -1222,13 +1198,10 @@ def build_report(
         io.write_json(_jsonable(machine), tmp / "tables" / "report.json")
         written.append("tables/report.json")
 
+        # no build time here: the same run gives the same report; the manifest records
+        # when the report stage ran
         run_id = (run.manifest or {}).get("run_id")
-        built = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        subtitle = (
-            f"Output folder {out}"
-            + (f" · run {run_id}" if run_id else "")
-            + f" · report built {built}"
-        )
+        subtitle = f"Output folder {out}" + (f" · run {run_id}" if run_id else "")
         content = _Content(
             title=title, subtitle=subtitle, t1=t1, t2=t2, t_independent=t_ind, cv=cv_table,
             figures=figures, manifest=_manifest_parts(run.manifest, cfg), notes=notes,

@@ -56,16 +56,17 @@ import numpy as np
 import pandas as pd
 from scipy import fft as sfft
 
-from mapping.config import format_interval, parse_interval
+from mapping.cluster import compute_with_progress
 from mapping.exceptions import ConfigError, GridMismatchError, InputError, ModelError
+from mapping.grid import Grid
 from mapping.models.variogram import Variogram, unit_semivariance
+from mapping.units import format_interval, parse_interval
 from mapping.zonal import ALL_ZONES, UNITS, ZoneCoverage, ZoneLayout, prepare_zones, zone_sums_block
 
 if TYPE_CHECKING:
     import dask.array
     import xarray as xr
 
-    from mapping.grid import Grid
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -883,8 +884,6 @@ def _prepare(
 ) -> _Prepared:
     import dask.array as da
 
-    from mapping.grid import Grid as _Grid
-
     items = _intervals(means, stds)
     rows, cols = grid.chunk_sizes(chunks)
     mlist: list[Any] = []
@@ -892,7 +891,7 @@ def _prepare(
     for label, _top, _bottom, m, s in items:
         for arr, what, dest in ((m, "mean", mlist), (s, "std", slist)):
             arr = _squeeze(arr, f"{what} {label}")
-            g = _Grid.from_dataarray(arr)
+            g = Grid.from_dataarray(arr)
             if g != grid:
                 raise GridMismatchError(f"{what} {label} is on {g}, expected {grid}")
             data = arr.data
@@ -1075,8 +1074,6 @@ def zone_total_draws(
         prep, grid, field, kernel_of, distribution, common, int(n_realizations), int(batch)
     )
     if progress:
-        from mapping.cluster import compute_with_progress
-
         (result,) = compute_with_progress(sums, label="Monte Carlo zone totals")
     else:
         (result,) = dask.compute(sums)

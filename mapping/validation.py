@@ -40,17 +40,20 @@ from sklearn.model_selection import BaseCrossValidator, GroupKFold, KFold
 from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
+from mapping.aoa import AreaOfApplicability
 from mapping.exceptions import ModelError
 from mapping.models.base import ColumnSpec, get_coordinates
 
 __all__ = [
     "KNNDM",
     "CVResult",
+    "IntervalFit",
     "KNNDMResult",
     "RandomKFold",
     "SpatialBlockKFold",
     "cross_validate_model",
     "cv_report",
+    "fit_interval",
     "make_splitter",
     "metrics_table",
 ]
@@ -757,3 +760,56 @@ def cv_report(results: Mapping[str, CVResult]) -> pd.DataFrame:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
     return out[["interval", *[c for c in out.columns if c != "interval"]]]
+
+
+# --------------------------------------------------------------------------- fit stage
+@dataclass
+class IntervalFit:
+    """What fitting one depth interval gives: the model, its AOA and its cross-validation.
+
+    ``predictions`` are the out-of-fold predictions with the ``profile_id`` of each row;
+    ``warnings`` counts each distinct warning (first line) raised while cross-validating
+    and fitting, so a caller can say it once instead of once per fold.
+    """
+
+    model: Any
+    aoa: AreaOfApplicability | None
+    cv: CVResult
+    predictions: pd.DataFrame
+    warnings: dict[str, int]
+
+
+def fit_interval(
+    template: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    *,
+    splitter: BaseCrossValidator,
+    quantiles: tuple[float, float],
+    profile_ids: np.ndarray,
+    aoa: bool = True,
+    categorical: Sequence[str] | None = None,
+) -> IntervalFit:
+    """Cross-validate a clone of ``template``, fit another clone on all rows, fit the AOA.
+
+    The area of applicability (Meyer & Pebesma 2021) is fitted on the training
+    covariates, weighted by the model's (or its trend's) feature importances, with the
+    threshold from the cross-validation folds.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cv = cross_validate_model(clone(template), X, y, cv=splitter, quantiles=quantiles)
+        model = clone(template).fit(X, y)
+    counts: dict[str, int] = {}
+    for w in caught:
+        text = str(w.message).splitlines()[0]
+        counts[text] = counts.get(text, 0) + 1
+    area = None
+    if aoa:
+        folds = cv.predictions.sort_values("row")["fold"].to_numpy()
+        trend = getattr(model, "trend_", model)
+        weights = trend if hasattr(trend, "feature_importances_") else None
+        area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
+        area = area.fit(X, weights=weights, folds=folds)
+    predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
+    return IntervalFit(model=model, aoa=area, cv=cv, predictions=predictions, warnings=counts)

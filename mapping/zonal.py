@@ -38,15 +38,22 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mapping.config import format_interval, parse_interval
-from mapping.exceptions import GridMismatchError, InputError, MappingError, MissingCRSError
+from mapping import io
+from mapping.exceptions import (
+    ConfigError,
+    GridMismatchError,
+    InputError,
+    MappingError,
+    MissingCRSError,
+)
+from mapping.grid import Grid
+from mapping.units import STORAGE_UNITS, format_interval, parse_interval
 
 if TYPE_CHECKING:
     import dask.array
     import geopandas as gpd
     import xarray as xr
 
-    from mapping.grid import Grid
 
 __all__ = [
     "SUM_FIELDS",
@@ -71,7 +78,7 @@ __all__ = [
 SUM_FIELDS = ("area_m2", "valid_area_m2", "storage_kg")
 
 #: Storage units and their size in kg.
-UNITS = {"Pg": 1e12, "Tg": 1e9}
+UNITS = STORAGE_UNITS
 
 ALL_ZONES = "all zones"
 DEFAULT_CHUNKS = 1024
@@ -399,9 +406,7 @@ def prepare_zones(
         cov = zones if list(codes) == present else _reorder_coverage(zones, codes)
         return ZoneLayout(grid, codes, labels, cov)
 
-    from mapping.grid import Grid as _Grid
-
-    zgrid = _Grid.from_dataarray(zones)
+    zgrid = Grid.from_dataarray(zones)
     if zgrid != grid:
         raise GridMismatchError(f"zones are on {zgrid}, density is on {grid}; align them first")
     data = _squeeze_band(zones, "zones").data
@@ -950,12 +955,11 @@ def zone_totals(
     if unit not in UNITS:
         raise InputError(f"unit {unit!r} is not one of {', '.join(UNITS)}")
     items = _density_items(density)
-    from mapping.grid import Grid as _Grid
 
     arrays = []
     for top, bottom, arr in items:
         arr = _squeeze_band(arr, f"density {format_interval(top, bottom) if top == top else ''}")
-        g = _Grid.from_dataarray(arr)
+        g = Grid.from_dataarray(arr)
         if g != grid:
             raise GridMismatchError(f"density is on {g}, expected {grid}")
         data = arr.data
@@ -1013,7 +1017,6 @@ def _format_table(
 # =============================================================================== CLI stage
 def parse_zone_names(text: str | None) -> dict[int, str]:
     """Parse ``"1=continuous,2=discontinuous"`` into ``{1: "continuous", 2: "discontinuous"}``."""
-    from mapping.exceptions import ConfigError
 
     if not text:
         return {}
@@ -1094,7 +1097,6 @@ def load_zone_layout(
     Polygons become exact cell fractions; a zone raster on another grid is aligned with
     ``mode`` (finer source) or ``nearest``. Errors name ``zones_path``.
     """
-    from mapping import io
 
     zones_path = Path(zones_path)
     try:
@@ -1130,6 +1132,7 @@ def integrate_files(
     interval: tuple[float, float] | None = None,
     unit: str = "Pg",
     chunks: int = DEFAULT_CHUNKS,
+    layout: ZoneLayout | None = None,
 ) -> pd.DataFrame:
     """The ``socmap integrate`` stage: read density rasters and zones, return the totals table.
 
@@ -1138,9 +1141,9 @@ def integrate_files(
     ``interval``. Zone rasters on another grid are aligned onto each density grid (mode
     resampling when the zone raster is finer, nearest otherwise); zone polygons are turned
     into exact cell fractions per density grid. All reading goes through :mod:`mapping.io`.
+    ``layout``, the zones already prepared on one grid (from ``zones_path``), is used for
+    the rasters on that grid instead of preparing the zones again.
     """
-    from mapping import io
-    from mapping.grid import Grid as _Grid
 
     if not density_paths:
         raise InputError("no density raster given")
@@ -1173,10 +1176,12 @@ def integrate_files(
             raise InputError(f"{p}: {exc}") from None
         if factor != 1.0:
             arr = arr * factor
-        grid = _Grid.from_dataarray(arr)
+        grid = Grid.from_dataarray(arr)
         by_grid.setdefault(grid, {})[format_interval(*iv)] = arr
 
-    gdf = io.read_zones_vector(zones_path, layer=zone_layer) if is_vector else None
+    prepared = {layout.grid: layout} if layout is not None else {}
+    need_gdf = is_vector and (zone_field is None or set(by_grid) - set(prepared))
+    gdf = io.read_zones_vector(zones_path, layer=zone_layer) if need_gdf else None
     if gdf is not None and zone_field is None:
         fields = [c for c in gdf.columns if c != gdf.geometry.name]
         if len(fields) != 1:
@@ -1188,7 +1193,7 @@ def integrate_files(
     tables = []
     for grid, dens in by_grid.items():
         first = source_of[next(iter(sorted(parse_interval(k) for k in dens)))]
-        layout = load_zone_layout(
+        on_grid = prepared.get(grid) or load_zone_layout(
             zones_path,
             grid,
             zone_names,
@@ -1198,7 +1203,7 @@ def integrate_files(
             zone_nodata=zone_nodata,
             what=f"the grid of {first}",
         )
-        tables.append(zone_totals(dens, layout, grid, zone_names, unit))
+        tables.append(zone_totals(dens, on_grid, grid, zone_names, unit))
     out = pd.concat(tables, ignore_index=True)
     out["_total"] = out["zone"].eq(ALL_ZONES) & out["zone_code"].isna()
     out = out.sort_values(["top_cm", "bottom_cm", "_total"], kind="stable").drop(columns="_total")
@@ -1211,9 +1216,7 @@ def _zone_resampling(path: Path, grid: Grid) -> tuple[str, tuple[float, float] |
     ``nearest``; with the scale (grid cells per source cell) that fixes the mode footprint."""
     from rasterio.warp import calculate_default_transform
 
-    from mapping.grid import Grid as _Grid
-
-    src = _Grid.from_raster(path)
+    src = io.raster_grid(path)
     if src == grid:
         return "nearest", None
     ny, nx = src.shape

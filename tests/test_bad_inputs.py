@@ -28,7 +28,7 @@ import pytest
 
 from mapping.cli import main
 from mapping.config import load_config
-from mapping.pipeline import run_stages, stage_list
+from mapping.run import run_stages, stage_list
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 BASE_CONFIG = (CORPUS / "base" / "run.yaml").read_text()

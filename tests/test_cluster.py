@@ -199,7 +199,7 @@ def _plan_config(tmp_path: Path, extra: str = "", model: str = "random_forest") 
 
 def test_plan_sizes_by_hand(tmp_path: Path) -> None:
     from mapping.config import load_config
-    from mapping.plan import BATCH_OVERHEAD, TASK_OVERHEAD, WORKER_BASELINE, make_plan
+    from mapping.run.plan import BATCH_OVERHEAD, TASK_OVERHEAD, WORKER_BASELINE, make_plan
 
     extra = "covariates:\n" + "".join(f"  - {{name: c{i}, path: c{i}.tif}}\n" for i in range(3))
     cfg = load_config(_plan_config(tmp_path, extra), check_files=False)
@@ -225,7 +225,7 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     from mapping.cli import main
     from mapping.config import load_config
     from mapping.io import write_cog
-    from mapping.plan import make_plan, stand_in_model
+    from mapping.run.plan import make_plan, stand_in_model
 
     grid = Grid.from_bounds((0, 0, 700_000, 600_000), 1000.0, "EPSG:6931")
     y, x = grid.coords()

@@ -28,7 +28,7 @@ from mapping.covariates import (
 )
 from mapping.exceptions import ConfigError, InputError, MissingCRSError
 from mapping.grid import Grid
-from mapping.io import open_raster, raster_info
+from mapping.io import open_raster, raster_grid, raster_info
 from mapping.testing import raise_if_dask_computes
 
 # Target: EASE-Grid 2.0 North, 25 km, 6000 km square around the pole (north of ~63 N).
@@ -217,7 +217,7 @@ def test_netcdf_source_gives_the_geotiff_values(world: dict[str, Path], tmp_path
         with raise_if_dask_computes():
             arr = open_raster(path, variable="temp" if path == nc else None, chunks=64)
         assert arr.chunks is not None and arr.rio.crs.to_epsg() == 4326
-        assert Grid.from_dataarray(arr) == Grid.from_raster(world["temp"])
+        assert Grid.from_dataarray(arr) == raster_grid(world["temp"])
         assert np.isnan(arr.values).sum() == (data == -9999).sum()  # nodata -> NaN
 
 
@@ -227,11 +227,11 @@ def test_target_grid_from_config(world: dict[str, Path]) -> None:
     first = target_grid(
         SimpleNamespace(like="first_covariate", crs=None, resolution=None, bounds=None), covs
     )
-    assert first == Grid.from_raster(world["stereo"])
+    assert first == raster_grid(world["stereo"])
     like = target_grid(
         SimpleNamespace(like=world["temp"], crs=None, resolution=None, bounds=None), covs
     )
-    assert like == Grid.from_raster(world["temp"])
+    assert like == raster_grid(world["temp"])
     explicit = target_grid(SimpleNamespace(like="first_covariate", crs="EPSG:6931", resolution=25_000,
                                            bounds=(-3e6, -3e6, 3e6, 3e6)), covs)  # fmt: skip
     assert explicit == GRID

@@ -23,7 +23,8 @@ import yaml
 
 from mapping.config import load_config
 from mapping.models import QuantileRandomForest
-from mapping.pipeline import _grid_and_stack, prediction_sample, run_stages, stage_list
+from mapping.run import run_stages, stage_list
+from mapping.run.stages import grid_and_stack, prediction_sample
 from mapping.validation import cross_validate_model, make_splitter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     ctx = run_stages(config, stage_list(config), until="training", echo=lambda _: None)
     table = ctx.results["training"]
     names = [c.name for c in config.covariates]
-    grid, stack = _grid_and_stack(ctx)
+    grid, stack = grid_and_stack(ctx)
     with rasterio.open(ROOT / "sample_rasters" / "truth" / "soc_0_30cm.tif") as src:
         truth = src.read(1).astype(float)
         truth[truth == src.nodata] = np.nan

@@ -28,7 +28,7 @@ import pytest
 import rasterio
 
 from mapping.config import load_config
-from mapping.pipeline import run_stages, stage_list
+from mapping.run import run_stages, stage_list
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 MAP_RTOL, MAP_ATOL = 1e-6, 1e-6  # kg C m-2 (measured: 0, the maps are byte-identical)

@@ -15,6 +15,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 
+from mapping import zonal
 from mapping.cli import main
 from mapping.grid import Grid
 
@@ -371,3 +372,22 @@ def test_user_errors_exit_2_with_one_line_and_no_output(
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".result")]
+
+
+def test_a_prepared_zone_layout_is_reused_and_gives_the_same_totals(
+    world: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run prepares its zones once: integrate_files takes that layout for rasters on its
+    grid instead of preparing the zone file again, with the same table."""
+    names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}
+    dens = [world["d100"], world["d30"]]
+    fresh = zonal.integrate_files(dens, world["zones"], zone_names=names, chunks=16)
+    layout = zonal.load_zone_layout(world["zones"], GRID, names, chunks=16)
+
+    def no_second_preparation(*args: object, **kwargs: object) -> None:
+        raise AssertionError("zones prepared again")
+
+    monkeypatch.setattr(zonal, "load_zone_layout", no_second_preparation)
+    reused = zonal.integrate_files(dens, world["zones"], zone_names=names, chunks=16, layout=layout)
+    pd.testing.assert_frame_equal(fresh, reused)
+    assert len(fresh) > 4  # both intervals, every zone and the total

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from mapping.config import load_config
-from mapping.pipeline import run_stages, stage_list
+from mapping.run import run_stages, stage_list
 
 CORPUS = Path(__file__).parent / "data" / "bad"
 GRID = 'grid: {crs: "EPSG:6931", resolution: 5000, bounds: [1920000, 1610000, 2400000, 2010000]}'

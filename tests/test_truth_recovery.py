@@ -32,7 +32,7 @@ import rasterio
 import yaml
 
 from mapping.config import load_config
-from mapping.pipeline import run_stages, stage_list
+from mapping.run import run_stages, stage_list
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "sample_rasters"

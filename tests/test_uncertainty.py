@@ -21,6 +21,7 @@ from scipy.stats import norm
 from mapping import synthetic
 from mapping.exceptions import ConfigError, GridMismatchError, InputError, MappingError, ModelError
 from mapping.grid import Grid
+from mapping.io import raster_grid
 from mapping.models.variogram import Variogram
 from mapping.uncertainty import (
     GaussianField,
@@ -342,7 +343,7 @@ def test_sample_data_truth_lies_in_the_ranges():
     cov["landcover"] = np.where(np.isnan(lc), 0, lc).astype(int)
     log_rho0 = synthetic.trend_log_density(cov)
     k = synthetic.scale_depth(cov)
-    grid = Grid.from_raster(SAMPLE / "truth" / "soc_0_30cm.tif")
+    grid = raster_grid(SAMPLE / "truth" / "soc_0_30cm.tif")
     zones = grid.wrap(read_band(SAMPLE / "permafrost_zones.tif"))
     s2 = res["psill"] + res["nugget"]
     means, stds, truths = {}, {}, {}

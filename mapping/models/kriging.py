@@ -57,7 +57,7 @@ class InputValueError(ModelError, ValueError):
 
 # =========================================================================== kernel
 def _variogram_args(v: Variogram) -> tuple[int, float, float, float, float, float]:
-    from mapping.models import _kriging_kernel as _k
+    from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
 
     mconst = 0.0
     if v.model == "matern":
@@ -163,7 +163,7 @@ def krige_residuals(
 
 def training_covariance(train_xy: ArrayLike, variogram: Variogram) -> NDArray:
     """``(n, n)`` covariance matrix of the training points under ``variogram``."""
-    from mapping.models import _kriging_kernel as _k
+    from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
 
     xy = _as_xy(train_xy, "training coordinates")
     n = xy.shape[0]
@@ -175,7 +175,7 @@ def training_covariance(train_xy: ArrayLike, variogram: Variogram) -> NDArray:
 def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
     from scipy.linalg import cholesky, solve_triangular
 
-    from mapping.models import _kriging_kernel as _k
+    from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
 
     n = xy.shape[0]
     if covariance is None:
@@ -212,7 +212,7 @@ def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
 
 
 def _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag) -> None:
-    from mapping.models import _kriging_kernel as _k
+    from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
 
     if tree is None:
         tree = cKDTree(xy)

@@ -49,6 +49,9 @@ from affine import Affine
 from scipy import fft as sfft
 from scipy import ndimage
 
+from mapping.bulk_density import get_ptf
+from mapping.grid import Grid
+
 __all__ = [
     "COVARIATES",
     "CRS",
@@ -462,7 +465,6 @@ class SyntheticWorld:
     @property
     def grid(self) -> Any:
         """The world's grid as a :class:`mapping.grid.Grid`."""
-        from mapping.grid import Grid
 
         return Grid(crs=self.crs, transform=self.transform, shape=self.shape)
 
@@ -957,7 +959,6 @@ _POCKET_DENSITY = 75.0  # kg C m-3 aimed at in cryoturbated pockets (organic mat
 
 
 def _ptf() -> Any:
-    from mapping.bulk_density import get_ptf
 
     return get_ptf("default")
 

@@ -29,10 +29,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mapping import io
+from mapping.aoa import AreaOfApplicability
 from mapping.config import RunConfig
+from mapping.covariates import build_stack, summarize_stack, target_grid
 from mapping.exceptions import MappingError
 from mapping.grid import Grid
+from mapping.layout import RunFolder
 from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
+from mapping.run.features import build_model
+from mapping.units import format_interval
 
 WORKER_BASELINE = 400 * 2**20
 """Resident memory of a Dask worker once socmap, scikit-learn and the compiled kriging
@@ -189,15 +195,13 @@ def _model_bytes(model: Any) -> int:
 
 def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, Any, str] | None:
     """The first fitted model (and its area of applicability) in the run's output folder."""
-    import joblib
-
+    run = RunFolder(cfg.output)
     for label in intervals:
-        folder = cfg.output / "models" / label
-        path = folder / "model.joblib"
+        path = run.model_file(label)
         if path.exists():
-            aoa_path = folder / "aoa.joblib"
-            aoa = joblib.load(aoa_path) if aoa_path.exists() else None
-            return joblib.load(path), aoa, str(path)
+            aoa_path = run.aoa_file(label)
+            aoa = io.read_model(aoa_path) if aoa_path.exists() else None
+            return io.read_model(path), aoa, str(path)
     return None
 
 
@@ -241,21 +245,14 @@ def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: i
     what it learned, so this times a run whose models are not fitted yet.
     """
     X, target = _random_training(cfg, covariates, grid, n_train)
-    return _build_model(cfg, seed=cfg.seed).fit(X, target)
+    return build_model(cfg).fit(X, target)
 
 
 def stand_in_aoa(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
     """An area of applicability fitted on the same kind of random data (for timing)."""
-    from mapping.aoa import AreaOfApplicability
 
     X, _ = _random_training(cfg, covariates, grid, n_train)
     return AreaOfApplicability(categorical_features=sorted(_categorical(cfg)) or None).fit(X)
-
-
-def _build_model(cfg: RunConfig, seed: int) -> Any:
-    from mapping.pipeline import build_model
-
-    return build_model(cfg.model_copy(update={"seed": seed}))
 
 
 def _central(shape: tuple[int, int], edge: int) -> tuple[slice, slice]:
@@ -298,8 +295,6 @@ def make_plan(
     echo
         Progress messages (default: none).
     """
-    from mapping.config import format_interval
-    from mapping.covariates import target_grid
 
     say = echo or (lambda msg: None)
     notes: list[str] = []
@@ -377,13 +372,9 @@ def _calibrate(
 ) -> Calibration:
     import dask
 
-    from mapping import io
-
     stack = None
     valid_share = 1.0
     try:
-        from mapping.covariates import build_stack, summarize_stack
-
         stack = build_stack(cfg.covariates, grid, chunks=chunks[0])
         valid_share = 1.0 - summarize_stack(stack).nodata_share
         cov_desc = "read from the covariate files"

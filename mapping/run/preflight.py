@@ -41,18 +41,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapping.config import RunConfig, format_interval
+from mapping import io
+from mapping.bulk_density import get_ptf
+from mapping.cluster import scheduler_kind
+from mapping.config import RunConfig
+from mapping.covariates import _crs_name, _fmt_bounds, build_stack, summarize_stack, target_grid
 from mapping.exceptions import ConfigError, InputError, MappingError, OutputError
+from mapping.grid import Grid
+from mapping.layout import RunFolder
+from mapping.profiles import check_horizons, read_horizons
+from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
+from mapping.units import format_interval
+from mapping.zonal import (
+    VECTOR_SUFFIXES,
+    _zone_resampling,
+    prepare_zones,
+    zone_coverage_from_polygons,
+)
 
 __all__ = ["PreflightReport", "check_output_folder", "min_profiles", "preflight"]
 
-STAGE_FOLDERS = ("stocks", "training", "models", "maps", "zones", "report")
 COARSE_CELLS = 256
-
-
-def min_profiles(cfg: RunConfig) -> int:
-    """Profiles an interval needs to fit and cross-validate a model."""
-    return max(10, 2 * cfg.cv.n_splits)
 
 
 @dataclass
@@ -121,11 +130,11 @@ def check_output_folder(path: str | os.PathLike[str], key: str = "output") -> st
             raise OutputError(f"{key}: {p} exists and is not a folder")
         if not os.access(p, os.W_OK | os.X_OK):
             raise OutputError(f"{key}: {p}: output folder is not writable")
-        for name in STAGE_FOLDERS:
+        for name in RunFolder.STAGE_FOLDERS:
             sub = p / name
             if sub.exists() and not sub.is_dir():
                 raise OutputError(f"{key}: {sub} is a file where the run writes a folder")
-        manifest = p / "manifest.json"
+        manifest = RunFolder(p).manifest
         return (
             "exists, has a manifest (unchanged stages are reused)"
             if manifest.exists()
@@ -147,7 +156,6 @@ def _config_error(cfg: RunConfig, key: str, exc: MappingError) -> ConfigError:
 
 
 def _profiles(cfg: RunConfig) -> pd.DataFrame:
-    from mapping.profiles import check_horizons, read_horizons
 
     horizons = read_horizons(
         cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
@@ -165,8 +173,6 @@ def _coarse(grid: Any, cells: int = COARSE_CELLS) -> Any:
     """The grid with cells ``f`` times larger, at most ``cells`` a side (same origin)."""
     from affine import Affine
 
-    from mapping.grid import Grid
-
     ny, nx = grid.shape
     f = max(1, math.ceil(max(ny, nx) / cells))
     if f == 1:
@@ -179,8 +185,6 @@ def _coarse(grid: Any, cells: int = COARSE_CELLS) -> Any:
 def _on_grid(cfg: RunConfig, valid: pd.DataFrame, grid: Any) -> tuple[int, dict[str, int]]:
     """Profiles inside the grid, and how many of those reach each depth interval."""
     import pyproj
-
-    from mapping.covariates import _crs_name, _fmt_bounds
 
     g = valid.groupby("profile_id", sort=False)
     sites = g.agg(lon=("lon", "first"), lat=("lat", "first"), top=("top_cm", "min"),
@@ -225,8 +229,6 @@ def _too_few(cfg: RunConfig, counts: dict[str, int]) -> str | None:
 
 def _zones(cfg: RunConfig, grid: Any) -> str:
     """Check the zone file against the grid; describe what was found."""
-    from mapping import io
-    from mapping.zonal import VECTOR_SUFFIXES, zone_coverage_from_polygons
 
     z = cfg.zones
     assert z is not None
@@ -259,7 +261,6 @@ def _zones(cfg: RunConfig, grid: Any) -> str:
 
 
 def _grid_text(grid: Any) -> str:
-    from mapping.covariates import _crs_name, _fmt_bounds
 
     return f"{_crs_name(grid.crs)}, bounds {_fmt_bounds(grid.bounds)}"
 
@@ -267,8 +268,6 @@ def _grid_text(grid: Any) -> str:
 def _raster_zone_codes(path: Path, grid: Any, coarse: Any) -> list[int]:
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
-
-    from mapping import io
 
     info = io.raster_info(path)
     data, transform, _ = io.read_decimated(info, max_size=4 * COARSE_CELLS)
@@ -283,7 +282,6 @@ def _raster_zone_codes(path: Path, grid: Any, coarse: Any) -> list[int]:
     if found.size:
         return [int(c) for c in found]
     # The sample can miss small zones: one exact pass over the raster warped onto the grid.
-    from mapping.zonal import _zone_resampling, prepare_zones
 
     resampling, scale = _zone_resampling(path, grid)
     zones = io.open_raster_on_grid(path, grid, resampling=resampling, scale=scale)
@@ -302,8 +300,6 @@ def _model(cfg: RunConfig) -> str:
     the trend (not the kriging) to 40 random rows takes a fraction of a second.
     """
     from sklearn.base import clone
-
-    from mapping.pipeline import build_model, categorical_covariates, model_features
 
     try:
         model = build_model(cfg)
@@ -357,8 +353,6 @@ def preflight(
         The first problem found, as a one-line message naming the file and the row,
         column or key.
     """
-    from mapping.bulk_density import get_ptf
-    from mapping.cluster import scheduler_kind
 
     t0 = time.perf_counter()
     report = PreflightReport(config=cfg)
@@ -381,8 +375,6 @@ def preflight(
     report.n_profiles = int(valid["profile_id"].nunique())
 
     if cfg.covariates:
-        from mapping.covariates import build_stack, summarize_stack, target_grid
-
         grid = target_grid(cfg.grid, cfg.covariates)
         stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)  # headers only
         report.stack_lines = summarize_stack(stack).lines()

@@ -1,0 +1,295 @@
+"""Files that are not rasters: atomic writes, tables, JSON, text, models, arrays, zone polygons.
+
+Every writer goes through :func:`atomic_path`: the data is written to a temporary name in
+the destination folder and renamed into place, so a killed run never leaves a file that
+looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping.exceptions import InputError, OutputError
+
+TABLE_SUFFIXES = {".csv", ".parquet", ".pq", ".gpkg"}
+
+
+# --------------------------------------------------------------------------- atomic writes
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file (or folder) is removed and ``path`` is
+    left exactly as it was.
+
+    Parameters
+    ----------
+    path
+        Final destination.
+    is_dir
+        Yield a temporary *directory* instead of a file name.
+    """
+    dest = Path(path)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create output folder ({exc.strerror})") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{parent}: output folder is not writable")
+    prefix = f".{dest.name}."
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp" + dest.suffix, dir=parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        # mkstemp/mkdtemp create private (0600/0700) entries: give outputs the usual umask mode
+        os.chmod(tmp, (0o777 if is_dir else 0o666) & ~_UMASK)
+        if is_dir and dest.exists():
+            _remove(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def remove_output(path: str | os.PathLike[str]) -> None:
+    """Remove a file or folder an earlier run wrote (nothing happens if it is gone)."""
+    _remove(Path(path))
+
+
+def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Return ``"<algorithm>:<hexdigest>"`` of a file (or of every file under a folder)."""
+    h = hashlib.new(algorithm)
+    p = Path(path)
+    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    for f in files:
+        if p.is_dir():
+            h.update(str(f.relative_to(p)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return f"{algorithm}:{h.hexdigest()}"
+
+
+# --------------------------------------------------------------------------- tables
+def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.DataFrame:
+    """Read a CSV, Parquet or GeoPackage table into a DataFrame.
+
+    GeoPackage point layers get ``lon``/``lat`` columns from their geometry when
+    the table has none. Errors name the file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a table file")
+    suffix = p.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise InputError(f"{p}: unsupported table format {suffix!r}; use .csv, .parquet or .gpkg")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty")
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(p)
+        elif suffix in {".parquet", ".pq"}:
+            df = pd.read_parquet(p)
+        else:
+            df = _read_gpkg_points(p, layer)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{p}: file is empty") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{p}: cannot parse table ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: cannot read table ({str(exc).splitlines()[0]})") from None
+    if len(df) == 0:
+        raise InputError(f"{p}: table has a header but no rows")
+    return df
+
+
+def _read_gpkg_points(p: Path, layer: str | None) -> pd.DataFrame:
+    import pyogrio
+
+    gdf = pyogrio.read_dataframe(p, layer=layer)
+    if "geometry" in gdf and gdf.geometry.notna().any():
+        if gdf.crs is not None and not gdf.crs.is_geographic:
+            gdf = gdf.to_crs("EPSG:4326")
+        if "lon" not in gdf.columns:
+            gdf["lon"] = gdf.geometry.x
+        if "lat" not in gdf.columns:
+            gdf["lat"] = gdf.geometry.y
+    return pd.DataFrame(gdf.drop(columns="geometry", errors="ignore"))
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a DataFrame atomically as CSV or Parquet (by suffix)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    with atomic_path(p) as tmp:
+        if suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        elif suffix in {".parquet", ".pq"}:
+            df.to_parquet(tmp, index=False)
+        elif suffix == ".json":
+            tmp.write_text(df.to_json(orient="records", indent=1))
+        else:
+            raise OutputError(f"{p}: unsupported table format {suffix!r}")
+    return p
+
+
+def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write a JSON document atomically (sorted keys, numpy scalars converted)."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default))
+    return p
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write a text file atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_text(text)
+    return p
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write bytes (a PNG, ...) atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        tmp.write_bytes(data)
+    return p
+
+
+def write_model(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Persist a fitted estimator (or any picklable object) atomically with joblib."""
+    import joblib  # imported with scikit-learn anyway; kept off the cheap import path
+
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        joblib.dump(obj, tmp)
+    return p
+
+
+def read_model(path: str | os.PathLike[str]) -> Any:
+    """Load an object written by :func:`write_model` (trusted files only: it unpickles)."""
+    import joblib  # imported with scikit-learn anyway; kept off the cheap import path
+
+    return joblib.load(Path(path))
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """Read a whole (small) text file; ``OSError`` and ``UnicodeDecodeError`` propagate so
+    the caller can name what it was reading."""
+    return Path(path).read_text()
+
+
+def save_array(arr: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Write one array as ``.npy`` atomically."""
+    p = Path(path)
+    with atomic_path(p) as tmp:
+        np.save(tmp, arr)
+    return p
+
+
+def load_array(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an array written by :func:`save_array` (no pickles)."""
+    return np.load(path, allow_pickle=False)
+
+
+def read_bytes(path: str | os.PathLike[str]) -> bytes:
+    """Read a whole (small) file as bytes; a missing file is an :class:`InputError`."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read file ({exc.strerror})") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{p}: file not found") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{p}: invalid JSON at line {exc.lineno}") from None
+
+
+# --------------------------------------------------------------------------- zones
+_PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
+
+
+def read_zones_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:
+    """Read zone polygons (GeoPackage, Shapefile, GeoParquet, ...) into a GeoDataFrame.
+
+    Errors name the file: missing, unreadable, no features, or not polygons.
+    """
+    import geopandas as gpd
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        if p.suffix.lower() in _PARQUET_SUFFIXES:
+            gdf = gpd.read_parquet(p)
+        else:
+            gdf = pyogrio.read_dataframe(p, layer=layer)
+    except (OSError, ValueError, RuntimeError, pyogrio.errors.DataSourceError) as exc:
+        raise InputError(f"{p}: cannot read polygons ({str(exc).splitlines()[0]})") from None
+    if len(gdf) == 0:
+        raise InputError(f"{p}: layer has no features")
+    kinds = set(gdf.geom_type.dropna())
+    if not kinds or not kinds <= {"Polygon", "MultiPolygon"}:
+        raise InputError(
+            f"{p}: expected polygons, found {', '.join(sorted(kinds)) or 'no geometry'}"
+        )
+    return gdf
+
+
+def _json_default(o: Any) -> Any:
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

@@ -1,0 +1,474 @@
+"""Rasters: headers, lazy reads on a grid, decimated reads, COG and Zarr writers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mapping.cluster import compute_with_progress, store_blocks
+from mapping.exceptions import InputError, MissingCRSError, OutputError
+from mapping.grid import Grid
+from mapping.io.files import _remove, atomic_path
+
+
+# --------------------------------------------------------------------------- rasters out
+def write_cog(
+    da: Any,
+    path: str | os.PathLike[str],
+    *,
+    nodata: float = float("nan"),
+    tags: dict[str, Any] | None = None,
+    overviews: bool = True,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    label: str | None = None,
+) -> Path:
+    """Write a 2-D ``(y, x)`` DataArray (NumPy or Dask) as a Cloud-Optimized GeoTIFF.
+
+    Window by window: blocks go into a tiled temporary GeoTIFF as they are computed
+    (never the whole grid in memory), which GDAL's COG driver then copies -- tiled
+    ``blocksize``, ``compress`` with the floating-point predictor, ``average``
+    overviews, nodata, CRS, ``tags`` (units, interval, statistic, run id, ...) -- to a
+    temporary name renamed onto ``path``.
+
+    Raises
+    ------
+    MissingCRSError
+        The array has no CRS.
+    """
+    return write_cogs(
+        [(path, da, tags)],
+        nodata=nodata,
+        overviews=overviews,
+        blocksize=blocksize,
+        compress=compress,
+        label=label or f"writing {Path(path).name}",
+    )[0]
+
+
+def write_cogs(
+    items: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]],
+    *,
+    nodata: float = float("nan"),
+    overviews: bool = True,
+    blocksize: int = 512,
+    compress: str = "DEFLATE",
+    label: str = "writing rasters",
+    on_block: Any = None,
+) -> list[Path]:
+    """Write several same-shape ``(path, DataArray, tags)`` as COGs in one pass.
+
+    Lazy arrays that share work (the statistics of one prediction) are computed
+    together, once, by :func:`mapping.cluster.store_blocks`; see :func:`write_cog`.
+    ``on_block(k, (row_slice, col_slice), block)`` is called, in this process, after
+    each block of item ``k`` is written (a resumable writer keeps finished chunks).
+    """
+    import dask.array as dsa
+    import numpy as np
+    import rasterio
+    import rasterio.errors
+    import rasterio.shutil
+    from rasterio.windows import Window
+
+    if not items:
+        return []
+    specs = []
+    for path, arr, tags in items:
+        p = Path(path)
+        if arr.ndim != 2:
+            raise OutputError(f"{p}: expected a 2-D (y, x) array, got dims {tuple(arr.dims)}")
+        if arr.rio.crs is None:
+            raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
+        dtype = np.dtype(arr.dtype)
+        if np.isnan(nodata) and dtype.kind != "f":
+            dtype = np.dtype("float32")
+        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform))
+    shape = specs[0][1].shape
+    if any(s[1].shape != shape for s in specs):
+        raise OutputError(f"{specs[0][0]}: rasters written together must share one shape")
+    for p, *_ in specs:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{p.parent}: cannot create output folder ({exc.strerror})") from None
+    stages = [p.parent / f".{p.name}.stage.tmp.tif" for p, *_ in specs]
+    out: list[Path] = []
+    try:
+        with contextlib.ExitStack() as opened:
+            dsts = []
+            for (_p, arr, tags, dtype, transform), stage in zip(specs, stages, strict=True):
+                dst = opened.enter_context(
+                    rasterio.open(
+                        stage, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
+                        dtype=dtype.name, crs=arr.rio.crs, transform=transform,
+                        nodata=nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                        BIGTIFF="IF_SAFER",
+                    )
+                )  # fmt: skip
+                dst.update_tags(**{k: str(v) for k, v in tags.items()})
+                if "statistic" in tags:
+                    dst.set_band_description(1, str(tags["statistic"]))
+                if "units" in tags:
+                    dst.set_band_unit(1, str(tags["units"]))
+                dsts.append(dst)
+
+            def write(k: int, window: tuple[slice, slice], block: Any) -> None:
+                dsts[k].write(
+                    block.astype(specs[k][3], copy=False), 1, window=Window.from_slices(*window)
+                )
+                if on_block is not None:
+                    on_block(k, window, block)
+
+            if all(isinstance(s[1].data, dsa.Array) for s in specs):
+                store_blocks([s[1].data for s in specs], write, label=label)
+            else:  # in memory already: write it tile-row by tile-row
+                for k, s in enumerate(specs):
+                    data = np.asarray(s[1].data)
+                    for r in range(0, shape[0], blocksize):
+                        rows = slice(r, min(r + blocksize, shape[0]))
+                        write(k, (rows, slice(0, shape[1])), data[rows])
+        for (p, *_), stage in zip(specs, stages, strict=True):
+            # GDAL's block cache defaults to 5 % of RAM and fills up while the COG
+            # driver builds overviews; 256 MB costs no speed and bounds the client.
+            with atomic_path(p) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
+                rasterio.shutil.copy(
+                    stage, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
+                    BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING="AVERAGE",
+                )  # fmt: skip
+            out.append(p)
+    except rasterio.errors.RasterioError as exc:
+        where = specs[min(len(out), len(specs) - 1)][0]
+        raise OutputError(f"{where}: cannot write raster ({exc})") from None
+    finally:
+        for stage in stages:
+            _remove(stage)
+    return out
+
+
+def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = None) -> Path:
+    """Write an ``xr.Dataset`` (Dask-backed or not) to a Zarr store, atomically.
+
+    The store is written into a temporary folder next to ``path`` and renamed into
+    place; Dask chunks become Zarr chunks, so every block is written by the task that
+    computes it (a distributed cluster needs ``path`` on a file system its workers share).
+    """
+
+    p = Path(path)
+    ds = ds.copy()
+    for v in ds.variables.values():
+        v.encoding.pop("chunks", None)
+        v.encoding.pop("preferred_chunks", None)
+    with atomic_path(p, is_dir=True) as tmp:
+        delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
+        compute_with_progress(delayed, label=label or f"writing {p.name}")
+    return p
+
+
+def open_raster_on_grid(
+    path: str | os.PathLike[str],
+    grid: Any,
+    *,
+    resampling: str = "nearest",
+    chunks: int = 1024,
+    scale: tuple[float, float] | None = None,
+) -> Any:
+    """Band 1 of a raster as seen on ``grid`` (lazy), warped through a GDAL WarpedVRT if needed.
+
+    Meant for categorical rasters such as zone codes (``resampling="nearest"`` or
+    ``"mode"``). Values keep their dtype and nodata is declared as ``rio.nodata``; cells
+    outside the source get it (the dtype's largest value, or NaN for floats, when the source
+    declares none). The exact transformer is used and ``scale`` (destination pixels per
+    source pixel, x and y) fixes the resampling footprint, so chunks read the same values as
+    a warp of the whole grid.
+    """
+    import rasterio
+    import rioxarray
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    p = Path(path)
+    info = raster_info(p)  # missing, unreadable, no CRS: clear errors first
+
+    if Grid(info.crs, info.transform, info.shape) == grid:
+        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+        return arr.sel(band=info.band, drop=True)
+    nodata = info.nodata
+    if nodata is None:
+        dtype = np.dtype(info.dtype)
+        nodata = float("nan") if dtype.kind == "f" else np.iinfo(dtype).max
+    try:
+        src = rasterio.open(info.source)
+    except rasterio.errors.RasterioError as exc:
+        raise _raster_error(p, exc) from None
+    ny, nx = grid.shape
+    vrt = WarpedVRT(
+        src,
+        crs=grid.crs.to_wkt(),
+        transform=grid.transform,
+        width=nx,
+        height=ny,
+        resampling=Resampling[resampling],
+        nodata=nodata,
+        tolerance=1e-9,  # (near) exact transformer; 0.0 fails in rasterio 1.4 when CRSs are equal
+        warp_extras={"XSCALE": repr(scale[0]), "YSCALE": repr(scale[1])} if scale else {},
+    )
+    arr = rioxarray.open_rasterio(vrt, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+    arr = arr.squeeze("band", drop=True)
+    return arr.rio.write_nodata(nodata)
+
+
+# --------------------------------------------------------------------------- rasters in
+RASTER_CONTAINER_SUFFIXES = {".nc": "NETCDF", ".nc4": "NETCDF", ".zarr": "ZARR"}
+
+
+@dataclasses.dataclass(frozen=True)
+class RasterInfo:
+    """Header of one band of a raster, read without touching its pixels."""
+
+    path: Path
+    source: str
+    """The GDAL dataset name opened (``NETCDF:"f.nc":var``, ``ZARR:"d.zarr":/var`` or the path)."""
+    band: int
+    crs: Any
+    transform: Any
+    shape: tuple[int, int]
+    dtype: str
+    nodata: float | None
+    units: str | None
+    overviews: tuple[int, ...]
+    """Decimation factors of the band's overviews (empty when it has none)."""
+    driver: str
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        t = self.transform
+        return (float(np.hypot(t.a, t.d)), float(np.hypot(t.b, t.e)))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        ny, nx = self.shape
+        xs, ys = zip(*(self.transform @ (c, r) for c in (0, nx) for r in (0, ny)), strict=True)
+        return (min(xs), min(ys), max(xs), max(ys))
+
+
+def raster_grid(
+    path: str | os.PathLike[str], *, band: int = 1, variable: str | None = None
+) -> Grid:
+    """The grid of a raster file, reading only its header.
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file.
+    MissingCRSError
+        The raster has no CRS.
+    """
+    info = raster_info(path, band=band, variable=variable)
+    return Grid(info.crs, info.transform, info.shape)
+
+
+def gdal_name(path: str | os.PathLike[str], variable: str | None = None) -> str:
+    """The GDAL dataset name of a raster file, a NetCDF variable or a Zarr array."""
+    p = Path(path)
+    kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
+    if kind is None or variable is None:
+        return str(p)
+    if kind == "NETCDF":
+        return f'NETCDF:"{p}":{variable}'
+    return f'ZARR:"{p}":/{variable}'
+
+
+def _raster_error(p: Path, exc: BaseException, what: str = "cannot read raster") -> InputError:
+    msg = " ".join(str(exc).split())  # one line
+    return InputError(f"{p}: {what} ({msg[:200]})" if msg else f"{p}: {what}")
+
+
+def raster_info(
+    path: str | os.PathLike[str], *, band: int = 1, variable: str | None = None
+) -> RasterInfo:
+    """Read a raster's header (CRS, transform, shape, dtype, nodata, units, overviews).
+
+    GeoTIFF/COG, VRT and anything else GDAL opens; NetCDF and Zarr through GDAL's
+    drivers (give ``variable`` for a file with several). Only the header is read, plus
+    the offsets of the first and last blocks of a GeoTIFF to catch a truncated file.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or corrupt file; no such band.
+    MissingCRSError
+        The raster has no CRS (or no georeferencing at all).
+    """
+    import rasterio
+    import rasterio.errors
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    name = gdal_name(p, variable)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(name) as src:
+                if src.subdatasets and src.count == 0:
+                    raise InputError(
+                        f"{p}: holds several variables; name one with 'variable:' "
+                        f"({', '.join(s.rsplit(':', 1)[-1] for s in src.subdatasets[:6])})"
+                    )
+                if not 1 <= band <= src.count:
+                    raise InputError(f"{p}: has {src.count} band(s); band {band} does not exist")
+                _check_not_truncated(src, p, band)
+                if src.crs is None:
+                    raise MissingCRSError(
+                        f"{p}: raster has no CRS; set one, e.g. gdal_edit.py -a_srs EPSG:XXXX {p}"
+                    )
+                if src.transform.is_identity and src.driver in {"netCDF", "Zarr", "GTiff"}:
+                    raise MissingCRSError(
+                        f"{p}: raster has no georeferencing (identity transform); give x/y "
+                        "coordinate variables CF attributes or set a geotransform"
+                    )
+                units = src.units[band - 1] or src.tags(band).get("units") or None
+                info = RasterInfo(
+                    path=p,
+                    source=name,
+                    band=band,
+                    crs=pyproj_crs(src.crs),
+                    transform=src.transform,
+                    shape=(src.height, src.width),
+                    dtype=src.dtypes[band - 1],
+                    nodata=None if src.nodata is None else float(src.nodata),
+                    units=units,
+                    overviews=tuple(src.overviews(band)),
+                    driver=src.driver,
+                )
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(p, exc) from None
+    return info
+
+
+def pyproj_crs(crs: Any) -> Any:
+    """A :class:`pyproj.CRS` from a rasterio CRS (or anything pyproj understands)."""
+    import pyproj
+
+    if hasattr(crs, "to_wkt"):
+        out = pyproj.CRS.from_wkt(crs.to_wkt())
+    else:
+        out = pyproj.CRS.from_user_input(crs)
+    auth = out.to_authority(min_confidence=100)
+    if auth is not None:  # the registry's definition carries the area of use
+        out = pyproj.CRS.from_authority(*auth)
+    return out
+
+
+def _check_not_truncated(src: Any, p: Path, band: int) -> None:
+    # A truncated GeoTIFF often opens fine (its header is at the start) and fails only
+    # when a missing block is read, deep inside a computation. The first and last blocks'
+    # offsets and sizes, read from the TIFF tags, tell it at once.
+    if src.driver not in {"GTiff", "COG"}:
+        return
+    try:
+        size = p.stat().st_size
+        bh, bw = src.block_shapes[band - 1]
+        last = ((src.width - 1) // bw, (src.height - 1) // bh)
+        for bx, by in ((0, 0), last):
+            off = src.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=band)
+            n = src.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=band)
+            if off is not None and n is not None and int(off) + int(n) > size:
+                raise InputError(
+                    f"{p}: file is truncated (block {bx},{by} ends at byte {int(off) + int(n)}, "
+                    f"file has {size}); copy it again"
+                )
+    except (ValueError, TypeError):
+        return
+
+
+def open_raster(
+    path: str | os.PathLike[str],
+    band: int = 1,
+    variable: str | None = None,
+    chunks: int | tuple[int, int] | None = 512,
+) -> Any:
+    """One band of a raster as a lazy ``(y, x)`` DataArray; nodata becomes NaN.
+
+    GeoTIFF/COG/VRT through :func:`rioxarray.open_rasterio`; NetCDF and Zarr through
+    :func:`xarray.open_dataset` (CRS from the CF grid mapping). Nothing is read but the
+    header; the pixels are read chunk by chunk when computed.
+
+    Raises
+    ------
+    InputError
+        Missing, unreadable, truncated or corrupt file, unknown band or variable.
+    MissingCRSError
+        The raster has no CRS.
+    """
+    import rasterio.errors
+    import rioxarray
+    import xarray as xr
+
+    p = Path(path)
+    info = raster_info(p, band=band, variable=variable)  # clear errors before anything lazy
+    cy, cx = (chunks, chunks) if isinstance(chunks, int) else (chunks or (None, None))
+    kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
+    try:
+        if kind is None:
+            arr = rioxarray.open_rasterio(
+                p, chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None, masked=True
+            )
+            arr = arr.sel(band=band, drop=True)
+        else:
+            engine = "zarr" if kind == "ZARR" else None
+            ds = xr.open_dataset(p, engine=engine, decode_coords="all", chunks={})
+            names = [variable] if variable else [v for v in ds.data_vars if ds[v].ndim >= 2]
+            if len(names) != 1 or names[0] not in ds:
+                raise InputError(
+                    f"{p}: name one variable with 'variable:' (found {list(ds.data_vars)})"
+                )
+            arr = ds[names[0]]
+            if arr.ndim == 3:
+                arr = arr.isel({arr.dims[0]: band - 1}, drop=True)
+            if chunks:
+                arr = arr.chunk({arr.rio.y_dim: cy, arr.rio.x_dim: cx})
+    except (rasterio.errors.RasterioError, OSError, ValueError, KeyError) as exc:
+        raise _raster_error(p, exc) from None
+    if arr.rio.crs is None:
+        arr = arr.rio.write_crs(info.crs.to_wkt())
+    if arr.rio.crs is None:  # pragma: no cover - raster_info raised already
+        raise MissingCRSError(f"{p}: raster has no CRS")
+    if info.units:
+        arr.attrs.setdefault("units", info.units)
+    arr.attrs["source"] = str(p)
+    return arr
+
+
+def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any, bool]:
+    """Read one band at reduced resolution (at most ``max_size`` pixels a side), unmasked.
+
+    GDAL answers a decimated read from the band's overviews when it has them; otherwise it
+    subsamples the full-resolution blocks by nearest neighbour, holding only the small
+    output in memory. Returns ``(array, transform, from_overview)``.
+    """
+
+    import rasterio
+    import rasterio.errors
+    from rasterio.enums import Resampling
+
+    ny, nx = info.shape
+    f = max(1, math.ceil(max(ny, nx) / max_size))
+    oy, ox = math.ceil(ny / f), math.ceil(nx / f)
+    try:
+        with rasterio.open(info.source) as src:
+            data = src.read(info.band, out_shape=(oy, ox), resampling=Resampling.nearest)
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(info.path, exc, "cannot read raster data") from None
+    from affine import Affine
+
+    transform = info.transform @ Affine.scale(nx / ox, ny / oy)
+    return data, transform, bool(info.overviews) and f >= min(info.overviews)

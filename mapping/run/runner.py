@@ -1,0 +1,159 @@
+"""Run the stages of a workflow in order, keep their results, skip what is unchanged.
+
+A stage is skipped when the manifest records it as complete with the same
+fingerprint (its config section, the checksums of its inputs and the
+fingerprints of the stages it depends on) and its outputs are still in place
+with the recorded checksums. The manifest is rewritten (atomically) after every
+stage, so a killed run resumes from the last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mapping import io
+from mapping.config import RunConfig
+from mapping.layout import RunFolder
+from mapping.run.manifest import Manifest, digest, input_checksums, now
+from mapping.run.preflight import preflight
+
+__all__ = ["Stage", "StageContext", "run_stages"]
+
+
+@dataclass
+class StageContext:
+    """What a stage function gets: the config, the output folder and earlier results.
+
+    ``grid`` and ``stack`` (the target Grid and the lazy covariate stack) and ``zones``
+    (the zone layout on that grid) are built once per run by the first stage that needs
+    them and passed on to the later ones.
+    """
+
+    config: RunConfig
+    out: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    scheduler: str | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    echo: Callable[[str], None] = print
+    grid: Any = None
+    stack: Any = None
+    zones: Any = None
+
+    @property
+    def folder(self) -> RunFolder:
+        """The output folder's layout."""
+        return RunFolder(self.out)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the workflow.
+
+    ``run(ctx)`` does the work and returns ``(outputs, result)``: the paths it
+    wrote (relative to the output folder) and an in-memory result for later
+    stages. ``load(ctx)`` rebuilds that result from the files when the stage is
+    skipped.
+    """
+
+    name: str
+    run: Callable[[StageContext], tuple[list[str], Any]]
+    load: Callable[[StageContext], Any]
+    config_keys: tuple[str, ...]
+    inputs: Callable[[RunConfig], list[Path]]
+    depends: tuple[str, ...] = ()
+
+
+def run_stages(
+    config: RunConfig,
+    stages: list[Stage],
+    *,
+    until: str | None = None,
+    force: bool = False,
+    scheduler: str | None = None,
+    echo: Callable[[str], None] = print,
+    check: bool = True,
+) -> StageContext:
+    """Run ``stages`` in order (up to and including ``until``), skipping unchanged ones.
+
+    :func:`mapping.run.preflight.preflight` checks the config, the inputs and the output
+    folder first (``check=False`` skips it); nothing is written before it passes. A stage
+    is recorded ``running`` before it starts (and the stages after it ``outdated``),
+    ``complete`` with its output checksums once its files are in place, and ``failed``
+    or ``interrupted`` when it raises; outputs of its previous run that it no longer
+    writes are removed.
+    """
+    out = config.output
+    if check:
+        preflight(config, echo=echo)
+    ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
+    manifest = Manifest(ctx.folder, config)
+    cache: dict[str, str] = {}
+    for stage in stages:
+        fp = _fingerprint(stage, config, manifest, cache, ctx.fingerprints)
+        ctx.fingerprints[stage.name] = fp
+        if not force and manifest.is_complete(stage.name, fp):
+            echo(f"[{stage.name}] unchanged, reusing {out}")
+            ctx.results[stage.name] = stage.load(ctx)
+        else:
+            ctx.results[stage.name] = _run_one(stage, ctx, manifest, fp, [s.name for s in stages])
+        if until is not None and stage.name == until:
+            break
+    return ctx
+
+
+def _fingerprint(
+    stage: Stage,
+    config: RunConfig,
+    manifest: Manifest,
+    cache: dict[str, str],
+    fingerprints: dict[str, str],
+) -> str:
+    """Identity of a stage's work: its config section, inputs, upstream and version."""
+    cfg = json.loads(config.model_dump_json())
+    section = {k: cfg.get(k) for k in stage.config_keys}
+    inputs = input_checksums(stage.inputs(config), cache)
+    manifest.data["inputs"].update(inputs)
+    return digest(
+        {
+            "stage": stage.name,
+            "config": section,
+            "inputs": inputs,
+            "upstream": [fingerprints[d] for d in stage.depends if d in fingerprints],
+            "version": manifest.data["versions"].get("socmap"),
+        }
+    )
+
+
+def _run_one(stage: Stage, ctx: StageContext, manifest: Manifest, fp: str, order: list[str]) -> Any:
+    """Run one stage and record it: running, then complete (or failed / interrupted)."""
+    ctx.echo(f"[{stage.name}] running")
+    t0 = time.perf_counter()
+    started = now()
+    rec = manifest.stage(stage.name)  # files of its last run, to clear stale ones
+    previous = rec.get("outputs") or rec.get("previous_outputs") or {}
+    keep = {"fingerprint": fp, "started": started, "previous_outputs": previous}
+    manifest.start(stage.name, order, **keep)
+    try:
+        outputs, result = stage.run(ctx)
+    except BaseException as exc:
+        status = "failed" if isinstance(exc, Exception) else "interrupted"
+        manifest.record(stage.name, status=status, **keep)
+        raise
+    seconds = time.perf_counter() - t0
+    for rel in sorted(set(previous) - set(outputs)):  # stale: no longer written
+        io.remove_output(ctx.out / rel)
+    manifest.record(
+        stage.name,
+        status="complete",
+        fingerprint=fp,
+        started=started,
+        seconds=round(seconds, 3),
+        outputs={rel: io.file_checksum(ctx.out / rel) for rel in outputs},
+    )
+    ctx.echo(f"[{stage.name}] done in {seconds:.1f} s")
+    return result

@@ -1,0 +1,548 @@
+"""The stages of ``socmap run``: each reads its config section, calls the domain rooms and
+writes its outputs through :class:`mapping.layout.RunFolder`.
+
+Order and data between stages (``docs/architecture.md``)::
+
+    stocks -> training -> fit -> predict -> zones -> uncertainty -> report
+
+A stage function returns ``(outputs, result)``: the files it wrote (relative to the
+output folder) and the in-memory result the later stages use; its ``load`` function
+rebuilds that result from the files when the stage is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping import io
+from mapping.cluster import dask_client
+from mapping.config import RunConfig
+from mapping.covariates import build_stack, stack_mask, target_grid
+from mapping.depths import compute_stocks
+from mapping.exceptions import InputError, ModelError
+from mapping.extract import extract_at_points
+from mapping.plots import plot_observed_vs_predicted
+from mapping.predict import predict_grid, write_prediction
+from mapping.profiles import read_horizons
+from mapping.report import build_report
+from mapping.run.features import (
+    build_model,
+    categorical_covariates,
+    min_profiles,
+    model_features,
+)
+from mapping.run.manifest import digest, package_versions
+from mapping.run.runner import Stage, StageContext
+from mapping.uncertainty import (
+    cv_block_error_sd,
+    independent_pixel_range,
+    residual_mean_sd,
+    residual_variogram,
+    summarise_draws,
+    zone_total_draws,
+)
+from mapping.units import interval_label
+from mapping.validation import fit_interval, make_splitter
+from mapping.zonal import integrate_files, load_zone_layout
+
+__all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
+
+log = logging.getLogger("socmap")
+
+
+# --------------------------------------------------------------------------- stocks
+def _stocks_inputs(cfg: RunConfig) -> list[Path]:
+    return [cfg.profiles.path]
+
+
+def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg, run = ctx.config, ctx.folder
+    horizons = read_horizons(
+        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+    )
+    result = compute_stocks(
+        horizons,
+        cfg.stocks.intervals(),
+        method=cfg.stocks.method,
+        lam=cfg.stocks.spline_lambda,
+        tolerance_cm=cfg.stocks.depth_tolerance_cm,
+        bulk_density_ptf=cfg.stocks.bulk_density_ptf,
+        source=str(cfg.profiles.path),
+        on_invalid=cfg.stocks.on_invalid,
+    )
+    io.write_table(result.stocks, run.stocks)
+    io.write_table(result.counts, run.interval_counts)
+    written = [run.stocks, run.interval_counts]
+    if len(result.invalid):
+        io.write_table(result.invalid, run.invalid_profiles)
+        written.append(run.invalid_profiles)
+    return [run.rel(p) for p in written], result.stocks
+
+
+def _load_stocks(ctx: StageContext) -> Any:
+    return io.read_table(ctx.folder.stocks)
+
+
+STOCKS = Stage(
+    name="stocks",
+    run=_run_stocks,
+    load=_load_stocks,
+    config_keys=("profiles", "stocks"),
+    inputs=_stocks_inputs,
+)
+
+
+# --------------------------------------------------------------------------- covariates at profiles
+def grid_and_stack(ctx: StageContext) -> tuple[Any, Any]:
+    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
+    if ctx.stack is None:
+        cfg = ctx.config
+        ctx.grid = target_grid(cfg.grid, cfg.covariates)
+        ctx.stack = build_stack(cfg.covariates, ctx.grid, chunks=cfg.prediction.chunks)
+    return ctx.grid, ctx.stack
+
+
+def _covariate_inputs(cfg: RunConfig) -> list[Path]:
+    paths = [c.path for c in cfg.covariates]
+    if isinstance(cfg.grid.like, Path):
+        paths.append(cfg.grid.like)
+    return paths
+
+
+def _run_training(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg, run = ctx.config, ctx.folder
+    if not cfg.covariates:
+        raise InputError(
+            f"{cfg.source}: covariates: at least one covariate is needed to fit a model"
+        )
+    grid, stack = grid_and_stack(ctx)
+    stocks: pd.DataFrame = ctx.results["stocks"]
+    sites = stocks.drop_duplicates("profile_id")[["profile_id", "lon", "lat"]].reset_index(
+        drop=True
+    )
+    res = extract_at_points(stack, grid, sites, crs=cfg.profiles.crs)
+    names = [c.name for c in cfg.covariates]
+    good = res.complete()[["profile_id", "x", "y", *names]]
+    for name in categorical_covariates(cfg):
+        good[name] = good[name].astype("int64")
+    table = stocks.merge(good, on="profile_id", how="inner")
+    excluded = pd.DataFrame(
+        {
+            "profile_id": list(res.outside) + list(res.nodata),
+            "reason": ["outside grid"] * len(res.outside) + ["covariate nodata"] * len(res.nodata),
+        }
+    )
+    io.write_table(table, run.training)
+    io.write_table(excluded, run.excluded_profiles)
+    if len(excluded):
+        log.warning("%d profiles excluded (outside the grid or on nodata)", len(excluded))
+    return [run.rel(run.training), run.rel(run.excluded_profiles)], table
+
+
+def _load_training(ctx: StageContext) -> Any:
+    return io.read_table(ctx.folder.training)
+
+
+TRAINING = Stage(
+    name="training",
+    run=_run_training,
+    load=_load_training,
+    config_keys=("grid", "covariates", "profiles"),
+    inputs=_covariate_inputs,
+    depends=("stocks",),
+)
+
+
+# --------------------------------------------------------------------------- models
+def _interval_rows(table: Any, top: float, bottom: float) -> Any:
+    rows = table[(table["top_cm"] == top) & (table["bottom_cm"] == bottom)]
+    return rows.reset_index(drop=True)
+
+
+def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
+    """Coordinates of up to ``n`` valid cells, for kNNDM (read from a decimated mask)."""
+    grid, stack = grid_and_stack(ctx)
+    ny, nx = grid.shape
+    step = max(1, int(np.ceil(np.sqrt(ny * nx / 250_000))))
+    mask = stack_mask(stack)[::step, ::step].values
+    rows, cols = np.nonzero(mask)
+    rng = np.random.default_rng(ctx.config.seed)
+    if len(rows) > n:
+        keep = rng.choice(len(rows), n, replace=False)
+        rows, cols = rows[keep], cols[keep]
+    x, y = grid.xy(rows * step, cols * step)
+    return np.column_stack([x, y])
+
+
+def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
+    """Fit and cross-validate one model per interval (:func:`mapping.validation.fit_interval`)
+    and persist what it returns."""
+    cfg = ctx.config
+    table = ctx.results["training"]
+    features = model_features(cfg)
+    template = build_model(cfg)
+    pred_points = prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    outputs: list[str] = []
+    fitted: dict[str, Any] = {}
+    summaries = []
+    for top, bottom in cfg.stocks.intervals():
+        label = interval_label(top, bottom)
+        rows = _interval_rows(table, top, bottom)
+        if len(rows) < min_profiles(cfg):
+            raise ModelError(
+                f"interval {label} cm: only {len(rows)} profiles with covariates; at least "
+                f"{min_profiles(cfg)} are needed to fit and cross-validate a model"
+            )
+        splitter = make_splitter(
+            cfg.cv.method,
+            cfg.cv.n_splits,
+            block_size=cfg.cv.block_size,
+            prediction_points=pred_points,
+            random_state=cfg.seed,
+        )
+        ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
+        result = fit_interval(
+            template,
+            rows[features],
+            rows["soc_stock_kg_m2"].to_numpy(float),
+            splitter=splitter,
+            quantiles=cfg.prediction.quantiles,
+            profile_ids=rows["profile_id"].to_numpy(),
+            aoa=cfg.prediction.aoa,
+            categorical=categorical_covariates(cfg),
+        )
+        for text, n in result.warnings.items():
+            ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
+        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result)
+        fitted[label] = result.model
+        summaries.append({"interval": label, "n": len(rows), **result.cv.pooled})
+    io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
+    outputs.append(ctx.folder.rel(ctx.folder.cv_summary))
+    return outputs, fitted
+
+
+def _write_fit(
+    ctx: StageContext,
+    label: str,
+    interval: tuple[float, float],
+    n_profiles: int,
+    features: list[str],
+    result: Any,
+) -> list[str]:
+    """Persist one interval's fit: model, AOA, CV tables, plot and metadata."""
+    cfg, run = ctx.config, ctx.folder
+    io.write_model(result.model, run.model_file(label))
+    written = []
+    if result.aoa is not None:
+        io.write_model(result.aoa, run.aoa_file(label))
+        written.append(run.aoa_file(label))
+    cv_pred = result.predictions
+    io.write_table(cv_pred, run.cv_predictions(label))
+    io.write_table(result.cv.summary(), run.cv_metrics(label))
+    ok = cv_pred["predicted"].notna()
+    plot_observed_vs_predicted(
+        cv_pred.loc[ok, "observed"],
+        cv_pred.loc[ok, "predicted"],
+        lower=cv_pred.loc[ok, "lower"],
+        upper=cv_pred.loc[ok, "upper"],
+        title=f"SOC stock {label} cm, {cfg.cv.method} CV",
+        path=run.observed_vs_predicted(label),
+    )
+    meta = {
+        "interval": label,
+        "top_cm": interval[0],
+        "bottom_cm": interval[1],
+        "n_profiles": n_profiles,
+        "features": features,
+        "categorical": categorical_covariates(cfg),
+        "model": cfg.model.model_dump(),
+        "estimator": repr(result.model),
+        "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": result.cv.pooled},
+        "grid": repr(grid_and_stack(ctx)[0]),
+        "versions": package_versions(),
+        "seed": cfg.seed,
+    }
+    io.write_json(meta, run.model_metadata(label))
+    written += [
+        run.model_file(label),
+        run.cv_predictions(label),
+        run.cv_metrics(label),
+        run.observed_vs_predicted(label),
+        run.model_metadata(label),
+    ]
+    return [run.rel(p) for p in written]
+
+
+def _load_fit(ctx: StageContext) -> Any:
+    labels = [interval_label(t, b) for t, b in ctx.config.stocks.intervals()]
+    return {label: io.read_model(ctx.folder.model_file(label)) for label in labels}
+
+
+FIT = Stage(
+    name="fit",
+    run=_run_fit,
+    load=_load_fit,
+    config_keys=("model", "cv", "prediction", "seed", "stocks"),
+    inputs=lambda cfg: [],
+    depends=("training",),
+)
+
+
+# --------------------------------------------------------------------------- prediction
+def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg, run = ctx.config, ctx.folder
+    grid, stack = grid_and_stack(ctx)
+    models = ctx.results["fit"]
+    outputs: list[str] = []
+    written: dict[str, dict[str, Path]] = {}
+    for leftover in run.temporaries():  # temporaries of a killed run
+        io.remove_output(leftover)
+    with dask_client(ctx.scheduler, echo=ctx.echo):
+        for top, bottom in cfg.stocks.intervals():
+            label = interval_label(top, bottom)
+            aoa = io.read_model(run.aoa_file(label)) if cfg.prediction.aoa else None
+            pred = predict_grid(
+                models[label],
+                stack,
+                grid,
+                quantiles=cfg.prediction.quantiles,
+                aoa=aoa,
+                chunks=cfg.prediction.chunks,
+            )
+            # Finished chunks are kept in maps/.partial until the maps are in place, so a
+            # killed run resumes with them; the key ties them to this stage and model.
+            model_file = run.model_file(label)
+            key = digest([ctx.fingerprints.get("predict"), io.file_checksum(model_file), label])
+            files = write_prediction(
+                pred,
+                run.maps,
+                (top, bottom),
+                format=cfg.prediction.format,
+                label=f"predict {label} cm",
+                partial=run.partial if cfg.prediction.format == "cog" else None,
+                key=key,
+                echo=ctx.echo,
+            )
+            written[label] = files
+            for p in sorted(set(files.values())):
+                outputs.append(run.rel(p))
+    io.remove_output(run.partial)  # chunks of intervals no longer asked for
+    return outputs, written
+
+
+def _load_predict(ctx: StageContext) -> Any:
+    return {
+        interval_label(top, bottom): ctx.folder.interval_maps(top, bottom)
+        for top, bottom in ctx.config.stocks.intervals()
+    }
+
+
+PREDICT = Stage(
+    name="predict",
+    run=_run_predict,
+    load=_load_predict,
+    config_keys=("prediction", "grid", "covariates"),
+    inputs=_covariate_inputs,
+    depends=("fit",),
+)
+
+
+# --------------------------------------------------------------------------- zone totals
+def _zones_inputs(cfg: RunConfig) -> list[Path]:
+    return [cfg.zones.path] if cfg.zones is not None else []
+
+
+def zone_layout(ctx: StageContext) -> Any:
+    """The zones prepared on the target grid, built once per run (kept on ``ctx``)."""
+    if ctx.zones is None:
+        cfg = ctx.config
+        assert cfg.zones is not None
+        grid, _ = grid_and_stack(ctx)
+        ctx.zones = load_zone_layout(
+            cfg.zones.path,
+            grid,
+            dict(cfg.zones.names),
+            zone_field=cfg.zones.field,
+            chunks=cfg.prediction.chunks,
+        )
+    return ctx.zones
+
+
+def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg, run = ctx.config, ctx.folder
+    if cfg.zones is None:
+        return [], None
+    maps = ctx.results["predict"]
+    means = [maps[interval_label(t, b)]["mean"] for t, b in cfg.stocks.intervals()]
+    table = integrate_files(
+        means,
+        cfg.zones.path,
+        zone_names=dict(cfg.zones.names),
+        zone_field=cfg.zones.field,
+        unit=cfg.zones.unit,
+        chunks=cfg.prediction.chunks,
+        layout=zone_layout(ctx),
+    )
+    io.write_table(table, run.storage)
+    io.write_table(table, run.storage_json)
+    return [run.rel(run.storage), run.rel(run.storage_json)], table
+
+
+def _optional_table(path: Path) -> Any:
+    """The table a stage wrote, or ``None`` when that stage had nothing to write."""
+    return io.read_table(path) if path.exists() else None
+
+
+def _load_zones(ctx: StageContext) -> Any:
+    return _optional_table(ctx.folder.storage)
+
+
+ZONES = Stage(
+    name="zones",
+    run=_run_zones,
+    load=_load_zones,
+    config_keys=("zones",),
+    inputs=_zones_inputs,
+    depends=("predict",),
+)
+
+
+# --------------------------------------------------------------------------- uncertainty of totals
+def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
+    """Per interval, the error every cell of a region shares, or ``None`` (no variogram).
+
+    The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
+    regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
+    errors beyond their sampling noise (``cv_block_error_sd``).
+    """
+    try:
+        variograms = {k: residual_variogram(models[k]) for k in labels}
+        level = {k: residual_mean_sd(models[k]) for k in labels}
+    except ModelError as exc:
+        log.warning("no Monte Carlo ranges: %s", exc)
+        return None
+    regional = {
+        k: cv_block_error_sd(
+            io.read_table(ctx.folder.cv_predictions(k)), log=ctx.config.model.log_transform
+        )
+        for k in labels
+    }
+    common = {k: math.hypot(level[k], regional[k]) for k in labels}
+    log.info(
+        "shared error per interval (level, cross-validated regional, total): %s",
+        {k: (round(level[k], 4), round(regional[k], 4), round(common[k], 4)) for k in labels},
+    )
+    return variograms, common
+
+
+def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
+    """Monte Carlo ranges of the zone totals (``docs/uncertainty.md``).
+
+    Realizations combine each cell's predicted standard deviation with a Gaussian field
+    correlated as the interval's fitted residual variogram, plus an error that every cell
+    shares (:func:`_shared_error`); lognormal for models on log stocks.
+    Tree models without a residual variogram have no correlated draws: the stage then
+    writes only the independent-pixel comparison.
+    """
+    cfg, run = ctx.config, ctx.folder
+    assert cfg.zones is not None
+    grid, _ = grid_and_stack(ctx)
+    maps = ctx.results["predict"]
+    labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
+    chunks = cfg.prediction.chunks
+    means = {k: io.open_raster(maps[k]["mean"], chunks=chunks) for k in labels}
+    stds = {k: io.open_raster(maps[k]["std"], chunks=chunks) for k in labels}
+    names = dict(cfg.zones.names)
+    layout = zone_layout(ctx)
+    unit = cfg.zones.unit
+    lo, hi = cfg.uncertainty.range
+    indep = independent_pixel_range(
+        means, stds, layout, grid, ranges=(lo, hi), unit=unit, chunks=chunks, names=names
+    )
+    io.write_table(indep, run.independent_pixel_range)
+    outputs = [run.rel(run.independent_pixel_range)]
+    shared = _shared_error(ctx, ctx.results["fit"], labels)
+    if shared is None:
+        return outputs, None
+    variograms, common = shared
+    draws = zone_total_draws(
+        means,
+        stds,
+        layout,
+        grid,
+        variograms,
+        n_realizations=cfg.uncertainty.n_realizations,
+        seed=cfg.seed,
+        chunks=None,  # sized from the kernel's radius; the draws do not depend on it
+        distribution="lognormal" if cfg.model.log_transform else "normal",
+        unit=unit,
+        common_sd=common,
+        progress=True,
+    )
+    summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
+    keys = ("zone", "zone_code", "interval", "top_cm", "bottom_cm", "lower_pct", "upper_pct")
+    pixel = indep.drop(columns=[c for c in keys[2:] if c != "interval"] + ["zone_code"])
+    pixel = pixel.rename(
+        columns={c: f"independent_pixel_{c}" for c in pixel.columns if c not in keys}
+    )
+    summary = summary.merge(pixel, on=["interval", "zone"], how="left")
+    io.write_table(pd.DataFrame(draws), run.draws)
+    io.write_table(summary, run.storage_summary)
+    return [*outputs, run.rel(run.draws), run.rel(run.storage_summary)], summary
+
+
+def _load_uncertainty(ctx: StageContext) -> Any:
+    return _optional_table(ctx.folder.storage_summary)
+
+
+UNCERTAINTY = Stage(
+    name="uncertainty",
+    run=_run_uncertainty,
+    load=_load_uncertainty,
+    config_keys=("zones", "uncertainty", "seed"),
+    inputs=_zones_inputs,
+    depends=("predict", "fit"),
+)
+
+
+# --------------------------------------------------------------------------- report
+def _run_report(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg = ctx.config
+    files = build_report(
+        ctx.out,
+        config=cfg,
+        zones_path=cfg.zones.path if cfg.zones is not None else None,
+        zone_field=cfg.zones.field if cfg.zones is not None else None,
+    )
+    return [ctx.folder.rel(p) for p in files.values()], files
+
+
+def _load_report(ctx: StageContext) -> Any:
+    return {"index.html": ctx.folder.report_index}
+
+
+REPORT = Stage(
+    name="report",
+    run=_run_report,
+    load=_load_report,
+    config_keys=("zones", "uncertainty", "prediction"),
+    inputs=_zones_inputs,
+    depends=("zones", "uncertainty", "predict", "fit", "stocks"),
+)
+
+
+def stage_list(cfg: RunConfig) -> list[Stage]:
+    """The stages a config asks for (zones only when it names zones)."""
+    stages = default_stages()
+    return [s for s in stages if s.name not in ("zones", "uncertainty") or cfg.zones is not None]
+
+
+def default_stages() -> list[Stage]:
+    """The stages of ``socmap run``, in order."""
+    return [STOCKS, TRAINING, FIT, PREDICT, ZONES, UNCERTAINTY, REPORT]
