@@ -26,8 +26,26 @@ app = typer.Typer(
 ConfigArg = Annotated[Path, typer.Argument(help="Workflow config (YAML).", show_default=False)]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mapping import __version__
+
+        typer.echo(f"socmap {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the socmap version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
     """Soil organic carbon maps and zone totals with honest uncertainty."""
 
 
