@@ -480,6 +480,23 @@ class RasterInfo:
     overviews: tuple[int, ...]
     """Decimation factors of the band's overviews (empty when it has none)."""
     driver: str
+    scale: float = 1.0
+    """Scale factor of the band (GDAL's ``scale``/CF ``scale_factor``): value = raw × scale + offset."""
+    offset: float = 0.0
+    """Offset of the band (GDAL's ``offset``/CF ``add_offset``)."""
+    count: int = 1
+    """Number of bands of the dataset."""
+    masked: bool = False
+    """The band has a mask of its own (a per-dataset mask or an alpha band), beyond nodata."""
+
+    @property
+    def scaled(self) -> bool:
+        """True when raw values need ``scale``/``offset`` to become physical values."""
+        return self.scale != 1.0 or self.offset != 0.0
+
+    def unpack(self, values: Any) -> Any:
+        """Physical values from raw ones (float arrays; NaN stays NaN)."""
+        return values * self.scale + self.offset if self.scaled else values
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -554,6 +571,9 @@ def raster_info(path: str | os.PathLike[str], *, band: int = 1, variable: str | 
                         "coordinate variables CF attributes or set a geotransform"
                     )
                 units = src.units[band - 1] or src.tags(band).get("units") or None
+                from rasterio.enums import MaskFlags
+
+                flags = src.mask_flag_enums[band - 1]
                 info = RasterInfo(
                     path=p,
                     source=name,
@@ -566,10 +586,18 @@ def raster_info(path: str | os.PathLike[str], *, band: int = 1, variable: str | 
                     units=units,
                     overviews=tuple(src.overviews(band)),
                     driver=src.driver,
+                    scale=_or(src.scales[band - 1], 1.0),
+                    offset=_or(src.offsets[band - 1], 0.0),
+                    count=int(src.count),
+                    masked=MaskFlags.per_dataset in flags or MaskFlags.alpha in flags,
                 )
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
     return info
+
+
+def _or(value: Any, default: float) -> float:
+    return default if value is None else float(value)
 
 
 def pyproj_crs(crs: Any) -> Any:
@@ -638,11 +666,17 @@ def open_raster(
     cy, cx = (chunks, chunks) if isinstance(chunks, int) else (chunks or (None, None))
     kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
     try:
-        if kind is None:
+        if kind in (None, "NETCDF"):
+            # GDAL reads NetCDF (classic and NetCDF-4/HDF5) itself, with the CF grid mapping;
+            # mask_and_scale: nodata becomes NaN and scale/offset give physical values.
             arr = rioxarray.open_rasterio(
-                p, chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None, masked=True
+                info.source,
+                chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None,
+                mask_and_scale=True,
             )
             arr = arr.sel(band=band, drop=True)
+            if info.masked:  # a per-dataset mask or an alpha band, beyond nodata
+                arr = arr.where(_mask_band(info, arr))
         else:
             engine = "zarr" if kind == "ZARR" else None
             ds = xr.open_dataset(p, engine=engine, decode_coords="all", chunks={})
@@ -664,6 +698,24 @@ def open_raster(
         arr.attrs.setdefault("units", info.units)
     arr.attrs["source"] = str(p)
     return arr
+
+
+def _mask_band(info: RasterInfo, like: Any) -> Any:
+    """GDAL's mask of one band as a lazy boolean DataArray shaped like ``like``."""
+    import dask.array as da
+
+    def block(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        import rasterio
+        from rasterio.windows import Window
+
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
+        with rasterio.open(info.source) as src:
+            m = src.read_masks(info.band, window=Window(c0, r0, c1 - c0, r1 - r0))
+        return m != 0
+
+    chunks = like.chunks if like.chunks is not None else tuple((n,) for n in like.shape)
+    mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0), dtype=bool))
+    return like.copy(data=mask)
 
 
 def read_warped(
@@ -706,14 +758,19 @@ def read_warped(
         src_nodata = float("nan")
     try:
         if _same_pixels(info, crs, transform):
-            return _direct(info, transform, shape, out, src_nodata)
-        if resampling == "bilinear":
-            return _bilinear(info, crs, transform, shape, out, src_nodata)
-        if resampling in ("nearest", "mode", "average"):
-            return _warped_vrt(info, crs, transform, shape, resampling, out, src_nodata)
-        return _gdal_reproject(info, crs, transform, shape, resampling, out, src_nodata, scale)
+            out = _direct(info, transform, shape, out, src_nodata)
+        elif resampling == "bilinear":
+            out = _bilinear(info, crs, transform, shape, out, src_nodata)
+        elif resampling in ("nearest", "mode", "average"):
+            out = _warped_vrt(info, crs, transform, shape, resampling, out, src_nodata)
+        else:
+            out = _gdal_reproject(info, crs, transform, shape, resampling, out, src_nodata, scale)
     except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
         raise _raster_error(info.path, exc, "cannot read raster data") from None
+    if info.scaled and out.dtype.kind == "f":
+        # scale and offset are affine, so they commute with every (weighted-mean) resampling
+        out = info.unpack(out).astype(out.dtype, copy=False)
+    return out
 
 
 def _same_pixels(info: RasterInfo, crs: Any, transform: Any) -> bool:
@@ -747,8 +804,14 @@ def _direct(
     if c1 <= c0 or r1 <= r0:
         return out
     with rasterio.open(info.source) as src:
-        data = src.read(info.band, window=Window(c0, r0, c1 - c0, r1 - r0))
-    bad = np.isnan(data) if data.dtype.kind == "f" else np.zeros(data.shape, dtype=bool)
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        data = src.read(info.band, window=window)
+        # GDAL's mask: nodata, a per-dataset mask or an alpha band
+        bad = src.read_masks(info.band, window=window) == 0 if info.masked else None
+    if bad is None:
+        bad = np.zeros(data.shape, dtype=bool)
+    if data.dtype.kind == "f":
+        bad |= np.isnan(data)
     if src_nodata is not None and not np.isnan(src_nodata):
         bad |= data == src_nodata
     block = np.where(bad, out.flat[0], data).astype(out.dtype)
@@ -771,6 +834,8 @@ def _warped_vrt(
     if _source_window(info, crs, transform, shape, 2) is None:
         return out
     with rasterio.open(info.source) as src:
+        if info.masked and info.nodata is None:
+            src_nodata = None  # GDAL's warper then honours the mask band
         with WarpedVRT(src, src_nodata=src_nodata, crs=crs, transform=transform, width=nx,
                        height=ny, resampling=Resampling[resampling], nodata=out.flat[0],
                        dtype=out.dtype.name, tolerance=_EXACT) as vrt:  # fmt: skip
@@ -840,8 +905,11 @@ def _bilinear(
         c0 = max(0, int(c_lo.min()))
         c1 = min(src_nx, int(c_lo.max()) + 2)
     with rasterio.open(info.source) as src:
-        data = src.read(info.band, window=Window(c0, r0, c1 - c0, r1 - r0)).astype("float64")
-    valid = ~np.isnan(data)
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        data = src.read(info.band, window=window).astype("float64")
+        valid = ~np.isnan(data)
+        if info.masked:  # a per-dataset mask or an alpha band, beyond nodata
+            valid &= src.read_masks(info.band, window=window) != 0
     if src_nodata is not None and not np.isnan(src_nodata):
         valid &= data != src_nodata
     total = np.zeros(fc.shape)

@@ -485,6 +485,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
 
     from mapping.exceptions import ModelError
     from mapping.plots import plot_observed_vs_predicted
+    from mapping.predict import record_coordinate_crs
     from mapping.preflight import min_profiles
     from mapping.validation import cross_validate_model, make_splitter
 
@@ -520,6 +521,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
             )
             model = clone(template).fit(X, y)
+        record_coordinate_crs(model, _grid_and_stack(ctx)[0].crs)  # x, y are in the grid's CRS
         _summarise_warnings(caught, f"fit {label} cm", echo)
         folder = f"models/{label}"
         with io.atomic_path(ctx.out / folder / "model.joblib") as tmp:
@@ -555,6 +557,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             "estimator": repr(model),
             "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": cv.pooled},
             "grid": repr(_grid_and_stack(ctx)[0]),
+            "coordinate_crs": _grid_and_stack(ctx)[0].crs.to_wkt(),
             "versions": package_versions(),
             "seed": cfg.seed,
         }
