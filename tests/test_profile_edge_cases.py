@@ -88,7 +88,7 @@ def test_stocks_cli_prints_the_profiles_left_out(tmp_path, capsys):
 def test_contradicting_lithic_contacts_are_invalid(tmp_path):
     rows = ["R,150,68,0,10,2,1.2,25", "R,150,68,10,25,1,1.3,30"]
     h = read_horizons(_table(tmp_path, rows))
-    with pytest.raises(HorizonTableError, match="lithic_contact_cm .* differs between horizons"):
+    with pytest.raises(HorizonTableError, match=r"lithic_contact_cm .* differs between horizons"):
         check_horizons(h, "h.csv")
 
 

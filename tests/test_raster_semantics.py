@@ -240,7 +240,7 @@ def test_predict_grid_refuses_a_grid_in_another_crs_than_the_models_coordinates(
 
     model = record_coordinate_crs(_fitted_model(), "EPSG:6931")
     other = Grid.from_bounds((-400_000, -2_000_000, -200_000, -1_900_000), 10_000, "EPSG:3413")
-    with pytest.raises(GridMismatchError, match="fitted on x, y in EPSG:6931.*EPSG:3413"):
+    with pytest.raises(GridMismatchError, match=r"fitted on x, y in EPSG:6931.*EPSG:3413"):
         predict_grid(model, _stack_on(other), other, statistics=("mean",))
     # on a grid in the model's CRS it predicts (2 * v = 2 everywhere, up to the x term)
     pred = predict_grid(model, _stack_on(GRID), GRID, statistics=("mean",))

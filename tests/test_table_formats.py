@@ -48,7 +48,7 @@ def _expected() -> pd.DataFrame:
         ("\t", ".", "latin-1"),
         (",", ".", "cp1252"),
         (";", ".", "utf-8-sig"),
-    ],  # fmt: skip
+    ],
 )
 def test_spreadsheet_csv_exports_are_read(tmp_path, sep, decimal, encoding):
     p = _write(tmp_path / "h.csv", sep, decimal, encoding)
