@@ -113,7 +113,12 @@ def stocks(
     console = Console()
     console.print(table)
     n_prof = result.stocks["profile_id"].nunique()
-    typer.echo(f"stocks of {n_prof} profiles written to {out} in {time.perf_counter() - t0:.1f} s")
+    first = result.counts.iloc[0]  # every valid profile is counted in each interval's row
+    n_valid = int(first["n_profiles"] + first["n_start_below"] + first["n_end_above"])
+    typer.echo(
+        f"stocks of {n_prof} of {n_valid} valid profiles written to {out} in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
     for row in result.counts.itertuples():
         if left_out_text(row):
             typer.echo(f"{row.interval} cm: {left_out_text(row)} (left out of this interval)")

@@ -473,13 +473,16 @@ def open_raster_on_grid(
     info = raster_info(p)  # missing, unreadable, no CRS: clear errors first
     from mapping.grid import Grid
 
-    if Grid(info.crs, info.transform, info.shape) == grid:
-        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
-        return arr.sel(band=info.band, drop=True)
     nodata = info.nodata
     if nodata is None:
         dtype = np.dtype(info.dtype)
         nodata = float("nan") if dtype.kind == "f" else np.iinfo(dtype).max
+    if Grid(info.crs, info.transform, info.shape) == grid:
+        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+        arr = arr.sel(band=info.band, drop=True)
+        if info.masked:  # cells off the band's mask (a per-dataset mask, alpha) are no zone
+            arr = arr.where(_mask_band(info, arr), nodata).astype(info.dtype).rio.write_nodata(nodata)
+        return arr
     try:
         src = rasterio.open(info.source)
     except rasterio.errors.RasterioError as exc:

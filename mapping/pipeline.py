@@ -277,7 +277,7 @@ def _stocks_inputs(cfg: RunConfig) -> list[Path]:
 
 
 def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
-    from mapping.depths import compute_stocks
+    from mapping.depths import compute_stocks, left_out_text
     from mapping.profiles import read_horizons
 
     cfg = ctx.config
@@ -300,6 +300,10 @@ def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
     if len(result.invalid):
         outputs.append("stocks/invalid_profiles.csv")
         io.write_table(result.invalid, ctx.out / outputs[-1])
+    echo = ctx.results.get("_echo", print)
+    for row in result.counts.itertuples():
+        if left_out_text(row):
+            echo(f"[stocks] {row.interval} cm: {row.n_profiles} profiles; {left_out_text(row)}")
     return outputs, result.stocks
 
 

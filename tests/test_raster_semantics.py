@@ -250,3 +250,17 @@ def test_predict_grid_refuses_a_grid_in_another_crs_than_the_models_coordinates(
 def test_predict_grid_warns_when_the_model_does_not_know_its_crs():
     with pytest.warns(UserWarning, match="does not record the CRS"):
         predict_grid(_fitted_model(), _stack_on(GRID), GRID, statistics=("mean",))
+
+
+def test_zone_raster_mask_band_means_no_zone(tmp_path, capsys):
+    codes = np.ones(GRID.shape, dtype="uint8")
+    keep = np.ones(GRID.shape, dtype=bool)
+    keep[:, :5] = False  # 50 cells off the mask: code 1 underneath, but no zone
+    z = _write(tmp_path / "zones.tif", codes, GRID, mask=keep)
+    d = _write(tmp_path / "soc_0_30cm_mean.tif", np.full(GRID.shape, 4.0, "float32"), GRID)
+    code, _, err = _run(["integrate", d, "--zones", z, "-o", tmp_path / "t.csv"], capsys)
+    assert code == 0, err
+    t = pd.read_csv(tmp_path / "t.csv")
+    row = t[t["zone"] == "all zones"].iloc[0]
+    assert row["area_km2"] == pytest.approx(150 * 100.0)
+    assert row["storage_pg"] == pytest.approx(4.0 * CELL_M2 * 150 / 1e12, rel=1e-6)
