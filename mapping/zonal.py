@@ -1140,8 +1140,8 @@ def integrate_files(
     ``interval``. Raw values become densities through the band's scale and offset, its
     nodata and mask. A multi-band raster needs ``band``. A map tagged with a ``statistic``
     other than ``mean`` (a quantile, std or AOA map) is refused unless ``allow_statistic``:
-    the sum of a 95 % quantile map is not the 95 % bound of the total. Zone rasters on another grid are aligned onto each density grid (mode
-    resampling when the zone raster is finer, nearest otherwise); zone polygons are turned
+    the sum of a 95 % quantile map is not the 95 % bound of the total. Zone rasters on
+    another grid are aligned onto each density grid (mode resampling when the zone raster is finer, nearest otherwise); zone polygons are turned
     into exact cell fractions per density grid. All reading goes through :mod:`mapping.io`.
     """
     from mapping import io
@@ -1160,8 +1160,7 @@ def integrate_files(
     by_grid: dict[Grid, dict[str, xr.DataArray]] = {}
     source_of: dict[tuple[float, float], Path] = {}
     for p in map(Path, density_paths):
-        if band is None and io.raster_info(p).count > 1:
-            n = io.raster_info(p).count
+        if band is None and (n := io.raster_info(p).count) > 1:
             raise InputError(f"{p}: has {n} bands; choose the density band with --band (1 to {n})")
         arr = io.open_raster(p, band=band or 1, chunks=chunks)
         _check_statistic(p, arr.attrs, allow_statistic)
