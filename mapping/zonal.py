@@ -1214,23 +1214,29 @@ def integrate_files(
     return out.reset_index(drop=True)
 
 
-SUMMABLE_STATISTICS = frozenset({"mean"})
-"""Map statistics whose zone sum is the expected zone total (density × area)."""
+_QUANTILE_STATISTICS = re.compile(r"(lower|upper|median|quantile|percentile|[pq]\d+(\.\d+)?)")
+_SPREAD_STATISTICS = frozenset({"std", "sd", "stdev", "variance", "var", "se", "cv"})
+_MASK_STATISTICS = frozenset({"aoa", "di", "dissimilarity"})
 
 
 def _check_statistic(path: Path, attrs: Mapping[str, Any], allow: bool) -> None:
-    """Refuse a map tagged as something other than a mean density (unless ``allow``)."""
+    """Refuse a map tagged as a quantile, spread or AOA statistic (unless ``allow``).
+
+    A mean map (and a realization or a known truth) sums to a zone total; the sum of a
+    95 % quantile map is not the 95 % bound of the total.
+    """
     stat = str(attrs.get("statistic", "")).strip().lower()
-    if not stat or stat in SUMMABLE_STATISTICS or allow:
+    if not stat or allow:
         return
-    why = {
-        "std": "a sum of standard deviations is not the standard deviation of the total",
-        "aoa": "it is an area-of-applicability mask, not a density",
-    }.get(
-        stat,
-        "the sum of a quantile map is not that quantile of the total (pixel errors are not "
-        "perfectly correlated); the Monte Carlo ranges in zones/storage_summary.csv are",
-    )
+    if _QUANTILE_STATISTICS.fullmatch(stat):
+        why = ("the sum of a quantile map is not that quantile of the total (pixel errors are "
+               "not perfectly correlated; the Monte Carlo ranges are)")  # fmt: skip
+    elif stat in _SPREAD_STATISTICS:
+        why = "a sum of standard deviations is not the uncertainty of the total"
+    elif stat in _MASK_STATISTICS:
+        why = "it is an area-of-applicability map, not a density"
+    else:
+        return
     raise InputError(
         f"{path}: map is tagged statistic={stat}, not a mean density: {why}; integrate the "
         "mean map, or pass --allow-statistic to sum it anyway"

@@ -113,7 +113,7 @@ def test_integrate_honours_a_per_dataset_mask(tmp_path, capsys):
     assert _total(tmp_path / "t.csv") == pytest.approx(10.0 * CELL_M2 * 160 / 1e12, rel=1e-6)
 
 
-@pytest.mark.parametrize("stat", ["upper", "lower", "std", "aoa", "median"])
+@pytest.mark.parametrize("stat", ["upper", "lower", "std", "aoa", "median", "p95"])
 def test_integrate_refuses_a_map_tagged_as_another_statistic(tmp_path, capsys, stat):
     data = np.full(GRID.shape, 30.0, dtype="float32")
     d = _write(tmp_path / "soc_0_30cm_x.tif", data, GRID, tags={"statistic": stat})
@@ -126,6 +126,16 @@ def test_integrate_refuses_a_map_tagged_as_another_statistic(tmp_path, capsys, s
     code, _, err = _run(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", out, "--allow-statistic"], capsys
     )
+    assert code == 0, err
+    assert _total(out) == pytest.approx(30.0 * CELL_M2 * 200 / 1e12, rel=1e-6)
+
+
+@pytest.mark.parametrize("stat", ["mean", "truth", "realization"])
+def test_integrate_sums_mean_truth_and_realization_maps(tmp_path, capsys, stat):
+    data = np.full(GRID.shape, 30.0, dtype="float32")
+    d = _write(tmp_path / "soc_0_30cm_x.tif", data, GRID, tags={"statistic": stat})
+    out = tmp_path / "t.csv"
+    code, _, err = _run(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
     assert code == 0, err
     assert _total(out) == pytest.approx(30.0 * CELL_M2 * 200 / 1e12, rel=1e-6)
 
