@@ -99,7 +99,7 @@ def stocks(
     from rich.table import Table
 
     from mapping.config import StocksConfig, load_config, parse_interval
-    from mapping.depths import compute_stocks, write_stocks
+    from mapping.depths import compute_stocks, left_out_text, write_stocks
     from mapping.exceptions import ConfigError
     from mapping.profiles import parse_column_options, read_horizons
 
@@ -130,12 +130,24 @@ def stocks(
     table = Table(title=f"profiles per interval ({method})")
     table.add_column("interval (cm)")
     table.add_column("profiles", justify="right")
+    table.add_column("left out")
     for row in result.counts.itertuples():
-        table.add_row(row.interval, str(row.n_profiles))
+        why = left_out_text(row)
+        if getattr(row, "n_on_rock", 0):
+            why = ", ".join(filter(None, [why, f"({int(row.n_on_rock)} counted down to rock)"]))
+        table.add_row(row.interval, str(row.n_profiles), why or "none")
     console = Console()
     console.print(table)
     n_prof = result.stocks["profile_id"].nunique()
-    typer.echo(f"stocks of {n_prof} profiles written to {out} in {time.perf_counter() - t0:.1f} s")
+    first = result.counts.iloc[0]  # every valid profile is counted in each interval's row
+    n_valid = int(first["n_profiles"] + first["n_start_below"] + first["n_end_above"])
+    typer.echo(
+        f"stocks of {n_prof} of {n_valid} valid profiles written to {out} in "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    for row in result.counts.itertuples():
+        if left_out_text(row):
+            typer.echo(f"{row.interval} cm: {left_out_text(row)} (left out of this interval)")
     if len(result.invalid):
         typer.echo(
             f"{len(result.invalid)} invalid profiles skipped: see {out / 'invalid_profiles.csv'}"
@@ -170,6 +182,10 @@ def integrate(
     ] = None,
     unit: Annotated[str, typer.Option(help="Storage unit: Pg or Tg.")] = "Pg",
     chunks: Annotated[int, typer.Option(help="Chunk size (cells) for reading rasters.")] = 1024,
+    band: Annotated[int | None, typer.Option(help="Band of multi-band density rasters.")] = None,
+    allow_statistic: Annotated[
+        bool, typer.Option("--allow-statistic", help="Sum maps tagged as quantile, std or AOA too.")
+    ] = False,
 ) -> None:
     """Area, mean SOC density and storage per zone and depth interval."""
     from mapping.config import parse_interval
@@ -197,6 +213,8 @@ def integrate(
         interval=iv,
         unit=unit,
         chunks=chunks,
+        band=band,
+        allow_statistic=allow_statistic,
     )
     write_table(table, out)
     col = f"storage_{unit.lower()}"

@@ -169,7 +169,8 @@ def build_stack(
             )
         info = _info(cov)
         kind = getattr(cov, "kind", "continuous")
-        method = _resampling(cov, kind)
+        scale = warp_scale(info, grid)
+        method, reason = _resampling(cov, kind, scale)
         _check_overlap(cov.name, info, grid)
         if kind == "categorical":
             if np.dtype(info.dtype).kind == "f":
@@ -177,10 +178,14 @@ def build_stack(
                     f"{info.path}: covariate {cov.name!r} is categorical but stored as "
                     f"{info.dtype}; store integer class codes"
                 )
+            if info.scaled:
+                raise InputError(
+                    f"{info.path}: covariate {cov.name!r} is categorical but has a scale "
+                    f"({info.scale:g}) or offset ({info.offset:g}); class codes are not scaled"
+                )
             dtype, nodata = "int32", CATEGORICAL_NODATA
         else:
             dtype, nodata = "float32", float("nan")
-        scale = warp_scale(info, grid)
         stat = info.path.stat() if info.path.exists() else None
         token = tokenize(info.source, info.band, stat and (stat.st_size, stat.st_mtime_ns), grid,
                          method, dtype, scale, rows, cols)  # fmt: skip
@@ -200,6 +205,7 @@ def build_stack(
         attrs: dict[str, Any] = {
             "kind": kind,
             "resampling": method,
+            "resampling_reason": reason,
             "source": str(info.path),
             "band": info.band,
             "source_crs": _crs_name(info.crs),
@@ -241,12 +247,33 @@ def _warp_block(
     )
 
 
-def _resampling(cov: Any, kind: str) -> str:
-    method = getattr(cov, "resampling", None)
+FINER = 0.75
+"""A source is finer than the grid when a grid cell spans more than 1/0.75 source pixels
+along both axes (:func:`warp_scale` below this); then its pixels are aggregated."""
+
+
+def default_resampling(kind: str, scale: tuple[float, float] | None) -> tuple[str, str]:
+    """Resampling by direction, and why: a source finer than the grid is aggregated (the
+    area mean, ``average``; the majority class, ``mode``), a coarser or equal one is
+    interpolated (``bilinear``; ``nearest`` for classes)."""
+    finer = scale is not None and max(scale) < FINER
+    if kind == "categorical":
+        return ("mode", "source finer than the grid") if finer else (
+            "nearest", "source not finer than the grid")  # fmt: skip
+    if finer:
+        return "average", "source finer than the grid"
+    return "bilinear", "source not finer than the grid"
+
+
+def _resampling(cov: Any, kind: str, scale: tuple[float, float] | None = None) -> tuple[str, str]:
+    """The resampling of one layer and why: the config's, else by direction."""
+    if hasattr(cov, "resampling"):  # a config: its property resampling_method is a fixed default
+        method = cov.resampling
+    else:
+        method = getattr(cov, "resampling_method", None)
+    reason = "set in the config"
     if method is None:
-        method = getattr(cov, "resampling_method", None) or (
-            "nearest" if kind == "categorical" else "bilinear"
-        )
+        method, reason = default_resampling(kind, scale)
     allowed = _CATEGORICAL if kind == "categorical" else _CONTINUOUS
     if kind not in ("continuous", "categorical"):
         raise ConfigError(f"covariate {cov.name!r}: kind must be continuous or categorical")
@@ -255,7 +282,7 @@ def _resampling(cov: Any, kind: str) -> str:
             f"covariate {cov.name!r}: resampling {method!r} does not suit a {kind} layer "
             f"(use {' or '.join(allowed)})"
         )
-    return method
+    return method, reason
 
 
 def _crs_name(crs: pyproj.CRS) -> str:
@@ -376,6 +403,7 @@ class LayerSummary:
     units: str | None
     nodata_share: float
     categories: tuple[int, ...] | None = None
+    resampling_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -406,8 +434,9 @@ class StackSummary:
                 shown = ", ".join(str(c) for c in layer.categories[:12])
                 more = ", ..." if len(layer.categories) > 12 else ""
                 extra += f", categories [{shown}{more}]"
+            why = f" ({layer.resampling_reason})" if layer.resampling_reason else ""
             lines.append(
-                f"  {layer.name}: {layer.kind}, {layer.resampling}; source {layer.source_crs} "
+                f"  {layer.name}: {layer.kind}, {layer.resampling}{why}; source {layer.source_crs} "
                 f"at {sx:g} x {sy:g}{extra}; nodata {100 * layer.nodata_share:.1f} %"
             )
         lines.append(f"  all layers valid: {100 * (1 - self.nodata_share):.1f} % of cells")
@@ -505,6 +534,7 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
                 units=a.get("units"),
                 nodata_share=float(1.0 - valid.mean()),
                 categories=categories,
+                resampling_reason=a.get("resampling_reason", ""),
             )
         )
     return StackSummary(

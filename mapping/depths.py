@@ -37,6 +37,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,7 +65,11 @@ class StocksResult:
         bulk density was estimated), ``n_horizons`` (horizons in the interval),
         ``method``, ``depth_reached_cm``, then carried profile-level columns.
     counts
-        ``top_cm, bottom_cm, interval, n_profiles``: profiles serving each interval.
+        ``top_cm, bottom_cm, interval, n_profiles``: profiles serving each interval, then
+        the profiles left out and why: ``n_start_below`` (first horizon starts below the
+        interval's top), ``n_end_above`` (last horizon ends above its bottom, no lithic
+        contact reached), and ``n_on_rock``: profiles among ``n_profiles`` that end on a
+        lithic contact above the interval's bottom (zero stock below the rock).
     invalid
         ``profile_id, lines, reason`` of the profiles dropped with
         ``on_invalid="skip"`` (empty otherwise).
@@ -378,9 +383,11 @@ def compute_stocks(
     tolerance_cm
         A profile serves an interval if its first horizon starts at most this
         far below the interval's top and its last horizon ends at most this far
-        above the interval's bottom; gaps and overlaps up to this thickness are
-        accepted. Nothing is extrapolated: a profile ending within the
-        tolerance above the bottom is integrated to where it ends.
+        above the interval's bottom (or within this far of its lithic contact,
+        ``lithic_contact_cm``: the soil ends on rock, whose stock is zero); gaps
+        and overlaps up to this thickness are accepted. Nothing is extrapolated:
+        a profile ending within the tolerance above the bottom is integrated to
+        where it ends.
     bulk_density_ptf
         PTF name (:data:`mapping.bulk_density.PTFS`) for missing bulk densities.
     source
@@ -460,9 +467,13 @@ def compute_stocks(
     frames = []
     counts = []
     tol = float(tolerance_cm)
+    on_rock = _ends_on_rock(h, n_prof, reached, tol)
+    depth_ok = np.where(on_rock, np.inf, reached)  # below a lithic contact the stock is zero
     for a, b in ivs:
-        served = (top0 <= a + tol) & (reached >= b - tol)
-        lo, hi = np.maximum(top0, a), np.minimum(reached, b)
+        starts = top0 <= a + tol
+        served = starts & (depth_ok >= b - tol)
+        lo = np.maximum(top0, a)
+        hi = np.maximum(np.minimum(reached, b), lo)  # rock above the interval: zero stock
         integ = pieces.integrate(lo, hi, n_prof) / 100.0  # density x cm -> kg m-2
         overlap = (np.minimum(hb, b) - np.maximum(ht, a)) > 0
         n_hor = np.bincount(hp, weights=overlap, minlength=n_prof).astype(int)
@@ -490,7 +501,15 @@ def compute_stocks(
         f["_pid"] = sel
         frames.append(f)
         counts.append(
-            {"top_cm": a, "bottom_cm": b, "interval": format_interval(a, b), "n_profiles": len(sel)}
+            {
+                "top_cm": a,
+                "bottom_cm": b,
+                "interval": format_interval(a, b),
+                "n_profiles": len(sel),
+                "n_start_below": int((~starts).sum()),
+                "n_end_above": int((starts & ~served).sum()),
+                "n_on_rock": int((served & (reached < b - tol)).sum()),
+            }
         )
 
     stocks = pd.concat(frames, ignore_index=True).sort_values("_pid", kind="stable")
@@ -500,9 +519,35 @@ def compute_stocks(
     stocks = stocks.drop(columns="_pid").reset_index(drop=True)
     return StocksResult(
         stocks=stocks,
-        counts=pd.DataFrame(counts, columns=["top_cm", "bottom_cm", "interval", "n_profiles"]),
+        counts=pd.DataFrame(counts, columns=COUNT_COLUMNS),
         invalid=invalid,
     )
+
+
+COUNT_COLUMNS = ["top_cm", "bottom_cm", "interval", "n_profiles", "n_start_below", "n_end_above",
+                 "n_on_rock"]  # fmt: skip
+"""Columns of :attr:`StocksResult.counts` (``interval_counts.csv``)."""
+
+
+def _ends_on_rock(h: pd.DataFrame, n_prof: int, reached: np.ndarray, tol: float) -> np.ndarray:
+    """Profiles whose horizons reach their lithic contact (within ``tol``)."""
+    if "lithic_contact_cm" not in h.columns:
+        return np.zeros(n_prof, dtype=bool)
+    rock = np.full(n_prof, np.nan)
+    given = h["lithic_contact_cm"].notna().to_numpy()
+    rock[h["_pid"].to_numpy()[given]] = h["lithic_contact_cm"].to_numpy()[given]
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(rock) & (reached >= rock - tol)
+
+
+def left_out_text(row: Any) -> str:
+    """Why profiles are left out of one interval, e.g. ``"15 end above 30 cm"`` ("" if none)."""
+    parts = []
+    if getattr(row, "n_end_above", 0):
+        parts.append(f"{int(row.n_end_above)} end above {row.bottom_cm:g} cm")
+    if getattr(row, "n_start_below", 0):
+        parts.append(f"{int(row.n_start_below)} start below {row.top_cm:g} cm")
+    return ", ".join(parts)
 
 
 def _carried_columns(h: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -397,6 +398,51 @@ def _check_stack(stack: Any, grid: Any) -> None:
             raise GridMismatchError(f"covariate stack coordinates do not match {grid!r}")
 
 
+COORDINATE_CRS_ATTR = "coordinate_crs_"
+"""Attribute of a fitted model holding the CRS (WKT) of the ``x``, ``y`` it was fitted on."""
+
+
+def record_coordinate_crs(model: Any, crs: Any) -> Any:
+    """Record on a fitted ``model`` the CRS of the ``x``, ``y`` columns it was fitted on.
+
+    :func:`predict_grid` then refuses a grid in another CRS instead of feeding the model
+    coordinates it has never seen. Returns ``model``.
+    """
+    import pyproj
+
+    setattr(model, COORDINATE_CRS_ATTR, pyproj.CRS.from_user_input(crs).to_wkt())
+    return model
+
+
+def _check_model_crs(model: Any, grid: Any, columns: Sequence[str]) -> None:
+    """Refuse a grid whose CRS differs from the CRS of the model's training coordinates."""
+    import pyproj
+
+    if not set(COORDINATES) & set(columns):
+        return  # the model does not use coordinates
+    wkt = getattr(model, COORDINATE_CRS_ATTR, None)
+    if wkt is None:
+        warnings.warn(
+            "the model does not record the CRS of its training coordinates (x, y); they are "
+            "taken to be in the grid's CRS (record it with record_coordinate_crs after fit)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    fitted = pyproj.CRS.from_wkt(wkt)
+    if not fitted.equals(grid.crs):
+        raise GridMismatchError(
+            f"the model was fitted on x, y in {_crs_label(fitted)}, the grid is in "
+            f"{_crs_label(grid.crs)}: build the stack on a grid in {_crs_label(fitted)} "
+            "(build_stack(covariates, grid)) or refit the model"
+        )
+
+
+def _crs_label(crs: Any) -> str:
+    auth = crs.to_authority(min_confidence=90)
+    return f"{auth[0]}:{auth[1]}" if auth else crs.name
+
+
 def predict_grid(
     model: Any,
     stack: Any,
@@ -453,6 +499,7 @@ def predict_grid(
     stats = check_statistics(model, statistics)
     lo, hi = _quantile_pair(quantiles)
     wanted = feature_columns(model, [str(v) for v in stack.data_vars])
+    _check_model_crs(model, grid, wanted)
     names = [c for c in wanted if c not in COORDINATES]
     if aoa is not None:
         extra = _aoa_covariates(aoa)

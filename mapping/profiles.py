@@ -14,6 +14,10 @@ soil profile. Its canonical columns are
 ``horizon_area_pct``       share of the pedon face the horizon occupies, %;
                            optional, 100 if absent (cryoturbated horizons < 100)
 ``n_pct`` / ``n_g_kg``     total nitrogen; optional
+``lithic_contact_cm``      depth of a lithic (bedrock) contact, cm below the
+                           surface, on any horizon of the profile; optional. A
+                           profile whose horizons reach it serves deeper
+                           intervals, with zero stock below the rock
 =========================  =====================================================
 
 Other spellings are mapped with ``columns={canonical: name_in_file}``. Any
@@ -55,6 +59,7 @@ CANONICAL: tuple[str, ...] = (
     "horizon_area_pct",
     "n_pct",
     "n_g_kg",
+    "lithic_contact_cm",
 )
 REQUIRED: tuple[str, ...] = ("profile_id", "lon", "lat", "top_cm", "bottom_cm")
 NUMERIC: tuple[str, ...] = CANONICAL[1:]
@@ -351,6 +356,18 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
     df["horizon_area_pct"] = df["horizon_area_pct"].fillna(100.0)
     area = need("horizon_area_pct")
     issues.add_rows((area <= 0) | (area > 100), df, "horizon_area_pct {} outside (0, 100]", area)
+
+    if "lithic_contact_cm" in df.columns:
+        rock = need("lithic_contact_cm")
+        with np.errstate(invalid="ignore"):
+            issues.add_rows(rock <= 0, df, "lithic_contact_cm {} is not positive", rock)
+        # one contact per profile: the values given (on any of its horizons) must agree
+        spread = df.groupby(PROFILE_ID, dropna=False)["lithic_contact_cm"].transform(
+            lambda v: v.max() - v.min()
+        )
+        issues.add_rows(
+            (spread > 0).to_numpy(), df, "lithic_contact_cm {} differs between horizons", rock
+        )
 
 
 def _unify_units(df: pd.DataFrame, issues: _Issues, stem: str, *, required: bool) -> None:

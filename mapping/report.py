@@ -445,6 +445,9 @@ def inventory_tables(
                 "n_profiles": counts["n_profiles"].astype("int64").to_numpy(),
             }
         )
+        for col in ("n_start_below", "n_end_above", "n_on_rock"):  # why profiles are left out
+            if col in counts:
+                cnt[col] = counts[col].fillna(0).astype("int64").to_numpy()
         cnt = cnt.dropna(subset=["interval"])
     return InventoryTables(
         long=long, table1=t1, table2=t2, counts=cnt, intervals=intervals, unit=unit
@@ -488,6 +491,46 @@ class _Table:
     foot: str = ""
 
 
+def _left_out_note(counts: pd.DataFrame | None) -> str:
+    """Which profiles each interval leaves out and why, in one sentence ("" if none)."""
+    if counts is None or "n_end_above" not in counts:
+        return ""
+    parts = []
+    for r in counts.itertuples():
+        top, bottom = _interval_key(r.interval)
+        why = []
+        if getattr(r, "n_end_above", 0):
+            why.append(f"{int(r.n_end_above):,} end above {bottom:g} cm")
+        if getattr(r, "n_start_below", 0):
+            why.append(f"{int(r.n_start_below):,} start below {top:g} cm")
+        if why:
+            parts.append(f"{_iv_text(r.interval)}: {', '.join(why)}")
+    rock = int(counts["n_on_rock"].max()) if "n_on_rock" in counts else 0
+    text = f"Profiles left out: {'; '.join(parts)}." if parts else ""
+    if rock:
+        text += (f" Profiles that end on a lithic contact count for deeper intervals with zero "
+                 f"stock below the rock (up to {rock:,} per interval).")  # fmt: skip
+    return text.strip()
+
+
+def _median_note(t: InventoryTables, d: int) -> str:
+    """How far the Monte Carlo medians lie from the map totals, and why they may."""
+    if "median" not in t.long or not t.long["median"].notna().any():
+        return ""
+    rel = (t.long["median"] - t.long["storage"]) / t.long["storage"]
+    if not rel.abs().max() >= 0.001:
+        return "The Monte Carlo medians equal the map totals to within 0.1 %."
+    r = t.long.loc[rel.abs().idxmax()]
+    return (
+        f"The Monte Carlo median of a total differs from the map total by up to "
+        f"{100 * rel.abs().max():.1f} % ({r['zone']}, {_iv_text(r['interval'])}: median "
+        f"{_fmt(r['median'], d)} against {_fmt(r['storage'], d)} {t.unit}): the simulated fields "
+        "clip negative densities at zero and keep every deeper interval at least as large as "
+        "the shallower one in each cell, and the median of a skewed total is not its mean. "
+        "The medians are in tables/table2_storage.csv."
+    )
+
+
 def _display_tables(t: InventoryTables, range_label: str) -> tuple[_Table, _Table, _Table | None]:
     area_mkm2 = t.table1["area_km2"] / 1e6
     da = _decimals(area_mkm2, 3, lo=1, hi=3)
@@ -510,32 +553,37 @@ def _display_tables(t: InventoryTables, range_label: str) -> tuple[_Table, _Tabl
             f"Up to {100 * worst:.1f} % of a zone's area has no prediction; mean densities are over "
             "the cells with data and storage covers those cells only."
         )
+    left = _left_out_note(t.counts)
+    if left:
+        foot = f"{foot} {left}".strip()
     t1 = _Table(
         head, rows1,
         caption=f"Table 1. Mean SOC density ({_DENSITY}) by zone and depth interval.",
         numeric=[False] + [True] * (len(head) - 1), foot=foot,
     )  # fmt: skip
 
-    values = t.long["median"] if t.has_range and "median" in t.long else t.long["storage"]
-    ds = _decimals(values, 3, lo=1, hi=3)
+    # The headline is the map total (mean density x area, so Table 1 x area = Table 2);
+    # the Monte Carlo range stands beside it.
+    ds = _decimals(t.long["storage"], 3, lo=1, hi=3)
     rows2 = []
     for k, r in t.table2.iterrows():
         cells = [str(r["zone"]), _fmt(area_mkm2[k], da)]
         for iv in t.intervals:
             if t.has_range:
-                mid = r.get(f"{iv}_median", np.nan)
-                mid = r[iv] if pd.isna(mid) else mid
-                cells.append(_fmt_range(mid, r.get(f"{iv}_lower"), r.get(f"{iv}_upper"), ds))
+                cells.append(_fmt_range(r[iv], r.get(f"{iv}_lower"), r.get(f"{iv}_upper"), ds))
             else:
                 cells.append(_fmt(r[iv], ds))
         rows2.append(cells)
+    foot2 = ""
     if t.has_range:
-        cap = (f"Table 2. SOC storage ({t.unit}) by zone and depth interval: median of the Monte Carlo "
-               f"totals with the {range_label} in brackets.")  # fmt: skip
+        cap = (f"Table 2. SOC storage ({t.unit}) by zone and depth interval: total of the mean map "
+               f"(Table 1 density × area) with the {range_label} of the Monte Carlo totals in "
+               "brackets.")  # fmt: skip
+        foot2 = _median_note(t, ds)
     else:
         cap = (f"Table 2. SOC storage ({t.unit}) by zone and depth interval (storage of the mean map; "
                "this run has no Monte Carlo ranges).")  # fmt: skip
-    t2 = _Table(head, rows2, caption=cap, numeric=[False] + [True] * (len(head) - 1))
+    t2 = _Table(head, rows2, caption=cap, numeric=[False] + [True] * (len(head) - 1), foot=foot2)
     t3 = None
     if t.has_independent:
         rows3 = []
@@ -721,11 +769,7 @@ def _map_figures(
 def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
 
     long = t.long
-    value = (
-        long["median"].where(long["median"].notna(), long["storage"])
-        if t.has_range and "median" in long
-        else long["storage"]
-    )
+    value = long["storage"]  # the map totals, as Table 2's headline
     chart = pd.DataFrame({
         "zone": long["zone"], "interval": long["interval"], "value": value,
         "lower": long["lower"] if "lower" in long else np.nan,
@@ -736,8 +780,8 @@ def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
     })  # fmt: skip
     fig = storage_chart(chart, unit=t.unit, range_label=range_label)
     if t.has_range:
-        cap = (f"SOC storage ({t.unit}) per zone and depth interval: bars are medians of the Monte Carlo "
-               f"totals, black error bars their {range_label}")  # fmt: skip
+        cap = (f"SOC storage ({t.unit}) per zone and depth interval: bars are totals of the mean map "
+               f"(Table 2), black error bars the {range_label} of the Monte Carlo totals")  # fmt: skip
         cap += (
             ", red bars the range the independent-pixel assumption would give."
             if t.has_independent
@@ -944,6 +988,8 @@ def _render_html(c: _Content) -> str:
             parts.append(f'<p class="foot">{e(c.t1.foot)}</p>')
         assert c.t2 is not None
         parts.append(_html_table(c.t2))
+        if c.t2.foot:
+            parts.append(f'<p class="foot">{e(c.t2.foot)}</p>')
         if c.t_independent is not None:
             parts.append(_html_table(c.t_independent))
     parts.append('<h2 id="maps">Maps</h2>')
@@ -997,6 +1043,8 @@ def _render_md(c: _Content) -> str:
             out += [c.t1.foot, ""]
         assert c.t2 is not None
         out += [_md_table(c.t2), ""]
+        if c.t2.foot:
+            out += [c.t2.foot, ""]
         if c.t_independent is not None:
             out += [_md_table(c.t_independent), ""]
     out += ["## Maps", ""]

@@ -1133,14 +1133,20 @@ def integrate_files(
     unit: str = "Pg",
     chunks: int = DEFAULT_CHUNKS,
     layout: ZoneLayout | None = None,
+    band: int | None = None,
+    allow_statistic: bool = False,
 ) -> pd.DataFrame:
     """The ``socmap integrate`` stage: read density rasters and zones, return the totals table.
 
     Each density raster's interval comes from its tags (``interval`` or ``top_cm``/
     ``bottom_cm``), else from its file name (``soc_0_30cm_mean.tif``), else from
-    ``interval``. Zone rasters on another grid are aligned onto each density grid (mode
-    resampling when the zone raster is finer, nearest otherwise); zone polygons are turned
-    into exact cell fractions per density grid. All reading goes through :mod:`mapping.io`.
+    ``interval``. Raw values become densities through the band's scale and offset, its
+    nodata and mask. A multi-band raster needs ``band``. A map tagged with a ``statistic``
+    other than ``mean`` (a quantile, std or AOA map) is refused unless ``allow_statistic``:
+    the sum of a 95 % quantile map is not the 95 % bound of the total. Zone rasters on
+    another grid are aligned onto each density grid (mode resampling when the zone raster
+    is finer, nearest otherwise); zone polygons are turned into exact cell fractions per
+    density grid. All reading goes through :mod:`mapping.io`.
     ``layout``, the zones already prepared on one grid (from ``zones_path``), is used for
     the rasters on that grid instead of preparing the zones again.
     """
@@ -1158,7 +1164,10 @@ def integrate_files(
     by_grid: dict[Grid, dict[str, xr.DataArray]] = {}
     source_of: dict[tuple[float, float], Path] = {}
     for p in map(Path, density_paths):
-        arr = io.open_raster(p, chunks=chunks)
+        if band is None and (n := io.raster_info(p).count) > 1:
+            raise InputError(f"{p}: has {n} bands; choose the density band with --band (1 to {n})")
+        arr = io.open_raster(p, band=band or 1, chunks=chunks)
+        _check_statistic(p, arr.attrs, allow_statistic)
         iv = interval_from_attrs(arr.attrs) or interval_from_name(p) or interval
         if iv is None:
             raise InputError(
@@ -1209,6 +1218,35 @@ def integrate_files(
     out = out.sort_values(["top_cm", "bottom_cm", "_total"], kind="stable").drop(columns="_total")
     out.attrs["storage_unit"] = unit
     return out.reset_index(drop=True)
+
+
+_QUANTILE_STATISTICS = re.compile(r"(lower|upper|median|quantile|percentile|[pq]\d+(\.\d+)?)")
+_SPREAD_STATISTICS = frozenset({"std", "sd", "stdev", "variance", "var", "se", "cv"})
+_MASK_STATISTICS = frozenset({"aoa", "di", "dissimilarity"})
+
+
+def _check_statistic(path: Path, attrs: Mapping[str, Any], allow: bool) -> None:
+    """Refuse a map tagged as a quantile, spread or AOA statistic (unless ``allow``).
+
+    A mean map (and a realization or a known truth) sums to a zone total; the sum of a
+    95 % quantile map is not the 95 % bound of the total.
+    """
+    stat = str(attrs.get("statistic", "")).strip().lower()
+    if not stat or allow:
+        return
+    if _QUANTILE_STATISTICS.fullmatch(stat):
+        why = ("the sum of a quantile map is not that quantile of the total (pixel errors are "
+               "not perfectly correlated; the Monte Carlo ranges are)")  # fmt: skip
+    elif stat in _SPREAD_STATISTICS:
+        why = "a sum of standard deviations is not the uncertainty of the total"
+    elif stat in _MASK_STATISTICS:
+        why = "it is an area-of-applicability map, not a density"
+    else:
+        return
+    raise InputError(
+        f"{path}: map is tagged statistic={stat}, not a mean density: {why}; integrate the "
+        "mean map, or pass --allow-statistic to sum it anyway"
+    )
 
 
 def _zone_resampling(path: Path, grid: Grid) -> tuple[str, tuple[float, float] | None]:

@@ -327,9 +327,13 @@ def test_validate_reports_the_aligned_stack(world: dict[str, Path], tmp_path: Pa
     out = capsys.readouterr().out
     assert "EPSG:6931" in out and "240 x 240 cells" in out and "resolution 25000 x 25000" in out
     assert "bounds (-3e+06, -3e+06, 3e+06, 3e+06)" in out
-    assert "temp: continuous, bilinear; source EPSG:4326 at 0.25 x 0.25, units degC" in out
     assert (
-        "lc: categorical, nearest; source EPSG:4326 at 0.25 x 0.25, categories [1, 2, 3, 4]" in out
+        "temp: continuous, bilinear (source not finer than the grid); source EPSG:4326 at "
+        "0.25 x 0.25, units degC" in out
+    )
+    assert (
+        "lc: categorical, nearest (source not finer than the grid); source EPSG:4326 at "
+        "0.25 x 0.25, categories [1, 2, 3, 4]" in out
     )
     # the nodata patch's share of the grid, from the cell centres' coordinates
     lon, lat = pyproj.Transformer.from_crs(GRID.crs, "EPSG:4326", always_xy=True).transform(

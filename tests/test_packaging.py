@@ -29,6 +29,7 @@ ENGINES = {
     "pyarrow": ("io/files.py", "pd.read_parquet("),  # Parquet tables
     "zarr": ("io/rasters.py", ".to_zarr("),  # prediction.format: zarr
     "h5netcdf": ("io/rasters.py", "xr.open_dataset("),  # NetCDF covariates
+    "h5py": ("io/rasters.py", "xr.open_dataset("),  # h5netcdf's HDF5 backend (NetCDF-4)
 }
 
 # pyproject name -> conda-forge names in environment.yml, where they differ.

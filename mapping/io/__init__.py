@@ -10,6 +10,7 @@ from __future__ import annotations
 from mapping.io.files import (
     TABLE_SUFFIXES,
     atomic_path,
+    csv_dialect,
     file_checksum,
     load_array,
     read_bytes,
@@ -47,6 +48,7 @@ __all__ = [
     "TABLE_SUFFIXES",
     "RasterInfo",
     "atomic_path",
+    "csv_dialect",
     "file_checksum",
     "gdal_name",
     "load_array",

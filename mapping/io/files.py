@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,7 +124,7 @@ def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.
         raise InputError(f"{p}: file is empty")
     try:
         if suffix == ".csv":
-            df = pd.read_csv(p)
+            df = pd.read_csv(p, **csv_dialect(p))
         elif suffix in {".parquet", ".pq"}:
             df = pd.read_parquet(p)
         else:
@@ -137,6 +138,47 @@ def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.
     if len(df) == 0:
         raise InputError(f"{p}: table has a header but no rows")
     return df
+
+
+_SEPARATORS = (",", ";", "\t", "|")
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
+
+
+def csv_dialect(path: str | os.PathLike[str], sample_bytes: int = 1 << 16) -> dict[str, str]:
+    """Encoding, field separator and decimal mark of a CSV file, from its first lines.
+
+    UTF-8 (with or without a byte-order mark), else Windows-1252, else Latin-1 (which
+    decodes any byte). The separator is the one of ``, ; TAB |`` that splits the header
+    and the next lines into the same number of fields, the most fields first; with a
+    separator other than ``,``, numbers written ``12,5`` mean a decimal comma (a common
+    spreadsheet export). Returns keyword arguments for :func:`pandas.read_csv`.
+    """
+    raw = Path(path).read_bytes()[:sample_bytes]
+    encoding = "utf-8-sig"
+    for enc in ("utf-8-sig", "cp1252", "latin-1"):
+        try:
+            text = raw.decode(enc)
+        except UnicodeDecodeError as exc:
+            if enc == "utf-8-sig" and exc.start >= len(raw) - 3:  # a character cut by the sample
+                text = raw[: exc.start].decode(enc)
+            else:
+                continue
+        encoding = enc
+        break
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
+    if len(raw) == sample_bytes and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    best, best_n = ",", 1
+    for sep in _SEPARATORS:
+        counts = {ln.count(sep) for ln in lines[:20]}
+        if len(counts) == 1 and (n := counts.pop() + 1) > best_n:
+            best, best_n = sep, n
+    out = {"encoding": encoding, "sep": best}
+    if best != ",":
+        fields = (f.strip('"') for ln in lines[1:] for f in ln.split(best))
+        if any(_DECIMAL_COMMA.match(f) for f in fields):
+            out["decimal"] = ","
+    return out
 
 
 def _read_gpkg_points(p: Path, layer: str | None) -> pd.DataFrame:

@@ -197,13 +197,18 @@ def open_raster_on_grid(
     p = Path(path)
     info = raster_info(p)  # missing, unreadable, no CRS: clear errors first
 
-    if Grid(info.crs, info.transform, info.shape) == grid:
-        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
-        return arr.sel(band=info.band, drop=True)
     nodata = info.nodata
     if nodata is None:
         dtype = np.dtype(info.dtype)
         nodata = float("nan") if dtype.kind == "f" else np.iinfo(dtype).max
+    if Grid(info.crs, info.transform, info.shape) == grid:
+        arr = rioxarray.open_rasterio(p, chunks={"band": 1, "y": chunks, "x": chunks}, masked=False)
+        arr = arr.sel(band=info.band, drop=True)
+        if info.masked:  # cells off the band's mask (a per-dataset mask, alpha) are no zone
+            arr = (
+                arr.where(_mask_band(info, arr), nodata).astype(info.dtype).rio.write_nodata(nodata)
+            )
+        return arr
     try:
         src = rasterio.open(info.source)
     except rasterio.errors.RasterioError as exc:
@@ -246,6 +251,23 @@ class RasterInfo:
     overviews: tuple[int, ...]
     """Decimation factors of the band's overviews (empty when it has none)."""
     driver: str
+    scale: float = 1.0
+    """Scale factor of the band (GDAL's ``scale``/CF ``scale_factor``): value = raw × scale + offset."""
+    offset: float = 0.0
+    """Offset of the band (GDAL's ``offset``/CF ``add_offset``)."""
+    count: int = 1
+    """Number of bands of the dataset."""
+    masked: bool = False
+    """The band has a mask of its own (a per-dataset mask or an alpha band), beyond nodata."""
+
+    @property
+    def scaled(self) -> bool:
+        """True when raw values need ``scale``/``offset`` to become physical values."""
+        return self.scale != 1.0 or self.offset != 0.0
+
+    def unpack(self, values: Any) -> Any:
+        """Physical values from raw ones (float arrays; NaN stays NaN)."""
+        return values * self.scale + self.offset if self.scaled else values
 
     @property
     def resolution(self) -> tuple[float, float]:
@@ -309,6 +331,7 @@ def raster_info(
     """
     import rasterio
     import rasterio.errors
+    from rasterio.enums import MaskFlags
 
     p = Path(path)
     if not p.exists():
@@ -336,6 +359,7 @@ def raster_info(
                         "coordinate variables CF attributes or set a geotransform"
                     )
                 units = src.units[band - 1] or src.tags(band).get("units") or None
+                flags = src.mask_flag_enums[band - 1]
                 info = RasterInfo(
                     path=p,
                     source=name,
@@ -348,10 +372,18 @@ def raster_info(
                     units=units,
                     overviews=tuple(src.overviews(band)),
                     driver=src.driver,
+                    scale=_or(src.scales[band - 1], 1.0),
+                    offset=_or(src.offsets[band - 1], 0.0),
+                    count=int(src.count),
+                    masked=MaskFlags.per_dataset in flags or MaskFlags.alpha in flags,
                 )
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
     return info
+
+
+def _or(value: Any, default: float) -> float:
+    return default if value is None else float(value)
 
 
 def pyproj_crs(crs: Any) -> Any:
@@ -418,11 +450,17 @@ def open_raster(
     cy, cx = (chunks, chunks) if isinstance(chunks, int) else (chunks or (None, None))
     kind = RASTER_CONTAINER_SUFFIXES.get(p.suffix.lower())
     try:
-        if kind is None:
+        if kind in (None, "NETCDF"):
+            # GDAL reads NetCDF (classic and NetCDF-4/HDF5) itself, with the CF grid mapping;
+            # mask_and_scale: nodata becomes NaN and scale/offset give physical values.
             arr = rioxarray.open_rasterio(
-                p, chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None, masked=True
+                info.source,
+                chunks={"band": 1, "y": cy or -1, "x": cx or -1} if chunks else None,
+                mask_and_scale=True,
             )
             arr = arr.sel(band=band, drop=True)
+            if info.masked:  # a per-dataset mask or an alpha band, beyond nodata
+                arr = arr.where(_mask_band(info, arr))
         else:
             engine = "zarr" if kind == "ZARR" else None
             ds = xr.open_dataset(p, engine=engine, decode_coords="all", chunks={})
@@ -446,6 +484,23 @@ def open_raster(
         arr.attrs.setdefault("units", info.units)
     arr.attrs["source"] = str(p)
     return arr
+
+
+def _mask_band(info: RasterInfo, like: Any) -> Any:
+    """GDAL's mask of one band as a lazy boolean DataArray shaped like ``like``."""
+    import dask.array as da
+    import rasterio
+    from rasterio.windows import Window
+
+    def block(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        (r0, r1), (c0, c1) = block_info[None]["array-location"]  # type: ignore[index]
+        with rasterio.open(info.source) as src:
+            m = src.read_masks(info.band, window=Window(c0, r0, c1 - c0, r1 - r0))
+        return m != 0
+
+    chunks = like.chunks if like.chunks is not None else tuple((n,) for n in like.shape)
+    mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0), dtype=bool))
+    return like.copy(data=mask)
 
 
 def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any, bool]:

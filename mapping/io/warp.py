@@ -51,14 +51,19 @@ def read_warped(
         src_nodata = float("nan")
     try:
         if _same_pixels(info, crs, transform):
-            return _direct(info, transform, shape, out, src_nodata)
-        if resampling == "bilinear":
-            return _bilinear(info, crs, transform, shape, out, src_nodata)
-        if resampling in ("nearest", "mode", "average"):
-            return _warped_vrt(info, crs, transform, shape, resampling, out, src_nodata)
-        return _gdal_reproject(info, crs, transform, shape, resampling, out, src_nodata, scale)
+            out = _direct(info, transform, shape, out, src_nodata)
+        elif resampling == "bilinear":
+            out = _bilinear(info, crs, transform, shape, out, src_nodata)
+        elif resampling in ("nearest", "mode", "average"):
+            out = _warped_vrt(info, crs, transform, shape, resampling, out, src_nodata)
+        else:
+            out = _gdal_reproject(info, crs, transform, shape, resampling, out, src_nodata, scale)
     except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
         raise _raster_error(info.path, exc, "cannot read raster data") from None
+    if info.scaled and out.dtype.kind == "f":
+        # scale and offset are affine, so they commute with every (weighted-mean) resampling
+        out = info.unpack(out).astype(out.dtype, copy=False)
+    return out
 
 
 def _same_pixels(info: RasterInfo, crs: Any, transform: Any) -> bool:
@@ -96,8 +101,14 @@ def _direct(
     if c1 <= c0 or r1 <= r0:
         return out
     with rasterio.open(info.source) as src:
-        data = src.read(info.band, window=Window(c0, r0, c1 - c0, r1 - r0))
-    bad = np.isnan(data) if data.dtype.kind == "f" else np.zeros(data.shape, dtype=bool)
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        data = src.read(info.band, window=window)
+        # GDAL's mask: nodata, a per-dataset mask or an alpha band
+        bad = src.read_masks(info.band, window=window) == 0 if info.masked else None
+    if bad is None:
+        bad = np.zeros(data.shape, dtype=bool)
+    if data.dtype.kind == "f":
+        bad |= np.isnan(data)
     if src_nodata is not None and not np.isnan(src_nodata):
         bad |= data == src_nodata
     block = np.where(bad, out.flat[0], data).astype(out.dtype)
@@ -120,6 +131,8 @@ def _warped_vrt(
     if _source_window(info, crs, transform, shape, 2) is None:
         return out
     with rasterio.open(info.source) as src:
+        if info.masked and info.nodata is None:
+            src_nodata = None  # GDAL's warper then honours the mask band
         with WarpedVRT(src, src_nodata=src_nodata, crs=crs, transform=transform, width=nx,
                        height=ny, resampling=Resampling[resampling], nodata=out.flat[0],
                        dtype=out.dtype.name, tolerance=_EXACT) as vrt:  # fmt: skip
@@ -189,8 +202,11 @@ def _bilinear(
         c0 = max(0, int(c_lo.min()))
         c1 = min(src_nx, int(c_lo.max()) + 2)
     with rasterio.open(info.source) as src:
-        data = src.read(info.band, window=Window(c0, r0, c1 - c0, r1 - r0)).astype("float64")
-    valid = ~np.isnan(data)
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        data = src.read(info.band, window=window).astype("float64")
+        valid = ~np.isnan(data)
+        if info.masked:  # a per-dataset mask or an alpha band, beyond nodata
+            valid &= src.read_masks(info.band, window=window) != 0
     if src_nodata is not None and not np.isnan(src_nodata):
         valid &= data != src_nodata
     total = np.zeros(fc.shape)

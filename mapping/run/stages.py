@@ -24,11 +24,11 @@ from mapping import io
 from mapping.cluster import dask_client
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
-from mapping.depths import compute_stocks
+from mapping.depths import compute_stocks, left_out_text
 from mapping.exceptions import InputError, ModelError
 from mapping.extract import extract_at_points
 from mapping.plots import plot_observed_vs_predicted
-from mapping.predict import predict_grid, write_prediction
+from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
 from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.run.features import (
@@ -82,6 +82,9 @@ def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
     if len(result.invalid):
         io.write_table(result.invalid, run.invalid_profiles)
         written.append(run.invalid_profiles)
+    for row in result.counts.itertuples():
+        if left_out_text(row):
+            ctx.echo(f"[stocks] {row.interval} cm: {row.n_profiles} profiles; {left_out_text(row)}")
     return [run.rel(p) for p in written], result.stocks
 
 
@@ -217,6 +220,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             aoa=cfg.prediction.aoa,
             categorical=categorical_covariates(cfg),
         )
+        record_coordinate_crs(result.model, grid_and_stack(ctx)[0].crs)  # x, y: the grid's CRS
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
         outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result)
@@ -265,6 +269,7 @@ def _write_fit(
         "estimator": repr(result.model),
         "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": result.cv.pooled},
         "grid": repr(grid_and_stack(ctx)[0]),
+        "coordinate_crs": grid_and_stack(ctx)[0].crs.to_wkt(),
         "versions": package_versions(),
         "seed": cfg.seed,
     }
