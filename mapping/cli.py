@@ -185,12 +185,28 @@ def plan(
 
 SchedulerOpt = Annotated[
     str | None,
-    typer.Option(help="Dask scheduler: tcp://HOST:PORT of a running cluster (default: a local cluster)."),
+    typer.Option(
+        help="Dask scheduler: tcp:// or tls://HOST:PORT of a running cluster (default: a local cluster)."
+    ),
+]
+DashboardOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the local cluster's dashboard listens (default: the config's dashboard, "
+        "127.0.0.1:8787); 0.0.0.0:8787 exposes it to other machines without authentication; "
+        "'off' disables it."
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even unchanged ones.")]
 
 
-def _run_until(config: Path, until: str | None, scheduler: str | None, force: bool) -> None:
+def _run_until(
+    config: Path,
+    until: str | None,
+    scheduler: str | None,
+    force: bool,
+    dashboard: str | None = None,
+) -> None:
     import logging
 
     from mapping.config import load_config
@@ -204,6 +220,14 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
         logger.setLevel(logging.INFO)
         logger.propagate = False
     cfg = load_config(config)
+    if dashboard is not None:
+        from mapping.config import valid_dashboard
+        from mapping.exceptions import ConfigError
+
+        try:
+            cfg = cfg.model_copy(update={"dashboard": valid_dashboard(dashboard)})
+        except ValueError as exc:
+            raise ConfigError(f"--dashboard: {exc}") from None
     try:
         ctx = run_stages(
             cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo
@@ -215,9 +239,14 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
 
 
 @app.command()
-def run(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+def run(
+    config: ConfigArg,
+    scheduler: SchedulerOpt = None,
+    force: ForceOpt = False,
+    dashboard: DashboardOpt = None,
+) -> None:
     """Run the whole workflow: stocks, covariates, fit, predict, zone totals, report."""
-    _run_until(config, None, scheduler, force)
+    _run_until(config, None, scheduler, force, dashboard)
 
 
 @app.command()
@@ -227,9 +256,14 @@ def fit(config: ConfigArg, force: ForceOpt = False) -> None:
 
 
 @app.command()
-def predict(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+def predict(
+    config: ConfigArg,
+    scheduler: SchedulerOpt = None,
+    force: ForceOpt = False,
+    dashboard: DashboardOpt = None,
+) -> None:
     """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
-    _run_until(config, "predict", scheduler, force)
+    _run_until(config, "predict", scheduler, force, dashboard)
 
 
 @app.command()

@@ -205,6 +205,30 @@ class UncertaintyConfig(_Section):
     range: tuple[float, float] = (5.0, 95.0)
 
 
+class TLSConfig(_Section):
+    """Certificates of this client for a ``tls://`` scheduler (Dask's ``Security``).
+
+    Without this section, Dask's own TLS settings apply (``distributed.comm.tls.*``,
+    e.g. the ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE`` environment variable).
+    """
+
+    ca_file: InputPath
+    cert: InputPath
+    key: InputPath | None = None
+
+
+_DASHBOARD = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}$")
+
+
+def valid_dashboard(v: str | None) -> str | None:
+    """A checked dashboard address: ``HOST:PORT``, or ``None`` for ``null`` / ``"off"``."""
+    if v is None or v.strip().lower() in {"off", "none", "null"}:
+        return None
+    if not _DASHBOARD.match(v.strip()):
+        raise ValueError(f"dashboard {v!r} is not HOST:PORT (e.g. 127.0.0.1:8787) or off")
+    return v.strip()
+
+
 class RunConfig(_Section):
     """A whole workflow."""
 
@@ -220,8 +244,17 @@ class RunConfig(_Section):
     zones: ZonesConfig | None = None
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     scheduler: str | None = None
+    dashboard: str | None = "127.0.0.1:8787"
+    """Where a local cluster's dashboard listens: loopback by default; ``0.0.0.0:8787``
+    exposes it (no authentication) to other machines; ``null`` turns it off."""
+    tls: TLSConfig | None = None
 
     source: Path | None = Field(None, exclude=True)
+
+    @field_validator("dashboard")
+    @classmethod
+    def _check_dashboard(cls, v: str | None) -> str | None:
+        return valid_dashboard(v)
 
     @field_validator("covariates")
     @classmethod

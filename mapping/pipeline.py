@@ -502,7 +502,8 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         if len(rows) < min_profiles(cfg):
             raise ModelError(
                 f"interval {label} cm: only {len(rows)} profiles with covariates; at least "
-                f"{min_profiles(cfg)} are needed to fit and cross-validate a model"
+                f"{min_profiles(cfg)} are needed to fit and cross-validate a model "
+                "(config: drop the interval from stocks.depths or lower cv.n_splits)"
             )
         X, y = rows[features], rows["soc_stock_kg_m2"].to_numpy(float)
         splitter = make_splitter(
@@ -516,10 +517,19 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            cv = cross_validate_model(
-                clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
-            )
-            model = clone(template).fit(X, y)
+            try:
+                cv = cross_validate_model(
+                    clone(template), X, y, cv=splitter, quantiles=cfg.prediction.quantiles
+                )
+                model = clone(template).fit(X, y)
+            except ModelError as exc:
+                # which part of the config to change: the first key the message points at
+                text = str(exc)
+                keys = {"variogram": "model.variogram", "log_transform": "model.log_transform",
+                        "n_neighbors": "model.n_neighbors", "max_distance": "model.max_distance",
+                        "fold": "cv", "split": "cv", "block": "cv.block_size"}  # fmt: skip
+                key = next((k for w, k in keys.items() if w in text), "model")
+                raise ModelError(f"interval {label} cm: {text} (config: {key})") from None
         _summarise_warnings(caught, f"fit {label} cm", echo)
         folder = f"models/{label}"
         with io.atomic_path(ctx.out / folder / "model.joblib") as tmp:
@@ -616,7 +626,7 @@ PARTIAL = ".partial"
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     import joblib
 
-    from mapping.cluster import dask_client
+    from mapping.cluster import dask_client, tls_security
     from mapping.predict import predict_grid, write_prediction
 
     cfg = ctx.config
@@ -627,7 +637,9 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     written: dict[str, dict[str, Path]] = {}
     for leftover in (ctx.out / "maps").glob(".*.tmp*"):  # temporaries of a killed run
         io.remove_output(leftover)
-    with dask_client(ctx.scheduler, echo=echo):
+    tls = cfg.tls
+    security = None if tls is None else tls_security(tls.ca_file, tls.cert, tls.key)
+    with dask_client(ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, security=security):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
             aoa = None
