@@ -288,18 +288,38 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
-    try:
-        app(args=argv, prog_name="socmap")  # standalone: usage errors exit 2 by themselves
-    except MappingError as exc:
-        _echo(f"socmap: error: {exc}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _echo("socmap: interrupted")
-        return 130
-    except SystemExit as exc:  # click ends standalone runs with SystemExit, also on success
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+    import warnings
+
+    # Python warnings are held until the command ends: a user error prints its one line
+    # alone (the warnings on the way to it are symptoms of the same cause); otherwise
+    # each distinct warning is printed once, on one line.
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        try:
+            app(args=argv, prog_name="socmap")  # standalone: usage errors exit 2 by themselves
+        except MappingError as exc:
+            _echo(f"socmap: error: {exc}")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            _echo("socmap: interrupted")
+            return 130
+        except SystemExit as exc:  # click ends standalone runs with SystemExit, also on success
+            code = exc.code
+            _show_warnings(held)
+            return code if isinstance(code, int) else (0 if code is None else 1)
+    _show_warnings(held)
     return 0
+
+
+def _show_warnings(held: list) -> None:  # type: ignore[type-arg]
+    counts: dict[str, int] = {}
+    for w in held:
+        text = f"{w.category.__name__}: {str(w.message).strip().splitlines()[0] if str(w.message).strip() else ''}"
+        counts[text] = counts.get(text, 0) + 1
+    for text, n in counts.items():
+        _echo(f"socmap: warning{f' (x{n})' if n > 1 else ''}: {text}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -83,6 +83,8 @@ class ProfilesConfig(_Section):
     layer: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     """Canonical name -> name in the file, e.g. ``{soc_pct: OC_percent}``."""
+    max_rows: int = Field(5_000_000, ge=1)
+    """Largest horizon table read (rows); a longer one is refused before it fills memory."""
 
 
 class StocksConfig(_Section):
@@ -267,6 +269,37 @@ class RunConfig(_Section):
         return v
 
 
+_MAX_CONFIG_CHARS = 1 << 20  # a workflow config is a page or two
+_MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of nodes ``root`` stands for with every alias expanded (shared nodes counted
+    once per use), computed once per distinct node; stops counting past the limit."""
+    memo: dict[int, int] = {}
+    # iterative post-order: deep nesting must not hit Python's recursion limit
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in memo:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            memo[id(node)] = 1
+            continue
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if done:
+            total = 1 + sum(memo.get(id(c), 0) for c in children)
+            memo[id(node)] = min(total, _MAX_CONFIG_VALUES + 1)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in memo)
+    return memo[id(root)]
+
+
 def _format_error(path: Path, exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
@@ -305,12 +338,25 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Ru
         raise ConfigError(f"{p}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config ({type(exc).__name__})") from None
+    if len(text) > _MAX_CONFIG_CHARS:
+        raise ConfigError(f"{p}: config is {len(text)} characters, more than {_MAX_CONFIG_CHARS}")
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        # aliases (*name) share one node, so a few lines can stand for billions of values
+        # ("billion laughs"); count what they expand to before building anything
+        if node is not None and _expanded_size(node) > _MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{p}: YAML aliases (*name) expand the config to more than "
+                f"{_MAX_CONFIG_VALUES} values; write the values out"
+            )
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: invalid YAML{where}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: config must be a mapping of keys to values")
     ctx = {"base_dir": p.resolve().parent, "check_files": check_files}

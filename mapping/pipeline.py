@@ -282,7 +282,10 @@ def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
 
     cfg = ctx.config
     horizons = read_horizons(
-        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+        cfg.profiles.path,
+        columns=dict(cfg.profiles.columns),
+        layer=cfg.profiles.layer,
+        max_rows=cfg.profiles.max_rows,
     )
     result = compute_stocks(
         horizons,

@@ -150,7 +150,10 @@ def _profiles(cfg: RunConfig) -> pd.DataFrame:
     from mapping.profiles import check_horizons, read_horizons
 
     horizons = read_horizons(
-        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+        cfg.profiles.path,
+        columns=dict(cfg.profiles.columns),
+        layer=cfg.profiles.layer,
+        max_rows=cfg.profiles.max_rows,
     )
     valid, _ = check_horizons(
         horizons,
