@@ -944,6 +944,8 @@ def _draw_sums(
     import dask
     import dask.array as da
 
+    from mapping.zonal import exact_to_float
+
     rows, cols = prep.rows, prep.cols
     m_blocks = [m.to_delayed(optimize_graph=False) for m in prep.means]
     s_blocks = [s.to_delayed(optimize_graph=False) for s in prep.stds]
@@ -979,8 +981,6 @@ def _draw_sums(
                 parts.append(
                     da.from_delayed(task, shape=(n_int, len(reals), n_zones, 3), dtype=object)
                 )
-        from mapping.zonal import exact_to_float
-
         total = da.stack(parts).sum(axis=0, dtype=object)  # exact: any order, same sum
         per_batch.append(total.map_blocks(exact_to_float, dtype="float64"))
     return da.concatenate(per_batch, axis=1)
