@@ -257,13 +257,27 @@ def plan(
 SchedulerOpt = Annotated[
     str | None,
     typer.Option(
-        help="Dask scheduler: tcp://HOST:PORT of a running cluster (default: a local cluster)."
+        help="Dask scheduler: tcp:// or tls://HOST:PORT of a running cluster (default: a local cluster)."
+    ),
+]
+DashboardOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Where the local cluster's dashboard listens (default: the config's dashboard, "
+        "127.0.0.1:8787); 0.0.0.0:8787 exposes it to other machines without authentication; "
+        "'off' disables it."
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Re-run every stage, even unchanged ones.")]
 
 
-def _run_until(config: Path, until: str | None, scheduler: str | None, force: bool) -> None:
+def _run_until(
+    config: Path,
+    until: str | None,
+    scheduler: str | None,
+    force: bool,
+    dashboard: str | None = None,
+) -> None:
     import logging
 
     from mapping.config import load_config
@@ -277,6 +291,14 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
         logger.setLevel(logging.INFO)
         logger.propagate = False
     cfg = load_config(config)
+    if dashboard is not None:
+        from mapping.config import valid_dashboard
+        from mapping.exceptions import ConfigError
+
+        try:
+            cfg = cfg.model_copy(update={"dashboard": valid_dashboard(dashboard)})
+        except ValueError as exc:
+            raise ConfigError(f"--dashboard: {exc}") from None
     try:
         ctx = run_stages(
             cfg, stage_list(cfg), until=until, force=force, scheduler=scheduler, echo=typer.echo
@@ -288,9 +310,14 @@ def _run_until(config: Path, until: str | None, scheduler: str | None, force: bo
 
 
 @app.command()
-def run(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+def run(
+    config: ConfigArg,
+    scheduler: SchedulerOpt = None,
+    force: ForceOpt = False,
+    dashboard: DashboardOpt = None,
+) -> None:
     """Run the whole workflow: stocks, covariates, fit, predict, zone totals, report."""
-    _run_until(config, None, scheduler, force)
+    _run_until(config, None, scheduler, force, dashboard)
 
 
 @app.command()
@@ -300,9 +327,14 @@ def fit(config: ConfigArg, force: ForceOpt = False) -> None:
 
 
 @app.command()
-def predict(config: ConfigArg, scheduler: SchedulerOpt = None, force: ForceOpt = False) -> None:
+def predict(
+    config: ConfigArg,
+    scheduler: SchedulerOpt = None,
+    force: ForceOpt = False,
+    dashboard: DashboardOpt = None,
+) -> None:
     """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
-    _run_until(config, "predict", scheduler, force)
+    _run_until(config, "predict", scheduler, force, dashboard)
 
 
 @app.command()
@@ -329,18 +361,38 @@ def report(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
-    try:
-        app(args=argv, prog_name="socmap")  # standalone: usage errors exit 2 by themselves
-    except MappingError as exc:
-        _echo(f"socmap: error: {exc}")
-        return exc.exit_code
-    except KeyboardInterrupt:
-        _echo("socmap: interrupted")
-        return 130
-    except SystemExit as exc:  # click ends standalone runs with SystemExit, also on success
-        code = exc.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
+    import warnings
+
+    # Python warnings are held until the command ends: a user error prints its one line
+    # alone (the warnings on the way to it are symptoms of the same cause); otherwise
+    # each distinct warning is printed once, on one line.
+    with warnings.catch_warnings(record=True) as held:
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+        try:
+            app(args=argv, prog_name="socmap")  # standalone: usage errors exit 2 by themselves
+        except MappingError as exc:
+            _echo(f"socmap: error: {exc}")
+            return exc.exit_code
+        except KeyboardInterrupt:
+            _echo("socmap: interrupted")
+            return 130
+        except SystemExit as exc:  # click ends standalone runs with SystemExit, also on success
+            code = exc.code
+            _show_warnings(held)
+            return code if isinstance(code, int) else (0 if code is None else 1)
+    _show_warnings(held)
     return 0
+
+
+def _show_warnings(held: list) -> None:  # type: ignore[type-arg]
+    counts: dict[str, int] = {}
+    for w in held:
+        text = f"{w.category.__name__}: {str(w.message).strip().splitlines()[0] if str(w.message).strip() else ''}"
+        counts[text] = counts.get(text, 0) + 1
+    for text, n in counts.items():
+        _echo(f"socmap: warning{f' (x{n})' if n > 1 else ''}: {text}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("socmap")
 
 LOCAL_SCHEDULERS = ("threads", "synchronous")
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
+"""Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
 
 
@@ -99,9 +101,10 @@ def dask_client(
     threads_per_worker: int | None = None,
     *,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str | None = ":8787",
+    dashboard_address: str | None = DEFAULT_DASHBOARD,
     echo: Callable[[str], None] | None = None,
     timeout: float = 20.0,
+    security: Any = None,
 ) -> Iterator[Client | None]:
     """Run the enclosed computations on a Dask scheduler; print where its dashboard is.
 
@@ -122,11 +125,17 @@ def dask_client(
         Per-worker memory limit of a local cluster (``"auto"``: total memory / workers).
     dashboard_address
         Where a local cluster serves its dashboard (``None`` to disable); a busy port
-        falls back on a free one.
+        falls back on a free one. The default listens on the loopback interface only:
+        the dashboard has no authentication, so ``"0.0.0.0:8787"`` (every interface)
+        must be asked for.
     echo
         Where the one-line description (with the dashboard link) goes; default stderr.
     timeout
         Seconds to wait when connecting to an existing scheduler.
+    security
+        A :class:`distributed.security.Security` with the TLS certificates of a
+        ``tls://`` scheduler (see :func:`tls_security`); ``None`` takes them from
+        Dask's configuration (``DASK_DISTRIBUTED__COMM__TLS__*`` environment variables).
 
     Yields
     ------
@@ -179,12 +188,18 @@ def dask_client(
                     processes=True,
                     memory_limit=memory_limit,
                     dashboard_address=dashboard_address,
+                    # scheduler, nannies and workers on loopback only, whatever the
+                    # dashboard does; workers serve no dashboard of their own
+                    host="127.0.0.1",
+                    worker_dashboard_address=None,
                     silence_logs=logging.ERROR,
                 )
             )
             client = stack.enter_context(Client(cluster, set_as_default=True))
             mem = _format_bytes(_worker_memory(client))
             link = _dashboard(client) if dashboard_address is not None else "disabled"
+            if dashboard_address is not None and not _is_loopback(dashboard_address):
+                link += " (reachable from other machines, no authentication)"
             say(
                 f"dask: local cluster, {workers} worker(s) x {threads} thread(s), {mem} each; "
                 f"dashboard {link}"
@@ -192,11 +207,18 @@ def dask_client(
             yield client
         return
 
+    if security is None and str(scheduler).strip().lower().startswith("tls://"):
+        security = _security_from_dask_config(str(scheduler))
     try:
         if kind == "file":
-            client = Client(scheduler_file=str(scheduler), timeout=timeout, set_as_default=True)
+            client = Client(
+                scheduler_file=str(scheduler),
+                timeout=timeout,
+                set_as_default=True,
+                security=security,
+            )
         else:
-            client = Client(str(scheduler), timeout=timeout, set_as_default=True)
+            client = Client(str(scheduler), timeout=timeout, set_as_default=True, security=security)
     except (OSError, TimeoutError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SchedulerError(f"scheduler {scheduler}: cannot connect ({first})") from None
@@ -208,6 +230,67 @@ def dask_client(
         yield client
     finally:
         client.close()
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether ``HOST:PORT`` (or ``:PORT``, every interface) listens on loopback only."""
+    import ipaddress
+
+    host = address.rsplit(":", 1)[0].strip("[]") if ":" in address else address
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "" (every interface) or a host name
+        return False
+
+
+def _security_from_dask_config(scheduler: str) -> Any:
+    """Dask's TLS settings for a ``tls://`` scheduler; a one-line error when there are none."""
+    from distributed.security import Security
+
+    sec = Security()  # reads distributed.comm.tls.* (DASK_DISTRIBUTED__COMM__TLS__* variables)
+    if not (sec.tls_ca_file and sec.tls_client_cert):
+        raise SchedulerError(
+            f"scheduler {scheduler}: a tls:// scheduler needs certificates; set tls: {{ca_file, "
+            "cert, key}} in the config or DASK_DISTRIBUTED__COMM__TLS__CA_FILE, "
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT and DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"
+        )
+    return sec
+
+
+def tls_security(
+    ca_file: str | os.PathLike[str],
+    cert: str | os.PathLike[str],
+    key: str | os.PathLike[str] | None = None,
+) -> Any:
+    """A :class:`distributed.security.Security` for a client of a ``tls://`` scheduler.
+
+    Parameters
+    ----------
+    ca_file
+        PEM file of the certificate authority that signed the scheduler's and the
+        workers' certificates.
+    cert, key
+        PEM certificate of this client and its private key (``key=None`` when the
+        certificate file holds the key too).
+
+    Returns
+    -------
+    distributed.security.Security
+        With ``require_encryption=True``: no plain ``tcp://`` connection is made.
+    """
+    from distributed.security import Security
+
+    for what, path in (("ca_file", ca_file), ("cert", cert), ("key", key)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"tls: {what}: {path} is not a file")
+    return Security(
+        tls_ca_file=str(ca_file),
+        tls_client_cert=str(cert),
+        tls_client_key=None if key is None else str(key),
+        require_encryption=True,
+    )
 
 
 def _is_client(obj: Any) -> bool:

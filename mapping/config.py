@@ -67,6 +67,8 @@ class ProfilesConfig(_Section):
     layer: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     """Canonical name -> name in the file, e.g. ``{soc_pct: OC_percent}``."""
+    max_rows: int = Field(5_000_000, ge=1)
+    """Largest horizon table read (rows); a longer one is refused before it fills memory."""
 
 
 class StocksConfig(_Section):
@@ -189,6 +191,30 @@ class UncertaintyConfig(_Section):
     range: tuple[float, float] = (5.0, 95.0)
 
 
+class TLSConfig(_Section):
+    """Certificates of this client for a ``tls://`` scheduler (Dask's ``Security``).
+
+    Without this section, Dask's own TLS settings apply (``distributed.comm.tls.*``,
+    e.g. the ``DASK_DISTRIBUTED__COMM__TLS__CA_FILE`` environment variable).
+    """
+
+    ca_file: InputPath
+    cert: InputPath
+    key: InputPath | None = None
+
+
+_DASHBOARD = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]*):\d{1,5}$")
+
+
+def valid_dashboard(v: str | None) -> str | None:
+    """A checked dashboard address: ``HOST:PORT``, or ``None`` for ``null`` / ``"off"``."""
+    if v is None or v.strip().lower() in {"off", "none", "null"}:
+        return None
+    if not _DASHBOARD.match(v.strip()):
+        raise ValueError(f"dashboard {v!r} is not HOST:PORT (e.g. 127.0.0.1:8787) or off")
+    return v.strip()
+
+
 class RunConfig(_Section):
     """A whole workflow."""
 
@@ -204,8 +230,17 @@ class RunConfig(_Section):
     zones: ZonesConfig | None = None
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     scheduler: str | None = None
+    dashboard: str | None = "127.0.0.1:8787"
+    """Where a local cluster's dashboard listens: loopback by default; ``0.0.0.0:8787``
+    exposes it (no authentication) to other machines; ``null`` turns it off."""
+    tls: TLSConfig | None = None
 
     source: Path | None = Field(None, exclude=True)
+
+    @field_validator("dashboard")
+    @classmethod
+    def _check_dashboard(cls, v: str | None) -> str | None:
+        return valid_dashboard(v)
 
     @field_validator("covariates")
     @classmethod
@@ -216,6 +251,37 @@ class RunConfig(_Section):
                 raise ValueError(f"covariate name {c.name!r} appears twice")
             seen.add(c.name)
         return v
+
+
+_MAX_CONFIG_CHARS = 1 << 20  # a workflow config is a page or two
+_MAX_CONFIG_VALUES = 100_000
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """Number of nodes ``root`` stands for with every alias expanded (shared nodes counted
+    once per use), computed once per distinct node; stops counting past the limit."""
+    memo: dict[int, int] = {}
+    # iterative post-order: deep nesting must not hit Python's recursion limit
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if id(node) in memo:
+            continue
+        if isinstance(node, yaml.ScalarNode):
+            memo[id(node)] = 1
+            continue
+        children = (
+            [c for pair in node.value for c in pair]
+            if isinstance(node, yaml.MappingNode)
+            else list(node.value)
+        )
+        if done:
+            total = 1 + sum(memo.get(id(c), 0) for c in children)
+            memo[id(node)] = min(total, _MAX_CONFIG_VALUES + 1)
+        else:
+            stack.append((node, True))
+            stack.extend((c, False) for c in children if id(c) not in memo)
+    return memo[id(root)]
 
 
 def _format_error(path: Path, exc: ValidationError) -> str:
@@ -256,12 +322,25 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Ru
         raise ConfigError(f"{p}: config file not found") from None
     except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: cannot read config ({type(exc).__name__})") from None
+    if len(text) > _MAX_CONFIG_CHARS:
+        raise ConfigError(f"{p}: config is {len(text)} characters, more than {_MAX_CONFIG_CHARS}")
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        # aliases (*name) share one node, so a few lines can stand for billions of values
+        # ("billion laughs"); count what they expand to before building anything
+        if node is not None and _expanded_size(node) > _MAX_CONFIG_VALUES:
+            raise ConfigError(
+                f"{p}: YAML aliases (*name) expand the config to more than "
+                f"{_MAX_CONFIG_VALUES} values; write the values out"
+            )
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{p}: invalid YAML{where}") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: config must be a mapping of keys to values")
     ctx = {"base_dir": p.resolve().parent, "check_files": check_files}

@@ -160,7 +160,37 @@ def build_stack(
         raise ConfigError("covariates: at least one covariate is needed to build a stack")
     if grid is None:
         grid = target_grid(None, covariates)
+    first = _info(covariates[0])
+    if len(covariates) > 1 and Grid(first.crs, first.transform, first.shape) == grid:
+        # the first covariate defines the grid: when no other covariate overlaps it, that
+        # file (its CRS or georeferencing) is the odd one out, not the next one checked
+        misses = []
+        for cov in covariates[1:]:
+            try:
+                _check_overlap(cov.name, _info(cov), grid)
+            except InputError:
+                misses.append(cov)
+            else:
+                break
+        if len(misses) == len(covariates) - 1:
+            other = _info(misses[0])
+            raise InputError(
+                f"{first.path}: covariate {covariates[0].name!r} defines the grid "
+                f"(grid.like: first_covariate; {_crs_name(first.crs)}, bounds "
+                f"{_fmt_bounds(first.bounds)}) but no other covariate overlaps it (e.g. "
+                f"{misses[0].name!r}: {_crs_name(other.crs)}, bounds "
+                f"{_fmt_bounds(other.bounds)}); check this file's CRS, or set grid.crs, "
+                "grid.resolution and grid.bounds"
+            )
     rows, cols = grid.chunk_sizes(chunks)
+    if len(rows) * len(cols) > 1_000_000:
+        # a graph of millions of tasks per layer fills memory before any pixel is read
+        where = f"{first.path}: " if Grid(first.crs, first.transform, first.shape) == grid else ""
+        raise InputError(
+            f"{where}the grid is {grid.shape[0]} x {grid.shape[1]} cells, "
+            f"{len(rows) * len(cols)} chunks of {chunks} (limit 1000000); check the grid's "
+            "source, or raise prediction.chunks or the grid's resolution"
+        )
     layers: dict[str, xr.DataArray] = {}
     for cov in covariates:
         if cov.name in RESERVED_NAMES:

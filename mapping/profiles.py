@@ -81,6 +81,7 @@ def read_horizons(
     path: str | os.PathLike[str],
     columns: dict[str, str] | None = None,
     layer: str | None = None,
+    max_rows: int | None = None,
 ) -> pd.DataFrame:
     """Read a horizon table (CSV, Parquet or GeoPackage) with canonical column names.
 
@@ -93,6 +94,8 @@ def read_horizons(
         e.g. ``{"soc_pct": "OC_percent"}``.
     layer
         GeoPackage layer (default: the first).
+    max_rows
+        Refuse a table of more rows than this before reading it whole (bounded memory).
 
     Returns
     -------
@@ -110,7 +113,7 @@ def read_horizons(
     """
     p = Path(path)
     try:
-        df = read_table(p, layer=layer)
+        df = read_table(p, layer=layer, max_rows=max_rows)
     except HorizonTableError:
         raise
     except InputError as exc:

@@ -61,7 +61,15 @@ from mapping.exceptions import ConfigError, GridMismatchError, InputError, Model
 from mapping.grid import Grid
 from mapping.models.variogram import Variogram, unit_semivariance
 from mapping.units import format_interval, parse_interval
-from mapping.zonal import ALL_ZONES, UNITS, ZoneCoverage, ZoneLayout, prepare_zones, zone_sums_block
+from mapping.zonal import (
+    ALL_ZONES,
+    UNITS,
+    ZoneCoverage,
+    ZoneLayout,
+    exact_to_float,
+    prepare_zones,
+    zone_sums_block,
+)
 
 if TYPE_CHECKING:
     import dask.array
@@ -590,10 +598,14 @@ def _draw_block(
     index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
     ny, nx = np.shape(means[0])
     n = len(realizations)
-    out = np.empty((len(intervals), n, n_zones, 3))
+    # exact partial sums (Python ints), added across chunks and rounded once: the totals
+    # of every realization are the same for any chunking and worker count
+    out = np.empty((len(intervals), n, n_zones, 3), dtype=object)
     has_data = any(bool(np.isfinite(m).any()) for m in means)
     if not has_data:  # no cell to simulate: zone areas only
-        empty = zone_sums_block(np.full((ny, nx), np.nan), area, index, n_zones, partial)
+        empty = zone_sums_block(
+            np.full((ny, nx), np.nan), area, index, n_zones, partial, exact=True
+        )
         out[:] = empty
         return out
     r0, c0 = origin
@@ -608,7 +620,9 @@ def _draw_block(
             dk = _to_density(m, sd, z[kernel_of[k]], distribution, common[k], g)
             d = _cumulative(dk, prev.get(top))
             prev[top] = d
-            out[k, b : b + len(reals)] = zone_sums_block(d, area, index, n_zones, partial)
+            out[k, b : b + len(reals)] = zone_sums_block(
+                d, area, index, n_zones, partial, exact=True
+            )
     return out
 
 
@@ -970,9 +984,10 @@ def _draw_sums(
                     spec,
                 )
                 parts.append(
-                    da.from_delayed(task, shape=(n_int, len(reals), n_zones, 3), dtype="float64")
+                    da.from_delayed(task, shape=(n_int, len(reals), n_zones, 3), dtype=object)
                 )
-        per_batch.append(da.stack(parts).sum(axis=0))
+        total = da.stack(parts).sum(axis=0, dtype=object)  # exact: any order, same sum
+        per_batch.append(total.map_blocks(exact_to_float, dtype="float64"))
     return da.concatenate(per_batch, axis=1)
 
 
@@ -1218,15 +1233,15 @@ def _pixel_block(
     """Per interval and zone: sum w A m, sum w A s, sum (w A s)^2 -> ``(n_int, n_zones, 3)``."""
     index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
     sq = None if partial is None else (partial[0], partial[1], partial[2] ** 2)
-    out = np.empty((len(means), n_zones, 3))
+    out = np.empty((len(means), n_zones, 3), dtype=object)  # exact sums, rounded once
     for k, (m, s) in enumerate(zip(means, stds, strict=True)):
         m = np.asarray(m, dtype="float64")
         s = np.asarray(s, dtype="float64")
         bad = ~(np.isfinite(m) & np.isfinite(s))
         m = np.where(bad, np.nan, m)
         s = np.where(bad, np.nan, s)
-        lin = zone_sums_block(np.stack([m, s]), area, index, n_zones, partial)
-        var = zone_sums_block(area * s * s, area, index, n_zones, sq)
+        lin = zone_sums_block(np.stack([m, s]), area, index, n_zones, partial, exact=True)
+        var = zone_sums_block(area * s * s, area, index, n_zones, sq, exact=True)
         out[k, :, 0] = lin[0, :, 2]
         out[k, :, 1] = lin[1, :, 2]
         out[k, :, 2] = var[:, 2]
@@ -1294,8 +1309,9 @@ def independent_pixel_range(
                 z_blocks[i, j],
                 n_zones,
             )
-            parts.append(da.from_delayed(task, shape=(n_int, n_zones, 3), dtype="float64"))
-    (sums,) = dask.compute(da.stack(parts).sum(axis=0))
+            parts.append(da.from_delayed(task, shape=(n_int, n_zones, 3), dtype=object))
+    (sums,) = dask.compute(da.stack(parts).sum(axis=0, dtype=object))
+    sums = exact_to_float(sums)
     sums = np.concatenate([sums, sums.sum(axis=1, keepdims=True)], axis=1) / np.array(
         [scale, scale, scale * scale]
     )

@@ -87,6 +87,78 @@ DEFAULT_CHUNKS = 1024
 Partial = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
+# =============================================================================== exact sums
+# A finite double is +-M * 2**(E - 1075) with an integer M < 2**53 and E >= 1 read from its
+# bits (E = 1 and no hidden bit for subnormals): the sum of any set of doubles is an integer
+# multiple of 2**-1074. Sums are kept as Python ints in that unit; adding them is exact and
+# associative, so totals are the same for any chunking, worker count and order, and the
+# one rounding to float64 at the end (int / int is correctly rounded) is the same too.
+_EXACT_SHIFT = 1074
+_EXACT_SLICE = 1 << 24  # values per bincount: sums of 27-bit halves stay below 2**53
+_MANTISSA = (1 << 52) - 1
+_HALF = (1 << 26) - 1
+
+
+def exact_bincount(idx: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
+    """Exact per-bin sums of finite ``weights``, as Python ints in units of ``2**-1074``.
+
+    The counterpart of ``np.bincount(idx, weights, minlength=n_bins)`` without rounding:
+    each value is split (from its bits) into its exponent and two 26/27-bit halves of its
+    integer mantissa, whose per-(bin, exponent) sums NumPy adds exactly in float64; the
+    halves are then shifted into place as Python ints.
+
+    Returns
+    -------
+    numpy.ndarray
+        Object array of ``n_bins`` Python ints; :func:`exact_to_float` rounds them.
+    """
+    out = np.zeros(n_bins, dtype=object)
+    out[:] = 0
+    idx = np.asarray(idx).ravel()
+    w = np.ascontiguousarray(weights, dtype="float64").ravel()
+    if not np.isfinite(w).all():
+        raise ValueError("exact_bincount: weights must be finite")
+    for start in range(0, len(w), _EXACT_SLICE):
+        bits = w[start : start + _EXACT_SLICE].view(np.int64)
+        ix = idx[start : start + _EXACT_SLICE]
+        if not len(bits):
+            continue
+        e = bits >> 52
+        e &= 0x7FF
+        m = bits & _MANTISSA
+        e0, e1 = int(e.min()), int(e.max())
+        if e0 == 0:  # zeros and subnormals: no hidden bit, exponent 1
+            m |= (e > 0).view(np.int8).astype(np.int64) << 52
+            np.maximum(e, 1, out=e)
+            e0 = 1
+        else:
+            m |= 1 << 52  # the hidden bit of normal numbers
+        if bits.min() < 0:
+            np.negative(m, out=m, where=bits < 0)
+        hi = (m >> 26).astype("float64")  # floor: hi * 2**26 + lo == m for either sign
+        m &= _HALF
+        lo = m.astype("float64")
+        n_exp = max(e1, 1) - e0 + 1
+        key = ix * n_exp
+        e -= e0
+        key += e
+        size = n_bins * n_exp
+        hs = np.bincount(key, hi, minlength=size).reshape(n_bins, n_exp)
+        ls = np.bincount(key, lo, minlength=size).reshape(n_bins, n_exp)
+        for b, k in zip(*np.nonzero((hs != 0) | (ls != 0)), strict=True):
+            total = (int(hs[b, k]) << 26) + int(ls[b, k])
+            out[b] += total << (e0 + int(k) - 1)  # 2**(E - 1075) in units of 2**-1074
+    return out
+
+
+def exact_to_float(sums: np.ndarray) -> np.ndarray:
+    """Round exact sums from :func:`exact_bincount` (any shape) to float64, once."""
+    a = np.asarray(sums, dtype=object)
+    unit = 1 << _EXACT_SHIFT
+    flat = [int(v) / unit for v in a.ravel()]
+    return np.asarray(flat, dtype="float64").reshape(a.shape)
+
+
 # =============================================================================== kernel
 def zone_sums_block(
     density: np.ndarray,
@@ -94,6 +166,8 @@ def zone_sums_block(
     zone_index: np.ndarray,
     n_zones: int,
     partial: Partial | None = None,
+    *,
+    exact: bool = False,
 ) -> np.ndarray:
     """Per-zone area, valid area and storage of one block (pure NumPy).
 
@@ -113,12 +187,18 @@ def zone_sums_block(
         Cells covered by a fraction of a zone (polygon edges) or by a second zone:
         ``(flat cell index within the block, zone index, fraction)``; these add to what
         ``zone_index`` says.
+    exact
+        Return the exact sums (object array of Python ints in units of ``2**-1074``, see
+        :func:`exact_bincount`) to be added across blocks and rounded once with
+        :func:`exact_to_float`; default: rounded here.
 
     Returns
     -------
     numpy.ndarray
         float64, shape ``(n_zones, 3)`` or ``(n, n_zones, 3)``; the last axis is
         :data:`SUM_FIELDS`: zone area (m²), area with valid density (m²), storage (kg C).
+        Every value is the exact sum rounded once, so it does not depend on the order
+        of the cells.
 
     Examples
     --------
@@ -142,26 +222,38 @@ def zone_sums_block(
     # cells outside every zone go to an extra bin, dropped at the end: no compaction copies
     idx = np.asarray(zone_index).ravel()
     idx = np.where(idx < 0, n_zones, idx)
-    zone_area = np.bincount(idx, area, minlength=n_zones + 1)[:n_zones]
     has_partial = partial is not None and len(partial[0]) > 0
     if has_partial:
+        # whole cells and edge pieces in one exact sum: bins n_zones + 1 + zone for pieces
         p_cell, p_zone, p_frac = partial  # type: ignore[misc]
         p_area = p_frac * area[p_cell]
-        zone_area = zone_area + np.bincount(p_zone, p_area, minlength=n_zones)
-    out = np.empty((d.shape[0], n_zones, 3), dtype="float64")
+        p_idx = np.asarray(p_zone) + n_zones + 1
+        all_idx = np.concatenate([idx, p_idx])
+    n_bins = 2 * n_zones + 1 if has_partial else n_zones + 1
+
+    def sums(weights: np.ndarray, pieces: np.ndarray | None = None) -> np.ndarray:
+        if has_partial:
+            bins = exact_bincount(all_idx, np.concatenate([weights, pieces]), n_bins)
+            return bins[:n_zones] + bins[n_zones + 1 :]
+        return exact_bincount(idx, weights, n_bins)[:n_zones]
+
+    zone_area = sums(area, p_area if has_partial else None)
+    out = np.empty((d.shape[0], n_zones, 3), dtype=object)
     for r in range(d.shape[0]):
         ok = np.isfinite(d[r])
         valid_area = np.where(ok, area, 0.0)
         out[r, :, 0] = zone_area
-        out[r, :, 1] = np.bincount(idx, valid_area, minlength=n_zones + 1)[:n_zones]
         kg = valid_area * np.where(ok, d[r], 0.0)
-        out[r, :, 2] = np.bincount(idx, kg, minlength=n_zones + 1)[:n_zones]
         if has_partial:
             pv = d[r, p_cell]
             pok = np.isfinite(pv)
-            out[r, :, 1] += np.bincount(p_zone[pok], p_area[pok], minlength=n_zones)
-            out[r, :, 2] += np.bincount(p_zone[pok], p_area[pok] * pv[pok], minlength=n_zones)
-    return out.reshape((*lead, n_zones, 3))
+            out[r, :, 1] = sums(valid_area, np.where(pok, p_area, 0.0))
+            out[r, :, 2] = sums(kg, np.where(pok, p_area * np.where(pok, pv, 0.0), 0.0))
+        else:
+            out[r, :, 1] = sums(valid_area)
+            out[r, :, 2] = sums(kg)
+    out = out.reshape((*lead, n_zones, 3))
+    return out if exact else exact_to_float(out)
 
 
 # =============================================================================== zones
@@ -797,8 +889,9 @@ def zone_sums(
     -------
     dask.array.Array
         float64, ``(n_zones, 3)`` or ``(n, n_zones, 3)``; last axis :data:`SUM_FIELDS`.
-        Each chunk's partial sums come from :func:`zone_sums_block`; they are added as a
-        tree, so the result does not depend on the chunking beyond rounding.
+        Each chunk's exact partial sums come from :func:`zone_sums_block`; they are added
+        exactly as a tree and rounded once, so the result is the same to the last bit for
+        any chunking and any number of workers.
     """
     import dask
     import dask.array as da
@@ -826,16 +919,17 @@ def zone_sums(
                 d = d_blocks[k, i, j] if density.ndim == 3 else d_blocks[i, j]
                 task = dask.delayed(_tile_sums, pure=True)(d, a_blocks[i, j], z_blocks[i, j], n)
                 shape = (n, 3) if nk is None else (nk, n, 3)
-                parts.append(da.from_delayed(task, shape=shape, dtype="float64"))
-        per_lead.append(da.stack(parts).sum(axis=0))
+                parts.append(da.from_delayed(task, shape=shape, dtype=object))
+        total = da.stack(parts).sum(axis=0, dtype=object)
+        per_lead.append(total.map_blocks(exact_to_float, dtype="float64"))
     return per_lead[0] if density.ndim == 2 else da.concatenate(per_lead, axis=0)
 
 
 def _tile_sums(density: np.ndarray, cell_area: np.ndarray, zone_block: Any, n: int) -> np.ndarray:
     if isinstance(zone_block, tuple):
         index, partial = zone_block
-        return zone_sums_block(density, cell_area, index, n, partial)
-    return zone_sums_block(density, cell_area, zone_block, n)
+        return zone_sums_block(density, cell_area, index, n, partial, exact=True)
+    return zone_sums_block(density, cell_area, zone_block, n, exact=True)
 
 
 # =============================================================================== table

@@ -148,10 +148,12 @@ def test_fit_recovers_parameters_of_a_simulated_field() -> None:
     assert sill == pytest.approx(1.2, rel=0.10)
 
 
-def test_fit_needs_enough_lags() -> None:
+def test_too_few_lags_give_a_nugget_model() -> None:
+    # cutoff 0.33333 x 5: only the pair at distance 1, gamma = (1 - 0)^2 / 2
     xy = np.array([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
-    with pytest.raises(ModelError, match="at least 3 non-empty lags"):
-        Variogram.fit(xy, [0.0, 1.0, 2.0], "spherical")
+    with pytest.warns(RuntimeWarning, match="only 1 non-empty lag"):
+        v = Variogram.fit(xy, [0.0, 1.0, 2.0], "spherical")
+    assert (v.psill, v.nugget) == (0.0, 0.5)
 
 
 # --------------------------------------------------------------------------- model values

@@ -8,6 +8,7 @@ looks complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -71,9 +72,30 @@ def atomic_path(path: str | os.PathLike[str], *, is_dir: bool = False) -> Iterat
         if is_dir and dest.exists():
             _remove(dest)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        if _disk_full(exc):
+            raise OutputError(
+                f"{dest}: disk full or file too large while writing ({_os_reason(exc)}); "
+                "nothing was written under this name"
+            ) from None
         raise
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """Whether a write failed for want of space (ENOSPC, EDQUOT, EFBIG; GDAL says it in words)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, OSError | RuntimeError) and (
+        "no space left" in text or "disk space" in text or "file too large" in text
+    )
+
+
+def _os_reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _remove(p: Path) -> None:
@@ -106,11 +128,15 @@ def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> st
 
 
 # --------------------------------------------------------------------------- tables
-def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.DataFrame:
+def read_table(
+    path: str | os.PathLike[str], *, layer: str | None = None, max_rows: int | None = None
+) -> pd.DataFrame:
     """Read a CSV, Parquet or GeoPackage table into a DataFrame.
 
     GeoPackage point layers get ``lon``/``lat`` columns from their geometry when
-    the table has none. Errors name the file.
+    the table has none. Errors name the file. With ``max_rows``, a longer table is
+    refused before it is read whole (CSV: at most ``max_rows + 1`` rows are parsed;
+    Parquet and GeoPackage: the count in the file's metadata), so memory stays bounded.
     """
     p = Path(path)
     if not p.exists():
@@ -122,12 +148,34 @@ def read_table(path: str | os.PathLike[str], *, layer: str | None = None) -> pd.
         raise InputError(f"{p}: unsupported table format {suffix!r}; use .csv, .parquet or .gpkg")
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty")
+
+    def too_long(n: int) -> InputError:
+        return InputError(
+            f"{p}: {'more than ' if suffix == '.csv' else ''}{n - 1 if suffix == '.csv' else n} "
+            f"rows, above the limit of {max_rows} (profiles.max_rows in the config)"
+        )
+
     try:
         if suffix == ".csv":
-            df = pd.read_csv(p, **csv_dialect(p))
+            nrows = None if max_rows is None else max_rows + 1
+            df = pd.read_csv(p, nrows=nrows, **csv_dialect(p))
+            if max_rows is not None and len(df) > max_rows:
+                raise too_long(len(df))
         elif suffix in {".parquet", ".pq"}:
+            if max_rows is not None:
+                import pyarrow.parquet as pq
+
+                n = pq.ParquetFile(p).metadata.num_rows
+                if n > max_rows:
+                    raise too_long(n)
             df = pd.read_parquet(p)
         else:
+            if max_rows is not None:
+                import pyogrio
+
+                n = int(pyogrio.read_info(p, layer=layer).get("features") or 0)
+                if n > max_rows:
+                    raise too_long(n)
             df = _read_gpkg_points(p, layer)
     except pd.errors.EmptyDataError:
         raise InputError(f"{p}: file is empty") from None

@@ -15,7 +15,7 @@ import numpy as np
 from mapping.cluster import compute_with_progress, store_blocks
 from mapping.exceptions import InputError, MissingCRSError, OutputError
 from mapping.grid import Grid
-from mapping.io.files import _remove, atomic_path
+from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path
 
 
 # --------------------------------------------------------------------------- rasters out
@@ -146,7 +146,12 @@ def write_cogs(
             out.append(p)
     except rasterio.errors.RasterioError as exc:
         where = specs[min(len(out), len(specs) - 1)][0]
-        raise OutputError(f"{where}: cannot write raster ({exc})") from None
+        if _disk_full(exc):
+            raise OutputError(
+                f"{where}: disk full while writing ({_os_reason(exc)}); nothing was written "
+                "under this name"
+            ) from None
+        raise OutputError(f"{where}: cannot write raster ({_os_reason(exc)})") from None
     finally:
         for stage in stages:
             _remove(stage)

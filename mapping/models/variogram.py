@@ -314,26 +314,75 @@ class Variogram:
         dist = s["dist"].to_numpy(float)
         gamma = s["gamma"].to_numpy(float)
         n_par = 3 if fit_nugget else 2
-        if len(s) < n_par:
+        if len(s) == 0:
             raise ModelError(
-                f"variogram fit needs at least {n_par} non-empty lags, got {len(s)}; "
-                "supply more points or a Variogram explicitly"
+                "variogram fit: no pair of points within the cutoff (empty sample variogram); "
+                "raise the cutoff or give the variogram explicitly"
             )
         if WEIGHTS[weights] == 7 and np.any(dist == 0):
             raise ModelError(
                 "variogram fit with weights='gstat' (N/h^2) fails on a lag of mean distance 0 "
                 "(duplicate locations only); use weights='npairs'"
             )
-        psill, range_, nugget = _fit_gstat(
-            model, nu, npairs, dist, gamma, fit_nugget, WEIGHTS[weights]
-        )
-        if not (math.isfinite(range_) and range_ > 0 and psill + nugget > 0):
-            raise ModelError(
-                f"variogram fit ({model}) did not converge to a valid model "
-                f"(psill={psill:.4g}, range={range_:.4g}, nugget={nugget:.4g}); "
-                "give the variogram explicitly"
+        if len(s) < n_par:
+            return cls._nugget_fallback(
+                model, npairs, dist, gamma, WEIGHTS[weights], nu,
+                f"only {len(s)} non-empty lag(s) for {n_par} parameters",
+            )  # fmt: skip
+        # the fit's own warnings (singular steps, no convergence) are moot when its
+        # result is replaced by the nugget model: hold them until that is known
+        with warnings.catch_warnings(record=True) as held:
+            warnings.simplefilter("always")
+            psill, range_, nugget = _fit_gstat(
+                model, nu, npairs, dist, gamma, fit_nugget, WEIGHTS[weights]
             )
+        if not (math.isfinite(range_) and range_ > 0 and psill + nugget > 0):
+            return cls._nugget_fallback(
+                model, npairs, dist, gamma, WEIGHTS[weights], nu,
+                f"no valid model (psill={psill:.4g}, range={range_:.4g}, nugget={nugget:.4g})",
+            )  # fmt: skip
+        for w in held:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         return cls(model, psill=psill, range=range_, nugget=nugget, nu=nu)
+
+    @classmethod
+    def _nugget_fallback(
+        cls,
+        model: str,
+        npairs: NDArray,
+        dist: NDArray,
+        gamma: NDArray,
+        method: int,
+        nu: float,
+        why: str,
+    ) -> Variogram:
+        """The pure-nugget model that fits the lags best under the fit's own weights.
+
+        Residuals with no spatial structure (or too few lags to see one) are white
+        noise: the weighted mean of the semivariances is the least-squares nugget
+        (gstat's ``fit.variogram(v, vgm(NA, "Nug", 0))``). The model keeps its name
+        and a nominal range (a third of the largest lag, gstat's starting value); with
+        ``psill = 0`` neither matters. One ``RuntimeWarning`` says so.
+        """
+        if method == 6:
+            w = np.ones_like(dist)
+        elif method == 7:
+            w = npairs / (dist * dist)
+        else:  # npairs; Cressie's N / gamma0^2 with a constant model is the same
+            w = npairs
+        nugget = float(np.sum(w * gamma) / np.sum(w))
+        if not (math.isfinite(nugget) and nugget > 0):
+            raise ModelError(
+                f"variogram fit ({model}): {why}, and the semivariances give no positive "
+                "nugget either; give the variogram explicitly"
+            )
+        warnings.warn(
+            f"variogram fit ({model}): {why}; using a pure nugget model "
+            f"(nugget={nugget:.4g}, no spatial correlation)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return cls(model, psill=0.0, range=float(np.max(dist)) / 3.0, nugget=nugget, nu=nu)
 
 
 # --------------------------------------------------------------------------- sample variogram

@@ -158,7 +158,10 @@ def _config_error(cfg: RunConfig, key: str, exc: MappingError) -> ConfigError:
 def _profiles(cfg: RunConfig) -> pd.DataFrame:
 
     horizons = read_horizons(
-        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+        cfg.profiles.path,
+        columns=dict(cfg.profiles.columns),
+        layer=cfg.profiles.layer,
+        max_rows=cfg.profiles.max_rows,
     )
     valid, _ = check_horizons(
         horizons,

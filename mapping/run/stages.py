@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
-from mapping.cluster import dask_client
+from mapping.cluster import dask_client, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
@@ -64,7 +64,10 @@ def _stocks_inputs(cfg: RunConfig) -> list[Path]:
 def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
     cfg, run = ctx.config, ctx.folder
     horizons = read_horizons(
-        cfg.profiles.path, columns=dict(cfg.profiles.columns), layer=cfg.profiles.layer
+        cfg.profiles.path,
+        columns=dict(cfg.profiles.columns),
+        layer=cfg.profiles.layer,
+        max_rows=cfg.profiles.max_rows,
     )
     result = compute_stocks(
         horizons,
@@ -200,7 +203,8 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         if len(rows) < min_profiles(cfg):
             raise ModelError(
                 f"interval {label} cm: only {len(rows)} profiles with covariates; at least "
-                f"{min_profiles(cfg)} are needed to fit and cross-validate a model"
+                f"{min_profiles(cfg)} are needed to fit and cross-validate a model "
+                "(config: drop the interval from stocks.depths or lower cv.n_splits)"
             )
         splitter = make_splitter(
             cfg.cv.method,
@@ -210,16 +214,21 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             random_state=cfg.seed,
         )
         ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
-        result = fit_interval(
-            template,
-            rows[features],
-            rows["soc_stock_kg_m2"].to_numpy(float),
-            splitter=splitter,
-            quantiles=cfg.prediction.quantiles,
-            profile_ids=rows["profile_id"].to_numpy(),
-            aoa=cfg.prediction.aoa,
-            categorical=categorical_covariates(cfg),
-        )
+        try:
+            result = fit_interval(
+                template,
+                rows[features],
+                rows["soc_stock_kg_m2"].to_numpy(float),
+                splitter=splitter,
+                quantiles=cfg.prediction.quantiles,
+                profile_ids=rows["profile_id"].to_numpy(),
+                aoa=cfg.prediction.aoa,
+                categorical=categorical_covariates(cfg),
+            )
+        except ModelError as exc:
+            raise ModelError(
+                f"interval {label} cm: {exc} (config: {_config_key(str(exc))})"
+            ) from None
         record_coordinate_crs(result.model, grid_and_stack(ctx)[0].crs)  # x, y: the grid's CRS
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
@@ -229,6 +238,22 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
     outputs.append(ctx.folder.rel(ctx.folder.cv_summary))
     return outputs, fitted
+
+
+# which part of the config to change for a fit error: the first key its message points at
+_FIT_ERROR_KEYS = {
+    "variogram": "model.variogram",
+    "log_transform": "model.log_transform",
+    "n_neighbors": "model.n_neighbors",
+    "max_distance": "model.max_distance",
+    "fold": "cv",
+    "split": "cv",
+    "block": "cv.block_size",
+}
+
+
+def _config_key(message: str) -> str:
+    return next((key for word, key in _FIT_ERROR_KEYS.items() if word in message), "model")
 
 
 def _write_fit(
@@ -308,7 +333,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     written: dict[str, dict[str, Path]] = {}
     for leftover in run.temporaries():  # temporaries of a killed run
         io.remove_output(leftover)
-    with dask_client(ctx.scheduler, echo=ctx.echo):
+    tls = cfg.tls
+    security = None if tls is None else tls_security(tls.ca_file, tls.cert, tls.key)
+    with dask_client(
+        ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, security=security
+    ):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
             aoa = io.read_model(run.aoa_file(label)) if cfg.prediction.aoa else None
