@@ -399,19 +399,24 @@ def regional_error_sd(
     """Standard deviation of the regional error shared by the cells of a zone.
 
     The errors of held-out profiles are split into a part shared by a group
-    (the model's error over the patch the group covers, as predicted without
+    (the model's error over the area the group covers, as predicted without
     it) and a part of their own; the one-way random-effects method of moments
-    separates them: ``tau^2 = max(0, (MSB - MSW) / n0)`` with ``G - 1``
-    degrees of freedom for ``G`` groups. With the five kNNDM folds as groups
-    this is ``mapping.uncertainty.cv_block_error_sd`` on four degrees of
-    freedom; with :func:`spatial_groups` (compact patches of ~15 held-out
-    profiles) it has ``n / 15 - 1``, and with ``pool`` the share of the
-    error variance that is regional, ``tau^2 / (tau^2 + s_w^2)``, is pooled
-    over the depth intervals (weighted by their degrees of freedom) and
-    applied to each interval's total error variance. Patches are smaller than
-    zones, so their shared error also holds part of the residual's spatial
-    correlation, which the Monte Carlo draws already carry: the estimate
-    errs on the wide side.
+    for unbalanced groups separates them: ``tau^2 = max(0, (MSB - MSW) / n0)``
+    on ``G - 1`` degrees of freedom for ``G`` groups.
+
+    The scale of ``tau`` is the scale of the groups. With the kNNDM folds as
+    groups (regions of about a zone's size) this is
+    ``mapping.uncertainty.cv_block_error_sd``, on four degrees of freedom for
+    five folds: one noisy estimate can collapse to zero. ``pool=True`` fixes
+    that without changing the scale: the *share* of the error variance that is
+    regional, ``tau^2 / (tau^2 + s_w^2)``, is averaged over the depth intervals
+    (weighted by their degrees of freedom, ``sum(K - 1)``; the intervals share
+    profiles, so fewer effective ones) and applied to each interval's own
+    within-group variance. With :func:`spatial_groups` (compact patches of
+    ~15 held-out profiles) there are ``n / 15 - 1`` degrees of freedom, but a
+    patch is smaller than a zone: its shared error also holds part of the
+    residual's spatial correlation, which the Monte Carlo draws carry already,
+    and ``tau`` comes out wider than a zone's regional error.
 
     Parameters
     ----------
