@@ -47,6 +47,7 @@ from scipy.stats import norm
 from mapping.exceptions import ModelError
 
 __all__ = [
+    "CalibratedModel",
     "ErrorModel",
     "fit_error_model",
     "interval_log_moments",
@@ -158,6 +159,80 @@ class ErrorModel:
         return pd.DataFrame(
             {"di": self.knots, "n": self.counts, "raw": self.raw, "fitted": self.values}
         )
+
+
+class CalibratedModel:
+    """A fitted model whose standard deviation and quantiles come from an :class:`ErrorModel`.
+
+    ``predict(X)`` is the wrapped model's mean, unchanged (so maps and zone totals do
+    not move); ``predict(X, return_std=True)`` and ``predict_quantiles`` use the
+    calibrated variance ``error_model.variance(s2, DI)`` with the DI from ``aoa``.
+    For log models (``RegressionKriging(log_transform=True)``) ``mu`` and ``s2`` are
+    the log-scale prediction and variance (``predict_components``); the standard
+    deviation is the lognormal one about the model's mean, ``mean * sqrt(exp(v) - 1)``,
+    and the quantiles ``exp(mu + z sqrt(v))``. Other models give ``(mean, std)`` on the
+    original scale. It has the prediction interface ``mapping.predict`` uses
+    (``feature_names_in_``, ``predict``, ``predict_quantiles``), so it can be passed in
+    place of the model.
+
+    Parameters
+    ----------
+    model
+        The fitted model (on all profiles).
+    error_model
+        From :func:`fit_error_model` on the model's cross-validation.
+    aoa
+        Fitted :class:`mapping.aoa.AreaOfApplicability` (``predict(X) -> (di, inside)``),
+        fitted with the same CV folds.
+    """
+
+    def __init__(self, model: Any, error_model: ErrorModel, aoa: Any) -> None:
+        self.model = model
+        self.error_model = error_model
+        self.aoa = aoa
+
+    @property
+    def log_transform(self) -> bool:
+        """Whether the model works on log values."""
+        return bool(getattr(self.model, "log_transform", False))
+
+    def __getattr__(self, name: str) -> Any:
+        # feature_names_in_, n_features_in_ and the like: the wrapped model's
+        model = self.__dict__.get("model")
+        if model is not None and name in ("feature_names_in_", "n_features_in_"):
+            return getattr(model, name)
+        raise AttributeError(name)
+
+    def _moments(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean on the model's scale, model variance, calibrated variance)``."""
+        if hasattr(self.model, "predict_components"):
+            c = self.model.predict_components(X)
+            mu = c["trend"] + c["residual"]
+            s2 = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
+        else:
+            mu, sd = self.model.predict(X, return_std=True)
+            mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
+        di = np.asarray(self.aoa.predict(X)[0], dtype=float)
+        return mu, s2, self.error_model.variance(s2, di)
+
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        """The model's mean (and the calibrated standard deviation)."""
+        if not return_std:
+            return self.model.predict(X)
+        mu, s2, v = self._moments(X)
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            return mean, mean * np.sqrt(np.expm1(v))
+        return mu, np.sqrt(v)
+
+    def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
+        """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""
+        mu, _, v = self._moments(X)
+        q = np.asarray(quantiles, dtype=float)
+        if not np.all((q > 0) & (q < 1)):
+            raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
+        out = mu[:, None] + np.sqrt(v)[:, None] * norm.ppf(q)
+        return np.exp(out) if self.log_transform else out
 
 
 def _pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import pytest
 from scipy.stats import norm
 
 from mapping.calibration import (
+    CalibratedModel,
     ErrorModel,
     fit_error_model,
     interval_log_moments,
@@ -238,3 +239,53 @@ def test_spatial_groups_stay_within_folds() -> None:
     assert len(np.unique(g[:40])) == 4 and len(np.unique(g[40:95])) == 5
     with pytest.raises(ModelError, match="size"):
         spatial_groups(xy, folds, size=1)
+
+
+# --------------------------------------------------------------------------- the wrapped model
+def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
+    from mapping.aoa import AreaOfApplicability
+    from mapping.models import RegressionKriging
+    from mapping.predict import _predict_block
+
+    rng = np.random.default_rng(12)
+    n = 150
+    X = pd.DataFrame(
+        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
+    )
+    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
+    model = RegressionKriging(variogram="exponential", log_transform=True).fit(X, y)
+    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    em = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0, 0.1]),
+        values=np.array([1.0, 2.0]),
+        slope=10.0,
+        noise_var=0.0,
+        n=n,
+        counts=np.array([75, 75]),
+        raw=np.array([1.0, 2.0]),
+        di_max=0.1,
+    )
+    cal = CalibratedModel(model, em, aoa)
+    # a cold cell far outside the training range and a cell among the profiles
+    Xn = pd.DataFrame({"x": [1e5, 1e5], "y": [1e5, 1e5], "t": [-2.0, -12.0]})
+    comp = model.predict_components(Xn)
+    mu, s2 = comp["trend"] + comp["residual"], comp["trend_var"] + comp["krige_var"]
+    di = aoa.predict(Xn)[0]
+    v = em.variance(s2, di)
+    assert v[1] > 5 * s2[1] and di[1] > 1.0
+    np.testing.assert_allclose(cal.predict(Xn), model.predict(Xn))  # the mean is unchanged
+    mean, std = cal.predict(Xn, return_std=True)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-12)
+    q = cal.predict_quantiles(Xn, (0.05, 0.95))
+    np.testing.assert_allclose(np.log(q[:, 1]), mu + 1.6448536 * np.sqrt(v), rtol=1e-6)
+    # the grid kernel takes it in place of the model, unchanged
+    out = _predict_block(
+        {"t": np.array([[-2.0, -12.0]])}, np.array([1e5, 1e5 + 1]), np.array([1e5]), cal
+    )
+    assert out["upper"][0, 1] / out["lower"][0, 1] > 2 * out["upper"][0, 0] / out["lower"][0, 0]
+    assert list(cal.feature_names_in_) == ["x", "y", "t"]
+    import pickle  # Dask ships it to workers
+
+    again = pickle.loads(pickle.dumps(cal))
+    np.testing.assert_allclose(again.predict_quantiles(Xn, (0.05, 0.95)), q)
