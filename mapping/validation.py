@@ -42,7 +42,7 @@ from threadpoolctl import threadpool_limits
 
 from mapping.aoa import AreaOfApplicability
 from mapping.exceptions import ModelError
-from mapping.models.base import ColumnSpec, get_coordinates
+from mapping.models.base import ColumnLayout, ColumnSpec, get_coordinates, one_hot
 
 __all__ = [
     "KNNDM",
@@ -360,6 +360,21 @@ class KNNDM(_FoldLabelCV):
     With ``groups`` the algorithm runs on the mean location of each group
     (profile) and every row follows its group.
 
+    With ``space="feature"`` (``CAST::knndm(space = "feature")``) the same
+    algorithm runs in the space of the covariates instead of the coordinates:
+    every covariate column of ``X`` (all but ``coord_columns``) is
+    standardised with the training mean and standard deviation, categorical
+    ones (pandas ``category``/``object`` or named in ``categorical_features``)
+    become standardised 0/1 indicators (CAST uses Gower distances there), and
+    ``prediction_points`` must be a DataFrame holding the same covariates at
+    (a sample of) the cells to map. Distances, clusters, the first principal
+    component and ``W`` are then in standardised feature units. Feature space
+    reproduces how far the map's cells are from the training data *in the
+    covariates*, which is what a trend model's error depends on when the
+    profiles are clustered in climate (cold, remote land under-sampled);
+    geographical space reproduces the spatial distances a residual kriging
+    relies on.
+
     Parameters
     ----------
     n_splits
@@ -380,6 +395,10 @@ class KNNDM(_FoldLabelCV):
         Number of cluster counts tried (CAST ``nk_len``).
     random_state
         Seed for k-means and for random folds.
+    space
+        ``"geographical"`` (default) or ``"feature"``.
+    categorical_features
+        Extra categorical covariates for ``space="feature"``.
 
     Notes
     -----
@@ -397,6 +416,8 @@ class KNNDM(_FoldLabelCV):
         clustering: str = "kmeans",
         n_configs: int = 100,
         random_state: int | None = None,
+        space: str = "geographical",
+        categorical_features: Sequence[ColumnSpec] | None = None,
     ) -> None:
         self.n_splits = n_splits
         self.prediction_points = prediction_points
@@ -405,6 +426,8 @@ class KNNDM(_FoldLabelCV):
         self.clustering = clustering
         self.n_configs = n_configs
         self.random_state = random_state
+        self.space = space
+        self.categorical_features = categorical_features
 
     def fold_labels(self, X: Any, y: Any = None, groups: Any = None) -> np.ndarray:
         return self.assign(X, groups).folds
@@ -420,10 +443,44 @@ class KNNDM(_FoldLabelCV):
             return get_coordinates(pp, self.coord_columns)
         return get_coordinates(np.asarray(pp, dtype=float), None)
 
+    def _feature_spaces(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Standardised covariates of the training rows and of the prediction points."""
+        pp = self.prediction_points
+        if not isinstance(pp, pd.DataFrame):
+            raise ModelError(
+                "KNNDM(space='feature') needs prediction_points as a DataFrame of the "
+                "covariates at (a sample of) the cells to map"
+            )
+        layout = ColumnLayout.from_fit(
+            X, coord_columns=self.coord_columns, categorical_features=self.categorical_features
+        )
+        mask = layout.categorical_mask
+        Z = one_hot(layout.transform(X), mask, layout.categories)
+        P = one_hot(layout.transform(pp), mask, layout.categories)
+        if not np.isfinite(Z).all():
+            row = int(np.flatnonzero(~np.isfinite(Z).all(axis=1))[0])
+            raise ModelError(f"training row {row} has a missing covariate value")
+        P = P[np.isfinite(P).all(axis=1)]  # cells with a missing or unseen value: no distance
+        if len(P) == 0:
+            raise ModelError("no prediction point has a complete set of covariates")
+        sd = Z.std(axis=0, ddof=1)
+        keep = sd > 0  # a constant covariate says nothing about distance
+        centre = Z.mean(axis=0)
+        return (
+            (Z[:, keep] - centre[keep]) / sd[keep],
+            (P[:, keep] - centre[keep]) / sd[keep],
+        )
+
     def assign(self, X: Any, groups: Any = None) -> KNNDMResult:
-        """Run kNNDM on the coordinates of ``X`` (cached for identical input)."""
-        coords = get_coordinates(X, self.coord_columns)
-        key = self._cache_key(coords, groups)
+        """Run kNNDM on the coordinates (or covariates) of ``X`` (cached for identical input)."""
+        if self.space not in ("geographical", "feature"):
+            raise ModelError(f"space must be 'geographical' or 'feature', got {self.space!r}")
+        pcoords = None
+        if self.space == "feature":
+            coords, pcoords = self._feature_spaces(X)
+        else:
+            coords = get_coordinates(X, self.coord_columns)
+        key = self._cache_key(coords, groups, pcoords)
         cache = self.__dict__.setdefault("_cache", {})
         if key in cache:
             return cache[key]
@@ -431,18 +488,18 @@ class KNNDM(_FoldLabelCV):
             units, inverse = _group_coordinates(coords, groups)
         else:
             units, inverse = coords, None
-        res = self._knndm(units)
+        res = self._knndm(units, pcoords)
         if inverse is not None:
             res.folds = res.folds[inverse]
         cache.clear()
         cache[key] = res
         return res
 
-    def _cache_key(self, coords: np.ndarray, groups: Any) -> str:
+    def _cache_key(self, coords: np.ndarray, groups: Any, pcoords: Any = None) -> str:
         h = hashlib.sha1(np.ascontiguousarray(coords).tobytes())
         if groups is not None:
             h.update(pd.util.hash_array(np.asarray(groups, dtype=object)).tobytes())
-        pp = self._prediction_coordinates()
+        pp = self._prediction_coordinates() if pcoords is None else pcoords
         h.update(np.ascontiguousarray(pp).tobytes())
         params = (
             self.n_splits,
@@ -450,11 +507,12 @@ class KNNDM(_FoldLabelCV):
             self.clustering,
             self.n_configs,
             repr(self.random_state),
+            self.space,
         )
         h.update(repr(params).encode())
         return h.hexdigest()
 
-    def _knndm(self, tcoords: np.ndarray) -> KNNDMResult:
+    def _knndm(self, tcoords: np.ndarray, pcoords: np.ndarray | None = None) -> KNNDMResult:
         k = int(self.n_splits)
         n = len(tcoords)
         if not 1.0 / k < self.maxp < 1.0:
@@ -469,7 +527,8 @@ class KNNDM(_FoldLabelCV):
             raise ModelError(
                 f"kNNDM needs more than n_splits + 1 = {k + 1} training locations, got {n}"
             )
-        pcoords = self._prediction_coordinates()
+        if pcoords is None:
+            pcoords = self._prediction_coordinates()
         rng = check_random_state(self.random_state)
         tree = cKDTree(tcoords)
         Gj = tree.query(tcoords, k=2)[0][:, 1]
@@ -596,8 +655,14 @@ def make_splitter(
     prediction_points: Any = None,
     coord_columns: Sequence[ColumnSpec] | None = ("x", "y"),
     random_state: int | None = None,
+    space: str = "geographical",
+    categorical_features: Sequence[ColumnSpec] | None = None,
 ) -> BaseCrossValidator:
-    """The splitter named in the config (``cv.method``: kfold, block or knndm)."""
+    """The splitter named in the config (``cv.method``: kfold, block or knndm).
+
+    ``space`` and ``categorical_features`` go to :class:`KNNDM` (``space="feature"``
+    needs ``prediction_points`` as a DataFrame of covariates).
+    """
     if method == "kfold":
         return RandomKFold(n_splits, random_state=random_state)
     if method == "block":
@@ -615,6 +680,8 @@ def make_splitter(
             prediction_points=prediction_points,
             coord_columns=coord_columns,
             random_state=random_state,
+            space=space,
+            categorical_features=categorical_features,
         )
     raise ModelError(f"cv.method must be one of kfold, block, knndm; got {method!r}")
 

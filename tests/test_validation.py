@@ -205,6 +205,66 @@ def test_make_splitter_from_config_names():
         KNNDM(5).split(_points()).__next__()
 
 
+def test_knndm_feature_space_distances_are_standardised_covariates():
+    # training covariates clustered at the warm end; the map reaches the cold end
+    rng = np.random.default_rng(4)
+    n = 120
+    X = pd.DataFrame(
+        {
+            "x": rng.uniform(0, 1e5, n),
+            "y": rng.uniform(0, 1e5, n),
+            "maat": np.repeat(rng.uniform(-4, 0, 6), 20) + rng.normal(0, 0.1, n),
+            "ndvi": np.repeat(rng.uniform(0.4, 0.8, 6), 20) + rng.normal(0, 0.01, n),
+            "lc": pd.Categorical(rng.choice(["a", "b"], n)),
+        }
+    )
+    m = 900
+    pp = pd.DataFrame(
+        {
+            "x": rng.uniform(0, 1e5, m),
+            "y": rng.uniform(0, 1e5, m),
+            "maat": rng.uniform(-16, 0, m),
+            "ndvi": rng.uniform(0.2, 0.8, m),
+            "lc": pd.Categorical(rng.choice(["a", "b"], m)),
+        }
+    )
+    cv = KNNDM(5, prediction_points=pp, space="feature", random_state=0)
+    res = cv.assign(X)
+    # Gij by hand: standardise with the training mean and sd (n - 1), one-hot the category
+    cols = ["maat", "ndvi"]
+    Z = np.column_stack([X[cols].to_numpy(), X["lc"] == "a", X["lc"] == "b"]).astype(float)
+    P = np.column_stack([pp[cols].to_numpy(), pp["lc"] == "a", pp["lc"] == "b"]).astype(float)
+    c, s = Z.mean(axis=0), Z.std(axis=0, ddof=1)
+    from scipy.spatial import cKDTree
+
+    gij = cKDTree((Z - c) / s).query((P - c) / s)[0]
+    np.testing.assert_allclose(res.Gij, gij, rtol=1e-12)
+    # clustered in feature space: not random folds, and held-out clusters sit as far
+    # from the training data (in the covariates) as the map's cells do
+    assert isinstance(res.q, int)
+    assert np.median(res.Gjstar) > 3 * np.median(res.Gj)
+    folds_random = RandomKFold(5, random_state=0).fold_labels(X)
+    w_random = wasserstein_distance(cv_distances((Z - c) / s, folds_random), res.Gij)
+    assert res.W < 0.75 * w_random  # the cold end lies beyond any held-out cluster
+    # the geographical version sees evenly spread points and returns random folds
+    geo = KNNDM(5, prediction_points=pp[["x", "y"]].to_numpy(), random_state=0).assign(X)
+    assert geo.q == "random CV"
+    splitter = make_splitter("knndm", 5, prediction_points=pp, space="feature", random_state=0)
+    np.testing.assert_array_equal(splitter.fold_labels(X), res.folds)
+
+
+def test_knndm_feature_space_bad_input():
+    X = _points()
+    X["maat"] = np.linspace(-5, 0, len(X))
+    with pytest.raises(ModelError, match="DataFrame of the covariates"):
+        KNNDM(5, prediction_points=np.zeros((3, 2)), space="feature").assign(X)
+    with pytest.raises(ModelError, match="space must be"):
+        KNNDM(5, prediction_points=np.zeros((3, 2)), space="features").assign(X)
+    pp = pd.DataFrame({"x": [0.0], "y": [0.0]})
+    with pytest.raises(ModelError, match="seen at fit is missing"):
+        KNNDM(5, prediction_points=pp, space="feature").assign(X)
+
+
 # --------------------------------------------------------------------------- CV driver and plot
 def test_cross_validate_model_pools_out_of_fold_predictions(tmp_path):
     rng = np.random.default_rng(3)

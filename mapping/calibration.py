@@ -1,0 +1,539 @@
+"""Calibrated per-cell error variance from spatial cross-validation.
+
+A regression-kriging model's own variance (the kriging variance of its residual
+variogram, plus the trend's variance where it has one) describes its error where
+the profiles are: the residual variogram is fitted at the profiles, so it cannot see
+how much worse the trend becomes where it extrapolates in feature space (cold,
+remote, under-sampled land; covariate values beyond the sampled range). Spatial
+cross-validation does see it: every held-out profile has an out-of-fold error, the
+model's variance there and a dissimilarity index (DI, :mod:`mapping.aoa`) to the
+training data of its fold. This module fits how much larger the squared errors are
+than the model's variance as a monotone function of the DI (Meyer & Pebesma 2022's
+DI-based error profiles, applied to the ratio of squared errors to the model's
+variance), and applies it cell by cell::
+
+    v(cell) = r(DI) * max(s2 - noise_var, 0)          kind="ratio" (default)
+    v(cell) = max(s2 - noise_var + g(DI), 0)           kind="additive"
+
+``s2`` is the model's variance (log scale for log models), ``r`` a non-decreasing
+ratio (``g`` an additive variance) estimated in DI bins of the cross-validation
+points, and ``noise_var`` the variance of an observation about its cell's value
+(measurement and within-cell variation, e.g. the residual variogram's nugget): the
+cross-validation errors contain it, a cell's true value does not. Beyond the largest
+DI seen in cross-validation the function keeps rising along the slope of a weighted
+linear fit over the bins (never falling): outside the area of applicability the
+interval widens rather than staying at its last value.
+
+Intervals are Gaussian in the model's scale (log scale for log models, then
+exponentiated), with standard deviation ``sqrt(v)``.
+
+:func:`regional_error_sd` estimates the regional error shared by the cells of a zone
+from the same cross-validation errors, with more degrees of freedom than the fold
+means give (see its docstring).
+
+Everything here is pure NumPy/pandas: no file I/O and no configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm
+
+from mapping.exceptions import ModelError
+
+__all__ = [
+    "CalibratedModel",
+    "ErrorModel",
+    "fit_error_model",
+    "interval_log_moments",
+    "regional_error_sd",
+    "spatial_groups",
+]
+
+KINDS = ("ratio", "additive")
+EXTRAPOLATIONS = ("linear", "constant")
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """A fitted monotone error model: calibrated variance as a function of the DI.
+
+    Attributes
+    ----------
+    kind
+        ``"ratio"`` (``v = r(DI) (s2 - noise_var)``) or ``"additive"``
+        (``v = s2 - noise_var + g(DI)``).
+    knots
+        DI at the bin centres (mean DI of each bin), increasing.
+    values
+        The non-decreasing ratio ``r`` (or additive variance ``g``) at the knots.
+    slope
+        Rise of ``r`` (``g``) per unit DI beyond the last knot (0 = constant).
+    noise_var
+        Variance of an observation about its cell's value, removed from the
+        cross-validation errors and from the model's variance.
+    n
+        Number of cross-validation points used.
+    counts
+        Points per bin.
+    raw
+        The bin values before the monotone fit (for plots and reports).
+    di_max
+        Largest DI among the cross-validation points; beyond it the function is
+        extrapolated.
+    """
+
+    kind: str
+    knots: np.ndarray
+    values: np.ndarray
+    slope: float
+    noise_var: float
+    n: int
+    counts: np.ndarray
+    raw: np.ndarray
+    di_max: float
+
+    def factor(self, di: Any) -> np.ndarray:
+        """``r(DI)`` (or ``g(DI)``): linear between knots, constant below the first,
+        rising with ``slope`` beyond the last. NaN where ``di`` is NaN."""
+        d = np.asarray(di, dtype=float)
+        out = np.interp(d, self.knots, self.values)
+        beyond = d > self.knots[-1]
+        out = np.where(beyond, self.values[-1] + self.slope * (d - self.knots[-1]), out)
+        return np.where(np.isfinite(d), out, np.nan)
+
+    def variance(self, model_var: Any, di: Any) -> np.ndarray:
+        """Calibrated error variance of a cell's value (scale of ``model_var``).
+
+        Parameters
+        ----------
+        model_var
+            The model's variance at the cells (log scale for log models).
+        di
+            Dissimilarity index of the cells. NaN (a missing covariate, an unseen
+            category) gives the largest calibrated variance of the knots and beyond:
+            the DI of the largest cross-validation point plus one unit; such a cell
+            is outside the area of applicability and its interval must not shrink.
+        """
+        s2 = np.asarray(model_var, dtype=float)
+        d = np.asarray(di, dtype=float)
+        d = np.where(np.isnan(d), self.di_max + 1.0, d)
+        f = self.factor(d)
+        base = np.maximum(s2 - self.noise_var, 0.0)
+        if self.kind == "ratio":
+            return f * base
+        return np.maximum(base + f, 0.0)
+
+    def std(self, model_var: Any, di: Any) -> np.ndarray:
+        """``sqrt(variance(model_var, di))``."""
+        return np.sqrt(self.variance(model_var, di))
+
+    def quantiles(
+        self,
+        mu: Any,
+        model_var: Any,
+        di: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        *,
+        log: bool = True,
+    ) -> np.ndarray:
+        """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian.
+
+        ``mu`` and ``model_var`` are the model's mean and variance on its own scale
+        (log scale when ``log``); with ``log`` the quantiles are exponentiated.
+        """
+        q = np.asarray(quantiles, dtype=float)
+        if not np.all((q > 0) & (q < 1)):
+            raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
+        sd = self.std(model_var, di)
+        out = np.asarray(mu, dtype=float)[..., None] + sd[..., None] * norm.ppf(q)
+        return np.exp(out) if log else out
+
+    def to_frame(self) -> pd.DataFrame:
+        """The bins: ``di``, ``n``, ``raw`` and ``fitted`` values (for the report)."""
+        return pd.DataFrame(
+            {"di": self.knots, "n": self.counts, "raw": self.raw, "fitted": self.values}
+        )
+
+
+class CalibratedModel:
+    """A fitted model whose standard deviation and quantiles come from an :class:`ErrorModel`.
+
+    ``predict(X)`` is the wrapped model's mean, unchanged (so maps and zone totals do
+    not move); ``predict(X, return_std=True)`` and ``predict_quantiles`` use the
+    calibrated variance ``error_model.variance(s2, DI)`` with the DI from ``aoa``.
+    For log models (``RegressionKriging(log_transform=True)``) ``mu`` and ``s2`` are
+    the log-scale prediction and variance (``predict_components``); the standard
+    deviation is the lognormal one about the model's mean, ``mean * sqrt(exp(v) - 1)``,
+    and the quantiles ``exp(mu + z sqrt(v))``. Other models give ``(mean, std)`` on the
+    original scale. It has the prediction interface ``mapping.predict`` uses
+    (``feature_names_in_``, ``predict``, ``predict_quantiles``), so it can be passed in
+    place of the model.
+
+    Parameters
+    ----------
+    model
+        The fitted model (on all profiles).
+    error_model
+        From :func:`fit_error_model` on the model's cross-validation.
+    aoa
+        Fitted :class:`mapping.aoa.AreaOfApplicability` (``predict(X) -> (di, inside)``),
+        fitted with the same CV folds.
+    """
+
+    def __init__(self, model: Any, error_model: ErrorModel, aoa: Any) -> None:
+        self.model = model
+        self.error_model = error_model
+        self.aoa = aoa
+
+    @property
+    def log_transform(self) -> bool:
+        """Whether the model works on log values."""
+        return bool(getattr(self.model, "log_transform", False))
+
+    def __getattr__(self, name: str) -> Any:
+        # feature_names_in_, n_features_in_ and the like: the wrapped model's
+        model = self.__dict__.get("model")
+        if model is not None and name in ("feature_names_in_", "n_features_in_"):
+            return getattr(model, name)
+        raise AttributeError(name)
+
+    def _moments(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean on the model's scale, model variance, calibrated variance)``."""
+        if hasattr(self.model, "predict_components"):
+            c = self.model.predict_components(X)
+            mu = c["trend"] + c["residual"]
+            s2 = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
+        else:
+            mu, sd = self.model.predict(X, return_std=True)
+            mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
+        di = np.asarray(self.aoa.predict(X)[0], dtype=float)
+        return mu, s2, self.error_model.variance(s2, di)
+
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        """The model's mean (and the calibrated standard deviation)."""
+        if not return_std:
+            return self.model.predict(X)
+        mu, s2, v = self._moments(X)
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            return mean, mean * np.sqrt(np.expm1(v))
+        return mu, np.sqrt(v)
+
+    def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
+        """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""
+        mu, _, v = self._moments(X)
+        q = np.asarray(quantiles, dtype=float)
+        if not np.all((q > 0) & (q < 1)):
+            raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
+        out = mu[:, None] + np.sqrt(v)[:, None] * norm.ppf(q)
+        return np.exp(out) if self.log_transform else out
+
+
+def _pava(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares non-decreasing fit (pool adjacent violators)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for yi, wi in zip(y.tolist(), w.tolist(), strict=True):
+        vals.append(yi)
+        wts.append(wi)
+        sizes.append(1)
+        while len(vals) > 1 and vals[-2] > vals[-1]:
+            wsum = wts[-2] + wts[-1]
+            v = (vals[-2] * wts[-2] + vals[-1] * wts[-1]) / wsum
+            vals[-2:] = [v]
+            wts[-2:] = [wsum]
+            sizes[-2:] = [sizes[-2] + sizes[-1]]
+    return np.repeat(vals, sizes)
+
+
+def fit_error_model(
+    errors: Any,
+    model_var: Any,
+    di: Any,
+    *,
+    kind: str = "ratio",
+    noise_var: float = 0.0,
+    min_per_bin: int = 30,
+    max_bins: int = 10,
+    extrapolate: str = "linear",
+    floor: float = 0.0,
+) -> ErrorModel:
+    """Fit the calibrated variance as a non-decreasing function of the DI.
+
+    Parameters
+    ----------
+    errors
+        Out-of-fold errors at the held-out profiles, ``prediction - observation``
+        on the model's scale (``ln`` for log models: ``mu - ln(observed)``).
+    model_var
+        The fold model's variance at the same profiles (same scale).
+    di
+        Cross-validated dissimilarity index of the same profiles (the DI to the
+        training data of their fold: ``AreaOfApplicability.train_di_`` fitted with
+        the CV folds).
+    kind
+        ``"ratio"``: ``r = sum(e^2 - noise_var) / sum(s2 - noise_var)`` per bin;
+        ``"additive"``: ``g = mean(e^2 - s2)`` per bin.
+    noise_var
+        Variance of an observation about its cell's value (the residual
+        variogram's nugget is an estimate); 0 calibrates to observations.
+    min_per_bin, max_bins
+        The CV points are cut into ``clip(n // min_per_bin, 1, max_bins)`` bins of
+        equal counts along the DI.
+    extrapolate
+        ``"linear"`` (beyond the last bin, rise along the non-negative slope of a
+        weighted least-squares line through the bins) or ``"constant"``.
+    floor
+        Smallest value of the ratio (of ``g``, for additive: applied to ``s2 + g``
+        through the variance's clip at zero).
+
+    Returns
+    -------
+    ErrorModel
+
+    Raises
+    ------
+    ModelError
+        Fewer than ``min_per_bin`` usable points, mismatched lengths, an unknown
+        ``kind`` or ``extrapolate``.
+    """
+    if kind not in KINDS:
+        raise ModelError(f"kind must be one of {KINDS}, got {kind!r}")
+    if extrapolate not in EXTRAPOLATIONS:
+        raise ModelError(f"extrapolate must be one of {EXTRAPOLATIONS}, got {extrapolate!r}")
+    if not noise_var >= 0:
+        raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")
+    e = np.asarray(errors, dtype=float).ravel()
+    s2 = np.asarray(model_var, dtype=float).ravel()
+    d = np.asarray(di, dtype=float).ravel()
+    if not e.size == s2.size == d.size:
+        raise ModelError(f"errors, model_var and di have {e.size}, {s2.size} and {d.size} values")
+    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
+    e, s2, d = e[ok], s2[ok], d[ok]
+    n = int(e.size)
+    if n < max(min_per_bin, 2):
+        raise ModelError(
+            f"the error model needs at least {max(min_per_bin, 2)} cross-validated points "
+            f"with an error, a variance and a DI; got {n}"
+        )
+    order = np.argsort(d, kind="stable")
+    e, s2, d = e[order], s2[order], d[order]
+    n_bins = int(np.clip(n // min_per_bin, 1, max_bins))
+    edges = np.linspace(0, n, n_bins + 1).round().astype(int)
+    knots = np.empty(n_bins)
+    raw = np.empty(n_bins)
+    counts = np.diff(edges)
+    base = np.maximum(s2 - noise_var, 0.0)
+    for b in range(n_bins):
+        sl = slice(edges[b], edges[b + 1])
+        knots[b] = d[sl].mean()
+        if kind == "ratio":
+            den = base[sl].sum()
+            raw[b] = (e[sl] ** 2 - noise_var).sum() / den if den > 0 else np.inf
+        else:
+            raw[b] = np.mean(e[sl] ** 2 - s2[sl])
+    if kind == "ratio":
+        if not np.isfinite(raw).all():
+            raise ModelError("the model's variance is not above noise_var in a DI bin")
+        raw_fit = np.maximum(raw, floor)
+    else:
+        raw_fit = raw
+    values = _pava(raw_fit, counts.astype(float))
+    slope = 0.0
+    if extrapolate == "linear" and n_bins >= 2 and np.ptp(knots) > 0:
+        w = counts.astype(float)
+        xm = np.average(knots, weights=w)
+        ym = np.average(values, weights=w)
+        slope = float(
+            max(np.sum(w * (knots - xm) * (values - ym)) / np.sum(w * (knots - xm) ** 2), 0.0)
+        )
+    # duplicate knots (ties in DI) would break np.interp's ordering: nudge them apart
+    knots = np.maximum.accumulate(knots + np.arange(n_bins) * 1e-12)
+    return ErrorModel(
+        kind=kind,
+        knots=knots,
+        values=values,
+        slope=slope,
+        noise_var=float(noise_var),
+        n=n,
+        counts=counts,
+        raw=raw,
+        di_max=float(d[-1]),
+    )
+
+
+def interval_log_moments(
+    lower: Any, upper: Any, quantiles: tuple[float, float] = (0.05, 0.95), *, log: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of a Gaussian (lognormal) model recovered from its interval.
+
+    A regression-kriging model's interval ``(lower, upper)`` at levels
+    ``quantiles`` is ``mu + z_q s`` (exponentiated for log models), so
+    ``mu = (a + b) / 2`` and ``s = (b - a) / (z_hi - z_lo)`` with ``a, b`` the
+    (log) bounds: the cross-validation table (``lower``, ``upper`` columns) is
+    enough to fit :func:`fit_error_model` without refitting the fold models.
+
+    Returns
+    -------
+    mu, variance : ndarray
+        On the log scale when ``log``.
+    """
+    lo = np.asarray(lower, dtype=float)
+    hi = np.asarray(upper, dtype=float)
+    if log:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lo, hi = np.log(lo), np.log(hi)
+    z_lo, z_hi = norm.ppf(quantiles[0]), norm.ppf(quantiles[1])
+    if not z_hi > z_lo:
+        raise ModelError(f"quantiles must be increasing, got {quantiles}")
+    mu = (z_hi * lo - z_lo * hi) / (z_hi - z_lo)
+    s = (hi - lo) / (z_hi - z_lo)
+    return mu, s**2
+
+
+def spatial_groups(
+    coords: Any, folds: Any, size: int = 15, *, random_state: int | None = 0
+) -> np.ndarray:
+    """Cut every CV fold's held-out points into compact spatial clusters.
+
+    Within each fold, k-means on the coordinates makes ``max(1, n_fold // size)``
+    clusters, so each group is a patch of profiles that were held out together:
+    its mean error is the model's error over that patch, as predicted without
+    it. Rows with fold ``< 0`` (never tested) get group ``-1``.
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` projected coordinates.
+    folds
+        CV fold label per row.
+    size
+        Target number of points per group.
+    random_state
+        Seed of k-means.
+
+    Returns
+    -------
+    ndarray of int
+        Group label per row (unique across folds).
+    """
+    from sklearn.cluster import KMeans
+
+    xy = np.asarray(coords, dtype=float)
+    f = np.asarray(folds).ravel()
+    if xy.ndim != 2 or xy.shape != (f.size, 2):
+        raise ModelError(f"coords must be ({f.size}, 2), got {xy.shape}")
+    if size < 2:
+        raise ModelError(f"size must be at least 2, got {size}")
+    out = np.full(f.size, -1, dtype=int)
+    nxt = 0
+    for label in np.unique(f[f >= 0]):
+        idx = np.flatnonzero(f == label)
+        k = max(1, len(idx) // int(size))
+        if k == 1:
+            lab = np.zeros(len(idx), dtype=int)
+        else:
+            km = KMeans(n_clusters=k, n_init=4, random_state=random_state)
+            lab = km.fit_predict(xy[idx])
+        out[idx] = nxt + lab
+        nxt += k
+    return out
+
+
+def _one_way_components(e: np.ndarray, g: np.ndarray) -> tuple[float, float, float, int]:
+    """One-way random effects, method of moments for unbalanced groups.
+
+    Returns ``(between-group variance, within-group variance, n0, df_between)``;
+    ``E[MSB] = s_w^2 + n0 tau^2`` and ``E[MSW] = s_w^2`` (Searle et al. 1992, ch. 3).
+    """
+    labels, inv, n_g = np.unique(g, return_inverse=True, return_counts=True)
+    G, N = len(labels), len(e)
+    if G < 2 or N - G < 1:
+        return 0.0, float(np.var(e, ddof=1)) if N > 1 else 0.0, 1.0, 0
+    means = np.bincount(inv, weights=e) / n_g
+    grand = e.mean()
+    msb = float(np.sum(n_g * (means - grand) ** 2) / (G - 1))
+    msw = float(np.sum((e - means[inv]) ** 2) / (N - G))
+    n0 = float((N - np.sum(n_g**2) / N) / (G - 1))
+    return msb, msw, n0, G - 1
+
+
+def regional_error_sd(
+    errors: Any | dict[str, Any],
+    groups: Any | dict[str, Any],
+    *,
+    pool: bool = True,
+) -> dict[str, float] | float:
+    """Standard deviation of the regional error shared by the cells of a zone.
+
+    The errors of held-out profiles are split into a part shared by a group
+    (the model's error over the area the group covers, as predicted without
+    it) and a part of their own; the one-way random-effects method of moments
+    for unbalanced groups separates them: ``tau^2 = max(0, (MSB - MSW) / n0)``
+    on ``G - 1`` degrees of freedom for ``G`` groups.
+
+    The scale of ``tau`` is the scale of the groups. With the kNNDM folds as
+    groups (regions of about a zone's size) this is
+    ``mapping.uncertainty.cv_block_error_sd``, on four degrees of freedom for
+    five folds: one noisy estimate can collapse to zero. ``pool=True`` fixes
+    that without changing the scale: the *share* of the error variance that is
+    regional, ``tau^2 / (tau^2 + s_w^2)``, is averaged over the depth intervals
+    (weighted by their degrees of freedom, ``sum(K - 1)``; the intervals share
+    profiles, so fewer effective ones) and applied to each interval's own
+    within-group variance. With :func:`spatial_groups` (compact patches of
+    ~15 held-out profiles) there are ``n / 15 - 1`` degrees of freedom, but a
+    patch is smaller than a zone: its shared error also holds part of the
+    residual's spatial correlation, which the Monte Carlo draws carry already,
+    and ``tau`` comes out wider than a zone's regional error.
+
+    Parameters
+    ----------
+    errors
+        Out-of-fold errors (log scale for log models), or a mapping interval ->
+        errors.
+    groups
+        Group label per error (``-1`` = leave out), or a mapping with the same
+        keys.
+    pool
+        Pool the regional share across intervals (only for mappings).
+
+    Returns
+    -------
+    float or dict
+        ``tau`` (for one interval), or interval -> ``tau``.
+    """
+    single = not isinstance(errors, dict)
+    E = {"_": errors} if single else dict(errors)
+    Gs = {"_": groups} if single else dict(groups)
+    if set(E) != set(Gs):
+        raise ModelError("errors and groups must have the same intervals")
+    comps: dict[str, tuple[float, float, float, int]] = {}
+    for k in E:
+        e = np.asarray(E[k], dtype=float).ravel()
+        g = np.asarray(Gs[k]).ravel()
+        if e.size != g.size:
+            raise ModelError(f"interval {k}: {e.size} errors but {g.size} group labels")
+        ok = np.isfinite(e) & (g >= 0)
+        comps[k] = _one_way_components(e[ok], g[ok])
+    tau2 = {k: max(0.0, (msb - msw) / n0) if df else 0.0 for k, (msb, msw, n0, df) in comps.items()}
+    if single or not pool:
+        out = {k: float(np.sqrt(v)) for k, v in tau2.items()}
+        return out["_"] if single else out
+    dfs = np.array([c[3] for c in comps.values()], dtype=float)
+    shares = np.array(
+        [tau2[k] / (tau2[k] + comps[k][1]) if tau2[k] + comps[k][1] > 0 else 0.0 for k in comps]
+    )
+    share = float(np.sum(dfs * shares) / dfs.sum()) if dfs.sum() > 0 else 0.0
+    return {
+        k: float(np.sqrt(share / (1.0 - share) * comps[k][1]))
+        if share < 1
+        else float(np.sqrt(tau2[k]))
+        for k in comps
+    }

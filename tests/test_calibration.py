@@ -1,0 +1,291 @@
+"""Calibrated error variance from cross-validation (mapping.calibration).
+
+Synthetic errors with a known variance as a function of the DI must be recovered;
+the regional-error estimator is checked against a hand calculation, against the
+fold-mean estimator it generalises and against a simulation with a known shared
+error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import norm
+
+from mapping.calibration import (
+    CalibratedModel,
+    ErrorModel,
+    fit_error_model,
+    interval_log_moments,
+    regional_error_sd,
+    spatial_groups,
+)
+from mapping.exceptions import ModelError
+from mapping.uncertainty import cv_block_error_sd
+
+
+def _draws(n: int, seed: int, ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    di = rng.uniform(0.0, 1.0, n)
+    s2 = rng.uniform(0.02, 0.08, n)
+    var = s2 * ratio(di)
+    return rng.normal(0.0, np.sqrt(var), n), s2, di, var
+
+
+def test_ratio_model_recovers_a_known_ratio() -> None:
+    e, s2, di, _ = _draws(6000, 1, lambda d: 1.0 + 4.0 * d)
+    m = fit_error_model(e, s2, di)
+    for d in (0.2, 0.5, 0.8):
+        assert m.factor(d) == pytest.approx(1.0 + 4.0 * d, rel=0.12)
+    # fresh errors from the same law are calibrated: z ~ N(0, 1), 90 % coverage
+    e2, s22, di2, _ = _draws(20000, 2, lambda d: 1.0 + 4.0 * d)
+    z = e2 / m.std(s22, di2)
+    assert np.sqrt(np.mean(z**2)) == pytest.approx(1.0, abs=0.04)
+    assert np.mean(np.abs(z) <= norm.ppf(0.95)) == pytest.approx(0.90, abs=0.015)
+    # the uncalibrated variance is far too small (RMS z about 1.9)
+    assert np.sqrt(np.mean(e2**2 / s22)) > 1.6
+
+
+def test_additive_model_recovers_a_known_variance_term() -> None:
+    rng = np.random.default_rng(3)
+    n = 12000
+    di = rng.uniform(0.0, 1.0, n)
+    s2 = rng.uniform(0.02, 0.08, n)
+    g = 0.3 * di**2
+    e = rng.normal(0.0, np.sqrt(s2 + g))
+    m = fit_error_model(e, s2, di, kind="additive")
+    for d in (0.3, 0.6, 0.9):
+        assert m.factor(d) == pytest.approx(0.3 * d**2, abs=0.035)
+    assert m.variance(0.05, 0.6) == pytest.approx(0.05 + 0.3 * 0.36, abs=0.035)
+
+
+def test_fitted_values_are_monotone_and_a_constant_ratio_stays_flat() -> None:
+    e, s2, di, _ = _draws(3000, 4, lambda d: np.full_like(d, 1.5))
+    m = fit_error_model(e, s2, di, max_bins=15, min_per_bin=50)
+    assert np.all(np.diff(m.values) >= 0)
+    assert np.all(np.abs(m.values - 1.5) < 0.3)
+    # a flat ratio gives (almost) no extrapolation slope: at twice the largest DI the
+    # ratio stays within 0.5 of 1.5
+    assert m.factor(2.0 * m.di_max) < 2.0
+    # pool-adjacent-violators against a hand calculation: 3, 1 pool to 2 (weights 1, 1)
+    from mapping.calibration import _pava
+
+    assert _pava(np.array([3.0, 1.0, 4.0]), np.ones(3)).tolist() == [2.0, 2.0, 4.0]
+    assert _pava(np.array([1.0, 3.0, 1.0]), np.array([1.0, 1.0, 3.0])).tolist() == [1.0, 1.5, 1.5]
+
+
+def test_extrapolation_beyond_the_cross_validated_di() -> None:
+    e, s2, di, _ = _draws(4000, 5, lambda d: 1.0 + 4.0 * d)
+    lin = fit_error_model(e, s2, di)
+    const = fit_error_model(e, s2, di, extrapolate="constant")
+    last = lin.knots[-1]
+    # linear: keeps rising beyond the last knot with the slope of the bins (~4)
+    assert lin.slope == pytest.approx(4.0, rel=0.2)
+    assert lin.factor(last + 1.0) == pytest.approx(lin.values[-1] + lin.slope, rel=1e-12)
+    assert lin.factor(3.0) > lin.factor(2.0) > lin.factor(1.0)
+    # constant: the last value
+    assert const.factor(3.0) == pytest.approx(const.values[-1])
+    # a missing DI (unseen category) is treated as beyond the largest CV DI, not as 0
+    v_nan = lin.variance(np.array([0.05]), np.array([np.nan]))[0]
+    assert v_nan >= lin.variance(np.array([0.05]), np.array([lin.di_max]))[0]
+    assert v_nan == pytest.approx(0.05 * lin.factor(lin.di_max + 1.0))
+
+
+def test_noise_variance_is_removed_for_cell_values() -> None:
+    # observation = cell value + noise (var 0.02); the model's variance includes the
+    # noise as a nugget; the cell's error variance is 2 x the model's structural part
+    rng = np.random.default_rng(6)
+    n = 8000
+    di = rng.uniform(0.0, 1.0, n)
+    struct = rng.uniform(0.02, 0.08, n)
+    noise = 0.02
+    cell_err = rng.normal(0.0, np.sqrt(2.0 * struct))
+    e = cell_err + rng.normal(0.0, np.sqrt(noise), n)
+    m = fit_error_model(e, struct + noise, di, noise_var=noise, extrapolate="constant")
+    assert np.all(np.abs(m.values - 2.0) < 0.25)
+    v = m.variance(struct + noise, di)
+    assert np.mean(cell_err**2) / np.mean(v) == pytest.approx(1.0, abs=0.05)
+
+
+def test_quantiles_are_gaussian_on_the_log_scale() -> None:
+    m = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0, 1.0]),
+        values=np.array([2.0, 2.0]),
+        slope=0.0,
+        noise_var=0.0,
+        n=100,
+        counts=np.array([50, 50]),
+        raw=np.array([2.0, 2.0]),
+        di_max=1.0,
+    )
+    mu, s2 = np.array([1.0, 2.0]), np.array([0.08, 0.02])
+    q = m.quantiles(mu, s2, np.array([0.5, 0.5]), (0.05, 0.5, 0.95))
+    sd = np.sqrt(2.0 * s2)
+    assert np.allclose(np.log(q[:, 1]), mu)
+    assert np.allclose(np.log(q[:, 2]), mu + 1.6448536 * sd)
+    assert np.allclose(
+        m.quantiles(mu, s2, [0.5, 0.5], (0.05,), log=False)[:, 0], mu - 1.6448536 * sd
+    )
+    frame = m.to_frame()
+    assert list(frame.columns) == ["di", "n", "raw", "fitted"]
+
+
+def test_interval_log_moments_round_trip() -> None:
+    mu = np.array([0.5, 2.0, 3.1])
+    s = np.array([0.1, 0.3, 0.7])
+    for q in ((0.05, 0.95), (0.1, 0.8)):
+        lo = np.exp(mu + norm.ppf(q[0]) * s)
+        hi = np.exp(mu + norm.ppf(q[1]) * s)
+        m, v = interval_log_moments(lo, hi, q)
+        assert np.allclose(m, mu) and np.allclose(v, s**2)
+    m, v = interval_log_moments(mu - s, mu + s, (norm.cdf(-1), norm.cdf(1)), log=False)
+    assert np.allclose(m, mu) and np.allclose(v, s**2)
+
+
+def test_bad_arguments() -> None:
+    e, s2, di, _ = _draws(200, 7, lambda d: 1.0 + d)
+    with pytest.raises(ModelError, match="kind"):
+        fit_error_model(e, s2, di, kind="isotonic")
+    with pytest.raises(ModelError, match="extrapolate"):
+        fit_error_model(e, s2, di, extrapolate="spline")
+    with pytest.raises(ModelError, match="at least 30"):
+        fit_error_model(e[:10], s2[:10], di[:10])
+    with pytest.raises(ModelError, match="200, 199 and 200"):
+        fit_error_model(e, s2[:-1], di)
+    with pytest.raises(ModelError, match="noise_var"):
+        fit_error_model(e, s2, di, noise_var=-1.0)
+
+
+# --------------------------------------------------------------------------- regional error
+def test_regional_error_hand_calculation_and_fold_means() -> None:
+    # two groups of two: means 1 and 3 about 2 -> MSB = 2 * 1 + 2 * 1 = 4; deviations
+    # -1, 1, -1, 1 on 2 df -> MSW = 2; n0 = 2: tau^2 = (4 - 2) / 2 = 1
+    e = np.array([0.0, 2.0, 2.0, 4.0])
+    g = np.array([0, 0, 1, 1])
+    assert regional_error_sd(e, g) == pytest.approx(1.0)
+    # equal group means: nothing regional
+    assert regional_error_sd(np.array([0.0, 1.0, 1.0, 0.0]), g) == 0.0
+    # one group: no between-group information
+    assert regional_error_sd(e, np.zeros(4, dtype=int)) == 0.0
+    # rows never tested (-1) are left out
+    assert regional_error_sd(np.r_[e, 99.0], np.r_[g, -1]) == pytest.approx(1.0)
+
+
+def test_regional_error_equals_the_fold_mean_estimator_for_balanced_folds() -> None:
+    rng = np.random.default_rng(8)
+    folds = np.repeat(np.arange(5), 40)
+    obs = np.exp(rng.normal(2.0, 0.5, 200))
+    pred = obs * np.exp(rng.normal(0.0, 0.3, 200) + rng.normal(0.0, 0.1, 5)[folds])
+    cv = pd.DataFrame({"fold": folds, "observed": obs, "predicted": pred})
+    e = np.log(pred) - np.log(obs)
+    assert regional_error_sd(e, folds) == pytest.approx(cv_block_error_sd(cv), rel=1e-9)
+
+
+def test_regional_error_with_many_groups_recovers_the_shared_error() -> None:
+    # 60 patches of 15 points; each patch shares an error (sd 0.1), each point has its
+    # own (sd 0.4); every fold holds 12 patches, so a fold's mean carries 0.1 / sqrt(12)
+    rng = np.random.default_rng(9)
+    est_groups, est_folds = [], []
+    for _ in range(25):
+        centres = rng.uniform(0, 1e6, (60, 2))
+        xy = np.repeat(centres, 15, axis=0) + rng.normal(0, 2e3, (900, 2))
+        patch = np.repeat(np.arange(60), 15)
+        folds = patch % 5
+        e = rng.normal(0.0, 0.1, 60)[patch] + rng.normal(0.0, 0.4, 900)
+        groups = spatial_groups(xy, folds, size=15)
+        assert len(np.unique(groups)) == 60
+        est_groups.append(regional_error_sd(e, groups))
+        est_folds.append(regional_error_sd(e, folds))
+    est_groups, est_folds = np.array(est_groups), np.array(est_folds)
+    # patches (59 df): the patch-scale error, unbiased in variance and tight; folds
+    # (4 df): the fold-scale error, 0.1 / sqrt(12), often estimated as zero
+    assert np.mean(est_groups**2) == pytest.approx(0.01, rel=0.15)
+    assert np.std(est_groups**2) / 0.01 < 0.5
+    assert np.mean(est_folds**2) == pytest.approx(0.01 / 12, rel=0.5)
+    assert np.std(est_folds**2) / (0.01 / 12) > 0.8
+    assert np.mean(est_folds == 0) > 0.1
+
+
+def test_regional_error_pooled_over_intervals() -> None:
+    rng = np.random.default_rng(10)
+    errors, groups = {}, {}
+    for k, (own, n) in {"0-30": (0.3, 600), "0-100": (0.5, 400)}.items():
+        patch = np.repeat(np.arange(n // 10), 10)
+        # regional share of the variance: 0.1^2 / (0.1^2 + 0.3^2) = 0.1 for 0-30,
+        # 0.1667^2 / (0.1667^2 + 0.5^2) = 0.1 for 0-100
+        tau = own / 3.0
+        errors[k] = rng.normal(0.0, tau, n // 10)[patch] + rng.normal(0.0, own, n)
+        groups[k] = patch
+    sep = regional_error_sd(errors, groups, pool=False)
+    pooled = regional_error_sd(errors, groups)
+    assert set(pooled) == {"0-30", "0-100"}
+    # the pooled share scales each interval by its own variance: ratio ~ 0.5 / 0.3
+    assert pooled["0-100"] / pooled["0-30"] == pytest.approx(0.5 / 0.3, rel=0.05)
+    assert pooled["0-30"] == pytest.approx(0.1, rel=0.4)
+    assert sep["0-100"] == pytest.approx(0.1667, rel=0.5)
+    with pytest.raises(ModelError, match="same intervals"):
+        regional_error_sd(errors, {"0-30": groups["0-30"]})
+
+
+def test_spatial_groups_stay_within_folds() -> None:
+    rng = np.random.default_rng(11)
+    xy = rng.uniform(0, 1e5, (100, 2))
+    folds = np.r_[np.zeros(40, int), np.ones(55, int), -np.ones(5, int)]
+    g = spatial_groups(xy, folds, size=10)
+    assert np.all(g[95:] == -1)
+    assert set(g[:40]).isdisjoint(set(g[40:95]))
+    assert len(np.unique(g[:40])) == 4 and len(np.unique(g[40:95])) == 5
+    with pytest.raises(ModelError, match="size"):
+        spatial_groups(xy, folds, size=1)
+
+
+# --------------------------------------------------------------------------- the wrapped model
+def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
+    from mapping.aoa import AreaOfApplicability
+    from mapping.models import RegressionKriging
+    from mapping.predict import _predict_block
+
+    rng = np.random.default_rng(12)
+    n = 150
+    X = pd.DataFrame(
+        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
+    )
+    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
+    model = RegressionKriging(variogram="exponential", log_transform=True).fit(X, y)
+    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    em = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0, 0.1]),
+        values=np.array([1.0, 2.0]),
+        slope=10.0,
+        noise_var=0.0,
+        n=n,
+        counts=np.array([75, 75]),
+        raw=np.array([1.0, 2.0]),
+        di_max=0.1,
+    )
+    cal = CalibratedModel(model, em, aoa)
+    # a cold cell far outside the training range and a cell among the profiles
+    Xn = pd.DataFrame({"x": [1e5, 1e5], "y": [1e5, 1e5], "t": [-2.0, -12.0]})
+    comp = model.predict_components(Xn)
+    mu, s2 = comp["trend"] + comp["residual"], comp["trend_var"] + comp["krige_var"]
+    di = aoa.predict(Xn)[0]
+    v = em.variance(s2, di)
+    assert v[1] > 5 * s2[1] and di[1] > 1.0
+    np.testing.assert_allclose(cal.predict(Xn), model.predict(Xn))  # the mean is unchanged
+    mean, std = cal.predict(Xn, return_std=True)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-12)
+    q = cal.predict_quantiles(Xn, (0.05, 0.95))
+    np.testing.assert_allclose(np.log(q[:, 1]), mu + 1.6448536 * np.sqrt(v), rtol=1e-6)
+    # the grid kernel takes it in place of the model, unchanged
+    out = _predict_block(
+        {"t": np.array([[-2.0, -12.0]])}, np.array([1e5, 1e5 + 1]), np.array([1e5]), cal
+    )
+    assert out["upper"][0, 1] / out["lower"][0, 1] > 2 * out["upper"][0, 0] / out["lower"][0, 0]
+    assert list(cal.feature_names_in_) == ["x", "y", "t"]
+    import pickle  # Dask ships it to workers
+
+    again = pickle.loads(pickle.dumps(cal))
+    np.testing.assert_allclose(again.predict_quantiles(Xn, (0.05, 0.95)), q)
