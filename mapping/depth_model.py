@@ -294,12 +294,20 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         Of the residual kriging (:class:`mapping.models.OrdinaryKriging`).
     cv
         Number of profile-grouped folds for the residuals.
+    anchor_cm
+        If given (a break, e.g. 30), split the log density into a *level*, the
+        mean density of 0-``anchor_cm`` cm learnt from every profile that covers
+        it (one row per profile; its residuals are the ones kriged), and a
+        *shape*, ``ln(layer density / level)``, learnt with depth as a covariate
+        from all layers. The deep layers then inherit the spatial detail of the
+        shallow map and only their ratio to it is learnt from deep profiles.
     random_state
         Seed of the default trend.
 
     Attributes
     ----------
-    trend_, kriging_ (None without kriging), profile_residuals_ (``DataFrame``
+    trend_, level_ (the level regressor with ``anchor_cm``, else None), kriging_ (None
+    without kriging), profile_residuals_ (``DataFrame``
     ``x, y, residual``), layer_var_ (``(L,)`` within-profile variance per layer),
     residual_var_ (variance of the profile residuals).
     """
@@ -316,6 +324,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         cutoff: float | None = None,
         n_lags: int = 15,
         cv: int = 5,
+        anchor_cm: float | None = None,
         random_state: int | None = None,
     ) -> None:
         self.trend = trend
@@ -328,6 +337,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         self.cutoff = cutoff
         self.n_lags = n_lags
         self.cv = cv
+        self.anchor_cm = anchor_cm
         self.random_state = random_state
 
     # ------------------------------------------------------------------ features
@@ -387,31 +397,66 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             if groups is None
             else pd.factorize(np.asarray(groups))[0]
         )
-        feats = self._features(cov, top, bottom)
         trend = _default_trend(self.random_state) if self.trend is None else clone(self.trend)
-        self.trend_ = trend.fit(feats, t)
+        w = bottom - top
+        mid = 0.5 * (top + bottom)
+        layer = np.clip(np.searchsorted(b, mid, side="right") - 1, 0, b.size - 2)
+        self.level_ = None
+        if self.anchor_cm is not None:
+            anchor = float(self.anchor_cm)
+            if anchor not in b:
+                raise ModelError(f"anchor_cm={anchor:g} is not one of the layer breaks")
+            inside = bottom <= anchor
+            cover = np.bincount(g, weights=np.where(inside, w, 0.0))
+            has = np.isclose(cover, anchor)
+            if has.sum() < 3:
+                raise ModelError(f"fewer than 3 profiles cover 0-{anchor:g} cm")
+            anchor_density = np.bincount(g, weights=np.where(inside, y, 0.0)) * 100.0 / anchor
+            keep = has[g]
+            cov, xy, top, bottom, t, g = (
+                cov[keep].reset_index(drop=True),
+                xy[keep],
+                top[keep],
+                bottom[keep],
+                t[keep],
+                g[keep],
+            )
+            w, layer = w[keep], layer[keep]
+            g = pd.factorize(g)[0]
+            ln_anchor = np.log(anchor_density[has])
+            first = np.unique(g, return_index=True)[1]
+            # the level: ln mean density of 0-anchor cm, one row per profile
+            level_feats = cov.iloc[first].reset_index(drop=True)
+            self.level_ = clone(trend).fit(level_feats, ln_anchor)
+            folds = GroupKFold(n_splits=min(self.cv, len(first)))
+            fitted = cross_val_predict(
+                clone(trend), level_feats, ln_anchor, cv=folds, groups=np.arange(len(first))
+            )
+            e = ln_anchor - np.asarray(fitted, float)
+            # the shape: ln(layer density / the profile's 0-anchor density), depth as covariate
+            t = t - ln_anchor[g]
+        feats = self._features(cov, top, bottom)
+        self.trend_ = clone(trend).fit(feats, t)
         n_groups = int(g.max()) + 1
         folds = GroupKFold(n_splits=min(self.cv, n_groups))
         fitted = cross_val_predict(clone(trend), feats, t, cv=folds, groups=g)
         r = t - np.asarray(fitted, float)
 
-        w = bottom - top
-        e = np.bincount(g, weights=w * r) / np.bincount(g, weights=w)
-        within = r - e[g]
-        n_rows = np.bincount(g)
-        multi = n_rows[g] >= 2
-        mid = 0.5 * (top + bottom)
-        layer = np.clip(np.searchsorted(b, mid, side="right") - 1, 0, b.size - 2)
-        pooled = float(np.mean(within[multi] ** 2)) if multi.any() else 0.0
+        if self.anchor_cm is None:
+            e = np.bincount(g, weights=w * r) / np.bincount(g, weights=w)
+            spread = r - e[g]
+            use = np.bincount(g)[g] >= 2
+        else:
+            spread = r
+            use = np.ones(len(r), dtype=bool)
+        pooled = float(np.mean(spread[use] ** 2)) if use.any() else 0.0
         lv = np.full(b.size - 1, pooled)
-        for i in range(b.size - 1):
-            sel = multi & (layer == i)
-            if sel.sum() >= 10:
-                lv[i] = float(np.mean(within[sel] ** 2))
+        enough = np.array([np.sum(use & (layer == i)) >= 10 for i in range(b.size - 1)])
+        for i in np.flatnonzero(enough):
+            lv[i] = float(np.mean(spread[use & (layer == i)] ** 2))
         # below the deepest trained layer, keep the deepest estimate
-        lv_mask = np.array([np.sum(multi & (layer == i)) >= 10 for i in range(b.size - 1)])
-        if lv_mask.any():
-            last = np.flatnonzero(lv_mask)[-1]
+        if enough.any():
+            last = np.flatnonzero(enough)[-1]
             lv[last + 1 :] = lv[last]
         self.layer_var_ = lv
 
@@ -458,6 +503,8 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         bottom = np.repeat(b[1:], n)
         trend = np.asarray(self.trend_.predict(self._features(rep, top, bottom)), float)
         mu = trend.reshape(nl, n).T
+        if self.level_ is not None:
+            mu = mu + np.asarray(self.level_.predict(cov), float)[:, None]
         if self.kriging_ is not None:
             resid, kvar = self.kriging_.krige(xy)
             none = ~np.isfinite(resid)

@@ -189,14 +189,15 @@ def _layer_rows(sites: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-@pytest.fixture(scope="module")
-def fitted():
+@pytest.fixture(scope="module", params=[None, 30.0], ids=["plain", "anchor30"])
+def fitted(request):
     rng = np.random.default_rng(7)
     sites = _world(500, rng)
     rows = _layer_rows(sites, rng)
     model = LayeredDepthModel(
-        trend=QuantileRandomForest(n_estimators=100, coord_columns=None, random_state=1),
+        trend=QuantileRandomForest(n_estimators=60, coord_columns=None, random_state=1),
         krige=False,
+        anchor_cm=request.param,
         random_state=1,
     )
     model.fit(
