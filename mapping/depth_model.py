@@ -6,7 +6,9 @@ carbon density of thin harmonised layers, with the layer's top, bottom and
 mid-depth as covariates, from every layer of every profile (SoilGrids 2.0
 style, Poggio et al. 2021). A profile that reaches 100 cm informs the 0-100 cm
 layers of the model, which the deep intervals share, so the deep maps borrow
-the spatial information of the many shallow profiles.
+the spatial information of the many shallow profiles. By default the density is
+split into a level, the 0-30 cm density learnt from every profile and kriged, and
+a shape relative to it learnt from all layers (``anchor_cm``).
 
 Stocks of any interval ``[top, bottom]`` within the layer grid are integrals of
 the predicted layer densities, the density being uniform within each layer:
@@ -295,12 +297,15 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
     cv
         Number of profile-grouped folds for the residuals.
     anchor_cm
-        If given (a break, e.g. 30), split the log density into a *level*, the
+        If given (a break; default 30), split the log density into a *level*, the
         mean density of 0-``anchor_cm`` cm learnt from every profile that covers
         it (one row per profile; its residuals are the ones kriged), and a
         *shape*, ``ln(layer density / level)``, learnt with depth as a covariate
         from all layers. The deep layers then inherit the spatial detail of the
         shallow map and only their ratio to it is learnt from deep profiles.
+        ``None``: one regressor learns ``ln`` layer density from all layers and
+        the profile-mean residuals are kriged (see ``docs/depth_model.md`` for the
+        comparison of both forms).
     random_state
         Seed of the default trend.
 
@@ -324,7 +329,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         cutoff: float | None = None,
         n_lags: int = 15,
         cv: int = 5,
-        anchor_cm: float | None = None,
+        anchor_cm: float | None = 30.0,
         random_state: int | None = None,
     ) -> None:
         self.trend = trend
