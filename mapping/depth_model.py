@@ -1,0 +1,626 @@
+"""One depth-consistent model of SOC stocks: depth as a covariate of layer densities.
+
+Instead of one model per cumulative depth interval (each fitted only on the
+profiles that reach its bottom), :class:`LayeredDepthModel` learns the mean
+carbon density of thin harmonised layers, with the layer's top, bottom and
+mid-depth as covariates, from every layer of every profile (SoilGrids 2.0
+style, Poggio et al. 2021). A profile that reaches 100 cm informs the 0-100 cm
+layers of the model, which the deep intervals share, so the deep maps borrow
+the spatial information of the many shallow profiles. By default the density is
+split into a level, the 0-30 cm density learnt from every profile and kriged, and
+a shape relative to it learnt from all layers (``anchor_cm``).
+
+Stocks of any interval ``[top, bottom]`` within the layer grid are integrals of
+the predicted layer densities, the density being uniform within each layer:
+
+* cumulative stocks are monotone in depth in every cell (densities are ``>= 0``);
+* layer stocks add up to the cumulative ones (to rounding);
+* any interval (0-50, 0-150 cm, ...) comes from the one fit.
+
+Uncertainty: on the log scale, the density of layer ``l`` in a cell is
+``mu_l + sd_l * Z`` with a single standard normal ``Z`` per cell shared by all
+layers (the residual of a site is mostly one factor across depth, as a
+profile-level random effect). The mean, the standard deviation (exact for this
+model) and the quantiles of any interval follow from it, and Monte Carlo
+realisations (:meth:`LayeredDepthModel.sample_stocks`) keep every
+cumulative interval ordered by depth because every layer moves with the same
+``Z``.
+
+:func:`thaw_split` divides the 0-300 cm stock of a cell at its active-layer
+thickness into seasonally thawed and perennially frozen storage, so that
+``thawed + frozen`` is the 0-300 cm stock.
+
+References
+----------
+Poggio, L. et al. (2021). SoilGrids 2.0: producing soil information for the
+globe with quantified spatial uncertainty. *SOIL* 7, 217-240.
+doi:10.5194/soil-7-217-2021.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy.stats import norm
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.model_selection import GroupKFold, cross_val_predict
+from sklearn.utils.validation import check_is_fitted
+
+from mapping.exceptions import ModelError
+
+__all__ = [
+    "DEFAULT_BREAKS",
+    "LayeredDepthModel",
+    "check_breaks",
+    "integrate_layers",
+    "layer_intervals",
+    "layers_from_cumulative",
+    "thaw_split",
+    "training_layers",
+]
+
+DEFAULT_BREAKS: tuple[float, ...] = (
+    0.0,
+    5.0,
+    15.0,
+    30.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    200.0,
+    250.0,
+    300.0,
+)
+"""Layer boundaries (cm) of the harmonised layers the model learns and predicts:
+the GlobalSoilMap tops (0-5, 5-15, 15-30 cm), then 20-50 cm layers down to 3 m,
+with a boundary at every standard cumulative depth (30, 100, 200, 300 cm)."""
+
+
+# --------------------------------------------------------------------------- layer arithmetic
+def check_breaks(breaks: Sequence[float]) -> NDArray:
+    """Layer boundaries as a float array; raise ``ModelError`` unless ``0 = b0 < b1 < ...``."""
+    b = np.asarray(breaks, dtype=float)
+    if b.ndim != 1 or b.size < 2 or b[0] != 0.0 or not np.all(np.diff(b) > 0):
+        raise ModelError(
+            f"layer breaks must start at 0 cm and increase strictly, got {list(np.ravel(b))}"
+        )
+    return b
+
+
+def layer_intervals(breaks: Sequence[float] = DEFAULT_BREAKS) -> list[tuple[float, float]]:
+    """The layers ``[(b0, b1), (b1, b2), ...]`` of a break list (cm)."""
+    b = check_breaks(breaks)
+    return [(float(a), float(c)) for a, c in itertools.pairwise(b)]
+
+
+def integrate_layers(
+    breaks: Sequence[float], layer_stocks: ArrayLike, top: ArrayLike, bottom: ArrayLike
+) -> NDArray:
+    """Stock between ``top`` and ``bottom`` from layer stocks, density uniform within a layer.
+
+    Parameters
+    ----------
+    breaks
+        ``L + 1`` layer boundaries (cm), from 0.
+    layer_stocks
+        ``(..., L)`` stocks of the layers (kg m-2), ``>= 0``.
+    top, bottom
+        Interval bounds (cm), scalars or arrays broadcasting against
+        ``layer_stocks[..., 0]``; ``0 <= top <= bottom <= breaks[-1]``.
+
+    Returns
+    -------
+    ndarray
+        ``(...)`` stocks. A layer counts with the share of its thickness inside
+        the interval, so ``S(a, b) + S(b, c) = S(a, c)`` (to rounding) and
+        ``S(0, d)`` never decreases with ``d``. Layers outside the interval do
+        not count, even if their stock is NaN.
+
+    Examples
+    --------
+    >>> float(integrate_layers([0, 30, 100], [6.0, 7.0], 0, 65))  # 6 + 7 * 35 / 70
+    9.5
+    """
+    b = check_breaks(breaks)
+    s = np.asarray(layer_stocks, dtype=float)
+    if s.shape[-1] != b.size - 1:
+        raise ModelError(f"layer_stocks has {s.shape[-1]} layers, breaks define {b.size - 1}")
+    t = np.asarray(top, dtype=float)
+    d = np.asarray(bottom, dtype=float)
+    if np.any((t < 0) | (d < t) | (d > b[-1])):
+        raise ModelError(
+            f"intervals must satisfy 0 <= top <= bottom <= {b[-1]:g} cm (the deepest layer)"
+        )
+    th = np.diff(b)
+    lo = np.maximum(t[..., None], b[:-1])
+    hi = np.minimum(d[..., None], b[1:])
+    frac = np.clip(hi - lo, 0.0, None) / th
+    return np.where(frac > 0, s * frac, 0.0).sum(axis=-1)
+
+
+def thaw_split(
+    breaks: Sequence[float],
+    layer_stocks: ArrayLike,
+    active_layer_cm: ArrayLike,
+    max_depth: float = 300.0,
+) -> tuple[NDArray, NDArray]:
+    """Seasonally thawed and perennially frozen storage within ``0-max_depth`` cm.
+
+    Parameters
+    ----------
+    breaks
+        Layer boundaries (cm); ``max_depth`` must not exceed the deepest.
+    layer_stocks
+        ``(..., L)`` layer stocks (kg m-2), e.g. one Monte Carlo realisation per
+        leading index.
+    active_layer_cm
+        Active-layer thickness (cm) per cell, broadcasting against
+        ``layer_stocks[..., 0]``. Values ``>= max_depth`` make the whole column
+        thawed (no near-surface permafrost, or a talik); ``0`` makes it all frozen;
+        NaN gives NaN in both outputs.
+
+    Returns
+    -------
+    thawed, frozen : ndarray
+        Stock above the active-layer base and below it, down to ``max_depth``.
+        ``frozen = total - thawed`` with ``total`` the ``0-max_depth`` stock, so
+        ``thawed + frozen = total`` to rounding and both are ``>= 0``.
+
+    Examples
+    --------
+    >>> th, fr = thaw_split([0, 30, 100, 300], [6.0, 7.0, 10.0], 65.0)
+    >>> float(th), float(fr)
+    (9.5, 13.5)
+    """
+    alt = np.asarray(active_layer_cm, dtype=float)
+    s = np.asarray(layer_stocks, dtype=float)
+    missing = np.isnan(alt)
+    depth = np.clip(np.where(missing, 0.0, alt), 0.0, max_depth)
+    total = integrate_layers(breaks, s, 0.0, max_depth)
+    thawed = integrate_layers(breaks, s, 0.0, depth)
+    # termwise smaller sums in the same order round to smaller values: frozen >= 0
+    frozen = total - thawed
+    nan = np.broadcast_to(missing, thawed.shape)
+    return np.where(nan, np.nan, thawed), np.where(nan, np.nan, frozen)
+
+
+# --------------------------------------------------------------------------- training tables
+def training_layers(
+    horizons: pd.DataFrame, breaks: Sequence[float] = DEFAULT_BREAKS, **stock_options: Any
+) -> pd.DataFrame:
+    """Harmonised layer stocks of every profile, for fitting :class:`LayeredDepthModel`.
+
+    Runs :func:`mapping.depths.compute_stocks` on the layers of ``breaks``
+    (equal-area spline by default), so a profile contributes every layer it
+    covers completely.
+
+    Parameters
+    ----------
+    horizons
+        Horizon table with canonical columns.
+    breaks
+        Layer boundaries (cm).
+    **stock_options
+        Passed to :func:`~mapping.depths.compute_stocks` (``method``, ``lam``,
+        ``tolerance_cm``, ``bulk_density_ptf``, ``source``, ``on_invalid``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The stock table (``profile_id, lon, lat, top_cm, bottom_cm,
+        soc_stock_kg_m2, ...``) with one row per profile and layer, plus
+        ``density_kg_m3`` (mean density of the layer).
+    """
+    from mapping.depths import compute_stocks
+
+    res = compute_stocks(horizons, layer_intervals(breaks), **stock_options)
+    out = res.stocks.copy()
+    out["density_kg_m3"] = out["soc_stock_kg_m2"] * 100.0 / (out["bottom_cm"] - out["top_cm"])
+    return out
+
+
+def layers_from_cumulative(stocks: pd.DataFrame, value: str = "soc_stock_kg_m2") -> pd.DataFrame:
+    """Layer stocks from cumulative ones: ``S(d_i, d_j) = S(0, d_j) - S(0, d_i)``.
+
+    For stock tables with only cumulative intervals from 0 cm (``0-30, 0-100,
+    ...``), one row per profile and consecutive pair of its depths; the first
+    layer is the shallowest interval itself. Other columns are taken from the
+    deeper interval's row. Layers with a stock ``<= 0`` are dropped (a log
+    model cannot use them) with a warning.
+    """
+    cum = stocks[stocks["top_cm"] == 0].sort_values(["profile_id", "bottom_cm"], kind="stable")
+    prev_bottom = cum.groupby("profile_id", sort=False)["bottom_cm"].shift(1)
+    prev_value = cum.groupby("profile_id", sort=False)[value].shift(1)
+    out = cum.copy()
+    out["top_cm"] = prev_bottom.fillna(0.0).to_numpy()
+    out[value] = (cum[value] - prev_value.fillna(0.0)).to_numpy()
+    bad = out[value] <= 0
+    if bad.any():
+        warnings.warn(
+            f"{int(bad.sum())} layer(s) with a stock <= 0 left out (first: profile "
+            f"{out.loc[bad, 'profile_id'].iloc[0]!r})",
+            UserWarning,
+            stacklevel=2,
+        )
+    out = out[~bad].reset_index(drop=True)
+    out["density_kg_m3"] = out[value] * 100.0 / (out["bottom_cm"] - out["top_cm"])
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+def _default_trend(random_state: Any) -> Any:
+    from mapping.models import QuantileRandomForest
+
+    return QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=random_state)
+
+
+class LayeredDepthModel(RegressorMixin, BaseEstimator):
+    """Log layer density with depth as a covariate, plus kriging of profile residuals.
+
+    ``fit(X, y)`` takes a long table, one row per profile and layer: the
+    coordinates (``coord_columns``, projected metres), the layer's
+    ``depth_columns`` (top and bottom, cm) and the covariates (every other
+    column); ``y`` is the layer's SOC stock (kg m-2, > 0).
+
+    The trend regressor sees the covariates plus the layer's top, bottom and
+    mid-depth and learns ``ln`` of the layer's mean density (kg m-3). Its
+    residuals, cross-validated with the profiles as groups, are split into a
+    profile residual (thickness-weighted mean over the profile's layers) and a
+    within-profile remainder. The profile residuals are kriged (ordinary
+    kriging, variogram fitted to them); the remainder's variance per layer
+    adds to the kriging variance.
+
+    Parameters
+    ----------
+    trend
+        Any scikit-learn regressor; default
+        ``QuantileRandomForest(n_estimators=200, coord_columns=None)``.
+        Categorical covariates must be declared on it.
+    breaks
+        Layer boundaries (cm) at which densities are predicted; the model
+        predicts any interval inside ``[0, breaks[-1]]``. Fit it on the same
+        layers (:func:`training_layers`).
+    coord_columns, depth_columns
+        Column names of the coordinates and of the layer top and bottom.
+    krige
+        Krige the profile residuals; otherwise the trend alone, with the
+        residual variance as prediction variance.
+    variogram, n_neighbors, cutoff, n_lags
+        Of the residual kriging (:class:`mapping.models.OrdinaryKriging`).
+    cv
+        Number of profile-grouped folds for the residuals.
+    anchor_cm
+        If given (a break; default 30), split the log density into a *level*, the
+        mean density of 0-``anchor_cm`` cm learnt from every profile that covers
+        it (one row per profile; its residuals are the ones kriged), and a
+        *shape*, ``ln(layer density / level)``, learnt with depth as a covariate
+        from all layers. The deep layers then inherit the spatial detail of the
+        shallow map and only their ratio to it is learnt from deep profiles.
+        ``None``: one regressor learns ``ln`` layer density from all layers and
+        the profile-mean residuals are kriged (see ``docs/depth_model.md`` for the
+        comparison of both forms).
+    random_state
+        Seed of the default trend.
+
+    Attributes
+    ----------
+    trend_, level_ (the level regressor with ``anchor_cm``, else None), kriging_ (None
+    without kriging), profile_residuals_ (``DataFrame``
+    ``x, y, residual``), layer_var_ (``(L,)`` within-profile variance per layer),
+    residual_var_ (variance of the profile residuals).
+    """
+
+    def __init__(
+        self,
+        trend: Any = None,
+        breaks: Sequence[float] = DEFAULT_BREAKS,
+        coord_columns: tuple[str, str] = ("x", "y"),
+        depth_columns: tuple[str, str] = ("top_cm", "bottom_cm"),
+        krige: bool = True,
+        variogram: Any = "exponential",
+        n_neighbors: int | None = 32,
+        cutoff: float | None = None,
+        n_lags: int = 15,
+        cv: int = 5,
+        anchor_cm: float | None = 30.0,
+        random_state: int | None = None,
+    ) -> None:
+        self.trend = trend
+        self.breaks = breaks
+        self.coord_columns = coord_columns
+        self.depth_columns = depth_columns
+        self.krige = krige
+        self.variogram = variogram
+        self.n_neighbors = n_neighbors
+        self.cutoff = cutoff
+        self.n_lags = n_lags
+        self.cv = cv
+        self.anchor_cm = anchor_cm
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ features
+    def _split(self, X: pd.DataFrame) -> tuple[pd.DataFrame, NDArray]:
+        if not isinstance(X, pd.DataFrame):
+            raise ModelError("LayeredDepthModel needs X as a pandas DataFrame with named columns")
+        missing = [c for c in (*self.coord_columns, *self.depth_columns) if c not in X.columns]
+        if missing:
+            raise ModelError(f"X has no column {missing[0]!r}")
+        xy = X[list(self.coord_columns)].to_numpy(float)
+        cov = X.drop(columns=[*self.coord_columns, *self.depth_columns])
+        return cov, xy
+
+    def _features(self, cov: pd.DataFrame, top: NDArray, bottom: NDArray) -> pd.DataFrame:
+        f = cov.reset_index(drop=True).copy()
+        f["_top_cm"] = top
+        f["_bottom_cm"] = bottom
+        f["_mid_cm"] = 0.5 * (top + bottom)
+        return f
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, X: pd.DataFrame, y: ArrayLike, groups: ArrayLike | None = None
+    ) -> LayeredDepthModel:
+        """Fit the trend on all layers, then the residual kriging.
+
+        Parameters
+        ----------
+        X
+            Long table (one row per profile and layer): coordinates, layer top
+            and bottom, covariates.
+        y
+            Layer SOC stocks (kg m-2), ``> 0``.
+        groups
+            Profile of each row (for the grouped CV and the profile
+            residuals); default: rows with the same coordinates.
+        """
+        from mapping.models import OrdinaryKriging
+
+        b = check_breaks(self.breaks)
+        cov, xy = self._split(X)
+        top = X[self.depth_columns[0]].to_numpy(float)
+        bottom = X[self.depth_columns[1]].to_numpy(float)
+        y = np.asarray(y, dtype=float).ravel()
+        if len(y) != len(X):
+            raise ModelError(f"X has {len(X)} rows but y has {len(y)} values")
+        if not np.all(bottom > top) or np.any(top < 0):
+            raise ModelError("every layer needs 0 <= top_cm < bottom_cm")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise ModelError(
+                f"layer stocks must be finite and > 0 for a log model; "
+                f"{int(np.sum(~(y > 0)))} are not"
+            )
+        t = np.log(y * 100.0 / (bottom - top))
+        g = (
+            pd.factorize(pd.Series(list(map(tuple, xy))))[0]
+            if groups is None
+            else pd.factorize(np.asarray(groups))[0]
+        )
+        trend = _default_trend(self.random_state) if self.trend is None else clone(self.trend)
+        w = bottom - top
+        mid = 0.5 * (top + bottom)
+        layer = np.clip(np.searchsorted(b, mid, side="right") - 1, 0, b.size - 2)
+        self.level_ = None
+        if self.anchor_cm is not None:
+            anchor = float(self.anchor_cm)
+            if anchor not in b:
+                raise ModelError(f"anchor_cm={anchor:g} is not one of the layer breaks")
+            inside = bottom <= anchor
+            cover = np.bincount(g, weights=np.where(inside, w, 0.0))
+            has = np.isclose(cover, anchor)
+            if has.sum() < 3:
+                raise ModelError(f"fewer than 3 profiles cover 0-{anchor:g} cm")
+            anchor_density = np.bincount(g, weights=np.where(inside, y, 0.0)) * 100.0 / anchor
+            keep = has[g]
+            cov, xy, top, bottom, t, g = (
+                cov[keep].reset_index(drop=True),
+                xy[keep],
+                top[keep],
+                bottom[keep],
+                t[keep],
+                g[keep],
+            )
+            w, layer = w[keep], layer[keep]
+            g = pd.factorize(g)[0]
+            ln_anchor = np.log(anchor_density[has])
+            first = np.unique(g, return_index=True)[1]
+            # the level: ln mean density of 0-anchor cm, one row per profile
+            level_feats = cov.iloc[first].reset_index(drop=True)
+            self.level_ = clone(trend).fit(level_feats, ln_anchor)
+            folds = GroupKFold(n_splits=min(self.cv, len(first)))
+            fitted = cross_val_predict(
+                clone(trend), level_feats, ln_anchor, cv=folds, groups=np.arange(len(first))
+            )
+            e = ln_anchor - np.asarray(fitted, float)
+            # the shape: ln(layer density / the profile's 0-anchor density), depth as covariate
+            t = t - ln_anchor[g]
+        feats = self._features(cov, top, bottom)
+        self.trend_ = clone(trend).fit(feats, t)
+        n_groups = int(g.max()) + 1
+        folds = GroupKFold(n_splits=min(self.cv, n_groups))
+        fitted = cross_val_predict(clone(trend), feats, t, cv=folds, groups=g)
+        r = t - np.asarray(fitted, float)
+
+        if self.anchor_cm is None:
+            e = np.bincount(g, weights=w * r) / np.bincount(g, weights=w)
+            spread = r - e[g]
+            use = np.bincount(g)[g] >= 2
+        else:
+            spread = r
+            use = np.ones(len(r), dtype=bool)
+        pooled = float(np.mean(spread[use] ** 2)) if use.any() else 0.0
+        lv = np.full(b.size - 1, pooled)
+        enough = np.array([np.sum(use & (layer == i)) >= 10 for i in range(b.size - 1)])
+        for i in np.flatnonzero(enough):
+            lv[i] = float(np.mean(spread[use & (layer == i)] ** 2))
+        # below the deepest trained layer, keep the deepest estimate
+        if enough.any():
+            last = np.flatnonzero(enough)[-1]
+            lv[last + 1 :] = lv[last]
+        self.layer_var_ = lv
+
+        first = np.unique(g, return_index=True)[1]
+        pxy = xy[first]
+        self.profile_residuals_ = pd.DataFrame({"x": pxy[:, 0], "y": pxy[:, 1], "residual": e})
+        self.residual_var_ = float(np.var(e, ddof=1)) if len(e) > 1 else 0.0
+        self.kriging_ = None
+        if self.krige and len(e) >= 3 and np.ptp(e) > 0:
+            ok = OrdinaryKriging(
+                variogram=self.variogram,
+                n_neighbors=self.n_neighbors,
+                cutoff=self.cutoff,
+                n_lags=self.n_lags,
+            )
+            try:
+                ok._fit_xy(pxy, e)
+                self.kriging_ = ok
+            except ModelError as exc:  # no spatial structure the variogram fit can find
+                warnings.warn(
+                    f"profile residuals not kriged ({exc}); trend only", UserWarning, stacklevel=2
+                )
+        self.n_profiles_ = n_groups
+        return self
+
+    # ------------------------------------------------------------------ predict
+    def predict_log_density(self, X: pd.DataFrame) -> tuple[NDArray, NDArray]:
+        """``mu`` and ``sd`` ``(n, L)`` of ``ln`` mean layer density (kg m-3) per cell.
+
+        ``X`` holds the coordinates and covariates of the cells (depth columns,
+        if present, are ignored).
+        """
+        check_is_fitted(self, "trend_")
+        b = check_breaks(self.breaks)
+        X = X.drop(columns=[c for c in self.depth_columns if c in X.columns])
+        missing = [c for c in self.coord_columns if c not in X.columns]
+        if missing:
+            raise ModelError(f"X has no column {missing[0]!r}")
+        xy = X[list(self.coord_columns)].to_numpy(float)
+        cov = X.drop(columns=list(self.coord_columns)).reset_index(drop=True)
+        n, nl = len(X), b.size - 1
+        rep = cov.iloc[np.tile(np.arange(n), nl)]
+        top = np.repeat(b[:-1], n)
+        bottom = np.repeat(b[1:], n)
+        trend = np.asarray(self.trend_.predict(self._features(rep, top, bottom)), float)
+        mu = trend.reshape(nl, n).T
+        if self.level_ is not None:
+            mu = mu + np.asarray(self.level_.predict(cov), float)[:, None]
+        if self.kriging_ is not None:
+            resid, kvar = self.kriging_.krige(xy)
+            none = ~np.isfinite(resid)
+            resid[none] = 0.0
+            kvar[none] = self.kriging_.variogram_.sill
+            kvar = np.maximum(kvar, 0.0)
+        else:
+            resid = np.zeros(n)
+            kvar = np.full(n, self.residual_var_)
+        mu = mu + resid[:, None]
+        sd = np.sqrt(kvar[:, None] + self.layer_var_[None, :])
+        return mu, sd
+
+    def _thickness_m(self) -> NDArray:
+        return np.diff(check_breaks(self.breaks)) / 100.0
+
+    def predict_layers(self, X: pd.DataFrame, statistic: str | float = "mean") -> NDArray:
+        """Layer stocks ``(n, L)`` (kg m-2): ``"mean"``, ``"median"`` or a quantile level."""
+        mu, sd = self.predict_log_density(X)
+        th = self._thickness_m()
+        if statistic == "mean":
+            return th * np.exp(mu + 0.5 * sd**2)
+        q = 0.5 if statistic == "median" else float(statistic)
+        if not 0 < q < 1:
+            raise ModelError(f"quantile level must be in (0, 1), got {statistic!r}")
+        return th * np.exp(mu + norm.ppf(q) * sd)
+
+    def predict_stock(
+        self, X: pd.DataFrame, top: float, bottom: float, return_std: bool = False
+    ) -> NDArray | tuple[NDArray, NDArray]:
+        """Mean stock (kg m-2) of any interval ``[top, bottom]`` (and its std).
+
+        The std is exact for the model's shared-factor lognormal layers:
+        ``Var(sum a_l e^{s_l Z}) = sum_lm a_l a_m (e^{(s_l + s_m)^2/2} - e^{(s_l^2 + s_m^2)/2})``.
+        """
+        out = self.predict_stocks(X, [(top, bottom)], return_std=return_std)
+        if return_std:
+            return out[0][:, 0], out[1][:, 0]
+        return out[:, 0]
+
+    def predict_stocks(
+        self,
+        X: pd.DataFrame,
+        intervals: Sequence[tuple[float, float]],
+        return_std: bool = False,
+    ) -> NDArray | tuple[NDArray, NDArray]:
+        """Mean stocks ``(n, K)`` of several intervals from one prediction (and stds)."""
+        mu, sd = self.predict_log_density(X)
+        return self._stats(mu, sd, intervals, return_std)
+
+    def _weights(self, intervals: Sequence[tuple[float, float]]) -> NDArray:
+        """``(K, L)`` share of each layer's thickness inside each interval."""
+        b = check_breaks(self.breaks)
+        eye = np.eye(b.size - 1)
+        return np.stack([integrate_layers(b, eye, a, c) for a, c in intervals])
+
+    def _stats(
+        self, mu: NDArray, sd: NDArray, intervals: Sequence[tuple[float, float]], return_std: bool
+    ) -> NDArray | tuple[NDArray, NDArray]:
+        wts = self._weights(intervals)  # (K, L)
+        a = self._thickness_m() * np.exp(mu)  # (n, L)
+        mean = (a * np.exp(0.5 * sd**2)) @ wts.T
+        if not return_std:
+            return mean
+        s = sd[:, :, None] + sd[:, None, :]
+        cross = np.exp(0.5 * s**2) - np.exp(0.5 * (sd[:, :, None] ** 2 + sd[:, None, :] ** 2))
+        std = np.empty_like(mean)
+        for k in range(wts.shape[0]):
+            aw = a * wts[k]
+            std[:, k] = np.sqrt(np.maximum(np.einsum("nl,nlm,nm->n", aw, cross, aw), 0.0))
+        return mean, std
+
+    def predict_stock_quantiles(
+        self,
+        X: pd.DataFrame,
+        intervals: Sequence[tuple[float, float]],
+        quantiles: Sequence[float] = (0.05, 0.5, 0.95),
+    ) -> NDArray:
+        """Quantiles ``(n, K, Q)`` of interval stocks.
+
+        With one shared factor ``Z`` the stock of an interval is increasing in
+        ``Z``, so its ``q``-quantile is the sum of the layers at ``Z = z_q``:
+        exact, monotone in depth for every level, and additive over layers.
+        """
+        q = np.asarray(quantiles, dtype=float)
+        if np.any((q <= 0) | (q >= 1)):
+            raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
+        mu, sd = self.predict_log_density(X)
+        wts = self._weights(intervals)
+        th = self._thickness_m()
+        z = norm.ppf(q)
+        layers = th * np.exp(mu[:, None, :] + z[None, :, None] * sd[:, None, :])  # (n, Q, L)
+        return np.einsum("nql,kl->nkq", layers, wts)
+
+    def sample_stocks(
+        self,
+        X: pd.DataFrame,
+        intervals: Sequence[tuple[float, float]],
+        n_realisations: int,
+        random_state: int | np.random.Generator | None = None,
+        z: ArrayLike | None = None,
+    ) -> NDArray:
+        """Monte Carlo realisations ``(R, n, K)`` of interval stocks.
+
+        Each realisation draws one standard normal per cell (or takes ``z``,
+        ``(R, n)``, e.g. a spatially correlated field from the uncertainty
+        stage) shared by all layers, so cumulative intervals stay ordered by
+        depth in every realisation and layers add up to them.
+        """
+        mu, sd = self.predict_log_density(X)
+        rng = np.random.default_rng(random_state)
+        zz = rng.standard_normal((n_realisations, len(mu))) if z is None else np.asarray(z, float)
+        layers = self._thickness_m() * np.exp(mu[None] + zz[..., None] * sd[None])
+        return layers @ self._weights(intervals).T
