@@ -12,7 +12,9 @@ decides which code runs), and computes every figure of VALIDATION.md against
 the truth, per world and pooled. A plain analyst baseline (sklearn random
 forest on the covariates + PyKrige ordinary kriging of its out-of-bag
 residuals) gives the pixel R² to beat. A world whose run fails is reported with
-the run's last error line; the suite goes on.
+the run's last error line; the suite goes on. Rerunning with the same ``--out``
+reuses worlds already written (same specification), socmap's own resume skips
+finished stages, and the analyst's figures are cached per world.
 
 Writes ``OUT/results.csv`` (one row per world and interval), ``OUT/zones.csv``
 (one row per world, zone and interval), ``OUT/summary.json`` (pooled figures,
@@ -171,6 +173,20 @@ def fit_exponential(
     return {"sill": float(ps + ng), "range": float(rg), "nugget": float(ng)}
 
 
+def previous_run(world_dir: Path) -> tuple[bool, str, float] | None:
+    """The outcome of a run already in the world folder, from its log; None if there is none."""
+    log = world_dir / "run.log"
+    if not log.exists():
+        return None
+    status = world_dir / "run_status.json"
+    secs = json.loads(status.read_text())["run_s"] if status.exists() else float("nan")
+    lines = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
+    if lines and lines[-1].startswith("outputs in"):
+        return True, "", secs
+    err = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "")
+    return False, f"{err[:300]}", secs
+
+
 def analyst_r2(world_dir: Path, stocks: pd.DataFrame, seed: int) -> dict[str, float]:
     """Pixel R² of a plain RF + PyKrige ordinary kriging of OOB residuals, per interval.
 
@@ -319,7 +335,9 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
     return rows, zones
 
 
-def one_world(spec: Any, out: Path, timeout: float, analyst: bool) -> dict[str, Any]:
+def one_world(
+    spec: Any, out: Path, timeout: float, analyst: bool, reuse_runs: bool = False
+) -> dict[str, Any]:
     """Generate, run and score one world; never raises."""
     from mapping.synthetic.worlds import build_world, write_world
 
@@ -327,22 +345,37 @@ def one_world(spec: Any, out: Path, timeout: float, analyst: bool) -> dict[str, 
     t0 = time.perf_counter()
     world_dir = out / "worlds" / spec.name
     try:
-        world = build_world(spec)
-        cfg = write_world(world, world_dir, SAMPLE_YAML)
-        res["summary"] = world.summary
+        described = world_dir / "truth" / "world.json"
+        cfg = world_dir / "workflow.yaml"
+        old = json.loads(described.read_text()) if described.exists() else {}
+        if old.get("spec") == json.loads(json.dumps(spec.to_dict())) and cfg.exists():
+            res["summary"] = old["summary"]  # the same world is already written: reuse it
+        else:
+            world = build_world(spec)
+            cfg = write_world(world, world_dir, SAMPLE_YAML)
+            res["summary"] = world.summary
     except Exception as exc:  # a world that cannot be built is a failure row
         res.update(ok=False, error=f"generator: {type(exc).__name__}: {exc}")
         return res
     res["generate_s"] = time.perf_counter() - t0
-    ok, err, secs = run_socmap(cfg, world_dir / "run.log", timeout)
+    before = previous_run(world_dir) if reuse_runs else None
+    if before is None:
+        ok, err, secs = run_socmap(cfg, world_dir / "run.log", timeout)
+        (world_dir / "run_status.json").write_text(json.dumps({"ok": ok, "run_s": secs}))
+    else:
+        ok, err, secs = before
     res["run_s"] = secs
     if analyst:
         t1 = time.perf_counter()
         try:
             stocks_file = world_dir / "run" / "stocks" / "stocks.csv"
-            if stocks_file.exists():
+            cache = world_dir / "analyst.json"
+            if cache.exists() and cache.stat().st_mtime > stocks_file.stat().st_mtime:
+                res["analyst_r2"] = json.loads(cache.read_text())
+            elif stocks_file.exists():
                 stocks = pd.read_csv(stocks_file)
                 res["analyst_r2"] = analyst_r2(world_dir, stocks, spec.seed)
+                cache.write_text(json.dumps(res["analyst_r2"]))
         except Exception as exc:
             res["analyst_error"] = f"{type(exc).__name__}: {exc}"
         res["analyst_s"] = time.perf_counter() - t1
@@ -426,6 +459,90 @@ def worst_worlds(df: pd.DataFrame, zones: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def markdown(out: Path) -> str:
+    """Markdown tables of a finished suite (per world, pooled, worst, failures)."""
+    summary = json.loads((out / "summary.json").read_text())
+    lines = []
+    worlds = summary["worlds"]
+    lines.append(
+        "| world | grid | nodata | profiles | residual range km | residual share | run s | status |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for w in worlds:
+        sp, sm = w["spec"], w.get("summary") or {}
+        status = "ok" if w["ok"] else "failed"
+        lines.append(
+            f"| {w['world']} | {w['grid']} | {sp['nodata']} | {sm.get('n_profiles', '')} | "
+            f"{sp['residual_range_m'] / 1000:g} | {sm.get('residual_share_realised', '')} | "
+            f"{w.get('run_s') or 0:.0f} | {status} |"
+        )
+    if (out / "results.csv").exists():
+        df = pd.read_csv(out / "results.csv")
+        lines += [
+            "",
+            "| world | interval | pixel R² | analyst R² | PICP | PICP dissimilar | RMS z | "
+            "true error | CV RMSE | CV ratio | CV PICP |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in df.itertuples():
+            lines.append(
+                f"| {r.world} | {r.interval} | {r.pixel_r2:.3f} | {r.analyst_r2:.3f} | "
+                f"{r.pixel_picp:.3f} | {r.picp_dissimilar:.3f} | {r.rms_z:.2f} | "
+                f"{r.true_error:.2f} | {r.cv_rmse:.2f} | {r.cv_ratio:.2f} | {r.cv_picp:.2f} |"
+            )
+        z = pd.read_csv(out / "zones.csv")
+        per = z.groupby("world").agg(
+            coverage=("inside", "mean"),
+            half=("half_width", "median"),
+            worst=("rel_error", lambda v: v.abs().max()),
+        )
+        allz = z[z["zone"] == "all_zones"].pivot(
+            index="world", columns="interval", values="rel_error"
+        )
+        allz = allz[[f"{a}-{b}" for a, b in INTERVALS if f"{a}-{b}" in allz.columns]]
+        lines += [
+            "",
+            "| world | range coverage | median half-width | max abs zone error | "
+            + " | ".join(f"all zones error {c}" for c in allz.columns)
+            + " |",
+            "|---|---|---|---|" + "---|" * len(allz.columns),
+        ]
+        for w_, r in per.iterrows():
+            errs = " | ".join(f"{100 * allz.loc[w_, c]:+.1f} %" for c in allz.columns)
+            lines.append(
+                f"| {w_} | {r.coverage:.2f} | {100 * r.half:.1f} % | {100 * r.worst:.1f} % | {errs} |"
+            )
+        p = summary["pooled"]
+        lines += [
+            "",
+            "| pooled | pixel R² | analyst R² (mean) | PICP | PICP dissimilar | RMS z | CV ratio "
+            "| worlds with CV ratio 0.9-1.1 |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for k, v in p.items():
+            if k == "zones":
+                continue
+            lines.append(
+                f"| {k} | {v['pixel_r2']:.3f} | {v['analyst_r2_mean']:.3f} | {v['pixel_picp']:.3f} | "
+                f"{v['picp_dissimilar']:.3f} | {v['rms_z']:.2f} | {v['cv_ratio']:.2f} | "
+                f"{v['cv_ratio_worlds_within_10pct']} of {v['n_worlds']} |"
+            )
+        zp = p["zones"]
+        lines += [
+            "",
+            f"Zones (pooled over {zp['n_cells']} zone x interval cells): range coverage "
+            f"{zp['range_coverage']:.3f}, median half-width {100 * zp['median_half_width']:.1f} %, "
+            f"largest all-zones error {100 * zp['max_abs_error_all_zones']:.1f} %, largest "
+            f"single-zone error {100 * zp['max_abs_error_single_zone']:.1f} %.",
+        ]
+    if summary["failures"]:
+        lines += ["", "| failed world | grid | error |", "|---|---|---|"]
+        for f in summary["failures"]:
+            lines.append(f"| {f['world']} | {f['grid']} | `{f['error']}` |")
+    lines += ["", f"Wall time {summary['wall_s'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", type=int, default=12, help="number of worlds (default 12)")
@@ -438,7 +555,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projected-only", action="store_true", help="skip geographic worlds")
     parser.add_argument("--no-analyst", action="store_true", help="skip the RF + kriging baseline")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per socmap run")
+    parser.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="take the runs already in OUT as they are, without calling socmap (to gather "
+        "worlds run in separate folders); by default socmap runs (and resumes)",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="only print the tables of a finished --out"
+    )
     args = parser.parse_args(argv)
+    if args.markdown:
+        if args.out is None:
+            parser.error("--markdown needs --out")
+        print(markdown(args.out), end="")
+        return 0
 
     from mapping.synthetic.worlds import suite_specs
 
@@ -455,14 +586,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [
-                pool.submit(one_world, s, out, args.timeout, not args.no_analyst) for s in specs
+                pool.submit(one_world, s, out, args.timeout, not args.no_analyst, args.reuse_runs)
+                for s in specs
             ]
             for f in futs:
                 results.append(f.result())
                 _progress(results[-1])
     else:
         for s in specs:
-            results.append(one_world(s, out, args.timeout, not args.no_analyst))
+            results.append(one_world(s, out, args.timeout, not args.no_analyst, args.reuse_runs))
             _progress(results[-1])
     wall = time.perf_counter() - t0
 
@@ -516,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED {f['world']} ({f['grid']}): {f['error']}")
     print(f"wall time {wall / 60:.1f} min; outputs in {out}")
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json))
+    (out / "tables.md").write_text(markdown(out))
     return 0
 
 
