@@ -236,7 +236,7 @@ def analyst_r2(world_dir: Path, stocks: pd.DataFrame, seed: int) -> dict[str, fl
             variogram_parameters=fit_exponential(px, py, resid, geographic),
             coordinates_type="geographic" if geographic else "euclidean",
         )
-        kriged, _ = ok_model.execute("points", gx, gy, n_closest_points=32, backend="loop")
+        kriged, _ = ok_model.execute("points", gx, gy, n_closest_points=32, backend="C")
         pred = np.full(shape, np.nan)
         pred[land] = np.exp(rf.predict(X) + np.asarray(kriged))
         out[f"{top}-{bottom}"] = pixel_r2(pred, _truth(world_dir, top, bottom))
