@@ -465,7 +465,7 @@ def markdown(out: Path) -> str:
     lines = []
     worlds = summary["worlds"]
     lines.append(
-        "| world | grid | nodata | profiles | residual range km | residual share | run s | status |"
+        "| world | grid | nodata | profiles | residual range km | residual share (realised) | run s | status |"
     )
     lines.append("|---|---|---|---|---|---|---|---|")
     for w in worlds:
