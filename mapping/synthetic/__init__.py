@@ -1028,6 +1028,7 @@ def sample_profiles(
     *,
     noise: bool = True,
     missing_bd: float = 0.12,
+    sites: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """A horizon table of profiles drawn from the world's true density.
 
@@ -1061,6 +1062,9 @@ def sample_profiles(
         ``False`` the stocks are exact and no bulk density is missing.
     missing_bd
         Target share of horizons without bulk density (``noise=True`` only).
+    sites
+        Sites as :func:`sample_sites` returns them (``profile_id, survey, lon,
+        lat, row, col, bottom_cm``); default ``sample_sites(world, n_profiles, seed)``.
 
     Returns
     -------
@@ -1069,7 +1073,8 @@ def sample_profiles(
         bulk_density_g_cm3, coarse_fraction_pct, horizon_area_pct, n_pct,
         survey``.
     """
-    sites = sample_sites(world, n_profiles, seed)
+    if sites is None:
+        sites = sample_sites(world, n_profiles, seed)
     rng = np.random.default_rng([int(seed), 22])
     p = world.params
     lc_all = world.covariates["landcover"]
