@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyproj
-from mapping.synthetic.worlds import build_world, suite_specs
 
 import mapping.depth_model as dm
 from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
 from mapping.models import QuantileRandomForest, RegressionKriging
 from mapping.synthetic import CRS
+from mapping.synthetic.worlds import build_world, suite_specs
 
 warnings.filterwarnings("ignore")
 COVS = ["elevation", "maat", "precipitation", "ndvi", "twi", "landcover"]

@@ -339,7 +339,9 @@ def one_world(
     spec: Any, out: Path, timeout: float, analyst: bool, reuse_runs: bool = False
 ) -> dict[str, Any]:
     """Generate, run and score one world; never raises."""
-    from mapping.synthetic.worlds import build_world, write_world
+    from world_files import write_world
+
+    from mapping.synthetic.worlds import build_world
 
     res: dict[str, Any] = {"world": spec.name, "grid": spec.grid, "spec": spec.to_dict()}
     t0 = time.perf_counter()

@@ -52,7 +52,9 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
+from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
+from mapping.models import OrdinaryKriging, QuantileRandomForest
 
 __all__ = [
     "DEFAULT_BREAKS",
@@ -218,8 +220,6 @@ def training_layers(
         soc_stock_kg_m2, ...``) with one row per profile and layer, plus
         ``density_kg_m3`` (mean density of the layer).
     """
-    from mapping.depths import compute_stocks
-
     res = compute_stocks(horizons, layer_intervals(breaks), **stock_options)
     out = res.stocks.copy()
     out["density_kg_m3"] = out["soc_stock_kg_m2"] * 100.0 / (out["bottom_cm"] - out["top_cm"])
@@ -256,8 +256,6 @@ def layers_from_cumulative(stocks: pd.DataFrame, value: str = "soc_stock_kg_m2")
 
 # --------------------------------------------------------------------------- the model
 def _default_trend(random_state: Any) -> Any:
-    from mapping.models import QuantileRandomForest
-
     return QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=random_state)
 
 
@@ -380,8 +378,6 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             Profile of each row (for the grouped CV and the profile
             residuals); default: rows with the same coordinates.
         """
-        from mapping.models import OrdinaryKriging
-
         b = check_breaks(self.breaks)
         cov, xy = self._split(X)
         top = X[self.depth_columns[0]].to_numpy(float)
