@@ -523,6 +523,10 @@ def _vrt(spec: HemisphereSpec, name: str, tiles: list[tuple[int, int, slice, sli
 
 def _format_profiles(df: pd.DataFrame) -> pd.DataFrame:
     out = df.round(_CSV_DECIMALS)
+    # deep horizons of warm, barren land hold almost no carbon: report the smallest value the
+    # table can show (as a laboratory reports its detection limit) rather than 0
+    for col, floor in (("soc_pct", 0.001), ("n_pct", 0.00001)):
+        out[col] = out[col].clip(lower=floor)
     for col in ("top_cm", "bottom_cm", "horizon_area_pct"):
         out[col] = out[col].round().astype(int)
     return out
