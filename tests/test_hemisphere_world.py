@@ -23,9 +23,11 @@ from mapping.synthetic import (
     trend_log_density,
     validate_horizons,
 )
-from mapping.synthetic.hemisphere import COVARIATE_LAYERS, HemisphereSpec, generate
 
 SCRIPT = Path(__file__).resolve().parents[1] / "workflows" / "make_hemisphere_world.py"
+sys.path.insert(0, str(SCRIPT.parent))  # the generator's module sits beside its script
+from hemisphere_world import COVARIATE_LAYERS, HemisphereSpec, generate  # noqa: E402
+
 SPEC = HemisphereSpec(seed=11, cells=128, tile=48, n_profiles=60)  # 3 x 3 tiles, ragged edge
 
 

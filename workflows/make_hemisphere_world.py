@@ -15,7 +15,7 @@ the true stocks per interval (``truth/soc_0_*cm.vrt``) and zone totals
 
 Only one tile is in memory at a time. The run is resumable and idempotent: finished tiles
 are skipped, every file is written to a temporary name and renamed, and a second run on
-a finished folder writes nothing. The world is defined in :mod:`mapping.synthetic.hemisphere`.
+a finished folder writes nothing. The world is defined in `workflows/hemisphere_world.py`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from hemisphere_world import HemisphereSpec, generate
+
 from mapping.cluster import PeakRSS
-from mapping.synthetic.hemisphere import HemisphereSpec, generate
 
 
 def main(argv: list[str] | None = None) -> int:
