@@ -249,7 +249,7 @@ def _security_from_dask_config(scheduler: str) -> Any:
     """Dask's TLS settings for a ``tls://`` scheduler; a one-line error when there are none."""
     from distributed.security import Security
 
-    sec = Security()  # reads distributed.comm.tls.* (DASK_DISTRIBUTED__COMM__TLS__* variables)
+    sec: Any = Security()  # reads distributed.comm.tls.* (DASK_DISTRIBUTED__COMM__TLS__* vars)
     if not (sec.tls_ca_file and sec.tls_client_cert):
         raise SchedulerError(
             f"scheduler {scheduler}: a tls:// scheduler needs certificates; set tls: {{ca_file, "

@@ -86,7 +86,7 @@ with a boundary at every standard cumulative depth (30, 100, 200, 300 cm)."""
 
 
 # --------------------------------------------------------------------------- layer arithmetic
-def check_breaks(breaks: Sequence[float]) -> NDArray:
+def check_breaks(breaks: ArrayLike) -> NDArray:
     """Layer boundaries as a float array; raise ``ModelError`` unless ``0 = b0 < b1 < ...``."""
     b = np.asarray(breaks, dtype=float)
     if b.ndim != 1 or b.size < 2 or b[0] != 0.0 or not np.all(np.diff(b) > 0):
@@ -103,7 +103,7 @@ def layer_intervals(breaks: Sequence[float] = DEFAULT_BREAKS) -> list[tuple[floa
 
 
 def integrate_layers(
-    breaks: Sequence[float], layer_stocks: ArrayLike, top: ArrayLike, bottom: ArrayLike
+    breaks: ArrayLike, layer_stocks: ArrayLike, top: ArrayLike, bottom: ArrayLike
 ) -> NDArray:
     """Stock between ``top`` and ``bottom`` from layer stocks, density uniform within a layer.
 
@@ -541,9 +541,11 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         The std is exact for the model's shared-factor lognormal layers:
         ``Var(sum a_l e^{s_l Z}) = sum_lm a_l a_m (e^{(s_l + s_m)^2/2} - e^{(s_l^2 + s_m^2)/2})``.
         """
-        out = self.predict_stocks(X, [(top, bottom)], return_std=return_std)
         if return_std:
-            return out[0][:, 0], out[1][:, 0]
+            mean, std = self.predict_stocks(X, [(top, bottom)], return_std=True)
+            return mean[:, 0], std[:, 0]
+        out = self.predict_stocks(X, [(top, bottom)])
+        assert isinstance(out, np.ndarray)  # without return_std: one array
         return out[:, 0]
 
     def predict_stocks(
