@@ -34,10 +34,10 @@ from mapping.units import format_interval, map_filename, map_stem
 __all__ = ["RunFolder"]
 
 _MAP_NAME = re.compile(
-    r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z]+)\.tif$"
+    r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z_]+)\.tif$"
 )
 _ZARR_NAME = re.compile(r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm\.zarr$")
-_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "aoa")
+_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "relative_uncertainty", "aoa")
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,12 @@ def write_cogs(
         if arr.rio.crs is None:
             raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
         dtype = np.dtype(arr.dtype)
-        if np.isnan(nodata) and dtype.kind != "f":
+        fill = nodata
+        if dtype.kind in "iu" and arr.rio.nodata is not None:
+            fill = arr.rio.nodata  # an integer layer (flags) keeps its dtype and nodata
+        elif np.isnan(nodata) and dtype.kind != "f":
             dtype = np.dtype("float32")
-        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform))
+        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform, fill))
     shape = specs[0][1].shape
     if any(s[1].shape != shape for s in specs):
         raise OutputError(f"{specs[0][0]}: rasters written together must share one shape")
@@ -103,18 +106,18 @@ def write_cogs(
     try:
         with contextlib.ExitStack() as opened:
             dsts = []
-            for (_p, arr, tags, dtype, transform), stage in zip(specs, stages, strict=True):
+            for (_p, arr, tags, dtype, transform, fill), stage in zip(specs, stages, strict=True):
                 dst = opened.enter_context(
                     rasterio.open(
                         stage, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
                         dtype=dtype.name, crs=arr.rio.crs, transform=transform,
-                        nodata=nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                        nodata=fill, tiled=True, blockxsize=blocksize, blockysize=blocksize,
                         BIGTIFF="IF_SAFER",
                     )
                 )  # fmt: skip
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
-                if "statistic" in tags:
-                    dst.set_band_description(1, str(tags["statistic"]))
+                if "long_name" in tags or "statistic" in tags:
+                    dst.set_band_description(1, str(tags.get("long_name", tags.get("statistic"))))
                 if "units" in tags:
                     dst.set_band_unit(1, str(tags["units"]))
                 dsts.append(dst)

@@ -362,6 +362,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                 partial=run.partial if cfg.prediction.format == "cog" else None,
                 key=key,
                 echo=ctx.echo,
+                model=cfg.model.type,
             )
             written[label] = files
             for p in sorted(set(files.values())):
