@@ -10,6 +10,7 @@
       maps/                soc_<top>_<bottom>cm_<statistic>.tif
       zones/               storage table, Monte Carlo draws and ranges
       report/              index.html, report.md, figures/, tables/
+      stac/                collection.json and one item per map (<item>/<item>.json)
 
 :class:`RunFolder` is the only code that knows this layout: the stages of ``mapping.run``
 write through it and ``mapping.report`` reads a run through it. It only computes paths;
@@ -190,3 +191,15 @@ class RunFolder:
     @property
     def report_index(self) -> Path:
         return self.report / "index.html"
+
+    # ------------------------------------------------------------------ STAC catalogue
+    @property
+    def stac(self) -> Path:
+        return self.root / "stac"
+
+    @property
+    def stac_collection(self) -> Path:
+        return self.stac / "collection.json"
+
+    def stac_item(self, item_id: str) -> Path:
+        return self.stac / item_id / f"{item_id}.json"

@@ -137,14 +137,16 @@ def write_cogs(
                     for r in range(0, shape[0], blocksize):
                         rows = slice(r, min(r + blocksize, shape[0]))
                         write(k, (rows, slice(0, shape[1])), data[rows])
-        for (p, *_), stage in zip(specs, stages, strict=True):
+        for (p, _a, _t, dtype, *_), stage in zip(specs, stages, strict=True):
+            # flags (integer layers) are not averaged: their overviews take the most common value
+            resampling = "MODE" if dtype.kind in "iu" else "AVERAGE"
             # GDAL's block cache defaults to 5 % of RAM and fills up while the COG
             # driver builds overviews; 256 MB costs no speed and bounds the client.
             with atomic_path(p) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
                 rasterio.shutil.copy(
                     stage, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
                     BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
-                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING="AVERAGE",
+                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING=resampling,
                 )  # fmt: skip
             out.append(p)
     except rasterio.errors.RasterioError as exc:
@@ -388,6 +390,25 @@ def raster_info(
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
     return info
+
+
+def raster_tags(path: str | os.PathLike[str], band: int = 1) -> dict[str, str]:
+    """The metadata tags of a raster: the dataset's, then the band's (band wins).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file.
+    """
+    import rasterio
+    import rasterio.errors
+
+    p = Path(path)
+    try:
+        with rasterio.open(p) as src:
+            return {**src.tags(), **src.tags(band)}
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(p, exc) from None
 
 
 def _or(value: Any, default: float) -> float:
