@@ -427,7 +427,7 @@ def map_figure(
     lines: Sequence[np.ndarray] = (),
     grid_lines: Sequence[GraticuleLine] | None = None,
     veil: np.ndarray | None = None,
-    dpi: int = 200,
+    dpi: int = 150,
     zone_labels: Sequence[tuple[float, float, str]] = (),
     land_outline: bool = True,
     scale_bar: bool = True,
@@ -523,7 +523,7 @@ def map_figure(
     crs_units = _metres(view.crs)
     if scale_bar and crs_units:
         _draw_scale_bar(ax, t, nx, ny, halo)
-    angle = _north_angle(view.crs, t, nx * 0.93, ny * 0.1)
+    angle = _north_angle(view.crs, t, nx / 2, ny / 2)  # north at the centre of the map
     if angle is not None:
         _draw_north_arrow(ax, angle, halo)
     ax.set_xticks([])
@@ -577,7 +577,7 @@ def storage_chart(
     *,
     unit: str = "Pg",
     range_label: str | None = None,
-    dpi: int = 200,
+    dpi: int = 150,
 ) -> Any:
     """Bar chart of storage per zone and depth interval, with error bars.
 

@@ -716,7 +716,8 @@ class _Outlines:
                 pt = part.representative_point()
                 col, row = ~view.transform @ (pt.x, pt.y)
                 if 0 <= col <= view.shape[1] and 0 <= row <= view.shape[0]:
-                    out.append((float(col), float(row), str(name) if name_col else f"zone {k + 1}"))
+                    text = self.names.get(str(name), str(name)) if name_col else f"zone {k + 1}"
+                    out.append((float(col), float(row), text))
             return out
         from scipy import ndimage
 
@@ -1161,12 +1162,15 @@ def _zone_source(
     zone_field: str | None,
     notes: list[str],
 ) -> _Outlines | None:
+    zones = (cfg or {}).get("zones") or {}
+    names = {str(k): str(v) for k, v in (zones.get("names") or {}).items()}
     if zones_path is not None:
         p = Path(zones_path)
         if not p.exists():
             raise InputError(f"{p}: file not found")
-        return _Outlines(p, zone_field)
-    zones = (cfg or {}).get("zones") or {}
+        outlines = _Outlines(p, zone_field)
+        outlines.names = names
+        return outlines
     if not zones.get("path"):
         return None
     p = Path(zones["path"])
@@ -1174,7 +1178,7 @@ def _zone_source(
         notes.append(f"The zones of the run ({p}) are not found; the maps have no zone outlines.")
         return None
     outlines = _Outlines(p, zone_field or zones.get("field"))
-    outlines.names = {str(k): str(v) for k, v in (zones.get("names") or {}).items()}
+    outlines.names = names
     return outlines
 
 
