@@ -107,4 +107,3 @@ def test_long_names_and_percentiles() -> None:
     assert map_attributes("std", 0, 30)["long_name"] == "SOC stock 0-30 cm, standard deviation"
     low = map_attributes("lower", 0, 30, quantiles=(0.1, 0.9))
     assert low["long_name"] == "SOC stock 0-30 cm, 10th percentile" and low["quantile"] == "0.1"
-
