@@ -470,10 +470,11 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
         for k in labels
     }
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
+    scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
     for k in labels:
         ctx.echo(
-            f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} "
-            f"(residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
+            f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} ({scale}; "
+            f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
     return variograms, common
 
