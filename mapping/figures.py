@@ -27,13 +27,17 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "DisplayGrid",
     "GraticuleLine",
     "MapView",
+    "display_grid",
     "graticule",
     "map_figure",
+    "pdf_bytes",
     "png_bytes",
     "polygon_lines",
     "storage_chart",
+    "to_display",
     "zone_edges",
 ]
 
@@ -266,7 +270,106 @@ def graticule(
     return lines
 
 
+# --------------------------------------------------------------------------- display projection
+@dataclass(frozen=True)
+class DisplayGrid:
+    """A north-up grid to draw maps on: a Lambert azimuthal equal-area centred on the data."""
+
+    crs: Any
+    transform: Any
+    shape: tuple[int, int]
+
+
+def display_grid(view: MapView) -> DisplayGrid:
+    """The north-up display grid of a map: LAEA centred on its valid cells, same cell count.
+
+    Equal-area (areas on the figure compare as on the ground) with north straight up at
+    the centre; a polar grid such as EASE-Grid 2.0 North is turned so that its pole is
+    at the top, as readers expect.
+    """
+    import pyproj
+    from rasterio.warp import calculate_default_transform
+
+    ny, nx = view.shape
+    rows, cols = np.nonzero(np.isfinite(view.data))
+    if rows.size == 0:
+        rows, cols = np.array([ny / 2]), np.array([nx / 2])
+    x, y = view.transform @ (cols.mean() + 0.5, rows.mean() + 0.5)
+    src = pyproj.CRS.from_user_input(view.crs)
+    lon, lat = pyproj.Transformer.from_crs(src, 4326, always_xy=True).transform(x, y)
+    crs = pyproj.CRS.from_proj4(
+        f"+proj=laea +lat_0={lat:.4f} +lon_0={lon:.4f} +datum=WGS84 +units=m +no_defs"
+    )
+    t = view.transform
+    bounds = (t.c, t.f + t.e * ny, t.c + t.a * nx, t.f)
+    left, right = min(bounds[0], bounds[2]), max(bounds[0], bounds[2])
+    bottom, top = min(bounds[1], bounds[3]), max(bounds[1], bounds[3])
+    transform, width, height = calculate_default_transform(
+        src.to_wkt(), crs.to_wkt(), nx, ny, left, bottom, right, top, resolution=abs(t.a)
+    )
+    return DisplayGrid(crs, transform, (int(height), int(width)))
+
+
+def to_display(view: MapView, grid: DisplayGrid) -> MapView:
+    """A map view reprojected (nearest neighbour: values are not blended) onto ``grid``."""
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    dst = np.full(grid.shape, np.nan)
+    reproject(
+        np.asarray(view.data, dtype="float64"), dst,
+        src_transform=view.transform, src_crs=view.crs.to_wkt(), src_nodata=np.nan,
+        dst_transform=grid.transform, dst_crs=grid.crs.to_wkt(), dst_nodata=np.nan,
+        resampling=Resampling.nearest,
+    )  # fmt: skip
+    # crop to the valid cells (plus a margin), so the map fills its frame
+    rows, cols = np.nonzero(np.isfinite(dst))
+    if rows.size:
+        pad = max(2, int(0.03 * max(dst.shape)))
+        r0, r1 = max(rows.min() - pad, 0), min(rows.max() + 1 + pad, dst.shape[0])
+        c0, c1 = max(cols.min() - pad, 0), min(cols.max() + 1 + pad, dst.shape[1])
+        dst = dst[r0:r1, c0:c1]
+        transform = grid.transform * grid.transform.translation(c0, r0)
+    else:
+        transform = grid.transform
+    return MapView(dst, transform, grid.crs, view.decimation)
+
+
+def _nice_length(span: float) -> float:
+    """A round length (1, 2 or 5 x 10^k) of about a quarter of ``span``."""
+    target = span / 4
+    k = 10 ** math.floor(math.log10(target))
+    return max(m * k for m in (1, 2, 5) if m * k <= target)
+
+
+def _north_angle(crs: Any, transform: Any, col: float, row: float) -> float | None:
+    """Direction of true north at a pixel, in degrees counter-clockwise from up."""
+    import pyproj
+
+    try:
+        crs = pyproj.CRS.from_user_input(crs)
+        x, y = transform @ (col, row)
+        to_geo = pyproj.Transformer.from_crs(crs, 4326, always_xy=True)
+        lon, lat = to_geo.transform(x, y)
+        if not np.isfinite(lat) or lat > 89.9:
+            return None
+        x2, y2 = pyproj.Transformer.from_crs(4326, crs, always_xy=True).transform(lon, lat + 0.05)
+    except pyproj.exceptions.ProjError:
+        return None
+    c2, r2 = to_pixels(transform, x2, y2)
+    return math.degrees(math.atan2(float(c2 - col), float(row - r2))) * -1.0
+
+
 # --------------------------------------------------------------------------- rendering
+def pdf_bytes(fig: Any) -> bytes:
+    """Render a Figure to PDF bytes (vector lines and text, the map image embedded)."""
+    buf = _bytes_io.BytesIO()
+    fig.savefig(
+        buf, format="pdf", bbox_inches="tight", pad_inches=0.08, metadata={"CreationDate": None}
+    )
+    return buf.getvalue()
+
+
 def png_bytes(fig: Any, dpi: int | None = None) -> bytes:
     """Render a Figure (Agg canvas) to PNG bytes."""
     buf = _bytes_io.BytesIO()
@@ -324,9 +427,14 @@ def map_figure(
     lines: Sequence[np.ndarray] = (),
     grid_lines: Sequence[GraticuleLine] | None = None,
     veil: np.ndarray | None = None,
-    dpi: int = 110,
+    dpi: int = 150,
+    zone_labels: Sequence[tuple[float, float, str]] = (),
+    land_outline: bool = True,
+    scale_bar: bool = True,
+    width: float = 6.3,
 ) -> Any:
-    """A map of one raster: colour bar with units, zone outlines, graticule.
+    """A map of one raster: colour bar with units, zone outlines and names, graticule,
+    outline of the mapped land, scale bar and north arrow.
 
     Parameters
     ----------
@@ -347,7 +455,15 @@ def map_figure(
         Boolean ``(y, x)`` mask of cells to pale out (e.g. outside the area of
         applicability).
     dpi
-        Resolution.
+        Resolution of the PNG.
+    zone_labels
+        ``(col, row, name)`` of each zone's label, in pixel coordinates.
+    land_outline
+        Draw the edge of the mapped cells (the land, from the map's own mask).
+    scale_bar
+        Draw a scale bar (true at the centre of the map; for projected CRSs in metres).
+    width
+        Figure width in inches (6.3 in = 160 mm, the text width of an A4 page).
 
     Returns
     -------
@@ -360,8 +476,7 @@ def map_figure(
     ny, nx = view.shape
     t = view.transform
     aspect = abs(t.e) / abs(t.a)
-    width = 6.4
-    height = min(7.5, max(3.2, (width - 1.3) * ny * aspect / nx + 0.9))
+    height = min(8.5, max(3.2, (width - 1.3) * ny * aspect / nx + 0.9))
     fig = _new_figure(width, height, dpi)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("#e6e6e6")  # no data
@@ -398,6 +513,19 @@ def map_figure(
         ax.add_collection(
             LineCollection(segments, colors=_OUTLINE, linewidths=0.8, zorder=4, path_effects=under)
         )
+    if land_outline and np.isfinite(data).any() and min(ny, nx) > 2:
+        land = np.pad(np.isfinite(data).astype(float), 1)
+        ax.contour(np.arange(-0.5, nx + 1.5), np.arange(-0.5, ny + 1.5), land, levels=[0.5],
+                   colors="#4d4d4d", linewidths=0.7, zorder=4)  # fmt: skip
+    for col, row, name in zone_labels:
+        ax.text(col, row, name, fontsize=7.5, fontweight="bold", color="#111111", ha="center",
+                va="center", zorder=6, path_effects=halo)  # fmt: skip
+    crs_units = _metres(view.crs)
+    if scale_bar and crs_units:
+        _draw_scale_bar(ax, t, nx, ny, halo)
+    angle = _north_angle(view.crs, t, nx / 2, ny / 2)  # north at the centre of the map
+    if angle is not None:
+        _draw_north_arrow(ax, angle, halo)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title, fontsize=10)
@@ -408,12 +536,48 @@ def map_figure(
     return fig
 
 
+def _metres(crs: Any) -> bool:
+    import pyproj
+
+    c = pyproj.CRS.from_user_input(crs)
+    return bool(c.is_projected and c.axis_info and c.axis_info[0].unit_name in ("metre", "meter"))
+
+
+def _draw_scale_bar(ax: Any, t: Any, nx: int, ny: int, halo: Any) -> None:
+    """A two-segment scale bar at the lower left, in km (true at the map's centre)."""
+    from matplotlib.patches import Rectangle
+
+    cell = abs(t.a)
+    length = _nice_length(nx * cell)  # metres
+    n = length / cell  # pixels
+    x0 = 0.05 * nx if t.a > 0 else 0.95 * nx - n
+    y0 = 0.94 * ny if t.e < 0 else 0.06 * ny
+    h = 0.012 * ny
+    for k, colour in enumerate(("#222222", "white")):
+        ax.add_patch(Rectangle((x0 + k * n / 2, y0 - h), n / 2, h, facecolor=colour,
+                               edgecolor="#222222", lw=0.6, zorder=7))  # fmt: skip
+    km = length / 1000
+    ax.text(x0 + n / 2, y0 - 1.9 * h, f"{km:g} km", ha="center", va="bottom", fontsize=7,
+            zorder=7, path_effects=halo)  # fmt: skip
+
+
+def _draw_north_arrow(ax: Any, angle: float, halo: Any) -> None:
+    """An arrow pointing to true north at the upper right (angle from up, counter-clockwise)."""
+    a = math.radians(angle)
+    x0, y0 = 0.93, 0.80
+    dx, dy = -0.07 * math.sin(a), 0.07 * math.cos(a)
+    ax.annotate("", xy=(x0 + dx, y0 + dy), xytext=(x0, y0), xycoords="axes fraction",
+                arrowprops={"arrowstyle": "-|>", "color": "#222222", "lw": 1.4}, zorder=7)  # fmt: skip
+    ax.text(x0 + 1.35 * dx, y0 + 1.35 * dy, "N", transform=ax.transAxes, ha="center",
+            va="center", fontsize=8, fontweight="bold", zorder=7, path_effects=halo)  # fmt: skip
+
+
 def storage_chart(
     table: pd.DataFrame,
     *,
     unit: str = "Pg",
     range_label: str | None = None,
-    dpi: int = 110,
+    dpi: int = 150,
 ) -> Any:
     """Bar chart of storage per zone and depth interval, with error bars.
 
@@ -440,7 +604,7 @@ def storage_chart(
     zones = list(dict.fromkeys(table.loc[~table["total"], "zone"]))
     totals = list(dict.fromkeys(table.loc[table["total"], "zone"]))
     colours = colormaps["YlGnBu"](np.linspace(0.35, 0.95, max(len(intervals), 1)))
-    fig = _new_figure(8.0, 3.9, dpi)
+    fig = _new_figure(6.3, 3.4, dpi)
     ratios = [max(len(zones), 1), max(len(totals), 0.6)] if totals else [1]
     gs = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.25)
     panels = [(fig.add_subplot(gs[0, 0]), zones)]

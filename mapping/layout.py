@@ -10,6 +10,7 @@
       maps/                soc_<top>_<bottom>cm_<statistic>.tif
       zones/               storage table, Monte Carlo draws and ranges
       report/              index.html, report.md, figures/, tables/
+      stac/                collection.json and one item per map (<item>/<item>.json)
 
 :class:`RunFolder` is the only code that knows this layout: the stages of ``mapping.run``
 write through it and ``mapping.report`` reads a run through it. It only computes paths;
@@ -34,10 +35,10 @@ from mapping.units import format_interval, map_filename, map_stem
 __all__ = ["RunFolder"]
 
 _MAP_NAME = re.compile(
-    r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z]+)\.tif$"
+    r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z_]+)\.tif$"
 )
 _ZARR_NAME = re.compile(r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm\.zarr$")
-_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "aoa")
+_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "relative_uncertainty", "aoa")
 
 
 @dataclass(frozen=True)
@@ -190,3 +191,15 @@ class RunFolder:
     @property
     def report_index(self) -> Path:
         return self.report / "index.html"
+
+    # ------------------------------------------------------------------ STAC catalogue
+    @property
+    def stac(self) -> Path:
+        return self.root / "stac"
+
+    @property
+    def stac_collection(self) -> Path:
+        return self.stac / "collection.json"
+
+    def stac_item(self, item_id: str) -> Path:
+        return self.stac / item_id / f"{item_id}.json"

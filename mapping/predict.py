@@ -35,9 +35,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mapping import io
+from mapping import __version__, io
 from mapping.exceptions import GridMismatchError, InputError, MissingCRSError, ModelError
 from mapping.grid import Grid
+from mapping.map_metadata import (
+    AOA_NODATA,
+    RELATIVE_UNCERTAINTY,
+    map_attributes,
+    relative_uncertainty,
+)
 from mapping.models import RegressionKriging
 from mapping.units import DENSITY_UNITS, format_interval, map_filename
 
@@ -612,8 +618,14 @@ def write_prediction(
     partial: str | os.PathLike[str] | None = None,
     key: str | None = None,
     echo: Any = None,
+    model: str | None = None,
 ) -> dict[str, Path]:
     """Write every variable of a (lazy) prediction, computing it once, window by window.
+
+    Each map carries CF attributes (:func:`mapping.map_metadata.map_attributes`); a
+    ``relative_uncertainty`` map, ``(upper - lower) / median``, is added when the
+    prediction has quantiles, and the area of applicability is written as ``uint8``
+    (0 outside, 1 inside, 255 without a prediction).
 
     Parameters
     ----------
@@ -642,6 +654,8 @@ def write_prediction(
         key are discarded. Required with ``partial``.
     echo
         Where to say how many chunks were taken from an interrupted run.
+    model
+        Model kind, written into the maps' attributes.
 
     Returns
     -------
@@ -653,29 +667,32 @@ def write_prediction(
     folder = Path(folder)
     text = format_interval(top, bottom)
     label = label or f"predicting {text} cm"
+    prediction = with_relative_uncertainty(prediction)
+    quantiles = tuple(prediction.attrs.get("quantiles", (0.05, 0.95)))
+
+    def attrs(name: str) -> dict[str, str]:
+        a = map_attributes(name, top, bottom, quantiles=quantiles, model=model, version=__version__)  # type: ignore[arg-type]
+        if run_id:
+            a["run_id"] = run_id
+        return a
+
     if format == "zarr":
         path = folder / f"soc_{top:g}_{bottom:g}cm.zarr"
         ds = prediction.assign_attrs(interval=text, interval_cm=f"{text} cm", run_id=run_id or "")
+        for name in ds.data_vars:
+            ds[name].attrs.update(attrs(str(name)))
         io.write_zarr(ds, path, label=label)
         return {str(v): path for v in prediction.data_vars}
     if format != "cog":
         raise ModelError(f"prediction.format {format!r}: use 'cog' or 'zarr'")
     items = []
     for name, var in prediction.data_vars.items():
-        tags = {
-            "units": var.attrs.get("units", UNITS),
-            "statistic": str(name),
-            "interval": text,
-            "interval_units": "cm",
-            "top_cm": f"{top:g}",
-            "bottom_cm": f"{bottom:g}",
-        }
-        if "quantile" in var.attrs:
-            tags["quantile"] = f"{var.attrs['quantile']:g}"
-        if run_id:
-            tags["run_id"] = run_id
-        items.append((folder / map_filename(top, bottom, str(name)), var, tags))
+        items.append((folder / map_filename(top, bottom, str(name)), var, attrs(str(name))))
     if partial is None:
+        items = [
+            (p, _as_written(n, v), t)
+            for (p, v, t), n in zip(items, prediction.data_vars, strict=True)
+        ]
         paths = io.write_cogs(items, overviews=overviews, label=label)
         return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
     if key is None:
@@ -685,12 +702,39 @@ def write_prediction(
         echo(f"[{label}] {store.reused} of {store.n_chunks} chunks kept from an interrupted run")
     resumed = store.dataset()
     chunked: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]] = [
-        (path, resumed[name], tags)
+        (path, _as_written(str(name), resumed[name]), tags)
         for (path, _, tags), name in zip(items, prediction.data_vars, strict=True)
     ]
     paths = io.write_cogs(chunked, overviews=overviews, label=label, on_block=store.on_block)
     store.remove()
     return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
+
+
+def with_relative_uncertainty(prediction: Any) -> Any:
+    """Add ``relative_uncertainty = (upper - lower) / median`` when the quantiles are there.
+
+    As the SoilGrids uncertainty layer: the width of the prediction interval over the
+    median, dimensionless; NaN where the median is not positive. Lazy, float32.
+    """
+    names = set(prediction.data_vars)
+    if not {"lower", "median", "upper"} <= names or RELATIVE_UNCERTAINTY in names:
+        return prediction
+    ratio = relative_uncertainty(prediction["lower"], prediction["median"], prediction["upper"])
+    ratio = ratio.astype("float32").rio.write_crs(prediction["median"].rio.crs)
+    ratio.attrs = {"units": "1", "statistic": RELATIVE_UNCERTAINTY}
+    out = prediction.assign({RELATIVE_UNCERTAINTY: ratio})
+    # the area of applicability stays last (the order the maps are listed in)
+    order = [n for n in out.data_vars if n != "aoa"] + (["aoa"] if "aoa" in names else [])
+    return out[order]
+
+
+def _as_written(name: str, var: Any) -> Any:
+    """The array a map file holds: the AOA as ``uint8`` (255 without a prediction)."""
+    if name != "aoa":
+        return var
+    flags = var.fillna(AOA_NODATA).astype("uint8")
+    flags.attrs = dict(var.attrs)
+    return flags.rio.write_crs(var.rio.crs).rio.write_nodata(AOA_NODATA)
 
 
 class ChunkStore:

@@ -40,7 +40,17 @@ import pandas as pd
 
 from mapping import io
 from mapping.exceptions import InputError
-from mapping.figures import MapView, map_figure, png_bytes, polygon_lines, storage_chart, zone_edges
+from mapping.figures import (
+    MapView,
+    display_grid,
+    map_figure,
+    pdf_bytes,
+    png_bytes,
+    polygon_lines,
+    storage_chart,
+    to_display,
+    zone_edges,
+)
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.plots import plot_observed_vs_predicted
@@ -640,6 +650,7 @@ class _Figure:
     data: bytes
     section: str  # "maps", "storage", "cv"
     interval: str | None = None
+    pdf: bytes | None = None  # the same figure as PDF, written beside the PNG
 
 
 def _read_view(path: Path, variable: str | None = None) -> MapView:
@@ -660,6 +671,8 @@ class _Outlines:
     def __init__(self, path: Path, field: str | None) -> None:
 
         self.path = path
+        self.field = field
+        self.names: dict[str, str] = {}  # zone code -> name, for zone rasters
         self.is_vector = path.suffix.lower() in VECTOR_SUFFIXES
         self.gdf: Any = None
         self.codes: Any = None
@@ -687,6 +700,36 @@ class _Outlines:
             res = (zone_edges(*self._codes_on(view)), None)
         self._cache[grid] = res
         return res
+
+    def labels_for(self, view: MapView) -> list[tuple[float, float, str]]:
+        """``(col, row, name)`` of each zone's label on ``view``: a point inside the zone."""
+        if self.is_vector:
+            gdf = _to_grid_crs(self.gdf, Grid(view.crs, view.transform, view.shape))
+            name_col = self.field if self.field in gdf.columns else None
+            out = []
+            for k, (geom, name) in enumerate(
+                zip(gdf.geometry, gdf[name_col] if name_col else range(len(gdf)), strict=True)
+            ):
+                if geom is None or geom.is_empty:
+                    continue
+                part = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
+                pt = part.representative_point()
+                col, row = ~view.transform @ (pt.x, pt.y)
+                if 0 <= col <= view.shape[1] and 0 <= row <= view.shape[0]:
+                    text = self.names.get(str(name), str(name)) if name_col else f"zone {k + 1}"
+                    out.append((float(col), float(row), text))
+            return out
+        from scipy import ndimage
+
+        codes, valid = self._codes_on(view)
+        out = []
+        for code in np.unique(codes[valid]):
+            inside = np.pad(codes == code, 1)
+            depth = ndimage.distance_transform_edt(inside)[1:-1, 1:-1]
+            r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            name = self.names.get(str(int(code)), f"zone {int(code)}")
+            out.append((c + 0.5, r + 0.5, name))
+        return out
 
     def _codes_on(self, view: MapView) -> tuple[np.ndarray, np.ndarray]:
         from rasterio.enums import Resampling
@@ -723,10 +766,13 @@ def _map_figures(
                 notes.append(f"No mean map for {_iv_text(iv)}.")
             continue
         mean = _read_view(*stats["mean"])
+        shown = display_grid(mean)  # north up: LAEA centred on the map
+        mean = to_display(mean, shown)
         edges, lines = outlines.for_view(mean) if outlines is not None else (None, None)
+        labels = outlines.labels_for(mean) if outlines is not None else []
         veil, aoa_text = None, ""
         if "aoa" in stats:
-            aoa = _read_view(*stats["aoa"])
+            aoa = to_display(_read_view(*stats["aoa"]), shown)
             if aoa.shape == mean.shape:
                 veil = np.isfinite(mean.data) & (aoa.data == 0)
                 share = (
@@ -737,13 +783,17 @@ def _map_figures(
                 aoa_text = f"Paler: outside the area of applicability ({100 * (1 - share):.1f} % of the mapped cells). "
         dec = (f"Shown at 1/{mean.decimation:.3g} of the map's resolution (read from its overviews). "
                if mean.decimation > 1 else "")  # fmt: skip
-        grid_text = "Dashed: meridians and parallels (north is towards the pole, not up). "
-        fig = map_figure(mean, title=f"Mean SOC density, {_iv_text(iv)}", label="SOC density", veil=veil,
-                         edges=edges, lines=lines or ())  # fmt: skip
+        grid_text = (
+            "Drawn north up in a Lambert azimuthal equal-area projection centred on the map "
+            "(the scale bar is true at the centre); dashed: meridians and parallels; grey line: "
+            "edge of the mapped land. "
+        )
+        fig = map_figure(mean, title=f"Mean SOC stock, {_iv_text(iv)}", label="SOC stock", veil=veil,
+                         edges=edges, lines=lines or (), zone_labels=labels)  # fmt: skip
         figs.append(_Figure(
             f"density_{iv}.png",
-            f"Mean SOC density {_iv_text(iv)} ({_DENSITY}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
-            png_bytes(fig), "maps", iv,
+            f"Mean SOC stock {_iv_text(iv)} ({_DENSITY}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
+            png_bytes(fig), "maps", iv, pdf_bytes(fig),
         ))  # fmt: skip
         if "lower" in stats and "upper" in stats:
             lo, hi = _read_view(*stats["lower"]), _read_view(*stats["upper"])
@@ -752,14 +802,17 @@ def _map_figures(
                     f"The lower and upper maps of {_iv_text(iv)} differ in shape; no width map."
                 )
                 continue
-            width = MapView(hi.data - lo.data, hi.transform, hi.crs, hi.decimation)
+            width = to_display(
+                MapView(hi.data - lo.data, hi.transform, hi.crs, hi.decimation), shown
+            )
             fig = map_figure(width, title=f"Width of the {level} prediction interval, {_iv_text(iv)}",
-                             label="interval width", cmap=_WIDTH_CMAP, edges=edges, lines=lines or ())  # fmt: skip
+                             label="interval width", cmap=_WIDTH_CMAP, edges=edges, lines=lines or (),
+                             zone_labels=labels)  # fmt: skip
             figs.append(_Figure(
                 f"width_{iv}.png",
                 f"Width of the {level} prediction interval (upper − lower, {qtext}) {_iv_text(iv)} "
                 f"({_DENSITY}). {outline_text}{grid_text}{dec}".strip(),
-                png_bytes(fig), "maps", iv,
+                png_bytes(fig), "maps", iv, pdf_bytes(fig),
             ))  # fmt: skip
         else:
             notes.append(f"No lower/upper maps for {_iv_text(iv)}: no interval-width map.")
@@ -789,7 +842,7 @@ def _storage_figure(t: InventoryTables, range_label: str) -> _Figure:
         )
     else:
         cap = f"SOC storage ({t.unit}) per zone and depth interval (storage of the mean map; no Monte Carlo ranges)."
-    return _Figure("storage_by_zone.png", cap, png_bytes(fig), "storage")
+    return _Figure("storage_by_zone.png", cap, png_bytes(fig), "storage", None, pdf_bytes(fig))
 
 
 def _cv_figures(
@@ -1109,19 +1162,24 @@ def _zone_source(
     zone_field: str | None,
     notes: list[str],
 ) -> _Outlines | None:
+    zones = (cfg or {}).get("zones") or {}
+    names = {str(k): str(v) for k, v in (zones.get("names") or {}).items()}
     if zones_path is not None:
         p = Path(zones_path)
         if not p.exists():
             raise InputError(f"{p}: file not found")
-        return _Outlines(p, zone_field)
-    zones = (cfg or {}).get("zones") or {}
+        outlines = _Outlines(p, zone_field)
+        outlines.names = names
+        return outlines
     if not zones.get("path"):
         return None
     p = Path(zones["path"])
     if not p.exists():
         notes.append(f"The zones of the run ({p}) are not found; the maps have no zone outlines.")
         return None
-    return _Outlines(p, zone_field or zones.get("field"))
+    outlines = _Outlines(p, zone_field or zones.get("field"))
+    outlines.names = names
+    return outlines
 
 
 def build_report(
@@ -1131,6 +1189,7 @@ def build_report(
     zones_path: str | Path | None = None,
     zone_field: str | None = None,
     title: str = "Soil organic carbon inventory",
+    stage: str | None = None,
 ) -> dict[str, Path]:
     """Write the inventory report of an output folder to ``OUT/report/``.
 
@@ -1150,6 +1209,10 @@ def build_report(
         only boundaries between zones are drawn. Default: the run's ``zones.field``.
     title
         Title of the report.
+    stage
+        The run's stage that is writing this report (``"report"`` from ``socmap run``):
+        the manifest still records it as running, the report lists it as complete (its
+        time is in ``manifest.json``).
 
     Returns
     -------
@@ -1166,6 +1229,9 @@ def build_report(
     """
     out = Path(out)
     run = read_run(out)
+    if stage is not None and run.manifest and stage in (run.manifest.get("stages") or {}):
+        run.manifest = {**run.manifest, "stages": {**run.manifest["stages"]}}
+        run.manifest["stages"][stage] = {**run.manifest["stages"][stage], "status": "complete"}
     notes = list(run.notes)
     cfg = _config_dict(config, run.manifest)
     quantiles = tuple((cfg or {}).get("prediction", {}).get("quantiles", (0.05, 0.95)))
@@ -1210,6 +1276,10 @@ def build_report(
         for f in figures:
             io.write_bytes(f.data, tmp / "figures" / f.name)
             written.append(f"figures/{f.name}")
+            if f.pdf is not None:
+                pdf_name = Path(f.name).with_suffix(".pdf").name
+                io.write_bytes(f.pdf, tmp / "figures" / pdf_name)
+                written.append(f"figures/{pdf_name}")
         machine: dict[str, Any] = {"title": title, "intervals": ordered, "notes": notes}
         if tables is not None:
             named = {

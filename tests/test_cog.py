@@ -172,7 +172,7 @@ def test_write_prediction_names_and_tags(tmp_path: Path) -> None:
         assert src.overviews(1) == []
         np.testing.assert_array_equal(src.read(1), z + 1)
     assert tags["statistic"] == "upper" and tags["quantile"] == "0.95"
-    assert tags["interval"] == "0-30" and tags["run_id"] == "abc123" and tags["units"] == "kg C m-2"
+    assert tags["interval"] == "0-30" and tags["run_id"] == "abc123" and tags["units"] == "kg m-2"
 
 
 def test_zarr_round_trip_is_atomic(tmp_path: Path) -> None:
@@ -211,5 +211,5 @@ def test_write_prediction_as_zarr(tmp_path: Path) -> None:
     back = xr.open_zarr(paths["std"], consolidated=False)
     np.testing.assert_array_equal(back["std"].values, z / 10)
     assert back.attrs["interval"] == "30-100" and back.attrs["run_id"] == "r9"
-    assert back["mean"].attrs["units"] == "kg C m-2"
+    assert back["mean"].attrs["units"] == "kg m-2"
     assert Grid.from_dataarray(back.rio.write_crs(back.spatial_ref.attrs["crs_wkt"])) == GRID

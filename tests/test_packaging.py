@@ -132,7 +132,10 @@ def _third_party(folders: list[str], *, optional: bool) -> dict[str, set[str]]:
             assert mod in dists, (
                 f"{p.relative_to(ROOT)} imports {mod!r}, which no installed distribution provides"
             )
-            for dist in dists[mod]:
+            # a distribution named as the module wins over others that list it (pystac's
+            # wheel records its extension sub-distributions under the same top level)
+            owners = [d for d in dists[mod] if _norm(d) == _norm(mod)] or dists[mod]
+            for dist in owners:
                 out.setdefault(_norm(dist), set()).add(str(p.relative_to(ROOT)))
     return out
 

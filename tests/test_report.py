@@ -320,8 +320,11 @@ def test_html_is_self_contained_and_images_decode(report: tuple[Path, dict[str, 
     assert all(s.startswith("data:image/png;base64,") for s in srcs)
     # 4 intervals x (density + width) + storage chart + 4 observed-vs-predicted plots
     assert len(srcs) == 13
-    pngs = sorted(p for k, p in files.items() if k.startswith("figures/"))
+    pngs = sorted(p for k, p in files.items() if k.startswith("figures/") and k.endswith(".png"))
     assert len(pngs) == 13
+    # every map and the storage chart also as PDF (the cross-validation plots are PNG only)
+    pdfs = sorted(p for k, p in files.items() if k.startswith("figures/") and k.endswith(".pdf"))
+    assert len(pdfs) == 9 and all(p.read_bytes().startswith(b"%PDF-") for p in pdfs)
     embedded = {base64.b64decode(s.split(",", 1)[1]) for s in srcs}
     for p in pngs:
         data = p.read_bytes()
@@ -466,7 +469,10 @@ def test_missing_optional_inputs(folder: Path) -> None:
     assert "No cross-validation results" in md and "No prediction maps" in md
     assert "| continuous | 0.020 | 9.87 |" in md
     assert "0.975 (" not in md  # no ranges without the summary
-    assert sorted(k for k in files if k.startswith("figures/")) == ["figures/storage_by_zone.png"]
+    assert sorted(k for k in files if k.startswith("figures/")) == [
+        "figures/storage_by_zone.pdf",
+        "figures/storage_by_zone.png",
+    ]
     page = files["index.html"].read_text()
     assert len(re.findall(r"<img ", page)) == 1
 

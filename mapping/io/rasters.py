@@ -87,9 +87,12 @@ def write_cogs(
         if arr.rio.crs is None:
             raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
         dtype = np.dtype(arr.dtype)
-        if np.isnan(nodata) and dtype.kind != "f":
+        fill = nodata
+        if dtype.kind in "iu" and arr.rio.nodata is not None:
+            fill = arr.rio.nodata  # an integer layer (flags) keeps its dtype and nodata
+        elif np.isnan(nodata) and dtype.kind != "f":
             dtype = np.dtype("float32")
-        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform))
+        specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform, fill))
     shape = specs[0][1].shape
     if any(s[1].shape != shape for s in specs):
         raise OutputError(f"{specs[0][0]}: rasters written together must share one shape")
@@ -103,18 +106,18 @@ def write_cogs(
     try:
         with contextlib.ExitStack() as opened:
             dsts = []
-            for (_p, arr, tags, dtype, transform), stage in zip(specs, stages, strict=True):
+            for (_p, arr, tags, dtype, transform, fill), stage in zip(specs, stages, strict=True):
                 dst = opened.enter_context(
                     rasterio.open(
                         stage, "w", driver="GTiff", width=shape[1], height=shape[0], count=1,
                         dtype=dtype.name, crs=arr.rio.crs, transform=transform,
-                        nodata=nodata, tiled=True, blockxsize=blocksize, blockysize=blocksize,
+                        nodata=fill, tiled=True, blockxsize=blocksize, blockysize=blocksize,
                         BIGTIFF="IF_SAFER",
                     )
                 )  # fmt: skip
                 dst.update_tags(**{k: str(v) for k, v in tags.items()})
-                if "statistic" in tags:
-                    dst.set_band_description(1, str(tags["statistic"]))
+                if "long_name" in tags or "statistic" in tags:
+                    dst.set_band_description(1, str(tags.get("long_name", tags.get("statistic"))))
                 if "units" in tags:
                     dst.set_band_unit(1, str(tags["units"]))
                 dsts.append(dst)
@@ -134,14 +137,16 @@ def write_cogs(
                     for r in range(0, shape[0], blocksize):
                         rows = slice(r, min(r + blocksize, shape[0]))
                         write(k, (rows, slice(0, shape[1])), data[rows])
-        for (p, *_), stage in zip(specs, stages, strict=True):
+        for (p, _a, _t, dtype, *_), stage in zip(specs, stages, strict=True):
+            # flags (integer layers) are not averaged: their overviews take the most common value
+            resampling = "MODE" if dtype.kind in "iu" else "AVERAGE"
             # GDAL's block cache defaults to 5 % of RAM and fills up while the COG
             # driver builds overviews; 256 MB costs no speed and bounds the client.
             with atomic_path(p) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
                 rasterio.shutil.copy(
                     stage, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
                     BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
-                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING="AVERAGE",
+                    OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING=resampling,
                 )  # fmt: skip
             out.append(p)
     except rasterio.errors.RasterioError as exc:
@@ -385,6 +390,25 @@ def raster_info(
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
     return info
+
+
+def raster_tags(path: str | os.PathLike[str], band: int = 1) -> dict[str, str]:
+    """The metadata tags of a raster: the dataset's, then the band's (band wins).
+
+    Raises
+    ------
+    InputError
+        Missing or unreadable file.
+    """
+    import rasterio
+    import rasterio.errors
+
+    p = Path(path)
+    try:
+        with rasterio.open(p) as src:
+            return {**src.tags(), **src.tags(band)}
+    except (rasterio.errors.RasterioError, OSError) as exc:
+        raise _raster_error(p, exc) from None
 
 
 def _or(value: Any, default: float) -> float:

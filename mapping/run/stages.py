@@ -39,6 +39,7 @@ from mapping.run.features import (
 )
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
+from mapping.stac import write_stac
 from mapping.uncertainty import (
     cv_block_error_sd,
     independent_pixel_range,
@@ -362,6 +363,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                 partial=run.partial if cfg.prediction.format == "cog" else None,
                 key=key,
                 echo=ctx.echo,
+                model=cfg.model.type,
             )
             written[label] = files
             for p in sorted(set(files.values())):
@@ -468,10 +470,12 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
         for k in labels
     }
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
-    log.info(
-        "shared error per interval (level, cross-validated regional, total): %s",
-        {k: (round(level[k], 4), round(regional[k], 4), round(common[k], 4)) for k in labels},
-    )
+    scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
+    for k in labels:
+        ctx.echo(
+            f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} ({scale}; "
+            f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
+        )
     return variograms, common
 
 
@@ -553,8 +557,14 @@ def _run_report(ctx: StageContext) -> tuple[list[str], Any]:
         config=cfg,
         zones_path=cfg.zones.path if cfg.zones is not None else None,
         zone_field=cfg.zones.field if cfg.zones is not None else None,
+        stage="report",
     )
-    return [ctx.folder.rel(p) for p in files.values()], files
+    catalogue = write_stac(ctx.out)
+    ctx.echo(
+        f"[report] STAC catalogue: {ctx.folder.rel(ctx.folder.stac_collection)} ({len(catalogue) - 1} items)"
+    )
+    outputs = [ctx.folder.rel(p) for p in [*files.values(), *catalogue]]
+    return outputs, files
 
 
 def _load_report(ctx: StageContext) -> Any:
