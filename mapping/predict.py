@@ -414,6 +414,10 @@ COORDINATE_CRS_ATTR = "coordinate_crs_"
 def record_coordinate_crs(model: Any, crs: Any) -> Any:
     """Record on a fitted ``model`` the CRS of the ``x``, ``y`` columns it was fitted on.
 
+    For a model fitted on a grid's profiles that is :attr:`Grid.working_crs` (the grid's CRS
+    when projected; the metric plane of a geographic grid), in which :func:`predict_grid`
+    gives the model its cells' coordinates.
+
     :func:`predict_grid` then refuses a grid in another CRS instead of feeding the model
     coordinates it has never seen. Returns ``model``.
     """
@@ -433,7 +437,8 @@ def _check_model_crs(model: Any, grid: Any, columns: Sequence[str]) -> None:
     if wkt is None:
         warnings.warn(
             "the model does not record the CRS of its training coordinates (x, y); they are "
-            "taken to be in the grid's CRS (record it with record_coordinate_crs after fit)",
+            "taken to be in the grid's working CRS, Grid.working_crs (record it with "
+            "record_coordinate_crs after fit)",
             UserWarning,
             stacklevel=3,
         )
