@@ -262,7 +262,8 @@ class Grid:
         on the grid's own geodetic datum. Its scale along and across the radius from the
         centre is ``1/k`` and ``k``, ``k = 1/cos(c/2)`` at angular distance ``c`` from the
         centre, so a distance is within 0.4 % of the ellipsoidal one up to 1000 km from
-        the centre and within 1.5 % up to 2000 km. Variograms, kriging neighbourhoods,
+        the centre and within 1.5 % up to 2000 km. An extent 180° of longitude wide or
+        wider is centred on the nearer pole (8 % at 45° from the pole). Variograms, kriging neighbourhoods,
         kNNDM folds, the geographic part of the area of applicability and the model's
         ``x``, ``y`` use these coordinates; the maps stay on the grid.
         """
@@ -273,6 +274,8 @@ class Grid:
     def _centre_lonlat(self) -> tuple[float, float]:
         left, bottom, right, top = self.bounds
         k = _angular_factor(self.crs)
+        if abs(right - left) * k >= 180.0:  # circumpolar: the plane is centred on the pole
+            return 0.0, 90.0 if bottom + top > 0 else -90.0
         return round((left + right) / 2 * k, 9), round((bottom + top) / 2 * k, 9)
 
     def to_working(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +308,7 @@ class Grid:
         a, e2 = _ellipsoid(self.crs)
         r = authalic_radius(a, e2)
         k = np.radians(_angular_factor(self.crs))
-        lat0 = np.radians(self._centre_lonlat()[1])
+        lat0 = np.radians(sum(self.latitude_span()) / 2)
         return float(r * abs(yres) * k), float(r * np.cos(lat0) * abs(xres) * k)
 
     def latitude_span(self) -> tuple[float, float]:

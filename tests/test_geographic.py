@@ -150,3 +150,11 @@ def test_validate_refuses_a_bare_distance_on_a_geographic_grid(tmp_path, capfd):
     assert code == 2
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "model.variogram.cutoff" in err and "cutoff: 300 km" in err
+
+
+def test_a_circumpolar_grid_is_measured_on_a_polar_plane():
+    grid = Grid.from_bounds((-180, 45, 180, 90), 1.0, "EPSG:4326")
+    # across the pole: 0°E 80°N to 180°E 80°N, ~2230 km on the ellipsoid
+    x, y = grid.to_working(np.array([0.0, 180.0]), np.array([80.0, 80.0]))
+    _, _, d = GEOD.inv(0.0, 80.0, 180.0, 80.0)
+    assert np.hypot(x[1] - x[0], y[1] - y[0]) == pytest.approx(d, rel=0.01)
