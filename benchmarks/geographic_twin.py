@@ -10,15 +10,17 @@ cells about as large (:func:`mapping.synthetic.worlds.build_world`), writes both
 folders with ``workflows/sample.yaml``'s settings, runs ``socmap run`` on each and prints,
 per zone and interval, the two zone totals and their relative difference, and per
 interval the pixel coverage of the 90 % intervals against the truth of each grid.
-The projected and geographic worlds share the truth field but not every profile: a
-profile is kept on the geographic grid only where its geographic cell takes its truth
-from the profile's own projected cell.
+The two worlds share the truth field and, by default, the profiles: the geographic
+world keeps a site only where its geographic cell takes its truth from the site's own
+projected cell, and the projected world is given those same profiles
+(``--own-profiles``: each draws its own, which adds the sampling noise of two profile sets).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", type=float, default=None, help="cell size (m)")
     ap.add_argument("--profiles", type=int, default=None, help="profiles drawn")
     ap.add_argument("--out", type=Path, default=None, help="output folder")
+    ap.add_argument(
+        "--own-profiles",
+        action="store_true",
+        help="let the projected world draw its own profiles (default: the geographic world's)",
+    )
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per socmap run")
     args = ap.parse_args(argv)
 
@@ -55,16 +62,24 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="socmap-twin-"))
     out.mkdir(parents=True, exist_ok=True)
     zones, cover = {}, {}
-    for grid in ("projected", "geographic"):
+    for grid in ("geographic", "projected"):
         world = build_world(dataclasses.replace(spec, grid=grid, **change))
         wdir = out / grid
-        cfg = wdir / "workflow.yaml" if wdir.exists() else write_world(world, wdir, SAMPLE_YAML)
+        if wdir.exists():
+            cfg = wdir / "workflow.yaml"
+        else:
+            cfg = write_world(world, wdir, SAMPLE_YAML)
+            if grid == "projected" and not args.own_profiles:
+                # the same profiles on both grids: the geographic world's (a subset of the
+                # sites, each in a cell of both grids with the same truth)
+                shutil.copyfile(out / "geographic" / "profiles.csv", wdir / "profiles.csv")
         ok, err, secs = run_socmap(cfg, wdir / "socmap.log", args.timeout)
         if not ok:
             print(f"{grid}: socmap failed: {err}")
             return 1
         rows, z = score_world(wdir, wdir / "run")
-        print(f"{grid}: {world.profiles['profile_id'].nunique()} profiles, run {secs:.0f} s")
+        n = pd.read_csv(wdir / "profiles.csv")["profile_id"].nunique()
+        print(f"{grid}: {n} profiles, run {secs:.0f} s")
         zones[grid] = z.set_index(["zone", "interval"])
         cover[grid] = pd.DataFrame(rows).set_index("interval")["pixel_picp"]
 
