@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from mapping import io
+from mapping.synthetic import COVARIATES
 from mapping.synthetic.worlds import (
-    COVARIATES,
     STANDARD_DEPTHS,
     ZONE_NAMES,
     GriddedWorld,

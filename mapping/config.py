@@ -20,8 +20,10 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -53,6 +55,34 @@ def _input_path(p: Path, info: ValidationInfo) -> Path:
 
 InputPath = Annotated[Path, AfterValidator(_input_path)]
 OutputPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+_DISTANCE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(km|m)\s*")
+_METRES_PER = {"m": 1.0, "km": 1000.0}
+
+
+def _parse_distance(v: Any) -> Any:
+    """``"300 km"`` or ``"300000 m"`` to metres (float); numbers pass unchanged."""
+    if isinstance(v, str):
+        m = _DISTANCE.fullmatch(v)
+        if m is None:
+            raise ValueError(
+                f"distance {v!r} must be a number with a unit, e.g. '300 km' or '300000 m'"
+            )
+        return float(m.group(1)) * _METRES_PER[m.group(2)]
+    return v
+
+
+Distance = Annotated[float, BeforeValidator(_parse_distance)]
+"""A distance in metres, written ``300 km``, ``300000 m`` or (projected grids only) ``300000``."""
+
+DISTANCE_KEYS = (
+    "model.variogram.range",
+    "model.variogram.cutoff",
+    "model.max_distance",
+    "cv.block_size",
+)
+"""Config keys holding distances: same meaning on any grid (:data:`Distance`)."""
 
 
 class _Section(BaseModel):
@@ -131,10 +161,10 @@ class GridConfig(_Section):
 class VariogramConfig(_Section):
     model: Literal["spherical", "exponential", "gaussian", "matern"] = "spherical"
     psill: float | None = None
-    range: float | None = None
+    range: Distance | None = None
     nugget: float | None = None
     nu: float | None = None
-    cutoff: float | None = Field(None, gt=0)
+    cutoff: Distance | None = Field(None, gt=0)
     """Largest lag (m) of the sample variogram; default one third of the bounding-box diagonal (gstat)."""
     n_lags: int = Field(15, ge=3)
     """Number of equal-width lag bins up to ``cutoff`` (gstat's default 15)."""
@@ -148,14 +178,14 @@ class ModelConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     variogram: VariogramConfig = Field(default_factory=VariogramConfig)
     n_neighbors: int | None = Field(32, ge=1)
-    max_distance: float | None = Field(None, gt=0)
+    max_distance: Distance | None = Field(None, gt=0)
     log_transform: bool = False
 
 
 class CVConfig(_Section):
     method: Literal["kfold", "block", "knndm"] = "knndm"
     n_splits: int = Field(5, ge=2)
-    block_size: float | None = Field(None, gt=0)
+    block_size: Distance | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _block_needs_size(self) -> CVConfig:
@@ -236,6 +266,45 @@ class RunConfig(_Section):
     tls: TLSConfig | None = None
 
     source: Path | None = Field(None, exclude=True)
+    _bare_distances: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _note_bare_distances(cls, data: Any, handler: Any) -> RunConfig:
+        # A distance written as a bare number means metres of a projected grid; which ones
+        # were is kept so that a geographic grid can refuse them (check_distances).
+        cfg = handler(data)
+        if isinstance(data, dict):
+            bare = []
+            for key in DISTANCE_KEYS:
+                v: Any = data
+                for part in key.split("."):
+                    v = v.get(part) if isinstance(v, dict) else None
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    bare.append(key)
+            cfg._bare_distances = tuple(bare)
+        return cfg
+
+    def check_distances(self, geographic: bool) -> None:
+        """Refuse distances written without a unit when the grid is geographic.
+
+        Raises
+        ------
+        ConfigError
+            One line naming the key and how to write it.
+        """
+        if not geographic or not self._bare_distances:
+            return
+        key = self._bare_distances[0]
+        metres: Any = self
+        for part in key.split("."):
+            metres = getattr(metres, part)
+        where = f"{self.source}: " if self.source is not None else ""
+        raise ConfigError(
+            f"{where}{key}: a bare number is a distance in metres of a projected grid; the grid "
+            f"is geographic, so write it with a unit, e.g. {key.rsplit('.', 1)[-1]}: "
+            f"{_with_unit(float(metres))}"
+        )
 
     @field_validator("dashboard")
     @classmethod
@@ -251,6 +320,11 @@ class RunConfig(_Section):
                 raise ValueError(f"covariate name {c.name!r} appears twice")
             seen.add(c.name)
         return v
+
+
+def _with_unit(metres: float) -> str:
+    km = metres / 1000.0
+    return f"{km:g} km" if km >= 1 else f"{metres:g} m"
 
 
 _MAX_CONFIG_CHARS = 1 << 20  # a workflow config is a page or two

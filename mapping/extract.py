@@ -30,7 +30,7 @@ class ExtractResult:
     Attributes
     ----------
     table
-        The input rows (same order and index) with ``x``, ``y`` in the grid's CRS, ``row``
+        The input rows (same order and index) with ``x``, ``y`` in the grid's working CRS (metres, :attr:`Grid.working_crs`), ``row``
         and ``col`` of the cell (-1 outside the grid), and one column per covariate:
         ``float`` for continuous layers (NaN on nodata or outside), nullable ``Int64``
         codes for categorical ones (``<NA>`` on nodata or outside).
@@ -132,8 +132,9 @@ def extract_at_points(
     all_valid = np.logical_and.reduce([np.asarray(v, dtype=bool) for v in valids])
 
     table = points.copy()
-    table["x"] = x
-    table["y"] = y
+    # x, y: metres of the grid's working CRS (the grid's CRS when projected), the plane in
+    # which kriging, variograms, kNNDM and the area of applicability measure distances.
+    table["x"], table["y"] = grid.to_working(x, y)
     table["row"] = np.where(inside, rows, -1)
     table["col"] = np.where(inside, cols, -1)
     for name, v, ok in zip(names, vals, valids, strict=True):

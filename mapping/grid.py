@@ -16,6 +16,7 @@ Conventions (see ``docs/conventions.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -251,6 +252,71 @@ class Grid:
         c = np.asarray(cols, dtype="float64")
         return t.c + t.a * (c + 0.5), t.f + t.e * (r + 0.5)
 
+    # ------------------------------------------------------------------ distances
+    @property
+    def working_crs(self) -> pyproj.CRS:
+        """CRS in which distances between points of this grid are measured (metres).
+
+        The grid's own CRS when it is projected. For a longitude/latitude grid: a
+        Lambert azimuthal equal-area plane centred on the middle of the grid's extent,
+        on the grid's own geodetic datum. Its scale along and across the radius from the
+        centre is ``1/k`` and ``k``, ``k = 1/cos(c/2)`` at angular distance ``c`` from the
+        centre, so a distance is within 0.4 % of the ellipsoidal one up to 1000 km from
+        the centre and within 1.5 % up to 2000 km. An extent 180° of longitude wide or
+        wider is centred on the nearer pole (8 % at 45° from the pole). Variograms, kriging neighbourhoods,
+        kNNDM folds, the geographic part of the area of applicability and the model's
+        ``x``, ``y`` use these coordinates; the maps stay on the grid.
+        """
+        if not self.is_geographic:
+            return self.crs
+        return _working_crs(self.crs.to_wkt(), *self._centre_lonlat())
+
+    def _centre_lonlat(self) -> tuple[float, float]:
+        left, bottom, right, top = self.bounds
+        k = _angular_factor(self.crs)
+        if abs(right - left) * k >= 180.0:  # circumpolar: the plane is centred on the pole
+            return 0.0, 90.0 if bottom + top > 0 else -90.0
+        return round((left + right) / 2 * k, 9), round((bottom + top) / 2 * k, 9)
+
+    def to_working(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Grid-CRS coordinates ``(x, y)`` in :attr:`working_crs` (metres).
+
+        On a projected grid the coordinates are returned unchanged.
+        """
+        if not self.is_geographic:
+            return x, y
+        to = pyproj.Transformer.from_crs(self.crs, self.working_crs, always_xy=True)
+        wx, wy = to.transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
+        return np.asarray(wx, dtype="float64"), np.asarray(wy, dtype="float64")
+
+    def working_xy(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Centres of cells ``(rows, cols)`` in :attr:`working_crs` (metres)."""
+        return self.to_working(*self.xy(rows, cols))
+
+    def cell_spacing_m(self) -> tuple[float, float]:
+        """Cell spacing ``(dy, dx)`` in metres.
+
+        Projected grid: the resolution in the CRS's linear unit times its metres per unit.
+        Geographic grid: the spacing at the centre latitude ``lat0`` on a sphere of the
+        authalic radius ``R`` of the ellipsoid, ``dy = R dlat``, ``dx = R cos(lat0) dlon``;
+        a cell at latitude ``lat`` is really ``cos(lat) / cos(lat0)`` times as wide.
+        """
+        xres, yres = self.resolution
+        if not self.is_geographic:
+            u = _linear_factor(self.crs)
+            return abs(yres) * u, abs(xres) * u
+        a, e2 = _ellipsoid(self.crs)
+        r = authalic_radius(a, e2)
+        k = np.radians(_angular_factor(self.crs))
+        lat0 = np.radians(sum(self.latitude_span()) / 2)
+        return float(r * abs(yres) * k), float(r * np.cos(lat0) * abs(xres) * k)
+
+    def latitude_span(self) -> tuple[float, float]:
+        """Smallest and largest latitude (degrees) of a geographic grid's extent."""
+        _, bottom, _, top = self.bounds
+        k = _angular_factor(self.crs)
+        return min(bottom, top) * k, max(bottom, top) * k
+
     def rowcol(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         """Integer ``(rows, cols)`` of the cells that contain world points ``(x, y)``.
 
@@ -381,6 +447,31 @@ class Grid:
 
 
 # ---------------------------------------------------------------------- area kernels
+@functools.lru_cache(maxsize=32)
+def _working_crs(wkt: str, lon0: float, lat0: float) -> pyproj.CRS:
+    # Lambert azimuthal equal-area centred on (lon0, lat0) on the grid's geodetic datum.
+    from pyproj.crs import ProjectedCRS
+    from pyproj.crs.coordinate_operation import LambertAzimuthalEqualAreaConversion
+
+    geodetic = pyproj.CRS.from_wkt(wkt).geodetic_crs
+    conversion = LambertAzimuthalEqualAreaConversion(
+        latitude_natural_origin=lat0, longitude_natural_origin=lon0
+    )
+    return ProjectedCRS(
+        conversion=conversion,
+        geodetic_crs=geodetic,
+        name=f"socmap working plane: LAEA at {lat0:g}N {lon0:g}E",
+    )
+
+
+def authalic_radius(a: float, e2: float) -> float:
+    """Radius (m) of the sphere with the ellipsoid's surface area."""
+    if e2 <= 0:
+        return a
+    e = math.sqrt(e2)
+    return a * math.sqrt(0.5 * (1 + (1 - e2) / e * math.atanh(e)))
+
+
 def _ellipsoid(crs: pyproj.CRS) -> tuple[float, float]:
     ell = crs.ellipsoid
     if ell is None:

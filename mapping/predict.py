@@ -364,8 +364,17 @@ def _predict_task(
     quantiles: tuple[float, float],
     batch_size: int,
     nodata: Mapping[str, float],
+    working: tuple[str, str] | None = None,
 ) -> np.ndarray:
     # One Dask task: all covariate bands of one window in, (n_outputs, ny, nx) out.
+    if working is not None:  # geographic grid: the model's x, y are metres of a working plane
+        import pyproj
+
+        to = pyproj.Transformer.from_crs(
+            pyproj.CRS.from_wkt(working[0]), pyproj.CRS.from_wkt(working[1]), always_xy=True
+        )
+        lon, lat = np.meshgrid(np.asarray(xcoord, "float64"), np.asarray(ycoord, "float64"))
+        xcoord, ycoord = (np.asarray(v, dtype="float64") for v in to.transform(lon, lat))
     res = _predict_block(
         dict(zip(names, blocks, strict=True)),
         xcoord,
@@ -411,6 +420,10 @@ COORDINATE_CRS_ATTR = "coordinate_crs_"
 def record_coordinate_crs(model: Any, crs: Any) -> Any:
     """Record on a fitted ``model`` the CRS of the ``x``, ``y`` columns it was fitted on.
 
+    For a model fitted on a grid's profiles that is :attr:`Grid.working_crs` (the grid's CRS
+    when projected; the metric plane of a geographic grid), in which :func:`predict_grid`
+    gives the model its cells' coordinates.
+
     :func:`predict_grid` then refuses a grid in another CRS instead of feeding the model
     coordinates it has never seen. Returns ``model``.
     """
@@ -430,16 +443,17 @@ def _check_model_crs(model: Any, grid: Any, columns: Sequence[str]) -> None:
     if wkt is None:
         warnings.warn(
             "the model does not record the CRS of its training coordinates (x, y); they are "
-            "taken to be in the grid's CRS (record it with record_coordinate_crs after fit)",
+            "taken to be in the grid's working CRS, Grid.working_crs (record it with "
+            "record_coordinate_crs after fit)",
             UserWarning,
             stacklevel=3,
         )
         return
     fitted = pyproj.CRS.from_wkt(wkt)
-    if not fitted.equals(grid.crs):
+    if not fitted.equals(grid.working_crs):
         raise GridMismatchError(
-            f"the model was fitted on x, y in {_crs_label(fitted)}, the grid is in "
-            f"{_crs_label(grid.crs)}: build the stack on a grid in {_crs_label(fitted)} "
+            f"the model was fitted on x, y in {_crs_label(fitted)}, the grid measures them in "
+            f"{_crs_label(grid.working_crs)}: build the stack on a grid in {_crs_label(fitted)} "
             "(build_stack(covariates, grid)) or refit the model"
         )
 
@@ -569,6 +583,7 @@ def predict_grid(
         quantiles=(lo, hi),
         batch_size=int(batch_size),
         nodata=nodata,
+        working=(grid.crs.to_wkt(), grid.working_crs.to_wkt()) if grid.is_geographic else None,
     )
     variables = {}
     for i, s in enumerate(outputs):

@@ -867,14 +867,33 @@ def _check_ranges(ranges: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
-def _projected_spacing(grid: Grid) -> tuple[float, float]:
-    if grid.is_geographic:
+MAX_WIDTH_ERROR = 0.5
+"""Largest relative error of a cell's east-west width allowed on a geographic grid.
+
+The lattice of the Monte Carlo fields has one spacing per axis; on a longitude/latitude
+grid that is the spacing at the extent's centre latitude ``lat0`` (:meth:`Grid.cell_spacing_m`),
+so a cell at latitude ``lat`` is taken to be ``cos(lat0) / cos(lat)`` times its true width
+and the residual correlation along a parallel is stretched or squeezed by that factor.
+Grids whose extent makes this more than 50 % are refused (a 15° span centred at 65° N is
+off by up to 32 %; 50-80° N by 59 %)."""
+
+
+def _lattice_spacing(grid: Grid) -> tuple[float, float]:
+    # (dy, dx) of the field's lattice in metres.
+    if not grid.is_geographic:
+        xres, yres = grid.resolution
+        return (yres, xres)
+    lo, hi = grid.latitude_span()
+    lat0 = np.radians((lo + hi) / 2)
+    worst = max(abs(np.cos(np.radians(v)) / np.cos(lat0) - 1.0) for v in (lo, hi))
+    if not worst <= MAX_WIDTH_ERROR:
         raise InputError(
-            f"{grid}: Monte Carlo residual fields need a projected grid (distances in metres); "
-            "reproject the maps, e.g. to EPSG:6931 in the north"
+            f"{grid}: Monte Carlo residual fields use one cell width per axis, taken at the "
+            f"centre latitude; between {lo:.1f} and {hi:.1f} degrees it is off by up to "
+            f"{100 * worst:.0f} % (at most {100 * MAX_WIDTH_ERROR:.0f} %): reproject the maps "
+            "to an equal-area grid, e.g. EPSG:6931 in the north"
         )
-    xres, yres = grid.resolution
-    return (yres, xres)
+    return grid.cell_spacing_m()
 
 
 @dataclass
@@ -1067,7 +1086,8 @@ def zone_total_draws(
     Raises
     ------
     InputError, GridMismatchError, ModelError, ConfigError
-        Inconsistent maps, zones or variograms, a geographic grid, bad parameters.
+        Inconsistent maps, zones or variograms, a geographic grid spanning too many
+        latitudes (:data:`MAX_WIDTH_ERROR`), bad parameters.
     """
     import dask
 
@@ -1077,7 +1097,7 @@ def zone_total_draws(
         raise ConfigError(f"n_realizations must be a positive integer, got {n_realizations!r}")
     if int(batch) != batch or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}")
-    spacing = _projected_spacing(grid)
+    spacing = _lattice_spacing(grid)
     labels = [it[0] for it in _intervals(means, stds)]
     vlist = _variograms(variogram, labels)
     distinct = list(dict.fromkeys(vlist))

@@ -690,9 +690,11 @@ def test_bad_arguments_are_one_line_user_errors(change, error, text):
 
 
 def test_geographic_grids_and_misaligned_maps_are_refused():
-    geo = Grid.from_bounds((0, 60, 2, 61), 0.25, "EPSG:4326")
+    geo = Grid.from_bounds(
+        (0, 40, 2, 80), 0.25, "EPSG:4326"
+    )  # cos 80° / cos 60° = 0.35: widths off by 65 %
     ones = geo.wrap(np.ones(geo.shape))
-    with pytest.raises(InputError, match="projected grid"):
+    with pytest.raises(InputError, match=r"between 40.0 and 80.0 degrees.*off by up to 65 %"):
         zone_total_draws(
             {"0-30": ones},
             {"0-30": ones},

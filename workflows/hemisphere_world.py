@@ -567,7 +567,7 @@ model:
   trend: random_forest
   params: {{n_estimators: 200}}
   # the residual variogram is exponential with a 75 km range (225 km practical range)
-  variogram: {{model: exponential, cutoff: 300000, n_lags: 30}}
+  variogram: {{model: exponential, cutoff: 300 km, n_lags: 30}}
   n_neighbors: 32
   log_transform: true
 

@@ -379,6 +379,7 @@ def preflight(
 
     if cfg.covariates:
         grid = target_grid(cfg.grid, cfg.covariates)
+        cfg.check_distances(grid.is_geographic)
         stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)  # headers only
         report.stack_lines = summarize_stack(stack).lines()
         report.n_on_grid, report.per_interval = _on_grid(cfg, valid, grid)

@@ -111,6 +111,7 @@ def grid_and_stack(ctx: StageContext) -> tuple[Any, Any]:
     if ctx.stack is None:
         cfg = ctx.config
         ctx.grid = target_grid(cfg.grid, cfg.covariates)
+        cfg.check_distances(ctx.grid.is_geographic)
         ctx.stack = build_stack(cfg.covariates, ctx.grid, chunks=cfg.prediction.chunks)
     return ctx.grid, ctx.stack
 
@@ -183,7 +184,7 @@ def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
     if len(rows) > n:
         keep = rng.choice(len(rows), n, replace=False)
         rows, cols = rows[keep], cols[keep]
-    x, y = grid.xy(rows * step, cols * step)
+    x, y = grid.working_xy(rows * step, cols * step)
     return np.column_stack([x, y])
 
 
@@ -230,7 +231,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             raise ModelError(
                 f"interval {label} cm: {exc} (config: {_config_key(str(exc))})"
             ) from None
-        record_coordinate_crs(result.model, grid_and_stack(ctx)[0].crs)  # x, y: the grid's CRS
+        record_coordinate_crs(result.model, grid_and_stack(ctx)[0].working_crs)  # x, y
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
         outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result)
@@ -295,7 +296,7 @@ def _write_fit(
         "estimator": repr(result.model),
         "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": result.cv.pooled},
         "grid": repr(grid_and_stack(ctx)[0]),
-        "coordinate_crs": grid_and_stack(ctx)[0].crs.to_wkt(),
+        "coordinate_crs": grid_and_stack(ctx)[0].working_crs.to_wkt(),
         "versions": package_versions(),
         "seed": cfg.seed,
     }
