@@ -197,9 +197,9 @@ class CalibratedModel:
         return bool(getattr(self.model, "log_transform", False))
 
     def __getattr__(self, name: str) -> Any:
-        # feature_names_in_, n_features_in_ and the like: the wrapped model's
+        # feature_names_in_, n_features_in_ and the CRS of its coordinates: the wrapped model's
         model = self.__dict__.get("model")
-        if model is not None and name in ("feature_names_in_", "n_features_in_"):
+        if model is not None and name in ("feature_names_in_", "n_features_in_", "coordinate_crs_"):
             return getattr(model, name)
         raise AttributeError(name)
 
@@ -224,6 +224,23 @@ class CalibratedModel:
             mean = np.exp(mu + 0.5 * s2)
             return mean, mean * np.sqrt(np.expm1(v))
         return mu, np.sqrt(v)
+
+    def predict_stats(self, X: Any, lo: float, hi: float) -> dict[str, np.ndarray]:
+        """``mean``, ``std``, ``lower``, ``median``, ``upper`` from one kriging pass.
+
+        The same values as ``predict(X, return_std=True)`` and
+        ``predict_quantiles(X, (lo, 0.5, hi))``, with the model and the DI evaluated once.
+        """
+        mu, s2, v = self._moments(X)
+        sd = np.sqrt(v)
+        q = {"lower": mu + norm.ppf(lo) * sd, "median": mu, "upper": mu + norm.ppf(hi) * sd}
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            std = mean * np.sqrt(np.expm1(v))
+            q = {k: np.exp(a) for k, a in q.items()}
+        else:
+            mean, std = mu, sd
+        return {"mean": mean, "std": std, **q}
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""

@@ -99,6 +99,12 @@ class RunFolder:
     def aoa_file(self, label: str) -> Path:
         return self.model_folder(label) / "aoa.joblib"
 
+    def error_model_file(self, label: str) -> Path:
+        return self.model_folder(label) / "error_model.joblib"
+
+    def error_model_table(self, label: str) -> Path:
+        return self.model_folder(label) / "error_model.csv"
+
     def cv_predictions(self, label: str) -> Path:
         return self.model_folder(label) / "cv_predictions.csv"
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
+from mapping.calibration import CalibratedModel, regional_error_sd
 from mapping.cluster import dask_client, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
@@ -186,6 +187,25 @@ def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
     return np.column_stack([x, y])
 
 
+def prediction_covariates(ctx: StageContext, n: int = 4000) -> Any:
+    """The covariates (and ``x``, ``y``) at :func:`prediction_sample`'s cells, for
+    feature-space kNNDM; cells with a nodata covariate are left out."""
+    grid, stack = grid_and_stack(ctx)
+    xy = prediction_sample(ctx, n)
+    points = pd.DataFrame({"lon": xy[:, 0], "lat": xy[:, 1], "profile_id": np.arange(len(xy))})
+    res = extract_at_points(stack, grid, points, crs=grid.crs)
+    names = [c.name for c in ctx.config.covariates]
+    cells = res.complete()[["x", "y", *names]].reset_index(drop=True)
+    for name in categorical_covariates(ctx.config):
+        cells[name] = cells[name].astype("int64")
+    return cells
+
+
+def _calibrates(cfg: RunConfig) -> bool:
+    """Whether the fit stage fits an error model (regression kriging with calibrate on)."""
+    return cfg.prediction.calibrate and cfg.model.type == "regression_kriging"
+
+
 def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     """Fit and cross-validate one model per interval (:func:`mapping.validation.fit_interval`)
     and persist what it returns."""
@@ -193,7 +213,11 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     table = ctx.results["training"]
     features = model_features(cfg)
     template = build_model(cfg)
-    pred_points = prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    pred_points = None
+    if cfg.cv.method == "knndm":
+        feature = cfg.cv.space == "feature"
+        pred_points = prediction_covariates(ctx) if feature else prediction_sample(ctx)
+    calibration = cfg.prediction.calibration.model_dump() if _calibrates(cfg) else None
     outputs: list[str] = []
     fitted: dict[str, Any] = {}
     summaries = []
@@ -212,8 +236,13 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             block_size=cfg.cv.block_size,
             prediction_points=pred_points,
             random_state=cfg.seed,
+            space=cfg.cv.space,
+            categorical_features=categorical_covariates(cfg) or None,
         )
-        ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
+        how = (
+            f"{cfg.cv.method} ({cfg.cv.space} space)" if cfg.cv.method == "knndm" else cfg.cv.method
+        )
+        ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {how} cross-validation")
         try:
             result = fit_interval(
                 template,
@@ -224,6 +253,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 profile_ids=rows["profile_id"].to_numpy(),
                 aoa=cfg.prediction.aoa,
                 categorical=categorical_covariates(cfg),
+                calibration=calibration,
             )
         except ModelError as exc:
             raise ModelError(
@@ -271,6 +301,10 @@ def _write_fit(
     if result.aoa is not None:
         io.write_model(result.aoa, run.aoa_file(label))
         written.append(run.aoa_file(label))
+    if result.error_model is not None:
+        io.write_model(result.error_model, run.error_model_file(label))
+        io.write_table(result.error_model.to_frame(), run.error_model_table(label))
+        written += [run.error_model_file(label), run.error_model_table(label)]
     cv_pred = result.predictions
     io.write_table(cv_pred, run.cv_predictions(label))
     io.write_table(result.cv.summary(), run.cv_metrics(label))
@@ -292,7 +326,13 @@ def _write_fit(
         "categorical": categorical_covariates(cfg),
         "model": cfg.model.model_dump(),
         "estimator": repr(result.model),
-        "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": result.cv.pooled},
+        "cv": {
+            "method": cfg.cv.method,
+            "space": cfg.cv.space,
+            "n_splits": cfg.cv.n_splits,
+            "pooled": result.cv.pooled,
+        },
+        "calibrated": result.error_model is not None,
         "grid": repr(grid_and_stack(ctx)[0]),
         "coordinate_crs": grid_and_stack(ctx)[0].crs.to_wkt(),
         "versions": package_versions(),
@@ -340,9 +380,17 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     ):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
+            model = models[label]
             aoa = io.read_model(run.aoa_file(label)) if cfg.prediction.aoa else None
+            calibrated = _calibrates(cfg) and run.error_model_file(label).exists()
+            if calibrated:
+                model = CalibratedModel(
+                    model,
+                    io.read_model(run.error_model_file(label)),
+                    aoa if aoa is not None else io.read_model(run.aoa_file(label)),
+                )
             pred = predict_grid(
-                models[label],
+                model,
                 stack,
                 grid,
                 quantiles=cfg.prediction.quantiles,
@@ -352,7 +400,10 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             # Finished chunks are kept in maps/.partial until the maps are in place, so a
             # killed run resumes with them; the key ties them to this stage and model.
             model_file = run.model_file(label)
-            key = digest([ctx.fingerprints.get("predict"), io.file_checksum(model_file), label])
+            parts = [ctx.fingerprints.get("predict"), io.file_checksum(model_file), label]
+            if calibrated:
+                parts.append(io.file_checksum(run.error_model_file(label)))
+            key = digest(parts)
             files = write_prediction(
                 pred,
                 run.maps,
@@ -453,7 +504,10 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
 
     The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
     regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
-    errors beyond their sampling noise (``cv_block_error_sd``).
+    errors beyond their sampling noise. ``uncertainty.regional: folds`` estimates it per
+    interval (``cv_block_error_sd``, K - 1 degrees of freedom); ``folds_pooled`` pools
+    the regional share of the error variance over the intervals
+    (:func:`mapping.calibration.regional_error_sd`).
     """
     try:
         variograms = {k: residual_variogram(models[k]) for k in labels}
@@ -461,18 +515,38 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
     except ModelError as exc:
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
-    regional = {
-        k: cv_block_error_sd(
-            io.read_table(ctx.folder.cv_predictions(k)), log=ctx.config.model.log_transform
-        )
-        for k in labels
-    }
+    log_scale = ctx.config.model.log_transform
+    cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
+    if ctx.config.uncertainty.regional == "folds":
+        regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
+    else:
+        errors, groups = {}, {}
+        for k in labels:
+            e, g = _cv_errors(cv[k], log=log_scale)
+            errors[k], groups[k] = e, g
+        regional = regional_error_sd(errors, groups, pool=True)
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
     log.info(
         "shared error per interval (level, cross-validated regional, total): %s",
         {k: (round(level[k], 4), round(regional[k], 4), round(common[k], 4)) for k in labels},
     )
     return variograms, common
+
+
+def _cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold errors (``ln(predicted) - ln(observed)`` for log models, as
+    ``cv_block_error_sd``) and their fold; fold -1 where a row has no usable error."""
+    pred = cv["predicted"].to_numpy(float)
+    obs = cv["observed"].to_numpy(float)
+    fold = cv["fold"].to_numpy(int).copy()
+    if log:
+        ok = (pred > 0) & (obs > 0)
+        e = np.full(len(cv), np.nan)
+        e[ok] = np.log(pred[ok]) - np.log(obs[ok])
+    else:
+        e = pred - obs
+    fold[~np.isfinite(e)] = -1
+    return e, fold
 
 
 def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
