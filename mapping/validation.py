@@ -53,6 +53,7 @@ __all__ = [
     "RandomKFold",
     "SpatialBlockKFold",
     "cross_validate_model",
+    "cv_moments",
     "cv_report",
     "fit_interval",
     "make_splitter",
@@ -904,7 +905,7 @@ def fit_interval(
     error_model = None
     if calibration is not None:
         log = bool(getattr(model, "log_transform", False))
-        mu, var = _cv_moments(predictions, cv.quantiles, log=log)
+        mu, var = cv_moments(predictions, cv.quantiles, log=log)
         obs = predictions["observed"].to_numpy(float)
         with np.errstate(divide="ignore", invalid="ignore"):
             errors = mu - (np.log(obs) if log else obs)
@@ -921,11 +922,15 @@ def fit_interval(
     )
 
 
-def _cv_moments(
+def cv_moments(
     predictions: pd.DataFrame, quantiles: tuple[float, float], *, log: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold mean and variance on the model's scale: the fold models' own
-    (``mu``, ``var``) or, without them, recovered from the Gaussian interval."""
+    """Out-of-fold mean and variance on the model's scale (log for log models).
+
+    The fold models' own (``mu``, ``var`` columns of the CV predictions) or, without
+    them, recovered from their Gaussian interval
+    (:func:`mapping.calibration.interval_log_moments`).
+    """
     if "mu" in predictions and "var" in predictions:
         return predictions["mu"].to_numpy(float), predictions["var"].to_numpy(float)
     return interval_log_moments(predictions["lower"], predictions["upper"], quantiles, log=log)

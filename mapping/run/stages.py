@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
-from mapping.calibration import CalibratedModel, regional_error_sd
+from mapping.calibration import CalibratedModel, cross_fitted_coverage, regional_error_sd
 from mapping.cluster import dask_client, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
@@ -49,7 +49,7 @@ from mapping.uncertainty import (
     zone_total_draws,
 )
 from mapping.units import interval_label
-from mapping.validation import fit_interval, make_splitter
+from mapping.validation import cv_moments, fit_interval, make_splitter
 from mapping.zonal import integrate_files, load_zone_layout
 
 __all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
@@ -214,9 +214,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     features = model_features(cfg)
     template = build_model(cfg)
     pred_points = None
+    cells = prediction_covariates(ctx) if _calibrates(cfg) or cfg.cv.space == "feature" else None
     if cfg.cv.method == "knndm":
-        feature = cfg.cv.space == "feature"
-        pred_points = prediction_covariates(ctx) if feature else prediction_sample(ctx)
+        pred_points = cells if cfg.cv.space == "feature" else prediction_sample(ctx)
     calibration = cfg.prediction.calibration.model_dump() if _calibrates(cfg) else None
     outputs: list[str] = []
     fitted: dict[str, Any] = {}
@@ -262,7 +262,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         record_coordinate_crs(result.model, grid_and_stack(ctx)[0].crs)  # x, y: the grid's CRS
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
-        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result)
+        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         fitted[label] = result.model
         summaries.append({"interval": label, "n": len(rows), **result.cv.pooled})
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
@@ -293,9 +293,14 @@ def _write_fit(
     n_profiles: int,
     features: list[str],
     result: Any,
+    cells: Any = None,
 ) -> list[str]:
-    """Persist one interval's fit: model, AOA, CV tables, plot and metadata."""
+    """Persist one interval's fit: model, AOA, error model and its checks, CV tables, plot
+    and metadata."""
     cfg, run = ctx.config, ctx.folder
+    calibration: dict[str, Any] | None = None
+    if result.error_model is not None:
+        calibration = _calibration_check(ctx, label, result, cells)
     io.write_model(result.model, run.model_file(label))
     written = []
     if result.aoa is not None:
@@ -304,7 +309,12 @@ def _write_fit(
     if result.error_model is not None:
         io.write_model(result.error_model, run.error_model_file(label))
         io.write_table(result.error_model.to_frame(), run.error_model_table(label))
-        written += [run.error_model_file(label), run.error_model_table(label)]
+        written += [
+            run.error_model_file(label),
+            run.error_model_table(label),
+            run.reliability_table(label),
+            run.coverage_by_di_table(label),
+        ]
     cv_pred = result.predictions
     io.write_table(cv_pred, run.cv_predictions(label))
     io.write_table(result.cv.summary(), run.cv_metrics(label))
@@ -332,7 +342,7 @@ def _write_fit(
             "n_splits": cfg.cv.n_splits,
             "pooled": result.cv.pooled,
         },
-        "calibrated": result.error_model is not None,
+        "calibration": calibration,
         "grid": repr(grid_and_stack(ctx)[0]),
         "coordinate_crs": grid_and_stack(ctx)[0].crs.to_wkt(),
         "versions": package_versions(),
@@ -347,6 +357,42 @@ def _write_fit(
         run.model_metadata(label),
     ]
     return [run.rel(p) for p in written]
+
+
+def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -> dict[str, Any]:
+    """Write the cross-fitted reliability and coverage-by-DI tables of an interval's
+    error model; return what the report says about it (``metadata.json``)."""
+    cfg, run = ctx.config, ctx.folder
+    p = result.predictions
+    log_scale = bool(getattr(result.model, "log_transform", False))
+    mu, var = cv_moments(p, cfg.prediction.quantiles, log=log_scale)
+    obs = p["observed"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = mu - (np.log(obs) if log_scale else obs)
+    level = cfg.prediction.quantiles[1] - cfg.prediction.quantiles[0]
+    reliability, by_di = cross_fitted_coverage(
+        errors,
+        var,
+        p["di"],
+        p["fold"],
+        level=level,
+        **cfg.prediction.calibration.model_dump(),
+    )
+    io.write_table(reliability, run.reliability_table(label))
+    io.write_table(by_di, run.coverage_by_di_table(label))
+    em = result.error_model
+    share = None
+    if cells is not None and len(cells):
+        names = getattr(result.aoa, "feature_names_in_", None)
+        X = cells[[str(n) for n in names]] if names is not None else cells[model_features(cfg)]
+        di = np.asarray(result.aoa.predict(X)[0], dtype=float)
+        share = float(np.mean(~(di <= em.di_max)))  # NaN (no DI) counts as beyond
+    return {
+        "level": level,
+        "di_max": em.di_max,
+        "share_beyond_di_max": share,
+        "n_points": em.n,
+    }
 
 
 def _load_fit(ctx: StageContext) -> Any:
