@@ -14,9 +14,9 @@ import pytest
 from scipy.stats import norm
 
 from mapping.calibration import (
-    cross_fitted_coverage,
     CalibratedModel,
     ErrorModel,
+    cross_fitted_coverage,
     fit_error_model,
     interval_log_moments,
     regional_error_sd,
@@ -295,7 +295,6 @@ def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
 def test_cross_fitted_coverage_is_nominal_when_the_error_model_is_right() -> None:
     # errors with variance 2 * s2 * (1 + DI): the cross-fitted error model recovers the
     # ratio, so the held-out coverage is the nominal one; the model's own s2 under-covers
-    from mapping.calibration import cross_fitted_coverage
 
     rng = np.random.default_rng(5)
     n = 4000
