@@ -911,7 +911,11 @@ def fit_interval(
             errors = mu - (np.log(obs) if log else obs)
         tested = predictions["fold"].to_numpy() >= 0
         errors = np.where(tested & np.isfinite(errors), errors, np.nan)
-        error_model = fit_error_model(errors, var, predictions["di"], **dict(calibration))
+        try:
+            error_model = fit_error_model(errors, var, predictions["di"], **dict(calibration))
+        except ModelError as exc:  # too few CV points: the model's own variance, said once
+            text = f"no calibrated intervals: {exc}"
+            counts[text] = counts.get(text, 0) + 1
     return IntervalFit(
         model=model,
         aoa=area if aoa or calibration is not None else None,

@@ -306,7 +306,15 @@ def _write_fit(
     if result.aoa is not None:
         io.write_model(result.aoa, run.aoa_file(label))
         written.append(run.aoa_file(label))
-    if result.error_model is not None:
+    if result.error_model is None:  # a previous run's error model must not calibrate this one
+        for stale in (
+            run.error_model_file(label),
+            run.error_model_table(label),
+            run.reliability_table(label),
+            run.coverage_by_di_table(label),
+        ):
+            io.remove_output(stale)
+    else:
         io.write_model(result.error_model, run.error_model_file(label))
         io.write_table(result.error_model.to_frame(), run.error_model_table(label))
         written += [
