@@ -15,13 +15,8 @@ from typing import Any
 import numpy as np
 
 from mapping import io
-from mapping.synthetic import COVARIATES
-from mapping.synthetic.worlds import (
-    STANDARD_DEPTHS,
-    ZONE_NAMES,
-    GriddedWorld,
-    true_zone_totals,
-)
+from mapping.synthetic import COVARIATES, STANDARD_DEPTHS, ZONE_NAMES
+from mapping.synthetic.worlds import GriddedWorld, true_zone_totals
 
 
 def workflow_config(sample_yaml: Path, world_dir: Path) -> str:

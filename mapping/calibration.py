@@ -49,6 +49,7 @@ from mapping.exceptions import ModelError
 __all__ = [
     "CalibratedModel",
     "ErrorModel",
+    "cross_fitted_coverage",
     "fit_error_model",
     "interval_log_moments",
     "regional_error_sd",
@@ -197,9 +198,9 @@ class CalibratedModel:
         return bool(getattr(self.model, "log_transform", False))
 
     def __getattr__(self, name: str) -> Any:
-        # feature_names_in_, n_features_in_ and the like: the wrapped model's
+        # feature_names_in_, n_features_in_ and the CRS of its coordinates: the wrapped model's
         model = self.__dict__.get("model")
-        if model is not None and name in ("feature_names_in_", "n_features_in_"):
+        if model is not None and name in ("feature_names_in_", "n_features_in_", "coordinate_crs_"):
             return getattr(model, name)
         raise AttributeError(name)
 
@@ -224,6 +225,23 @@ class CalibratedModel:
             mean = np.exp(mu + 0.5 * s2)
             return mean, mean * np.sqrt(np.expm1(v))
         return mu, np.sqrt(v)
+
+    def predict_stats(self, X: Any, lo: float, hi: float) -> dict[str, np.ndarray]:
+        """``mean``, ``std``, ``lower``, ``median``, ``upper`` from one kriging pass.
+
+        The same values as ``predict(X, return_std=True)`` and
+        ``predict_quantiles(X, (lo, 0.5, hi))``, with the model and the DI evaluated once.
+        """
+        mu, s2, v = self._moments(X)
+        sd = np.sqrt(v)
+        q = {"lower": mu + norm.ppf(lo) * sd, "median": mu, "upper": mu + norm.ppf(hi) * sd}
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            std = mean * np.sqrt(np.expm1(v))
+            q = {k: np.exp(a) for k, a in q.items()}
+        else:
+            mean, std = mu, sd
+        return {"mean": mean, "std": std, **q}
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""
@@ -537,3 +555,76 @@ def regional_error_sd(
         else float(np.sqrt(tau2[k]))
         for k in comps
     }
+
+
+def cross_fitted_coverage(
+    errors: Any,
+    model_var: Any,
+    di: Any,
+    folds: Any,
+    *,
+    levels: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
+    level: float = 0.9,
+    n_bins: int = 10,
+    **fit_kwargs: Any,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Coverage of the calibrated intervals at the CV points, with the error model cross-fitted.
+
+    For each fold the error model is fitted on the other folds' errors
+    (:func:`fit_error_model` with ``fit_kwargs``) and scores the held-out fold's
+    standardised errors ``z = e / sqrt(v)``: a point is covered at level ``p`` when
+    ``|z| <= Phi^-1((1 + p) / 2)``. Folds whose training part is too small for an
+    error model are left out.
+
+    Returns
+    -------
+    reliability : DataFrame
+        ``nominal``, ``observed`` (share covered), ``observed_model`` (the model's own
+        variance, uncalibrated) per level in ``levels``.
+    by_di : DataFrame
+        ``di_low``, ``di_high``, ``n``, ``observed``, ``observed_model`` at ``level`` in
+        ``n_bins`` bins of equal counts along the DI.
+    """
+    e = np.asarray(errors, dtype=float).ravel()
+    s2 = np.asarray(model_var, dtype=float).ravel()
+    d = np.asarray(di, dtype=float).ravel()
+    f = np.asarray(folds).ravel()
+    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d) & (f >= 0) & (s2 > 0)
+    z = np.full(e.size, np.nan)
+    for k in np.unique(f[ok]):
+        test = ok & (f == k)
+        train = ok & (f != k)
+        try:
+            em = fit_error_model(e[train], s2[train], d[train], **fit_kwargs)
+        except ModelError:
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z[test] = e[test] / em.std(s2[test], d[test])
+    scored = np.isfinite(z) | (ok & np.isinf(z))
+    z0 = np.where(ok, e / np.sqrt(np.where(s2 > 0, s2, np.nan)), np.nan)
+    za, z0a, da = np.abs(z[scored]), np.abs(z0[scored]), d[scored]
+    half = [float(norm.ppf(0.5 + p / 2)) for p in levels]
+    reliability = pd.DataFrame(
+        {
+            "nominal": list(levels),
+            "observed": [float(np.mean(za <= h)) if za.size else np.nan for h in half],
+            "observed_model": [float(np.mean(z0a <= h)) if za.size else np.nan for h in half],
+        }
+    )
+    h = float(norm.ppf(0.5 + level / 2))
+    rows = []
+    if za.size:
+        order = np.argsort(da, kind="stable")
+        for idx in np.array_split(order, min(n_bins, za.size)):
+            rows.append(
+                {
+                    "di_low": float(da[idx].min()),
+                    "di_high": float(da[idx].max()),
+                    "n": int(idx.size),
+                    "observed": float(np.mean(za[idx] <= h)),
+                    "observed_model": float(np.mean(z0a[idx] <= h)),
+                }
+            )
+    return reliability, pd.DataFrame(
+        rows, columns=["di_low", "di_high", "n", "observed", "observed_model"]
+    )

@@ -186,6 +186,9 @@ class CVConfig(_Section):
     method: Literal["kfold", "block", "knndm"] = "knndm"
     n_splits: int = Field(5, ge=2)
     block_size: Distance | None = Field(None, gt=0)
+    space: Literal["geographical", "feature"] = "feature"
+    """Space of kNNDM's distances: the covariates (``feature``, the trend's error) or the
+    coordinates (``geographical``, the residual's); only for ``method: knndm``."""
 
     @model_validator(mode="after")
     def _block_needs_size(self) -> CVConfig:
@@ -194,10 +197,23 @@ class CVConfig(_Section):
         return self
 
 
+class CalibrationConfig(_Section):
+    """How the per-cell error model is fitted (:func:`mapping.calibration.fit_error_model`)."""
+
+    kind: Literal["ratio", "additive"] = "ratio"
+    extrapolate: Literal["linear", "constant"] = "linear"
+    min_per_bin: int = Field(30, ge=2)
+    max_bins: int = Field(10, ge=1)
+
+
 class PredictionConfig(_Section):
     quantiles: tuple[float, float] = (0.05, 0.95)
     chunks: int = Field(512, ge=16)
     aoa: bool = True
+    calibrate: bool = True
+    """Std and quantile maps from the error model fitted on the CV errors against the
+    dissimilarity index (regression kriging only; ``docs/calibration.md``)."""
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     format: Literal["cog", "zarr"] = "cog"
 
     @field_validator("quantiles")
@@ -219,6 +235,9 @@ class ZonesConfig(_Section):
 class UncertaintyConfig(_Section):
     n_realizations: int = Field(100, ge=2)
     range: tuple[float, float] = (5.0, 95.0)
+    regional: Literal["folds_pooled", "folds"] = "folds_pooled"
+    """Regional error of the totals from the CV fold errors: the regional share pooled over
+    the intervals (``folds_pooled``) or each interval's own fold means (``folds``)."""
 
 
 class TLSConfig(_Section):

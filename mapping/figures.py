@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io as _bytes_io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ __all__ = [
     "pdf_bytes",
     "png_bytes",
     "polygon_lines",
+    "reliability_chart",
     "storage_chart",
     "to_display",
     "zone_edges",
@@ -650,4 +651,61 @@ def storage_chart(
         title += " (no Monte Carlo ranges in this run)"
     fig.suptitle(title, fontsize=10, y=0.99, va="top")
     fig.subplots_adjust(left=0.08, right=0.98, top=0.80, bottom=0.1)
+    return fig
+
+
+def reliability_chart(
+    reliability: Mapping[str, pd.DataFrame],
+    by_di: Mapping[str, pd.DataFrame],
+    *,
+    level: float = 0.9,
+    dpi: int = 110,
+) -> Any:
+    """Reliability plot and coverage by dissimilarity of the calibrated intervals.
+
+    Parameters
+    ----------
+    reliability
+        Interval label -> table with ``nominal``, ``observed`` and ``observed_model``
+        (:func:`mapping.calibration.cross_fitted_coverage`).
+    by_di
+        Interval label -> table with ``di_low``, ``di_high``, ``observed`` and
+        ``observed_model`` at ``level``.
+    level
+        Nominal coverage of the map's interval (the reference line of the right panel).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib import colormaps
+
+    labels = list(reliability)
+    colours = colormaps["YlGnBu"](np.linspace(0.35, 0.95, max(len(labels), 1)))
+    fig = _new_figure(8.0, 3.6, dpi)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    left.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
+    for k, iv in enumerate(labels):
+        r = reliability[iv]
+        left.plot(r["nominal"], r["observed"], "o-", color=colours[k], ms=3, label=f"{iv} cm")
+        left.plot(r["nominal"], r["observed_model"], ":", color=colours[k], lw=0.9)
+        if iv in by_di and len(by_di[iv]):
+            b = by_di[iv]
+            x = np.arange(1, len(b) + 1)
+            right.plot(x, b["observed"], "o-", color=colours[k], ms=3)
+            right.plot(x, b["observed_model"], ":", color=colours[k], lw=0.9)
+    right.axhline(level, color="0.5", lw=0.8, ls="--")
+    left.set_xlim(0.45, 1.0)
+    left.set_ylim(0.3, 1.0)
+    left.set_xlabel("nominal coverage", fontsize=8)
+    left.set_ylabel("observed coverage (cross-validation)", fontsize=8)
+    left.legend(fontsize=7, frameon=False, loc="upper left")
+    right.set_xlabel("dissimilarity index decile of the CV points (1 = most similar)", fontsize=8)
+    right.set_ylabel(f"coverage of the {level:.0%} interval", fontsize=8)
+    right.set_ylim(0.3, 1.0)
+    for ax in (left, right):
+        ax.tick_params(labelsize=8)
+        ax.grid(True, lw=0.3, color="0.85")
+    fig.suptitle("Calibrated intervals (solid) and the model's own (dotted)", fontsize=10)
+    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.14, wspace=0.28)
     return fig

@@ -100,6 +100,18 @@ class RunFolder:
     def aoa_file(self, label: str) -> Path:
         return self.model_folder(label) / "aoa.joblib"
 
+    def error_model_file(self, label: str) -> Path:
+        return self.model_folder(label) / "error_model.joblib"
+
+    def error_model_table(self, label: str) -> Path:
+        return self.model_folder(label) / "error_model.csv"
+
+    def reliability_table(self, label: str) -> Path:
+        return self.model_folder(label) / "reliability.csv"
+
+    def coverage_by_di_table(self, label: str) -> Path:
+        return self.model_folder(label) / "coverage_by_di.csv"
+
     def cv_predictions(self, label: str) -> Path:
         return self.model_folder(label) / "cv_predictions.csv"
 

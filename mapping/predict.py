@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import __version__, io
+from mapping.calibration import CalibratedModel
 from mapping.exceptions import GridMismatchError, InputError, MissingCRSError, ModelError
 from mapping.grid import Grid
 from mapping.map_metadata import (
@@ -295,6 +296,10 @@ def _predict_stats(
     model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
 ) -> dict[str, np.ndarray]:
     want_q = [s for s in stats if s in _QUANTILE_STATS]
+    if isinstance(model, CalibratedModel) and (want_q or "std" in stats):
+        # one pass of the model and of the DI for every statistic
+        full = model.predict_stats(X, lo, hi)
+        return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
     if want_q and _is_regression_kriging(model):
         return _kriging_stats(model, X, stats, lo, hi)
     res: dict[str, np.ndarray] = {}

@@ -41,6 +41,7 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from mapping.aoa import AreaOfApplicability
+from mapping.calibration import ErrorModel, fit_error_model, interval_log_moments
 from mapping.exceptions import ModelError
 from mapping.models.base import ColumnLayout, ColumnSpec, get_coordinates, one_hot
 
@@ -52,6 +53,7 @@ __all__ = [
     "RandomKFold",
     "SpatialBlockKFold",
     "cross_validate_model",
+    "cv_moments",
     "cv_report",
     "fit_interval",
     "make_splitter",
@@ -783,6 +785,9 @@ def cross_validate_model(
     pred = np.full(n, np.nan)
     lower = np.full(n, np.nan)
     upper = np.full(n, np.nan)
+    mu = np.full(n, np.nan)
+    var = np.full(n, np.nan)
+    components = hasattr(estimator, "predict_components")
     fold = np.full(n, -1)
     rows = []
     for k, (train, test) in enumerate(cv.split(X, y_arr, groups)):
@@ -796,6 +801,10 @@ def cross_validate_model(
         if hasattr(model, "predict_quantiles"):
             q = np.asarray(model.predict_quantiles(Xt, (lo_q, hi_q)))
             lower[test], upper[test] = q[:, 0], q[:, -1]
+        if components:
+            c = model.predict_components(Xt)
+            mu[test] = c["trend"] + c["residual"]
+            var[test] = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
         fold[test] = k
         m = metrics_table(y_arr[test], pred[test], lower[test], upper[test])
         rows.append({"fold": k, "n_train": len(train), **m})
@@ -809,6 +818,9 @@ def cross_validate_model(
             "upper": upper,
         }
     )
+    if components:  # the fold model's own scale (log for log models): for calibration
+        predictions["mu"] = mu
+        predictions["var"] = var
     tested = fold >= 0
     pooled = metrics_table(y_arr[tested], pred[tested], lower[tested], upper[tested])
     return CVResult(
@@ -844,6 +856,7 @@ class IntervalFit:
     cv: CVResult
     predictions: pd.DataFrame
     warnings: dict[str, int]
+    error_model: ErrorModel | None = None
 
 
 def fit_interval(
@@ -856,12 +869,21 @@ def fit_interval(
     profile_ids: np.ndarray,
     aoa: bool = True,
     categorical: Sequence[str] | None = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> IntervalFit:
     """Cross-validate a clone of ``template``, fit another clone on all rows, fit the AOA.
 
     The area of applicability (Meyer & Pebesma 2021) is fitted on the training
     covariates, weighted by the model's (or its trend's) feature importances, with the
-    threshold from the cross-validation folds.
+    threshold from the cross-validation folds; its ``train_di_`` (each profile's DI to
+    the training data of its fold) becomes the ``di`` column of the predictions.
+
+    With ``calibration`` (keyword arguments of
+    :func:`mapping.calibration.fit_error_model`: ``kind``, ``extrapolate``,
+    ``min_per_bin``, ``max_bins``) the AOA is always fitted and an error model of the
+    out-of-fold errors against the DI is fitted too (``docs/calibration.md``): errors and
+    variances on the model's scale (log for log models), from the fold models'
+    ``predict_components`` (``mu``, ``var`` columns) or else their Gaussian intervals.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -872,11 +894,47 @@ def fit_interval(
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
     area = None
-    if aoa:
+    predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
+    if aoa or calibration is not None:
         folds = cv.predictions.sort_values("row")["fold"].to_numpy()
         trend = getattr(model, "trend_", model)
         weights = trend if hasattr(trend, "feature_importances_") else None
         area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
         area = area.fit(X, weights=weights, folds=folds)
-    predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
-    return IntervalFit(model=model, aoa=area, cv=cv, predictions=predictions, warnings=counts)
+        predictions["di"] = np.asarray(area.train_di_, dtype=float)[predictions["row"]]
+    error_model = None
+    if calibration is not None:
+        log = bool(getattr(model, "log_transform", False))
+        mu, var = cv_moments(predictions, cv.quantiles, log=log)
+        obs = predictions["observed"].to_numpy(float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            errors = mu - (np.log(obs) if log else obs)
+        tested = predictions["fold"].to_numpy() >= 0
+        errors = np.where(tested & np.isfinite(errors), errors, np.nan)
+        try:
+            error_model = fit_error_model(errors, var, predictions["di"], **dict(calibration))
+        except ModelError as exc:  # too few CV points: the model's own variance, said once
+            text = f"no calibrated intervals: {exc}"
+            counts[text] = counts.get(text, 0) + 1
+    return IntervalFit(
+        model=model,
+        aoa=area if aoa or calibration is not None else None,
+        cv=cv,
+        predictions=predictions,
+        warnings=counts,
+        error_model=error_model,
+    )
+
+
+def cv_moments(
+    predictions: pd.DataFrame, quantiles: tuple[float, float], *, log: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold mean and variance on the model's scale (log for log models).
+
+    The fold models' own (``mu``, ``var`` columns of the CV predictions) or, without
+    them, recovered from their Gaussian interval
+    (:func:`mapping.calibration.interval_log_moments`).
+    """
+    if "mu" in predictions and "var" in predictions:
+        return predictions["mu"].to_numpy(float), predictions["var"].to_numpy(float)
+    return interval_log_moments(predictions["lower"], predictions["upper"], quantiles, log=log)

@@ -16,9 +16,13 @@ kriging, the sample config's choice), with room for the smaller forest:
   +4.6 %), every zone
   within 20 % (the warm zones, with 3 % of the profiles on 12 % of the land, are
   over-predicted by 10-16 %: the forest cannot extrapolate the cooling trend);
-* the pixel-level 90 % intervals cover 85-95 % of the true cells (measured 89.1 and
-  88.6 %; 81-90 % over the four other profile draws, where the out-of-bag residual
-  variogram understates the error of the forest away from the clusters).
+* the pixel-level 90 % intervals cover 85-97 % of the true cells (measured 94.8 % at
+  0-30 cm and 96.2 % at 0-100 cm with the calibrated error model, RMS z 0.80 / 0.72:
+  wider than nominal on this world, because the error model is calibrated to
+  observations, whose profile noise a cell's true value does not carry
+  (``docs/calibration.md``, ``noise_var``); the model's own variance gave 89.1 and
+  88.6 % here but 81-90 % over four other profile draws and 0.79-0.82 on the world
+  suite, ``docs/validation.md``). The upper bound was 95 % before the calibration.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ BOTTOMS = (30, 100)
 ZONES = ["continuous", "discontinuous", "sporadic", "isolated"]
 REGION_TOLERANCE = 0.06
 ZONE_TOLERANCE = 0.20
-COVERAGE = (0.85, 0.95)
+COVERAGE = (0.85, 0.97)
 
 
 def _absolute(path: str) -> str:

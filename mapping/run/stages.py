@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
+from mapping.calibration import CalibratedModel, cross_fitted_coverage, regional_error_sd
 from mapping.cluster import dask_client, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
@@ -49,7 +50,7 @@ from mapping.uncertainty import (
     zone_total_draws,
 )
 from mapping.units import interval_label
-from mapping.validation import fit_interval, make_splitter
+from mapping.validation import cv_moments, fit_interval, make_splitter
 from mapping.zonal import integrate_files, load_zone_layout
 
 __all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
@@ -188,6 +189,25 @@ def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
     return np.column_stack([x, y])
 
 
+def prediction_covariates(ctx: StageContext, n: int = 4000) -> Any:
+    """The covariates (and ``x``, ``y``) at :func:`prediction_sample`'s cells, for
+    feature-space kNNDM; cells with a nodata covariate are left out."""
+    grid, stack = grid_and_stack(ctx)
+    xy = prediction_sample(ctx, n)
+    points = pd.DataFrame({"lon": xy[:, 0], "lat": xy[:, 1], "profile_id": np.arange(len(xy))})
+    res = extract_at_points(stack, grid, points, crs=grid.crs)
+    names = [c.name for c in ctx.config.covariates]
+    cells = res.complete()[["x", "y", *names]].reset_index(drop=True)
+    for name in categorical_covariates(ctx.config):
+        cells[name] = cells[name].astype("int64")
+    return cells
+
+
+def _calibrates(cfg: RunConfig) -> bool:
+    """Whether the fit stage fits an error model (regression kriging with calibrate on)."""
+    return cfg.prediction.calibrate and cfg.model.type == "regression_kriging"
+
+
 def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     """Fit and cross-validate one model per interval (:func:`mapping.validation.fit_interval`)
     and persist what it returns."""
@@ -195,7 +215,11 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     table = ctx.results["training"]
     features = model_features(cfg)
     template = build_model(cfg)
-    pred_points = prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    pred_points = None
+    cells = prediction_covariates(ctx) if _calibrates(cfg) or cfg.cv.space == "feature" else None
+    if cfg.cv.method == "knndm":
+        pred_points = cells if cfg.cv.space == "feature" else prediction_sample(ctx)
+    calibration = cfg.prediction.calibration.model_dump() if _calibrates(cfg) else None
     outputs: list[str] = []
     fitted: dict[str, Any] = {}
     summaries = []
@@ -214,8 +238,13 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             block_size=cfg.cv.block_size,
             prediction_points=pred_points,
             random_state=cfg.seed,
+            space=cfg.cv.space,
+            categorical_features=categorical_covariates(cfg) or None,
         )
-        ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {cfg.cv.method} cross-validation")
+        how = (
+            f"{cfg.cv.method} ({cfg.cv.space} space)" if cfg.cv.method == "knndm" else cfg.cv.method
+        )
+        ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {how} cross-validation")
         try:
             result = fit_interval(
                 template,
@@ -226,6 +255,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 profile_ids=rows["profile_id"].to_numpy(),
                 aoa=cfg.prediction.aoa,
                 categorical=categorical_covariates(cfg),
+                calibration=calibration,
             )
         except ModelError as exc:
             raise ModelError(
@@ -234,7 +264,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         record_coordinate_crs(result.model, grid_and_stack(ctx)[0].working_crs)  # x, y
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
-        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result)
+        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         fitted[label] = result.model
         summaries.append({"interval": label, "n": len(rows), **result.cv.pooled})
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
@@ -265,14 +295,36 @@ def _write_fit(
     n_profiles: int,
     features: list[str],
     result: Any,
+    cells: Any = None,
 ) -> list[str]:
-    """Persist one interval's fit: model, AOA, CV tables, plot and metadata."""
+    """Persist one interval's fit: model, AOA, error model and its checks, CV tables, plot
+    and metadata."""
     cfg, run = ctx.config, ctx.folder
+    calibration: dict[str, Any] | None = None
+    if result.error_model is not None:
+        calibration = _calibration_check(ctx, label, result, cells)
     io.write_model(result.model, run.model_file(label))
     written = []
     if result.aoa is not None:
         io.write_model(result.aoa, run.aoa_file(label))
         written.append(run.aoa_file(label))
+    if result.error_model is None:  # a previous run's error model must not calibrate this one
+        for stale in (
+            run.error_model_file(label),
+            run.error_model_table(label),
+            run.reliability_table(label),
+            run.coverage_by_di_table(label),
+        ):
+            io.remove_output(stale)
+    else:
+        io.write_model(result.error_model, run.error_model_file(label))
+        io.write_table(result.error_model.to_frame(), run.error_model_table(label))
+        written += [
+            run.error_model_file(label),
+            run.error_model_table(label),
+            run.reliability_table(label),
+            run.coverage_by_di_table(label),
+        ]
     cv_pred = result.predictions
     io.write_table(cv_pred, run.cv_predictions(label))
     io.write_table(result.cv.summary(), run.cv_metrics(label))
@@ -294,7 +346,13 @@ def _write_fit(
         "categorical": categorical_covariates(cfg),
         "model": cfg.model.model_dump(),
         "estimator": repr(result.model),
-        "cv": {"method": cfg.cv.method, "n_splits": cfg.cv.n_splits, "pooled": result.cv.pooled},
+        "cv": {
+            "method": cfg.cv.method,
+            "space": cfg.cv.space,
+            "n_splits": cfg.cv.n_splits,
+            "pooled": result.cv.pooled,
+        },
+        "calibration": calibration,
         "grid": repr(grid_and_stack(ctx)[0]),
         "coordinate_crs": grid_and_stack(ctx)[0].working_crs.to_wkt(),
         "versions": package_versions(),
@@ -309,6 +367,42 @@ def _write_fit(
         run.model_metadata(label),
     ]
     return [run.rel(p) for p in written]
+
+
+def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -> dict[str, Any]:
+    """Write the cross-fitted reliability and coverage-by-DI tables of an interval's
+    error model; return what the report says about it (``metadata.json``)."""
+    cfg, run = ctx.config, ctx.folder
+    p = result.predictions
+    log_scale = bool(getattr(result.model, "log_transform", False))
+    mu, var = cv_moments(p, cfg.prediction.quantiles, log=log_scale)
+    obs = p["observed"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = mu - (np.log(obs) if log_scale else obs)
+    level = cfg.prediction.quantiles[1] - cfg.prediction.quantiles[0]
+    reliability, by_di = cross_fitted_coverage(
+        errors,
+        var,
+        p["di"],
+        p["fold"],
+        level=level,
+        **cfg.prediction.calibration.model_dump(),
+    )
+    io.write_table(reliability, run.reliability_table(label))
+    io.write_table(by_di, run.coverage_by_di_table(label))
+    em = result.error_model
+    share = None
+    if cells is not None and len(cells):
+        names = getattr(result.aoa, "feature_names_in_", None)
+        X = cells[[str(n) for n in names]] if names is not None else cells[model_features(cfg)]
+        di = np.asarray(result.aoa.predict(X)[0], dtype=float)
+        share = float(np.mean(~(di <= em.di_max)))  # NaN (no DI) counts as beyond
+    return {
+        "level": level,
+        "di_max": em.di_max,
+        "share_beyond_di_max": share,
+        "n_points": em.n,
+    }
 
 
 def _load_fit(ctx: StageContext) -> Any:
@@ -342,9 +436,17 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     ):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
+            model = models[label]
             aoa = io.read_model(run.aoa_file(label)) if cfg.prediction.aoa else None
+            calibrated = _calibrates(cfg) and run.error_model_file(label).exists()
+            if calibrated:
+                model = CalibratedModel(
+                    model,
+                    io.read_model(run.error_model_file(label)),
+                    aoa if aoa is not None else io.read_model(run.aoa_file(label)),
+                )
             pred = predict_grid(
-                models[label],
+                model,
                 stack,
                 grid,
                 quantiles=cfg.prediction.quantiles,
@@ -354,7 +456,10 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             # Finished chunks are kept in maps/.partial until the maps are in place, so a
             # killed run resumes with them; the key ties them to this stage and model.
             model_file = run.model_file(label)
-            key = digest([ctx.fingerprints.get("predict"), io.file_checksum(model_file), label])
+            parts = [ctx.fingerprints.get("predict"), io.file_checksum(model_file), label]
+            if calibrated:
+                parts.append(io.file_checksum(run.error_model_file(label)))
+            key = digest(parts)
             files = write_prediction(
                 pred,
                 run.maps,
@@ -456,7 +561,10 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
 
     The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
     regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
-    errors beyond their sampling noise (``cv_block_error_sd``).
+    errors beyond their sampling noise. ``uncertainty.regional: folds`` estimates it per
+    interval (``cv_block_error_sd``, K - 1 degrees of freedom); ``folds_pooled`` pools
+    the regional share of the error variance over the intervals
+    (:func:`mapping.calibration.regional_error_sd`).
     """
     try:
         variograms = {k: residual_variogram(models[k]) for k in labels}
@@ -464,12 +572,16 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
     except ModelError as exc:
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
-    regional = {
-        k: cv_block_error_sd(
-            io.read_table(ctx.folder.cv_predictions(k)), log=ctx.config.model.log_transform
-        )
-        for k in labels
-    }
+    log_scale = ctx.config.model.log_transform
+    cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
+    if ctx.config.uncertainty.regional == "folds":
+        regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
+    else:
+        errors, groups = {}, {}
+        for k in labels:
+            e, g = _cv_errors(cv[k], log=log_scale)
+            errors[k], groups[k] = e, g
+        regional = regional_error_sd(errors, groups, pool=True)
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
     for k in labels:
@@ -478,6 +590,22 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
     return variograms, common
+
+
+def _cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold errors (``ln(predicted) - ln(observed)`` for log models, as
+    ``cv_block_error_sd``) and their fold; fold -1 where a row has no usable error."""
+    pred = cv["predicted"].to_numpy(float)
+    obs = cv["observed"].to_numpy(float)
+    fold = cv["fold"].to_numpy(int).copy()
+    if log:
+        ok = (pred > 0) & (obs > 0)
+        e = np.full(len(cv), np.nan)
+        e[ok] = np.log(pred[ok]) - np.log(obs[ok])
+    else:
+        e = pred - obs
+    fold[~np.isfinite(e)] = -1
+    return e, fold
 
 
 def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
