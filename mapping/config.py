@@ -11,6 +11,7 @@ resolved against the folder of the config file. YAML is read with
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -150,6 +152,52 @@ class ModelConfig(_Section):
     n_neighbors: int | None = Field(32, ge=1)
     max_distance: float | None = Field(None, gt=0)
     log_transform: bool = False
+    depth: Literal["per_interval", "layered"] = "per_interval"
+    """``per_interval``: one model per depth interval; ``layered``: one
+    :class:`mapping.depth_model.LayeredDepthModel` for every depth (``docs/depth_model.md``)."""
+    layers: tuple[float, ...] = (
+        0.0,
+        5.0,
+        15.0,
+        30.0,
+        50.0,
+        75.0,
+        100.0,
+        150.0,
+        200.0,
+        250.0,
+        300.0,
+    )
+    """Layer boundaries (cm) of the layered model, from 0, increasing."""
+    anchor_cm: float | None = 30.0
+    """Layered model: the break whose 0-``anchor_cm`` density is the kriged level (null: none)."""
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if len(v) < 2 or v[0] != 0 or any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"layers must start at 0 and increase strictly, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _anchor_is_a_break(self) -> ModelConfig:
+        if (
+            self.depth == "layered"
+            and self.anchor_cm is not None
+            and self.anchor_cm not in self.layers
+        ):
+            raise ValueError(f"anchor_cm {self.anchor_cm:g} is not one of the layer breaks")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the per-interval default dumps as before the layered keys existed, so run
+        # fingerprints and model metadata of per-interval runs are unchanged
+        data = handler(self)
+        if self.depth == "per_interval":
+            for key in ("depth", "layers", "anchor_cm"):
+                data.pop(key, None)
+        return data
 
 
 class CVConfig(_Section):
@@ -169,6 +217,22 @@ class PredictionConfig(_Section):
     chunks: int = Field(512, ge=16)
     aoa: bool = True
     format: Literal["cog", "zarr"] = "cog"
+    depths: list[str] = Field(default_factory=list)
+    """Layered model: more intervals mapped from the same fit (e.g. ``[0-50, 0-150]``)."""
+
+    @field_validator("depths")
+    @classmethod
+    def _check_depths(cls, v: list[str]) -> list[str]:
+        for d in v:
+            parse_interval(d)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if not self.depths:  # runs without extra depths dump as before the key existed
+            data.pop("depths", None)
+        return data
 
     @field_validator("quantiles")
     @classmethod
@@ -241,6 +305,20 @@ class RunConfig(_Section):
     @classmethod
     def _check_dashboard(cls, v: str | None) -> str | None:
         return valid_dashboard(v)
+
+    @model_validator(mode="after")
+    def _depths_within_layers(self) -> RunConfig:
+        if self.model.depth == "layered":
+            last = self.model.layers[-1]
+            for d, (_, bottom) in zip(self.stocks.depths, self.stocks.intervals(), strict=True):
+                if bottom > last:
+                    raise ValueError(
+                        f"stocks.depths: {d} reaches below the deepest model.layers break "
+                        f"({last:g} cm)"
+                    )
+        elif self.prediction.depths:
+            raise ValueError("prediction.depths needs model.depth: layered")
+        return self
 
     @field_validator("covariates")
     @classmethod

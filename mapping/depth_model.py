@@ -58,6 +58,7 @@ from mapping.models import OrdinaryKriging, QuantileRandomForest
 
 __all__ = [
     "DEFAULT_BREAKS",
+    "IntervalView",
     "LayeredDepthModel",
     "check_breaks",
     "integrate_layers",
@@ -620,3 +621,55 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         zz = rng.standard_normal((n_realisations, len(mu))) if z is None else np.asarray(z, float)
         layers = self._thickness_m() * np.exp(mu[None] + zz[..., None] * sd[None])
         return layers @ self._weights(intervals).T
+
+
+# --------------------------------------------------------------------------- one interval of it
+class IntervalView:
+    """One interval ``[top, bottom]`` of a fitted :class:`LayeredDepthModel` as a map model.
+
+    Gives what :func:`mapping.predict.predict_grid` and the uncertainty stage ask of a
+    per-interval model: ``predict(X, return_std=...)``, ``predict_quantiles(X, q)``,
+    ``feature_names_in_`` and the residual kriging (``kriging_``, ``variogram_``; the
+    variogram is of the log 0-``anchor_cm`` density, so Monte Carlo draws are lognormal).
+
+    Parameters
+    ----------
+    model
+        The fitted layered model.
+    top, bottom
+        Interval (cm) inside the model's layers.
+    features
+        Columns of ``X`` at prediction: the coordinates and the covariates, in the
+        order the model was fitted on.
+    """
+
+    def __init__(
+        self, model: LayeredDepthModel, top: float, bottom: float, features: Sequence[str]
+    ) -> None:
+        b = check_breaks(model.breaks)
+        if not 0 <= top < bottom <= b[-1]:
+            raise ModelError(f"interval {top:g}-{bottom:g} cm is not inside 0-{b[-1]:g} cm")
+        self.model = model
+        self.top = float(top)
+        self.bottom = float(bottom)
+        self.feature_names_in_ = np.asarray(list(features), dtype=object)
+
+    @property
+    def kriging_(self) -> Any:
+        return self.model.kriging_
+
+    @property
+    def variogram_(self) -> Any:
+        return None if self.model.kriging_ is None else self.model.kriging_.variogram_
+
+    def predict(self, X: pd.DataFrame, return_std: bool = False) -> Any:
+        """Mean stock of the interval (kg m-2) per row, and its std with ``return_std``."""
+        return self.model.predict_stock(X, self.top, self.bottom, return_std=return_std)
+
+    def predict_quantiles(self, X: pd.DataFrame, quantiles: Sequence[float]) -> NDArray:
+        """``(n, Q)`` quantiles of the interval's stock (exact for the model)."""
+        q = self.model.predict_stock_quantiles(X, [(self.top, self.bottom)], quantiles)
+        return q[:, 0, :]
+
+    def __repr__(self) -> str:
+        return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"

@@ -78,6 +78,16 @@ class RunFolder:
         return self.root / "stocks" / "invalid_profiles.csv"
 
     @property
+    def layers(self) -> Path:
+        """Layer stocks of the profiles (layered depth model)."""
+        return self.root / "stocks" / "layers.csv"
+
+    @property
+    def training_layers(self) -> Path:
+        """Layer stocks joined with covariates (layered depth model)."""
+        return self.root / "training" / "layers.parquet"
+
+    @property
     def training(self) -> Path:
         return self.root / "training" / "training.parquet"
 
@@ -110,6 +120,11 @@ class RunFolder:
 
     def model_metadata(self, label: str) -> Path:
         return self.model_folder(label) / "metadata.json"
+
+    @property
+    def layered_model(self) -> Path:
+        """The one fitted :class:`mapping.depth_model.LayeredDepthModel` of a layered run."""
+        return self.models / "layered_model.joblib"
 
     @property
     def cv_summary(self) -> Path:
