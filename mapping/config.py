@@ -255,6 +255,20 @@ class UncertaintyConfig(_Section):
     range: tuple[float, float] = (5.0, 95.0)
 
 
+class ActiveLayerConfig(_Section):
+    """Active-layer thickness (cm) for the thawed / perennially frozen split: a raster
+    (any CRS and resolution, aligned bilinearly onto the grid) or one constant."""
+
+    path: InputPath | None = None
+    constant: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ActiveLayerConfig:
+        if (self.path is None) == (self.constant is None):
+            raise ValueError("give exactly one of path and constant")
+        return self
+
+
 class TLSConfig(_Section):
     """Certificates of this client for a ``tls://`` scheduler (Dask's ``Security``).
 
@@ -298,6 +312,8 @@ class RunConfig(_Section):
     """Where a local cluster's dashboard listens: loopback by default; ``0.0.0.0:8787``
     exposes it (no authentication) to other machines; ``null`` turns it off."""
     tls: TLSConfig | None = None
+    active_layer: ActiveLayerConfig | None = None
+    """Thawed vs perennially frozen storage per zone (``model.depth: layered``, zones)."""
 
     source: Path | None = Field(None, exclude=True)
 
@@ -318,7 +334,18 @@ class RunConfig(_Section):
                     )
         elif self.prediction.depths:
             raise ValueError("prediction.depths needs model.depth: layered")
+        elif self.active_layer is not None:
+            raise ValueError("active_layer needs model.depth: layered")
+        if self.active_layer is not None and self.zones is None:
+            raise ValueError("active_layer needs zones (the split is per zone)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.active_layer is None:  # runs without it dump as before the key existed
+            data.pop("active_layer", None)
+        return data
 
     @field_validator("covariates")
     @classmethod

@@ -60,6 +60,7 @@ __all__ = [
     "DEFAULT_BREAKS",
     "IntervalView",
     "LayeredDepthModel",
+    "ThawedView",
     "check_breaks",
     "integrate_layers",
     "layer_intervals",
@@ -673,3 +674,33 @@ class IntervalView:
 
     def __repr__(self) -> str:
         return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"
+
+
+class ThawedView:
+    """Seasonally thawed stock ``0-min(ALT, max_depth)`` of a :class:`LayeredDepthModel`.
+
+    A map model for :func:`mapping.predict.predict_grid` (statistic ``mean`` only): ``X``
+    holds ``features`` plus ``alt_column``, the active-layer thickness (cm) of each cell.
+    The mean of the thawed stock is the thickness-weighted sum of the mean layer stocks
+    (:func:`thaw_split`), so ``thawed + frozen`` is the ``0-max_depth`` mean.
+    """
+
+    def __init__(
+        self,
+        model: LayeredDepthModel,
+        features: Sequence[str],
+        max_depth: float | None = None,
+        alt_column: str = "active_layer_cm",
+    ) -> None:
+        b = check_breaks(model.breaks)
+        self.model = model
+        self.max_depth = float(b[-1] if max_depth is None else max_depth)
+        self.alt_column = alt_column
+        self.feature_names_in_ = np.asarray([*features, alt_column], dtype=object)
+
+    def predict(self, X: pd.DataFrame) -> NDArray:
+        """Mean thawed stock (kg m-2) per row."""
+        alt = X[self.alt_column].to_numpy(float)
+        layers = self.model.predict_layers(X.drop(columns=[self.alt_column]))
+        thawed, _ = thaw_split(self.model.breaks, layers, alt, max_depth=self.max_depth)
+        return thawed

@@ -194,6 +194,11 @@ class RunFolder:
         return self.root / "zones" / "draws.parquet"
 
     @property
+    def thaw_split(self) -> Path:
+        """Seasonally thawed and perennially frozen storage per zone."""
+        return self.root / "zones" / "thaw_split.csv"
+
+    @property
     def storage_summary(self) -> Path:
         return self.root / "zones" / "storage_summary.csv"
 

@@ -21,17 +21,20 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 from sklearn.base import clone
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
 from mapping.cluster import dask_client
-from mapping.config import RunConfig
-from mapping.depth_model import IntervalView, LayeredDepthModel, training_layers
+from mapping.config import CovariateConfig, RunConfig
+from mapping.covariates import build_stack
+from mapping.depth_model import IntervalView, LayeredDepthModel, ThawedView, training_layers
 from mapping.exceptions import ModelError
 from mapping.models import RegressionKriging
 from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
@@ -41,6 +44,9 @@ from mapping.run.features import build_model, categorical_covariates, model_feat
 from mapping.run.runner import Stage, StageContext
 from mapping.units import interval_label, parse_interval
 from mapping.validation import CVResult, IntervalFit, make_splitter, metrics_table
+from mapping.zonal import zone_totals
+
+ALT = "active_layer_cm"
 
 __all__ = ["layered_model", "layered_stages", "predict_depths", "stage_list"]
 
@@ -53,7 +59,10 @@ def stage_list(cfg: RunConfig) -> list[Stage]:
     if cfg.model.depth != "layered":
         return chosen
     swap = {s.name: s for s in layered_stages()}
-    return [swap.get(s.name, s) for s in chosen]
+    out = [swap.get(s.name, s) for s in chosen]
+    if cfg.active_layer is not None and cfg.zones is not None:
+        out.insert([s.name for s in out].index("report"), THAW)
+    return out
 
 
 def layered_model(cfg: RunConfig) -> LayeredDepthModel:
@@ -337,6 +346,95 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         return stages.UNCERTAINTY.run(ctx)
     finally:
         ctx.config = cfg
+
+
+# --------------------------------------------------------------------------- thawed / frozen
+def _thaw_inputs(cfg: RunConfig) -> list[Path]:
+    al = cfg.active_layer
+    return [*stages._zones_inputs(cfg), *([al.path] if al is not None and al.path else [])]
+
+
+def _active_layer(ctx: StageContext, stack: Any) -> Any:
+    """The active-layer thickness (cm) on the grid, lazily, as a variable of ``stack``."""
+    cfg = ctx.config
+    assert cfg.active_layer is not None
+    if cfg.active_layer.path is not None:
+        source = CovariateConfig(name=ALT, path=cfg.active_layer.path, resampling="bilinear")
+        grid, _ = stages.grid_and_stack(ctx)
+        alt = build_stack([source], grid, chunks=cfg.prediction.chunks)[ALT]
+    else:
+        first = next(iter(stack.data_vars.values()))
+        alt = xr.full_like(first, cfg.active_layer.constant, dtype="float32")
+    return stack.assign({ALT: alt})
+
+
+def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
+    """Storage above (thawed) and below (perennially frozen) the active-layer base per
+    zone, down to the deepest layer; thawed + frozen = the 0-300 cm total of the zone.
+
+    Ranges: each Monte Carlo realization of the zone's 0-``max`` total (uncertainty stage)
+    split in the zone's mean thawed share, so both states add up in every realization.
+    """
+    cfg, run = ctx.config, ctx.folder
+    assert cfg.zones is not None
+    grid, stack = stages.grid_and_stack(ctx)
+    model = io.read_model(run.layered_model)
+    features = model_features(cfg)
+    deepest = float(cfg.model.layers[-1])
+    full = _active_layer(ctx, stack)
+    thawed = ThawedView(model, features, max_depth=deepest)
+    total = IntervalView(model, 0.0, deepest, features)
+    for view in (thawed, total):
+        record_coordinate_crs(view, grid.crs)
+    chunks = cfg.prediction.chunks
+    with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard):
+        maps = {
+            "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
+            "total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",)),
+        }
+        sums = {
+            k: zone_totals(
+                v["mean"], stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
+            ).set_index("zone")
+            for k, v in maps.items()
+        }
+    col = f"storage_{cfg.zones.unit.lower()}"
+    wide = pd.DataFrame({k: t[col] for k, t in sums.items()})
+    label = interval_label(0.0, deepest)
+    draws = stages._optional_table(run.draws)
+    lo, hi = cfg.uncertainty.range
+    rows = []
+    for zone, r in wide.iterrows():
+        share = r["thawed"] / r["total"] if r["total"] > 0 else np.nan
+        reals = None
+        if draws is not None:
+            d = draws[(draws["zone"] == zone) & (draws["interval"] == label)]
+            reals = d[col].to_numpy(float) if len(d) else None
+        for state, mean, part in (
+            ("thawed", r["thawed"], share),
+            ("frozen", r["total"] - r["thawed"], 1.0 - share),
+        ):
+            row = {"zone": zone, "state": state, col: mean, "share": part}
+            if reals is not None:
+                row[f"{col}_lower"] = float(np.percentile(reals * part, lo))
+                row[f"{col}_upper"] = float(np.percentile(reals * part, hi))
+            rows.append(row)
+        rows.append(
+            {"zone": zone, "state": f"total 0-{deepest:g} cm", col: r["total"], "share": 1.0}
+        )
+    out = pd.DataFrame(rows)
+    io.write_table(out, run.thaw_split)
+    return [run.rel(run.thaw_split)], out
+
+
+THAW = Stage(
+    name="thaw",
+    run=_run_thaw,
+    load=lambda ctx: stages._optional_table(ctx.folder.thaw_split),
+    config_keys=("active_layer", "zones", "uncertainty"),
+    inputs=_thaw_inputs,
+    depends=("fit", "uncertainty"),
+)
 
 
 def layered_stages() -> list[Stage]:
