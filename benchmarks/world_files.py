@@ -9,6 +9,7 @@ folder is written under a temporary name and renamed into place, so a present fo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from mapping.synthetic.worlds import GriddedWorld, true_zone_totals
 def workflow_config(sample_yaml: Path, world_dir: Path) -> str:
     """``workflows/sample.yaml`` with only the paths changed to the world folder's files."""
     text = Path(sample_yaml).read_text()
-    return text.replace("../sample_rasters/", "").replace("output: ../out/sample", "output: run")
+    text = text.replace("../sample_rasters/", "")
+    return re.sub(r"(?m)^output: \.\./out/\S+$", "output: run", text)
 
 
 def _write_tif(

@@ -336,7 +336,12 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
 
 
 def one_world(
-    spec: Any, out: Path, timeout: float, analyst: bool, reuse_runs: bool = False
+    spec: Any,
+    out: Path,
+    timeout: float,
+    analyst: bool,
+    reuse_runs: bool = False,
+    workflow: Path = SAMPLE_YAML,
 ) -> dict[str, Any]:
     """Generate, run and score one world; never raises."""
     from world_files import write_world
@@ -354,7 +359,7 @@ def one_world(
             res["summary"] = old["summary"]  # the same world is already written: reuse it
         else:
             world = build_world(spec)
-            cfg = write_world(world, world_dir, SAMPLE_YAML)
+            cfg = write_world(world, world_dir, workflow)
             res["summary"] = world.summary
     except Exception as exc:  # a world that cannot be built is a failure row
         res.update(ok=False, error=f"generator: {type(exc).__name__}: {exc}")
@@ -552,6 +557,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default: a temp folder)"
     )
+    parser.add_argument(
+        "--workflow",
+        type=Path,
+        default=SAMPLE_YAML,
+        help="workflow template (default workflows/sample.yaml; e.g. workflows/sample_layered.yaml)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worlds run at the same time")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these worlds")
     parser.add_argument("--projected-only", action="store_true", help="skip geographic worlds")
@@ -588,7 +599,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as pool:
             futs = [
-                pool.submit(one_world, s, out, args.timeout, not args.no_analyst, args.reuse_runs)
+                pool.submit(
+                    one_world,
+                    s,
+                    out,
+                    args.timeout,
+                    not args.no_analyst,
+                    args.reuse_runs,
+                    args.workflow,
+                )
                 for s in specs
             ]
             for f in futs:
@@ -596,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
                 _progress(results[-1])
     else:
         for s in specs:
-            results.append(one_world(s, out, args.timeout, not args.no_analyst, args.reuse_runs))
+            results.append(
+                one_world(s, out, args.timeout, not args.no_analyst, args.reuse_runs, args.workflow)
+            )
             _progress(results[-1])
     wall = time.perf_counter() - t0
 

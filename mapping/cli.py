@@ -332,9 +332,40 @@ def predict(
     scheduler: SchedulerOpt = None,
     force: ForceOpt = False,
     dashboard: DashboardOpt = None,
+    depths: Annotated[
+        str | None,
+        typer.Option(
+            help="More intervals mapped from the layered depth model without refitting, "
+            "e.g. 0-50,0-150 (needs model.depth: layered)."
+        ),
+    ] = None,
 ) -> None:
     """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
+    extra = _depth_list(depths) if depths else []
     _run_until(config, "predict", scheduler, force, dashboard)
+    if extra:
+        from mapping.config import load_config
+        from mapping.run import predict_depths
+
+        cfg = load_config(config)
+        for label, files in predict_depths(
+            cfg, extra, scheduler=scheduler, echo=typer.echo
+        ).items():
+            typer.echo(f"{label} cm: {', '.join(sorted(str(p) for p in set(files.values())))}")
+
+
+def _depth_list(text: str) -> list[str]:
+    """``"0-50,0-150"`` as checked interval strings; a bad one is a one-line error."""
+    from mapping.exceptions import ConfigError
+    from mapping.units import parse_interval
+
+    out = [d.strip() for d in text.split(",") if d.strip()]
+    for d in out:
+        try:
+            parse_interval(d)
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"--depths: {exc}") from None
+    return out
 
 
 @app.command()

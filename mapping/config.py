@@ -11,6 +11,7 @@ resolved against the folder of the config file. YAML is read with
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -180,6 +182,52 @@ class ModelConfig(_Section):
     n_neighbors: int | None = Field(32, ge=1)
     max_distance: Distance | None = Field(None, gt=0)
     log_transform: bool = False
+    depth: Literal["per_interval", "layered"] = "per_interval"
+    """``per_interval``: one model per depth interval; ``layered``: one
+    :class:`mapping.depth_model.LayeredDepthModel` for every depth (``docs/depth_model.md``)."""
+    layers: tuple[float, ...] = (
+        0.0,
+        5.0,
+        15.0,
+        30.0,
+        50.0,
+        75.0,
+        100.0,
+        150.0,
+        200.0,
+        250.0,
+        300.0,
+    )
+    """Layer boundaries (cm) of the layered model, from 0, increasing."""
+    anchor_cm: float | None = 30.0
+    """Layered model: the break whose 0-``anchor_cm`` density is the kriged level (null: none)."""
+
+    @field_validator("layers")
+    @classmethod
+    def _check_layers(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if len(v) < 2 or v[0] != 0 or any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"layers must start at 0 and increase strictly, got {list(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _anchor_is_a_break(self) -> ModelConfig:
+        if (
+            self.depth == "layered"
+            and self.anchor_cm is not None
+            and self.anchor_cm not in self.layers
+        ):
+            raise ValueError(f"anchor_cm {self.anchor_cm:g} is not one of the layer breaks")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        # the per-interval default dumps as before the layered keys existed, so run
+        # fingerprints and model metadata of per-interval runs are unchanged
+        data = handler(self)
+        if self.depth == "per_interval":
+            for key in ("depth", "layers", "anchor_cm"):
+                data.pop(key, None)
+        return data
 
 
 class CVConfig(_Section):
@@ -215,6 +263,22 @@ class PredictionConfig(_Section):
     dissimilarity index (regression kriging only; ``docs/calibration.md``)."""
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     format: Literal["cog", "zarr"] = "cog"
+    depths: list[str] = Field(default_factory=list)
+    """Layered model: more intervals mapped from the same fit (e.g. ``[0-50, 0-150]``)."""
+
+    @field_validator("depths")
+    @classmethod
+    def _check_depths(cls, v: list[str]) -> list[str]:
+        for d in v:
+            parse_interval(d)
+        return v
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if not self.depths:  # runs without extra depths dump as before the key existed
+            data.pop("depths", None)
+        return data
 
     @field_validator("quantiles")
     @classmethod
@@ -238,6 +302,20 @@ class UncertaintyConfig(_Section):
     regional: Literal["folds_pooled", "folds"] = "folds_pooled"
     """Regional error of the totals from the CV fold errors: the regional share pooled over
     the intervals (``folds_pooled``) or each interval's own fold means (``folds``)."""
+
+
+class ActiveLayerConfig(_Section):
+    """Active-layer thickness (cm) for the thawed / perennially frozen split: a raster
+    (any CRS and resolution, aligned bilinearly onto the grid) or one constant."""
+
+    path: InputPath | None = None
+    constant: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ActiveLayerConfig:
+        if (self.path is None) == (self.constant is None):
+            raise ValueError("give exactly one of path and constant")
+        return self
 
 
 class TLSConfig(_Section):
@@ -283,6 +361,8 @@ class RunConfig(_Section):
     """Where a local cluster's dashboard listens: loopback by default; ``0.0.0.0:8787``
     exposes it (no authentication) to other machines; ``null`` turns it off."""
     tls: TLSConfig | None = None
+    active_layer: ActiveLayerConfig | None = None
+    """Thawed vs perennially frozen storage per zone (``model.depth: layered``, zones)."""
 
     source: Path | None = Field(None, exclude=True)
     _bare_distances: tuple[str, ...] = PrivateAttr(default=())
@@ -329,6 +409,31 @@ class RunConfig(_Section):
     @classmethod
     def _check_dashboard(cls, v: str | None) -> str | None:
         return valid_dashboard(v)
+
+    @model_validator(mode="after")
+    def _depths_within_layers(self) -> RunConfig:
+        if self.model.depth == "layered":
+            last = self.model.layers[-1]
+            for d, (_, bottom) in zip(self.stocks.depths, self.stocks.intervals(), strict=True):
+                if bottom > last:
+                    raise ValueError(
+                        f"stocks.depths: {d} reaches below the deepest model.layers break "
+                        f"({last:g} cm)"
+                    )
+        elif self.prediction.depths:
+            raise ValueError("prediction.depths needs model.depth: layered")
+        elif self.active_layer is not None:
+            raise ValueError("active_layer needs model.depth: layered")
+        if self.active_layer is not None and self.zones is None:
+            raise ValueError("active_layer needs zones (the split is per zone)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.active_layer is None:  # runs without it dump as before the key existed
+            data.pop("active_layer", None)
+        return data
 
     @field_validator("covariates")
     @classmethod

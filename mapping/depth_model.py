@@ -58,7 +58,9 @@ from mapping.models import OrdinaryKriging, QuantileRandomForest
 
 __all__ = [
     "DEFAULT_BREAKS",
+    "IntervalView",
     "LayeredDepthModel",
+    "ThawedView",
     "check_breaks",
     "integrate_layers",
     "layer_intervals",
@@ -622,3 +624,85 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         zz = rng.standard_normal((n_realisations, len(mu))) if z is None else np.asarray(z, float)
         layers = self._thickness_m() * np.exp(mu[None] + zz[..., None] * sd[None])
         return layers @ self._weights(intervals).T
+
+
+# --------------------------------------------------------------------------- one interval of it
+class IntervalView:
+    """One interval ``[top, bottom]`` of a fitted :class:`LayeredDepthModel` as a map model.
+
+    Gives what :func:`mapping.predict.predict_grid` and the uncertainty stage ask of a
+    per-interval model: ``predict(X, return_std=...)``, ``predict_quantiles(X, q)``,
+    ``feature_names_in_`` and the residual kriging (``kriging_``, ``variogram_``; the
+    variogram is of the log 0-``anchor_cm`` density, so Monte Carlo draws are lognormal).
+
+    Parameters
+    ----------
+    model
+        The fitted layered model.
+    top, bottom
+        Interval (cm) inside the model's layers.
+    features
+        Columns of ``X`` at prediction: the coordinates and the covariates, in the
+        order the model was fitted on.
+    """
+
+    def __init__(
+        self, model: LayeredDepthModel, top: float, bottom: float, features: Sequence[str]
+    ) -> None:
+        b = check_breaks(model.breaks)
+        if not 0 <= top < bottom <= b[-1]:
+            raise ModelError(f"interval {top:g}-{bottom:g} cm is not inside 0-{b[-1]:g} cm")
+        self.model = model
+        self.top = float(top)
+        self.bottom = float(bottom)
+        self.feature_names_in_ = np.asarray(list(features), dtype=object)
+
+    @property
+    def kriging_(self) -> Any:
+        return self.model.kriging_
+
+    @property
+    def variogram_(self) -> Any:
+        return None if self.model.kriging_ is None else self.model.kriging_.variogram_
+
+    def predict(self, X: pd.DataFrame, return_std: bool = False) -> Any:
+        """Mean stock of the interval (kg m-2) per row, and its std with ``return_std``."""
+        return self.model.predict_stock(X, self.top, self.bottom, return_std=return_std)
+
+    def predict_quantiles(self, X: pd.DataFrame, quantiles: Sequence[float]) -> NDArray:
+        """``(n, Q)`` quantiles of the interval's stock (exact for the model)."""
+        q = self.model.predict_stock_quantiles(X, [(self.top, self.bottom)], quantiles)
+        return q[:, 0, :]
+
+    def __repr__(self) -> str:
+        return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"
+
+
+class ThawedView:
+    """Seasonally thawed stock ``0-min(ALT, max_depth)`` of a :class:`LayeredDepthModel`.
+
+    A map model for :func:`mapping.predict.predict_grid` (statistic ``mean`` only): ``X``
+    holds ``features`` plus ``alt_column``, the active-layer thickness (cm) of each cell.
+    The mean of the thawed stock is the thickness-weighted sum of the mean layer stocks
+    (:func:`thaw_split`), so ``thawed + frozen`` is the ``0-max_depth`` mean.
+    """
+
+    def __init__(
+        self,
+        model: LayeredDepthModel,
+        features: Sequence[str],
+        max_depth: float | None = None,
+        alt_column: str = "active_layer_cm",
+    ) -> None:
+        b = check_breaks(model.breaks)
+        self.model = model
+        self.max_depth = float(b[-1] if max_depth is None else max_depth)
+        self.alt_column = alt_column
+        self.feature_names_in_ = np.asarray([*features, alt_column], dtype=object)
+
+    def predict(self, X: pd.DataFrame) -> NDArray:
+        """Mean thawed stock (kg m-2) per row."""
+        alt = X[self.alt_column].to_numpy(float)
+        layers = self.model.predict_layers(X.drop(columns=[self.alt_column]))
+        thawed, _ = thaw_split(self.model.breaks, layers, alt, max_depth=self.max_depth)
+        return thawed

@@ -79,6 +79,16 @@ class RunFolder:
         return self.root / "stocks" / "invalid_profiles.csv"
 
     @property
+    def layers(self) -> Path:
+        """Layer stocks of the profiles (layered depth model)."""
+        return self.root / "stocks" / "layers.csv"
+
+    @property
+    def training_layers(self) -> Path:
+        """Layer stocks joined with covariates (layered depth model)."""
+        return self.root / "training" / "layers.parquet"
+
+    @property
     def training(self) -> Path:
         return self.root / "training" / "training.parquet"
 
@@ -123,6 +133,11 @@ class RunFolder:
 
     def model_metadata(self, label: str) -> Path:
         return self.model_folder(label) / "metadata.json"
+
+    @property
+    def layered_model(self) -> Path:
+        """The one fitted :class:`mapping.depth_model.LayeredDepthModel` of a layered run."""
+        return self.models / "layered_model.joblib"
 
     @property
     def cv_summary(self) -> Path:
@@ -190,6 +205,11 @@ class RunFolder:
     @property
     def draws(self) -> Path:
         return self.root / "zones" / "draws.parquet"
+
+    @property
+    def thaw_split(self) -> Path:
+        """Seasonally thawed and perennially frozen storage per zone."""
+        return self.root / "zones" / "thaw_split.csv"
 
     @property
     def storage_summary(self) -> Path:

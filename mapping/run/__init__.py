@@ -9,7 +9,8 @@ sections into plain arguments for the domain modules below it.
 
 from __future__ import annotations
 
+from mapping.run.layered import predict_depths, stage_list
 from mapping.run.runner import Stage, StageContext, run_stages
-from mapping.run.stages import default_stages, stage_list
+from mapping.run.stages import default_stages
 
-__all__ = ["Stage", "StageContext", "default_stages", "run_stages", "stage_list"]
+__all__ = ["Stage", "StageContext", "default_stages", "predict_depths", "run_stages", "stage_list"]

@@ -1,0 +1,453 @@
+"""The stages of a run with ``model.depth: layered``: one depth model for every interval.
+
+With the default ``model.depth: per_interval`` nothing here runs. With ``layered``:
+
+* ``stocks`` also harmonises every profile to the layers ``model.layers``
+  (``stocks/layers.csv``); ``training`` joins them with the covariates
+  (``training/layers.parquet``);
+* ``fit`` fits one :class:`mapping.depth_model.LayeredDepthModel` (trend built from the
+  ``model`` section like the per-interval models; its 0-``anchor_cm`` residuals kriged
+  when ``type`` is ``regression_kriging``) and cross-validates it with the configured
+  splitter on the profile locations: each fold fits on its profiles' layers and predicts
+  every interval at the held-out sites. Per interval it writes what the per-interval fit
+  writes (an :class:`~mapping.depth_model.IntervalView` as the model, AOA, CV tables,
+  plot), so ``predict``, ``zones``, ``uncertainty`` and ``report`` run unchanged;
+* ``predict`` also maps the intervals of ``prediction.depths`` from the same fit;
+  :func:`predict_depths` does so for any interval after a run, without refitting.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from sklearn.base import clone
+
+from mapping import io
+from mapping.aoa import AreaOfApplicability
+from mapping.cluster import dask_client
+from mapping.config import CovariateConfig, RunConfig
+from mapping.covariates import build_stack
+from mapping.depth_model import IntervalView, LayeredDepthModel, ThawedView, training_layers
+from mapping.exceptions import ModelError
+from mapping.models import RegressionKriging
+from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
+from mapping.profiles import read_horizons
+from mapping.run import stages
+from mapping.run.features import build_model, categorical_covariates, model_features
+from mapping.run.runner import Stage, StageContext
+from mapping.units import interval_label, parse_interval
+from mapping.validation import CVResult, IntervalFit, make_splitter, metrics_table
+from mapping.zonal import zone_totals
+
+ALT = "active_layer_cm"
+
+__all__ = ["layered_model", "layered_stages", "predict_depths", "stage_list"]
+
+
+def stage_list(cfg: RunConfig) -> list[Stage]:
+    """The stages a config asks for: :func:`mapping.run.stages.stage_list`, with the
+    layered stages in place of ``stocks, training, fit, predict, uncertainty`` when
+    ``model.depth`` is ``layered``."""
+    chosen = stages.stage_list(cfg)
+    if cfg.model.depth != "layered":
+        return chosen
+    swap = {s.name: s for s in layered_stages()}
+    out = [swap.get(s.name, s) for s in chosen]
+    if cfg.active_layer is not None and cfg.zones is not None:
+        out.insert([s.name for s in out].index("report"), THAW)
+    return out
+
+
+def layered_model(cfg: RunConfig) -> LayeredDepthModel:
+    """The unfitted layered model of a config: trend as :func:`build_model` makes it
+    (for regression kriging: its trend; residual kriging with its variogram settings)."""
+    base = build_model(cfg)
+    krige = isinstance(base, RegressionKriging)
+    trend = clone(base.trend) if krige else base
+    if "coord_columns" in trend.get_params():  # the coordinates go to the kriging
+        trend.set_params(coord_columns=None)
+    v = cfg.model.variogram
+    return LayeredDepthModel(
+        trend=trend,
+        breaks=cfg.model.layers,
+        krige=krige,
+        variogram=base.variogram if krige else v.model,
+        n_neighbors=cfg.model.n_neighbors,
+        cutoff=v.cutoff,
+        n_lags=v.n_lags,
+        anchor_cm=cfg.model.anchor_cm,
+        random_state=cfg.seed,
+    )
+
+
+# --------------------------------------------------------------------------- stocks, training
+def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
+    outputs, stocks = stages.STOCKS.run(ctx)
+    cfg, run = ctx.config, ctx.folder
+    horizons = read_horizons(
+        cfg.profiles.path,
+        columns=dict(cfg.profiles.columns),
+        layer=cfg.profiles.layer,
+        max_rows=cfg.profiles.max_rows,
+    )
+    layers = training_layers(
+        horizons,
+        cfg.model.layers,
+        method=cfg.stocks.method,
+        lam=cfg.stocks.spline_lambda,
+        tolerance_cm=cfg.stocks.depth_tolerance_cm,
+        bulk_density_ptf=cfg.stocks.bulk_density_ptf,
+        source=str(cfg.profiles.path),
+        on_invalid=cfg.stocks.on_invalid,
+    )
+    io.write_table(layers, run.layers)
+    ctx.echo(f"[stocks] layers: {len(layers)} rows from {layers['profile_id'].nunique()} profiles")
+    return [*outputs, run.rel(run.layers)], {"stocks": stocks, "layers": layers}
+
+
+def _load_stocks(ctx: StageContext) -> Any:
+    return {"stocks": stages.STOCKS.load(ctx), "layers": io.read_table(ctx.folder.layers)}
+
+
+def _run_training(ctx: StageContext) -> tuple[list[str], Any]:
+    cfg, run = ctx.config, ctx.folder
+    both = ctx.results["stocks"]
+    ctx.results["stocks"] = both["stocks"]  # the per-interval stage reads the stock table
+    try:
+        outputs, table = stages.TRAINING.run(ctx)
+    finally:
+        ctx.results["stocks"] = both
+    names = [c.name for c in cfg.covariates]
+    sites = table.drop_duplicates("profile_id")[["profile_id", "x", "y", *names]]
+    layers = both["layers"].merge(sites, on="profile_id", how="inner")
+    io.write_table(layers, run.training_layers)
+    return [*outputs, run.rel(run.training_layers)], {"intervals": table, "layers": layers}
+
+
+def _load_training(ctx: StageContext) -> Any:
+    return {
+        "intervals": stages.TRAINING.load(ctx),
+        "layers": io.read_table(ctx.folder.training_layers),
+    }
+
+
+# --------------------------------------------------------------------------- fit
+def _fit_layers(template: Any, layers: pd.DataFrame, features: list[str]) -> Any:
+    good = layers[layers["soc_stock_kg_m2"] > 0]
+    X = good[[*features, "top_cm", "bottom_cm"]].reset_index(drop=True)
+    return clone(template).fit(
+        X, good["soc_stock_kg_m2"].to_numpy(float), groups=good["profile_id"].to_numpy()
+    )
+
+
+def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
+    """Fit one layered model; cross-validate it on profile locations for every interval."""
+    cfg, run = ctx.config, ctx.folder
+    tables = ctx.results["training"]
+    table, layers = tables["intervals"], tables["layers"]
+    features = model_features(cfg)
+    intervals = cfg.stocks.intervals()
+    template = layered_model(cfg)
+    lo, hi = cfg.prediction.quantiles
+    sites = (
+        pd.concat([layers[["profile_id", *features]], table[["profile_id", *features]]])
+        .drop_duplicates("profile_id")
+        .reset_index(drop=True)
+    )
+    pred_points = stages.prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    splitter = make_splitter(
+        cfg.cv.method,
+        cfg.cv.n_splits,
+        block_size=cfg.cv.block_size,
+        prediction_points=pred_points,
+        random_state=cfg.seed,
+    )
+    ctx.echo(
+        f"[fit] layered depth model: {layers['profile_id'].nunique()} profiles, "
+        f"{len(layers)} layers, {cfg.cv.method} cross-validation"
+    )
+    n, k = len(sites), len(intervals)
+    mean = np.full((n, k), np.nan)
+    q = np.full((n, k, 2), np.nan)
+    fold = np.full(n, -1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for f, (train, test) in enumerate(splitter.split(sites[features])):
+            ids = set(sites["profile_id"].iloc[train])
+            model = _fit_layers(template, layers[layers["profile_id"].isin(ids)], features)
+            Xt = sites[features].iloc[test].reset_index(drop=True)
+            mean[test] = model.predict_stocks(Xt, intervals)
+            q[test] = model.predict_stock_quantiles(Xt, intervals, (lo, hi))
+            fold[test] = f
+        model = _fit_layers(template, layers, features)
+    counts: dict[str, int] = {}
+    for w in caught:
+        text = str(w.message).splitlines()[0]
+        counts[text] = counts.get(text, 0) + 1
+    crs = stages.grid_and_stack(ctx)[0].crs
+    record_coordinate_crs(model, crs)
+    io.write_model(model, run.layered_model)
+    outputs = [run.rel(run.layered_model)]
+    position = pd.Series(np.arange(n), index=sites["profile_id"].to_numpy())
+    fitted: dict[str, Any] = {}
+    summaries = []
+    for j, (top, bottom) in enumerate(intervals):
+        label = interval_label(top, bottom)
+        rows = stages._interval_rows(table, top, bottom)
+        at = position.loc[rows["profile_id"].to_numpy()].to_numpy()
+        cv = _cv_result(rows, mean[at, j], q[at, j], fold[at], (lo, hi), type(splitter).__name__)
+        view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
+        area = None
+        if cfg.prediction.aoa:
+            area = AreaOfApplicability(categorical_features=categorical_covariates(cfg) or None)
+            area = area.fit(rows[features], weights=None, folds=fold[at])
+        predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
+        result = IntervalFit(model=view, aoa=area, cv=cv, predictions=predictions, warnings={})
+        outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result)
+        fitted[label] = view
+        summaries.append({"interval": label, "n": len(rows), **cv.pooled})
+    for text, c in counts.items():
+        ctx.echo(f"[fit layered] warning{f' (x{c})' if c > 1 else ''}: {text}")
+    io.write_table(pd.DataFrame(summaries), run.cv_summary)
+    outputs.append(run.rel(run.cv_summary))
+    return outputs, fitted
+
+
+def _cv_result(
+    rows: pd.DataFrame,
+    pred: np.ndarray,
+    q: np.ndarray,
+    fold: np.ndarray,
+    quantiles: tuple[float, float],
+    splitter: str,
+) -> CVResult:
+    """Out-of-fold predictions of one interval in the per-interval fit's form."""
+    observed = rows["soc_stock_kg_m2"].to_numpy(float)
+    predictions = pd.DataFrame(
+        {
+            "row": np.arange(len(rows)),
+            "fold": fold,
+            "observed": observed,
+            "predicted": pred,
+            "lower": q[:, 0],
+            "upper": q[:, 1],
+        }
+    )
+    per_fold = []
+    for f in np.unique(fold[fold >= 0]):
+        t = fold == f
+        m = metrics_table(observed[t], pred[t], q[t, 0], q[t, 1])
+        per_fold.append({"fold": int(f), "n_train": int(np.sum(~t)), **m})
+    tested = fold >= 0
+    pooled = metrics_table(observed[tested], pred[tested], q[tested, 0], q[tested, 1])
+    return CVResult(
+        predictions=predictions,
+        per_fold=pd.DataFrame(per_fold),
+        pooled=pooled,
+        quantiles=quantiles,
+        splitter=splitter,
+    )
+
+
+# --------------------------------------------------------------------------- predict
+def _extra_depths(cfg: RunConfig, depths: Sequence[str]) -> list[tuple[float, float]]:
+    have = set(cfg.stocks.intervals())
+    out = []
+    for d in depths:
+        top, bottom = parse_interval(d)
+        if bottom > cfg.model.layers[-1]:
+            raise ModelError(
+                f"depth {d}: below the deepest layer of the model ({cfg.model.layers[-1]:g} cm)"
+            )
+        if (top, bottom) not in have and (top, bottom) not in out:
+            out.append((top, bottom))
+    return out
+
+
+def _predict_intervals(
+    ctx: StageContext, model: LayeredDepthModel, intervals: list[tuple[float, float]]
+) -> dict[str, dict[str, Any]]:
+    """Maps of intervals with no model file of their own, from the layered model."""
+    cfg, run = ctx.config, ctx.folder
+    grid, stack = stages.grid_and_stack(ctx)
+    features = model_features(cfg)
+    written = {}
+    for top, bottom in intervals:
+        label = interval_label(top, bottom)
+        view = record_coordinate_crs(IntervalView(model, top, bottom, features), grid.crs)
+        pred = predict_grid(
+            view, stack, grid, quantiles=cfg.prediction.quantiles, chunks=cfg.prediction.chunks
+        )
+        written[label] = write_prediction(
+            pred,
+            run.maps,
+            (top, bottom),
+            format=cfg.prediction.format,
+            label=f"predict {label} cm",
+            echo=ctx.echo,
+        )
+    return written
+
+
+def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
+    outputs, written = stages.PREDICT.run(ctx)
+    extra = _extra_depths(ctx.config, ctx.config.prediction.depths)
+    if extra:
+        model = io.read_model(ctx.folder.layered_model)
+        with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=ctx.config.dashboard):
+            more = _predict_intervals(ctx, model, extra)
+        for files in more.values():
+            outputs += [ctx.folder.rel(p) for p in sorted(set(files.values()))]
+    return outputs, written
+
+
+def predict_depths(
+    cfg: RunConfig,
+    depths: Sequence[str],
+    *,
+    scheduler: str | None = None,
+    echo: Any = print,
+) -> dict[str, dict[str, Any]]:
+    """Maps of any intervals (``["0-50", "0-150"]``) from a finished layered run's model.
+
+    Reads ``models/layered_model.joblib`` of ``cfg.output`` (no refit) and writes the
+    statistics of every interval not already mapped by the run to ``maps/``.
+
+    Returns
+    -------
+    dict
+        Interval label -> statistic -> path.
+    """
+    if cfg.model.depth != "layered":
+        raise ModelError("model.depth: any depth needs the layered model (model.depth: layered)")
+    ctx = StageContext(config=cfg, out=cfg.output, scheduler=scheduler or cfg.scheduler, echo=echo)
+    if not ctx.folder.layered_model.exists():
+        raise ModelError(f"{ctx.folder.layered_model}: no layered model; run `socmap fit` first")
+    model = io.read_model(ctx.folder.layered_model)
+    with dask_client(ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard):
+        return _predict_intervals(ctx, model, _extra_depths(cfg, depths))
+
+
+# --------------------------------------------------------------------------- uncertainty
+def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
+    # the layered model's stocks are lognormal whatever model.log_transform says
+    cfg = ctx.config
+    ctx.config = cfg.model_copy(
+        update={"model": cfg.model.model_copy(update={"log_transform": True})}
+    )
+    try:
+        return stages.UNCERTAINTY.run(ctx)
+    finally:
+        ctx.config = cfg
+
+
+# --------------------------------------------------------------------------- thawed / frozen
+def _thaw_inputs(cfg: RunConfig) -> list[Path]:
+    al = cfg.active_layer
+    return [*stages._zones_inputs(cfg), *([al.path] if al is not None and al.path else [])]
+
+
+def _active_layer(ctx: StageContext, stack: Any) -> Any:
+    """The active-layer thickness (cm) on the grid, lazily, as a variable of ``stack``."""
+    cfg = ctx.config
+    assert cfg.active_layer is not None
+    if cfg.active_layer.path is not None:
+        source = CovariateConfig(name=ALT, path=cfg.active_layer.path, resampling="bilinear")
+        grid, _ = stages.grid_and_stack(ctx)
+        alt = build_stack([source], grid, chunks=cfg.prediction.chunks)[ALT]
+    else:
+        first = next(iter(stack.data_vars.values()))
+        alt = xr.full_like(first, cfg.active_layer.constant, dtype="float32")
+    return stack.assign({ALT: alt})
+
+
+def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
+    """Storage above (thawed) and below (perennially frozen) the active-layer base per
+    zone, down to the deepest layer; thawed + frozen = the 0-300 cm total of the zone.
+
+    Ranges: each Monte Carlo realization of the zone's 0-``max`` total (uncertainty stage)
+    split in the zone's mean thawed share, so both states add up in every realization.
+    """
+    cfg, run = ctx.config, ctx.folder
+    assert cfg.zones is not None
+    grid, stack = stages.grid_and_stack(ctx)
+    model = io.read_model(run.layered_model)
+    features = model_features(cfg)
+    deepest = float(cfg.model.layers[-1])
+    full = _active_layer(ctx, stack)
+    thawed = ThawedView(model, features, max_depth=deepest)
+    total = IntervalView(model, 0.0, deepest, features)
+    for view in (thawed, total):
+        record_coordinate_crs(view, grid.crs)
+    chunks = cfg.prediction.chunks
+    with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard):
+        maps = {
+            "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
+            "total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",)),
+        }
+        sums = {
+            k: zone_totals(
+                v["mean"], stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
+            ).set_index("zone")
+            for k, v in maps.items()
+        }
+    col = f"storage_{cfg.zones.unit.lower()}"
+    wide = pd.DataFrame({k: t[col] for k, t in sums.items()})
+    label = interval_label(0.0, deepest)
+    draws = stages._optional_table(run.draws)
+    lo, hi = cfg.uncertainty.range
+    rows = []
+    for zone, r in wide.iterrows():
+        share = r["thawed"] / r["total"] if r["total"] > 0 else np.nan
+        reals = None
+        if draws is not None:
+            d = draws[(draws["zone"] == zone) & (draws["interval"] == label)]
+            reals = d[col].to_numpy(float) if len(d) else None
+        for state, mean, part in (
+            ("thawed", r["thawed"], share),
+            ("frozen", r["total"] - r["thawed"], 1.0 - share),
+        ):
+            row = {"zone": zone, "state": state, col: mean, "share": part}
+            if reals is not None:
+                row[f"{col}_lower"] = float(np.percentile(reals * part, lo))
+                row[f"{col}_upper"] = float(np.percentile(reals * part, hi))
+            rows.append(row)
+        rows.append(
+            {"zone": zone, "state": f"total 0-{deepest:g} cm", col: r["total"], "share": 1.0}
+        )
+    out = pd.DataFrame(rows)
+    io.write_table(out, run.thaw_split)
+    return [run.rel(run.thaw_split)], out
+
+
+THAW = Stage(
+    name="thaw",
+    run=_run_thaw,
+    load=lambda ctx: stages._optional_table(ctx.folder.thaw_split),
+    config_keys=("active_layer", "zones", "uncertainty"),
+    inputs=_thaw_inputs,
+    depends=("fit", "uncertainty"),
+)
+
+
+def layered_stages() -> list[Stage]:
+    """The stages that differ when ``model.depth`` is ``layered``."""
+    return [
+        replace(
+            stages.STOCKS,
+            run=_run_stocks,
+            load=_load_stocks,
+            config_keys=(*stages.STOCKS.config_keys, "model"),
+        ),
+        replace(stages.TRAINING, run=_run_training, load=_load_training),
+        replace(stages.FIT, run=_run_fit),
+        replace(stages.PREDICT, run=_run_predict),
+        replace(stages.UNCERTAINTY, run=_run_uncertainty),
+    ]

@@ -1,0 +1,155 @@
+"""``model.depth: layered`` in ``socmap run``: one depth model for every interval.
+
+A small layered variant of the sample workflow runs end to end; its maps are checked
+cell by cell against what the model promises (monotone in depth, any depth between its
+neighbours, thawed + frozen = the 0-300 cm total), and the per-interval default is checked
+to be the run of before (same stages, same config dump).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+
+from mapping.cli import main
+from mapping.config import load_config
+from mapping.exceptions import ConfigError
+from mapping.run import stage_list
+from mapping.run import stages as default
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "workflows" / "sample.yaml"
+ALT_CM = 80.0
+
+
+def _absolute(path: str) -> str:
+    return str((WORKFLOW.parent / path).resolve())
+
+
+def _config(tmp: Path, **model: object) -> Path:
+    cfg = yaml.safe_load(WORKFLOW.read_text())
+    cfg["output"] = str(tmp / "out")
+    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
+    for cov in cfg["covariates"]:
+        cov["path"] = _absolute(cov["path"])
+    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg["stocks"]["depths"] = ["0-30", "0-100", "0-300"]
+    cfg["model"]["params"]["n_estimators"] = 30
+    cfg["model"].update(model)
+    cfg["uncertainty"] = {"n_realizations": 10, "range": [5.0, 95.0]}
+    cfg["scheduler"] = "threads"
+    if model.get("depth") == "layered":
+        cfg["prediction"]["depths"] = ["0-50", "0-150"]
+        cfg["active_layer"] = {"constant": ALT_CM}
+    path = tmp / "sample.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def layered_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("layered")
+    assert main(["run", str(_config(tmp, depth="layered"))]) == 0
+    return tmp / "out"
+
+
+def _map(out: Path, top: int, bottom: int, stat: str = "mean") -> np.ndarray:
+    with rasterio.open(out / "maps" / f"soc_{top}_{bottom}cm_{stat}.tif") as src:
+        return src.read(1).astype(float)
+
+
+def test_every_stage_completes_with_the_per_interval_outputs(layered_run: Path) -> None:
+    manifest = json.loads((layered_run / "manifest.json").read_text())
+    names = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "thaw", "report"]
+    assert [n for n in names if manifest["stages"][n]["status"] == "complete"] == names
+    assert (layered_run / "stocks" / "layers.csv").is_file()
+    assert (layered_run / "models" / "layered_model.joblib").is_file()
+    summary = pd.read_csv(layered_run / "models" / "cv_summary.csv")
+    assert list(summary["interval"]) == ["0-30", "0-100", "0-300"]
+    # cross-validated at held-out profiles: informative, not perfect
+    assert summary["r2"].between(0.2, 0.99).all()
+    for label in summary["interval"]:
+        cv = pd.read_csv(layered_run / "models" / label / "cv_predictions.csv")
+        assert cv["predicted"].notna().all() and (cv["lower"] <= cv["upper"]).all()
+
+
+def test_maps_are_monotone_in_depth_in_every_cell(layered_run: Path) -> None:
+    depths = [30, 50, 100, 150, 300]
+    for stat in ("mean", "lower", "median", "upper"):
+        maps = [_map(layered_run, 0, d, stat) for d in depths]
+        valid = np.isfinite(maps[0])
+        assert valid.sum() > 1000
+        for shallow, deep in itertools.pairwise(maps):
+            assert np.array_equal(np.isfinite(deep), valid)
+            assert np.all(deep[valid] >= shallow[valid] * (1 - 1e-6)), stat
+
+
+def test_any_depth_lies_between_its_neighbours(layered_run: Path) -> None:
+    m30, m50, m100 = (_map(layered_run, 0, d) for d in (30, 50, 100))
+    ok = np.isfinite(m50)
+    assert np.all((m50[ok] >= m30[ok] * (1 - 1e-6)) & (m50[ok] <= m100[ok] * (1 + 1e-6)))
+    # strictly inside somewhere: a real 30-50 cm layer, not a copy of a neighbour
+    assert np.mean(m50[ok] > m30[ok] * 1.01) > 0.9
+
+
+def test_predict_depths_needs_no_refit(layered_run: Path) -> None:
+    cfg = load_config(layered_run.parent / "sample.yaml")
+    model_before = (layered_run / "models" / "layered_model.joblib").stat().st_mtime_ns
+    assert main(["predict", str(layered_run.parent / "sample.yaml"), "--depths", "0-75"]) == 0
+    assert (layered_run / "models" / "layered_model.joblib").stat().st_mtime_ns == model_before
+    m50, m75, m100 = (_map(layered_run, 0, d) for d in (50, 75, 100))
+    ok = np.isfinite(m75)
+    assert np.all((m75[ok] >= m50[ok] * (1 - 1e-6)) & (m75[ok] <= m100[ok] * (1 + 1e-6)))
+    assert cfg.model.depth == "layered"
+
+
+def test_thawed_plus_frozen_is_the_0_300_total(layered_run: Path) -> None:
+    split = pd.read_csv(layered_run / "zones" / "thaw_split.csv")
+    storage = pd.read_csv(layered_run / "zones" / "storage.csv")
+    total = storage[storage["interval"] == "0-300"].set_index("zone")["storage_pg"]
+    for zone, rows in split.groupby("zone"):
+        s = rows.set_index("state")["storage_pg"]
+        assert s["thawed"] + s["frozen"] == pytest.approx(s["total 0-300 cm"], rel=1e-9)
+        assert s["total 0-300 cm"] == pytest.approx(total[zone], rel=1e-4)
+        # 80 of 300 cm thawed: the top holds more than its share of the depth (density
+        # falls with depth), but less than all
+        assert ALT_CM / 300 < s["thawed"] / s["total 0-300 cm"] < 1
+        r = rows.set_index("state")
+        for state in ("thawed", "frozen"):
+            assert r.loc[state, "storage_pg_lower"] < s[state] < r.loc[state, "storage_pg_upper"]
+    # the 0-80 cm thawed total agrees with the 0-30 / 0-100 maps it lies between
+    all_zones = split[split["zone"] == "all zones"].set_index("state")["storage_pg"]
+    by = storage[storage["zone"] == "all zones"].set_index("interval")["storage_pg"]
+    assert by["0-30"] < all_zones["thawed"] < by["0-100"]
+
+
+def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
+    cfg = load_config(_config(tmp_path))
+    assert cfg.model.depth == "per_interval"
+    assert stage_list(cfg) == default.stage_list(cfg)
+    dumped = json.loads(cfg.model_dump_json())
+    assert "active_layer" not in dumped
+    assert not {"depth", "layers", "anchor_cm"} & set(dumped["model"])
+    assert "depths" not in dumped["prediction"]
+
+
+def test_layered_config_is_checked(tmp_path: Path) -> None:
+    path = _config(tmp_path, depth="layered", layers=[0, 30, 100, 200])
+    with pytest.raises(ConfigError, match=r"stocks\.depths: 0-300 reaches below"):
+        load_config(path)
+    path = _config(tmp_path, depth="layered", anchor_cm=40)
+    with pytest.raises(ConfigError, match="anchor_cm 40 is not one of the layer breaks"):
+        load_config(path)
+    path = _config(tmp_path)
+    text = yaml.safe_load(path.read_text())
+    text["active_layer"] = {"constant": 50}
+    path.write_text(yaml.safe_dump(text))
+    with pytest.raises(ConfigError, match=r"active_layer needs model\.depth: layered"):
+        load_config(path)
