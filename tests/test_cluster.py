@@ -175,7 +175,11 @@ def test_loopback_cluster_gives_identical_maps(tmp_path: Path) -> None:
             workers = {t["worker"] for t in stream.data if "socmap-predict" in str(t["key"])}
     assert lines and f"connected to {address}" in lines[0] and "dashboard" in lines[0]
     assert workers and all(w.startswith("tcp://127.0.0.1:") for w in workers)
-    assert set(local) == set(remote) == {"mean", "median", "lower", "upper", "std"}
+    assert (
+        set(local)
+        == set(remote)
+        == {"mean", "median", "lower", "upper", "std", "relative_uncertainty"}
+    )
     for name in local:
         with rasterio.open(local[name]) as a, rasterio.open(remote[name]) as b:
             x, y = a.read(1), b.read(1)
