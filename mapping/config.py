@@ -261,7 +261,8 @@ class PredictionConfig(_Section):
     calibrate: bool = True
     """Std and quantile maps from the error model fitted on the CV errors against the
     dissimilarity index (regression kriging only; ``docs/calibration.md``)."""
-    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    # mypy without pydantic's plugin cannot type a model class as a default factory
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)  # type: ignore[arg-type]
     format: Literal["cog", "zarr"] = "cog"
     depths: list[str] = Field(default_factory=list)
     """Layered model: more intervals mapped from the same fit (e.g. ``[0-50, 0-150]``)."""

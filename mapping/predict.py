@@ -705,7 +705,7 @@ def write_prediction(
         return {str(v): path for v in prediction.data_vars}
     if format != "cog":
         raise ModelError(f"prediction.format {format!r}: use 'cog' or 'zarr'")
-    items = []
+    items: list[tuple[Any, Any, dict[str, Any] | None]] = []
     for name, var in prediction.data_vars.items():
         items.append((folder / map_filename(top, bottom, str(name)), var, attrs(str(name))))
     if partial is None:

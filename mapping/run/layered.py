@@ -359,7 +359,9 @@ def _active_layer(ctx: StageContext, stack: Any) -> Any:
     cfg = ctx.config
     assert cfg.active_layer is not None
     if cfg.active_layer.path is not None:
-        source = CovariateConfig(name=ALT, path=cfg.active_layer.path, resampling="bilinear")
+        source = CovariateConfig(
+            name=ALT, path=cfg.active_layer.path, band=1, resampling="bilinear"
+        )
         grid, _ = stages.grid_and_stack(ctx)
         alt = build_stack([source], grid, chunks=cfg.prediction.chunks)[ALT]
     else:

@@ -581,7 +581,8 @@ def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) 
         for k in labels:
             e, g = _cv_errors(cv[k], log=log_scale)
             errors[k], groups[k] = e, g
-        regional = regional_error_sd(errors, groups, pool=True)
+        pooled = regional_error_sd(errors, groups, pool=True)
+        regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
     for k in labels:
