@@ -34,7 +34,7 @@ from pydantic import (
 
 from mapping import io
 from mapping.exceptions import ConfigError
-from mapping.units import parse_interval
+from mapping.units import DEFAULT_BREAKS, parse_interval
 
 
 def _resolve(p: Path, info: ValidationInfo) -> Path:
@@ -185,19 +185,7 @@ class ModelConfig(_Section):
     depth: Literal["per_interval", "layered"] = "per_interval"
     """``per_interval``: one model per depth interval; ``layered``: one
     :class:`mapping.depth_model.LayeredDepthModel` for every depth (``docs/depth_model.md``)."""
-    layers: tuple[float, ...] = (
-        0.0,
-        5.0,
-        15.0,
-        30.0,
-        50.0,
-        75.0,
-        100.0,
-        150.0,
-        200.0,
-        250.0,
-        300.0,
-    )
+    layers: tuple[float, ...] = DEFAULT_BREAKS
     """Layer boundaries (cm) of the layered model, from 0, increasing."""
     anchor_cm: float | None = 30.0
     """Layered model: the break whose 0-``anchor_cm`` density is the kriged level (null: none)."""

@@ -55,6 +55,7 @@ from sklearn.utils.validation import check_is_fitted
 from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
 from mapping.models import OrdinaryKriging, QuantileRandomForest
+from mapping.units import DEFAULT_BREAKS
 
 __all__ = [
     "DEFAULT_BREAKS",
@@ -68,23 +69,6 @@ __all__ = [
     "thaw_split",
     "training_layers",
 ]
-
-DEFAULT_BREAKS: tuple[float, ...] = (
-    0.0,
-    5.0,
-    15.0,
-    30.0,
-    50.0,
-    75.0,
-    100.0,
-    150.0,
-    200.0,
-    250.0,
-    300.0,
-)
-"""Layer boundaries (cm) of the harmonised layers the model learns and predicts:
-the GlobalSoilMap tops (0-5, 5-15, 15-30 cm), then 20-50 cm layers down to 3 m,
-with a boundary at every standard cumulative depth (30, 100, 200, 300 cm)."""
 
 
 # --------------------------------------------------------------------------- layer arithmetic

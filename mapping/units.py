@@ -73,3 +73,21 @@ def map_stem(top: float, bottom: float) -> str:
 def map_filename(top: float, bottom: float, statistic: str, suffix: str = ".tif") -> str:
     """``soc_<top>_<bottom>cm_<statistic>.tif`` (the file name of one map)."""
     return f"{map_stem(top, bottom)}_{statistic}{suffix}"
+
+
+DEFAULT_BREAKS: tuple[float, ...] = (
+    0.0,
+    5.0,
+    15.0,
+    30.0,
+    50.0,
+    75.0,
+    100.0,
+    150.0,
+    200.0,
+    250.0,
+    300.0,
+)
+"""Layer boundaries (cm) of the harmonised layers the model learns and predicts:
+the GlobalSoilMap tops (0-5, 5-15, 15-30 cm), then 20-50 cm layers down to 3 m,
+with a boundary at every standard cumulative depth (30, 100, 200, 300 cm)."""

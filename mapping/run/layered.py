@@ -38,7 +38,6 @@ from mapping.depth_model import IntervalView, LayeredDepthModel, ThawedView, tra
 from mapping.exceptions import ModelError
 from mapping.models import RegressionKriging
 from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
-from mapping.profiles import read_horizons
 from mapping.run import stages
 from mapping.run.features import build_model, categorical_covariates, model_features
 from mapping.run.runner import Stage, StageContext
@@ -89,24 +88,10 @@ def layered_model(cfg: RunConfig) -> LayeredDepthModel:
 
 # --------------------------------------------------------------------------- stocks, training
 def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
-    outputs, stocks = stages.STOCKS.run(ctx)
     cfg, run = ctx.config, ctx.folder
-    horizons = read_horizons(
-        cfg.profiles.path,
-        columns=dict(cfg.profiles.columns),
-        layer=cfg.profiles.layer,
-        max_rows=cfg.profiles.max_rows,
-    )
-    layers = training_layers(
-        horizons,
-        cfg.model.layers,
-        method=cfg.stocks.method,
-        lam=cfg.stocks.spline_lambda,
-        tolerance_cm=cfg.stocks.depth_tolerance_cm,
-        bulk_density_ptf=cfg.stocks.bulk_density_ptf,
-        source=str(cfg.profiles.path),
-        on_invalid=cfg.stocks.on_invalid,
-    )
+    horizons = stages.read_profiles(cfg)
+    outputs, stocks = stages.write_stocks(ctx, horizons)
+    layers = training_layers(horizons, cfg.model.layers, **stages.stock_options(cfg))
     io.write_table(layers, run.layers)
     ctx.echo(f"[stocks] layers: {len(layers)} rows from {layers['profile_id'].nunique()} profiles")
     return [*outputs, run.rel(run.layers)], {"stocks": stocks, "layers": layers}

@@ -63,24 +63,36 @@ def _stocks_inputs(cfg: RunConfig) -> list[Path]:
     return [cfg.profiles.path]
 
 
-def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
-    cfg, run = ctx.config, ctx.folder
-    horizons = read_horizons(
+def read_profiles(cfg: RunConfig) -> Any:
+    """The horizon table of the config's profiles, mapped and checked."""
+    return read_horizons(
         cfg.profiles.path,
         columns=dict(cfg.profiles.columns),
         layer=cfg.profiles.layer,
         max_rows=cfg.profiles.max_rows,
     )
-    result = compute_stocks(
-        horizons,
-        cfg.stocks.intervals(),
-        method=cfg.stocks.method,
-        lam=cfg.stocks.spline_lambda,
-        tolerance_cm=cfg.stocks.depth_tolerance_cm,
-        bulk_density_ptf=cfg.stocks.bulk_density_ptf,
-        source=str(cfg.profiles.path),
-        on_invalid=cfg.stocks.on_invalid,
-    )
+
+
+def stock_options(cfg: RunConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`mapping.depths.compute_stocks` from the stocks section."""
+    return {
+        "method": cfg.stocks.method,
+        "lam": cfg.stocks.spline_lambda,
+        "tolerance_cm": cfg.stocks.depth_tolerance_cm,
+        "bulk_density_ptf": cfg.stocks.bulk_density_ptf,
+        "source": str(cfg.profiles.path),
+        "on_invalid": cfg.stocks.on_invalid,
+    }
+
+
+def _run_stocks(ctx: StageContext) -> tuple[list[str], Any]:
+    return write_stocks(ctx, read_profiles(ctx.config))
+
+
+def write_stocks(ctx: StageContext, horizons: Any) -> tuple[list[str], Any]:
+    """The stocks stage's work on a read horizon table: stocks, counts, invalid profiles."""
+    cfg, run = ctx.config, ctx.folder
+    result = compute_stocks(horizons, cfg.stocks.intervals(), **stock_options(cfg))
     io.write_table(result.stocks, run.stocks)
     io.write_table(result.counts, run.interval_counts)
     written = [run.stocks, run.interval_counts]
