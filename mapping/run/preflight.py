@@ -318,10 +318,14 @@ def _model(cfg: RunConfig) -> str:
             for name in model_features(cfg)
         }
     )
+    probe = clone(trend)
+    n_trees = probe.get_params().get("n_estimators")
+    if isinstance(n_trees, int) and n_trees > 2:  # two trees show a bad parameter as well as 200
+        probe.set_params(n_estimators=2)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            clone(trend).fit(X, rng.gamma(2.0, 5.0, n))
+            probe.fit(X, rng.gamma(2.0, 5.0, n))
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cfg.source}: model.params: {_first_line(exc)}") from None
     return type(model).__name__
