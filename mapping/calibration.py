@@ -45,6 +45,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from mapping.exceptions import ModelError
+from mapping.models.base import gaussian_stats
 
 __all__ = [
     "CalibratedModel",
@@ -233,15 +234,7 @@ class CalibratedModel:
         ``predict_quantiles(X, (lo, 0.5, hi))``, with the model and the DI evaluated once.
         """
         mu, s2, v = self._moments(X)
-        sd = np.sqrt(v)
-        q = {"lower": mu + norm.ppf(lo) * sd, "median": mu, "upper": mu + norm.ppf(hi) * sd}
-        if self.log_transform:
-            mean = np.exp(mu + 0.5 * s2)
-            std = mean * np.sqrt(np.expm1(v))
-            q = {k: np.exp(a) for k, a in q.items()}
-        else:
-            mean, std = mu, sd
-        return {"mean": mean, "std": std, **q}
+        return gaussian_stats(mu, s2, v, lo, hi, log=self.log_transform)
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""

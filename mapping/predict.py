@@ -46,6 +46,7 @@ from mapping.map_metadata import (
     relative_uncertainty,
 )
 from mapping.models import RegressionKriging
+from mapping.models.base import gaussian_stats
 from mapping.units import DENSITY_UNITS, format_interval, map_filename
 
 # Code of a nodata cell in an integer (categorical) covariate layer; equal to
@@ -340,20 +341,10 @@ def _kriging_stats(
     # RegressionKriging.predict and .predict_quantiles both krige the residuals; krige
     # once (predict_components) and apply the same normal / lognormal formulas as they
     # do (tests/test_predict.py checks that the two agree).
-    from scipy.stats import norm
-
     c = model.predict_components(X)
     mu = c["trend"] + c["residual"]
     s2 = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
-    s = np.sqrt(s2)
-    q = {"lower": mu + norm.ppf(lo) * s, "median": mu, "upper": mu + norm.ppf(hi) * s}
-    if model.log_transform:
-        mean = np.exp(mu + 0.5 * s2)
-        std = mean * np.sqrt(np.expm1(s2))
-        q = {k: np.exp(v) for k, v in q.items()}
-    else:
-        mean, std = mu, s
-    full = {"mean": mean, "std": std, **q}
+    full = gaussian_stats(mu, s2, s2, lo, hi, log=model.log_transform)
     return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
 
 

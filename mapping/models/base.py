@@ -177,6 +177,32 @@ def gaussian_quantiles(
     return np.asarray(mean, dtype=float)[:, None] + np.asarray(std, dtype=float)[:, None] * z
 
 
+def gaussian_stats(
+    mu: np.ndarray,
+    mean_var: np.ndarray,
+    var: np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    log: bool,
+) -> dict[str, np.ndarray]:
+    """Map statistics of a Gaussian prediction ``N(mu, var)``, on the log scale when ``log``.
+
+    ``mean``, ``std``, ``lower`` (quantile ``lo``), ``median`` and ``upper`` (``hi``). With
+    ``log`` the prediction is of ln(stock): quantiles are exponentiated, the mean is the
+    log-normal ``exp(mu + mean_var / 2)`` and the std ``mean * sqrt(exp(var) - 1)``.
+    ``mean_var`` is the variance behind the mean's back-transform (the model's own; a
+    calibrated ``var`` widens the spread without moving the mean).
+    """
+    sd = np.sqrt(var)
+    q = {"lower": mu + norm.ppf(lo) * sd, "median": mu, "upper": mu + norm.ppf(hi) * sd}
+    if not log:
+        return {"mean": mu, "std": sd, **q}
+    mean = np.exp(mu + 0.5 * mean_var)
+    std = mean * np.sqrt(np.expm1(var))
+    return {"mean": mean, "std": std, **{k: np.exp(a) for k, a in q.items()}}
+
+
 # --------------------------------------------------------------------------- categories
 @dataclass
 class ColumnLayout:
