@@ -63,6 +63,13 @@ def test_dialect_names_what_it_found(tmp_path):
     assert csv_dialect(q) == {"encoding": "utf-8-sig", "sep": ","}
 
 
+def test_a_latin1_byte_at_the_end_of_a_short_file_is_not_taken_for_a_cut_character(tmp_path):
+    p = tmp_path / "short.csv"
+    p.write_bytes("profile_id;site\n1;Hämeenlinna\n2;Jyväskylä".encode("cp1252"))
+    assert csv_dialect(p)["encoding"] == "cp1252"
+    assert read_table(p)["site"].tolist() == ["Hämeenlinna", "Jyväskylä"]
+
+
 def test_stocks_from_a_semicolon_decimal_comma_export_equal_those_from_plain_csv(tmp_path):
     plain = _write(tmp_path / "plain.csv", ",", ".", "utf-8")
     excel = _write(tmp_path / "excel.csv", ";", ",", "cp1252")

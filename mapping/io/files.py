@@ -207,7 +207,8 @@ def csv_dialect(path: str | os.PathLike[str], sample_bytes: int = 1 << 16) -> di
         try:
             text = raw.decode(enc)
         except UnicodeDecodeError as exc:
-            if enc == "utf-8-sig" and exc.start >= len(raw) - 3:  # a character cut by the sample
+            cut = len(raw) == sample_bytes and exc.start >= len(raw) - 3
+            if enc == "utf-8-sig" and cut:  # a character cut by the sample
                 text = raw[: exc.start].decode(enc)
             else:
                 continue
