@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyproj
 import pytest
+import rasterio
 import yaml
 
 from mapping.cli import main
@@ -16,6 +17,8 @@ from mapping.exceptions import ConfigError
 from mapping.grid import Grid
 from mapping.models import Variogram
 from mapping.models.kriging import krige_residuals
+from mapping.run import run_stages, stage_list
+from mapping.run.stages import grid_and_stack, prediction_covariates, prediction_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 GEOD = pyproj.Geod(ellps="WGS84")
@@ -158,3 +161,24 @@ def test_a_circumpolar_grid_is_measured_on_a_polar_plane():
     x, y = grid.to_working(np.array([0.0, 180.0]), np.array([80.0, 80.0]))
     _, _, d = GEOD.inv(0.0, 80.0, 180.0, 80.0)
     assert np.hypot(x[1] - x[0], y[1] - y[0]) == pytest.approx(d, rel=0.01)
+
+
+# ------------------------------------------------------------------ the fit's cell sample
+def test_feature_space_cells_on_a_geographic_grid(tmp_path):
+    # The cells kNNDM and the error model learn the prediction area from: located in the
+    # grid's own CRS (degrees), carried in the working plane (metres) like the profiles.
+    config = load_config(_write(tmp_path, {"cutoff": "300 km"}))
+    ctx = run_stages(config, stage_list(config), until="training", echo=lambda _: None)
+    grid, _ = grid_and_stack(ctx)
+    assert grid.crs.is_geographic
+    cells = prediction_covariates(ctx, n=500)
+    assert len(cells) == 500
+    with rasterio.open(ROOT / "sample_rasters" / "precipitation.tif") as src:
+        values = src.read(1)
+        back = pyproj.Transformer.from_crs(grid.working_crs, grid.crs, always_xy=True)
+        lon, lat = back.transform(cells["x"].to_numpy(), cells["y"].to_numpy())
+        cols, rows = (~src.transform) * (lon, lat)
+    rows, cols = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    np.testing.assert_allclose(cells["precipitation"], values[rows, cols], rtol=1e-6)
+    # the same cells as the geographic-space sample, in metres
+    np.testing.assert_allclose(cells[["x", "y"]].to_numpy(), prediction_sample(ctx, n=500))

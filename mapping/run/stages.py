@@ -186,8 +186,8 @@ def _interval_rows(table: Any, top: float, bottom: float) -> Any:
     return rows.reset_index(drop=True)
 
 
-def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
-    """Coordinates of up to ``n`` valid cells, for kNNDM (read from a decimated mask)."""
+def _sample_cells(ctx: StageContext, n: int) -> tuple[Any, Any]:
+    """Rows and columns of up to ``n`` valid cells (read from a decimated mask)."""
     grid, stack = grid_and_stack(ctx)
     ny, nx = grid.shape
     step = max(1, int(np.ceil(np.sqrt(ny * nx / 250_000))))
@@ -197,16 +197,24 @@ def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
     if len(rows) > n:
         keep = rng.choice(len(rows), n, replace=False)
         rows, cols = rows[keep], cols[keep]
-    x, y = grid.working_xy(rows * step, cols * step)
+    return rows * step, cols * step
+
+
+def prediction_sample(ctx: StageContext, n: int = 4000) -> Any:
+    """Working-plane coordinates (metres) of up to ``n`` valid cells, for kNNDM."""
+    grid, _ = grid_and_stack(ctx)
+    x, y = grid.working_xy(*_sample_cells(ctx, n))
     return np.column_stack([x, y])
 
 
 def prediction_covariates(ctx: StageContext, n: int = 4000) -> Any:
-    """The covariates (and ``x``, ``y``) at :func:`prediction_sample`'s cells, for
-    feature-space kNNDM; cells with a nodata covariate are left out."""
+    """The covariates (and working-plane ``x``, ``y``) at :func:`prediction_sample`'s
+    cells, for feature-space kNNDM; cells with a nodata covariate are left out."""
     grid, stack = grid_and_stack(ctx)
-    xy = prediction_sample(ctx, n)
-    points = pd.DataFrame({"lon": xy[:, 0], "lat": xy[:, 1], "profile_id": np.arange(len(xy))})
+    # Located in the grid's own CRS (degrees on a geographic grid); extract_at_points
+    # returns x, y in the working plane, as for the profiles.
+    x, y = grid.xy(*_sample_cells(ctx, n))
+    points = pd.DataFrame({"lon": x, "lat": y, "profile_id": np.arange(len(x))})
     res = extract_at_points(stack, grid, points, crs=grid.crs)
     names = [c.name for c in ctx.config.covariates]
     cells = res.complete()[["x", "y", *names]].reset_index(drop=True)
