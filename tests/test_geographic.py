@@ -177,7 +177,7 @@ def test_feature_space_cells_on_a_geographic_grid(tmp_path):
         values = src.read(1)
         back = pyproj.Transformer.from_crs(grid.working_crs, grid.crs, always_xy=True)
         lon, lat = back.transform(cells["x"].to_numpy(), cells["y"].to_numpy())
-        cols, rows = (~src.transform) * (lon, lat)
+        cols, rows = ~src.transform @ (lon, lat)
     rows, cols = np.floor(rows).astype(int), np.floor(cols).astype(int)
     np.testing.assert_allclose(cells["precipitation"], values[rows, cols], rtol=1e-6)
     # the same cells as the geographic-space sample, in metres
