@@ -26,7 +26,8 @@ from mapping.run import stages as default
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "workflows" / "sample.yaml"
-ALT_CM = 80.0
+ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
+TRUE_SPLIT = ROOT / "sample_rasters" / "truth" / "thaw_split.csv"
 
 
 def _absolute(path: str) -> str:
@@ -47,7 +48,7 @@ def _config(tmp: Path, **model: object) -> Path:
     cfg["scheduler"] = "threads"
     if model.get("depth") == "layered":
         cfg["prediction"]["depths"] = ["0-50", "0-150"]
-        cfg["active_layer"] = {"constant": ALT_CM}
+        cfg["active_layer"] = {"path": str(ALT_RASTER)}
     path = tmp / "sample.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
@@ -118,16 +119,27 @@ def test_thawed_plus_frozen_is_the_0_300_total(layered_run: Path) -> None:
         s = rows.set_index("state")["storage_pg"]
         assert s["thawed"] + s["frozen"] == pytest.approx(s["total 0-300 cm"], rel=1e-9)
         assert s["total 0-300 cm"] == pytest.approx(total[zone], rel=1e-4)
-        # 80 of 300 cm thawed: the top holds more than its share of the depth (density
-        # falls with depth), but less than all
-        assert ALT_CM / 300 < s["thawed"] / s["total 0-300 cm"] < 1
         r = rows.set_index("state")
         for state in ("thawed", "frozen"):
             assert r.loc[state, "storage_pg_lower"] < s[state] < r.loc[state, "storage_pg_upper"]
-    # the 0-80 cm thawed total agrees with the 0-30 / 0-100 maps it lies between
-    all_zones = split[split["zone"] == "all zones"].set_index("state")["storage_pg"]
-    by = storage[storage["zone"] == "all zones"].set_index("interval")["storage_pg"]
-    assert by["0-30"] < all_zones["thawed"] < by["0-100"]
+
+
+def test_thawed_share_recovers_the_sample_truth(layered_run: Path) -> None:
+    # sample_rasters/active_layer.tif with its true split (mapping.synthetic.active_layer):
+    # the share of each zone's 0-300 cm carbon above the active-layer base follows the
+    # depth shape of the density, which the layered model learns from the profiles.
+    truth = pd.read_csv(TRUE_SPLIT).set_index("zone")
+    split = pd.read_csv(layered_run / "zones" / "thaw_split.csv")
+    shares = {}
+    for zone, rows in split.groupby("zone"):
+        s = rows.set_index("state")["storage_pg"]
+        shares[zone] = s["thawed"] / s["total 0-300 cm"]
+    true_share = truth["thawed_share"]
+    for zone in ("continuous", "discontinuous", "sporadic", "isolated"):
+        assert shares[zone] == pytest.approx(true_share[zone], abs=0.05), (zone, shares)
+    # colder zones: thinner active layer, a smaller thawed share (as in the truth)
+    order = [shares[z] for z in ("continuous", "discontinuous", "sporadic", "isolated")]
+    assert order == sorted(order)
 
 
 def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:

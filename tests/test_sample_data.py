@@ -21,13 +21,17 @@ from rasterio.features import rasterize
 from scipy.optimize import brentq
 
 from mapping.config import load_config
+from mapping.depth_model import thaw_split
 from mapping.synthetic import (
     STANDARD_DEPTHS,
     ZONE_MAAT_THRESHOLDS,
     ZONE_NAMES,
     interval_stock,
+    make_world,
     validate_horizons,
 )
+from mapping.synthetic.active_layer import active_layer_thickness
+from mapping.units import DEFAULT_BREAKS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "sample_rasters"
@@ -172,7 +176,7 @@ def test_covariate_values_are_plausible(land) -> None:
 
 def test_rasters_are_tiled_cogs_with_overviews() -> None:
     paths = sorted(DATA.glob("*.tif")) + sorted((DATA / "truth").glob("*.tif"))
-    assert len(paths) == 12
+    assert len(paths) == 13
     for path in paths:
         with rasterio.open(path) as src:
             assert src.profile["tiled"], path.name
@@ -438,6 +442,42 @@ def test_zone_totals_match_the_truth_rasters(land) -> None:
         assert region == pytest.approx(s[zones > 0].sum() * 25e6 / 1e12, rel=1e-6)
 
 
+def test_active_layer_follows_the_zones(land) -> None:
+    alt, prof = _read(DATA / "active_layer.tif")
+    zones, _ = _read(DATA / "permafrost_zones.tif")
+    assert prof["dtype"] == "float32" and prof["nodata"] == -9999
+    assert np.array_equal(alt != -9999, land)
+    assert np.all(alt[land] >= 20) and np.all(alt[land] <= 300)
+    assert np.all(alt[land & (zones == 0)] == 300)  # no permafrost within 3 m
+    medians = [np.median(alt[zones == c]) for c in (1, 2, 3, 4)]
+    assert medians == sorted(medians) and medians[0] < 60 < 140 < medians[3]
+
+
+def test_true_thaw_split_adds_up_and_matches_the_layer_integral(land, generator) -> None:
+    # The truth's split is the analytic integral of rho0 exp(-z/k) above and below the
+    # active-layer base; the production thaw_split on the truth's own layer stocks
+    # (uniform density within each of the default layers) must agree to < 1 %.
+    split = pd.read_csv(DATA / "truth" / "thaw_split.csv").set_index("zone")
+    totals = pd.read_csv(DATA / "truth" / "zone_totals.csv").set_index(["zone", "bottom_cm"])
+    for zone, row in split.iterrows():
+        assert row["thawed_pg"] + row["frozen_pg"] == pytest.approx(row["total_pg"], rel=1e-6)
+        assert row["total_pg"] == pytest.approx(totals.loc[(zone, 300), "storage_pg"], rel=1e-5)
+    shares = split.loc[list(ZONE_NAMES.values()), "thawed_share"].to_numpy()
+    assert np.all(np.diff(shares) > 0)  # warmer zones thaw deeper
+    g = generator
+    world = make_world(g.SEED, g.SHAPE, g.RESOLUTION, center_lonlat=g.CENTER)
+    alt = active_layer_thickness(world, g.SEED)
+    assert np.array_equal(
+        _read(DATA / "active_layer.tif")[0], np.where(land, alt, -9999).astype("float32")
+    )
+    b = list(DEFAULT_BREAKS)
+    layers = np.stack([world.true_stock(t, u) for t, u in itertools.pairwise(b)], axis=-1)
+    thawed, _ = thaw_split(b, layers, alt)
+    for code, zone in ZONE_NAMES.items():
+        pg = np.nansum(thawed[world.zones == code]) * world.cell_area_m2 / 1e12
+        assert pg == pytest.approx(split.loc[zone, "thawed_pg"], rel=0.01)
+
+
 # --------------------------------------------------------------------------- config and generator
 def test_sample_workflow_config_validates() -> None:
     cfg = load_config(ROOT / "workflows" / "sample.yaml")
@@ -477,7 +517,7 @@ def test_generator_is_byte_identical_from_run_to_run(generator, tmp_path: Path) 
     _run_generator(generator, tmp_path / "b", *small)
     sums = (tmp_path / "a" / "SHA256SUMS").read_text()
     assert sums == (tmp_path / "b" / "SHA256SUMS").read_text()
-    assert len(sums.splitlines()) == 17
+    assert len(sums.splitlines()) == 19
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
 

@@ -43,6 +43,7 @@ from mapping.synthetic import (
     zone_polygons,
     zone_totals,
 )
+from mapping.synthetic.active_layer import ALT_MAX_CM, active_layer_thickness, true_thaw_split
 
 SEED = 20261124
 SHAPE = (320, 400)  # (ny, nx): 1600 km x 2000 km
@@ -329,6 +330,23 @@ def generate(
     totals = zone_totals(world)
     totals.round(6).to_csv(truth / "zone_totals.csv", index=False, lineterminator="\n")
 
+    # active layer (for the thawed / perennially frozen split) and its true split
+    alt = active_layer_thickness(world, seed)
+    write_cog(
+        out_dir / "active_layer.tif",
+        _masked(world, alt),
+        crs=crs,
+        transform=world.transform,
+        nodata=FLOAT_NODATA,
+        tags={
+            "units": "cm",
+            "long_name": "active-layer thickness (seasonal thaw depth)",
+            "source": provenance,
+        },
+    )
+    thaw = true_thaw_split(world, alt)
+    thaw.round(6).to_csv(truth / "thaw_split.csv", index=False, lineterminator="\n")
+
     counts = profile_counts(profiles)
     n_pairs = int((profiles.groupby("profile_id")["horizon_area_pct"].min() < 100).sum())
     align = precipitation_alignment_error(world, precip, precip_transform)
@@ -401,13 +419,22 @@ def generate(
             "truth_at_profile": "the stock of the grid cell containing the profile",
         },
     }
+    summary["active_layer"] = {
+        "file": "active_layer.tif",
+        "units": "cm",
+        "rule": "ALT = 45 cm * exp(0.11 (maat + 12)) * exp(-0.08 (twi - 9)) * exp(eta), "
+        "eta Gaussian (sd 0.15, exponential, range 60 km), clipped to 20-300 cm; "
+        f"{ALT_MAX_CM:g} cm (no permafrost within 3 m) outside the permafrost zones",
+        "true_split": "truth/thaw_split.csv",
+        "permafrost_region_thawed_share": round(float(thaw["thawed_share"].iloc[-1]), 4),
+    }
     eps = world.residual[world.mask]
     summary["truth"]["residual"]["realized_on_land"] = {
         "mean": round(float(eps.mean()), 5),
         "variance": round(float(eps.var()), 5),
     }
     (truth / "parameters.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    (out_dir / "README.md").write_text(readme(summary, totals))
+    (out_dir / "README.md").write_text(readme(summary, totals, thaw))
     sums = []
     for f in sorted(p for p in out_dir.rglob("*") if p.is_file()):
         digest = hashlib.sha256(f.read_bytes()).hexdigest()
@@ -430,8 +457,22 @@ def _by_class(values: dict[str, float]) -> str:
     )
 
 
-def readme(s: dict[str, Any], totals: pd.DataFrame) -> str:
+def readme(s: dict[str, Any], totals: pd.DataFrame, thaw: pd.DataFrame) -> str:
     g = s["grid"]
+    al = s["active_layer"]
+    thaw_table = _table(
+        ["zone", "thawed (Pg)", "perennially frozen (Pg)", "0–300 cm (Pg)", "thawed share"],
+        [
+            [
+                r.zone.replace("_", " "),
+                f"{r.thawed_pg:.2f}",
+                f"{r.frozen_pg:.2f}",
+                f"{r.total_pg:.2f}",
+                f"{100 * r.thawed_share:.1f} %",
+            ]
+            for r in thaw.itertuples()
+        ],
+    )
     t = s["truth"]
     rot = g["grid_up_bearing_deg"]
     ny, nx = g["shape"]
@@ -511,11 +552,13 @@ Regenerating gives byte-identical files with the same library versions (`SHA256S
 | `landcover.tif` | land-cover class (codes below) | uint8 | class | 0 |
 | `permafrost_zones.tif` | permafrost zone (1 continuous, 2 discontinuous, 3 sporadic, 4 isolated) | uint8 | class | 0 |
 | `permafrost_zones.gpkg` | the same zones as polygons, layer `permafrost_zones`: `zone_code` (int), `zone_name` (str), `area_km2`; EPSG:6931 | – | – | – |
+| `active_layer.tif` | active-layer thickness (seasonal thaw depth; 300 = no permafrost within 3 m) | float32 | cm | -9999 |
 | `profiles.csv` | horizon-level profile table (below) | CSV | – | empty cell |
 | `truth/soc_0_30cm.tif` … `truth/soc_0_300cm.tif` | true SOC stock 0–30, 0–100, 0–200, 0–300 cm | float32 | kg C m⁻² | -9999 |
 | `truth/precipitation_5km.tif` | exact precipitation at the cell centres of the covariate grid | float32 | mm yr⁻¹ | -9999 |
 | `truth/parameters.json` | truth formulas and coefficients, residual variogram, noise, grid, counts | JSON | – | – |
 | `truth/zone_totals.csv` | true area, mean density and storage per zone and interval | CSV | km², kg C m⁻², Pg | – |
+| `truth/thaw_split.csv` | true 0–300 cm storage above (thawed) and below (perennially frozen) the active-layer base per zone | CSV | km², Pg | – |
 | `SHA256SUMS` | checksums of all files above | – | – | – |
 
 All rasters are Cloud-Optimized GeoTIFFs: 256 x 256 tiles, DEFLATE (level 9, predictor 3
@@ -543,6 +586,22 @@ no permafrost (code 0). MAAT is smoothed with a one-cell Gaussian first and patc
 four cells are sieved, as zone maps are generalised. The polygons are the raster's cells
 merged per zone (one multipolygon per zone), so rasterising them on the grid gives the
 raster back exactly.
+
+## Active layer
+
+`active_layer.tif` is the thickness of the seasonally thawed layer (cm), for the thawed /
+perennially frozen split of `model.depth: layered` (`workflows/sample_layered.yaml`). It deepens
+with air temperature (Stefan: with the square root of the thawing degree-days) and is thinner
+under wet ground:
+
+    {al["rule"]}
+
+(about 45 cm at -12 °C, 90 cm at -6 °C, 170 cm at 0 °C; `mapping/synthetic/active_layer.py`).
+The true split, the truth's density profile integrated above and below the active-layer base
+(`truth/thaw_split.csv`; {100 * al["permafrost_region_thawed_share"]:.1f} % of the permafrost
+region's 0–300 cm carbon is in the active layer):
+
+{thaw_table}
 
 ## Profiles (`profiles.csv`)
 
