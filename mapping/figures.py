@@ -305,8 +305,11 @@ def display_grid(view: MapView) -> DisplayGrid:
     bounds = (t.c, t.f + t.e * ny, t.c + t.a * nx, t.f)
     left, right = min(bounds[0], bounds[2]), max(bounds[0], bounds[2])
     bottom, top = min(bounds[1], bounds[3]), max(bounds[1], bounds[3])
+    # Same cell count: the source's cell size in metres on a projected grid; on a
+    # geographic grid (cells in degrees) GDAL's suggested resolution, which keeps the count.
+    resolution = None if src.is_geographic else abs(t.a)
     transform, width, height = calculate_default_transform(
-        src.to_wkt(), crs.to_wkt(), nx, ny, left, bottom, right, top, resolution=abs(t.a)
+        src.to_wkt(), crs.to_wkt(), nx, ny, left, bottom, right, top, resolution=resolution
     )
     return DisplayGrid(crs, transform, (int(height), int(width)))
 
@@ -330,7 +333,7 @@ def to_display(view: MapView, grid: DisplayGrid) -> MapView:
         r0, r1 = max(rows.min() - pad, 0), min(rows.max() + 1 + pad, dst.shape[0])
         c0, c1 = max(cols.min() - pad, 0), min(cols.max() + 1 + pad, dst.shape[1])
         dst = dst[r0:r1, c0:c1]
-        transform = grid.transform * grid.transform.translation(c0, r0)
+        transform = grid.transform @ grid.transform.translation(c0, r0)
     else:
         transform = grid.transform
     return MapView(dst, transform, grid.crs, view.decimation)

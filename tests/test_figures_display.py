@@ -51,6 +51,26 @@ def test_display_keeps_values_and_area() -> None:
     assert dst_area == pytest.approx(src_area, rel=0.03)
 
 
+def test_a_geographic_map_keeps_its_cell_count_north_up() -> None:
+    # 0.25 degree cells over 82-104 E, 58-69 N: the display grid is in metres, so the
+    # source's cell size (degrees) must not be taken as the display resolution
+    ny, nx = 44, 88
+    view = MapView(
+        np.arange(ny * nx, dtype=float).reshape(ny, nx),
+        Affine(0.25, 0, 82, 0, -0.25, 69),
+        pyproj.CRS.from_epsg(4326),
+    )
+    grid = display_grid(view)
+    assert 0.5 < grid.shape[0] * grid.shape[1] / (ny * nx) < 2.0
+    cell_km = abs(grid.transform.a) / 1000
+    assert 10 < cell_km < 30  # 0.25 degree is ~28 km of latitude, ~9-14 km of longitude here
+    shown = to_display(view, grid)
+    finite = shown.data[np.isfinite(shown.data)]
+    assert np.isin(finite, view.data).all() and finite.size > 0.8 * ny * nx
+    ny2, nx2 = shown.shape
+    assert _north_angle(shown.crs, shown.transform, nx2 / 2, ny2 / 2) == pytest.approx(0, abs=0.5)
+
+
 def test_scale_bar_lengths_are_round() -> None:
     assert _nice_length(2_500_000) == 500_000
     assert _nice_length(900_000) == 200_000
