@@ -521,3 +521,72 @@ def test_user_errors_are_model_errors(world, kwargs, fit_y, message) -> None:
     y = z[:100] if fit_y > 0 else z[:100] - 100.0
     with pytest.raises(ModelError, match=message):
         RegressionKriging(**kwargs).fit(X[:100], y)
+
+
+# =========================================================================== failed factorisations
+def test_duplicated_points_without_nugget_are_rescued_by_the_jitter() -> None:
+    # Two data at one place and no nugget: a singular system, which the diagonal jitter
+    # (1e-12 ... 1e-6 of the sill) makes positive definite, so the target is kriged.
+    from mapping.models.kriging import KRIGED
+
+    xy = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    v = Variogram("gaussian", psill=1.0, range=10.0, nugget=0.0)
+    for k in (3, None):
+        pred, var, status = krige_residuals(
+            xy, [1.0, 2.0, 3.0, 4.0], v, [[0.5, 0.5]], n_neighbors=k, return_status=True
+        )
+        assert status.tolist() == [KRIGED] and np.isfinite(pred).all() and np.isfinite(var).all()
+
+
+def _not_positive_definite(xy: np.ndarray, v: Variogram) -> np.ndarray:
+    # The training covariance with the covariance of points 0 and 1 set to twice the sill:
+    # their 2 x 2 system has the eigenvalue -sill, which no jitter of 1e-6 sill repairs.
+    cov = training_covariance(xy, v)
+    cov[0, 1] = cov[1, 0] = 2.0 * v.sill
+    return cov
+
+
+def test_a_system_that_does_not_factorise_is_not_a_target_without_neighbours() -> None:
+    from mapping.models.kriging import KRIGED, NO_NEIGHBOURS, NOT_FACTORISED
+
+    xy = np.array([[0.0, 0.0], [0.0, 10.0], [1000.0, 0.0], [1000.0, 10.0]])
+    z = np.array([1.0, 2.0, 3.0, 4.0])
+    v = Variogram("exponential", psill=1.0, range=50.0, nugget=0.0)
+    cov = _not_positive_definite(xy, v)
+    # near the bad pair, near the good pair, and 5 km from every point
+    target = np.array([[0.0, 5.0], [1000.0, 5.0], [5000.0, 5000.0]])
+    pred, var, status = krige_residuals(
+        xy, z, v, target, n_neighbors=2, max_distance=100.0, covariance=cov, return_status=True
+    )
+    assert status.tolist() == [NOT_FACTORISED, KRIGED, NO_NEIGHBOURS]
+    assert np.isnan(pred[[0, 2]]).all() and np.isnan(var[[0, 2]]).all()
+    assert pred[1] == pytest.approx(3.5) and np.isfinite(var[1])  # halfway: the mean
+    # global kriging: the one system holds the bad pair, so no target is kriged
+    _, _, status = krige_residuals(
+        xy, z, v, target, n_neighbors=None, covariance=cov, return_status=True
+    )
+    assert status.tolist() == [NOT_FACTORISED] * 3
+
+
+def test_regression_kriging_leaves_a_failed_system_without_prediction(world) -> None:
+    # no neighbours within max_distance: the trend with the residual's sill (gstat);
+    # a system that does not factorise: NaN, never that fallback
+    from mapping.models.kriging import NO_NEIGHBOURS, NOT_FACTORISED
+
+    X, z = world
+    rk = RegressionKriging(kriging=OrdinaryKriging(n_neighbors=4, max_distance=400.0))
+    rk.fit(X[:300], z[:300])
+    ok = rk.kriging_
+    ok._cov_cache.matrix = _not_positive_definite(ok.xy_, ok.variogram_)
+    near_bad = ok.xy_[:2].mean(axis=0)
+    far = ok.xy_.max(axis=0) + 5000.0
+    Xt = pd.DataFrame(
+        {"x": [near_bad[0], far[0]], "y": [near_bad[1], far[1]], "c1": 0.3, "c2": 0.1}
+    )
+    _, _, status = ok.krige(Xt[["x", "y"]].to_numpy(), return_status=True)
+    assert status.tolist() == [NOT_FACTORISED, NO_NEIGHBOURS]
+    stats = rk.predict_stats(Xt)
+    trend = rk.trend_.predict(Xt[["c1", "c2"]])
+    assert all(np.isnan(stats[k][0]) for k in stats)  # failed: no prediction
+    assert stats["mean"][1] == pytest.approx(trend[1])  # no neighbours: the trend
+    assert stats["std"][1] == pytest.approx(np.sqrt(rk.sill_ + rk._trend_var(Xt[["c1", "c2"]])[1]))

@@ -346,3 +346,38 @@ def test_area_of_applicability_mask() -> None:
     assert 0.05 < np.nanmean(mask) < 0.95
     assert np.nanmean(mask[stack.temp.values > 0]) == 0.0
     assert pred["aoa"].attrs["units"] == "1"
+
+
+# --------------------------------------------------------------------------- predict_stats
+def _estimator(kind: str) -> object:
+    from mapping.models import (
+        OrdinaryKriging,
+        QuantileGradientBoosting,
+        QuantileRandomForest,
+        RegressionKriging,
+    )
+
+    return {
+        "qrf": lambda: QuantileRandomForest(n_estimators=20, random_state=0),
+        "qgb": lambda: QuantileGradientBoosting(max_iter=30, random_state=0),
+        "ok": lambda: OrdinaryKriging(coord_columns=("x", "y"), n_neighbors=16),
+        "rk": lambda: RegressionKriging(
+            trend=BayesianRidge(), kriging=OrdinaryKriging(n_neighbors=16), log_transform=True
+        ),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["qrf", "qgb", "ok", "rk"])
+def test_every_estimator_gives_the_statistics_of_its_own_interface(kind: str) -> None:
+    X, y = _training(200, seed=4)
+    model = _estimator(kind).fit(X, y)
+    Xt = _training(40, seed=9)[0]
+    got = model.predict_stats(Xt, (0.1, 0.9))
+    assert set(got) == set(STATISTICS)
+    mean, std = model.predict(Xt, return_std=True)
+    q = model.predict_quantiles(Xt, [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(got["mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(got["std"], std, rtol=1e-12)
+    for k, name in enumerate(("lower", "median", "upper")):
+        np.testing.assert_allclose(got[name], q[:, k], rtol=1e-12)
+    assert list(model.predict_stats(Xt, (0.1, 0.9), ("std",))) == ["std"]

@@ -74,7 +74,6 @@ def write_cogs(
     ``also``: more 2-D arrays of the same shape, computed in the same pass but not
     written; their blocks go only to ``on_block``, as items ``len(items), ...``.
     """
-    import dask.array as dsa
     import numpy as np
     import rasterio
     import rasterio.errors
@@ -139,14 +138,7 @@ def write_cogs(
             arrays = [s[1].data for s in specs] + [getattr(a, "data", a) for a in also]
             if any(a.shape != shape for a in arrays):
                 raise OutputError(f"{specs[0][0]}: arrays computed together must share one shape")
-            if all(isinstance(a, dsa.Array) for a in arrays):
-                store_blocks(arrays, write, label=label)
-            else:  # in memory already: write it tile-row by tile-row
-                for k, a in enumerate(arrays):
-                    data = np.asarray(a)
-                    for r in range(0, shape[0], blocksize):
-                        rows = slice(r, min(r + blocksize, shape[0]))
-                        write(k, (rows, slice(0, shape[1])), data[rows])
+            _compute_blocks(arrays, write, blocksize, label)
         for (p, _a, _t, dtype, *_), stage in zip(specs, stages, strict=True):
             # flags (integer layers) are not averaged: their overviews take the most common value
             resampling = "MODE" if dtype.kind in "iu" else "AVERAGE"
@@ -171,6 +163,21 @@ def write_cogs(
         for stage in stages:
             _remove(stage)
     return out
+
+
+def _compute_blocks(arrays: list[Any], write: Any, blocksize: int, label: str) -> None:
+    """Hand every block of ``arrays`` to ``write(k, window, block)``: Dask arrays computed
+    together by :func:`mapping.cluster.store_blocks`, in-memory ones tile-row by tile-row."""
+    import dask.array as dsa
+
+    if all(isinstance(a, dsa.Array) for a in arrays):
+        store_blocks(arrays, write, label=label)
+        return
+    for k, a in enumerate(arrays):
+        data = np.asarray(a)
+        for r in range(0, data.shape[0], blocksize):
+            rows = slice(r, min(r + blocksize, data.shape[0]))
+            write(k, (rows, slice(0, data.shape[1])), data[rows])
 
 
 def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = None) -> Path:

@@ -674,6 +674,16 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         self.log_transform = log_transform
         self.cv = cv
 
+    _KRIGING_KEYS = ("variogram", "n_neighbors", "max_distance", "cutoff", "n_lags")
+    _KRIGING_KEYS += ("fit_nugget", "weights", "nu")
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a model saved before the kriging was its own parameter kept its settings flat
+        if "kriging" not in state and "variogram" in state:
+            flat = {k: state.pop(k) for k in self._KRIGING_KEYS if k in state}
+            state["kriging"] = OrdinaryKriging(**flat)
+        super().__setstate__(state)  # type: ignore[misc]
+
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any) -> RegressionKriging:
         """Fit the trend, compute its residuals, fit their variogram."""
