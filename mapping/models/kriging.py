@@ -674,8 +674,10 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         self.log_transform = log_transform
         self.cv = cv
 
-    _KRIGING_KEYS = ("variogram", "n_neighbors", "max_distance", "cutoff", "n_lags")
-    _KRIGING_KEYS += ("fit_nugget", "weights", "nu")
+    _KRIGING_KEYS: tuple[str, ...] = (
+        *("variogram", "n_neighbors", "max_distance", "cutoff", "n_lags"),
+        *("fit_nugget", "weights", "nu"),
+    )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a model saved before the kriging was its own parameter kept its settings flat

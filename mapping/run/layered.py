@@ -300,7 +300,7 @@ def predict_depths(
     *,
     scheduler: str | None = None,
     echo: Any = print,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, WrittenMaps]:
     """Maps of any intervals (``["0-50", "0-150"]``) from a finished layered run's model.
 
     Reads ``models/layered_model.joblib`` of ``cfg.output`` (no refit) and writes the

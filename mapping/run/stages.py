@@ -480,7 +480,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             if calibrated:
                 parts.append(io.file_checksum(run.error_model_file(label)))
             key = digest(parts)
-            options = {"label": f"predict {label} cm", "model": cfg.model.type}
+            options: dict[str, Any] = {"label": f"predict {label} cm", "model": cfg.model.type}
             with warnings.catch_warnings():  # counted here, said once below
                 warnings.simplefilter("ignore", PredictionFailureWarning)
                 if cfg.prediction.format == "cog":
