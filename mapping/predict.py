@@ -16,10 +16,17 @@ into the statistics of the prediction; :func:`predict_grid` maps it over the gri
 * Prediction is deterministic; nothing is drawn at random, so results depend neither
   on chunking nor on the number of workers.
 * A cell where any covariate (or a coordinate) is NaN is nodata (NaN) in every output.
+* The kernel knows no model type: it asks a model for its map statistics,
+  ``predict_stats(X, quantiles, statistics)`` (:func:`mapping.models.base.map_statistics`),
+  and each model computes them its own way.
+* A cell with valid covariates that the model leaves NaN (a kriging system that did not
+  factorise) is flagged in :data:`FAILED`; :func:`write_prediction` counts such cells
+  and warns once with their number.
 
 Statistics (variables of the returned Dataset): ``mean``, ``median``, ``lower`` and
 ``upper`` (the two ``quantiles``, default 5 % and 95 %), ``std`` -- all in kg C m-2 --
-and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside).
+and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside); then
+:data:`FAILED` (1 where the model gave no prediction, 0 elsewhere, NaN at nodata).
 """
 
 from __future__ import annotations
