@@ -39,7 +39,7 @@ from sklearn.base import clone
 
 from mapping.aoa import AreaOfApplicability
 from mapping.calibration import fit_error_model, regional_error_sd, spatial_groups
-from mapping.models import QuantileRandomForest, RegressionKriging
+from mapping.models import OrdinaryKriging, QuantileRandomForest, RegressionKriging
 from mapping.synthetic import (
     ResidualModel,
     TruthParameters,
@@ -116,11 +116,8 @@ def model(seed: int) -> RegressionKriging:
     )
     return RegressionKriging(
         trend=trend,
-        variogram="exponential",
-        n_neighbors=32,
+        kriging=OrdinaryKriging(variogram="exponential", n_neighbors=32, cutoff=300_000, n_lags=30),
         log_transform=True,
-        cutoff=300_000,
-        n_lags=30,
     )
 
 

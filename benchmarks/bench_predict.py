@@ -132,7 +132,7 @@ def fit_model(
     """Regression kriging: a small random forest trend, 32-neighbour kriging of its residuals."""
     from sklearn.ensemble import RandomForestRegressor
 
-    from mapping.models import RegressionKriging
+    from mapping.models import OrdinaryKriging, RegressionKriging
 
     X, t = training_table(grid, n_train, seed)
     trend = RandomForestRegressor(
@@ -143,7 +143,7 @@ def fit_model(
         n_jobs=1,
         random_state=seed,
     )
-    return RegressionKriging(trend=trend, n_neighbors=32).fit(X, t)
+    return RegressionKriging(trend=trend, kriging=OrdinaryKriging(n_neighbors=32)).fit(X, t)
 
 
 # --------------------------------------------------------------------------- timing

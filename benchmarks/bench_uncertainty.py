@@ -263,7 +263,7 @@ def _sample_maps(model_kind: str, measured_bd_only: bool) -> dict[str, Any]:
     from mapping.covariates import build_stack, target_grid
     from mapping.depths import compute_stocks
     from mapping.extract import extract_at_points
-    from mapping.models import QuantileRandomForest, RegressionKriging
+    from mapping.models import OrdinaryKriging, QuantileRandomForest, RegressionKriging
     from mapping.predict import predict_grid
     from mapping.profiles import read_horizons
 
@@ -295,7 +295,9 @@ def _sample_maps(model_kind: str, measured_bd_only: bool) -> dict[str, Any]:
         X, y = rows[["x", "y", *names]], rows["soc_stock_kg_m2"].to_numpy(float)
         if model_kind == "rf":
             trend = QuantileRandomForest(random_state=cfg.seed, categorical_features=["landcover"])
-            model = RegressionKriging(trend=trend, variogram="spherical", n_neighbors=32)
+            model = RegressionKriging(
+                trend=trend, kriging=OrdinaryKriging(variogram="spherical", n_neighbors=32)
+            )
         else:
             onehot = make_column_transformer(
                 (
@@ -306,8 +308,7 @@ def _sample_maps(model_kind: str, measured_bd_only: bool) -> dict[str, Any]:
             )
             model = RegressionKriging(
                 trend=make_pipeline(onehot, LinearRegression()),
-                variogram="exponential",
-                n_neighbors=32,
+                kriging=OrdinaryKriging(variogram="exponential", n_neighbors=32),
                 log_transform=True,
             )
         with warnings.catch_warnings():

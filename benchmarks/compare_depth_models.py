@@ -27,7 +27,7 @@ import pyproj
 import mapping.depth_model as dm
 from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
-from mapping.models import QuantileRandomForest, RegressionKriging
+from mapping.models import OrdinaryKriging, QuantileRandomForest, RegressionKriging
 from mapping.synthetic import CRS
 from mapping.synthetic.worlds import build_world, suite_specs
 
@@ -47,10 +47,7 @@ def qrf(seed, coords=True):
 def rk(seed, log):
     return RegressionKriging(
         trend=qrf(seed),
-        variogram="exponential",
-        cutoff=300000,
-        n_lags=30,
-        n_neighbors=32,
+        kriging=OrdinaryKriging(variogram="exponential", cutoff=300000, n_lags=30, n_neighbors=32),
         log_transform=log,
     )
 

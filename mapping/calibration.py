@@ -45,7 +45,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from mapping.exceptions import ModelError
-from mapping.models.base import gaussian_stats
+from mapping.models.base import gaussian_stats, quantile_pair, selected_statistics
 
 __all__ = [
     "CalibratedModel",
@@ -173,9 +173,9 @@ class CalibratedModel:
     the log-scale prediction and variance (``predict_components``); the standard
     deviation is the lognormal one about the model's mean, ``mean * sqrt(exp(v) - 1)``,
     and the quantiles ``exp(mu + z sqrt(v))``. Other models give ``(mean, std)`` on the
-    original scale. It has the prediction interface ``mapping.predict`` uses
-    (``feature_names_in_``, ``predict``, ``predict_quantiles``), so it can be passed in
-    place of the model.
+    original scale. It has the prediction interface of the socmap models
+    (``feature_names_in_``, ``predict``, ``predict_quantiles``, ``predict_stats``), so it
+    can be passed to :func:`mapping.predict.predict_grid` in place of the model.
 
     Parameters
     ----------
@@ -227,14 +227,25 @@ class CalibratedModel:
             return mean, mean * np.sqrt(np.expm1(v))
         return mu, np.sqrt(v)
 
-    def predict_stats(self, X: Any, lo: float, hi: float) -> dict[str, np.ndarray]:
-        """``mean``, ``std``, ``lower``, ``median``, ``upper`` from one kriging pass.
+    def predict_stats(
+        self,
+        X: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Map statistics (``mean``, ``std``, ``lower``, ``median``, ``upper``, or the
+        subset ``statistics``) from one pass of the model and of the DI.
 
         The same values as ``predict(X, return_std=True)`` and
-        ``predict_quantiles(X, (lo, 0.5, hi))``, with the model and the DI evaluated once.
+        ``predict_quantiles(X, (lower, 0.5, upper))``; the mean alone is the wrapped
+        model's ``predict(X)``.
         """
+        lo, hi = quantile_pair(quantiles)
+        if statistics is not None and tuple(statistics) == ("mean",):
+            return {"mean": np.asarray(self.model.predict(X), dtype="float64").ravel()}
         mu, s2, v = self._moments(X)
-        return gaussian_stats(mu, s2, v, lo, hi, log=self.log_transform)
+        full = gaussian_stats(mu, s2, v, lo, hi, log=self.log_transform)
+        return selected_statistics(full, statistics)
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian (lognormal)."""

@@ -55,6 +55,8 @@ from sklearn.utils.validation import check_is_fitted
 from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
 from mapping.models import OrdinaryKriging, QuantileRandomForest
+from mapping.models.base import MapStatisticsMixin
+from mapping.models.kriging import NO_NEIGHBOURS
 from mapping.units import DEFAULT_BREAKS
 
 __all__ = [
@@ -493,8 +495,9 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         if self.level_ is not None:
             mu = mu + np.asarray(self.level_.predict(cov), float)[:, None]
         if self.kriging_ is not None:
-            resid, kvar = self.kriging_.krige(xy)
-            none = ~np.isfinite(resid)
+            resid, kvar, status = self.kriging_.krige(xy, return_status=True)
+            # no data within reach: the prior; a system that did not factorise stays NaN
+            none = status == NO_NEIGHBOURS
             resid[none] = 0.0
             kvar[none] = self.kriging_.variogram_.sill
             kvar = np.maximum(kvar, 0.0)
@@ -611,7 +614,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
 
 
 # --------------------------------------------------------------------------- one interval of it
-class IntervalView:
+class IntervalView(MapStatisticsMixin):
     """One interval ``[top, bottom]`` of a fitted :class:`LayeredDepthModel` as a map model.
 
     Gives what :func:`mapping.predict.predict_grid` and the uncertainty stage ask of a
@@ -662,7 +665,7 @@ class IntervalView:
         return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"
 
 
-class ThawedView:
+class ThawedView(MapStatisticsMixin):
     """Seasonally thawed stock ``0-min(ALT, max_depth)`` of a :class:`LayeredDepthModel`.
 
     A map model for :func:`mapping.predict.predict_grid` (statistic ``mean`` only): ``X``

@@ -16,15 +16,21 @@ into the statistics of the prediction; :func:`predict_grid` maps it over the gri
 * Prediction is deterministic; nothing is drawn at random, so results depend neither
   on chunking nor on the number of workers.
 * A cell where any covariate (or a coordinate) is NaN is nodata (NaN) in every output.
+* The kernel knows no model type: it asks a model for its map statistics,
+  ``predict_stats(X, quantiles, statistics)`` (:func:`mapping.models.base.map_statistics`),
+  and each model computes them its own way.
+* A cell with valid covariates that the model leaves NaN (a kriging system that did not
+  factorise) is flagged in :data:`FAILED`; :func:`write_prediction` counts such cells
+  and warns once with their number.
 
 Statistics (variables of the returned Dataset): ``mean``, ``median``, ``lower`` and
 ``upper`` (the two ``quantiles``, default 5 % and 95 %), ``std`` -- all in kg C m-2 --
-and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside).
+and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside); then
+:data:`FAILED` (1 where the model gave no prediction, 0 elsewhere, NaN at nodata).
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -36,8 +42,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import __version__, io
-from mapping.calibration import CalibratedModel
-from mapping.exceptions import GridMismatchError, InputError, MissingCRSError, ModelError
+from mapping.exceptions import GridMismatchError, MissingCRSError, ModelError
 from mapping.grid import Grid
 from mapping.map_metadata import (
     AOA_NODATA,
@@ -45,33 +50,27 @@ from mapping.map_metadata import (
     map_attributes,
     relative_uncertainty,
 )
-from mapping.models import RegressionKriging
-from mapping.models.base import gaussian_stats
+from mapping.models.base import (
+    QUANTILE_STATISTICS,
+    STATISTICS,
+    available_statistics,
+    map_statistics,
+    quantile_pair,
+)
 from mapping.units import DENSITY_UNITS, format_interval, map_filename
 
 # Code of a nodata cell in an integer (categorical) covariate layer; equal to
 # mapping.covariates.CATEGORICAL_NODATA (kept here so the kernel imports no GDAL stack).
 CATEGORICAL_NODATA = int(np.iinfo("int32").min)
 UNITS = DENSITY_UNITS
-STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
 DEFAULT_CHUNKS = 512
 DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
 COORDINATES = ("x", "y")
-_QUANTILE_STATS = ("median", "lower", "upper")
+FAILED = "failed"
+"""Variable of a prediction: 1 where the inputs are valid but the model gave no prediction."""
 
 
-# --------------------------------------------------------------------------- model probing
-def _supports_return_std(model: Any) -> bool:
-    try:
-        return "return_std" in inspect.signature(model.predict).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
-        return False
-
-
-def _has_quantiles(model: Any) -> bool:
-    return callable(getattr(model, "predict_quantiles", None))
-
-
+# --------------------------------------------------------------------------- statistics
 def check_statistics(model: Any, statistics: Sequence[str] | None) -> tuple[str, ...]:
     """The statistics to compute for ``model``; all of :data:`STATISTICS` by default.
 
@@ -87,8 +86,8 @@ def check_statistics(model: Any, statistics: Sequence[str] | None) -> tuple[str,
         raise ModelError("no statistic requested")
     if len(set(stats)) != len(stats):
         raise ModelError(f"statistics {list(stats)} repeat a name")
-    uncertain = [s for s in stats if s != "mean"]
-    if uncertain and not (_supports_return_std(model) or _has_quantiles(model)):
+    uncertain = [s for s in stats if s not in available_statistics(model)]
+    if uncertain:
         raise ModelError(
             f"{type(model).__name__} gives no uncertainty (no predict(X, return_std=True) or "
             f"predict_quantiles); it cannot give {uncertain}: use statistics=('mean',)"
@@ -130,15 +129,6 @@ def feature_columns(model: Any, covariates: Sequence[str]) -> list[str]:
     )
 
 
-def _quantile_pair(quantiles: Sequence[float]) -> tuple[float, float]:
-    q = tuple(float(v) for v in quantiles)
-    if len(q) != 2 or not 0.0 < q[0] < q[1] < 1.0:
-        raise ModelError(
-            f"quantiles {tuple(quantiles)} must be (lower, upper) with 0 < lower < upper < 1"
-        )
-    return q  # type: ignore[return-value]
-
-
 # --------------------------------------------------------------------------- the kernel
 def _predict_block(
     covariate_block: Mapping[str, np.ndarray] | np.ndarray,
@@ -152,6 +142,7 @@ def _predict_block(
     statistics: Sequence[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     nodata: Mapping[str, float] | None = None,
+    failures: bool = False,
 ) -> dict[str, np.ndarray]:
     """Predict one window of the grid: pure NumPy, no Dask.
 
@@ -164,9 +155,10 @@ def _predict_block(
         Cell-centre coordinates in the grid CRS: 1-D (``nx`` and ``ny`` values) or
         ``(ny, nx)``.
     model
-        Fitted estimator; ``predict(X[, return_std=True])`` and, for quantiles,
-        ``predict_quantiles(X, quantiles)``. ``X`` is a DataFrame of the model's columns
-        (covariates and ``x``, ``y``).
+        Fitted estimator: its ``predict_stats(X, quantiles, statistics)`` gives the
+        statistics (:func:`mapping.models.base.map_statistics`; an estimator without it
+        is asked ``predict(X[, return_std=True])`` and ``predict_quantiles``). ``X`` is a
+        DataFrame of the model's columns (covariates and ``x``, ``y``).
     quantiles
         ``(lower, upper)`` probabilities of the ``lower`` and ``upper`` outputs.
     names
@@ -180,18 +172,16 @@ def _predict_block(
     nodata
         Nodata code per covariate, besides NaN. Integer (categorical) bands default to
         :data:`mapping.covariates.CATEGORICAL_NODATA` and are passed on as integers.
+    failures
+        Also return :data:`FAILED`: 1.0 where the inputs are valid but the model gave a
+        NaN statistic (a kriging system that did not factorise), 0.0 elsewhere.
 
     Returns
     -------
     dict of str to ndarray
         ``(ny, nx)`` float32 arrays: the statistics, plus ``aoa`` (1.0 inside, 0.0
-        outside) when ``aoa`` is given; NaN where any input is nodata.
-
-    Notes
-    -----
-    ``median``, ``lower`` and ``upper`` come from ``predict_quantiles`` when the model
-    has it; otherwise from a normal distribution with the predicted mean and standard
-    deviation. ``std`` comes from ``predict(X, return_std=True)``.
+        outside) when ``aoa`` is given and ``failed`` with ``failures``; NaN where any
+        input is nodata.
     """
     if isinstance(covariate_block, Mapping):
         cov_names = list(covariate_block)
@@ -205,7 +195,7 @@ def _predict_block(
         cov_names = list(names)
         bands = list(arr)
     stats = check_statistics(model, statistics)
-    lo, hi = _quantile_pair(quantiles)
+    lo, hi = quantile_pair(quantiles)
     if bands:
         shape = bands[0].shape
     else:
@@ -237,7 +227,7 @@ def _predict_block(
         valid &= _valid(b, (nodata or {}).get(n))
     flat = np.flatnonzero(valid.ravel())
 
-    out_names = [*stats, *(["aoa"] if aoa is not None else [])]
+    out_names = [*stats, *(["aoa"] if aoa is not None else []), *([FAILED] if failures else [])]
     fill = np.empty if flat.size == ny * nx else partial(np.full, fill_value=np.nan)
     out = {k: fill(ny * nx, dtype="float32") for k in out_names}
     named = getattr(model, "feature_names_in_", None) is not None
@@ -252,9 +242,11 @@ def _predict_block(
         )
         table = pd.DataFrame({c: _column(flat_src[c][sel]) for c in needed}, copy=False)
         X = table[columns] if named else table[columns].to_numpy()
-        res = _predict_stats(model, X, stats, lo, hi)
-        for k, v in res.items():
-            out[k][sel] = v
+        res = map_statistics(model, X, (lo, hi), stats)
+        for k in stats:
+            out[k][sel] = res[k]
+        if failures:  # valid inputs, no prediction: the model failed (kriging system)
+            out[FAILED][sel] = np.isnan(np.stack([res[k] for k in stats])).any(axis=0)
         if aoa is not None:
             _, inside = aoa.predict(_aoa_input(aoa, table))
             out["aoa"][sel] = np.asarray(inside, dtype="float32")
@@ -293,61 +285,6 @@ def _aoa_input(aoa: Any, table: pd.DataFrame) -> pd.DataFrame:
     return table[[str(n) for n in names]] if names is not None else table
 
 
-def _predict_stats(
-    model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
-) -> dict[str, np.ndarray]:
-    want_q = [s for s in stats if s in _QUANTILE_STATS]
-    if isinstance(model, CalibratedModel) and (want_q or "std" in stats):
-        # one pass of the model and of the DI for every statistic
-        full = model.predict_stats(X, lo, hi)
-        return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
-    if want_q and _is_regression_kriging(model):
-        return _kriging_stats(model, X, stats, lo, hi)
-    res: dict[str, np.ndarray] = {}
-    mean = std = None
-    need_std = "std" in stats or (want_q and not _has_quantiles(model))
-    if need_std:
-        mean, std = model.predict(X, return_std=True)
-    elif "mean" in stats:
-        mean = model.predict(X)
-    if want_q:
-        if _has_quantiles(model):
-            q = np.asarray(model.predict_quantiles(X, [lo, 0.5, hi]), dtype="float64")
-            if q.ndim != 2 or q.shape[1] != 3:
-                raise ModelError(
-                    f"{type(model).__name__}.predict_quantiles returned shape {q.shape}, expected (n, 3)"
-                )
-            qs = {"lower": q[:, 0], "median": q[:, 1], "upper": q[:, 2]}
-        else:
-            from scipy.stats import norm
-
-            m, s = np.asarray(mean, dtype="float64"), np.asarray(std, dtype="float64")
-            qs = {"lower": m + norm.ppf(lo) * s, "median": m, "upper": m + norm.ppf(hi) * s}
-        res.update({k: qs[k] for k in want_q})
-    if "mean" in stats:
-        res["mean"] = np.asarray(mean, dtype="float64").ravel()
-    if "std" in stats:
-        res["std"] = np.asarray(std, dtype="float64").ravel()
-    return res
-
-
-def _is_regression_kriging(model: Any) -> bool:
-    return isinstance(model, RegressionKriging)
-
-
-def _kriging_stats(
-    model: Any, X: Any, stats: Sequence[str], lo: float, hi: float
-) -> dict[str, np.ndarray]:
-    # RegressionKriging.predict and .predict_quantiles both krige the residuals; krige
-    # once (predict_components) and apply the same normal / lognormal formulas as they
-    # do (tests/test_predict.py checks that the two agree).
-    c = model.predict_components(X)
-    mu = c["trend"] + c["residual"]
-    s2 = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
-    full = gaussian_stats(mu, s2, s2, lo, hi, log=model.log_transform)
-    return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
-
-
 def _predict_task(
     ycoord: np.ndarray,
     xcoord: np.ndarray,
@@ -381,6 +318,7 @@ def _predict_task(
         statistics=statistics,
         batch_size=batch_size,
         nodata=nodata,
+        failures=FAILED in outputs,
     )
     return np.stack([res[k] for k in outputs])
 
@@ -497,7 +435,9 @@ def predict_grid(
     -------
     xr.Dataset
         Dask-backed float32 variables ``mean, median, lower, upper, std`` (``units``
-        ``"kg C m-2"``) and ``aoa`` when given, on ``grid`` (coordinates and CRS).
+        ``"kg C m-2"``), ``aoa`` when given, and :data:`FAILED` (1 where the covariates
+        are valid but the model gave no prediction, e.g. a kriging system that did not
+        factorise; 0 elsewhere; NaN at nodata), on ``grid`` (coordinates and CRS).
 
     Raises
     ------
@@ -513,7 +453,7 @@ def predict_grid(
 
     _check_stack(stack, grid)
     stats = check_statistics(model, statistics)
-    lo, hi = _quantile_pair(quantiles)
+    lo, hi = quantile_pair(quantiles)
     wanted = feature_columns(model, [str(v) for v in stack.data_vars])
     _check_model_crs(model, grid, wanted)
     names = [c for c in wanted if c not in COORDINATES]
@@ -546,7 +486,7 @@ def predict_grid(
     # One key each for the model and the AOA: shipped to a worker once, not per task.
     model_key = dask.delayed(model, pure=True)
     aoa_key = dask.delayed(aoa, pure=True) if aoa is not None else None
-    outputs = [*stats, *(["aoa"] if aoa is not None else [])]
+    outputs = [*stats, *(["aoa"] if aoa is not None else []), FAILED]
     token = tokenize(
         model_key.key,
         None if aoa_key is None else aoa_key.key,
@@ -597,6 +537,12 @@ def predict_grid(
 
 
 def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
+    if stat == FAILED:
+        return {
+            "units": "1",
+            "statistic": FAILED,
+            "long_name": "valid covariates but no prediction from the model (1) or not (0)",
+        }
     if stat == "aoa":
         return {
             "units": "1",
@@ -611,12 +557,50 @@ def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
         "std": "standard deviation of predicted SOC density",
     }[stat]
     attrs: dict[str, Any] = {"units": UNITS, "statistic": stat, "long_name": long}
-    if stat in _QUANTILE_STATS:
+    if stat in QUANTILE_STATISTICS:
         attrs["quantile"] = {"median": 0.5, "lower": lo, "upper": hi}[stat]
     return attrs
 
 
 # --------------------------------------------------------------------------- outputs
+class PredictionFailureWarning(UserWarning):
+    """Cells with valid covariates that the model gave no prediction for (NaN in the maps)."""
+
+
+class WrittenMaps(dict[str, Path]):
+    """Variable name -> file written, and :attr:`failed`, the number of cells with valid
+    covariates the model gave no prediction for (a kriging system that did not factorise)."""
+
+    def __init__(self, paths: Mapping[str, Path], failed: int = 0) -> None:
+        super().__init__(paths)
+        self.failed = int(failed)
+
+
+class _FailureCount:
+    """``on_block`` that counts the failed cells (item ``k``) and passes every block on."""
+
+    def __init__(self, k: int, on_block: Any) -> None:
+        self.k = k
+        self.on_block = on_block
+        self.count = 0
+
+    def __call__(self, k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
+        if k == self.k:
+            self.count += int(np.nansum(block))
+        if self.on_block is not None:
+            self.on_block(k, window, block)
+
+
+def prediction_layers(prediction: Any) -> Any:
+    """The variables :func:`write_prediction` computes, in the order it hands their blocks
+    to ``on_block``: the maps (with :func:`with_relative_uncertainty`; the area of
+    applicability last among them), then :data:`FAILED` when the prediction has it."""
+    out = with_relative_uncertainty(prediction)
+    if FAILED in out.data_vars and list(out.data_vars)[-1] != FAILED:
+        out = out[[n for n in out.data_vars if n != FAILED] + [FAILED]]
+    return out
+
+
 def write_prediction(
     prediction: Any,
     folder: str | os.PathLike[str],
@@ -626,17 +610,17 @@ def write_prediction(
     format: str = "cog",
     overviews: bool = True,
     label: str | None = None,
-    partial: str | os.PathLike[str] | None = None,
-    key: str | None = None,
-    echo: Any = None,
     model: str | None = None,
-) -> dict[str, Path]:
+    on_block: Any = None,
+) -> WrittenMaps:
     """Write every variable of a (lazy) prediction, computing it once, window by window.
 
     Each map carries CF attributes (:func:`mapping.map_metadata.map_attributes`); a
     ``relative_uncertainty`` map, ``(upper - lower) / median``, is added when the
     prediction has quantiles, and the area of applicability is written as ``uint8``
-    (0 outside, 1 inside, 255 without a prediction).
+    (0 outside, 1 inside, 255 without a prediction). The :data:`FAILED` variable is not
+    written: its cells are counted, and a :class:`PredictionFailureWarning` gives the
+    count when there are any.
 
     Parameters
     ----------
@@ -656,29 +640,26 @@ def write_prediction(
         Build COG overviews.
     label
         Progress-bar label.
-    partial
-        Folder for the chunks finished so far (COG only): each finished chunk is kept
-        there (see :class:`ChunkStore`), so a run killed while writing resumes with the
-        chunks it has; the folder of this interval is removed once its maps are in place.
-    key
-        Identity of the computation (config, inputs, model); chunks kept under another
-        key are discarded. Required with ``partial``.
-    echo
-        Where to say how many chunks were taken from an interrupted run.
     model
         Model kind, written into the maps' attributes.
+    on_block
+        COG only: ``on_block(k, window, block)`` after each block of the ``k``-th
+        variable of :func:`prediction_layers` is computed (a resumable writer keeps
+        finished chunks, :mod:`mapping.run.checkpoint`).
 
     Returns
     -------
-    dict of str to Path
-        Variable name -> file written (for Zarr every variable maps to the store).
+    WrittenMaps
+        Variable name -> file written (for Zarr every variable maps to the store), with
+        the number of failed cells as ``.failed``.
     """
-
     top, bottom = interval
     folder = Path(folder)
     text = format_interval(top, bottom)
     label = label or f"predicting {text} cm"
-    prediction = with_relative_uncertainty(prediction)
+    layers = prediction_layers(prediction)
+    names = [str(n) for n in layers.data_vars if n != FAILED]
+    flags = [layers[FAILED].data] if FAILED in layers.data_vars else []
     quantiles = tuple(prediction.attrs.get("quantiles", (0.05, 0.95)))
 
     def attrs(name: str) -> dict[str, str]:
@@ -689,36 +670,35 @@ def write_prediction(
 
     if format == "zarr":
         path = folder / f"soc_{top:g}_{bottom:g}cm.zarr"
-        ds = prediction.assign_attrs(interval=text, interval_cm=f"{text} cm", run_id=run_id or "")
-        for name in ds.data_vars:
-            ds[name].attrs.update(attrs(str(name)))
-        io.write_zarr(ds, path, label=label)
-        return {str(v): path for v in prediction.data_vars}
+        ds = layers[names].assign_attrs(
+            interval=text, interval_cm=f"{text} cm", run_id=run_id or ""
+        )
+        for name in names:
+            ds[name].attrs.update(attrs(name))
+        sums = [f.sum() for f in flags]
+        _, counts = io.write_zarr_with(ds, path, sums, label=label)
+        failed = int(counts[0]) if counts else 0
+        return _written({n: path for n in names}, failed, text)
     if format != "cog":
         raise ModelError(f"prediction.format {format!r}: use 'cog' or 'zarr'")
-    items: list[tuple[Any, Any, dict[str, Any] | None]] = []
-    for name, var in prediction.data_vars.items():
-        items.append((folder / map_filename(top, bottom, str(name)), var, attrs(str(name))))
-    if partial is None:
-        items = [
-            (p, _as_written(n, v), t)
-            for (p, v, t), n in zip(items, prediction.data_vars, strict=True)
-        ]
-        paths = io.write_cogs(items, overviews=overviews, label=label)
-        return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
-    if key is None:
-        raise ValueError("write_prediction: a partial folder needs a key")
-    store = ChunkStore(Path(partial) / f"soc_{top:g}_{bottom:g}cm", key, prediction)
-    if store.reused and echo is not None:
-        echo(f"[{label}] {store.reused} of {store.n_chunks} chunks kept from an interrupted run")
-    resumed = store.dataset()
-    chunked: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]] = [
-        (path, _as_written(str(name), resumed[name]), tags)
-        for (path, _, tags), name in zip(items, prediction.data_vars, strict=True)
+    items: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]] = [
+        (folder / map_filename(top, bottom, n), _as_written(n, layers[n]), attrs(n)) for n in names
     ]
-    paths = io.write_cogs(chunked, overviews=overviews, label=label, on_block=store.on_block)
-    store.remove()
-    return {str(name): p for name, p in zip(prediction.data_vars, paths, strict=True)}
+    count = _FailureCount(len(names), on_block)
+    paths = io.write_cogs(items, overviews=overviews, label=label, on_block=count, also=flags)
+    return _written(dict(zip(names, paths, strict=True)), count.count, text)
+
+
+def _written(paths: dict[str, Path], failed: int, interval: str) -> WrittenMaps:
+    if failed:
+        warnings.warn(
+            f"{interval} cm: {failed} cell(s) with valid covariates have no prediction: the "
+            "model could not solve them (kriging systems that did not factorise); they are "
+            "nodata in the maps",
+            PredictionFailureWarning,
+            stacklevel=3,
+        )
+    return WrittenMaps(paths, failed)
 
 
 def with_relative_uncertainty(prediction: Any) -> Any:
@@ -746,94 +726,3 @@ def _as_written(name: str, var: Any) -> Any:
     flags = var.fillna(AOA_NODATA).astype("uint8")
     flags.attrs = dict(var.attrs)
     return flags.rio.write_crs(var.rio.crs).rio.write_nodata(AOA_NODATA)
-
-
-class ChunkStore:
-    """Finished chunks of a prediction, kept on disk so that a killed run can resume.
-
-    Each chunk of the stacked statistics, ``(n_statistics, ny, nx)`` float32, is saved as
-    ``r<i>_c<j>.npy`` in ``folder`` by :meth:`on_block` once all its statistics have been
-    written, through :func:`mapping.io.save_array`: a chunk file is complete or absent,
-    so the chunk files *are* the record of finished chunks. ``key.json`` names the
-    computation (and its chunk layout); a folder with another key is emptied. Saving
-    happens in the client process, so workers need no shared file system.
-
-    :meth:`dataset` is the prediction with every kept chunk read from its file instead of
-    computed (the graph of those chunks is culled), so a resumed run computes only the
-    missing chunks and writes maps identical to an uninterrupted run.
-    """
-
-    def __init__(self, folder: Path, key: str, prediction: Any) -> None:
-        self.folder = folder
-        self.prediction = prediction
-        self.names = [str(v) for v in prediction.data_vars]
-        first = prediction[self.names[0]].data
-        self.chunks: tuple[tuple[int, ...], tuple[int, ...]] = first.chunks
-        self.offsets = [np.cumsum((0, *c)).tolist() for c in self.chunks]
-        self.n_chunks = len(self.chunks[0]) * len(self.chunks[1])
-        ident = {"key": key, "statistics": self.names, "chunks": [list(c) for c in self.chunks]}
-        kept = None
-        try:
-            kept = io.read_json(folder / "key.json")
-        except (InputError, OSError, ValueError):
-            pass
-        if kept != ident:
-            io.remove_output(folder)
-            io.write_json(ident, folder / "key.json")
-        ny, nx = (len(c) for c in self.chunks)
-        self.done = {(i, j) for i in range(ny) for j in range(nx) if self.path(i, j).exists()}
-        self.reused = len(self.done)
-        self._pending: dict[tuple[int, int], dict[int, np.ndarray]] = {}
-
-    def path(self, i: int, j: int) -> Path:
-        return self.folder / f"r{i}_c{j}.npy"
-
-    def dataset(self) -> Any:
-        """The prediction, with the kept chunks read from disk."""
-        import dask.array as da
-        from dask.base import tokenize
-        from dask.highlevelgraph import HighLevelGraph
-
-        stacked = da.stack([self.prediction[n].data for n in self.names]).rechunk({0: -1})
-        if not self.done:
-            return self.prediction
-        name = f"socmap-resumed-{tokenize(stacked.name, sorted(self.done))}"
-        layer: dict[Any, Any] = {}
-        for i in range(len(self.chunks[0])):
-            for j in range(len(self.chunks[1])):
-                if (i, j) in self.done:
-                    layer[(name, 0, i, j)] = (_load_chunk, str(self.path(i, j)))
-                else:
-                    layer[(name, 0, i, j)] = (stacked.name, 0, i, j)  # computed as before
-        graph = HighLevelGraph.from_collections(name, layer, dependencies=[stacked])
-        mixed = da.Array(graph, name, chunks=stacked.chunks, dtype=stacked.dtype)
-        out = self.prediction.copy()
-        for k, n in enumerate(self.names):
-            out[n] = out[n].copy(data=mixed[k])
-        return out
-
-    def on_block(self, k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
-        """Collect the statistics of one chunk; save it once all have arrived."""
-
-        try:
-            ij = (self.offsets[0].index(window[0].start), self.offsets[1].index(window[1].start))
-        except ValueError:  # not a chunk window (an in-memory array is written by rows)
-            return
-        if ij in self.done:
-            return
-        parts = self._pending.setdefault(ij, {})
-        parts[k] = np.asarray(block, dtype="float32")
-        if len(parts) < len(self.names):
-            return
-        io.save_array(np.stack([parts[m] for m in range(len(self.names))]), self.path(*ij))
-        del self._pending[ij]
-        self.done.add(ij)
-
-    def remove(self) -> None:
-        """Drop the kept chunks (the maps are in place)."""
-
-        io.remove_output(self.folder)
-
-
-def _load_chunk(path: str) -> np.ndarray:
-    return io.load_array(path)

@@ -245,7 +245,7 @@ def test_spatial_groups_stay_within_folds() -> None:
 # --------------------------------------------------------------------------- the wrapped model
 def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
     from mapping.aoa import AreaOfApplicability
-    from mapping.models import RegressionKriging
+    from mapping.models import OrdinaryKriging, RegressionKriging
     from mapping.predict import _predict_block
 
     rng = np.random.default_rng(12)
@@ -254,7 +254,9 @@ def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
         {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
     )
     y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
-    model = RegressionKriging(variogram="exponential", log_transform=True).fit(X, y)
+    model = RegressionKriging(
+        kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
+    ).fit(X, y)
     aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
     em = ErrorModel(
         kind="ratio",

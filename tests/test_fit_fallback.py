@@ -87,7 +87,7 @@ def test_regression_kriging_fits_white_noise_residuals() -> None:
     y = 5.0 + 2.0 * X["c"].to_numpy() + z  # a linear trend plus white noise
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = RegressionKriging(variogram="exponential").fit(X, y)
+        model = RegressionKriging(kriging=OrdinaryKriging(variogram="exponential")).fit(X, y)
     assert model.variogram_.sill > 0
     mean, std = model.predict(X.iloc[:5], return_std=True)
     assert np.isfinite(mean).all() and (std > 0).all()

@@ -119,7 +119,7 @@ def test_regression_kriging_is_close_to_gstat_universal_kriging(data, targets, k
     """
     ref = _ref(krige_ref, "uk_sph_global")
     case = CASES[CASES["case"] == "uk_sph_global"].iloc[0]
-    rk = RegressionKriging(variogram=_variogram(case), n_neighbors=None)
+    rk = RegressionKriging(kriging=OrdinaryKriging(variogram=_variogram(case), n_neighbors=None))
     rk.fit(data[["x", "y", "cov1"]], data["z"])
     mean, std = rk.predict(targets[["x", "y", "cov1"]], return_std=True)
     uk_var = ref["var"].to_numpy()[:200]
@@ -246,14 +246,15 @@ def test_inputs_are_checked() -> None:
 _V = Variogram("exponential", psill=1.0, range=1.0, nugget=0.1)
 ESTIMATORS = [
     OrdinaryKriging(coord_columns=(0, 1), variogram=_V),
-    RegressionKriging(coord_columns=(0, 1), variogram=_V),
+    RegressionKriging(coord_columns=(0, 1), kriging=OrdinaryKriging(variogram=_V)),
     OrdinaryKriging(coord_columns=(0, 1)),
     RegressionKriging(coord_columns=(0, 1)),
 ]
 
 
 def _expected_failed_checks(estimator) -> dict[str, str]:
-    if isinstance(estimator.variogram, str):
+    kriging = getattr(estimator, "kriging", estimator) or OrdinaryKriging()
+    if isinstance(kriging.variogram, str):
         return {
             "check_estimators_dtypes": (
                 "20 points on a 3 x 3 integer lattice leave no pair within the default "
@@ -367,7 +368,9 @@ def test_without_covariates_it_is_ordinary_kriging(data) -> None:
     X = data[["x", "y"]]
     v = Variogram("spherical", 0.9, 3000.0, 0.15)
     with pytest.warns(UserWarning, match="no covariates"):
-        rk = RegressionKriging(variogram=v, n_neighbors=16).fit(X, data["z"])
+        rk = RegressionKriging(kriging=OrdinaryKriging(variogram=v, n_neighbors=16)).fit(
+            X, data["z"]
+        )
     ok = OrdinaryKriging(variogram=v, n_neighbors=16).fit(X, data["z"])
     mean, std = rk.predict(X.iloc[:40] + 10.0, return_std=True)
     ok_mean, ok_std = ok.predict(X.iloc[:40] + 10.0, return_std=True)
@@ -409,7 +412,7 @@ def test_log_transform_back_transform_is_unbiased() -> None:
 
 def test_max_distance_falls_back_to_the_trend(world) -> None:
     X, z = world
-    rk = RegressionKriging(max_distance=300.0).fit(X[:200], z[:200])
+    rk = RegressionKriging(kriging=OrdinaryKriging(max_distance=300.0)).fit(X[:200], z[:200])
     far = pd.DataFrame({"x": [-50_000.0], "y": [-50_000.0], "c1": [0.3], "c2": [0.1]})
     c = rk.predict_components(far)
     assert c["residual"][0] == 0.0 and c["krige_var"][0] == pytest.approx(rk.variogram_.sill)
@@ -420,7 +423,7 @@ def test_pickled_model_predicts_the_same_and_ships_no_covariance_matrix(world) -
     import pickle
 
     X, z = world
-    rk = RegressionKriging(n_neighbors=16).fit(X[:400], z[:400])
+    rk = RegressionKriging(kriging=OrdinaryKriging(n_neighbors=16)).fit(X[:400], z[:400])
     before = rk.predict(X[400:], return_std=True)  # builds the covariance cache
     blob = pickle.dumps(rk)
     assert len(blob) < 400 * 400 * 8  # the 400 x 400 training covariance stays behind
@@ -433,15 +436,50 @@ def test_pickled_model_predicts_the_same_and_ships_no_covariance_matrix(world) -
 def test_clone_cross_validate_and_grid_search(world) -> None:
     X, z = world
     X, z = X[:300], z[:300]
-    rk = RegressionKriging(n_neighbors=16)
-    assert clone(rk).get_params() == rk.get_params()
+    rk = RegressionKriging(kriging=OrdinaryKriging(n_neighbors=16))
+    plain = {k: v for k, v in rk.get_params().items() if k != "kriging"}  # values, not objects
+    assert {k: clone(rk).get_params()[k] for k in plain} == plain
     scores = cross_validate(rk, X, z, cv=KFold(3, shuffle=True, random_state=0), scoring="r2")
     assert np.all(scores["test_score"] > 0.5)
     grid = GridSearchCV(
-        rk, {"variogram": ["spherical", "exponential"], "n_neighbors": [8, 32]}, cv=3
+        rk,
+        {"kriging__variogram": ["spherical", "exponential"], "kriging__n_neighbors": [8, 32]},
+        cv=3,
     ).fit(X, z)
-    assert grid.best_params_["variogram"] in ("spherical", "exponential")
-    assert grid.best_estimator_.variogram_ is not None
+    assert grid.best_params_["kriging__variogram"] in ("spherical", "exponential")
+    best = grid.best_estimator_
+    assert best.variogram_.model == grid.best_params_["kriging__variogram"]
+    assert best.kriging_.n_neighbors == grid.best_params_["kriging__n_neighbors"]
+
+
+def test_regression_kriging_is_a_trend_and_a_kriging_that_clone_and_get_params_see(
+    world,
+) -> None:
+    X, z = world
+    rk = RegressionKriging(
+        trend=_forest(oob_score=True),
+        kriging=OrdinaryKriging(variogram="exponential", n_neighbors=12, max_distance=5e4),
+        log_transform=False,
+    )
+    params = rk.get_params(deep=True)
+    assert params["trend__n_estimators"] == 150
+    assert params["trend__min_samples_leaf"] == 5
+    assert params["kriging__variogram"] == "exponential"
+    assert params["kriging__n_neighbors"] == 12
+    assert params["kriging__max_distance"] == 5e4
+
+    twin = clone(rk)
+    assert twin.trend is not rk.trend and twin.kriging is not rk.kriging  # deep copies
+    plain = {k: v for k, v in params.items() if k not in ("trend", "kriging")}
+    assert {k: twin.get_params(deep=True)[k] for k in plain} == plain
+
+    twin.set_params(trend__n_estimators=40, kriging__n_neighbors=5, kriging__variogram="spherical")
+    assert rk.get_params(deep=True)["trend__n_estimators"] == 150  # the original is untouched
+    twin.fit(X[:300], z[:300])
+    assert twin.trend_.n_estimators == 40 and len(twin.trend_.estimators_) == 40
+    assert twin.kriging_.n_neighbors == 5 and twin.variogram_.model == "spherical"
+    assert twin.kriging_ is not twin.kriging  # the fitted kriging is a clone
+    assert not hasattr(twin.kriging, "variogram_")
 
 
 def test_dataframe_covariates_reach_the_trend_untouched(world) -> None:
@@ -470,7 +508,12 @@ def test_dataframe_covariates_reach_the_trend_untouched(world) -> None:
         ),
         ({"trend": _forest(), "trend_variance": "ols"}, 1.0, "needs a linear trend"),
         ({"residuals": "bogus"}, 1.0, "residuals must be one of"),
-        ({"variogram": "cubic"}, 1.0, "variogram model 'cubic' is not supported"),
+        (
+            {"kriging": OrdinaryKriging(variogram="cubic")},
+            1.0,
+            "variogram model 'cubic' is not supported",
+        ),
+        ({"kriging": LinearRegression()}, 1.0, "kriging must be an OrdinaryKriging"),
     ],
 )
 def test_user_errors_are_model_errors(world, kwargs, fit_y, message) -> None:
@@ -478,3 +521,72 @@ def test_user_errors_are_model_errors(world, kwargs, fit_y, message) -> None:
     y = z[:100] if fit_y > 0 else z[:100] - 100.0
     with pytest.raises(ModelError, match=message):
         RegressionKriging(**kwargs).fit(X[:100], y)
+
+
+# =========================================================================== failed factorisations
+def test_duplicated_points_without_nugget_are_rescued_by_the_jitter() -> None:
+    # Two data at one place and no nugget: a singular system, which the diagonal jitter
+    # (1e-12 ... 1e-6 of the sill) makes positive definite, so the target is kriged.
+    from mapping.models.kriging import KRIGED
+
+    xy = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    v = Variogram("gaussian", psill=1.0, range=10.0, nugget=0.0)
+    for k in (3, None):
+        pred, var, status = krige_residuals(
+            xy, [1.0, 2.0, 3.0, 4.0], v, [[0.5, 0.5]], n_neighbors=k, return_status=True
+        )
+        assert status.tolist() == [KRIGED] and np.isfinite(pred).all() and np.isfinite(var).all()
+
+
+def _not_positive_definite(xy: np.ndarray, v: Variogram) -> np.ndarray:
+    # The training covariance with the covariance of points 0 and 1 set to twice the sill:
+    # their 2 x 2 system has the eigenvalue -sill, which no jitter of 1e-6 sill repairs.
+    cov = training_covariance(xy, v)
+    cov[0, 1] = cov[1, 0] = 2.0 * v.sill
+    return cov
+
+
+def test_a_system_that_does_not_factorise_is_not_a_target_without_neighbours() -> None:
+    from mapping.models.kriging import KRIGED, NO_NEIGHBOURS, NOT_FACTORISED
+
+    xy = np.array([[0.0, 0.0], [0.0, 10.0], [1000.0, 0.0], [1000.0, 10.0]])
+    z = np.array([1.0, 2.0, 3.0, 4.0])
+    v = Variogram("exponential", psill=1.0, range=50.0, nugget=0.0)
+    cov = _not_positive_definite(xy, v)
+    # near the bad pair, near the good pair, and 5 km from every point
+    target = np.array([[0.0, 5.0], [1000.0, 5.0], [5000.0, 5000.0]])
+    pred, var, status = krige_residuals(
+        xy, z, v, target, n_neighbors=2, max_distance=100.0, covariance=cov, return_status=True
+    )
+    assert status.tolist() == [NOT_FACTORISED, KRIGED, NO_NEIGHBOURS]
+    assert np.isnan(pred[[0, 2]]).all() and np.isnan(var[[0, 2]]).all()
+    assert pred[1] == pytest.approx(3.5) and np.isfinite(var[1])  # halfway: the mean
+    # global kriging: the one system holds the bad pair, so no target is kriged
+    _, _, status = krige_residuals(
+        xy, z, v, target, n_neighbors=None, covariance=cov, return_status=True
+    )
+    assert status.tolist() == [NOT_FACTORISED] * 3
+
+
+def test_regression_kriging_leaves_a_failed_system_without_prediction(world) -> None:
+    # no neighbours within max_distance: the trend with the residual's sill (gstat);
+    # a system that does not factorise: NaN, never that fallback
+    from mapping.models.kriging import NO_NEIGHBOURS, NOT_FACTORISED
+
+    X, z = world
+    rk = RegressionKriging(kriging=OrdinaryKriging(n_neighbors=4, max_distance=400.0))
+    rk.fit(X[:300], z[:300])
+    ok = rk.kriging_
+    ok._cov_cache.matrix = _not_positive_definite(ok.xy_, ok.variogram_)
+    near_bad = ok.xy_[:2].mean(axis=0)
+    far = ok.xy_.max(axis=0) + 5000.0
+    Xt = pd.DataFrame(
+        {"x": [near_bad[0], far[0]], "y": [near_bad[1], far[1]], "c1": 0.3, "c2": 0.1}
+    )
+    _, _, status = ok.krige(Xt[["x", "y"]].to_numpy(), return_status=True)
+    assert status.tolist() == [NOT_FACTORISED, NO_NEIGHBOURS]
+    stats = rk.predict_stats(Xt)
+    trend = rk.trend_.predict(Xt[["c1", "c2"]])
+    assert all(np.isnan(stats[k][0]) for k in stats)  # failed: no prediction
+    assert stats["mean"][1] == pytest.approx(trend[1])  # no neighbours: the trend
+    assert stats["std"][1] == pytest.approx(np.sqrt(rk.sill_ + rk._trend_var(Xt[["c1", "c2"]])[1]))

@@ -15,6 +15,7 @@ import xarray as xr
 from mapping.grid import Grid
 from mapping.map_metadata import map_attributes, percentile_text
 from mapping.predict import write_prediction
+from mapping.run.checkpoint import write_resumable
 
 GRID = Grid.from_bounds(
     (-400_000, 300_000, -400_000 + 300 * 250, 300_000 + 200 * 250), 250.0, "EPSG:6931"
@@ -42,9 +43,12 @@ def _prediction() -> tuple[xr.Dataset, dict[str, np.ndarray]]:
 @pytest.mark.parametrize("resumable", [False, True])
 def test_maps_carry_cf_attributes(tmp_path: Path, resumable: bool) -> None:
     ds, arrays = _prediction()
-    extra = {"partial": tmp_path / ".partial", "key": "k"} if resumable else {}
+    write = write_prediction
+    extra: dict[str, object] = {}
+    if resumable:  # the checkpointed writer of the predict stage
+        write, extra = write_resumable, {"partial": tmp_path / ".partial", "key": "k"}
     with dask.config.set(scheduler="threads"):
-        paths = write_prediction(
+        paths = write(
             ds, tmp_path / "maps", (0, 30), overviews=False, model="random_forest", **extra
         )
     assert set(paths) == {"mean", "median", "lower", "upper", "relative_uncertainty", "aoa"}

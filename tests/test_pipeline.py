@@ -68,6 +68,9 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
     assert manifest["seed"] == yaml.safe_load(WORKFLOW.read_text())["seed"]
     assert "rasterio" in manifest["versions"] and "gdal" in manifest["versions"]
     assert all(k.startswith("/") for k in manifest["inputs"])  # resolved paths
+    # every interval's cells were predicted: no kriging system failed to factorise
+    intervals = {p.name for p in (out / "models").iterdir() if p.is_dir()}
+    assert manifest["stages"]["predict"]["failed_cells"] == dict.fromkeys(intervals, 0)
     html = (out / "report" / "index.html").read_text()
     assert "Table 2" in html and "http://" not in html and "https://" not in html
 

@@ -15,7 +15,7 @@ from sklearn.linear_model import BayesianRidge
 
 from mapping.exceptions import GridMismatchError, ModelError
 from mapping.grid import Grid
-from mapping.predict import STATISTICS, UNITS, _predict_block, predict_grid
+from mapping.predict import FAILED, STATISTICS, UNITS, _predict_block, predict_grid
 from mapping.testing import raise_if_dask_computes
 
 # EASE-Grid 2.0 North, 1 km cells, a 60 x 70 km patch away from 0°E.
@@ -175,11 +175,11 @@ def test_predict_grid_is_lazy_and_labelled() -> None:
     stack = _stack(dask_chunks=25)
     with raise_if_dask_computes():
         pred = predict_grid(model, stack, GRID, quantiles=(0.1, 0.9), chunks=32)
-    assert list(pred.data_vars) == list(STATISTICS)
+    assert list(pred.data_vars) == [*STATISTICS, FAILED]
     for name, var in pred.data_vars.items():
         assert var.dtype == np.float32
         assert var.chunks == ((32, 28), (32, 32, 6))
-        assert var.attrs["units"] == UNITS
+        assert var.attrs["units"] == (UNITS if name != FAILED else "1")
         assert var.attrs["statistic"] == name
     assert pred.upper.attrs["quantile"] == 0.9
     assert pred.rio.crs.to_epsg() == 6931
@@ -277,15 +277,15 @@ def test_categorical_codes_and_their_nodata() -> None:
 def _rk_model(log_transform: bool = False) -> object:
     from sklearn.ensemble import RandomForestRegressor
 
-    from mapping.models import RegressionKriging
+    from mapping.models import OrdinaryKriging, RegressionKriging
 
     X, y = _training(300, seed=5)
     # a smooth spatial residual the kriging has to pick up
     y = y + 1.5 * np.sin((X.x - 1_200_000) / 8000.0) * np.cos((X.y + 2_100_000) / 11000.0)
     trend = RandomForestRegressor(n_estimators=30, max_depth=6, oob_score=True, random_state=0)
-    return RegressionKriging(trend=trend, n_neighbors=32, log_transform=log_transform).fit(
-        X, y if not log_transform else np.exp(y / 10)
-    )
+    return RegressionKriging(
+        trend=trend, kriging=OrdinaryKriging(n_neighbors=32), log_transform=log_transform
+    ).fit(X, y if not log_transform else np.exp(y / 10))
 
 
 @pytest.mark.parametrize("log_transform", [False, True])
@@ -333,7 +333,7 @@ def test_area_of_applicability_mask() -> None:
     aoa = AreaOfApplicability().fit(X)
     stack = _stack()
     pred = predict_grid(model, stack, GRID, aoa=aoa, chunks=16).compute(scheduler="synchronous")
-    assert list(pred.data_vars) == [*STATISTICS, "aoa"]
+    assert list(pred.data_vars) == [*STATISTICS, "aoa", FAILED]
     mask = pred["aoa"].values
     nodata = np.isnan(stack.elev.values) | np.isnan(stack.temp.values)
     assert np.array_equal(np.isnan(mask), nodata)
@@ -346,3 +346,38 @@ def test_area_of_applicability_mask() -> None:
     assert 0.05 < np.nanmean(mask) < 0.95
     assert np.nanmean(mask[stack.temp.values > 0]) == 0.0
     assert pred["aoa"].attrs["units"] == "1"
+
+
+# --------------------------------------------------------------------------- predict_stats
+def _estimator(kind: str) -> object:
+    from mapping.models import (
+        OrdinaryKriging,
+        QuantileGradientBoosting,
+        QuantileRandomForest,
+        RegressionKriging,
+    )
+
+    return {
+        "qrf": lambda: QuantileRandomForest(n_estimators=20, random_state=0),
+        "qgb": lambda: QuantileGradientBoosting(max_iter=30, random_state=0),
+        "ok": lambda: OrdinaryKriging(coord_columns=("x", "y"), n_neighbors=16),
+        "rk": lambda: RegressionKriging(
+            trend=BayesianRidge(), kriging=OrdinaryKriging(n_neighbors=16), log_transform=True
+        ),
+    }[kind]()
+
+
+@pytest.mark.parametrize("kind", ["qrf", "qgb", "ok", "rk"])
+def test_every_estimator_gives_the_statistics_of_its_own_interface(kind: str) -> None:
+    X, y = _training(200, seed=4)
+    model = _estimator(kind).fit(X, y)
+    Xt = _training(40, seed=9)[0]
+    got = model.predict_stats(Xt, (0.1, 0.9))
+    assert set(got) == set(STATISTICS)
+    mean, std = model.predict(Xt, return_std=True)
+    q = model.predict_quantiles(Xt, [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(got["mean"], mean, rtol=1e-12)
+    np.testing.assert_allclose(got["std"], std, rtol=1e-12)
+    for k, name in enumerate(("lower", "median", "upper")):
+        np.testing.assert_allclose(got[name], q[:, k], rtol=1e-12)
+    assert list(model.predict_stats(Xt, (0.1, 0.9), ("std",))) == ["std"]

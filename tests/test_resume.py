@@ -161,7 +161,7 @@ def test_chunk_store_keeps_finished_chunks_and_computes_only_the_others(tmp_path
     import dask
     import numpy as np
 
-    from mapping.predict import ChunkStore
+    from mapping.run.checkpoint import ChunkStore
 
     pred = _prediction()
     store = ChunkStore(tmp_path / "p", "key-1", pred)

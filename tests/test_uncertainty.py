@@ -218,7 +218,7 @@ def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(commo
 
 
 def test_residual_mean_sd_by_hand():
-    from mapping.models.kriging import RegressionKriging
+    from mapping.models.kriging import OrdinaryKriging, RegressionKriging
     from mapping.uncertainty import residual_mean_sd
 
     rng = np.random.default_rng(3)
@@ -227,11 +227,15 @@ def test_residual_mean_sd_by_hand():
     )
     y = 1.0 + X["c"] + rng.normal(0, 0.3, 40)
     # a pure nugget: independent residuals, the mean's standard error is sqrt(sill / n)
-    white = RegressionKriging(variogram=Variogram("exponential", psill=0.0, range=1.0, nugget=2.0))
+    white = RegressionKriging(
+        kriging=OrdinaryKriging(
+            variogram=Variogram("exponential", psill=0.0, range=1.0, nugget=2.0)
+        )
+    )
     assert residual_mean_sd(white.fit(X, y)) == pytest.approx(np.sqrt(2.0 / 40), rel=1e-12)
     # correlated residuals: 1 / sqrt(1' K^-1 1), here against a direct inverse
     v = Variogram("spherical", psill=1.5, range=3e4, nugget=0.5)
-    model = RegressionKriging(variogram=v).fit(X, y)
+    model = RegressionKriging(kriging=OrdinaryKriging(variogram=v)).fit(X, y)
     xy = X[["x", "y"]].to_numpy()
     h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
     k_inv = np.linalg.inv(np.where(h == 0, v.sill, v.covariance(h)))
@@ -634,7 +638,7 @@ def test_draws_table_layout_and_attrs():
 
 
 def test_prepared_layout_and_residual_variogram_of_a_model():
-    from mapping.models.kriging import RegressionKriging
+    from mapping.models.kriging import OrdinaryKriging, RegressionKriging
 
     grid, mean, std, zones = small_world(ny=10, nx=12)
     layout = prepare_zones(zone_map(grid, zones), grid, NAMES, chunks=5)
@@ -643,9 +647,9 @@ def test_prepared_layout_and_residual_variogram_of_a_model():
         {"x": rng.uniform(0, 5e4, 60), "y": rng.uniform(0, 5e4, 60), "c": rng.normal(size=60)}
     )
     y = 2 * X["c"] + np.sin(X["x"] / 8e3) + rng.normal(0, 0.1, 60)
-    model = RegressionKriging(variogram=Variogram("exponential", 0.5, 8000.0, nugget=0.01)).fit(
-        X, y
-    )
+    model = RegressionKriging(
+        kriging=OrdinaryKriging(variogram=Variogram("exponential", 0.5, 8000.0, nugget=0.01))
+    ).fit(X, y)
     v = residual_variogram(model)
     d = zone_total_draws(
         {"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)}, layout, grid, v, n_realizations=3

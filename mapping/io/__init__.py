@@ -41,6 +41,7 @@ from mapping.io.rasters import (
     write_cog,
     write_cogs,
     write_zarr,
+    write_zarr_with,
 )
 from mapping.io.warp import read_warped
 
@@ -77,4 +78,5 @@ __all__ = [
     "write_table",
     "write_text",
     "write_zarr",
+    "write_zarr_with",
 ]

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def write_cogs(
     compress: str = "DEFLATE",
     label: str = "writing rasters",
     on_block: Any = None,
+    also: Sequence[Any] = (),
 ) -> list[Path]:
     """Write several same-shape ``(path, DataArray, tags)`` as COGs in one pass.
 
@@ -69,8 +71,9 @@ def write_cogs(
     together, once, by :func:`mapping.cluster.store_blocks`; see :func:`write_cog`.
     ``on_block(k, (row_slice, col_slice), block)`` is called, in this process, after
     each block of item ``k`` is written (a resumable writer keeps finished chunks).
+    ``also``: more 2-D arrays of the same shape, computed in the same pass but not
+    written; their blocks go only to ``on_block``, as items ``len(items), ...``.
     """
-    import dask.array as dsa
     import numpy as np
     import rasterio
     import rasterio.errors
@@ -123,20 +126,19 @@ def write_cogs(
                 dsts.append(dst)
 
             def write(k: int, window: tuple[slice, slice], block: Any) -> None:
-                dsts[k].write(
-                    block.astype(specs[k][3], copy=False), 1, window=Window.from_slices(*window)
-                )
+                if k < len(dsts):
+                    dsts[k].write(
+                        block.astype(specs[k][3], copy=False),
+                        1,
+                        window=Window.from_slices(*window),
+                    )
                 if on_block is not None:
                     on_block(k, window, block)
 
-            if all(isinstance(s[1].data, dsa.Array) for s in specs):
-                store_blocks([s[1].data for s in specs], write, label=label)
-            else:  # in memory already: write it tile-row by tile-row
-                for k, s in enumerate(specs):
-                    data = np.asarray(s[1].data)
-                    for r in range(0, shape[0], blocksize):
-                        rows = slice(r, min(r + blocksize, shape[0]))
-                        write(k, (rows, slice(0, shape[1])), data[rows])
+            arrays = [s[1].data for s in specs] + [getattr(a, "data", a) for a in also]
+            if any(a.shape != shape for a in arrays):
+                raise OutputError(f"{specs[0][0]}: arrays computed together must share one shape")
+            _compute_blocks(arrays, write, blocksize, label)
         for (p, _a, _t, dtype, *_), stage in zip(specs, stages, strict=True):
             # flags (integer layers) are not averaged: their overviews take the most common value
             resampling = "MODE" if dtype.kind in "iu" else "AVERAGE"
@@ -163,6 +165,21 @@ def write_cogs(
     return out
 
 
+def _compute_blocks(arrays: list[Any], write: Any, blocksize: int, label: str) -> None:
+    """Hand every block of ``arrays`` to ``write(k, window, block)``: Dask arrays computed
+    together by :func:`mapping.cluster.store_blocks`, in-memory ones tile-row by tile-row."""
+    import dask.array as dsa
+
+    if all(isinstance(a, dsa.Array) for a in arrays):
+        store_blocks(arrays, write, label=label)
+        return
+    for k, a in enumerate(arrays):
+        data = np.asarray(a)
+        for r in range(0, data.shape[0], blocksize):
+            rows = slice(r, min(r + blocksize, data.shape[0]))
+            write(k, (rows, slice(0, data.shape[1])), data[rows])
+
+
 def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = None) -> Path:
     """Write an ``xr.Dataset`` (Dask-backed or not) to a Zarr store, atomically.
 
@@ -170,7 +187,17 @@ def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = Non
     place; Dask chunks become Zarr chunks, so every block is written by the task that
     computes it (a distributed cluster needs ``path`` on a file system its workers share).
     """
+    return write_zarr_with(ds, path, (), label=label)[0]
 
+
+def write_zarr_with(
+    ds: Any, path: str | os.PathLike[str], also: Sequence[Any], *, label: str | None = None
+) -> tuple[Path, tuple[Any, ...]]:
+    """:func:`write_zarr`, computing the Dask collections ``also`` in the same pass.
+
+    Returns the store's path and the computed values of ``also`` (work they share with
+    the dataset, such as the prediction of each chunk, is done once).
+    """
     p = Path(path)
     ds = ds.copy()
     for v in ds.variables.values():
@@ -178,8 +205,8 @@ def write_zarr(ds: Any, path: str | os.PathLike[str], *, label: str | None = Non
         v.encoding.pop("preferred_chunks", None)
     with atomic_path(p, is_dir=True) as tmp:
         delayed = ds.to_zarr(tmp, mode="w", compute=False, consolidated=False)
-        compute_with_progress(delayed, label=label or f"writing {p.name}")
-    return p
+        _, *values = compute_with_progress(delayed, *also, label=label or f"writing {p.name}")
+    return p, tuple(values)
 
 
 def open_raster_on_grid(

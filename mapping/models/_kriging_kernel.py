@@ -41,6 +41,10 @@ from numba import types
 from numba.extending import get_cython_function_address
 
 SPHERICAL, EXPONENTIAL, GAUSSIAN, MATERN = 0, 1, 2, 3
+
+# status of a target: kriged; no training point within reach (max_distance); or its
+# kriging system did not factorise even with a jitter (never taken for "no neighbours")
+KRIGED, NO_NEIGHBOURS, NOT_FACTORISED = 0, 1, 2
 MODEL_CODES = {
     "spherical": SPHERICAL,
     "exponential": EXPONENTIAL,
@@ -201,7 +205,7 @@ def _factorise(xy, z, S, ns, code, psill, rng, nugget, nu, mconst, cfull, L, a, 
 @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def krige_buckets(
     xy, z, txy, order, bstart, cptr, cidx, k, maxd2, keys,
-    code, psill, rng, nugget, nu, mconst, cfull, pred, var, lagrange,
+    code, psill, rng, nugget, nu, mconst, cfull, pred, var, lagrange, status,
 ):  # fmt: skip
     """Ordinary kriging of targets grouped in buckets with candidate neighbour lists.
 
@@ -214,7 +218,9 @@ def krige_buckets(
     k : neighbours per target; maxd2 : squared maximum distance (inf: none)
     keys : 64-bit hash key per training point
     cfull : precomputed (n, n) covariance matrix, or a (0, 0) array
-    pred, var, lagrange : outputs (m,); NaN where a target has no neighbour
+    pred, var, lagrange : outputs (m,); NaN where a target has no neighbour or its
+        system did not factorise
+    status : output (m,) int8: KRIGED, NO_NEIGHBOURS or NOT_FACTORISED
     """
     n_buckets = bstart.shape[0] - 1
     max_cells = 0
@@ -318,6 +324,7 @@ def krige_buckets(
                     pred[ti] = np.nan
                     var[ti] = np.nan
                     lagrange[ti] = np.nan
+                    status[ti] = NO_NEIGHBOURS
                 g = g_end
                 continue
             # canonical order of the set: sorted training index (chunking-independent)
@@ -362,12 +369,14 @@ def krige_buckets(
                         pred,
                         var,
                         lagrange,
+                        status,
                     )
                     continue
                 if not ok:
                     pred[ti] = np.nan
                     var[ti] = np.nan
                     lagrange[ti] = np.nan
+                    status[ti] = NOT_FACTORISED
                     continue
                 tx = txy[ti, 0]
                 ty = txy[ti, 1]
@@ -387,16 +396,18 @@ def krige_buckets(
                 pred[ti] = va + r * ua / uu
                 var[ti] = sill - vv + r * r / uu
                 lagrange[ti] = -r / uu
+                status[ti] = KRIGED
             g = g_end
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def _krige_one(xy, z, txy, ti, sel_row, ns, code, psill, rng, nugget, nu, mconst, cfull,
-               pred, var, lagrange):  # fmt: skip
+               pred, var, lagrange, status):  # fmt: skip
     if ns == 0:
         pred[ti] = np.nan
         var[ti] = np.nan
         lagrange[ti] = np.nan
+        status[ti] = NO_NEIGHBOURS
         return
     S = np.sort(sel_row[:ns].copy())
     L = np.empty((ns, ns))
@@ -407,6 +418,7 @@ def _krige_one(xy, z, txy, ti, sel_row, ns, code, psill, rng, nugget, nu, mconst
         pred[ti] = np.nan
         var[ti] = np.nan
         lagrange[ti] = np.nan
+        status[ti] = NOT_FACTORISED
         return
     c = np.empty(ns)
     v = np.empty(ns)
@@ -430,6 +442,7 @@ def _krige_one(xy, z, txy, ti, sel_row, ns, code, psill, rng, nugget, nu, mconst
     pred[ti] = va + r * ua / uu
     var[ti] = psill + nugget - vv + r * r / uu
     lagrange[ti] = -r / uu
+    status[ti] = KRIGED
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FASTMATH)

@@ -10,6 +10,14 @@ All socmap models share one prediction interface::
 
     predict(X, return_std=False) -> mean  |  (mean, std)
     predict_quantiles(X, quantiles=(0.05, 0.5, 0.95)) -> ndarray (n, len(quantiles))
+    predict_stats(X, quantiles=(0.05, 0.95), statistics=None) -> {statistic: (n,) array}
+
+``predict_stats`` gives the map statistics (:data:`STATISTICS`) of a block of cells in
+one call; each model computes them its own way (regression kriging krige once for all
+of them). :func:`map_statistics` calls it on any estimator, falling back on ``predict``
+and ``predict_quantiles`` for estimators that lack it. A NaN statistic at a row with
+valid inputs means the model could not predict that row (a kriging system that did not
+factorise); the prediction stage counts such cells.
 
 The helpers here resolve column specifications, split coordinates from
 features, and encode categorical covariates the same way at ``fit`` and at
@@ -18,6 +26,7 @@ features, and encode categorical covariates the same way at ``fit`` and at
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +41,9 @@ ColumnSpec = Hashable | int
 """A column given by its DataFrame name or by its integer position."""
 
 DEFAULT_QUANTILES: tuple[float, ...] = (0.05, 0.5, 0.95)
+STATISTICS: tuple[str, ...] = ("mean", "median", "lower", "upper", "std")
+"""The map statistics: mean, median, lower and upper quantile, standard deviation."""
+QUANTILE_STATISTICS: tuple[str, ...] = ("median", "lower", "upper")
 
 
 # --------------------------------------------------------------------------- columns
@@ -201,6 +213,114 @@ def gaussian_stats(
     mean = np.exp(mu + 0.5 * mean_var)
     std = mean * np.sqrt(np.expm1(var))
     return {"mean": mean, "std": std, **{k: np.exp(a) for k, a in q.items()}}
+
+
+# --------------------------------------------------------------------------- map statistics
+def _supports_return_std(model: Any) -> bool:
+    try:
+        return "return_std" in inspect.signature(model.predict).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        return False
+
+
+def _has_quantiles(model: Any) -> bool:
+    return callable(getattr(model, "predict_quantiles", None))
+
+
+def available_statistics(model: Any) -> tuple[str, ...]:
+    """The statistics ``model`` can give: all of :data:`STATISTICS` for a model with
+    ``predict(X, return_std=True)`` or ``predict_quantiles``, else only ``("mean",)``."""
+    if _supports_return_std(model) or _has_quantiles(model):
+        return STATISTICS
+    return ("mean",)
+
+
+def quantile_pair(quantiles: Sequence[float]) -> tuple[float, float]:
+    """``(lower, upper)`` levels, checked: ``0 < lower < upper < 1``."""
+    q = tuple(float(v) for v in quantiles)
+    if len(q) != 2 or not 0.0 < q[0] < q[1] < 1.0:
+        raise ModelError(
+            f"quantiles {tuple(quantiles)} must be (lower, upper) with 0 < lower < upper < 1"
+        )
+    return q  # type: ignore[return-value]
+
+
+def interface_statistics(
+    model: Any,
+    X: Any,
+    quantiles: Sequence[float] = (0.05, 0.95),
+    statistics: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Map statistics from ``predict(X[, return_std=True])`` and ``predict_quantiles``.
+
+    ``std`` (and, without ``predict_quantiles``, the Gaussian quantiles) from
+    ``predict(X, return_std=True)``; ``median``, ``lower`` and ``upper`` from
+    ``predict_quantiles(X, (lower, 0.5, upper))`` when the model has it. Each model
+    method is called at most once. Returns ``(n,)`` float64 arrays.
+    """
+    stats = tuple(STATISTICS if statistics is None else statistics)
+    lo, hi = quantile_pair(quantiles)
+    want_q = [s for s in stats if s in QUANTILE_STATISTICS]
+    res: dict[str, np.ndarray] = {}
+    mean = std = None
+    if "std" in stats or (want_q and not _has_quantiles(model)):
+        mean, std = model.predict(X, return_std=True)
+    elif "mean" in stats:
+        mean = model.predict(X)
+    if want_q:
+        if _has_quantiles(model):
+            q = np.asarray(model.predict_quantiles(X, [lo, 0.5, hi]), dtype="float64")
+            if q.ndim != 2 or q.shape[1] != 3:
+                raise ModelError(
+                    f"{type(model).__name__}.predict_quantiles returned shape {q.shape}, "
+                    "expected (n, 3)"
+                )
+            qs = {"lower": q[:, 0], "median": q[:, 1], "upper": q[:, 2]}
+        else:
+            m, s = np.asarray(mean, dtype="float64"), np.asarray(std, dtype="float64")
+            qs = {"lower": m + norm.ppf(lo) * s, "median": m, "upper": m + norm.ppf(hi) * s}
+        res.update({k: qs[k] for k in want_q})
+    if "mean" in stats:
+        res["mean"] = np.asarray(mean, dtype="float64").ravel()
+    if "std" in stats:
+        res["std"] = np.asarray(std, dtype="float64").ravel()
+    return res
+
+
+def selected_statistics(
+    full: dict[str, np.ndarray], statistics: Sequence[str] | None
+) -> dict[str, np.ndarray]:
+    """The requested ``statistics`` of ``full`` as ``(n,)`` float64 arrays."""
+    stats = STATISTICS if statistics is None else statistics
+    return {k: np.asarray(full[k], dtype="float64").ravel() for k in stats}
+
+
+def map_statistics(
+    model: Any,
+    X: Any,
+    quantiles: Sequence[float] = (0.05, 0.95),
+    statistics: Sequence[str] | None = None,
+) -> dict[str, np.ndarray]:
+    """``model.predict_stats(X, quantiles, statistics)``, or :func:`interface_statistics`
+    for an estimator without ``predict_stats`` (a plain scikit-learn regressor)."""
+    own = getattr(model, "predict_stats", None)
+    if callable(own):
+        return own(X, quantiles, statistics)  # type: ignore[no-any-return]
+    return interface_statistics(model, X, quantiles, statistics)
+
+
+class MapStatisticsMixin:
+    """``predict_stats`` from the model's ``predict`` and ``predict_quantiles``."""
+
+    def predict_stats(
+        self,
+        X: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Map statistics (:data:`STATISTICS`, or the subset ``statistics``) of the rows
+        of ``X``: ``(n,)`` float64 arrays; ``lower`` and ``upper`` are the ``quantiles``."""
+        return interface_statistics(self, X, quantiles, statistics)
 
 
 # --------------------------------------------------------------------------- categories

@@ -16,7 +16,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from mapping.models.kriging import RegressionKriging
+from mapping.models.kriging import OrdinaryKriging, RegressionKriging
 from mapping.models.trees import QuantileGradientBoosting, QuantileRandomForest
 from mapping.models.variogram import Variogram
 
@@ -47,15 +47,18 @@ def build_model(section: Any, *, seed: int | None, categorical: Sequence[str] | 
         variogram = Variogram(
             v.model, psill=v.psill, range=v.range, nugget=v.nugget or 0.0, nu=v.nu or 0.5
         )
-    return RegressionKriging(
-        trend=_trees(section.trend, seed, cats, params),
+    kriging = OrdinaryKriging(
         variogram=variogram,
         n_neighbors=section.n_neighbors,
         max_distance=section.max_distance,
-        log_transform=section.log_transform,
         nu=v.nu or 0.5,
         cutoff=v.cutoff,
         n_lags=v.n_lags,
+    )
+    return RegressionKriging(
+        trend=_trees(section.trend, seed, cats, params),
+        kriging=kriging,
+        log_transform=section.log_transform,
     )
 
 

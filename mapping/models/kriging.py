@@ -41,10 +41,15 @@ from mapping.models.base import (
     check_quantiles,
     coordinate_indices,
     gaussian_quantiles,
+    gaussian_stats,
+    quantile_pair,
+    selected_statistics,
 )
 from mapping.models.variogram import Variogram, sample_variogram
 
 RESIDUAL_MODES = ("auto", "oob", "cv", "insample")
+# a target's kriging status (mapping.models._kriging_kernel uses the same codes)
+KRIGED, NO_NEIGHBOURS, NOT_FACTORISED = 0, 1, 2
 TREND_VARIANCES = ("auto", "none", "ols", "return_std", "trees")
 _GLOBAL_BATCH_BYTES = 64 * 2**20  # cross-covariance block of the global path
 _FULL_COV_MAX_N = 4096  # at most 128 MiB for a precomputed data covariance matrix
@@ -85,7 +90,8 @@ def krige_residuals(
     *,
     covariance: NDArray | None = None,
     return_lagrange: bool = False,
-) -> tuple[NDArray, NDArray] | tuple[NDArray, NDArray, NDArray]:
+    return_status: bool = False,
+) -> tuple[NDArray, ...]:
     """Ordinary kriging of ``residuals`` at ``train_xy`` onto ``target_xy``.
 
     Parameters
@@ -114,11 +120,18 @@ def krige_residuals(
     return_lagrange
         Also return the Lagrange multiplier ``m`` of each system (convention
         ``var = C(0) - lambda'c - m``), used by lognormal back-transforms.
+    return_status
+        Also return each target's status (``int8``): :data:`KRIGED`,
+        :data:`NO_NEIGHBOURS` (no training point within ``max_distance``) or
+        :data:`NOT_FACTORISED` (its kriging system is not positive definite even with
+        a diagonal jitter of 1e-6 of the sill). Both failures give NaN prediction and
+        variance; the status tells them apart.
 
     Returns
     -------
     pred, var : ndarray
-        Kriging prediction and kriging variance, ``(m,)`` each.
+        Kriging prediction and kriging variance, ``(m,)`` each; followed by the
+        Lagrange multipliers and the status when asked for, in that order.
 
     Notes
     -----
@@ -150,15 +163,17 @@ def krige_residuals(
     pred = np.empty(m)
     var = np.empty(m)
     lag = np.empty(m)
+    status = np.full(m, KRIGED, dtype=np.int8)
     if m:
         # compiled on first use and cached on disk; imported here to keep imports cheap
         args = _variogram_args(variogram)
+        out = (pred, var, lag, status)
         if max_distance is None and (n_neighbors is None or int(n_neighbors) >= n):
-            _krige_global(xy, z, txy, args, covariance, pred, var, lag)
+            _krige_global(xy, z, txy, args, covariance, *out)
         else:
             k = n if n_neighbors is None else min(int(n_neighbors), n)
-            _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag)
-    return (pred, var, lag) if return_lagrange else (pred, var)
+            _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, *out)
+    return (pred, var, *([lag] if return_lagrange else []), *([status] if return_status else []))
 
 
 def training_covariance(train_xy: ArrayLike, variogram: Variogram) -> NDArray:
@@ -172,7 +187,7 @@ def training_covariance(train_xy: ArrayLike, variogram: Variogram) -> NDArray:
     return out
 
 
-def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
+def _krige_global(xy, z, txy, args, covariance, pred, var, lag, status) -> None:
     from scipy.linalg import cholesky, solve_triangular
 
     from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
@@ -195,6 +210,7 @@ def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
             continue
     else:
         pred[:] = var[:] = lag[:] = np.nan
+        status[:] = NOT_FACTORISED
         return
     a = solve_triangular(L, z, lower=True)
     u = solve_triangular(L, np.ones(n), lower=True)
@@ -211,7 +227,9 @@ def _krige_global(xy, z, txy, args, covariance, pred, var, lag) -> None:
         lag[s : s + batch] = -r / uu
 
 
-def _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag) -> None:
+def _krige_local(
+    xy, z, txy, args, k, max_distance, tree, covariance, pred, var, lag, status
+) -> None:
     from mapping.models import _kriging_kernel as _k  # heavy: numba, only when kriging
 
     if tree is None:
@@ -268,7 +286,7 @@ def _krige_local(xy, z, txy, args, k, max_distance, tree, covariance, pred, var,
     maxd2 = maxd * maxd if math.isfinite(maxd) else math.inf
     _k.krige_buckets(
         xy, z, txy, order.astype(np.int64), bstart, cptr, cidx, k, maxd2,
-        _k.hash_keys(n), *args, cfull, pred, var, lag,
+        _k.hash_keys(n), *args, cfull, pred, var, lag, status,
     )  # fmt: skip
 
 
@@ -509,10 +527,15 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         self.tree_ = cKDTree(self.xy_)
         self._cov_cache = _CovarianceCache()
 
-    def krige(self, xy: ArrayLike) -> tuple[NDArray, NDArray]:
-        """Kriging prediction and variance at ``(m, 2)`` coordinates (NumPy in and out)."""
+    def krige(self, xy: ArrayLike, *, return_status: bool = False) -> tuple[NDArray, ...]:
+        """Kriging prediction and variance at ``(m, 2)`` coordinates (NumPy in and out).
+
+        With ``return_status`` also each target's status (:func:`krige_residuals`):
+        a target with no training point within ``max_distance`` and one whose system did
+        not factorise both get NaN; only the status tells them apart.
+        """
         check_is_fitted(self)
-        return krige_residuals(  # type: ignore[return-value]
+        return krige_residuals(
             self.xy_,
             self.values_,
             self.variogram_,
@@ -521,6 +544,7 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
             self.max_distance,
             self.tree_,
             covariance=self._training_covariance(),
+            return_status=return_status,
         )
 
     def _training_covariance(self) -> NDArray | None:
@@ -548,6 +572,25 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         mean, std = self.predict(X, return_std=True)
         return gaussian_quantiles(mean, std, q)
 
+    def predict_stats(
+        self,
+        X: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, NDArray]:
+        """Map statistics of the rows of ``X`` from one kriging pass (Gaussian).
+
+        NaN where no training point is within ``max_distance`` or the kriging system
+        did not factorise.
+        """
+        lo, hi = quantile_pair(quantiles)
+        check_is_fitted(self)
+        X, _ = self._validate(X, reset=False)
+        xy, _ = _coordinates(X, self.coord_columns)
+        pred, var = self.krige(xy)
+        s2 = np.maximum(var, 0.0)
+        return selected_statistics(gaussian_stats(pred, s2, s2, lo, hi, log=False), statistics)
+
 
 # =========================================================================== RegressionKriging
 class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
@@ -556,19 +599,25 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
     ``fit(X, y)`` takes ``X`` with the two coordinate columns (projected CRS, metres)
     and the covariates (every other column); the trend sees the covariates only.
 
+    The model is a composition of two estimators, both parameters, so
+    :func:`sklearn.base.clone`, ``get_params`` and ``set_params`` see their settings as
+    ``trend__<name>`` and ``kriging__<name>`` (``kriging__n_neighbors``,
+    ``kriging__variogram``, ...).
+
     Parameters
     ----------
     trend
         Any scikit-learn regressor; default ``LinearRegression()`` (regression
         kriging as in gstat: ordinary least squares, then kriging of its residuals).
-    variogram
-        A :class:`~mapping.models.Variogram` of the residuals, or a model name to fit
-        to them (gstat's default binning and ``N_j / h_j^2`` weights).
-    n_neighbors
-        Neighbours per prediction (gstat ``nmax``); ``None`` = global kriging.
-    max_distance
-        Only krige from residuals within this distance (gstat ``maxdist``); beyond
-        it the prediction is the trend, with the residual's sill as its variance.
+    kriging
+        The :class:`OrdinaryKriging` of the residuals (default ``OrdinaryKriging()``:
+        a spherical variogram fitted to the residuals, 32 neighbours). Its
+        ``variogram`` is a :class:`~mapping.models.Variogram` or a model name to fit
+        (gstat's default binning and ``N_j / h_j^2`` weights); ``n_neighbors`` the
+        neighbours per prediction (``None`` = global); ``max_distance`` the reach
+        (gstat ``maxdist``): beyond it the prediction is the trend, with the
+        residual's sill as its variance. Its ``coord_columns`` is ignored: it is given
+        the coordinates of ``X``.
     coord_columns
         Names (DataFrame) or positions (array) of the x and y columns.
     residuals
@@ -592,15 +641,14 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         mean ``exp(mu + sigma^2 / 2)``.
     cv
         Folds (or a splitter) for ``residuals="cv"``.
-    cutoff, n_lags, fit_nugget, weights, nu
-        Passed to :meth:`Variogram.fit` when ``variogram`` is a name.
 
     Attributes
     ----------
     trend_ : estimator
         The fitted trend (a clone of ``trend``).
     kriging_ : OrdinaryKriging or None
-        The residual kriging; ``None`` when the residuals are all equal.
+        The residual kriging (a clone of ``kriging`` fitted to the residuals);
+        ``None`` when the residuals are all equal.
     variogram_ : Variogram or None
     residuals_ : ndarray
         The residuals that were kriged (log scale with ``log_transform``).
@@ -611,34 +659,32 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
     def __init__(
         self,
         trend: Any = None,
-        variogram: str | Variogram = "spherical",
-        n_neighbors: int | None = 32,
-        max_distance: float | None = None,
+        kriging: OrdinaryKriging | None = None,
         coord_columns: Sequence[ColumnSpec] = ("x", "y"),
         residuals: str = "auto",
         trend_variance: str = "auto",
         log_transform: bool = False,
         cv: Any = 5,
-        cutoff: float | None = None,
-        n_lags: int = 15,
-        fit_nugget: bool = True,
-        weights: str = "gstat",
-        nu: float = 0.5,
     ) -> None:
         self.trend = trend
-        self.variogram = variogram
-        self.n_neighbors = n_neighbors
-        self.max_distance = max_distance
+        self.kriging = kriging
         self.coord_columns = coord_columns
         self.residuals = residuals
         self.trend_variance = trend_variance
         self.log_transform = log_transform
         self.cv = cv
-        self.cutoff = cutoff
-        self.n_lags = n_lags
-        self.fit_nugget = fit_nugget
-        self.weights = weights
-        self.nu = nu
+
+    _KRIGING_KEYS: tuple[str, ...] = (
+        *("variogram", "n_neighbors", "max_distance", "cutoff", "n_lags"),
+        *("fit_nugget", "weights", "nu"),
+    )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a model saved before the kriging was its own parameter kept its settings flat
+        if "kriging" not in state and "variogram" in state:
+            flat = {k: state.pop(k) for k in self._KRIGING_KEYS if k in state}
+            state["kriging"] = OrdinaryKriging(**flat)
+        super().__setstate__(state)  # type: ignore[misc]
 
     # ------------------------------------------------------------------ fit
     def fit(self, X: Any, y: Any) -> RegressionKriging:
@@ -697,17 +743,12 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
             self.variogram_ = None
             self.sill_ = 0.0
             return self
-        ok = OrdinaryKriging(
-            variogram=self.variogram,
-            n_neighbors=self.n_neighbors,
-            max_distance=self.max_distance,
-            cutoff=self.cutoff,
-            n_lags=self.n_lags,
-            fit_nugget=self.fit_nugget,
-            weights=self.weights,
-            nu=self.nu,
-        )
-        ok._fit_xy(xy, resid)
+        if self.kriging is not None and not isinstance(self.kriging, OrdinaryKriging):
+            raise ModelError(
+                f"kriging must be an OrdinaryKriging, got {type(self.kriging).__name__}"
+            )
+        ok = OrdinaryKriging() if self.kriging is None else clone(self.kriging)
+        ok.set_params(coord_columns=None).fit(xy, resid)
         self.kriging_ = ok
         self.variogram_ = ok.variogram_
         self.sill_ = ok.variogram_.sill
@@ -813,13 +854,32 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
             resid = np.zeros(len(xy))
             kvar = np.zeros(len(xy))
         else:
-            resid, kvar = self.kriging_.krige(xy)
-            # no data within max_distance: the residual's prior mean and variance
-            none = ~np.isfinite(resid)
+            resid, kvar, status = self.kriging_.krige(xy, return_status=True)
+            # no data within max_distance: the residual's prior mean and variance; a
+            # system that did not factorise stays NaN (no prediction, counted by the map)
+            none = status == NO_NEIGHBOURS
             resid[none] = 0.0
             kvar[none] = self.sill_
             kvar = np.maximum(kvar, 0.0)
         return {"trend": trend, "residual": resid, "trend_var": trend_var, "krige_var": kvar}
+
+    def predict_stats(
+        self,
+        X: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, NDArray]:
+        """Map statistics of the rows of ``X`` from one kriging pass.
+
+        The values :meth:`predict` (``return_std=True``) and :meth:`predict_quantiles`
+        (``(lower, 0.5, upper)``) give, computed from one :meth:`predict_components`:
+        normal, or lognormal with ``log_transform``. NaN at a row whose kriging system
+        did not factorise.
+        """
+        lo, hi = quantile_pair(quantiles)
+        mu, s2 = self._mu_s2(X)
+        full = gaussian_stats(mu, s2, s2, lo, hi, log=self.log_transform)
+        return selected_statistics(full, statistics)
 
     def _trend_var(self, Xc: Any) -> NDArray:
         mode = self.trend_variance_

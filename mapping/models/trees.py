@@ -37,6 +37,7 @@ from mapping.models.base import (
     DEFAULT_QUANTILES,
     ColumnLayout,
     ColumnSpec,
+    MapStatisticsMixin,
     check_quantiles,
     one_hot,
     one_hot_groups,
@@ -50,7 +51,7 @@ def _batches(n: int, size: int = _BATCH_ROWS) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
-class _TreeModel(RegressorMixin, BaseEstimator):
+class _TreeModel(MapStatisticsMixin, RegressorMixin, BaseEstimator):
     """Column handling shared by the tree models (not public)."""
 
     coord_columns: Sequence[ColumnSpec] | None

@@ -37,7 +37,7 @@ from mapping.covariates import build_stack
 from mapping.depth_model import IntervalView, LayeredDepthModel, ThawedView, training_layers
 from mapping.exceptions import ModelError
 from mapping.models import RegressionKriging
-from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
+from mapping.predict import WrittenMaps, predict_grid, record_coordinate_crs, write_prediction
 from mapping.run import stages
 from mapping.run.features import build_model, categorical_covariates, model_features
 from mapping.run.runner import Stage, StageContext
@@ -77,7 +77,7 @@ def layered_model(cfg: RunConfig) -> LayeredDepthModel:
         trend=trend,
         breaks=cfg.model.layers,
         krige=krige,
-        variogram=base.variogram if krige else v.model,
+        variogram=base.kriging.variogram if krige else v.model,
         n_neighbors=cfg.model.n_neighbors,
         cutoff=v.cutoff,
         n_lags=v.n_lags,
@@ -258,7 +258,7 @@ def _extra_depths(cfg: RunConfig, depths: Sequence[str]) -> list[tuple[float, fl
 
 def _predict_intervals(
     ctx: StageContext, model: LayeredDepthModel, intervals: list[tuple[float, float]]
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, WrittenMaps]:
     """Maps of intervals with no model file of their own, from the layered model."""
     cfg, run = ctx.config, ctx.folder
     grid, stack = stages.grid_and_stack(ctx)
@@ -276,7 +276,6 @@ def _predict_intervals(
             (top, bottom),
             format=cfg.prediction.format,
             label=f"predict {label} cm",
-            echo=ctx.echo,
         )
     return written
 
@@ -287,9 +286,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     if extra:
         model = io.read_model(ctx.folder.layered_model)
         with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=ctx.config.dashboard):
-            more = _predict_intervals(ctx, model, extra)
+            more = _predict_intervals(ctx, model, extra)  # each warns of its failed cells
         for files in more.values():
             outputs += [ctx.folder.rel(p) for p in sorted(set(files.values()))]
+        notes = ctx.notes.setdefault("predict", {}).setdefault("failed_cells", {})
+        notes.update({label: files.failed for label, files in more.items()})
     return outputs, written
 
 
@@ -299,7 +300,7 @@ def predict_depths(
     *,
     scheduler: str | None = None,
     echo: Any = print,
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, WrittenMaps]:
     """Maps of any intervals (``["0-50", "0-150"]``) from a finished layered run's model.
 
     Reads ``models/layered_model.joblib`` of ``cfg.output`` (no refit) and writes the

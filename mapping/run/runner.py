@@ -31,7 +31,8 @@ class StageContext:
 
     ``grid`` and ``stack`` (the target Grid and the lazy covariate stack) and ``zones``
     (the zone layout on that grid) are built once per run by the first stage that needs
-    them and passed on to the later ones.
+    them and passed on to the later ones. ``notes[stage]`` holds what a stage adds to its
+    manifest entry (e.g. the predict stage's ``failed_cells`` per interval).
     """
 
     config: RunConfig
@@ -43,6 +44,7 @@ class StageContext:
     grid: Any = None
     stack: Any = None
     zones: Any = None
+    notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def folder(self) -> RunFolder:
@@ -138,6 +140,7 @@ def _run_one(stage: Stage, ctx: StageContext, manifest: Manifest, fp: str, order
     previous = rec.get("outputs") or rec.get("previous_outputs") or {}
     keep = {"fingerprint": fp, "started": started, "previous_outputs": previous}
     manifest.start(stage.name, order, **keep)
+    ctx.notes.pop(stage.name, None)
     try:
         outputs, result = stage.run(ctx)
     except BaseException as exc:
@@ -154,6 +157,7 @@ def _run_one(stage: Stage, ctx: StageContext, manifest: Manifest, fp: str, order
         started=started,
         seconds=round(seconds, 3),
         outputs={rel: io.file_checksum(ctx.out / rel) for rel in outputs},
+        **ctx.notes.get(stage.name, {}),
     )
     ctx.echo(f"[{stage.name}] done in {seconds:.1f} s")
     return result

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,15 @@ from mapping.depths import compute_stocks, left_out_text
 from mapping.exceptions import InputError, ModelError
 from mapping.extract import extract_at_points
 from mapping.plots import plot_observed_vs_predicted
-from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
+from mapping.predict import (
+    PredictionFailureWarning,
+    predict_grid,
+    record_coordinate_crs,
+    write_prediction,
+)
 from mapping.profiles import read_horizons
 from mapping.report import build_report
+from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
     categorical_covariates,
@@ -447,6 +454,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     models = ctx.results["fit"]
     outputs: list[str] = []
     written: dict[str, dict[str, Path]] = {}
+    failed: dict[str, int] = {}
     for leftover in run.temporaries():  # temporaries of a killed run
         io.remove_output(leftover)
     tls = cfg.tls
@@ -480,22 +488,41 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             if calibrated:
                 parts.append(io.file_checksum(run.error_model_file(label)))
             key = digest(parts)
-            files = write_prediction(
-                pred,
-                run.maps,
-                (top, bottom),
-                format=cfg.prediction.format,
-                label=f"predict {label} cm",
-                partial=run.partial if cfg.prediction.format == "cog" else None,
-                key=key,
-                echo=ctx.echo,
-                model=cfg.model.type,
-            )
-            written[label] = files
+            options: dict[str, Any] = {"label": f"predict {label} cm", "model": cfg.model.type}
+            with warnings.catch_warnings():  # counted here, said once below
+                warnings.simplefilter("ignore", PredictionFailureWarning)
+                if cfg.prediction.format == "cog":
+                    files = write_resumable(
+                        pred, run.maps, (top, bottom), partial=run.partial, key=key,
+                        echo=ctx.echo, **options,
+                    )  # fmt: skip
+                else:
+                    files = write_prediction(
+                        pred, run.maps, (top, bottom), format=cfg.prediction.format, **options
+                    )
+            failed[label] = files.failed
+            written[label] = dict(files)
             for p in sorted(set(files.values())):
                 outputs.append(run.rel(p))
     io.remove_output(run.partial)  # chunks of intervals no longer asked for
+    report_failures(ctx, "predict", failed)
     return outputs, written
+
+
+def report_failures(ctx: StageContext, stage: str, failed: dict[str, int]) -> None:
+    """Record the cells the model gave no prediction for, per interval, in the stage's
+    manifest entry (``failed_cells``), and warn once with their number."""
+    ctx.notes.setdefault(stage, {}).setdefault("failed_cells", {}).update(failed)
+    total = sum(failed.values())
+    if total:
+        where = ", ".join(f"{k} cm: {n}" for k, n in failed.items() if n)
+        message = (
+            f"{total} cell(s) with valid covariates have no prediction ({where}): the "
+            "model could not solve them (kriging systems that did not factorise); they "
+            "are nodata in the maps"
+        )
+        warnings.warn(message, PredictionFailureWarning, stacklevel=2)
+        ctx.echo(f"[{stage}] warning: {message}")
 
 
 def _load_predict(ctx: StageContext) -> Any:
