@@ -56,7 +56,7 @@ from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.plots import plot_observed_vs_predicted
 from mapping.units import format_interval, parse_interval
-from mapping.zonal import VECTOR_SUFFIXES, _to_grid_crs
+from mapping.zones import VECTOR_SUFFIXES, to_grid_crs
 
 if TYPE_CHECKING:
     from mapping.figures import MapView
@@ -695,7 +695,7 @@ class _Outlines:
         if grid in self._cache:
             return self._cache[grid]
         if self.is_vector:
-            gdf = _to_grid_crs(self.gdf, grid)
+            gdf = to_grid_crs(self.gdf, grid)
             res: tuple[Any, Any] = (None, polygon_lines(list(gdf.geometry), view.transform))
         else:
             res = (zone_edges(*self._codes_on(view)), None)
@@ -705,7 +705,7 @@ class _Outlines:
     def labels_for(self, view: MapView) -> list[tuple[float, float, str]]:
         """``(col, row, name)`` of each zone's label on ``view``: a point inside the zone."""
         if self.is_vector:
-            gdf = _to_grid_crs(self.gdf, Grid(view.crs, view.transform, view.shape))
+            gdf = to_grid_crs(self.gdf, Grid(view.crs, view.transform, view.shape))
             name_col = self.field if self.field in gdf.columns else None
             out = []
             for k, (geom, name) in enumerate(

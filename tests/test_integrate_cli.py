@@ -18,6 +18,7 @@ from affine import Affine
 from mapping import zonal
 from mapping.cli import main
 from mapping.grid import Grid
+from mapping.zones import load_zone_layout
 
 GRID = Grid.from_bounds((-400_000, -2_000_000, 200_000, -1_600_000), 10_000, "EPSG:6931")  # 40x60
 NAMES = "1=continuous,2=discontinuous,3=sporadic,4=isolated"
@@ -382,7 +383,7 @@ def test_a_prepared_zone_layout_is_reused_and_gives_the_same_totals(
     names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}
     dens = [world["d100"], world["d30"]]
     fresh = zonal.integrate_files(dens, world["zones"], zone_names=names, chunks=16)
-    layout = zonal.load_zone_layout(world["zones"], GRID, names, chunks=16)
+    layout = load_zone_layout(world["zones"], GRID, names, chunks=16)
 
     def no_second_preparation(*args: object, **kwargs: object) -> None:
         raise AssertionError("zones prepared again")

@@ -52,11 +52,11 @@ from mapping.layout import RunFolder
 from mapping.profiles import check_horizons, read_horizons
 from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
 from mapping.units import format_interval
-from mapping.zonal import (
+from mapping.zones import (
     VECTOR_SUFFIXES,
-    _zone_resampling,
     prepare_zones,
     zone_coverage_from_polygons,
+    zone_resampling,
 )
 
 __all__ = ["PreflightReport", "check_output_folder", "min_profiles", "preflight"]
@@ -286,7 +286,7 @@ def _raster_zone_codes(path: Path, grid: Any, coarse: Any) -> list[int]:
         return [int(c) for c in found]
     # The sample can miss small zones: one exact pass over the raster warped onto the grid.
 
-    resampling, scale = _zone_resampling(path, grid)
+    resampling, scale = zone_resampling(path, grid)
     zones = io.open_raster_on_grid(path, grid, resampling=resampling, scale=scale)
     try:
         layout = prepare_zones(zones, grid)

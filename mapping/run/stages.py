@@ -51,7 +51,8 @@ from mapping.uncertainty import (
 )
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
-from mapping.zonal import integrate_files, load_zone_layout
+from mapping.zonal import integrate_files
+from mapping.zones import load_zone_layout
 
 __all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
 
