@@ -52,8 +52,7 @@ WRITERS: dict[str, int | str] = {
 }
 # Destinations that are not final paths, with the reason.
 ALLOWED = {
-    ("figures.py", "buf"): "an in-memory BytesIO",
-    ("plots.py", "buf"): "an in-memory BytesIO",
+    ("charts.py", "buf"): "an in-memory BytesIO",
     (
         "rasters.py",
         "stage",

@@ -28,10 +28,10 @@ from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
 from mapping.exceptions import InputError, ModelError
 from mapping.extract import extract_at_points
-from mapping.plots import plot_observed_vs_predicted
 from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
 from mapping.profiles import read_horizons
 from mapping.report import build_report
+from mapping.report.charts import plot_observed_vs_predicted
 from mapping.run.features import (
     build_model,
     categorical_covariates,
