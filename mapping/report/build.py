@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +16,22 @@ from mapping import io
 from mapping.exceptions import InputError
 from mapping.layout import RunFolder
 from mapping.report.figures import (
+    ReportFigure,
     ZoneOutlines,
     calibration_figure,
     cv_figures,
     map_figures,
     storage_figure,
 )
-from mapping.report.outputs import interval_sort_key, read_run
+from mapping.report.outputs import RunOutputs, interval_sort_key, read_run
 from mapping.report.render import ReportContent, manifest_parts, render_html, render_markdown
-from mapping.report.tables import DASH, cv_metrics_table, display_tables, inventory_tables
+from mapping.report.tables import (
+    DASH,
+    InventoryTables,
+    cv_metrics_table,
+    display_tables,
+    inventory_tables,
+)
 
 log = logging.getLogger("socmap")
 
@@ -82,6 +89,87 @@ def _zone_source(
     return outlines
 
 
+def _monte_carlo_range(run: RunOutputs, cfg: Mapping[str, Any] | None) -> tuple[float, ...]:
+    """Percentiles of the Monte Carlo range: the summary's own, else the config's."""
+    rng = tuple((cfg or {}).get("uncertainty", {}).get("range", (5.0, 95.0)))
+    if run.summary is not None and {"lower_pct", "upper_pct"} <= set(run.summary.columns):
+        # the percentiles the summary was made with win over the config's
+        pct = run.summary[["lower_pct", "upper_pct"]].dropna().drop_duplicates()
+        if len(pct) == 1:
+            rng = (float(pct.iloc[0, 0]), float(pct.iloc[0, 1]))
+    return rng
+
+
+def _report_intervals(run: RunOutputs, tables: InventoryTables | None) -> list[str]:
+    """Every depth interval any output of the run names, shallow to deep."""
+    intervals = set(run.maps)
+    if tables is not None:
+        intervals |= set(tables.intervals)
+    if run.cv is not None:
+        intervals |= {iv for iv in run.cv["interval"] if isinstance(iv, str)}
+    intervals |= set(run.cv_plots) | set(run.cv_predictions)
+    return sorted(intervals, key=interval_sort_key)
+
+
+def _write_figures(figures: Sequence[ReportFigure], tmp: Path) -> list[str]:
+    """Each figure as PNG (and PDF when it has one) under ``tmp/figures``; the names written."""
+    written = []
+    for f in figures:
+        io.write_bytes(f.data, tmp / "figures" / f.name)
+        written.append(f"figures/{f.name}")
+        if f.pdf is not None:
+            pdf_name = Path(f.name).with_suffix(".pdf").name
+            io.write_bytes(f.pdf, tmp / "figures" / pdf_name)
+            written.append(f"figures/{pdf_name}")
+    return written
+
+
+def _write_tables(
+    run: RunOutputs,
+    tables: InventoryTables | None,
+    rng: tuple[float, ...],
+    machine: dict[str, Any],
+    tmp: Path,
+) -> list[str]:
+    """The machine tables (CSV and JSON) under ``tmp/tables``, and ``report.json`` with
+    ``machine`` and all of them; the names written."""
+    written = []
+    if tables is not None:
+        named = {
+            "table1_mean_density": tables.table1,
+            "table2_storage": tables.table2,
+            "inventory_long": tables.long,
+        }
+        if tables.counts is not None:
+            named["profile_counts"] = tables.counts
+        for name, df in named.items():
+            for suffix in (".csv", ".json"):
+                io.write_table(df, tmp / "tables" / f"{name}{suffix}")
+                written.append(f"tables/{name}{suffix}")
+            machine[name] = df
+        machine["storage_unit"] = tables.unit
+        machine["density_unit"] = "kg C m-2"
+        machine["range_percent"] = list(rng) if tables.has_range else None
+    elif run.counts is not None:
+        machine["profile_counts"] = run.counts
+    if run.cv is not None:
+        for suffix in (".csv", ".json"):
+            io.write_table(run.cv, tmp / "tables" / f"cv_metrics{suffix}")
+            written.append(f"tables/cv_metrics{suffix}")
+        machine["cv_metrics"] = run.cv
+    if run.manifest is not None:
+        machine["run"] = {
+            k: run.manifest.get(k) for k in ("run_id", "created", "updated", "seed", "config_file")
+        }
+        machine["stages"] = {
+            k: {f: v.get(f) for f in ("status", "started", "seconds")}
+            for k, v in (run.manifest.get("stages") or {}).items()
+        }
+    io.write_json(_jsonable(machine), tmp / "tables" / "report.json")
+    written.append("tables/report.json")
+    return written
+
+
 def build_report(
     out: Path,
     *,
@@ -135,12 +223,7 @@ def build_report(
     notes = list(run.notes)
     cfg = _config_dict(config, run.manifest)
     quantiles = tuple((cfg or {}).get("prediction", {}).get("quantiles", (0.05, 0.95)))
-    rng = tuple((cfg or {}).get("uncertainty", {}).get("range", (5.0, 95.0)))
-    if run.summary is not None and {"lower_pct", "upper_pct"} <= set(run.summary.columns):
-        # the percentiles the summary was made with win over the config's
-        pct = run.summary[["lower_pct", "upper_pct"]].dropna().drop_duplicates()
-        if len(pct) == 1:
-            rng = (float(pct.iloc[0, 0]), float(pct.iloc[0, 1]))
+    rng = _monte_carlo_range(run, cfg)
     range_label = f"{rng[0]:g}{DASH}{rng[1]:g} % range"
 
     tables = None
@@ -150,13 +233,7 @@ def build_report(
             notes.append(
                 "No Monte Carlo summary (zones/storage_summary.csv): Table 2 has no ranges."
             )
-    intervals = set(run.maps)
-    if tables is not None:
-        intervals |= set(tables.intervals)
-    if run.cv is not None:
-        intervals |= {iv for iv in run.cv["interval"] if isinstance(iv, str)}
-    intervals |= set(run.cv_plots) | set(run.cv_predictions)
-    ordered = sorted(intervals, key=interval_sort_key)
+    ordered = _report_intervals(run, tables)
 
     outlines = _zone_source(cfg, zones_path, zone_field, notes) if run.maps else None
     if run.maps and outlines is None and not any("zone outlines" in n for n in notes):
@@ -176,48 +253,9 @@ def build_report(
             figures.append(calibration)
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
 
-        for f in figures:
-            io.write_bytes(f.data, tmp / "figures" / f.name)
-            written.append(f"figures/{f.name}")
-            if f.pdf is not None:
-                pdf_name = Path(f.name).with_suffix(".pdf").name
-                io.write_bytes(f.pdf, tmp / "figures" / pdf_name)
-                written.append(f"figures/{pdf_name}")
+        written += _write_figures(figures, tmp)
         machine: dict[str, Any] = {"title": title, "intervals": ordered, "notes": notes}
-        if tables is not None:
-            named = {
-                "table1_mean_density": tables.table1,
-                "table2_storage": tables.table2,
-                "inventory_long": tables.long,
-            }
-            if tables.counts is not None:
-                named["profile_counts"] = tables.counts
-            for name, df in named.items():
-                for suffix in (".csv", ".json"):
-                    io.write_table(df, tmp / "tables" / f"{name}{suffix}")
-                    written.append(f"tables/{name}{suffix}")
-                machine[name] = df
-            machine["storage_unit"] = tables.unit
-            machine["density_unit"] = "kg C m-2"
-            machine["range_percent"] = list(rng) if tables.has_range else None
-        elif run.counts is not None:
-            machine["profile_counts"] = run.counts
-        if run.cv is not None:
-            for suffix in (".csv", ".json"):
-                io.write_table(run.cv, tmp / "tables" / f"cv_metrics{suffix}")
-                written.append(f"tables/cv_metrics{suffix}")
-            machine["cv_metrics"] = run.cv
-        if run.manifest is not None:
-            machine["run"] = {
-                k: run.manifest.get(k)
-                for k in ("run_id", "created", "updated", "seed", "config_file")
-            }
-            machine["stages"] = {
-                k: {f: v.get(f) for f in ("status", "started", "seconds")}
-                for k, v in (run.manifest.get("stages") or {}).items()
-            }
-        io.write_json(_jsonable(machine), tmp / "tables" / "report.json")
-        written.append("tables/report.json")
+        written += _write_tables(run, tables, rng, machine, tmp)
 
         # no build time here: the same run gives the same report; the manifest records
         # when the report stage ran

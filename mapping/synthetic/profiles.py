@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from mapping.bulk_density import get_ptf
-from mapping.synthetic.truth import SOC_MAX_PCT, interval_stock
+from mapping.synthetic.truth import SOC_MAX_PCT, TruthParameters, interval_stock
 from mapping.synthetic.world import SyntheticWorld, to_lonlat
 
 # --------------------------------------------------------------------------- profiles
@@ -26,6 +26,99 @@ DEPTH_CLASSES: tuple[tuple[float, float, float], ...] = (
 """Shares of profile bottoms (allocated as exact quotas), so that 100 / 67 / 38 / 21 %
 of the profiles that reach 30 cm also reach 100 / 200 / 300 cm, as in the
 3422 / 2290 / 1296 / 720 profiles of the seed's compilation."""
+
+
+class _Land:
+    """The land cells of a world, with the generator the sites are drawn from."""
+
+    def __init__(self, world: SyntheticWorld, rng: np.random.Generator) -> None:
+        self.world, self.rng = world, rng
+        self.cells = np.argwhere(world.mask)
+        self.length = max(world.shape) * world.resolution  # the world's longer side, m
+
+    def contains(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Whether each point lies on a land cell."""
+        ny, nx = self.world.shape
+        r, c = self.world.rowcol(x, y)
+        ok = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+        out = np.zeros(x.shape, bool)
+        out[ok] = self.world.mask[r[ok], c[ok]]
+        return out
+
+    def random(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` points uniform within random land cells."""
+        rng, res = self.rng, self.world.resolution
+        left, _, _, top = self.world.bounds
+        rc = self.cells[rng.integers(0, len(self.cells), n)]
+        x = left + (rc[:, 1] + rng.uniform(0, 1, n)) * res
+        y = top - (rc[:, 0] + rng.uniform(0, 1, n)) * res
+        return x, y
+
+
+def _corridor_sites(land: _Land, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` sites along a road or river: a persistent random walk heading roughly towards
+    the pole, denser around three hot spots."""
+    rng, length = land.rng, land.length
+    path = [np.array(land.random(1)).ravel()]
+    heading = math.atan2(-path[0][1], -path[0][0]) + rng.normal(0, 0.6)
+    for _ in range(400):
+        heading += rng.normal(0, 0.2)
+        step = 0.006 * length * np.array([math.cos(heading), math.sin(heading)])
+        nxt = path[-1] + step
+        if not land.contains(np.array([nxt[0]]), np.array([nxt[1]]))[0]:
+            break
+        path.append(nxt)
+        if len(path) > 120:
+            break
+    pts = np.array(path)
+    seg = np.r_[0.0, np.cumsum(np.hypot(*np.diff(pts, axis=0).T))]
+    hot = rng.uniform(0, seg[-1], 3)
+    got_x, got_y = np.empty(0), np.empty(0)
+    while got_x.size < m:
+        k = 4 * m
+        s = np.where(
+            rng.uniform(size=k) < 0.7,
+            rng.choice(hot, k) + rng.normal(0, 0.006 * length, k),
+            rng.uniform(0, seg[-1], k),
+        )
+        s = np.clip(s, 0, seg[-1])
+        px = np.interp(s, seg, pts[:, 0]) + rng.normal(0, 0.002 * length, k)
+        py = np.interp(s, seg, pts[:, 1]) + rng.normal(0, 0.002 * length, k)
+        ok = land.contains(px, py)
+        got_x, got_y = np.r_[got_x, px[ok]], np.r_[got_y, py[ok]]
+    return got_x[:m], got_y[:m]
+
+
+def _station_sites(land: _Land, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """``m`` sites in a tight cluster around a field station."""
+    rng, length = land.rng, land.length
+    c = np.array(land.random(1)).ravel()
+    got_x, got_y = np.empty(0), np.empty(0)
+    while got_x.size < m:
+        px = c[0] + rng.normal(0, 0.004 * length, 4 * m + 4)
+        py = c[1] + rng.normal(0, 0.004 * length, 4 * m + 4)
+        ok = land.contains(px, py)
+        got_x, got_y = np.r_[got_x, px[ok]], np.r_[got_y, py[ok]]
+    return got_x[:m], got_y[:m]
+
+
+def _site_bottoms(rng: np.random.Generator, survey: np.ndarray) -> np.ndarray:
+    """Profile bottoms (cm): depth classes in fixed quotas (largest remainder), deeper ones
+    more often at stations; 30 % of the deeper cores end at their class's round depth."""
+    n = len(survey)
+    probs = np.array([c[0] for c in DEPTH_CLASSES])
+    quota = np.floor(probs * n).astype(int)
+    extra = np.argsort(-(probs * n - quota), kind="stable")[: n - quota.sum()]
+    quota[extra] += 1
+    key = rng.uniform(size=n) + 0.2 * np.char.startswith(survey, "station")
+    cls = np.empty(n, dtype=int)
+    cls[np.argsort(key, kind="stable")] = np.repeat(np.arange(len(probs)), quota)
+    lo = np.array([c[1] for c in DEPTH_CLASSES])[cls]
+    hi = np.array([c[2] for c in DEPTH_CLASSES])[cls]
+    bottom = rng.integers(lo, hi).astype(float)
+    exact = (rng.uniform(size=n) < 0.3) & (lo >= 30)  # cores taken to a round depth
+    bottom[exact] = lo[exact]
+    return bottom
 
 
 def sample_sites(world: SyntheticWorld, n_profiles: int = 500, seed: int = 0) -> pd.DataFrame:
@@ -45,24 +138,9 @@ def sample_sites(world: SyntheticWorld, n_profiles: int = 500, seed: int = 0) ->
     if n_profiles < 1:
         raise ValueError("n_profiles must be positive")
     rng = np.random.default_rng([int(seed), 11])
-    ny, nx = world.shape
+    land = _Land(world, rng)
     res = world.resolution
-    length = max(ny, nx) * res
     left, _, _, top = world.bounds
-    land_rc = np.argwhere(world.mask)
-
-    def on_land(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        r, c = world.rowcol(x, y)
-        ok = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
-        out = np.zeros(x.shape, bool)
-        out[ok] = world.mask[r[ok], c[ok]]
-        return out
-
-    def random_land(n: int) -> tuple[np.ndarray, np.ndarray]:
-        rc = land_rc[rng.integers(0, len(land_rc), n)]
-        x = left + (rc[:, 1] + rng.uniform(0, 1, n)) * res
-        y = top - (rc[:, 0] + rng.uniform(0, 1, n)) * res
-        return x, y
 
     n_corr = round(0.55 * n_profiles)
     n_stat = round(0.20 * n_profiles)
@@ -71,56 +149,22 @@ def sample_sites(world: SyntheticWorld, n_profiles: int = 500, seed: int = 0) ->
     ys: list[np.ndarray] = []
     labels: list[str] = []
 
-    # corridors: persistent random walks heading roughly towards the pole
     per = np.diff(np.linspace(0, n_corr, 5).round().astype(int))
     for i, m in enumerate(per):
-        path = [np.array(random_land(1)).ravel()]
-        heading = math.atan2(-path[0][1], -path[0][0]) + rng.normal(0, 0.6)
-        for _ in range(400):
-            heading += rng.normal(0, 0.2)
-            step = 0.006 * length * np.array([math.cos(heading), math.sin(heading)])
-            nxt = path[-1] + step
-            if not on_land(np.array([nxt[0]]), np.array([nxt[1]]))[0]:
-                break
-            path.append(nxt)
-            if len(path) > 120:
-                break
-        pts = np.array(path)
-        seg = np.r_[0.0, np.cumsum(np.hypot(*np.diff(pts, axis=0).T))]
-        hot = rng.uniform(0, seg[-1], 3)
-        got_x, got_y = np.empty(0), np.empty(0)
-        while got_x.size < m:
-            k = 4 * m
-            s = np.where(
-                rng.uniform(size=k) < 0.7,
-                rng.choice(hot, k) + rng.normal(0, 0.006 * length, k),
-                rng.uniform(0, seg[-1], k),
-            )
-            s = np.clip(s, 0, seg[-1])
-            px = np.interp(s, seg, pts[:, 0]) + rng.normal(0, 0.002 * length, k)
-            py = np.interp(s, seg, pts[:, 1]) + rng.normal(0, 0.002 * length, k)
-            ok = on_land(px, py)
-            got_x, got_y = np.r_[got_x, px[ok]], np.r_[got_y, py[ok]]
-        xs.append(got_x[:m])
-        ys.append(got_y[:m])
+        px, py = _corridor_sites(land, int(m))
+        xs.append(px)
+        ys.append(py)
         labels += [f"corridor_{i + 1}"] * m
 
-    # field stations: tight clusters
     per = np.diff(np.linspace(0, n_stat, 5).round().astype(int))
     for i, m in enumerate(per):
-        c = np.array(random_land(1)).ravel()
-        got_x, got_y = np.empty(0), np.empty(0)
-        while got_x.size < m:
-            px = c[0] + rng.normal(0, 0.004 * length, 4 * m + 4)
-            py = c[1] + rng.normal(0, 0.004 * length, 4 * m + 4)
-            ok = on_land(px, py)
-            got_x, got_y = np.r_[got_x, px[ok]], np.r_[got_y, py[ok]]
-        xs.append(got_x[:m])
-        ys.append(got_y[:m])
+        px, py = _station_sites(land, int(m))
+        xs.append(px)
+        ys.append(py)
         labels += [f"station_{chr(65 + i)}"] * m
 
     # scattered
-    px, py = random_land(n_scat)
+    px, py = land.random(n_scat)
     xs.append(px)
     ys.append(py)
     labels += ["scattered"] * n_scat
@@ -136,19 +180,7 @@ def sample_sites(world: SyntheticWorld, n_profiles: int = 500, seed: int = 0) ->
     lon, lat = to_lonlat().transform(x, y)
 
     survey = np.array(labels)
-    # depth classes in fixed quotas (largest remainder), deeper ones more often at stations
-    probs = np.array([c[0] for c in DEPTH_CLASSES])
-    quota = np.floor(probs * len(x)).astype(int)
-    extra = np.argsort(-(probs * len(x) - quota), kind="stable")[: len(x) - quota.sum()]
-    quota[extra] += 1
-    key = rng.uniform(size=len(x)) + 0.2 * np.char.startswith(survey, "station")
-    cls = np.empty(len(x), dtype=int)
-    cls[np.argsort(key, kind="stable")] = np.repeat(np.arange(len(probs)), quota)
-    lo = np.array([c[1] for c in DEPTH_CLASSES])[cls]
-    hi = np.array([c[2] for c in DEPTH_CLASSES])[cls]
-    bottom = rng.integers(lo, hi).astype(float)
-    exact = (rng.uniform(size=len(x)) < 0.3) & (lo >= 30)  # cores taken to a round depth
-    bottom[exact] = lo[exact]
+    bottom = _site_bottoms(rng, survey)
     width = len(str(len(x)))
     return pd.DataFrame(
         {
@@ -304,32 +336,8 @@ def sample_profiles(
             math.exp(rng.normal(-0.5 * p.profile_noise_sd**2, p.profile_noise_sd)) if noise else 1.0
         )
 
-        # horizon boundaries: organic layer, then mineral horizons thickening with depth
-        h_org = {1: rng.uniform(4, 18), 2: rng.uniform(4, 14), 3: rng.uniform(30, 130), 4: 0.0}[lc]
-        h_org = min(float(round(h_org)), depth)
-        tops = [0.0]
-        kinds: list[str] = []
-        while tops[-1] < depth:
-            z = tops[-1]
-            organic = z < h_org
-            t = round(rng.uniform(10, 30) if organic else rng.uniform(8, 30) * (1.0 + z / 150.0))
-            end = h_org if organic else depth
-            nxt = min(z + t, end)
-            if end - nxt < 4:
-                nxt = end
-            tops.append(float(nxt))
-            kinds.append("organic" if organic else "mineral")
-        bounds = list(itertools.pairwise(tops))
-
-        cryo_at = -1
-        if zone in (1, 2) and lc in (1, 3) and rng.uniform() < 0.12:
-            cands = [
-                i
-                for i, (a, b) in enumerate(bounds)
-                if kinds[i] == "mineral" and 10 <= a <= 100 and b - a >= 8
-            ]
-            if cands:
-                cryo_at = int(rng.choice(cands))
+        bounds, kinds = _horizon_bounds(rng, lc, depth)
+        cryo_at = _pocket_horizon(rng, zone, lc, bounds, kinds)
 
         cf_profile = (
             rng.uniform(15, 50)
@@ -350,26 +358,7 @@ def sample_profiles(
                 name = _horizon_name(kind, a, b, zone)
                 parts = [(name, q, 100.0, kind)]
             for name, qh, area, kd in parts:
-                cf = round(cf_profile * (0.6 + 0.8 * rng.uniform()), 1) if cf_profile > 0 else 0.0
-                if kd != "mineral" or qh / 10.0 >= _MINERAL_MAX:
-                    cf = 0.0  # organic material carries no stones
-                soc, bd, organic = _split_on_ptf(
-                    qh / (10.0 * (1.0 - cf / 100.0)), kd != "mineral", p.bd_scatter_sd, rng
-                )
-                if organic:
-                    if cf > 0:  # re-split without stones
-                        cf = 0.0
-                        soc, bd, organic = _split_on_ptf(qh / 10.0, True, p.bd_scatter_sd, rng)
-                    if kd == "mineral":
-                        name = "Ob"  # too rich in carbon for mineral soil: a buried organic layer
-                if not organic and kd != "mineral":
-                    # too poor in carbon for organic material on the PTF: humus-rich mineral
-                    name = "Ajj" if kd == "pocket" else _horizon_name("mineral", a, b, zone)
-                cn = rng.uniform(22, 30) if organic else rng.uniform(15, 22)
-                if noise:
-                    soc *= math.exp(rng.normal(-0.5 * p.soc_lab_sd**2, p.soc_lab_sd))
-                    bd *= math.exp(rng.normal(-0.5 * p.bd_lab_sd**2, p.bd_lab_sd))
-                    bd = max(bd, 0.05)  # a lab never reports less
+                lab = _lab_values(rng, p, (name, qh, kd), cf_profile, (a, b, zone), noise)
                 rows.append(
                     {
                         "profile_id": site.profile_id,
@@ -377,25 +366,113 @@ def sample_profiles(
                         "lat": site.lat,
                         "top_cm": a,
                         "bottom_cm": b,
-                        "horizon": name,
-                        "soc_pct": soc,
-                        "bulk_density_g_cm3": bd,
-                        "coarse_fraction_pct": cf,
+                        "horizon": lab["horizon"],
+                        "soc_pct": lab["soc_pct"],
+                        "bulk_density_g_cm3": lab["bulk_density_g_cm3"],
+                        "coarse_fraction_pct": lab["coarse_fraction_pct"],
                         "horizon_area_pct": area,
-                        "n_pct": soc / cn,
+                        "n_pct": lab["n_pct"],
                         "survey": site.survey,
                     }
                 )
     df = pd.DataFrame(rows)
     if noise and missing_bd > 0:
-        # whole profiles without BD (older surveys) plus scattered missing horizons
-        pids = df["profile_id"].unique()
-        no_bd = set(rng.choice(pids, round(0.6 * missing_bd * len(pids)), replace=False))
-        drop = np.array(df["profile_id"].isin(no_bd))
-        drop |= rng.uniform(size=len(df)) < 0.4 * missing_bd
-        df.loc[drop, "bulk_density_g_cm3"] = np.nan
+        _drop_bulk_density(df, rng, missing_bd)
     validate_horizons(df)
     return df
+
+
+def _horizon_bounds(
+    rng: np.random.Generator, lc: int, depth: float
+) -> tuple[list[tuple[float, float]], list[str]]:
+    """Horizon ``(top, bottom)`` and kind: an organic layer (thick in wetlands), then mineral
+    horizons thickening with depth, down to the profile's ``depth``."""
+    h_org = {1: rng.uniform(4, 18), 2: rng.uniform(4, 14), 3: rng.uniform(30, 130), 4: 0.0}[lc]
+    h_org = min(float(round(h_org)), depth)
+    tops = [0.0]
+    kinds: list[str] = []
+    while tops[-1] < depth:
+        z = tops[-1]
+        organic = z < h_org
+        t = round(rng.uniform(10, 30) if organic else rng.uniform(8, 30) * (1.0 + z / 150.0))
+        end = h_org if organic else depth
+        nxt = min(z + t, end)
+        if end - nxt < 4:
+            nxt = end
+        tops.append(float(nxt))
+        kinds.append("organic" if organic else "mineral")
+    return list(itertools.pairwise(tops)), kinds
+
+
+def _pocket_horizon(
+    rng: np.random.Generator,
+    zone: int,
+    lc: int,
+    bounds: list[tuple[float, float]],
+    kinds: list[str],
+) -> int:
+    """Index of the mineral horizon holding a cryoturbated pocket, -1 for none (tundra and
+    wetland of the two colder zones, about one profile in eight of them)."""
+    if zone in (1, 2) and lc in (1, 3) and rng.uniform() < 0.12:
+        cands = [
+            i
+            for i, (a, b) in enumerate(bounds)
+            if kinds[i] == "mineral" and 10 <= a <= 100 and b - a >= 8
+        ]
+        if cands:
+            return int(rng.choice(cands))
+    return -1
+
+
+def _lab_values(
+    rng: np.random.Generator,
+    p: TruthParameters,
+    part: tuple[str, float, str],
+    cf_profile: float,
+    where: tuple[float, float, int],
+    noise: bool,
+) -> dict[str, Any]:
+    """Horizon name, SOC %, bulk density, coarse fragments and N % of one horizon (or
+    pocket) whose mean carbon density is ``qh`` kg m-3; ``part`` is ``(name, qh, kind)``,
+    ``where`` is ``(top, bottom, zone)``."""
+    name, qh, kd = part
+    a, b, zone = where
+    cf = round(cf_profile * (0.6 + 0.8 * rng.uniform()), 1) if cf_profile > 0 else 0.0
+    if kd != "mineral" or qh / 10.0 >= _MINERAL_MAX:
+        cf = 0.0  # organic material carries no stones
+    soc, bd, organic = _split_on_ptf(
+        qh / (10.0 * (1.0 - cf / 100.0)), kd != "mineral", p.bd_scatter_sd, rng
+    )
+    if organic:
+        if cf > 0:  # re-split without stones
+            cf = 0.0
+            soc, bd, organic = _split_on_ptf(qh / 10.0, True, p.bd_scatter_sd, rng)
+        if kd == "mineral":
+            name = "Ob"  # too rich in carbon for mineral soil: a buried organic layer
+    if not organic and kd != "mineral":
+        # too poor in carbon for organic material on the PTF: humus-rich mineral
+        name = "Ajj" if kd == "pocket" else _horizon_name("mineral", a, b, zone)
+    cn = rng.uniform(22, 30) if organic else rng.uniform(15, 22)
+    if noise:
+        soc *= math.exp(rng.normal(-0.5 * p.soc_lab_sd**2, p.soc_lab_sd))
+        bd *= math.exp(rng.normal(-0.5 * p.bd_lab_sd**2, p.bd_lab_sd))
+        bd = max(bd, 0.05)  # a lab never reports less
+    return {
+        "horizon": name,
+        "soc_pct": soc,
+        "bulk_density_g_cm3": bd,
+        "coarse_fraction_pct": cf,
+        "n_pct": soc / cn,
+    }
+
+
+def _drop_bulk_density(df: pd.DataFrame, rng: np.random.Generator, missing_bd: float) -> None:
+    """Blank bulk densities in place: whole profiles (older surveys) plus scattered horizons."""
+    pids = df["profile_id"].unique()
+    no_bd = set(rng.choice(pids, round(0.6 * missing_bd * len(pids)), replace=False))
+    drop = np.array(df["profile_id"].isin(no_bd))
+    drop |= rng.uniform(size=len(df)) < 0.4 * missing_bd
+    df.loc[drop, "bulk_density_g_cm3"] = np.nan
 
 
 def _horizon_name(kind: str, top: float, bottom: float, zone: int) -> str:

@@ -249,43 +249,9 @@ def make_world(
         # a length given at the scale of the 2000 km sample domain, in cells of this world
         return km * 1000.0 / res * (length / 2.0e6)
 
-    # --- ocean towards the pole, with a ragged coast; enclosed sea -> land, specks removed
-    sea = north + 0.09 * fractal_field((ny, nx), 3.0, r_coast) > _COAST
-    lab, nlab = ndimage.label(sea)
-    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    sea = np.isin(lab, edge[edge > 0])
-    lab, nlab = ndimage.label(~sea)
-    if nlab:
-        sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, nlab + 1))
-        small = np.flatnonzero(sizes < max(4, 0.0005 * nx * ny)) + 1
-        sea |= np.isin(lab, small)
-    land = ~sea
-    if land.sum() < 0.5 * land.size:
-        raise RuntimeError("generated world is mostly ocean; choose another centre")
-
-    # --- elevation (m): plains, two mountain belts, low near the coast
-    u = (xx - clim["x0"]) / length
-    v = (yy - clim["y0"]) / length
-    base = fractal_field((ny, nx), 3.0, r_elev)
-    belt1 = np.exp(-(((u - 0.18 + 0.06 * np.sin(5.0 * v + 1.0)) / 0.06) ** 2))
-    belt2 = np.exp(-(((v + 0.22 - 0.5 * u + 0.05 * np.sin(7.0 * u)) / 0.05) ** 2))
-    rough = fractal_field((ny, nx), 2.2, r_elev)
-    elev = 250.0 + 180.0 * base + (1500.0 * belt1 + 900.0 * belt2) * (0.75 + 0.25 * rough)
-    dist_coast = (
-        ndimage.distance_transform_edt(land) * res if sea.any() else np.full((ny, nx), np.inf)
-    )
-    elev *= 1.0 - np.exp(-dist_coast / (0.06 * length))
-    elev = np.clip(elev, 1.0, None)
-
-    # --- mean annual air temperature (°C): colder towards the pole and with height
-    maat_raw = -17.0 * north - 5.0 * elev / 1000.0 + 1.0 * fractal_field((ny, nx), 2.5, r_maat)
-    # quantile-map onto a fixed distribution so every world has the same zone shares
-    maat = np.full((ny, nx), np.nan)
-    order = np.argsort(maat_raw[land], kind="stable")
-    ranks = np.empty(order.size)
-    ranks[order] = (np.arange(order.size) + 0.5) / order.size
-    maat[land] = np.interp(ranks, *_MAAT_QUANTILES)
-    maat[~land] = np.interp(maat_raw[~land], np.sort(maat_raw[land]), np.sort(maat[land]))
+    land = _land(north, r_coast)
+    elev, dist_coast = _elevation(xx, yy, clim, land, res, r_elev)
+    maat = _maat(north, elev, land, r_maat)
 
     # --- precipitation (mm): analytic in position (see SyntheticWorld.precipitation_at)
     nmodes = 48
@@ -310,11 +276,7 @@ def make_world(
     wet_cut = np.percentile(twi[land], 85.0)
     wetland = (twi > wet_cut + 0.6 * n2) & (tanb < 0.01) & ~barren
     forest = (maat > -9.5 + 1.0 * n1) & (elev < 950.0 + 100.0 * n2) & ~barren & ~wetland
-    landcover = np.ones((ny, nx), dtype=np.uint8)
-    landcover[forest] = 2
-    landcover[wetland] = 3
-    landcover[barren] = 4
-    landcover[~land] = 0
+    landcover = _landcover_codes(land, forest, wetland, barren)
 
     # --- NDVI
     base_ndvi = code_lookup(landcover, {1: 0.42, 2: 0.68, 3: 0.55, 4: 0.16})
@@ -353,6 +315,79 @@ def make_world(
         seed=int(seed),
         _climate=clim,
     )
+
+
+def _land(north: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Land mask: ocean towards the pole with a ragged coast; enclosed seas become land and
+    specks of land are removed."""
+    ny, nx = north.shape
+    sea = north + 0.09 * fractal_field((ny, nx), 3.0, rng) > _COAST
+    lab, nlab = ndimage.label(sea)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    sea = np.isin(lab, edge[edge > 0])
+    lab, nlab = ndimage.label(~sea)
+    if nlab:
+        sizes = ndimage.sum(np.ones_like(lab), lab, index=np.arange(1, nlab + 1))
+        small = np.flatnonzero(sizes < max(4, 0.0005 * nx * ny)) + 1
+        sea |= np.isin(lab, small)
+    land = ~sea
+    if land.sum() < 0.5 * land.size:
+        raise RuntimeError("generated world is mostly ocean; choose another centre")
+    return land
+
+
+def _elevation(
+    xx: np.ndarray,
+    yy: np.ndarray,
+    clim: Mapping[str, Any],
+    land: np.ndarray,
+    res: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Elevation (m): plains, two mountain belts, low near the coast; and the distance to
+    the coast (m, infinite without sea)."""
+    ny, nx = land.shape
+    length = clim["length"]
+    u = (xx - clim["x0"]) / length
+    v = (yy - clim["y0"]) / length
+    base = fractal_field((ny, nx), 3.0, rng)
+    belt1 = np.exp(-(((u - 0.18 + 0.06 * np.sin(5.0 * v + 1.0)) / 0.06) ** 2))
+    belt2 = np.exp(-(((v + 0.22 - 0.5 * u + 0.05 * np.sin(7.0 * u)) / 0.05) ** 2))
+    rough = fractal_field((ny, nx), 2.2, rng)
+    elev = 250.0 + 180.0 * base + (1500.0 * belt1 + 900.0 * belt2) * (0.75 + 0.25 * rough)
+    dist_coast = (
+        ndimage.distance_transform_edt(land) * res if (~land).any() else np.full((ny, nx), np.inf)
+    )
+    elev *= 1.0 - np.exp(-dist_coast / (0.06 * length))
+    return np.clip(elev, 1.0, None), dist_coast
+
+
+def _maat(
+    north: np.ndarray, elev: np.ndarray, land: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Mean annual air temperature (°C): colder towards the pole and with height,
+    quantile-mapped onto a fixed distribution so every world has the same zone shares."""
+    ny, nx = north.shape
+    maat_raw = -17.0 * north - 5.0 * elev / 1000.0 + 1.0 * fractal_field((ny, nx), 2.5, rng)
+    maat = np.full((ny, nx), np.nan)
+    order = np.argsort(maat_raw[land], kind="stable")
+    ranks = np.empty(order.size)
+    ranks[order] = (np.arange(order.size) + 0.5) / order.size
+    maat[land] = np.interp(ranks, *_MAAT_QUANTILES)
+    maat[~land] = np.interp(maat_raw[~land], np.sort(maat_raw[land]), np.sort(maat[land]))
+    return maat
+
+
+def _landcover_codes(
+    land: np.ndarray, forest: np.ndarray, wetland: np.ndarray, barren: np.ndarray
+) -> np.ndarray:
+    """Land-cover codes (:data:`LANDCOVER_CLASSES`): tundra where nothing else, 0 at sea."""
+    landcover = np.ones(land.shape, dtype=np.uint8)
+    landcover[forest] = 2
+    landcover[wetland] = 3
+    landcover[barren] = 4
+    landcover[~land] = 0
+    return landcover
 
 
 def _zones_from_maat(maat: np.ndarray, land: np.ndarray, sigma: float) -> np.ndarray:
