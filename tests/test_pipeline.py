@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
 
+from mapping import zonal
 from mapping.cli import main
+from mapping.run import preflight, stages
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / "workflows" / "sample.yaml"
@@ -47,12 +51,36 @@ def _config(tmp: Path, n_realizations: int = 40) -> Path:
     return path
 
 
+# How often the first run built the grid, the covariate stack and the zone layout.
+BUILT: dict[str, int] = {}
+
+
+def _counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        BUILT[name] = BUILT.get(name, 0) + 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("pipeline")
     cfg = _config(tmp)
-    assert main(["run", str(cfg)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (stages, preflight):
+            mp.setattr(module, "target_grid", _counting("grid", module.target_grid))
+            mp.setattr(module, "build_stack", _counting("stack", module.build_stack))
+        mp.setattr(stages, "load_zone_layout", _counting("zones", stages.load_zone_layout))
+        mp.setattr(zonal, "load_zone_layout", _counting("zones", zonal.load_zone_layout))
+        assert main(["run", str(cfg)]) == 0
     return cfg, tmp / "out"
+
+
+def test_grid_stack_and_zones_are_built_once_per_run(first_run: tuple[Path, Path]) -> None:
+    """The preflight checks build the grid and the stack, the first stage that needs the zones
+    prepares them; every later stage of the same run takes them from the run context."""
+    assert BUILT == {"grid": 1, "stack": 1, "zones": 1}
 
 
 def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, Path]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,7 @@ from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
 from mapping.exceptions import InputError, ModelError
 from mapping.extract import extract_at_points
+from mapping.grid import Grid
 from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
 from mapping.profiles import read_horizons
 from mapping.report import build_report
@@ -52,7 +53,10 @@ from mapping.uncertainty import (
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
 from mapping.zonal import integrate_files
-from mapping.zones import load_zone_layout
+from mapping.zones import ZoneLayout, load_zone_layout
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
 
@@ -120,13 +124,14 @@ STOCKS = Stage(
 
 
 # --------------------------------------------------------------------------- covariates at profiles
-def grid_and_stack(ctx: StageContext) -> tuple[Any, Any]:
+def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
     """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
-    if ctx.stack is None:
+    if ctx.grid is None or ctx.stack is None:
         cfg = ctx.config
-        ctx.grid = target_grid(cfg.grid, cfg.covariates)
-        cfg.check_distances(ctx.grid.is_geographic)
-        ctx.stack = build_stack(cfg.covariates, ctx.grid, chunks=cfg.prediction.chunks)
+        grid = target_grid(cfg.grid, cfg.covariates)
+        cfg.check_distances(grid.is_geographic)
+        ctx.grid = grid
+        ctx.stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)
     return ctx.grid, ctx.stack
 
 
@@ -513,7 +518,7 @@ def _zones_inputs(cfg: RunConfig) -> list[Path]:
     return [cfg.zones.path] if cfg.zones is not None else []
 
 
-def zone_layout(ctx: StageContext) -> Any:
+def zone_layout(ctx: StageContext) -> ZoneLayout:
     """The zones prepared on the target grid, built once per run (kept on ``ctx``)."""
     if ctx.zones is None:
         cfg = ctx.config
