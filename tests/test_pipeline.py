@@ -10,28 +10,18 @@ from typing import Any
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, SAMPLE_WORKFLOW, sample_config
 
 from mapping import zonal
 from mapping.cli import main
 from mapping.run import preflight, stages
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "report"]
 TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
 
 
-def _absolute(path: str) -> str:
-    return str((WORKFLOW.parent / path).resolve())
-
-
 def _config(tmp: Path, n_realizations: int = 40) -> Path:
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = _absolute(cov["path"])
-    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = ["0-30"]
     cfg["model"]["params"]["n_estimators"] = 60
     # The zone-total check below needs the regional error of geographical kNNDM folds: on
@@ -93,7 +83,7 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
         for rel, checksum in rec["outputs"].items():
             assert (out / rel).is_file(), rel
             assert checksum.startswith("sha256:")
-    assert manifest["seed"] == yaml.safe_load(WORKFLOW.read_text())["seed"]
+    assert manifest["seed"] == yaml.safe_load(SAMPLE_WORKFLOW.read_text())["seed"]
     assert "rasterio" in manifest["versions"] and "gdal" in manifest["versions"]
     assert all(k.startswith("/") for k in manifest["inputs"])  # resolved paths
     html = (out / "report" / "index.html").read_text()
