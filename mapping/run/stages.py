@@ -58,7 +58,7 @@ from mapping.zones import ZoneLayout, load_zone_layout
 if TYPE_CHECKING:
     import xarray as xr
 
-__all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
+__all__ = ["default_stages", "grid_and_stack", "prediction_sample", "run_grid", "stage_list"]
 
 log = logging.getLogger("socmap")
 
@@ -124,15 +124,22 @@ STOCKS = Stage(
 
 
 # --------------------------------------------------------------------------- covariates at profiles
-def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
-    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
-    if ctx.grid is None or ctx.stack is None:
+def run_grid(ctx: StageContext) -> Grid:
+    """The target Grid, built once per run (kept on ``ctx``); no covariate stack needed."""
+    if ctx.grid is None:
         cfg = ctx.config
         grid = target_grid(cfg.grid, cfg.covariates)
         cfg.check_distances(grid.is_geographic)
         ctx.grid = grid
-        ctx.stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)
-    return ctx.grid, ctx.stack
+    return ctx.grid
+
+
+def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
+    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
+    grid = run_grid(ctx)
+    if ctx.stack is None:
+        ctx.stack = build_stack(ctx.config.covariates, grid, chunks=ctx.config.prediction.chunks)
+    return grid, ctx.stack
 
 
 def _covariate_inputs(cfg: RunConfig) -> list[Path]:
@@ -279,7 +286,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             raise ModelError(
                 f"interval {label} cm: {exc} (config: {_config_key(str(exc))})"
             ) from None
-        record_coordinate_crs(result.model, grid_and_stack(ctx)[0].working_crs)  # x, y
+        record_coordinate_crs(result.model, run_grid(ctx).working_crs)  # x, y
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
         outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
@@ -371,8 +378,8 @@ def _write_fit(
             "pooled": result.cv.pooled,
         },
         "calibration": calibration,
-        "grid": repr(grid_and_stack(ctx)[0]),
-        "coordinate_crs": grid_and_stack(ctx)[0].working_crs.to_wkt(),
+        "grid": repr(run_grid(ctx)),
+        "coordinate_crs": run_grid(ctx).working_crs.to_wkt(),
         "versions": package_versions(),
         "seed": cfg.seed,
     }
@@ -523,7 +530,7 @@ def zone_layout(ctx: StageContext) -> ZoneLayout:
     if ctx.zones is None:
         cfg = ctx.config
         assert cfg.zones is not None
-        grid, _ = grid_and_stack(ctx)
+        grid = run_grid(ctx)
         ctx.zones = load_zone_layout(
             cfg.zones.path,
             grid,
@@ -638,7 +645,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     """
     cfg, run = ctx.config, ctx.folder
     assert cfg.zones is not None
-    grid, _ = grid_and_stack(ctx)
+    grid = run_grid(ctx)
     maps = ctx.results["predict"]
     labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
     chunks = cfg.prediction.chunks
