@@ -5,7 +5,7 @@ EASE-Grid 2.0 North around the pole, 256 MB per float32 map). Writes an output f
 one depth interval -- mean, lower and upper maps as COGs (with overviews) and a zone raster
 -- plus a zone-totals table, then times
 
-1. one decimated read of a map (``_read_view``: at most 1000 x 1000 cells, from overviews);
+1. one decimated read of a map (``read_view``: at most 1000 x 1000 cells, from overviews);
 2. the same read of a tiled GeoTIFF *without* overviews (GDAL subsamples the blocks);
 3. ``build_report`` on the folder (maps, zone outlines from the raster, graticule, tables,
    HTML).
@@ -32,7 +32,8 @@ import rasterio
 from mapping import io
 from mapping.cluster import PeakRSS
 from mapping.grid import Grid
-from mapping.report import _read_view, build_report
+from mapping.report import build_report
+from mapping.report.figures import read_view
 
 
 def measure(label: str, fn: Callable[[], Any]) -> Any:
@@ -93,7 +94,7 @@ def main(n: int = 8000) -> None:
         write_folder(out, grid)
         print(f"folder written in {time.perf_counter() - t0:.1f} s")
         mean = out / "maps" / "soc_0_100cm_mean.tif"
-        view = measure("decimated read of one COG (overviews)", lambda: _read_view(mean))
+        view = measure("decimated read of one COG (overviews)", lambda: read_view(mean))
         print(f"  view {view.shape}, 1/{view.decimation:g} of the grid")
         plain = Path(tmp) / "plain.tif"
         with rasterio.open(mean) as src:
@@ -102,7 +103,7 @@ def main(n: int = 8000) -> None:
             with rasterio.open(plain, "w", **profile) as dst:
                 for _, window in src.block_windows(1):
                     dst.write(src.read(1, window=window), 1, window=window)
-        measure("decimated read of a tiled GeoTIFF (no overviews)", lambda: _read_view(plain))
+        measure("decimated read of a tiled GeoTIFF (no overviews)", lambda: read_view(plain))
         files = measure(
             "build_report (1 interval, zone raster outlines)",
             lambda: build_report(out, zones_path=out / "zones.tif"),

@@ -54,7 +54,7 @@ from mapping.uncertainty import (
     summarise_draws,
     zone_total_draws,
 )
-from mapping.zonal import prepare_zones
+from mapping.zones import prepare_zones
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_rasters"

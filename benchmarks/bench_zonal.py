@@ -35,7 +35,8 @@ import rasterio.features
 
 from mapping.cluster import PeakRSS
 from mapping.grid import Grid
-from mapping.zonal import integrate_files, prepare_zones, zone_coverage_from_polygons, zone_sums
+from mapping.zonal import integrate_files, zone_sums
+from mapping.zones import prepare_zones, zone_coverage_from_polygons
 
 
 def measure(label: str, n_cells: int, fn: Callable[[], Any]) -> Any:

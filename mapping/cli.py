@@ -191,7 +191,8 @@ def integrate(
     from mapping.config import parse_interval
     from mapping.exceptions import ConfigError, OutputError
     from mapping.io import write_table
-    from mapping.zonal import integrate_files, parse_zone_names
+    from mapping.zonal import integrate_files
+    from mapping.zones import parse_zone_names
 
     if out.suffix.lower() not in {".csv", ".json", ".parquet"}:
         raise OutputError(

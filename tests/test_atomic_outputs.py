@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import stage_status
 
 import mapping
 from mapping import cluster
@@ -52,8 +53,7 @@ WRITERS: dict[str, int | str] = {
 }
 # Destinations that are not final paths, with the reason.
 ALLOWED = {
-    ("figures.py", "buf"): "an in-memory BytesIO",
-    ("plots.py", "buf"): "an in-memory BytesIO",
+    ("charts.py", "buf"): "an in-memory BytesIO",
     (
         "rasters.py",
         "stage",
@@ -169,10 +169,6 @@ def _manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
 
 
-def _status(out: Path) -> dict[str, str]:
-    return {k: v["status"] for k, v in _manifest(out)["stages"].items()}
-
-
 def _files(folder: Path) -> dict[str, str]:
     """Checksums of the outputs, model pickles aside.
 
@@ -236,7 +232,7 @@ def test_crash_while_writing_a_map(
     # the resume store holds no chunk: one statistic of one block is not a finished chunk
     assert not list((out / "maps" / ".partial").rglob("*.npy"))
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
-    assert _status(out) == {"stocks": "complete", "training": "complete", "fit": "complete",
+    assert stage_status(out) == {"stocks": "complete", "training": "complete", "fit": "complete",
                             "predict": "failed"}  # fmt: skip
 
     monkeypatch.setattr(rasters, "store_blocks", real)
@@ -266,7 +262,7 @@ def test_interrupt_after_a_model_is_saved_over_a_previous_run(
     # The new model file is in place (written atomically) but the stage is not complete,
     # and the previous run's maps and totals are marked outdated, not complete.
     assert (out / "models" / "0-30" / "model.joblib").read_bytes() != old_model
-    assert _status(out) == {"stocks": "complete", "training": "complete", "fit": "interrupted",
+    assert stage_status(out) == {"stocks": "complete", "training": "complete", "fit": "interrupted",
                             "predict": "outdated", "zones": "outdated",
                             "uncertainty": "outdated"}  # fmt: skip
     assert _files(out / "maps") == old_maps

@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import dask
 import dask.array as da
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 import rasterio
 import xarray as xr
+from conftest import run_cli
 from sklearn.linear_model import BayesianRidge
 
 from mapping.cluster import (
@@ -226,7 +226,6 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
 ) -> None:
     import joblib
 
-    from mapping.cli import main
     from mapping.config import load_config
     from mapping.io import write_cog
     from mapping.run.plan import make_plan, stand_in_model
@@ -260,16 +259,9 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     assert plan.model_bytes > 0 and not plan.notes
 
     capsys.readouterr()
-    assert _cli(main, "plan", str(cfg_path), "--workers", "4", "--sample-chunks", "1") == 0
+    assert run_cli(["plan", str(cfg_path), "--workers", "4", "--sample-chunks", "1"]) == 0
     out = capsys.readouterr().out
     assert "memory/worker:" in out and "fitted model" in out
     assert "4 worker(s) x 1 thread(s):" in out
-    assert _cli(main, "plan", str(tmp_path / "missing.yaml")) == 2
+    assert run_cli(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip().endswith("missing.yaml: config file not found")
-
-
-def _cli(main: Any, *argv: str) -> int:
-    try:
-        return main(list(argv))
-    except SystemExit as exc:  # typer exits by itself on success
-        return int(exc.code or 0)

@@ -27,10 +27,10 @@ from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_t
 from mapping.zonal import (
     exact_bincount,
     exact_to_float,
-    zone_coverage_from_polygons,
     zone_sums_block,
     zone_totals,
 )
+from mapping.zones import zone_coverage_from_polygons
 
 NAMES = {1: "a", 2: "b", 3: "c"}
 NY, NX = 37, 53  # primes: no chunk size below divides the grid

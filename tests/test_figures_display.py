@@ -7,13 +7,13 @@ import pyproj
 import pytest
 from affine import Affine
 
-from mapping.figures import (
+from mapping.report.charts import pdf_bytes
+from mapping.report.maps import (
     MapView,
     _nice_length,
     _north_angle,
     display_grid,
     map_figure,
-    pdf_bytes,
     to_display,
 )
 

@@ -14,10 +14,11 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
+from conftest import run_cli_output
 
 from mapping import zonal
-from mapping.cli import main
 from mapping.grid import Grid
+from mapping.zones import load_zone_layout
 
 GRID = Grid.from_bounds((-400_000, -2_000_000, 200_000, -1_600_000), 10_000, "EPSG:6931")  # 40x60
 NAMES = "1=continuous,2=discontinuous,3=sporadic,4=isolated"
@@ -65,15 +66,6 @@ def _density(shape: tuple[int, int], scale: float = 1.0) -> np.ndarray:
     return d
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # click exits by itself on success and on usage errors
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _expected(density: np.ndarray, codes: np.ndarray) -> dict[int, tuple[float, float, float]]:
     """Hand totals on the equal-area grid (100 km2 cells): area, nodata area, storage (Pg)."""
     out = {}
@@ -109,7 +101,7 @@ def test_raster_zones_give_the_hand_totals_in_csv_and_json(
     world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out" / "storage.csv"
-    code, stdout, err = _run(
+    code, stdout, err = run_cli_output(
         [
             "integrate",
             world["d100"],
@@ -160,7 +152,7 @@ def test_raster_zones_give_the_hand_totals_in_csv_and_json(
     assert os.listdir(out.parent) == ["storage.csv"]  # no temporary files left
 
     js = tmp_path / "storage.json"
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", world["d30"], "--zones", world["zones"], "--unit", "Tg", "-o", js], capsys
     )
     assert code == 0, err
@@ -188,7 +180,7 @@ def test_polygon_zones_match_raster_zones(
     gdf.to_parquet(tmp_path / "zones.parquet")
     gdf.to_file(tmp_path / "zones.shp")
     raster_csv = tmp_path / "raster.csv"
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         [
             "integrate",
             world["d30"],
@@ -217,7 +209,7 @@ def test_polygon_zones_match_raster_zones(
             "-o",
             out,
         ]
-        code, _, err = _run(argv, capsys)
+        code, _, err = run_cli_output(argv, capsys)
         assert code == 0, err
         got = pd.read_csv(out).set_index("zone")
         assert list(got.index) == list(ref.index)
@@ -253,11 +245,14 @@ def test_zone_raster_on_other_grids_is_aligned_by_mode_or_nearest(
     _write_tif(tmp_path / "coarse.tif", coarse, coarse_grid)
 
     ref = tmp_path / "ref.csv"
-    assert _run(["integrate", world["d30"], "--zones", world["zones"], "-o", ref], capsys)[0] == 0
+    assert (
+        run_cli_output(["integrate", world["d30"], "--zones", world["zones"], "-o", ref], capsys)[0]
+        == 0
+    )
     results = []
     for chunks in ("7", "1024"):
         out = tmp_path / f"fine{chunks}.csv"
-        code, _, err = _run(
+        code, _, err = run_cli_output(
             [
                 "integrate",
                 world["d30"],
@@ -276,7 +271,7 @@ def test_zone_raster_on_other_grids_is_aligned_by_mode_or_nearest(
     pd.testing.assert_frame_equal(results[0], pd.read_csv(ref))  # the mode is the 10 km code
 
     out = tmp_path / "coarse.csv"
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         [
             "integrate",
             world["d30"],
@@ -303,10 +298,10 @@ def test_interval_option_for_rasters_without_one(
     dens = _write_tif(tmp_path / "density.tif", np.full(GRID.shape, 2.0, "float32"), GRID)
     zones = _write_tif(tmp_path / "z.tif", np.ones(GRID.shape, "uint8"), GRID)
     out = tmp_path / "t.csv"
-    code, _, err = _run(["integrate", dens, "--zones", zones, "-o", out], capsys)
+    code, _, err = run_cli_output(["integrate", dens, "--zones", zones, "-o", out], capsys)
     assert code == 2 and "no depth interval" in err and "--interval" in err
     assert not out.exists()
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", dens, "--zones", zones, "--interval", "30-100", "-o", out], capsys
     )
     assert code == 0, err
@@ -365,7 +360,9 @@ def test_user_errors_exit_2_with_one_line_and_no_output(
         extra = ["--zone-names", "continuous"]
     elif case == "bad_suffix":
         out = tmp_path / "result.xlsx"
-    code, _, err = _run(["integrate", *density, "--zones", zones, *extra, "-o", out], capsys)
+    code, _, err = run_cli_output(
+        ["integrate", *density, "--zones", zones, *extra, "-o", out], capsys
+    )
     assert code == 2
     assert err.startswith("socmap: error: ")
     assert expected in err
@@ -382,7 +379,7 @@ def test_a_prepared_zone_layout_is_reused_and_gives_the_same_totals(
     names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}
     dens = [world["d100"], world["d30"]]
     fresh = zonal.integrate_files(dens, world["zones"], zone_names=names, chunks=16)
-    layout = zonal.load_zone_layout(world["zones"], GRID, names, chunks=16)
+    layout = load_zone_layout(world["zones"], GRID, names, chunks=16)
 
     def no_second_preparation(*args: object, **kwargs: object) -> None:
         raise AssertionError("zones prepared again")

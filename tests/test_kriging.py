@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import GSTAT, xy_of
 from scipy.stats import norm
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
@@ -29,14 +29,8 @@ from mapping.exceptions import ModelError
 from mapping.models import OrdinaryKriging, RegressionKriging, Variogram, krige_residuals
 from mapping.models.kriging import training_covariance
 
-GSTAT = Path(__file__).parent / "data" / "gstat"
 GSTAT_MODEL = {"Sph": "spherical", "Exp": "exponential", "Gau": "gaussian", "Mat": "matern"}
 ON_DATA = [3, 40, 77, 101, 150]  # 1-based ids of the data points the last five targets sit on
-
-
-@pytest.fixture(scope="module")
-def data() -> pd.DataFrame:
-    return pd.read_csv(GSTAT / "data.csv")
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +51,20 @@ def _variogram(case: pd.Series) -> Variogram:
     return Variogram(GSTAT_MODEL[case.model], case.psill, case.range, case.nugget, case.kappa)
 
 
-def _xy(df: pd.DataFrame) -> np.ndarray:
-    return df[["x", "y"]].to_numpy()
-
-
 def _ref(krige_ref: pd.DataFrame, case: str) -> pd.DataFrame:
     return krige_ref[krige_ref["case"] == case].sort_values("target")
 
 
 # =========================================================================== gstat
 @pytest.mark.parametrize("case", OK_CASES, ids=[c.case for c in OK_CASES])
-def test_ordinary_kriging_agrees_with_gstat(case, data, targets, krige_ref) -> None:
+def test_ordinary_kriging_agrees_with_gstat(case, gstat_data, targets, krige_ref) -> None:
     """Same variogram, same neighbourhood: predictions and variances to 1e-9 relative."""
     ref = _ref(krige_ref, case.case)
     pred, var = krige_residuals(
-        _xy(data),
-        data["z"],
+        xy_of(gstat_data),
+        gstat_data["z"],
         _variogram(case),
-        _xy(targets),
+        xy_of(targets),
         n_neighbors=None if case.nmax == 0 else int(case.nmax),
         max_distance=None if case.maxdist == 0 else float(case.maxdist),
     )
@@ -84,20 +74,22 @@ def test_ordinary_kriging_agrees_with_gstat(case, data, targets, krige_ref) -> N
 
 
 @pytest.mark.parametrize("case", OK_CASES, ids=[c.case for c in OK_CASES])
-def test_targets_on_data_points_get_the_data_value(case, data, targets) -> None:
+def test_targets_on_data_points_get_the_data_value(case, gstat_data, targets) -> None:
     # gstat's covariance at distance 0 includes the nugget: kriging is exact there
     pred, var = krige_residuals(
-        _xy(data), data["z"], _variogram(case), _xy(targets)[-5:], n_neighbors=8
+        xy_of(gstat_data), gstat_data["z"], _variogram(case), xy_of(targets)[-5:], n_neighbors=8
     )
-    np.testing.assert_allclose(pred, data["z"].to_numpy()[np.array(ON_DATA) - 1], rtol=1e-12)
+    np.testing.assert_allclose(pred, gstat_data["z"].to_numpy()[np.array(ON_DATA) - 1], rtol=1e-12)
     np.testing.assert_allclose(var, 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("n_neighbors", [None, 8, 32])
-def test_zero_nugget_kriging_honours_all_data(data, n_neighbors) -> None:
+def test_zero_nugget_kriging_honours_all_data(gstat_data, n_neighbors) -> None:
     v = Variogram("spherical", psill=1.0, range=3000.0)
-    pred, var = krige_residuals(_xy(data), data["z"], v, _xy(data), n_neighbors=n_neighbors)
-    np.testing.assert_allclose(pred, data["z"], rtol=1e-12)
+    pred, var = krige_residuals(
+        xy_of(gstat_data), gstat_data["z"], v, xy_of(gstat_data), n_neighbors=n_neighbors
+    )
+    np.testing.assert_allclose(pred, gstat_data["z"], rtol=1e-12)
     np.testing.assert_allclose(var, 0.0, atol=1e-12)
 
 
@@ -109,7 +101,9 @@ def test_one_neighbour_is_analytic() -> None:
     np.testing.assert_allclose(var, [2.0 * (0.5 + 2.0 * (1 - math.exp(-0.5))), 0.0], atol=1e-15)
 
 
-def test_regression_kriging_is_close_to_gstat_universal_kriging(data, targets, krige_ref) -> None:
+def test_regression_kriging_is_close_to_gstat_universal_kriging(
+    gstat_data, targets, krige_ref
+) -> None:
     """Same residual variogram, global: OLS trend + OK of residuals vs gstat's GLS-based UK.
 
     The two differ by design (OLS vs GLS trend; the trend variance is added as if
@@ -120,7 +114,7 @@ def test_regression_kriging_is_close_to_gstat_universal_kriging(data, targets, k
     ref = _ref(krige_ref, "uk_sph_global")
     case = CASES[CASES["case"] == "uk_sph_global"].iloc[0]
     rk = RegressionKriging(kriging=OrdinaryKriging(variogram=_variogram(case), n_neighbors=None))
-    rk.fit(data[["x", "y", "cov1"]], data["z"])
+    rk.fit(gstat_data[["x", "y", "cov1"]], gstat_data["z"])
     mean, std = rk.predict(targets[["x", "y", "cov1"]], return_std=True)
     uk_var = ref["var"].to_numpy()[:200]
     assert np.max(np.abs(mean - ref["pred"].to_numpy())[:200] / np.sqrt(uk_var)) < 0.10
@@ -136,14 +130,14 @@ PYKRIGE_RANGE = {"spherical": 1.0, "exponential": 3.0, "gaussian": 7.0 / 4.0}
 
 @pytest.mark.parametrize("model", ["spherical", "exponential", "gaussian"])
 @pytest.mark.parametrize("k", [8, 32])
-def test_kernel_equals_pykrige_c_backend(data, targets, model, k) -> None:
+def test_kernel_equals_pykrige_c_backend(gstat_data, targets, model, k) -> None:
     pykrige_ok = pytest.importorskip("pykrige.ok")
     v = Variogram(model, psill=0.9, range=1500.0, nugget=0.15)
-    xy, txy = _xy(data), _xy(targets)[:200]
+    xy, txy = xy_of(gstat_data), xy_of(targets)[:200]
     ok = pykrige_ok.OrdinaryKriging(
         xy[:, 0],
         xy[:, 1],
-        data["z"].to_numpy(),
+        gstat_data["z"].to_numpy(),
         variogram_model=model,
         variogram_parameters={
             "psill": v.psill,
@@ -152,7 +146,7 @@ def test_kernel_equals_pykrige_c_backend(data, targets, model, k) -> None:
         },
     )
     zk, sk = ok.execute("points", txy[:, 0], txy[:, 1], backend="C", n_closest_points=k)
-    pred, var = krige_residuals(xy, data["z"], v, txy, n_neighbors=k)
+    pred, var = krige_residuals(xy, gstat_data["z"], v, txy, n_neighbors=k)
     np.testing.assert_allclose(pred, np.asarray(zk), rtol=1e-8)
     np.testing.assert_allclose(var, np.asarray(sk), rtol=1e-8)
 
@@ -363,19 +357,19 @@ def test_trend_variances(world) -> None:
     np.testing.assert_allclose(gp.predict_components(Xt)["trend_var"], gp_std**2)
 
 
-def test_without_covariates_it_is_ordinary_kriging(data) -> None:
+def test_without_covariates_it_is_ordinary_kriging(gstat_data) -> None:
     """Constant trend: kriging the residuals y - mean(y) is OK of y; trend variance s^2 / n."""
-    X = data[["x", "y"]]
+    X = gstat_data[["x", "y"]]
     v = Variogram("spherical", 0.9, 3000.0, 0.15)
     with pytest.warns(UserWarning, match="no covariates"):
         rk = RegressionKriging(kriging=OrdinaryKriging(variogram=v, n_neighbors=16)).fit(
-            X, data["z"]
+            X, gstat_data["z"]
         )
-    ok = OrdinaryKriging(variogram=v, n_neighbors=16).fit(X, data["z"])
+    ok = OrdinaryKriging(variogram=v, n_neighbors=16).fit(X, gstat_data["z"])
     mean, std = rk.predict(X.iloc[:40] + 10.0, return_std=True)
     ok_mean, ok_std = ok.predict(X.iloc[:40] + 10.0, return_std=True)
     np.testing.assert_allclose(mean, ok_mean, rtol=1e-12)
-    s2_over_n = data["z"].var(ddof=1) / len(data)
+    s2_over_n = gstat_data["z"].var(ddof=1) / len(gstat_data)
     np.testing.assert_allclose(std**2, ok_std**2 + s2_over_n, rtol=1e-10)
 
 

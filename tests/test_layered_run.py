@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
+from conftest import sample_config
 
 from mapping.cli import main
 from mapping.config import load_config
@@ -25,22 +26,12 @@ from mapping.run import stage_list
 from mapping.run import stages as default
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
 TRUE_SPLIT = ROOT / "sample_rasters" / "truth" / "thaw_split.csv"
 
 
-def _absolute(path: str) -> str:
-    return str((WORKFLOW.parent / path).resolve())
-
-
 def _config(tmp: Path, **model: object) -> Path:
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = _absolute(cov["path"])
-    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = ["0-30", "0-100", "0-300"]
     cfg["model"]["params"]["n_estimators"] = 30
     cfg["model"].update(model)

@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from conftest import ROOT, SAMPLE_WORKFLOW, sample_config
 
+from mapping import zonal
 from mapping.cli import main
+from mapping.run import preflight, stages
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "report"]
 TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
 
 
-def _absolute(path: str) -> str:
-    return str((WORKFLOW.parent / path).resolve())
-
-
 def _config(tmp: Path, n_realizations: int = 40) -> Path:
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = _absolute(cov["path"])
-    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = ["0-30"]
     cfg["model"]["params"]["n_estimators"] = 60
     # The zone-total check below needs the regional error of geographical kNNDM folds: on
@@ -47,12 +41,36 @@ def _config(tmp: Path, n_realizations: int = 40) -> Path:
     return path
 
 
+# How often the first run built the grid, the covariate stack and the zone layout.
+BUILT: dict[str, int] = {}
+
+
+def _counting(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        BUILT[name] = BUILT.get(name, 0) + 1
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("pipeline")
     cfg = _config(tmp)
-    assert main(["run", str(cfg)]) == 0
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (stages, preflight):
+            mp.setattr(module, "target_grid", _counting("grid", module.target_grid))
+            mp.setattr(module, "build_stack", _counting("stack", module.build_stack))
+        mp.setattr(stages, "load_zone_layout", _counting("zones", stages.load_zone_layout))
+        mp.setattr(zonal, "load_zone_layout", _counting("zones", zonal.load_zone_layout))
+        assert main(["run", str(cfg)]) == 0
     return cfg, tmp / "out"
+
+
+def test_grid_stack_and_zones_are_built_once_per_run(first_run: tuple[Path, Path]) -> None:
+    """The preflight checks build the grid and the stack, the first stage that needs the zones
+    prepares them; every later stage of the same run takes them from the run context."""
+    assert BUILT == {"grid": 1, "stack": 1, "zones": 1}
 
 
 def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, Path]) -> None:
@@ -65,7 +83,7 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
         for rel, checksum in rec["outputs"].items():
             assert (out / rel).is_file(), rel
             assert checksum.startswith("sha256:")
-    assert manifest["seed"] == yaml.safe_load(WORKFLOW.read_text())["seed"]
+    assert manifest["seed"] == yaml.safe_load(SAMPLE_WORKFLOW.read_text())["seed"]
     assert "rasterio" in manifest["versions"] and "gdal" in manifest["versions"]
     assert all(k.startswith("/") for k in manifest["inputs"])  # resolved paths
     # every interval's cells were predicted: no kriging system failed to factorise

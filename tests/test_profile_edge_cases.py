@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
-from mapping.cli import main
 from mapping.depths import compute_stocks
 from mapping.exceptions import HorizonTableError
 from mapping.profiles import check_horizons, read_horizons
@@ -75,7 +75,7 @@ def test_a_profile_starting_below_the_top_is_counted_as_such(tmp_path):
 
 def test_stocks_cli_prints_the_profiles_left_out(tmp_path, capsys):
     out = tmp_path / "out"
-    code = _run(["stocks", str(_table(tmp_path)), "-o", str(out), "--depths", "0-30,0-100",
+    code = run_cli(["stocks", str(_table(tmp_path)), "-o", str(out), "--depths", "0-30,0-100",
                  "--method", "linear"])  # fmt: skip
     assert code == 0
     text = capsys.readouterr().out
@@ -90,10 +90,3 @@ def test_contradicting_lithic_contacts_are_invalid(tmp_path):
     h = read_horizons(_table(tmp_path, rows))
     with pytest.raises(HorizonTableError, match=r"lithic_contact_cm .* differs between horizons"):
         check_horizons(h, "h.csv")
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)

@@ -16,9 +16,9 @@ import pytest
 import rasterio
 import xarray as xr
 from affine import Affine
+from conftest import run_cli_output
 from sklearn.linear_model import LinearRegression
 
-from mapping.cli import main
 from mapping.covariates import build_stack, summarize_stack
 from mapping.exceptions import GridMismatchError
 from mapping.grid import Grid
@@ -63,15 +63,6 @@ def _zones(tmp_path: Path) -> Path:
     return _write(tmp_path / "zones.tif", z, GRID)
 
 
-def _run(argv: list[object], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def _total(table: Path) -> float:
     t = pd.read_csv(table)
     return float(t.loc[t["zone"] == "all zones", "storage_pg"].iloc[0])
@@ -82,7 +73,7 @@ def test_integrate_applies_the_scale_factor_of_an_int16_density_raster(tmp_path,
     raw = np.full(GRID.shape, 2516, dtype="int16")  # 251.6 kg m-2 if read raw, 25.16 scaled
     raw[0, :5] = -32768  # nodata
     d = _write(tmp_path / "soc_0_30cm_mean.tif", raw, GRID, nodata=-32768, scale=0.01)
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", tmp_path / "t.csv"], capsys
     )
     assert code == 0, err
@@ -94,7 +85,7 @@ def test_integrate_applies_the_scale_factor_of_an_int16_density_raster(tmp_path,
 def test_integrate_applies_an_offset_too(tmp_path, capsys):
     raw = np.full(GRID.shape, 100, dtype="uint8")
     d = _write(tmp_path / "soc_0_30cm_mean.tif", raw, GRID, scale=0.5, offset=2.0)  # 52 kg m-2
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", tmp_path / "t.csv"], capsys
     )
     assert code == 0, err
@@ -106,7 +97,7 @@ def test_integrate_honours_a_per_dataset_mask(tmp_path, capsys):
     keep = np.ones(GRID.shape, dtype=bool)
     keep[:, :4] = False  # 40 cells masked by the file's mask band, no nodata value
     d = _write(tmp_path / "soc_0_30cm_mean.tif", data, GRID, mask=keep)
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", tmp_path / "t.csv"], capsys
     )
     assert code == 0, err
@@ -118,12 +109,12 @@ def test_integrate_refuses_a_map_tagged_as_another_statistic(tmp_path, capsys, s
     data = np.full(GRID.shape, 30.0, dtype="float32")
     d = _write(tmp_path / "soc_0_30cm_x.tif", data, GRID, tags={"statistic": stat})
     out = tmp_path / "t.csv"
-    code, _, err = _run(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
+    code, _, err = run_cli_output(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
     assert code == 2
     assert err.count("\n") == 1 and "Traceback" not in err
     assert f"statistic={stat}" in err and "--allow-statistic" in err
     assert not out.exists()
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", out, "--allow-statistic"], capsys
     )
     assert code == 0, err
@@ -135,7 +126,7 @@ def test_integrate_sums_mean_truth_and_realization_maps(tmp_path, capsys, stat):
     data = np.full(GRID.shape, 30.0, dtype="float32")
     d = _write(tmp_path / "soc_0_30cm_x.tif", data, GRID, tags={"statistic": stat})
     out = tmp_path / "t.csv"
-    code, _, err = _run(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
+    code, _, err = run_cli_output(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
     assert code == 0, err
     assert _total(out) == pytest.approx(30.0 * CELL_M2 * 200 / 1e12, rel=1e-6)
 
@@ -144,9 +135,9 @@ def test_integrate_asks_for_the_band_of_a_multiband_raster(tmp_path, capsys):
     bands = np.stack([np.full(GRID.shape, 5.0), np.full(GRID.shape, 7.0)]).astype("float32")
     d = _write(tmp_path / "soc_0_30cm_mean.tif", bands, GRID)
     out = tmp_path / "t.csv"
-    code, _, err = _run(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
+    code, _, err = run_cli_output(["integrate", d, "--zones", _zones(tmp_path), "-o", out], capsys)
     assert code == 2 and "has 2 bands" in err and "--band" in err and err.count("\n") == 1
-    code, _, err = _run(
+    code, _, err = run_cli_output(
         ["integrate", d, "--zones", _zones(tmp_path), "-o", out, "--band", "2"], capsys
     )
     assert code == 0, err
@@ -268,7 +259,7 @@ def test_zone_raster_mask_band_means_no_zone(tmp_path, capsys):
     keep[:, :5] = False  # 50 cells off the mask: code 1 underneath, but no zone
     z = _write(tmp_path / "zones.tif", codes, GRID, mask=keep)
     d = _write(tmp_path / "soc_0_30cm_mean.tif", np.full(GRID.shape, 4.0, "float32"), GRID)
-    code, _, err = _run(["integrate", d, "--zones", z, "-o", tmp_path / "t.csv"], capsys)
+    code, _, err = run_cli_output(["integrate", d, "--zones", z, "-o", tmp_path / "t.csv"], capsys)
     assert code == 0, err
     t = pd.read_csv(tmp_path / "t.csv")
     row = t[t["zone"] == "all zones"].iloc[0]

@@ -25,10 +25,12 @@ from PIL import Image
 
 from mapping import io
 from mapping.exceptions import InputError
-from mapping.figures import graticule, polygon_lines, zone_edges
 from mapping.grid import Grid
-from mapping.plots import plot_observed_vs_predicted
-from mapping.report import _display_tables, _Outlines, _read_view, build_report, inventory_tables
+from mapping.report import build_report, inventory_tables
+from mapping.report.charts import plot_observed_vs_predicted
+from mapping.report.figures import ZoneOutlines, read_view
+from mapping.report.maps import graticule, polygon_lines, zone_edges
+from mapping.report.tables import display_tables
 from mapping.uncertainty import summarise_draws
 from mapping.validation import metrics_table
 from mapping.zonal import zone_totals
@@ -267,7 +269,7 @@ def test_seed_tables_from_a_storage_table_alone() -> None:
     t = inventory_tables(storage)
     assert t.intervals == INTERVALS
     assert list(t.table2["zone"]) == [*ZONES, "total"]
-    t1, t2, t3 = _display_tables(t, "5–95 % range")
+    t1, t2, t3 = display_tables(t, "5–95 % range")
     assert t3 is None
     cont = next(r for r in t2.rows if r[0] == "continuous")
     assert cont == ["continuous", "10.70", "105.6", "280.7", "434.4", "521.4"]  # seed: 521.30
@@ -283,7 +285,7 @@ def test_nodata_area_is_footnoted() -> None:
     s = pd.DataFrame({"zone": ["a", "all zones"], "interval": ["0-30", "0-30"],
                       "area_km2": [100.0, 100.0], "area_nodata_km2": [25.0, 25.0],
                       "mean_density_kg_m2": [10.0, 10.0], "storage_pg": [7.5e-7, 7.5e-7]})  # fmt: skip
-    t1, _, _ = _display_tables(inventory_tables(s), "range")
+    t1, _, _ = display_tables(inventory_tables(s), "range")
     assert "25.0 % of a zone's area has no prediction" in t1.foot
 
 
@@ -362,7 +364,7 @@ def test_maps_are_read_decimated(tmp_path: Path) -> None:
     big = Grid.from_bounds((0.0, 0.0, 2400 * 1000.0, 1300 * 1000.0), 1000.0, "EPSG:6931")
     rows = np.arange(1300, dtype="float32")[:, None] * np.ones((1, 2400), dtype="float32")
     path = io.write_cog(big.wrap(rows), tmp_path / "soc_0_30cm_mean.tif")
-    view = _read_view(path)
+    view = read_view(path)
     assert max(view.shape) <= 1000 and view.decimation > 2
     # the decimated view covers the same extent (bounds from its own transform)
     ny, nx = view.shape
@@ -387,8 +389,8 @@ def test_zone_edges_by_hand() -> None:
 
 
 def test_outlines_from_raster_and_polygons_fall_on_the_zone_boundaries(built_folder: Path) -> None:
-    view = _read_view(built_folder / "maps" / "soc_0_30cm_mean.tif")
-    edges, _ = _Outlines(built_folder / "inputs" / "zones.tif", None).for_view(view)
+    view = read_view(built_folder / "maps" / "soc_0_30cm_mean.tif")
+    edges, _ = ZoneOutlines(built_folder / "inputs" / "zones.tif", None).for_view(view)
     xs = sorted({s[0][0] for s in edges if s[0][0] == s[1][0]})  # vertical segments
     assert xs == [20.0, 32.0, 40.0]  # boundaries between the bands; the frame edge is not one
     # polygons stored in EPSG:4326 (densified first, so the round trip is exact enough)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mapping.report import _display_tables, inventory_tables
+from mapping.report import inventory_tables
+from mapping.report.tables import display_tables
 
 AREA_KM2 = 1.0e6  # 1e12 m2: a density of 100 kg m-2 stores 100 Pg
 
@@ -38,7 +39,7 @@ def _counts() -> pd.DataFrame:
 
 def test_table2_headline_is_table1_density_times_area_with_the_monte_carlo_range():
     t = inventory_tables(_storage(), _summary(), _counts())
-    t1, t2, _ = _display_tables(t, "90 % range")
+    t1, t2, _ = display_tables(t, "90 % range")
     total = next(r for r in t2.rows if r[0] == "total")
     # density x area: 107.8 kg m-2 x 1e12 m2 = 107.8 Pg, not the Monte Carlo median 110.2
     assert total[3].startswith("107.8 (95.0–126.0)")
@@ -51,7 +52,7 @@ def test_table2_headline_is_table1_density_times_area_with_the_monte_carlo_range
 
 def test_table1_lists_the_profiles_left_out_of_each_interval():
     t = inventory_tables(_storage(), _summary(), _counts())
-    t1, _, _ = _display_tables(t, "90 % range")
+    t1, _, _ = display_tables(t, "90 % range")
     assert "0–30 cm: 15 end above 30 cm" in t1.foot
     assert "0–200 cm: 380 end above 200 cm" in t1.foot
     assert "lithic contact" in t1.foot

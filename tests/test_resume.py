@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stage_status
 
 from mapping.config import load_config
 from mapping.run import run_stages, stage_list
@@ -62,11 +63,6 @@ def _results(out: Path) -> dict[str, str]:
 
 def _final_maps(out: Path) -> list[Path]:
     return [p for p in (out / "maps").glob("*.tif") if not p.name.startswith(".")]
-
-
-def _status(out: Path) -> dict[str, str]:
-    stages = json.loads((out / "manifest.json").read_text())["stages"]
-    return {k: v["status"] for k, v in stages.items()}
 
 
 def _chunks(out: Path) -> int:
@@ -111,7 +107,7 @@ def test_sigint_then_sigkill_then_resume(tmp_path: Path, reference: dict[str, st
     assert code == 130, err
     assert err.strip().splitlines()[-1].startswith("socmap: interrupted; run it again to resume")
     assert 4 <= kept1 < N_CHUNKS
-    assert _status(out)["predict"] == "interrupted"
+    assert stage_status(out)["predict"] == "interrupted"
     assert not _final_maps(out)
 
     code, kept2, said, _ = _start_and_stop(cfg, kept1 + 6, lambda p: p.kill())
@@ -119,7 +115,7 @@ def test_sigint_then_sigkill_then_resume(tmp_path: Path, reference: dict[str, st
     assert "[fit] unchanged" in said  # finished stages are reused
     assert f"[predict 0-30 cm] {kept1} of {N_CHUNKS} chunks kept from an interrupted run" in said
     assert kept1 + 6 <= kept2 < N_CHUNKS
-    assert _status(out)["predict"] == "running"
+    assert stage_status(out)["predict"] == "running"
     assert not _final_maps(out)  # staging files of the killed run are hidden temporaries
 
     said = _run(cfg)
@@ -128,7 +124,7 @@ def test_sigint_then_sigkill_then_resume(tmp_path: Path, reference: dict[str, st
         f"[predict 0-30 cm] {_first_int(resumed)} of {N_CHUNKS} chunks kept from an interrupted run"
     ]
     assert _first_int(resumed) >= kept2
-    assert set(_status(out).values()) == {"complete"}
+    assert set(stage_status(out).values()) == {"complete"}
     assert _results(out) == reference
     assert not (out / "maps" / ".partial").exists()
     assert not [p for p in (out / "maps").iterdir() if p.name.startswith(".")]  # no temporaries
@@ -260,7 +256,7 @@ def test_a_worker_lost_during_prediction(tmp_path: Path, reference: dict[str, st
         assert not errors, errors
         assert 2 <= kept < N_CHUNKS  # the worker died with chunks still to predict
         assert any("dask: connected to" in line and "2 worker(s)" in line for line in said)
-        assert set(_status(out).values()) == {"complete"}
+        assert set(stage_status(out).values()) == {"complete"}
         assert _results(out) == reference
     finally:
         for p in (*workers, scheduler):

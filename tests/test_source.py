@@ -157,7 +157,7 @@ _OPENING_FUNCTIONS = {
     ("xr", "open_zarr"),
 }
 # In-memory destinations, with the reason.
-_IN_MEMORY = {("figures.py", "buf"), ("plots.py", "buf")}
+_IN_MEMORY = {("charts.py", "buf")}
 
 
 def _receiver(node: ast.AST) -> str:

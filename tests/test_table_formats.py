@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
+from conftest import run_cli
 
-from mapping.cli import main
 from mapping.covariates import build_stack
 from mapping.grid import Grid
 from mapping.io import csv_dialect, read_table
@@ -76,7 +76,9 @@ def test_stocks_from_a_semicolon_decimal_comma_export_equal_those_from_plain_csv
     outs = []
     for src in (plain, excel):
         out = tmp_path / f"out_{src.stem}"
-        code = _run(["stocks", str(src), "-o", str(out), "--depths", "0-30", "--method", "linear"])
+        code = run_cli(
+            ["stocks", str(src), "-o", str(out), "--depths", "0-30", "--method", "linear"]
+        )
         assert code == 0
         outs.append(pd.read_csv(out / "stocks.csv"))
     pd.testing.assert_frame_equal(outs[0], outs[1])
@@ -116,7 +118,7 @@ def test_integrate_reads_a_packed_netcdf_density_map(tmp_path, capsys):
     z = GRID.wrap(np.ones(GRID.shape, "uint8"), name="zone").rio.write_crs(GRID.crs.to_wkt())
     z.rio.to_raster(tmp_path / "zones.tif")
     out = tmp_path / "t.csv"
-    code = _run(["integrate", str(d), "--zones", str(tmp_path / "zones.tif"), "-o", str(out)])
+    code = run_cli(["integrate", str(d), "--zones", str(tmp_path / "zones.tif"), "-o", str(out)])
     assert code == 0, capsys.readouterr().err
     t = pd.read_csv(out)
     total = float(t.loc[t["zone"] == "all zones", "storage_pg"].iloc[0])
@@ -134,10 +136,3 @@ def test_a_packed_netcdf_covariate_is_unpacked(tmp_path):
     assert np.isnan(got[0, 0])
     ok = raw != -999
     np.testing.assert_allclose(got[ok], raw[ok] * 0.01, rtol=1e-5, atol=1e-5)
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)

@@ -34,13 +34,12 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
+from conftest import ROOT, sample_config
 
 from mapping.config import load_config
 from mapping.run import run_stages, stage_list
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "sample_rasters"
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 BOTTOMS = (30, 100)
 ZONES = ["continuous", "discontinuous", "sporadic", "isolated"]
 REGION_TOLERANCE = 0.06
@@ -48,20 +47,11 @@ ZONE_TOLERANCE = 0.20
 COVERAGE = (0.85, 0.97)
 
 
-def _absolute(path: str) -> str:
-    return str((WORKFLOW.parent / path).resolve())
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample workflow, 0-30 and 0-100 cm and 100 trees, run into a temporary folder."""
     tmp = tmp_path_factory.mktemp("truth")
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = _absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = _absolute(cov["path"])
-    cfg["zones"]["path"] = _absolute(cfg["zones"]["path"])
+    cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = [f"0-{b}" for b in BOTTOMS]
     cfg["model"]["params"]["n_estimators"] = 100
     assert cfg["model"]["log_transform"] is True  # the choice the tolerances are for

@@ -33,7 +33,8 @@ from mapping.uncertainty import (
     summarise_draws,
     zone_total_draws,
 )
-from mapping.zonal import prepare_zones, zone_coverage_from_polygons, zone_totals
+from mapping.zonal import zone_totals
+from mapping.zones import prepare_zones, zone_coverage_from_polygons
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_rasters"
 NAMES = {1: "a", 2: "b", 3: "c"}

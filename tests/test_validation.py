@@ -15,7 +15,7 @@ from sklearn.model_selection import BaseCrossValidator, GridSearchCV, cross_vali
 
 from mapping.exceptions import ModelError
 from mapping.models import QuantileRandomForest
-from mapping.plots import plot_observed_vs_predicted
+from mapping.report.charts import plot_observed_vs_predicted
 from mapping.validation import (
     KNNDM,
     CVResult,

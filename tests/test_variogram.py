@@ -8,40 +8,32 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import GSTAT, xy_of
 from scipy.special import kv
 
 from mapping.exceptions import ModelError
 from mapping.models import Variogram, sample_variogram
 from mapping.models.variogram import _initial_parts, default_cutoff
 
-GSTAT = Path(__file__).parent / "data" / "gstat"
 REF = json.loads((GSTAT / "variogram.json").read_text())
 WEIGHTS = {7: "gstat", 1: "npairs", 2: "cressie", 6: "ols"}
 GSTAT_MODEL = {"Sph": "spherical", "Exp": "exponential", "Gau": "gaussian", "Mat": "matern"}
 
 
-@pytest.fixture(scope="module")
-def data() -> pd.DataFrame:
-    return pd.read_csv(GSTAT / "data.csv")
-
-
-def _xy(df: pd.DataFrame) -> np.ndarray:
-    return df[["x", "y"]].to_numpy()
-
-
 # --------------------------------------------------------------------------- sample variogram
-def test_default_cutoff_is_gstats(data: pd.DataFrame) -> None:
+def test_default_cutoff_is_gstats(gstat_data: pd.DataFrame) -> None:
     # gstat: 0.33333 (its DEF_fraction) x bounding-box diagonal
-    assert default_cutoff(_xy(data)) == pytest.approx(0.33333 * REF["bbox_diagonal"], rel=1e-15)
+    assert default_cutoff(xy_of(gstat_data)) == pytest.approx(
+        0.33333 * REF["bbox_diagonal"], rel=1e-15
+    )
 
 
-def test_sample_variogram_equals_gstat_default_binning(data: pd.DataFrame) -> None:
-    s = sample_variogram(_xy(data), data["z"])
+def test_sample_variogram_equals_gstat_default_binning(gstat_data: pd.DataFrame) -> None:
+    s = sample_variogram(xy_of(gstat_data), gstat_data["z"])
     ref = REF["sample_default"]
     assert list(s.columns) == ["np", "dist", "gamma"]
     np.testing.assert_array_equal(s["np"], ref["np"])
@@ -49,9 +41,11 @@ def test_sample_variogram_equals_gstat_default_binning(data: pd.DataFrame) -> No
     np.testing.assert_allclose(s["gamma"], ref["gamma"], rtol=1e-12)
 
 
-def test_sample_variogram_equals_gstat_with_cutoff_and_width(data: pd.DataFrame) -> None:
+def test_sample_variogram_equals_gstat_with_cutoff_and_width(gstat_data: pd.DataFrame) -> None:
     ref = REF["sample_custom"]
-    s = sample_variogram(_xy(data), data["z"], cutoff=ref["cutoff"], width=ref["width"])
+    s = sample_variogram(
+        xy_of(gstat_data), gstat_data["z"], cutoff=ref["cutoff"], width=ref["width"]
+    )
     np.testing.assert_array_equal(s["np"], ref["np"])
     np.testing.assert_allclose(s["dist"], ref["dist"], rtol=1e-12)
     np.testing.assert_allclose(s["gamma"], ref["gamma"], rtol=1e-12)
@@ -117,9 +111,9 @@ def test_fit_agrees_with_gstat_fit_variogram(ref: dict, which: str) -> None:
         assert getattr(v, name) == pytest.approx(ref[name], rel=1e-9, abs=1e-12), name
 
 
-def test_fit_from_points_is_fit_of_sample_variogram(data: pd.DataFrame) -> None:
+def test_fit_from_points_is_fit_of_sample_variogram(gstat_data: pd.DataFrame) -> None:
     ref = REF["fits"][0]  # Sph, fit.method 7, default binning
-    v = Variogram.fit(_xy(data), data["z"], "spherical")
+    v = Variogram.fit(xy_of(gstat_data), gstat_data["z"], "spherical")
     assert (v.psill, v.range, v.nugget) == pytest.approx(
         (ref["psill"], ref["range"], ref["nugget"]), rel=1e-9
     )

@@ -17,17 +17,20 @@ from mapping.exceptions import GridMismatchError, InputError
 from mapping.grid import Grid, ellipsoid_band_area
 from mapping.testing import raise_if_dask_computes
 from mapping.zonal import (
-    ZoneCoverage,
     density_unit_factor,
     interval_from_attrs,
     interval_from_name,
+    zone_sums,
+    zone_sums_block,
+    zone_totals,
+)
+from mapping.zones import (
+    ZoneCoverage,
+    _band_coverage,
     parse_zone_names,
     prepare_zones,
     rasterize_zones,
     zone_coverage_from_polygons,
-    zone_sums,
-    zone_sums_block,
-    zone_totals,
 )
 
 # The seed's Tables 1 and 2 (mean density and storage per permafrost zone), shared with the
@@ -247,8 +250,6 @@ def test_reprojected_polygon_keeps_its_ellipsoidal_area() -> None:
 
 
 def test_coverage_in_row_bands_equals_one_pass() -> None:
-    from mapping.zonal import _band_coverage
-
     grid = Grid.from_bounds((0, 0, 40, 30), 1.0, "EPSG:3857")
     poly = shapely.Point(20, -15).buffer(12.3)  # pixel space: (col, -row)
     one = list(_band_coverage(poly, grid))

@@ -176,7 +176,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     for w in caught:
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
-    crs = stages.grid_and_stack(ctx)[0].crs
+    crs = stages.run_grid(ctx).crs
     record_coordinate_crs(model, crs)
     io.write_model(model, run.layered_model)
     outputs = [run.rel(run.layered_model)]
@@ -348,7 +348,7 @@ def _active_layer(ctx: StageContext, stack: Any) -> Any:
         source = CovariateConfig(
             name=ALT, path=cfg.active_layer.path, band=1, resampling="bilinear"
         )
-        grid, _ = stages.grid_and_stack(ctx)
+        grid = stages.run_grid(ctx)
         alt = build_stack([source], grid, chunks=cfg.prediction.chunks)[ALT]
     else:
         first = next(iter(stack.data_vars.values()))

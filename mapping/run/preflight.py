@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -52,12 +52,15 @@ from mapping.layout import RunFolder
 from mapping.profiles import check_horizons, read_horizons
 from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
 from mapping.units import format_interval
-from mapping.zonal import (
+from mapping.zones import (
     VECTOR_SUFFIXES,
-    _zone_resampling,
     prepare_zones,
     zone_coverage_from_polygons,
+    zone_resampling,
 )
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["PreflightReport", "check_output_folder", "min_profiles", "preflight"]
 
@@ -78,6 +81,10 @@ class PreflightReport:
     output_state: str = ""
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The target grid and the lazy covariate stack the checks built; a run starts from
+    #: them instead of building them again.
+    grid: Grid | None = field(default=None, repr=False)
+    stack: xr.Dataset | None = field(default=None, repr=False)
 
     def paths(self) -> dict[str, str]:
         """Every path of the run, resolved (absolute, symlinks followed)."""
@@ -286,7 +293,7 @@ def _raster_zone_codes(path: Path, grid: Any, coarse: Any) -> list[int]:
         return [int(c) for c in found]
     # The sample can miss small zones: one exact pass over the raster warped onto the grid.
 
-    resampling, scale = _zone_resampling(path, grid)
+    resampling, scale = zone_resampling(path, grid)
     zones = io.open_raster_on_grid(path, grid, resampling=resampling, scale=scale)
     try:
         layout = prepare_zones(zones, grid)
@@ -385,6 +392,7 @@ def preflight(
         grid = target_grid(cfg.grid, cfg.covariates)
         cfg.check_distances(grid.is_geographic)
         stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)  # headers only
+        report.grid, report.stack = grid, stack
         report.stack_lines = summarize_stack(stack).lines()
         report.n_on_grid, report.per_interval = _on_grid(cfg, valid, grid)
         problem = _too_few(cfg, report.per_interval)

@@ -14,13 +14,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapping import io
 from mapping.config import RunConfig
+from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.run.manifest import Manifest, digest, input_checksums, now
 from mapping.run.preflight import preflight
+from mapping.zones import ZoneLayout
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = ["Stage", "StageContext", "run_stages"]
 
@@ -30,9 +35,11 @@ class StageContext:
     """What a stage function gets: the config, the output folder and earlier results.
 
     ``grid`` and ``stack`` (the target Grid and the lazy covariate stack) and ``zones``
-    (the zone layout on that grid) are built once per run by the first stage that needs
-    them and passed on to the later ones. ``notes[stage]`` holds what a stage adds to its
-    manifest entry (e.g. the predict stage's ``failed_cells`` per interval).
+    (the zone layout on that grid) are built once per run, by the preflight checks or
+    else by the first stage that needs them, and passed on to the later ones; a stage
+    reads them back from files only when it resumes a run. ``notes[stage]`` holds what a
+    stage adds to its manifest entry (e.g. the predict stage's ``failed_cells`` per
+    interval).
     """
 
     config: RunConfig
@@ -41,9 +48,9 @@ class StageContext:
     scheduler: str | None = None
     fingerprints: dict[str, str] = field(default_factory=dict)
     echo: Callable[[str], None] = print
-    grid: Any = None
-    stack: Any = None
-    zones: Any = None
+    grid: Grid | None = None
+    stack: xr.Dataset | None = None
+    zones: ZoneLayout | None = None
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -90,9 +97,10 @@ def run_stages(
     writes are removed.
     """
     out = config.output
-    if check:
-        preflight(config, echo=echo)
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
+    if check:
+        checked = preflight(config, echo=echo)
+        ctx.grid, ctx.stack = checked.grid, checked.stack
     manifest = Manifest(ctx.folder, config)
     cache: dict[str, str] = {}
     for stage in stages:

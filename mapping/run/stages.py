@@ -16,7 +16,7 @@ import logging
 import math
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
 from mapping.exceptions import InputError, ModelError
 from mapping.extract import extract_at_points
-from mapping.plots import plot_observed_vs_predicted
+from mapping.grid import Grid
 from mapping.predict import (
     PredictionFailureWarning,
     predict_grid,
@@ -38,6 +38,7 @@ from mapping.predict import (
 )
 from mapping.profiles import read_horizons
 from mapping.report import build_report
+from mapping.report.charts import plot_observed_vs_predicted
 from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
@@ -58,9 +59,13 @@ from mapping.uncertainty import (
 )
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
-from mapping.zonal import integrate_files, load_zone_layout
+from mapping.zonal import integrate_files
+from mapping.zones import ZoneLayout, load_zone_layout
 
-__all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["default_stages", "grid_and_stack", "prediction_sample", "run_grid", "stage_list"]
 
 log = logging.getLogger("socmap")
 
@@ -126,14 +131,22 @@ STOCKS = Stage(
 
 
 # --------------------------------------------------------------------------- covariates at profiles
-def grid_and_stack(ctx: StageContext) -> tuple[Any, Any]:
-    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
-    if ctx.stack is None:
+def run_grid(ctx: StageContext) -> Grid:
+    """The target Grid, built once per run (kept on ``ctx``); no covariate stack needed."""
+    if ctx.grid is None:
         cfg = ctx.config
-        ctx.grid = target_grid(cfg.grid, cfg.covariates)
-        cfg.check_distances(ctx.grid.is_geographic)
-        ctx.stack = build_stack(cfg.covariates, ctx.grid, chunks=cfg.prediction.chunks)
-    return ctx.grid, ctx.stack
+        grid = target_grid(cfg.grid, cfg.covariates)
+        cfg.check_distances(grid.is_geographic)
+        ctx.grid = grid
+    return ctx.grid
+
+
+def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
+    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
+    grid = run_grid(ctx)
+    if ctx.stack is None:
+        ctx.stack = build_stack(ctx.config.covariates, grid, chunks=ctx.config.prediction.chunks)
+    return grid, ctx.stack
 
 
 def _covariate_inputs(cfg: RunConfig) -> list[Path]:
@@ -288,7 +301,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             raise ModelError(
                 f"interval {label} cm: {exc} (config: {_config_key(str(exc))})"
             ) from None
-        record_coordinate_crs(result.model, grid_and_stack(ctx)[0].working_crs)  # x, y
+        record_coordinate_crs(result.model, run_grid(ctx).working_crs)  # x, y
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
         outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
@@ -380,8 +393,8 @@ def _write_fit(
             "pooled": result.cv.pooled,
         },
         "calibration": calibration,
-        "grid": repr(grid_and_stack(ctx)[0]),
-        "coordinate_crs": grid_and_stack(ctx)[0].working_crs.to_wkt(),
+        "grid": repr(run_grid(ctx)),
+        "coordinate_crs": run_grid(ctx).working_crs.to_wkt(),
         "versions": package_versions(),
         "seed": cfg.seed,
     }
@@ -547,12 +560,12 @@ def _zones_inputs(cfg: RunConfig) -> list[Path]:
     return [cfg.zones.path] if cfg.zones is not None else []
 
 
-def zone_layout(ctx: StageContext) -> Any:
+def zone_layout(ctx: StageContext) -> ZoneLayout:
     """The zones prepared on the target grid, built once per run (kept on ``ctx``)."""
     if ctx.zones is None:
         cfg = ctx.config
         assert cfg.zones is not None
-        grid, _ = grid_and_stack(ctx)
+        grid = run_grid(ctx)
         ctx.zones = load_zone_layout(
             cfg.zones.path,
             grid,
@@ -667,7 +680,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     """
     cfg, run = ctx.config, ctx.folder
     assert cfg.zones is not None
-    grid, _ = grid_and_stack(ctx)
+    grid = run_grid(ctx)
     maps = ctx.results["predict"]
     labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
     chunks = cfg.prediction.chunks

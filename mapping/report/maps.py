@@ -12,19 +12,19 @@ graticule of meridians and parallels computed with pyproj instead of a north arr
 single scale bar (the scale of an equal-area azimuthal map changes across it).
 Zone outlines come either from polygons reprojected to the raster's CRS
 (:func:`polygon_lines`) or from the cell edges between different codes of a zone raster
-(:func:`zone_edges`). The observed-vs-predicted plot lives in :mod:`mapping.plots`.
+(:func:`zone_edges`). The charts live in :mod:`mapping.report.charts`.
 """
 
 from __future__ import annotations
 
-import io as _bytes_io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+from mapping.report.charts import new_figure
 
 __all__ = [
     "DisplayGrid",
@@ -33,11 +33,7 @@ __all__ = [
     "display_grid",
     "graticule",
     "map_figure",
-    "pdf_bytes",
-    "png_bytes",
     "polygon_lines",
-    "reliability_chart",
-    "storage_chart",
     "to_display",
     "zone_edges",
 ]
@@ -364,32 +360,6 @@ def _north_angle(crs: Any, transform: Any, col: float, row: float) -> float | No
     return math.degrees(math.atan2(float(c2 - col), float(row - r2))) * -1.0
 
 
-# --------------------------------------------------------------------------- rendering
-def pdf_bytes(fig: Any) -> bytes:
-    """Render a Figure to PDF bytes (vector lines and text, the map image embedded)."""
-    buf = _bytes_io.BytesIO()
-    fig.savefig(
-        buf, format="pdf", bbox_inches="tight", pad_inches=0.08, metadata={"CreationDate": None}
-    )
-    return buf.getvalue()
-
-
-def png_bytes(fig: Any, dpi: int | None = None) -> bytes:
-    """Render a Figure (Agg canvas) to PNG bytes."""
-    buf = _bytes_io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight", pad_inches=0.08)
-    return buf.getvalue()
-
-
-def _new_figure(width: float, height: float, dpi: int) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _limits(data: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float, str]:
     finite = data[np.isfinite(data)]
     if finite.size == 0:
@@ -481,7 +451,7 @@ def map_figure(
     t = view.transform
     aspect = abs(t.e) / abs(t.a)
     height = min(8.5, max(3.2, (width - 1.3) * ny * aspect / nx + 0.9))
-    fig = _new_figure(width, height, dpi)
+    fig = new_figure(width, height, dpi)
     ax = fig.add_subplot(1, 1, 1)
     ax.set_facecolor("#e6e6e6")  # no data
     lo, hi, extend = _limits(data, vmin, vmax)
@@ -574,141 +544,3 @@ def _draw_north_arrow(ax: Any, angle: float, halo: Any) -> None:
                 arrowprops={"arrowstyle": "-|>", "color": "#222222", "lw": 1.4}, zorder=7)  # fmt: skip
     ax.text(x0 + 1.35 * dx, y0 + 1.35 * dy, "N", transform=ax.transAxes, ha="center",
             va="center", fontsize=8, fontweight="bold", zorder=7, path_effects=halo)  # fmt: skip
-
-
-def storage_chart(
-    table: pd.DataFrame,
-    *,
-    unit: str = "Pg",
-    range_label: str | None = None,
-    dpi: int = 150,
-) -> Any:
-    """Bar chart of storage per zone and depth interval, with error bars.
-
-    Parameters
-    ----------
-    table
-        Long table, one row per zone and interval: ``zone``, ``interval``, ``value``
-        (the bar), ``lower``, ``upper`` (the range of the Monte Carlo totals, NaN when
-        absent), ``ind_lower``, ``ind_upper`` (the range under the independent-pixel
-        assumption, NaN when absent), ``total`` (bool: the all-zones row, drawn in a
-        panel of its own because it dwarfs the zones).
-    unit
-        Storage unit for the axis.
-    range_label
-        Legend text of the Monte Carlo range (e.g. ``"5-95 % range"``).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from matplotlib import colormaps
-
-    intervals = list(dict.fromkeys(table["interval"]))
-    zones = list(dict.fromkeys(table.loc[~table["total"], "zone"]))
-    totals = list(dict.fromkeys(table.loc[table["total"], "zone"]))
-    colours = colormaps["YlGnBu"](np.linspace(0.35, 0.95, max(len(intervals), 1)))
-    fig = _new_figure(6.3, 3.4, dpi)
-    ratios = [max(len(zones), 1), max(len(totals), 0.6)] if totals else [1]
-    gs = fig.add_gridspec(1, len(ratios), width_ratios=ratios, wspace=0.25)
-    panels = [(fig.add_subplot(gs[0, 0]), zones)]
-    if totals:
-        panels.append((fig.add_subplot(gs[0, 1]), totals))
-    width = 0.8 / max(len(intervals), 1)
-    have_mc = bool(table["lower"].notna().any())
-    have_ind = bool(table["ind_lower"].notna().any())
-    for ax, names in panels:
-        for k, iv in enumerate(intervals):
-            rows = table[table["interval"].eq(iv)].set_index("zone").reindex(names)
-            x = np.arange(len(names)) + (k - (len(intervals) - 1) / 2) * width
-            v = rows["value"].to_numpy(float)
-            ax.bar(x, v, width * 0.92, color=colours[k], label=f"{iv} cm", zorder=2)
-            lo, hi = rows["lower"].to_numpy(float), rows["upper"].to_numpy(float)
-            ok = np.isfinite(lo) & np.isfinite(hi)
-            if ok.any():
-                ax.errorbar(x[ok], v[ok], yerr=[v[ok] - lo[ok], hi[ok] - v[ok]], fmt="none",
-                            ecolor="black", elinewidth=1.0, capsize=2.5, zorder=3,
-                            label=(range_label or "range") if k == 0 else None)  # fmt: skip
-            ilo, ihi = rows["ind_lower"].to_numpy(float), rows["ind_upper"].to_numpy(float)
-            ok = np.isfinite(ilo) & np.isfinite(ihi)
-            if ok.any():
-                ax.errorbar(x[ok] + width * 0.3, (ilo[ok] + ihi[ok]) / 2, yerr=(ihi[ok] - ilo[ok]) / 2,
-                            fmt="none", ecolor="#c0392b", elinewidth=1.6, capsize=2.0, zorder=4,
-                            label="independent-pixel range" if k == 0 else None)  # fmt: skip
-        ax.set_xticks(np.arange(len(names)))
-        ax.set_xticklabels(names, fontsize=8)
-        ax.tick_params(axis="y", labelsize=8)
-        ax.grid(True, axis="y", lw=0.3, color="0.85", zorder=0)
-        ax.set_axisbelow(True)
-        ax.set_ylim(bottom=0)
-    panels[0][0].set_ylabel(f"SOC storage ({unit})", fontsize=9)
-    handles, labels = panels[0][0].get_legend_handles_labels()
-    rank = {f"{iv} cm": k for k, iv in enumerate(intervals)}  # bars first, in depth order
-    pairs = sorted(zip(handles, labels, strict=True), key=lambda hl: rank.get(hl[1], len(rank)))
-    handles, labels = [h for h, _ in pairs], [lab for _, lab in pairs]
-    ncol = min(len(labels), 6)
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.93), ncol=ncol, fontsize=8,
-               frameon=False)  # fmt: skip
-    title = "Storage per zone and depth interval"
-    if not have_mc and not have_ind:
-        title += " (no Monte Carlo ranges in this run)"
-    fig.suptitle(title, fontsize=10, y=0.99, va="top")
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.80, bottom=0.1)
-    return fig
-
-
-def reliability_chart(
-    reliability: Mapping[str, pd.DataFrame],
-    by_di: Mapping[str, pd.DataFrame],
-    *,
-    level: float = 0.9,
-    dpi: int = 110,
-) -> Any:
-    """Reliability plot and coverage by dissimilarity of the calibrated intervals.
-
-    Parameters
-    ----------
-    reliability
-        Interval label -> table with ``nominal``, ``observed`` and ``observed_model``
-        (:func:`mapping.calibration.cross_fitted_coverage`).
-    by_di
-        Interval label -> table with ``di_low``, ``di_high``, ``observed`` and
-        ``observed_model`` at ``level``.
-    level
-        Nominal coverage of the map's interval (the reference line of the right panel).
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    from matplotlib import colormaps
-
-    labels = list(reliability)
-    colours = colormaps["YlGnBu"](np.linspace(0.35, 0.95, max(len(labels), 1)))
-    fig = _new_figure(8.0, 3.6, dpi)
-    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    left.plot([0, 1], [0, 1], color="0.5", lw=0.8, ls="--")
-    for k, iv in enumerate(labels):
-        r = reliability[iv]
-        left.plot(r["nominal"], r["observed"], "o-", color=colours[k], ms=3, label=f"{iv} cm")
-        left.plot(r["nominal"], r["observed_model"], ":", color=colours[k], lw=0.9)
-        if iv in by_di and len(by_di[iv]):
-            b = by_di[iv]
-            x = np.arange(1, len(b) + 1)
-            right.plot(x, b["observed"], "o-", color=colours[k], ms=3)
-            right.plot(x, b["observed_model"], ":", color=colours[k], lw=0.9)
-    right.axhline(level, color="0.5", lw=0.8, ls="--")
-    left.set_xlim(0.45, 1.0)
-    left.set_ylim(0.3, 1.0)
-    left.set_xlabel("nominal coverage", fontsize=8)
-    left.set_ylabel("observed coverage (cross-validation)", fontsize=8)
-    left.legend(fontsize=7, frameon=False, loc="upper left")
-    right.set_xlabel("dissimilarity index decile of the CV points (1 = most similar)", fontsize=8)
-    right.set_ylabel(f"coverage of the {level:.0%} interval", fontsize=8)
-    right.set_ylim(0.3, 1.0)
-    for ax in (left, right):
-        ax.tick_params(labelsize=8)
-        ax.grid(True, lw=0.3, color="0.85")
-    fig.suptitle("Calibrated intervals (solid) and the model's own (dotted)", fontsize=10)
-    fig.subplots_adjust(left=0.08, right=0.98, top=0.88, bottom=0.14, wspace=0.28)
-    return fig

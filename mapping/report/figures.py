@@ -1,0 +1,323 @@
+"""The report's figures of a run: maps of the mean density and the interval width with zone
+outlines, the storage chart, cross-validation and calibration plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping import io
+from mapping.grid import Grid
+from mapping.layout import RunFolder
+from mapping.report.charts import (
+    pdf_bytes,
+    plot_observed_vs_predicted,
+    png_bytes,
+    reliability_chart,
+    storage_chart,
+)
+from mapping.report.maps import (
+    MapView,
+    display_grid,
+    map_figure,
+    polygon_lines,
+    to_display,
+    zone_edges,
+)
+from mapping.report.outputs import RunOutputs, interval_label_or_none, interval_sort_key
+from mapping.report.tables import (
+    DASH,
+    DENSITY_LABEL,
+    TOTAL,
+    InventoryTables,
+    fmt_number,
+    interval_text,
+)
+from mapping.zones import VECTOR_SUFFIXES, to_grid_crs
+
+_MAX_CELLS = 1000  # a side of the decimated read of a map (never the full grid in memory)
+_WIDTH_CMAP = "YlOrRd"
+
+
+# =========================================================================== figures
+@dataclass
+class ReportFigure:
+    name: str  # file name in figures/
+    caption: str
+    data: bytes
+    section: str  # "maps", "storage", "cv"
+    interval: str | None = None
+    pdf: bytes | None = None  # the same figure as PDF, written beside the PNG
+
+
+def read_view(path: Path, variable: str | None = None) -> MapView:
+
+    info = io.raster_info(path, variable=variable)
+    data, transform, _ = io.read_decimated(info, max_size=_MAX_CELLS)
+    data = data.astype("float64")
+    if info.nodata is not None and not np.isnan(info.nodata):
+        data[data == info.nodata] = np.nan
+    return MapView(
+        data=data, transform=transform, crs=info.crs, decimation=abs(transform.a / info.transform.a)
+    )
+
+
+class ZoneOutlines:
+    """Zone outlines for map views: polygons reprojected, or edges of a zone raster."""
+
+    def __init__(self, path: Path, field: str | None) -> None:
+
+        self.path = path
+        self.field = field
+        self.names: dict[str, str] = {}  # zone code -> name, for zone rasters
+        self.is_vector = path.suffix.lower() in VECTOR_SUFFIXES
+        self.gdf: Any = None
+        self.codes: Any = None
+        self._cache: dict[Any, tuple[Any, Any]] = {}
+        if self.is_vector:
+            gdf = io.read_zones_vector(path)
+            if field is not None and field in gdf.columns and gdf[field].nunique() < len(gdf):
+                gdf = gdf.dissolve(by=field, as_index=False)  # no lines inside one zone
+            self.gdf = gdf
+        else:
+            self.info = io.raster_info(path)
+            data, transform, _ = io.read_decimated(self.info, max_size=2 * _MAX_CELLS)
+            self.codes = (data, transform)
+
+    def for_view(self, view: MapView) -> tuple[Any, Any]:
+        """``(edges, lines)`` for :func:`mapping.report.maps.map_figure`."""
+
+        grid = Grid(view.crs, view.transform, view.shape)
+        if grid in self._cache:
+            return self._cache[grid]
+        if self.is_vector:
+            gdf = to_grid_crs(self.gdf, grid)
+            res: tuple[Any, Any] = (None, polygon_lines(list(gdf.geometry), view.transform))
+        else:
+            res = (zone_edges(*self._codes_on(view)), None)
+        self._cache[grid] = res
+        return res
+
+    def labels_for(self, view: MapView) -> list[tuple[float, float, str]]:
+        """``(col, row, name)`` of each zone's label on ``view``: a point inside the zone."""
+        if self.is_vector:
+            gdf = to_grid_crs(self.gdf, Grid(view.crs, view.transform, view.shape))
+            name_col = self.field if self.field in gdf.columns else None
+            out = []
+            for k, (geom, name) in enumerate(
+                zip(gdf.geometry, gdf[name_col] if name_col else range(len(gdf)), strict=True)
+            ):
+                if geom is None or geom.is_empty:
+                    continue
+                part = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
+                pt = part.representative_point()
+                col, row = ~view.transform @ (pt.x, pt.y)
+                if 0 <= col <= view.shape[1] and 0 <= row <= view.shape[0]:
+                    text = self.names.get(str(name), str(name)) if name_col else f"zone {k + 1}"
+                    out.append((float(col), float(row), text))
+            return out
+        from scipy import ndimage
+
+        codes, valid = self._codes_on(view)
+        out = []
+        for code in np.unique(codes[valid]):
+            inside = np.pad(codes == code, 1)
+            depth = ndimage.distance_transform_edt(inside)[1:-1, 1:-1]
+            r, c = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            name = self.names.get(str(int(code)), f"zone {int(code)}")
+            out.append((c + 0.5, r + 0.5, name))
+        return out
+
+    def _codes_on(self, view: MapView) -> tuple[np.ndarray, np.ndarray]:
+        from rasterio.enums import Resampling
+        from rasterio.warp import reproject
+
+        data, transform = self.codes
+        nodata = self.info.nodata
+        src = data.astype("float64")
+        if nodata is not None:
+            src[src == nodata] = np.nan
+        dst = np.full(view.shape, np.nan)
+        reproject(src, dst, src_transform=transform, src_crs=self.info.crs.to_wkt(), src_nodata=np.nan,
+                  dst_transform=view.transform, dst_crs=view.crs.to_wkt(), dst_nodata=np.nan,
+                  resampling=Resampling.nearest)  # fmt: skip
+        return dst, np.isfinite(dst)
+
+
+def map_figures(
+    run: RunOutputs,
+    intervals: Sequence[str],
+    outlines: ZoneOutlines | None,
+    quantiles: tuple[float, float],
+    notes: list[str],
+) -> list[ReportFigure]:
+
+    figs = []
+    level = f"{100 * (quantiles[1] - quantiles[0]):g} %"
+    qtext = f"{quantiles[0]:g}{DASH}{quantiles[1]:g} quantiles"
+    outline_text = "Black lines: zone boundaries. " if outlines is not None else ""
+    for iv in intervals:
+        stats = run.maps.get(iv, {})
+        if "mean" not in stats:
+            if stats:
+                notes.append(f"No mean map for {interval_text(iv)}.")
+            continue
+        mean = read_view(*stats["mean"])
+        shown = display_grid(mean)  # north up: LAEA centred on the map
+        mean = to_display(mean, shown)
+        edges, lines = outlines.for_view(mean) if outlines is not None else (None, None)
+        labels = outlines.labels_for(mean) if outlines is not None else []
+        veil, aoa_text = None, ""
+        if "aoa" in stats:
+            aoa = to_display(read_view(*stats["aoa"]), shown)
+            if aoa.shape == mean.shape:
+                veil = np.isfinite(mean.data) & (aoa.data == 0)
+                share = (
+                    np.mean(aoa.data[np.isfinite(mean.data)] == 1)
+                    if np.isfinite(mean.data).any()
+                    else np.nan
+                )
+                aoa_text = f"Paler: outside the area of applicability ({100 * (1 - share):.1f} % of the mapped cells). "
+        dec = (f"Shown at 1/{mean.decimation:.3g} of the map's resolution (read from its overviews). "
+               if mean.decimation > 1 else "")  # fmt: skip
+        grid_text = (
+            "Drawn north up in a Lambert azimuthal equal-area projection centred on the map "
+            "(the scale bar is true at the centre); dashed: meridians and parallels; grey line: "
+            "edge of the mapped land. "
+        )
+        fig = map_figure(mean, title=f"Mean SOC stock, {interval_text(iv)}", label="SOC stock", veil=veil,
+                         edges=edges, lines=lines or (), zone_labels=labels)  # fmt: skip
+        figs.append(ReportFigure(
+            f"density_{iv}.png",
+            f"Mean SOC stock {interval_text(iv)} ({DENSITY_LABEL}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
+            png_bytes(fig), "maps", iv, pdf_bytes(fig),
+        ))  # fmt: skip
+        if "lower" in stats and "upper" in stats:
+            lo, hi = read_view(*stats["lower"]), read_view(*stats["upper"])
+            if lo.shape != hi.shape:
+                notes.append(
+                    f"The lower and upper maps of {interval_text(iv)} differ in shape; no width map."
+                )
+                continue
+            width = to_display(
+                MapView(hi.data - lo.data, hi.transform, hi.crs, hi.decimation), shown
+            )
+            fig = map_figure(width, title=f"Width of the {level} prediction interval, {interval_text(iv)}",
+                             label="interval width", cmap=_WIDTH_CMAP, edges=edges, lines=lines or (),
+                             zone_labels=labels)  # fmt: skip
+            figs.append(ReportFigure(
+                f"width_{iv}.png",
+                f"Width of the {level} prediction interval (upper − lower, {qtext}) {interval_text(iv)} "
+                f"({DENSITY_LABEL}). {outline_text}{grid_text}{dec}".strip(),
+                png_bytes(fig), "maps", iv, pdf_bytes(fig),
+            ))  # fmt: skip
+        else:
+            notes.append(f"No lower/upper maps for {interval_text(iv)}: no interval-width map.")
+    return figs
+
+
+def storage_figure(t: InventoryTables, range_label: str) -> ReportFigure:
+
+    long = t.long
+    value = long["storage"]  # the map totals, as Table 2's headline
+    chart = pd.DataFrame({
+        "zone": long["zone"], "interval": long["interval"], "value": value,
+        "lower": long["lower"] if "lower" in long else np.nan,
+        "upper": long["upper"] if "upper" in long else np.nan,
+        "ind_lower": long["independent_lower"] if "independent_lower" in long else np.nan,
+        "ind_upper": long["independent_upper"] if "independent_upper" in long else np.nan,
+        "total": long["zone"].eq(TOTAL),
+    })  # fmt: skip
+    fig = storage_chart(chart, unit=t.unit, range_label=range_label)
+    if t.has_range:
+        cap = (f"SOC storage ({t.unit}) per zone and depth interval: bars are totals of the mean map "
+               f"(Table 2), black error bars the {range_label} of the Monte Carlo totals")  # fmt: skip
+        cap += (
+            ", red bars the range the independent-pixel assumption would give."
+            if t.has_independent
+            else "."
+        )
+    else:
+        cap = f"SOC storage ({t.unit}) per zone and depth interval (storage of the mean map; no Monte Carlo ranges)."
+    return ReportFigure("storage_by_zone.png", cap, png_bytes(fig), "storage", None, pdf_bytes(fig))
+
+
+def cv_figures(
+    run: RunOutputs, intervals: Sequence[str], tmp: Path, notes: list[str]
+) -> list[ReportFigure]:
+
+    figs = []
+    for iv in intervals:
+        name = f"observed_vs_predicted_{iv}.png"
+        if iv in run.cv_plots:
+            data = io.read_bytes(run.cv_plots[iv])
+        elif iv in run.cv_predictions:
+            pred = io.read_table(run.cv_predictions[iv])
+            ok = pred["predicted"].notna()
+            has = {"lower", "upper"} <= set(pred.columns)
+            path = plot_observed_vs_predicted(
+                pred.loc[ok, "observed"], pred.loc[ok, "predicted"],
+                lower=pred.loc[ok, "lower"] if has else None, upper=pred.loc[ok, "upper"] if has else None,
+                title=f"SOC stock {iv} cm, cross-validation", path=tmp / "figures" / name,
+            )  # fmt: skip
+            data = io.read_bytes(path)
+        else:
+            continue
+        figs.append(ReportFigure(
+            name,
+            f"Observed against cross-validated predicted SOC stock, {interval_text(iv)}; grey bars: prediction intervals.",
+            data, "cv", iv,
+        ))  # fmt: skip
+    return figs
+
+
+def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> ReportFigure | None:
+    """Reliability plot and coverage by DI of the calibrated intervals (from the fit
+    stage's ``reliability.csv`` and ``coverage_by_di.csv``), with one sentence on what the
+    interval means and where it is not reliable; ``None`` for an uncalibrated run."""
+    folder = RunFolder(out)
+    rel: dict[str, pd.DataFrame] = {}
+    by_di: dict[str, pd.DataFrame] = {}
+    beyond: list[float] = []
+    for name in folder.model_labels():
+        iv = interval_label_or_none(name)
+        if iv is None or iv not in intervals or not folder.reliability_table(name).exists():
+            continue
+        rel[iv] = io.read_table(folder.reliability_table(name))
+        if folder.coverage_by_di_table(name).exists():
+            by_di[iv] = io.read_table(folder.coverage_by_di_table(name))
+        if folder.model_metadata(name).exists():
+            cal = io.read_json(folder.model_metadata(name)).get("calibration") or {}
+            if cal.get("share_beyond_di_max") is not None:
+                beyond.append(float(cal["share_beyond_di_max"]))
+    if not rel:
+        return None
+    order = sorted(rel, key=interval_sort_key)
+    fig = reliability_chart({k: rel[k] for k in order}, by_di, level=level)
+    observed = [float(np.interp(level, rel[k]["nominal"], rel[k]["observed"])) for k in order]
+
+    def span(values: list[float]) -> str:
+        lo, hi = fmt_number(100 * min(values), 0), fmt_number(100 * max(values), 0)
+        return lo if lo == hi else f"{lo}{DASH}{hi}"
+
+    where = (
+        f" It is an extrapolation, not a measurement, in the {span(beyond)} % of the map "
+        "less like the profiles than any "
+        "cross-validated one (dissimilarity index beyond the largest cross-validated), where "
+        "the error model's rise is extended linearly."
+        if beyond
+        else ""
+    )
+    cap = (
+        f"Reliability of the per-cell intervals. A {level:.0%} interval is meant to hold the "
+        f"true value of a cell {level:.0%} of the time, at cells as unlike the profiles as "
+        f"the map's; in cross-validation (error model fitted without the held-out fold) it "
+        f"held {span(observed)} % of the held-out profiles.{where} Left: nominal against observed coverage; right: "
+        "coverage by decile of the dissimilarity index."
+    )
+    return ReportFigure("calibration.png", cap, png_bytes(fig), "cv")
