@@ -23,13 +23,12 @@ from mapping.exceptions import ConfigError, GridMismatchError, InputError, Mappi
 from mapping.grid import Grid
 from mapping.io import raster_grid
 from mapping.models.variogram import Variogram
+from mapping.randomfield import GaussianField, lattice_kernel
+from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
 from mapping.uncertainty import (
-    GaussianField,
     attach_ranges,
     independent_pixel_range,
-    lattice_kernel,
     realization_block,
-    residual_variogram,
     summarise_draws,
     zone_total_draws,
 )
@@ -167,9 +166,9 @@ def test_coarsened_field_keeps_unit_variance_at_every_offset():
 
 
 def test_automatic_coarsening_follows_the_kernel_reach(monkeypatch):
-    import mapping.uncertainty as unc
+    import mapping.randomfield as rf
 
-    monkeypatch.setattr(unc, "MAX_HALO", 20)  # small, to keep the kernels small
+    monkeypatch.setattr(rf, "MAX_HALO", 20)  # small, to keep the kernels small
     cell = (1000.0, 1000.0)
     short = GaussianField.from_variograms([Variogram("exponential", 1.0, 2000.0)], cell)
     exp = GaussianField.from_variograms([Variogram("exponential", 1.0, 5000.0)], cell)
@@ -219,7 +218,6 @@ def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(commo
 
 def test_residual_mean_sd_by_hand():
     from mapping.models.kriging import RegressionKriging
-    from mapping.uncertainty import residual_mean_sd
 
     rng = np.random.default_rng(3)
     X = pd.DataFrame(
@@ -718,7 +716,6 @@ def test_geographic_grids_and_misaligned_maps_are_refused():
 
 def test_cv_block_error_sd_by_hand_and_on_a_known_regional_error():
     from mapping.exceptions import InputError
-    from mapping.uncertainty import cv_block_error_sd
 
     # fold means 1 and 3 (variance 2); within-fold variances 2 and 2 over 2 rows: noise 1
     cv = pd.DataFrame(

@@ -41,14 +41,8 @@ from mapping.run.features import (
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
-from mapping.uncertainty import (
-    cv_block_error_sd,
-    independent_pixel_range,
-    residual_mean_sd,
-    residual_variogram,
-    summarise_draws,
-    zone_total_draws,
-)
+from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
+from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
 from mapping.zonal import integrate_files, load_zone_layout
