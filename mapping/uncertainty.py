@@ -164,7 +164,9 @@ def realization_block(
     out = np.empty((len(intervals), z.shape[1], *z.shape[2:]))
     prev: dict[float, np.ndarray] = {}
     for k, (top, _bottom) in enumerate(intervals):
-        d = _to_density(means[k], stds[k], z[kernel_of[k]], distribution, common[k], shared)
+        m = np.asarray(means[k], dtype="float64")  # maps may be float32 (COGs)
+        sd = np.asarray(stds[k], dtype="float64")
+        d = _to_density(m, sd, z[kernel_of[k]], distribution, common[k], shared)
         if cumulative:
             d = _cumulative(d, prev.get(top))
             prev[top] = d
@@ -172,50 +174,105 @@ def realization_block(
     return out
 
 
+def _zone_block(zone: Any, rows: slice, cols: slice) -> tuple[np.ndarray, Any]:
+    """``(zone index, partial cells)`` of a chunk, from a zone-index block or a coverage."""
+    if isinstance(zone, ZoneCoverage):
+        return zone.block(rows, cols)
+    return np.asarray(zone), None
+
+
 def _draw_block(
-    field: GaussianField,
-    realizations: tuple[int, ...],
-    means: list[np.ndarray],
-    stds: list[np.ndarray],
+    where: tuple[slice, slice],
     area: np.ndarray,
-    zone_block: Any,
-    origin: tuple[int, int],
+    zone: Any,
+    field: GaussianField,
     spec: tuple[Any, ...],
+    realizations: np.ndarray,
+    *maps: np.ndarray,
 ) -> np.ndarray:
-    """Per-zone sums of the realizations of one chunk: ``(n_intervals, n, n_zones, 3)``."""
+    """Exact per-zone sums of the realizations of one chunk: ``(1, 1, n_int, n, n_zones, 3)``.
+
+    ``maps`` are the chunk's means then stds, one per interval; ``where`` its slices of the
+    grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time.
+    """
     intervals, kernel_of, distribution, common, n_zones, sub = spec
-    index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
-    ny, nx = np.shape(means[0])
-    n = len(realizations)
+    rows, cols = where
+    index, partial = _zone_block(zone, rows, cols)
+    means, stds = maps[: len(intervals)], maps[len(intervals) :]
+    reals = [int(r) for r in realizations]
     # exact partial sums (Python ints), added across chunks and rounded once: the totals
     # of every realization are the same for any chunking and worker count
-    out = np.empty((len(intervals), n, n_zones, 3), dtype=object)
-    has_data = any(bool(np.isfinite(m).any()) for m in means)
-    if not has_data:  # no cell to simulate: zone areas only
-        empty = zone_sums_block(
-            np.full((ny, nx), np.nan), area, index, n_zones, partial, exact=True
-        )
-        out[:] = empty
+    out = np.empty((1, 1, len(intervals), len(reals), n_zones, 3), dtype=object)
+    if not any(bool(np.isfinite(m).any()) for m in means):  # nothing to simulate: areas only
+        nodata = np.full(np.shape(area), np.nan)
+        out[:] = zone_sums_block(nodata, area, index, n_zones, partial, exact=True)
         return out
-    r0, c0 = origin
-    for b in range(0, n, sub):
-        reals = realizations[b : b + sub]
-        z = field.window(slice(r0, r0 + ny), slice(c0, c0 + nx), reals)
-        g = field.shared(reals) if any(common) else None
-        prev: dict[float, np.ndarray] = {}
-        for k, (top, _bottom) in enumerate(intervals):
-            m = np.asarray(means[k], dtype="float64")  # one interval at a time: less memory
-            sd = np.asarray(stds[k], dtype="float64")
-            dk = _to_density(m, sd, z[kernel_of[k]], distribution, common[k], g)
-            d = _cumulative(dk, prev.get(top))
-            prev[top] = d
-            out[k, b : b + len(reals)] = zone_sums_block(
-                d, area, index, n_zones, partial, exact=True
+    for b in range(0, len(reals), sub):
+        part = reals[b : b + sub]
+        dens = realization_block(
+            means,
+            stds,
+            field.window(rows, cols, part),
+            intervals,
+            kernel_of=kernel_of,
+            distribution=distribution,
+            common_sd=common,
+            shared=field.shared(part) if any(common) else None,
+        )
+        for k in range(len(intervals)):
+            out[0, 0, k, b : b + len(part)] = zone_sums_block(
+                dens[k], area, index, n_zones, partial, exact=True
             )
     return out
 
 
+def _zone_sums_layer(
+    block: Any, prep: _Prepared, grid: Grid, *args: Any, realizations: Any = None
+) -> dask.array.Array:
+    """One ``dask.array.blockwise`` layer of ``block`` over the chunks of the maps, summed.
+
+    ``block(where, area, zone, *args, [realizations,] *means, *stds)`` returns the exact
+    per-zone sums of one chunk (and one batch of ``realizations``, a chunked Dask array of
+    realization numbers, when given) with two leading axes of length 1; they are added
+    exactly over the chunks (any order: the same sum) and rounded once. Returns float64
+    ``(n_int, [n,] n_zones, 3)``.
+    """
+    import dask
+    import dask.array as da
+    from dask.layers import ArraySliceDep
+
+    rows, cols = prep.rows, prep.cols
+    area = grid.cell_area(chunks=(rows[0], cols[0])).rechunk((rows, cols))
+    source = prep.layout.source
+    if isinstance(source, ZoneCoverage):  # one graph key holding the coverage
+        zone: tuple[Any, Any] = (dask.delayed(source, pure=True, traverse=False), None)
+    else:
+        zone = (source.rechunk((rows, cols)), "ij")
+    lead = () if realizations is None else (realizations, "r")
+    out_ind = "ijk" + ("r" if lead else "") + "zs"
+    sums = da.blockwise(
+        block,
+        out_ind,
+        ArraySliceDep((rows, cols)),
+        "ij",
+        area,
+        "ij",
+        *zone,
+        *(a for arg in args for a in (arg, None)),
+        *lead,
+        *(a for m in (*prep.means, *prep.stds) for a in (m, "ij")),
+        new_axes={"k": len(prep.intervals), "z": prep.layout.n_zones, "s": 3},
+        adjust_chunks={"i": 1, "j": 1},
+        align_arrays=False,  # all chunked alike by _prepare
+        dtype=object,
+        meta=np.empty((0,) * len(out_ind), dtype=object),
+    )
+    total = sums.sum(axis=(0, 1), dtype=object)  # exact: any order, same sum
+    return total.map_blocks(exact_to_float, dtype="float64")
+
+
 # =============================================================================== inputs
+
 
 def _squeeze(arr: Any, what: str) -> Any:
     for dim in list(arr.dims[:-2]):
@@ -273,7 +330,6 @@ def _check_ranges(ranges: Sequence[float]) -> tuple[float, float]:
     if not 0 <= lo < hi <= 100:
         raise ConfigError(f"ranges {ranges!r}: percentiles must satisfy 0 <= lower < upper <= 100")
     return lo, hi
-
 
 
 @dataclass
@@ -351,43 +407,16 @@ def _draw_sums(
     import dask.array as da
 
     rows, cols = prep.rows, prep.cols
-    m_blocks = [m.to_delayed(optimize_graph=False) for m in prep.means]
-    s_blocks = [s.to_delayed(optimize_graph=False) for s in prep.stds]
-    area = grid.cell_area(chunks=(rows[0], cols[0])).rechunk((rows, cols))
-    a_blocks = area.to_delayed(optimize_graph=False)
-    z_blocks = prep.layout.blocks(rows, cols)
-    field_key = dask.delayed(field, pure=True, traverse=False)
-    n_zones = prep.layout.n_zones
-    n_int = len(prep.intervals)
     # realizations per pass: about 8 M values at a time, on the lattice and on the cells
     ry, rx = field.halo
     window = (rows[0] // field.coarsen + 2 * ry + 2) * (cols[0] // field.coarsen + 2 * rx + 2)
-    sub = max(1, min(batch, (8 << 20) // max(window, rows[0] * cols[0], 1)))
+    cells = len(prep.intervals) * rows[0] * cols[0]
+    sub = max(1, min(batch, (8 << 20) // max(window, cells, 1)))
+    n_zones = prep.layout.n_zones
     spec = (tuple(prep.intervals), tuple(kernel_of), distribution, tuple(common), n_zones, sub)
-    r_off = np.concatenate([[0], np.cumsum(rows)]).astype(int)
-    c_off = np.concatenate([[0], np.cumsum(cols)]).astype(int)
-    per_batch = []
-    for b0 in range(0, n_realizations, batch):
-        reals = tuple(range(b0, min(n_realizations, b0 + batch)))
-        parts = []
-        for i in range(len(rows)):
-            for j in range(len(cols)):
-                task = dask.delayed(_draw_block, pure=True)(
-                    field_key,
-                    reals,
-                    [mb[i, j] for mb in m_blocks],
-                    [sb[i, j] for sb in s_blocks],
-                    a_blocks[i, j],
-                    z_blocks[i, j],
-                    (int(r_off[i]), int(c_off[j])),
-                    spec,
-                )
-                parts.append(
-                    da.from_delayed(task, shape=(n_int, len(reals), n_zones, 3), dtype=object)
-                )
-        total = da.stack(parts).sum(axis=0, dtype=object)  # exact: any order, same sum
-        per_batch.append(total.map_blocks(exact_to_float, dtype="float64"))
-    return da.concatenate(per_batch, axis=1)
+    field_key = dask.delayed(field, pure=True, traverse=False)  # one key, not one per task
+    reals = da.arange(n_realizations, chunks=batch)
+    return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, realizations=reals)
 
 
 def zone_total_draws(
@@ -628,13 +657,15 @@ def attach_ranges(totals: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:
 
 # =============================================================================== independent pixels
 def _pixel_block(
-    means: list[np.ndarray], stds: list[np.ndarray], area: np.ndarray, zone_block: Any, n_zones: int
+    where: tuple[slice, slice], area: np.ndarray, zone: Any, n_zones: int, *maps: np.ndarray
 ) -> np.ndarray:
-    """Per interval and zone: sum w A m, sum w A s, sum (w A s)^2 -> ``(n_int, n_zones, 3)``."""
-    index, partial = zone_block if isinstance(zone_block, tuple) else (zone_block, None)
+    """Per interval and zone, exactly: ``sum w A m, sum w A s, sum (w A s)^2`` ->
+    ``(1, 1, n_int, n_zones, 3)``; ``maps`` are the chunk's means then stds."""
+    index, partial = _zone_block(zone, *where)
+    n_int = len(maps) // 2
     sq = None if partial is None else (partial[0], partial[1], partial[2] ** 2)
-    out = np.empty((len(means), n_zones, 3), dtype=object)  # exact sums, rounded once
-    for k, (m, s) in enumerate(zip(means, stds, strict=True)):
+    out = []
+    for m, s in zip(maps[:n_int], maps[n_int:], strict=True):
         m = np.asarray(m, dtype="float64")
         s = np.asarray(s, dtype="float64")
         bad = ~(np.isfinite(m) & np.isfinite(s))
@@ -642,10 +673,8 @@ def _pixel_block(
         s = np.where(bad, np.nan, s)
         lin = zone_sums_block(np.stack([m, s]), area, index, n_zones, partial, exact=True)
         var = zone_sums_block(area * s * s, area, index, n_zones, sq, exact=True)
-        out[k, :, 0] = lin[0, :, 2]
-        out[k, :, 1] = lin[1, :, 2]
-        out[k, :, 2] = var[:, 2]
-    return out
+        out.append(np.stack([lin[0, :, 2], lin[1, :, 2], var[:, 2]], axis=-1))
+    return np.stack(out)[None, None]
 
 
 def independent_pixel_range(
@@ -686,32 +715,12 @@ def independent_pixel_range(
         (``_tg`` with ``unit="Tg"``).
     """
     import dask
-    import dask.array as da
     from scipy.stats import norm
 
     scale = _check_unit(unit)
     lo, hi = _check_ranges(ranges)
     prep = _prepare(means, stds, zones, grid, names, chunks)
-    rows, cols = prep.rows, prep.cols
-    m_blocks = [m.to_delayed(optimize_graph=False) for m in prep.means]
-    s_blocks = [s.to_delayed(optimize_graph=False) for s in prep.stds]
-    area = grid.cell_area(chunks=(rows[0], cols[0])).rechunk((rows, cols))
-    a_blocks = area.to_delayed(optimize_graph=False)
-    z_blocks = prep.layout.blocks(rows, cols)
-    n_zones, n_int = prep.layout.n_zones, len(prep.intervals)
-    parts = []
-    for i in range(len(rows)):
-        for j in range(len(cols)):
-            task = dask.delayed(_pixel_block, pure=True)(
-                [mb[i, j] for mb in m_blocks],
-                [sb[i, j] for sb in s_blocks],
-                a_blocks[i, j],
-                z_blocks[i, j],
-                n_zones,
-            )
-            parts.append(da.from_delayed(task, shape=(n_int, n_zones, 3), dtype=object))
-    (sums,) = dask.compute(da.stack(parts).sum(axis=0, dtype=object))
-    sums = exact_to_float(sums)
+    (sums,) = dask.compute(_zone_sums_layer(_pixel_block, prep, grid, prep.layout.n_zones))
     sums = np.concatenate([sums, sums.sum(axis=1, keepdims=True)], axis=1) / np.array(
         [scale, scale, scale * scale]
     )

@@ -32,6 +32,7 @@ from mapping.plots import plot_observed_vs_predicted
 from mapping.predict import predict_grid, record_coordinate_crs, write_prediction
 from mapping.profiles import read_horizons
 from mapping.report import build_report
+from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
 from mapping.run.features import (
     build_model,
     categorical_covariates,
@@ -41,7 +42,6 @@ from mapping.run.features import (
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
-from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
 from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
