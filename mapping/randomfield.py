@@ -11,8 +11,11 @@ cell depends only on the seed, the realization number and the cell's position on
   ``rho``: ``k = IDFT(sqrt(DFT(rho)))`` on a torus several ranges wide (the square root of the
   circulant-embedding covariance, Dietrich & Newsam 1997), cut where less than ``1e-4`` of
   its energy and ``5e-4`` of its sum lie beyond, and rescaled to unit variance;
-* a window is convolved by FFT with a halo of the kernel's radius, so the result for a cell
-  does not depend on the window (the chunking) or on the worker that computes it.
+* the convolution is done by FFT on fixed, grid-aligned tiles of the lattice (side
+  :attr:`GaussianField.tile`, set by the kernels' radius, never by the chunking), each with
+  a halo of the kernel's radius and an FFT of one size; a window (a chunk) is cut from the
+  tiles it touches. A cell's value, to the last bit, depends only on the seed, the
+  realization and the cell, not on the chunking or on the worker that computes it.
 
 With ``coarsen=f`` the structured part of the field is simulated on a lattice of every
 ``f``-th cell, interpolated bilinearly, and topped up with independent noise so every cell
@@ -56,6 +59,13 @@ KERNEL_TOL = 1e-4
 KERNEL_SUM_TOL = 5e-4
 #: Largest kernel radius (cells) simulated at full resolution when ``coarsen`` is automatic.
 MAX_HALO = 768
+#: Lattice tiles: the field is convolved one fixed, grid-aligned tile at a time, each with an
+#: FFT of one size, so the rounding of a cell's value does not depend on the window (chunk)
+#: that asks for it. A tile's side is a multiple of ``TILE_STEP`` lattice cells near four
+#: kernel radii (the halo then costs at most ~2x the tile's FFT work), and at most
+#: ``TILE_MAX`` cells of the grid; part of the definition of a realization's last bits.
+TILE_STEP = 128
+TILE_MAX = 2560
 _STREAM_LATTICE = 1  # white noise convolved with the kernel
 _STREAM_TOPUP = 2  # independent noise per cell (coarsened fields only)
 _STREAM_SHARED = 3  # one value per realization: the error shared by all cells
@@ -256,7 +266,7 @@ class GaussianField:
 
     def __post_init__(self) -> None:
         h = hashlib.sha256()
-        h.update(repr((self.coarsen, self.seed, NOISE_BLOCK)).encode())
+        h.update(repr((self.coarsen, self.seed, NOISE_BLOCK, TILE_STEP, TILE_MAX)).encode())
         for k in self.kernels:
             h.update(np.ascontiguousarray(k.weights).tobytes())
         h.update(np.ascontiguousarray(self.topup_sd).tobytes())
@@ -264,6 +274,10 @@ class GaussianField:
 
     def __dask_tokenize__(self) -> tuple[str, str]:
         return ("socmap.GaussianField", self._token)
+
+    def __getstate__(self) -> dict[str, object]:
+        # the kernels' spectra are a cache, rebuilt where the field is used
+        return {k: v for k, v in self.__dict__.items() if k != "_spectra"}
 
     @classmethod
     def from_variograms(
@@ -318,6 +332,15 @@ class GaussianField:
         """Largest kernel radius ``(ry, rx)`` in lattice cells."""
         return (max(k.radius[0] for k in self.kernels), max(k.radius[1] for k in self.kernels))
 
+    @property
+    def tile(self) -> tuple[int, int]:
+        """Side ``(ty, tx)`` of the lattice tiles, each convolved by one FFT of a fixed size."""
+        # at most TILE_MAX cells of the grid a side, so a chunk of one tile stays small
+        cap = max(TILE_STEP, TILE_MAX // self.coarsen // TILE_STEP * TILE_STEP)
+        return tuple(  # type: ignore[return-value]
+            min(cap, TILE_STEP * max(1, math.ceil(4 * r / TILE_STEP))) for r in self.halo
+        )
+
     # ------------------------------------------------------------------ noise
     def _noise(
         self, stream: int, r: int, i0: int, i1: int, j0: int, j1: int, out: np.ndarray | None = None
@@ -340,35 +363,63 @@ class GaussianField:
                 ]
         return out
 
-    def _lattice(
-        self, i0: int, i1: int, j0: int, j1: int, realizations: Sequence[int]
-    ) -> np.ndarray:
-        """Fields on lattice nodes ``i0:i1, j0:j1``: ``(n_kernels, n_realizations, ni, nj)``."""
-        ry, rx = self.halo
-        ni, nj = i1 - i0, j1 - j0
-        fh = sfft.next_fast_len(ni + 2 * ry, real=False)
-        fw = sfft.next_fast_len(nj + 2 * rx, real=True)
-        specs = []
-        for k in self.kernels:
-            ky, kx = k.radius
-            pad = np.zeros((fh, fw))
-            pad[np.ix_(np.arange(-ky, ky + 1) % fh, np.arange(-kx, kx + 1) % fw)] = k.weights
-            specs.append(sfft.rfft2(pad))
-        del pad
-        out = np.empty((len(self.kernels), len(realizations), ni, nj))
+    def _kernel_spectra(self) -> tuple[tuple[int, int], list[np.ndarray]]:
+        """FFT shape of a tile with its halo, and every kernel's spectrum on it (cached)."""
+        cached = self.__dict__.get("_spectra")
+        if cached is None:
+            (ty, tx), (ry, rx) = self.tile, self.halo
+            edge = 1 if self.coarsen > 1 else 0  # the next tile's first node, to interpolate
+            fh = sfft.next_fast_len(ty + edge + 2 * ry, real=False)
+            fw = sfft.next_fast_len(tx + edge + 2 * rx, real=True)
+            specs = []
+            for k in self.kernels:
+                ky, kx = k.radius
+                pad = np.zeros((fh, fw))
+                pad[np.ix_(np.arange(-ky, ky + 1) % fh, np.arange(-kx, kx + 1) % fw)] = k.weights
+                specs.append(sfft.rfft2(pad))
+            cached = ((fh, fw), specs)
+            object.__setattr__(self, "_spectra", cached)  # same values in every thread
+        return cached
+
+    def _tile_nodes(self, ti: int, tj: int, r: int) -> np.ndarray:
+        """Fields on the lattice nodes of tile ``(ti, tj)`` in realization ``r``.
+
+        Returns ``(n_kernels, ty + e, tx + e)``, ``e = 1`` when coarsened (the next tile's
+        first row and column, which the tile's last cells interpolate towards). Always one
+        FFT of the same size over the same noise: the same bits wherever it is asked for.
+        """
+        (ty, tx), (ry, rx) = self.tile, self.halo
+        (fh, fw), specs = self._kernel_spectra()
+        edge = 1 if self.coarsen > 1 else 0
+        ni, nj = ty + edge, tx + edge
+        i0, j0 = ti * ty, tj * tx
         noise = np.zeros((fh, fw))
-        prod = np.empty_like(specs[0]) if len(specs) > 1 else None
-        for n, r in enumerate(realizations):
-            self._noise(
-                _STREAM_LATTICE, int(r), i0 - ry, i1 + ry, j0 - rx, j1 + rx,
-                out=noise[: ni + 2 * ry, : nj + 2 * rx],
-            )  # fmt: skip
-            spec = sfft.rfft2(noise)
-            for q, ks in enumerate(specs):
-                tmp = np.multiply(spec, ks, out=spec if prod is None else prod)
-                z = sfft.irfft2(tmp, s=(fh, fw), overwrite_x=True)
-                out[q, n] = z[ry : ry + ni, rx : rx + nj]
+        self._noise(
+            _STREAM_LATTICE, r, i0 - ry, i0 + ni + ry, j0 - rx, j0 + nj + rx,
+            out=noise[: ni + 2 * ry, : nj + 2 * rx],
+        )  # fmt: skip
+        spec = sfft.rfft2(noise)
+        out = np.empty((len(specs), ni, nj))
+        for q, ks in enumerate(specs):
+            z = sfft.irfft2(spec * ks, s=(fh, fw), overwrite_x=True)
+            out[q] = z[ry : ry + ni, rx : rx + nj]
         return out
+
+    def _tile_cells(
+        self, nodes: np.ndarray, ti: int, tj: int, rows: range, cols: range
+    ) -> np.ndarray:
+        """The cells ``rows x cols`` (grid indices, inside tile ``(ti, tj)``) from its nodes."""
+        (ty, tx), f = self.tile, self.coarsen
+        rr, cc = np.asarray(rows), np.asarray(cols)
+        if f == 1:
+            return nodes[
+                :, rr[0] - ti * ty : rr[-1] + 1 - ti * ty, cc[0] - tj * tx : cc[-1] + 1 - tj * tx
+            ]
+        ii, u = rr // f - ti * ty, (rr % f) / f
+        jj, v = cc // f - tj * tx, (cc % f) / f
+        # bilinear, one axis at a time (cell by cell: the same bits in any window)
+        zr = nodes[:, ii, :] * (1.0 - u)[:, None] + nodes[:, ii + 1, :] * u[:, None]
+        return zr[..., jj] * (1.0 - v) + zr[..., jj + 1] * v
 
     # ------------------------------------------------------------------ public
     def shared(self, realizations: Sequence[int]) -> np.ndarray:
@@ -394,28 +445,29 @@ class GaussianField:
         Returns
         -------
         numpy.ndarray
-            float64, ``(n_kernels, len(realizations), ny, nx)``.
+            float64, ``(n_kernels, len(realizations), ny, nx)``; bit for bit the same
+            values whatever the window (each tile it touches is computed whole).
         """
         r0, r1, c0, c1 = int(rows.start), int(rows.stop), int(cols.start), int(cols.stop)
         if r1 <= r0 or c1 <= c0:
             raise ValueError(f"empty window {rows}, {cols}")
         f = self.coarsen
-        if f == 1:
-            return self._lattice(r0, r1, c0, c1, realizations)
-        i0, i1 = r0 // f, (r1 - 1) // f + 2  # lattice nodes around the window
-        j0, j1 = c0 // f, (c1 - 1) // f + 2
-        zc = self._lattice(i0, i1, j0, j1, realizations)
-        rr, cc = np.arange(r0, r1), np.arange(c0, c1)
-        ii, u = rr // f - i0, (rr % f) / f
-        jj, v = cc // f - j0, (cc % f) / f
-        # bilinear, one axis at a time
-        zr = zc[..., ii, :] * (1.0 - u)[:, None] + zc[..., ii + 1, :] * u[:, None]
-        z = zr[..., jj] * (1.0 - v) + zr[..., jj + 1] * v
-        sd = self.topup_sd[:, rr % f][:, :, cc % f]  # (n_kernels, ny, nx)
+        cy, cx = (t * f for t in self.tile)  # a tile's side in cells
+        out = np.empty((len(self.kernels), len(realizations), r1 - r0, c1 - c0))
         for n, r in enumerate(realizations):
-            eps = self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1)
-            z[:, n] += sd * eps
-        return z
+            for ti in range(r0 // cy, (r1 - 1) // cy + 1):
+                a0, a1 = max(r0, ti * cy), min(r1, (ti + 1) * cy)
+                for tj in range(c0 // cx, (c1 - 1) // cx + 1):
+                    b0, b1 = max(c0, tj * cx), min(c1, (tj + 1) * cx)
+                    nodes = self._tile_nodes(ti, tj, int(r))
+                    out[:, n, a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = self._tile_cells(
+                        nodes, ti, tj, range(a0, a1), range(b0, b1)
+                    )
+            if f > 1:  # independent top-up: the nugget and what interpolation loses
+                rr, cc = np.arange(r0, r1), np.arange(c0, c1)
+                sd = self.topup_sd[:, rr % f][:, :, cc % f]  # (n_kernels, ny, nx)
+                out[:, n] += sd * self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1)
+        return out
 
 
 def _bilinear_variance(w: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -434,7 +486,6 @@ def _bilinear_variance(w: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarra
         for b, (yb, xb) in enumerate(nodes):
             var += wts[a] * wts[b] * lag[(abs(ya - yb), abs(xa - xb))]
     return var
-
 
 
 MAX_WIDTH_ERROR = 0.5
@@ -470,4 +521,3 @@ def lattice_spacing(grid: Grid) -> tuple[float, float]:
             "to an equal-area grid, e.g. EPSG:6931 in the north"
         )
     return grid.cell_spacing_m()
-

@@ -56,7 +56,6 @@ def residual_variogram(model: Any) -> Variogram:
     return v
 
 
-
 def interval_variograms(
     variogram: Variogram | Mapping[str, Variogram], labels: Sequence[str]
 ) -> list[Variogram]:
@@ -233,4 +232,3 @@ def residual_mean_sd(model: Any) -> float:
     except np.linalg.LinAlgError:
         w = np.linalg.lstsq(cov, one, rcond=None)[0]
     return float(math.sqrt(1.0 / float(one @ w)))
-

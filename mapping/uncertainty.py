@@ -383,13 +383,11 @@ def _prepare(
     )
 
 
-def _auto_chunks(field: GaussianField) -> int:
-    # a window is the chunk plus the kernel's halo on each side: chunks of about four
-    # radii keep the halo's share of the FFT work below ~2x
-    ry, rx = field.halo
-    reach = max(ry, rx) * field.coarsen
-    # (capped: a task holds a few arrays of the window, ~1 GB at 2560 + 2 x 625 cells)
-    return int(min(2560, max(1024, 256 * math.ceil(4 * reach / 256))))
+def _auto_chunks(field: GaussianField) -> tuple[int, int]:
+    # whole tiles of the field (a chunk that cuts a tile computes all of it), at least
+    # ~1024 cells a side so the chunks' own overheads stay small
+    sides = [t * field.coarsen for t in field.tile]
+    return (sides[0] * math.ceil(1024 / sides[0]), sides[1] * math.ceil(1024 / sides[1]))
 
 
 # =============================================================================== draws
@@ -407,9 +405,9 @@ def _draw_sums(
     import dask.array as da
 
     rows, cols = prep.rows, prep.cols
-    # realizations per pass: about 8 M values at a time, on the lattice and on the cells
-    ry, rx = field.halo
-    window = (rows[0] // field.coarsen + 2 * ry + 2) * (cols[0] // field.coarsen + 2 * rx + 2)
+    # realizations per pass: about 8 M values at a time, on a tile and on the cells
+    (ty, tx), (ry, rx) = field.tile, field.halo
+    window = (ty + 2 * ry + 1) * (tx + 2 * rx + 1)
     cells = len(prep.intervals) * rows[0] * cols[0]
     sub = max(1, min(batch, (8 << 20) // max(window, cells, 1)))
     n_zones = prep.layout.n_zones

@@ -171,15 +171,26 @@ def test_monte_carlo_sums_are_byte_identical_across_workers_and_batches() -> Non
     pd.testing.assert_frame_equal(summarise_draws(got), summarise_draws(ref), check_exact=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each chunk convolves its own window of noise by FFT, whose size follows the "
-    "chunk: the realizations of a cell differ in the last bits between chunkings",
-)
 def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
     grid, mean, std, zones = _world()
     zmap = grid.wrap(zones).rio.write_nodata(0)
     ref = _draws(grid, mean, std, zmap, 64)
-    got = _draws(grid, mean, std, zmap, (36, 13), batch=5)
-    np.testing.assert_allclose(got["storage_pg"], ref["storage_pg"], rtol=1e-13)  # rounding
+    for chunks in ((36, 13), (10, 17)):  # each chunk computes the whole tiles it touches
+        got = _draws(grid, mean, std, zmap, chunks, batch=5)
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
+        pd.testing.assert_frame_equal(summarise_draws(got), summarise_draws(ref), check_exact=True)
+    # lognormal draws and a coarsened lattice (bilinear nodes, top-up noise) too
+    for kw in ({"distribution": "lognormal"}, {"coarsen": 2}):
+        want = _draws(grid, mean, std, zmap, 64, **kw)
+        got = _draws(grid, mean, std, zmap, (10, 17), **kw)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert not np.array_equal(want["storage_pg"], ref["storage_pg"])
+    # and on a two-process local cluster
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        got = _draws(grid, mean, std, zmap, (19, 27))
     pd.testing.assert_frame_equal(got, ref, check_exact=True)
