@@ -12,7 +12,8 @@ cell depends only on the seed, the realization number and the cell's position on
   circulant-embedding covariance, Dietrich & Newsam 1997), cut where less than ``1e-4`` of
   its energy and ``5e-4`` of its sum lie beyond, and rescaled to unit variance;
 * the convolution is done by FFT on fixed, grid-aligned tiles of the lattice (side
-  :attr:`GaussianField.tile`, set by the kernels' radius, never by the chunking), each with
+  :attr:`GaussianField.tile`, set by the kernels' radius and the grid's shape, never by the
+  chunking), each with
   a halo of the kernel's radius and an FFT of one size; a window (a chunk) is cut from the
   tiles it touches. A cell's value, to the last bit, depends only on the seed, the
   realization and the cell, not on the chunking or on the worker that computes it.
@@ -61,9 +62,11 @@ KERNEL_SUM_TOL = 5e-4
 MAX_HALO = 768
 #: Lattice tiles: the field is convolved one fixed, grid-aligned tile at a time, each with an
 #: FFT of one size, so the rounding of a cell's value does not depend on the window (chunk)
-#: that asks for it. A tile's side is a multiple of ``TILE_STEP`` lattice cells near four
-#: kernel radii (the halo then costs at most ~2x the tile's FFT work), and at most
-#: ``TILE_MAX`` cells of the grid; part of the definition of a realization's last bits.
+#: that asks for it. A tile's side is near four kernel radii (a multiple of ``TILE_STEP``
+#: lattice cells: the halo then costs at most ~2x the tile's FFT work) and at most
+#: ``TILE_MAX`` cells of the grid; given the grid's shape, the grid is split into equal
+#: tiles of about that side (one tile when the grid is smaller). Part of the definition of
+#: a realization's last bits.
 TILE_STEP = 128
 TILE_MAX = 2560
 _STREAM_LATTICE = 1  # white noise convolved with the kernel
@@ -256,17 +259,21 @@ class GaussianField:
         ``(n_kernels, coarsen, coarsen)``: standard deviation of the independent noise added
         to a cell at offset ``(row % coarsen, col % coarsen)`` from the lattice; zero when
         ``coarsen == 1``.
+    tile
+        Side ``(ty, tx)`` of the lattice tiles, each convolved by one FFT of a fixed size
+        (:data:`TILE_STEP`).
     """
 
     kernels: tuple[LatticeKernel, ...]
     coarsen: int
     seed: int
     topup_sd: np.ndarray
+    tile: tuple[int, int]
     _token: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         h = hashlib.sha256()
-        h.update(repr((self.coarsen, self.seed, NOISE_BLOCK, TILE_STEP, TILE_MAX)).encode())
+        h.update(repr((self.coarsen, self.seed, NOISE_BLOCK, self.tile)).encode())
         for k in self.kernels:
             h.update(np.ascontiguousarray(k.weights).tobytes())
         h.update(np.ascontiguousarray(self.topup_sd).tobytes())
@@ -288,6 +295,7 @@ class GaussianField:
         *,
         coarsen: int | None = None,
         tol: float = KERNEL_TOL,
+        shape: tuple[int, int] | None = None,
     ) -> GaussianField:
         """Kernels for ``variograms`` on a lattice of cell size ``spacing = (dy, dx)``.
 
@@ -304,6 +312,10 @@ class GaussianField:
             ``None`` = 1 unless the kernel radius would exceed :data:`MAX_HALO` cells.
         tol
             Kernel energy allowed outside its cut (see :func:`lattice_kernel`).
+        shape
+            ``(ny, nx)`` of the grid the field will be asked on, to split it into equal
+            tiles (:data:`TILE_STEP`); ``None``: tiles sized from the kernels alone. Any
+            window of any grid can still be asked for.
         """
         if int(seed) != seed or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -325,21 +337,15 @@ class GaussianField:
             u = np.arange(f) / f
             for q, k in enumerate(kernels):
                 topup[q] = np.sqrt(np.clip(1.0 - _bilinear_variance(k.weights, u, u), 0.0, None))
-        return cls(kernels, f, int(seed), topup)
+        halo = (max(k.radius[0] for k in kernels), max(k.radius[1] for k in kernels))
+        cells = (None, None) if shape is None else shape
+        tile = tuple(_tile_side(r, f, n) for r, n in zip(halo, cells, strict=True))
+        return cls(kernels, f, int(seed), topup, tile)  # type: ignore[arg-type]
 
     @property
     def halo(self) -> tuple[int, int]:
         """Largest kernel radius ``(ry, rx)`` in lattice cells."""
         return (max(k.radius[0] for k in self.kernels), max(k.radius[1] for k in self.kernels))
-
-    @property
-    def tile(self) -> tuple[int, int]:
-        """Side ``(ty, tx)`` of the lattice tiles, each convolved by one FFT of a fixed size."""
-        # at most TILE_MAX cells of the grid a side, so a chunk of one tile stays small
-        cap = max(TILE_STEP, TILE_MAX // self.coarsen // TILE_STEP * TILE_STEP)
-        return tuple(  # type: ignore[return-value]
-            min(cap, TILE_STEP * max(1, math.ceil(4 * r / TILE_STEP))) for r in self.halo
-        )
 
     # ------------------------------------------------------------------ noise
     def _noise(
@@ -468,6 +474,17 @@ class GaussianField:
                 sd = self.topup_sd[:, rr % f][:, :, cc % f]  # (n_kernels, ny, nx)
                 out[:, n] += sd * self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1)
         return out
+
+
+def _tile_side(radius: int, coarsen: int, cells: int | None) -> int:
+    """Side of the lattice tiles along one axis (:data:`TILE_STEP`)."""
+    cap = max(TILE_STEP, TILE_MAX // coarsen // TILE_STEP * TILE_STEP)
+    side = min(cap, TILE_STEP * max(1, math.ceil(4 * radius / TILE_STEP)))
+    if cells is None:
+        return side
+    nodes = max(1, math.ceil(cells / coarsen))
+    n_tiles = max(1, math.ceil(nodes / cap), round(nodes / side))
+    return math.ceil(nodes / n_tiles)
 
 
 def _bilinear_variance(w: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:

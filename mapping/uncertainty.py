@@ -440,8 +440,10 @@ def zone_total_draws(
     Realization ``r`` of the density of a cell is ``m + s * Z_r`` (``normal``, clipped at
     zero) or its lognormal analogue with the same mean and standard deviation, where
     ``Z_r`` is a unit-variance Gaussian field with the correlation of ``variogram``
-    (:class:`mapping.randomfield.GaussianField`). Realizations are generated and integrated chunk by chunk
-    (one task per chunk and ``batch`` of realizations); no task holds more than a chunk.
+    (:class:`mapping.randomfield.GaussianField`). Realizations are made by
+    :func:`realization_block` and integrated per zone chunk by chunk, in one
+    ``dask.array.blockwise`` layer (one task per chunk and ``batch`` of realizations); a
+    task holds one chunk and one tile of the field with its halo.
 
     Parameters
     ----------
@@ -462,7 +464,7 @@ def zone_total_draws(
         Non-negative integer; with the grid and the inputs it fixes every draw.
     chunks
         Chunk size in cells (int or ``(cy, cx)``); ``None`` picks one from the kernel's
-        radius. The draws do not depend on it (beyond rounding).
+        radius (whole tiles of the field). The draws do not depend on it, to the last bit.
     distribution
         ``"normal"`` or ``"lognormal"`` (use it for models fitted on log stocks).
     names
@@ -509,7 +511,9 @@ def zone_total_draws(
     vlist = interval_variograms(variogram, labels)
     distinct = list(dict.fromkeys(vlist))
     kernel_of = [distinct.index(v) for v in vlist]
-    field = GaussianField.from_variograms(distinct, spacing, seed, coarsen=coarsen)
+    field = GaussianField.from_variograms(
+        distinct, spacing, seed, coarsen=coarsen, shape=grid.shape
+    )
     prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
     common = interval_common_sd(common_sd, labels)
     sums = _draw_sums(

@@ -185,6 +185,22 @@ def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
         got = _draws(grid, mean, std, zmap, (10, 17), **kw)
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         assert not np.array_equal(want["storage_pg"], ref["storage_pg"])
+    # a grid of several tiles of the field, chunks across the seams
+    big = Grid.from_bounds((1e6, 1e6, 1e6 + 261 * 1000.0, 1e6 + 301 * 1000.0), 1000.0, "EPSG:6931")
+    yy, xx = np.mgrid[0:301, 0:261] / 301
+    m, sd = big.wrap(5.0 + 3.0 * np.sin(4 * xx) + yy), big.wrap(1.0 + xx)
+    zb = np.where(xx < 0.4, 1, 2).astype("int32")
+    short = Variogram("exponential", 1.0, 1500.0, nugget=0.2)
+
+    def tiled(chunks: int | tuple[int, int]) -> pd.DataFrame:
+        return zone_total_draws(
+            {"0-30": m}, {"0-30": sd}, big.wrap(zb), big, short, n_realizations=3, seed=2,
+            chunks=chunks, names=NAMES,
+        )  # fmt: skip
+
+    want = tiled(97)
+    assert want.attrs["chunks"] == (97, 97)
+    pd.testing.assert_frame_equal(tiled((64, 150)), want, check_exact=True)
     # and on a two-process local cluster
     from distributed import Client, LocalCluster
 
