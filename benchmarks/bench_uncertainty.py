@@ -48,12 +48,9 @@ import psutil
 
 from mapping.grid import Grid
 from mapping.models.variogram import Variogram
-from mapping.uncertainty import (
-    GaussianField,
-    independent_pixel_range,
-    summarise_draws,
-    zone_total_draws,
-)
+from mapping.randomfield import GaussianField
+from mapping.residual_errors import residual_mean_sd
+from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.zones import prepare_zones
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -348,7 +345,6 @@ def _stock_bias(table: pd.DataFrame, grid: Grid) -> None:
 def bench_sample(n_real: int = 200) -> None:
     import rasterio
 
-    from mapping.uncertainty import residual_mean_sd
     from mapping.zonal import zone_totals
 
     names = {1: "continuous", 2: "discontinuous", 3: "sporadic", 4: "isolated"}

@@ -23,7 +23,7 @@ from mapping.calibration import (
     spatial_groups,
 )
 from mapping.exceptions import ModelError
-from mapping.uncertainty import cv_block_error_sd
+from mapping.residual_errors import cv_block_error_sd
 
 
 def _draws(n: int, seed: int, ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -171,15 +171,42 @@ def test_monte_carlo_sums_are_byte_identical_across_workers_and_batches() -> Non
     pd.testing.assert_frame_equal(summarise_draws(got), summarise_draws(ref), check_exact=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each chunk convolves its own window of noise by FFT, whose size follows the "
-    "chunk: the realizations of a cell differ in the last bits between chunkings",
-)
 def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
     grid, mean, std, zones = _world()
     zmap = grid.wrap(zones).rio.write_nodata(0)
     ref = _draws(grid, mean, std, zmap, 64)
-    got = _draws(grid, mean, std, zmap, (36, 13), batch=5)
-    np.testing.assert_allclose(got["storage_pg"], ref["storage_pg"], rtol=1e-13)  # rounding
+    for chunks in ((36, 13), (10, 17)):  # each chunk computes the whole tiles it touches
+        got = _draws(grid, mean, std, zmap, chunks, batch=5)
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
+        pd.testing.assert_frame_equal(summarise_draws(got), summarise_draws(ref), check_exact=True)
+    # lognormal draws and a coarsened lattice (bilinear nodes, top-up noise) too
+    for kw in ({"distribution": "lognormal"}, {"coarsen": 2}):
+        want = _draws(grid, mean, std, zmap, 64, **kw)
+        got = _draws(grid, mean, std, zmap, (10, 17), **kw)
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        assert not np.array_equal(want["storage_pg"], ref["storage_pg"])
+    # a grid of several tiles of the field, chunks across the seams
+    big = Grid.from_bounds((1e6, 1e6, 1e6 + 261 * 1000.0, 1e6 + 301 * 1000.0), 1000.0, "EPSG:6931")
+    yy, xx = np.mgrid[0:301, 0:261] / 301
+    m, sd = big.wrap(5.0 + 3.0 * np.sin(4 * xx) + yy), big.wrap(1.0 + xx)
+    zb = np.where(xx < 0.4, 1, 2).astype("int32")
+    short = Variogram("exponential", 1.0, 1500.0, nugget=0.2)
+
+    def tiled(chunks: int | tuple[int, int]) -> pd.DataFrame:
+        return zone_total_draws(
+            {"0-30": m}, {"0-30": sd}, big.wrap(zb), big, short, n_realizations=3, seed=2,
+            chunks=chunks, names=NAMES,
+        )  # fmt: skip
+
+    want = tiled(97)
+    assert want.attrs["chunks"] == (97, 97)
+    pd.testing.assert_frame_equal(tiled((64, 150)), want, check_exact=True)
+    # and on a two-process local cluster
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):
+        got = _draws(grid, mean, std, zmap, (19, 27))
     pd.testing.assert_frame_equal(got, ref, check_exact=True)

@@ -23,13 +23,12 @@ from mapping.exceptions import ConfigError, GridMismatchError, InputError, Mappi
 from mapping.grid import Grid
 from mapping.io import raster_grid
 from mapping.models.variogram import Variogram
+from mapping.randomfield import GaussianField, lattice_kernel
+from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
 from mapping.uncertainty import (
-    GaussianField,
     attach_ranges,
     independent_pixel_range,
-    lattice_kernel,
     realization_block,
-    residual_variogram,
     summarise_draws,
     zone_total_draws,
 )
@@ -123,24 +122,48 @@ def test_field_values_do_not_depend_on_the_window():
         f = GaussianField.from_variograms(
             [v, v.replace(range=6000.0)], (1000.0, 1000.0), 7, coarsen=coarsen
         )
-        big = f.window(slice(0, 150), slice(0, 140), [0, 3])
+        cy, cx = (t * coarsen for t in f.tile)
+        assert cy < 390 and cx < 400  # the big window spans several tiles
+        big = f.window(slice(0, 390), slice(0, 400), [0, 3])
         for rows, cols in [
             (slice(0, 13), slice(0, 11)),
-            (slice(129, 150), slice(17, 140)),
+            (slice(129, 390), slice(17, 400)),
             (slice(40, 41), slice(5, 6)),
+            (slice(cy - 7, cy + 5), slice(cx - 1, cx + 1)),  # across a tile corner
         ]:
             part = f.window(rows, cols, [3, 0])
-            np.testing.assert_allclose(part[:, ::-1], big[:, :, rows, cols], rtol=0, atol=1e-12)
+            # the same bits: every cell comes from its tile's own FFT, whatever the window
+            np.testing.assert_array_equal(part[:, ::-1], big[:, :, rows, cols])
         # realization 3 alone equals realization 3 among others
-        np.testing.assert_allclose(
-            f.window(slice(0, 150), slice(0, 140), [3])[:, 0], big[:, 1], atol=1e-12
-        )
+        np.testing.assert_array_equal(f.window(slice(0, 390), slice(0, 400), [3])[:, 0], big[:, 1])
+
+
+def test_field_is_the_moving_average_of_its_noise_across_tile_seams():
+    # Z(p) = sum_u k(u) W(p + u) (k symmetric), summed directly here: the tiles are only a
+    # way to compute the convolution, so the field's covariance is the kernel's
+    # autocorrelation, i.e. the variogram's correlation, also for pairs across a seam
+    from mapping.randomfield import _STREAM_LATTICE
+
+    v = Variogram("spherical", psill=0.8, range=9000.0, nugget=0.2)
+    f = GaussianField.from_variograms([v, v.replace(range=4000.0)], (1000.0, 1500.0), 4)
+    (ty, tx), (ry, rx) = f.tile, f.halo
+    cells = [(ty - 1, tx - 1), (ty, tx), (ty - 1, tx), (0, 0), (2 * ty + 3, 1)]
+    z = {c: f.window(slice(c[0], c[0] + 1), slice(c[1], c[1] + 1), [2])[:, 0, 0, 0] for c in cells}
+    for i, j in cells:
+        w_noise = f._noise(_STREAM_LATTICE, 2, i - ry, i + ry + 1, j - rx, j + rx + 1)
+        for q, k in enumerate(f.kernels):
+            ky, kx = k.radius
+            direct = float(
+                (k.weights * w_noise[ry - ky : ry + ky + 1, rx - kx : rx + kx + 1]).sum()
+            )
+            assert z[(i, j)][q] == pytest.approx(direct, abs=1e-12), (i, j, q)
 
 
 def test_field_has_unit_variance_and_the_model_correlation():
     v = Variogram("exponential", psill=0.75, range=4000.0, nugget=0.25)
     f = GaussianField.from_variograms([v], (1000.0, 1000.0), 3, coarsen=1)
-    z = f.window(slice(0, 60), slice(0, 60), range(120))[0]  # (120, 60, 60)
+    ty, tx = f.tile  # a window on the corner of four tiles: pairs across the seams count
+    z = f.window(slice(ty - 30, ty + 30), slice(tx - 30, tx + 30), range(120))[0]
     n = z.shape[0]
     # pooled over cells; realizations are independent, so the error is ~ sqrt(2 / n) / sqrt(m)
     assert z.mean() == pytest.approx(0.0, abs=0.03)
@@ -168,9 +191,9 @@ def test_coarsened_field_keeps_unit_variance_at_every_offset():
 
 
 def test_automatic_coarsening_follows_the_kernel_reach(monkeypatch):
-    import mapping.uncertainty as unc
+    import mapping.randomfield as rf
 
-    monkeypatch.setattr(unc, "MAX_HALO", 20)  # small, to keep the kernels small
+    monkeypatch.setattr(rf, "MAX_HALO", 20)  # small, to keep the kernels small
     cell = (1000.0, 1000.0)
     short = GaussianField.from_variograms([Variogram("exponential", 1.0, 2000.0)], cell)
     exp = GaussianField.from_variograms([Variogram("exponential", 1.0, 5000.0)], cell)
@@ -220,7 +243,6 @@ def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(commo
 
 def test_residual_mean_sd_by_hand():
     from mapping.models.kriging import OrdinaryKriging, RegressionKriging
-    from mapping.uncertainty import residual_mean_sd
 
     rng = np.random.default_rng(3)
     X = pd.DataFrame(
@@ -423,10 +445,7 @@ def test_draws_do_not_depend_on_chunking():
     ref = _draws(grid, mean, std, zones, chunks=64)
     for chunks in (7, (10, 40), 16, (30, 13)):
         got = _draws(grid, mean, std, zones, chunks=chunks, batch=5)
-        pd.testing.assert_frame_equal(
-            got.drop(columns="storage_pg"), ref.drop(columns="storage_pg")
-        )
-        np.testing.assert_allclose(got["storage_pg"], ref["storage_pg"], rtol=1e-12)
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
 
 
 def test_draws_with_polygon_zones_do_not_depend_on_chunking():
@@ -446,7 +465,7 @@ def test_draws_with_polygon_zones_do_not_depend_on_chunking():
     cov = zone_coverage_from_polygons(gdf, grid, "z")
     a = _draws(grid, mean, std, None, zones_arg=cov, chunks=9)
     b = _draws(grid, mean, std, None, zones_arg=cov, chunks=(25, 17))
-    np.testing.assert_allclose(a["storage_pg"], b["storage_pg"], rtol=1e-12)
+    np.testing.assert_array_equal(a["storage_pg"], b["storage_pg"])
     assert list(a["zone"].unique()) == ["a", "b", "c", "all zones"]  # c: named, not on the map
     assert (a.loc[a["zone"] == "c", "storage_pg"] == 0).all()
     assert (a.loc[a["zone"] == "b", "storage_pg"] > 0).all()
@@ -472,7 +491,7 @@ def test_seeds_reproduce_and_realizations_are_stable():
     np.testing.assert_array_equal(a["storage_pg"], b["storage_pg"])
     assert not np.allclose(a["storage_pg"], c["storage_pg"])
     first10 = longer[longer["realization"] < 10].reset_index(drop=True)
-    np.testing.assert_allclose(first10["storage_pg"], a["storage_pg"], rtol=1e-12)
+    np.testing.assert_array_equal(first10["storage_pg"], a["storage_pg"])
     assert a["storage_pg"].nunique() > 0.9 * len(a)  # realizations differ
 
 
@@ -723,7 +742,6 @@ def test_geographic_grids_and_misaligned_maps_are_refused():
 
 def test_cv_block_error_sd_by_hand_and_on_a_known_regional_error():
     from mapping.exceptions import InputError
-    from mapping.uncertainty import cv_block_error_sd
 
     # fold means 1 and 3 (variance 2); within-fold variances 2 and 2 over 2 rows: noise 1
     cv = pd.DataFrame(

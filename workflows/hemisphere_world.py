@@ -12,7 +12,7 @@ there. Only the landscape differs, because the whole grid never fits in memory:
   about :data:`PERMAFROST_CELLS_1KM` km², precipitation and a wetness index. It is built
   in memory from the seed in a second or two.
 * **fine detail** comes from seeded Gaussian fields made window by window with
-  :class:`mapping.uncertainty.GaussianField`, whose value at a cell depends only on the
+  :class:`mapping.randomfield.GaussianField`, whose value at a cell depends only on the
   seed and the cell's position, never on the window asked for.
 
 Every cell's value is therefore a function of the seed, the grid size and the cell's
@@ -284,7 +284,7 @@ class HemisphereWorld:
     @cached_property
     def _eps_field(self) -> Any:
         from mapping.models.variogram import Variogram
-        from mapping.uncertainty import GaussianField
+        from mapping.randomfield import GaussianField
 
         r = self.params.residual
         v = Variogram("exponential", psill=1.0, range=r.range)
@@ -294,7 +294,7 @@ class HemisphereWorld:
     @cached_property
     def _fine_field(self) -> Any:
         from mapping.models.variogram import Variogram
-        from mapping.uncertainty import GaussianField
+        from mapping.randomfield import GaussianField
 
         v = Variogram("exponential", psill=1.0, range=_FINE_RANGE_M)
         res = self.spec.resolution

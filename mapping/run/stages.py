@@ -40,6 +40,7 @@ from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.report.charts import plot_observed_vs_predicted
 from mapping.run.checkpoint import write_resumable
+from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
 from mapping.run.features import (
     build_model,
     categorical_covariates,
@@ -49,14 +50,7 @@ from mapping.run.features import (
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
-from mapping.uncertainty import (
-    cv_block_error_sd,
-    independent_pixel_range,
-    residual_mean_sd,
-    residual_variogram,
-    summarise_draws,
-    zone_total_draws,
-)
+from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.units import interval_label
 from mapping.validation import cv_moments, fit_interval, make_splitter
 from mapping.zonal import integrate_files

@@ -1,0 +1,234 @@
+"""The errors of a map that a Monte Carlo of its zone totals needs beyond each cell's own.
+
+* :func:`residual_variogram`: the correlation of the residual errors (the fitted residual
+  variogram of a regression-kriging model);
+* :func:`residual_mean_sd`: the error of the residuals' mean level, shared by every cell far
+  from data (generalised least squares under the model's own variogram);
+* :func:`cv_block_error_sd`: the regional (block-scale) error of the trend, seen by spatial
+  cross-validation;
+* :func:`interval_variograms` and :func:`interval_common_sd`: those, checked and keyed by
+  depth interval, as :func:`mapping.uncertainty.zone_total_draws` takes them.
+
+The per-cell error variance calibrated against the dissimilarity index is another model
+(:class:`mapping.calibration.ErrorModel`); this module is about how cell errors go together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import cho_factor, cho_solve
+from scipy.spatial.distance import cdist
+
+from mapping.exceptions import ConfigError, InputError, ModelError
+from mapping.models.variogram import Variogram
+from mapping.units import format_interval, parse_interval
+
+__all__ = [
+    "cv_block_error_sd",
+    "interval_common_sd",
+    "interval_variograms",
+    "residual_mean_sd",
+    "residual_variogram",
+]
+
+
+def residual_variogram(model: Any) -> Variogram:
+    """The fitted residual variogram of a model (``RegressionKriging.variogram_``).
+
+    Raises
+    ------
+    ModelError
+        The model has no fitted residual variogram (a tree model, or residuals all equal);
+        fit one to its out-of-bag or cross-validated residuals with
+        :meth:`mapping.models.variogram.Variogram.fit`.
+    """
+    v = getattr(model, "variogram_", None)
+    if not isinstance(v, Variogram):
+        raise ModelError(
+            f"{type(model).__name__} has no fitted residual variogram (variogram_); fit one to "
+            "its out-of-bag or cross-validated residuals with Variogram.fit"
+        )
+    return v
+
+
+def interval_variograms(
+    variogram: Variogram | Mapping[str, Variogram], labels: Sequence[str]
+) -> list[Variogram]:
+    """One variogram per interval label: ``variogram`` for all, or looked up by interval.
+
+    Raises
+    ------
+    ModelError
+        A key that is not a depth interval, a value that is not a :class:`Variogram`, or
+        an interval of ``labels`` without one.
+    """
+    if isinstance(variogram, Variogram):
+        return [variogram] * len(labels)
+    if not isinstance(variogram, Mapping):
+        raise ModelError(
+            f"variogram must be a Variogram or a mapping, got {type(variogram).__name__}"
+        )
+    by_label = {}
+    for key, v in variogram.items():
+        try:
+            label = format_interval(*parse_interval(key))
+        except ValueError:
+            raise ModelError(
+                f"variogram {key!r}: key is not a depth interval such as '0-30'"
+            ) from None
+        if not isinstance(v, Variogram):
+            raise ModelError(f"variogram {key!r}: expected a Variogram, got {type(v).__name__}")
+        by_label[label] = v
+    missing = [lab for lab in labels if lab not in by_label]
+    if missing:
+        raise ModelError(f"variogram: no variogram for interval {missing[0]}")
+    return [by_label[lab] for lab in labels]
+
+
+def interval_common_sd(
+    common_sd: float | Mapping[str, float], labels: Sequence[str]
+) -> list[float]:
+    """One shared-error standard deviation (finite, >= 0) per interval label.
+
+    Raises
+    ------
+    ConfigError
+        A key that is not a depth interval, a missing interval, or a value that is not a
+        number >= 0.
+    """
+    if isinstance(common_sd, Mapping):
+        by_label = {}
+        for key, value in common_sd.items():
+            try:
+                by_label[format_interval(*parse_interval(key))] = value
+            except ValueError:
+                raise ConfigError(
+                    f"common_sd {key!r}: key is not a depth interval such as '0-30'"
+                ) from None
+        missing = [lab for lab in labels if lab not in by_label]
+        if missing:
+            raise ConfigError(f"common_sd: no value for interval {missing[0]}")
+        values = [by_label[lab] for lab in labels]
+    else:
+        values = [common_sd] * len(labels)
+    out = []
+    for v in values:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(f"common_sd must be a number >= 0, got {v!r}") from None
+        if not (math.isfinite(f) and f >= 0):
+            raise ConfigError(f"common_sd must be a number >= 0, got {v!r}")
+        out.append(f)
+    return out
+
+
+def cv_block_error_sd(
+    cv: pd.DataFrame,
+    *,
+    log: bool = True,
+    group: str = "fold",
+    observed: str = "observed",
+    predicted: str = "predicted",
+) -> float:
+    """Regional (block-scale) error of a map, from spatial cross-validation.
+
+    The error a trend makes over a whole region (a random forest cannot extrapolate into
+    warm, sparsely sampled land) is shared by the region's cells; a residual variogram,
+    fitted at the profiles, does not show it. Spatial cross-validation does: each fold of
+    a kNNDM (or block) split is predicted from the others, so the mean error of a fold is
+    the error of the map's level over an area predicted at the distances of the map. Its
+    spread over folds contains, besides that regional error ``tau``, the sampling noise of
+    a mean of ``n_k`` profile errors. The one-way random-effects method of moments
+    separates the two:
+
+    ``tau² = max(0, var_k(ē_k) − mean_k(s_k² / n_k))``
+
+    with ``ē_k``, ``s_k²`` and ``n_k`` the mean, variance (ddof 1) and count of the errors
+    ``e = ln(predicted) − ln(observed)`` (``predicted − observed`` with ``log=False``) in
+    fold ``k``, and ``var_k`` the variance (ddof 1) of the fold means. With ``K`` folds the
+    estimate has ``K − 1`` degrees of freedom: it is a scale, not a precise figure.
+
+    Parameters
+    ----------
+    cv
+        Out-of-fold predictions: one row per profile with the fold, observed and
+        predicted values (``models/<interval>/cv_predictions.csv``).
+    log
+        Errors on the log scale (for models fitted on log stocks; the result is then in
+        log units, as ``common_sd`` of :func:`zone_total_draws` needs with
+        ``lognormal``); rows with a value <= 0 are left out.
+    group, observed, predicted
+        Column names.
+
+    Returns
+    -------
+    float
+        ``tau`` (log units, or the values' units with ``log=False``); 0.0 with fewer than
+        two folds of at least two profiles.
+
+    Raises
+    ------
+    InputError
+        A column is missing.
+
+    Examples
+    --------
+    >>> cv = pd.DataFrame({"fold": [1, 1, 2, 2], "observed": [1.0, 1.0, 1.0, 1.0],
+    ...                    "predicted": [0.0, 2.0, 2.0, 4.0]})
+    >>> cv_block_error_sd(cv, log=False)  # var of (1, 3) = 2, noise (2/2 + 2/2)/2 = 1
+    1.0
+    """
+    missing = [c for c in (group, observed, predicted) if c not in cv.columns]
+    if missing:
+        raise InputError(f"cross-validation table lacks column {missing[0]!r}")
+    obs = cv[observed].to_numpy(float)
+    pred = cv[predicted].to_numpy(float)
+    ok = np.isfinite(obs) & np.isfinite(pred)
+    if log:
+        ok &= (obs > 0) & (pred > 0)
+        err = np.log(pred[ok]) - np.log(obs[ok])
+    else:
+        err = pred[ok] - obs[ok]
+    stats = pd.Series(err).groupby(cv[group].to_numpy()[ok]).agg(["mean", "var", "size"])
+    stats = stats[stats["size"] >= 2]
+    if len(stats) < 2:
+        return 0.0
+    between = float(stats["mean"].var(ddof=1))
+    noise = float((stats["var"] / stats["size"]).mean())
+    return math.sqrt(max(between - noise, 0.0))
+
+
+def residual_mean_sd(model: Any) -> float:
+    """Standard error of the residuals' mean level under the model's own variogram.
+
+    ``sqrt(1 / (1' K⁻¹ 1))``, ``K`` the covariance of the residuals at the training
+    locations (``RegressionKriging.kriging_``), is the standard deviation of the
+    generalised-least-squares estimate of their mean: with clustered data and a long
+    range it is far larger than ``sd / sqrt(n)``. An error of that size is shared by every
+    cell that is not close to data, so it belongs in ``common_sd`` of
+    :func:`zone_total_draws` (on the log scale for models with ``log_transform``).
+
+    Raises
+    ------
+    ModelError
+        The model has no fitted residual kriging.
+    """
+    variogram = residual_variogram(model)
+    ok = getattr(model, "kriging_", model)
+    xy = getattr(ok, "xy_", None)
+    if xy is None:
+        raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
+    xy = np.asarray(xy, dtype="float64")
+    cov = variogram.covariance(cdist(xy, xy))
+    one = np.ones(len(xy))
+    try:
+        w = cho_solve(cho_factor(cov), one)
+    except np.linalg.LinAlgError:
+        w = np.linalg.lstsq(cov, one, rcond=None)[0]
+    return float(math.sqrt(1.0 / float(one @ w)))
