@@ -39,8 +39,8 @@ from mapping.predict import (
 from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.report.charts import plot_observed_vs_predicted
-from mapping.run.checkpoint import write_resumable
 from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
+from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
     categorical_covariates,
