@@ -36,6 +36,7 @@ Everything here is pure NumPy/pandas: no file I/O and no configuration.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,12 @@ class ErrorModel:
     di_max
         Largest DI among the cross-validation points; beyond it the function is
         extrapolated.
+    range_coef
+        ``b``: variance added per squared unit of extrapolation distance (the
+        distance beyond the training range, :meth:`mapping.aoa.AreaOfApplicability.
+        extrapolation`); 0 = no term.
+    range_cap
+        The extrapolation term lifts a cell's variance to at most this value.
     """
 
     kind: str
@@ -99,6 +106,8 @@ class ErrorModel:
     counts: np.ndarray
     raw: np.ndarray
     di_max: float
+    range_coef: float = 0.0
+    range_cap: float = float("inf")
 
     def factor(self, di: Any) -> np.ndarray:
         """``r(DI)`` (or ``g(DI)``): linear between knots, constant below the first,
@@ -109,7 +118,7 @@ class ErrorModel:
         out = np.where(beyond, self.values[-1] + self.slope * (d - self.knots[-1]), out)
         return np.where(np.isfinite(d), out, np.nan)
 
-    def variance(self, model_var: Any, di: Any) -> np.ndarray:
+    def variance(self, model_var: Any, di: Any, xd: Any = None) -> np.ndarray:
         """Calibrated error variance of a cell's value (scale of ``model_var``).
 
         Parameters
@@ -121,19 +130,31 @@ class ErrorModel:
             category) gives the largest calibrated variance of the knots and beyond:
             the DI of the largest cross-validation point plus one unit; such a cell
             is outside the area of applicability and its interval must not shrink.
+        xd
+            Extrapolation distance of the cells (distance beyond the training range,
+            DI units). With ``range_coef > 0`` the variance grows by
+            ``range_coef * xd**2``, up to ``range_cap``; NaN or ``None`` adds nothing.
         """
         s2 = np.asarray(model_var, dtype=float)
         d = np.asarray(di, dtype=float)
         d = np.where(np.isnan(d), self.di_max + 1.0, d)
         f = self.factor(d)
         base = np.maximum(s2 - self.noise_var, 0.0)
-        if self.kind == "ratio":
-            return f * base
-        return np.maximum(base + f, 0.0)
+        v = f * base if self.kind == "ratio" else np.maximum(base + f, 0.0)
+        return v + self.range_term(xd, v)
 
-    def std(self, model_var: Any, di: Any) -> np.ndarray:
-        """``sqrt(variance(model_var, di))``."""
-        return np.sqrt(self.variance(model_var, di))
+    def range_term(self, xd: Any, v: Any) -> np.ndarray | float:
+        """Variance added beyond the training range: ``min(b xd², max(cap - v, 0))``."""
+        b = float(getattr(self, "range_coef", 0.0))  # error models saved before the term: 0
+        if xd is None or not b > 0:
+            return 0.0
+        x = np.nan_to_num(np.asarray(xd, dtype=float), nan=0.0)
+        cap = float(getattr(self, "range_cap", np.inf))
+        return np.minimum(b * x**2, np.maximum(cap - np.asarray(v, dtype=float), 0.0))
+
+    def std(self, model_var: Any, di: Any, xd: Any = None) -> np.ndarray:
+        """``sqrt(variance(model_var, di, xd))``."""
+        return np.sqrt(self.variance(model_var, di, xd))
 
     def quantiles(
         self,
@@ -143,6 +164,7 @@ class ErrorModel:
         quantiles: Sequence[float] = (0.05, 0.95),
         *,
         log: bool = True,
+        xd: Any = None,
     ) -> np.ndarray:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian.
 
@@ -152,7 +174,7 @@ class ErrorModel:
         q = np.asarray(quantiles, dtype=float)
         if not np.all((q > 0) & (q < 1)):
             raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
-        sd = self.std(model_var, di)
+        sd = self.std(model_var, di, xd)
         out = np.asarray(mu, dtype=float)[..., None] + sd[..., None] * norm.ppf(q)
         return np.exp(out) if log else out
 
@@ -215,7 +237,10 @@ class CalibratedModel:
             mu, sd = self.model.predict(X, return_std=True)
             mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
         di = np.asarray(self.aoa.predict(X)[0], dtype=float)
-        return mu, s2, self.error_model.variance(s2, di)
+        xd = None
+        if getattr(self.error_model, "range_coef", 0.0) > 0 and hasattr(self.aoa, "lower_"):
+            xd = self.aoa.extrapolation(X)
+        return mu, s2, self.error_model.variance(s2, di, xd)
 
     def predict(self, X: Any, return_std: bool = False) -> Any:
         """The model's mean (and the calibrated standard deviation)."""
@@ -275,6 +300,11 @@ def fit_error_model(
     max_bins: int = 10,
     extrapolate: str = "linear",
     floor: float = 0.0,
+    xd: Any = None,
+    observed_var: float | None = None,
+    range_extrapolation: bool = True,
+    range_cap: float | None = 4.0,
+    min_beyond: int = 5,
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
 
@@ -304,6 +334,24 @@ def fit_error_model(
     floor
         Smallest value of the ratio (of ``g``, for additive: applied to ``s2 + g``
         through the variance's clip at zero).
+    xd
+        Cross-validated extrapolation distance of the same points (their distance
+        beyond the range of their fold's training data,
+        ``AreaOfApplicability.train_xd_``). With ``range_extrapolation`` and at least
+        ``min_beyond`` points beyond the range, the error growth there is fitted:
+        ``b = max(0, sum(e² - v) / sum(xd²))`` over those points, ``v`` the DI model's
+        variance (the range term of :meth:`ErrorModel.variance`).
+    observed_var
+        Variance of the observations on the model's scale (``ln`` for log models);
+        with ``range_cap`` it caps the range term at ``range_cap * observed_var``.
+        ``None``: no cap.
+    range_extrapolation
+        Fit the range term (needs ``xd``).
+    range_cap
+        Multiple of ``observed_var`` the range term may lift a variance to
+        (``None``: no cap).
+    min_beyond
+        Fewest points beyond their fold's range for a range term.
 
     Returns
     -------
@@ -326,8 +374,11 @@ def fit_error_model(
     d = np.asarray(di, dtype=float).ravel()
     if not e.size == s2.size == d.size:
         raise ModelError(f"errors, model_var and di have {e.size}, {s2.size} and {d.size} values")
+    x = np.zeros(e.size) if xd is None else np.asarray(xd, dtype=float).ravel()
+    if x.size != e.size:
+        raise ModelError(f"xd has {x.size} values for {e.size} errors")
     ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
-    e, s2, d = e[ok], s2[ok], d[ok]
+    e, s2, d, x = e[ok], s2[ok], d[ok], x[ok]
     n = int(e.size)
     if n < max(min_per_bin, 2):
         raise ModelError(
@@ -335,7 +386,7 @@ def fit_error_model(
             f"with an error, a variance and a DI; got {n}"
         )
     order = np.argsort(d, kind="stable")
-    e, s2, d = e[order], s2[order], d[order]
+    e, s2, d, x = e[order], s2[order], d[order], x[order]
     n_bins = int(np.clip(n // min_per_bin, 1, max_bins))
     edges = np.linspace(0, n, n_bins + 1).round().astype(int)
     knots = np.empty(n_bins)
@@ -367,7 +418,7 @@ def fit_error_model(
         )
     # duplicate knots (ties in DI) would break np.interp's ordering: nudge them apart
     knots = np.maximum.accumulate(knots + np.arange(n_bins) * 1e-12)
-    return ErrorModel(
+    em = ErrorModel(
         kind=kind,
         knots=knots,
         values=values,
@@ -378,6 +429,17 @@ def fit_error_model(
         raw=raw,
         di_max=float(d[-1]),
     )
+    if not (range_extrapolation and xd is not None):
+        return em
+    beyond = np.isfinite(x) & (x > 0)
+    if beyond.sum() < max(int(min_beyond), 1):
+        return em
+    v = em.variance(s2[beyond], d[beyond])
+    b = float(max(np.sum(e[beyond] ** 2 - v) / np.sum(x[beyond] ** 2), 0.0))
+    cap = np.inf
+    if range_cap is not None and observed_var is not None and np.isfinite(observed_var):
+        cap = float(range_cap) * float(observed_var)
+    return dataclasses.replace(em, range_coef=b, range_cap=cap)
 
 
 def interval_log_moments(
@@ -559,6 +621,7 @@ def cross_fitted_coverage(
     levels: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     level: float = 0.9,
     n_bins: int = 10,
+    xd: Any = None,
     **fit_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Coverage of the calibrated intervals at the CV points, with the error model cross-fitted.
@@ -582,17 +645,20 @@ def cross_fitted_coverage(
     s2 = np.asarray(model_var, dtype=float).ravel()
     d = np.asarray(di, dtype=float).ravel()
     f = np.asarray(folds).ravel()
+    x = None if xd is None else np.asarray(xd, dtype=float).ravel()
     ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d) & (f >= 0) & (s2 > 0)
     z = np.full(e.size, np.nan)
     for k in np.unique(f[ok]):
         test = ok & (f == k)
         train = ok & (f != k)
         try:
-            em = fit_error_model(e[train], s2[train], d[train], **fit_kwargs)
+            em = fit_error_model(
+                e[train], s2[train], d[train], xd=None if x is None else x[train], **fit_kwargs
+            )
         except ModelError:
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
-            z[test] = e[test] / em.std(s2[test], d[test])
+            z[test] = e[test] / em.std(s2[test], d[test], None if x is None else x[test])
     scored = np.isfinite(z) | (ok & np.isinf(z))
     z0 = np.where(ok, e / np.sqrt(np.where(s2 > 0, s2, np.nan)), np.nan)
     za, z0a, da = np.abs(z[scored]), np.abs(z0[scored]), d[scored]

@@ -54,6 +54,7 @@ __all__ = [
     "SpatialBlockKFold",
     "cross_validate_model",
     "cv_moments",
+    "observed_variance",
     "cv_report",
     "fit_interval",
     "make_splitter",
@@ -902,6 +903,7 @@ def fit_interval(
         area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
         area = area.fit(X, weights=weights, folds=folds)
         predictions["di"] = np.asarray(area.train_di_, dtype=float)[predictions["row"]]
+        predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[predictions["row"]]
     error_model = None
     if calibration is not None:
         log = bool(getattr(model, "log_transform", False))
@@ -912,7 +914,14 @@ def fit_interval(
         tested = predictions["fold"].to_numpy() >= 0
         errors = np.where(tested & np.isfinite(errors), errors, np.nan)
         try:
-            error_model = fit_error_model(errors, var, predictions["di"], **dict(calibration))
+            error_model = fit_error_model(
+                errors,
+                var,
+                predictions["di"],
+                xd=predictions["xd"],
+                observed_var=observed_variance(obs, log=log),
+                **dict(calibration),
+            )
         except ModelError as exc:  # too few CV points: the model's own variance, said once
             text = f"no calibrated intervals: {exc}"
             counts[text] = counts.get(text, 0) + 1
@@ -924,6 +933,15 @@ def fit_interval(
         warnings=counts,
         error_model=error_model,
     )
+
+
+def observed_variance(observed: Any, *, log: bool) -> float:
+    """Sample variance of the observations on the model's scale (``ln`` for log models)."""
+    o = np.asarray(observed, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        o = np.log(o) if log else o
+    o = o[np.isfinite(o)]
+    return float(np.var(o, ddof=1)) if o.size > 1 else float("nan")
 
 
 def cv_moments(

@@ -50,7 +50,7 @@ from mapping.uncertainty import (
     zone_total_draws,
 )
 from mapping.units import interval_label
-from mapping.validation import cv_moments, fit_interval, make_splitter
+from mapping.validation import cv_moments, fit_interval, make_splitter, observed_variance
 from mapping.zonal import integrate_files, load_zone_layout
 
 __all__ = ["default_stages", "grid_and_stack", "prediction_sample", "stage_list"]
@@ -398,6 +398,8 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         p["di"],
         p["fold"],
         level=level,
+        xd=p["xd"] if "xd" in p else None,
+        observed_var=observed_variance(obs, log=log_scale),
         **cfg.prediction.calibration.model_dump(),
     )
     io.write_table(reliability, run.reliability_table(label))
@@ -414,6 +416,7 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         "di_max": em.di_max,
         "share_beyond_di_max": share,
         "n_points": em.n,
+        "range_coef": float(getattr(em, "range_coef", 0.0)),
     }
 
 
