@@ -249,6 +249,15 @@ class AreaOfApplicability(BaseEstimator):
         inside[ok] = di[ok] <= self.threshold_
         return di, inside
 
+    def transform(self, X: Any) -> np.ndarray:
+        """The covariates of ``X`` standardised and weighted: the space the DI measures in.
+
+        NaN rows where a covariate is missing or a category was never seen.
+        """
+        if not hasattr(self, "threshold_"):
+            raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
+        return self._standardise(self._encode(X))
+
     def extrapolation(self, X: Any) -> np.ndarray:
         """Extrapolation distance of new points: how far they lie beyond the training range.
 

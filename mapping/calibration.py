@@ -52,6 +52,7 @@ __all__ = [
     "CalibratedModel",
     "ErrorModel",
     "cross_fitted_coverage",
+    "feature_variogram_slope",
     "fit_error_model",
     "interval_log_moments",
     "regional_error_sd",
@@ -90,11 +91,15 @@ class ErrorModel:
         Largest DI among the cross-validation points; beyond it the function is
         extrapolated.
     range_coef
-        ``b``: variance added per squared unit of extrapolation distance (the
+        ``b``: variance added per squared unit of extrapolation distance ``xd`` (the
         distance beyond the training range, :meth:`mapping.aoa.AreaOfApplicability.
-        extrapolation`); 0 = no term.
+        extrapolation`), fitted on the CV points beyond their fold's range.
+    range_linear
+        ``a``: variance added per unit of ``xd``, twice the slope of the observations'
+        semivariogram in feature space (:func:`feature_variogram_slope`). The range
+        term is ``max(b xd², a xd)``; both 0 = no term.
     range_cap
-        The extrapolation term lifts a cell's variance to at most this value.
+        The range term lifts a cell's variance to at most this value.
     """
 
     kind: str
@@ -107,6 +112,7 @@ class ErrorModel:
     raw: np.ndarray
     di_max: float
     range_coef: float = 0.0
+    range_linear: float = 0.0
     range_cap: float = float("inf")
 
     def factor(self, di: Any) -> np.ndarray:
@@ -132,8 +138,9 @@ class ErrorModel:
             is outside the area of applicability and its interval must not shrink.
         xd
             Extrapolation distance of the cells (distance beyond the training range,
-            DI units). With ``range_coef > 0`` the variance grows by
-            ``range_coef * xd**2``, up to ``range_cap``; NaN or ``None`` adds nothing.
+            DI units). The variance grows by the range term
+            ``max(range_coef xd², range_linear xd)``, up to ``range_cap``; NaN or
+            ``None`` adds nothing.
         """
         s2 = np.asarray(model_var, dtype=float)
         d = np.asarray(di, dtype=float)
@@ -144,13 +151,22 @@ class ErrorModel:
         return v + self.range_term(xd, v)
 
     def range_term(self, xd: Any, v: Any) -> np.ndarray | float:
-        """Variance added beyond the training range: ``min(b xd², max(cap - v, 0))``."""
-        b = float(getattr(self, "range_coef", 0.0))  # error models saved before the term: 0
-        if xd is None or not b > 0:
+        """Variance added beyond the training range to a cell of variance ``v``:
+        ``min(max(b xd², a xd), max(cap - v, 0))``."""
+        # error models saved before the term have neither attribute: no term
+        b = float(getattr(self, "range_coef", 0.0))
+        a = float(getattr(self, "range_linear", 0.0))
+        if xd is None or not (b > 0 or a > 0):
             return 0.0
         x = np.nan_to_num(np.asarray(xd, dtype=float), nan=0.0)
         cap = float(getattr(self, "range_cap", np.inf))
-        return np.minimum(b * x**2, np.maximum(cap - np.asarray(v, dtype=float), 0.0))
+        term = np.maximum(b * x**2, a * x)
+        return np.minimum(term, np.maximum(cap - np.asarray(v, dtype=float), 0.0))
+
+    @property
+    def has_range_term(self) -> bool:
+        """Whether cells beyond the training range get a wider interval."""
+        return getattr(self, "range_coef", 0.0) > 0 or getattr(self, "range_linear", 0.0) > 0
 
     def std(self, model_var: Any, di: Any, xd: Any = None) -> np.ndarray:
         """``sqrt(variance(model_var, di, xd))``."""
@@ -238,7 +254,7 @@ class CalibratedModel:
             mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
         di = np.asarray(self.aoa.predict(X)[0], dtype=float)
         xd = None
-        if getattr(self.error_model, "range_coef", 0.0) > 0 and hasattr(self.aoa, "lower_"):
+        if self.error_model.has_range_term and hasattr(self.aoa, "lower_"):
             xd = self.aoa.extrapolation(X)
         return mu, s2, self.error_model.variance(s2, di, xd)
 
@@ -302,8 +318,9 @@ def fit_error_model(
     floor: float = 0.0,
     xd: Any = None,
     observed_var: float | None = None,
+    range_slope: float | None = None,
     range_extrapolation: bool = True,
-    range_cap: float | None = 4.0,
+    range_cap: float | None = 8.0,
     min_beyond: int = 5,
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
@@ -345,8 +362,13 @@ def fit_error_model(
         Variance of the observations on the model's scale (``ln`` for log models);
         with ``range_cap`` it caps the range term at ``range_cap * observed_var``.
         ``None``: no cap.
+    range_slope
+        Slope of the observations' semivariogram against their distance in feature
+        space, in DI units (:func:`feature_variogram_slope`): the range term is at
+        least ``2 range_slope xd``, the variance of the change of a random function
+        with that variogram over the distance ``xd`` beyond the range.
     range_extrapolation
-        Fit the range term (needs ``xd``).
+        Fit the range term (``xd`` for the CV part, ``range_slope`` for the other).
     range_cap
         Multiple of ``observed_var`` the range term may lift a variance to
         (``None``: no cap).
@@ -429,17 +451,81 @@ def fit_error_model(
         raw=raw,
         di_max=float(d[-1]),
     )
-    if not (range_extrapolation and xd is not None):
+    if not range_extrapolation:
         return em
-    beyond = np.isfinite(x) & (x > 0)
-    if beyond.sum() < max(int(min_beyond), 1):
-        return em
-    v = em.variance(s2[beyond], d[beyond])
-    b = float(max(np.sum(e[beyond] ** 2 - v) / np.sum(x[beyond] ** 2), 0.0))
+    # the excess over the DI part, which is fitted on all points (on the points inside
+    # their fold's range alone its bins lose the largest errors at high DI)
+    b = 0.0
+    out = np.isfinite(x) & (x > 0)
+    if out.sum() >= max(int(min_beyond), 1):
+        v = em.variance(s2[out], d[out])
+        b = float(max(np.sum(e[out] ** 2 - v) / np.sum(x[out] ** 2), 0.0))
+    return dataclasses.replace(em, **_range_fields(b, range_slope, range_cap, observed_var))
+
+
+def _range_fields(
+    b: float, range_slope: float | None, range_cap: float | None, observed_var: float | None
+) -> dict[str, float]:
+    """``range_coef``, ``range_linear`` and ``range_cap`` of an :class:`ErrorModel`."""
+    a = 0.0
+    if range_slope is not None and np.isfinite(range_slope):
+        a = 2.0 * max(float(range_slope), 0.0)
     cap = np.inf
     if range_cap is not None and observed_var is not None and np.isfinite(observed_var):
         cap = float(range_cap) * float(observed_var)
-    return dataclasses.replace(em, range_coef=b, range_cap=cap)
+    return {"range_coef": b, "range_linear": a, "range_cap": cap}
+
+
+def feature_variogram_slope(
+    T: Any,
+    y: Any,
+    *,
+    unit: float = 1.0,
+    n_bins: int = 15,
+    h_quantile: float = 0.2,
+    max_points: int = 2000,
+    random_state: int | None = 0,
+) -> float:
+    """Slope of a linear semivariogram of ``y`` against distance in feature space.
+
+    ``gamma(h) = c0 + c1 h`` is fitted by least squares to the mean semivariance
+    ``(y_i - y_j)² / 2`` of the pairs of rows in ``n_bins`` bins of equal counts of
+    their distance ``h = |T_i - T_j| / unit``, up to the ``h_quantile`` of all pair
+    distances; ``c1`` is returned. With ``T`` the standardised, weighted covariates of
+    the DI (:meth:`mapping.aoa.AreaOfApplicability.transform`) and ``unit`` its mean
+    distance, ``h`` is in DI units: ``c1`` says how fast the observed values drift
+    apart with covariate distance. ``c0`` (noise and short-range variation) is left
+    out. At most ``max_points`` rows (a seeded random subset) are used.
+
+    Returns
+    -------
+    float
+        ``c1`` (may be negative or NaN with too few distinct pairs).
+    """
+    from scipy.spatial.distance import pdist
+
+    Z = np.asarray(T, dtype=float)
+    v = np.asarray(y, dtype=float).ravel()
+    if Z.ndim != 2 or len(Z) != v.size:
+        raise ModelError(f"T must have one row per value, got {Z.shape} for {v.size} values")
+    ok = np.isfinite(Z).all(axis=1) & np.isfinite(v)
+    Z, v = Z[ok], v[ok]
+    if len(Z) > max_points:
+        keep = np.random.default_rng(random_state).choice(len(Z), max_points, replace=False)
+        Z, v = Z[keep], v[keep]
+    if len(Z) < 3 or not unit > 0:
+        return float("nan")
+    h = pdist(Z) / unit
+    g = 0.5 * pdist(v[:, None], "sqeuclidean")
+    near = h <= np.quantile(h, h_quantile)
+    h, g = h[near], g[near]
+    order = np.argsort(h, kind="stable")
+    parts = [p for p in np.array_split(order, min(n_bins, h.size)) if p.size]
+    hb = np.array([h[p].mean() for p in parts])
+    gb = np.array([g[p].mean() for p in parts])
+    if len(hb) < 2 or not np.ptp(hb) > 0:
+        return float("nan")
+    return float(np.polyfit(hb, gb, 1)[0])
 
 
 def interval_log_moments(

@@ -41,7 +41,12 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from mapping.aoa import AreaOfApplicability
-from mapping.calibration import ErrorModel, fit_error_model, interval_log_moments
+from mapping.calibration import (
+    ErrorModel,
+    feature_variogram_slope,
+    fit_error_model,
+    interval_log_moments,
+)
 from mapping.exceptions import ModelError
 from mapping.models.base import ColumnLayout, ColumnSpec, get_coordinates, one_hot
 
@@ -54,11 +59,11 @@ __all__ = [
     "SpatialBlockKFold",
     "cross_validate_model",
     "cv_moments",
-    "observed_variance",
     "cv_report",
     "fit_interval",
     "make_splitter",
     "metrics_table",
+    "observed_variance",
 ]
 
 
@@ -913,6 +918,11 @@ def fit_interval(
             errors = mu - (np.log(obs) if log else obs)
         tested = predictions["fold"].to_numpy() >= 0
         errors = np.where(tested & np.isfinite(errors), errors, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            target = np.log(np.asarray(y, dtype=float)) if log else np.asarray(y, dtype=float)
+        slope = feature_variogram_slope(
+            area.transform(X), target, unit=area.mean_distance_, random_state=0
+        )
         try:
             error_model = fit_error_model(
                 errors,
@@ -920,6 +930,7 @@ def fit_interval(
                 predictions["di"],
                 xd=predictions["xd"],
                 observed_var=observed_variance(obs, log=log),
+                range_slope=slope,
                 **dict(calibration),
             )
         except ModelError as exc:  # too few CV points: the model's own variance, said once

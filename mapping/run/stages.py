@@ -400,6 +400,7 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         level=level,
         xd=p["xd"] if "xd" in p else None,
         observed_var=observed_variance(obs, log=log_scale),
+        range_slope=0.5 * float(getattr(result.error_model, "range_linear", 0.0)),
         **cfg.prediction.calibration.model_dump(),
     )
     io.write_table(reliability, run.reliability_table(label))
@@ -417,6 +418,7 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         "share_beyond_di_max": share,
         "n_points": em.n,
         "range_coef": float(getattr(em, "range_coef", 0.0)),
+        "range_linear": float(getattr(em, "range_linear", 0.0)),
     }
 
 
