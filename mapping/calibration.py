@@ -24,6 +24,17 @@ DI seen in cross-validation the function keeps rising along the slope of a weigh
 linear fit over the bins (never falling): outside the area of applicability the
 interval widens rather than staying at its last value.
 
+The DI does not tell a gap inside the sampled covariate range from land beyond it,
+where a tree trend continues flat. Cells beyond the training range (extrapolation
+distance ``xd > 0``, :meth:`mapping.aoa.AreaOfApplicability.extrapolation`) get a
+range term on top::
+
+    v += min(max(b * xd**2, a * xd), max(cap - v, 0))
+
+with ``a`` twice the slope of the observations' semivariogram in feature space
+(:func:`feature_variogram_slope`: how far values drift apart with covariate distance)
+and ``b`` the excess squared error of the CV points beyond their own fold's range.
+
 Intervals are Gaussian in the model's scale (log scale for log models, then
 exponentiated), with standard deviation ``sqrt(v)``.
 
