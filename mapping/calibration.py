@@ -466,25 +466,18 @@ def fit_error_model(
         return em
     # the excess over the DI part, which is fitted on all points (on the points inside
     # their fold's range alone its bins lose the largest errors at high DI)
-    b = 0.0
+    coef = 0.0
     out = np.isfinite(x) & (x > 0)
     if out.sum() >= max(int(min_beyond), 1):
         v = em.variance(s2[out], d[out])
-        b = float(max(np.sum(e[out] ** 2 - v) / np.sum(x[out] ** 2), 0.0))
-    return dataclasses.replace(em, **_range_fields(b, range_slope, range_cap, observed_var))
-
-
-def _range_fields(
-    b: float, range_slope: float | None, range_cap: float | None, observed_var: float | None
-) -> dict[str, float]:
-    """``range_coef``, ``range_linear`` and ``range_cap`` of an :class:`ErrorModel`."""
-    a = 0.0
+        coef = float(max(np.sum(e[out] ** 2 - v) / np.sum(x[out] ** 2), 0.0))
+    linear = 0.0
     if range_slope is not None and np.isfinite(range_slope):
-        a = 2.0 * max(float(range_slope), 0.0)
+        linear = 2.0 * max(float(range_slope), 0.0)
     cap = np.inf
     if range_cap is not None and observed_var is not None and np.isfinite(observed_var):
         cap = float(range_cap) * float(observed_var)
-    return {"range_coef": b, "range_linear": a, "range_cap": cap}
+    return dataclasses.replace(em, range_coef=coef, range_linear=linear, range_cap=cap)
 
 
 def feature_variogram_slope(
