@@ -57,6 +57,13 @@ class AreaOfApplicability(BaseEstimator):
         Weight of every covariate as given or derived.
     train_di_ : ndarray
         Cross-validated DI of every training point (NaN for points in no fold).
+    lower_, upper_ : ndarray
+        Range (smallest and largest value) of every standardised, weighted column
+        over the training points.
+    train_xd_ : ndarray
+        Cross-validated extrapolation distance of every training point: its distance
+        beyond the range of the training points outside its own CV fold, in DI units
+        (0 inside that range; NaN for points in no fold). See :meth:`extrapolation`.
     mean_distance_ : float
         Mean distance over all pairs of training points (the unit of the DI).
     threshold_ : float
@@ -124,6 +131,8 @@ class AreaOfApplicability(BaseEstimator):
         if not self.mean_distance_ > 0:
             raise ModelError("all training points have identical covariates")
         self.train_di_ = self._train_di(T, folds) / self.mean_distance_
+        self.lower_, self.upper_ = T.min(axis=0), T.max(axis=0)
+        self.train_xd_ = self._train_xd(T, folds) / self.mean_distance_
         di = self.train_di_[np.isfinite(self.train_di_)]
         if di.size == 0:
             raise ModelError("no training point was in a CV fold; cannot set the DI threshold")
@@ -197,6 +206,20 @@ class AreaOfApplicability(BaseEstimator):
             out[test] = cKDTree(T[train]).query(T[test], k=1)[0]
         return out
 
+    def _train_xd(self, T: np.ndarray, folds: Any) -> np.ndarray:
+        n = len(T)
+        if folds is None:
+            return np.zeros(n)
+        f = np.asarray(folds, dtype=float).ravel()
+        out = np.full(n, np.nan)
+        valid = np.isfinite(f) & (f >= 0)
+        for label in np.unique(f[valid]):
+            test = f == label
+            train = valid & ~test
+            if train.any():
+                out[test] = _range_distance(T[test], T[train].min(axis=0), T[train].max(axis=0))
+        return out
+
     # ------------------------------------------------------------------ predict
     def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Dissimilarity index and inside-AOA mask of new points.
@@ -225,6 +248,43 @@ class AreaOfApplicability(BaseEstimator):
         inside = np.zeros(len(T), dtype=bool)
         inside[ok] = di[ok] <= self.threshold_
         return di, inside
+
+    def transform(self, X: Any) -> np.ndarray:
+        """The covariates of ``X`` standardised and weighted: the space the DI measures in.
+
+        NaN rows where a covariate is missing or a category was never seen.
+        """
+        if not hasattr(self, "threshold_"):
+            raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
+        return self._standardise(self._encode(X))
+
+    def extrapolation(self, X: Any) -> np.ndarray:
+        """Extrapolation distance of new points: how far they lie beyond the training range.
+
+        The Euclidean distance, in the standardised and weighted covariates of the DI,
+        from a point to the box spanned by the training points' smallest and largest
+        value of every column, divided by the DI's unit (the mean distance between
+        training points). It is 0 inside the range of every covariate, however far the
+        nearest training point (that is the DI's business), and grows where a tree
+        trend can only continue flat: beyond the coldest profile, above the highest one.
+
+        Returns
+        -------
+        ndarray of float
+            NaN where a covariate is missing or a category was never seen.
+        """
+        if not hasattr(self, "lower_"):
+            raise ModelError("AreaOfApplicability has no training range; refit it")
+        T = self._standardise(self._encode(X))
+        out = np.full(len(T), np.nan)
+        ok = np.isfinite(T).all(axis=1)
+        out[ok] = _range_distance(T[ok], self.lower_, self.upper_) / self.mean_distance_
+        return out
+
+
+def _range_distance(T: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Distance of every row of ``T`` to the box ``[lower, upper]`` (0 inside)."""
+    return np.sqrt(np.sum((T - np.clip(T, lower, upper)) ** 2, axis=1))
 
 
 def _mean_pairwise_distance(T: np.ndarray) -> float:

@@ -24,6 +24,17 @@ DI seen in cross-validation the function keeps rising along the slope of a weigh
 linear fit over the bins (never falling): outside the area of applicability the
 interval widens rather than staying at its last value.
 
+The DI does not tell a gap inside the sampled covariate range from land beyond it,
+where a tree trend continues flat. Cells beyond the training range (extrapolation
+distance ``xd > 0``, :meth:`mapping.aoa.AreaOfApplicability.extrapolation`) get a
+range term on top::
+
+    v += min(max(b * xd**2, a * xd), max(cap - v, 0))
+
+with ``a`` twice the slope of the observations' semivariogram in feature space
+(:func:`feature_variogram_slope`: how far values drift apart with covariate distance)
+and ``b`` the excess squared error of the CV points beyond their own fold's range.
+
 Intervals are Gaussian in the model's scale (log scale for log models, then
 exponentiated), with standard deviation ``sqrt(v)``.
 
@@ -36,6 +47,7 @@ Everything here is pure NumPy/pandas: no file I/O and no configuration.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +63,7 @@ __all__ = [
     "CalibratedModel",
     "ErrorModel",
     "cross_fitted_coverage",
+    "feature_variogram_slope",
     "fit_error_model",
     "interval_log_moments",
     "regional_error_sd",
@@ -88,6 +101,16 @@ class ErrorModel:
     di_max
         Largest DI among the cross-validation points; beyond it the function is
         extrapolated.
+    range_coef
+        ``b``: variance added per squared unit of extrapolation distance ``xd`` (the
+        distance beyond the training range, :meth:`mapping.aoa.AreaOfApplicability.
+        extrapolation`), fitted on the CV points beyond their fold's range.
+    range_linear
+        ``a``: variance added per unit of ``xd``, twice the slope of the observations'
+        semivariogram in feature space (:func:`feature_variogram_slope`). The range
+        term is ``max(b xd², a xd)``; both 0 = no term.
+    range_cap
+        The range term lifts a cell's variance to at most this value.
     """
 
     kind: str
@@ -99,6 +122,9 @@ class ErrorModel:
     counts: np.ndarray
     raw: np.ndarray
     di_max: float
+    range_coef: float = 0.0
+    range_linear: float = 0.0
+    range_cap: float = float("inf")
 
     def factor(self, di: Any) -> np.ndarray:
         """``r(DI)`` (or ``g(DI)``): linear between knots, constant below the first,
@@ -109,7 +135,7 @@ class ErrorModel:
         out = np.where(beyond, self.values[-1] + self.slope * (d - self.knots[-1]), out)
         return np.where(np.isfinite(d), out, np.nan)
 
-    def variance(self, model_var: Any, di: Any) -> np.ndarray:
+    def variance(self, model_var: Any, di: Any, xd: Any = None) -> np.ndarray:
         """Calibrated error variance of a cell's value (scale of ``model_var``).
 
         Parameters
@@ -121,19 +147,41 @@ class ErrorModel:
             category) gives the largest calibrated variance of the knots and beyond:
             the DI of the largest cross-validation point plus one unit; such a cell
             is outside the area of applicability and its interval must not shrink.
+        xd
+            Extrapolation distance of the cells (distance beyond the training range,
+            DI units). The variance grows by the range term
+            ``max(range_coef xd², range_linear xd)``, up to ``range_cap``; NaN or
+            ``None`` adds nothing.
         """
         s2 = np.asarray(model_var, dtype=float)
         d = np.asarray(di, dtype=float)
         d = np.where(np.isnan(d), self.di_max + 1.0, d)
         f = self.factor(d)
         base = np.maximum(s2 - self.noise_var, 0.0)
-        if self.kind == "ratio":
-            return f * base
-        return np.maximum(base + f, 0.0)
+        v = f * base if self.kind == "ratio" else np.maximum(base + f, 0.0)
+        return v + self.range_term(xd, v)
 
-    def std(self, model_var: Any, di: Any) -> np.ndarray:
-        """``sqrt(variance(model_var, di))``."""
-        return np.sqrt(self.variance(model_var, di))
+    def range_term(self, xd: Any, v: Any) -> np.ndarray | float:
+        """Variance added beyond the training range to a cell of variance ``v``:
+        ``min(max(b xd², a xd), max(cap - v, 0))``."""
+        # error models saved before the term have neither attribute: no term
+        b = float(getattr(self, "range_coef", 0.0))
+        a = float(getattr(self, "range_linear", 0.0))
+        if xd is None or not (b > 0 or a > 0):
+            return 0.0
+        x = np.nan_to_num(np.asarray(xd, dtype=float), nan=0.0)
+        cap = float(getattr(self, "range_cap", np.inf))
+        term = np.maximum(b * x**2, a * x)
+        return np.minimum(term, np.maximum(cap - np.asarray(v, dtype=float), 0.0))
+
+    @property
+    def has_range_term(self) -> bool:
+        """Whether cells beyond the training range get a wider interval."""
+        return getattr(self, "range_coef", 0.0) > 0 or getattr(self, "range_linear", 0.0) > 0
+
+    def std(self, model_var: Any, di: Any, xd: Any = None) -> np.ndarray:
+        """``sqrt(variance(model_var, di, xd))``."""
+        return np.sqrt(self.variance(model_var, di, xd))
 
     def quantiles(
         self,
@@ -143,6 +191,7 @@ class ErrorModel:
         quantiles: Sequence[float] = (0.05, 0.95),
         *,
         log: bool = True,
+        xd: Any = None,
     ) -> np.ndarray:
         """Quantiles ``(n, len(quantiles))`` of the calibrated Gaussian.
 
@@ -152,7 +201,7 @@ class ErrorModel:
         q = np.asarray(quantiles, dtype=float)
         if not np.all((q > 0) & (q < 1)):
             raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
-        sd = self.std(model_var, di)
+        sd = self.std(model_var, di, xd)
         out = np.asarray(mu, dtype=float)[..., None] + sd[..., None] * norm.ppf(q)
         return np.exp(out) if log else out
 
@@ -215,7 +264,10 @@ class CalibratedModel:
             mu, sd = self.model.predict(X, return_std=True)
             mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
         di = np.asarray(self.aoa.predict(X)[0], dtype=float)
-        return mu, s2, self.error_model.variance(s2, di)
+        xd = None
+        if self.error_model.has_range_term and hasattr(self.aoa, "lower_"):
+            xd = self.aoa.extrapolation(X)
+        return mu, s2, self.error_model.variance(s2, di, xd)
 
     def predict(self, X: Any, return_std: bool = False) -> Any:
         """The model's mean (and the calibrated standard deviation)."""
@@ -286,6 +338,12 @@ def fit_error_model(
     max_bins: int = 10,
     extrapolate: str = "linear",
     floor: float = 0.0,
+    xd: Any = None,
+    observed_var: float | None = None,
+    range_slope: float | None = None,
+    range_extrapolation: bool = True,
+    range_cap: float | None = 8.0,
+    min_beyond: int = 5,
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
 
@@ -315,6 +373,29 @@ def fit_error_model(
     floor
         Smallest value of the ratio (of ``g``, for additive: applied to ``s2 + g``
         through the variance's clip at zero).
+    xd
+        Cross-validated extrapolation distance of the same points (their distance
+        beyond the range of their fold's training data,
+        ``AreaOfApplicability.train_xd_``). With ``range_extrapolation`` and at least
+        ``min_beyond`` points beyond the range, the error growth there is fitted:
+        ``b = max(0, sum(e² - v) / sum(xd²))`` over those points, ``v`` the DI model's
+        variance (the range term of :meth:`ErrorModel.variance`).
+    observed_var
+        Variance of the observations on the model's scale (``ln`` for log models);
+        with ``range_cap`` it caps the range term at ``range_cap * observed_var``.
+        ``None``: no cap.
+    range_slope
+        Slope of the observations' semivariogram against their distance in feature
+        space, in DI units (:func:`feature_variogram_slope`): the range term is at
+        least ``2 range_slope xd``, the variance of the change of a random function
+        with that variogram over the distance ``xd`` beyond the range.
+    range_extrapolation
+        Fit the range term (``xd`` for the CV part, ``range_slope`` for the other).
+    range_cap
+        Multiple of ``observed_var`` the range term may lift a variance to
+        (``None``: no cap).
+    min_beyond
+        Fewest points beyond their fold's range for a range term.
 
     Returns
     -------
@@ -337,8 +418,11 @@ def fit_error_model(
     d = np.asarray(di, dtype=float).ravel()
     if not e.size == s2.size == d.size:
         raise ModelError(f"errors, model_var and di have {e.size}, {s2.size} and {d.size} values")
+    x = np.zeros(e.size) if xd is None else np.asarray(xd, dtype=float).ravel()
+    if x.size != e.size:
+        raise ModelError(f"xd has {x.size} values for {e.size} errors")
     ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
-    e, s2, d = e[ok], s2[ok], d[ok]
+    e, s2, d, x = e[ok], s2[ok], d[ok], x[ok]
     n = int(e.size)
     if n < max(min_per_bin, 2):
         raise ModelError(
@@ -346,7 +430,7 @@ def fit_error_model(
             f"with an error, a variance and a DI; got {n}"
         )
     order = np.argsort(d, kind="stable")
-    e, s2, d = e[order], s2[order], d[order]
+    e, s2, d, x = e[order], s2[order], d[order], x[order]
     n_bins = int(np.clip(n // min_per_bin, 1, max_bins))
     edges = np.linspace(0, n, n_bins + 1).round().astype(int)
     knots = np.empty(n_bins)
@@ -378,7 +462,7 @@ def fit_error_model(
         )
     # duplicate knots (ties in DI) would break np.interp's ordering: nudge them apart
     knots = np.maximum.accumulate(knots + np.arange(n_bins) * 1e-12)
-    return ErrorModel(
+    em = ErrorModel(
         kind=kind,
         knots=knots,
         values=values,
@@ -389,6 +473,74 @@ def fit_error_model(
         raw=raw,
         di_max=float(d[-1]),
     )
+    if not range_extrapolation:
+        return em
+    # the excess over the DI part, which is fitted on all points (on the points inside
+    # their fold's range alone its bins lose the largest errors at high DI)
+    coef = 0.0
+    out = np.isfinite(x) & (x > 0)
+    if out.sum() >= max(int(min_beyond), 1):
+        v = em.variance(s2[out], d[out])
+        coef = float(max(np.sum(e[out] ** 2 - v) / np.sum(x[out] ** 2), 0.0))
+    linear = 0.0
+    if range_slope is not None and np.isfinite(range_slope):
+        linear = 2.0 * max(float(range_slope), 0.0)
+    cap = np.inf
+    if range_cap is not None and observed_var is not None and np.isfinite(observed_var):
+        cap = float(range_cap) * float(observed_var)
+    return dataclasses.replace(em, range_coef=coef, range_linear=linear, range_cap=cap)
+
+
+def feature_variogram_slope(
+    T: Any,
+    y: Any,
+    *,
+    unit: float = 1.0,
+    n_bins: int = 15,
+    h_quantile: float = 0.2,
+    max_points: int = 2000,
+    random_state: int | None = 0,
+) -> float:
+    """Slope of a linear semivariogram of ``y`` against distance in feature space.
+
+    ``gamma(h) = c0 + c1 h`` is fitted by least squares to the mean semivariance
+    ``(y_i - y_j)² / 2`` of the pairs of rows in ``n_bins`` bins of equal counts of
+    their distance ``h = |T_i - T_j| / unit``, up to the ``h_quantile`` of all pair
+    distances; ``c1`` is returned. With ``T`` the standardised, weighted covariates of
+    the DI (:meth:`mapping.aoa.AreaOfApplicability.transform`) and ``unit`` its mean
+    distance, ``h`` is in DI units: ``c1`` says how fast the observed values drift
+    apart with covariate distance. ``c0`` (noise and short-range variation) is left
+    out. At most ``max_points`` rows (a seeded random subset) are used.
+
+    Returns
+    -------
+    float
+        ``c1`` (may be negative or NaN with too few distinct pairs).
+    """
+    from scipy.spatial.distance import pdist
+
+    Z = np.asarray(T, dtype=float)
+    v = np.asarray(y, dtype=float).ravel()
+    if Z.ndim != 2 or len(Z) != v.size:
+        raise ModelError(f"T must have one row per value, got {Z.shape} for {v.size} values")
+    ok = np.isfinite(Z).all(axis=1) & np.isfinite(v)
+    Z, v = Z[ok], v[ok]
+    if len(Z) > max_points:
+        keep = np.random.default_rng(random_state).choice(len(Z), max_points, replace=False)
+        Z, v = Z[keep], v[keep]
+    if len(Z) < 3 or not unit > 0:
+        return float("nan")
+    h = pdist(Z) / unit
+    g = 0.5 * pdist(v[:, None], "sqeuclidean")
+    near = h <= np.quantile(h, h_quantile)
+    h, g = h[near], g[near]
+    order = np.argsort(h, kind="stable")
+    parts = [p for p in np.array_split(order, min(n_bins, h.size)) if p.size]
+    hb = np.array([h[p].mean() for p in parts])
+    gb = np.array([g[p].mean() for p in parts])
+    if len(hb) < 2 or not np.ptp(hb) > 0:
+        return float("nan")
+    return float(np.polyfit(hb, gb, 1)[0])
 
 
 def interval_log_moments(
@@ -570,6 +722,7 @@ def cross_fitted_coverage(
     levels: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95),
     level: float = 0.9,
     n_bins: int = 10,
+    xd: Any = None,
     **fit_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Coverage of the calibrated intervals at the CV points, with the error model cross-fitted.
@@ -593,17 +746,20 @@ def cross_fitted_coverage(
     s2 = np.asarray(model_var, dtype=float).ravel()
     d = np.asarray(di, dtype=float).ravel()
     f = np.asarray(folds).ravel()
+    x = None if xd is None else np.asarray(xd, dtype=float).ravel()
     ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d) & (f >= 0) & (s2 > 0)
     z = np.full(e.size, np.nan)
     for k in np.unique(f[ok]):
         test = ok & (f == k)
         train = ok & (f != k)
         try:
-            em = fit_error_model(e[train], s2[train], d[train], **fit_kwargs)
+            em = fit_error_model(
+                e[train], s2[train], d[train], xd=None if x is None else x[train], **fit_kwargs
+            )
         except ModelError:
             continue
         with np.errstate(divide="ignore", invalid="ignore"):
-            z[test] = e[test] / em.std(s2[test], d[test])
+            z[test] = e[test] / em.std(s2[test], d[test], None if x is None else x[test])
     scored = np.isfinite(z) | (ok & np.isinf(z))
     z0 = np.where(ok, e / np.sqrt(np.where(s2 > 0, s2, np.nan)), np.nan)
     za, z0a, da = np.abs(z[scored]), np.abs(z0[scored]), d[scored]

@@ -240,6 +240,13 @@ class CalibrationConfig(_Section):
     extrapolate: Literal["linear", "constant"] = "linear"
     min_per_bin: int = Field(30, ge=2)
     max_bins: int = Field(10, ge=1)
+    range_extrapolation: bool = True
+    """Widen the intervals of cells beyond the training range of the covariates: by the
+    error growth of held-out profiles beyond their fold's range, and at least by the
+    observations' semivariogram in feature space (``docs/calibration.md``)."""
+    range_cap: float | None = Field(8.0, gt=0)
+    """That term lifts a cell's variance to at most this multiple of the observations'
+    variance (log scale for log models); ``null``: no cap."""
 
 
 class PredictionConfig(_Section):

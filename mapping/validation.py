@@ -41,7 +41,12 @@ from sklearn.utils import check_random_state
 from threadpoolctl import threadpool_limits
 
 from mapping.aoa import AreaOfApplicability
-from mapping.calibration import ErrorModel, fit_error_model, interval_log_moments
+from mapping.calibration import (
+    ErrorModel,
+    feature_variogram_slope,
+    fit_error_model,
+    interval_log_moments,
+)
 from mapping.exceptions import ModelError
 from mapping.models.base import ColumnLayout, ColumnSpec, get_coordinates, one_hot
 
@@ -58,6 +63,7 @@ __all__ = [
     "fit_interval",
     "make_splitter",
     "metrics_table",
+    "observed_variance",
 ]
 
 
@@ -902,6 +908,7 @@ def fit_interval(
         area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
         area = area.fit(X, weights=weights, folds=folds)
         predictions["di"] = np.asarray(area.train_di_, dtype=float)[predictions["row"]]
+        predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[predictions["row"]]
     error_model = None
     if calibration is not None:
         log = bool(getattr(model, "log_transform", False))
@@ -911,8 +918,21 @@ def fit_interval(
             errors = mu - (np.log(obs) if log else obs)
         tested = predictions["fold"].to_numpy() >= 0
         errors = np.where(tested & np.isfinite(errors), errors, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            target = np.log(np.asarray(y, dtype=float)) if log else np.asarray(y, dtype=float)
+        slope = feature_variogram_slope(
+            area.transform(X), target, unit=area.mean_distance_, random_state=0
+        )
         try:
-            error_model = fit_error_model(errors, var, predictions["di"], **dict(calibration))
+            error_model = fit_error_model(
+                errors,
+                var,
+                predictions["di"],
+                xd=predictions["xd"],
+                observed_var=observed_variance(obs, log=log),
+                range_slope=slope,
+                **dict(calibration),
+            )
         except ModelError as exc:  # too few CV points: the model's own variance, said once
             text = f"no calibrated intervals: {exc}"
             counts[text] = counts.get(text, 0) + 1
@@ -924,6 +944,15 @@ def fit_interval(
         warnings=counts,
         error_model=error_model,
     )
+
+
+def observed_variance(observed: Any, *, log: bool) -> float:
+    """Sample variance of the observations on the model's scale (``ln`` for log models)."""
+    o = np.asarray(observed, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        o = np.log(o) if log else o
+    o = o[np.isfinite(o)]
+    return float(np.var(o, ddof=1)) if o.size > 1 else float("nan")
 
 
 def cv_moments(

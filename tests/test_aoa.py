@@ -39,6 +39,31 @@ def test_folds_exclude_the_points_own_fold():
     assert np.isnan(aoa2.train_di_[3])
 
 
+def test_extrapolation_distance_by_hand():
+    aoa = AreaOfApplicability().fit(_frame(a=[0.0, 1.0, 3.0]), folds=[0, 0, 1])
+    # training range [0, 3], DI unit = mean pairwise distance 2 (any scaling: one covariate)
+    xd = aoa.extrapolation(_frame(a=[2.0, 4.9, -0.5, 3.0]))
+    np.testing.assert_allclose(xd, [0.0, 0.95, 0.25, 0.0])
+    # cross-validated: fold 0 (0, 1) against the range of fold 1 alone, [3, 3] -> 3/2, 2/2;
+    # fold 1 (3) against [0, 1] -> 2/2
+    np.testing.assert_allclose(aoa.train_xd_, [1.5, 1.0, 1.0])
+    # the space it measures in is the DI's: standardised, weighted covariates
+    T = aoa.transform(_frame(a=[0.0, 3.0]))
+    np.testing.assert_allclose(np.abs(T[1] - T[0]) / aoa.mean_distance_, [1.5])
+
+
+def test_extrapolation_distance_of_two_covariates_and_missing_values():
+    # a, b standardise to (-1, 0, 1); weights 3 and 1 -> box [-3, 3] x [-1, 1]
+    train = _frame(a=[-1.0, 0.0, 1.0], b=[0.0, 2.0, 4.0])
+    aoa = AreaOfApplicability().fit(train, weights={"a": 3.0, "b": 1.0})
+    xd = aoa.extrapolation(_frame(a=[2.0, 0.5, np.nan], b=[8.0, 3.0, 2.0]))
+    # (2, 8) -> standardised (2, 3), weighted (6, 3): beyond by (3, 2) -> sqrt(13)
+    np.testing.assert_allclose(xd[:2], [np.sqrt(13.0) / aoa.mean_distance_, 0.0])
+    assert np.isnan(xd[2])
+    assert np.isnan(AreaOfApplicability().fit(train).train_xd_).sum() == 0  # no folds: 0
+    np.testing.assert_array_equal(AreaOfApplicability().fit(train).train_xd_, 0.0)
+
+
 def test_two_weighted_covariates_by_hand():
     # a: mean 0, sd 1; b: mean 2, sd 2 -> both standardise to (-1, 0, 1)
     train = _frame(a=[-1.0, 0.0, 1.0], b=[0.0, 2.0, 4.0])

@@ -8,6 +8,8 @@ error.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,6 +19,7 @@ from mapping.calibration import (
     CalibratedModel,
     ErrorModel,
     cross_fitted_coverage,
+    feature_variogram_slope,
     fit_error_model,
     interval_log_moments,
     regional_error_sd,
@@ -312,3 +315,129 @@ def test_cross_fitted_coverage_is_nominal_when_the_error_model_is_right() -> Non
     assert by_di["observed"].between(0.84, 0.96).all()
     # uncalibrated coverage falls with the DI, calibrated does not
     assert by_di["observed_model"].iloc[0] > by_di["observed_model"].iloc[-1] + 0.05
+
+
+def test_range_term_recovers_the_error_growth_beyond_the_fold_ranges() -> None:
+    # CV errors with variance s2 (ratio 1 at every DI) plus b * xd² beyond the range
+    rng = np.random.default_rng(21)
+    n, b = 6000, 3.0
+    di = rng.uniform(0, 1, n)
+    s2 = rng.uniform(0.05, 0.2, n)
+    # few points beyond their fold's range (as in kNNDM folds): the DI bins, fitted on all
+    # points, absorb little of their excess
+    xd = np.where(rng.uniform(size=n) < 0.05, rng.uniform(0.2, 0.6, n), 0.0)
+    e = rng.normal(0, np.sqrt(s2 + b * xd**2))
+    em = fit_error_model(e, s2, di, xd=xd, observed_var=0.5, range_cap=4.0)
+    assert em.range_coef == pytest.approx(b, rel=0.2)
+    assert em.range_linear == 0.0 and em.range_cap == pytest.approx(2.0)
+    # the DI bins carry the beyond-range points' excess as well: 1 + 0.05 b E[xd²] / E[s2]
+    # = 1.21 on average over the bins
+    assert np.average(em.values, weights=em.counts) == pytest.approx(1.21, abs=0.1)
+    # inside the range, or without xd, nothing is added; the cap bounds the term
+    v0 = em.variance([0.1, 0.1, 0.1], [0.5, 0.5, 0.5])
+    v = em.variance([0.1, 0.1, 0.1], [0.5, 0.5, 0.5], [0.0, 0.3, 10.0])
+    assert v[0] == pytest.approx(v0[0])
+    assert v[1] == pytest.approx(v0[1] + em.range_coef * 0.09)
+    assert v[2] == pytest.approx(2.0)
+    # NaN xd (no DI either) adds nothing; too few points beyond the range: no CV term
+    assert em.variance([0.1], [0.5], [np.nan])[0] == pytest.approx(v0[0])
+    few = np.where(np.arange(n) < 3, 0.2, 0.0)
+    assert fit_error_model(e, s2, di, xd=few).range_coef == 0.0
+    off = fit_error_model(e, s2, di, xd=xd, range_slope=1.0, range_extrapolation=False)
+    assert off.range_coef == 0.0 and off.range_linear == 0.0
+
+
+def test_feature_variogram_slope_of_a_random_walk() -> None:
+    # a Brownian path along one covariate: gamma(h) = sigma² h / 2 exactly in expectation
+    rng = np.random.default_rng(8)
+    sigma2, slopes = 0.8, []
+    for _ in range(100):
+        t = np.sort(rng.uniform(0, 1, 400))
+        y = np.cumsum(rng.normal(0, np.sqrt(sigma2 * np.diff(t, prepend=0.0))))
+        slopes.append(feature_variogram_slope(t[:, None], y, unit=1.0))
+    assert np.mean(slopes) == pytest.approx(sigma2 / 2, rel=0.1)
+    # the unit rescales h: slope per unit of 2 is twice the slope per unit of 1
+    assert feature_variogram_slope(t[:, None], y, unit=2.0) == pytest.approx(2 * slopes[-1])
+    assert np.isnan(feature_variogram_slope(np.zeros((2, 1)), [0.0, 1.0]))
+
+
+def test_range_term_covers_a_flat_extrapolation_of_a_random_walk() -> None:
+    # Known truth: f is a Brownian path along a covariate t in [0, 2]; the profiles cover
+    # only t <= 1 and a flat model (a forest beyond its training range) predicts f(1)
+    # for every t > 1. The error there, f(t) - f(1), has variance sigma² (t - 1): the
+    # range term 2 * slope * xd, with the slope of the profiles' feature-space
+    # semivariogram, gives nominal 90 % intervals over many worlds.
+    from mapping.aoa import AreaOfApplicability
+
+    rng = np.random.default_rng(30)
+    sigma2 = 0.5
+    em0 = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0]),
+        values=np.array([1.0]),
+        slope=0.0,
+        noise_var=0.0,
+        n=1,
+        counts=np.array([1]),
+        raw=np.array([1.0]),
+        di_max=1.0,
+    )
+    inside, n_cells = 0, 0
+    for _ in range(60):
+        t = np.sort(rng.uniform(0, 2, 800))
+        f = np.cumsum(rng.normal(0, np.sqrt(sigma2 * np.diff(t, prepend=0.0))))
+        train = t <= 1.0
+        X = pd.DataFrame({"x": t * 0.0, "y": t * 0.0, "t": t})
+        aoa = AreaOfApplicability().fit(X[train])
+        slope = feature_variogram_slope(aoa.transform(X[train]), f[train], unit=aoa.mean_distance_)
+        em = dataclasses.replace(em0, range_linear=2 * slope)
+        cells = ~train
+        xd = aoa.extrapolation(X[cells])
+        sd = em.std(np.full(cells.sum(), 1e-12), np.zeros(cells.sum()), xd)
+        err = f[cells] - f[train][-1]
+        inside += int(np.sum(np.abs(err) <= norm.ppf(0.95) * sd))
+        n_cells += int(cells.sum())
+    # measured 0.857: one path's semivariogram slope is a noisy estimate (about 40 % from
+    # path to path), and a too narrow interval loses more than a too wide one gains
+    assert 0.82 <= inside / n_cells <= 0.93
+    # without the term the flat model's interval would be empty
+    assert em0.variance([1e-12], [0.0], [1.0])[0] == pytest.approx(1e-12)
+
+
+def test_calibrated_model_widens_cells_beyond_the_training_range() -> None:
+    from mapping.aoa import AreaOfApplicability
+    from mapping.models import RegressionKriging
+
+    rng = np.random.default_rng(4)
+    n = 120
+    X = pd.DataFrame(
+        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
+    )
+    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
+    model = RegressionKriging(variogram="exponential", log_transform=True).fit(X, y)
+    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    em = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0]),
+        values=np.array([1.0]),
+        slope=0.0,
+        noise_var=0.0,
+        n=n,
+        counts=np.array([n]),
+        raw=np.array([1.0]),
+        di_max=0.1,
+        range_linear=0.5,
+    )
+    # the same model's variance and DI (one covariate, the same distance to the nearest
+    # profile); the second cell lies beyond the coldest profile
+    lo, hi = X["t"].min(), X["t"].max()
+    Xn = pd.DataFrame({"x": [1e5, 1e5], "y": [1e5, 1e5], "t": [hi + 0.0, lo - 0.5]})
+    comp = model.predict_components(Xn)
+    s2 = comp["trend_var"] + comp["krige_var"]
+    di = aoa.predict(Xn)[0]
+    xd = aoa.extrapolation(Xn)
+    assert xd[0] == 0.0 and xd[1] > 0
+    _, std = CalibratedModel(model, em, aoa).predict(Xn, return_std=True)
+    mean = model.predict(Xn)
+    v = em.variance(s2, di) + np.array([0.0, 0.5 * xd[1]])
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-9)

@@ -52,7 +52,7 @@ from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
 from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.units import interval_label
-from mapping.validation import cv_moments, fit_interval, make_splitter
+from mapping.validation import cv_moments, fit_interval, make_splitter, observed_variance
 from mapping.zonal import integrate_files
 from mapping.zones import ZoneLayout, load_zone_layout
 
@@ -420,6 +420,9 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         p["di"],
         p["fold"],
         level=level,
+        xd=p["xd"] if "xd" in p else None,
+        observed_var=observed_variance(obs, log=log_scale),
+        range_slope=0.5 * float(getattr(result.error_model, "range_linear", 0.0)),
         **cfg.prediction.calibration.model_dump(),
     )
     io.write_table(reliability, run.reliability_table(label))
@@ -436,6 +439,8 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         "di_max": em.di_max,
         "share_beyond_di_max": share,
         "n_points": em.n,
+        "range_coef": float(getattr(em, "range_coef", 0.0)),
+        "range_linear": float(getattr(em, "range_linear", 0.0)),
     }
 
 
