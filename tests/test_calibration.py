@@ -406,7 +406,7 @@ def test_range_term_covers_a_flat_extrapolation_of_a_random_walk() -> None:
 
 def test_calibrated_model_widens_cells_beyond_the_training_range() -> None:
     from mapping.aoa import AreaOfApplicability
-    from mapping.models import RegressionKriging
+    from mapping.models import OrdinaryKriging, RegressionKriging
 
     rng = np.random.default_rng(4)
     n = 120
@@ -414,7 +414,9 @@ def test_calibrated_model_widens_cells_beyond_the_training_range() -> None:
         {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
     )
     y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
-    model = RegressionKriging(variogram="exponential", log_transform=True).fit(X, y)
+    model = RegressionKriging(
+        kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
+    ).fit(X, y)
     aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
     em = ErrorModel(
         kind="ratio",

@@ -156,3 +156,21 @@ def test_layered_config_is_checked(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(text))
     with pytest.raises(ConfigError, match=r"active_layer needs model\.depth: layered"):
         load_config(path)
+
+
+def test_report_has_the_thawed_and_frozen_table(layered_run: Path) -> None:
+    split = pd.read_csv(layered_run / "zones" / "thaw_split.csv")
+    md = (layered_run / "report" / "report.md").read_text()
+    assert "Table 3. SOC storage (Pg) in the seasonally thawed active layer" in md
+    row = next(line for line in md.splitlines() if line.startswith("| all zones |"))
+    s = split[split["zone"] == "all zones"].set_index("state")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    thawed = float(cells[1].split(" ")[0])
+    frozen = float(cells[2].split(" ")[0])
+    assert thawed == pytest.approx(s.loc["thawed", "storage_pg"], abs=0.01)
+    assert frozen == pytest.approx(s.loc["frozen", "storage_pg"], abs=0.01)
+    lo, hi = (float(v) for v in cells[1].split("(")[1].rstrip(")").split("–"))
+    assert lo == pytest.approx(s.loc["thawed", "storage_pg_lower"], abs=0.01)
+    assert hi == pytest.approx(s.loc["thawed", "storage_pg_upper"], abs=0.01)
+    share = s.loc["thawed", "storage_pg"] / s.loc["total 0-300 cm", "storage_pg"]
+    assert cells[4] == f"{100 * share:.0f} %"

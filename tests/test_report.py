@@ -324,9 +324,10 @@ def test_html_is_self_contained_and_images_decode(report: tuple[Path, dict[str, 
     assert len(srcs) == 13
     pngs = sorted(p for k, p in files.items() if k.startswith("figures/") and k.endswith(".png"))
     assert len(pngs) == 13
-    # every map and the storage chart also as PDF (the cross-validation plots are PNG only)
+    # every figure also as PDF (vector), beside its PNG
     pdfs = sorted(p for k, p in files.items() if k.startswith("figures/") and k.endswith(".pdf"))
-    assert len(pdfs) == 9 and all(p.read_bytes().startswith(b"%PDF-") for p in pdfs)
+    assert [p.with_suffix(".png").name for p in pdfs] == [p.name for p in pngs]
+    assert all(p.read_bytes().startswith(b"%PDF-") for p in pdfs)
     embedded = {base64.b64decode(s.split(",", 1)[1]) for s in srcs}
     for p in pngs:
         data = p.read_bytes()

@@ -31,6 +31,7 @@ from mapping.report.tables import (
     cv_metrics_table,
     display_tables,
     inventory_tables,
+    thaw_table,
 )
 
 log = logging.getLogger("socmap")
@@ -252,6 +253,7 @@ def build_report(
         if calibration is not None:
             figures.append(calibration)
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
+        t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
 
         written += _write_figures(figures, tmp)
         machine: dict[str, Any] = {"title": title, "intervals": ordered, "notes": notes}
@@ -264,7 +266,7 @@ def build_report(
         content = ReportContent(
             title=title, subtitle=subtitle, t1=t1, t2=t2, t_independent=t_ind, cv=cv_table,
             figures=figures, manifest=manifest_parts(run.manifest, cfg), notes=notes,
-            map_intervals=ordered,
+            map_intervals=ordered, t_thaw=t_thaw,
         )  # fmt: skip
         io.write_text(render_markdown(content), tmp / "report.md")
         io.write_text(render_html(content), tmp / "index.html")

@@ -23,6 +23,7 @@ from mapping.validation import metrics_table
 __all__ = [
     "UNITS",
     "new_figure",
+    "observed_vs_predicted_figure",
     "pdf_bytes",
     "plot_observed_vs_predicted",
     "png_bytes",
@@ -198,18 +199,17 @@ def reliability_chart(
     return fig
 
 
-def plot_observed_vs_predicted(
+def observed_vs_predicted_figure(
     y_true: Any,
     y_pred: Any,
     lower: Any = None,
     upper: Any = None,
     *,
     title: str = "Observed vs predicted SOC density",
-    path: str | os.PathLike[str],
     units: str = UNITS,
     dpi: int = 120,
-) -> Path:
-    """Observed (y axis) against predicted (x axis) values with a 1:1 line, as PNG.
+) -> Any:
+    """Observed (y axis) against predicted (x axis) values with a 1:1 line (a Figure).
 
     Observed-on-predicted is the orientation recommended by Piñeiro et al.
     (2008, Ecol. Model. 216: 316-322).
@@ -223,8 +223,6 @@ def plot_observed_vs_predicted(
         for the coverage shown in the corner.
     title
         Figure title (e.g. the depth interval and CV scheme).
-    path
-        Output PNG; written to a temporary name and renamed into place.
     units
         Axis units (SOC density by default).
     dpi
@@ -232,8 +230,8 @@ def plot_observed_vs_predicted(
 
     Returns
     -------
-    Path
-        ``path``.
+    matplotlib.figure.Figure
+        On an Agg canvas; :func:`png_bytes` and :func:`pdf_bytes` render it.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -293,6 +291,24 @@ def plot_observed_vs_predicted(
     ax.legend(loc="lower right", fontsize=7, frameon=False)
     fig.tight_layout()
 
+    return fig
+
+
+def plot_observed_vs_predicted(
+    y_true: Any,
+    y_pred: Any,
+    lower: Any = None,
+    upper: Any = None,
+    *,
+    title: str = "Observed vs predicted SOC density",
+    path: str | os.PathLike[str],
+    units: str = UNITS,
+    dpi: int = 120,
+) -> Path:
+    """:func:`observed_vs_predicted_figure` written as PNG to ``path`` (atomically)."""
+    fig = observed_vs_predicted_figure(
+        y_true, y_pred, lower, upper, title=title, units=units, dpi=dpi
+    )
     buf = BytesIO()
     fig.savefig(buf, format="png")
     return io.write_bytes(buf.getvalue(), path)

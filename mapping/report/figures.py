@@ -15,8 +15,8 @@ from mapping import io
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.report.charts import (
+    observed_vs_predicted_figure,
     pdf_bytes,
-    plot_observed_vs_predicted,
     png_bytes,
     reliability_chart,
     storage_chart,
@@ -250,28 +250,30 @@ def storage_figure(t: InventoryTables, range_label: str) -> ReportFigure:
 def cv_figures(
     run: RunOutputs, intervals: Sequence[str], tmp: Path, notes: list[str]
 ) -> list[ReportFigure]:
-
+    """Observed against cross-validated predicted stocks per interval, PNG and PDF (drawn
+    from ``cv_predictions.csv``; the fit stage's PNG when only that is left)."""
     figs = []
     for iv in intervals:
         name = f"observed_vs_predicted_{iv}.png"
-        if iv in run.cv_plots:
-            data = io.read_bytes(run.cv_plots[iv])
-        elif iv in run.cv_predictions:
+        pdf = None
+        if iv in run.cv_predictions:
             pred = io.read_table(run.cv_predictions[iv])
             ok = pred["predicted"].notna()
             has = {"lower", "upper"} <= set(pred.columns)
-            path = plot_observed_vs_predicted(
+            fig = observed_vs_predicted_figure(
                 pred.loc[ok, "observed"], pred.loc[ok, "predicted"],
                 lower=pred.loc[ok, "lower"] if has else None, upper=pred.loc[ok, "upper"] if has else None,
-                title=f"SOC stock {iv} cm, cross-validation", path=tmp / "figures" / name,
+                title=f"SOC stock {iv} cm, cross-validation",
             )  # fmt: skip
-            data = io.read_bytes(path)
+            data, pdf = png_bytes(fig), pdf_bytes(fig)
+        elif iv in run.cv_plots:
+            data = io.read_bytes(run.cv_plots[iv])
         else:
             continue
         figs.append(ReportFigure(
             name,
             f"Observed against cross-validated predicted SOC stock, {interval_text(iv)}; grey bars: prediction intervals.",
-            data, "cv", iv,
+            data, "cv", iv, pdf,
         ))  # fmt: skip
     return figs
 
@@ -320,4 +322,4 @@ def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> Rep
         f"held {span(observed)} % of the held-out profiles.{where} Left: nominal against observed coverage; right: "
         "coverage by decile of the dissimilarity index."
     )
-    return ReportFigure("calibration.png", cap, png_bytes(fig), "cv")
+    return ReportFigure("calibration.png", cap, png_bytes(fig), "cv", None, pdf_bytes(fig))

@@ -35,6 +35,9 @@ class RunOutputs:
         ``zones/storage_summary.csv``: Monte Carlo medians and ranges.
     counts
         ``stocks/interval_counts.csv``: profiles per interval.
+    thaw
+        ``zones/thaw_split.csv``: storage above and below the active-layer base per zone
+        (runs with ``active_layer``).
     cv
         Pooled cross-validation metrics, one row per interval.
     cv_plots, cv_predictions
@@ -51,6 +54,7 @@ class RunOutputs:
     storage_unit: str = "Pg"
     summary: pd.DataFrame | None = None
     counts: pd.DataFrame | None = None
+    thaw: pd.DataFrame | None = None
     cv: pd.DataFrame | None = None
     cv_plots: dict[str, Path] = field(default_factory=dict)
     cv_predictions: dict[str, Path] = field(default_factory=dict)
@@ -119,6 +123,8 @@ def read_run(out: str | Path) -> RunOutputs:
         )
     run.summary = _optional_table(folder.storage_summary, notes, folder.rel(folder.storage_summary))
     run.counts = _optional_table(folder.interval_counts, notes, folder.rel(folder.interval_counts))
+    if folder.thaw_split.exists():
+        run.thaw = _optional_table(folder.thaw_split, notes, folder.rel(folder.thaw_split))
     run.cv = _read_cv(folder, run)
     if run.cv is None:
         notes.append("No cross-validation results (models/*/cv_metrics.csv).")

@@ -152,6 +152,7 @@ class ReportContent:
     manifest: _Manifest
     notes: list[str]
     map_intervals: list[str]
+    t_thaw: DisplayTable | None = None
 
 
 def render_html(c: ReportContent) -> str:
@@ -183,6 +184,8 @@ def render_html(c: ReportContent) -> str:
             parts.append(f'<p class="foot">{e(c.t2.foot)}</p>')
         if c.t_independent is not None:
             parts.append(_html_table(c.t_independent))
+    if c.t_thaw is not None:
+        parts.append(_html_table(c.t_thaw))
     parts.append('<h2 id="maps">Maps</h2>')
     maps = [f for f in c.figures if f.section == "maps"]
     if not maps:
@@ -238,6 +241,8 @@ def render_markdown(c: ReportContent) -> str:
             out += [c.t2.foot, ""]
         if c.t_independent is not None:
             out += [_md_table(c.t_independent), ""]
+    if c.t_thaw is not None:
+        out += [_md_table(c.t_thaw), ""]
     out += ["## Maps", ""]
     maps = [f for f in c.figures if f.section == "maps"]
     if not maps:

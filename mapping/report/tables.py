@@ -452,3 +452,43 @@ def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
                  "inside their prediction interval."),
         numeric=[False, True, False] + [True] * 7,
     )  # fmt: skip
+
+
+def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
+    """Thawed (active layer) and perennially frozen storage per zone, with ranges.
+
+    ``thaw`` is ``zones/thaw_split.csv``: one row per zone and state (``thawed``,
+    ``frozen``, ``total 0-300 cm``), the storage of the mean maps (``storage_pg`` or
+    ``storage_tg``) and its Monte Carlo bounds (``..._lower``, ``..._upper``).
+    """
+    col = next(c for c in thaw.columns if c.startswith("storage_") and c.count("_") == 1)
+    unit = col.split("_")[1].capitalize()
+    d = _decimals(thaw[col].to_numpy(float), 3, hi=2)
+    rows = []
+    for zone, part in thaw.groupby("zone", sort=False):
+        r = part.set_index("state")
+        total = next(s for s in r.index if str(s).startswith("total"))
+        cells = [
+            _fmt_range(
+                r.loc[state, col],
+                r.loc[state].get(f"{col}_lower", np.nan),
+                r.loc[state].get(f"{col}_upper", np.nan),
+                d,
+            )
+            for state in ("thawed", "frozen")
+        ]
+        share = r.loc["thawed", col] / r.loc[total, col]
+        rows.append([str(zone), *cells, fmt_number(r.loc[total, col], d), f"{100 * share:.0f} %"])
+    depth = str(total).removeprefix("total ").replace("-", DASH)
+    caption = (
+        f"Table 3. SOC storage ({unit}) in the seasonally thawed active layer and in the "
+        f"perennially frozen ground below it, {depth}, per zone: storage of the mean maps "
+        f"({range_label} of the Monte Carlo realizations), the {depth} storage and the "
+        "thawed share."
+    )
+    return DisplayTable(
+        ["Zone", "Thawed (active layer)", "Perennially frozen", depth, "Thawed share"],
+        rows,
+        caption,
+        numeric=[False, True, True, True, True],
+    )
