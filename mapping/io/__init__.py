@@ -24,6 +24,7 @@ from mapping.io.files import (
     write_bytes,
     write_json,
     write_model,
+    write_points,
     write_table,
     write_text,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "write_cogs",
     "write_json",
     "write_model",
+    "write_points",
     "write_table",
     "write_text",
     "write_zarr",

@@ -260,6 +260,21 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def write_points(
+    df: pd.DataFrame, path: str | os.PathLike[str], *, x: str = "lon", y: str = "lat",
+    crs: Any = "EPSG:4326", layer: str | None = None,
+) -> Path:
+    """Write a table of points atomically as a GeoPackage (geometry from columns ``x``, ``y``)."""
+    import geopandas as gpd
+
+    p = Path(path)
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[x], df[y]), crs=crs)
+    with atomic_path(p) as tmp:
+        tmp.unlink()  # the GeoPackage driver creates its own file
+        gdf.to_file(tmp, driver="GPKG", layer=layer or p.stem, engine="pyogrio")
+    return p
+
+
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write a JSON document atomically (sorted keys, numpy scalars converted)."""
     p = Path(path)
