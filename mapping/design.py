@@ -232,6 +232,7 @@ class _IntervalState:
     errs: IntervalErrors
     targets: list[int]  # columns of the result
     L0: np.ndarray  # (T, B) sum of weight * own sd per block and target
+    Q0: np.ndarray  # (T, B) (1 - rho within a block) * sum of (weight * own sd)^2
     U: np.ndarray  # (T,) sum of weight per target (the shared error's multiplier)
     R: np.ndarray  # (B, B) block correlation
     rho_xb: np.ndarray  # (C, B) candidate-block correlation
@@ -368,10 +369,15 @@ def greedy_design(
         own = _own_part(v, g2)
         cols_t = [i for i, t in enumerate(targets) if t.interval == label]
         L0 = np.empty((len(cols_t), B))
+        Q0 = np.empty((len(cols_t), B))
         U = np.empty(len(cols_t))
+        # cells of a block are correlated as at the mean distance of two points of a square;
+        # the rest of their variance (nugget, short range) is their own
+        rho_in = float(_structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0])
         for j, ti in enumerate(cols_t):
             wz = np.asarray(weights[targets[ti].zone], float) * w_all
             L0[j] = np.bincount(block, wz * own, B)
+            Q0[j] = (1.0 - rho_in) * np.bincount(block, (wz * own) ** 2, B)
             U[j] = wz.sum()
         wsum = np.bincount(block, w_all, B)
         wsafe = np.where(wsum > 0, wsum, 1.0)
@@ -396,6 +402,7 @@ def greedy_design(
                 errs=e,
                 targets=cols_t,
                 L0=L0,
+                Q0=Q0,
                 U=U,
                 R=_structured_correlation(e.variogram, dist_bb),
                 rho_xb=_structured_correlation(e.variogram, dist_xb),
@@ -431,7 +438,8 @@ def greedy_design(
             phi = np.where(_own_part(st.vb0, g2) > 0, phi, 0.0)
             L = st.L0 * phi  # (T, B)
             RL = L @ st.R  # (T, B)  (R symmetric)
-            var0 = np.einsum("tb,tb->t", L, RL) + g2 * st.U**2
+            Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
+            var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
             vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
             lx = _own_part(vx, g2)
             # the shared error is not kriged: a site observes it as noise (see the module
@@ -468,7 +476,7 @@ def greedy_design(
                 # the lower DI: block factor min(f_b, f(d_xb)), own variance
                 # max(alpha f + beta, 0); gain = sum_b (own_b^2 - own'_xb^2) c_b / own_b^2
                 own2 = _own_part(vb, g2) ** 2
-                c_b = np.einsum("tb,tb,t->b", L, RL, wt)
+                c_b = (L * RL + Q).T @ wt
                 w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
                 if st.errs.additive:
                     alpha = np.ones_like(st.vb0)
@@ -583,7 +591,7 @@ def result_table(
     result: DesignResult,
     xy: np.ndarray,
     lonlat: tuple[np.ndarray, np.ndarray],
-    half_widths: Mapping[str, float] | None = None,
+    rowcol: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """One row per site: rank, coordinates and the predicted cumulative reduction (%) of
     every target's range after it (``reduction_<zone>_<interval>_pct``)."""
@@ -596,6 +604,8 @@ def result_table(
             "y": xy[idx, 1],
             "lon": lonlat[0][idx],
             "lat": lonlat[1][idx],
+            "row": rowcol[0][idx] if rowcol is not None else -1,
+            "col": rowcol[1][idx] if rowcol is not None else -1,
             "gain_kriging_share": np.round(result.gain_kriging, 4),
             "gain_dissimilarity_share": np.round(result.gain_dissimilarity, 4),
         }

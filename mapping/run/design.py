@@ -203,11 +203,11 @@ def run_design(
     n_candidates: int = 3000,
     max_blocks: int = 2500,
     echo: Callable[[str], None] = print,
-) -> tuple[dict[str, Path], DesignResult, pd.DataFrame]:
+) -> tuple[dict[str, Path], DesignResult, pd.DataFrame, pd.DataFrame]:
     """Propose ``n`` sites for the run of ``cfg``; write the GeoPackage and the targets table.
 
-    Returns the written paths, the :class:`~mapping.design.DesignResult` and the table of
-    targets (current and expected half-widths).
+    Returns the written paths, the :class:`~mapping.design.DesignResult`, the table of
+    targets (current and expected half-widths) and the table of sites.
     """
     d = design_inputs(cfg, targets, echo)
     reach = reachable_cells(
@@ -229,11 +229,11 @@ def run_design(
         seed=cfg.seed,
         echo=echo,
     )
-    sites = result_table(result, d.cells.xy, d.cells.lonlat)
+    sites = result_table(result, d.cells.xy, d.cells.lonlat, (d.cells.rows, d.cells.cols))
     table = target_table(result, d.current())
     run = d.ctx.folder
     sites_path = Path(out) if out is not None else run.design_sites
     targets_path = sites_path.with_name(sites_path.stem + "_targets.csv") if out else run.design_targets
     io.write_points(sites, sites_path)
     io.write_table(table, targets_path)
-    return {"sites": sites_path, "targets": targets_path}, result, table
+    return {"sites": sites_path, "targets": targets_path}, result, table, sites
