@@ -113,9 +113,7 @@ def _rerun(world_dir: Path, spec, world, name: str, flat: np.ndarray) -> Path:
     out.mkdir(exist_ok=True)
     rows, cols = np.divmod(np.asarray(flat), world.shape[1])
     sites = _sites(world, rows, cols, "D")
-    new = sample_profiles(
-        world, len(sites), spec.seed + 7, sites=sites, missing_bd=spec.missing_bd
-    )
+    new = sample_profiles(world, len(sites), spec.seed + 7, sites=sites, missing_bd=spec.missing_bd)
     old = pd.read_csv(world_dir / "profiles.csv")
     pd.concat([old, new[old.columns]], ignore_index=True).to_csv(out / "profiles.csv", index=False)
     text = (world_dir / "workflow.yaml").read_text()
@@ -131,7 +129,9 @@ def _rerun(world_dir: Path, spec, world, name: str, flat: np.ndarray) -> Path:
         "run_stages(cfg, stage_list(cfg), until='uncertainty', echo=lambda m: None)"
     )
     with open(out / "run.log", "w") as fh:
-        subprocess.run([sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, check=True
+        )
     return out / "run"
 
 
@@ -141,9 +141,9 @@ def _score(run: Path, world_dir: Path) -> pd.DataFrame:
     tru = pd.read_csv(world_dir / "truth" / "zone_totals.csv")
     tru = tru[tru["zone"] != "none"].assign(
         zone=lambda d: d["zone"].replace({"permafrost_region": "all_zones"}),
-        interval=lambda d: d["top_cm"].astype(int).astype(str)
-        + "-"
-        + d["bottom_cm"].astype(int).astype(str),
+        interval=lambda d: (
+            d["top_cm"].astype(int).astype(str) + "-" + d["bottom_cm"].astype(int).astype(str)
+        ),
     )
     m = s.merge(tru[["zone", "interval", "storage_pg"]], on=["zone", "interval"])
     t = m["storage_pg"]

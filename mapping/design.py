@@ -14,8 +14,12 @@ unit Gaussian field with the residual variogram's correlation ``rho`` and
 A new profile at cell ``x`` does two things, and the design counts both:
 
 * **kriging**: it observes ``e_x`` plus measurement noise ``tau²`` (the error model's
-  ``noise_var``), so every error correlated with it shrinks: the Gaussian update
-  ``Var(T | y_x) = Var(T) - Cov(T, e_x)² / (Var(e_x) + tau²)`` (jointly for all sites chosen);
+  ``noise_var``, else the variogram's nugget), so every error correlated with it shrinks:
+  the Gaussian update ``Var(T | y_x) = Var(T) - Cov(T, l Z_x)² / (l_x² + tau² + sigma_g²)``
+  (jointly for all sites chosen). The shared error is not kriged: it is the trend's regional
+  error that cross-validation sees after hundreds of profiles, so one more profile does not
+  observe it; its variance is scaled by ``n0 / (n0 + k)`` after ``k`` new profiles (``n0``
+  the run's profiles), and a site sees it as noise;
 * **the trend's error where cells are dissimilar**: it is a training point in feature
   space, so the DI (:mod:`mapping.aoa`) of every cell whose covariates resemble it falls to at
   most their distance to it, and their calibrated variance falls with ``r(DI)``. Cells far
@@ -50,8 +54,12 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
+from mapping import io
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram, unit_semivariance
+from mapping.uncertainty import residual_variogram
+from mapping.units import format_interval, parse_interval
+from mapping.zonal import ZoneCoverage
 
 __all__ = [
     "DesignResult",
@@ -87,8 +95,6 @@ def parse_target(text: str, zones: Sequence[str], intervals: Sequence[str]) -> T
 
     ``all/0-100`` and ``all zones/0-100`` name the sum over the zones.
     """
-    from mapping.units import format_interval, parse_interval
-
     zone, sep, interval = str(text).rpartition("/")
     if not sep or not zone or not interval:
         raise InputError(f"--target {text!r}: expected ZONE/INTERVAL such as continuous/0-100")
@@ -104,9 +110,7 @@ def parse_target(text: str, zones: Sequence[str], intervals: Sequence[str]) -> T
     if z.lower() in ("all", "all zones", "all_zones"):
         z = ALL_ZONES
     elif z not in zones:
-        raise InputError(
-            f"--target {text!r}: unknown zone {z!r} (zones: {', '.join(zones)}, all)"
-        )
+        raise InputError(f"--target {text!r}: unknown zone {z!r} (zones: {', '.join(zones)}, all)")
     return Target(z, label)
 
 
@@ -205,11 +209,9 @@ def _structured_correlation(v: Variogram, h: np.ndarray) -> np.ndarray:
     return v.psill / v.sill * (1.0 - unit_semivariance(v.model, h, v.range, v.nu))
 
 
-def _blocks(
-    rows: np.ndarray, cols: np.ndarray, max_blocks: int
-) -> tuple[np.ndarray, int, int]:
+def _blocks(rows: np.ndarray, cols: np.ndarray, max_blocks: int) -> tuple[np.ndarray, int, int]:
     """Block id of every cell (compact 0..B-1), the number of blocks and the block side (cells)."""
-    q = max(1, int(math.ceil(math.sqrt(len(rows) / max(max_blocks, 1)))))
+    q = max(1, math.ceil(math.sqrt(len(rows) / max(max_blocks, 1))))
     while True:
         key = (rows // q).astype(np.int64) * (int(cols.max()) // q + 1) + cols // q
         uniq, inv = np.unique(key, return_inverse=True)
@@ -252,7 +254,9 @@ def _factor(errs: IntervalErrors, di: np.ndarray) -> np.ndarray:
     return np.asarray(errs.factor(d), dtype=float)
 
 
-def _scaled_variance(st: _IntervalState, v0: np.ndarray, f0: np.ndarray, f: np.ndarray) -> np.ndarray:
+def _scaled_variance(
+    st: _IntervalState, v0: np.ndarray, f0: np.ndarray, f: np.ndarray
+) -> np.ndarray:
     """Variance after the DI fell from the one giving ``f0`` to the one giving ``f``."""
     if st.fxb is None:
         return v0
@@ -373,7 +377,9 @@ def greedy_design(
         U = np.empty(len(cols_t))
         # cells of a block are correlated as at the mean distance of two points of a square;
         # the rest of their variance (nugget, short range) is their own
-        rho_in = float(_structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0])
+        rho_in = float(
+            _structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0]
+        )
         for j, ti in enumerate(cols_t):
             wz = np.asarray(weights[targets[ti].zone], float) * w_all
             L0[j] = np.bincount(block, wz * own, B)
@@ -559,7 +565,7 @@ def clhs_sites(
     in_sample = np.zeros(m, bool)
     in_sample[sample] = True
     temp = 1.0
-    for i in range(int(iterations)):
+    for _ in range(int(iterations)):
         j = int(rng.integers(n))
         new = int(rng.integers(m))
         if in_sample[new]:
@@ -659,8 +665,6 @@ class Cells:
 
 def _zone_weights(layout: Any, flat: np.ndarray) -> dict[str, np.ndarray]:
     """Share of every land cell (flat grid indices) in each zone of a ``ZoneLayout``."""
-    from mapping.zonal import ZoneCoverage
-
     ny, nx = layout.grid.shape
     out = {name: np.zeros(flat.size) for name in layout.names}
     pos = np.full(ny * nx, -1, dtype=np.int64)
@@ -686,9 +690,6 @@ def read_cells(
     """Land cells with a mean and std in every interval of ``labels``, their covariates,
     areas and zone shares (maps read through ``run``, a :class:`mapping.layout.RunFolder`)."""
     import pyproj
-
-    from mapping import io
-    from mapping.units import parse_interval
 
     land = np.ones(grid.shape, bool)
     for label in labels:
@@ -725,10 +726,6 @@ def interval_errors(
     run: Any, label: str, cells: Cells, grid: Any, common_sd: float, categorical: Sequence[str] = ()
 ) -> IntervalErrors:
     """The error model of interval ``label`` of a fitted run on ``cells``."""
-    from mapping import io
-    from mapping.uncertainty import residual_variogram
-    from mapping.units import parse_interval
-
     top, bottom = parse_interval(label)
     mask = np.zeros(grid.shape, bool)
     mask[cells.rows, cells.cols] = True
@@ -740,7 +737,9 @@ def interval_errors(
     model = io.read_model(model_file)
     variogram = residual_variogram(model)
     log = bool(getattr(model, "log_transform", False))
-    em = io.read_model(run.error_model_file(label)) if run.error_model_file(label).exists() else None
+    em = (
+        io.read_model(run.error_model_file(label)) if run.error_model_file(label).exists() else None
+    )
     aoa = io.read_model(run.aoa_file(label)) if run.aoa_file(label).exists() else None
     noise = float(em.noise_var) if em is not None and em.noise_var > 0 else float(variogram.nugget)
     out = IntervalErrors(

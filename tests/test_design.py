@@ -58,8 +58,18 @@ def test_sequential_conditioning_equals_brute_force() -> None:
     area = np.full(n, 1e6)
     zone = {"a": (cols < 5).astype(float), "b": (cols >= 5).astype(float)}
     targets = [Target("a", "0-30"), Target(ALL_ZONES, "0-30")]
-    res = greedy_design(rows=rows, cols=cols, xy=xy, area=area, zone_weights=zone,
-                        errors=[e], targets=targets, n=4, max_blocks=n, n_candidates=n)
+    res = greedy_design(
+        rows=rows,
+        cols=cols,
+        xy=xy,
+        area=area,
+        zone_weights=zone,
+        errors=[e],
+        targets=targets,
+        n=4,
+        max_blocks=n,
+        n_candidates=n,
+    )
     # dense model: cell errors sd_i sd_j rho(h), rho(0) = 1 (the nugget is the cell's own)
     rho = _structured_correlation(e.variogram, cdist(xy, xy))
     np.fill_diagonal(rho, 1.0)
@@ -73,8 +83,11 @@ def test_sequential_conditioning_equals_brute_force() -> None:
                 rho_ss = _structured_correlation(e.variogram, cdist(xy[S], xy[S]))
                 Kss = sd[S, None] * sd[None, S] * rho_ss
                 np.fill_diagonal(Kss, sd[S] ** 2 + e.noise_var)
-                Kst = (sd[S, None] * sd[None, :] * _structured_correlation(
-                    e.variogram, cdist(xy[S], xy))) @ w
+                Kst = (
+                    sd[S, None]
+                    * sd[None, :]
+                    * _structured_correlation(e.variogram, cdist(xy[S], xy))
+                ) @ w
                 var -= Kst @ np.linalg.solve(Kss, Kst)
             assert res.variance[k, j] == pytest.approx(var, rel=1e-9)
     # and every step shrinks both totals
@@ -88,13 +101,34 @@ def test_first_site_is_the_best_single_site() -> None:
     sd = np.where(cols >= 4, 0.6, 0.1)  # the right part is far less certain
     e = _errors(n, sd=sd)
     zone = {"z": np.ones(n)}
-    res = greedy_design(xy, rows, cols, np.full(n, 1e6), zone, [e], [Target("z", "0-30")], 1,
-                        max_blocks=n, n_candidates=n)
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("z", "0-30")],
+        1,
+        max_blocks=n,
+        n_candidates=n,
+    )
     assert cols[res.cells[0]] >= 4
     gains = []
     for x in range(n):
-        r = greedy_design(xy, rows, cols, np.full(n, 1e6), zone, [e], [Target("z", "0-30")], 1,
-                          max_blocks=n, n_candidates=n, reachable=np.arange(n) == x)
+        r = greedy_design(
+            xy,
+            rows,
+            cols,
+            np.full(n, 1e6),
+            zone,
+            [e],
+            [Target("z", "0-30")],
+            1,
+            max_blocks=n,
+            n_candidates=n,
+            reachable=np.arange(n) == x,
+        )
         gains.append(r.variance[0, 0] - r.variance[1, 0])
     assert res.variance[0, 0] - res.variance[1, 0] == pytest.approx(max(gains), rel=1e-12)
 
@@ -105,8 +139,18 @@ def test_target_zone_draws_the_sites() -> None:
     n = len(rows)
     e = _errors(n, rng=1500.0)
     zone = {"left": (cols < 10).astype(float), "right": (cols >= 10).astype(float)}
-    res = greedy_design(xy, rows, cols, np.full(n, 1e6), zone, [e], [Target("left", "0-30")],
-                        8, max_blocks=n, n_candidates=n)
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("left", "0-30")],
+        8,
+        max_blocks=n,
+        n_candidates=n,
+    )
     assert np.all(cols[res.cells] < 11)
     assert res.range_factor()[-1, 0] < 1.0
 
@@ -124,15 +168,27 @@ def test_dissimilar_cells_are_sampled_for_the_trend() -> None:
     sd = np.sqrt(0.05 * ratio(di))
     e = _errors(n, sd=sd, rng=1.0, nugget=0.0, features=feats, di=di, factor=ratio)
     zone = {"z": np.ones(n)}
-    res = greedy_design(xy, rows, cols, np.full(n, 1e6), zone, [e], [Target("z", "0-30")], 1,
-                        max_blocks=n, n_candidates=n)
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("z", "0-30")],
+        1,
+        max_blocks=n,
+        n_candidates=n,
+    )
     assert odd[res.cells[0]]
     assert res.gain_dissimilarity[0] > 0.9
     # uncorrelated cells: Var(T) = sum (a sd)^2; the odd cells fall from r(2) = 5 to about
     # r(0) = 1 (their DI to the new site ~ 0); the site's own cell is kriged away on top
     w = np.full(n, 1e6)
     before = np.sum((w * sd) ** 2)
-    sd_after = np.where(odd, np.sqrt(0.05 * ratio(np.abs(feats[:, 0] - feats[res.cells[0], 0]))), sd)
+    sd_after = np.where(
+        odd, np.sqrt(0.05 * ratio(np.abs(feats[:, 0] - feats[res.cells[0], 0]))), sd
+    )
     after = np.sum((w * sd_after) ** 2)
     x = res.cells[0]
     after -= (w[x] * sd_after[x] ** 2) ** 2 / (sd_after[x] ** 2 + e.noise_var)
@@ -145,23 +201,46 @@ def test_only_reachable_cells_and_bad_arguments() -> None:
     n = len(rows)
     e = _errors(n)
     reach = rows < 2
-    res = greedy_design(xy, rows, cols, np.full(n, 1e6), {"z": np.ones(n)}, [e],
-                        [Target("z", "0-30")], 5, reachable=reach)
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        {"z": np.ones(n)},
+        [e],
+        [Target("z", "0-30")],
+        5,
+        reachable=reach,
+    )
     assert reach[res.cells].all() and len(set(res.cells)) == 5
     with pytest.raises(InvalidParameter):
-        greedy_design(xy, rows, cols, np.full(n, 1e6), {"z": np.ones(n)}, [e],
-                      [Target("z", "0-30")], 0)
+        greedy_design(
+            xy, rows, cols, np.full(n, 1e6), {"z": np.ones(n)}, [e], [Target("z", "0-30")], 0
+        )
     with pytest.raises(InputError, match="reachable"):
-        greedy_design(xy, rows, cols, np.full(n, 1e6), {"z": np.ones(n)}, [e],
-                      [Target("z", "0-30")], 17, reachable=reach)
+        greedy_design(
+            xy,
+            rows,
+            cols,
+            np.full(n, 1e6),
+            {"z": np.ones(n)},
+            [e],
+            [Target("z", "0-30")],
+            17,
+            reachable=reach,
+        )
 
 
 def test_parse_target() -> None:
     zones, ivs = ["continuous", "sporadic"], ["0-30", "0-100"]
     assert parse_target("continuous/0-100", zones, ivs) == Target("continuous", "0-100")
     assert parse_target("all/0-30", zones, ivs) == Target(ALL_ZONES, "0-30")
-    for bad, word in [("tundra/0-30", "unknown zone"), ("continuous/0-200", "not in the run"),
-                      ("continuous", "ZONE/INTERVAL"), ("continuous/abc", "depth interval")]:
+    for bad, word in [
+        ("tundra/0-30", "unknown zone"),
+        ("continuous/0-200", "not in the run"),
+        ("continuous", "ZONE/INTERVAL"),
+        ("continuous/abc", "depth interval"),
+    ]:
         with pytest.raises(InputError, match=word):
             parse_target(bad, zones, ivs)
 
@@ -220,8 +299,22 @@ def test_cli_writes_sites_with_expected_reductions(fitted: Path, tmp_path: Path)
     from mapping.cli import main
 
     out = tmp_path / "sites.gpkg"
-    code = main(["design", str(fitted), "--n", "6", "--target", "isolated/0-30",
-                 "--target", "all/0-30", "--max-distance-km", "100", "-o", str(out)])
+    code = main(
+        [
+            "design",
+            str(fitted),
+            "--n",
+            "6",
+            "--target",
+            "isolated/0-30",
+            "--target",
+            "all/0-30",
+            "--max-distance-km",
+            "100",
+            "-o",
+            str(out),
+        ]
+    )
     assert code == 0
     gdf = pyogrio.read_dataframe(out)
     assert len(gdf) == 6 and gdf.crs.to_epsg() == 4326

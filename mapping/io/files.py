@@ -261,8 +261,13 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 
 def write_points(
-    df: pd.DataFrame, path: str | os.PathLike[str], *, x: str = "lon", y: str = "lat",
-    crs: Any = "EPSG:4326", layer: str | None = None,
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    x: str = "lon",
+    y: str = "lat",
+    crs: Any = "EPSG:4326",
+    layer: str | None = None,
 ) -> Path:
     """Write a table of points atomically as a GeoPackage (geometry from columns ``x``, ``y``)."""
     import geopandas as gpd
@@ -358,6 +363,24 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 # --------------------------------------------------------------------------- zones
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
+
+
+def read_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:
+    """Read any vector layer (roads, rivers, points) into a GeoDataFrame; errors name the file."""
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        gdf = pyogrio.read_dataframe(p, layer=layer)
+    except (OSError, ValueError, RuntimeError, pyogrio.errors.DataSourceError) as exc:
+        raise InputError(f"{p}: cannot read ({str(exc).splitlines()[0]})") from None
+    if len(gdf) == 0 or gdf.geometry.isna().all():
+        raise InputError(f"{p}: layer has no features")
+    if gdf.crs is None:
+        raise InputError(f"{p}: layer has no CRS")
+    return gdf
 
 
 def read_zones_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:

@@ -169,25 +169,11 @@ def _profile_points(d: DesignRun) -> np.ndarray:
 
 def _vector_points(path: Path, grid: Any) -> np.ndarray:
     """Vertices of a vector layer's features, densified to half a cell (working CRS)."""
-    import pyogrio
     import shapely
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: vector layer not found")
-    try:
-        gdf = pyogrio.read_dataframe(p)
-    except Exception as exc:  # pyogrio raises several kinds for an unreadable file
-        raise InputError(f"{p}: cannot read ({str(exc).splitlines()[0]})") from None
-    if gdf.crs is None:
-        raise InputError(f"{p}: the layer has no CRS")
-    gdf = gdf.to_crs(grid.working_crs)
+    gdf = io.read_vector(path).to_crs(grid.working_crs)
     step = min(grid.cell_spacing_m()) / 2.0
-    geoms = shapely.segmentize(gdf.geometry.values, step)
-    xy = shapely.get_coordinates(geoms)
-    if len(xy) == 0:
-        raise InputError(f"{p}: the layer has no features")
-    return xy
+    return shapely.get_coordinates(shapely.segmentize(gdf.geometry.values, step))
 
 
 def run_design(
@@ -233,7 +219,9 @@ def run_design(
     table = target_table(result, d.current())
     run = d.ctx.folder
     sites_path = Path(out) if out is not None else run.design_sites
-    targets_path = sites_path.with_name(sites_path.stem + "_targets.csv") if out else run.design_targets
+    targets_path = (
+        sites_path.with_name(sites_path.stem + "_targets.csv") if out else run.design_targets
+    )
     io.write_points(sites, sites_path)
     io.write_table(table, targets_path)
     return {"sites": sites_path, "targets": targets_path}, result, table, sites
