@@ -50,6 +50,7 @@ from mapping.figures import (
     reliability_chart,
     storage_chart,
     to_display,
+    to_pixels,
     zone_edges,
 )
 from mapping.grid import Grid
@@ -950,6 +951,39 @@ code{font-size:.8rem;word-break:break-all}
 """
 
 
+def _design_figure(out: Path, run: RunOutputs, outlines: _Outlines | None) -> _Figure | None:
+    """The sites ``socmap design`` proposed, over the std map of the first targeted interval."""
+    import pyproj
+
+    folder = RunFolder(out)
+    if not (folder.design_sites.exists() and folder.design_targets.exists()):
+        return None
+    sites = io.read_table(folder.design_sites)
+    targets = io.read_table(folder.design_targets)
+    iv = str(targets["interval"].iloc[0])
+    if "std" not in run.maps.get(iv, {}):
+        return None
+    view = _read_view(*run.maps[iv]["std"])
+    view = to_display(view, display_grid(view))
+    edges, lines = outlines.for_view(view) if outlines is not None else (None, None)
+    fig = map_figure(view, title=f"Proposed new profiles over the standard deviation, {_iv_text(iv)}",
+                     label="standard deviation", edges=edges, lines=lines or ())  # fmt: skip
+    to = pyproj.Transformer.from_crs("EPSG:4326", view.crs, always_xy=True)
+    cols, rows = to_pixels(view.transform, *to.transform(sites["lon"], sites["lat"]))
+    fig.axes[0].scatter(cols, rows, s=16, c="#d62728", edgecolors="white", linewidths=0.6, zorder=7)
+    reductions = "; ".join(
+        f"{r.zone} {_iv_text(r.interval)}: {r.expected_reduction_pct:.1f} %"
+        for r in targets.itertuples(index=False)
+    )
+    caption = (
+        f"{len(sites)} new profile sites proposed by `socmap design` (red, design/sites.gpkg). "
+        f"Predicted reduction of the 90 % ranges: {reductions}. A prediction of the error model "
+        "and the residual variogram; predicted and realised reductions on synthetic worlds are "
+        "compared in docs/design.md."
+    )
+    return _Figure("design_sites.png", caption, png_bytes(fig), "maps", iv, pdf_bytes(fig))
+
+
 def _html_table(t: _Table, total_zone: bool = True) -> str:
     e = html.escape
     num = t.numeric or [False] * len(t.header)
@@ -1322,6 +1356,9 @@ def build_report(
         calibration = _calibration_figure(out, ordered, quantiles[1] - quantiles[0])
         if calibration is not None:
             figures.append(calibration)
+        design = _design_figure(out, run, outlines)
+        if design is not None:
+            figures.append(design)
         cv_table = _cv_table(run.cv) if run.cv is not None else None
 
         for f in figures:
