@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite", type=Path, required=True)
     p.add_argument("--only", nargs="+", default=None)
     p.add_argument("--n", nargs="+", type=int, default=[50, 200])
+    p.add_argument(
+        "--table-only", action="store_true", help="only tabulate the reruns already finished"
+    )
     args = p.parse_args(argv)
     from mapping.synthetic.worlds import suite_specs
 
@@ -177,9 +180,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: geographic, skipped", flush=True)
             continue
         world_dir = args.suite / "worlds" / name
-        world = _world(spec)
+        world = None if args.table_only else _world(spec)
         base = _score(world_dir / "run", world_dir).assign(world=name, n=0, design="none")
         rows.append(base)
+        if args.table_only:
+            for n in args.n:
+                for kind in DESIGNS:
+                    run = world_dir / f"design_{kind}_{n}" / "run"
+                    if (run / "zones" / "storage_summary.csv").exists():
+                        rows.append(_score(run, world_dir).assign(world=name, n=n, design=kind))
+            continue
         designs = _designs(world_dir, spec, world, max(args.n), args.n)
         for n in args.n:
             for kind in DESIGNS:
@@ -194,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     df = pd.concat(rows, ignore_index=True)
-    df.to_csv(args.suite / "design_results.csv", index=False)
+    if not args.table_only:
+        df.to_csv(args.suite / "design_results.csv", index=False)
     print(summary_table(df, args.suite))
     return 0
 
