@@ -454,6 +454,8 @@ def design(
             f"{r.zone} {r.interval} cm: range expected to shrink by {r.expected_reduction_pct:.1f} %"
         )
     typer.echo(f"sites: {paths['sites']} (targets: {paths['targets']})")
+    if out is None:
+        typer.echo(f"`socmap report {cfg.output}` adds the map of the sites to the report")
 
 
 def main(argv: list[str] | None = None) -> int:

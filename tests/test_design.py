@@ -361,3 +361,17 @@ def test_cli_run_not_fitted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["design", str(cfg), "--n", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not fitted" in err[0]
+
+
+def test_report_shows_the_proposed_sites(fitted: Path) -> None:
+    from mapping.cli import main
+    from mapping.config import load_config
+    from mapping.report import build_report
+
+    assert main(["design", str(fitted), "--n", "3", "--target", "all/0-30"]) == 0
+    out = Path(load_config(fitted).output)
+    assert (out / "design" / "sites.gpkg").exists()
+    files = build_report(out)
+    assert "figures/design_sites.png" in {str(k) for k in files}
+    md = (out / "report" / "report.md").read_text()
+    assert "3 new profile sites proposed" in md
