@@ -375,3 +375,26 @@ def test_report_shows_the_proposed_sites(fitted: Path) -> None:
     assert "figures/design_sites.png" in {str(k) for k in files}
     md = (out / "report" / "report.md").read_text()
     assert "3 new profile sites proposed" in md
+
+
+def test_roads_layer_gives_points_along_its_lines(tmp_path: Path) -> None:
+    """``--roads``: a line 100 km long becomes vertices every half cell, in the working CRS."""
+    import geopandas as gpd
+    import shapely
+    from affine import Affine
+
+    from mapping.grid import Grid
+    from mapping.run.design import _vector_points
+
+    grid = Grid("EPSG:6931", Affine(5000.0, 0, 0.0, 0, -5000.0, 0.0), (40, 40))
+    line = shapely.LineString([(10_000.0, -10_000.0), (110_000.0, -10_000.0)])
+    path = tmp_path / "roads.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[line], crs="EPSG:6931").to_file(path)
+    pts = _vector_points(path, grid)
+    assert pts[:, 0].min() == pytest.approx(10_000.0) and pts[:, 0].max() == pytest.approx(
+        110_000.0
+    )
+    assert np.allclose(pts[:, 1], -10_000.0)
+    assert np.diff(np.sort(pts[:, 0])).max() <= 2500.0 + 1e-6
+    with pytest.raises(InputError, match="not found"):
+        _vector_points(tmp_path / "none.gpkg", grid)
