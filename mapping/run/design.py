@@ -56,15 +56,15 @@ class DesignRun:
         """The run's Monte Carlo median and range of every target total."""
         out = {}
         s = self.summary
+        col = {
+            k: next(c for c in s.columns if c.startswith(f"storage_{k}_"))
+            for k in ("median", "lower", "upper")
+        }
         for t in self.targets:
             row = s[(s["zone"] == t.zone) & (s["interval"] == t.interval)]
             if len(row):
                 r = row.iloc[0]
-                out[t] = (
-                    float(r["storage_median_pg"] if "storage_median_pg" in r else np.nan),
-                    float(r.filter(like="_lower_").iloc[0]),
-                    float(r.filter(like="_upper_").iloc[0]),
-                )
+                out[t] = (float(r[col["median"]]), float(r[col["lower"]]), float(r[col["upper"]]))
         return out
 
 
