@@ -357,8 +357,10 @@ def greedy_design(
         [np.bincount(block, xy[:, 0], B) / counts, np.bincount(block, xy[:, 1], B) / counts]
     )
     dist_bb = cdist(bxy, bxy)
-    dx = np.median(np.abs(np.diff(np.unique(xy[:, 0])))) if nc > 1 else 1.0
-    width = q * float(dx if np.isfinite(dx) and dx > 0 else 1.0)
+    # block side (m) from the cells' true areas: right on geographic grids too, where the
+    # working coordinates of the cells form no regular lattice
+    side = math.sqrt(float(np.median(area))) if np.isfinite(area).any() else 1.0
+    width = q * (side if side > 0 else 1.0)
     np.fill_diagonal(dist_bb, _MEAN_SQUARE_DISTANCE * width)
     dist_xb = cdist(xy[cand], bxy)
 
