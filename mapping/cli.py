@@ -391,6 +391,74 @@ def report(
     typer.echo(f"report: {files['index.html']}")
 
 
+@app.command()
+def design(
+    config: ConfigArg,
+    n: Annotated[int, typer.Option("--n", help="Number of new profile sites.")],
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            help="Zone total to shrink, ZONE/INTERVAL (e.g. continuous/0-100, all/0-300); "
+            "repeat for several. Default: every zone and all zones in every interval.",
+        ),
+    ] = None,
+    access: Annotated[
+        Path | None,
+        typer.Option(help="Access-cost raster: cells with a valid cost are reachable."),
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Largest access cost reachable (with --access).")
+    ] = None,
+    max_distance_km: Annotated[
+        float | None,
+        typer.Option(help="Reachable within this distance (km) of the run's profiles or --roads."),
+    ] = None,
+    roads: Annotated[
+        Path | None,
+        typer.Option(help="Vector layer (roads, rivers) --max-distance-km is measured from."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("-o", "--out", help="GeoPackage to write (default OUT/design/sites.gpkg)."),
+    ] = None,
+) -> None:
+    """Propose N new profile sites that shrink the ranges of the chosen zone totals most."""
+    from mapping.config import load_config
+    from mapping.exceptions import ConfigError
+    from mapping.run.design import run_design
+
+    if n < 1:
+        raise ConfigError(f"--n: the number of sites must be at least 1, got {n}")
+    if access is not None and max_distance_km is not None:
+        raise ConfigError("--access and --max-distance-km: give one of them")
+    if roads is not None and max_distance_km is None:
+        raise ConfigError("--roads needs --max-distance-km")
+    if max_cost is not None and access is None:
+        raise ConfigError("--max-cost needs --access")
+    if max_distance_km is not None and not max_distance_km > 0:
+        raise ConfigError(f"--max-distance-km must be positive, got {max_distance_km}")
+    cfg = load_config(config)
+    paths, _, table, _ = run_design(
+        cfg,
+        n,
+        targets=target,
+        access=access,
+        max_cost=max_cost,
+        max_distance_km=max_distance_km,
+        roads=roads,
+        out=out,
+        echo=typer.echo,
+    )
+    for r in table.itertuples(index=False):
+        typer.echo(
+            f"{r.zone} {r.interval} cm: range expected to shrink by {r.expected_reduction_pct:.1f} %"
+        )
+    typer.echo(f"sites: {paths['sites']} (targets: {paths['targets']})")
+    if out is None:
+        typer.echo(f"`socmap report {cfg.output}` adds the map of the sites to the report")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``socmap`` console script."""
     import warnings

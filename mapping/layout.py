@@ -215,6 +215,20 @@ class RunFolder:
     def storage_summary(self) -> Path:
         return self.root / "zones" / "storage_summary.csv"
 
+    # ------------------------------------------------------------------ design
+    @property
+    def design(self) -> Path:
+        """Proposed new profile sites (``socmap design``)."""
+        return self.root / "design"
+
+    @property
+    def design_sites(self) -> Path:
+        return self.design / "sites.gpkg"
+
+    @property
+    def design_targets(self) -> Path:
+        return self.design / "targets.csv"
+
     # ------------------------------------------------------------------ report
     @property
     def report(self) -> Path:

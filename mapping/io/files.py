@@ -260,6 +260,26 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def write_points(
+    df: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    x: str = "lon",
+    y: str = "lat",
+    crs: Any = "EPSG:4326",
+    layer: str | None = None,
+) -> Path:
+    """Write a table of points atomically as a GeoPackage (geometry from columns ``x``, ``y``)."""
+    import geopandas as gpd
+
+    p = Path(path)
+    gdf = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df[x], df[y]), crs=crs)
+    with atomic_path(p) as tmp:
+        tmp.unlink()  # the GeoPackage driver creates its own file
+        gdf.to_file(tmp, driver="GPKG", layer=layer or p.stem, engine="pyogrio")
+    return p
+
+
 def write_json(obj: Any, path: str | os.PathLike[str]) -> Path:
     """Write a JSON document atomically (sorted keys, numpy scalars converted)."""
     p = Path(path)
@@ -343,6 +363,24 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 # --------------------------------------------------------------------------- zones
 _PARQUET_SUFFIXES = {".parquet", ".geoparquet", ".pq"}
+
+
+def read_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:
+    """Read any vector layer (roads, rivers, points) into a GeoDataFrame; errors name the file."""
+    import pyogrio
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    try:
+        gdf = pyogrio.read_dataframe(p, layer=layer)
+    except (OSError, ValueError, RuntimeError, pyogrio.errors.DataSourceError) as exc:
+        raise InputError(f"{p}: cannot read ({str(exc).splitlines()[0]})") from None
+    if len(gdf) == 0 or gdf.geometry.isna().all():
+        raise InputError(f"{p}: layer has no features")
+    if gdf.crs is None:
+        raise InputError(f"{p}: layer has no CRS")
+    return gdf
 
 
 def read_zones_vector(path: str | os.PathLike[str], layer: str | None = None) -> Any:

@@ -20,6 +20,7 @@ from mapping.report.figures import (
     ZoneOutlines,
     calibration_figure,
     cv_figures,
+    design_figure,
     map_figures,
     storage_figure,
 )
@@ -252,6 +253,9 @@ def build_report(
         calibration = calibration_figure(out, ordered, quantiles[1] - quantiles[0])
         if calibration is not None:
             figures.append(calibration)
+        design = design_figure(out, run, outlines)
+        if design is not None:
+            figures.append(design)
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyproj
 
 from mapping import io
 from mapping.grid import Grid
@@ -27,6 +28,7 @@ from mapping.report.maps import (
     map_figure,
     polygon_lines,
     to_display,
+    to_pixels,
     zone_edges,
 )
 from mapping.report.outputs import RunOutputs, interval_label_or_none, interval_sort_key
@@ -323,3 +325,34 @@ def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> Rep
         "coverage by decile of the dissimilarity index."
     )
     return ReportFigure("calibration.png", cap, png_bytes(fig), "cv", None, pdf_bytes(fig))
+
+
+def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> ReportFigure | None:
+    """The sites ``socmap design`` proposed, over the std map of the first targeted interval."""
+    folder = RunFolder(out)
+    if not (folder.design_sites.exists() and folder.design_targets.exists()):
+        return None
+    sites = io.read_table(folder.design_sites)
+    targets = io.read_table(folder.design_targets)
+    iv = str(targets["interval"].iloc[0])
+    if "std" not in run.maps.get(iv, {}):
+        return None
+    view = read_view(*run.maps[iv]["std"])
+    view = to_display(view, display_grid(view))
+    edges, lines = outlines.for_view(view) if outlines is not None else (None, None)
+    fig = map_figure(view, title=f"Proposed new profiles over the standard deviation, {interval_text(iv)}",
+                     label="standard deviation", edges=edges, lines=lines or ())  # fmt: skip
+    to = pyproj.Transformer.from_crs("EPSG:4326", view.crs, always_xy=True)
+    cols, rows = to_pixels(view.transform, *to.transform(sites["lon"], sites["lat"]))
+    fig.axes[0].scatter(cols, rows, s=16, c="#d62728", edgecolors="white", linewidths=0.6, zorder=7)
+    reductions = "; ".join(
+        f"{r.zone} {interval_text(r.interval)}: {r.expected_reduction_pct:.1f} %"
+        for r in targets.itertuples(index=False)
+    )
+    caption = (
+        f"{len(sites)} new profile sites proposed by `socmap design` (red, design/sites.gpkg). "
+        f"Predicted reduction of the 90 % ranges: {reductions}. A prediction of the error model "
+        "and the residual variogram; predicted and realised reductions on synthetic worlds are "
+        "compared in docs/design.md."
+    )
+    return ReportFigure("design_sites.png", caption, png_bytes(fig), "maps", iv, pdf_bytes(fig))

@@ -615,7 +615,7 @@ ZONES = Stage(
 
 
 # --------------------------------------------------------------------------- uncertainty of totals
-def _shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
+def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
     """Per interval, the error every cell of a region shares, or ``None`` (no variogram).
 
     The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
@@ -673,7 +673,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
 
     Realizations combine each cell's predicted standard deviation with a Gaussian field
     correlated as the interval's fitted residual variogram, plus an error that every cell
-    shares (:func:`_shared_error`); lognormal for models on log stocks.
+    shares (:func:`shared_error`); lognormal for models on log stocks.
     Tree models without a residual variogram have no correlated draws: the stage then
     writes only the independent-pixel comparison.
     """
@@ -694,7 +694,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     )
     io.write_table(indep, run.independent_pixel_range)
     outputs = [run.rel(run.independent_pixel_range)]
-    shared = _shared_error(ctx, ctx.results["fit"], labels)
+    shared = shared_error(ctx, ctx.results["fit"], labels)
     if shared is None:
         return outputs, None
     variograms, common = shared

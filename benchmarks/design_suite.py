@@ -1,0 +1,241 @@
+#!/usr/bin/env python
+"""Judge ``socmap design`` on synthetic worlds with known truth (docs/design.md).
+
+    python benchmarks/design_suite.py --suite OUT [--only world_02 world_08] [--n 50 200]
+
+``OUT`` is a folder of :mod:`benchmarks.world_suite` (``OUT/worlds/<name>/`` with a finished
+``run``). For each world and each N, four designs of N new sites are drawn: ``socmap`` (the
+greedy design of :mod:`mapping.design`, targets: every zone and all zones in every interval),
+``random`` (land cells uniformly), ``clhs`` (conditioned Latin hypercube of the continuous
+covariates) and ``coverage`` (k-means on the coordinates). Their profiles are sampled from
+the world's truth with the world's measurement noise (:func:`mapping.synthetic.sample_profiles`,
+300 cm deep), added to the world's profiles, and the workflow is rerun up to the Monte Carlo
+ranges (``OUT/worlds/<name>/design_<kind>_<N>/``). Only projected worlds (the truth's own grid).
+
+Writes ``OUT/design_results.csv`` (one row per world, N, design and target total) and prints
+the comparison: mean half-width of the targeted totals relative to the truth, its shrinkage
+from the run without new sites, mean absolute error, coverage of the truth by the 90 % ranges,
+and the design's predicted shrinkage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DESIGNS = ("socmap", "random", "clhs", "coverage")
+CONTINUOUS = ("elevation", "maat", "precipitation", "ndvi", "twi")
+
+
+def _world(spec):  # the projected truth world of a suite spec (deterministic)
+    from mapping.synthetic.worlds import _truth_world
+
+    world, _, _ = _truth_world(spec)
+    return world
+
+
+def _sites(world, rows: np.ndarray, cols: np.ndarray, tag: str) -> pd.DataFrame:
+    from mapping.synthetic import _to_lonlat
+
+    t = world.transform
+    x = t.c + (cols + 0.5) * t.a
+    y = t.f + (rows + 0.5) * t.e
+    lon, lat = _to_lonlat().transform(x, y)
+    return pd.DataFrame(
+        {
+            "profile_id": [f"{tag}{i:04d}" for i in range(len(rows))],
+            "survey": tag,
+            "x": x,
+            "y": y,
+            "lon": np.round(lon, 6),
+            "lat": np.round(lat, 6),
+            "row": rows,
+            "col": cols,
+            "bottom_cm": 300.0,
+        }
+    )
+
+
+def _designs(world_dir: Path, spec, world, n_max: int, ns: list[int]) -> dict[str, np.ndarray]:
+    """Flat land-cell indices (row * nx + col) of every design, N = n_max (prefixes for less)."""
+    from mapping.config import load_config
+    from mapping.design import clhs_sites, coverage_sites
+    from mapping.run.design import run_design
+
+    cache = world_dir / f"designs_{n_max}.json"
+    if cache.exists():
+        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    nx = world.shape[1]
+    land = np.flatnonzero(world.mask.ravel())
+    rng = np.random.default_rng([spec.seed, 41])
+    out: dict[str, np.ndarray] = {}
+    t0 = time.perf_counter()
+    cfg = load_config(world_dir / "workflow.yaml")
+    _, res, _, sites = run_design(
+        cfg, n_max, n_candidates=2000, max_blocks=1500, echo=lambda m: None
+    )
+    out["socmap"] = sites["row"].to_numpy() * nx + sites["col"].to_numpy()
+    predicted = {}
+    f = res.range_factor()
+    for n in ns:
+        predicted[str(n)] = float(np.mean(1.0 - f[n]))
+    (world_dir / f"design_predicted_{n_max}.json").write_text(
+        json.dumps({"predicted_mean_shrinkage": predicted, "seconds": time.perf_counter() - t0})
+    )
+    out["random"] = rng.choice(land, n_max, replace=False)
+    X = np.column_stack([world.covariates[k].ravel()[land] for k in CONTINUOUS])
+    # one cLHS per N (a Latin hypercube of 200 is not one of 50 plus 150)
+    for n in ns:
+        pool = rng.choice(land.size, min(land.size, 20000), replace=False)
+        out[f"clhs_{n}"] = land[pool[clhs_sites(X[pool], n, seed=spec.seed)]]
+        t = world.transform
+        r, c = np.divmod(land, nx)
+        xy = np.column_stack([t.c + (c + 0.5) * t.a, t.f + (r + 0.5) * t.e])
+        out[f"coverage_{n}"] = land[coverage_sites(xy, n, seed=spec.seed)]
+    cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+    return out
+
+
+def _rerun(world_dir: Path, spec, world, name: str, flat: np.ndarray) -> Path:
+    from mapping.synthetic import sample_profiles
+
+    out = world_dir / name
+    if (out / "run" / "zones" / "storage_summary.csv").exists():
+        return out / "run"
+    out.mkdir(exist_ok=True)
+    rows, cols = np.divmod(np.asarray(flat), world.shape[1])
+    sites = _sites(world, rows, cols, "D")
+    new = sample_profiles(world, len(sites), spec.seed + 7, sites=sites, missing_bd=spec.missing_bd)
+    old = pd.read_csv(world_dir / "profiles.csv")
+    pd.concat([old, new[old.columns]], ignore_index=True).to_csv(out / "profiles.csv", index=False)
+    text = (world_dir / "workflow.yaml").read_text()
+    text = text.replace("path: profiles.csv", f"path: {out / 'profiles.csv'}")
+    for tif in ("elevation", "maat", "precipitation", "ndvi", "twi", "landcover"):
+        text = text.replace(f"path: {tif}.tif", f"path: {world_dir / (tif + '.tif')}")
+    text = text.replace("path: permafrost_zones", f"path: {world_dir}/permafrost_zones")
+    text = text.replace("output: run", f"output: {out / 'run'}")
+    (out / "workflow.yaml").write_text(text)
+    code = (
+        "from mapping.config import load_config; from mapping.run import run_stages, stage_list;"
+        f"cfg = load_config({str(out / 'workflow.yaml')!r});"
+        "run_stages(cfg, stage_list(cfg), until='uncertainty', echo=lambda m: None)"
+    )
+    with open(out / "run.log", "w") as fh:
+        subprocess.run(
+            [sys.executable, "-c", code], stdout=fh, stderr=subprocess.STDOUT, check=True
+        )
+    return out / "run"
+
+
+def _score(run: Path, world_dir: Path) -> pd.DataFrame:
+    s = pd.read_csv(run / "zones" / "storage_summary.csv")
+    s["zone"] = s["zone"].replace({"all zones": "all_zones"})
+    tru = pd.read_csv(world_dir / "truth" / "zone_totals.csv")
+    tru = tru[tru["zone"] != "none"].assign(
+        zone=lambda d: d["zone"].replace({"permafrost_region": "all_zones"}),
+        interval=lambda d: (
+            d["top_cm"].astype(int).astype(str) + "-" + d["bottom_cm"].astype(int).astype(str)
+        ),
+    )
+    m = s.merge(tru[["zone", "interval", "storage_pg"]], on=["zone", "interval"])
+    t = m["storage_pg"]
+    return pd.DataFrame(
+        {
+            "zone": m["zone"],
+            "interval": m["interval"],
+            "half_width": (m["storage_upper_pg"] - m["storage_lower_pg"]) / 2 / t,
+            "error": (m["storage_median_pg"] - t) / t,
+            "covered": (m["storage_lower_pg"] <= t) & (t <= m["storage_upper_pg"]),
+        }
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--suite", type=Path, required=True)
+    p.add_argument("--only", nargs="+", default=None)
+    p.add_argument("--n", nargs="+", type=int, default=[50, 200])
+    p.add_argument(
+        "--table-only", action="store_true", help="only tabulate the reruns already finished"
+    )
+    args = p.parse_args(argv)
+    from mapping.synthetic.worlds import suite_specs
+
+    specs = {s.name: s for s in suite_specs(12)}
+    names = args.only or sorted(
+        d.name for d in (args.suite / "worlds").iterdir() if (d / "run").is_dir()
+    )
+    rows = []
+    for name in names:
+        spec = specs[name]
+        if spec.grid != "projected":
+            print(f"{name}: geographic, skipped", flush=True)
+            continue
+        world_dir = args.suite / "worlds" / name
+        world = None if args.table_only else _world(spec)
+        base = _score(world_dir / "run", world_dir).assign(world=name, n=0, design="none")
+        rows.append(base)
+        if args.table_only:
+            for n in args.n:
+                for kind in DESIGNS:
+                    run = world_dir / f"design_{kind}_{n}" / "run"
+                    if (run / "zones" / "storage_summary.csv").exists():
+                        rows.append(_score(run, world_dir).assign(world=name, n=n, design=kind))
+            continue
+        designs = _designs(world_dir, spec, world, max(args.n), args.n)
+        for n in args.n:
+            for kind in DESIGNS:
+                flat = designs[kind][:n] if kind in designs else designs[f"{kind}_{n}"]
+                t0 = time.perf_counter()
+                run = _rerun(world_dir, spec, world, f"design_{kind}_{n}", flat)
+                sc = _score(run, world_dir).assign(world=name, n=n, design=kind)
+                rows.append(sc)
+                print(
+                    f"{name} N={n} {kind}: mean half-width {sc['half_width'].mean():.4f} "
+                    f"(none {base['half_width'].mean():.4f}), {time.perf_counter() - t0:.0f} s",
+                    flush=True,
+                )
+    df = pd.concat(rows, ignore_index=True)
+    if not args.table_only:
+        df.to_csv(args.suite / "design_results.csv", index=False)
+    print(summary_table(df, args.suite))
+    return 0
+
+
+def summary_table(df: pd.DataFrame, suite: Path) -> str:
+    """Markdown: per world and N, each design's mean half-width, shrinkage, error, coverage."""
+    lines = [
+        "| world | N | design | mean half-width | shrinkage vs no new sites | predicted "
+        "| mean abs error | coverage |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for world, g in df.groupby("world"):
+        base = g[g["design"] == "none"]["half_width"].mean()
+        pred = {}
+        for f in sorted((suite / "worlds" / world).glob("design_predicted_*.json")):
+            pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+        lines.append(
+            f"| {world} | 0 | none | {100 * base:.2f} % | | | "
+            f"{100 * g[g['design'] == 'none']['error'].abs().mean():.2f} % | "
+            f"{g[g['design'] == 'none']['covered'].mean():.2f} |"
+        )
+        for (n, design), h in g[g["design"] != "none"].groupby(["n", "design"], sort=True):
+            hw = h["half_width"].mean()
+            pr = f"{100 * pred[str(n)]:.1f} %" if design == "socmap" and str(n) in pred else ""
+            lines.append(
+                f"| {world} | {n} | {design} | {100 * hw:.2f} % | {100 * (1 - hw / base):.1f} % "
+                f"| {pr} | {100 * h['error'].abs().mean():.2f} % | {h['covered'].mean():.2f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

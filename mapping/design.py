@@ -1,0 +1,766 @@
+"""Where to sample next: new profile sites that shrink the ranges of chosen zone totals most.
+
+The error of a zone total ``T = sum_c a_c d_c`` (``a`` cell area, ``d`` density) is the
+error the Monte Carlo of :mod:`mapping.uncertainty` draws, linearised: on the model's scale
+(log scale for log models) a cell's error is ``e_c = sigma_g G + l_c Z_c`` with ``G`` one
+standard normal shared by all cells (the error of the regional level, ``common_sd``), ``Z`` a
+unit Gaussian field with the residual variogram's correlation ``rho`` and
+``l_c² = v_c - sigma_g²`` the cell's own part of its calibrated variance ``v_c``
+(:mod:`mapping.calibration`: ``v = r(DI) (s2 - noise)``). The density error is
+``m_c e_c`` for log models (``e_c`` for others), so
+
+    Var(T) = sigma_g² (sum_c a_c m_c)² + sum_{c,c'} a_c m_c l_c a_c' m_c' l_c' rho(h_cc').
+
+A new profile at cell ``x`` does two things, and the design counts both:
+
+* **kriging**: it observes ``e_x`` plus measurement noise ``tau²`` (the error model's
+  ``noise_var``, else the variogram's nugget), so every error correlated with it shrinks:
+  the Gaussian update ``Var(T | y_x) = Var(T) - Cov(T, l Z_x)² / (l_x² + tau² + sigma_g²)``
+  (jointly for all sites chosen). The shared error is not kriged: it is the trend's regional
+  error that cross-validation sees after hundreds of profiles, so one more profile does not
+  observe it; its variance is scaled by ``n0 / (n0 + k)`` after ``k`` new profiles (``n0``
+  the run's profiles), and a site sees it as noise;
+* **the trend's error where cells are dissimilar**: it is a training point in feature
+  space, so the DI (:mod:`mapping.aoa`) of every cell whose covariates resemble it falls to at
+  most their distance to it, and their calibrated variance falls with ``r(DI)``. Cells far
+  away but alike in their covariates (the cold, remote, under-sampled land) gain as much as
+  neighbours.
+
+Sites are chosen greedily: each step adds the reachable candidate with the largest predicted
+drop of ``sum_t Var(T_t) / Var_now(T_t)`` over the target totals (equal weight to every
+target's relative variance), then updates the DIs and the Gaussian conditioning. The sums
+run over blocks of cells (at most ``max_blocks``, side well below the residual range) and a
+sample of ``n_candidates`` reachable cells, so 200 sites over 10⁶ cells take minutes.
+
+The reported reduction of a range is ``1 - sqrt(Var_after / Var_now)`` of the model above:
+a prediction. It assumes the error model and the variogram hold where the new profiles fall
+(stationarity of the residual's correlation, the DI-error relation seen in cross-validation)
+and that the new profiles reach the intervals' bottoms (``docs/design.md``).
+
+Pure NumPy/SciPy except :func:`design_run`, which reads a fitted run's files through
+:class:`mapping.layout.RunFolder` and :mod:`mapping.io`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.linalg import cho_factor, solve_triangular
+from scipy.spatial import cKDTree
+from scipy.spatial.distance import cdist
+
+from mapping import io
+from mapping.exceptions import InputError, InvalidParameter
+from mapping.models.variogram import Variogram, unit_semivariance
+from mapping.residual_errors import residual_variogram
+from mapping.units import format_interval, parse_interval
+from mapping.zones import ZoneCoverage
+
+__all__ = [
+    "DesignResult",
+    "IntervalErrors",
+    "Target",
+    "clhs_sites",
+    "coverage_sites",
+    "greedy_design",
+    "parse_target",
+]
+
+ALL_ZONES = "all zones"
+#: Mean distance between two random points of a unit square (the diagonal of the block
+#: correlation matrix uses it: a block's cells are correlated as at that distance).
+_MEAN_SQUARE_DISTANCE = 0.5214
+
+
+# =============================================================================== inputs
+@dataclass(frozen=True)
+class Target:
+    """A zone total to shrink: zone name (or ``"all zones"``) and depth interval label."""
+
+    zone: str
+    interval: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.zone}/{self.interval}"
+
+
+def parse_target(text: str, zones: Sequence[str], intervals: Sequence[str]) -> Target:
+    """``"continuous/0-100"`` as a :class:`Target`; unknown zone or interval is an error.
+
+    ``all/0-100`` and ``all zones/0-100`` name the sum over the zones.
+    """
+    zone, sep, interval = str(text).rpartition("/")
+    if not sep or not zone or not interval:
+        raise InputError(f"--target {text!r}: expected ZONE/INTERVAL such as continuous/0-100")
+    try:
+        label = format_interval(*parse_interval(interval.strip()))
+    except (ValueError, InputError):
+        raise InputError(f"--target {text!r}: {interval!r} is not a depth interval") from None
+    if label not in intervals:
+        raise InputError(
+            f"--target {text!r}: interval {label} is not in the run ({', '.join(intervals)})"
+        )
+    z = zone.strip()
+    if z.lower() in ("all", "all zones", "all_zones"):
+        z = ALL_ZONES
+    elif z not in zones:
+        raise InputError(f"--target {text!r}: unknown zone {z!r} (zones: {', '.join(zones)}, all)")
+    return Target(z, label)
+
+
+@dataclass
+class IntervalErrors:
+    """The error model of one interval's map on the land cells (flat arrays, same order).
+
+    Attributes
+    ----------
+    label
+        Interval label (``"0-100"``).
+    mean, std
+        Mean density and its calibrated standard deviation (kg C m⁻²).
+    variogram
+        Residual variogram (its correlation is used).
+    log
+        The model works on log stocks (lognormal draws).
+    common_sd
+        Standard deviation of the error shared by every cell (model's scale).
+    noise_var
+        Variance of a new observation about its cell's value (model's scale).
+    features
+        Cells' covariates in the AOA's standardised, weighted space divided by its mean
+        distance (so distances are DI units), or ``None`` (no DI effect).
+    di
+        Cells' DI (NaN: undefined), or ``None``.
+    factor
+        The error model's ``r(DI)`` (``g(DI)`` for the additive kind), vectorised, or ``None``.
+    additive
+        The error model is additive (``v = base + g``) rather than a ratio.
+    di_undefined
+        DI given to cells whose DI is NaN (the error model's largest DI plus one).
+    """
+
+    label: str
+    mean: np.ndarray
+    std: np.ndarray
+    variogram: Variogram
+    log: bool
+    common_sd: float = 0.0
+    noise_var: float = 0.0
+    features: np.ndarray | None = None
+    di: np.ndarray | None = None
+    factor: Any = None
+    additive: bool = False
+    di_undefined: float = np.inf
+
+    def variance(self) -> np.ndarray:
+        """Calibrated error variance of each cell on the model's scale."""
+        if self.log:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.log1p((self.std / self.mean) ** 2)
+        return self.std**2
+
+    def weight(self, area: np.ndarray) -> np.ndarray:
+        """``d(density) / d(error)`` times the cell area: ``a m`` (log) or ``a``."""
+        return area * self.mean if self.log else area
+
+
+@dataclass
+class DesignResult:
+    """Sites chosen in order and the predicted variances of the targets after each.
+
+    Attributes
+    ----------
+    cells
+        Index (into the land cells given) of each site, in the order chosen.
+    variance
+        ``(n + 1, n_targets)``: predicted variance of each target total after 0, 1, ... n
+        sites (model's linearisation; only ratios are used).
+    targets
+        The targets, in column order.
+    gain_kriging, gain_dissimilarity
+        Share of each step's predicted gain (summed relative variance) from the kriging
+        update and from the lower DI.
+    """
+
+    cells: np.ndarray
+    variance: np.ndarray
+    targets: list[Target]
+    gain_kriging: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gain_dissimilarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def range_factor(self) -> np.ndarray:
+        """``sqrt(Var_after / Var_now)``: the predicted factor on each range, ``(n + 1, n_t)``."""
+        v0 = self.variance[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(np.clip(self.variance / v0, 0.0, None))
+
+
+# =============================================================================== helpers
+def _structured_correlation(v: Variogram, h: np.ndarray) -> np.ndarray:
+    """``C(h) / C(0)`` without the nugget's delta at 0 (the correlation of distinct cells)."""
+    if v.sill <= 0:
+        return np.zeros_like(h)
+    return v.psill / v.sill * (1.0 - unit_semivariance(v.model, h, v.range, v.nu))
+
+
+def _blocks(rows: np.ndarray, cols: np.ndarray, max_blocks: int) -> tuple[np.ndarray, int, int]:
+    """Block id of every cell (compact 0..B-1), the number of blocks and the block side (cells)."""
+    q = max(1, math.ceil(math.sqrt(len(rows) / max(max_blocks, 1))))
+    while True:
+        key = (rows // q).astype(np.int64) * (int(cols.max()) // q + 1) + cols // q
+        uniq, inv = np.unique(key, return_inverse=True)
+        if len(uniq) <= max_blocks:
+            return inv.astype(np.int64), len(uniq), q
+        q += 1
+
+
+def _ensure_1d(a: Any, n: int, what: str) -> np.ndarray:
+    out = np.asarray(a, dtype=float).ravel()
+    if out.size != n:
+        raise InvalidParameter(f"{what} has {out.size} values for {n} cells")
+    return out
+
+
+@dataclass
+class _IntervalState:
+    """Block and candidate quantities of one interval (see :func:`greedy_design`)."""
+
+    errs: IntervalErrors
+    targets: list[int]  # columns of the result
+    L0: np.ndarray  # (T, B) sum of weight * own sd per block and target
+    Q0: np.ndarray  # (T, B) (1 - rho within a block) * sum of (weight * own sd)^2
+    U: np.ndarray  # (T,) sum of weight per target (the shared error's multiplier)
+    R: np.ndarray  # (B, B) block correlation
+    rho_xb: np.ndarray  # (C, B) candidate-block correlation
+    vb0: np.ndarray  # (B,) block mean variance
+    fb0: np.ndarray  # (B,) block r(DI)
+    fb: np.ndarray  # current block r(DI)
+    vx0: np.ndarray  # (C,) candidate variance
+    fx0: np.ndarray  # (C,) candidate r(DI)
+    fx: np.ndarray
+    fxb: np.ndarray | None  # (C, B) r(distance candidate-block), float32
+    fcand: np.ndarray | None  # (C, p) candidate features (DI units)
+    tau2: float
+
+
+def _factor(errs: IntervalErrors, di: np.ndarray) -> np.ndarray:
+    d = np.where(np.isfinite(di), di, errs.di_undefined)
+    return np.asarray(errs.factor(d), dtype=float)
+
+
+def _scaled_variance(
+    st: _IntervalState, v0: np.ndarray, f0: np.ndarray, f: np.ndarray
+) -> np.ndarray:
+    """Variance after the DI fell from the one giving ``f0`` to the one giving ``f``."""
+    if st.fxb is None:
+        return v0
+    if st.errs.additive:
+        return np.maximum(v0 + (f - f0), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(f0 > 0, v0 * (f / f0), v0)
+
+
+def _own_part(v: np.ndarray, g2: float) -> np.ndarray:
+    return np.sqrt(np.maximum(v - g2, 0.0))
+
+
+# =============================================================================== the design
+def greedy_design(
+    xy: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    area: np.ndarray,
+    zone_weights: Mapping[str, np.ndarray],
+    errors: Sequence[IntervalErrors],
+    targets: Sequence[Target],
+    n: int,
+    *,
+    reachable: np.ndarray | None = None,
+    max_blocks: int = 2500,
+    n_candidates: int = 3000,
+    n_existing: int | None = None,
+    seed: int = 0,
+    echo: Any = None,
+) -> DesignResult:
+    """Choose ``n`` sites greedily to shrink the variances of the target zone totals.
+
+    Parameters
+    ----------
+    xy
+        ``(n_cells, 2)`` cell centres in metres (the grid's working CRS).
+    rows, cols
+        Grid row and column of every cell (for the blocks).
+    area
+        Cell areas (m²).
+    zone_weights
+        Zone name -> share of each cell in the zone (0..1); ``"all zones"`` is their sum.
+    errors
+        One :class:`IntervalErrors` per interval named by the targets.
+    targets
+        The zone totals to shrink.
+    n
+        Number of sites (>= 1).
+    reachable
+        Boolean mask of cells a field team can reach (default: all).
+    max_blocks, n_candidates
+        Resolution of the computation: blocks of cells for the totals, sampled candidate
+        cells (all reachable ones when fewer).
+    n_existing
+        Number of profiles the run was fitted on: the shared error's variance is scaled by
+        ``n_existing / (n_existing + k)`` after ``k`` sites (``None``: not scaled).
+    seed
+        Seed of the candidate sample.
+    echo
+        Progress callback (one line per 10 % of the sites).
+
+    Returns
+    -------
+    DesignResult
+    """
+    if int(n) != n or n < 1:
+        raise InvalidParameter(f"the number of sites must be a positive integer, got {n!r}")
+    xy = np.asarray(xy, dtype=float)
+    nc = len(xy)
+    area = _ensure_1d(area, nc, "area")
+    rows = np.asarray(rows, dtype=np.int64)
+    cols = np.asarray(cols, dtype=np.int64)
+    reach = np.ones(nc, bool) if reachable is None else np.asarray(reachable, bool).ravel()
+    if reach.size != nc:
+        raise InvalidParameter(f"reachable has {reach.size} values for {nc} cells")
+    cand = np.flatnonzero(reach)
+    if cand.size < n:
+        raise InputError(
+            f"only {cand.size} reachable cells with a prediction for {n} sites; widen the "
+            "access limit (--access, --max-distance-km) or ask for fewer sites"
+        )
+    if not targets:
+        raise InvalidParameter("no target totals")
+    n0 = None if n_existing is None else max(float(n_existing), 1.0)
+    by_label = {e.label: e for e in errors}
+    weights = dict(zone_weights)
+    if ALL_ZONES not in weights:
+        weights[ALL_ZONES] = np.sum([np.asarray(w, float) for w in zone_weights.values()], axis=0)
+    rng = np.random.default_rng([int(seed), 17])
+    if cand.size > n_candidates:
+        cand = np.sort(rng.choice(cand, n_candidates, replace=False))
+    C = cand.size
+
+    block, B, q = _blocks(rows, cols, max_blocks)
+    counts = np.bincount(block, minlength=B).astype(float)
+    bxy = np.column_stack(
+        [np.bincount(block, xy[:, 0], B) / counts, np.bincount(block, xy[:, 1], B) / counts]
+    )
+    dist_bb = cdist(bxy, bxy)
+    # block side (m) from the cells' true areas: right on geographic grids too, where the
+    # working coordinates of the cells form no regular lattice
+    side = math.sqrt(float(np.median(area))) if np.isfinite(area).any() else 1.0
+    width = q * (side if side > 0 else 1.0)
+    np.fill_diagonal(dist_bb, _MEAN_SQUARE_DISTANCE * width)
+    dist_xb = cdist(xy[cand], bxy)
+
+    states: list[_IntervalState] = []
+    for label in dict.fromkeys(t.interval for t in targets):
+        if label not in by_label:
+            raise InvalidParameter(f"no error model for interval {label}")
+        e = by_label[label]
+        v = e.variance()
+        w_all = e.weight(area)
+        g2 = float(e.common_sd) ** 2
+        own = _own_part(v, g2)
+        cols_t = [i for i, t in enumerate(targets) if t.interval == label]
+        L0 = np.empty((len(cols_t), B))
+        Q0 = np.empty((len(cols_t), B))
+        U = np.empty(len(cols_t))
+        # cells of a block are correlated as at the mean distance of two points of a square;
+        # the rest of their variance (nugget, short range) is their own
+        rho_in = float(
+            _structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0]
+        )
+        for j, ti in enumerate(cols_t):
+            wz = np.asarray(weights[targets[ti].zone], float) * w_all
+            L0[j] = np.bincount(block, wz * own, B)
+            Q0[j] = (1.0 - rho_in) * np.bincount(block, (wz * own) ** 2, B)
+            U[j] = wz.sum()
+        wsum = np.bincount(block, w_all, B)
+        wsafe = np.where(wsum > 0, wsum, 1.0)
+        vb0 = np.bincount(block, w_all * v, B) / wsafe
+        fxb = fcand = None
+        fb0 = np.ones(B)
+        fx0 = np.ones(C)
+        if e.factor is not None and e.features is not None and e.di is not None:
+            F = np.asarray(e.features, float)
+            fb_feat = np.column_stack(
+                [np.bincount(block, w_all * F[:, k], B) / wsafe for k in range(F.shape[1])]
+            )
+            dib = np.bincount(block, w_all * np.where(np.isfinite(e.di), e.di, e.di_undefined), B)
+            fb0 = _factor(e, dib / wsafe)
+            fx0 = _factor(e, e.di[cand])
+            fcand = F[cand]
+            d_xb = cdist(fcand, fb_feat)
+            fxb = _factor(e, np.where(np.isfinite(d_xb), d_xb, np.nan)).astype(np.float32)
+            fxb[~np.isfinite(d_xb)] = np.inf
+        states.append(
+            _IntervalState(
+                errs=e,
+                targets=cols_t,
+                L0=L0,
+                Q0=Q0,
+                U=U,
+                R=_structured_correlation(e.variogram, dist_bb),
+                rho_xb=_structured_correlation(e.variogram, dist_xb),
+                vb0=vb0,
+                fb0=fb0,
+                fb=fb0.copy(),
+                vx0=v[cand],
+                fx0=fx0,
+                fx=fx0.copy(),
+                fxb=fxb,
+                fcand=fcand,
+                tau2=float(e.noise_var),
+            )
+        )
+    del dist_xb
+
+    chosen: list[int] = []  # positions in cand
+    rho_sx: dict[int, list[np.ndarray]] = {i: [] for i in range(len(states))}
+    variance = np.empty((n + 1, len(targets)))
+    gk = np.zeros(n)
+    gd = np.zeros(n)
+    taken = np.zeros(C, bool)
+    step = max(1, n // 10)
+    for it in range(n + 1):
+        score = np.zeros(C)
+        s_kr = np.zeros(C)
+        s_di = np.zeros(C)
+        for si, st in enumerate(states):
+            e = st.errs
+            g2 = float(e.common_sd) ** 2
+            vb = _scaled_variance(st, st.vb0, st.fb0, st.fb)
+            phi = _own_part(vb, g2) / np.maximum(_own_part(st.vb0, g2), 1e-300)
+            phi = np.where(_own_part(st.vb0, g2) > 0, phi, 0.0)
+            L = st.L0 * phi  # (T, B)
+            RL = L @ st.R  # (T, B)  (R symmetric)
+            Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
+            var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
+            vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
+            lx = _own_part(vx, g2)
+            # the shared error is not kriged: a site observes it as noise (see the module
+            # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
+            shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
+            var0 = var0 - g2 * st.U**2
+            G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
+            noise = st.tau2 + g2
+            px = lx**2
+            var = var0.copy()
+            if chosen:
+                S = np.asarray(chosen)
+                rsx = np.vstack(rho_sx[si])  # (S, C)
+                lS = lx[S]
+                K_ss = lS[:, None] * lS[None, :] * rsx[:, S]
+                K_ss[np.diag_indices_from(K_ss)] = lS**2 + noise
+                K_sx = lS[:, None] * lx[None, :] * rsx
+                K_sx[np.arange(len(S)), S] = lS**2
+                c, _ = cho_factor(K_ss, lower=True, check_finite=False)
+                A = solve_triangular(c, K_sx, lower=True, check_finite=False)
+                Bt = solve_triangular(c, G[S], lower=True, check_finite=False)
+                px = lx**2 - np.einsum("sc,sc->c", A, A)
+                G = G - A.T @ Bt
+                var = var0 - np.einsum("st,st->t", Bt, Bt)
+            var = np.maximum(var, 0.0) + shared
+            variance[it, st.targets] = var
+            if it == n:
+                continue
+            wt = 1.0 / np.where(var > 0, var, np.inf)
+            kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
+            s_kr += kr
+            score += kr
+            if st.fxb is not None:
+                # the lower DI: block factor min(f_b, f(d_xb)), own variance
+                # max(alpha f + beta, 0); gain = sum_b (own_b^2 - own'_xb^2) c_b / own_b^2
+                own2 = _own_part(vb, g2) ** 2
+                c_b = (L * RL + Q).T @ wt
+                w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
+                if st.errs.additive:
+                    alpha = np.ones_like(st.vb0)
+                    beta = st.vb0 - st.fb0 - g2
+                else:
+                    alpha = np.where(st.fb0 > 0, st.vb0 / np.where(st.fb0 > 0, st.fb0, 1.0), 0.0)
+                    beta = np.full_like(st.vb0, -g2)
+                t = np.minimum(st.fxb, st.fb.astype(np.float32)[None, :])
+                t *= alpha.astype(np.float32)
+                t += beta.astype(np.float32)
+                np.maximum(t, 0.0, out=t)
+                di_gain = float(np.sum(own2 * w_b)) - t @ w_b.astype(np.float32)
+                di_gain = np.maximum(di_gain.astype(float), 0.0)
+                s_di += di_gain
+                score += di_gain
+        if it == n:
+            break
+        score[taken] = -np.inf
+        best = int(np.argmax(score))
+        total = s_kr[best] + s_di[best]
+        gk[it] = s_kr[best] / total if total > 0 else 0.0
+        gd[it] = s_di[best] / total if total > 0 else 0.0
+        chosen.append(best)
+        taken[best] = True
+        for si, st in enumerate(states):
+            h = np.sqrt(((xy[cand] - xy[cand[best]]) ** 2).sum(-1))
+            rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
+            if st.fxb is not None:
+                st.fb = np.minimum(st.fb, st.fxb[best])
+                d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
+                st.fx = np.minimum(st.fx, _factor(st.errs, d))
+        if echo is not None and ((it + 1) % step == 0 or it + 1 == n):
+            echo(f"[design] {it + 1} of {n} sites")
+    return DesignResult(
+        cells=cand[np.asarray(chosen, dtype=np.int64)],
+        variance=variance,
+        targets=list(targets),
+        gain_kriging=gk,
+        gain_dissimilarity=gd,
+    )
+
+
+# =============================================================================== baselines
+def coverage_sites(xy: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
+    """Spatial coverage sampling: ``n`` k-means clusters of the cells' coordinates, the cell
+    nearest each centre (``spcosa``'s design without prior points)."""
+    from sklearn.cluster import KMeans
+
+    xy = np.asarray(xy, dtype=float)
+    km = KMeans(n_clusters=int(n), n_init=2, random_state=seed).fit(xy)
+    _, idx = cKDTree(xy).query(km.cluster_centers_)
+    idx = np.unique(idx)
+    if idx.size < n:  # two centres on one cell: fill with the farthest cells
+        rest = np.setdiff1d(np.arange(len(xy)), idx)
+        far = cKDTree(xy[idx]).query(xy[rest])[0]
+        idx = np.concatenate([idx, rest[np.argsort(-far)[: n - idx.size]]])
+    return idx
+
+
+def clhs_sites(
+    features: np.ndarray, n: int, *, seed: int = 0, iterations: int = 20000
+) -> np.ndarray:
+    """Conditioned Latin hypercube sample of the cells' covariates (Minasny & McBratney 2006).
+
+    Every continuous covariate is cut into ``n`` strata of equal counts; simulated annealing
+    swaps sampled and unsampled cells to make every stratum hold one site (objective: the
+    sum of the absolute deviations of the strata counts from one), as R's ``clhs`` does
+    without its categorical and correlation terms.
+    """
+    X = np.asarray(features, dtype=float)
+    rng = np.random.default_rng([int(seed), 29])
+    m, p = X.shape
+    edges = [np.quantile(X[:, k], np.linspace(0, 1, n + 1)[1:-1]) for k in range(p)]
+    strata = np.column_stack([np.searchsorted(edges[k], X[:, k]) for k in range(p)])
+    sample = rng.choice(m, n, replace=False)
+    counts = np.zeros((p, n), dtype=np.int64)
+    for k in range(p):
+        np.add.at(counts[k], strata[sample, k], 1)
+    obj = np.abs(counts - 1).sum()
+    in_sample = np.zeros(m, bool)
+    in_sample[sample] = True
+    temp = 1.0
+    for _ in range(int(iterations)):
+        j = int(rng.integers(n))
+        new = int(rng.integers(m))
+        if in_sample[new]:
+            continue
+        old = sample[j]
+        so, sn = strata[old], strata[new]
+        ar = np.arange(p)
+        delta = 0
+        c = counts
+        # moving one site from stratum so[k] to sn[k] in every covariate k
+        for k in range(p):
+            if so[k] == sn[k]:
+                continue
+            delta += abs(c[k, so[k]] - 2) - abs(c[k, so[k]] - 1)
+            delta += abs(c[k, sn[k]]) - abs(c[k, sn[k]] - 1)
+        if delta <= 0 or rng.uniform() < math.exp(-delta / max(temp, 1e-9)):
+            c[ar, so] -= 1
+            c[ar, sn] += 1
+            sample[j] = new
+            in_sample[old], in_sample[new] = False, True
+            obj += delta
+        temp *= 0.9995
+        if obj == 0:
+            break
+    return np.sort(sample)
+
+
+def result_table(
+    result: DesignResult,
+    xy: np.ndarray,
+    lonlat: tuple[np.ndarray, np.ndarray],
+    rowcol: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """One row per site: rank, coordinates and the predicted cumulative reduction (%) of
+    every target's range after it (``reduction_<zone>_<interval>_pct``)."""
+    f = result.range_factor()
+    idx = result.cells
+    out = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(idx) + 1),
+            "x": xy[idx, 0],
+            "y": xy[idx, 1],
+            "lon": lonlat[0][idx],
+            "lat": lonlat[1][idx],
+            "row": rowcol[0][idx] if rowcol is not None else -1,
+            "col": rowcol[1][idx] if rowcol is not None else -1,
+            "gain_kriging_share": np.round(result.gain_kriging, 4),
+            "gain_dissimilarity_share": np.round(result.gain_dissimilarity, 4),
+        }
+    )
+    for j, t in enumerate(result.targets):
+        out[f"reduction_{_slug(t)}_pct"] = np.round(100.0 * (1.0 - f[1:, j]), 3)
+    return out
+
+
+def _slug(t: Target) -> str:
+    return f"{t.zone.replace(' ', '_')}_{t.interval.replace('-', '_')}"
+
+
+def target_table(
+    result: DesignResult, current: Mapping[Target, tuple[float, float, float]] | None = None
+) -> pd.DataFrame:
+    """One row per target: predicted range factor and, given the run's current
+    ``(median, lower, upper)``, the current and expected half-widths (same unit)."""
+    f = result.range_factor()[-1]
+    rows = []
+    for j, t in enumerate(result.targets):
+        row: dict[str, Any] = {
+            "zone": t.zone,
+            "interval": t.interval,
+            "n_sites": len(result.cells),
+            "range_factor": round(float(f[j]), 5),
+            "expected_reduction_pct": round(100.0 * (1.0 - float(f[j])), 3),
+        }
+        if current is not None and t in current:
+            med, lo, hi = current[t]
+            row["total"] = med
+            row["half_width_now"] = (hi - lo) / 2.0
+            row["half_width_expected"] = (hi - lo) / 2.0 * float(f[j])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# =============================================================================== a fitted run
+@dataclass
+class Cells:
+    """The land cells of a run's grid that have a prediction in every target interval."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    xy: np.ndarray  # working CRS, metres
+    lonlat: tuple[np.ndarray, np.ndarray]
+    area: np.ndarray
+    zone_weights: dict[str, np.ndarray]
+    covariates: pd.DataFrame  # x, y (working CRS) and the covariates
+
+
+def _zone_weights(layout: Any, flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Share of every land cell (flat grid indices) in each zone of a ``ZoneLayout``."""
+    ny, nx = layout.grid.shape
+    out = {name: np.zeros(flat.size) for name in layout.names}
+    pos = np.full(ny * nx, -1, dtype=np.int64)
+    pos[flat] = np.arange(flat.size)
+    if isinstance(layout.source, ZoneCoverage):
+        index, (p_cell, p_zone, p_frac) = layout.source.block(slice(0, ny), slice(0, nx))
+        index = index.ravel()
+    else:
+        index = np.asarray(layout.source).ravel()
+        p_cell = np.zeros(0, np.int64)
+        p_zone = p_cell
+        p_frac = np.zeros(0)
+    for i, name in enumerate(layout.names):
+        out[name] += (index[flat] == i).astype(float)
+        sel = (p_zone == i) & (pos[p_cell] >= 0)
+        np.add.at(out[name], pos[p_cell[sel]], p_frac[sel])
+    return out
+
+
+def read_cells(
+    run: Any, grid: Any, stack: Any, layout: Any, labels: Sequence[str], *, coord_names=("x", "y")
+) -> Cells:
+    """Land cells with a mean and std in every interval of ``labels``, their covariates,
+    areas and zone shares (maps read through ``run``, a :class:`mapping.layout.RunFolder`)."""
+    import pyproj
+
+    land = np.ones(grid.shape, bool)
+    for label in labels:
+        top, bottom = parse_interval(label)
+        for stat in ("mean", "std"):
+            path = run.map_file(top, bottom, stat)
+            if not path.exists():
+                raise InputError(f"{path}: map not found; run `socmap run` on the config first")
+            a = np.asarray(io.open_raster(path, chunks=None)).squeeze()
+            land &= np.isfinite(a)
+    names = list(stack.data_vars)
+    values = {k: np.asarray(stack[k].values).reshape(grid.shape) for k in names}
+    for a in values.values():
+        land &= np.isfinite(a)
+    rows, cols = np.nonzero(land)
+    flat = rows * grid.shape[1] + cols
+    x, y = grid.working_xy(rows, cols)
+    gx, gy = grid.xy(rows, cols)
+    lon, lat = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(gx, gy)
+    cov = pd.DataFrame({coord_names[0]: x, coord_names[1]: y} | {k: values[k][land] for k in names})
+    area = np.asarray(grid.cell_area())[land]
+    return Cells(
+        rows=rows,
+        cols=cols,
+        xy=np.column_stack([x, y]),
+        lonlat=(np.asarray(lon), np.asarray(lat)),
+        area=area,
+        zone_weights=_zone_weights(layout, flat),
+        covariates=cov,
+    )
+
+
+def interval_errors(
+    run: Any, label: str, cells: Cells, grid: Any, common_sd: float, categorical: Sequence[str] = ()
+) -> IntervalErrors:
+    """The error model of interval ``label`` of a fitted run on ``cells``."""
+    top, bottom = parse_interval(label)
+    mask = np.zeros(grid.shape, bool)
+    mask[cells.rows, cells.cols] = True
+    mean = np.asarray(io.open_raster(run.map_file(top, bottom, "mean"), chunks=None)).squeeze()
+    std = np.asarray(io.open_raster(run.map_file(top, bottom, "std"), chunks=None)).squeeze()
+    model_file = run.model_file(label)
+    if not model_file.exists():
+        raise InputError(f"{model_file}: no fitted model for interval {label}")
+    model = io.read_model(model_file)
+    variogram = residual_variogram(model)
+    log = bool(getattr(model, "log_transform", False))
+    em = (
+        io.read_model(run.error_model_file(label)) if run.error_model_file(label).exists() else None
+    )
+    aoa = io.read_model(run.aoa_file(label)) if run.aoa_file(label).exists() else None
+    noise = float(em.noise_var) if em is not None and em.noise_var > 0 else float(variogram.nugget)
+    out = IntervalErrors(
+        label=label,
+        mean=mean[cells.rows, cells.cols].astype(float),
+        std=std[cells.rows, cells.cols].astype(float),
+        variogram=variogram,
+        log=log,
+        common_sd=float(common_sd),
+        noise_var=noise,
+    )
+    if em is not None and aoa is not None:
+        X = cells.covariates[list(aoa.layout_.names)].copy()
+        for name in categorical:
+            if name in X:
+                X[name] = X[name].astype("int64")
+        out.features = aoa._standardise(aoa._encode(X)) / aoa.mean_distance_
+        out.di = aoa.predict(X)[0]
+        out.factor = em.factor
+        out.additive = em.kind == "additive"
+        out.di_undefined = float(em.di_max) + 1.0
+    return out

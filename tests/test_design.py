@@ -1,0 +1,400 @@
+"""``mapping.design``: the greedy design against brute-force Gaussian conditioning, the DI
+effect, reachability, the baselines, and ``socmap design`` on a fitted sample run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy.spatial.distance import cdist
+
+from mapping.design import (
+    ALL_ZONES,
+    IntervalErrors,
+    Target,
+    _structured_correlation,
+    clhs_sites,
+    coverage_sites,
+    greedy_design,
+    parse_target,
+)
+from mapping.exceptions import InputError, InvalidParameter
+from mapping.models.variogram import Variogram
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOW = ROOT / "workflows" / "sample.yaml"
+
+
+def _grid(ny: int, nx: int, step: float = 1000.0):
+    rows, cols = np.divmod(np.arange(ny * nx), nx)
+    xy = np.column_stack([(cols + 0.5) * step, -(rows + 0.5) * step])
+    return rows, cols, xy
+
+
+def _errors(n: int, *, sd=0.3, mean=10.0, rng=5000.0, nugget=0.01, **kw) -> IntervalErrors:
+    return IntervalErrors(
+        label="0-30",
+        mean=np.full(n, mean),
+        std=np.full(n, sd) if np.isscalar(sd) else np.asarray(sd, float),
+        variogram=Variogram("exponential", psill=0.09, range=rng, nugget=nugget),
+        log=False,
+        noise_var=kw.pop("noise_var", 0.02),
+        **kw,
+    )
+
+
+def test_sequential_conditioning_equals_brute_force() -> None:
+    """Blocks of one cell: the predicted variance after k sites is the Gaussian conditional
+    variance of the total computed directly from the dense covariance."""
+    ny, nx = 8, 9
+    rows, cols, xy = _grid(ny, nx)
+    n = ny * nx
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.1, 0.5, n)
+    e = _errors(n, sd=sd)
+    area = np.full(n, 1e6)
+    zone = {"a": (cols < 5).astype(float), "b": (cols >= 5).astype(float)}
+    targets = [Target("a", "0-30"), Target(ALL_ZONES, "0-30")]
+    res = greedy_design(
+        rows=rows,
+        cols=cols,
+        xy=xy,
+        area=area,
+        zone_weights=zone,
+        errors=[e],
+        targets=targets,
+        n=4,
+        max_blocks=n,
+        n_candidates=n,
+    )
+    # dense model: cell errors sd_i sd_j rho(h), rho(0) = 1 (the nugget is the cell's own)
+    rho = _structured_correlation(e.variogram, cdist(xy, xy))
+    np.fill_diagonal(rho, 1.0)
+    C = sd[:, None] * sd[None, :] * rho
+    for k in range(5):
+        S = res.cells[:k]
+        for j, t in enumerate(targets):
+            w = area * (zone["a"] if t.zone == "a" else zone["a"] + zone["b"])
+            var = w @ C @ w
+            if k:
+                rho_ss = _structured_correlation(e.variogram, cdist(xy[S], xy[S]))
+                Kss = sd[S, None] * sd[None, S] * rho_ss
+                np.fill_diagonal(Kss, sd[S] ** 2 + e.noise_var)
+                Kst = (
+                    sd[S, None]
+                    * sd[None, :]
+                    * _structured_correlation(e.variogram, cdist(xy[S], xy))
+                ) @ w
+                var -= Kst @ np.linalg.solve(Kss, Kst)
+            assert res.variance[k, j] == pytest.approx(var, rel=1e-9)
+    # and every step shrinks both totals
+    assert np.all(np.diff(res.variance, axis=0) < 0)
+
+
+def test_first_site_is_the_best_single_site() -> None:
+    ny, nx = 6, 7
+    rows, cols, xy = _grid(ny, nx)
+    n = ny * nx
+    sd = np.where(cols >= 4, 0.6, 0.1)  # the right part is far less certain
+    e = _errors(n, sd=sd)
+    zone = {"z": np.ones(n)}
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("z", "0-30")],
+        1,
+        max_blocks=n,
+        n_candidates=n,
+    )
+    assert cols[res.cells[0]] >= 4
+    gains = []
+    for x in range(n):
+        r = greedy_design(
+            xy,
+            rows,
+            cols,
+            np.full(n, 1e6),
+            zone,
+            [e],
+            [Target("z", "0-30")],
+            1,
+            max_blocks=n,
+            n_candidates=n,
+            reachable=np.arange(n) == x,
+        )
+        gains.append(r.variance[0, 0] - r.variance[1, 0])
+    assert res.variance[0, 0] - res.variance[1, 0] == pytest.approx(max(gains), rel=1e-12)
+
+
+def test_target_zone_draws_the_sites() -> None:
+    """With the target in the left zone and a short range, every site lies in or next to it."""
+    rows, cols, xy = _grid(10, 20)
+    n = len(rows)
+    e = _errors(n, rng=1500.0)
+    zone = {"left": (cols < 10).astype(float), "right": (cols >= 10).astype(float)}
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("left", "0-30")],
+        8,
+        max_blocks=n,
+        n_candidates=n,
+    )
+    assert np.all(cols[res.cells] < 11)
+    assert res.range_factor()[-1, 0] < 1.0
+
+
+def test_dissimilar_cells_are_sampled_for_the_trend() -> None:
+    """Two patches far apart, one like the profiles (DI 0) and one unlike them (DI 2): with no
+    spatial reach, the first site goes to the dissimilar patch and its cells' variance falls
+    by the error model's ratio, r(0) / r(2)."""
+    rows, cols, xy = _grid(6, 20, step=10_000.0)
+    n = len(rows)
+    odd = cols >= 10
+    feats = np.where(odd, 2.0, 0.0)[:, None] + np.random.default_rng(1).normal(0, 1e-3, (n, 1))
+    di = np.abs(feats[:, 0])
+    ratio = lambda d: 1.0 + 2.0 * np.asarray(d)  # noqa: E731  r(DI): 1 at 0, 5 at 2
+    sd = np.sqrt(0.05 * ratio(di))
+    e = _errors(n, sd=sd, rng=1.0, nugget=0.0, features=feats, di=di, factor=ratio)
+    zone = {"z": np.ones(n)}
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        zone,
+        [e],
+        [Target("z", "0-30")],
+        1,
+        max_blocks=n,
+        n_candidates=n,
+    )
+    assert odd[res.cells[0]]
+    assert res.gain_dissimilarity[0] > 0.9
+    # uncorrelated cells: Var(T) = sum (a sd)^2; the odd cells fall from r(2) = 5 to about
+    # r(0) = 1 (their DI to the new site ~ 0); the site's own cell is kriged away on top
+    w = np.full(n, 1e6)
+    before = np.sum((w * sd) ** 2)
+    sd_after = np.where(
+        odd, np.sqrt(0.05 * ratio(np.abs(feats[:, 0] - feats[res.cells[0], 0]))), sd
+    )
+    after = np.sum((w * sd_after) ** 2)
+    x = res.cells[0]
+    after -= (w[x] * sd_after[x] ** 2) ** 2 / (sd_after[x] ** 2 + e.noise_var)
+    assert res.variance[1, 0] == pytest.approx(after, rel=1e-3)
+    assert res.variance[0, 0] == pytest.approx(before, rel=1e-9)
+
+
+def test_only_reachable_cells_and_bad_arguments() -> None:
+    rows, cols, xy = _grid(8, 8)
+    n = len(rows)
+    e = _errors(n)
+    reach = rows < 2
+    res = greedy_design(
+        xy,
+        rows,
+        cols,
+        np.full(n, 1e6),
+        {"z": np.ones(n)},
+        [e],
+        [Target("z", "0-30")],
+        5,
+        reachable=reach,
+    )
+    assert reach[res.cells].all() and len(set(res.cells)) == 5
+    with pytest.raises(InvalidParameter):
+        greedy_design(
+            xy, rows, cols, np.full(n, 1e6), {"z": np.ones(n)}, [e], [Target("z", "0-30")], 0
+        )
+    with pytest.raises(InputError, match="reachable"):
+        greedy_design(
+            xy,
+            rows,
+            cols,
+            np.full(n, 1e6),
+            {"z": np.ones(n)},
+            [e],
+            [Target("z", "0-30")],
+            17,
+            reachable=reach,
+        )
+
+
+def test_parse_target() -> None:
+    zones, ivs = ["continuous", "sporadic"], ["0-30", "0-100"]
+    assert parse_target("continuous/0-100", zones, ivs) == Target("continuous", "0-100")
+    assert parse_target("all/0-30", zones, ivs) == Target(ALL_ZONES, "0-30")
+    for bad, word in [
+        ("tundra/0-30", "unknown zone"),
+        ("continuous/0-200", "not in the run"),
+        ("continuous", "ZONE/INTERVAL"),
+        ("continuous/abc", "depth interval"),
+    ]:
+        with pytest.raises(InputError, match=word):
+            parse_target(bad, zones, ivs)
+
+
+def test_clhs_fills_every_stratum_and_coverage_spreads() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.uniform(size=(5000, 3))
+    idx = clhs_sites(X, 20, seed=1, iterations=60000)
+    assert len(set(idx)) == 20
+    for k in range(3):
+        strata = np.searchsorted(np.quantile(X[:, k], np.linspace(0, 1, 21)[1:-1]), X[idx, k])
+        assert len(set(strata)) >= 18  # (almost) one site per stratum of every covariate
+    _, _, xy = _grid(30, 30)
+    cov = coverage_sites(xy, 9, seed=0)
+    assert len(set(cov)) == 9
+    # 9 k-means sites on a 30 x 30 square: no two closer than a third of its side / 2
+    d = cdist(xy[cov], xy[cov]) + np.eye(9) * 1e9
+    assert d.min() > 30 * 1000.0 / 6
+
+
+# ------------------------------------------------------------------ on a fitted run
+def _config(tmp: Path) -> Path:
+    cfg = yaml.safe_load(WORKFLOW.read_text())
+
+    def absolute(p: str) -> str:
+        return str((WORKFLOW.parent / p).resolve())
+
+    cfg["output"] = str(tmp / "out")
+    cfg["profiles"]["path"] = absolute(cfg["profiles"]["path"])
+    for cov in cfg["covariates"]:
+        cov["path"] = absolute(cov["path"])
+    cfg["zones"]["path"] = absolute(cfg["zones"]["path"])
+    cfg["stocks"]["depths"] = ["0-30"]
+    cfg["model"]["params"]["n_estimators"] = 40
+    cfg["uncertainty"] = {"n_realizations": 20}
+    cfg["scheduler"] = "threads"
+    path = tmp / "sample.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mapping.config import load_config
+    from mapping.run import run_stages, stage_list
+
+    cfg_path = _config(tmp_path_factory.mktemp("design"))
+    cfg = load_config(cfg_path)
+    run_stages(cfg, stage_list(cfg), until="uncertainty", echo=lambda m: None)
+    return cfg_path
+
+
+def test_cli_writes_sites_with_expected_reductions(fitted: Path, tmp_path: Path) -> None:
+    import pyogrio
+
+    from mapping.cli import main
+
+    out = tmp_path / "sites.gpkg"
+    code = main(
+        [
+            "design",
+            str(fitted),
+            "--n",
+            "6",
+            "--target",
+            "isolated/0-30",
+            "--target",
+            "all/0-30",
+            "--max-distance-km",
+            "100",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    gdf = pyogrio.read_dataframe(out)
+    assert len(gdf) == 6 and gdf.crs.to_epsg() == 4326
+    red = gdf["reduction_isolated_0_30_pct"].to_numpy()
+    assert np.all(np.diff(red) >= 0) and 0 < red[-1] < 100
+    targets = pd.read_csv(out.with_name("sites_targets.csv"))
+    assert set(targets["zone"]) == {"isolated", "all zones"}
+    assert (targets["half_width_expected"] < targets["half_width_now"]).all()
+    # within 100 km of a profile
+    from mapping.config import load_config
+    from mapping.io import read_table
+
+    cfg = load_config(fitted)
+    tr = read_table(Path(cfg.output) / "training" / "training.parquet")
+    d = cdist(gdf[["x", "y"]].to_numpy(), tr[["x", "y"]].to_numpy()).min(axis=1)
+    assert d.max() <= 100_000.0
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["--n", "0"], "--n"),
+        (["--n", "3", "--target", "tundra/0-30"], "unknown zone"),
+        (["--n", "3", "--target", "all/0-100"], "not in the run"),
+        (["--n", "3", "--access", "/nonexistent/cost.tif"], "access raster not found"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], word: str
+) -> None:
+    from mapping.cli import main
+
+    out = tmp_path / "x.gpkg"
+    assert main(["design", str(fitted), *args, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and word in err[0]
+    assert not out.exists()
+
+
+def test_cli_run_not_fitted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mapping.cli import main
+
+    cfg = _config(tmp_path)
+    assert main(["design", str(cfg), "--n", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not fitted" in err[0]
+
+
+def test_report_shows_the_proposed_sites(fitted: Path) -> None:
+    from mapping.cli import main
+    from mapping.config import load_config
+    from mapping.report import build_report
+
+    assert main(["design", str(fitted), "--n", "3", "--target", "all/0-30"]) == 0
+    out = Path(load_config(fitted).output)
+    assert (out / "design" / "sites.gpkg").exists()
+    files = build_report(out)
+    assert "figures/design_sites.png" in {str(k) for k in files}
+    md = (out / "report" / "report.md").read_text()
+    assert "3 new profile sites proposed" in md
+
+
+def test_roads_layer_gives_points_along_its_lines(tmp_path: Path) -> None:
+    """``--roads``: a line 100 km long becomes vertices every half cell, in the working CRS."""
+    import geopandas as gpd
+    import shapely
+    from affine import Affine
+
+    from mapping.grid import Grid
+    from mapping.run.design import _vector_points
+
+    grid = Grid("EPSG:6931", Affine(5000.0, 0, 0.0, 0, -5000.0, 0.0), (40, 40))
+    line = shapely.LineString([(10_000.0, -10_000.0), (110_000.0, -10_000.0)])
+    path = tmp_path / "roads.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[line], crs="EPSG:6931").to_file(path)
+    pts = _vector_points(path, grid)
+    assert pts[:, 0].min() == pytest.approx(10_000.0) and pts[:, 0].max() == pytest.approx(
+        110_000.0
+    )
+    assert np.allclose(pts[:, 1], -10_000.0)
+    assert np.diff(np.sort(pts[:, 0])).max() <= 2500.0 + 1e-6
+    with pytest.raises(InputError, match="not found"):
+        _vector_points(tmp_path / "none.gpkg", grid)
