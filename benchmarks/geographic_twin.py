@@ -93,14 +93,28 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     table["difference_pct"] = 100 * (table["total_geographic"] / table["total_projected"] - 1)
+    # the map totals (Table 2's headline): free of the Monte Carlo medians' sampling noise
+    # (with 100 realizations, about 1 % of a zone total)
+    maps = {
+        grid: pd.read_csv(out / grid / "run" / "zones" / "storage.csv").set_index(
+            ["zone", "interval"]
+        )["storage_pg"]
+        for grid in ("projected", "geographic")
+    }
+    map_diff = 100 * (maps["geographic"] / maps["projected"] - 1)
     pd.set_option("display.width", 160)
+    print("\nzone totals of the mean maps (Pg; Table 2's headline)")
+    print(pd.DataFrame({**maps, "difference_pct": map_diff}).round(4).to_string())
     print("\nzone totals (Pg, median of the Monte Carlo draws)")
     print(table.round(4).to_string())
     cov = pd.DataFrame({"projected": cover["projected"], "geographic": cover["geographic"]})
     cov["difference"] = cov["geographic"] - cov["projected"]
     print("\npixel coverage of the 90 % intervals against the truth")
     print(cov.round(4).to_string())
-    print(f"\nlargest |difference| of zone totals: {table['difference_pct'].abs().max():.2f} %")
+    print(f"\nlargest |difference| of map zone totals: {map_diff.abs().max():.2f} %")
+    print(
+        f"largest |difference| of Monte Carlo medians: {table['difference_pct'].abs().max():.2f} %"
+    )
     print(f"largest |difference| of pixel coverage: {cov['difference'].abs().max():.4f}")
     print(f"outputs in {out}")
     return 0
