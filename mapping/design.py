@@ -512,7 +512,7 @@ def greedy_design(
         for si, st in enumerate(states):
             h = np.sqrt(((xy[cand] - xy[cand[best]]) ** 2).sum(-1))
             rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
-            if st.fxb is not None:
+            if st.fxb is not None and st.fcand is not None:
                 st.fb = np.minimum(st.fb, st.fxb[best])
                 d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
                 st.fx = np.minimum(st.fx, _factor(st.errs, d))

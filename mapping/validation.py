@@ -920,6 +920,7 @@ def fit_interval(
         errors = np.where(tested & np.isfinite(errors), errors, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             target = np.log(np.asarray(y, dtype=float)) if log else np.asarray(y, dtype=float)
+        assert area is not None  # fitted above whenever an error model is
         slope = feature_variogram_slope(
             area.transform(X), target, unit=area.mean_distance_, random_state=0
         )

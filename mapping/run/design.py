@@ -161,6 +161,7 @@ def _profile_points(d: DesignRun) -> np.ndarray:
 
     table = io.read_table(d.ctx.folder.training)
     grid = d.ctx.grid
+    assert grid is not None  # design_inputs builds it
     t = pyproj.Transformer.from_crs(d.cfg.profiles.crs, grid.crs, always_xy=True)
     gx, gy = t.transform(table["lon"].to_numpy(float), table["lat"].to_numpy(float))
     wx, wy = grid.to_working(np.asarray(gx), np.asarray(gy))
