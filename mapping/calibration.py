@@ -38,9 +38,9 @@ and ``b`` the excess squared error of the CV points beyond their own fold's rang
 Intervals are Gaussian in the model's scale (log scale for log models, then
 exponentiated), with standard deviation ``sqrt(v)``.
 
-:func:`regional_error_sd` estimates the regional error shared by the cells of a zone
-from the same cross-validation errors, with more degrees of freedom than the fold
-means give (see its docstring).
+The regional error shared by the cells of a zone, estimated from the same
+cross-validation errors (:func:`regional_error_sd`, :func:`spatial_groups`), is in
+:mod:`mapping.residual_errors` and importable from here too.
 
 Everything here is pure NumPy/pandas: no file I/O and no configuration.
 """
@@ -58,6 +58,7 @@ from scipy.stats import norm
 
 from mapping.exceptions import ModelError
 from mapping.models.base import gaussian_stats, quantile_pair, selected_statistics
+from mapping.residual_errors import regional_error_sd, spatial_groups
 
 __all__ = [
     "CalibratedModel",
@@ -413,38 +414,10 @@ def fit_error_model(
         raise ModelError(f"extrapolate must be one of {EXTRAPOLATIONS}, got {extrapolate!r}")
     if not noise_var >= 0:
         raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")
-    e = np.asarray(errors, dtype=float).ravel()
-    s2 = np.asarray(model_var, dtype=float).ravel()
-    d = np.asarray(di, dtype=float).ravel()
-    if not e.size == s2.size == d.size:
-        raise ModelError(f"errors, model_var and di have {e.size}, {s2.size} and {d.size} values")
-    x = np.zeros(e.size) if xd is None else np.asarray(xd, dtype=float).ravel()
-    if x.size != e.size:
-        raise ModelError(f"xd has {x.size} values for {e.size} errors")
-    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
-    e, s2, d, x = e[ok], s2[ok], d[ok], x[ok]
+    e, s2, d, x = _cv_points(errors, model_var, di, xd, min_per_bin)
     n = int(e.size)
-    if n < max(min_per_bin, 2):
-        raise ModelError(
-            f"the error model needs at least {max(min_per_bin, 2)} cross-validated points "
-            f"with an error, a variance and a DI; got {n}"
-        )
-    order = np.argsort(d, kind="stable")
-    e, s2, d, x = e[order], s2[order], d[order], x[order]
     n_bins = int(np.clip(n // min_per_bin, 1, max_bins))
-    edges = np.linspace(0, n, n_bins + 1).round().astype(int)
-    knots = np.empty(n_bins)
-    raw = np.empty(n_bins)
-    counts = np.diff(edges)
-    base = np.maximum(s2 - noise_var, 0.0)
-    for b in range(n_bins):
-        sl = slice(edges[b], edges[b + 1])
-        knots[b] = d[sl].mean()
-        if kind == "ratio":
-            den = base[sl].sum()
-            raw[b] = (e[sl] ** 2 - noise_var).sum() / den if den > 0 else np.inf
-        else:
-            raw[b] = np.mean(e[sl] ** 2 - s2[sl])
+    knots, raw, counts = _binned_excess(e, s2, d, kind, noise_var, n_bins)
     if kind == "ratio":
         if not np.isfinite(raw).all():
             raise ModelError("the model's variance is not above noise_var in a DI bin")
@@ -454,12 +427,7 @@ def fit_error_model(
     values = _pava(raw_fit, counts.astype(float))
     slope = 0.0
     if extrapolate == "linear" and n_bins >= 2 and np.ptp(knots) > 0:
-        w = counts.astype(float)
-        xm = np.average(knots, weights=w)
-        ym = np.average(values, weights=w)
-        slope = float(
-            max(np.sum(w * (knots - xm) * (values - ym)) / np.sum(w * (knots - xm) ** 2), 0.0)
-        )
+        slope = _rising_slope(knots, values, counts.astype(float))
     # duplicate knots (ties in DI) would break np.interp's ordering: nudge them apart
     knots = np.maximum.accumulate(knots + np.arange(n_bins) * 1e-12)
     em = ErrorModel(
@@ -489,6 +457,59 @@ def fit_error_model(
     if range_cap is not None and observed_var is not None and np.isfinite(observed_var):
         cap = float(range_cap) * float(observed_var)
     return dataclasses.replace(em, range_coef=coef, range_linear=linear, range_cap=cap)
+
+
+def _cv_points(
+    errors: Any, model_var: Any, di: Any, xd: Any, min_per_bin: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Errors, variances, DIs and extrapolation distances of the usable CV points,
+    sorted by DI."""
+    e = np.asarray(errors, dtype=float).ravel()
+    s2 = np.asarray(model_var, dtype=float).ravel()
+    d = np.asarray(di, dtype=float).ravel()
+    if not e.size == s2.size == d.size:
+        raise ModelError(f"errors, model_var and di have {e.size}, {s2.size} and {d.size} values")
+    x = np.zeros(e.size) if xd is None else np.asarray(xd, dtype=float).ravel()
+    if x.size != e.size:
+        raise ModelError(f"xd has {x.size} values for {e.size} errors")
+    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
+    e, s2, d, x = e[ok], s2[ok], d[ok], x[ok]
+    n = int(e.size)
+    if n < max(min_per_bin, 2):
+        raise ModelError(
+            f"the error model needs at least {max(min_per_bin, 2)} cross-validated points "
+            f"with an error, a variance and a DI; got {n}"
+        )
+    order = np.argsort(d, kind="stable")
+    return e[order], s2[order], d[order], x[order]
+
+
+def _binned_excess(
+    e: np.ndarray, s2: np.ndarray, d: np.ndarray, kind: str, noise_var: float, n_bins: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean DI, raw ratio (or additive excess) and count of ``n_bins`` equal-count DI bins."""
+    n = e.size
+    edges = np.linspace(0, n, n_bins + 1).round().astype(int)
+    knots = np.empty(n_bins)
+    raw = np.empty(n_bins)
+    counts = np.diff(edges)
+    base = np.maximum(s2 - noise_var, 0.0)
+    for b in range(n_bins):
+        sl = slice(edges[b], edges[b + 1])
+        knots[b] = d[sl].mean()
+        if kind == "ratio":
+            den = base[sl].sum()
+            raw[b] = (e[sl] ** 2 - noise_var).sum() / den if den > 0 else np.inf
+        else:
+            raw[b] = np.mean(e[sl] ** 2 - s2[sl])
+    return knots, raw, counts
+
+
+def _rising_slope(knots: np.ndarray, values: np.ndarray, w: np.ndarray) -> float:
+    """Non-negative slope of the weighted least-squares line through the bins."""
+    xm = np.average(knots, weights=w)
+    ym = np.average(values, weights=w)
+    return float(max(np.sum(w * (knots - xm) * (values - ym)) / np.sum(w * (knots - xm) ** 2), 0.0))
 
 
 def feature_variogram_slope(
@@ -570,147 +591,6 @@ def interval_log_moments(
     mu = (z_hi * lo - z_lo * hi) / (z_hi - z_lo)
     s = (hi - lo) / (z_hi - z_lo)
     return mu, s**2
-
-
-def spatial_groups(
-    coords: Any, folds: Any, size: int = 15, *, random_state: int | None = 0
-) -> np.ndarray:
-    """Cut every CV fold's held-out points into compact spatial clusters.
-
-    Within each fold, k-means on the coordinates makes ``max(1, n_fold // size)``
-    clusters, so each group is a patch of profiles that were held out together:
-    its mean error is the model's error over that patch, as predicted without
-    it. Rows with fold ``< 0`` (never tested) get group ``-1``.
-
-    Parameters
-    ----------
-    coords
-        ``(n, 2)`` projected coordinates.
-    folds
-        CV fold label per row.
-    size
-        Target number of points per group.
-    random_state
-        Seed of k-means.
-
-    Returns
-    -------
-    ndarray of int
-        Group label per row (unique across folds).
-    """
-    from sklearn.cluster import KMeans
-
-    xy = np.asarray(coords, dtype=float)
-    f = np.asarray(folds).ravel()
-    if xy.ndim != 2 or xy.shape != (f.size, 2):
-        raise ModelError(f"coords must be ({f.size}, 2), got {xy.shape}")
-    if size < 2:
-        raise ModelError(f"size must be at least 2, got {size}")
-    out = np.full(f.size, -1, dtype=int)
-    nxt = 0
-    for label in np.unique(f[f >= 0]):
-        idx = np.flatnonzero(f == label)
-        k = max(1, len(idx) // int(size))
-        if k == 1:
-            lab = np.zeros(len(idx), dtype=int)
-        else:
-            km = KMeans(n_clusters=k, n_init=4, random_state=random_state)
-            lab = km.fit_predict(xy[idx])
-        out[idx] = nxt + lab
-        nxt += k
-    return out
-
-
-def _one_way_components(e: np.ndarray, g: np.ndarray) -> tuple[float, float, float, int]:
-    """One-way random effects, method of moments for unbalanced groups.
-
-    Returns ``(between-group variance, within-group variance, n0, df_between)``;
-    ``E[MSB] = s_w^2 + n0 tau^2`` and ``E[MSW] = s_w^2`` (Searle et al. 1992, ch. 3).
-    """
-    labels, inv, n_g = np.unique(g, return_inverse=True, return_counts=True)
-    G, N = len(labels), len(e)
-    if G < 2 or N - G < 1:
-        return 0.0, float(np.var(e, ddof=1)) if N > 1 else 0.0, 1.0, 0
-    means = np.bincount(inv, weights=e) / n_g
-    grand = e.mean()
-    msb = float(np.sum(n_g * (means - grand) ** 2) / (G - 1))
-    msw = float(np.sum((e - means[inv]) ** 2) / (N - G))
-    n0 = float((N - np.sum(n_g**2) / N) / (G - 1))
-    return msb, msw, n0, G - 1
-
-
-def regional_error_sd(
-    errors: Any | dict[str, Any],
-    groups: Any | dict[str, Any],
-    *,
-    pool: bool = True,
-) -> dict[str, float] | float:
-    """Standard deviation of the regional error shared by the cells of a zone.
-
-    The errors of held-out profiles are split into a part shared by a group
-    (the model's error over the area the group covers, as predicted without
-    it) and a part of their own; the one-way random-effects method of moments
-    for unbalanced groups separates them: ``tau^2 = max(0, (MSB - MSW) / n0)``
-    on ``G - 1`` degrees of freedom for ``G`` groups.
-
-    The scale of ``tau`` is the scale of the groups. With the kNNDM folds as
-    groups (regions of about a zone's size) this is
-    ``mapping.uncertainty.cv_block_error_sd``, on four degrees of freedom for
-    five folds: one noisy estimate can collapse to zero. ``pool=True`` fixes
-    that without changing the scale: the *share* of the error variance that is
-    regional, ``tau^2 / (tau^2 + s_w^2)``, is averaged over the depth intervals
-    (weighted by their degrees of freedom, ``sum(K - 1)``; the intervals share
-    profiles, so fewer effective ones) and applied to each interval's own
-    within-group variance. With :func:`spatial_groups` (compact patches of
-    ~15 held-out profiles) there are ``n / 15 - 1`` degrees of freedom, but a
-    patch is smaller than a zone: its shared error also holds part of the
-    residual's spatial correlation, which the Monte Carlo draws carry already,
-    and ``tau`` comes out wider than a zone's regional error.
-
-    Parameters
-    ----------
-    errors
-        Out-of-fold errors (log scale for log models), or a mapping interval ->
-        errors.
-    groups
-        Group label per error (``-1`` = leave out), or a mapping with the same
-        keys.
-    pool
-        Pool the regional share across intervals (only for mappings).
-
-    Returns
-    -------
-    float or dict
-        ``tau`` (for one interval), or interval -> ``tau``.
-    """
-    single = not isinstance(errors, dict)
-    E = {"_": errors} if single else dict(errors)
-    Gs = {"_": groups} if single else dict(groups)
-    if set(E) != set(Gs):
-        raise ModelError("errors and groups must have the same intervals")
-    comps: dict[str, tuple[float, float, float, int]] = {}
-    for k in E:
-        e = np.asarray(E[k], dtype=float).ravel()
-        g = np.asarray(Gs[k]).ravel()
-        if e.size != g.size:
-            raise ModelError(f"interval {k}: {e.size} errors but {g.size} group labels")
-        ok = np.isfinite(e) & (g >= 0)
-        comps[k] = _one_way_components(e[ok], g[ok])
-    tau2 = {k: max(0.0, (msb - msw) / n0) if df else 0.0 for k, (msb, msw, n0, df) in comps.items()}
-    if single or not pool:
-        out = {k: float(np.sqrt(v)) for k, v in tau2.items()}
-        return out["_"] if single else out
-    dfs = np.array([c[3] for c in comps.values()], dtype=float)
-    shares = np.array(
-        [tau2[k] / (tau2[k] + comps[k][1]) if tau2[k] + comps[k][1] > 0 else 0.0 for k in comps]
-    )
-    share = float(np.sum(dfs * shares) / dfs.sum()) if dfs.sum() > 0 else 0.0
-    return {
-        k: float(np.sqrt(share / (1.0 - share) * comps[k][1]))
-        if share < 1
-        else float(np.sqrt(tau2[k]))
-        for k in comps
-    }
 
 
 def cross_fitted_coverage(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -247,6 +248,49 @@ def _default_trend(random_state: Any) -> Any:
     return QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=random_state)
 
 
+@dataclass(frozen=True)
+class _LayerRows:
+    """Training layers: covariates, coordinates, depths, target, profile index, layer index."""
+
+    cov: pd.DataFrame
+    xy: NDArray
+    top: NDArray
+    bottom: NDArray
+    t: NDArray  # ln mean layer density (or, with a level, its ratio to the level)
+    g: NDArray  # profile index 0 .. n-1
+    layer: NDArray  # index of the break interval holding the layer's middle
+
+    @property
+    def width(self) -> NDArray:
+        return self.bottom - self.top
+
+    def subset(self, keep: NDArray) -> _LayerRows:
+        """The rows ``keep``, profiles renumbered 0 .. n-1."""
+        return _LayerRows(
+            self.cov[keep].reset_index(drop=True),
+            self.xy[keep],
+            self.top[keep],
+            self.bottom[keep],
+            self.t[keep],
+            pd.factorize(self.g[keep])[0],
+            self.layer[keep],
+        )
+
+
+def _layer_variance(spread: NDArray, use: NDArray, layer: NDArray, n_layers: int) -> NDArray:
+    """Within-profile variance per layer: pooled, per layer where 10 rows or more inform it."""
+    pooled = float(np.mean(spread[use] ** 2)) if use.any() else 0.0
+    lv = np.full(n_layers, pooled)
+    enough = np.array([np.sum(use & (layer == i)) >= 10 for i in range(n_layers)])
+    for i in np.flatnonzero(enough):
+        lv[i] = float(np.mean(spread[use & (layer == i)] ** 2))
+    # below the deepest trained layer, keep the deepest estimate
+    if enough.any():
+        last = np.flatnonzero(enough)[-1]
+        lv[last + 1 :] = lv[last]
+    return lv
+
+
 class LayeredDepthModel(RegressorMixin, BaseEstimator):
     """Log layer density with depth as a covariate, plus kriging of profile residuals.
 
@@ -367,6 +411,42 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             residuals); default: rows with the same coordinates.
         """
         b = check_breaks(self.breaks)
+        rows, y = self._layer_rows(X, y, groups, b)
+        trend = _default_trend(self.random_state) if self.trend is None else clone(self.trend)
+        self.level_ = None
+        e = None
+        if self.anchor_cm is not None:
+            rows, e = self._fit_level(trend, rows, y, b)
+        feats = self._features(rows.cov, rows.top, rows.bottom)
+        self.trend_ = clone(trend).fit(feats, rows.t)
+        g = rows.g
+        n_groups = int(g.max()) + 1
+        folds = GroupKFold(n_splits=min(self.cv, n_groups))
+        fitted = cross_val_predict(clone(trend), feats, rows.t, cv=folds, groups=g)
+        r = rows.t - np.asarray(fitted, float)
+
+        if e is None:
+            w = rows.width
+            e = np.bincount(g, weights=w * r) / np.bincount(g, weights=w)
+            spread = r - e[g]
+            use = np.bincount(g)[g] >= 2
+        else:
+            spread = r
+            use = np.ones(len(r), dtype=bool)
+        self.layer_var_ = _layer_variance(spread, use, rows.layer, b.size - 1)
+
+        first = np.unique(g, return_index=True)[1]
+        pxy = rows.xy[first]
+        self.profile_residuals_ = pd.DataFrame({"x": pxy[:, 0], "y": pxy[:, 1], "residual": e})
+        self.residual_var_ = float(np.var(e, ddof=1)) if len(e) > 1 else 0.0
+        self.kriging_ = self._residual_kriging(pxy, e)
+        self.n_profiles_ = n_groups
+        return self
+
+    def _layer_rows(
+        self, X: pd.DataFrame, y: ArrayLike, groups: ArrayLike | None, b: NDArray
+    ) -> tuple[_LayerRows, NDArray]:
+        """The checked training layers (target ``ln`` mean layer density) and their stocks."""
         cov, xy = self._split(X)
         top = X[self.depth_columns[0]].to_numpy(float)
         bottom = X[self.depth_columns[1]].to_numpy(float)
@@ -386,90 +466,60 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             if groups is None
             else pd.factorize(np.asarray(groups))[0]
         )
-        trend = _default_trend(self.random_state) if self.trend is None else clone(self.trend)
-        w = bottom - top
         mid = 0.5 * (top + bottom)
         layer = np.clip(np.searchsorted(b, mid, side="right") - 1, 0, b.size - 2)
-        self.level_ = None
-        if self.anchor_cm is not None:
-            anchor = float(self.anchor_cm)
-            if anchor not in b:
-                raise ModelError(f"anchor_cm={anchor:g} is not one of the layer breaks")
-            inside = bottom <= anchor
-            cover = np.bincount(g, weights=np.where(inside, w, 0.0))
-            has = np.isclose(cover, anchor)
-            if has.sum() < 3:
-                raise ModelError(f"fewer than 3 profiles cover 0-{anchor:g} cm")
-            anchor_density = np.bincount(g, weights=np.where(inside, y, 0.0)) * 100.0 / anchor
-            keep = has[g]
-            cov, xy, top, bottom, t, g = (
-                cov[keep].reset_index(drop=True),
-                xy[keep],
-                top[keep],
-                bottom[keep],
-                t[keep],
-                g[keep],
-            )
-            w, layer = w[keep], layer[keep]
-            g = pd.factorize(g)[0]
-            ln_anchor = np.log(anchor_density[has])
-            first = np.unique(g, return_index=True)[1]
-            # the level: ln mean density of 0-anchor cm, one row per profile
-            level_feats = cov.iloc[first].reset_index(drop=True)
-            self.level_ = clone(trend).fit(level_feats, ln_anchor)
-            folds = GroupKFold(n_splits=min(self.cv, len(first)))
-            fitted = cross_val_predict(
-                clone(trend), level_feats, ln_anchor, cv=folds, groups=np.arange(len(first))
-            )
-            e = ln_anchor - np.asarray(fitted, float)
-            # the shape: ln(layer density / the profile's 0-anchor density), depth as covariate
-            t = t - ln_anchor[g]
-        feats = self._features(cov, top, bottom)
-        self.trend_ = clone(trend).fit(feats, t)
-        n_groups = int(g.max()) + 1
-        folds = GroupKFold(n_splits=min(self.cv, n_groups))
-        fitted = cross_val_predict(clone(trend), feats, t, cv=folds, groups=g)
-        r = t - np.asarray(fitted, float)
+        return _LayerRows(cov, xy, top, bottom, t, g, layer), y
 
-        if self.anchor_cm is None:
-            e = np.bincount(g, weights=w * r) / np.bincount(g, weights=w)
-            spread = r - e[g]
-            use = np.bincount(g)[g] >= 2
-        else:
-            spread = r
-            use = np.ones(len(r), dtype=bool)
-        pooled = float(np.mean(spread[use] ** 2)) if use.any() else 0.0
-        lv = np.full(b.size - 1, pooled)
-        enough = np.array([np.sum(use & (layer == i)) >= 10 for i in range(b.size - 1)])
-        for i in np.flatnonzero(enough):
-            lv[i] = float(np.mean(spread[use & (layer == i)] ** 2))
-        # below the deepest trained layer, keep the deepest estimate
-        if enough.any():
-            last = np.flatnonzero(enough)[-1]
-            lv[last + 1 :] = lv[last]
-        self.layer_var_ = lv
+    def _fit_level(
+        self, trend: Any, rows: _LayerRows, y: NDArray, b: NDArray
+    ) -> tuple[_LayerRows, NDArray]:
+        """Fit ``level_`` on the profiles that cover 0-``anchor_cm`` cm.
 
-        first = np.unique(g, return_index=True)[1]
-        pxy = xy[first]
-        self.profile_residuals_ = pd.DataFrame({"x": pxy[:, 0], "y": pxy[:, 1], "residual": e})
-        self.residual_var_ = float(np.var(e, ddof=1)) if len(e) > 1 else 0.0
-        self.kriging_ = None
-        if self.krige and len(e) >= 3 and np.ptp(e) > 0:
-            ok = OrdinaryKriging(
-                variogram=self.variogram,
-                n_neighbors=self.n_neighbors,
-                cutoff=self.cutoff,
-                n_lags=self.n_lags,
+        Returns those profiles' layers with the shape as target (``ln`` layer density
+        over the profile's 0-anchor density) and the level's out-of-fold residuals.
+        """
+        anchor = float(self.anchor_cm)  # type: ignore[arg-type]
+        if anchor not in b:
+            raise ModelError(f"anchor_cm={anchor:g} is not one of the layer breaks")
+        g = rows.g
+        inside = rows.bottom <= anchor
+        cover = np.bincount(g, weights=np.where(inside, rows.width, 0.0))
+        has = np.isclose(cover, anchor)
+        if has.sum() < 3:
+            raise ModelError(f"fewer than 3 profiles cover 0-{anchor:g} cm")
+        anchor_density = np.bincount(g, weights=np.where(inside, y, 0.0)) * 100.0 / anchor
+        rows = rows.subset(has[g])
+        ln_anchor = np.log(anchor_density[has])
+        first = np.unique(rows.g, return_index=True)[1]
+        # the level: ln mean density of 0-anchor cm, one row per profile
+        level_feats = rows.cov.iloc[first].reset_index(drop=True)
+        self.level_ = clone(trend).fit(level_feats, ln_anchor)
+        folds = GroupKFold(n_splits=min(self.cv, len(first)))
+        fitted = cross_val_predict(
+            clone(trend), level_feats, ln_anchor, cv=folds, groups=np.arange(len(first))
+        )
+        e = ln_anchor - np.asarray(fitted, float)
+        # the shape: ln(layer density / the profile's 0-anchor density), depth as covariate
+        return replace(rows, t=rows.t - ln_anchor[rows.g]), e
+
+    def _residual_kriging(self, pxy: NDArray, e: NDArray) -> OrdinaryKriging | None:
+        """Ordinary kriging of the profile residuals (None without kriging or structure)."""
+        if not (self.krige and len(e) >= 3 and np.ptp(e) > 0):
+            return None
+        ok = OrdinaryKriging(
+            variogram=self.variogram,
+            n_neighbors=self.n_neighbors,
+            cutoff=self.cutoff,
+            n_lags=self.n_lags,
+        )
+        try:
+            ok._fit_xy(pxy, e)
+        except ModelError as exc:  # no spatial structure the variogram fit can find
+            warnings.warn(
+                f"profile residuals not kriged ({exc}); trend only", UserWarning, stacklevel=3
             )
-            try:
-                ok._fit_xy(pxy, e)
-                self.kriging_ = ok
-            except ModelError as exc:  # no spatial structure the variogram fit can find
-                warnings.warn(
-                    f"profile residuals not kriged ({exc}); trend only", UserWarning, stacklevel=2
-                )
-        self.n_profiles_ = n_groups
-        return self
+            return None
+        return ok
 
     # ------------------------------------------------------------------ predict
     def predict_log_density(self, X: pd.DataFrame) -> tuple[NDArray, NDArray]:

@@ -408,6 +408,32 @@ def compute_stocks(
     [6.48]
     """
     ivs = _check_intervals(intervals)
+    _check_harmonisation(method, lam, tolerance_cm)
+    ptf = get_ptf(bulk_density_ptf)
+    valid, invalid = check_horizons(horizons, source, on_invalid, tolerance_cm=tolerance_cm)
+    h = _with_densities(valid, ptf)
+    profiles = _harmonised_profiles(h, method, lam, float(tolerance_cm))
+    frames = []
+    counts = []
+    for a, b in ivs:
+        frame, count = _interval_stocks(profiles, a, b)
+        frames.append(frame)
+        counts.append(count)
+
+    stocks = pd.concat(frames, ignore_index=True).sort_values("_pid", kind="stable")
+    carried = _carried_columns(h)
+    keep = [c for c in carried.columns if c not in stocks.columns]
+    if keep:
+        stocks = stocks.join(carried[keep], on="_pid")
+    stocks = stocks.drop(columns="_pid").reset_index(drop=True)
+    return StocksResult(
+        stocks=stocks,
+        counts=pd.DataFrame(counts, columns=COUNT_COLUMNS),
+        invalid=invalid,
+    )
+
+
+def _check_harmonisation(method: str, lam: float, tolerance_cm: float) -> None:
     if method not in METHODS:
         raise ConfigError(
             f"unknown harmonisation method {method!r}; choose one of: {', '.join(METHODS)}"
@@ -416,10 +442,10 @@ def compute_stocks(
         raise ConfigError(f"spline lambda must be > 0 (got {lam!r})")
     if not tolerance_cm >= 0:
         raise ConfigError(f"depth tolerance must be >= 0 cm (got {tolerance_cm!r})")
-    ptf = get_ptf(bulk_density_ptf)
-    valid, invalid = check_horizons(horizons, source, on_invalid, tolerance_cm=tolerance_cm)
 
-    h = valid
+
+def _with_densities(h: pd.DataFrame, ptf: BulkDensityPTF) -> pd.DataFrame:
+    """Valid horizons with their profile index, row, carbon (and nitrogen) density."""
     bd, imputed = impute_bulk_density(h["soc_pct"], h["bulk_density_g_cm3"], ptf)
     fine = 1.0 - h["coarse_fraction_pct"].to_numpy() / 100.0
     h = h.assign(
@@ -428,12 +454,14 @@ def compute_stocks(
         _rho_c=h["soc_g_kg"].to_numpy() * bd * fine,  # g/kg x g/cm3 = kg C m-3
         _imputed=imputed,
     )
-    has_n = "n_g_kg" in h.columns
-    if has_n:
+    if "n_g_kg" in h.columns:
         h["_rho_n"] = h["n_g_kg"].to_numpy() * bd * fine
+    return h
 
+
+def _layers(h: pd.DataFrame, dens_cols: list[str]) -> pd.DataFrame:
+    """Non-overlapping layers per profile with the area-weighted densities of their horizons."""
     layers, members = layer_table(h)
-    dens_cols = ["_rho_c", "_rho_n"] if has_n else ["_rho_c"]
     mem = members.merge(h[["_row", "horizon_area_pct", *dens_cols]], on="_row")
     w = mem["horizon_area_pct"] / mem.groupby("_layer")["horizon_area_pct"].transform("sum")
     for c in dens_cols:
@@ -441,7 +469,35 @@ def compute_stocks(
     # min_count keeps a missing nitrogen value missing instead of summing to 0
     dens = mem.groupby("_layer")[dens_cols].sum(min_count=1)
     layers = layers.join(dens, on="_layer", how="inner")  # drops tolerated gaps
-    layers = layers.sort_values(["_pid", "u"], kind="stable").reset_index(drop=True)
+    return layers.sort_values(["_pid", "u"], kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _HarmonisedProfiles:
+    """Per-profile depth functions and facts that every interval's stocks are read from."""
+
+    pieces: Pieces  # the fitted depth functions
+    prof: pd.DataFrame  # profile_id, lon, lat per profile index
+    top0: np.ndarray  # top of the first layer
+    reached: np.ndarray  # bottom of the last layer
+    depth_ok: np.ndarray  # depth a profile serves to (infinite when it ends on rock)
+    n_ok: np.ndarray  # nitrogen known in every layer
+    horizons: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # pid, top, bottom, imputed
+    has_n: bool
+    method: str
+    tol: float
+
+    @property
+    def n(self) -> int:
+        return len(self.top0)
+
+
+def _harmonised_profiles(
+    h: pd.DataFrame, method: str, lam: float, tol: float
+) -> _HarmonisedProfiles:
+    has_n = "n_g_kg" in h.columns
+    dens_cols = ["_rho_c", "_rho_n"] if has_n else ["_rho_c"]
+    layers = _layers(h, dens_cols)
 
     n_prof = int(h["_pid"].max()) + 1
     pid = layers["_pid"].to_numpy()
@@ -461,67 +517,67 @@ def compute_stocks(
     prof = h.groupby("_pid", sort=True).agg(
         profile_id=(PROFILE_ID, "first"), lon=("lon", "first"), lat=("lat", "first")
     )
-    carried = _carried_columns(h)
-    hp, ht, hb, himp = (h[c].to_numpy() for c in ("_pid", "top_cm", "bottom_cm", "_imputed"))
-
-    frames = []
-    counts = []
-    tol = float(tolerance_cm)
     on_rock = _ends_on_rock(h, n_prof, reached, tol)
-    depth_ok = np.where(on_rock, np.inf, reached)  # below a lithic contact the stock is zero
-    for a, b in ivs:
-        starts = top0 <= a + tol
-        served = starts & (depth_ok >= b - tol)
-        lo = np.maximum(top0, a)
-        hi = np.maximum(np.minimum(reached, b), lo)  # rock above the interval: zero stock
-        integ = pieces.integrate(lo, hi, n_prof) / 100.0  # density x cm -> kg m-2
-        overlap = (np.minimum(hb, b) - np.maximum(ht, a)) > 0
-        n_hor = np.bincount(hp, weights=overlap, minlength=n_prof).astype(int)
-        n_imp = np.bincount(hp, weights=overlap & himp, minlength=n_prof).astype(int)
-        sel = np.flatnonzero(served)
-        f = pd.DataFrame(
-            {
-                PROFILE_ID: prof["profile_id"].to_numpy()[sel],
-                "lon": prof["lon"].to_numpy()[sel],
-                "lat": prof["lat"].to_numpy()[sel],
-                "top_cm": a,
-                "bottom_cm": b,
-                "soc_stock_kg_m2": integ[sel, 0],
-            }
-        )
-        if has_n:
-            tn = np.where(n_ok, integ[:, 1], np.nan)[sel]
-            f["tn_stock_kg_m2"] = tn
-            with np.errstate(divide="ignore", invalid="ignore"):
-                f["cn_ratio"] = np.where(tn > 0, integ[sel, 0] / tn, np.nan)
-        f["bd_imputed"] = n_imp[sel]
-        f["n_horizons"] = n_hor[sel]
-        f["method"] = method
-        f["depth_reached_cm"] = reached[sel]
-        f["_pid"] = sel
-        frames.append(f)
-        counts.append(
-            {
-                "top_cm": a,
-                "bottom_cm": b,
-                "interval": format_interval(a, b),
-                "n_profiles": len(sel),
-                "n_start_below": int((~starts).sum()),
-                "n_end_above": int((starts & ~served).sum()),
-                "n_on_rock": int((served & (reached < b - tol)).sum()),
-            }
-        )
-
-    stocks = pd.concat(frames, ignore_index=True).sort_values("_pid", kind="stable")
-    keep = [c for c in carried.columns if c not in stocks.columns]
-    if keep:
-        stocks = stocks.join(carried[keep], on="_pid")
-    stocks = stocks.drop(columns="_pid").reset_index(drop=True)
-    return StocksResult(
-        stocks=stocks,
-        counts=pd.DataFrame(counts, columns=COUNT_COLUMNS),
-        invalid=invalid,
+    hp, ht, hb, himp = (h[c].to_numpy() for c in ("_pid", "top_cm", "bottom_cm", "_imputed"))
+    return _HarmonisedProfiles(
+        pieces=pieces,
+        prof=prof,
+        top0=top0,
+        reached=reached,
+        depth_ok=np.where(on_rock, np.inf, reached),  # below a lithic contact the stock is zero
+        n_ok=n_ok,
+        horizons=(hp, ht, hb, himp),
+        has_n=has_n,
+        method=method,
+        tol=tol,
     )
+
+
+def _interval_stocks(
+    p: _HarmonisedProfiles, a: float, b: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Stocks of the profiles that serve ``a``-``b`` cm, and the interval's counts row."""
+    tol, n_prof, reached = p.tol, p.n, p.reached
+    hp, ht, hb, himp = p.horizons
+    starts = p.top0 <= a + tol
+    served = starts & (p.depth_ok >= b - tol)
+    lo = np.maximum(p.top0, a)
+    hi = np.maximum(np.minimum(reached, b), lo)  # rock above the interval: zero stock
+    integ = p.pieces.integrate(lo, hi, n_prof) / 100.0  # density x cm -> kg m-2
+    overlap = (np.minimum(hb, b) - np.maximum(ht, a)) > 0
+    n_hor = np.bincount(hp, weights=overlap, minlength=n_prof).astype(int)
+    n_imp = np.bincount(hp, weights=overlap & himp, minlength=n_prof).astype(int)
+    sel = np.flatnonzero(served)
+    f = pd.DataFrame(
+        {
+            PROFILE_ID: p.prof["profile_id"].to_numpy()[sel],
+            "lon": p.prof["lon"].to_numpy()[sel],
+            "lat": p.prof["lat"].to_numpy()[sel],
+            "top_cm": a,
+            "bottom_cm": b,
+            "soc_stock_kg_m2": integ[sel, 0],
+        }
+    )
+    if p.has_n:
+        tn = np.where(p.n_ok, integ[:, 1], np.nan)[sel]
+        f["tn_stock_kg_m2"] = tn
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f["cn_ratio"] = np.where(tn > 0, integ[sel, 0] / tn, np.nan)
+    f["bd_imputed"] = n_imp[sel]
+    f["n_horizons"] = n_hor[sel]
+    f["method"] = p.method
+    f["depth_reached_cm"] = reached[sel]
+    f["_pid"] = sel
+    count = {
+        "top_cm": a,
+        "bottom_cm": b,
+        "interval": format_interval(a, b),
+        "n_profiles": len(sel),
+        "n_start_below": int((~starts).sum()),
+        "n_end_above": int((starts & ~served).sum()),
+        "n_on_rock": int((served & (reached < b - tol)).sum()),
+    }
+    return f, count
 
 
 COUNT_COLUMNS = ["top_cm", "bottom_cm", "interval", "n_profiles", "n_start_below", "n_end_above",

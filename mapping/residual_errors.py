@@ -5,7 +5,8 @@
 * :func:`residual_mean_sd`: the error of the residuals' mean level, shared by every cell far
   from data (generalised least squares under the model's own variogram);
 * :func:`cv_block_error_sd`: the regional (block-scale) error of the trend, seen by spatial
-  cross-validation;
+  cross-validation; :func:`regional_error_sd` the same from any grouping of the held-out
+  profiles (e.g. :func:`spatial_groups`), pooled over depth intervals;
 * :func:`interval_variograms` and :func:`interval_common_sd`: those, checked and keyed by
   depth interval, as :func:`mapping.uncertainty.zone_total_draws` takes them.
 
@@ -32,8 +33,10 @@ __all__ = [
     "cv_block_error_sd",
     "interval_common_sd",
     "interval_variograms",
+    "regional_error_sd",
     "residual_mean_sd",
     "residual_variogram",
+    "spatial_groups",
 ]
 
 
@@ -232,3 +235,144 @@ def residual_mean_sd(model: Any) -> float:
     except np.linalg.LinAlgError:
         w = np.linalg.lstsq(cov, one, rcond=None)[0]
     return float(math.sqrt(1.0 / float(one @ w)))
+
+
+def spatial_groups(
+    coords: Any, folds: Any, size: int = 15, *, random_state: int | None = 0
+) -> np.ndarray:
+    """Cut every CV fold's held-out points into compact spatial clusters.
+
+    Within each fold, k-means on the coordinates makes ``max(1, n_fold // size)``
+    clusters, so each group is a patch of profiles that were held out together:
+    its mean error is the model's error over that patch, as predicted without
+    it. Rows with fold ``< 0`` (never tested) get group ``-1``.
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` projected coordinates.
+    folds
+        CV fold label per row.
+    size
+        Target number of points per group.
+    random_state
+        Seed of k-means.
+
+    Returns
+    -------
+    ndarray of int
+        Group label per row (unique across folds).
+    """
+    from sklearn.cluster import KMeans
+
+    xy = np.asarray(coords, dtype=float)
+    f = np.asarray(folds).ravel()
+    if xy.ndim != 2 or xy.shape != (f.size, 2):
+        raise ModelError(f"coords must be ({f.size}, 2), got {xy.shape}")
+    if size < 2:
+        raise ModelError(f"size must be at least 2, got {size}")
+    out = np.full(f.size, -1, dtype=int)
+    nxt = 0
+    for label in np.unique(f[f >= 0]):
+        idx = np.flatnonzero(f == label)
+        k = max(1, len(idx) // int(size))
+        if k == 1:
+            lab = np.zeros(len(idx), dtype=int)
+        else:
+            km = KMeans(n_clusters=k, n_init=4, random_state=random_state)
+            lab = km.fit_predict(xy[idx])
+        out[idx] = nxt + lab
+        nxt += k
+    return out
+
+
+def _one_way_components(e: np.ndarray, g: np.ndarray) -> tuple[float, float, float, int]:
+    """One-way random effects, method of moments for unbalanced groups.
+
+    Returns ``(between-group variance, within-group variance, n0, df_between)``;
+    ``E[MSB] = s_w^2 + n0 tau^2`` and ``E[MSW] = s_w^2`` (Searle et al. 1992, ch. 3).
+    """
+    labels, inv, n_g = np.unique(g, return_inverse=True, return_counts=True)
+    G, N = len(labels), len(e)
+    if G < 2 or N - G < 1:
+        return 0.0, float(np.var(e, ddof=1)) if N > 1 else 0.0, 1.0, 0
+    means = np.bincount(inv, weights=e) / n_g
+    grand = e.mean()
+    msb = float(np.sum(n_g * (means - grand) ** 2) / (G - 1))
+    msw = float(np.sum((e - means[inv]) ** 2) / (N - G))
+    n0 = float((N - np.sum(n_g**2) / N) / (G - 1))
+    return msb, msw, n0, G - 1
+
+
+def regional_error_sd(
+    errors: Any | dict[str, Any],
+    groups: Any | dict[str, Any],
+    *,
+    pool: bool = True,
+) -> dict[str, float] | float:
+    """Standard deviation of the regional error shared by the cells of a zone.
+
+    The errors of held-out profiles are split into a part shared by a group
+    (the model's error over the area the group covers, as predicted without
+    it) and a part of their own; the one-way random-effects method of moments
+    for unbalanced groups separates them: ``tau^2 = max(0, (MSB - MSW) / n0)``
+    on ``G - 1`` degrees of freedom for ``G`` groups.
+
+    The scale of ``tau`` is the scale of the groups. With the kNNDM folds as
+    groups (regions of about a zone's size) this is
+    :func:`cv_block_error_sd`, on four degrees of freedom for
+    five folds: one noisy estimate can collapse to zero. ``pool=True`` fixes
+    that without changing the scale: the *share* of the error variance that is
+    regional, ``tau^2 / (tau^2 + s_w^2)``, is averaged over the depth intervals
+    (weighted by their degrees of freedom, ``sum(K - 1)``; the intervals share
+    profiles, so fewer effective ones) and applied to each interval's own
+    within-group variance. With :func:`spatial_groups` (compact patches of
+    ~15 held-out profiles) there are ``n / 15 - 1`` degrees of freedom, but a
+    patch is smaller than a zone: its shared error also holds part of the
+    residual's spatial correlation, which the Monte Carlo draws carry already,
+    and ``tau`` comes out wider than a zone's regional error.
+
+    Parameters
+    ----------
+    errors
+        Out-of-fold errors (log scale for log models), or a mapping interval ->
+        errors.
+    groups
+        Group label per error (``-1`` = leave out), or a mapping with the same
+        keys.
+    pool
+        Pool the regional share across intervals (only for mappings).
+
+    Returns
+    -------
+    float or dict
+        ``tau`` (for one interval), or interval -> ``tau``.
+    """
+    single = not isinstance(errors, dict)
+    E = {"_": errors} if single else dict(errors)
+    Gs = {"_": groups} if single else dict(groups)
+    if set(E) != set(Gs):
+        raise ModelError("errors and groups must have the same intervals")
+    comps: dict[str, tuple[float, float, float, int]] = {}
+    for k in E:
+        e = np.asarray(E[k], dtype=float).ravel()
+        g = np.asarray(Gs[k]).ravel()
+        if e.size != g.size:
+            raise ModelError(f"interval {k}: {e.size} errors but {g.size} group labels")
+        ok = np.isfinite(e) & (g >= 0)
+        comps[k] = _one_way_components(e[ok], g[ok])
+    tau2 = {k: max(0.0, (msb - msw) / n0) if df else 0.0 for k, (msb, msw, n0, df) in comps.items()}
+    if single or not pool:
+        out = {k: float(np.sqrt(v)) for k, v in tau2.items()}
+        return out["_"] if single else out
+    dfs = np.array([c[3] for c in comps.values()], dtype=float)
+    shares = np.array(
+        [tau2[k] / (tau2[k] + comps[k][1]) if tau2[k] + comps[k][1] > 0 else 0.0 for k in comps]
+    )
+    share = float(np.sum(dfs * shares) / dfs.sum()) if dfs.sum() > 0 else 0.0
+    return {
+        k: float(np.sqrt(share / (1.0 - share) * comps[k][1]))
+        if share < 1
+        else float(np.sqrt(tau2[k]))
+        for k in comps
+    }

@@ -16,12 +16,12 @@ from sklearn.model_selection import BaseCrossValidator, GridSearchCV, cross_vali
 from mapping.exceptions import ModelError
 from mapping.models import QuantileRandomForest
 from mapping.report.charts import plot_observed_vs_predicted
+from mapping.splitters import _merge_clusters
 from mapping.validation import (
     KNNDM,
     CVResult,
     RandomKFold,
     SpatialBlockKFold,
-    _merge_clusters,
     cross_validate_model,
     cv_distances,
     cv_report,
