@@ -51,13 +51,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import cho_factor, solve_triangular
-from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
 from mapping import io
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram, unit_semivariance
 from mapping.residual_errors import residual_variogram
+from mapping.sampling_baselines import clhs_sites, coverage_sites
 from mapping.units import format_interval, parse_interval
 from mapping.zones import ZoneCoverage
 
@@ -271,6 +271,198 @@ def _own_part(v: np.ndarray, g2: float) -> np.ndarray:
 
 
 # =============================================================================== the design
+def _interval_state(
+    e: IntervalErrors,
+    cols_t: list[int],
+    targets: Sequence[Target],
+    weights: Mapping[str, np.ndarray],
+    area: np.ndarray,
+    block: np.ndarray,
+    B: int,
+    width: float,
+    cand: np.ndarray,
+    dist_bb: np.ndarray,
+    dist_xb: np.ndarray,
+) -> _IntervalState:
+    """The starting state of one interval's targets: block sums of their errors, the
+    blocks' and candidates' correlations and their DI factors."""
+    v = e.variance()
+    w_all = e.weight(area)
+    g2 = float(e.common_sd) ** 2
+    own = _own_part(v, g2)
+    L0 = np.empty((len(cols_t), B))
+    Q0 = np.empty((len(cols_t), B))
+    U = np.empty(len(cols_t))
+    # cells of a block are correlated as at the mean distance of two points of a square;
+    # the rest of their variance (nugget, short range) is their own
+    rho_in = float(
+        _structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0]
+    )
+    for j, ti in enumerate(cols_t):
+        wz = np.asarray(weights[targets[ti].zone], float) * w_all
+        L0[j] = np.bincount(block, wz * own, B)
+        Q0[j] = (1.0 - rho_in) * np.bincount(block, (wz * own) ** 2, B)
+        U[j] = wz.sum()
+    wsum = np.bincount(block, w_all, B)
+    wsafe = np.where(wsum > 0, wsum, 1.0)
+    vb0 = np.bincount(block, w_all * v, B) / wsafe
+    fxb = fcand = None
+    fb0 = np.ones(B)
+    fx0 = np.ones(cand.size)
+    if e.factor is not None and e.features is not None and e.di is not None:
+        F = np.asarray(e.features, float)
+        fb_feat = np.column_stack(
+            [np.bincount(block, w_all * F[:, k], B) / wsafe for k in range(F.shape[1])]
+        )
+        dib = np.bincount(block, w_all * np.where(np.isfinite(e.di), e.di, e.di_undefined), B)
+        fb0 = _factor(e, dib / wsafe)
+        fx0 = _factor(e, e.di[cand])
+        fcand = F[cand]
+        d_xb = cdist(fcand, fb_feat)
+        fxb = _factor(e, np.where(np.isfinite(d_xb), d_xb, np.nan)).astype(np.float32)
+        fxb[~np.isfinite(d_xb)] = np.inf
+    return _IntervalState(
+        errs=e,
+        targets=cols_t,
+        L0=L0,
+        Q0=Q0,
+        U=U,
+        R=_structured_correlation(e.variogram, dist_bb),
+        rho_xb=_structured_correlation(e.variogram, dist_xb),
+        vb0=vb0,
+        fb0=fb0,
+        fb=fb0.copy(),
+        vx0=v[cand],
+        fx0=fx0,
+        fx=fx0.copy(),
+        fxb=fxb,
+        fcand=fcand,
+        tau2=float(e.noise_var),
+    )
+
+
+def _di_gain(st: _IntervalState, vb: np.ndarray, g2: float, c_b: np.ndarray) -> np.ndarray:
+    """Gain of every candidate from lowering the DI of the blocks like it.
+
+    Block factor ``min(f_b, f(d_xb))``, own variance ``max(alpha f + beta, 0)``; the gain
+    is ``sum_b (own_b^2 - own'_xb^2) c_b / own_b^2`` with ``c_b`` the blocks' weighted
+    contribution to the targets' variances.
+    """
+    assert st.fxb is not None
+    own2 = _own_part(vb, g2) ** 2
+    w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
+    if st.errs.additive:
+        alpha = np.ones_like(st.vb0)
+        beta = st.vb0 - st.fb0 - g2
+    else:
+        alpha = np.where(st.fb0 > 0, st.vb0 / np.where(st.fb0 > 0, st.fb0, 1.0), 0.0)
+        beta = np.full_like(st.vb0, -g2)
+    t = np.minimum(st.fxb, st.fb.astype(np.float32)[None, :])
+    t *= alpha.astype(np.float32)
+    t += beta.astype(np.float32)
+    np.maximum(t, 0.0, out=t)
+    gain = float(np.sum(own2 * w_b)) - t @ w_b.astype(np.float32)
+    return np.maximum(gain.astype(float), 0.0)
+
+
+def _take(
+    states: Sequence[_IntervalState],
+    rho_sx: dict[int, list[np.ndarray]],
+    cand_xy: np.ndarray,
+    best: int,
+) -> None:
+    """Update every interval's state for a chosen candidate: its correlations with the
+    other candidates, and the DI factors it lowers."""
+    h = np.sqrt(((cand_xy - cand_xy[best]) ** 2).sum(-1))
+    for si, st in enumerate(states):
+        rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
+        if st.fxb is not None and st.fcand is not None:
+            st.fb = np.minimum(st.fb, st.fxb[best])
+            d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
+            st.fx = np.minimum(st.fx, _factor(st.errs, d))
+
+
+def _interval_step(
+    st: _IntervalState,
+    chosen: list[int],
+    rho_sx: list[np.ndarray],
+    n0: float | None,
+    *,
+    last: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One interval's targets after the sites ``chosen`` so far.
+
+    Returns the targets' variances and, unless ``last``, every candidate's kriging gain
+    and DI gain (zeros when ``last``), both weighted by the inverse of those variances.
+    """
+    e = st.errs
+    g2 = float(e.common_sd) ** 2
+    vb = _scaled_variance(st, st.vb0, st.fb0, st.fb)
+    phi = _own_part(vb, g2) / np.maximum(_own_part(st.vb0, g2), 1e-300)
+    phi = np.where(_own_part(st.vb0, g2) > 0, phi, 0.0)
+    L = st.L0 * phi  # (T, B)
+    RL = L @ st.R  # (T, B)  (R symmetric)
+    Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
+    var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
+    vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
+    lx = _own_part(vx, g2)
+    # the shared error is not kriged: a site observes it as noise (see the module
+    # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
+    shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
+    var0 = var0 - g2 * st.U**2
+    G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
+    noise = st.tau2 + g2
+    px = lx**2
+    var = var0.copy()
+    if chosen:
+        S = np.asarray(chosen)
+        rsx = np.vstack(rho_sx)  # (S, C)
+        lS = lx[S]
+        K_ss = lS[:, None] * lS[None, :] * rsx[:, S]
+        K_ss[np.diag_indices_from(K_ss)] = lS**2 + noise
+        K_sx = lS[:, None] * lx[None, :] * rsx
+        K_sx[np.arange(len(S)), S] = lS**2
+        c, _ = cho_factor(K_ss, lower=True, check_finite=False)
+        A = solve_triangular(c, K_sx, lower=True, check_finite=False)
+        Bt = solve_triangular(c, G[S], lower=True, check_finite=False)
+        px = lx**2 - np.einsum("sc,sc->c", A, A)
+        G = G - A.T @ Bt
+        var = var0 - np.einsum("st,st->t", Bt, Bt)
+    var = np.maximum(var, 0.0) + shared
+    zeros = np.zeros(len(lx))
+    if last:
+        return var, zeros, zeros
+    wt = 1.0 / np.where(var > 0, var, np.inf)
+    kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
+    di_gain = _di_gain(st, vb, g2, (L * RL + Q).T @ wt) if st.fxb is not None else zeros
+    return var, kr, di_gain
+
+
+def _block_geometry(
+    xy: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    area: np.ndarray,
+    cand: np.ndarray,
+    max_blocks: int,
+) -> tuple[np.ndarray, int, float, np.ndarray, np.ndarray]:
+    """Blocks of cells: each cell's block, their count, their side (m), the distances
+    between blocks (a block to itself: the mean distance of two points of a square) and
+    from the candidates to the blocks."""
+    block, B, q = _blocks(rows, cols, max_blocks)
+    counts = np.bincount(block, minlength=B).astype(float)
+    bxy = np.column_stack(
+        [np.bincount(block, xy[:, 0], B) / counts, np.bincount(block, xy[:, 1], B) / counts]
+    )
+    dist_bb = cdist(bxy, bxy)
+    # block side (m) from the cells' true areas: right on geographic grids too, where the
+    # working coordinates of the cells form no regular lattice
+    side = math.sqrt(float(np.median(area))) if np.isfinite(area).any() else 1.0
+    width = q * (side if side > 0 else 1.0)
+    np.fill_diagonal(dist_bb, _MEAN_SQUARE_DISTANCE * width)
+    return block, B, width, dist_bb, cdist(xy[cand], bxy)
+
+
 def greedy_design(
     xy: np.ndarray,
     rows: np.ndarray,
@@ -351,80 +543,19 @@ def greedy_design(
         cand = np.sort(rng.choice(cand, n_candidates, replace=False))
     C = cand.size
 
-    block, B, q = _blocks(rows, cols, max_blocks)
-    counts = np.bincount(block, minlength=B).astype(float)
-    bxy = np.column_stack(
-        [np.bincount(block, xy[:, 0], B) / counts, np.bincount(block, xy[:, 1], B) / counts]
-    )
-    dist_bb = cdist(bxy, bxy)
-    # block side (m) from the cells' true areas: right on geographic grids too, where the
-    # working coordinates of the cells form no regular lattice
-    side = math.sqrt(float(np.median(area))) if np.isfinite(area).any() else 1.0
-    width = q * (side if side > 0 else 1.0)
-    np.fill_diagonal(dist_bb, _MEAN_SQUARE_DISTANCE * width)
-    dist_xb = cdist(xy[cand], bxy)
+    block, B, width, dist_bb, dist_xb = _block_geometry(xy, rows, cols, area, cand, max_blocks)
 
     states: list[_IntervalState] = []
     for label in dict.fromkeys(t.interval for t in targets):
         if label not in by_label:
             raise InvalidParameter(f"no error model for interval {label}")
-        e = by_label[label]
-        v = e.variance()
-        w_all = e.weight(area)
-        g2 = float(e.common_sd) ** 2
-        own = _own_part(v, g2)
         cols_t = [i for i, t in enumerate(targets) if t.interval == label]
-        L0 = np.empty((len(cols_t), B))
-        Q0 = np.empty((len(cols_t), B))
-        U = np.empty(len(cols_t))
-        # cells of a block are correlated as at the mean distance of two points of a square;
-        # the rest of their variance (nugget, short range) is their own
-        rho_in = float(
-            _structured_correlation(e.variogram, np.array([_MEAN_SQUARE_DISTANCE * width]))[0]
-        )
-        for j, ti in enumerate(cols_t):
-            wz = np.asarray(weights[targets[ti].zone], float) * w_all
-            L0[j] = np.bincount(block, wz * own, B)
-            Q0[j] = (1.0 - rho_in) * np.bincount(block, (wz * own) ** 2, B)
-            U[j] = wz.sum()
-        wsum = np.bincount(block, w_all, B)
-        wsafe = np.where(wsum > 0, wsum, 1.0)
-        vb0 = np.bincount(block, w_all * v, B) / wsafe
-        fxb = fcand = None
-        fb0 = np.ones(B)
-        fx0 = np.ones(C)
-        if e.factor is not None and e.features is not None and e.di is not None:
-            F = np.asarray(e.features, float)
-            fb_feat = np.column_stack(
-                [np.bincount(block, w_all * F[:, k], B) / wsafe for k in range(F.shape[1])]
-            )
-            dib = np.bincount(block, w_all * np.where(np.isfinite(e.di), e.di, e.di_undefined), B)
-            fb0 = _factor(e, dib / wsafe)
-            fx0 = _factor(e, e.di[cand])
-            fcand = F[cand]
-            d_xb = cdist(fcand, fb_feat)
-            fxb = _factor(e, np.where(np.isfinite(d_xb), d_xb, np.nan)).astype(np.float32)
-            fxb[~np.isfinite(d_xb)] = np.inf
         states.append(
-            _IntervalState(
-                errs=e,
-                targets=cols_t,
-                L0=L0,
-                Q0=Q0,
-                U=U,
-                R=_structured_correlation(e.variogram, dist_bb),
-                rho_xb=_structured_correlation(e.variogram, dist_xb),
-                vb0=vb0,
-                fb0=fb0,
-                fb=fb0.copy(),
-                vx0=v[cand],
-                fx0=fx0,
-                fx=fx0.copy(),
-                fxb=fxb,
-                fcand=fcand,
-                tau2=float(e.noise_var),
+            _interval_state(
+                by_label[label], cols_t, targets, weights, area, block, B, width, cand,
+                dist_bb, dist_xb,
             )
-        )
+        )  # fmt: skip
     del dist_xb
 
     chosen: list[int] = []  # positions in cand
@@ -439,67 +570,12 @@ def greedy_design(
         s_kr = np.zeros(C)
         s_di = np.zeros(C)
         for si, st in enumerate(states):
-            e = st.errs
-            g2 = float(e.common_sd) ** 2
-            vb = _scaled_variance(st, st.vb0, st.fb0, st.fb)
-            phi = _own_part(vb, g2) / np.maximum(_own_part(st.vb0, g2), 1e-300)
-            phi = np.where(_own_part(st.vb0, g2) > 0, phi, 0.0)
-            L = st.L0 * phi  # (T, B)
-            RL = L @ st.R  # (T, B)  (R symmetric)
-            Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
-            var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
-            vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
-            lx = _own_part(vx, g2)
-            # the shared error is not kriged: a site observes it as noise (see the module
-            # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
-            shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
-            var0 = var0 - g2 * st.U**2
-            G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
-            noise = st.tau2 + g2
-            px = lx**2
-            var = var0.copy()
-            if chosen:
-                S = np.asarray(chosen)
-                rsx = np.vstack(rho_sx[si])  # (S, C)
-                lS = lx[S]
-                K_ss = lS[:, None] * lS[None, :] * rsx[:, S]
-                K_ss[np.diag_indices_from(K_ss)] = lS**2 + noise
-                K_sx = lS[:, None] * lx[None, :] * rsx
-                K_sx[np.arange(len(S)), S] = lS**2
-                c, _ = cho_factor(K_ss, lower=True, check_finite=False)
-                A = solve_triangular(c, K_sx, lower=True, check_finite=False)
-                Bt = solve_triangular(c, G[S], lower=True, check_finite=False)
-                px = lx**2 - np.einsum("sc,sc->c", A, A)
-                G = G - A.T @ Bt
-                var = var0 - np.einsum("st,st->t", Bt, Bt)
-            var = np.maximum(var, 0.0) + shared
+            var, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
             variance[it, st.targets] = var
-            if it == n:
-                continue
-            wt = 1.0 / np.where(var > 0, var, np.inf)
-            kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
             s_kr += kr
+            s_di += di_gain
             score += kr
-            if st.fxb is not None:
-                # the lower DI: block factor min(f_b, f(d_xb)), own variance
-                # max(alpha f + beta, 0); gain = sum_b (own_b^2 - own'_xb^2) c_b / own_b^2
-                own2 = _own_part(vb, g2) ** 2
-                c_b = (L * RL + Q).T @ wt
-                w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
-                if st.errs.additive:
-                    alpha = np.ones_like(st.vb0)
-                    beta = st.vb0 - st.fb0 - g2
-                else:
-                    alpha = np.where(st.fb0 > 0, st.vb0 / np.where(st.fb0 > 0, st.fb0, 1.0), 0.0)
-                    beta = np.full_like(st.vb0, -g2)
-                t = np.minimum(st.fxb, st.fb.astype(np.float32)[None, :])
-                t *= alpha.astype(np.float32)
-                t += beta.astype(np.float32)
-                np.maximum(t, 0.0, out=t)
-                di_gain = float(np.sum(own2 * w_b)) - t @ w_b.astype(np.float32)
-                di_gain = np.maximum(di_gain.astype(float), 0.0)
-                s_di += di_gain
-                score += di_gain
+            score += di_gain
         if it == n:
             break
         score[taken] = -np.inf
@@ -509,13 +585,7 @@ def greedy_design(
         gd[it] = s_di[best] / total if total > 0 else 0.0
         chosen.append(best)
         taken[best] = True
-        for si, st in enumerate(states):
-            h = np.sqrt(((xy[cand] - xy[cand[best]]) ** 2).sum(-1))
-            rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
-            if st.fxb is not None and st.fcand is not None:
-                st.fb = np.minimum(st.fb, st.fxb[best])
-                d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
-                st.fx = np.minimum(st.fx, _factor(st.errs, d))
+        _take(states, rho_sx, xy[cand], best)
         if echo is not None and ((it + 1) % step == 0 or it + 1 == n):
             echo(f"[design] {it + 1} of {n} sites")
     return DesignResult(
@@ -525,74 +595,6 @@ def greedy_design(
         gain_kriging=gk,
         gain_dissimilarity=gd,
     )
-
-
-# =============================================================================== baselines
-def coverage_sites(xy: np.ndarray, n: int, *, seed: int = 0) -> np.ndarray:
-    """Spatial coverage sampling: ``n`` k-means clusters of the cells' coordinates, the cell
-    nearest each centre (``spcosa``'s design without prior points)."""
-    from sklearn.cluster import KMeans
-
-    xy = np.asarray(xy, dtype=float)
-    km = KMeans(n_clusters=int(n), n_init=2, random_state=seed).fit(xy)
-    _, idx = cKDTree(xy).query(km.cluster_centers_)
-    idx = np.unique(idx)
-    if idx.size < n:  # two centres on one cell: fill with the farthest cells
-        rest = np.setdiff1d(np.arange(len(xy)), idx)
-        far = cKDTree(xy[idx]).query(xy[rest])[0]
-        idx = np.concatenate([idx, rest[np.argsort(-far)[: n - idx.size]]])
-    return idx
-
-
-def clhs_sites(
-    features: np.ndarray, n: int, *, seed: int = 0, iterations: int = 20000
-) -> np.ndarray:
-    """Conditioned Latin hypercube sample of the cells' covariates (Minasny & McBratney 2006).
-
-    Every continuous covariate is cut into ``n`` strata of equal counts; simulated annealing
-    swaps sampled and unsampled cells to make every stratum hold one site (objective: the
-    sum of the absolute deviations of the strata counts from one), as R's ``clhs`` does
-    without its categorical and correlation terms.
-    """
-    X = np.asarray(features, dtype=float)
-    rng = np.random.default_rng([int(seed), 29])
-    m, p = X.shape
-    edges = [np.quantile(X[:, k], np.linspace(0, 1, n + 1)[1:-1]) for k in range(p)]
-    strata = np.column_stack([np.searchsorted(edges[k], X[:, k]) for k in range(p)])
-    sample = rng.choice(m, n, replace=False)
-    counts = np.zeros((p, n), dtype=np.int64)
-    for k in range(p):
-        np.add.at(counts[k], strata[sample, k], 1)
-    obj = np.abs(counts - 1).sum()
-    in_sample = np.zeros(m, bool)
-    in_sample[sample] = True
-    temp = 1.0
-    for _ in range(int(iterations)):
-        j = int(rng.integers(n))
-        new = int(rng.integers(m))
-        if in_sample[new]:
-            continue
-        old = sample[j]
-        so, sn = strata[old], strata[new]
-        ar = np.arange(p)
-        delta = 0
-        c = counts
-        # moving one site from stratum so[k] to sn[k] in every covariate k
-        for k in range(p):
-            if so[k] == sn[k]:
-                continue
-            delta += abs(c[k, so[k]] - 2) - abs(c[k, so[k]] - 1)
-            delta += abs(c[k, sn[k]]) - abs(c[k, sn[k]] - 1)
-        if delta <= 0 or rng.uniform() < math.exp(-delta / max(temp, 1e-9)):
-            c[ar, so] -= 1
-            c[ar, sn] += 1
-            sample[j] = new
-            in_sample[old], in_sample[new] = False, True
-            obj += delta
-        temp *= 0.9995
-        if obj == 0:
-            break
-    return np.sort(sample)
 
 
 def result_table(
