@@ -28,6 +28,7 @@ __all__ = [
     "plot_observed_vs_predicted",
     "png_bytes",
     "reliability_chart",
+    "render_figure",
     "storage_chart",
 ]
 
@@ -49,6 +50,45 @@ def png_bytes(fig: Any, dpi: int | None = None) -> bytes:
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=dpi or fig.dpi, bbox_inches="tight", pad_inches=0.08)
     return buf.getvalue()
+
+
+PAD_INCHES = 0.08
+"""Margin around the tight bounding box of a saved figure."""
+
+
+def render_figure(fig: Any) -> tuple[bytes, bytes]:
+    """Render a Figure (Agg canvas) to PNG bytes at ``fig.dpi`` and PDF bytes, both cropped
+    to the figure's tight bounding box plus :data:`PAD_INCHES`.
+
+    The same result as :func:`png_bytes` and :func:`pdf_bytes` with two draws instead of
+    four: ``savefig(bbox_inches="tight")`` lays out the whole figure once to find the box
+    and then draws it again, for each format. Here the Agg draw of the full canvas gives
+    both the pixels and the box; the PNG is the box cut out of those pixels and the PDF is
+    drawn once with the box given.
+    """
+    from matplotlib.image import imsave
+    from matplotlib.transforms import Bbox
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.get_tightbbox(renderer).padded(PAD_INCHES)
+    box = Bbox(np.round(box.get_points() * fig.dpi) / fig.dpi)  # whole pixels, as savefig
+    width, height = fig.canvas.get_width_height()
+    x0, y0 = (box.p0 * fig.dpi).astype(int)
+    x1, y1 = (box.p1 * fig.dpi).astype(int)
+    if x0 >= 0 and y0 >= 0 and x1 <= width and y1 <= height:
+        rgba = np.asarray(fig.canvas.buffer_rgba())
+        buf = BytesIO()
+        # rows run from the top; the box from the bottom
+        imsave(buf, rgba[height - y1 : height - y0, x0:x1], format="png", dpi=fig.dpi)
+        png = buf.getvalue()
+    else:  # something drawn beyond the canvas: savefig enlarges it
+        buf = BytesIO()
+        fig.savefig(buf, format="png", dpi=fig.dpi, bbox_inches=box)
+        png = buf.getvalue()
+    buf = BytesIO()
+    fig.savefig(buf, format="pdf", bbox_inches=box, metadata={"CreationDate": None})
+    return png, buf.getvalue()
 
 
 def new_figure(width: float, height: float, dpi: int) -> Any:

@@ -17,9 +17,8 @@ from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.report.charts import (
     observed_vs_predicted_figure,
-    pdf_bytes,
-    png_bytes,
     reliability_chart,
+    render_figure,
     storage_chart,
 )
 from mapping.report.maps import (
@@ -55,6 +54,13 @@ class ReportFigure:
     section: str  # "maps", "storage", "cv"
     interval: str | None = None
     pdf: bytes | None = None  # the same figure as PDF, written beside the PNG
+
+
+def _png_pdf(fig: Any, section: str, interval: str | None) -> tuple[bytes, str, str | None, bytes]:
+    """``(png, section, interval, pdf)``: the fields of a :class:`ReportFigure` after its
+    caption, the figure rendered once for both formats."""
+    png, pdf = render_figure(fig)
+    return png, section, interval, pdf
 
 
 def read_view(path: Path, variable: str | None = None) -> MapView:
@@ -197,7 +203,7 @@ def map_figures(
         figs.append(ReportFigure(
             f"density_{iv}.png",
             f"Mean SOC stock {interval_text(iv)} ({DENSITY_LABEL}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
-            png_bytes(fig), "maps", iv, pdf_bytes(fig),
+            *_png_pdf(fig, "maps", iv),
         ))  # fmt: skip
         if "lower" in stats and "upper" in stats:
             lo, hi = read_view(*stats["lower"]), read_view(*stats["upper"])
@@ -216,7 +222,7 @@ def map_figures(
                 f"width_{iv}.png",
                 f"Width of the {level} prediction interval (upper − lower, {qtext}) {interval_text(iv)} "
                 f"({DENSITY_LABEL}). {outline_text}{grid_text}{dec}".strip(),
-                png_bytes(fig), "maps", iv, pdf_bytes(fig),
+                *_png_pdf(fig, "maps", iv),
             ))  # fmt: skip
         else:
             notes.append(f"No lower/upper maps for {interval_text(iv)}: no interval-width map.")
@@ -246,7 +252,7 @@ def storage_figure(t: InventoryTables, range_label: str) -> ReportFigure:
         )
     else:
         cap = f"SOC storage ({t.unit}) per zone and depth interval (storage of the mean map; no Monte Carlo ranges)."
-    return ReportFigure("storage_by_zone.png", cap, png_bytes(fig), "storage", None, pdf_bytes(fig))
+    return ReportFigure("storage_by_zone.png", cap, *_png_pdf(fig, "storage", None))
 
 
 def cv_figures(
@@ -267,7 +273,7 @@ def cv_figures(
                 lower=pred.loc[ok, "lower"] if has else None, upper=pred.loc[ok, "upper"] if has else None,
                 title=f"SOC stock {iv} cm, cross-validation",
             )  # fmt: skip
-            data, pdf = png_bytes(fig), pdf_bytes(fig)
+            data, pdf = render_figure(fig)
         elif iv in run.cv_plots:
             data = io.read_bytes(run.cv_plots[iv])
         else:
@@ -324,7 +330,7 @@ def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> Rep
         f"held {span(observed)} % of the held-out profiles.{where} Left: nominal against observed coverage; right: "
         "coverage by decile of the dissimilarity index."
     )
-    return ReportFigure("calibration.png", cap, png_bytes(fig), "cv", None, pdf_bytes(fig))
+    return ReportFigure("calibration.png", cap, *_png_pdf(fig, "cv", None))
 
 
 def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> ReportFigure | None:
@@ -355,4 +361,4 @@ def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> 
         "and the residual variogram; predicted and realised reductions on synthetic worlds are "
         "compared in docs/design.md."
     )
-    return ReportFigure("design_sites.png", caption, png_bytes(fig), "maps", iv, pdf_bytes(fig))
+    return ReportFigure("design_sites.png", caption, *_png_pdf(fig, "maps", iv))
