@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
-from conftest import sample_config
+from conftest import run_cli, sample_config
 
 from mapping.cli import main
 from mapping.config import load_config
@@ -174,3 +174,19 @@ def test_report_has_the_thawed_and_frozen_table(layered_run: Path) -> None:
     assert hi == pytest.approx(s.loc["thawed", "storage_pg_upper"], abs=0.01)
     share = s.loc["thawed", "storage_pg"] / s.loc["total 0-300 cm", "storage_pg"]
     assert cells[4] == f"{100 * share:.0f} %"
+
+
+def test_an_unreadable_active_layer_fails_before_any_stage(tmp_path: Path, capfd) -> None:
+    # the thaw stage reads it last; the preflight (and validate) read its header first
+    bad = tmp_path / "alt.tif"
+    bad.write_text("not a raster")
+    path = _config(tmp_path, depth="layered")
+    text = yaml.safe_load(path.read_text())
+    text["active_layer"] = {"path": str(bad)}
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    capfd.readouterr()
+    for command in ("validate", "run"):
+        code, err = run_cli([command, str(path)]), capfd.readouterr().err.strip()
+        assert code == 2, err
+        assert len(err.splitlines()) == 1 and str(bad) in err and "cannot read raster" in err
+    assert not (tmp_path / "out").exists()

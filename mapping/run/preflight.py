@@ -100,6 +100,8 @@ class PreflightReport:
             out[f"covariates.{c.name}"] = str(c.path)
         if cfg.zones is not None:
             out["zones"] = str(cfg.zones.path)
+        if cfg.active_layer is not None and cfg.active_layer.path is not None:
+            out["active_layer"] = str(cfg.active_layer.path)
         return out
 
     def lines(self) -> list[str]:
@@ -402,6 +404,9 @@ def preflight(
             report.warnings.append(problem)
         if cfg.zones is not None:
             report.zones = _zones(cfg, grid)
+    if cfg.active_layer is not None and cfg.active_layer.path is not None:
+        # read only at the thaw stage, after every other stage: its header is checked now
+        io.raster_info(cfg.active_layer.path)
     report.seconds = time.perf_counter() - t0
     if echo is not None:
         echo(f"[preflight] config, inputs and output folder checked in {report.seconds:.1f} s")
