@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("socmap")
 
 LOCAL_SCHEDULERS = ("threads", "synchronous")
+SMALL_WORK_CELLS = 2_000_000
+"""Grids of at most this many cells run on in-process threads when no scheduler is named:
+a local cluster's start-up, worker imports and model shipping (4-8 s on 2 cores) cost more
+than its processes save on such a grid (``benchmarks/bench_sample_run.py``)."""
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 """Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
@@ -50,6 +54,41 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def process_map(
+    func: Callable[..., Any], jobs: Sequence[dict[str, Any]], n_jobs: int | None = None
+) -> Iterator[Any]:
+    """``func(**job)`` for every job, run in up to ``n_jobs`` local processes.
+
+    For work that holds the GIL (fitting many small forests, drawing figures) and whose
+    inputs and results pickle cheaply. The processes are joblib's reusable loky pool, so
+    a second call in the same run finds them started and their imports done. One job,
+    or ``n_jobs`` 1, runs in this process.
+
+    Results are yielded in the order of ``jobs`` as soon as each is ready (the caller
+    can write one while the next is computed) and equal the in-process results: every
+    job carries its own seeds. An exception of a job is raised here with its own type.
+
+    Parameters
+    ----------
+    func
+        A module-level function (it is pickled by reference).
+    jobs
+        Keyword arguments of each call.
+    n_jobs
+        Processes at most; ``None``: the usable cores (:func:`usable_cores`).
+    """
+    n = min(len(jobs), n_jobs or usable_cores())
+    if n <= 1:
+        for job in jobs:
+            yield func(**job)
+        return
+    from joblib import Parallel, delayed
+
+    # one BLAS/OpenMP thread per process: the cores are shared out by processes
+    parallel = Parallel(n_jobs=n, backend="loky", inner_max_num_threads=1, return_as="generator")
+    yield from parallel(delayed(func)(**job) for job in jobs)
 
 
 def default_workers(
@@ -105,6 +144,7 @@ def dask_client(
     echo: Callable[[str], None] | None = None,
     timeout: float = 20.0,
     security: Any = None,
+    n_cells: int | None = None,
 ) -> Iterator[Client | None]:
     """Run the enclosed computations on a Dask scheduler; print where its dashboard is.
 
@@ -132,6 +172,11 @@ def dask_client(
         Where the one-line description (with the dashboard link) goes; default stderr.
     timeout
         Seconds to wait when connecting to an existing scheduler.
+    n_cells
+        Cells of the work (e.g. the grid's). With ``scheduler=None``, no session client
+        and at most :data:`SMALL_WORK_CELLS` cells, Dask's in-process threads run it
+        instead of a new local cluster (``"local"`` always starts one). Results do not
+        depend on the scheduler.
     security
         A :class:`distributed.security.Security` with the TLS certificates of a
         ``tls://`` scheduler (see :func:`tls_security`); ``None`` takes them from
@@ -167,9 +212,11 @@ def dask_client(
             yield given
         return
     kind = scheduler_kind(scheduler)
-    if kind == "threads":
+    small = scheduler is None and n_cells is not None and n_cells <= SMALL_WORK_CELLS
+    if kind == "threads" or small:
         name = "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
-        say(f"dask: in-process '{name}' scheduler (no cluster, no dashboard)")
+        why = f", {n_cells:,} cells: no cluster needed" if small else ", no cluster"
+        say(f"dask: in-process '{name}' scheduler{why} (no dashboard)")
         with dask.config.set(scheduler=name):
             yield None
         return

@@ -353,6 +353,9 @@ class RunConfig(_Section):
     zones: ZonesConfig | None = None
     uncertainty: UncertaintyConfig = Field(default_factory=UncertaintyConfig)
     scheduler: str | None = None
+    n_jobs: int | None = Field(None, ge=1)
+    """Local processes of the fit stage (the intervals fitted side by side) and of the
+    report's figures; ``null``: the usable cores. Results do not depend on it."""
     dashboard: str | None = "127.0.0.1:8787"
     """Where a local cluster's dashboard listens: loopback by default; ``0.0.0.0:8787``
     exposes it (no authentication) to other machines; ``null`` turns it off."""

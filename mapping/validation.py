@@ -51,6 +51,7 @@ __all__ = [
     "cv_moments",
     "cv_report",
     "fit_interval",
+    "fit_interval_or_error",
     "make_splitter",
     "metrics_table",
     "observed_variance",
@@ -397,6 +398,19 @@ def fit_interval(
         warnings=counts,
         error_model=error_model,
     )
+
+
+def fit_interval_or_error(**kwargs: Any) -> IntervalFit | ModelError:
+    """:func:`fit_interval`, or the :class:`~mapping.exceptions.ModelError` it raised.
+
+    Returned rather than raised so that, with intervals fitted side by side
+    (:func:`mapping.cluster.process_map`), the caller reports the first failing interval
+    in its own order after writing the ones before it.
+    """
+    try:
+        return fit_interval(**kwargs)
+    except ModelError as exc:
+        return exc
 
 
 def observed_variance(observed: Any, *, log: bool) -> float:

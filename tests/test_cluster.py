@@ -22,10 +22,12 @@ from conftest import run_cli
 from sklearn.linear_model import BayesianRidge
 
 from mapping.cluster import (
+    SMALL_WORK_CELLS,
     PeakRSS,
     compute_with_progress,
     dask_client,
     default_workers,
+    process_map,
     scheduler_kind,
 )
 from mapping.exceptions import ConfigError, SchedulerError
@@ -89,6 +91,37 @@ def test_in_process_scheduler_and_plain_progress_lines(capfd: pytest.CaptureFixt
     assert "synchronous" in lines[0]
     err = capfd.readouterr().err  # not a terminal: plain log lines on stderr
     assert "summing: started" in err and "summing: done" in err and "100%" in err
+
+
+def test_small_work_runs_on_threads_unless_a_cluster_is_asked_for() -> None:
+    lines: list[str] = []
+    with dask_client(None, echo=lines.append, n_cells=SMALL_WORK_CELLS) as client:
+        assert client is None  # no cluster started for a sample-sized grid
+        assert dask.config.get("scheduler") == "threads"
+        assert int(da.arange(10, chunks=3).sum().compute()) == 45
+    assert "threads" in lines[0] and f"{SMALL_WORK_CELLS:,} cells" in lines[0]
+    # explicitly named schedulers are obeyed whatever the size
+    with dask_client("synchronous", echo=lines.append, n_cells=10) as client:
+        assert client is None and dask.config.get("scheduler") == "synchronous"
+
+
+def _seeded_draws(seed: int, n: int) -> np.ndarray:
+    if seed < 0:
+        raise ConfigError(f"seed {seed}: negative")
+    return np.random.default_rng(seed).normal(size=n)
+
+
+def test_process_map_equals_in_process_results_in_job_order() -> None:
+    jobs = [{"seed": s, "n": 1000 + s} for s in (5, 1, 4, 2, 3)]
+    expected = [_seeded_draws(**j) for j in jobs]
+    for n_jobs in (1, 2):
+        got = list(process_map(_seeded_draws, jobs, n_jobs))
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected, strict=True):
+            assert np.array_equal(g, e)  # same bits, same order
+    # a job's exception arrives with its own type and message
+    with pytest.raises(ConfigError, match="seed -1: negative"):
+        list(process_map(_seeded_draws, [*jobs, {"seed": -1, "n": 3}], 2))
 
 
 def test_peak_rss_sees_an_allocation() -> None:

@@ -19,9 +19,8 @@ from mapping.report.figures import (
     ReportFigure,
     ZoneOutlines,
     calibration_figure,
-    cv_figures,
     design_figure,
-    map_figures,
+    interval_figures,
     storage_figure,
 )
 from mapping.report.outputs import RunOutputs, interval_sort_key, read_run
@@ -244,12 +243,13 @@ def build_report(
     written: list[str] = []
     folder = RunFolder(out).report
     with io.atomic_path(folder, is_dir=True) as tmp:
-        figures = map_figures(run, ordered, outlines, quantiles, notes)  # type: ignore[arg-type]
+        n_jobs = (cfg or {}).get("n_jobs")
+        figures, cv_figs = interval_figures(run, ordered, outlines, quantiles, notes, n_jobs)  # type: ignore[arg-type]
         t1 = t2 = t_ind = None
         if tables is not None:
             t1, t2, t_ind = display_tables(tables, range_label)
             figures.append(storage_figure(tables, range_label))
-        figures += cv_figures(run, ordered, tmp, notes)
+        figures += cv_figs
         calibration = calibration_figure(out, ordered, quantiles[1] - quantiles[0])
         if calibration is not None:
             figures.append(calibration)

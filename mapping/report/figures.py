@@ -13,6 +13,7 @@ import pandas as pd
 import pyproj
 
 from mapping import io
+from mapping.cluster import process_map
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.report.charts import (
@@ -157,76 +158,144 @@ class ZoneOutlines:
         return dst, np.isfinite(dst)
 
 
+def interval_figures(
+    run: RunOutputs,
+    intervals: Sequence[str],
+    outlines: ZoneOutlines | None,
+    quantiles: tuple[float, float],
+    notes: list[str],
+    n_jobs: int | None = None,
+) -> tuple[list[ReportFigure], list[ReportFigure]]:
+    """The figures of every interval: its mean and interval-width maps, and its observed
+    against cross-validated predicted plot; PNG and PDF.
+
+    The intervals are drawn side by side in up to ``n_jobs`` local processes
+    (:func:`mapping.cluster.process_map`; matplotlib's drawing holds the GIL); figures
+    and notes come back in interval order, the same as drawn one by one.
+
+    Returns
+    -------
+    (maps, cv)
+        The map figures and the cross-validation figures, each in interval order.
+    """
+    jobs = [
+        {
+            "stats": run.maps.get(iv, {}),
+            "iv": iv,
+            "outlines": outlines,
+            "quantiles": quantiles,
+            "cv_predictions": run.cv_predictions.get(iv),
+            "cv_plot": run.cv_plots.get(iv),
+        }
+        for iv in intervals
+    ]
+    maps: list[ReportFigure] = []
+    cvs: list[ReportFigure] = []
+    for done, cv, said in process_map(_one_interval, jobs, n_jobs):
+        maps += done
+        cvs += [cv] if cv is not None else []
+        notes += said
+    return maps, cvs
+
+
 def map_figures(
     run: RunOutputs,
     intervals: Sequence[str],
     outlines: ZoneOutlines | None,
     quantiles: tuple[float, float],
     notes: list[str],
+    n_jobs: int | None = None,
 ) -> list[ReportFigure]:
+    """The mean and interval-width maps of every interval (see :func:`interval_figures`)."""
+    jobs = [
+        {"stats": run.maps.get(iv, {}), "iv": iv, "outlines": outlines, "quantiles": quantiles}
+        for iv in intervals
+    ]
+    figs: list[ReportFigure] = []
+    for done, said in process_map(_interval_map_figures, jobs, n_jobs):
+        figs += done
+        notes += said
+    return figs
 
-    figs = []
+
+def _one_interval(
+    stats: dict[str, Any],
+    iv: str,
+    outlines: ZoneOutlines | None,
+    quantiles: tuple[float, float],
+    cv_predictions: Path | None,
+    cv_plot: Path | None,
+) -> tuple[list[ReportFigure], ReportFigure | None, list[str]]:
+    maps, notes = _interval_map_figures(stats, iv, outlines, quantiles)
+    return maps, _cv_figure(iv, cv_predictions, cv_plot), notes
+
+
+def _interval_map_figures(
+    stats: dict[str, Any],
+    iv: str,
+    outlines: ZoneOutlines | None,
+    quantiles: tuple[float, float],
+) -> tuple[list[ReportFigure], list[str]]:
+    """The maps of one interval and the notes they raise (see :func:`map_figures`)."""
+    figs: list[ReportFigure] = []
+    notes: list[str] = []
     level = f"{100 * (quantiles[1] - quantiles[0]):g} %"
     qtext = f"{quantiles[0]:g}{DASH}{quantiles[1]:g} quantiles"
     outline_text = "Black lines: zone boundaries. " if outlines is not None else ""
-    for iv in intervals:
-        stats = run.maps.get(iv, {})
-        if "mean" not in stats:
-            if stats:
-                notes.append(f"No mean map for {interval_text(iv)}.")
-            continue
-        mean = read_view(*stats["mean"])
-        shown = display_grid(mean)  # north up: LAEA centred on the map
-        mean = to_display(mean, shown)
-        edges, lines = outlines.for_view(mean) if outlines is not None else (None, None)
-        labels = outlines.labels_for(mean) if outlines is not None else []
-        veil, aoa_text = None, ""
-        if "aoa" in stats:
-            aoa = to_display(read_view(*stats["aoa"]), shown)
-            if aoa.shape == mean.shape:
-                veil = np.isfinite(mean.data) & (aoa.data == 0)
-                share = (
-                    np.mean(aoa.data[np.isfinite(mean.data)] == 1)
-                    if np.isfinite(mean.data).any()
-                    else np.nan
-                )
-                aoa_text = f"Paler: outside the area of applicability ({100 * (1 - share):.1f} % of the mapped cells). "
-        dec = (f"Shown at 1/{mean.decimation:.3g} of the map's resolution (read from its overviews). "
-               if mean.decimation > 1 else "")  # fmt: skip
-        grid_text = (
-            "Drawn north up in a Lambert azimuthal equal-area projection centred on the map "
-            "(the scale bar is true at the centre); dashed: meridians and parallels; grey line: "
-            "edge of the mapped land. "
-        )
-        fig = map_figure(mean, title=f"Mean SOC stock, {interval_text(iv)}", label="SOC stock", veil=veil,
-                         edges=edges, lines=lines or (), zone_labels=labels)  # fmt: skip
+    if "mean" not in stats:
+        if stats:
+            notes.append(f"No mean map for {interval_text(iv)}.")
+        return figs, notes
+    mean = read_view(*stats["mean"])
+    shown = display_grid(mean)  # north up: LAEA centred on the map
+    mean = to_display(mean, shown)
+    edges, lines = outlines.for_view(mean) if outlines is not None else (None, None)
+    labels = outlines.labels_for(mean) if outlines is not None else []
+    veil, aoa_text = None, ""
+    if "aoa" in stats:
+        aoa = to_display(read_view(*stats["aoa"]), shown)
+        if aoa.shape == mean.shape:
+            veil = np.isfinite(mean.data) & (aoa.data == 0)
+            share = (
+                np.mean(aoa.data[np.isfinite(mean.data)] == 1)
+                if np.isfinite(mean.data).any()
+                else np.nan
+            )
+            aoa_text = f"Paler: outside the area of applicability ({100 * (1 - share):.1f} % of the mapped cells). "
+    dec = (f"Shown at 1/{mean.decimation:.3g} of the map's resolution (read from its overviews). "
+           if mean.decimation > 1 else "")  # fmt: skip
+    grid_text = (
+        "Drawn north up in a Lambert azimuthal equal-area projection centred on the map "
+        "(the scale bar is true at the centre); dashed: meridians and parallels; grey line: "
+        "edge of the mapped land. "
+    )
+    fig = map_figure(mean, title=f"Mean SOC stock, {interval_text(iv)}", label="SOC stock", veil=veil,
+                     edges=edges, lines=lines or (), zone_labels=labels)  # fmt: skip
+    figs.append(ReportFigure(
+        f"density_{iv}.png",
+        f"Mean SOC stock {interval_text(iv)} ({DENSITY_LABEL}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
+        *_png_pdf(fig, "maps", iv),
+    ))  # fmt: skip
+    if "lower" in stats and "upper" in stats:
+        lo, hi = read_view(*stats["lower"]), read_view(*stats["upper"])
+        if lo.shape != hi.shape:
+            notes.append(
+                f"The lower and upper maps of {interval_text(iv)} differ in shape; no width map."
+            )
+            return figs, notes
+        width = to_display(MapView(hi.data - lo.data, hi.transform, hi.crs, hi.decimation), shown)
+        fig = map_figure(width, title=f"Width of the {level} prediction interval, {interval_text(iv)}",
+                         label="interval width", cmap=_WIDTH_CMAP, edges=edges, lines=lines or (),
+                         zone_labels=labels)  # fmt: skip
         figs.append(ReportFigure(
-            f"density_{iv}.png",
-            f"Mean SOC stock {interval_text(iv)} ({DENSITY_LABEL}). {outline_text}{grid_text}{aoa_text}{dec}".strip(),
+            f"width_{iv}.png",
+            f"Width of the {level} prediction interval (upper − lower, {qtext}) {interval_text(iv)} "
+            f"({DENSITY_LABEL}). {outline_text}{grid_text}{dec}".strip(),
             *_png_pdf(fig, "maps", iv),
         ))  # fmt: skip
-        if "lower" in stats and "upper" in stats:
-            lo, hi = read_view(*stats["lower"]), read_view(*stats["upper"])
-            if lo.shape != hi.shape:
-                notes.append(
-                    f"The lower and upper maps of {interval_text(iv)} differ in shape; no width map."
-                )
-                continue
-            width = to_display(
-                MapView(hi.data - lo.data, hi.transform, hi.crs, hi.decimation), shown
-            )
-            fig = map_figure(width, title=f"Width of the {level} prediction interval, {interval_text(iv)}",
-                             label="interval width", cmap=_WIDTH_CMAP, edges=edges, lines=lines or (),
-                             zone_labels=labels)  # fmt: skip
-            figs.append(ReportFigure(
-                f"width_{iv}.png",
-                f"Width of the {level} prediction interval (upper − lower, {qtext}) {interval_text(iv)} "
-                f"({DENSITY_LABEL}). {outline_text}{grid_text}{dec}".strip(),
-                *_png_pdf(fig, "maps", iv),
-            ))  # fmt: skip
-        else:
-            notes.append(f"No lower/upper maps for {interval_text(iv)}: no interval-width map.")
-    return figs
+    else:
+        notes.append(f"No lower/upper maps for {interval_text(iv)}: no interval-width map.")
+    return figs, notes
 
 
 def storage_figure(t: InventoryTables, range_label: str) -> ReportFigure:
@@ -262,28 +331,35 @@ def cv_figures(
     from ``cv_predictions.csv``; the fit stage's PNG when only that is left)."""
     figs = []
     for iv in intervals:
-        name = f"observed_vs_predicted_{iv}.png"
-        pdf = None
-        if iv in run.cv_predictions:
-            pred = io.read_table(run.cv_predictions[iv])
-            ok = pred["predicted"].notna()
-            has = {"lower", "upper"} <= set(pred.columns)
-            fig = observed_vs_predicted_figure(
-                pred.loc[ok, "observed"], pred.loc[ok, "predicted"],
-                lower=pred.loc[ok, "lower"] if has else None, upper=pred.loc[ok, "upper"] if has else None,
-                title=f"SOC stock {iv} cm, cross-validation",
-            )  # fmt: skip
-            data, pdf = render_figure(fig)
-        elif iv in run.cv_plots:
-            data = io.read_bytes(run.cv_plots[iv])
-        else:
-            continue
-        figs.append(ReportFigure(
-            name,
-            f"Observed against cross-validated predicted SOC stock, {interval_text(iv)}; grey bars: prediction intervals.",
-            data, "cv", iv, pdf,
-        ))  # fmt: skip
+        fig = _cv_figure(iv, run.cv_predictions.get(iv), run.cv_plots.get(iv))
+        if fig is not None:
+            figs.append(fig)
     return figs
+
+
+def _cv_figure(iv: str, predictions: Path | None, plot: Path | None) -> ReportFigure | None:
+    """One interval's observed against cross-validated predicted figure (see
+    :func:`cv_figures`); ``None`` without its CV predictions or plot."""
+    pdf = None
+    if predictions is not None:
+        pred = io.read_table(predictions)
+        ok = pred["predicted"].notna()
+        has = {"lower", "upper"} <= set(pred.columns)
+        fig = observed_vs_predicted_figure(
+            pred.loc[ok, "observed"], pred.loc[ok, "predicted"],
+            lower=pred.loc[ok, "lower"] if has else None, upper=pred.loc[ok, "upper"] if has else None,
+            title=f"SOC stock {iv} cm, cross-validation",
+        )  # fmt: skip
+        data, pdf = render_figure(fig)
+    elif plot is not None:
+        data = io.read_bytes(plot)
+    else:
+        return None
+    return ReportFigure(
+        f"observed_vs_predicted_{iv}.png",
+        f"Observed against cross-validated predicted SOC stock, {interval_text(iv)}; grey bars: prediction intervals.",
+        data, "cv", iv, pdf,
+    )  # fmt: skip
 
 
 def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> ReportFigure | None:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mapping import io
 from mapping.calibration import CalibratedModel, cross_fitted_coverage, regional_error_sd
-from mapping.cluster import dask_client, tls_security
+from mapping.cluster import dask_client, process_map, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
@@ -52,7 +52,12 @@ from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
 from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.units import interval_label
-from mapping.validation import cv_moments, fit_interval, make_splitter, observed_variance
+from mapping.validation import (
+    cv_moments,
+    fit_interval_or_error,
+    make_splitter,
+    observed_variance,
+)
 from mapping.zonal import integrate_files
 from mapping.zones import ZoneLayout, load_zone_layout
 
@@ -257,6 +262,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     outputs: list[str] = []
     fitted: dict[str, Any] = {}
     summaries = []
+    jobs: list[dict[str, Any]] = []
     for top, bottom in cfg.stocks.intervals():
         label = interval_label(top, bottom)
         rows = _interval_rows(table, top, bottom)
@@ -279,28 +285,34 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             f"{cfg.cv.method} ({cfg.cv.space} space)" if cfg.cv.method == "knndm" else cfg.cv.method
         )
         ctx.echo(f"[fit] {label} cm: {len(rows)} profiles, {how} cross-validation")
-        try:
-            result = fit_interval(
-                template,
-                rows[features],
-                rows["soc_stock_kg_m2"].to_numpy(float),
-                splitter=splitter,
-                quantiles=cfg.prediction.quantiles,
-                profile_ids=rows["profile_id"].to_numpy(),
-                aoa=cfg.prediction.aoa,
-                categorical=categorical_covariates(cfg),
-                calibration=calibration,
-            )
-        except ModelError as exc:
+        jobs.append(
+            {
+                "template": template,
+                "X": rows[features],
+                "y": rows["soc_stock_kg_m2"].to_numpy(float),
+                "splitter": splitter,
+                "quantiles": cfg.prediction.quantiles,
+                "profile_ids": rows["profile_id"].to_numpy(),
+                "aoa": cfg.prediction.aoa,
+                "categorical": categorical_covariates(cfg),
+                "calibration": calibration,
+            }
+        )
+    # The intervals are independent: fitted side by side, one process each (the forests'
+    # per-tree Python work holds the GIL, so threads would not share the cores).
+    results = process_map(fit_interval_or_error, jobs, cfg.n_jobs)
+    for (top, bottom), job, result in zip(cfg.stocks.intervals(), jobs, results, strict=True):
+        label, n_rows = interval_label(top, bottom), len(job["y"])
+        if isinstance(result, ModelError):
             raise ModelError(
-                f"interval {label} cm: {exc} (config: {_config_key(str(exc))})"
+                f"interval {label} cm: {result} (config: {_config_key(str(result))})"
             ) from None
         record_coordinate_crs(result.model, run_grid(ctx).working_crs)  # x, y
         for text, n in result.warnings.items():
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
-        outputs += _write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
+        outputs += _write_fit(ctx, label, (top, bottom), n_rows, features, result, cells)
         fitted[label] = result.model
-        summaries.append({"interval": label, "n": len(rows), **result.cv.pooled})
+        summaries.append({"interval": label, "n": n_rows, **result.cv.pooled})
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
     outputs.append(ctx.folder.rel(ctx.folder.cv_summary))
     return outputs, fitted
@@ -472,7 +484,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     tls = cfg.tls
     security = None if tls is None else tls_security(tls.ca_file, tls.cert, tls.key)
     with dask_client(
-        ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, security=security
+        ctx.scheduler,
+        echo=ctx.echo,
+        dashboard_address=cfg.dashboard,
+        security=security,
+        n_cells=grid.height * grid.width,
     ):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
