@@ -66,9 +66,11 @@ def process_map(
     a second call in the same run finds them started and their imports done. One job,
     or ``n_jobs`` 1, runs in this process.
 
-    Results are yielded in the order of ``jobs`` as soon as each is ready (the caller
-    can write one while the next is computed) and equal the in-process results: every
-    job carries its own seeds. An exception of a job is raised here with its own type.
+    The jobs start when this is called; results are yielded in the order of ``jobs`` as
+    soon as each is ready (the caller can do other work meanwhile, or write one result
+    while the next is computed) and equal the in-process results: every job carries its
+    own seeds. An exception of a job is raised here, with its own type, when its result
+    is read.
 
     Parameters
     ----------
@@ -81,14 +83,13 @@ def process_map(
     """
     n = min(len(jobs), n_jobs or usable_cores())
     if n <= 1:
-        for job in jobs:
-            yield func(**job)
-        return
+        return (func(**job) for job in jobs)
     from joblib import Parallel, delayed
 
-    # one BLAS/OpenMP thread per process: the cores are shared out by processes
+    # one BLAS/OpenMP thread per process: the cores are shared out by processes. The jobs
+    # are sent off here, so this process is free for other work until it reads a result.
     parallel = Parallel(n_jobs=n, backend="loky", inner_max_num_threads=1, return_as="generator")
-    yield from parallel(delayed(func)(**job) for job in jobs)
+    return iter(parallel(delayed(func)(**job) for job in jobs))
 
 
 def default_workers(

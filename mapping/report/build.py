@@ -243,19 +243,29 @@ def build_report(
     written: list[str] = []
     folder = RunFolder(out).report
     with io.atomic_path(folder, is_dir=True) as tmp:
+
+        def other_figures() -> list[ReportFigure | None]:
+            # drawn here while the intervals' maps are drawn in other processes
+            storage = storage_figure(tables, range_label) if tables is not None else None
+            calibration = calibration_figure(out, ordered, quantiles[1] - quantiles[0])
+            return [storage, calibration, design_figure(out, run, outlines)]
+
         n_jobs = (cfg or {}).get("n_jobs")
-        figures, cv_figs = interval_figures(run, ordered, outlines, quantiles, notes, n_jobs)  # type: ignore[arg-type]
+        figures, cv_figs, others = interval_figures(
+            run,
+            ordered,
+            outlines,
+            quantiles,
+            notes,
+            n_jobs,
+            meanwhile=other_figures,  # type: ignore[arg-type]
+        )
+        storage, calibration, design = others
         t1 = t2 = t_ind = None
         if tables is not None:
             t1, t2, t_ind = display_tables(tables, range_label)
-            figures.append(storage_figure(tables, range_label))
-        figures += cv_figs
-        calibration = calibration_figure(out, ordered, quantiles[1] - quantiles[0])
-        if calibration is not None:
-            figures.append(calibration)
-        design = design_figure(out, run, outlines)
-        if design is not None:
-            figures.append(design)
+        # the report's order: maps, storage, cross-validation, calibration, design
+        figures += [f for f in (storage, *cv_figs, calibration, design) if f is not None]
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
 

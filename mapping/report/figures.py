@@ -3,7 +3,7 @@ outlines, the storage chart, cross-validation and calibration plots."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,7 +165,8 @@ def interval_figures(
     quantiles: tuple[float, float],
     notes: list[str],
     n_jobs: int | None = None,
-) -> tuple[list[ReportFigure], list[ReportFigure]]:
+    meanwhile: Callable[[], Any] | None = None,
+) -> tuple[list[ReportFigure], list[ReportFigure], Any]:
     """The figures of every interval: its mean and interval-width maps, and its observed
     against cross-validated predicted plot; PNG and PDF.
 
@@ -173,10 +174,14 @@ def interval_figures(
     (:func:`mapping.cluster.process_map`; matplotlib's drawing holds the GIL); figures
     and notes come back in interval order, the same as drawn one by one.
 
+    ``meanwhile`` is called in this process while the intervals are drawn elsewhere
+    (other figures of the report).
+
     Returns
     -------
-    (maps, cv)
-        The map figures and the cross-validation figures, each in interval order.
+    (maps, cv, meanwhile_result)
+        The map figures and the cross-validation figures, each in interval order, and
+        what ``meanwhile`` returned.
     """
     jobs = [
         {
@@ -189,13 +194,15 @@ def interval_figures(
         }
         for iv in intervals
     ]
+    drawn = process_map(_one_interval, jobs, n_jobs)
+    extra = meanwhile() if meanwhile is not None else None
     maps: list[ReportFigure] = []
     cvs: list[ReportFigure] = []
-    for done, cv, said in process_map(_one_interval, jobs, n_jobs):
+    for done, cv, said in drawn:
         maps += done
         cvs += [cv] if cv is not None else []
         notes += said
-    return maps, cvs
+    return maps, cvs, extra
 
 
 def map_figures(
