@@ -94,7 +94,9 @@ def test_a_run_listens_on_loopback_only(tmp_path: Path) -> None:
     said: list[str] = []
     before = _listening(psutil.Process())
     with _SocketSampler() as sampler:
-        run_stages(cfg, stage_list(cfg), until="predict", echo=said.append)
+        # the corpus grid is small enough for in-process threads; "local" starts the
+        # cluster a grid above mapping.cluster.SMALL_WORK_CELLS gets by default
+        run_stages(cfg, stage_list(cfg), until="predict", echo=said.append, scheduler="local")
     assert (cfg.output / "maps" / "soc_0_30cm_mean.tif").is_file()
     assert any("local cluster" in s and "dashboard http://127.0.0.1:" in s for s in said), said
     new = sampler.seen - before
