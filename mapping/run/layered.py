@@ -280,12 +280,23 @@ def _predict_intervals(
     return written
 
 
+def _cells(ctx: StageContext) -> int:
+    """Cells of the run's grid (small grids run on in-process threads)."""
+    grid = stages.run_grid(ctx)
+    return grid.height * grid.width
+
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     outputs, written = stages.PREDICT.run(ctx)
     extra = _extra_depths(ctx.config, ctx.config.prediction.depths)
     if extra:
         model = io.read_model(ctx.folder.layered_model)
-        with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=ctx.config.dashboard):
+        with dask_client(
+            ctx.scheduler,
+            echo=ctx.echo,
+            dashboard_address=ctx.config.dashboard,
+            n_cells=_cells(ctx),
+        ):
             more = _predict_intervals(ctx, model, extra)  # each warns of its failed cells
         for files in more.values():
             outputs += [ctx.folder.rel(p) for p in sorted(set(files.values()))]
@@ -317,7 +328,9 @@ def predict_depths(
     if not ctx.folder.layered_model.exists():
         raise ModelError(f"{ctx.folder.layered_model}: no layered model; run `socmap fit` first")
     model = io.read_model(ctx.folder.layered_model)
-    with dask_client(ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard):
+    with dask_client(
+        ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
+    ):
         return _predict_intervals(ctx, model, _extra_depths(cfg, depths))
 
 
@@ -375,7 +388,9 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     for view in (thawed, total):
         record_coordinate_crs(view, grid.crs)
     chunks = cfg.prediction.chunks
-    with dask_client(ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard):
+    with dask_client(
+        ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
+    ):
         maps = {
             "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
             "total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",)),
