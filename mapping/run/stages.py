@@ -500,7 +500,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             if calibrated:
                 parts.append(io.file_checksum(run.error_model_file(label)))
             key = digest(parts)
-            options: dict[str, Any] = {"label": f"predict {label} cm", "model": cfg.model.type}
+            options: dict[str, Any] = {
+                "label": f"predict {label} cm",
+                "model": cfg.model.type,
+                "writer": cfg.prediction.writer,
+            }
             with warnings.catch_warnings():  # counted here, said once below
                 warnings.simplefilter("ignore", PredictionFailureWarning)
                 if cfg.prediction.format == "cog":
