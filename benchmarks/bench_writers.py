@@ -115,8 +115,9 @@ def main() -> None:
         for writer in args.writers:
             for workers in (1, 2):
                 r = one_run(pred, workers, writer, args.chunks)
-                print(f"  run: {writer} writer, {workers} worker(s): {r['wall']:.1f} s, "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+                print(f"  run: {writer} writer, {workers} worker(s): {r['wall']:.1f} s; CPU s: "
+                      f"workers {r['cpu_workers']:.1f}, client {r['cpu_client']:.1f}; peak "
+                      f"{r['peak'] / 2**30:.2f} GiB; load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
                 old = best.get((writer, workers))
                 best[writer, workers] = {k: min(v, old[k]) if old else v for k, v in r.items()}
     print("results (best of runs):")

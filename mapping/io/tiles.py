@@ -5,7 +5,7 @@ prediction) without a single writer:
 
 1. every chunk is computed and written by one Dask task, on the worker that computed it,
    as a small tiled GeoTIFF ``r<i>_c<j>.tif`` in a tiles folder (one band per map,
-   DEFLATE, written to a temporary name and renamed). The task returns only a small
+   ZSTD, written to a temporary name and renamed). The task returns only a small
    record to the client (chunk, whether a file was written, the chunk's counts). A
    chunk in which every map is nodata gets no file at all (sparse);
 2. each map is then assembled by a task of its own, in parallel on the workers: a VRT of
@@ -46,8 +46,10 @@ from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path, read_
 __all__ = ["ChunkRecord", "TiledMaps", "write_tiled_cogs"]
 
 KEY_FILE = "key.json"
-TILE_COMPRESSION = {"COMPRESS": "DEFLATE", "ZLEVEL": "1"}
-"""Chunk files are temporary: fast DEFLATE; the COG driver compresses the maps for good."""
+TILE_COMPRESSION = ({"COMPRESS": "ZSTD", "ZSTD_LEVEL": "1"}, {"COMPRESS": "DEFLATE", "ZLEVEL": "1"})
+"""Chunk files are temporary: the fastest lossless codec (ZSTD level 1 writes 4x faster than
+DEFLATE level 1, files as small; DEFLATE where GDAL lacks ZSTD); the COG driver compresses
+the maps for good."""
 
 
 @dataclass(frozen=True)
@@ -379,17 +381,21 @@ def write_chunk(
     transform = Affine(*frame.transform) @ Affine.translation(c0, r0)
     size = min(512, 16 * -(-max(h, w) // 16))  # GeoTIFF tiles: multiples of 16
     dest = Path(path)
-    try:
-        with atomic_path(dest) as tmp:
-            with rasterio.open(
-                tmp, "w", driver="GTiff", width=w, height=h, count=n_maps, dtype=frame.dtype,
-                crs=frame.crs, transform=transform, tiled=True,
-                blockxsize=size, blockysize=size, interleave="band", **TILE_COMPRESSION,
-            ) as dst:  # fmt: skip
-                dst.write(maps)
-                dst.update_tags(socmap_counts=json.dumps(list(sums)))
-    except rasterio.errors.RasterioError as exc:
-        raise _write_error(dest, exc) from None
+    for codec in TILE_COMPRESSION:
+        try:
+            with atomic_path(dest) as tmp:
+                with rasterio.open(
+                    tmp, "w", driver="GTiff", width=w, height=h, count=n_maps, dtype=frame.dtype,
+                    crs=frame.crs, transform=transform, tiled=True,
+                    blockxsize=size, blockysize=size, interleave="band", **codec,
+                ) as dst:  # fmt: skip
+                    dst.write(maps)
+                    dst.update_tags(socmap_counts=json.dumps(list(sums)))
+            break
+        except rasterio.errors.RasterioError as exc:
+            if codec["COMPRESS"] == "ZSTD" and "ZSTD" in str(exc).upper():
+                continue  # a GDAL built without ZSTD
+            raise _write_error(dest, exc) from None
     return ChunkRecord(i, j, True, sums)
 
 
