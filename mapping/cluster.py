@@ -510,8 +510,16 @@ def compute_with_progress(
         with _LocalProgress(label):
             return dask.compute(*collections, **kwargs)
     futures = client.compute(list(collections), **kwargs)
+    return gather_with_progress(client, futures, label=label)
+
+
+def gather_with_progress(
+    client: Client, futures: Sequence[Any], *, label: str = "computing"
+) -> tuple[Any, ...]:
+    """The results of ``futures`` (submitted earlier, e.g. to overlap with other work),
+    waited for with a progress bar."""
     _distributed_progress(futures, label)
-    return tuple(client.gather(futures))
+    return tuple(client.gather(list(futures)))
 
 
 # --------------------------------------------------------------------------- block-wise

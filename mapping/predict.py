@@ -573,9 +573,15 @@ class WrittenMaps(dict[str, Path]):
     """Variable name -> file written, and :attr:`failed`, the number of cells with valid
     covariates the model gave no prediction for (a kriging system that did not factorise)."""
 
-    def __init__(self, paths: Mapping[str, Path], failed: int = 0) -> None:
+    def __init__(self, paths: Mapping[str, Path], failed: int = 0, pending: Any = None) -> None:
         super().__init__(paths)
         self.failed = int(failed)
+        self._pending = pending
+
+    def wait(self) -> None:
+        """Wait until the maps are in place (``write_prediction(wait=False)``)."""
+        if self._pending is not None:
+            self._pending()
 
 
 def prediction_layers(prediction: Any) -> Any:
@@ -602,6 +608,7 @@ def write_prediction(
     tiles: str | os.PathLike[str] | None = None,
     key: str | None = None,
     on_resume: Any = None,
+    wait: bool = True,
 ) -> WrittenMaps:
     """Write every variable of a (lazy) prediction, computing it once, chunk by chunk.
 
@@ -643,6 +650,11 @@ def write_prediction(
         the same key computes only the missing chunks (:mod:`mapping.run.checkpoint`).
     on_resume
         ``on_resume(kept, n_chunks)`` when chunk files of an interrupted run are reused.
+    wait
+        COG only: False returns once the chunks are written (and the failed cells
+        counted), the maps still being assembled on the workers; call
+        :meth:`WrittenMaps.wait` before using them. The next interval's chunks then
+        share the workers with this interval's assembly.
 
     Returns
     -------
@@ -692,12 +704,15 @@ def write_prediction(
         label=label,
         on_workers=writer == "workers",
         on_resume=on_resume,
+        wait=wait,
     )
     failed = done.counts[0] if flags else 0
-    return _written(dict(zip(names, done.paths, strict=True)), failed, text)
+    return _written(dict(zip(names, done.paths, strict=True)), failed, text, done.wait)
 
 
-def _written(paths: dict[str, Path], failed: int, interval: str) -> WrittenMaps:
+def _written(
+    paths: dict[str, Path], failed: int, interval: str, pending: Any = None
+) -> WrittenMaps:
     if failed:
         warnings.warn(
             f"{interval} cm: {failed} cell(s) with valid covariates have no prediction: the "
@@ -706,7 +721,7 @@ def _written(paths: dict[str, Path], failed: int, interval: str) -> WrittenMaps:
             PredictionFailureWarning,
             stacklevel=3,
         )
-    return WrittenMaps(paths, failed)
+    return WrittenMaps(paths, failed, pending)
 
 
 def with_relative_uncertainty(prediction: Any) -> Any:

@@ -4,7 +4,8 @@
   and the COGs the single-writer path (:func:`mapping.io.write_cogs`) makes, cell for
   cell, overviews included; the all-nodata chunks have no file.
 * A prediction written by a two-worker local cluster (workers write their chunks and
-  assemble the maps) equals the one-worker run and the client-written fallback.
+  assemble the maps, also while the next prediction runs) equals the one-worker run and
+  the client-written fallback.
 """
 
 from __future__ import annotations
@@ -150,7 +151,12 @@ def test_two_workers_write_the_maps_of_one_worker(tmp_path: Path) -> None:
             dask_client(cluster.scheduler_address, echo=lambda m: None) as client,
         ):
             with get_task_stream(client) as stream:
-                written[n] = write_prediction(pred, tmp_path / f"w{n}", (0, 30), run_id="r")
+                # on 2 workers the maps' assembly goes on while the next call runs
+                written[n] = write_prediction(
+                    pred, tmp_path / f"w{n}", (0, 30), run_id="r", wait=n == 1
+                )
+                other = write_prediction(pred, tmp_path / f"v{n}", (0, 30), run_id="r")
+                written[n].wait()
             if n == 2:
                 client_written = write_prediction(
                     pred, tmp_path / "client", (0, 30), run_id="r", writer="client"
@@ -162,6 +168,7 @@ def test_two_workers_write_the_maps_of_one_worker(tmp_path: Path) -> None:
     assert set(written[1]) == {"mean", "median", "lower", "upper", "std", "relative_uncertainty"}
     for name in written[1]:
         _same_cog(written[1][name], written[2][name])
+        _same_cog(written[1][name], other[name])
         _same_cog(written[1][name], client_written[name])
     with rasterio.open(written[2]["mean"]) as src:
         values = src.read(1)

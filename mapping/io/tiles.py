@@ -26,6 +26,7 @@ the same chunk files and assembles the maps itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -38,7 +39,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mapping.cluster import compute_with_progress, current_client, stream_results
+from mapping.cluster import (
+    compute_with_progress,
+    current_client,
+    gather_with_progress,
+    stream_results,
+)
 from mapping.exceptions import MissingCRSError, OutputError
 from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path, read_json, write_json
@@ -99,7 +105,15 @@ class TiledMaps:
     chunk_seconds: float = 0.0
     """Wall time of computing and writing the chunks."""
     assemble_seconds: float = 0.0
-    """Wall time of assembling the maps from the chunk files."""
+    """Wall time of assembling the maps from the chunk files (0 while they are pending)."""
+    pending: Callable[[], None] | None = dataclasses.field(default=None, repr=False)
+
+    def wait(self) -> None:
+        """Wait until the maps are in place (they already are unless
+        ``write_tiled_cogs(wait=False)`` ran on a distributed cluster); raises what their
+        assembly raised."""
+        if self.pending is not None:
+            self.pending()
 
 
 def write_tiled_cogs(
@@ -115,6 +129,7 @@ def write_tiled_cogs(
     label: str = "writing rasters",
     on_workers: bool = True,
     on_resume: Callable[[int, int], None] | None = None,
+    wait: bool = True,
 ) -> TiledMaps:
     """Write same-shape ``(path, DataArray, tags)`` items as COGs, chunk files first.
 
@@ -148,6 +163,11 @@ def write_tiled_cogs(
     on_resume
         ``on_resume(kept, n_chunks)`` is called before computing when chunk files of an
         interrupted run are reused.
+    wait
+        False: on a distributed cluster with ``on_workers``, return once the chunks are
+        written, with the maps' assembly submitted and running; the caller goes on (say,
+        with the next interval's chunks, which then share the workers with it) and calls
+        :meth:`TiledMaps.wait` before using the maps.
 
     Raises
     ------
@@ -222,16 +242,36 @@ def write_tiled_cogs(
             (folder, lay, k, windows, geo, overviews, blocksize, compress)
             for k, lay in enumerate(layers)
         ]
-        if on_workers or client is None:
+        paths = [lay.path for lay in layers]
+        if on_workers and client is not None:
             import dask
 
-            tasks = [
-                dask.delayed(_assemble, pure=False)(*job, threads=1 if client else "ALL_CPUS")
-                for job in jobs
-            ]
-            paths = list(compute_with_progress(*tasks, label=f"{label}: maps"))
+            tasks = [dask.delayed(_assemble, pure=False)(*job, threads=1) for job in jobs]
+            futures = client.compute(tasks)  # one task per map, in parallel on the workers
+
+            def finish() -> None:
+                try:
+                    gather_with_progress(client, futures, label=f"{label}: maps")
+                except BaseException:
+                    if temporary:
+                        _remove(folder)
+                    raise
+                _remove(folder)
+
+            if not wait:
+                return TiledMaps(
+                    paths, sums, n_chunks, len(kept), n_chunks - len(written), t1 - t0,
+                    pending=_once(finish),
+                )  # fmt: skip
+            finish()
+        elif client is None:  # an in-process scheduler: the maps in parallel threads
+            import dask
+
+            tasks = [dask.delayed(_assemble, pure=False)(*job, threads="ALL_CPUS") for job in jobs]
+            compute_with_progress(*tasks, label=f"{label}: maps")
         else:
-            paths = [_assemble(*job, threads="ALL_CPUS") for job in jobs]
+            for job in jobs:
+                _assemble(*job, threads="ALL_CPUS")
         t2 = time.perf_counter()
     except BaseException:
         if temporary:
@@ -239,6 +279,18 @@ def write_tiled_cogs(
         raise
     _remove(folder)
     return TiledMaps(paths, sums, n_chunks, len(kept), n_chunks - len(written), t1 - t0, t2 - t1)
+
+
+def _once(fn: Callable[[], None]) -> Callable[[], None]:
+    """``fn``, run on the first call only."""
+    done: list[bool] = []
+
+    def call() -> None:
+        if not done:
+            fn()
+            done.append(True)
+
+    return call
 
 
 # --------------------------------------------------------------------------- set-up

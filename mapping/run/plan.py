@@ -16,8 +16,9 @@ The plan is arithmetic on the grid and the config, plus a short calibration:
   :data:`PARALLEL_EFFICIENCY`. Writing is timed with the writer of a run
   (:func:`mapping.io.write_tiled_cogs`) on the sampled chunks and has two parts: each task
   writes its chunk file (per cell, spread over the workers like the prediction), then each
-  map is assembled into a COG by one task (per cell and map; an interval's maps are
-  assembled in parallel, at most one per worker).
+  map is assembled into a COG by one task (per cell and map), while the next interval's
+  chunks are predicted; the last interval's assembly comes after its chunks, its maps in
+  parallel, at most one per worker.
 """
 
 from __future__ import annotations
@@ -128,10 +129,14 @@ class Plan:
         compute = len(self.intervals) * self.n_chunks * per_chunk
         lanes = n_workers * self.threads_per_worker
         eff = 1.0 if lanes == 1 else PARALLEL_EFFICIENCY
-        # each interval's maps are assembled by one task each, in parallel
-        rounds = -(-self.maps // lanes)
-        assemble = len(self.intervals) * rounds * self.cells * c.assemble_seconds_per_cell
-        return compute / (lanes * eff) + assemble
+        one_map = self.cells * c.assemble_seconds_per_cell  # one task assembles one map
+        assemble = len(self.intervals) * self.maps * one_map
+        # an interval's maps are assembled while the next interval's chunks are predicted,
+        # so the work shares the workers; what cannot be shared is the last interval's
+        # assembly after its chunks (its maps in parallel, one task each)
+        shared = (compute + assemble) / (lanes * eff)
+        tail = compute / (lanes * eff) + -(-self.maps // lanes) * one_map
+        return max(shared, tail)
 
     @property
     def maps(self) -> int:

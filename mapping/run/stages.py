@@ -32,6 +32,7 @@ from mapping.extract import extract_at_points
 from mapping.grid import Grid
 from mapping.predict import (
     PredictionFailureWarning,
+    WrittenMaps,
     predict_grid,
     record_coordinate_crs,
     write_prediction,
@@ -467,6 +468,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     outputs: list[str] = []
     written: dict[str, dict[str, Path]] = {}
     failed: dict[str, int] = {}
+    assembling: list[WrittenMaps] = []
     for leftover in run.temporaries():  # temporaries of a killed run
         io.remove_output(leftover)
     tls = cfg.tls
@@ -508,9 +510,10 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             with warnings.catch_warnings():  # counted here, said once below
                 warnings.simplefilter("ignore", PredictionFailureWarning)
                 if cfg.prediction.format == "cog":
+                    # the maps are assembled while the next interval's chunks are predicted
                     files = write_resumable(
                         pred, run.maps, (top, bottom), partial=run.partial, key=key,
-                        echo=ctx.echo, **options,
+                        echo=ctx.echo, wait=False, **options,
                     )  # fmt: skip
                 else:
                     files = write_prediction(
@@ -518,8 +521,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                     )
             failed[label] = files.failed
             written[label] = dict(files)
+            assembling.append(files)
             for p in sorted(set(files.values())):
                 outputs.append(run.rel(p))
+        for files in assembling:
+            files.wait()
     io.remove_output(run.partial)  # chunks of intervals no longer asked for
     report_failures(ctx, "predict", failed)
     return outputs, written
