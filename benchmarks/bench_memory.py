@@ -6,12 +6,12 @@ Predicts a ``size x size`` grid (default 10,000 x 10,000 = 100 million cells of 
 EASE-Grid 2.0 North) whose covariates are generated lazily from the coordinates, chunk
 by chunk (``bench_predict.lazy_stack``: nothing is stored), with regression kriging (a
 small random-forest trend, 32 neighbours, 2,000 training points), on a local Dask
-cluster of ``--workers`` single-threaded workers, and writes the five statistics as
-COGs into a temporary folder that is deleted afterwards.
+cluster of ``--workers`` single-threaded workers, and writes the maps (five statistics
+and the relative uncertainty) as COGs into a temporary folder that is deleted afterwards.
 
 Prints the peak resident memory summed over this process and all its children (the
 nanny and worker processes of the local cluster), sampled every 0.2 s, the peak of this
-process alone (scheduler and the client writing the files), and cells per second.
+process alone (scheduler and client; the workers write the maps), and cells per second.
 """
 
 from __future__ import annotations

@@ -558,8 +558,16 @@ def compute_with_progress(
         with _LocalProgress(label):
             return dask.compute(*collections, **kwargs)
     futures = client.compute(list(collections), **kwargs)
+    return gather_with_progress(client, futures, label=label)
+
+
+def gather_with_progress(
+    client: Client, futures: Sequence[Any], *, label: str = "computing"
+) -> tuple[Any, ...]:
+    """The results of ``futures`` (submitted earlier, e.g. to overlap with other work),
+    waited for with a progress bar."""
     _distributed_progress(futures, label)
-    return tuple(client.gather(futures))
+    return tuple(client.gather(list(futures)))
 
 
 # --------------------------------------------------------------------------- block-wise
@@ -616,35 +624,57 @@ def store_blocks(
             da.store(stacked, _StoreTarget(write), lock=lock, compute=True)
         return n_blocks
 
-    from distributed import as_completed
-
     offsets = [np.cumsum((0, *c)) for c in chunks]
     blocks = stacked.to_delayed(optimize_graph=True)  # (1, nby, nbx)
     where = [(i, j) for i in range(blocks.shape[1]) for j in range(blocks.shape[2])]
-    futures = client.compute([blocks[0, i, j] for i, j in where])  # one graph: the model once
-    index = {f.key: ij for f, ij in zip(futures, where, strict=True)}
-    display = _Display(label, n_blocks, unit="blocks")
+
+    def hand_over(n: int, block: np.ndarray) -> None:
+        i, j = where[n]
+        window = (
+            slice(int(offsets[0][i]), int(offsets[0][i + 1])),
+            slice(int(offsets[1][j]), int(offsets[1][j + 1])),
+        )
+        for k in range(block.shape[0]):
+            write(k, window, np.asarray(block[k]))
+
+    stream_results(client, [blocks[0, i, j] for i, j in where], hand_over, label=label)
+    return n_blocks
+
+
+def stream_results(
+    client: Client,
+    collections: Sequence[Any],
+    handle: Callable[[int, Any], None],
+    *,
+    label: str = "computing",
+    unit: str = "blocks",
+) -> None:
+    """Compute ``collections`` on ``client`` and call ``handle(n, result)`` in this process
+    as each finishes, in completion order, releasing each result once handled.
+
+    The collections are submitted as one graph (shared inputs such as a fitted model are
+    sent once); only the results not yet handled are held here, so a stream of blocks
+    never piles up in this process.
+    """
+    from distributed import as_completed
+
+    futures = client.compute(list(collections))
+    index = {f.key: n for n, f in enumerate(futures)}
+    display = _Display(label, len(futures), unit=unit)
     ok = False
     try:
         done = 0
         queue = as_completed(futures, with_results=True)
-        del futures  # only as_completed keeps them, so each block is released once written
-        for fut, block in queue:
-            i, j = index.pop(fut.key)
-            window = (
-                slice(int(offsets[0][i]), int(offsets[0][i + 1])),
-                slice(int(offsets[1][j]), int(offsets[1][j + 1])),
-            )
-            for k in range(block.shape[0]):
-                write(k, window, np.asarray(block[k]))
+        del futures  # only as_completed keeps them, so each result is released once handled
+        for fut, result in queue:
+            handle(index.pop(fut.key), result)
             fut.release()
-            del fut, block
+            del fut, result
             done += 1
             display.update(done)
         ok = True
     finally:
         display.close(ok=ok)
-    return n_blocks
 
 
 # --------------------------------------------------------------------------- memory

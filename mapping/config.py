@@ -259,6 +259,9 @@ class PredictionConfig(_Section):
     # mypy without pydantic's plugin cannot type a model class as a default factory
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)  # type: ignore[arg-type]
     format: Literal["cog", "zarr"] = "cog"
+    writer: Literal["workers", "client"] = "workers"
+    """Who writes the maps' chunks: the workers that compute them (the output folder must
+    be on a file system every worker reaches) or the process that runs socmap."""
     depths: list[str] = Field(default_factory=list)
     """Layered model: more intervals mapped from the same fit (e.g. ``[0-50, 0-150]``)."""
 
@@ -274,6 +277,8 @@ class PredictionConfig(_Section):
         data = handler(self)
         if not self.depths:  # runs without extra depths dump as before the key existed
             data.pop("depths", None)
+        if self.writer == "workers":  # who writes does not change a map: not fingerprinted
+            data.pop("writer", None)
         return data
 
     @field_validator("quantiles")

@@ -68,6 +68,8 @@ DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overhead
 COORDINATES = ("x", "y")
 FAILED = "failed"
 """Variable of a prediction: 1 where the inputs are valid but the model gave no prediction."""
+WRITERS = ("workers", "client")
+"""Who writes the chunks of the maps (:func:`write_prediction`)."""
 
 
 # --------------------------------------------------------------------------- statistics
@@ -571,29 +573,20 @@ class WrittenMaps(dict[str, Path]):
     """Variable name -> file written, and :attr:`failed`, the number of cells with valid
     covariates the model gave no prediction for (a kriging system that did not factorise)."""
 
-    def __init__(self, paths: Mapping[str, Path], failed: int = 0) -> None:
+    def __init__(self, paths: Mapping[str, Path], failed: int = 0, pending: Any = None) -> None:
         super().__init__(paths)
         self.failed = int(failed)
+        self._pending = pending
 
-
-class _FailureCount:
-    """``on_block`` that counts the failed cells (item ``k``) and passes every block on."""
-
-    def __init__(self, k: int, on_block: Any) -> None:
-        self.k = k
-        self.on_block = on_block
-        self.count = 0
-
-    def __call__(self, k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
-        if k == self.k:
-            self.count += int(np.nansum(block))
-        if self.on_block is not None:
-            self.on_block(k, window, block)
+    def wait(self) -> None:
+        """Wait until the maps are in place (``write_prediction(wait=False)``)."""
+        if self._pending is not None:
+            self._pending()
 
 
 def prediction_layers(prediction: Any) -> Any:
-    """The variables :func:`write_prediction` computes, in the order it hands their blocks
-    to ``on_block``: the maps (with :func:`with_relative_uncertainty`; the area of
+    """The variables :func:`write_prediction` computes, in the order of the bands of its
+    chunk files: the maps (with :func:`with_relative_uncertainty`; the area of
     applicability last among them), then :data:`FAILED` when the prediction has it."""
     out = with_relative_uncertainty(prediction)
     if FAILED in out.data_vars and list(out.data_vars)[-1] != FAILED:
@@ -611,9 +604,13 @@ def write_prediction(
     overviews: bool = True,
     label: str | None = None,
     model: str | None = None,
-    on_block: Any = None,
+    writer: str = "workers",
+    tiles: str | os.PathLike[str] | None = None,
+    key: str | None = None,
+    on_resume: Any = None,
+    wait: bool = True,
 ) -> WrittenMaps:
-    """Write every variable of a (lazy) prediction, computing it once, window by window.
+    """Write every variable of a (lazy) prediction, computing it once, chunk by chunk.
 
     Each map carries CF attributes (:func:`mapping.map_metadata.map_attributes`); a
     ``relative_uncertainty`` map, ``(upper - lower) / median``, is added when the
@@ -642,10 +639,22 @@ def write_prediction(
         Progress-bar label.
     model
         Model kind, written into the maps' attributes.
-    on_block
-        COG only: ``on_block(k, window, block)`` after each block of the ``k``-th
-        variable of :func:`prediction_layers` is computed (a resumable writer keeps
-        finished chunks, :mod:`mapping.run.checkpoint`).
+    writer
+        COG only: ``"workers"``: each task writes its chunk of every map and the workers
+        assemble the COGs (:func:`mapping.io.write_tiled_cogs`; a distributed cluster
+        needs ``folder`` on a file system its workers share); ``"client"``: chunks are
+        sent to this process, which writes them (no shared file system needed).
+    tiles, key
+        COG only: folder of the chunk files and the identity of the computation. With
+        both, chunk files are kept when writing fails or is killed and a later call with
+        the same key computes only the missing chunks (:mod:`mapping.run.checkpoint`).
+    on_resume
+        ``on_resume(kept, n_chunks)`` when chunk files of an interrupted run are reused.
+    wait
+        COG only: False returns once the chunks are written (and the failed cells
+        counted), the maps still being assembled on the workers; call
+        :meth:`WrittenMaps.wait` before using them. The next interval's chunks then
+        share the workers with this interval's assembly.
 
     Returns
     -------
@@ -681,15 +690,29 @@ def write_prediction(
         return _written({n: path for n in names}, failed, text)
     if format != "cog":
         raise ModelError(f"prediction.format {format!r}: use 'cog' or 'zarr'")
+    if writer not in WRITERS:
+        raise ModelError(f"prediction.writer {writer!r}: use one of {list(WRITERS)}")
     items: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]] = [
         (folder / map_filename(top, bottom, n), _as_written(n, layers[n]), attrs(n)) for n in names
     ]
-    count = _FailureCount(len(names), on_block)
-    paths = io.write_cogs(items, overviews=overviews, label=label, on_block=count, also=flags)
-    return _written(dict(zip(names, paths, strict=True)), count.count, text)
+    done = io.write_tiled_cogs(
+        items,
+        tiles=tiles,
+        key=key,
+        counts=flags,
+        overviews=overviews,
+        label=label,
+        on_workers=writer == "workers",
+        on_resume=on_resume,
+        wait=wait,
+    )
+    failed = done.counts[0] if flags else 0
+    return _written(dict(zip(names, done.paths, strict=True)), failed, text, done.wait)
 
 
-def _written(paths: dict[str, Path], failed: int, interval: str) -> WrittenMaps:
+def _written(
+    paths: dict[str, Path], failed: int, interval: str, pending: Any = None
+) -> WrittenMaps:
     if failed:
         warnings.warn(
             f"{interval} cm: {failed} cell(s) with valid covariates have no prediction: the "
@@ -698,7 +721,7 @@ def _written(paths: dict[str, Path], failed: int, interval: str) -> WrittenMaps:
             PredictionFailureWarning,
             stacklevel=3,
         )
-    return WrittenMaps(paths, failed)
+    return WrittenMaps(paths, failed, pending)
 
 
 def with_relative_uncertainty(prediction: Any) -> Any:

@@ -24,9 +24,8 @@ import pytest
 from conftest import stage_status
 
 import mapping
-from mapping import cluster
 from mapping.config import load_config
-from mapping.io import rasters
+from mapping.io import tiles
 from mapping.run import run_stages, stage_list, stages
 
 CORPUS = Path(__file__).parent / "data" / "bad"
@@ -210,32 +209,32 @@ def corpus(tmp_path: Path) -> Path:
 def test_crash_while_writing_a_map(
     corpus: Path, reference: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = cluster.store_blocks
-    written: list[tuple[int, tuple[slice, slice]]] = []
+    real = tiles.write_chunk
+    written: list[tuple[int, int]] = []
 
-    def store_one_block_then_fail(arrays, write, **kwargs):  # type: ignore[no-untyped-def]
-        def write_once(k, window, block):  # type: ignore[no-untyped-def]
-            if written:
-                raise RuntimeError("injected: worker lost mid-map")
-            write(k, window, block)  # one block really lands in the staging GeoTIFF
-            written.append((k, window))
+    def write_one_chunk_then_fail(block, i, j, *args):  # type: ignore[no-untyped-def]
+        if written:
+            raise RuntimeError("injected: worker lost mid-map")
+        record = real(block, i, j, *args)  # one chunk really lands in its file
+        written.append((i, j))
+        return record
 
-        return real(arrays, write_once, **kwargs)
-
-    monkeypatch.setattr(rasters, "store_blocks", store_one_block_then_fail)
+    monkeypatch.setattr(tiles, "write_chunk", write_one_chunk_then_fail)
     out = corpus / "out"
     with pytest.raises(RuntimeError, match="injected"):
         _run(corpus)
-    assert written  # the failure came after a block was written
+    assert written  # the failure came after a chunk was written
     # No map under a final name, and no temporary left behind either.
     assert sorted(p.name for p in (out / "maps").iterdir()) == [".partial"]
-    # the resume store holds no chunk: one statistic of one block is not a finished chunk
-    assert not list((out / "maps" / ".partial").rglob("*.npy"))
+    # the resume store holds the finished chunk, complete, and nothing else
+    i, j = written[0]
+    kept = sorted(p.name for p in (out / "maps" / ".partial").rglob("r*_c*.tif"))
+    assert kept == [f"r{i}_c{j}.tif"]
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
     assert stage_status(out) == {"stocks": "complete", "training": "complete", "fit": "complete",
                             "predict": "failed"}  # fmt: skip
 
-    monkeypatch.setattr(rasters, "store_blocks", real)
+    monkeypatch.setattr(tiles, "write_chunk", real)
     said = _run(corpus)
     assert "[fit] unchanged, reusing" in " ".join(said)
     assert "[predict] running" in said and "[zones] running" in said

@@ -26,7 +26,7 @@ from mapping.predict import (
     record_coordinate_crs,
     write_prediction,
 )
-from mapping.run.checkpoint import ChunkStore, write_resumable
+from mapping.run.checkpoint import write_resumable
 from mapping.run.runner import Stage, run_stages
 from mapping.run.stages import report_failures
 
@@ -102,37 +102,43 @@ def test_failed_cells_are_nodata_counted_and_warned_once(tmp_path: Path) -> None
     assert not (tmp_path / "maps" / "soc_0_30cm_failed.tif").exists()
 
 
-def test_a_resumed_map_keeps_its_failure_count(tmp_path: Path) -> None:
+def test_a_resumed_map_keeps_its_failure_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mapping.io import tiles
+
     rk, _ = _broken_model()
     pred = predict_grid(rk, _stack(), GRID, chunks=16)
     with pytest.warns(PredictionFailureWarning):
         first = write_prediction(pred, tmp_path / "a", (0, 30), overviews=False)
-    # a run killed after some chunks: they are kept with their flags, and the resumed
-    # run counts the failed cells of kept and computed chunks alike
-    kept = ChunkStore(tmp_path / "partial" / "soc_0_30cm", "k", _layers(pred))
 
-    def first_rows(k: int, window: tuple[slice, slice], block: np.ndarray) -> None:
-        if window[0].start == 0:  # the run dies before it gets further
-            kept.on_block(k, window, block)
+    # a run killed once its first row of chunks was written: those chunk files are kept
+    # with their failure counts (the run dies before assembling the maps; the files of
+    # the second row are what it had not reached), and the resumed run counts the failed
+    # cells of kept and computed chunks alike
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
 
-    with pytest.warns(PredictionFailureWarning):
-        write_prediction(pred, tmp_path / "b", (0, 30), overviews=False, on_block=first_rows)
-    n_kept = len(list((tmp_path / "partial" / "soc_0_30cm").glob("r*.npy")))
-    assert 0 < n_kept < kept.n_chunks
+    monkeypatch.setattr(tiles, "_assemble", killed)
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        write_resumable(pred, tmp_path / "b", (0, 30), partial=partial, key="k", overviews=False)
+    monkeypatch.undo()
+    for p in (partial / "soc_0_30cm").glob("r1_c*.tif"):
+        p.unlink()
+    n_kept = len(list((partial / "soc_0_30cm").glob("r*_c*.tif")))
+    assert n_kept == 3  # of 2 x 3 chunks
     flags = pred[FAILED].values
     assert np.nansum(flags[:16]) > 0 and np.nansum(flags[16:]) > 0  # in kept and in new chunks
+    said: list[str] = []
     with pytest.warns(PredictionFailureWarning):
         again = write_resumable(
-            pred, tmp_path / "c", (0, 30), partial=tmp_path / "partial", key="k", overviews=False
-        )
+            pred, tmp_path / "c", (0, 30), partial=partial, key="k", overviews=False,
+            echo=said.append,
+        )  # fmt: skip
+    assert said == [f"[predicting 0-30 cm] {n_kept} of 6 chunks kept from an interrupted run"]
     assert again.failed == first.failed > 0
-    assert not (tmp_path / "partial" / "soc_0_30cm").exists()
-
-
-def _layers(pred: xr.Dataset) -> xr.Dataset:
-    from mapping.predict import prediction_layers
-
-    return prediction_layers(pred)
+    assert not (partial / "soc_0_30cm").exists()
 
 
 def test_the_manifest_records_failed_cells_per_interval(tmp_path: Path) -> None:

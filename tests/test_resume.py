@@ -3,8 +3,8 @@
 The tiny workflow of ``tests/data/bad/base/run.yaml`` runs on a 5 km grid (80 x 96 cells,
 30 chunks of 16 x 16) so that prediction takes long enough to be interrupted. Each test
 fits first (in-process), then runs ``python -m mapping.cli run`` as a separate process and
-interrupts it during prediction, once a number of chunks have been kept in
-``maps/.partial/``:
+interrupts it during prediction, once a number of chunks have been written to their files
+in ``maps/.partial/``:
 
 * SIGINT: exit status 130, the manifest says ``predict: interrupted``;
 * then SIGKILL of a second run, which itself resumed from the first one's chunks: the
@@ -32,6 +32,7 @@ import pytest
 from conftest import stage_status
 
 from mapping.config import load_config
+from mapping.grid import Grid
 from mapping.run import run_stages, stage_list
 
 CORPUS = Path(__file__).parent / "data" / "bad"
@@ -66,7 +67,7 @@ def _final_maps(out: Path) -> list[Path]:
 
 
 def _chunks(out: Path) -> int:
-    return len(list((out / "maps" / ".partial" / "soc_0_30cm").glob("r*_c*.npy")))
+    return len(list((out / "maps" / ".partial" / "soc_0_30cm").glob("r*_c*.tif")))
 
 
 def _start_and_stop(cfg: Path, at: int, stop: object, scheduler: str = "synchronous") -> tuple:
@@ -135,6 +136,7 @@ def _first_int(lines: list[str]) -> int:
 
 
 COMPUTED: list[tuple[int, int]] = []
+GRID12 = Grid.from_bounds((0.0, 0.0, 12_000.0, 8_000.0), 1000.0, "EPSG:3413")
 
 
 def _source_block(block: object, block_info: dict | None = None) -> object:
@@ -150,42 +152,86 @@ def _prediction(chunks: int = 4) -> object:
 
     base = da.arange(96, chunks=96).reshape(8, 12).rechunk(chunks).astype("float32")
     base = base.map_blocks(_source_block, dtype="float32")
-    return xr.Dataset({"mean": (("y", "x"), base), "std": (("y", "x"), base / 10)})
+    return GRID12.attach(
+        xr.Dataset(
+            {"mean": (("y", "x"), base), "std": (("y", "x"), base / 10)},
+            coords=dict(zip(("y", "x"), GRID12.coords(), strict=True)),
+        )
+    )
 
 
-def test_chunk_store_keeps_finished_chunks_and_computes_only_the_others(tmp_path: Path) -> None:
+def _items(ds: object, folder: Path) -> list:
+    return [(folder / f"{n}.tif", ds[n], {"statistic": n}) for n in ("mean", "std")]  # type: ignore[index]
+
+
+def test_chunk_files_are_the_record_and_only_missing_chunks_are_computed(tmp_path: Path) -> None:
     import dask
     import numpy as np
+    import rasterio
 
-    from mapping.run.checkpoint import ChunkStore
+    from mapping.io import tiles, write_tiled_cogs
 
-    pred = _prediction()
-    store = ChunkStore(tmp_path / "p", "key-1", pred)
-    assert (store.n_chunks, store.reused) == (6, 0)
-    # Two chunks finish (all their statistics), a third only half: only two are kept.
-    for (i, j), k in [((0, 0), 0), ((0, 0), 1), ((1, 2), 1), ((1, 2), 0), ((0, 1), 0)]:
-        rows, cols = slice(4 * i, 4 * i + 4), slice(4 * j, 4 * j + 4)
-        store.on_block(k, (rows, cols), pred[["mean", "std"][k]].values[rows, cols])
-    assert sorted(p.name for p in (tmp_path / "p").glob("r*.npy")) == ["r0_c0.npy", "r1_c2.npy"]
+    partial = tmp_path / "p"
 
-    store = ChunkStore(tmp_path / "p", "key-1", pred)
-    assert store.reused == 2
-    np.save(store.path(0, 0), np.full((2, 4, 4), -1.0, "float32"))  # mark the kept chunk
-    resumed = store.dataset()
+    # A run killed while writing: it had finished the chunks of the first row (their files
+    # are complete; the others' files do not exist, as after a kill, since a file is
+    # written under a temporary name and renamed).
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(tiles, "_assemble", killed)
+        with dask.config.set(scheduler="synchronous"), pytest.raises(KeyboardInterrupt):
+            write_tiled_cogs(_items(_prediction(), tmp_path / "a"), tiles=partial, key="key-1")
+    for p in partial.glob("r1_c*.tif"):
+        p.unlink()
+    kept = sorted(p.name for p in partial.glob("r*_c*.tif"))
+    finished = [(0, 0), (0, 1), (0, 2)]
+    assert kept == ["r0_c0.tif", "r0_c1.tif", "r0_c2.tif"]
+    assert not (tmp_path / "a").exists()  # no map
+    assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]  # no temporary
+
+    # Mark a kept chunk: the resumed maps must read it from its file, not compute it.
+    i, j = finished[0]
+    with rasterio.open(partial / f"r{i}_c{j}.tif", "r+") as dst:
+        dst.write(np.full((2, 4, 4), -1.0, "float32"))
+    resumed: list[tuple[int, int]] = []
     COMPUTED.clear()
     with dask.config.set(scheduler="synchronous"):
-        mean = resumed["mean"].values
-    assert (mean[:4, :4] == -1).all()  # read from its file
-    assert sorted(set(COMPUTED)) == [(0, 4), (0, 8), (4, 0), (4, 4)]  # the others computed
-    np.testing.assert_array_equal(mean[4:, :], np.arange(48, 96).reshape(4, 12))
+        done = write_tiled_cogs(
+            _items(_prediction(), tmp_path / "b"),
+            tiles=partial,
+            key="key-1",
+            on_resume=lambda n, total: resumed.append((n, total)),
+        )
+    assert resumed == [(len(kept), 6)] and done.reused == len(kept)
+    assert sorted((r // 4, c // 4) for r, c in COMPUTED) == sorted(
+        {(a, b) for a in range(2) for b in range(3)} - set(finished)
+    )  # only the chunks without a file
+    with rasterio.open(done.paths[0]) as src:
+        mean = src.read(1)
+    expected = np.arange(96, dtype="float32").reshape(8, 12)
+    expected[4 * i : 4 * i + 4, 4 * j : 4 * j + 4] = -1  # read from its file
+    np.testing.assert_array_equal(mean, expected)
+    assert not partial.exists()  # removed once the maps are in place
 
     # Another key (another model or config) or another chunking: nothing is reused.
-    assert ChunkStore(tmp_path / "p", "key-2", pred).reused == 0
-    assert not list((tmp_path / "p").glob("r*.npy"))
-    store = ChunkStore(tmp_path / "q", "key-1", pred)
-    store.on_block(0, (slice(0, 4), slice(0, 4)), np.zeros((4, 4)))
-    store.on_block(1, (slice(0, 4), slice(0, 4)), np.zeros((4, 4)))
-    assert ChunkStore(tmp_path / "q", "key-1", _prediction(chunks=8)).reused == 0
+    for key, chunks in (("key-2", 4), ("key-1", 8)):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(tiles, "_assemble", killed)
+            with dask.config.set(scheduler="synchronous"), pytest.raises(KeyboardInterrupt):
+                write_tiled_cogs(_items(_prediction(), tmp_path / "c"), tiles=partial, key="key-1")
+        assert len(list(partial.glob("r*_c*.tif"))) == 6
+        resumed.clear()
+        COMPUTED.clear()
+        with dask.config.set(scheduler="synchronous"):
+            write_tiled_cogs(
+                _items(_prediction(chunks), tmp_path / "d"),
+                tiles=partial,
+                key=key,
+                on_resume=lambda n, total: resumed.append((n, total)),
+            )
+        assert not resumed and len(COMPUTED) == (6 if chunks == 4 else 2)
 
 
 def _start_cluster(folder: Path) -> tuple[str, subprocess.Popen, list[subprocess.Popen]]:

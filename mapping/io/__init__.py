@@ -2,7 +2,8 @@
 
 Stages take and return in-memory objects. :mod:`~mapping.io.files` holds atomic writes,
 tables, JSON, models and arrays; :mod:`~mapping.io.rasters` raster headers, lazy reads and
-the COG/Zarr writers; :mod:`~mapping.io.warp` the window warps onto a target grid.
+the COG/Zarr writers; :mod:`~mapping.io.tiles` the maps written chunk by chunk by the
+tasks that compute them; :mod:`~mapping.io.warp` the window warps onto a target grid.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ from mapping.io.rasters import (
     write_zarr,
     write_zarr_with,
 )
+from mapping.io.tiles import TiledMaps, write_tiled_cogs
 from mapping.io.warp import read_warped
 
 __all__ = [
     "RASTER_CONTAINER_SUFFIXES",
     "TABLE_SUFFIXES",
     "RasterInfo",
+    "TiledMaps",
     "atomic_path",
     "csv_dialect",
     "file_checksum",
@@ -81,6 +84,7 @@ __all__ = [
     "write_points",
     "write_table",
     "write_text",
+    "write_tiled_cogs",
     "write_zarr",
     "write_zarr_with",
 ]

@@ -276,6 +276,7 @@ def _predict_intervals(
             (top, bottom),
             format=cfg.prediction.format,
             label=f"predict {label} cm",
+            writer=cfg.prediction.writer,
         )
     return written
 

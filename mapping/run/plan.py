@@ -13,7 +13,12 @@ The plan is arithmetic on the grid and the config, plus a short calibration:
   run's fitted model when the output folder has one, otherwise with a stand-in model of
   the configured type fitted on random data with the same number of covariates (the
   plan says which). The time on N workers assumes a parallel efficiency of
-  :data:`PARALLEL_EFFICIENCY` and adds writing the maps, which a single client process does.
+  :data:`PARALLEL_EFFICIENCY`. Writing is timed with the writer of a run
+  (:func:`mapping.io.write_tiled_cogs`) on the sampled chunks and has two parts: each task
+  writes its chunk file (per cell, spread over the workers like the prediction), then each
+  map is assembled into a COG by one task (per cell and map), while the next interval's
+  chunks are predicted; the last interval's assembly comes after its chunks, its maps in
+  parallel, at most one per worker.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ PARALLEL_EFFICIENCY = 0.9
 class Calibration:
     """Timings from predicting a sample of chunks on one thread.
 
-    ``predict_seconds`` is CPU time of the single-threaded kernel; ``read_seconds`` and
-    ``write_seconds`` are wall time (input and output wait on disks and GDAL threads).
+    ``predict_seconds`` is CPU time of the single-threaded kernel; ``read_seconds``,
+    ``tile_seconds`` (the chunk files of ``written_cells`` cells) and ``assemble_seconds``
+    (``written_maps`` COGs of ``written_cells`` cells each, from those files) are wall time
+    (input and output wait on disks and GDAL threads).
     """
 
     chunks: int
@@ -66,8 +73,10 @@ class Calibration:
     valid_cells: int
     predict_seconds: float
     read_seconds: float
-    write_seconds: float
+    tile_seconds: float
+    assemble_seconds: float
     written_cells: int
+    written_maps: int
     valid_share: float
     model: str
     covariates: str
@@ -79,8 +88,14 @@ class Calibration:
         return read + per_valid * chunk_cells * self.valid_share
 
     @property
-    def write_seconds_per_cell(self) -> float:
-        return self.write_seconds / max(1, self.written_cells)
+    def tile_seconds_per_cell(self) -> float:
+        """Writing a cell of every map into its chunk file (in the task that predicts it)."""
+        return self.tile_seconds / max(1, self.written_cells)
+
+    @property
+    def assemble_seconds_per_cell(self) -> float:
+        """Assembling a cell of one map into its COG."""
+        return self.assemble_seconds / max(1, self.written_cells * self.written_maps)
 
 
 @dataclass(frozen=True)
@@ -110,11 +125,23 @@ class Plan:
             raise ValueError("plan was made without calibration")
         c = self.calibration
         chunk_cells = self.cells / self.n_chunks
-        compute = len(self.intervals) * self.n_chunks * c.seconds_per_chunk(int(chunk_cells))
+        per_chunk = c.seconds_per_chunk(int(chunk_cells)) + chunk_cells * c.tile_seconds_per_cell
+        compute = len(self.intervals) * self.n_chunks * per_chunk
         lanes = n_workers * self.threads_per_worker
         eff = 1.0 if lanes == 1 else PARALLEL_EFFICIENCY
-        write = len(self.intervals) * self.cells * c.write_seconds_per_cell
-        return compute / (lanes * eff) + write
+        one_map = self.cells * c.assemble_seconds_per_cell  # one task assembles one map
+        assemble = len(self.intervals) * self.maps * one_map
+        # an interval's maps are assembled while the next interval's chunks are predicted,
+        # so the work shares the workers; what cannot be shared is the last interval's
+        # assembly after its chunks (its maps in parallel, one task each)
+        shared = (compute + assemble) / (lanes * eff)
+        tail = compute / (lanes * eff) + -(-self.maps // lanes) * one_map
+        return max(shared, tail)
+
+    @property
+    def maps(self) -> int:
+        """Maps written per interval: the outputs and the relative uncertainty."""
+        return len(self.outputs) + 1
 
     def lines(self, workers: Sequence[int] = (1, 2, 4, 8, 16, 32, 64, 128)) -> list[str]:
         """The human-readable plan."""
@@ -147,12 +174,14 @@ class Plan:
             out += [
                 f"calibration:   {c.chunks} chunk(s) read ({c.read_seconds / max(1, c.chunks):.2f} s each), "
                 f"model timed on one thread on {c.cells:,} of their cells ({c.valid_cells:,} with data): "
-                f"{us:.2f} us/cell; writing maps {1e6 * c.write_seconds_per_cell:.3f} us/cell; "
-                f"{100 * c.valid_share:.0f} % of the grid has data",
+                f"{us:.2f} us/cell; {100 * c.valid_share:.0f} % of the grid has data",
+                f"               writing: chunk files {1e6 * c.tile_seconds_per_cell:.3f} us/cell "
+                f"(by the tasks), assembling each COG {1e6 * c.assemble_seconds_per_cell:.3f} "
+                f"us/cell ({self.maps} maps per interval, one task each)",
                 f"               model: {c.model}",
                 f"               covariates: {c.covariates}",
-                f"expected time: (prediction stage; efficiency {PARALLEL_EFFICIENCY:g} per added worker, "
-                "maps written by one client process)",
+                f"expected time: (prediction stage; efficiency {PARALLEL_EFFICIENCY:g} per added worker; "
+                "the workers write the chunks and assemble the maps)",
             ]
             for n in workers:
                 out.append(
@@ -432,19 +461,20 @@ def _calibrate(
     mosaic = {k: np.tile(v, reps) for k, v in mosaic.items()}
     ny, width = mosaic["mean"].shape
     sub = Grid(grid.crs, grid.transform, (ny, width))
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="socmap-plan-") as tmp:
         items = [(Path(tmp) / f"{s}.tif", sub.wrap(v), {"statistic": s}) for s, v in mosaic.items()]
-        io.write_cogs(items)
-    write_s = time.perf_counter() - t0
+        with dask.config.set(scheduler="synchronous"):  # one thread, as on a worker
+            written = io.write_tiled_cogs(items, label="calibrating: writing")
     return Calibration(
         chunks=len(outputs),
         cells=cells,
         valid_cells=valid,
         predict_seconds=predict_s,
         read_seconds=read_s,
-        write_seconds=write_s,
+        tile_seconds=written.chunk_seconds,
+        assemble_seconds=written.assemble_seconds,
         written_cells=ny * width,
+        written_maps=len(items),
         valid_share=valid_share,
         model=model_desc,
         covariates=cov_desc,

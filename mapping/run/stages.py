@@ -32,6 +32,7 @@ from mapping.extract import extract_at_points
 from mapping.grid import Grid
 from mapping.predict import (
     PredictionFailureWarning,
+    WrittenMaps,
     predict_grid,
     record_coordinate_crs,
     write_prediction,
@@ -479,6 +480,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     outputs: list[str] = []
     written: dict[str, dict[str, Path]] = {}
     failed: dict[str, int] = {}
+    assembling: list[WrittenMaps] = []
     for leftover in run.temporaries():  # temporaries of a killed run
         io.remove_output(leftover)
     tls = cfg.tls
@@ -516,13 +518,18 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             if calibrated:
                 parts.append(io.file_checksum(run.error_model_file(label)))
             key = digest(parts)
-            options: dict[str, Any] = {"label": f"predict {label} cm", "model": cfg.model.type}
+            options: dict[str, Any] = {
+                "label": f"predict {label} cm",
+                "model": cfg.model.type,
+                "writer": cfg.prediction.writer,
+            }
             with warnings.catch_warnings():  # counted here, said once below
                 warnings.simplefilter("ignore", PredictionFailureWarning)
                 if cfg.prediction.format == "cog":
+                    # the maps are assembled while the next interval's chunks are predicted
                     files = write_resumable(
                         pred, run.maps, (top, bottom), partial=run.partial, key=key,
-                        echo=ctx.echo, **options,
+                        echo=ctx.echo, wait=False, **options,
                     )  # fmt: skip
                 else:
                     files = write_prediction(
@@ -530,8 +537,11 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
                     )
             failed[label] = files.failed
             written[label] = dict(files)
+            assembling.append(files)
             for p in sorted(set(files.values())):
                 outputs.append(run.rel(p))
+        for files in assembling:
+            files.wait()
     io.remove_output(run.partial)  # chunks of intervals no longer asked for
     report_failures(ctx, "predict", failed)
     return outputs, written
