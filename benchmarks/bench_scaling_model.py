@@ -1,7 +1,9 @@
 """Per-task costs for a model of the run time on many workers, and its check on 1 and 2.
 
 Run: ``nice -n 10 python benchmarks/bench_scaling_model.py [--size N] [--chunks C ...]
-[--noops K]``.
+[--speedup-chunks C] [--noops K]``, or ``--table-only RATE S_SCHED FIXED`` to print the
+hemisphere table from given figures (data cells/s per worker, scheduler s/task, graph
+tasks per chunk besides the covariate reads).
 
 On a ``distributed.LocalCluster`` of single-threaded workers (the default local cluster
 of ``socmap``), it measures the three per-task costs the model in ``docs/scaling.md``
@@ -17,7 +19,11 @@ b. the cost of one prediction task: :func:`mapping.predict.predict_grid` of a
    size: seconds per task, cells per second per worker (per grid cell and per cell with
    data), and bytes of the outputs per chunk;
 c. the 1 -> 2 worker speed-up of (b) on an ``N x N`` grid, against what the model
-   predicts for 2 workers from the 1-worker figures.
+   predicts for 2 workers from the 1-worker figures;
+
+and from them the model's time of the prediction stage of the 1 km northern hemisphere
+on 32, 128 and 512 workers for chunks of 512 to 4096 (the file system's bandwidth and
+the covariates' bytes per cell are assumptions, constants below).
 
 The results are reduced on the workers (nothing is written): this is the compute side
 of the model; the file-system side is a stated assumption in the docs. Wall-clock
@@ -186,7 +192,12 @@ def hemisphere_times(
     sched = HEMI_INTERVALS * n_chunks * (HEMI_BANDS + fixed) * s_sched
     cells = HEMI_INTERVALS * HEMI_EDGE**2 * HEMI_DATA
     fs = cells * (HEMI_READ_BYTES / COMPRESSION + HEMI_OUTPUT_BYTES) / FS_BANDWIDTH
-    return {"work": work, "scheduler": sched, "file system": fs, "chunk": t_chunk}
+    return {
+        "work": work,
+        "scheduler": sched,
+        "file system": fs,
+        "rounds": math.ceil(busy / workers),
+    }
 
 
 def hemisphere_table(rate: float, s_sched: float, fixed: float) -> None:
@@ -201,6 +212,8 @@ def hemisphere_table(rate: float, s_sched: float, fixed: float) -> None:
             t = hemisphere_times(rate, s_sched, fixed, c, n)
             terms = {k: t[k] for k in ("work", "scheduler", "file system")}
             limit = max(terms, key=terms.__getitem__)
+            if limit == "work" and t["rounds"] == 1:
+                limit = "task count (fewer chunks with data than workers)"
             print(f"  {c:>5}  {n:>7}  {t['work']:>7.0f}  {t['scheduler']:>7.0f}  "
                   f"{t['file system']:>7.0f}  {max(terms.values()):>7.0f}  {limit}")  # fmt: skip
 
