@@ -54,6 +54,34 @@ def write_cog(
     )[0]
 
 
+def layer_format(path: str | os.PathLike[str], arr: Any, nodata: float) -> tuple[Path, Any, Any]:
+    """``(path, dtype, nodata)`` a 2-D map is written with: integer layers with a nodata
+    (flags) keep their dtype and nodata; other non-float layers become float32 when the
+    nodata is NaN.
+
+    Raises
+    ------
+    OutputError
+        The array is not 2-D.
+    MissingCRSError
+        The array has no CRS.
+    """
+    import numpy as np
+
+    p = Path(path)
+    if arr.ndim != 2:
+        raise OutputError(f"{p}: expected a 2-D (y, x) array, got dims {tuple(arr.dims)}")
+    if arr.rio.crs is None:
+        raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
+    dtype = np.dtype(arr.dtype)
+    fill: Any = nodata
+    if dtype.kind in "iu" and arr.rio.nodata is not None:
+        fill = arr.rio.nodata  # an integer layer (flags) keeps its dtype and nodata
+    elif np.isnan(nodata) and dtype.kind != "f":
+        dtype = np.dtype("float32")
+    return p, dtype, fill
+
+
 def write_cogs(
     items: list[tuple[str | os.PathLike[str], Any, dict[str, Any] | None]],
     *,
@@ -74,7 +102,6 @@ def write_cogs(
     ``also``: more 2-D arrays of the same shape, computed in the same pass but not
     written; their blocks go only to ``on_block``, as items ``len(items), ...``.
     """
-    import numpy as np
     import rasterio
     import rasterio.errors
     import rasterio.shutil
@@ -84,17 +111,7 @@ def write_cogs(
         return []
     specs = []
     for path, arr, tags in items:
-        p = Path(path)
-        if arr.ndim != 2:
-            raise OutputError(f"{p}: expected a 2-D (y, x) array, got dims {tuple(arr.dims)}")
-        if arr.rio.crs is None:
-            raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
-        dtype = np.dtype(arr.dtype)
-        fill = nodata
-        if dtype.kind in "iu" and arr.rio.nodata is not None:
-            fill = arr.rio.nodata  # an integer layer (flags) keeps its dtype and nodata
-        elif np.isnan(nodata) and dtype.kind != "f":
-            dtype = np.dtype("float32")
+        p, dtype, fill = layer_format(path, arr, nodata)
         specs.append((p, arr, dict(tags or {}), dtype, Grid.from_dataarray(arr).transform, fill))
     shape = specs[0][1].shape
     if any(s[1].shape != shape for s in specs):

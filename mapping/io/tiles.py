@@ -35,7 +35,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -45,9 +45,10 @@ from mapping.cluster import (
     gather_with_progress,
     stream_results,
 )
-from mapping.exceptions import MissingCRSError, OutputError
+from mapping.exceptions import OutputError
 from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path, read_json, write_json
+from mapping.io.rasters import layer_format
 
 __all__ = ["ChunkRecord", "TiledMaps", "write_tiled_cogs"]
 
@@ -302,17 +303,7 @@ def _layers(
     layers, arrays = [], []
     crs, transform = None, None
     for path, arr, tags in items:
-        p = Path(path)
-        if arr.ndim != 2:
-            raise OutputError(f"{p}: expected a 2-D (y, x) array, got dims {tuple(arr.dims)}")
-        if arr.rio.crs is None:
-            raise MissingCRSError(f"{p}: array has no CRS; set one with .rio.write_crs('EPSG:...')")
-        dtype = np.dtype(arr.dtype)
-        fill = nodata
-        if dtype.kind in "iu" and arr.rio.nodata is not None:
-            fill = float(arr.rio.nodata)  # an integer layer (flags) keeps its dtype and nodata
-        elif np.isnan(nodata) and dtype.kind != "f":
-            dtype = np.dtype("float32")
+        p, dtype, fill = layer_format(path, arr, nodata)
         text = {k: str(v) for k, v in (tags or {}).items()}
         layers.append(_Layer(p, dtype.name, float(fill), text))
         arrays.append(arr.data)
@@ -370,7 +361,10 @@ def _window(i: int, j: int, offsets: list[list[int]]) -> tuple[int, int, int, in
     return int(r0), int(c0), int(r1 - r0), int(c1 - c0)
 
 
-def _chunk_args(folder: Path, i: int, j: int, offsets: list[list[int]]) -> tuple[Any, ...]:
+_ChunkArgs = tuple[int, int, str, tuple[int, ...]]  # write_chunk's i, j, path, window
+
+
+def _chunk_args(folder: Path, i: int, j: int, offsets: list[list[int]]) -> _ChunkArgs:
     return (i, j, str(folder / _tile_name(i, j)), _window(i, j, offsets))
 
 
@@ -454,7 +448,7 @@ def write_chunk(
 def _write_on_workers(
     blocks: Any,
     todo: list[tuple[int, int]],
-    args: dict[tuple[int, int], tuple[Any, ...]],
+    args: dict[tuple[int, int], _ChunkArgs],
     frame: _Frame,
     label: str,
 ) -> list[ChunkRecord]:
@@ -465,7 +459,7 @@ def _write_on_workers(
         return []
     frame_key = dask.delayed(frame, pure=True)
     tasks = [
-        cast(Any, dask.delayed(write_chunk, pure=False))(blocks[i, j], *args[(i, j)], frame_key)
+        dask.delayed(write_chunk, pure=False)(blocks[i, j], *args[(i, j)], frame_key)
         for i, j in todo
     ]
     return list(compute_with_progress(*tasks, label=label))
@@ -475,7 +469,7 @@ def _write_in_client(
     client: Any,
     blocks: Any,
     todo: list[tuple[int, int]],
-    args: dict[tuple[int, int], tuple[Any, ...]],
+    args: dict[tuple[int, int], _ChunkArgs],
     frame: _Frame,
     label: str,
 ) -> list[ChunkRecord]:
@@ -483,7 +477,7 @@ def _write_in_client(
     records: list[ChunkRecord] = []
 
     def write(n: int, block: np.ndarray) -> None:
-        records.append(cast(Any, write_chunk)(block, *args[todo[n]], frame))
+        records.append(write_chunk(block, *args[todo[n]], frame))
 
     stream_results(client, [blocks[i, j] for i, j in todo], write, label=label)
     return records

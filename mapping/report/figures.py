@@ -205,26 +205,6 @@ def interval_figures(
     return maps, cvs, extra
 
 
-def map_figures(
-    run: RunOutputs,
-    intervals: Sequence[str],
-    outlines: ZoneOutlines | None,
-    quantiles: tuple[float, float],
-    notes: list[str],
-    n_jobs: int | None = None,
-) -> list[ReportFigure]:
-    """The mean and interval-width maps of every interval (see :func:`interval_figures`)."""
-    jobs = [
-        {"stats": run.maps.get(iv, {}), "iv": iv, "outlines": outlines, "quantiles": quantiles}
-        for iv in intervals
-    ]
-    figs: list[ReportFigure] = []
-    for done, said in process_map(_interval_map_figures, jobs, n_jobs):
-        figs += done
-        notes += said
-    return figs
-
-
 def _one_interval(
     stats: dict[str, Any],
     iv: str,
@@ -243,7 +223,7 @@ def _interval_map_figures(
     outlines: ZoneOutlines | None,
     quantiles: tuple[float, float],
 ) -> tuple[list[ReportFigure], list[str]]:
-    """The maps of one interval and the notes they raise (see :func:`map_figures`)."""
+    """The maps of one interval and the notes they raise (see :func:`interval_figures`)."""
     figs: list[ReportFigure] = []
     notes: list[str] = []
     level = f"{100 * (quantiles[1] - quantiles[0]):g} %"
@@ -331,22 +311,10 @@ def storage_figure(t: InventoryTables, range_label: str) -> ReportFigure:
     return ReportFigure("storage_by_zone.png", cap, *_png_pdf(fig, "storage", None))
 
 
-def cv_figures(
-    run: RunOutputs, intervals: Sequence[str], tmp: Path, notes: list[str]
-) -> list[ReportFigure]:
-    """Observed against cross-validated predicted stocks per interval, PNG and PDF (drawn
-    from ``cv_predictions.csv``; the fit stage's PNG when only that is left)."""
-    figs = []
-    for iv in intervals:
-        fig = _cv_figure(iv, run.cv_predictions.get(iv), run.cv_plots.get(iv))
-        if fig is not None:
-            figs.append(fig)
-    return figs
-
-
 def _cv_figure(iv: str, predictions: Path | None, plot: Path | None) -> ReportFigure | None:
-    """One interval's observed against cross-validated predicted figure (see
-    :func:`cv_figures`); ``None`` without its CV predictions or plot."""
+    """One interval's observed against cross-validated predicted stocks, PNG and PDF (drawn
+    from ``cv_predictions.csv``; the fit stage's PNG when only that is left); ``None``
+    without either."""
     pdf = None
     if predictions is not None:
         pred = io.read_table(predictions)
