@@ -13,25 +13,11 @@ from mapping.exceptions import ModelError
 from mapping.models import QuantileGradientBoosting, QuantileRandomForest
 
 
-def _expected_failures(estimator: object) -> dict[str, str]:
-    if isinstance(estimator, QuantileRandomForest):
-        return {
-            # scikit-learn names both variants of the check alike; only the
-            # read-only memory-map variant fails (the other shows as XPASS)
-            "check_estimators_pickle": (
-                "quantile-forest's Cython QuantileForest cannot be rebuilt from read-only "
-                "buffers (joblib.load with mmap_mode='r'); load fitted models without mmap"
-            )
-        }
-    return {}
-
-
 @parametrize_with_checks(
     [
         QuantileRandomForest(n_estimators=8, random_state=0),
         QuantileGradientBoosting(max_iter=40, calibration_folds=2, random_state=0),
     ],
-    expected_failed_checks=_expected_failures,
 )
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
@@ -297,3 +283,38 @@ def test_forest_mean_fast_path_equals_the_leaf_moment_mean() -> None:
     fast = model.predict(X)
     slow, _ = model.predict(X, return_std=True)
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-10)
+
+
+def test_forest_leaf_samples_are_built_for_quantiles_only_and_never_pickled() -> None:
+    """quantile-forest keeps every leaf's samples in a dense (trees x nodes x largest leaf)
+    array: the forest gathers them only when quantiles are asked for, leaves them out of
+    its pickles, and still predicts exactly what quantile-forest does on the same trees."""
+    import pickle
+
+    from quantile_forest import RandomForestQuantileRegressor
+
+    rng = np.random.default_rng(0)
+    n = 400
+    X = pd.DataFrame({"x": rng.uniform(0, 1e5, n), "y": rng.uniform(0, 1e5, n)})
+    X["a"], X["b"] = rng.normal(size=n), rng.normal(size=n)
+    y = 2 * X["a"] + np.sin(X["b"]) + rng.normal(size=n) * 0.5
+    model = QuantileRandomForest(n_estimators=30, random_state=3).fit(X, y)
+    assert getattr(model.forest_, "forest_", None) is None  # mean/std need no leaf samples
+    mean, std = model.predict(X, return_std=True)
+    assert getattr(model.forest_, "forest_", None) is None
+
+    Xf, yf = model.forest_.train_
+    plain = RandomForestQuantileRegressor(**model.forest_.get_params()).fit(Xf, yf)
+    levels = [0.05, 0.5, 0.95]
+    expected = plain.predict(Xf, quantiles=levels, weighted_quantile=True, weighted_leaves=True)
+    np.testing.assert_array_equal(model.predict_quantiles(X, levels), expected)
+    assert model.forest_.forest_ is not None
+
+    state = pickle.dumps(model)
+    loaded = pickle.loads(state)
+    assert getattr(loaded.forest_, "forest_", None) is None
+    assert len(state) < len(pickle.dumps(plain))
+    np.testing.assert_array_equal(loaded.predict_quantiles(X, levels), expected)
+    np.testing.assert_array_equal(
+        np.column_stack(loaded.predict(X, return_std=True)), np.column_stack([mean, std])
+    )

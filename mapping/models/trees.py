@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from quantile_forest import RandomForestQuantileRegressor
+from quantile_forest._quantile_forest_fast import QuantileForest
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -49,6 +51,54 @@ _BATCH_ROWS = 8192  # rows per batch at predict: bounds the (rows, trees) leaf-i
 def _batches(n: int, size: int = _BATCH_ROWS) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
+    """quantile-forest's forest, whose leaves' training samples are gathered when quantiles
+    are first asked for, not at fit.
+
+    quantile-forest stores them as a dense array (trees x nodes x the largest leaf's size):
+    one leaf of 1,800 samples among 10,000 profiles makes it 6 GB, in every process that
+    fits or loads the model. The mean and the std of :class:`QuantileRandomForest` (all
+    that regression kriging needs) come from its own leaf moments, so the array is built
+    only for quantiles, by quantile-forest's own code on the same trees
+    (:meth:`leaf_samples`), and never pickled.
+    """
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _LeafSamplesOnDemand:
+        # the trees exactly as RandomForestQuantileRegressor.fit grows them
+        ForestRegressor.fit(self, X, y, sample_weight=sample_weight)
+        self.train_ = (np.asarray(X, dtype=np.float32), np.asarray(y, dtype=float))
+        self.sample_weight_ = sample_weight
+        return self
+
+    def leaf_samples(self) -> Any:
+        """The quantile forest of the fitted trees (the rest of quantile-forest 1.4's
+        ``fit``), built on first use."""
+        if getattr(self, "forest_", None) is None:
+            X, y = self.train_
+            y = y.reshape(len(y), -1)
+            sorter = np.argsort(y, axis=0)
+            y_sorted = np.take_along_axis(y, sorter, axis=0)
+            weight = None if self.sample_weight_ is None else np.asarray(self.sample_weight_)
+            leaves = self._get_y_train_leaves(
+                X, y_sorted, sorter=sorter, sample_weight=None if weight is None else weight[sorter]
+            )
+            bounds = self._get_y_bound_leaves(y_sorted, leaves)
+            self.forest_ = QuantileForest(y_sorted.astype(np.float64).T, leaves, bounds)
+            self.sorter_ = sorter
+            self.n_train_samples_ = len(y_sorted)
+            self.unsampled_indices_ = None
+        return self.forest_
+
+    def predict(self, X: Any, *args: Any, **kwargs: Any) -> Any:
+        self.leaf_samples()
+        return super().predict(X, *args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__())
+        state.pop("forest_", None)  # rebuilt from train_ when quantiles are asked for
+        return state
 
 
 class _TreeModel(MapStatisticsMixin, RegressorMixin, BaseEstimator):
@@ -154,7 +204,8 @@ class QuantileRandomForest(_TreeModel):
     Attributes
     ----------
     forest_ : quantile_forest.RandomForestQuantileRegressor
-        The fitted forest (on the encoded feature matrix).
+        The fitted forest (on the encoded feature matrix); its per-leaf training samples
+        are gathered when quantiles are first predicted.
     layout_ : ColumnLayout
         Which columns are features, and the levels of categorical ones.
     oob_prediction_ : ndarray of shape (n_samples,)
@@ -208,12 +259,10 @@ class QuantileRandomForest(_TreeModel):
         -------
         self
         """
-        from quantile_forest import RandomForestQuantileRegressor
-
         feats, y = self._features(X, y, reset=True)
         y = np.asarray(y, dtype=float)
         Xf = self._expand(feats)
-        self.forest_ = RandomForestQuantileRegressor(
+        self.forest_ = _LeafSamplesOnDemand(
             n_estimators=self.n_estimators,
             min_samples_leaf=self.min_samples_leaf,
             max_features=self.max_features,
@@ -222,7 +271,7 @@ class QuantileRandomForest(_TreeModel):
             bootstrap=True,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(Xf, y, sparse_pickle=True)  # halves the size of a saved model
+        ).fit(Xf, y)
         self._fit_leaf_moments(Xf, y)
         groups = one_hot_groups(self.layout_.categorical_mask, self.layout_.categories)
         per_feature = np.bincount(
