@@ -249,6 +249,22 @@ class AreaOfApplicability(BaseEstimator):
         inside[ok] = di[ok] <= self.threshold_
         return di, inside
 
+    def fingerprint(self) -> str:
+        """A digest of the fitted state: equal for two copies of one fitted AOA (e.g. the
+        map's and a calibrated model's, unpickled apart), so the DI is computed once."""
+        if not hasattr(self, "threshold_"):
+            raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            import joblib
+
+            cached = joblib.hash(
+                (np.asarray(self._tree.data), self.center_, self.scale_, self.weights_,
+                 self.threshold_, self.mean_distance_, self.layout_.feature_names)
+            )  # fmt: skip
+            self.__dict__["_fingerprint"] = cached
+        return str(cached)
+
     def transform(self, X: Any) -> np.ndarray:
         """The covariates of ``X`` standardised and weighted: the space the DI measures in.
 

@@ -255,8 +255,11 @@ class CalibratedModel:
             return getattr(model, name)
         raise AttributeError(name)
 
-    def _moments(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(mean on the model's scale, model variance, calibrated variance)``."""
+    def _moments(
+        self, X: Any, di: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(mean on the model's scale, model variance, calibrated variance)``; ``di``, when
+        given, is ``self.aoa.predict(X)[0]`` computed by the caller."""
         if hasattr(self.model, "predict_components"):
             c = self.model.predict_components(X)
             mu = c["trend"] + c["residual"]
@@ -264,7 +267,9 @@ class CalibratedModel:
         else:
             mu, sd = self.model.predict(X, return_std=True)
             mu, s2 = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float) ** 2
-        di = np.asarray(self.aoa.predict(X)[0], dtype=float)
+        if di is None:
+            di = self.aoa.predict(X)[0]
+        di = np.asarray(di, dtype=float)
         xd = None
         if self.error_model.has_range_term and hasattr(self.aoa, "lower_"):
             xd = self.aoa.extrapolation(X)
@@ -285,18 +290,21 @@ class CalibratedModel:
         X: Any,
         quantiles: Sequence[float] = (0.05, 0.95),
         statistics: Sequence[str] | None = None,
+        *,
+        di: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Map statistics (``mean``, ``std``, ``lower``, ``median``, ``upper``, or the
         subset ``statistics``) from one pass of the model and of the DI.
 
         The same values as ``predict(X, return_std=True)`` and
         ``predict_quantiles(X, (lower, 0.5, upper))``; the mean alone is the wrapped
-        model's ``predict(X)``.
+        model's ``predict(X)``. ``di``: the DI of the rows of ``X`` by ``self.aoa``, when
+        the caller has it already (the map's AOA layer), so it is not searched twice.
         """
         lo, hi = quantile_pair(quantiles)
         if statistics is not None and tuple(statistics) == ("mean",):
             return {"mean": np.asarray(self.model.predict(X), dtype="float64").ravel()}
-        mu, s2, v = self._moments(X)
+        mu, s2, v = self._moments(X, di)
         full = gaussian_stats(mu, s2, v, lo, hi, log=self.log_transform)
         return selected_statistics(full, statistics)
 

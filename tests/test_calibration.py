@@ -296,6 +296,29 @@ def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
     again = pickle.loads(pickle.dumps(cal))
     np.testing.assert_allclose(again.predict_quantiles(Xn, (0.05, 0.95)), q)
 
+    import copy
+
+    # With the map's AOA layer (a copy, as on a Dask worker) the DI is searched once and
+    # the statistics do not move.
+    class CountingAOA(AreaOfApplicability):
+        calls = 0
+
+        def predict(self, X):  # type: ignore[no-untyped-def]
+            CountingAOA.calls += 1
+            return super().predict(X)
+
+    counting = CountingAOA().fit(X, folds=np.arange(n) % 5)
+    layer = copy.deepcopy(counting)
+    assert layer.fingerprint() == counting.fingerprint() == aoa.fingerprint()
+    assert AreaOfApplicability().fit(X.iloc[:100]).fingerprint() != aoa.fingerprint()
+    block = ({"t": np.array([[-2.0, -12.0]])}, np.array([1e5, 1e5 + 1]), np.array([1e5]))
+    shared = _predict_block(*block, CalibratedModel(model, em, counting), aoa=layer)
+    assert CountingAOA.calls == 1
+    alone = _predict_block(*block, cal, aoa=AreaOfApplicability().fit(X.iloc[:100]))
+    for k in ("mean", "std", "lower", "median", "upper"):
+        np.testing.assert_array_equal(shared[k], out[k])
+        np.testing.assert_array_equal(alone[k], out[k])
+
 
 def test_cross_fitted_coverage_is_nominal_when_the_error_model_is_right() -> None:
     # errors with variance 2 * s2 * (1 + DI): the cross-fitted error model recovers the
