@@ -391,6 +391,10 @@ def _auto_chunks(field: GaussianField) -> tuple[int, int]:
 
 
 # =============================================================================== draws
+MANY_CHUNKS = 64
+"""With at least this many map chunks, one Monte Carlo task per chunk (all realizations)."""
+
+
 def _draw_sums(
     prep: _Prepared,
     grid: Grid,
@@ -413,6 +417,11 @@ def _draw_sums(
     n_zones = prep.layout.n_zones
     spec = (tuple(prep.intervals), tuple(kernel_of), distribution, tuple(common), n_zones, sub)
     field_key = dask.delayed(field, pure=True, traverse=False)  # one key, not one per task
+    if len(rows) * len(cols) >= MANY_CHUNKS:
+        # Enough chunks to share out: all realizations of a chunk in one task, so each
+        # chunk of the maps is read once and let go, instead of being held until its last
+        # batch runs (a hemisphere's maps held whole: 12 GB). Same totals (exact sums).
+        batch = n_realizations
     reals = da.arange(n_realizations, chunks=batch)
     return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, realizations=reals)
 

@@ -446,6 +446,12 @@ def test_draws_do_not_depend_on_chunking():
     for chunks in (7, (10, 40), 16, (30, 13)):
         got = _draws(grid, mean, std, zones, chunks=chunks, batch=5)
         pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    # many chunks (8 x 11 >= MANY_CHUNKS): one task per chunk for all realizations
+    from mapping import uncertainty
+
+    assert 8 * 11 >= uncertainty.MANY_CHUNKS > 5 * 2
+    got = _draws(grid, mean, std, zones, chunks=4, batch=5)
+    pd.testing.assert_frame_equal(got, ref, check_exact=True)
 
 
 def test_draws_with_polygon_zones_do_not_depend_on_chunking():
