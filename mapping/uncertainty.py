@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DISTRIBUTIONS",
     "attach_ranges",
+    "draw_chunks",
     "independent_pixel_range",
     "realization_block",
     "summarise_draws",
@@ -388,6 +389,21 @@ def _auto_chunks(field: GaussianField) -> tuple[int, int]:
     # ~1024 cells a side so the chunks' own overheads stay small
     sides = [t * field.coarsen for t in field.tile]
     return (sides[0] * math.ceil(1024 / sides[0]), sides[1] * math.ceil(1024 / sides[1]))
+
+
+def draw_chunks(
+    grid: Grid,
+    variogram: Variogram | Mapping[str, Variogram],
+    labels: Sequence[str],
+    coarsen: int | None = None,
+) -> tuple[int, int]:
+    """The chunk shape :func:`zone_total_draws` uses with ``chunks=None`` (whole tiles of
+    the Gaussian field). Maps opened with it are read once per chunk, no rechunking."""
+    distinct = list(dict.fromkeys(interval_variograms(variogram, list(labels))))
+    field = GaussianField.from_variograms(
+        distinct, lattice_spacing(grid), 0, coarsen=coarsen, shape=grid.shape
+    )
+    return _auto_chunks(field)
 
 
 # =============================================================================== draws

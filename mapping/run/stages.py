@@ -51,7 +51,12 @@ from mapping.run.features import (
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
 from mapping.stac import write_stac
-from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
+from mapping.uncertainty import (
+    draw_chunks,
+    independent_pixel_range,
+    summarise_draws,
+    zone_total_draws,
+)
 from mapping.units import interval_label
 from mapping.validation import (
     cv_moments,
@@ -724,6 +729,11 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     if shared is None:
         return outputs, None
     variograms, common = shared
+    # opened again in the draws' own chunks: each chunk of a map is read once, by the task
+    # that needs it, and let go (a rechunk held the hemisphere's maps in memory)
+    mc_chunks = draw_chunks(grid, variograms, labels)
+    means = {k: io.open_raster(maps[k]["mean"], chunks=mc_chunks) for k in labels}
+    stds = {k: io.open_raster(maps[k]["std"], chunks=mc_chunks) for k in labels}
     draws = zone_total_draws(
         means,
         stds,
