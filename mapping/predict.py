@@ -254,7 +254,7 @@ def _predict_block(
         if aoa is not None:
             di, inside = aoa.predict(_aoa_input(aoa, table))
             out["aoa"][sel] = np.asarray(inside, dtype="float32")
-        if share_di and stats != ("mean",):
+        if share_di:
             res = model.predict_stats(X, (lo, hi), stats, di=di)
         else:
             res = map_statistics(model, X, (lo, hi), stats)

@@ -399,11 +399,26 @@ def draw_chunks(
 ) -> tuple[int, int]:
     """The chunk shape :func:`zone_total_draws` uses with ``chunks=None`` (whole tiles of
     the Gaussian field). Maps opened with it are read once per chunk, no rechunking."""
-    distinct = list(dict.fromkeys(interval_variograms(variogram, list(labels))))
-    field = GaussianField.from_variograms(
-        distinct, lattice_spacing(grid), 0, coarsen=coarsen, shape=grid.shape
-    )
+    field, _, _ = _field(grid, variogram, labels, 0, coarsen)
     return _auto_chunks(field)
+
+
+def _field(
+    grid: Grid,
+    variogram: Variogram | Mapping[str, Variogram],
+    labels: Sequence[str],
+    seed: int,
+    coarsen: int | None,
+) -> tuple[GaussianField, list[int], list[Variogram]]:
+    """The Gaussian field of the intervals' distinct variograms, which kernel each interval
+    uses, and the interval variograms."""
+    vlist = interval_variograms(variogram, list(labels))
+    distinct = list(dict.fromkeys(vlist))
+    kernel_of = [distinct.index(v) for v in vlist]
+    field = GaussianField.from_variograms(
+        distinct, lattice_spacing(grid), seed, coarsen=coarsen, shape=grid.shape
+    )
+    return field, kernel_of, vlist
 
 
 # =============================================================================== draws
@@ -505,7 +520,8 @@ def zone_total_draws(
         ``lognormal``. Each cell's own standard deviation is kept: the shared part is
         taken out of it (capped at it), the rest stays local.
     batch
-        Realizations per task.
+        Realizations per task; all of them in one task per chunk when the maps have
+        :data:`MANY_CHUNKS` chunks or more (each map chunk is then read once and let go).
     progress
         Show a progress bar.
 
@@ -531,14 +547,8 @@ def zone_total_draws(
         raise ConfigError(f"n_realizations must be a positive integer, got {n_realizations!r}")
     if int(batch) != batch or batch < 1:
         raise ConfigError(f"batch must be a positive integer, got {batch!r}")
-    spacing = lattice_spacing(grid)
     labels = [it[0] for it in _intervals(means, stds)]
-    vlist = interval_variograms(variogram, labels)
-    distinct = list(dict.fromkeys(vlist))
-    kernel_of = [distinct.index(v) for v in vlist]
-    field = GaussianField.from_variograms(
-        distinct, spacing, seed, coarsen=coarsen, shape=grid.shape
-    )
+    field, kernel_of, vlist = _field(grid, variogram, labels, seed, coarsen)
     prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
     common = interval_common_sd(common_sd, labels)
     sums = _draw_sums(

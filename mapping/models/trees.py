@@ -80,10 +80,10 @@ class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
             y = y.reshape(len(y), -1)
             sorter = np.argsort(y, axis=0)
             y_sorted = np.take_along_axis(y, sorter, axis=0)
-            weight = None if self.sample_weight_ is None else np.asarray(self.sample_weight_)
-            leaves = self._get_y_train_leaves(
-                X, y_sorted, sorter=sorter, sample_weight=None if weight is None else weight[sorter]
-            )
+            weight = self.sample_weight_
+            if weight is not None:
+                weight = np.asarray(weight)[sorter]
+            leaves = self._get_y_train_leaves(X, y_sorted, sorter=sorter, sample_weight=weight)
             bounds = self._get_y_bound_leaves(y_sorted, leaves)
             self.forest_ = QuantileForest(y_sorted.astype(np.float64).T, leaves, bounds)
             self.sorter_ = sorter
