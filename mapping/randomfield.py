@@ -29,13 +29,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 from scipy import fft as sfft
 
+from mapping._field_kernel import add_topup, bilinear_at
 from mapping.exceptions import ConfigError, InputError, ModelError
 from mapping.grid import Grid
 from mapping.models.variogram import Variogram, unit_semivariance
@@ -43,7 +44,7 @@ from mapping.models.variogram import Variogram, unit_semivariance
 __all__ = [
     "KERNEL_SUM_TOL",
     "KERNEL_TOL",
-    "MAX_HALO",
+    "LATTICE_REACH",
     "MAX_WIDTH_ERROR",
     "NOISE_BLOCK",
     "GaussianField",
@@ -58,8 +59,12 @@ KERNEL_TOL = 1e-4
 #: Kernel *sum* left outside the cut: the variance of a total over a zone much wider than the
 #: range is proportional to ``sum(k)**2``, so this bounds its error (~2 x 5e-4).
 KERNEL_SUM_TOL = 5e-4
-#: Largest kernel radius (cells) simulated at full resolution when ``coarsen`` is automatic.
-MAX_HALO = 768
+#: Automatic coarsening: the lattice resolves the kernel's reach with ``LATTICE_REACH`` to
+#: ``2 * LATTICE_REACH`` nodes (15 to 30 nodes per range for the exponential model), never
+#: finer: a grid of 1 km cells under a 75 km range is simulated on a 4 km lattice, 16x fewer
+#: FFT nodes, and its cells keep unit variance (interpolation plus top-up). Reaches shorter
+#: than this many cells are simulated on every cell.
+LATTICE_REACH = 128
 #: Lattice tiles: the field is convolved one fixed, grid-aligned tile at a time, each with an
 #: FFT of one size, so the rounding of a cell's value does not depend on the window (chunk)
 #: that asks for it. A tile's side is near four kernel radii (a multiple of ``TILE_STEP``
@@ -309,7 +314,8 @@ class GaussianField:
             Non-negative integer.
         coarsen
             Simulate the structured part on every ``coarsen``-th cell and interpolate;
-            ``None`` = 1 unless the kernel radius would exceed :data:`MAX_HALO` cells.
+            ``None``: ``reach // LATTICE_REACH`` (at least 1), where ``reach`` is the
+            longest kernel's reach in cells (:data:`LATTICE_REACH`).
         tol
             Kernel energy allowed outside its cut (see :func:`lattice_kernel`).
         shape
@@ -325,7 +331,7 @@ class GaussianField:
         if coarsen is None:
             # kernel radii: about 8.4 ranges (exponential), 3 (spherical), 2 (Gaussian)
             reach = max(_kernel_reach(v) for v in variograms) / min(dy, dx)
-            coarsen = max(1, math.ceil(reach / MAX_HALO))
+            coarsen = max(1, math.floor(reach / LATTICE_REACH))
         if int(coarsen) != coarsen or coarsen < 1:
             raise ConfigError(f"coarsen must be a positive integer, got {coarsen!r}")
         f = int(coarsen)
@@ -349,21 +355,32 @@ class GaussianField:
 
     # ------------------------------------------------------------------ noise
     def _noise(
-        self, stream: int, r: int, i0: int, i1: int, j0: int, j1: int, out: np.ndarray | None = None
+        self,
+        stream: int,
+        r: int,
+        i0: int,
+        i1: int,
+        j0: int,
+        j1: int,
+        out: np.ndarray | None = None,
+        need: np.ndarray | None = None,
     ) -> np.ndarray:
         """Unit white noise on lattice rows ``i0:i1``, columns ``j0:j1`` of realization ``r``
-        (written into ``out`` when given)."""
+        (written into ``out`` when given; with ``need``, an ``(i1 - i0, j1 - j0)`` mask,
+        only the noise blocks holding needed cells are drawn, the rest left unset)."""
         b = NOISE_BLOCK
         out = np.empty((i1 - i0, j1 - j0)) if out is None else out
         for bi in range(i0 // b, (i1 - 1) // b + 1):
             for bj in range(j0 // b, (j1 - 1) // b + 1):
+                a0, a1 = max(i0, bi * b), min(i1, (bi + 1) * b)
+                c0, c1 = max(j0, bj * b), min(j1, (bj + 1) * b)
+                if need is not None and not need[a0 - i0 : a1 - i0, c0 - j0 : c1 - j0].any():
+                    continue
                 ss = np.random.SeedSequence(
                     self.seed,
                     spawn_key=(_FIELD_TAG, stream, r, bi + _KEY_OFFSET, bj + _KEY_OFFSET),
                 )
                 block = np.random.Generator(np.random.PCG64(ss)).standard_normal((b, b))
-                a0, a1 = max(i0, bi * b), min(i1, (bi + 1) * b)
-                c0, c1 = max(j0, bj * b), min(j1, (bj + 1) * b)
                 out[a0 - i0 : a1 - i0, c0 - j0 : c1 - j0] = block[
                     a0 - bi * b : a1 - bi * b, c0 - bj * b : c1 - bj * b
                 ]
@@ -436,7 +453,13 @@ class GaussianField:
             out[n] = np.random.Generator(np.random.PCG64(ss)).standard_normal()
         return out
 
-    def window(self, rows: slice, cols: slice, realizations: Sequence[int]) -> np.ndarray:
+    def window(
+        self,
+        rows: slice,
+        cols: slice,
+        realizations: Sequence[int],
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The fields on grid cells ``[rows, cols]`` for the given realization numbers.
 
         Parameters
@@ -447,16 +470,23 @@ class GaussianField:
         realizations
             Realization numbers (non-negative integers); realization ``r`` is the same
             whatever other realizations are asked for.
+        mask
+            Optional ``(ny, nx)`` booleans: return only these cells, in row-major order;
+            tiles holding none of them are not computed (e.g. ocean, or land outside
+            every zone). See :meth:`masked_window`.
 
         Returns
         -------
         numpy.ndarray
-            float64, ``(n_kernels, len(realizations), ny, nx)``; bit for bit the same
-            values whatever the window (each tile it touches is computed whole).
+            float64, ``(n_kernels, len(realizations), ny, nx)``, or ``(n_kernels,
+            len(realizations), mask.sum())`` with ``mask``; bit for bit the same values
+            whatever the window or mask (each tile it touches is computed whole).
         """
-        r0, r1, c0, c1 = int(rows.start), int(rows.stop), int(cols.start), int(cols.stop)
-        if r1 <= r0 or c1 <= c0:
-            raise ValueError(f"empty window {rows}, {cols}")
+        r0, r1, c0, c1 = _bounds(rows, cols)
+        if mask is not None:
+            it = self.masked_window(rows, cols, mask, realizations)
+            parts = [z[:, None] for z in it]
+            return np.concatenate(parts, axis=1) if parts else np.empty((len(self.kernels), 0, 0))
         f = self.coarsen
         cy, cx = (t * f for t in self.tile)  # a tile's side in cells
         out = np.empty((len(self.kernels), len(realizations), r1 - r0, c1 - c0))
@@ -474,6 +504,65 @@ class GaussianField:
                 sd = self.topup_sd[:, rr % f][:, :, cc % f]  # (n_kernels, ny, nx)
                 out[:, n] += sd * self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1)
         return out
+
+    def masked_window(
+        self, rows: slice, cols: slice, mask: np.ndarray, realizations: Sequence[int]
+    ) -> Iterator[np.ndarray]:
+        """The fields at the ``mask`` cells of ``[rows, cols]``, one realization at a time.
+
+        Yields ``(n_kernels, mask.sum())`` float64 per realization, cells in row-major
+        order, bit for bit :meth:`window`'s values at those cells. Only the tiles and the
+        top-up noise blocks that hold masked cells are computed; where each masked cell
+        sits among the lattice nodes is worked out once for all realizations.
+        """
+        r0, r1, c0, c1 = _bounds(rows, cols)
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != (r1 - r0, c1 - c0):
+            raise ValueError(f"mask shape {mask.shape} is not the window's {(r1 - r0, c1 - c0)}")
+        f, (ty, tx) = self.coarsen, self.tile
+        cy, cx = ty * f, tx * f
+        flat = np.flatnonzero(mask)
+        ki, kj = np.divmod(flat, mask.shape[1])  # window row, column of each kept cell
+        gi, gj = ki + r0, kj + c0  # grid row, column
+        ti_of, tj_of = gi // cy, gj // cx
+        tiles = []  # (ti, tj, places in the output, gather plan on the tile's nodes)
+        width = tx + (1 if f > 1 else 0)  # the nodes' row length (with the next tile's edge)
+        for ti, tj in sorted(set(zip(ti_of.tolist(), tj_of.tolist(), strict=True))):
+            place = np.flatnonzero((ti_of == ti) & (tj_of == tj))
+            ii, jj = gi[place] // f - ti * ty, gj[place] // f - tj * tx
+            base = ii * width + jj
+            if f == 1:
+                tiles.append((ti, tj, place, (base,)))
+            else:
+                u, v = (gi[place] % f) / f, (gj[place] % f) / f
+                tiles.append((ti, tj, place, (base, u, v)))
+        sd = None  # (n_kernels, kept): each kept cell's top-up standard deviation
+        if f > 1:
+            sd = np.ascontiguousarray(
+                self.topup_sd.reshape(len(self.kernels), -1)[:, (gi % f) * f + gj % f]
+            )
+        for r in realizations:
+            out = np.empty((len(self.kernels), len(flat)))
+            for ti, tj, place, plan in tiles:
+                nodes = self._tile_nodes(ti, tj, int(r))
+                nf = nodes.reshape(len(nodes), -1)
+                if f == 1:
+                    out[:, place] = nf[:, plan[0]]
+                    continue
+                base, u, v = plan
+                # bilinear, rows first, then columns: the same operations as _tile_cells
+                bilinear_at(nf, width, base, u, v, place, out)
+            if sd is not None:  # independent top-up: the nugget and what interpolation loses
+                noise = self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1, need=mask)
+                add_topup(out, sd, noise.ravel(), flat)
+            yield out
+
+
+def _bounds(rows: slice, cols: slice) -> tuple[int, int, int, int]:
+    r0, r1, c0, c1 = int(rows.start), int(rows.stop), int(cols.start), int(cols.stop)
+    if r1 <= r0 or c1 <= c0:
+        raise ValueError(f"empty window {rows}, {cols}")
+    return r0, r1, c0, c1
 
 
 def _tile_side(radius: int, coarsen: int, cells: int | None) -> int:

@@ -31,6 +31,7 @@ consistent in every realization.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from mapping.units import format_interval, parse_interval
 from mapping.zonal import (
     ALL_ZONES,
     UNITS,
+    ExactZoneSums,
     ZoneCoverage,
     ZoneLayout,
     exact_to_float,
@@ -75,6 +77,59 @@ DISTRIBUTIONS = ("normal", "lognormal")
 
 
 # =============================================================================== densities
+class _Density:
+    """One interval's density realizations from mean and std, per-cell terms made once.
+
+    ``m``, ``s``: the interval's mean and standard deviation (any shape); ``common_sd``
+    the standard deviation of the error every cell shares (kg C m⁻² for ``normal``, log
+    units for ``lognormal``), capped at each cell's own; the cell's local part keeps the
+    rest of its variance, so the marginal distribution of every cell is unchanged.
+    Calling it with ``z`` (``(n, *m.shape)``) and the ``(n,)`` shared standard normals
+    ``g`` gives the realizations; realizations of one chunk reuse the terms.
+    """
+
+    def __init__(self, m: np.ndarray, s: np.ndarray, distribution: str, common_sd: float = 0.0):
+        m = np.asarray(m, dtype="float64")  # maps may be float32 (COGs)
+        s = np.asarray(s, dtype="float64")
+        self.m, self.distribution, self.common_sd = m, distribution, common_sd
+        self.bad = ~(np.isfinite(m) & np.isfinite(s))
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if distribution == "normal":
+                var = s
+            else:
+                s2 = np.log1p((s / m) ** 2)
+                var = s2
+                self.half = 0.5 * s2
+                self.holds_nothing = ~(m > 0)  # a non-positive mean holds nothing
+            if common_sd > 0:
+                if distribution == "normal":
+                    self.c = np.minimum(common_sd, s)
+                    self.local = np.sqrt(np.maximum(s * s - self.c * self.c, 0.0))
+                else:
+                    self.c = np.minimum(common_sd, np.sqrt(s2))
+                    self.local = np.sqrt(np.maximum(s2 - self.c * self.c, 0.0))
+            self.unshared = var if distribution == "normal" else np.sqrt(s2)
+
+    def __call__(self, z: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
+        shared = self.common_sd > 0 and g is not None
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d = (self.local if shared else self.unshared) * z
+            if self.distribution == "normal":
+                d += self.m
+                if shared:
+                    d += self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
+                np.maximum(d, 0.0, out=d)
+            else:
+                if shared:
+                    d += self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
+                d -= self.half
+                np.exp(d, out=d)
+                d *= self.m
+                d[:, self.holds_nothing] = 0.0
+        d[:, self.bad] = np.nan
+        return d
+
+
 def _to_density(
     m: np.ndarray,
     s: np.ndarray,
@@ -86,30 +141,9 @@ def _to_density(
     """One interval's density realizations from mean, std (``(ny, nx)``) and ``z`` (``(n, ny, nx)``).
 
     ``g`` (``(n,)``) is the standard normal error shared by every cell of a realization;
-    ``common_sd`` its standard deviation (kg C m⁻² for ``normal``, log units for
-    ``lognormal``), capped at each cell's own; the cell's local part keeps the rest of its
-    variance, so the marginal distribution of every cell is unchanged.
+    ``common_sd`` its standard deviation, see :class:`_Density`.
     """
-    bad = ~(np.isfinite(m) & np.isfinite(s))
-    shared = common_sd > 0 and g is not None
-    gg = np.asarray(g, dtype="float64").reshape(-1, 1, 1) if shared else 0.0
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        if distribution == "normal":
-            if shared:
-                c = np.minimum(common_sd, s)
-                d = m + np.sqrt(np.maximum(s * s - c * c, 0.0)) * z + c * gg
-            else:
-                d = m + s * z
-            d = np.maximum(d, 0.0)
-        else:
-            s2 = np.log1p((s / m) ** 2)
-            if shared:
-                c = np.minimum(common_sd, np.sqrt(s2))
-                d = m * np.exp(np.sqrt(np.maximum(s2 - c * c, 0.0)) * z + c * gg - 0.5 * s2)
-            else:
-                d = m * np.exp(np.sqrt(s2) * z - 0.5 * s2)
-            d = np.where(m > 0, d, 0.0)  # a non-positive mean holds nothing
-    return np.where(bad, np.nan, d)
+    return _Density(m, s, distribution, common_sd)(z, g)
 
 
 def _cumulative(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
@@ -160,14 +194,27 @@ def realization_block(
     numpy.ndarray
         ``(n_intervals, n, ny, nx)`` float64, kg C m⁻².
     """
-    kernel_of = [0] * len(intervals) if kernel_of is None else list(kernel_of)
     common = [0.0] * len(intervals) if common_sd is None else list(common_sd)
+    densities = [
+        _Density(means[k], stds[k], distribution, common[k]) for k in range(len(intervals))
+    ]
+    return _realize(densities, z, intervals, kernel_of, cumulative, shared)
+
+
+def _realize(
+    densities: Sequence[_Density],
+    z: np.ndarray,
+    intervals: Sequence[tuple[float, float]],
+    kernel_of: Sequence[int] | None,
+    cumulative: bool,
+    shared: np.ndarray | None,
+) -> np.ndarray:
+    """:func:`realization_block` with each interval's :class:`_Density` made already."""
+    kernel_of = [0] * len(intervals) if kernel_of is None else list(kernel_of)
     out = np.empty((len(intervals), z.shape[1], *z.shape[2:]))
     prev: dict[float, np.ndarray] = {}
     for k, (top, _bottom) in enumerate(intervals):
-        m = np.asarray(means[k], dtype="float64")  # maps may be float32 (COGs)
-        sd = np.asarray(stds[k], dtype="float64")
-        d = _to_density(m, sd, z[kernel_of[k]], distribution, common[k], shared)
+        d = densities[k](z[kernel_of[k]], shared)
         if cumulative:
             d = _cumulative(d, prev.get(top))
             prev[top] = d
@@ -182,6 +229,20 @@ def _zone_block(zone: Any, rows: slice, cols: slice) -> tuple[np.ndarray, Any]:
     return np.asarray(zone), None
 
 
+def _zone_cells(index: np.ndarray, partial: Any) -> tuple[np.ndarray, np.ndarray, Any]:
+    """The cells of a chunk that lie in some zone: ``(mask, flat indices, partial)``, the
+    partial cells renumbered to their place among the kept cells."""
+    mask = np.asarray(index) >= 0
+    if partial is not None and len(partial[0]):
+        mask.ravel()[partial[0]] = True
+    flat = np.flatnonzero(mask)
+    if partial is not None and len(partial[0]):
+        place = np.full(mask.size, -1, dtype="int64")
+        place[flat] = np.arange(len(flat))
+        partial = (place[partial[0]], partial[1], partial[2])
+    return mask, flat, partial
+
+
 def _draw_block(
     where: tuple[slice, slice],
     area: np.ndarray,
@@ -194,36 +255,49 @@ def _draw_block(
     """Exact per-zone sums of the realizations of one chunk: ``(1, 1, n_int, n, n_zones, 3)``.
 
     ``maps`` are the chunk's means then stds, one per interval; ``where`` its slices of the
-    grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time.
+    grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time,
+    made only for the cells that lie in a zone (the others add nothing to any total):
+    a chunk of ocean or of land outside the zones costs no field and no density.
     """
     intervals, kernel_of, distribution, common, n_zones, sub = spec
     rows, cols = where
     index, partial = _zone_block(zone, rows, cols)
-    means, stds = maps[: len(intervals)], maps[len(intervals) :]
     reals = [int(r) for r in realizations]
     # exact partial sums (Python ints), added across chunks and rounded once: the totals
     # of every realization are the same for any chunking and worker count
     out = np.empty((1, 1, len(intervals), len(reals), n_zones, 3), dtype=object)
-    if not any(bool(np.isfinite(m).any()) for m in means):  # nothing to simulate: areas only
-        nodata = np.full(np.shape(area), np.nan)
-        out[:] = zone_sums_block(nodata, area, index, n_zones, partial, exact=True)
+    mask, flat, partial = _zone_cells(index, partial)
+    if not len(flat):
+        out[:] = 0
         return out
+
+    def kept(a: np.ndarray) -> np.ndarray:  # the zone cells as a (1, n) block
+        return np.asarray(a).ravel()[flat].reshape(1, -1)
+
+    means = [kept(m) for m in maps[: len(intervals)]]
+    sums = ExactZoneSums(kept(area), kept(index), n_zones, partial)  # zone areas summed once
+    if not any(bool(np.isfinite(m).any()) for m in means):  # nothing to simulate: areas only
+        out[:] = sums(np.full((1, len(flat)), np.nan))[0]
+        return out
+    densities = [
+        _Density(means[k], kept(maps[len(intervals) + k]), distribution, common[k])
+        for k in range(len(intervals))
+    ]
+    per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
+    fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
     for b in range(0, len(reals), sub):
         part = reals[b : b + sub]
-        dens = realization_block(
-            means,
-            stds,
-            field.window(rows, cols, part),
+        z = np.stack([next(fields) for _ in part], axis=1)  # (n_kernels, n, kept)
+        dens = _realize(
+            densities,
+            z.reshape(z.shape[0], z.shape[1], 1, z.shape[2]),
             intervals,
-            kernel_of=kernel_of,
-            distribution=distribution,
-            common_sd=common,
-            shared=field.shared(part) if any(common) else None,
+            kernel_of,
+            True,
+            field.shared(part) if any(common) else None,
         )
         for k in range(len(intervals)):
-            out[0, 0, k, b : b + len(part)] = zone_sums_block(
-                dens[k], area, index, n_zones, partial, exact=True
-            )
+            out[0, 0, k, b : b + len(part)] = per_interval[k](dens[k])
     return out
 
 
@@ -422,7 +496,7 @@ def _field(
 
 
 # =============================================================================== draws
-MANY_CHUNKS = 64
+MANY_CHUNKS = 16
 """With at least this many map chunks, one Monte Carlo task per chunk (all realizations)."""
 
 

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
+from mapping._exact_kernel import add_halves, exponent_range
 from mapping.exceptions import GridMismatchError, InputError
 from mapping.grid import Grid
 from mapping.units import STORAGE_UNITS, format_interval, parse_interval
@@ -59,6 +60,7 @@ __all__ = [
     "ALL_ZONES",
     "SUM_FIELDS",
     "UNITS",
+    "ExactZoneSums",
     "density_unit_factor",
     "exact_to_float",
     "integrate_files",
@@ -96,8 +98,9 @@ def exact_bincount(idx: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndar
 
     The counterpart of ``np.bincount(idx, weights, minlength=n_bins)`` without rounding:
     each value is split (from its bits) into its exponent and two 26/27-bit halves of its
-    integer mantissa, whose per-(bin, exponent) sums NumPy adds exactly in float64; the
-    halves are then shifted into place as Python ints.
+    integer mantissa, whose per-(bin, exponent) sums are added exactly in float64 (a
+    compiled pass, :mod:`mapping._exact_kernel`); the halves are then shifted into place
+    as Python ints.
 
     Returns
     -------
@@ -106,37 +109,19 @@ def exact_bincount(idx: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndar
     """
     out = np.zeros(n_bins, dtype=object)
     out[:] = 0
-    idx = np.asarray(idx).ravel()
+    idx = np.ascontiguousarray(idx, dtype="int64").ravel()
     w = np.ascontiguousarray(weights, dtype="float64").ravel()
-    if not np.isfinite(w).all():
-        raise ValueError("exact_bincount: weights must be finite")
     for start in range(0, len(w), _EXACT_SLICE):
         bits = w[start : start + _EXACT_SLICE].view(np.int64)
         ix = idx[start : start + _EXACT_SLICE]
         if not len(bits):
             continue
-        e = bits >> 52
-        e &= 0x7FF
-        m = bits & _MANTISSA
-        e0, e1 = int(e.min()), int(e.max())
-        if e0 == 0:  # zeros and subnormals: no hidden bit, exponent 1
-            m |= (e > 0).view(np.int8).astype(np.int64) << 52
-            np.maximum(e, 1, out=e)
-            e0 = 1
-        else:
-            m |= 1 << 52  # the hidden bit of normal numbers
-        if bits.min() < 0:
-            np.negative(m, out=m, where=bits < 0)
-        hi = (m >> 26).astype("float64")  # floor: hi * 2**26 + lo == m for either sign
-        m &= _HALF
-        lo = m.astype("float64")
-        n_exp = max(e1, 1) - e0 + 1
-        key = ix * n_exp
-        e -= e0
-        key += e
-        size = n_bins * n_exp
-        hs = np.bincount(key, hi, minlength=size).reshape(n_bins, n_exp)
-        ls = np.bincount(key, lo, minlength=size).reshape(n_bins, n_exp)
+        e0, e1, finite = exponent_range(bits)
+        if not finite:
+            raise ValueError("exact_bincount: weights must be finite")
+        hs = np.zeros((n_bins, e1 - e0 + 1))
+        ls = np.zeros((n_bins, e1 - e0 + 1))
+        add_halves(ix, bits, e0, hs, ls)
         for b, k in zip(*np.nonzero((hs != 0) | (ls != 0)), strict=True):
             total = (int(hs[b, k]) << 26) + int(ls[b, k])
             out[b] += total << (e0 + int(k) - 1)  # 2**(E - 1075) in units of 2**-1074
@@ -210,42 +195,78 @@ def zone_sums_block(
         )
     lead = density.shape[:-2]
     d = density.reshape(-1, shape[0] * shape[1])
-    area = np.asarray(cell_area, dtype="float64").ravel()
-    # cells outside every zone go to an extra bin, dropped at the end: no compaction copies
-    idx = np.asarray(zone_index).ravel()
-    idx = np.where(idx < 0, n_zones, idx)
-    has_partial = partial is not None and len(partial[0]) > 0
-    if has_partial:
-        # whole cells and edge pieces in one exact sum: bins n_zones + 1 + zone for pieces
-        p_cell, p_zone, p_frac = partial  # type: ignore[misc]
-        p_area = p_frac * area[p_cell]
-        p_idx = np.asarray(p_zone) + n_zones + 1
-        all_idx = np.concatenate([idx, p_idx])
-    n_bins = 2 * n_zones + 1 if has_partial else n_zones + 1
-
-    def sums(weights: np.ndarray, pieces: np.ndarray | None = None) -> np.ndarray:
-        if has_partial:
-            bins = exact_bincount(all_idx, np.concatenate([weights, pieces]), n_bins)
-            return bins[:n_zones] + bins[n_zones + 1 :]
-        return exact_bincount(idx, weights, n_bins)[:n_zones]
-
-    zone_area = sums(area, p_area if has_partial else None)
-    out = np.empty((d.shape[0], n_zones, 3), dtype=object)
-    for r in range(d.shape[0]):
-        ok = np.isfinite(d[r])
-        valid_area = np.where(ok, area, 0.0)
-        out[r, :, 0] = zone_area
-        kg = valid_area * np.where(ok, d[r], 0.0)
-        if has_partial:
-            pv = d[r, p_cell]
-            pok = np.isfinite(pv)
-            out[r, :, 1] = sums(valid_area, np.where(pok, p_area, 0.0))
-            out[r, :, 2] = sums(kg, np.where(pok, p_area * np.where(pok, pv, 0.0), 0.0))
-        else:
-            out[r, :, 1] = sums(valid_area)
-            out[r, :, 2] = sums(kg)
+    out = ExactZoneSums(cell_area, zone_index, n_zones, partial)(d)
     out = out.reshape((*lead, n_zones, 3))
     return out if exact else exact_to_float(out)
+
+
+class ExactZoneSums:
+    """Exact per-zone sums of many density rows over one block's cells.
+
+    What :func:`zone_sums_block` computes, with what does not change between rows worked
+    out once: the bins, the zone areas, and the valid area while the rows' nodata stays
+    the same (realizations of one map share it). Call it on ``(n, cells)`` densities;
+    returns the ``(n, n_zones, 3)`` object array of exact sums (:func:`exact_bincount`).
+    """
+
+    def __init__(
+        self,
+        cell_area: np.ndarray,
+        zone_index: np.ndarray,
+        n_zones: int,
+        partial: Partial | None = None,
+    ) -> None:
+        area = np.asarray(cell_area, dtype="float64").ravel()
+        # cells outside every zone go to an extra bin, dropped at the end: no compaction copies
+        idx = np.asarray(zone_index).ravel()
+        self.idx = np.where(idx < 0, n_zones, idx)
+        self.area = area
+        self.n_zones = n_zones
+        self.has_partial = partial is not None and len(partial[0]) > 0
+        if self.has_partial:
+            # whole cells and edge pieces in one exact sum: bins n_zones + 1 + zone for pieces
+            p_cell, p_zone, p_frac = partial  # type: ignore[misc]
+            self.p_cell = p_cell
+            self.p_area = p_frac * area[p_cell]
+            self.all_idx = np.concatenate([self.idx, np.asarray(p_zone) + n_zones + 1])
+        self.n_bins = 2 * n_zones + 1 if self.has_partial else n_zones + 1
+        self.zone_area = self._sums(area, self.p_area if self.has_partial else None)
+        self._last_ok: np.ndarray | None = None  # the valid cells of the last row summed
+        self._last_valid: np.ndarray | None = None
+
+    def _sums(self, weights: np.ndarray, pieces: np.ndarray | None = None) -> np.ndarray:
+        n = self.n_zones
+        if self.has_partial:
+            bins = exact_bincount(self.all_idx, np.concatenate([weights, pieces]), self.n_bins)
+            return bins[:n] + bins[n + 1 :]
+        return exact_bincount(self.idx, weights, self.n_bins)[:n]
+
+    def __call__(self, d: np.ndarray) -> np.ndarray:
+        d = np.asarray(d, dtype="float64").reshape(-1, self.area.size)
+        area = self.area
+        out = np.empty((d.shape[0], self.n_zones, 3), dtype=object)
+        for r in range(d.shape[0]):
+            ok = np.isfinite(d[r])
+            out[r, :, 0] = self.zone_area
+            kg = area * d[r]
+            kg[~ok] = 0.0
+            # realizations of one map share their nodata: the valid area is summed once
+            same = self._last_ok is not None and np.array_equal(ok, self._last_ok)
+            if self.has_partial:
+                pv = d[r, self.p_cell]
+                pok = np.isfinite(pv)
+                if not same:
+                    valid_area = np.where(ok, area, 0.0)
+                    self._last_valid = self._sums(valid_area, np.where(pok, self.p_area, 0.0))
+                pieces = np.where(pok, self.p_area * np.where(pok, pv, 0.0), 0.0)
+                out[r, :, 2] = self._sums(kg, pieces)
+            else:
+                if not same:
+                    self._last_valid = self._sums(np.where(ok, area, 0.0))
+                out[r, :, 2] = self._sums(kg)
+            out[r, :, 1] = self._last_valid
+            self._last_ok = ok
+        return out
 
 
 # =============================================================================== dask wrapper

@@ -138,6 +138,34 @@ def test_field_values_do_not_depend_on_the_window():
         np.testing.assert_array_equal(f.window(slice(0, 390), slice(0, 400), [3])[:, 0], big[:, 1])
 
 
+def test_masked_window_is_the_window_at_the_masked_cells_and_skips_empty_tiles(monkeypatch):
+    v = Variogram("exponential", psill=1.0, range=3000.0, nugget=0.2)
+    for coarsen in (1, 3):
+        f = GaussianField.from_variograms([v, v.replace(range=6000.0)], (1000.0, 1000.0), 7,
+                                          coarsen=coarsen)  # fmt: skip
+        cy, cx = (t * coarsen for t in f.tile)
+        rows, cols = slice(0, 2 * cy + 5), slice(0, 2 * cx)  # 3 x 2 tiles
+        full = f.window(rows, cols, [4, 1])
+        mask = np.zeros(full.shape[2:], dtype=bool)
+        mask[3 : cy // 2, 1 : cx + 9] = True  # two tiles of the top row
+        mask[2 * cy + 2, 5] = True  # one cell of a bottom tile
+        calls: list[tuple[int, int]] = []
+        real = GaussianField._tile_nodes
+
+        def counted(self, ti, tj, r, calls=calls, real=real):
+            calls.append((ti, tj))
+            return real(self, ti, tj, r)
+
+        monkeypatch.setattr(GaussianField, "_tile_nodes", counted)
+        got = f.window(rows, cols, [4, 1], mask=mask)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(got, full[:, :, mask])  # same bits, row-major order
+        # only the tiles holding masked cells are convolved: (0, 0), (0, 1), (2, 0)
+        assert sorted(set(calls)) == [(0, 0), (0, 1), (2, 0)] and len(calls) == 6
+    with pytest.raises(ValueError, match="mask shape"):
+        f.window(rows, cols, [0], mask=mask[:-1])
+
+
 def test_field_is_the_moving_average_of_its_noise_across_tile_seams():
     # Z(p) = sum_u k(u) W(p + u) (k symmetric), summed directly here: the tiles are only a
     # way to compute the convolution, so the field's covariance is the kernel's
@@ -193,15 +221,54 @@ def test_coarsened_field_keeps_unit_variance_at_every_offset():
 def test_automatic_coarsening_follows_the_kernel_reach(monkeypatch):
     import mapping.randomfield as rf
 
-    monkeypatch.setattr(rf, "MAX_HALO", 20)  # small, to keep the kernels small
+    monkeypatch.setattr(rf, "LATTICE_REACH", 10)  # small, to keep the kernels small
     cell = (1000.0, 1000.0)
+    # kernel reach: ~8.4 ranges (exponential), ~3 for the spherical although its
+    # covariance stops at one range
     short = GaussianField.from_variograms([Variogram("exponential", 1.0, 2000.0)], cell)
     exp = GaussianField.from_variograms([Variogram("exponential", 1.0, 5000.0)], cell)
-    # the spherical kernel reaches ~3 ranges although its covariance stops at one
     sph = GaussianField.from_variograms([Variogram("spherical", 1.0, 10_000.0)], cell)
-    assert short.coarsen == 1 and max(short.halo) <= 20
-    assert exp.coarsen == 3 and max(exp.halo) <= 20
-    assert sph.coarsen == 2 and 10 < max(sph.halo) <= 20
+    assert short.coarsen == 1 and max(short.halo) > 10  # reach < 2 x 10 cells: every cell
+    assert exp.coarsen == 4 and 5 <= max(exp.halo) <= 20  # reach 42 cells: a 4-cell lattice
+    assert sph.coarsen == 3 and 5 <= max(sph.halo) <= 20  # reach 30 cells
+    # the longest kernel sets the lattice for all
+    both = GaussianField.from_variograms(
+        [Variogram("exponential", 1.0, 2000.0), Variogram("exponential", 1.0, 5000.0)], cell
+    )
+    assert both.coarsen == 4
+
+
+@pytest.mark.parametrize("coarsen", [4, 8])
+def test_coarsened_field_gives_the_analytic_variance_of_zone_totals(coarsen):
+    # 1 km cells, range 12 km: a lattice of 4 or 8 km (3 or 1.5 nodes per range, coarser
+    # than the automatic 15-30) still gives the totals' variance: the interpolation keeps
+    # the field's integral scale, the top-up keeps each cell's variance
+    ny, nx = 48, 60
+    grid = Grid.from_bounds((1e6, 1e6, 1e6 + nx * 1000.0, 1e6 + ny * 1000.0), 1000.0, "EPSG:6931")
+    mean = np.full((ny, nx), 10.0)
+    std = np.full((ny, nx), 2.0)
+    zones = np.ones((ny, nx), dtype="int32")
+    zones[:, nx // 2 :] = 2
+    v = Variogram("exponential", psill=0.8, range=12000.0, nugget=0.2)
+    n = 1200
+    draws = zone_total_draws(
+        {"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)}, zone_map(grid, zones), grid, v,
+        n_realizations=n, seed=3, chunks=24, names=NAMES, unit="Tg", batch=200,
+        coarsen=coarsen,
+    )  # fmt: skip
+    assert draws.attrs["coarsen"] == coarsen
+    rr, cc = np.mgrid[0:ny, 0:nx]
+    rr, cc = rr.ravel(), cc.ravel()
+    rho = lagged_correlation(
+        v, 1000.0, 1000.0, rr[:, None] - rr[None, :], cc[:, None] - cc[None, :]
+    )
+    area = grid.cell_area().ravel() / 1e9
+    for code, name in [(1, "a"), (2, "b"), (None, "all zones")]:
+        w = area * 2.0 * ((zones.ravel() > 0) if code is None else (zones.ravel() == code))
+        var = float(w @ rho @ w)
+        got = draws.loc[draws["zone"] == name, "storage_tg"].to_numpy()
+        se = np.sqrt(2.0 / (n - 1))
+        assert got.var(ddof=1) / var == pytest.approx(1.0, abs=4 * se), name
 
 
 # ----------------------------------------------------------------------------- analytic variance

@@ -407,3 +407,24 @@ def test_zone_coverage_reorders_to_the_names_given() -> None:
     assert list(t["zone"]) == ["c", "a", "2", "all zones"]
     np.testing.assert_allclose(t["storage_pg"] * 1e12 / 1e6, [3, 1, 2, 6])
     assert pd.isna(t["zone_code"].iloc[-1])
+
+
+def test_zone_sums_of_realizations_with_different_nodata_are_summed_each():
+    # the valid area is summed once for realizations sharing their nodata, and again
+    # whenever a realization's nodata differs (with and without partial cells)
+    rng = np.random.default_rng(3)
+    area = rng.uniform(0.5, 2.0, (6, 7))
+    index = rng.integers(-1, 3, (6, 7))
+    d = rng.uniform(0.0, 5.0, (5, 6, 7))
+    d[2, 1, 1] = np.nan  # realization 2 alone lacks a cell
+    d[3:, 4, 2] = np.nan  # realizations 3 and 4 share a gap
+    partial = (np.array([0, 8, 20]), np.array([1, 2, 0]), np.array([0.5, 0.25, 1.0]))
+    d[4, 1, 1] = np.nan  # cell 8: a partial cell too
+    for part in (None, partial):
+        got = zone_sums_block(d, area, index, 3, part)
+        for r in range(5):
+            np.testing.assert_array_equal(got[r], zone_sums_block(d[r], area, index, 3, part))
+        ok = np.isfinite(d[2])
+        by_hand = [area[(index == z) & ok].sum() for z in range(3)]
+        if part is None:
+            np.testing.assert_allclose(got[2, :, 1], by_hand, rtol=1e-14)
