@@ -525,7 +525,8 @@ class GaussianField:
         ki, kj = np.divmod(flat, mask.shape[1])  # window row, column of each kept cell
         gi, gj = ki + r0, kj + c0  # grid row, column
         ti_of, tj_of = gi // cy, gj // cx
-        tiles = []  # (ti, tj, places in the output, gather plan on the tile's nodes)
+        # (ti, tj, places in the output, gather plan on the tile's nodes)
+        tiles: list[tuple[int, int, np.ndarray, tuple[np.ndarray, ...]]] = []
         width = tx + (1 if f > 1 else 0)  # the nodes' row length (with the next tile's edge)
         for ti, tj in sorted(set(zip(ti_of.tolist(), tj_of.tolist(), strict=True))):
             place = np.flatnonzero((ti_of == ti) & (tj_of == tj))
@@ -549,7 +550,7 @@ class GaussianField:
                 if f == 1:
                     out[:, place] = nf[:, plan[0]]
                     continue
-                base, u, v = plan
+                base, u, v = plan[0], plan[1], plan[2]
                 # bilinear, rows first, then columns: the same operations as _tile_cells
                 bilinear_at(nf, width, base, u, v, place, out)
             if sd is not None:  # independent top-up: the nugget and what interpolation loses
