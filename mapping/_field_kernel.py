@@ -1,7 +1,7 @@
 """Compiled (numba) bilinear interpolation of a coarsened Gaussian field at chosen cells.
 
-NumPy needs eight gathers and a dozen full-size temporaries per kernel for this, about
-1 s per realization for a million cells and four kernels; the loop below reads each
+NumPy needs eight gathers and a dozen full-size temporaries per kernel for this, 0.2 to
+0.5 s per realization for 1.4 million cells and four kernels (14-34x this loop); the loop below reads each
 node once from cache and does the same floating-point operations in the same order, so
 its results are bit for bit :meth:`mapping.randomfield.GaussianField.window`'s
 (``benchmarks/bench_uncertainty.py kernels`` measures both and checks they are equal).
