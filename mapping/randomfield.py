@@ -484,9 +484,10 @@ class GaussianField:
         """
         r0, r1, c0, c1 = _bounds(rows, cols)
         if mask is not None:
-            it = self.masked_window(rows, cols, mask, realizations)
-            parts = [z[:, None] for z in it]
-            return np.concatenate(parts, axis=1) if parts else np.empty((len(self.kernels), 0, 0))
+            parts = list(self.masked_window(rows, cols, mask, realizations))
+            if parts:
+                return np.stack(parts, axis=1)
+            return np.empty((len(self.kernels), 0, int(np.count_nonzero(mask))))
         f = self.coarsen
         cy, cx = (t * f for t in self.tile)  # a tile's side in cells
         out = np.empty((len(self.kernels), len(realizations), r1 - r0, c1 - c0))
@@ -525,18 +526,18 @@ class GaussianField:
         ki, kj = np.divmod(flat, mask.shape[1])  # window row, column of each kept cell
         gi, gj = ki + r0, kj + c0  # grid row, column
         ti_of, tj_of = gi // cy, gj // cx
-        # (ti, tj, places in the output, gather plan on the tile's nodes)
-        tiles: list[tuple[int, int, np.ndarray, tuple[np.ndarray, ...]]] = []
+        # per tile: its places in the output, each cell's upper-left node (flat) and, on a
+        # coarsened lattice, its fractional offsets down and across
+        Plan = tuple[int, int, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]
+        tiles: list[Plan] = []
         width = tx + (1 if f > 1 else 0)  # the nodes' row length (with the next tile's edge)
         for ti, tj in sorted(set(zip(ti_of.tolist(), tj_of.tolist(), strict=True))):
             place = np.flatnonzero((ti_of == ti) & (tj_of == tj))
-            ii, jj = gi[place] // f - ti * ty, gj[place] // f - tj * tx
-            base = ii * width + jj
-            if f == 1:
-                tiles.append((ti, tj, place, (base,)))
-            else:
+            base = (gi[place] // f - ti * ty) * width + (gj[place] // f - tj * tx)
+            u = v = None
+            if f > 1:
                 u, v = (gi[place] % f) / f, (gj[place] % f) / f
-                tiles.append((ti, tj, place, (base, u, v)))
+            tiles.append((ti, tj, place, base, u, v))
         sd = None  # (n_kernels, kept): each kept cell's top-up standard deviation
         if f > 1:
             sd = np.ascontiguousarray(
@@ -544,15 +545,12 @@ class GaussianField:
             )
         for r in realizations:
             out = np.empty((len(self.kernels), len(flat)))
-            for ti, tj, place, plan in tiles:
-                nodes = self._tile_nodes(ti, tj, int(r))
-                nf = nodes.reshape(len(nodes), -1)
-                if f == 1:
-                    out[:, place] = nf[:, plan[0]]
-                    continue
-                base, u, v = plan[0], plan[1], plan[2]
-                # bilinear, rows first, then columns: the same operations as _tile_cells
-                bilinear_at(nf, width, base, u, v, place, out)
+            for ti, tj, place, base, u, v in tiles:
+                nf = self._tile_nodes(ti, tj, int(r)).reshape(len(self.kernels), -1)
+                if u is None or v is None:
+                    out[:, place] = nf[:, base]
+                else:  # bilinear, rows first, then columns: the same operations as _tile_cells
+                    bilinear_at(nf, width, base, u, v, place, out)
             if sd is not None:  # independent top-up: the nugget and what interpolation loses
                 noise = self._noise(_STREAM_TOPUP, int(r), r0, r1, c0, c1, need=mask)
                 add_topup(out, sd, noise.ravel(), flat)

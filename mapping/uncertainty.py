@@ -95,33 +95,37 @@ class _Density:
         self.bad = ~(np.isfinite(m) & np.isfinite(s))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if distribution == "normal":
-                var = s
-            else:
-                s2 = np.log1p((s / m) ** 2)
-                var = s2
-                self.half = 0.5 * s2
-                self.holds_nothing = ~(m > 0)  # a non-positive mean holds nothing
-            if common_sd > 0:
-                if distribution == "normal":
+                self.unshared = s
+                if common_sd > 0:
                     self.c = np.minimum(common_sd, s)
                     self.local = np.sqrt(np.maximum(s * s - self.c * self.c, 0.0))
-                else:
-                    self.c = np.minimum(common_sd, np.sqrt(s2))
+            else:
+                s2 = np.log1p((s / m) ** 2)
+                self.unshared = np.sqrt(s2)
+                self.half = 0.5 * s2
+                self.holds_nothing = ~(m > 0)  # a non-positive mean holds nothing
+                if common_sd > 0:
+                    self.c = np.minimum(common_sd, self.unshared)
                     self.local = np.sqrt(np.maximum(s2 - self.c * self.c, 0.0))
-            self.unshared = var if distribution == "normal" else np.sqrt(s2)
 
     def __call__(self, z: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
         shared = self.common_sd > 0 and g is not None
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = (self.local if shared else self.unshared) * z
+            # the shared error, one value per realization (leading axis)
+            cg = (
+                self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
+                if shared
+                else None
+            )
             if self.distribution == "normal":
                 d += self.m
-                if shared:
-                    d += self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
+                if cg is not None:
+                    d += cg
                 np.maximum(d, 0.0, out=d)
             else:
-                if shared:
-                    d += self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
+                if cg is not None:
+                    d += cg
                 d -= self.half
                 np.exp(d, out=d)
                 d *= self.m
@@ -233,10 +237,11 @@ def _zone_cells(index: np.ndarray, partial: Any) -> tuple[np.ndarray, np.ndarray
     """The cells of a chunk that lie in some zone: ``(mask, flat indices, partial)``, the
     partial cells renumbered to their place among the kept cells."""
     mask = np.asarray(index) >= 0
-    if partial is not None and len(partial[0]):
+    pieces = partial is not None and len(partial[0]) > 0
+    if pieces:
         mask.ravel()[partial[0]] = True
     flat = np.flatnonzero(mask)
-    if partial is not None and len(partial[0]):
+    if pieces:
         place = np.full(mask.size, -1, dtype="int64")
         place[flat] = np.arange(len(flat))
         partial = (place[partial[0]], partial[1], partial[2])

@@ -65,6 +65,12 @@ def lagged_correlation(v: Variogram, dy: float, dx: float, iy, ix) -> np.ndarray
     return np.where(h == 0, 1.0, v.covariance(h) / v.sill)
 
 
+def pair_correlation(v: Variogram, dy: float, dx: float, rr, cc) -> np.ndarray:
+    """The model correlation between every pair of the cells ``(rr, cc)``: ``(n, n)``."""
+    rr, cc = np.asarray(rr), np.asarray(cc)
+    return lagged_correlation(v, dy, dx, rr[:, None] - rr[None, :], cc[:, None] - cc[None, :])
+
+
 def kernel_autocorrelation(w: np.ndarray, iy: int, ix: int) -> float:
     """sum_u w(u) w(u + (iy, ix)), by direct shifting (no FFT)."""
     ny, nx = w.shape
@@ -238,6 +244,7 @@ def test_automatic_coarsening_follows_the_kernel_reach(monkeypatch):
     assert both.coarsen == 4
 
 
+# ----------------------------------------------------------------------------- analytic variance
 @pytest.mark.parametrize("coarsen", [4, 8])
 def test_coarsened_field_gives_the_analytic_variance_of_zone_totals(coarsen):
     # 1 km cells, range 12 km: a lattice of 4 or 8 km (3 or 1.5 nodes per range, coarser
@@ -258,10 +265,7 @@ def test_coarsened_field_gives_the_analytic_variance_of_zone_totals(coarsen):
     )  # fmt: skip
     assert draws.attrs["coarsen"] == coarsen
     rr, cc = np.mgrid[0:ny, 0:nx]
-    rr, cc = rr.ravel(), cc.ravel()
-    rho = lagged_correlation(
-        v, 1000.0, 1000.0, rr[:, None] - rr[None, :], cc[:, None] - cc[None, :]
-    )
+    rho = pair_correlation(v, 1000.0, 1000.0, rr.ravel(), cc.ravel())
     area = grid.cell_area().ravel() / 1e9
     for code, name in [(1, "a"), (2, "b"), (None, "all zones")]:
         w = area * 2.0 * ((zones.ravel() > 0) if code is None else (zones.ravel() == code))
@@ -271,7 +275,6 @@ def test_coarsened_field_gives_the_analytic_variance_of_zone_totals(coarsen):
         assert got.var(ddof=1) / var == pytest.approx(1.0, abs=4 * se), name
 
 
-# ----------------------------------------------------------------------------- analytic variance
 @pytest.mark.parametrize("common", [0.0, 1.2])
 def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(common):
     grid, mean, std, zones = small_world(ny=9, nx=12)
@@ -290,7 +293,7 @@ def test_monte_carlo_variance_of_zone_totals_matches_the_analytic_variance(commo
     ok = np.isfinite(mean)
     rr, cc = np.nonzero(ok)
     dy, dx = grid.resolution[1], grid.resolution[0]
-    rho = lagged_correlation(v, dy, dx, rr[:, None] - rr[None, :], cc[:, None] - cc[None, :])
+    rho = pair_correlation(v, dy, dx, rr, cc)
     c = np.minimum(common, std[ok])
     local = np.sqrt(std[ok] ** 2 - c**2)
     assert (std[ok] > common).mean() > 0.5  # the cap binds in some cells, not in most
