@@ -255,11 +255,17 @@ class CalibratedModel:
             return getattr(model, name)
         raise AttributeError(name)
 
+    @property
+    def uses_extrapolation(self) -> bool:
+        """Whether the calibrated variance needs the cells' extrapolation distance."""
+        return bool(self.error_model.has_range_term and hasattr(self.aoa, "lower_"))
+
     def _moments(
-        self, X: Any, di: np.ndarray | None = None
+        self, X: Any, di: np.ndarray | None = None, xd: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(mean on the model's scale, model variance, calibrated variance)``; ``di``, when
-        given, is ``self.aoa.predict(X)[0]`` computed by the caller."""
+        """``(mean on the model's scale, model variance, calibrated variance)``; ``di`` and
+        ``xd``, when given, are ``self.aoa.predict(X)[0]`` and ``self.aoa.extrapolation(X)``
+        computed by the caller (``self.aoa.measure(X)`` gives both from one encoding)."""
         if hasattr(self.model, "predict_components"):
             c = self.model.predict_components(X)
             mu = c["trend"] + c["residual"]
@@ -270,8 +276,9 @@ class CalibratedModel:
         if di is None:
             di = self.aoa.predict(X)[0]
         di = np.asarray(di, dtype=float)
-        xd = None
-        if self.error_model.has_range_term and hasattr(self.aoa, "lower_"):
+        if not self.uses_extrapolation:
+            xd = None
+        elif xd is None:
             xd = self.aoa.extrapolation(X)
         return mu, s2, self.error_model.variance(s2, di, xd)
 
@@ -292,19 +299,21 @@ class CalibratedModel:
         statistics: Sequence[str] | None = None,
         *,
         di: np.ndarray | None = None,
+        xd: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Map statistics (``mean``, ``std``, ``lower``, ``median``, ``upper``, or the
         subset ``statistics``) from one pass of the model and of the DI.
 
         The same values as ``predict(X, return_std=True)`` and
         ``predict_quantiles(X, (lower, 0.5, upper))``; the mean alone is the wrapped
-        model's ``predict(X)``. ``di``: the DI of the rows of ``X`` by ``self.aoa``, when
-        the caller has it already (the map's AOA layer), so it is not searched twice.
+        model's ``predict(X)``. ``di`` (and ``xd``): the DI (and extrapolation distance)
+        of the rows of ``X`` by ``self.aoa``, when the caller has it already (the map's
+        AOA layer), so it is not searched twice.
         """
         lo, hi = quantile_pair(quantiles)
         if statistics is not None and tuple(statistics) == ("mean",):
             return {"mean": np.asarray(self.model.predict(X), dtype="float64").ravel()}
-        mu, s2, v = self._moments(X, di)
+        mu, s2, v = self._moments(X, di, xd)
         full = gaussian_stats(mu, s2, v, lo, hi, log=self.log_transform)
         return selected_statistics(full, statistics)
 

@@ -242,6 +242,12 @@ def _predict_block(
         and _same_aoa(getattr(model, "aoa", None), aoa)
         and "di" in inspect.signature(model.predict_stats).parameters
     )
+    share_xd = (
+        share_di
+        and getattr(model, "uses_extrapolation", False) is True
+        and "xd" in inspect.signature(model.predict_stats).parameters
+        and callable(getattr(aoa, "measure", None))
+    )
     flat_src = {c: source[c].ravel() for c in needed}  # views, except broadcast coordinates
     step = max(1, int(batch_size))
     for start in range(0, flat.size, step):
@@ -251,10 +257,15 @@ def _predict_block(
         )
         table = pd.DataFrame({c: _column(flat_src[c][sel]) for c in needed}, copy=False)
         X = table[columns] if named else table[columns].to_numpy()
+        if share_xd:  # one encoding of the AOA's covariates for both distances
+            di, inside, xd = aoa.measure(_aoa_input(aoa, table))
+        elif aoa is not None:
+            (di, inside), xd = aoa.predict(_aoa_input(aoa, table)), None
         if aoa is not None:
-            di, inside = aoa.predict(_aoa_input(aoa, table))
             out["aoa"][sel] = np.asarray(inside, dtype="float32")
-        if share_di:
+        if share_xd:
+            res = model.predict_stats(X, (lo, hi), stats, di=di, xd=xd)
+        elif share_di:
             res = model.predict_stats(X, (lo, hi), stats, di=di)
         else:
             res = map_statistics(model, X, (lo, hi), stats)

@@ -134,3 +134,45 @@ def test_categorical_covariate_and_missing_values():
     assert np.isnan(di[2]) and not inside[2]  # missing covariate
     with pytest.raises(ModelError, match="row 1"):
         AreaOfApplicability().fit(_frame(a=[0.0, np.nan, 1.0]))
+
+
+def test_measure_gives_the_brute_force_di_and_the_extrapolation_of_one_encoding():
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(11)
+    n = 400
+    levels = ["bog", "fen", "tundra"]
+    train = _frame(
+        a=rng.normal(0, 1, n),
+        b=rng.gamma(2.0, 3.0, n),
+        c=rng.uniform(-5, 5, n),
+        lc=pd.Categorical(rng.choice(levels, n), categories=levels),
+    )
+    aoa = AreaOfApplicability().fit(train, folds=np.arange(n) % 5)
+    m = 3000
+    new = _frame(
+        a=rng.normal(0, 2, m),  # wider than training: some cells beyond the range
+        b=rng.gamma(2.0, 4.0, m),
+        c=rng.uniform(-8, 8, m),
+        lc=pd.Categorical(rng.choice([*levels, "glacier"], m), categories=[*levels, "glacier"]),
+    )
+    new.loc[::97, "b"] = np.nan
+    di, inside, xd = aoa.measure(new)
+    di_p, inside_p = aoa.predict(new)
+    np.testing.assert_array_equal(di, di_p)
+    np.testing.assert_array_equal(inside, inside_p)
+    np.testing.assert_array_equal(xd, aoa.extrapolation(new))
+    # the search tree's nearest distance is the exhaustive one, in the DI's own space
+    T, Ttrain = aoa.transform(new), aoa.transform(train)
+    ok = np.isfinite(T).all(axis=1)
+    assert 0 < ok.sum() < m  # missing values and the unseen level are NaN rows
+    brute = cdist(T[ok], Ttrain).min(axis=1) / aoa.mean_distance_
+    np.testing.assert_allclose(di[ok], brute, rtol=1e-12, atol=0)
+    assert np.isnan(di[~ok]).all() and not inside[~ok].any() and np.isnan(xd[~ok]).all()
+    assert (xd[ok] > 0).any() and (xd[ok] == 0).any()
+    # cross-validated training DI: the nearest point of the other folds, exhaustively
+    folds = np.arange(n) % 5
+    expect = np.empty(n)
+    for k in range(5):
+        expect[folds == k] = cdist(Ttrain[folds == k], Ttrain[folds != k]).min(axis=1)
+    np.testing.assert_allclose(aoa.train_di_, expect / aoa.mean_distance_, rtol=1e-12, atol=0)

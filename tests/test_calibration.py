@@ -466,3 +466,51 @@ def test_calibrated_model_widens_cells_beyond_the_training_range() -> None:
     mean = model.predict(Xn)
     v = em.variance(s2, di) + np.array([0.0, 0.5 * xd[1]])
     np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-9)
+
+
+def test_map_block_measures_di_and_extrapolation_once_with_the_same_numbers() -> None:
+    # The map's AOA layer gives the calibrated model its DI and extrapolation distance
+    # (AreaOfApplicability.measure, one encoding); the statistics must be the ones the
+    # model computes on its own.
+    from mapping.aoa import AreaOfApplicability
+    from mapping.models import OrdinaryKriging, RegressionKriging
+    from mapping.predict import _predict_block
+
+    rng = np.random.default_rng(9)
+    n = 150
+    X = pd.DataFrame(
+        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
+    )
+    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
+    model = RegressionKriging(
+        kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
+    ).fit(X, y)
+    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    em = ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0, 0.5]),
+        values=np.array([1.0, 1.5]),
+        slope=0.4,
+        noise_var=0.0,
+        n=n,
+        counts=np.array([n // 2, n - n // 2]),
+        raw=np.array([1.0, 1.5]),
+        di_max=1.0,
+        range_linear=0.5,
+    )
+    cal = CalibratedModel(model, em, aoa)
+    assert cal.uses_extrapolation
+    ny, nx = 12, 15
+    t = rng.uniform(-6, 1, (ny, nx))  # a third of the cells beyond the training range
+    t[3, 4] = np.nan
+    xs, ys = np.linspace(0, 2e5, nx), np.linspace(2e5, 0, ny)
+    out = _predict_block({"t": t}, xs, ys, cal, (0.05, 0.95), aoa=aoa)
+    xx, yy = np.meshgrid(xs, ys)
+    ok = np.isfinite(t).ravel()
+    cells = pd.DataFrame({"x": xx.ravel()[ok], "y": yy.ravel()[ok], "t": t.ravel()[ok]})
+    assert (aoa.extrapolation(cells) > 0).sum() > 20
+    alone = cal.predict_stats(cells, (0.05, 0.95))
+    for k, v in alone.items():
+        np.testing.assert_array_equal(out[k].ravel()[ok], v.astype("float32"), err_msg=k)
+    assert np.isnan(out["std"][3, 4]) and np.isnan(out["aoa"][3, 4])
+    np.testing.assert_array_equal(out["aoa"].ravel()[ok], aoa.predict(cells)[1].astype("float32"))

@@ -283,6 +283,22 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     )  # covariates cover part of the grid
     assert 0 < plan.seconds(8) < plan.seconds(2) < plan.seconds(1)
 
+    # with profiles to read, the stand-in learns from one row per profile, as the fit will
+    # (a forest grows deeper with more rows, and its prediction slower)
+    rows = [
+        f"P{i:04d},{100 + i * 0.01:.2f},68.5,{top},{top + 30},1.5"
+        for i in range(300)
+        for top in (0, 30)
+    ]
+    (tmp_path / "profiles.csv").write_text(
+        "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n" + "\n".join(rows) + "\n"
+    )
+    from mapping.run.plan import _profile_count
+
+    assert _profile_count(cfg) == 300
+    plan = make_plan(cfg, sample_chunks=1)
+    assert plan.calibration is not None and "300 rows, one per profile" in plan.calibration.model
+
     # a fitted model in the output folder is used instead of a stand-in
     fitted = stand_in_model(cfg, ["c0", "c1"], grid, n_train=200)
     (tmp_path / "out" / "models" / "0-30").mkdir(parents=True)

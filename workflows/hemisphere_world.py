@@ -565,7 +565,10 @@ covariates:
 model:
   type: regression_kriging
   trend: random_forest
-  params: {{n_estimators: 200}}
+  # 100 trees: on this world's truth (1.5 M cells in 24 random land windows) the maps of
+  # 100 and of 200 trees differ in pixel R² by at most 0.003 in every interval, with the
+  # same interval coverage; prediction costs half (docs/scaling.md).
+  params: {{n_estimators: 100}}
   # the residual variogram is exponential with a 75 km range (225 km practical range)
   variogram: {{model: exponential, cutoff: 300 km, n_lags: 30}}
   n_neighbors: 32

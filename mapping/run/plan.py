@@ -54,6 +54,8 @@ BATCH_OVERHEAD = 4.0
 """Model temporaries per batch row and column (DataFrame, feature matrix, tree traversal)."""
 CALIBRATION_WINDOW = 256
 """Edge of the central window of each sampled chunk on which the model is timed."""
+STAND_IN_ROWS = 1000
+"""Training rows of a stand-in model when the profile table cannot be read."""
 PARALLEL_EFFICIENCY = 0.9
 """Speed-up per added worker relative to perfect scaling (measured: benchmarks/bench_predict.py)."""
 
@@ -250,6 +252,20 @@ def _random_training(
     return X, 10 + signal + rng.normal(0, 1, n)
 
 
+def _profile_count(cfg: RunConfig) -> int | None:
+    """Profiles in the config's horizon table (``None`` if it cannot be read here).
+
+    A stand-in is fitted on as many rows: a forest grows deeper, and a nearest-neighbour
+    search takes longer, with more training rows, and so does the prediction.
+    """
+    from mapping.run.stages import read_profiles
+
+    try:
+        return int(read_profiles(cfg)["profile_id"].nunique()) or None
+    except (MappingError, OSError, KeyError, ValueError):
+        return None
+
+
 def _categorical(cfg: RunConfig) -> set[str]:
     return {c.name for c in cfg.covariates if c.kind == "categorical"}
 
@@ -267,7 +283,9 @@ def random_covariate_block(
     }
 
 
-def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
+def stand_in_model(
+    cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = STAND_IN_ROWS
+) -> Any:
     """A model of the configured type fitted on random data with the same columns.
 
     Prediction cost depends on the model's structure (trees, depth, neighbours), not on
@@ -277,7 +295,9 @@ def stand_in_model(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: i
     return build_model(cfg).fit(X, target)
 
 
-def stand_in_aoa(cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = 1000) -> Any:
+def stand_in_aoa(
+    cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = STAND_IN_ROWS
+) -> Any:
     """An area of applicability fitted on the same kind of random data (for timing)."""
 
     X, _ = _random_training(cfg, covariates, grid, n_train)
@@ -341,15 +361,23 @@ def make_plan(
     model_desc = ""
     aoa = None
     found = _fitted_model(cfg, intervals)
+    stand_in_aoa_needed = cfg.prediction.aoa and bool(covariates)
+    n_train = (  # stand-ins are fitted on one row per profile
+        _profile_count(cfg)
+        if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None))
+        else None
+    )
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
     elif calibrate:
         say("no fitted model in the output folder: fitting a stand-in on random data")
-        model = stand_in_model(cfg, covariates, grid)
+        model = stand_in_model(cfg, covariates, grid, n_train or STAND_IN_ROWS)
         model_desc = (
             f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
-            f"{len(covariates)} covariates: {cfg.output / 'models'} holds no fitted model yet"
+            f"{len(covariates)} covariates and "
+            + (f"{n_train:,} rows, one per profile" if n_train else f"{STAND_IN_ROWS:,} rows")
+            + f": {cfg.output / 'models'} holds no fitted model yet"
         )
         notes.append(
             "timings use a stand-in model; re-run `socmap plan` after fitting for the real model"
@@ -361,8 +389,8 @@ def make_plan(
 
     calibration = None
     if calibrate and model is not None:
-        if cfg.prediction.aoa and covariates and aoa is None:
-            aoa = stand_in_aoa(cfg, covariates, grid)
+        if stand_in_aoa_needed and aoa is None:
+            aoa = stand_in_aoa(cfg, covariates, grid, n_train or STAND_IN_ROWS)
             model_desc += "; area of applicability: a stand-in fitted on random data"
         calibration = _calibrate(
             cfg, grid, chunks, model, aoa, model_desc, covariates, sample_chunks, say
