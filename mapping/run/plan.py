@@ -43,6 +43,7 @@ from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
 from mapping.run.features import build_model
+from mapping.run.stages import read_profiles
 from mapping.units import format_interval
 
 WORKER_BASELINE = 400 * 2**20
@@ -258,8 +259,6 @@ def _profile_count(cfg: RunConfig) -> int | None:
     A stand-in is fitted on as many rows: a forest grows deeper, and a nearest-neighbour
     search takes longer, with more training rows, and so does the prediction.
     """
-    from mapping.run.stages import read_profiles
-
     try:
         return int(read_profiles(cfg)["profile_id"].nunique()) or None
     except (MappingError, OSError, KeyError, ValueError):
