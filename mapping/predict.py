@@ -257,16 +257,16 @@ def _predict_block(
         )
         table = pd.DataFrame({c: _column(flat_src[c][sel]) for c in needed}, copy=False)
         X = table[columns] if named else table[columns].to_numpy()
-        if share_xd:  # one encoding of the AOA's covariates for both distances
-            di, inside, xd = aoa.measure(_aoa_input(aoa, table))
-        elif aoa is not None:
-            (di, inside), xd = aoa.predict(_aoa_input(aoa, table)), None
+        shared: dict[str, np.ndarray] = {}
         if aoa is not None:
+            if share_xd:  # one encoding of the AOA's covariates for both distances
+                di, inside, shared["xd"] = aoa.measure(_aoa_input(aoa, table))
+            else:
+                di, inside = aoa.predict(_aoa_input(aoa, table))
+            shared["di"] = di
             out["aoa"][sel] = np.asarray(inside, dtype="float32")
-        if share_xd:
-            res = model.predict_stats(X, (lo, hi), stats, di=di, xd=xd)
-        elif share_di:
-            res = model.predict_stats(X, (lo, hi), stats, di=di)
+        if share_di:
+            res = model.predict_stats(X, (lo, hi), stats, **shared)
         else:
             res = map_statistics(model, X, (lo, hi), stats)
         for k in stats:

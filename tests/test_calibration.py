@@ -9,6 +9,7 @@ error.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -246,13 +247,13 @@ def test_spatial_groups_stay_within_folds() -> None:
 
 
 # --------------------------------------------------------------------------- the wrapped model
-def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
+def _log_trend_on_one_covariate(seed: int, n: int) -> tuple[pd.DataFrame, Any, Any]:
+    """Regression kriging on log stocks with a trend in one covariate ``t``, and its AOA
+    fitted with five folds: ``(X, model, aoa)``."""
     from mapping.aoa import AreaOfApplicability
     from mapping.models import OrdinaryKriging, RegressionKriging
-    from mapping.predict import _predict_block
 
-    rng = np.random.default_rng(12)
-    n = 150
+    rng = np.random.default_rng(seed)
     X = pd.DataFrame(
         {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
     )
@@ -260,7 +261,15 @@ def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
     model = RegressionKriging(
         kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
     ).fit(X, y)
-    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    return X, model, AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+
+
+def test_calibrated_model_widens_regression_kriging_where_dissimilar() -> None:
+    from mapping.aoa import AreaOfApplicability
+    from mapping.predict import _predict_block
+
+    n = 150
+    X, model, aoa = _log_trend_on_one_covariate(seed=12, n=n)
     em = ErrorModel(
         kind="ratio",
         knots=np.array([0.0, 0.1]),
@@ -428,19 +437,8 @@ def test_range_term_covers_a_flat_extrapolation_of_a_random_walk() -> None:
 
 
 def test_calibrated_model_widens_cells_beyond_the_training_range() -> None:
-    from mapping.aoa import AreaOfApplicability
-    from mapping.models import OrdinaryKriging, RegressionKriging
-
-    rng = np.random.default_rng(4)
     n = 120
-    X = pd.DataFrame(
-        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
-    )
-    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
-    model = RegressionKriging(
-        kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
-    ).fit(X, y)
-    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    X, model, aoa = _log_trend_on_one_covariate(seed=4, n=n)
     em = ErrorModel(
         kind="ratio",
         knots=np.array([0.0]),
@@ -472,20 +470,11 @@ def test_map_block_measures_di_and_extrapolation_once_with_the_same_numbers() ->
     # The map's AOA layer gives the calibrated model its DI and extrapolation distance
     # (AreaOfApplicability.measure, one encoding); the statistics must be the ones the
     # model computes on its own.
-    from mapping.aoa import AreaOfApplicability
-    from mapping.models import OrdinaryKriging, RegressionKriging
     from mapping.predict import _predict_block
 
-    rng = np.random.default_rng(9)
     n = 150
-    X = pd.DataFrame(
-        {"x": rng.uniform(0, 2e5, n), "y": rng.uniform(0, 2e5, n), "t": rng.uniform(-4, 0, n)}
-    )
-    y = np.exp(2.0 + 0.2 * X["t"] + rng.normal(0, 0.2, n))
-    model = RegressionKriging(
-        kriging=OrdinaryKriging(variogram="exponential"), log_transform=True
-    ).fit(X, y)
-    aoa = AreaOfApplicability().fit(X, folds=np.arange(n) % 5)
+    _, model, aoa = _log_trend_on_one_covariate(seed=9, n=n)
+    rng = np.random.default_rng(10)
     em = ErrorModel(
         kind="ratio",
         knots=np.array([0.0, 0.5]),

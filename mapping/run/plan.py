@@ -361,21 +361,22 @@ def make_plan(
     aoa = None
     found = _fitted_model(cfg, intervals)
     stand_in_aoa_needed = cfg.prediction.aoa and bool(covariates)
-    n_train = (  # stand-ins are fitted on one row per profile
+    n_profiles = (  # stand-ins are fitted on one row per profile
         _profile_count(cfg)
         if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None))
         else None
     )
+    n_train = n_profiles or STAND_IN_ROWS
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
     elif calibrate:
         say("no fitted model in the output folder: fitting a stand-in on random data")
-        model = stand_in_model(cfg, covariates, grid, n_train or STAND_IN_ROWS)
+        model = stand_in_model(cfg, covariates, grid, n_train)
         model_desc = (
             f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
             f"{len(covariates)} covariates and "
-            + (f"{n_train:,} rows, one per profile" if n_train else f"{STAND_IN_ROWS:,} rows")
+            + f"{n_train:,} rows{', one per profile' if n_profiles else ''}"
             + f": {cfg.output / 'models'} holds no fitted model yet"
         )
         notes.append(
@@ -389,7 +390,7 @@ def make_plan(
     calibration = None
     if calibrate and model is not None:
         if stand_in_aoa_needed and aoa is None:
-            aoa = stand_in_aoa(cfg, covariates, grid, n_train or STAND_IN_ROWS)
+            aoa = stand_in_aoa(cfg, covariates, grid, n_train)
             model_desc += "; area of applicability: a stand-in fitted on random data"
         calibration = _calibrate(
             cfg, grid, chunks, model, aoa, model_desc, covariates, sample_chunks, say
