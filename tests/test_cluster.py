@@ -293,11 +293,20 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     (tmp_path / "profiles.csv").write_text(
         "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n" + "\n".join(rows) + "\n"
     )
-    from mapping.run.plan import _profile_count
+    from mapping.run.plan import MIN_STAND_IN_ROWS, _profile_count
 
     assert _profile_count(cfg) == 300
     plan = make_plan(cfg, sample_chunks=1)
     assert plan.calibration is not None and "300 rows, one per profile" in plan.calibration.model
+
+    # a table of two profiles gives a stand-in of the fewest rows a forest can work with
+    (tmp_path / "profiles.csv").write_text(
+        "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n" + "\n".join(rows[:4]) + "\n"
+    )
+    assert _profile_count(cfg) == 2
+    plan = make_plan(cfg, sample_chunks=1)
+    assert plan.calibration is not None
+    assert f"{MIN_STAND_IN_ROWS} rows:" in plan.calibration.model
 
     # a fitted model in the output folder is used instead of a stand-in
     fitted = stand_in_model(cfg, ["c0", "c1"], grid, n_train=200)

@@ -57,6 +57,9 @@ CALIBRATION_WINDOW = 256
 """Edge of the central window of each sampled chunk on which the model is timed."""
 STAND_IN_ROWS = 1000
 """Training rows of a stand-in model when the profile table cannot be read."""
+MIN_STAND_IN_ROWS = 200
+"""Fewest training rows of a stand-in: a forest on a handful of rows leaves training points
+never out of bag, and regression kriging cannot take its residuals."""
 PARALLEL_EFFICIENCY = 0.9
 """Speed-up per added worker relative to perfect scaling (measured: benchmarks/bench_predict.py)."""
 
@@ -366,7 +369,7 @@ def make_plan(
         if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None))
         else None
     )
-    n_train = n_profiles or STAND_IN_ROWS
+    n_train = max(n_profiles or STAND_IN_ROWS, MIN_STAND_IN_ROWS)
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
@@ -376,7 +379,7 @@ def make_plan(
         model_desc = (
             f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
             f"{len(covariates)} covariates and "
-            + f"{n_train:,} rows{', one per profile' if n_profiles else ''}"
+            + f"{n_train:,} rows{', one per profile' if n_train == n_profiles else ''}"
             + f": {cfg.output / 'models'} holds no fitted model yet"
         )
         notes.append(
