@@ -16,6 +16,8 @@ Long computations show a rich progress bar when stdout is a terminal and plain l
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import re
@@ -45,6 +47,25 @@ than its processes save on such a grid (``benchmarks/bench_sample_run.py``)."""
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 """Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
+
+
+# --------------------------------------------------------------------------- memory
+def release_memory() -> None:
+    """Collect garbage and hand the heap's free pages back to the operating system.
+
+    glibc keeps freed memory in its arenas for reuse (one per thread that allocated), so a
+    process that has held a stage's blocks stays that large afterwards; the next stage
+    then adds its own peak on top. ``malloc_trim(0)`` returns the free pages (what dask
+    distributed does for its workers). A no-op where the C library has no
+    ``malloc_trim``.
+    """
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - musl and other C libraries
+        pass
 
 
 # --------------------------------------------------------------------------- sizing

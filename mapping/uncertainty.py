@@ -347,6 +347,11 @@ def _zone_sums_layer(
         dtype=object,
         meta=np.empty((0,) * len(out_ind), dtype=object),
     )
+    occupied = prep.layout.occupied(rows, cols)
+    if occupied.any() and not occupied.all():
+        # only the chunks that hold a zone cell: the others add nothing, and culling the
+        # graph to these blocks means their maps are never read
+        sums = da.concatenate([sums.blocks[i, j] for i, j in np.argwhere(occupied)], axis=0)
     total = sums.sum(axis=(0, 1), dtype=object)  # exact: any order, same sum
     return total.map_blocks(exact_to_float, dtype="float64")
 

@@ -314,11 +314,16 @@ def zone_sums(
     z_blocks = zones.blocks(row_chunks, col_chunks)
     n = zones.n_zones
     lead_chunks = density.chunks[0] if density.ndim == 3 else (None,)
+    occupied = zones.occupied(row_chunks, col_chunks)
+    if not occupied.any():  # nothing to skip to: one block stands for the (zero) sums
+        occupied[0, 0] = True
     per_lead = []
     for k, nk in enumerate(lead_chunks):
         parts = []
         for i in range(len(row_chunks)):
             for j in range(len(col_chunks)):
+                if not occupied[i, j]:  # outside every zone: adds nothing, never read
+                    continue
                 d = d_blocks[k, i, j] if density.ndim == 3 else d_blocks[i, j]
                 task = dask.delayed(_tile_sums, pure=True)(d, a_blocks[i, j], z_blocks[i, j], n)
                 shape = (n, 3) if nk is None else (nk, n, 3)

@@ -167,10 +167,58 @@ class ZoneLayout:
     codes: tuple[int, ...]
     names: tuple[str, ...]
     source: Any  # dask.array.Array of int32 indices | ZoneCoverage
+    # blocks of a zone raster that hold a zone cell: (row edges, column edges, mask),
+    # found by prepare_zones's one pass; None when unknown (every block may hold one)
+    found: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
     def n_zones(self) -> int:
         return len(self.codes)
+
+    def occupied(self, row_chunks: Sequence[int], col_chunks: Sequence[int]) -> np.ndarray:
+        """Which chunks of ``(row_chunks, col_chunks)`` may hold a zone cell (bool array).
+
+        Chunks outside every zone contribute nothing to a zone total, so the sums skip
+        them: their maps are never read. Conservative: a chunk is ``True`` whenever it
+        overlaps a block of the zone raster (or a run or partial cell of the coverage)
+        that holds a zone cell.
+        """
+        rows = np.asarray(_offsets(row_chunks))
+        cols = np.asarray(_offsets(col_chunks))
+        shape = (len(rows) - 1, len(cols) - 1)
+        if isinstance(self.source, ZoneCoverage):
+            cov = self.source
+            nx = self.grid.shape[1]
+            out = np.zeros(shape, dtype=bool)
+            # a run covers columns col0..col1-1 of its row: every chunk column in between
+            i = np.searchsorted(rows, cov.run_row, side="right") - 1
+            j0 = np.searchsorted(cols, cov.run_col0, side="right") - 1
+            j1 = np.searchsorted(cols, cov.run_col1 - 1, side="right") - 1
+            for jj in np.unique(np.stack([i, j0, j1], axis=1), axis=0) if len(i) else ():
+                out[jj[0], jj[1] : jj[2] + 1] = True
+            prow, pcol = np.divmod(cov.part_cell, nx)
+            out[
+                np.searchsorted(rows, prow, side="right") - 1,
+                np.searchsorted(cols, pcol, side="right") - 1,
+            ] = True
+            return out
+        if self.found is None:
+            return np.ones(shape, dtype=bool)
+        r_edges, c_edges, mask = self.found
+        # chunk [a, b) overlaps the known blocks whose start < b and whose end > a
+        r_lo = np.searchsorted(r_edges, rows[:-1], side="right") - 1
+        r_hi = np.searchsorted(r_edges, rows[1:], side="left")
+        c_lo = np.searchsorted(c_edges, cols[:-1], side="right") - 1
+        c_hi = np.searchsorted(c_edges, cols[1:], side="left")
+        cum = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype="int64")
+        cum[1:, 1:] = mask.cumsum(0).cumsum(1)
+        hits = (
+            cum[r_hi[:, None], c_hi[None, :]]
+            - cum[r_lo[:, None], c_hi[None, :]]
+            - cum[r_hi[:, None], c_lo[None, :]]
+            + cum[r_lo[:, None], c_lo[None, :]]
+        )
+        return hits > 0
 
     def blocks(self, row_chunks: Sequence[int], col_chunks: Sequence[int]) -> np.ndarray:
         """Delayed zone blocks (``index`` or ``(index, partial)``), one per chunk, as an object array."""
@@ -319,7 +367,9 @@ def prepare_zones(
     index = da.map_blocks(
         _index_block, data, np.asarray(codes, dtype="int64"), nodata, dtype="int32"
     )
-    return ZoneLayout(grid, codes, labels, index)
+    mask = np.array([len(f) > 0 for f in found]).reshape(data.numblocks)
+    edges = (np.asarray(_offsets(data.chunks[0])), np.asarray(_offsets(data.chunks[1])))
+    return ZoneLayout(grid, codes, labels, index, found=(*edges, mask))
 
 
 def _order_codes(

@@ -557,6 +557,50 @@ def test_draws_do_not_depend_on_workers():
     # (separate worker processes: benchmarks/bench_uncertainty.py, a local cluster of 1 and 2)
 
 
+def test_chunks_outside_every_zone_are_skipped_with_the_same_totals():
+    import dataclasses
+
+    import dask.array as da
+
+    grid, mean, std, zones = small_world()
+    zones[:, :] = 0
+    zones[3:11, 30:41] = 1  # zones in two corners of a grid that is mostly "no zone"
+    zones[24:29, 2:9] = 2
+    layout = prepare_zones(
+        grid.wrap(da.from_array(zones, chunks=8)).rio.write_nodata(0), grid, NAMES
+    )
+    rows, cols = grid.chunk_sizes(7)
+    assert 0 < layout.occupied(rows, cols).sum() < 0.6 * len(rows) * len(cols)
+    dense = dataclasses.replace(layout, found=None)  # every chunk summed
+    assert dense.occupied(rows, cols).all()
+    for chunks in (7, (10, 40)):
+        sparse_d = _draws(grid, mean, std, None, zones_arg=layout, chunks=chunks)
+        dense_d = _draws(grid, mean, std, None, zones_arg=dense, chunks=chunks)
+        pd.testing.assert_frame_equal(sparse_d, dense_d, check_exact=True)
+        maps = ({"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)})
+        a = independent_pixel_range(*maps, layout, grid, chunks=chunks)
+        b = independent_pixel_range(*maps, dense, grid, chunks=chunks)
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert (sparse_d.loc[sparse_d["zone"] == "c", "storage_pg"] == 0).all()
+    # and the maps' chunks outside every zone are never read
+    seen: list[tuple[int, int]] = []
+
+    def record(block, block_info=None):
+        if block_info is not None:
+            seen.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    lazy = da.from_array(mean, chunks=(rows, cols)).map_blocks(record, dtype="float64")
+    for kw in ({}, {"variogram": {"0-30": Variogram("exponential", 1.0, 3000.0)}}):
+        seen.clear()
+        maps = ({"0-30": grid.wrap(lazy)}, {"0-30": grid.wrap(std)})
+        if kw:
+            zone_total_draws(*maps, layout, grid, kw["variogram"], n_realizations=3, chunks=7)
+        else:
+            independent_pixel_range(*maps, layout, grid, chunks=7)
+        assert set(seen) == {tuple(ij) for ij in np.argwhere(layout.occupied(rows, cols))}
+
+
 # ----------------------------------------------------------------------------- seeds
 def test_seeds_reproduce_and_realizations_are_stable():
     grid, mean, std, zones = small_world(ny=20, nx=20)

@@ -428,3 +428,74 @@ def test_zone_sums_of_realizations_with_different_nodata_are_summed_each():
         by_hand = [area[(index == z) & ok].sum() for z in range(3)]
         if part is None:
             np.testing.assert_allclose(got[2, :, 1], by_hand, rtol=1e-14)
+
+
+# ------------------------------------------------------------------------------ sparse zones
+def _brute_occupied(
+    cov_or_index: object, grid: Grid, rows: list[int], cols: list[int]
+) -> np.ndarray:
+    r = np.cumsum([0, *rows])
+    c = np.cumsum([0, *cols])
+    out = np.zeros((len(rows), len(cols)), dtype=bool)
+    for i in range(len(rows)):
+        for j in range(len(cols)):
+            if isinstance(cov_or_index, ZoneCoverage):
+                idx, (pc, _, _) = cov_or_index.block(slice(r[i], r[i + 1]), slice(c[j], c[j + 1]))
+                out[i, j] = bool((idx >= 0).any() or len(pc))
+            else:
+                out[i, j] = bool((cov_or_index[r[i] : r[i + 1], c[j] : c[j + 1]] > 0).any())
+    return out
+
+
+@pytest.mark.parametrize(
+    "read_chunks,sum_chunks", [(16, (10, 10)), ((25, 40), (33, 17)), (64, (7, 50))]
+)
+def test_chunks_outside_every_zone_are_skipped_and_never_read(read_chunks, sum_chunks) -> None:
+    grid = Grid.from_bounds((0, 0, 120, 90), 1.0, "EPSG:3857")  # 90 x 120
+    codes = np.zeros(grid.shape, dtype="int32")
+    codes[5:23, 70:101] = 1  # two small zones in a grid that is mostly "no zone"
+    codes[60:62, 3:9] = 2
+    codes[88, 119] = 2
+    layout = prepare_zones(
+        grid.wrap(da.from_array(codes, chunks=read_chunks)).rio.write_nodata(0), grid
+    )
+    rows, cols = grid.chunk_sizes(sum_chunks)
+    occ = layout.occupied(rows, cols)
+    # conservative by the zone raster's own blocks: a chunk counts when it overlaps a read
+    # block that holds a zone cell (found by prepare_zones's one pass, no second read)
+    rr, cc = grid.chunk_sizes(read_chunks)
+    block_has = np.zeros(grid.shape, dtype="int32")
+    for i, r0 in enumerate(np.cumsum([0, *rr[:-1]])):
+        for j, c0 in enumerate(np.cumsum([0, *cc[:-1]])):
+            sl = np.s_[r0 : r0 + rr[i], c0 : c0 + cc[j]]
+            block_has[sl] = (codes[sl] > 0).any()
+    np.testing.assert_array_equal(occ, _brute_occupied(block_has, grid, list(rows), list(cols)))
+    assert occ[_brute_occupied(codes, grid, list(rows), list(cols))].all()
+    assert 0 < occ.sum() < occ.size
+
+    # the same for polygons (runs of whole cells and partial edge cells)
+    gdf = gpd.GeoDataFrame(
+        {"z": [1, 2]},
+        geometry=[shapely.box(70.3, 67.2, 100.6, 85.0), shapely.Point(6, 29).buffer(2.2)],
+        crs=grid.crs,
+    )
+    cov = zone_coverage_from_polygons(gdf, grid, "z")
+    occ_cov = prepare_zones(cov, grid).occupied(rows, cols)
+    np.testing.assert_array_equal(occ_cov, _brute_occupied(cov, grid, list(rows), list(cols)))
+
+    # sums with skipping equal the dense sums, and the skipped chunks' maps are never read
+    rng = np.random.default_rng(5)
+    values = rng.gamma(2.0, 5.0, size=grid.shape)
+    idx = np.where(codes > 0, codes - 1, -1)
+    eager = zone_sums_block(values, grid.cell_area(), idx, 2)
+    seen: list[tuple[int, int]] = []
+
+    def record(block: np.ndarray, block_info: dict | None = None) -> np.ndarray:
+        if block_info is not None:
+            seen.append(tuple(block_info[0]["chunk-location"]))
+        return block
+
+    dens = da.from_array(values, chunks=(rows, cols)).map_blocks(record, dtype="float64")
+    lazy = zone_sums(dens, grid.cell_area(chunks=sum_chunks), layout).compute()
+    np.testing.assert_allclose(lazy, eager, rtol=1e-12)
+    assert set(seen) == {tuple(ij) for ij in np.argwhere(occ)}

@@ -48,7 +48,7 @@ from mapping.cluster import (
 from mapping.exceptions import OutputError
 from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path, read_json, write_json
-from mapping.io.rasters import layer_format
+from mapping.io.rasters import cog_codec, layer_format
 
 __all__ = ["ChunkRecord", "TiledMaps", "write_tiled_cogs"]
 
@@ -511,7 +511,7 @@ def _assemble(
         # builds overviews; 256 MB costs no speed and bounds the process.
         with atomic_path(layer.path) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
             rasterio.shutil.copy(
-                vrt, tmp, driver="COG", COMPRESS=compress, PREDICTOR="YES",
+                vrt, tmp, driver="COG", **cog_codec(compress), PREDICTOR="YES",
                 BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS=str(threads),
                 OVERVIEWS="AUTO" if overviews else "NONE", OVERVIEW_RESAMPLING=resampling,
             )  # fmt: skip

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapping import io
+from mapping.cluster import release_memory
 from mapping.config import RunConfig
 from mapping.grid import Grid
 from mapping.layout import RunFolder
@@ -168,4 +169,5 @@ def _run_one(stage: Stage, ctx: StageContext, manifest: Manifest, fp: str, order
         **ctx.notes.get(stage.name, {}),
     )
     ctx.echo(f"[{stage.name}] done in {seconds:.1f} s")
+    release_memory()  # the next stage's peak starts from what this one still needs
     return result

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mapping import io
 from mapping.calibration import CalibratedModel, cross_fitted_coverage, regional_error_sd
-from mapping.cluster import dask_client, process_map, tls_security
+from mapping.cluster import dask_client, process_map, release_memory, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
@@ -724,6 +724,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         means, stds, layout, grid, ranges=(lo, hi), unit=unit, chunks=chunks, names=names
     )
     io.write_table(indep, run.independent_pixel_range)
+    release_memory()  # the Monte Carlo's peak need not sit on this pass's freed blocks
     outputs = [run.rel(run.independent_pixel_range)]
     shared = shared_error(ctx, ctx.results["fit"], labels)
     if shared is None:
