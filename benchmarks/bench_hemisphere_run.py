@@ -49,6 +49,7 @@ class TreeMemory:
         self._stop = threading.Event()
         self.peak = 0
         self.peak_at = 0.0
+        self.samples: list[tuple[float, int, int]] = []  # (seconds, tree, command alone)
         self._t0 = time.perf_counter()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -59,12 +60,15 @@ class TreeMemory:
                 procs = [self._root, *self._root.children(recursive=True)]
             except psutil.Error:
                 break
-            rss = 0
+            rss = main = 0
             for proc in procs:
                 try:
-                    rss += proc.memory_info().rss
+                    r = proc.memory_info().rss
                 except psutil.Error:
-                    pass
+                    continue
+                rss += r
+                main = r if proc is self._root else main
+            self.samples.append((time.perf_counter() - self._t0, rss, main))
             if rss > self.peak:
                 self.peak, self.peak_at = rss, time.perf_counter() - self._t0
             self._stop.wait(self._every)
@@ -146,7 +150,15 @@ def main() -> None:
     for name, rec in manifest["stages"].items():
         sec = rec.get("seconds", float("nan"))
         stage_sum += sec
-        print(f"  {name:<12} {sec / 60:6.2f} min")
+        start = pd.Timestamp(rec["started"]).timestamp() - t0_wall
+        inside = [s for s in memory.samples if start <= s[0] <= start + sec]
+        peaks = (
+            f"; peak {max(s[1] for s in inside) / 2**30:.2f} GiB (the command alone "
+            f"{max(s[2] for s in inside) / 2**30:.2f})"
+            if inside
+            else ""
+        )
+        print(f"  {name:<12} {sec / 60:6.2f} min{peaks}")
     print(f"  {'(start-up, other)':<12} {(wall - stage_sum) / 60:6.2f} min")
     truth = args.world / "truth" / "zone_totals.csv"
     if truth.is_file():

@@ -44,6 +44,12 @@ SMALL_WORK_CELLS = 2_000_000
 """Grids of at most this many cells run on in-process threads when no scheduler is named:
 a local cluster's start-up, worker imports and model shipping (4-8 s on 2 cores) cost more
 than its processes save on such a grid (``benchmarks/bench_sample_run.py``)."""
+WORKER_TRIM_THRESHOLD = 65536
+"""distributed's default ``MALLOC_TRIM_THRESHOLD_`` for the workers it spawns. It hands
+every freed page back at once, so each new block of a prediction faults its pages in
+again: a quarter of a worker's CPU time went to the kernel on the hemisphere world
+(``benchmarks/bench_malloc.py``). socmap's local clusters leave glibc's own, adaptive
+thresholds in place instead (unless the Dask config or the environment sets another)."""
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 """Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
@@ -248,6 +254,7 @@ def dask_client(
     if kind == "local":
         workers, threads = default_workers(n_workers, threads_per_worker)
         with contextlib.ExitStack() as stack:
+            stack.enter_context(_worker_malloc_config())
             # distributed warns when port 8787 is taken and picks another; the link we
             # print is the one it ends up serving.
             cluster = stack.enter_context(
@@ -299,6 +306,22 @@ def dask_client(
         yield client
     finally:
         client.close()
+
+
+def _worker_malloc_config() -> Any:
+    """Dask config for a local cluster's workers: glibc's adaptive malloc trimming.
+
+    Only distributed's own default (:data:`WORKER_TRIM_THRESHOLD`) is dropped; a value the
+    user set in the Dask config or in ``MALLOC_TRIM_THRESHOLD_`` is kept.
+    """
+    key = "distributed.nanny.pre-spawn-environ"
+    environ = dict(dask.config.get(key, default={}) or {})
+    if "MALLOC_TRIM_THRESHOLD_" in os.environ or str(environ.get("MALLOC_TRIM_THRESHOLD_")) != str(
+        WORKER_TRIM_THRESHOLD
+    ):
+        return contextlib.nullcontext()
+    environ["MALLOC_TRIM_THRESHOLD_"] = None  # distributed: None unsets the variable
+    return dask.config.set({key: environ})
 
 
 def _is_loopback(address: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -140,6 +141,10 @@ def test_default_local_cluster_prints_dashboard() -> None:
     with dask_client(n_workers=1, dashboard_address=":0", echo=lines.append) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
         assert da.ones(10, chunks=5).sum().compute() == 10
+        # the workers keep glibc's adaptive trimming, not distributed's 64 KiB threshold
+        env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+        assert list(env.values()) == [None]
+        assert client.run(lambda: os.environ.get("OMP_NUM_THREADS")) != {}  # rest kept
         # inside a session that has a client, the default is that client, left open
         with dask_client(echo=lines.append) as same:
             assert same is client
@@ -149,6 +154,11 @@ def test_default_local_cluster_prints_dashboard() -> None:
     assert "local cluster, 1 worker(s) x 1 thread(s)" in lines[0]
     assert "dashboard http://" in lines[0]
     assert lines[1].startswith("dask: using client of tcp://127.0.0.1:")
+    # a threshold the user set is kept
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 7}):
+        with dask_client(n_workers=1, dashboard_address=None, echo=lines.append) as client:
+            env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(env.values()) == ["7"]
 
 
 @contextlib.contextmanager
@@ -298,6 +308,10 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     assert _profile_count(cfg) == 300
     plan = make_plan(cfg, sample_chunks=1)
     assert plan.calibration is not None and "300 rows, one per profile" in plan.calibration.model
+    # and the whole run is estimated stage by stage, the fit from the timed stand-in's fit
+    assert plan.run is not None and plan.run.seconds["fit"] > 0
+    assert plan.run.seconds["predict"] == plan.seconds(plan.run.cores)
+    assert "zones" not in plan.run.seconds  # the config names no zones
 
     # a table of two profiles gives a stand-in of the fewest rows a forest can work with
     (tmp_path / "profiles.csv").write_text(
@@ -321,5 +335,67 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     out = capsys.readouterr().out
     assert "memory/worker:" in out and "fitted model" in out
     assert "4 worker(s) x 1 thread(s):" in out
+    assert "whole run here: ~" in out and "peak memory of the process tree" in out
     assert run_cli(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip().endswith("missing.yaml: config file not found")
+
+
+def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    from mapping.config import load_config
+    from mapping.io import write_cog
+    from mapping.run import estimate as est
+
+    grid = Grid.from_bounds((0, 0, 1_300_000, 1_000_000), 1000.0, "EPSG:6931")
+    zones = np.zeros(grid.shape, dtype="int32")
+    zones[100:300, 600:1000] = 1  # 80,000 zone cells, all in chunks of rows 0-511
+    zones[900:950, 0:10] = 2
+    write_cog(grid.wrap(zones).rio.write_nodata(0), tmp_path / "zones.tif", overviews=False)
+    extra = (
+        "zones: {path: zones.tif, names: {1: a, 2: b}}\n"
+        "uncertainty: {n_realizations: 10}\n"
+        "stocks: {depths: ['0-30', '0-100'], depth_tolerance_cm: 5}\n"
+    )
+    cfg = load_config(_plan_config(tmp_path, extra), check_files=False)
+    inside, chunked = est.zone_cover(cfg, grid, 512)
+    assert inside == pytest.approx((80_000 + 500) / 1_300_000, rel=0.02)  # decimated read
+    # chunks holding a zone cell: rows 0-511 x cols 512-1023 and rows 512-999 x cols 0-511
+    assert chunked == pytest.approx((512 * 512 + 488 * 512) / 1_300_000)
+    # polygons: the same by area and by the chunks they touch
+    gdf = gpd.GeoDataFrame(
+        {"z": [1]}, geometry=[shapely.box(600e3, 700e3, 1000e3, 900e3)], crs=6931
+    )
+    gdf.to_file(tmp_path / "zones.gpkg")
+    cfg_v = load_config(
+        _plan_config(tmp_path, extra.replace("zones.tif", "zones.gpkg, field: z")),
+        check_files=False,
+    )
+    assert est.zone_cover(cfg_v, grid, 512) == pytest.approx(
+        (80_000 / 1_300_000, 512**2 / 1_300_000)
+    )
+
+    table = pd.DataFrame(
+        {"profile_id": ["a", "a", "b", "c", "c"], "bottom_cm": [30, 96, 25, 20, 40]}
+    )
+    assert est.profiles_reaching(cfg, table) == [3, 1]  # 0-30 within 5 cm: b; 0-100: a only
+
+    e = est.estimate_run(
+        cfg, cells=1_300_000, valid_share=0.5, predict_seconds=100.0,
+        us_per_cell=2 * est.REFERENCE_US_PER_CELL, fit_one_seconds=4.0, n_profiles=3,
+        reaching=[3, 1], zones=(0.1, 0.4), cores=2, worker_bytes=2**30,
+    )  # fmt: skip
+    speed, us = 2.0, 2e-6 / 2
+    fit = [4.0 * est.FIT_PASSES, 4.0 * est.FIT_PASSES / 3]  # two intervals on two processes
+    assert e.seconds["fit"] == pytest.approx(max(max(fit), sum(fit) / 2))
+    assert e.seconds["predict"] == 100.0
+    zone_cells, chunk_cells = 1_300_000 * 0.1, 1_300_000 * 0.4
+    assert e.seconds["zones"] == pytest.approx(chunk_cells * 2 * est.ZONES_US * us)
+    mc = zone_cells * 2 * 10 * est.MC_US * us
+    assert e.seconds["uncertainty"] == pytest.approx(chunk_cells * 2 * est.PIXEL_US * us + mc)
+    assert e.seconds["report"] == pytest.approx(1_300_000 * est.REPORT_US * 1e-6 * speed)
+    assert e.total == pytest.approx(sum(e.seconds.values()))
+    mc_bytes = est.CLIENT_BASELINE + 2 * est.MC_CHUNK_CELLS * est.MC_BYTES_PER_CELL
+    assert e.peak_bytes == int(max(2 * 2**30 + est.CLIENT_BASELINE, mc_bytes))

@@ -23,6 +23,7 @@ The plan is arithmetic on the grid and the config, plus a short calibration:
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import tempfile
 import time
@@ -36,12 +37,20 @@ import pandas as pd
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
+from mapping.cluster import usable_cores
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, summarize_stack, target_grid
 from mapping.exceptions import MappingError
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
+from mapping.run.estimate import (
+    RunEstimate,
+    estimate_run,
+    profiles_reaching,
+    time_one_fit,
+    zone_cover,
+)
 from mapping.run.features import build_model
 from mapping.run.stages import read_profiles
 from mapping.units import format_interval
@@ -120,6 +129,7 @@ class Plan:
     worker_bytes: int
     calibration: Calibration | None = None
     notes: list[str] = field(default_factory=list)
+    run: RunEstimate | None = None
 
     @property
     def cells(self) -> int:
@@ -193,6 +203,14 @@ class Plan:
                 out.append(
                     f"  {n:>5} worker(s) x {self.threads_per_worker} thread(s): {_duration(self.seconds(n))}"
                 )
+        r = self.run
+        if r is not None:
+            stages = ", ".join(f"{k} {_duration(v)}" for k, v in r.seconds.items())
+            out += [
+                f"whole run here: ~{_duration(r.total)} on {r.cores} core(s) ({stages}); "
+                f"peak memory of the process tree ~{_gb(r.peak_bytes)}",
+                *(f"               {b}" for b in r.basis),
+            ]
         out += [f"note: {n}" for n in self.notes]
         return out
 
@@ -262,8 +280,16 @@ def _profile_count(cfg: RunConfig) -> int | None:
     A stand-in is fitted on as many rows: a forest grows deeper, and a nearest-neighbour
     search takes longer, with more training rows, and so does the prediction.
     """
+    counts = _profile_counts(cfg)
+    return None if counts is None else counts[0]
+
+
+def _profile_counts(cfg: RunConfig) -> tuple[int, list[int]] | None:
+    """Profiles in the horizon table and, per interval, those reaching its bottom."""
     try:
-        return int(read_profiles(cfg)["profile_id"].nunique()) or None
+        table = read_profiles(cfg)
+        n = int(table["profile_id"].nunique())
+        return (n, profiles_reaching(cfg, table)) if n else None
     except (MappingError, OSError, KeyError, ValueError):
         return None
 
@@ -364,18 +390,18 @@ def make_plan(
     aoa = None
     found = _fitted_model(cfg, intervals)
     stand_in_aoa_needed = cfg.prediction.aoa and bool(covariates)
-    n_profiles = (  # stand-ins are fitted on one row per profile
-        _profile_count(cfg)
-        if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None))
-        else None
-    )
+    counts = _profile_counts(cfg) if calibrate else None  # stand-ins: one row per profile
+    n_profiles = counts[0] if counts is not None else None
     n_train = max(n_profiles or STAND_IN_ROWS, MIN_STAND_IN_ROWS)
+    fit_one = None
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
     elif calibrate:
         say("no fitted model in the output folder: fitting a stand-in on random data")
+        c0 = time.process_time()
         model = stand_in_model(cfg, covariates, grid, n_train)
+        fit_one = time.process_time() - c0
         model_desc = (
             f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
             f"{len(covariates)} covariates and "
@@ -403,7 +429,7 @@ def make_plan(
                 "covariates were random (files not readable here): every cell counted as "
                 "having data, so the time is an upper bound where the grid has large nodata areas"
             )
-    return Plan(
+    plan = Plan(
         grid=grid,
         chunks=(rows[0], cols[0]),
         n_chunks=n_chunks,
@@ -417,6 +443,28 @@ def make_plan(
         calibration=calibration,
         notes=notes,
     )
+    if calibration is None:
+        return plan
+    if counts is not None and fit_one is None:  # time one fit, as the fit stage makes them
+        say("timing one model fit")
+        X, target = _random_training(cfg, covariates, grid, n_train)
+        fit_one = time_one_fit(build_model(cfg), X, target)
+    cores = usable_cores()
+    c = calibration
+    estimate = estimate_run(
+        cfg,
+        cells=plan.cells,
+        valid_share=c.valid_share,
+        predict_seconds=plan.seconds(max(1, cores // threads_per_worker)),
+        us_per_cell=1e6 * c.predict_seconds / max(1, c.valid_cells),
+        fit_one_seconds=fit_one,
+        n_profiles=n_train if counts is not None else None,
+        reaching=counts[1] if counts is not None else None,
+        zones=zone_cover(cfg, grid, cfg.prediction.chunks),
+        cores=cores,
+        worker_bytes=worker,
+    )
+    return dataclasses.replace(plan, run=estimate)
 
 
 def _calibrate(

@@ -1,0 +1,210 @@
+"""The whole of ``socmap run`` on this machine, for a plan: every stage, not only the prediction.
+
+:mod:`mapping.run.plan` times the prediction (the bulk of a large run) by predicting a few
+chunks. The stages around it are estimated here from what the plan can see before a run:
+
+* **fit** -- one model of the configured type is fitted on as many rows as there are
+  profiles (random data: a forest's cost depends on the rows, not on what it learns) and
+  timed; an interval with ``n_k`` profiles costs ``n_k / n`` of that, times
+  :data:`FIT_PASSES` (the cross-validation folds, the final model, the area of
+  applicability and the error model); the intervals are fitted side by side, one process
+  per core;
+* **zones, uncertainty, report** -- per-cell costs of one core, measured on the hemisphere
+  world (``docs/scaling.md``, "Measured: the 1 km hemisphere world") and scaled by how
+  fast this machine ran the plan's model relative to that one: the zone totals read every
+  interval's mean map where a zone is; the uncertainty stage reads every interval's mean
+  and std map there once for the independent-pixel ranges and draws each realization at
+  every zone cell; the report draws every map from its overviews;
+* **peak memory** -- the larger of the prediction (the workers, one per core, plus the
+  client) and the Monte Carlo (the client's baseline plus one chunk of draws per core).
+
+The constants are figures of one machine class (2 cores, 24 GiB); on another, or for a
+run unlike the hemisphere world, take the stage estimates as an order of magnitude and
+the prediction's (timed) estimate as the one to trust.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mapping.config import RunConfig
+from mapping.grid import Grid
+from mapping.zones import VECTOR_SUFFIXES
+
+FIT_PASSES = 9.0
+"""Model fits per interval, in units of one fit on the interval's profiles: the
+cross-validation's folds, the final model, and the area of applicability's and the error
+model's own cross-fitting (measured: fit stage / one timed fit, hemisphere world)."""
+REFERENCE_US_PER_CELL = 7.5
+"""The plan's timed model cost (microseconds per cell with data, one core) on the machine
+the per-cell constants below were measured on (the hemisphere world's 0-30 cm model)."""
+ZONES_US = 0.06
+"""Zone totals: microseconds per cell of the chunks that hold a zone, per interval (read the
+mean map, exact sums)."""
+PIXEL_US = 0.12
+"""Independent-pixel ranges: microseconds per cell of the chunks that hold a zone, per
+interval (read the mean and std maps, exact sums)."""
+MC_US = 0.035
+"""Monte Carlo: microseconds per zone cell, interval and realization (field, draws, sums)."""
+REPORT_US = 0.35
+"""Report: microseconds per grid cell (every map drawn from its overviews, tables, STAC)."""
+FIXED_SECONDS = 20.0
+"""Start-up, profile stocks, training table and the stages' own fixed costs."""
+CLIENT_BASELINE = 900 * 2**20
+"""The command's own memory once the covariates, models and zone layout are loaded."""
+MC_BYTES_PER_CELL = 140.0
+"""Monte Carlo memory per cell of a chunk in flight (maps, field, draws), per core."""
+MC_CHUNK_CELLS = 2334 * 2334
+"""Cells of a Monte Carlo chunk (whole tiles of the Gaussian field; the hemisphere's)."""
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    """Expected wall seconds of every stage of ``socmap run`` here, and its peak memory."""
+
+    seconds: dict[str, float]
+    peak_bytes: int
+    cores: int
+    basis: list[str]
+
+    @property
+    def total(self) -> float:
+        return float(sum(self.seconds.values()))
+
+
+def profiles_reaching(cfg: RunConfig, table: pd.DataFrame) -> list[int]:
+    """Profiles whose horizons reach the bottom of each configured interval."""
+    deepest = table.groupby("profile_id")["bottom_cm"].max().to_numpy(float)
+    tol = cfg.stocks.depth_tolerance_cm or 0.0
+    return [int((deepest >= bottom - tol).sum()) for _top, bottom in cfg.stocks.intervals()]
+
+
+def time_one_fit(template: Any, X: pd.DataFrame, y: np.ndarray) -> float:
+    """CPU seconds of one fit of ``template`` (cloned) on ``X, y``."""
+    from sklearn.base import clone
+
+    t0 = time.process_time()
+    clone(template).fit(X, y)
+    return time.process_time() - t0
+
+
+def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
+    """Share of the grid's cells in a zone, and in chunks that hold a zone cell.
+
+    ``(1.0, 1.0)`` without zones or when the zone file cannot be read here. A zone raster
+    on the grid is read decimated (at most 1024 x 1024 samples); polygons by their area in
+    the grid's CRS and the chunks they intersect.
+    """
+    if cfg.zones is None:
+        return 1.0, 1.0
+    path = Path(cfg.zones.path)
+    ny, nx = grid.shape
+    rows, cols = grid.chunk_sizes(chunks)
+    try:
+        if path.suffix.lower() in VECTOR_SUFFIXES:
+            import shapely
+
+            from mapping import io
+
+            shape = io.read_zones_vector(path).to_crs(grid.crs).union_all()
+            left, bottom, right, top = grid.bounds
+            inside = min(1.0, float(shape.area) / ((right - left) * (top - bottom)))
+            hit = 0
+            for tile in grid.tiles(chunks):
+                if shape.intersects(shapely.box(*tile.grid.bounds)):
+                    hit += tile.grid.shape[0] * tile.grid.shape[1]
+            return inside, hit / (ny * nx)
+        import rasterio
+
+        with rasterio.open(path) as src:
+            if (src.height, src.width) != (ny, nx):
+                return 1.0, 1.0  # on another grid: aligned by the run, not here
+            f = max(1, math.ceil(max(ny, nx) / 1024))
+            a = src.read(1, out_shape=(math.ceil(ny / f), math.ceil(nx / f)), masked=True)
+        inside = ~np.ma.getmaskarray(a)
+        if cfg.zones.names:
+            inside &= np.isin(np.ma.getdata(a), list(cfg.zones.names))
+        # the decimated samples of each chunk: chunk [r0, r1) holds samples [r0/f, r1/f)
+        r_edges = np.ceil(np.cumsum([0, *rows]) / f).astype(int)
+        c_edges = np.ceil(np.cumsum([0, *cols]) / f).astype(int)
+        hit = 0
+        for i, nr in enumerate(rows):
+            for j, nc in enumerate(cols):
+                if inside[r_edges[i] : r_edges[i + 1], c_edges[j] : c_edges[j + 1]].any():
+                    hit += nr * nc
+        return float(inside.mean()), hit / (ny * nx)
+    except Exception:  # the run itself reports an unreadable zone file
+        return 1.0, 1.0
+
+
+def estimate_run(
+    cfg: RunConfig,
+    *,
+    cells: int,
+    valid_share: float,
+    predict_seconds: float,
+    us_per_cell: float,
+    fit_one_seconds: float | None,
+    n_profiles: int | None,
+    reaching: list[int] | None,
+    zones: tuple[float, float],
+    cores: int,
+    worker_bytes: int,
+) -> RunEstimate:
+    """Stage by stage, the expected wall time of ``socmap run`` on ``cores`` cores.
+
+    Parameters
+    ----------
+    cfg
+        The workflow config.
+    cells, valid_share
+        Grid cells and the share with covariate data.
+    predict_seconds
+        The plan's timed estimate of the prediction stage on ``cores`` workers.
+    us_per_cell
+        The plan's timed model cost here (microseconds per cell with data, one core).
+    fit_one_seconds, n_profiles, reaching
+        One timed fit on ``n_profiles`` rows and the profiles per interval (``None``:
+        the fit is left out of the estimate).
+    zones
+        Shares of the grid's cells in a zone and in chunks holding one (:func:`zone_cover`).
+    cores
+        Cores of this machine (local workers, fit processes, Monte Carlo threads).
+    worker_bytes
+        The plan's memory per worker.
+    """
+    speed = us_per_cell / REFERENCE_US_PER_CELL  # > 1: slower than the reference machine
+    n_int = len(cfg.stocks.intervals())
+    basis = [
+        f"per-cell costs of the hemisphere world scaled by this machine's model speed "
+        f"({us_per_cell:.2f} against {REFERENCE_US_PER_CELL:g} us/cell)"
+    ]
+    seconds: dict[str, float] = {"start-up, stocks, training": FIXED_SECONDS}
+    if fit_one_seconds is not None and n_profiles and reaching:
+        per_interval = [fit_one_seconds * FIT_PASSES * n / n_profiles for n in reaching]
+        lanes = max(1, min(cores, len(per_interval), cfg.n_jobs or cores))
+        # the longest interval first, then the rest spread over the lanes
+        seconds["fit"] = max(max(per_interval), sum(per_interval) / lanes)
+        basis.append(
+            f"fit: one timed fit on {n_profiles:,} rows ({fit_one_seconds:.1f} s) x "
+            f"{FIT_PASSES:g} passes per interval, {lanes} process(es)"
+        )
+    seconds["predict"] = predict_seconds
+    if cfg.zones is not None:
+        us = 1e-6 * speed / cores
+        zone_cells, chunk_cells = cells * min(zones[0], valid_share), cells * zones[1]
+        seconds["zones"] = chunk_cells * n_int * ZONES_US * us
+        mc = zone_cells * n_int * cfg.uncertainty.n_realizations * MC_US * us
+        seconds["uncertainty"] = chunk_cells * n_int * PIXEL_US * us + mc
+    seconds["report"] = cells * REPORT_US * 1e-6 * speed
+    mc_bytes = CLIENT_BASELINE + cores * MC_CHUNK_CELLS * MC_BYTES_PER_CELL
+    predict_bytes = cores * worker_bytes + CLIENT_BASELINE
+    peak = int(max(predict_bytes, mc_bytes if cfg.zones is not None else 0))
+    return RunEstimate(seconds=seconds, peak_bytes=peak, cores=cores, basis=basis)
