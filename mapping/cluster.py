@@ -50,6 +50,9 @@ every freed page back at once, so each new block of a prediction faults its page
 again: a quarter of a worker's CPU time went to the kernel on the hemisphere world
 (``benchmarks/bench_malloc.py``). socmap's local clusters leave glibc's own, adaptive
 thresholds in place instead (unless the Dask config or the environment sets another)."""
+WORKER_GDAL_CACHE_MB = 256
+"""GDAL's block cache in a local cluster's workers (MB). A prediction task reads each
+covariate block of its chunk once, so a larger cache only holds memory."""
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 """Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")
@@ -254,7 +257,7 @@ def dask_client(
     if kind == "local":
         workers, threads = default_workers(n_workers, threads_per_worker)
         with contextlib.ExitStack() as stack:
-            stack.enter_context(_worker_malloc_config())
+            stack.enter_context(_worker_environ_config())
             # distributed warns when port 8787 is taken and picks another; the link we
             # print is the one it ends up serving.
             cluster = stack.enter_context(
@@ -308,19 +311,23 @@ def dask_client(
         client.close()
 
 
-def _worker_malloc_config() -> Any:
-    """Dask config for a local cluster's workers: glibc's adaptive malloc trimming.
+def _worker_environ_config() -> Any:
+    """Dask config for a local cluster's workers: glibc's adaptive malloc trimming and a
+    bounded GDAL block cache.
 
-    Only distributed's own default (:data:`WORKER_TRIM_THRESHOLD`) is dropped; a value the
-    user set in the Dask config or in ``MALLOC_TRIM_THRESHOLD_`` is kept.
+    distributed's own trim threshold (:data:`WORKER_TRIM_THRESHOLD`) is dropped, and
+    ``GDAL_CACHEMAX`` is set to :data:`WORKER_GDAL_CACHE_MB` (GDAL's default, 5 % of the
+    machine's memory per process, fills with covariate blocks a chunk reads once); a value
+    the user set in the Dask config or in the environment is kept.
     """
     key = "distributed.nanny.pre-spawn-environ"
     environ = dict(dask.config.get(key, default={}) or {})
-    if "MALLOC_TRIM_THRESHOLD_" in os.environ or str(environ.get("MALLOC_TRIM_THRESHOLD_")) != str(
-        WORKER_TRIM_THRESHOLD
-    ):
-        return contextlib.nullcontext()
-    environ["MALLOC_TRIM_THRESHOLD_"] = None  # distributed: None unsets the variable
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ and str(
+        environ.get("MALLOC_TRIM_THRESHOLD_")
+    ) == str(WORKER_TRIM_THRESHOLD):
+        environ["MALLOC_TRIM_THRESHOLD_"] = None  # distributed: None unsets the variable
+    if "GDAL_CACHEMAX" not in os.environ and "GDAL_CACHEMAX" not in environ:
+        environ["GDAL_CACHEMAX"] = str(WORKER_GDAL_CACHE_MB)
     return dask.config.set({key: environ})
 
 

@@ -144,6 +144,8 @@ def test_default_local_cluster_prints_dashboard() -> None:
         # the workers keep glibc's adaptive trimming, not distributed's 64 KiB threshold
         env = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
         assert list(env.values()) == [None]
+        # and a bounded GDAL block cache (GDAL's default is 5 % of the machine per process)
+        assert list(client.run(lambda: os.environ.get("GDAL_CACHEMAX")).values()) == ["256"]
         assert client.run(lambda: os.environ.get("OMP_NUM_THREADS")) != {}  # rest kept
         # inside a session that has a client, the default is that client, left open
         with dask_client(echo=lines.append) as same:
@@ -238,7 +240,7 @@ def _plan_config(tmp_path: Path, extra: str = "", model: str = "random_forest") 
         "profiles: {path: profiles.csv}\n"
         "stocks: {depths: ['0-30', '0-100']}\n"
         "grid: {crs: 'EPSG:6931', resolution: 1000, bounds: [0, 0, 1300000, 1000000]}\n"
-        f"model: {{type: {model}, params: {{n_estimators: 5, max_depth: 4}}}}\n"
+        f"model: {{type: {model}, params: {{n_estimators: 5, max_depth: 4}}, log_transform: true}}\n"
         "prediction: {chunks: 512}\n" + extra
     )
     return cfg

@@ -29,7 +29,7 @@ from mapping.grid import Grid
 from mapping.report import build_report, inventory_tables
 from mapping.report.charts import plot_observed_vs_predicted
 from mapping.report.figures import ZoneOutlines, read_view
-from mapping.report.maps import graticule, polygon_lines, zone_edges
+from mapping.report.maps import graticule, outline_path, polygon_lines, zone_edges
 from mapping.report.tables import display_tables
 from mapping.uncertainty import summarise_draws
 from mapping.validation import metrics_table
@@ -404,6 +404,32 @@ def test_outlines_from_raster_and_polygons_fall_on_the_zone_boundaries(built_fol
     assert ring[:, 1].min() == pytest.approx(0.0, abs=1e-3) and ring[:, 1].max() == pytest.approx(
         NY, abs=1e-3
     )
+
+
+def test_outline_path_merges_cell_edges_into_the_same_lines() -> None:
+    from matplotlib.path import Path as MplPath
+
+    rng = np.random.default_rng(0)
+    codes = rng.integers(1, 4, size=(30, 40)) * (rng.random((30, 40)) < 0.8)
+    edges = zone_edges(codes, codes > 0)
+    path = outline_path(edges, [np.array([[0.5, 0.5], [3.0, 4.0], [6.0, 0.0]])])
+    moves = np.flatnonzero(path.codes == MplPath.MOVETO)
+    assert len(moves) < len(edges) + 1  # runs of edges are one segment each
+    # every unit edge lies on exactly one merged segment, and the merged ones on no more
+    unit = set()
+    verts = path.vertices
+    ends = np.r_[moves[1:], len(verts)]
+    for a, b in zip(moves[:-1], ends[:-1], strict=True):  # the last subpath is the polyline
+        (x0, y0), (x1, y1) = verts[a], verts[b - 1]
+        assert b - a == 2 and (x0 == x1 or y0 == y1)
+        if x0 == x1:
+            unit |= {((x0, y), (x0, y + 1)) for y in np.arange(min(y0, y1), max(y0, y1))}
+        else:
+            unit |= {((x, y0), (x + 1, y0)) for x in np.arange(min(x0, x1), max(x0, x1))}
+    expected = {tuple(map(tuple, sorted(map(tuple, e)))) for e in edges}
+    assert unit == expected
+    np.testing.assert_array_equal(verts[moves[-1] :], [[0.5, 0.5], [3.0, 4.0], [6.0, 0.0]])
+    assert outline_path(np.zeros((0, 2, 2)), []) is None
 
 
 def test_graticule_on_ease_grid_north() -> None:

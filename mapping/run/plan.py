@@ -271,7 +271,8 @@ def _random_training(
         if covariates
         else 0.0
     )
-    return X, 10 + signal + rng.normal(0, 1, n)
+    # positive (a log-stock model refuses y <= 0), skewed like stocks
+    return X, 10 * np.exp(0.1 * (signal + rng.normal(0, 1, n)))
 
 
 def _profile_count(cfg: RunConfig) -> int | None:
