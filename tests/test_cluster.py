@@ -247,6 +247,7 @@ def _plan_config(tmp_path: Path, extra: str = "", model: str = "random_forest") 
 
 
 def test_plan_sizes_by_hand(tmp_path: Path) -> None:
+    from mapping.cluster import WORKER_GDAL_CACHE_MB
     from mapping.config import load_config
     from mapping.run.plan import BATCH_OVERHEAD, TASK_OVERHEAD, WORKER_BASELINE, make_plan
 
@@ -260,7 +261,8 @@ def test_plan_sizes_by_hand(tmp_path: Path) -> None:
     cells = 512 * 512
     task = cells * (3 * 8 + 6 * 4) * TASK_OVERHEAD + cells * (3 + 2) * 8 * BATCH_OVERHEAD
     assert plan.task_bytes == int(task)
-    assert plan.worker_bytes == int(WORKER_BASELINE + 2 * task)  # no model fitted, none estimated
+    gdal = WORKER_GDAL_CACHE_MB * 2**20  # the block cache a local cluster's workers get
+    assert plan.worker_bytes == int(WORKER_BASELINE + gdal + 2 * task)  # no model: none counted
     text = "\n".join(plan.lines())
     assert "1,000 x 1,300 cells" in text and "6 per interval, 12 tasks" in text
     assert "leaves out the model's size" in text
@@ -386,18 +388,21 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
 
     e = est.estimate_run(
         cfg, cells=1_300_000, valid_share=0.5, predict_seconds=100.0,
-        us_per_cell=2 * est.REFERENCE_US_PER_CELL, fit_one_seconds=4.0, n_profiles=3,
+        speed=2.0, fit_one_seconds=4.0, n_profiles=3,
         reaching=[3, 1], zones=(0.1, 0.4), cores=2, worker_bytes=2**30,
     )  # fmt: skip
-    speed, us = 2.0, 2e-6 / 2
+    speed, cores = 2.0, 2
     fit = [4.0 * est.FIT_PASSES, 4.0 * est.FIT_PASSES / 3]  # two intervals on two processes
     assert e.seconds["fit"] == pytest.approx(max(max(fit), sum(fit) / 2))
     assert e.seconds["predict"] == 100.0
     zone_cells, chunk_cells = 1_300_000 * 0.1, 1_300_000 * 0.4
-    assert e.seconds["zones"] == pytest.approx(chunk_cells * 2 * est.ZONES_US * us)
-    mc = zone_cells * 2 * 10 * est.MC_US * us
-    assert e.seconds["uncertainty"] == pytest.approx(chunk_cells * 2 * est.PIXEL_US * us + mc)
-    assert e.seconds["report"] == pytest.approx(1_300_000 * est.REPORT_US * 1e-6 * speed)
+    assert e.seconds["zones"] == pytest.approx(
+        chunk_cells * 2 * est.ZONES_US * 1e-6 * speed / cores
+    )
+    draws = 10 * 2 * (est.REALIZATION_SECONDS + zone_cells * est.MC_US * 1e-6)
+    assert e.seconds["uncertainty"] == pytest.approx(draws * speed / cores)
+    report = est.REPORT_SECONDS + 6 * est.REPORT_MAP_SECONDS  # three maps per interval
+    assert e.seconds["report"] == pytest.approx(report * speed / cores)
     assert e.total == pytest.approx(sum(e.seconds.values()))
     mc_bytes = est.CLIENT_BASELINE + 2 * est.MC_CHUNK_CELLS * est.MC_BYTES_PER_CELL
     assert e.peak_bytes == int(max(2 * 2**30 + est.CLIENT_BASELINE, mc_bytes))

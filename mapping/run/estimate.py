@@ -9,12 +9,12 @@ chunks. The stages around it are estimated here from what the plan can see befor
   :data:`FIT_PASSES` (the cross-validation folds, the final model, the area of
   applicability and the error model); the intervals are fitted side by side, one process
   per core;
-* **zones, uncertainty, report** -- per-cell costs of one core, measured on the hemisphere
-  world (``docs/scaling.md``, "Measured: the 1 km hemisphere world") and scaled by how
-  fast this machine ran the plan's model relative to that one: the zone totals read every
-  interval's mean map where a zone is; the uncertainty stage reads every interval's mean
-  and std map there once for the independent-pixel ranges and draws each realization at
-  every zone cell; the report draws every map from its overviews;
+* **zones, uncertainty, report** -- costs of one core measured on the hemisphere worlds
+  at 1 km and 2.8 km (``docs/scaling.md``, "socmap plan against the runs") and scaled by
+  how fast this machine runs a fixed NumPy workload relative to that one: the zone totals read
+  every interval's mean map in the chunks that hold a zone; each realization of the
+  uncertainty stage simulates the field's lattice (a fixed cost) and draws every zone
+  cell; the report draws three maps per interval from their overviews;
 * **peak memory** -- the larger of the prediction (the workers, one per core, plus the
   client) and the Monte Carlo (the client's baseline plus one chunk of draws per core).
 
@@ -38,29 +38,35 @@ from mapping.config import RunConfig
 from mapping.grid import Grid
 from mapping.zones import VECTOR_SUFFIXES
 
-FIT_PASSES = 9.0
+FIT_PASSES = 20.0
 """Model fits per interval, in units of one fit on the interval's profiles: the
 cross-validation's folds, the final model, and the area of applicability's and the error
-model's own cross-fitting (measured: fit stage / one timed fit, hemisphere world)."""
-REFERENCE_US_PER_CELL = 7.5
-"""The plan's timed model cost (microseconds per cell with data, one core) on the machine
-the per-cell constants below were measured on (the hemisphere world's 0-30 cm model)."""
-ZONES_US = 0.06
-"""Zone totals: microseconds per cell of the chunks that hold a zone, per interval (read the
-mean map, exact sums)."""
-PIXEL_US = 0.12
-"""Independent-pixel ranges: microseconds per cell of the chunks that hold a zone, per
-interval (read the mean and std maps, exact sums)."""
-MC_US = 0.035
-"""Monte Carlo: microseconds per zone cell, interval and realization (field, draws, sums)."""
-REPORT_US = 0.35
-"""Report: microseconds per grid cell (every map drawn from its overviews, tables, STAC)."""
+model's own cross-fitting (calibrated on the 2.8 km hemisphere world, see
+``docs/scaling.md``)."""
+REFERENCE_MACHINE_SECONDS = 0.152
+""":func:`machine_seconds` on the machine and day the constants below were measured."""
+ZONES_US = 0.095
+"""Zone totals: CPU microseconds per cell of the chunks that hold a zone, per interval
+(read the mean map, exact sums; 0.095 on the 1 km and 0.10 on the 2.8 km hemisphere)."""
+REALIZATION_SECONDS = 0.78
+"""Uncertainty: CPU seconds per realization and interval for the Gaussian field's lattice
+(it spans the zones at a spacing set by the variogram's reach, not by the grid's cells)."""
+MC_US = 0.061
+"""Uncertainty: CPU microseconds per zone cell, realization and interval (interpolating the
+field, the draws, the exact sums; the independent-pixel pass included). This and
+:data:`REALIZATION_SECONDS` are fitted to the 1 km and 2.8 km hemisphere worlds."""
+REPORT_SECONDS = 20.0
+"""Report: fixed CPU seconds (tables, charts, STAC)."""
+REPORT_MAP_SECONDS = 3.0
+"""Report: CPU seconds per map figure (read from the overviews, drawn to PNG and PDF)."""
 FIXED_SECONDS = 20.0
 """Start-up, profile stocks, training table and the stages' own fixed costs."""
-CLIENT_BASELINE = 900 * 2**20
-"""The command's own memory once the covariates, models and zone layout are loaded."""
-MC_BYTES_PER_CELL = 140.0
-"""Monte Carlo memory per cell of a chunk in flight (maps, field, draws), per core."""
+CLIENT_BASELINE = 640 * 2**20
+"""The command's own memory once the covariates, models and zone layout are loaded
+(0.51-0.60 GiB measured in the fit and predict stages)."""
+MC_BYTES_PER_CELL = 470.0
+"""Monte Carlo memory per cell of a chunk in flight (maps as float64, field, draws), per
+thread (measured: 5.38 GiB in the uncertainty stage of the 1 km hemisphere)."""
 MC_CHUNK_CELLS = 2334 * 2334
 """Cells of a Monte Carlo chunk (whole tiles of the Gaussian field; the hemisphere's)."""
 
@@ -77,6 +83,22 @@ class RunEstimate:
     @property
     def total(self) -> float:
         return float(sum(self.seconds.values()))
+
+
+def machine_seconds(repeat: int = 5) -> float:
+    """Seconds of a fixed NumPy workload (sorting and gathering 2 M doubles), the best of
+    ``repeat``: how fast this machine is against the one the constants were measured on."""
+    rng = np.random.default_rng(0)
+    a = rng.random(1 << 21)
+    idx = rng.integers(0, 1 << 21, 1 << 21)
+    best = math.inf
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(3):
+            np.sort(a)
+            a[idx].sum()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def profiles_reaching(cfg: RunConfig, table: pd.DataFrame) -> list[int]:
@@ -150,7 +172,7 @@ def estimate_run(
     cells: int,
     valid_share: float,
     predict_seconds: float,
-    us_per_cell: float,
+    speed: float,
     fit_one_seconds: float | None,
     n_profiles: int | None,
     reaching: list[int] | None,
@@ -168,8 +190,9 @@ def estimate_run(
         Grid cells and the share with covariate data.
     predict_seconds
         The plan's timed estimate of the prediction stage on ``cores`` workers.
-    us_per_cell
-        The plan's timed model cost here (microseconds per cell with data, one core).
+    speed
+        This machine's time for a fixed workload relative to the reference machine's
+        (``machine_seconds() / REFERENCE_MACHINE_SECONDS``; above 1: slower).
     fit_one_seconds, n_profiles, reaching
         One timed fit on ``n_profiles`` rows and the profiles per interval (``None``:
         the fit is left out of the estimate).
@@ -180,11 +203,10 @@ def estimate_run(
     worker_bytes
         The plan's memory per worker.
     """
-    speed = us_per_cell / REFERENCE_US_PER_CELL  # > 1: slower than the reference machine
     n_int = len(cfg.stocks.intervals())
     basis = [
-        f"per-cell costs of the hemisphere world scaled by this machine's model speed "
-        f"({us_per_cell:.2f} against {REFERENCE_US_PER_CELL:g} us/cell)"
+        f"costs measured on the hemisphere worlds, scaled by this machine's speed "
+        f"(x{speed:.2f} the time of the machine they were measured on)"
     ]
     seconds: dict[str, float] = {"start-up, stocks, training": FIXED_SECONDS}
     if fit_one_seconds is not None and n_profiles and reaching:
@@ -198,12 +220,12 @@ def estimate_run(
         )
     seconds["predict"] = predict_seconds
     if cfg.zones is not None:
-        us = 1e-6 * speed / cores
         zone_cells, chunk_cells = cells * min(zones[0], valid_share), cells * zones[1]
-        seconds["zones"] = chunk_cells * n_int * ZONES_US * us
-        mc = zone_cells * n_int * cfg.uncertainty.n_realizations * MC_US * us
-        seconds["uncertainty"] = chunk_cells * n_int * PIXEL_US * us + mc
-    seconds["report"] = cells * REPORT_US * 1e-6 * speed
+        seconds["zones"] = chunk_cells * n_int * ZONES_US * 1e-6 * speed / cores
+        per_draw = REALIZATION_SECONDS + zone_cells * MC_US * 1e-6
+        seconds["uncertainty"] = cfg.uncertainty.n_realizations * n_int * per_draw * speed / cores
+    maps = n_int * 3  # mean, interval width, relative uncertainty per interval
+    seconds["report"] = (REPORT_SECONDS + maps * REPORT_MAP_SECONDS) * speed / min(cores, 2)
     mc_bytes = CLIENT_BASELINE + cores * MC_CHUNK_CELLS * MC_BYTES_PER_CELL
     predict_bytes = cores * worker_bytes + CLIENT_BASELINE
     peak = int(max(predict_bytes, mc_bytes if cfg.zones is not None else 0))

@@ -37,16 +37,19 @@ import pandas as pd
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
-from mapping.cluster import usable_cores
+from mapping.cluster import WORKER_GDAL_CACHE_MB, usable_cores
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, summarize_stack, target_grid
 from mapping.exceptions import MappingError
+from mapping.extract import extract_at_points
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
 from mapping.run.estimate import (
+    REFERENCE_MACHINE_SECONDS,
     RunEstimate,
     estimate_run,
+    machine_seconds,
     profiles_reaching,
     time_one_fit,
     zone_cover,
@@ -178,7 +181,8 @@ class Plan:
             f"outputs:       {no} per interval ({', '.join(self.outputs)}), float32: "
             f"{_gb(self.cells * no * 4 * len(self.intervals))} uncompressed",
             f"memory/worker: ~{_gb(self.worker_bytes)} with {self.threads_per_worker} thread(s) = "
-            f"{_gb(WORKER_BASELINE)} worker baseline + {_gb(self.model_bytes)} model + "
+            f"{_gb(WORKER_BASELINE)} worker baseline + {WORKER_GDAL_CACHE_MB} MiB GDAL cache + "
+            f"{_gb(self.model_bytes)} model + "
             f"{self.threads_per_worker} x {_gb(self.task_bytes)} per task",
             f"               (task = {cy * cx:,} cells x ({nb} bands x 8 B + {no} outputs x 4 B) x "
             f"overhead {TASK_OVERHEAD:g} + batch {min(DEFAULT_BATCH, cy * cx):,} x {nb + 2} columns x 8 B x "
@@ -259,18 +263,22 @@ def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, Any, str] 
 
 
 def _random_training(
-    cfg: RunConfig, covariates: list[str], grid: Grid, n: int
+    cfg: RunConfig, covariates: list[str], grid: Grid, n: int, sites: pd.DataFrame | None = None
 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """Training rows for a stand-in: the covariates at the profiles (``sites``) when they
+    could be read, else random values; the target is random either way."""
     rng = np.random.default_rng(cfg.seed)
-    left, bottom, right, top = grid.bounds
-    X = pd.DataFrame({"x": rng.uniform(left, right, n), "y": rng.uniform(bottom, top, n)})
-    for c in covariates:  # categorical covariates get a handful of integer classes
-        X[c] = rng.integers(1, 9, n) if c in _categorical(cfg) else rng.normal(size=n)
-    signal = (
-        X[covariates].to_numpy(dtype=float) @ rng.normal(size=len(covariates))
-        if covariates
-        else 0.0
-    )
+    if sites is not None and len(sites):
+        X = sites[["x", "y", *covariates]].reset_index(drop=True)
+        n = len(X)
+    else:
+        left, bottom, right, top = grid.bounds
+        X = pd.DataFrame({"x": rng.uniform(left, right, n), "y": rng.uniform(bottom, top, n)})
+        for c in covariates:  # categorical covariates get a handful of integer classes
+            X[c] = rng.integers(1, 9, n) if c in _categorical(cfg) else rng.normal(size=n)
+    Z = X[covariates].to_numpy(dtype=float)
+    Z = (Z - Z.mean(axis=0)) / np.where(Z.std(axis=0) > 0, Z.std(axis=0), 1.0)
+    signal = Z @ rng.normal(size=len(covariates)) if covariates else 0.0
     # positive (a log-stock model refuses y <= 0), skewed like stocks
     return X, 10 * np.exp(0.1 * (signal + rng.normal(0, 1, n)))
 
@@ -295,6 +303,37 @@ def _profile_counts(cfg: RunConfig) -> tuple[int, list[int]] | None:
         return None
 
 
+def _profile_covariates(cfg: RunConfig, grid: Grid, covariates: list[str]) -> pd.DataFrame | None:
+    """The covariates at the profiles (what the training stage extracts), or ``None``.
+
+    A stand-in fitted on them searches its area of applicability, and splits its trees,
+    in the covariates' real distribution: on random normal values the nearest-neighbour
+    search of the AOA cost three times as much per cell as the fitted model's on the
+    hemisphere world.
+    """
+    try:
+        table = read_profiles(cfg)
+        sites = table.drop_duplicates("profile_id")[["profile_id", "lon", "lat"]]
+        stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)
+        res = extract_at_points(stack, grid, sites.reset_index(drop=True), crs=cfg.profiles.crs)
+        good = res.complete()[["x", "y", *covariates]]
+        return good if len(good) >= MIN_STAND_IN_ROWS else None
+    except (MappingError, OSError, KeyError, ValueError):
+        return None
+
+
+def _training_sites(cfg: RunConfig, covariates: list[str]) -> pd.DataFrame | None:
+    """One row per profile of the run's training table, if the run has one."""
+    path = RunFolder(cfg.output).training
+    try:
+        table = io.read_table(path) if path.exists() else None
+        return (
+            None if table is None else table.drop_duplicates("profile_id")[["x", "y", *covariates]]
+        )
+    except (MappingError, OSError, KeyError, ValueError):
+        return None
+
+
 def _categorical(cfg: RunConfig) -> set[str]:
     return {c.name for c in cfg.covariates if c.kind == "categorical"}
 
@@ -313,23 +352,31 @@ def random_covariate_block(
 
 
 def stand_in_model(
-    cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = STAND_IN_ROWS
+    cfg: RunConfig,
+    covariates: list[str],
+    grid: Grid,
+    n_train: int = STAND_IN_ROWS,
+    sites: pd.DataFrame | None = None,
 ) -> Any:
     """A model of the configured type fitted on random data with the same columns.
 
     Prediction cost depends on the model's structure (trees, depth, neighbours), not on
     what it learned, so this times a run whose models are not fitted yet.
     """
-    X, target = _random_training(cfg, covariates, grid, n_train)
+    X, target = _random_training(cfg, covariates, grid, n_train, sites)
     return build_model(cfg).fit(X, target)
 
 
 def stand_in_aoa(
-    cfg: RunConfig, covariates: list[str], grid: Grid, n_train: int = STAND_IN_ROWS
+    cfg: RunConfig,
+    covariates: list[str],
+    grid: Grid,
+    n_train: int = STAND_IN_ROWS,
+    sites: pd.DataFrame | None = None,
 ) -> Any:
-    """An area of applicability fitted on the same kind of random data (for timing)."""
+    """An area of applicability fitted on the same training rows (for timing)."""
 
-    X, _ = _random_training(cfg, covariates, grid, n_train)
+    X, _ = _random_training(cfg, covariates, grid, n_train, sites)
     return AreaOfApplicability(categorical_features=sorted(_categorical(cfg)) or None).fit(X)
 
 
@@ -395,18 +442,26 @@ def make_plan(
     n_profiles = counts[0] if counts is not None else None
     n_train = max(n_profiles or STAND_IN_ROWS, MIN_STAND_IN_ROWS)
     fit_one = None
+    sites = None
+    if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None)):
+        say("reading the covariates at the profiles for the stand-ins")
+        sites = _profile_covariates(cfg, grid, covariates)
+    rows_desc = (
+        f"the covariates at {len(sites):,} profiles and a random target"
+        if sites is not None
+        else f"random data with {len(covariates)} covariates and "
+        + f"{n_train:,} rows{', one per profile' if n_train == n_profiles else ''}"
+    )
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
     elif calibrate:
-        say("no fitted model in the output folder: fitting a stand-in on random data")
+        say("no fitted model in the output folder: fitting a stand-in")
         c0 = time.process_time()
-        model = stand_in_model(cfg, covariates, grid, n_train)
+        model = stand_in_model(cfg, covariates, grid, n_train, sites)
         fit_one = time.process_time() - c0
         model_desc = (
-            f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on random data with "
-            f"{len(covariates)} covariates and "
-            + f"{n_train:,} rows{', one per profile' if n_train == n_profiles else ''}"
+            f"stand-in {type(model).__name__} ({cfg.model.type}) fitted on {rows_desc}"
             + f": {cfg.output / 'models'} holds no fitted model yet"
         )
         notes.append(
@@ -415,13 +470,13 @@ def make_plan(
     mb = _model_bytes(model) if model is not None else 0
     if model is None:
         notes.append("no fitted model yet: the memory estimate leaves out the model's size")
-    worker = int(WORKER_BASELINE + mb + threads_per_worker * tb)
+    worker = int(WORKER_BASELINE + WORKER_GDAL_CACHE_MB * 2**20 + mb + threads_per_worker * tb)
 
     calibration = None
     if calibrate and model is not None:
         if stand_in_aoa_needed and aoa is None:
-            aoa = stand_in_aoa(cfg, covariates, grid, n_train)
-            model_desc += "; area of applicability: a stand-in fitted on random data"
+            aoa = stand_in_aoa(cfg, covariates, grid, n_train, sites)
+            model_desc += f"; area of applicability: a stand-in fitted on {rows_desc}"
         calibration = _calibrate(
             cfg, grid, chunks, model, aoa, model_desc, covariates, sample_chunks, say
         )
@@ -446,9 +501,13 @@ def make_plan(
     )
     if calibration is None:
         return plan
+    fit_rows = len(sites) if sites is not None else n_train
     if counts is not None and fit_one is None:  # time one fit, as the fit stage makes them
         say("timing one model fit")
-        X, target = _random_training(cfg, covariates, grid, n_train)
+        if sites is None:  # the run's training table, where the run has one
+            sites = _training_sites(cfg, covariates)
+        X, target = _random_training(cfg, covariates, grid, n_train, sites)
+        fit_rows = len(X)
         fit_one = time_one_fit(build_model(cfg), X, target)
     cores = usable_cores()
     c = calibration
@@ -457,9 +516,9 @@ def make_plan(
         cells=plan.cells,
         valid_share=c.valid_share,
         predict_seconds=plan.seconds(max(1, cores // threads_per_worker)),
-        us_per_cell=1e6 * c.predict_seconds / max(1, c.valid_cells),
+        speed=machine_seconds() / REFERENCE_MACHINE_SECONDS,
         fit_one_seconds=fit_one,
-        n_profiles=n_train if counts is not None else None,
+        n_profiles=fit_rows if counts is not None else None,
         reaching=counts[1] if counts is not None else None,
         zones=zone_cover(cfg, grid, cfg.prediction.chunks),
         cores=cores,
