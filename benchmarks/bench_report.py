@@ -12,6 +12,10 @@ one depth interval -- mean, lower and upper maps as COGs (with overviews) and a 
 
 Peak memory is the process's resident set size sampled every 20 ms, above what the process
 held before the step: the point is that it stays far below the size of one map.
+
+``python benchmarks/bench_report.py --config CONFIG`` times ``build_report`` on the output
+folder of a finished run instead (e.g. the hemisphere world's, ``DIR/hemisphere.yaml``);
+it rewrites that folder's ``report/``.
 """
 
 from __future__ import annotations
@@ -113,5 +117,24 @@ def main(n: int = 8000) -> None:
               f"{files['index.html'].stat().st_size / 2**20:.1f} MiB")  # fmt: skip
 
 
+def on_run(config: str) -> None:
+    """Time the report of a finished run's output folder."""
+    from mapping.config import load_config
+
+    cfg = load_config(config)
+    zones = cfg.zones
+    t0 = time.perf_counter()
+    build_report(
+        cfg.output,
+        config=cfg,
+        zones_path=zones.path if zones is not None else None,
+        zone_field=zones.field if zones is not None else None,
+    )
+    print(f"report of {cfg.output}: {time.perf_counter() - t0:.1f} s wall")
+
+
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:2]))
+    if sys.argv[1:2] == ["--config"]:
+        on_run(sys.argv[2])
+    else:
+        main(*(int(a) for a in sys.argv[1:2]))
