@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mapping import io
 from mapping.config import RunConfig
 from mapping.grid import Grid
 from mapping.zones import VECTOR_SUFFIXES
@@ -133,26 +134,25 @@ def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
         if path.suffix.lower() in VECTOR_SUFFIXES:
             import shapely
 
-            from mapping import io
-
             shape = io.read_zones_vector(path).to_crs(grid.crs).union_all()
             left, bottom, right, top = grid.bounds
-            inside = min(1.0, float(shape.area) / ((right - left) * (top - bottom)))
+            share = min(1.0, float(shape.area) / ((right - left) * (top - bottom)))
             hit = 0
             for tile in grid.tiles(chunks):
                 if shape.intersects(shapely.box(*tile.grid.bounds)):
                     hit += tile.grid.shape[0] * tile.grid.shape[1]
-            return inside, hit / (ny * nx)
-        import rasterio
-
-        with rasterio.open(path) as src:
-            if (src.height, src.width) != (ny, nx):
-                return 1.0, 1.0  # on another grid: aligned by the run, not here
-            f = max(1, math.ceil(max(ny, nx) / 1024))
-            a = src.read(1, out_shape=(math.ceil(ny / f), math.ceil(nx / f)), masked=True)
-        inside = ~np.ma.getmaskarray(a)
+            return share, hit / (ny * nx)
+        info = io.raster_info(path)
+        if tuple(info.shape) != (ny, nx):
+            return 1.0, 1.0  # on another grid: aligned by the run, not here
+        f = max(1, math.ceil(max(ny, nx) / 1024))  # read_decimated's factor
+        a, _, _ = io.read_decimated(info, max_size=1024)
+        a = np.asarray(a)
+        inside: np.ndarray = np.isfinite(a) if a.dtype.kind == "f" else np.ones(a.shape, dtype=bool)
+        if info.nodata is not None:
+            inside &= a != info.nodata
         if cfg.zones.names:
-            inside &= np.isin(np.ma.getdata(a), list(cfg.zones.names))
+            inside &= np.isin(a, list(cfg.zones.names))
         # the decimated samples of each chunk: chunk [r0, r1) holds samples [r0/f, r1/f)
         r_edges = np.ceil(np.cumsum([0, *rows]) / f).astype(int)
         c_edges = np.ceil(np.cumsum([0, *cols]) / f).astype(int)
