@@ -13,8 +13,9 @@ so the code of this checkout) and prints
 * CPU seconds of the command and every process it started (Dask workers and the fit's
   process pool included), from ``getrusage(RUSAGE_CHILDREN)``;
 * peak resident memory of the **whole process tree** (the command, its Dask workers and its
-  process pool), sampled every 0.5 s with psutil, and the stage it was reached in; and the
-  largest single process (``ru_maxrss``);
+  process pool), sampled every 0.5 s with psutil, and the stage it was reached in; the
+  peak within every stage (and of the command alone); and the largest single process
+  (``ru_maxrss``);
 * the 1-minute load average before the run (other jobs make the wall time meaningless);
 * the storage of every zone and interval against the world's truth (``truth/zone_totals.csv``)
   and whether the truth lies inside the run's 90 % range.
