@@ -194,8 +194,9 @@ class ZoneLayout:
             i = np.searchsorted(rows, cov.run_row, side="right") - 1
             j0 = np.searchsorted(cols, cov.run_col0, side="right") - 1
             j1 = np.searchsorted(cols, cov.run_col1 - 1, side="right") - 1
-            for jj in np.unique(np.stack([i, j0, j1], axis=1), axis=0) if len(i) else ():
-                out[jj[0], jj[1] : jj[2] + 1] = True
+            spans = np.unique(np.stack([i, j0, j1], axis=1), axis=0)  # one per row and columns
+            for r, a, b in spans:
+                out[r, a : b + 1] = True
             prow, pcol = np.divmod(cov.part_cell, nx)
             out[
                 np.searchsorted(rows, prow, side="right") - 1,

@@ -18,8 +18,19 @@ from mapping.exceptions import InputError, MissingCRSError, OutputError
 from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path
 
-
 # --------------------------------------------------------------------------- rasters out
+COG_LEVELS = {"DEFLATE": "1", "ZSTD": "1"}
+"""Compression level of the map COGs per codec. DEFLATE level 1 writes a COG in about half
+the time of GDAL's default level 6, 1-2 % larger (``benchmarks/bench_cog_level.py``); the
+values are the same bits either way."""
+
+
+def cog_codec(compress: str) -> dict[str, str]:
+    """The COG driver's compression options for ``compress`` (with its level, if it has one)."""
+    level = COG_LEVELS.get(compress.upper())
+    return {"COMPRESS": compress} | ({"LEVEL": level} if level else {})
+
+
 def write_cog(
     da: Any,
     path: str | os.PathLike[str],
@@ -285,18 +296,6 @@ def open_raster_on_grid(
 
 
 # --------------------------------------------------------------------------- rasters in
-COG_LEVELS = {"DEFLATE": "1", "ZSTD": "1"}
-"""Compression level of the map COGs per codec. DEFLATE level 1 writes a COG in about half
-the time of GDAL's default level 6, 1-2 % larger (``benchmarks/bench_cog_level.py``); the
-values are the same bits either way."""
-
-
-def cog_codec(compress: str) -> dict[str, str]:
-    """The COG driver's compression options for ``compress`` (with its level, if it has one)."""
-    level = COG_LEVELS.get(compress.upper())
-    return {"COMPRESS": compress} | ({"LEVEL": level} if level else {})
-
-
 RASTER_CONTAINER_SUFFIXES = {".nc": "NETCDF", ".nc4": "NETCDF", ".zarr": "ZARR"}
 
 

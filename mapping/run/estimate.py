@@ -145,9 +145,9 @@ def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
         info = io.raster_info(path)
         if tuple(info.shape) != (ny, nx):
             return 1.0, 1.0  # on another grid: aligned by the run, not here
-        f = max(1, math.ceil(max(ny, nx) / 1024))  # read_decimated's factor
-        a, _, _ = io.read_decimated(info, max_size=1024)
+        a, transform, _ = io.read_decimated(info, max_size=1024)
         a = np.asarray(a)
+        f = transform.a / info.transform.a  # cells per sample, as read_decimated chose
         inside: np.ndarray = np.isfinite(a) if a.dtype.kind == "f" else np.ones(a.shape, dtype=bool)
         if info.nodata is not None:
             inside &= a != info.nodata

@@ -289,22 +289,23 @@ def _profile_count(cfg: RunConfig) -> int | None:
     A stand-in is fitted on as many rows: a forest grows deeper, and a nearest-neighbour
     search takes longer, with more training rows, and so does the prediction.
     """
-    counts = _profile_counts(cfg)
-    return None if counts is None else counts[0]
+    table = _read_profiles(cfg)
+    return None if table is None else int(table["profile_id"].nunique()) or None
 
 
-def _profile_counts(cfg: RunConfig) -> tuple[int, list[int]] | None:
-    """Profiles in the horizon table and, per interval, those reaching its bottom."""
+def _read_profiles(cfg: RunConfig) -> pd.DataFrame | None:
+    """The config's horizon table, or ``None`` if it cannot be read here."""
     try:
-        table = read_profiles(cfg)
-        n = int(table["profile_id"].nunique())
-        return (n, profiles_reaching(cfg, table)) if n else None
+        return read_profiles(cfg)
     except (MappingError, OSError, KeyError, ValueError):
         return None
 
 
-def _profile_covariates(cfg: RunConfig, grid: Grid, covariates: list[str]) -> pd.DataFrame | None:
-    """The covariates at the profiles (what the training stage extracts), or ``None``.
+def _profile_covariates(
+    cfg: RunConfig, grid: Grid, covariates: list[str], table: pd.DataFrame
+) -> pd.DataFrame | None:
+    """The covariates at the profiles of ``table`` (what the training stage extracts), or
+    ``None``.
 
     A stand-in fitted on them searches its area of applicability, and splits its trees,
     in the covariates' real distribution: on random normal values the nearest-neighbour
@@ -312,7 +313,6 @@ def _profile_covariates(cfg: RunConfig, grid: Grid, covariates: list[str]) -> pd
     hemisphere world.
     """
     try:
-        table = read_profiles(cfg)
         sites = table.drop_duplicates("profile_id")[["profile_id", "lon", "lat"]]
         stack = build_stack(cfg.covariates, grid, chunks=cfg.prediction.chunks)
         res = extract_at_points(stack, grid, sites.reset_index(drop=True), crs=cfg.profiles.crs)
@@ -438,14 +438,18 @@ def make_plan(
     aoa = None
     found = _fitted_model(cfg, intervals)
     stand_in_aoa_needed = cfg.prediction.aoa and bool(covariates)
-    counts = _profile_counts(cfg) if calibrate else None  # stand-ins: one row per profile
-    n_profiles = counts[0] if counts is not None else None
-    n_train = max(n_profiles or STAND_IN_ROWS, MIN_STAND_IN_ROWS)
+    table = _read_profiles(cfg) if calibrate else None  # read once: counts and stand-ins
+    n_profiles = None if table is None else int(table["profile_id"].nunique()) or None
+    counts = None
+    if table is not None and n_profiles:
+        counts = (n_profiles, profiles_reaching(cfg, table))
+    n_train = max(n_profiles or STAND_IN_ROWS, MIN_STAND_IN_ROWS)  # one row per profile
     fit_one = None
     sites = None
-    if calibrate and (found is None or (stand_in_aoa_needed and found[1] is None)):
+    needs_stand_in = found is None or (stand_in_aoa_needed and found[1] is None)
+    if calibrate and needs_stand_in and table is not None:
         say("reading the covariates at the profiles for the stand-ins")
-        sites = _profile_covariates(cfg, grid, covariates)
+        sites = _profile_covariates(cfg, grid, covariates, table)
     rows_desc = (
         f"the covariates at {len(sites):,} profiles and a random target"
         if sites is not None
