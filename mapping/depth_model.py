@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,15 +53,22 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
 from sklearn.utils.validation import check_is_fitted
 
+from mapping.calibration import CalibratedModel, ErrorModel
 from mapping.depths import compute_stocks
 from mapping.exceptions import ModelError
 from mapping.models import OrdinaryKriging, QuantileRandomForest
-from mapping.models.base import MapStatisticsMixin
+from mapping.models.base import (
+    MapStatisticsMixin,
+    gaussian_stats,
+    quantile_pair,
+    selected_statistics,
+)
 from mapping.models.kriging import NO_NEIGHBOURS
 from mapping.units import DEFAULT_BREAKS
 
 __all__ = [
     "DEFAULT_BREAKS",
+    "CalibratedIntervalView",
     "IntervalView",
     "LayeredDepthModel",
     "ThawedView",
@@ -69,6 +76,7 @@ __all__ = [
     "integrate_layers",
     "layer_intervals",
     "layers_from_cumulative",
+    "lognormal_moments",
     "thaw_split",
     "training_layers",
 ]
@@ -244,6 +252,22 @@ def layers_from_cumulative(stocks: pd.DataFrame, value: str = "soc_stock_kg_m2")
 
 
 # --------------------------------------------------------------------------- the model
+def lognormal_moments(mean: ArrayLike, std: ArrayLike) -> tuple[NDArray, NDArray]:
+    """``mu`` and ``var`` of the lognormal with the given mean and standard deviation.
+
+    ``var = ln(1 + (std / mean)^2)``, ``mu = ln(mean) - var / 2`` (Fenton-Wilkinson: a sum
+    of lognormal layer stocks stood in for by one lognormal with its exact mean and
+    variance). NaN where ``mean <= 0`` or either is not finite.
+    """
+    m = np.asarray(mean, dtype=float)
+    sd = np.asarray(std, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = np.log1p((sd / m) ** 2)
+        mu = np.log(m) - 0.5 * var
+    bad = ~(np.isfinite(m) & np.isfinite(sd) & (m > 0))
+    return np.where(bad, np.nan, mu), np.where(bad, np.nan, var)
+
+
 def _default_trend(random_state: Any) -> Any:
     return QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=random_state)
 
@@ -641,6 +665,36 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         layers = th * np.exp(mu[:, None, :] + z[None, :, None] * sd[:, None, :])  # (n, Q, L)
         return np.einsum("nql,kl->nkq", layers, wts)
 
+    def predict_interval_stats(
+        self,
+        X: pd.DataFrame,
+        intervals: Sequence[tuple[float, float]],
+        quantiles: Sequence[float] = (0.05, 0.5, 0.95),
+    ) -> dict[str, NDArray]:
+        """Everything about interval stocks from one prediction of the layer densities.
+
+        Returns ``mean`` and ``std`` ``(n, K)`` (:meth:`predict_stocks`), ``quantiles``
+        ``(n, K, Q)`` (:meth:`predict_stock_quantiles`), and ``mu``, ``var`` ``(n, K)``:
+        the log-scale moments of the lognormal with the interval's mean and std
+        (:func:`lognormal_moments`), the scale on which errors are calibrated.
+        """
+        q = np.asarray(quantiles, dtype=float)
+        if np.any((q <= 0) | (q >= 1)):
+            raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
+        mu, sd = self.predict_log_density(X)
+        mean, std = self._stats(mu, sd, intervals, True)
+        layers = self._thickness_m() * np.exp(
+            mu[:, None, :] + norm.ppf(q)[None, :, None] * sd[:, None, :]
+        )
+        lmu, lvar = lognormal_moments(mean, std)
+        return {
+            "mean": mean,
+            "std": std,
+            "quantiles": np.einsum("nql,kl->nkq", layers, self._weights(intervals)),
+            "mu": lmu,
+            "var": lvar,
+        }
+
     def sample_stocks(
         self,
         X: pd.DataFrame,
@@ -694,6 +748,9 @@ class IntervalView(MapStatisticsMixin):
         self.bottom = float(bottom)
         self.feature_names_in_ = np.asarray(list(features), dtype=object)
 
+    #: Stocks are lognormal: calibration, the Monte Carlo and the design work on ln(stock).
+    log_transform = True
+
     @property
     def kriging_(self) -> Any:
         return self.model.kriging_
@@ -711,8 +768,203 @@ class IntervalView(MapStatisticsMixin):
         q = self.model.predict_stock_quantiles(X, [(self.top, self.bottom)], quantiles)
         return q[:, 0, :]
 
+    def predict_components(self, X: pd.DataFrame) -> dict[str, NDArray]:
+        """The interval's stock as one lognormal: ``trend`` its ``ln``-scale mean and
+        ``trend_var`` its variance (:func:`lognormal_moments` of the exact mean and std;
+        ``residual`` and ``krige_var`` are 0, the kriging being inside both), the form
+        :class:`mapping.calibration.CalibratedModel` calibrates."""
+        mean, std = self.model.predict_stocks(X, [(self.top, self.bottom)], return_std=True)
+        mu, var = lognormal_moments(mean[:, 0], std[:, 0])
+        zero = np.zeros_like(mu)
+        return {"trend": mu, "residual": zero, "trend_var": var, "krige_var": zero}
+
+    def predict_stats(
+        self,
+        X: pd.DataFrame,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, NDArray]:
+        """Map statistics from one prediction of the layer densities (the values of
+        ``predict(X, return_std=True)`` and ``predict_quantiles(X, (lo, 0.5, hi))``)."""
+        if statistics is not None and tuple(statistics) == ("mean",):
+            return {"mean": np.asarray(self.predict(X), dtype="float64").ravel()}
+        lo, hi = quantile_pair(quantiles)
+        s = self.model.predict_interval_stats(X, [(self.top, self.bottom)], (lo, 0.5, hi))
+        q = s["quantiles"][:, 0, :]
+        full = {
+            "mean": s["mean"][:, 0],
+            "std": s["std"][:, 0],
+            "lower": q[:, 0],
+            "median": q[:, 1],
+            "upper": q[:, 2],
+        }
+        return selected_statistics(full, statistics)
+
     def __repr__(self) -> str:
         return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"
+
+
+class CalibratedIntervalView(CalibratedModel):
+    """Calibrated maps of one interval of a layered model, ordered in depth.
+
+    Every interval of a layered run has an error model of its own (fitted on the
+    cross-validation errors of the profiles that reach it) against one dissimilarity
+    index; its calibrated ``ln``-scale variance is that of :class:`~mapping.calibration.
+    CalibratedModel` on the interval's lognormal (:meth:`IntervalView.predict_components`).
+
+    * A fitted interval: calibrated one by one, a quantile of 0-300 cm could fall below
+      the same quantile of 0-100 cm where the deeper interval's error model is the
+      narrower; the stock of a deeper interval with the same top is never the smaller, so
+      each quantile is the largest of the calibrated quantiles of the interval and of
+      every shallower fitted interval with its top (a cumulative maximum down the profile).
+    * An interval without an error model (any depth mapped from the fit, e.g. 0-50 cm):
+      its calibrated variance is its own plus the excess variance (calibrated minus the
+      model's) of the fitted intervals with its top, interpolated linearly in depth
+      between the two around its bottom (the nearest beyond them); each quantile is placed
+      between the calibrated quantiles of those two as the model's own (uncalibrated,
+      exact) quantile lies between theirs, or scaled by the ratio of the own quantiles
+      above the shallowest or below the deepest. Own quantiles increase with depth, so
+      every mapped interval with one top, fitted or not, stays ordered.
+
+    The mean is the model's exact mean, unchanged.
+
+    Parameters
+    ----------
+    view
+        The interval of the fitted layered model.
+    error_models
+        ``(top, bottom)`` -> :class:`~mapping.calibration.ErrorModel` (``None``: the model's
+        own variance) of the run's fitted intervals; at least one not ``None``.
+    aoa
+        The fitted area of applicability the error models' DI is measured by.
+    """
+
+    def __init__(
+        self,
+        view: IntervalView,
+        error_models: Mapping[tuple[float, float], ErrorModel | None],
+        aoa: Any,
+    ) -> None:
+        fitted = {(float(t), float(b)): em for (t, b), em in error_models.items()}
+        known = [em for em in fitted.values() if em is not None]
+        if not known:
+            raise ModelError("no error model to calibrate the layered model's intervals with")
+        own = (view.top, view.bottom)
+        super().__init__(view, fitted.get(own) or known[0], aoa)
+        self.error_models = fitted
+        same = sorted(b for t, b in fitted if t == view.top)
+        if own in fitted:
+            self.kind = "fitted"
+            self.bottoms = [b for b in same if b <= view.bottom]
+        elif same:
+            self.kind = "between"
+            # the fitted intervals down to the first below it: their cumulative maximum
+            # gives the neighbours' quantiles as their own maps have them
+            above = [b for b in same if b > view.bottom]
+            self.bottoms = [b for b in same if b < view.bottom] + above[:1]
+        else:  # no fitted interval with this top: excess by the nearest bottom, own quantiles
+            self.kind = "alone"
+            nearest = min(fitted, key=lambda iv: abs(iv[1] - view.bottom))
+            self.bottoms = []
+            self._nearest = nearest
+
+    @property
+    def uses_extrapolation(self) -> bool:
+        """Whether an error model in use needs the cells' extrapolation distance."""
+        return hasattr(self.aoa, "lower_") and any(
+            em is not None and em.has_range_term for em in self.error_models.values()
+        )
+
+    def _excess(self, iv: tuple[float, float], var: NDArray, di: Any, xd: Any) -> NDArray:
+        em = self.error_models.get(iv)
+        return np.zeros_like(var) if em is None else em.variance(var, di, xd) - var
+
+    def _calibrated(
+        self, X: Any, levels: Sequence[float], di: Any = None, xd: Any = None
+    ) -> tuple[NDArray, NDArray, NDArray, NDArray]:
+        """``(mu, model var, calibrated v)`` of the interval ``(n,)`` and its calibrated
+        quantiles ``(n, Q)`` at ``levels``, ordered in depth."""
+        view: IntervalView = self.model
+        top, own = view.top, (view.top, view.bottom)
+        if di is None:
+            di = self.aoa.predict(X)[0]
+        if not self.uses_extrapolation:
+            xd = None
+        elif xd is None:
+            xd = self.aoa.extrapolation(X)
+        z = norm.ppf(np.asarray(levels, dtype=float))
+        if self.kind == "alone":
+            ivs = [own, self._nearest]
+        else:
+            ivs = [(top, b) for b in self.bottoms if (top, b) != own] + [own]
+        st = view.model.predict_interval_stats(X, ivs, levels)
+        mu, var, raw = st["mu"], st["var"], st["quantiles"]  # (n, K), (n, K), (n, K, Q)
+        if self.kind == "alone":
+            v = var[:, 0] + self._excess(self._nearest, var[:, 1], di, xd)
+            return mu[:, 0], var[:, 0], v, np.exp(mu[:, :1] + np.sqrt(v)[:, None] * z)
+        # the fitted intervals of the chain, calibrated, their quantiles ordered in depth
+        n_fit = len(ivs) if self.kind == "fitted" else len(ivs) - 1
+        v_fit = np.column_stack(
+            [var[:, j] + self._excess(ivs[j], var[:, j], di, xd) for j in range(n_fit)]
+        )
+        q_fit = np.exp(mu[:, :n_fit, None] + np.sqrt(v_fit)[:, :, None] * z)
+        q_fit = np.maximum.accumulate(q_fit, axis=1)
+        if self.kind == "fitted":
+            return mu[:, -1], var[:, -1], v_fit[:, -1], q_fit[:, -1]
+        d = view.bottom
+        excess = v_fit - var[:, :n_fit]
+        fitted_b = np.array([iv[1] for iv in ivs[:n_fit]])
+        j = int(np.searchsorted(fitted_b, d))  # fitted_b[j - 1] < d < fitted_b[j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if 0 < j < n_fit:  # between two fitted intervals
+                i = j - 1
+                w = (d - fitted_b[i]) / (fitted_b[j] - fitted_b[i])
+                ex = (1 - w) * excess[:, i] + w * excess[:, j]
+                t = (raw[:, -1] - raw[:, i]) / (raw[:, j] - raw[:, i])
+                t = np.clip(np.where(np.isfinite(t), t, w), 0.0, 1.0)
+                q = q_fit[:, i] + t * (q_fit[:, j] - q_fit[:, i])
+            else:  # above the shallowest or below the deepest: scaled by the own quantiles
+                i = min(j, n_fit - 1)
+                ex = excess[:, i]
+                q = q_fit[:, i] * raw[:, -1] / raw[:, i]
+        v = np.maximum(var[:, -1] + ex, 0.0)
+        return mu[:, -1], var[:, -1], v, q
+
+    def predict(self, X: Any, return_std: bool = False) -> Any:
+        """The model's mean (and the calibrated standard deviation)."""
+        if not return_std:
+            return self.model.predict(X)
+        s = self.predict_stats(X, statistics=("mean", "std"))
+        return s["mean"], s["std"]
+
+    def predict_stats(
+        self,
+        X: Any,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+        *,
+        di: NDArray | None = None,
+        xd: NDArray | None = None,
+    ) -> dict[str, NDArray]:
+        """Map statistics as :meth:`CalibratedModel.predict_stats`, the quantiles ordered
+        in depth."""
+        lo, hi = quantile_pair(quantiles)
+        if statistics is not None and tuple(statistics) == ("mean",):
+            return {"mean": np.asarray(self.model.predict(X), dtype="float64").ravel()}
+        mu, var, v, q = self._calibrated(X, (lo, 0.5, hi), di, xd)
+        full = gaussian_stats(mu, var, v, lo, hi, log=True)
+        full.update(lower=q[:, 0], median=q[:, 1], upper=q[:, 2])
+        return selected_statistics(full, statistics)
+
+    def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
+        """Quantiles ``(n, len(quantiles))``, ordered in depth."""
+        q = np.asarray(quantiles, dtype=float)
+        if not np.all((q > 0) & (q < 1)):
+            raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
+        return self._calibrated(X, q)[3]
+
+    def __repr__(self) -> str:
+        return f"CalibratedIntervalView({self.model!r})"
 
 
 class ThawedView(MapStatisticsMixin):

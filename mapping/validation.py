@@ -46,6 +46,7 @@ __all__ = [
     "KNNDMResult",
     "RandomKFold",
     "SpatialBlockKFold",
+    "calibrate_interval",
     "cross_validate_model",
     "cv_distances",
     "cv_moments",
@@ -353,42 +354,21 @@ def fit_interval(
     for w in caught:
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
-    area = None
     predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
+    area, error_model = None, None
     if aoa or calibration is not None:
-        folds = cv.predictions.sort_values("row")["fold"].to_numpy()
         trend = getattr(model, "trend_", model)
-        weights = trend if hasattr(trend, "feature_importances_") else None
-        area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
-        area = area.fit(X, weights=weights, folds=folds)
-        predictions["di"] = np.asarray(area.train_di_, dtype=float)[predictions["row"]]
-        predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[predictions["row"]]
-    error_model = None
-    if calibration is not None and area is not None:  # the AOA is fitted for calibration
-        log = bool(getattr(model, "log_transform", False))
-        mu, var = cv_moments(predictions, cv.quantiles, log=log)
-        obs = predictions["observed"].to_numpy(float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            errors = mu - (np.log(obs) if log else obs)
-        tested = predictions["fold"].to_numpy() >= 0
-        errors = np.where(tested & np.isfinite(errors), errors, np.nan)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            target = np.log(np.asarray(y, dtype=float)) if log else np.asarray(y, dtype=float)
-        slope = feature_variogram_slope(
-            area.transform(X), target, unit=area.mean_distance_, random_state=0
+        area, error_model, text = calibrate_interval(
+            model,
+            X,
+            y,
+            predictions,
+            quantiles=cv.quantiles,
+            weights=trend if hasattr(trend, "feature_importances_") else None,
+            categorical=categorical,
+            calibration=calibration,
         )
-        try:
-            error_model = fit_error_model(
-                errors,
-                var,
-                predictions["di"],
-                xd=predictions["xd"],
-                observed_var=observed_variance(obs, log=log),
-                range_slope=slope,
-                **dict(calibration),
-            )
-        except ModelError as exc:  # too few CV points: the model's own variance, said once
-            text = f"no calibrated intervals: {exc}"
+        if text:
             counts[text] = counts.get(text, 0) + 1
     return IntervalFit(
         model=model,
@@ -411,6 +391,73 @@ def fit_interval_or_error(**kwargs: Any) -> IntervalFit | ModelError:
         return fit_interval(**kwargs)
     except ModelError as exc:
         return exc
+
+
+def calibrate_interval(
+    model: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    predictions: pd.DataFrame,
+    *,
+    quantiles: tuple[float, float],
+    weights: Any = None,
+    categorical: Sequence[str] | None = None,
+    calibration: Mapping[str, Any] | None = None,
+    area: AreaOfApplicability | None = None,
+) -> tuple[AreaOfApplicability, ErrorModel | None, str | None]:
+    """The area of applicability of an interval's profiles and its error model.
+
+    The AOA (Meyer & Pebesma 2021) is fitted on ``X`` (coordinates and covariates),
+    weighted by ``weights`` (a fitted model's ``feature_importances_``, a mapping or
+    ``None``), with the threshold from the CV folds of ``predictions`` (one row per row of
+    ``X``, column ``row``); each row's DI to the training data of its fold and its
+    extrapolation distance become the ``di`` and ``xd`` columns of ``predictions`` (in
+    place). With ``calibration`` (keyword arguments of
+    :func:`mapping.calibration.fit_error_model`) an error model of the out-of-fold errors
+    against the DI is fitted too, on the model's scale (``ln`` when
+    ``model.log_transform``), from the ``mu``/``var`` columns of ``predictions`` or else
+    their Gaussian intervals. A fitted ``area`` is used as it is: ``predictions`` must
+    then hold its ``di`` and ``xd`` already (an AOA fitted on more sites than ``X``'s).
+
+    Returns
+    -------
+    tuple
+        The fitted AOA, the error model (``None`` without ``calibration`` or with too
+        few CV points) and, in the latter case, the reason as one line (else ``None``).
+    """
+    if area is None:
+        folds = predictions.sort_values("row")["fold"].to_numpy()
+        area = AreaOfApplicability(categorical_features=list(categorical or []) or None)
+        area = area.fit(X, weights=weights, folds=folds)
+        predictions["di"] = np.asarray(area.train_di_, dtype=float)[predictions["row"]]
+        predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[predictions["row"]]
+    if calibration is None:
+        return area, None, None
+    log = bool(getattr(model, "log_transform", False))
+    mu, var = cv_moments(predictions, quantiles, log=log)
+    obs = predictions["observed"].to_numpy(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        errors = mu - (np.log(obs) if log else obs)
+    tested = predictions["fold"].to_numpy() >= 0
+    errors = np.where(tested & np.isfinite(errors), errors, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        target = np.log(np.asarray(y, dtype=float)) if log else np.asarray(y, dtype=float)
+    slope = feature_variogram_slope(
+        area.transform(X), target, unit=area.mean_distance_, random_state=0
+    )
+    try:
+        error_model = fit_error_model(
+            errors,
+            var,
+            predictions["di"],
+            xd=predictions["xd"],
+            observed_var=observed_variance(obs, log=log),
+            range_slope=slope,
+            **dict(calibration),
+        )
+    except ModelError as exc:  # too few CV points: the model's own variance, said once
+        return area, None, f"no calibrated intervals: {exc}"
+    return area, error_model, None
 
 
 def observed_variance(observed: Any, *, log: bool) -> float:

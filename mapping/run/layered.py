@@ -34,7 +34,13 @@ from mapping.aoa import AreaOfApplicability
 from mapping.cluster import dask_client
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
-from mapping.depth_model import IntervalView, LayeredDepthModel, ThawedView, training_layers
+from mapping.depth_model import (
+    CalibratedIntervalView,
+    IntervalView,
+    LayeredDepthModel,
+    ThawedView,
+    training_layers,
+)
 from mapping.exceptions import ModelError
 from mapping.models import RegressionKriging
 from mapping.predict import WrittenMaps, predict_grid, record_coordinate_crs, write_prediction
@@ -42,7 +48,13 @@ from mapping.run import stages
 from mapping.run.features import build_model, categorical_covariates, model_features
 from mapping.run.runner import Stage, StageContext
 from mapping.units import interval_label, parse_interval
-from mapping.validation import CVResult, IntervalFit, make_splitter, metrics_table
+from mapping.validation import (
+    CVResult,
+    IntervalFit,
+    calibrate_interval,
+    make_splitter,
+    metrics_table,
+)
 from mapping.zonal import zone_totals
 
 ALT = "active_layer_cm"
@@ -146,21 +158,32 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         .drop_duplicates("profile_id")
         .reset_index(drop=True)
     )
-    pred_points = stages.prediction_sample(ctx) if cfg.cv.method == "knndm" else None
+    calibrates = stages._calibrates(cfg)
+    cells = stages.prediction_covariates(ctx) if calibrates or cfg.cv.space == "feature" else None
+    pred_points = None
+    if cfg.cv.method == "knndm":
+        pred_points = cells if cfg.cv.space == "feature" else stages.prediction_sample(ctx)
+    categorical = categorical_covariates(cfg)
     splitter = make_splitter(
         cfg.cv.method,
         cfg.cv.n_splits,
         block_size=cfg.cv.block_size,
         prediction_points=pred_points,
         random_state=cfg.seed,
+        space=cfg.cv.space,
+        categorical_features=categorical or None,
     )
+    calibration = cfg.prediction.calibration.model_dump() if calibrates else None
     ctx.echo(
         f"[fit] layered depth model: {layers['profile_id'].nunique()} profiles, "
-        f"{len(layers)} layers, {cfg.cv.method} cross-validation"
+        f"{len(layers)} layers, {cfg.cv.method}"
+        f"{f' ({cfg.cv.space} space)' if cfg.cv.method == 'knndm' else ''} cross-validation"
     )
     n, k = len(sites), len(intervals)
     mean = np.full((n, k), np.nan)
     q = np.full((n, k, 2), np.nan)
+    log_mu = np.full((n, k), np.nan)
+    log_var = np.full((n, k), np.nan)
     fold = np.full(n, -1)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -168,8 +191,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             ids = set(sites["profile_id"].iloc[train])
             model = _fit_layers(template, layers[layers["profile_id"].isin(ids)], features)
             Xt = sites[features].iloc[test].reset_index(drop=True)
-            mean[test] = model.predict_stocks(Xt, intervals)
-            q[test] = model.predict_stock_quantiles(Xt, intervals, (lo, hi))
+            stats = model.predict_interval_stats(Xt, intervals, (lo, hi))
+            mean[test], q[test] = stats["mean"], stats["quantiles"]
+            log_mu[test], log_var[test] = stats["mu"], stats["var"]
             fold[test] = f
         model = _fit_layers(template, layers, features)
     counts: dict[str, int] = {}
@@ -183,19 +207,53 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     position = pd.Series(np.arange(n), index=sites["profile_id"].to_numpy())
     fitted: dict[str, Any] = {}
     summaries = []
+    # One AOA for every interval, on all sites (every profile informs the one model),
+    # the covariates weighed by how much the level (or the one forest) uses them; each
+    # interval's error model learns how its own errors grow with this DI.
+    area = None
+    if cfg.prediction.aoa or calibrates:
+        weights = model.level_ if model.level_ is not None else model.trend_
+        area = AreaOfApplicability(categorical_features=categorical or None)
+        area = area.fit(sites[features], weights=weights, folds=fold)
     for j, (top, bottom) in enumerate(intervals):
         label = interval_label(top, bottom)
         rows = stages._interval_rows(table, top, bottom)
         at = position.loc[rows["profile_id"].to_numpy()].to_numpy()
-        cv = _cv_result(rows, mean[at, j], q[at, j], fold[at], (lo, hi), type(splitter).__name__)
+        cv = _cv_result(
+            rows,
+            mean[at, j],
+            q[at, j],
+            (log_mu[at, j], log_var[at, j]),
+            fold[at],
+            (lo, hi),
+            type(splitter).__name__,
+        )
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
-        area = None
-        if cfg.prediction.aoa:
-            area = AreaOfApplicability(categorical_features=categorical_covariates(cfg) or None)
-            area = area.fit(rows[features], weights=None, folds=fold[at])
         predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
-        result = IntervalFit(model=view, aoa=area, cv=cv, predictions=predictions, warnings={})
-        outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result)
+        error_model = None
+        if area is not None:
+            predictions["di"] = np.asarray(area.train_di_, dtype=float)[at]
+            predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[at]
+            _, error_model, text = calibrate_interval(
+                view,
+                rows[features],
+                rows["soc_stock_kg_m2"].to_numpy(float),
+                predictions,
+                quantiles=(lo, hi),
+                calibration=calibration,
+                area=area,
+            )
+            if text:
+                counts[text] = counts.get(text, 0) + 1
+        result = IntervalFit(
+            model=view,
+            aoa=area,
+            cv=cv,
+            predictions=predictions,
+            warnings={},
+            error_model=error_model,
+        )
+        outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         fitted[label] = view
         summaries.append({"interval": label, "n": len(rows), **cv.pooled})
     for text, c in counts.items():
@@ -209,11 +267,13 @@ def _cv_result(
     rows: pd.DataFrame,
     pred: np.ndarray,
     q: np.ndarray,
+    log_moments: tuple[np.ndarray, np.ndarray],
     fold: np.ndarray,
     quantiles: tuple[float, float],
     splitter: str,
 ) -> CVResult:
-    """Out-of-fold predictions of one interval in the per-interval fit's form."""
+    """Out-of-fold predictions of one interval in the per-interval fit's form (with the
+    ``mu``, ``var`` columns of the fold models' ``ln``-scale moments, for calibration)."""
     observed = rows["soc_stock_kg_m2"].to_numpy(float)
     predictions = pd.DataFrame(
         {
@@ -223,6 +283,8 @@ def _cv_result(
             "predicted": pred,
             "lower": q[:, 0],
             "upper": q[:, 1],
+            "mu": log_moments[0],
+            "var": log_moments[1],
         }
     )
     per_fold = []
@@ -263,10 +325,13 @@ def _predict_intervals(
     cfg, run = ctx.config, ctx.folder
     grid, stack = stages.grid_and_stack(ctx)
     features = model_features(cfg)
+    calibration = _error_models(ctx)
     written = {}
     for top, bottom in intervals:
         label = interval_label(top, bottom)
-        view = record_coordinate_crs(IntervalView(model, top, bottom, features), grid.crs)
+        view: Any = record_coordinate_crs(IntervalView(model, top, bottom, features), grid.crs)
+        if calibration is not None:  # between the fitted intervals' calibrated maps
+            view = CalibratedIntervalView(view, *calibration)
         pred = predict_grid(
             view, stack, grid, quantiles=cfg.prediction.quantiles, chunks=cfg.prediction.chunks
         )
@@ -287,8 +352,46 @@ def _cells(ctx: StageContext) -> int:
     return grid.height * grid.width
 
 
+def _error_models(ctx: StageContext) -> tuple[dict[tuple[float, float], Any], Any] | None:
+    """The fitted intervals' error models (``None`` where a fit had too few CV points) and
+    their shared AOA, or ``None`` when the run does not calibrate or has none."""
+    cfg, run = ctx.config, ctx.folder
+    if not stages._calibrates(cfg):
+        return None
+    models: dict[tuple[float, float], Any] = {}
+    aoa = None
+    for top, bottom in cfg.stocks.intervals():
+        label = interval_label(top, bottom)
+        file = run.error_model_file(label)
+        models[(top, bottom)] = io.read_model(file) if file.exists() else None
+        if models[(top, bottom)] is not None and aoa is None:
+            aoa = io.read_model(run.aoa_file(label))
+    return (models, aoa) if aoa is not None else None
+
+
+def calibrated_views(ctx: StageContext, fitted: dict[str, Any]) -> dict[str, Any]:
+    """The fitted interval views, each calibrated with the run's error models so that
+    its quantile maps are ordered in depth (:class:`CalibratedIntervalView`); intervals
+    without an error model (or a run without calibration) stay as they are."""
+    found = _error_models(ctx)
+    if found is None:
+        return fitted
+    models, aoa = found
+    out = dict(fitted)
+    for (top, bottom), em in models.items():
+        label = interval_label(top, bottom)
+        if em is not None and isinstance(fitted.get(label), IntervalView):
+            out[label] = CalibratedIntervalView(fitted[label], models, aoa)
+    return out
+
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
-    outputs, written = stages.PREDICT.run(ctx)
+    fitted = ctx.results["fit"]
+    ctx.results["fit"] = calibrated_views(ctx, fitted)
+    try:
+        outputs, written = stages.PREDICT.run(ctx)
+    finally:
+        ctx.results["fit"] = fitted
     extra = _extra_depths(ctx.config, ctx.config.prediction.depths)
     if extra:
         model = io.read_model(ctx.folder.layered_model)

@@ -502,7 +502,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
             model = models[label]
             aoa = io.read_model(run.aoa_file(label)) if cfg.prediction.aoa else None
             calibrated = _calibrates(cfg) and run.error_model_file(label).exists()
-            if calibrated:
+            if calibrated and not isinstance(model, CalibratedModel):  # not yet calibrated
                 model = CalibratedModel(
                     model,
                     io.read_model(run.error_model_file(label)),
