@@ -182,3 +182,31 @@ def test_feature_space_cells_on_a_geographic_grid(tmp_path):
     np.testing.assert_allclose(cells["precipitation"], values[rows, cols], rtol=1e-6)
     # the same cells as the geographic-space sample, in metres
     np.testing.assert_allclose(cells[["x", "y"]].to_numpy(), prediction_sample(ctx, n=500))
+
+
+# ------------------------------------------------------------------ the layered model
+def test_layered_model_runs_on_a_geographic_grid(tmp_path):
+    # The layered model's profiles and cells are located in the working plane (metres),
+    # like the per-interval models': recorded so, its maps predict on a lon/lat grid.
+    extra = {"stocks": {"depths": ["0-30", "0-100"]}, "scheduler": "threads"}
+    path = _write(tmp_path, {"cutoff": "300 km"}, extra)
+    cfg = yaml.safe_load(path.read_text())
+    cfg["model"].update(
+        depth="layered", layers=[0, 30, 100], params={"n_estimators": 20}, log_transform=True
+    )
+    cfg["covariates"].append(
+        {"name": "elevation", "path": str(ROOT / "sample_rasters" / "elevation.tif")}
+    )
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    config = load_config(path)
+    ctx = run_stages(config, stage_list(config), until="predict", echo=lambda _: None)
+    grid, _ = grid_and_stack(ctx)
+    assert grid.crs.is_geographic
+    maps = {}
+    for label in ("0_30", "0_100"):
+        with rasterio.open(tmp_path / "out" / "maps" / f"soc_{label}cm_mean.tif") as src:
+            assert src.crs.to_epsg() == 4326
+            maps[label] = src.read(1, masked=True)
+    ok = ~np.ma.getmaskarray(maps["0_30"])
+    assert ok.sum() > 1000
+    assert np.all(maps["0_100"][ok] >= maps["0_30"][ok] * (1 - 1e-6))

@@ -200,7 +200,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     for w in caught:
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
-    crs = stages.run_grid(ctx).crs
+    crs = stages.run_grid(ctx).working_crs  # x, y of the profiles and cells
     record_coordinate_crs(model, crs)
     io.write_model(model, run.layered_model)
     outputs = [run.rel(run.layered_model)]
@@ -329,7 +329,9 @@ def _predict_intervals(
     written = {}
     for top, bottom in intervals:
         label = interval_label(top, bottom)
-        view: Any = record_coordinate_crs(IntervalView(model, top, bottom, features), grid.crs)
+        view: Any = record_coordinate_crs(
+            IntervalView(model, top, bottom, features), grid.working_crs
+        )
         if calibration is not None:  # between the fitted intervals' calibrated maps
             view = CalibratedIntervalView(view, *calibration)
         pred = predict_grid(
@@ -490,7 +492,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     thawed = ThawedView(model, features, max_depth=deepest)
     total = IntervalView(model, 0.0, deepest, features)
     for view in (thawed, total):
-        record_coordinate_crs(view, grid.crs)
+        record_coordinate_crs(view, grid.working_crs)
     chunks = cfg.prediction.chunks
     with dask_client(
         ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
