@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mapping.aoa import AreaOfApplicability
+from mapping.calibration import CalibratedModel, ErrorModel
 from mapping.depth_model import (
     DEFAULT_BREAKS,
+    CalibratedIntervalView,
+    IntervalView,
     LayeredDepthModel,
     integrate_layers,
     layer_intervals,
     layers_from_cumulative,
+    lognormal_moments,
     thaw_split,
     training_layers,
 )
@@ -259,3 +266,91 @@ def test_bad_training_data_is_refused():
         LayeredDepthModel().fit(X, [1.0, 0.0])
     with pytest.raises(ModelError, match="no column 'top_cm'"):
         LayeredDepthModel().fit(X.drop(columns="top_cm"), [1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- calibrated views
+def _ratio_model(r: float, noise: float = 0.0) -> ErrorModel:
+    """An error model whose calibrated variance is ``r (s2 - noise)`` at every DI."""
+    return ErrorModel(
+        kind="ratio",
+        knots=np.array([0.0, 1.0]),
+        values=np.array([r, r]),
+        slope=0.0,
+        noise_var=noise,
+        n=100,
+        counts=np.array([50, 50]),
+        raw=np.array([r, r]),
+        di_max=1.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def calibrated(fitted):
+    model, new = fitted
+    X = new[["x", "y", "a", "b"]].iloc[:400].reset_index(drop=True)
+    aoa = AreaOfApplicability().fit(new[["x", "y", "a", "b"]].iloc[1000:1500])
+    feats = ["x", "y", "a", "b"]
+    # the deeper interval far narrower than the shallow one: calibrated one by one, the
+    # 0-100 cm upper quantile falls below the 0-30 cm one in some cells
+    ems = {(0.0, 30.0): _ratio_model(150.0), (0.0, 100.0): _ratio_model(0.05)}
+    views = {
+        iv: CalibratedIntervalView(IntervalView(model, *iv, feats), ems, aoa)
+        for iv in [(0.0, 15.0), (0.0, 30.0), (0.0, 50.0), (0.0, 70.0), (0.0, 100.0), (0.0, 200.0)]
+    }
+    return model, X, aoa, ems, views
+
+
+def test_calibrated_fitted_intervals_are_calibrated_model_and_ordered(calibrated):
+    model, X, aoa, ems, views = calibrated
+    levels = (0.05, 0.5, 0.95)
+    one_by_one = {
+        iv: CalibratedModel(IntervalView(model, *iv, ["x", "y", "a", "b"]), ems[iv], aoa)
+        for iv in ems
+    }
+    alone = {iv: m.predict_quantiles(X, levels) for iv, m in one_by_one.items()}
+    assert np.any(alone[(0.0, 100.0)][:, 2] < alone[(0.0, 30.0)][:, 2])  # the case exists
+    q30 = views[(0.0, 30.0)].predict_quantiles(X, levels)
+    q100 = views[(0.0, 100.0)].predict_quantiles(X, levels)
+    np.testing.assert_allclose(q30, alone[(0.0, 30.0)], rtol=1e-12)  # the shallowest: as is
+    np.testing.assert_allclose(q100, np.maximum(alone[(0.0, 30.0)], alone[(0.0, 100.0)]))
+    for iv, m in one_by_one.items():  # mean and std: the interval's own calibration
+        mean, std = views[iv].predict(X, return_std=True)
+        m_mean, m_std = m.predict(X, return_std=True)
+        np.testing.assert_allclose(mean, model.predict_stock(X, *iv), rtol=1e-12)
+        np.testing.assert_allclose(mean, m_mean, rtol=1e-9)
+        np.testing.assert_allclose(std, m_std, rtol=1e-9)
+
+
+def test_any_depth_lies_between_the_calibrated_neighbours(calibrated):
+    model, X, _, ems, views = calibrated
+    levels = (0.05, 0.5, 0.95)
+    q = {iv: v.predict_quantiles(X, levels) for iv, v in views.items()}
+    depths = sorted(q, key=lambda iv: iv[1])
+    for a, b in itertools.pairwise(depths):
+        assert np.all(q[b] >= q[a] * (1 - 1e-12)), (a, b)
+    # by hand: 0-50 cm sits between the calibrated 0-30 and 0-100 cm quantiles where its
+    # own (uncalibrated) quantile sits between theirs
+    raw = model.predict_stock_quantiles(X, [(0, 30), (0, 50), (0, 100)], levels)
+    t = (raw[:, 1] - raw[:, 0]) / (raw[:, 2] - raw[:, 0])
+    expected = q[(0.0, 30.0)] + t * (q[(0.0, 100.0)] - q[(0.0, 30.0)])
+    np.testing.assert_allclose(q[(0.0, 50.0)], expected, rtol=1e-9)
+    # above the shallowest and below the deepest: the own quantiles' ratio
+    shallow = model.predict_stock_quantiles(X, [(0, 15)], levels)[:, 0]
+    np.testing.assert_allclose(q[(0.0, 15.0)], q[(0.0, 30.0)] * shallow / raw[:, 0], rtol=1e-9)
+    deep = model.predict_stock_quantiles(X, [(0, 200)], levels)[:, 0]
+    np.testing.assert_allclose(q[(0.0, 200.0)], q[(0.0, 100.0)] * deep / raw[:, 2], rtol=1e-9)
+    # the std of any depth: its own variance plus the neighbours' excess, interpolated
+    s = model.predict_interval_stats(X, [(0, 30), (0, 50), (0, 100)])
+    w = 20 / 70
+    excess = [ems[iv].variance(s["var"][:, j], 0.0) - s["var"][:, j] for j, iv in
+              ((0, (0.0, 30.0)), (2, (0.0, 100.0)))]  # fmt: skip
+    v = s["var"][:, 1] + (1 - w) * excess[0] + w * excess[1]
+    mean, std = views[(0.0, 50.0)].predict(X, return_std=True)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-9)
+
+
+def test_lognormal_moments_match_mean_and_std():
+    mu, var = lognormal_moments([2.0, 5.0, 0.0], [1.0, 0.0, 1.0])
+    np.testing.assert_allclose(np.exp(mu[:2] + var[:2] / 2), [2.0, 5.0])
+    np.testing.assert_allclose(np.exp(mu[0] + var[0] / 2) * np.sqrt(np.expm1(var[0])), 1.0)
+    assert var[1] == 0.0 and np.isnan(mu[2])
