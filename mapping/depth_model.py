@@ -961,7 +961,7 @@ class CalibratedIntervalView(CalibratedModel):
         q = np.asarray(quantiles, dtype=float)
         if not np.all((q > 0) & (q < 1)):
             raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
-        return self._calibrated(X, q)[3]
+        return self._calibrated(X, q.tolist())[3]
 
     def __repr__(self) -> str:
         return f"CalibratedIntervalView({self.model!r})"

@@ -358,7 +358,7 @@ def fit_interval(
     area, error_model = None, None
     if aoa or calibration is not None:
         trend = getattr(model, "trend_", model)
-        area, error_model, text = calibrate_interval(
+        area, error_model, reason = calibrate_interval(
             model,
             X,
             y,
@@ -368,8 +368,8 @@ def fit_interval(
             categorical=categorical,
             calibration=calibration,
         )
-        if text:
-            counts[text] = counts.get(text, 0) + 1
+        if reason:
+            counts[reason] = counts.get(reason, 0) + 1
     return IntervalFit(
         model=model,
         aoa=area if aoa or calibration is not None else None,

@@ -234,7 +234,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         if area is not None:
             predictions["di"] = np.asarray(area.train_di_, dtype=float)[at]
             predictions["xd"] = np.asarray(area.train_xd_, dtype=float)[at]
-            _, error_model, text = calibrate_interval(
+            _, error_model, reason = calibrate_interval(
                 view,
                 rows[features],
                 rows["soc_stock_kg_m2"].to_numpy(float),
@@ -243,8 +243,8 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 calibration=calibration,
                 area=area,
             )
-            if text:
-                counts[text] = counts.get(text, 0) + 1
+            if reason:
+                counts[reason] = counts.get(reason, 0) + 1
         result = IntervalFit(
             model=view,
             aoa=area,
