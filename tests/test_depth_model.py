@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scipy.stats import norm
 
 from mapping.aoa import AreaOfApplicability
 from mapping.calibration import CalibratedModel, ErrorModel
@@ -300,25 +301,54 @@ def calibrated(fitted):
     return model, X, aoa, ems, views
 
 
-def test_calibrated_fitted_intervals_are_calibrated_model_and_ordered(calibrated):
+def _one_by_one(model, aoa, ems):
+    """Each interval calibrated alone, as a per-interval model is."""
+    return {
+        iv: CalibratedModel(IntervalView(model, *iv, ["x", "y", "a", "b"]), em, aoa)
+        for iv, em in ems.items()
+    }
+
+
+def test_a_deeper_interval_keeps_at_least_the_shallower_excess_variance(calibrated):
     model, X, aoa, ems, views = calibrated
     levels = (0.05, 0.5, 0.95)
-    one_by_one = {
-        iv: CalibratedModel(IntervalView(model, *iv, ["x", "y", "a", "b"]), ems[iv], aoa)
+    alone = _one_by_one(model, aoa, ems)
+    s = model.predict_interval_stats(X, [(0, 30), (0, 100)])
+    di = aoa.predict(X)[0]
+    e30 = ems[(0.0, 30.0)].variance(s["var"][:, 0], di) - s["var"][:, 0]
+    e100 = ems[(0.0, 100.0)].variance(s["var"][:, 1], di) - s["var"][:, 1]
+    assert np.all(e100 < e30)  # the deep interval's error model claims less excess
+    # 0-30 cm, the shallowest: as calibrated alone
+    q30 = views[(0.0, 30.0)].predict_quantiles(X, levels)
+    np.testing.assert_allclose(q30, alone[(0.0, 30.0)].predict_quantiles(X, levels), rtol=1e-12)
+    # 0-100 cm, by hand: its own variance plus the shallower excess, quantiles ordered
+    v100 = s["var"][:, 1] + e30
+    mean, std = views[(0.0, 100.0)].predict(X, return_std=True)
+    np.testing.assert_allclose(mean, model.predict_stock(X, 0, 100), rtol=1e-12)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v100)), rtol=1e-9)
+    own = np.exp(s["mu"][:, 1, None] + np.sqrt(v100)[:, None] * norm.ppf(levels))
+    q100 = views[(0.0, 100.0)].predict_quantiles(X, levels)
+    np.testing.assert_allclose(q100, np.maximum(q30, own), rtol=1e-9)
+
+
+def test_quantiles_of_a_deeper_interval_never_fall_below_a_shallower_ones(calibrated):
+    model, X, aoa, _, _ = calibrated
+    levels = (0.05, 0.5, 0.95)
+    # the deeper interval far wider: calibrated alone, its lower quantile falls below the
+    # shallower one's in some cells
+    ems = {(0.0, 30.0): _ratio_model(1.0), (0.0, 100.0): _ratio_model(150.0)}
+    alone = {iv: m.predict_quantiles(X, levels) for iv, m in _one_by_one(model, aoa, ems).items()}
+    assert np.any(alone[(0.0, 100.0)][:, 0] < alone[(0.0, 30.0)][:, 0])  # the case exists
+    views = {
+        iv: CalibratedIntervalView(IntervalView(model, *iv, ["x", "y", "a", "b"]), ems, aoa)
         for iv in ems
     }
-    alone = {iv: m.predict_quantiles(X, levels) for iv, m in one_by_one.items()}
-    assert np.any(alone[(0.0, 100.0)][:, 2] < alone[(0.0, 30.0)][:, 2])  # the case exists
-    q30 = views[(0.0, 30.0)].predict_quantiles(X, levels)
     q100 = views[(0.0, 100.0)].predict_quantiles(X, levels)
-    np.testing.assert_allclose(q30, alone[(0.0, 30.0)], rtol=1e-12)  # the shallowest: as is
     np.testing.assert_allclose(q100, np.maximum(alone[(0.0, 30.0)], alone[(0.0, 100.0)]))
-    for iv, m in one_by_one.items():  # mean and std: the interval's own calibration
-        mean, std = views[iv].predict(X, return_std=True)
-        m_mean, m_std = m.predict(X, return_std=True)
-        np.testing.assert_allclose(mean, model.predict_stock(X, *iv), rtol=1e-12)
-        np.testing.assert_allclose(mean, m_mean, rtol=1e-9)
-        np.testing.assert_allclose(std, m_std, rtol=1e-9)
+    for iv, m in _one_by_one(model, aoa, ems).items():  # the floor is idle: as calibrated alone
+        np.testing.assert_allclose(
+            views[iv].predict(X, return_std=True), m.predict(X, return_std=True), rtol=1e-9
+        )
 
 
 def test_any_depth_lies_between_the_calibrated_neighbours(calibrated):
@@ -342,8 +372,10 @@ def test_any_depth_lies_between_the_calibrated_neighbours(calibrated):
     # the std of any depth: its own variance plus the neighbours' excess, interpolated
     s = model.predict_interval_stats(X, [(0, 30), (0, 50), (0, 100)])
     w = 20 / 70
-    excess = [ems[iv].variance(s["var"][:, j], 0.0) - s["var"][:, j] for j, iv in
+    di = views[(0.0, 50.0)].aoa.predict(X)[0]
+    excess = [ems[iv].variance(s["var"][:, j], di) - s["var"][:, j] for j, iv in
               ((0, (0.0, 30.0)), (2, (0.0, 100.0)))]  # fmt: skip
+    excess[1] = np.maximum(excess[1], excess[0])  # the deeper keeps the shallower excess
     v = s["var"][:, 1] + (1 - w) * excess[0] + w * excess[1]
     mean, std = views[(0.0, 50.0)].predict(X, return_std=True)
     np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-9)
