@@ -680,6 +680,9 @@ class CalibratedIntervalView(CalibratedModel):
         own variance) of the run's fitted intervals; at least one not ``None``.
     aoa
         The fitted area of applicability the error models' DI is measured by.
+    keep_shallower_excess
+        The floor on the excess variance above (``False``: each interval's own error model
+        alone, for comparison).
     """
 
     def __init__(
@@ -687,6 +690,8 @@ class CalibratedIntervalView(CalibratedModel):
         view: IntervalView,
         error_models: Mapping[tuple[float, float], ErrorModel | None],
         aoa: Any,
+        *,
+        keep_shallower_excess: bool = True,
     ) -> None:
         fitted = {(float(t), float(b)): em for (t, b), em in error_models.items()}
         known = [em for em in fitted.values() if em is not None]
@@ -695,6 +700,7 @@ class CalibratedIntervalView(CalibratedModel):
         own = (view.top, view.bottom)
         super().__init__(view, fitted.get(own) or known[0], aoa)
         self.error_models = fitted
+        self.keep_shallower_excess = keep_shallower_excess
         same = sorted(b for t, b in fitted if t == view.top)
         if own in fitted:
             self.kind = "fitted"
@@ -750,7 +756,8 @@ class CalibratedIntervalView(CalibratedModel):
         excess = np.column_stack([self._excess(ivs[j], var[:, j], di, xd) for j in range(n_fit)])
         # The level's error is every interval's: a deeper interval's error model, fitted on
         # fewer (and fewer dissimilar) profiles, must not claim less excess than a shallower one
-        excess = np.maximum.accumulate(excess, axis=1)
+        if self.keep_shallower_excess:
+            excess = np.maximum.accumulate(excess, axis=1)
         v_fit = var[:, :n_fit] + excess
         q_fit = np.exp(mu[:, :n_fit, None] + np.sqrt(v_fit)[:, :, None] * z)
         q_fit = np.maximum.accumulate(q_fit, axis=1)
