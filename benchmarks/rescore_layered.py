@@ -37,9 +37,8 @@ def score_world(world: Path) -> list[dict]:
     models = world / "run" / "models"
     model = joblib.load(models / "layered_model.joblib")
     aoa = joblib.load(models / "0-30" / "aoa.joblib")
-    ems = {
-        iv: joblib.load(models / f"{iv[0]:g}-{iv[1]:g}" / "error_model.joblib") for iv in INTERVALS
-    }
+    files = {iv: models / f"{iv[0]:g}-{iv[1]:g}" / "error_model.joblib" for iv in INTERVALS}
+    ems = {iv: joblib.load(f) if f.exists() else None for iv, f in files.items()}
     names = list(COVARIATES)
     table, land = ws._covariate_table(world, names)
     X = table[["x", "y", *names]]

@@ -660,14 +660,19 @@ class CalibratedIntervalView(CalibratedModel):
       smaller, so each quantile is the largest of the calibrated quantiles of the interval
       and of every shallower fitted interval with its top (a cumulative maximum down the
       profile).
-    * An interval without an error model (any depth mapped from the fit, e.g. 0-50 cm):
-      its calibrated variance is its own plus the excess variance (calibrated minus the
+    * A fitted interval without an error model (too few CV points): the same, with no
+      excess of its own (it keeps the shallower intervals' excess and order).
+    * An interval that was not fitted (any depth mapped from the fit, e.g. 0-50 cm): its
+      calibrated variance is its own plus the excess variance (calibrated minus the
       model's) of the fitted intervals with its top, interpolated linearly in depth
       between the two around its bottom (the nearest beyond them); each quantile is placed
       between the calibrated quantiles of those two as the model's own (uncalibrated,
       exact) quantile lies between theirs, or scaled by the ratio of the own quantiles
       above the shallowest or below the deepest. Own quantiles increase with depth, so
-      every mapped interval with one top, fitted or not, stays ordered.
+      every mapped interval with one top, fitted or not, stays ordered. An interval whose
+      top no fitted interval has (e.g. 30-100 cm when 0-30 ... 0-300 cm were fitted) is
+      scaled as if below the deepest fitted interval with an error model, the same
+      reference for all of them, so those sharing a top stay ordered too.
 
     The mean is the model's exact mean, unchanged.
 
@@ -701,6 +706,7 @@ class CalibratedIntervalView(CalibratedModel):
         super().__init__(view, fitted.get(own) or known[0], aoa)
         self.error_models = fitted
         self.keep_shallower_excess = keep_shallower_excess
+        self.chain_top = view.top
         same = sorted(b for t, b in fitted if t == view.top)
         if own in fitted:
             self.kind = "fitted"
@@ -711,11 +717,15 @@ class CalibratedIntervalView(CalibratedModel):
             # gives the neighbours' quantiles as their own maps have them
             above = [b for b in same if b > view.bottom]
             self.bottoms = [b for b in same if b < view.bottom] + above[:1]
-        else:  # no fitted interval with this top: excess by the nearest bottom, own quantiles
+        else:
+            # No fitted interval with this top: scaled like a depth below the deepest fitted
+            # interval with an error model (the same reference for every such interval, so
+            # those with one top stay ordered by their own quantiles).
             self.kind = "alone"
-            nearest = min(fitted, key=lambda iv: abs(iv[1] - view.bottom))
-            self.bottoms = []
-            self._nearest = nearest
+            top, bottom = max((iv for iv, em in fitted.items() if em is not None),
+                              key=lambda iv: (iv[1], -iv[0]))  # fmt: skip
+            self.chain_top = top
+            self.bottoms = sorted(b for t, b in fitted if t == top and b <= bottom)
 
     @property
     def uses_extrapolation(self) -> bool:
@@ -734,7 +744,7 @@ class CalibratedIntervalView(CalibratedModel):
         """``(mu, model var, calibrated v)`` of the interval ``(n,)`` and its calibrated
         quantiles ``(n, Q)`` at ``levels``, ordered in depth."""
         view: IntervalView = self.model
-        top, own = view.top, (view.top, view.bottom)
+        top, own = self.chain_top, (view.top, view.bottom)
         if di is None:
             di = self.aoa.predict(X)[0]
         if not self.uses_extrapolation:
@@ -742,15 +752,9 @@ class CalibratedIntervalView(CalibratedModel):
         elif xd is None:
             xd = self.aoa.extrapolation(X)
         z = norm.ppf(np.asarray(levels, dtype=float))
-        if self.kind == "alone":
-            ivs = [own, self._nearest]
-        else:
-            ivs = [(top, b) for b in self.bottoms if (top, b) != own] + [own]
+        ivs = [(top, b) for b in self.bottoms if (top, b) != own] + [own]
         st = view.model.predict_interval_stats(X, ivs, levels)
         mu, var, raw = st["mu"], st["var"], st["quantiles"]  # (n, K), (n, K), (n, K, Q)
-        if self.kind == "alone":
-            v = var[:, 0] + self._excess(self._nearest, var[:, 1], di, xd)
-            return mu[:, 0], var[:, 0], v, np.exp(mu[:, :1] + np.sqrt(v)[:, None] * z)
         # the fitted intervals of the chain, calibrated, their quantiles ordered in depth
         n_fit = len(ivs) if self.kind == "fitted" else len(ivs) - 1
         excess = np.column_stack([self._excess(ivs[j], var[:, j], di, xd) for j in range(n_fit)])
@@ -766,7 +770,8 @@ class CalibratedIntervalView(CalibratedModel):
         d = view.bottom
         excess = v_fit - var[:, :n_fit]
         fitted_b = np.array([iv[1] for iv in ivs[:n_fit]])
-        j = int(np.searchsorted(fitted_b, d))  # fitted_b[j - 1] < d < fitted_b[j]
+        # fitted_b[j - 1] < d < fitted_b[j]; another top: below the reference, the deepest
+        j = n_fit if self.kind == "alone" else int(np.searchsorted(fitted_b, d))
         with np.errstate(divide="ignore", invalid="ignore"):
             if 0 < j < n_fit:  # between two fitted intervals
                 i = j - 1

@@ -386,3 +386,38 @@ def test_lognormal_moments_match_mean_and_std():
     np.testing.assert_allclose(np.exp(mu[:2] + var[:2] / 2), [2.0, 5.0])
     np.testing.assert_allclose(np.exp(mu[0] + var[0] / 2) * np.sqrt(np.expm1(var[0])), 1.0)
     assert var[1] == 0.0 and np.isnan(mu[2])
+
+
+def test_a_fitted_interval_without_an_error_model_keeps_the_shallower_excess(calibrated):
+    model, X, aoa, _, _ = calibrated
+    levels = (0.05, 0.5, 0.95)
+    ems = {(0.0, 30.0): _ratio_model(50.0), (0.0, 100.0): _ratio_model(5.0), (0.0, 300.0): None}
+    feats = ["x", "y", "a", "b"]
+    views = {iv: CalibratedIntervalView(IntervalView(model, *iv, feats), ems, aoa) for iv in ems}
+    q = [views[iv].predict_quantiles(X, levels) for iv in ems]
+    assert np.all(q[1] >= q[0]) and np.all(q[2] >= q[1])
+    s = model.predict_interval_stats(X, list(ems))
+    excess = [ems[iv].variance(s["var"][:, j], 0.0) - s["var"][:, j] for j, iv in
+              enumerate(list(ems)[:2])]  # fmt: skip
+    v300 = s["var"][:, 2] + np.maximum(excess[0], excess[1])  # none of its own
+    mean, std = views[(0.0, 300.0)].predict(X, return_std=True)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v300)), rtol=1e-9)
+
+
+def test_intervals_of_another_top_are_scaled_like_the_deepest_fitted_and_ordered(calibrated):
+    model, X, aoa, ems, _ = calibrated
+    levels = (0.05, 0.5, 0.95)
+    feats = ["x", "y", "a", "b"]
+    views = {
+        iv: CalibratedIntervalView(IntervalView(model, *iv, feats), ems, aoa)
+        for iv in [(30.0, 60.0), (30.0, 100.0), (30.0, 250.0), (0.0, 100.0)]
+    }
+    q = {iv: v.predict_quantiles(X, levels) for iv, v in views.items()}
+    assert np.all(q[(30.0, 100.0)] >= q[(30.0, 60.0)])
+    assert np.all(q[(30.0, 250.0)] >= q[(30.0, 100.0)])
+    # by hand: the own exact quantiles times the deepest fitted interval's calibrated ratio
+    raw = model.predict_stock_quantiles(X, [(30, 60), (0, 100)], levels)
+    np.testing.assert_allclose(q[(30.0, 60.0)], raw[:, 0] * q[(0.0, 100.0)] / raw[:, 1], rtol=1e-9)
+    for v in views.values():  # finite, non-negative variances and stds everywhere
+        std = v.predict(X, return_std=True)[1]
+        assert np.all(np.isfinite(std)) and np.all(std >= 0)

@@ -18,12 +18,16 @@ import pytest
 import rasterio
 import yaml
 from conftest import run_cli, sample_config
+from sklearn.linear_model import LinearRegression
 
+from mapping.aoa import AreaOfApplicability
 from mapping.cli import main
 from mapping.config import load_config
+from mapping.depth_model import LayeredDepthModel
 from mapping.exceptions import ConfigError
 from mapping.run import stage_list
 from mapping.run import stages as default
+from mapping.run.layered import aoa_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
@@ -190,3 +194,21 @@ def test_an_unreadable_active_layer_fails_before_any_stage(tmp_path: Path, capfd
         assert code == 2, err
         assert len(err.splitlines()) == 1 and str(bad) in err and "cannot read raster" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_aoa_of_a_layered_model_with_a_linear_trend_weighs_covariates_equally():
+    # a trend without feature importances (a linear model): equal weights, not a crash
+    rng = np.random.default_rng(0)
+    n = 60
+    sites = pd.DataFrame(
+        {"x": rng.uniform(0, 1e5, n), "y": rng.uniform(0, 1e5, n), "a": rng.normal(size=n)}
+    )
+    rows = pd.concat(
+        [sites.assign(top_cm=t, bottom_cm=b, pid=np.arange(n)) for t, b in ((0, 30), (30, 100))]
+    )
+    stock = np.exp(1.0 + 0.3 * rows["a"].to_numpy()) * (rows["bottom_cm"] - rows["top_cm"]) / 30
+    model = LayeredDepthModel(trend=LinearRegression(), breaks=(0, 30, 100), krige=False)
+    model.fit(rows.drop(columns="pid"), stock, groups=rows["pid"])
+    assert aoa_weights(model) is None
+    area = AreaOfApplicability().fit(sites, weights=aoa_weights(model))
+    assert area.feature_weights_ == {"a": 1.0}

@@ -212,9 +212,8 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     # interval's error model learns how its own errors grow with this DI.
     area = None
     if cfg.prediction.aoa or calibrates:
-        weights = model.level_ if model.level_ is not None else model.trend_
         area = AreaOfApplicability(categorical_features=categorical or None)
-        area = area.fit(sites[features], weights=weights, folds=fold)
+        area = area.fit(sites[features], weights=aoa_weights(model), folds=fold)
     for j, (top, bottom) in enumerate(intervals):
         label = interval_label(top, bottom)
         rows = stages._interval_rows(table, top, bottom)
@@ -261,6 +260,13 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(pd.DataFrame(summaries), run.cv_summary)
     outputs.append(run.rel(run.cv_summary))
     return outputs, fitted
+
+
+def aoa_weights(model: LayeredDepthModel) -> Any:
+    """The covariate weights of a layered model's AOA: the level forest's importances (the
+    one forest's without an anchor), or ``None`` (equal) for a trend without them."""
+    trend = model.level_ if model.level_ is not None else model.trend_
+    return trend if hasattr(trend, "feature_importances_") else None
 
 
 def _cv_result(
@@ -373,16 +379,18 @@ def _error_models(ctx: StageContext) -> tuple[dict[tuple[float, float], Any], An
 
 def calibrated_views(ctx: StageContext, fitted: dict[str, Any]) -> dict[str, Any]:
     """The fitted interval views, each calibrated with the run's error models so that
-    its quantile maps are ordered in depth (:class:`CalibratedIntervalView`); intervals
-    without an error model (or a run without calibration) stay as they are."""
+    its quantile maps are ordered in depth (:class:`CalibratedIntervalView`); a run
+    without calibration (or without any error model) keeps them as they are."""
     found = _error_models(ctx)
     if found is None:
         return fitted
     models, aoa = found
     out = dict(fitted)
-    for (top, bottom), em in models.items():
+    for top, bottom in models:
         label = interval_label(top, bottom)
-        if em is not None and isinstance(fitted.get(label), IntervalView):
+        # every fitted interval, also one whose own error model failed: it keeps the
+        # shallower intervals' excess variance and its maps stay ordered in depth
+        if isinstance(fitted.get(label), IntervalView):
             out[label] = CalibratedIntervalView(fitted[label], models, aoa)
     return out
 
