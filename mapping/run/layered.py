@@ -31,7 +31,7 @@ from sklearn.base import clone
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
-from mapping.cluster import dask_client
+from mapping.cluster import dask_client, process_map
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
 from mapping.depth_model import (
@@ -144,6 +144,32 @@ def _fit_layers(template: Any, layers: pd.DataFrame, features: list[str]) -> Any
     )
 
 
+def fit_layers_recording(
+    template: Any, layers: pd.DataFrame, features: list[str]
+) -> tuple[Any, list[str]]:
+    """A clone of ``template`` fitted on ``layers``, and the first line of every warning
+    the fit raised (counted and said once by the caller)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _fit_layers(template, layers, features)
+    return model, [str(w.message).splitlines()[0] for w in caught]
+
+
+def fold_predictions(
+    template: Any,
+    layers: pd.DataFrame,
+    features: list[str],
+    X_test: pd.DataFrame,
+    intervals: list[tuple[float, float]],
+    quantiles: tuple[float, float],
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """One CV fold of the layered fit: fitted on the training profiles' ``layers``, the
+    statistics of every interval at the held-out sites ``X_test``
+    (:meth:`LayeredDepthModel.predict_interval_stats`), and the fit's warnings."""
+    model, texts = fit_layers_recording(template, layers, features)
+    return model.predict_interval_stats(X_test, intervals, quantiles), texts
+
+
 def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     """Fit one layered model; cross-validate it on profile locations for every interval."""
     cfg, run = ctx.config, ctx.folder
@@ -185,20 +211,29 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     log_mu = np.full((n, k), np.nan)
     log_var = np.full((n, k), np.nan)
     fold = np.full(n, -1)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        for f, (train, test) in enumerate(splitter.split(sites[features])):
-            ids = set(sites["profile_id"].iloc[train])
-            model = _fit_layers(template, layers[layers["profile_id"].isin(ids)], features)
-            Xt = sites[features].iloc[test].reset_index(drop=True)
-            stats = model.predict_interval_stats(Xt, intervals, (lo, hi))
-            mean[test], q[test] = stats["mean"], stats["quantiles"]
-            log_mu[test], log_var[test] = stats["mu"], stats["var"]
-            fold[test] = f
-        model = _fit_layers(template, layers, features)
+    folds = list(splitter.split(sites[features]))
+    jobs = [
+        {
+            "template": template,
+            "layers": layers[layers["profile_id"].isin(set(sites["profile_id"].iloc[train]))],
+            "features": features,
+            "X_test": sites[features].iloc[test].reset_index(drop=True),
+            "intervals": intervals,
+            "quantiles": (lo, hi),
+        }
+        for train, test in folds
+    ]
+    # The fold models are fitted side by side in the process pool (their forests' per-tree
+    # work holds the GIL) while this process fits the model on all profiles.
+    results = process_map(fold_predictions, jobs, cfg.n_jobs)
+    model, texts = fit_layers_recording(template, layers, features)
+    for f, ((_, test), (stats, fold_texts)) in enumerate(zip(folds, results, strict=True)):
+        mean[test], q[test] = stats["mean"], stats["quantiles"]
+        log_mu[test], log_var[test] = stats["mu"], stats["var"]
+        fold[test] = f
+        texts += fold_texts
     counts: dict[str, int] = {}
-    for w in caught:
-        text = str(w.message).splitlines()[0]
+    for text in texts:
         counts[text] = counts.get(text, 0) + 1
     crs = stages.run_grid(ctx).working_crs  # x, y of the profiles and cells
     record_coordinate_crs(model, crs)
