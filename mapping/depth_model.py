@@ -383,11 +383,14 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         return ok
 
     # ------------------------------------------------------------------ predict
-    def predict_log_density(self, X: pd.DataFrame) -> tuple[NDArray, NDArray]:
+    def predict_log_density(
+        self, X: pd.DataFrame, n_layers: int | None = None
+    ) -> tuple[NDArray, NDArray]:
         """``mu`` and ``sd`` ``(n, L)`` of ``ln`` mean layer density (kg m-3) per cell.
 
         ``X`` holds the coordinates and covariates of the cells (depth columns,
-        if present, are ignored).
+        if present, are ignored). ``n_layers``: only the top ``n_layers`` layers
+        (the same values as the first columns of all of them).
         """
         check_is_fitted(self, "trend_")
         b = check_breaks(self.breaks)
@@ -397,10 +400,10 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             raise ModelError(f"X has no column {missing[0]!r}")
         xy = X[list(self.coord_columns)].to_numpy(float)
         cov = X.drop(columns=list(self.coord_columns)).reset_index(drop=True)
-        n, nl = len(X), b.size - 1
+        n, nl = len(X), b.size - 1 if n_layers is None else int(n_layers)
         rep = cov.iloc[np.tile(np.arange(n), nl)]
-        top = np.repeat(b[:-1], n)
-        bottom = np.repeat(b[1:], n)
+        top = np.repeat(b[:nl], n)
+        bottom = np.repeat(b[1 : nl + 1], n)
         trend = np.asarray(self.trend_.predict(self._features(rep, top, bottom)), float)
         mu = trend.reshape(nl, n).T
         if self.level_ is not None:
@@ -416,11 +419,16 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             resid = np.zeros(n)
             kvar = np.full(n, self.residual_var_)
         mu = mu + resid[:, None]
-        sd = np.sqrt(kvar[:, None] + self.layer_var_[None, :])
+        sd = np.sqrt(kvar[:, None] + self.layer_var_[None, :nl])
         return mu, sd
 
     def _thickness_m(self) -> NDArray:
         return np.diff(check_breaks(self.breaks)) / 100.0
+
+    def _reach(self, intervals: Sequence[tuple[float, float]]) -> int:
+        """How many top layers ``intervals`` touch (the deeper ones need no prediction)."""
+        used = np.flatnonzero(self._weights(intervals).any(axis=0))
+        return int(used.max()) + 1 if used.size else 1
 
     def predict_layers(self, X: pd.DataFrame, statistic: str | float = "mean") -> NDArray:
         """Layer stocks ``(n, L)`` (kg m-2): ``"mean"``, ``"median"`` or a quantile level."""
@@ -455,7 +463,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         return_std: bool = False,
     ) -> NDArray | tuple[NDArray, NDArray]:
         """Mean stocks ``(n, K)`` of several intervals from one prediction (and stds)."""
-        mu, sd = self.predict_log_density(X)
+        mu, sd = self.predict_log_density(X, self._reach(intervals))
         return self._stats(mu, sd, intervals, return_std)
 
     def _weights(self, intervals: Sequence[tuple[float, float]]) -> NDArray:
@@ -467,8 +475,9 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
     def _stats(
         self, mu: NDArray, sd: NDArray, intervals: Sequence[tuple[float, float]], return_std: bool
     ) -> NDArray | tuple[NDArray, NDArray]:
-        wts = self._weights(intervals)  # (K, L)
-        a = self._thickness_m() * np.exp(mu)  # (n, L)
+        nl = mu.shape[1]  # the top layers predicted; the intervals weigh none below
+        wts = self._weights(intervals)[:, :nl]  # (K, L)
+        a = self._thickness_m()[:nl] * np.exp(mu)  # (n, L)
         mean = (a * np.exp(0.5 * sd**2)) @ wts.T
         if not return_std:
             return mean
@@ -495,9 +504,10 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         q = np.asarray(quantiles, dtype=float)
         if np.any((q <= 0) | (q >= 1)):
             raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
-        mu, sd = self.predict_log_density(X)
-        wts = self._weights(intervals)
-        th = self._thickness_m()
+        nl = self._reach(intervals)
+        mu, sd = self.predict_log_density(X, nl)
+        wts = self._weights(intervals)[:, :nl]
+        th = self._thickness_m()[:nl]
         z = norm.ppf(q)
         layers = th * np.exp(mu[:, None, :] + z[None, :, None] * sd[:, None, :])  # (n, Q, L)
         return np.einsum("nql,kl->nkq", layers, wts)
@@ -518,16 +528,17 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         q = np.asarray(quantiles, dtype=float)
         if np.any((q <= 0) | (q >= 1)):
             raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
-        mu, sd = self.predict_log_density(X)
+        nl = self._reach(intervals)
+        mu, sd = self.predict_log_density(X, nl)
         mean, std = self._stats(mu, sd, intervals, True)
-        layers = self._thickness_m() * np.exp(
+        layers = self._thickness_m()[:nl] * np.exp(
             mu[:, None, :] + norm.ppf(q)[None, :, None] * sd[:, None, :]
         )
         lmu, lvar = lognormal_moments(mean, std)
         return {
             "mean": mean,
             "std": std,
-            "quantiles": np.einsum("nql,kl->nkq", layers, self._weights(intervals)),
+            "quantiles": np.einsum("nql,kl->nkq", layers, self._weights(intervals)[:, :nl]),
             "mu": lmu,
             "var": lvar,
         }

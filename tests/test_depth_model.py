@@ -421,3 +421,19 @@ def test_intervals_of_another_top_are_scaled_like_the_deepest_fitted_and_ordered
     for v in views.values():  # finite, non-negative variances and stds everywhere
         std = v.predict(X, return_std=True)[1]
         assert np.all(np.isfinite(std)) and np.all(std >= 0)
+
+
+def test_only_the_layers_an_interval_touches_are_predicted(fitted):
+    # the deeper layers carry no weight: predicting the top ones gives the same statistics
+    model, new = fitted
+    X = new[["x", "y", "a", "b"]].iloc[:200]
+    mu, sd = model.predict_log_density(X)
+    top_mu, top_sd = model.predict_log_density(X, 3)
+    np.testing.assert_array_equal(top_mu, mu[:, :3])
+    np.testing.assert_array_equal(top_sd, sd[:, :3])
+    assert model._reach([(0, 30)]) == 3 and model._reach([(0, 30), (100, 150)]) == 7
+    for ivs in ([(0, 30)], [(0, 30), (0, 50)], [(15, 100)], [(0, 300)]):
+        got = model.predict_interval_stats(X, ivs)
+        mean, std = model._stats(mu, sd, ivs, True)  # from all layers
+        np.testing.assert_allclose(got["mean"], mean, rtol=1e-13)
+        np.testing.assert_allclose(got["std"], std, rtol=1e-12)
