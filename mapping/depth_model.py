@@ -105,6 +105,14 @@ def lognormal_moments(mean: ArrayLike, std: ArrayLike) -> tuple[NDArray, NDArray
     return np.where(bad, np.nan, mu), np.where(bad, np.nan, var)
 
 
+def _levels(quantiles: Sequence[float]) -> NDArray:
+    """Standard normal quantiles of the levels; raise ``ModelError`` unless in (0, 1)."""
+    q = np.asarray(quantiles, dtype=float)
+    if np.any((q <= 0) | (q >= 1)):
+        raise ModelError(f"quantile levels must be in (0, 1), got {q.tolist()}")
+    return np.asarray(norm.ppf(q), dtype=float)
+
+
 def _default_trend(random_state: Any) -> Any:
     return QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=random_state)
 
@@ -501,16 +509,18 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         ``Z``, so its ``q``-quantile is the sum of the layers at ``Z = z_q``:
         exact, monotone in depth for every level, and additive over layers.
         """
-        q = np.asarray(quantiles, dtype=float)
-        if np.any((q <= 0) | (q >= 1)):
-            raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
-        nl = self._reach(intervals)
-        mu, sd = self.predict_log_density(X, nl)
-        wts = self._weights(intervals)[:, :nl]
+        z = _levels(quantiles)
+        mu, sd = self.predict_log_density(X, self._reach(intervals))
+        return self._quantiles(mu, sd, intervals, z)
+
+    def _quantiles(
+        self, mu: NDArray, sd: NDArray, intervals: Sequence[tuple[float, float]], z: NDArray
+    ) -> NDArray:
+        """``(n, K, Q)``: the intervals' sums of the layers at ``Z = z`` (its top layers)."""
+        nl = mu.shape[1]
         th = self._thickness_m()[:nl]
-        z = norm.ppf(q)
         layers = th * np.exp(mu[:, None, :] + z[None, :, None] * sd[:, None, :])  # (n, Q, L)
-        return np.einsum("nql,kl->nkq", layers, wts)
+        return np.einsum("nql,kl->nkq", layers, self._weights(intervals)[:, :nl])
 
     def predict_interval_stats(
         self,
@@ -525,20 +535,14 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         the log-scale moments of the lognormal with the interval's mean and std
         (:func:`lognormal_moments`), the scale on which errors are calibrated.
         """
-        q = np.asarray(quantiles, dtype=float)
-        if np.any((q <= 0) | (q >= 1)):
-            raise ModelError(f"quantile levels must be in (0, 1), got {list(q)}")
-        nl = self._reach(intervals)
-        mu, sd = self.predict_log_density(X, nl)
+        z = _levels(quantiles)
+        mu, sd = self.predict_log_density(X, self._reach(intervals))
         mean, std = self._stats(mu, sd, intervals, True)
-        layers = self._thickness_m()[:nl] * np.exp(
-            mu[:, None, :] + norm.ppf(q)[None, :, None] * sd[:, None, :]
-        )
         lmu, lvar = lognormal_moments(mean, std)
         return {
             "mean": mean,
             "std": std,
-            "quantiles": np.einsum("nql,kl->nkq", layers, self._weights(intervals)[:, :nl]),
+            "quantiles": self._quantiles(mu, sd, intervals, z),
             "mu": lmu,
             "var": lvar,
         }
@@ -762,7 +766,7 @@ class CalibratedIntervalView(CalibratedModel):
             xd = None
         elif xd is None:
             xd = self.aoa.extrapolation(X)
-        z = norm.ppf(np.asarray(levels, dtype=float))
+        z = _levels(levels)
         ivs = [(top, b) for b in self.bottoms if (top, b) != own] + [own]
         st = view.model.predict_interval_stats(X, ivs, levels)
         mu, var, raw = st["mu"], st["var"], st["quantiles"]  # (n, K), (n, K), (n, K, Q)
@@ -826,10 +830,7 @@ class CalibratedIntervalView(CalibratedModel):
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = (0.05, 0.5, 0.95)) -> Any:
         """Quantiles ``(n, len(quantiles))``, ordered in depth."""
-        q = np.asarray(quantiles, dtype=float)
-        if not np.all((q > 0) & (q < 1)):
-            raise ModelError(f"quantiles must lie strictly between 0 and 1, got {list(q)}")
-        return self._calibrated(X, q.tolist())[3]
+        return self._calibrated(X, quantiles)[3]
 
     def __repr__(self) -> str:
         return f"CalibratedIntervalView({self.model!r})"

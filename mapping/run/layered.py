@@ -360,13 +360,16 @@ def _extra_depths(cfg: RunConfig, depths: Sequence[str]) -> list[tuple[float, fl
 
 
 def _predict_intervals(
-    ctx: StageContext, model: LayeredDepthModel, intervals: list[tuple[float, float]]
+    ctx: StageContext,
+    model: LayeredDepthModel,
+    intervals: list[tuple[float, float]],
+    calibration: tuple[dict[tuple[float, float], Any], Any] | None,
 ) -> dict[str, WrittenMaps]:
-    """Maps of intervals with no model file of their own, from the layered model."""
+    """Maps of intervals with no model file of their own, from the layered model
+    (calibrated with the run's error models and AOA, :func:`_error_models`, if any)."""
     cfg, run = ctx.config, ctx.folder
     grid, stack = stages.grid_and_stack(ctx)
     features = model_features(cfg)
-    calibration = _error_models(ctx)
     written = {}
     for top, bottom in intervals:
         label = interval_label(top, bottom)
@@ -412,14 +415,16 @@ def _error_models(ctx: StageContext) -> tuple[dict[tuple[float, float], Any], An
     return (models, aoa) if aoa is not None else None
 
 
-def calibrated_views(ctx: StageContext, fitted: dict[str, Any]) -> dict[str, Any]:
-    """The fitted interval views, each calibrated with the run's error models so that
-    its quantile maps are ordered in depth (:class:`CalibratedIntervalView`); a run
-    without calibration (or without any error model) keeps them as they are."""
-    found = _error_models(ctx)
-    if found is None:
+def calibrated_views(
+    fitted: dict[str, Any], calibration: tuple[dict[tuple[float, float], Any], Any] | None
+) -> dict[str, Any]:
+    """The fitted interval views, each calibrated with the run's error models and AOA
+    (:func:`_error_models`) so that its quantile maps are ordered in depth
+    (:class:`CalibratedIntervalView`); without them (a run without calibration, or
+    without any error model) they stay as they are."""
+    if calibration is None:
         return fitted
-    models, aoa = found
+    models, aoa = calibration
     out = dict(fitted)
     for top, bottom in models:
         label = interval_label(top, bottom)
@@ -432,21 +437,23 @@ def calibrated_views(ctx: StageContext, fitted: dict[str, Any]) -> dict[str, Any
 
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     fitted = ctx.results["fit"]
-    ctx.results["fit"] = calibrated_views(ctx, fitted)
+    calibration = _error_models(ctx)
+    ctx.results["fit"] = calibrated_views(fitted, calibration)
     try:
         outputs, written = stages.PREDICT.run(ctx)
     finally:
         ctx.results["fit"] = fitted
     extra = _extra_depths(ctx.config, ctx.config.prediction.depths)
     if extra:
-        model = io.read_model(ctx.folder.layered_model)
+        model = next(iter(fitted.values())).model  # the layered model every view holds
         with dask_client(
             ctx.scheduler,
             echo=ctx.echo,
             dashboard_address=ctx.config.dashboard,
             n_cells=_cells(ctx),
         ):
-            more = _predict_intervals(ctx, model, extra)  # each warns of its failed cells
+            # each warns of its failed cells
+            more = _predict_intervals(ctx, model, extra, calibration)
         for files in more.values():
             outputs += [ctx.folder.rel(p) for p in sorted(set(files.values()))]
         notes = ctx.notes.setdefault("predict", {}).setdefault("failed_cells", {})
@@ -480,7 +487,7 @@ def predict_depths(
     with dask_client(
         ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
     ):
-        return _predict_intervals(ctx, model, _extra_depths(cfg, depths))
+        return _predict_intervals(ctx, model, _extra_depths(cfg, depths), _error_models(ctx))
 
 
 # --------------------------------------------------------------------------- uncertainty
