@@ -276,7 +276,11 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
         t_obs[ok] = truth[row[ok], col[ok]]
         true_err = true_new_error(m["mean"], truth, s["soc_stock_kg_m2"].to_numpy(), t_obs)
         cvm = pd.read_csv(run_dir / "models" / label / "cv_metrics.csv")
-        cv_rmse = float(cvm["rmse"].iloc[0])
+        # the reported CV RMSE: weighted to the mapped area when the run weighs it
+        # (cv.weighting: area, the default); the plain one at the profiles beside it
+        area = "rmse_area" in cvm.columns
+        cv_rmse = float(cvm["rmse_area" if area else "rmse"].iloc[0])
+        cv_plain = float(cvm["rmse"].iloc[0])
         ok_cells = np.isfinite(truth) & np.isfinite(m["mean"])
         rows.append(
             {
@@ -292,7 +296,9 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
                 "true_error": true_err,
                 "cv_rmse": cv_rmse,
                 "cv_ratio": cv_rmse / true_err,
-                "cv_picp": float(cvm["picp"].iloc[0]),
+                "cv_picp": float(cvm["picp_area" if area else "picp"].iloc[0]),
+                "cv_rmse_profiles": cv_plain,
+                "cv_ratio_profiles": cv_plain / true_err,
                 "map_rmse": float(np.sqrt(np.nanmean((m["mean"] - truth)[ok_cells] ** 2))),
                 # sums for pooling
                 "_sse": float(np.sum((m["mean"] - truth)[ok_cells] ** 2)),
@@ -416,6 +422,13 @@ def pooled(df: pd.DataFrame, zones: pd.DataFrame) -> dict[str, Any]:
             "cv_ratio_worlds_within_10pct": int(((g["cv_ratio"] - 1).abs() <= 0.1).sum()),
             "n_worlds": len(g),
         }
+        if "cv_rmse_profiles" in g:  # suites run before the area weighting lack it
+            out[label]["cv_ratio_profiles"] = math.sqrt(
+                float(np.mean(g["cv_rmse_profiles"] ** 2))
+            ) / math.sqrt(float(np.mean(g["true_error"] ** 2)))
+            out[label]["cv_ratio_profiles_worlds_within_10pct"] = int(
+                ((g["cv_ratio_profiles"] - 1).abs() <= 0.1).sum()
+            )
     allz = zones[zones["zone"] == "all_zones"]
     single = zones[zones["zone"] != "all_zones"]
     out["zones"] = {
@@ -488,14 +501,16 @@ def markdown(out: Path) -> str:
         lines += [
             "",
             "| world | interval | pixel R² | analyst R² | PICP | PICP dissimilar | RMS z | "
-            "true error | CV RMSE | CV ratio | CV PICP |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "true error | CV RMSE | CV ratio | CV PICP | CV ratio at the profiles |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in df.itertuples():
+            plain = getattr(r, "cv_ratio_profiles", float("nan"))
             lines.append(
                 f"| {r.world} | {r.interval} | {r.pixel_r2:.3f} | {r.analyst_r2:.3f} | "
                 f"{r.pixel_picp:.3f} | {r.picp_dissimilar:.3f} | {r.rms_z:.2f} | "
-                f"{r.true_error:.2f} | {r.cv_rmse:.2f} | {r.cv_ratio:.2f} | {r.cv_picp:.2f} |"
+                f"{r.true_error:.2f} | {r.cv_rmse:.2f} | {r.cv_ratio:.2f} | {r.cv_picp:.2f} | "
+                f"{plain:.2f} |"
             )
         z = pd.read_csv(out / "zones.csv")
         per = z.groupby("world").agg(
@@ -523,16 +538,22 @@ def markdown(out: Path) -> str:
         lines += [
             "",
             "| pooled | pixel R² | analyst R² (mean) | PICP | PICP dissimilar | RMS z | CV ratio "
-            "| worlds with CV ratio 0.9-1.1 |",
-            "|---|---|---|---|---|---|---|---|",
+            "| worlds with CV ratio 0.9-1.1 | the same at the profiles (unweighted) |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for k, v in p.items():
             if k == "zones":
                 continue
+            plain = (
+                f"{v['cv_ratio_profiles']:.2f}, {v['cv_ratio_profiles_worlds_within_10pct']} "
+                f"of {v['n_worlds']}"
+                if "cv_ratio_profiles" in v
+                else "—"
+            )
             lines.append(
                 f"| {k} | {v['pixel_r2']:.3f} | {v['analyst_r2_mean']:.3f} | {v['pixel_picp']:.3f} | "
                 f"{v['picp_dissimilar']:.3f} | {v['rms_z']:.2f} | {v['cv_ratio']:.2f} | "
-                f"{v['cv_ratio_worlds_within_10pct']} of {v['n_worlds']} |"
+                f"{v['cv_ratio_worlds_within_10pct']} of {v['n_worlds']} | {plain} |"
             )
         zp = p["zones"]
         lines += [
@@ -698,6 +719,7 @@ def _print_tables(df: pd.DataFrame, zones: pd.DataFrame, summary: dict[str, Any]
         "true_error",
         "cv_rmse",
         "cv_ratio",
+        *(["cv_ratio_profiles"] if "cv_ratio_profiles" in df else []),
     ]
     with pd.option_context("display.width", 200, "display.max_rows", 500):
         print(df.set_index(["world", "interval"])[cols].round(3).to_string())

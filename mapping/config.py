@@ -225,6 +225,10 @@ class CVConfig(_Section):
     space: Literal["geographical", "feature"] = "feature"
     """Space of kNNDM's distances: the covariates (``feature``, the trend's error) or the
     coordinates (``geographical``, the residual's); only for ``method: knndm``."""
+    weighting: Literal["area", "none"] = "area"
+    """``area``: the CV metrics are also reported weighted to the mapped area (inverse
+    sampling intensity in covariate space, ``docs/validation.md``); ``none``: only at the
+    profiles."""
 
     @model_validator(mode="after")
     def _block_needs_size(self) -> CVConfig:

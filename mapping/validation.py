@@ -23,6 +23,7 @@ from sklearn.base import clone
 from sklearn.model_selection import BaseCrossValidator
 
 from mapping.aoa import AreaOfApplicability
+from mapping.area_weights import area_weights, effective_size
 from mapping.calibration import (
     ErrorModel,
     feature_variogram_slope,
@@ -65,11 +66,15 @@ def metrics_table(
     y_pred: Any,
     lower: Any = None,
     upper: Any = None,
+    weights: Any = None,
 ) -> dict[str, float]:
     """Accuracy statistics of predictions against observations.
 
     Pairs where the observation or the prediction is missing are left out
-    (``n`` counts the pairs used).
+    (``n`` counts the pairs used). With ``weights`` (one per pair, e.g.
+    :func:`mapping.area_weights.area_weights`) every statistic is the weighted one
+    (sums of squares about the weighted mean, weighted Pearson correlation) and
+    ``n_eff`` (Kish's effective sample size) is added.
 
     Returns
     -------
@@ -110,6 +115,14 @@ def metrics_table(
         if lo.shape != obs.shape or hi.shape != obs.shape:
             raise ValueError("lower and upper must have the same length as y_true")
     ok = np.isfinite(obs) & np.isfinite(pred)
+    if weights is not None:
+        w = np.asarray(weights, dtype=float).ravel()
+        if w.shape != obs.shape:
+            raise ValueError("weights must have the same length as y_true")
+        ok &= np.isfinite(w) & (w >= 0)
+        lo = lo[ok] if have_interval else None
+        hi = hi[ok] if have_interval else None
+        return _weighted_metrics(obs[ok], pred[ok], w[ok], lo, hi)
     obs, pred = obs[ok], pred[ok]
     n = int(obs.size)
     out: dict[str, float] = {"n": float(n)}
@@ -149,6 +162,52 @@ def metrics_table(
     return out
 
 
+def _weighted_metrics(
+    obs: np.ndarray,
+    pred: np.ndarray,
+    w: np.ndarray,
+    lo: np.ndarray | None,
+    hi: np.ndarray | None,
+) -> dict[str, float]:
+    """:func:`metrics_table` with weights (pairs already complete)."""
+    nan = float("nan")
+    total = float(np.sum(w))
+    out: dict[str, float] = {"n": float(obs.size), "n_eff": effective_size(w)}
+    if obs.size == 0 or total <= 0:
+        out.update(r2=nan, r2_pearson=nan, rmse=nan, mae=nan, mbe=nan, nse=nan, nnse=nan)
+        out.update(picp=nan, mean_width=nan)
+        return out
+
+    def mean(v: np.ndarray) -> float:
+        return float(np.sum(w * v) / total)
+
+    err = pred - obs
+    mse = mean(err**2)
+    o_c, p_c = obs - mean(obs), pred - mean(pred)
+    sst, spp = mean(o_c**2), mean(p_c**2)
+    nse = 1.0 - mse / sst if sst > 0 else nan
+    r2p = mean(o_c * p_c) ** 2 / (sst * spp) if sst > 0 and spp > 0 else nan
+    out.update(
+        r2=nse,
+        r2_pearson=r2p,
+        rmse=float(np.sqrt(mse)),
+        mae=mean(np.abs(err)),
+        mbe=mean(err),
+        nse=nse,
+        nnse=1.0 / (2.0 - nse) if np.isfinite(nse) else nan,
+        picp=nan,
+        mean_width=nan,
+    )
+    if lo is not None and hi is not None:
+        good = np.isfinite(lo) & np.isfinite(hi)
+        if good.any() and np.sum(w[good]) > 0:
+            wg = w[good] / np.sum(w[good])
+            inside = (obs[good] >= lo[good]) & (obs[good] <= hi[good])
+            out["picp"] = float(np.sum(wg * inside))
+            out["mean_width"] = float(np.sum(wg * (hi[good] - lo[good])))
+    return out
+
+
 # --------------------------------------------------------------------------- CV driver
 @dataclass
 class CVResult:
@@ -169,6 +228,9 @@ class CVResult:
         Levels of ``lower`` and ``upper``.
     splitter
         Name of the splitter class.
+    area
+        The pooled metrics with every out-of-fold prediction weighted to the mapped
+        area (:meth:`weigh`), or ``None``.
     """
 
     predictions: pd.DataFrame
@@ -176,25 +238,53 @@ class CVResult:
     pooled: dict[str, float]
     quantiles: tuple[float, float]
     splitter: str
+    area: dict[str, float] | None = None
+
+    def weigh(self, weights: Any) -> CVResult:
+        """Weight the out-of-fold predictions (one weight per row of X, e.g.
+        :func:`mapping.area_weights.area_weights`): a ``weight`` column in
+        :attr:`predictions` and the weighted pooled metrics in :attr:`area`."""
+        p = self.predictions
+        w = np.asarray(weights, dtype=float)[p["row"].to_numpy()]
+        p["weight"] = w
+        t = (p["fold"] >= 0).to_numpy()
+        self.area = metrics_table(
+            p["observed"][t], p["predicted"][t], p["lower"][t], p["upper"][t], weights=w[t]
+        )
+        return self
 
     def summary(self) -> pd.DataFrame:
-        """Pooled metrics as a one-row table, with the interval levels and splitter."""
+        """Pooled metrics as a one-row table, with the interval levels and splitter; the
+        area-weighted ones (if any) follow with an ``_area`` suffix, and ``n_eff``."""
         row = {
             "splitter": self.splitter,
             "lower_q": self.quantiles[0],
             "upper_q": self.quantiles[1],
         }
         row.update(self.pooled)
+        row.update(self.area_columns())
         return pd.DataFrame([row])
+
+    def area_columns(self) -> dict[str, float]:
+        """The area-weighted pooled metrics with an ``_area`` suffix, and ``n_eff``
+        (empty without weights)."""
+        if self.area is None:
+            return {}
+        out = {"n_eff": self.area["n_eff"]}
+        out.update({f"{k}_area": v for k, v in self.area.items() if k not in ("n", "n_eff")})
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (pooled and per-fold metrics)."""
-        return {
+        out = {
             "splitter": self.splitter,
             "quantiles": list(self.quantiles),
             "pooled": self.pooled,
             "per_fold": self.per_fold.to_dict(orient="records"),
         }
+        if self.area is not None:
+            out["area"] = self.area
+        return out
 
 
 def _take(X: Any, idx: np.ndarray) -> Any:
@@ -331,8 +421,14 @@ def fit_interval(
     aoa: bool = True,
     categorical: Sequence[str] | None = None,
     calibration: Mapping[str, Any] | None = None,
+    area_cells: pd.DataFrame | None = None,
 ) -> IntervalFit:
     """Cross-validate a clone of ``template``, fit another clone on all rows, fit the AOA.
+
+    With ``area_cells`` (the covariates of a random sample of the map's cells) the
+    out-of-fold predictions are also weighted to the mapped area
+    (:func:`mapping.area_weights.area_weights` on the covariates, not the coordinates
+    ``x``, ``y``; :meth:`CVResult.weigh`).
 
     The area of applicability (Meyer & Pebesma 2021) is fitted on the training
     covariates, weighted by the model's (or its trend's) feature importances, with the
@@ -354,6 +450,9 @@ def fit_interval(
     for w in caught:
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
+    if area_cells is not None:
+        names = [c for c in X.columns if c not in ("x", "y")]
+        cv.weigh(area_weights(X, area_cells, names, categorical=list(categorical or [])))
     predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
     area, error_model = None, None
     if aoa or calibration is not None:

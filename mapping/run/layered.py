@@ -31,6 +31,7 @@ from sklearn.base import clone
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
+from mapping.area_weights import area_weights
 from mapping.cluster import dask_client, process_map
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
@@ -185,7 +186,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         .reset_index(drop=True)
     )
     calibrates = stages._calibrates(cfg)
-    cells = stages.prediction_covariates(ctx) if calibrates or cfg.cv.space == "feature" else None
+    weighs = cfg.cv.weighting == "area"
+    needs_cells = calibrates or cfg.cv.space == "feature" or weighs
+    cells = stages.prediction_covariates(ctx) if needs_cells else None
     pred_points = None
     if cfg.cv.method == "knndm":
         pred_points = cells if cfg.cv.space == "feature" else stages.prediction_sample(ctx)
@@ -262,6 +265,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             (lo, hi),
             type(splitter).__name__,
         )
+        if weighs:
+            covariates = [c for c in features if c not in ("x", "y")]
+            cv.weigh(area_weights(rows[features], cells, covariates, categorical=categorical))
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
         predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
         error_model = None
@@ -289,7 +295,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         fitted[label] = view
-        summaries.append({"interval": label, "n": len(rows), **cv.pooled})
+        summaries.append({"interval": label, "n": len(rows), **cv.pooled, **cv.area_columns()})
     for text, c in counts.items():
         ctx.echo(f"[fit layered] warning{f' (x{c})' if c > 1 else ''}: {text}")
     io.write_table(pd.DataFrame(summaries), run.cv_summary)

@@ -261,7 +261,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     features = model_features(cfg)
     template = build_model(cfg)
     pred_points = None
-    cells = prediction_covariates(ctx) if _calibrates(cfg) or cfg.cv.space == "feature" else None
+    weighs = cfg.cv.weighting == "area"
+    needs_cells = _calibrates(cfg) or cfg.cv.space == "feature" or weighs
+    cells = prediction_covariates(ctx) if needs_cells else None
     if cfg.cv.method == "knndm":
         pred_points = cells if cfg.cv.space == "feature" else prediction_sample(ctx)
     calibration = cfg.prediction.calibration.model_dump() if _calibrates(cfg) else None
@@ -302,6 +304,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 "aoa": cfg.prediction.aoa,
                 "categorical": categorical_covariates(cfg),
                 "calibration": calibration,
+                "area_cells": cells if weighs else None,
             }
         )
     # The intervals are independent: fitted side by side, one process each (the forests'
@@ -318,7 +321,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             ctx.echo(f"[fit {label} cm] warning{f' (x{n})' if n > 1 else ''}: {text}")
         outputs += _write_fit(ctx, label, (top, bottom), n_rows, features, result, cells)
         fitted[label] = result.model
-        summaries.append({"interval": label, "n": n_rows, **result.cv.pooled})
+        summaries.append(
+            {"interval": label, "n": n_rows, **result.cv.pooled, **result.cv.area_columns()}
+        )
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
     outputs.append(ctx.folder.rel(ctx.folder.cv_summary))
     return outputs, fitted
