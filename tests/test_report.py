@@ -106,10 +106,13 @@ def _make_folder(out: Path) -> None:
         pr = pd.DataFrame({"row": range(60), "fold": np.arange(60) % 5, "observed": obs,
                            "predicted": pred, "lower": pred - 6, "upper": pred + 6})  # fmt: skip
         folder = out / "models" / iv
-        io.write_table(pr, folder / "cv_predictions.csv")
         m = metrics_table(obs, pred, pr["lower"], pr["upper"])
-        io.write_table(pd.DataFrame([{"splitter": "KNNDM", "lower_q": 0.05, "upper_q": 0.95, **m}]),
-                       folder / "cv_metrics.csv")  # fmt: skip
+        pr["weight"] = np.where(obs > np.median(obs), 2.0, 0.5)  # weighted to the area
+        io.write_table(pr, folder / "cv_predictions.csv")
+        ma = metrics_table(obs, pred, pr["lower"], pr["upper"], weights=pr["weight"])
+        area = {"n_eff": ma["n_eff"], **{f"{k}_area": v for k, v in ma.items() if k[0] != "n"}}
+        io.write_table(pd.DataFrame([{"splitter": "KNNDM", "lower_q": 0.05, "upper_q": 0.95, **m,
+                                      **area}]), folder / "cv_metrics.csv")  # fmt: skip
         if iv != "0-300":  # the last one's plot is redrawn by the report from cv_predictions.csv
             plot_observed_vs_predicted(
                 obs, pred, pr["lower"], pr["upper"], path=folder / "observed_vs_predicted.png"
@@ -355,6 +358,12 @@ def test_cv_table_and_manifest_are_reported(report: tuple[Path, dict[str, Path]]
     m = metrics_table(*(io.read_table(out / "models" / "0-30" / "cv_predictions.csv")[c]
                         for c in ("observed", "predicted", "lower", "upper")))  # fmt: skip
     assert f"| 0–30 cm | 60 | KNNDM | {m['r2']:.2f} | {m['rmse']:.2f} |" in md
+    # the table weighted to the mapped area, from the weights of the CV predictions
+    p = io.read_table(out / "models" / "0-30" / "cv_predictions.csv")
+    w = metrics_table(p["observed"], p["predicted"], p["lower"], p["upper"], weights=p["weight"])
+    assert w["rmse"] != pytest.approx(m["rmse"])
+    row = f"| 0–30 cm | {w['n_eff']:.0f} | {w['r2']:.2f} | {w['rmse']:.2f} | {w['mae']:.2f} |"
+    assert row in md and "weighted to the mapped area" in md
     assert "- **run_id**: `abc123def456`" in md and "- **seed**: `42`" in md
     assert "sha256:00ff" in md and "| stocks | complete |" in md
     page = files["index.html"].read_text()

@@ -28,6 +28,7 @@ from mapping.report.render import ReportContent, manifest_parts, render_html, re
 from mapping.report.tables import (
     DASH,
     InventoryTables,
+    cv_area_table,
     cv_metrics_table,
     display_tables,
     inventory_tables,
@@ -267,6 +268,7 @@ def build_report(
         # the report's order: maps, storage, cross-validation, calibration, design
         figures += [f for f in (storage, *cv_figs, calibration, design) if f is not None]
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
+        cv_area = cv_area_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
 
         written += _write_figures(figures, tmp)
@@ -280,7 +282,7 @@ def build_report(
         content = ReportContent(
             title=title, subtitle=subtitle, t1=t1, t2=t2, t_independent=t_ind, cv=cv_table,
             figures=figures, manifest=manifest_parts(run.manifest, cfg), notes=notes,
-            map_intervals=ordered, t_thaw=t_thaw,
+            map_intervals=ordered, t_thaw=t_thaw, cv_area=cv_area,
         )  # fmt: skip
         io.write_text(render_markdown(content), tmp / "report.md")
         io.write_text(render_html(content), tmp / "index.html")

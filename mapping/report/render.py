@@ -153,6 +153,7 @@ class ReportContent:
     notes: list[str]
     map_intervals: list[str]
     t_thaw: DisplayTable | None = None
+    cv_area: DisplayTable | None = None
 
 
 def render_html(c: ReportContent) -> str:
@@ -202,6 +203,8 @@ def render_html(c: ReportContent) -> str:
     parts.append('<h2 id="cv">Cross-validation</h2>')
     if c.cv is not None:
         parts.append(_html_table(c.cv, total_zone=False))
+    if c.cv_area is not None:
+        parts.append(_html_table(c.cv_area, total_zone=False))
     cvf = [f for f in c.figures if f.section == "cv"]
     if cvf:
         parts.append('<div class="grid">' + "".join(_img(f) for f in cvf) + "</div>")
@@ -259,6 +262,8 @@ def render_markdown(c: ReportContent) -> str:
     out += ["## Cross-validation", ""]
     if c.cv is not None:
         out += [_md_table(c.cv), ""]
+    if c.cv_area is not None:
+        out += [_md_table(c.cv_area), ""]
     for f in (f for f in c.figures if f.section == "cv"):
         out += [f"![{f.caption}](figures/{f.name})", ""]
     out += ["## Run manifest", ""]
