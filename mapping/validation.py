@@ -120,9 +120,9 @@ def metrics_table(
         if w.shape != obs.shape:
             raise ValueError("weights must have the same length as y_true")
         ok &= np.isfinite(w) & (w >= 0)
-        lo = lo[ok] if have_interval else None
-        hi = hi[ok] if have_interval else None
-        return _weighted_metrics(obs[ok], pred[ok], w[ok], lo, hi)
+        if have_interval:
+            return _weighted_metrics(obs[ok], pred[ok], w[ok], lo[ok], hi[ok])
+        return _weighted_metrics(obs[ok], pred[ok], w[ok], None, None)
     obs, pred = obs[ok], pred[ok]
     n = int(obs.size)
     out: dict[str, float] = {"n": float(n)}
