@@ -15,6 +15,7 @@ from conftest import ROOT, SAMPLE_WORKFLOW, sample_config
 from mapping import zonal
 from mapping.cli import main
 from mapping.run import preflight, stages
+from mapping.validation import metrics_table
 
 STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "report"]
 TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
@@ -91,6 +92,23 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
     assert manifest["stages"]["predict"]["failed_cells"] == dict.fromkeys(intervals, 0)
     html = (out / "report" / "index.html").read_text()
     assert "Table 2" in html and "http://" not in html and "https://" not in html
+
+
+def test_cross_validation_is_also_weighted_to_the_mapped_area(first_run: tuple[Path, Path]) -> None:
+    """``cv.weighting: area`` (the default): a weight per CV prediction, the weighted metrics
+    in ``cv_metrics.csv`` recomputed from them, and a second table in the report."""
+    _, out = first_run
+    pred = pd.read_csv(out / "models" / "0-30" / "cv_predictions.csv")
+    cvm = pd.read_csv(out / "models" / "0-30" / "cv_metrics.csv").iloc[0]
+    w = pred["weight"].to_numpy()
+    assert w.mean() == pytest.approx(1.0) and w.min() > 0 and w.std() > 0.1
+    m = metrics_table(pred["observed"], pred["predicted"], pred["lower"], pred["upper"], weights=w)
+    for key in ("rmse", "mae", "mbe", "r2", "picp"):
+        assert cvm[f"{key}_area"] == pytest.approx(m[key]), key
+    assert cvm["n_eff"] == pytest.approx(m["n_eff"]) and cvm["n_eff"] < cvm["n"]
+    # the sample profiles cluster in the warm south: the area's error is not the profiles'
+    assert cvm["rmse_area"] != pytest.approx(cvm["rmse"], rel=0.02)
+    assert "weighted to the mapped area" in (out / "report" / "report.md").read_text()
 
 
 def test_monte_carlo_range_contains_the_true_total_and_is_wider_than_independent_pixels(
