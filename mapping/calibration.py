@@ -362,6 +362,7 @@ def fit_error_model(
     range_extrapolation: bool = True,
     range_cap: float | None = 8.0,
     min_beyond: int = 5,
+    weights: Any = None,
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
 
@@ -414,6 +415,10 @@ def fit_error_model(
         (``None``: no cap).
     min_beyond
         Fewest points beyond their fold's range for a range term.
+    weights
+        One non-negative weight per CV point (e.g. the CV's weights to the mapped area,
+        :func:`mapping.area_weights.area_weights`): the sums of every bin and of the
+        range term are weighted. ``None``: every point counts once.
 
     Returns
     -------
@@ -431,10 +436,10 @@ def fit_error_model(
         raise ModelError(f"extrapolate must be one of {EXTRAPOLATIONS}, got {extrapolate!r}")
     if not noise_var >= 0:
         raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")
-    e, s2, d, x = _cv_points(errors, model_var, di, xd, min_per_bin)
+    e, s2, d, x, w = _cv_points(errors, model_var, di, xd, min_per_bin, weights)
     n = int(e.size)
     n_bins = int(np.clip(n // min_per_bin, 1, max_bins))
-    knots, raw, counts = _binned_excess(e, s2, d, kind, noise_var, n_bins)
+    knots, raw, counts = _binned_excess(e, s2, d, kind, noise_var, n_bins, w)
     if kind == "ratio":
         if not np.isfinite(raw).all():
             raise ModelError("the model's variance is not above noise_var in a DI bin")
@@ -466,7 +471,7 @@ def fit_error_model(
     out = np.isfinite(x) & (x > 0)
     if out.sum() >= max(int(min_beyond), 1):
         v = em.variance(s2[out], d[out])
-        coef = float(max(np.sum(e[out] ** 2 - v) / np.sum(x[out] ** 2), 0.0))
+        coef = float(max(np.sum(w[out] * (e[out] ** 2 - v)) / np.sum(w[out] * x[out] ** 2), 0.0))
     linear = 0.0
     if range_slope is not None and np.isfinite(range_slope):
         linear = 2.0 * max(float(range_slope), 0.0)
@@ -477,10 +482,10 @@ def fit_error_model(
 
 
 def _cv_points(
-    errors: Any, model_var: Any, di: Any, xd: Any, min_per_bin: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Errors, variances, DIs and extrapolation distances of the usable CV points,
-    sorted by DI."""
+    errors: Any, model_var: Any, di: Any, xd: Any, min_per_bin: int, weights: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Errors, variances, DIs, extrapolation distances and weights of the usable CV
+    points, sorted by DI."""
     e = np.asarray(errors, dtype=float).ravel()
     s2 = np.asarray(model_var, dtype=float).ravel()
     d = np.asarray(di, dtype=float).ravel()
@@ -489,8 +494,11 @@ def _cv_points(
     x = np.zeros(e.size) if xd is None else np.asarray(xd, dtype=float).ravel()
     if x.size != e.size:
         raise ModelError(f"xd has {x.size} values for {e.size} errors")
-    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d)
-    e, s2, d, x = e[ok], s2[ok], d[ok], x[ok]
+    w = np.ones(e.size) if weights is None else np.asarray(weights, dtype=float).ravel()
+    if w.size != e.size:
+        raise ModelError(f"weights has {w.size} values for {e.size} errors")
+    ok = np.isfinite(e) & np.isfinite(s2) & np.isfinite(d) & np.isfinite(w) & (w >= 0)
+    e, s2, d, x, w = e[ok], s2[ok], d[ok], x[ok], w[ok]
     n = int(e.size)
     if n < max(min_per_bin, 2):
         raise ModelError(
@@ -498,13 +506,22 @@ def _cv_points(
             f"with an error, a variance and a DI; got {n}"
         )
     order = np.argsort(d, kind="stable")
-    return e[order], s2[order], d[order], x[order]
+    return e[order], s2[order], d[order], x[order], w[order]
 
 
 def _binned_excess(
-    e: np.ndarray, s2: np.ndarray, d: np.ndarray, kind: str, noise_var: float, n_bins: int
+    e: np.ndarray,
+    s2: np.ndarray,
+    d: np.ndarray,
+    kind: str,
+    noise_var: float,
+    n_bins: int,
+    w: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean DI, raw ratio (or additive excess) and count of ``n_bins`` equal-count DI bins."""
+    """Mean DI, raw ratio (or additive excess) and count of ``n_bins`` equal-count DI bins
+    (the ratio's sums and the excess's mean weighted by ``w``)."""
+    if w is not None and not np.all(w == 1.0):
+        return _weighted_binned_excess(e, s2, d, kind, noise_var, n_bins, w)
     n = e.size
     edges = np.linspace(0, n, n_bins + 1).round().astype(int)
     knots = np.empty(n_bins)
@@ -520,6 +537,33 @@ def _binned_excess(
         else:
             raw[b] = np.mean(e[sl] ** 2 - s2[sl])
     return knots, raw, counts
+
+
+def _weighted_binned_excess(
+    e: np.ndarray,
+    s2: np.ndarray,
+    d: np.ndarray,
+    kind: str,
+    noise_var: float,
+    n_bins: int,
+    w: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_binned_excess` with weights (the same equal-count bins)."""
+    n = e.size
+    edges = np.linspace(0, n, n_bins + 1).round().astype(int)
+    knots = np.empty(n_bins)
+    raw = np.empty(n_bins)
+    base = np.maximum(s2 - noise_var, 0.0)
+    for b in range(n_bins):
+        sl = slice(edges[b], edges[b + 1])
+        knots[b] = d[sl].mean()
+        wb = w[sl]
+        if kind == "ratio":
+            den = np.sum(wb * base[sl])
+            raw[b] = np.sum(wb * (e[sl] ** 2 - noise_var)) / den if den > 0 else np.inf
+        else:
+            raw[b] = np.sum(wb * (e[sl] ** 2 - s2[sl])) / np.sum(wb) if np.sum(wb) > 0 else 0.0
+    return knots, raw, np.diff(edges)
 
 
 def _rising_slope(knots: np.ndarray, values: np.ndarray, w: np.ndarray) -> float:

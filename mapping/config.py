@@ -251,6 +251,9 @@ class CalibrationConfig(_Section):
     range_cap: float | None = Field(8.0, gt=0)
     """That term lifts a cell's variance to at most this multiple of the observations'
     variance (log scale for log models); ``null``: no cap."""
+    weighting: Literal["none", "area"] = "none"
+    """``area``: the error model's sums weigh each CV point by its weight to the mapped
+    area (``cv.weighting: area``; ``docs/calibration.md``)."""
 
 
 class PredictionConfig(_Section):

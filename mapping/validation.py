@@ -544,6 +544,8 @@ def calibrate_interval(
     slope = feature_variogram_slope(
         area.transform(X), target, unit=area.mean_distance_, random_state=0
     )
+    options = dict(calibration)
+    weighs = options.pop("weighting", "none") == "area" and "weight" in predictions
     try:
         error_model = fit_error_model(
             errors,
@@ -552,7 +554,8 @@ def calibrate_interval(
             xd=predictions["xd"],
             observed_var=observed_variance(obs, log=log),
             range_slope=slope,
-            **dict(calibration),
+            weights=predictions["weight"].to_numpy(float) if weighs else None,
+            **options,
         )
     except ModelError as exc:  # too few CV points: the model's own variance, said once
         return area, None, f"no calibrated intervals: {exc}"
