@@ -52,6 +52,29 @@ def test_ratio_model_recovers_a_known_ratio() -> None:
     assert np.sqrt(np.mean(e2**2 / s22)) > 1.6
 
 
+def test_weights_enter_every_bin_as_repeated_points() -> None:
+    """One bin: the weighted ratio is the ratio of the points repeated by their integer
+    weights; equal weights change nothing; a sub-population's errors can be weighted up."""
+    e, s2, di, _ = _draws(200, 7, lambda d: 1.0 + d)
+    w = np.random.default_rng(8).integers(0, 4, e.size).astype(float)
+    one = {"max_bins": 1, "range_extrapolation": False}
+    m = fit_error_model(e, s2, di, weights=w, **one)
+    rep = np.repeat(np.arange(e.size), w.astype(int))
+    r = fit_error_model(e[rep], s2[rep], di[rep], **one)
+    assert m.values[0] == pytest.approx(r.values[0], rel=1e-12)
+    assert m.values[0] == pytest.approx(np.sum(w * e**2) / np.sum(w * s2), rel=1e-12)
+    same = fit_error_model(e, s2, di, weights=np.full(e.size, 2.5))
+    plain = fit_error_model(e, s2, di)
+    assert np.allclose(same.values, plain.values, rtol=1e-12)
+    # errors twice as large in half of the points: weighting that half up raises the ratio
+    big = np.arange(e.size) % 2 == 0
+    e2 = np.where(big, 2 * e, e)
+    up = fit_error_model(e2, s2, di, weights=np.where(big, 3.0, 1.0), **one)
+    assert up.values[0] > 1.3 * fit_error_model(e2, s2, di, **one).values[0]
+    with pytest.raises(ModelError, match="weights"):
+        fit_error_model(e, s2, di, weights=np.ones(3))
+
+
 def test_additive_model_recovers_a_known_variance_term() -> None:
     rng = np.random.default_rng(3)
     n = 12000
