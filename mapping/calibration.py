@@ -518,38 +518,11 @@ def _binned_excess(
     n_bins: int,
     w: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean DI, raw ratio (or additive excess) and count of ``n_bins`` equal-count DI bins
-    (the ratio's sums and the excess's mean weighted by ``w``)."""
-    if w is not None and not np.all(w == 1.0):
-        return _weighted_binned_excess(e, s2, d, kind, noise_var, n_bins, w)
+    """Mean DI, raw ratio (or additive excess) and count of ``n_bins`` equal-count DI bins;
+    the ratio's sums and the excess's mean weighted by ``w`` (ones: the same numbers as
+    without weights, to the bit)."""
     n = e.size
-    edges = np.linspace(0, n, n_bins + 1).round().astype(int)
-    knots = np.empty(n_bins)
-    raw = np.empty(n_bins)
-    counts = np.diff(edges)
-    base = np.maximum(s2 - noise_var, 0.0)
-    for b in range(n_bins):
-        sl = slice(edges[b], edges[b + 1])
-        knots[b] = d[sl].mean()
-        if kind == "ratio":
-            den = base[sl].sum()
-            raw[b] = (e[sl] ** 2 - noise_var).sum() / den if den > 0 else np.inf
-        else:
-            raw[b] = np.mean(e[sl] ** 2 - s2[sl])
-    return knots, raw, counts
-
-
-def _weighted_binned_excess(
-    e: np.ndarray,
-    s2: np.ndarray,
-    d: np.ndarray,
-    kind: str,
-    noise_var: float,
-    n_bins: int,
-    w: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_binned_excess` with weights (the same equal-count bins)."""
-    n = e.size
+    w = np.ones(n) if w is None else w
     edges = np.linspace(0, n, n_bins + 1).round().astype(int)
     knots = np.empty(n_bins)
     raw = np.empty(n_bins)
@@ -562,7 +535,8 @@ def _weighted_binned_excess(
             den = np.sum(wb * base[sl])
             raw[b] = np.sum(wb * (e[sl] ** 2 - noise_var)) / den if den > 0 else np.inf
         else:
-            raw[b] = np.sum(wb * (e[sl] ** 2 - s2[sl])) / np.sum(wb) if np.sum(wb) > 0 else 0.0
+            total = np.sum(wb)
+            raw[b] = np.sum(wb * (e[sl] ** 2 - s2[sl])) / total if total > 0 else 0.0
     return knots, raw, np.diff(edges)
 
 

@@ -424,12 +424,16 @@ def display_tables(
     return t1, t2, t3
 
 
-def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
-    cv = cv.copy()
-    cv["_k"] = cv["interval"].map(
+def _by_interval(cv: pd.DataFrame) -> pd.DataFrame:
+    """Rows in depth order (rows without an interval label last)."""
+    key = cv["interval"].map(
         lambda v: interval_sort_key(v) if isinstance(v, str) else (np.inf, np.inf)
     )
-    cv = cv.sort_values("_k")
+    return cv.assign(_k=key).sort_values("_k")
+
+
+def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
+    cv = _by_interval(cv)
     head = ["Interval", "n", "CV", "R²", "RMSE", "MAE", "MBE", "NNSE", "PICP", "Mean width"]
     rows = []
     for _, r in cv.iterrows():
@@ -459,11 +463,7 @@ def cv_area_table(cv: pd.DataFrame) -> DisplayTable | None:
     ``cv_metrics.csv``), or ``None`` when the run did not weigh it."""
     if "rmse_area" not in cv.columns:
         return None
-    cv = cv.copy()
-    cv["_k"] = cv["interval"].map(
-        lambda v: interval_sort_key(v) if isinstance(v, str) else (np.inf, np.inf)
-    )
-    cv = cv.sort_values("_k")
+    cv = _by_interval(cv)
     head = ["Interval", "Effective n", "R²", "RMSE", "MAE", "MBE", "PICP", "RMSE at the profiles"]
     rows = []
     for _, r in cv.iterrows():
