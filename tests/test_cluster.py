@@ -401,6 +401,16 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
     )
     draws = 10 * 2 * (est.REALIZATION_SECONDS + zone_cells * est.MC_US * 1e-6)
     assert e.seconds["uncertainty"] == pytest.approx(draws * speed / cores)
+    # the Monte Carlo lattice spans the grid: a grid of a tenth of the hemisphere's extent
+    # draws its lattice in a tenth of the time (the per-cell part is unchanged)
+    small = est.estimate_run(
+        cfg, cells=1_300_000, valid_share=0.5, predict_seconds=100.0,
+        speed=2.0, fit_one_seconds=4.0, n_profiles=3, reaching=[3, 1], zones=(0.1, 0.4),
+        cores=2, worker_bytes=2**30, extent_m2=est.REFERENCE_EXTENT_M2 / 10,
+    )  # fmt: skip
+    draws = 10 * 2 * (est.REALIZATION_SECONDS / 10 + zone_cells * est.MC_US * 1e-6)
+    assert small.seconds["uncertainty"] == pytest.approx(draws * speed / cores)
+    assert small.seconds["uncertainty"] < 0.5 * e.seconds["uncertainty"]
     report = est.REPORT_SECONDS + 6 * est.REPORT_MAP_SECONDS  # three maps per interval
     assert e.seconds["report"] == pytest.approx(report * speed / cores)
     assert e.total == pytest.approx(sum(e.seconds.values()))

@@ -51,7 +51,11 @@ ZONES_US = 0.095
 (read the mean map, exact sums; 0.095 on the 1 km and 0.10 on the 2.8 km hemisphere)."""
 REALIZATION_SECONDS = 0.78
 """Uncertainty: CPU seconds per realization and interval for the Gaussian field's lattice
-(it spans the zones at a spacing set by the variogram's reach, not by the grid's cells)."""
+on a grid of :data:`REFERENCE_EXTENT_M2` (the lattice spans the grid at a spacing set by the
+variogram's reach, not by the grid's cells, so its cost scales with the grid's extent)."""
+REFERENCE_EXTENT_M2 = 14_000e3 * 14_000e3
+"""Extent of the hemisphere worlds the lattice cost was measured on (EASE-Grid 2.0 North,
+14,000 km square at 1 km and at 2.8 km)."""
 MC_US = 0.061
 """Uncertainty: CPU microseconds per zone cell, realization and interval (interpolating the
 field, the draws, the exact sums; the independent-pixel pass included). This and
@@ -179,6 +183,7 @@ def estimate_run(
     zones: tuple[float, float],
     cores: int,
     worker_bytes: int,
+    extent_m2: float | None = None,
 ) -> RunEstimate:
     """Stage by stage, the expected wall time of ``socmap run`` on ``cores`` cores.
 
@@ -202,6 +207,9 @@ def estimate_run(
         Cores of this machine (local workers, fit processes, Monte Carlo threads).
     worker_bytes
         The plan's memory per worker.
+    extent_m2
+        The grid's extent (m²): the Monte Carlo lattice's cost per realization scales
+        with it; ``None``: the hemisphere's (:data:`REFERENCE_EXTENT_M2`).
     """
     n_int = len(cfg.stocks.intervals())
     basis = [
@@ -222,7 +230,8 @@ def estimate_run(
     if cfg.zones is not None:
         zone_cells, chunk_cells = cells * min(zones[0], valid_share), cells * zones[1]
         seconds["zones"] = chunk_cells * n_int * ZONES_US * 1e-6 * speed / cores
-        per_draw = REALIZATION_SECONDS + zone_cells * MC_US * 1e-6
+        lattice = 1.0 if extent_m2 is None else extent_m2 / REFERENCE_EXTENT_M2
+        per_draw = REALIZATION_SECONDS * lattice + zone_cells * MC_US * 1e-6
         seconds["uncertainty"] = cfg.uncertainty.n_realizations * n_int * per_draw * speed / cores
     maps = n_int * 3  # mean, interval width, relative uncertainty per interval
     seconds["report"] = (REPORT_SECONDS + maps * REPORT_MAP_SECONDS) * speed / min(cores, 2)

@@ -527,6 +527,7 @@ def make_plan(
         zones=zone_cover(cfg, grid, cfg.prediction.chunks),
         cores=cores,
         worker_bytes=worker,
+        extent_m2=float(np.prod(grid.shape) * np.prod(grid.cell_spacing_m())),
     )
     return dataclasses.replace(plan, run=estimate)
 
