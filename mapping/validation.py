@@ -57,6 +57,7 @@ __all__ = [
     "make_splitter",
     "metrics_table",
     "observed_variance",
+    "weigh_to_area",
 ]
 
 
@@ -451,8 +452,7 @@ def fit_interval(
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
     if area_cells is not None:
-        names = [c for c in X.columns if c not in ("x", "y")]
-        cv.weigh(area_weights(X, area_cells, names, categorical=list(categorical or [])))
+        weigh_to_area(cv, X, area_cells, categorical)
     predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
     area, error_model = None, None
     if aoa or calibration is not None:
@@ -477,6 +477,16 @@ def fit_interval(
         warnings=counts,
         error_model=error_model,
     )
+
+
+def weigh_to_area(
+    cv: CVResult, X: pd.DataFrame, cells: pd.DataFrame, categorical: Sequence[str] | None = None
+) -> CVResult:
+    """Weight ``cv``'s out-of-fold predictions to the mapped area (:meth:`CVResult.weigh`):
+    :func:`mapping.area_weights.area_weights` of the rows of ``X`` against ``cells`` on
+    the covariates (every column but the coordinates ``x``, ``y``)."""
+    names = [c for c in X.columns if c not in ("x", "y")]
+    return cv.weigh(area_weights(X, cells, names, categorical=list(categorical or [])))
 
 
 def fit_interval_or_error(**kwargs: Any) -> IntervalFit | ModelError:

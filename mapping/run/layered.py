@@ -31,7 +31,6 @@ from sklearn.base import clone
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
-from mapping.area_weights import area_weights
 from mapping.cluster import dask_client, process_map
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
@@ -55,6 +54,7 @@ from mapping.validation import (
     calibrate_interval,
     make_splitter,
     metrics_table,
+    weigh_to_area,
 )
 from mapping.zonal import zone_totals
 
@@ -186,9 +186,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         .reset_index(drop=True)
     )
     calibrates = stages._calibrates(cfg)
-    weighs = cfg.cv.weighting == "area"
-    needs_cells = calibrates or cfg.cv.space == "feature" or weighs
-    cells = stages.prediction_covariates(ctx) if needs_cells else None
+    cells = stages.fit_cells(ctx)
     pred_points = None
     if cfg.cv.method == "knndm":
         pred_points = cells if cfg.cv.space == "feature" else stages.prediction_sample(ctx)
@@ -265,9 +263,8 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             (lo, hi),
             type(splitter).__name__,
         )
-        if weighs:
-            covariates = [c for c in features if c not in ("x", "y")]
-            cv.weigh(area_weights(rows[features], cells, covariates, categorical=categorical))
+        if cfg.cv.weighting == "area":
+            weigh_to_area(cv, rows[features], cells, categorical)
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
         predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
         error_model = None

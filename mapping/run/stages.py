@@ -248,6 +248,14 @@ def prediction_covariates(ctx: StageContext, n: int = 4000) -> Any:
     return cells
 
 
+def fit_cells(ctx: StageContext) -> Any:
+    """:func:`prediction_covariates` when the fit needs them (an error model to check,
+    feature-space kNNDM, CV weighted to the mapped area), else ``None``."""
+    cfg = ctx.config
+    needed = _calibrates(cfg) or cfg.cv.space == "feature" or cfg.cv.weighting == "area"
+    return prediction_covariates(ctx) if needed else None
+
+
 def _calibrates(cfg: RunConfig) -> bool:
     """Whether the fit stage fits an error model (regression kriging with calibrate on)."""
     return cfg.prediction.calibrate and cfg.model.type == "regression_kriging"
@@ -261,9 +269,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     features = model_features(cfg)
     template = build_model(cfg)
     pred_points = None
-    weighs = cfg.cv.weighting == "area"
-    needs_cells = _calibrates(cfg) or cfg.cv.space == "feature" or weighs
-    cells = prediction_covariates(ctx) if needs_cells else None
+    cells = fit_cells(ctx)
     if cfg.cv.method == "knndm":
         pred_points = cells if cfg.cv.space == "feature" else prediction_sample(ctx)
     calibration = cfg.prediction.calibration.model_dump() if _calibrates(cfg) else None
@@ -304,7 +310,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 "aoa": cfg.prediction.aoa,
                 "categorical": categorical_covariates(cfg),
                 "calibration": calibration,
-                "area_cells": cells if weighs else None,
+                "area_cells": cells if cfg.cv.weighting == "area" else None,
             }
         )
     # The intervals are independent: fitted side by side, one process each (the forests'
