@@ -281,6 +281,12 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
         area = "rmse_area" in cvm.columns
         cv_rmse = float(cvm["rmse_area" if area else "rmse"].iloc[0])
         cv_plain = float(cvm["rmse"].iloc[0])
+        # its block-bootstrap 90 % range (cv.bootstrap), where the run has one
+        lo_key = "rmse_area_lower" if area else "rmse_lower"
+        cv_lo = float(cvm[lo_key].iloc[0]) if lo_key in cvm else float("nan")
+        cv_hi = (
+            float(cvm[lo_key.replace("lower", "upper")].iloc[0]) if lo_key in cvm else float("nan")
+        )
         ok_cells = np.isfinite(truth) & np.isfinite(m["mean"])
         rows.append(
             {
@@ -296,6 +302,8 @@ def score_world(world_dir: Path, run_dir: Path) -> tuple[list[dict[str, Any]], p
                 "true_error": true_err,
                 "cv_rmse": cv_rmse,
                 "cv_ratio": cv_rmse / true_err,
+                "cv_rmse_lower": cv_lo,
+                "cv_rmse_upper": cv_hi,
                 "cv_picp": float(cvm["picp_area" if area else "picp"].iloc[0]),
                 "cv_rmse_profiles": cv_plain,
                 "cv_ratio_profiles": cv_plain / true_err,
@@ -429,6 +437,14 @@ def pooled(df: pd.DataFrame, zones: pd.DataFrame) -> dict[str, Any]:
             out[label]["cv_ratio_profiles_worlds_within_10pct"] = int(
                 ((g["cv_ratio_profiles"] - 1).abs() <= 0.1).sum()
             )
+        if "cv_rmse_lower" in g and g["cv_rmse_lower"].notna().any():
+            # worlds whose true error lies in the CV RMSE's 90 % range (nominal: 90 %)
+            out[label]["cv_range_holds_true"] = int(
+                (
+                    (g["cv_rmse_lower"] <= g["true_error"])
+                    & (g["true_error"] <= g["cv_rmse_upper"])
+                ).sum()
+            )
     allz = zones[zones["zone"] == "all_zones"]
     single = zones[zones["zone"] != "all_zones"]
     out["zones"] = {
@@ -538,8 +554,9 @@ def markdown(out: Path) -> str:
         lines += [
             "",
             "| pooled | pixel R² | analyst R² (mean) | PICP | PICP dissimilar | RMS z | CV ratio "
-            "| worlds with CV ratio 0.9-1.1 | the same at the profiles (unweighted) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| worlds with CV ratio 0.9-1.1 | the same at the profiles (unweighted) "
+            "| worlds with the true error in the CV RMSE's 90 % range |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for k, v in p.items():
             if k == "zones":
@@ -553,7 +570,12 @@ def markdown(out: Path) -> str:
             lines.append(
                 f"| {k} | {v['pixel_r2']:.3f} | {v['analyst_r2_mean']:.3f} | {v['pixel_picp']:.3f} | "
                 f"{v['picp_dissimilar']:.3f} | {v['rms_z']:.2f} | {v['cv_ratio']:.2f} | "
-                f"{v['cv_ratio_worlds_within_10pct']} of {v['n_worlds']} | {plain} |"
+                f"{v['cv_ratio_worlds_within_10pct']} of {v['n_worlds']} | {plain} | "
+                + (
+                    f"{v['cv_range_holds_true']} of {v['n_worlds']} |"
+                    if "cv_range_holds_true" in v
+                    else "— |"
+                )
             )
         zp = p["zones"]
         lines += [

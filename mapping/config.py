@@ -229,6 +229,12 @@ class CVConfig(_Section):
     """``area``: the CV metrics are also reported weighted to the mapped area (inverse
     sampling intensity in covariate space, ``docs/validation.md``); ``none``: only at the
     profiles."""
+    bootstrap: int = Field(1000, ge=0)
+    """Replicates of the spatial block bootstrap that gives the CV RMSE its 90 % range
+    (``rmse_lower``, ``rmse_upper`` in the CV tables); 0: no range."""
+    bootstrap_block: Distance = Field(100_000.0, gt=0)
+    """Side of the bootstrap's square blocks of profiles: wider than the CV errors'
+    correlation (``docs/validation.md``, "How sure is a CV RMSE")."""
 
     @model_validator(mode="after")
     def _block_needs_size(self) -> CVConfig:

@@ -30,6 +30,7 @@ from mapping.calibration import (
     fit_error_model,
     interval_log_moments,
 )
+from mapping.cv_bootstrap import MIN_BLOCKS, block_bootstrap_rmse, block_ids
 from mapping.exceptions import ModelError
 from mapping.splitters import (
     KNNDM,
@@ -47,6 +48,7 @@ __all__ = [
     "KNNDMResult",
     "RandomKFold",
     "SpatialBlockKFold",
+    "bootstrap_rmse_range",
     "calibrate_interval",
     "cross_validate_model",
     "cv_distances",
@@ -232,6 +234,10 @@ class CVResult:
     area
         The pooled metrics with every out-of-fold prediction weighted to the mapped
         area (:meth:`weigh`), or ``None``.
+    ranges
+        The block-bootstrap range of the RMSE (:meth:`bootstrap`): ``rmse_lower``,
+        ``rmse_upper`` (and ``rmse_area_lower``, ``rmse_area_upper`` when weighted),
+        ``cv_blocks``, ``range_level``; or ``None``.
     """
 
     predictions: pd.DataFrame
@@ -240,6 +246,7 @@ class CVResult:
     quantiles: tuple[float, float]
     splitter: str
     area: dict[str, float] | None = None
+    ranges: dict[str, float] | None = None
 
     def weigh(self, weights: Any) -> CVResult:
         """Weight the out-of-fold predictions (one weight per row of X, e.g.
@@ -254,17 +261,58 @@ class CVResult:
         )
         return self
 
+    def bootstrap(
+        self,
+        x: Any,
+        y: Any,
+        block_m: float,
+        *,
+        n_boot: int = 1000,
+        level: float = 0.9,
+        seed: int | None = 0,
+    ) -> CVResult:
+        """How sure the RMSE is: its range under a spatial block bootstrap of the
+        out-of-fold errors (:func:`mapping.cv_bootstrap.block_bootstrap_rmse`), at the
+        profiles and, after :meth:`weigh`, weighted to the mapped area; in
+        :attr:`ranges`.
+
+        ``x``, ``y`` are the coordinates (metres, projected) of every row of X;
+        ``block_m`` the blocks' side, wider than the errors' correlation.
+        """
+        p = self.predictions
+        t = ((p["fold"] >= 0) & p["predicted"].notna() & p["observed"].notna()).to_numpy()
+        rows = p["row"].to_numpy()[t]
+        err = (p["predicted"] - p["observed"]).to_numpy(float)[t]
+        blocks = block_ids(np.asarray(x, float)[rows], np.asarray(y, float)[rows], block_m)
+        opts = {"n_boot": n_boot, "level": level, "seed": seed}
+        lo, hi = block_bootstrap_rmse(err, blocks, **opts)
+        out = {"rmse_lower": lo, "rmse_upper": hi}
+        if "weight" in p.columns:
+            w = p["weight"].to_numpy(float)[t]
+            out["rmse_area_lower"], out["rmse_area_upper"] = block_bootstrap_rmse(
+                err, blocks, w, **opts
+            )
+        out["cv_blocks"] = float(blocks.max() + 1 if blocks.size else 0)
+        out["range_level"] = level
+        self.ranges = out
+        return self
+
     def summary(self) -> pd.DataFrame:
-        """Pooled metrics as a one-row table, with the interval levels and splitter; the
-        area-weighted ones (if any) follow with an ``_area`` suffix, and ``n_eff``."""
+        """Pooled metrics as a one-row table, with the interval levels and splitter; then
+        :meth:`extra_columns`."""
         row = {
             "splitter": self.splitter,
             "lower_q": self.quantiles[0],
             "upper_q": self.quantiles[1],
         }
         row.update(self.pooled)
-        row.update(self.area_columns())
+        row.update(self.extra_columns())
         return pd.DataFrame([row])
+
+    def extra_columns(self) -> dict[str, float]:
+        """What follows the pooled metrics in the CV tables: :meth:`area_columns`, then the
+        bootstrap ranges (:attr:`ranges`), each only when computed."""
+        return {**self.area_columns(), **(self.ranges or {})}
 
     def area_columns(self) -> dict[str, float]:
         """The area-weighted pooled metrics with an ``_area`` suffix, and ``n_eff``
@@ -285,6 +333,8 @@ class CVResult:
         }
         if self.area is not None:
             out["area"] = self.area
+        if self.ranges is not None:
+            out["ranges"] = self.ranges
         return out
 
 
@@ -423,6 +473,7 @@ def fit_interval(
     categorical: Sequence[str] | None = None,
     calibration: Mapping[str, Any] | None = None,
     area_cells: pd.DataFrame | None = None,
+    cv_range: Mapping[str, Any] | None = None,
 ) -> IntervalFit:
     """Cross-validate a clone of ``template``, fit another clone on all rows, fit the AOA.
 
@@ -435,6 +486,10 @@ def fit_interval(
     covariates, weighted by the model's (or its trend's) feature importances, with the
     threshold from the cross-validation folds; its ``train_di_`` (each profile's DI to
     the training data of its fold) becomes the ``di`` column of the predictions.
+
+    With ``cv_range`` (keyword arguments of :meth:`CVResult.bootstrap` after ``x``, ``y``:
+    ``block_m``, ``n_boot``, ``level``, ``seed``) the RMSE gets its block-bootstrap range
+    (on the coordinates ``x``, ``y`` of ``X``).
 
     With ``calibration`` (keyword arguments of
     :func:`mapping.calibration.fit_error_model`: ``kind``, ``extrapolate``,
@@ -453,6 +508,10 @@ def fit_interval(
         counts[text] = counts.get(text, 0) + 1
     if area_cells is not None:
         weigh_to_area(cv, X, area_cells, categorical)
+    if cv_range is not None:
+        said = bootstrap_rmse_range(cv, X, cv_range)
+        if said:
+            counts[said] = counts.get(said, 0) + 1
     predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
     area, error_model = None, None
     if aoa or calibration is not None:
@@ -487,6 +546,20 @@ def weigh_to_area(
     the covariates (every column but the coordinates ``x``, ``y``)."""
     names = [c for c in X.columns if c not in ("x", "y")]
     return cv.weigh(area_weights(X, cells, names, categorical=list(categorical or [])))
+
+
+def bootstrap_rmse_range(cv: CVResult, X: pd.DataFrame, cv_range: Mapping[str, Any]) -> str | None:
+    """:meth:`CVResult.bootstrap` on the coordinates ``x``, ``y`` of ``X`` with ``cv_range``
+    (``block_m``, ``n_boot``, ``level``, ``seed``); a warning's text when the profiles fall
+    in too few blocks to give a range, else ``None``."""
+    cv.bootstrap(X["x"], X["y"], **cv_range)
+    blocks = int((cv.ranges or {}).get("cv_blocks", 0))
+    if blocks >= MIN_BLOCKS:
+        return None
+    return (
+        f"the profiles fall in {blocks} blocks of {cv_range['block_m'] / 1000:g} km "
+        f"(cv.bootstrap_block), fewer than {MIN_BLOCKS}: no range for the CV RMSE"
+    )
 
 
 def fit_interval_or_error(**kwargs: Any) -> IntervalFit | ModelError:

@@ -14,6 +14,8 @@ from conftest import ROOT, SAMPLE_WORKFLOW, sample_config
 
 from mapping import zonal
 from mapping.cli import main
+from mapping.cv_bootstrap import block_bootstrap_rmse, block_ids
+from mapping.report.tables import fmt_number
 from mapping.run import preflight, stages
 from mapping.validation import metrics_table
 
@@ -109,6 +111,34 @@ def test_cross_validation_is_also_weighted_to_the_mapped_area(first_run: tuple[P
     # the sample profiles cluster in the warm south: the area's error is not the profiles'
     assert cvm["rmse_area"] != pytest.approx(cvm["rmse"], rel=0.02)
     assert "weighted to the mapped area" in (out / "report" / "report.md").read_text()
+
+
+def test_cv_rmse_has_its_block_bootstrap_range(first_run: tuple[Path, Path]) -> None:
+    """``cv.bootstrap`` (default 1000 replicates of 100 km blocks): every interval's CV table
+    holds the RMSE's 90 % range, recomputed here from the CV predictions and the profiles'
+    coordinates with the run's seed."""
+    _, out = first_run
+    seed = json.loads((out / "manifest.json").read_text())["seed"]
+    xy = pd.read_parquet(out / "training" / "training.parquet")[["profile_id", "x", "y"]]
+    summary = pd.read_csv(out / "models" / "cv_summary.csv").set_index("interval")
+    for label in summary.index:
+        pred = pd.read_csv(out / "models" / label / "cv_predictions.csv")
+        pred = pred.merge(xy.drop_duplicates("profile_id"), on="profile_id", how="left")
+        pred = pred[(pred["fold"] >= 0) & pred["predicted"].notna()]
+        cvm = pd.read_csv(out / "models" / label / "cv_metrics.csv").iloc[0]
+        blocks = block_ids(pred["x"].to_numpy(), pred["y"].to_numpy(), 100_000.0)
+        err = (pred["predicted"] - pred["observed"]).to_numpy()
+        lo, hi = block_bootstrap_rmse(err, blocks, seed=seed)
+        alo, ahi = block_bootstrap_rmse(err, blocks, pred["weight"].to_numpy(), seed=seed)
+        assert (cvm["rmse_lower"], cvm["rmse_upper"]) == pytest.approx((lo, hi), rel=1e-12)
+        assert (cvm["rmse_area_lower"], cvm["rmse_area_upper"]) == pytest.approx(
+            (alo, ahi), rel=1e-12
+        )
+        assert cvm["cv_blocks"] == blocks.max() + 1 >= 10
+        assert cvm["rmse_lower"] < cvm["rmse"] < cvm["rmse_upper"]
+        assert summary.loc[label, "rmse_upper"] == cvm["rmse_upper"]
+    report = (out / "report" / "report.md").read_text()
+    assert f"{fmt_number(cvm['rmse'], 2)} ({fmt_number(cvm['rmse_lower'], 2)}" in report
 
 
 def test_monte_carlo_range_contains_the_true_total_and_is_wider_than_independent_pixels(

@@ -432,6 +432,21 @@ def _by_interval(cv: pd.DataFrame) -> pd.DataFrame:
     return cv.assign(_k=key).sort_values("_k")
 
 
+def _rmse(r: pd.Series, key: str = "rmse") -> str:
+    """The RMSE with its block-bootstrap range, ``3.45 (3.09–3.90)``, when the run has it."""
+    text = fmt_number(r.get(key), 2)
+    lo, hi = r.get(f"{key}_lower"), r.get(f"{key}_upper")
+    if pd.notna(r.get(key)) and pd.notna(lo) and pd.notna(hi):
+        text += f" ({fmt_number(lo, 2)}{DASH}{fmt_number(hi, 2)})"
+    return text
+
+
+_RANGE_NOTE = (
+    " In brackets: the RMSE's 90 % range under a spatial block bootstrap of the profiles "
+    "(how far chance alone can move it; land unlike every profile is not in it)."
+)
+
+
 def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
     cv = _by_interval(cv)
     head = ["Interval", "n", "CV", "R²", "RMSE", "MAE", "MBE", "NNSE", "PICP", "Mean width"]
@@ -444,7 +459,7 @@ def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
             interval_text(r["interval"]) if isinstance(r["interval"], str) else "—",
             f"{int(r['n']):,}" if pd.notna(r.get("n")) else "—",
             str(r.get("splitter", "—")) if pd.notna(r.get("splitter")) else "—",
-            fmt_number(r.get("r2"), 2), fmt_number(r.get("rmse"), 2), fmt_number(r.get("mae"), 2),
+            fmt_number(r.get("r2"), 2), _rmse(r), fmt_number(r.get("mae"), 2),
             (f"{float(r['mbe']):+.2f}" if pd.notna(r.get("mbe")) else "—"),
             fmt_number(r.get("nnse"), 2), fmt_number(r.get("picp"), 2) + (nominal if pd.notna(r.get("picp")) else ""),
             fmt_number(r.get("mean_width"), 2),
@@ -453,7 +468,8 @@ def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
         head, rows,
         caption=(f"Cross-validation (pooled out-of-fold predictions). RMSE, MAE, MBE (prediction − "
                  f"observation) and mean interval width in {DENSITY_LABEL}; PICP: share of observations "
-                 "inside their prediction interval."),
+                 "inside their prediction interval."
+                 + (_RANGE_NOTE if "rmse_lower" in cv.columns else "")),
         numeric=[False, True, False] + [True] * 7,
     )  # fmt: skip
 
@@ -470,7 +486,7 @@ def cv_area_table(cv: pd.DataFrame) -> DisplayTable | None:
         rows.append([
             interval_text(r["interval"]) if isinstance(r["interval"], str) else "—",
             fmt_number(r.get("n_eff"), 0), fmt_number(r.get("r2_area"), 2),
-            fmt_number(r.get("rmse_area"), 2), fmt_number(r.get("mae_area"), 2),
+            _rmse(r, "rmse_area"), fmt_number(r.get("mae_area"), 2),
             (f"{float(r['mbe_area']):+.2f}" if pd.notna(r.get("mbe_area")) else "—"),
             fmt_number(r.get("picp_area"), 2), fmt_number(r.get("rmse"), 2),
         ])  # fmt: skip
@@ -480,7 +496,8 @@ def cv_area_table(cv: pd.DataFrame) -> DisplayTable | None:
                  "the inverse of the sampling intensity around it in covariate space (land cells "
                  "against profiles, docs/validation.md), so the figures estimate the error at a "
                  "random cell of the map rather than at the profiles. Land with no profile alike "
-                 f"is in neither; its error is in the std maps. In {DENSITY_LABEL}."),
+                 f"is in neither; its error is in the std maps. In {DENSITY_LABEL}."
+                 + (_RANGE_NOTE if "rmse_area_lower" in cv.columns else "")),
         numeric=[False] + [True] * 7,
     )  # fmt: skip
 

@@ -51,6 +51,7 @@ from mapping.units import interval_label, parse_interval
 from mapping.validation import (
     CVResult,
     IntervalFit,
+    bootstrap_rmse_range,
     calibrate_interval,
     make_splitter,
     metrics_table,
@@ -265,6 +266,10 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         if cfg.cv.weighting == "area":
             weigh_to_area(cv, rows[features], cells, categorical)
+        if stages.cv_range(cfg) is not None:
+            said = bootstrap_rmse_range(cv, rows[features], stages.cv_range(cfg))
+            if said:
+                counts[said] = counts.get(said, 0) + 1
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
         predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
         error_model = None
@@ -292,7 +297,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         fitted[label] = view
-        summaries.append({"interval": label, "n": len(rows), **cv.pooled, **cv.area_columns()})
+        summaries.append({"interval": label, "n": len(rows), **cv.pooled, **cv.extra_columns()})
     for text, c in counts.items():
         ctx.echo(f"[fit layered] warning{f' (x{c})' if c > 1 else ''}: {text}")
     io.write_table(pd.DataFrame(summaries), run.cv_summary)

@@ -256,6 +256,14 @@ def fit_cells(ctx: StageContext) -> Any:
     return prediction_covariates(ctx) if needed else None
 
 
+def cv_range(cfg: RunConfig) -> dict[str, Any] | None:
+    """Keyword arguments of :meth:`mapping.validation.CVResult.bootstrap` (after the
+    coordinates) from ``cfg.cv``, or ``None`` without a bootstrap."""
+    if cfg.cv.bootstrap == 0:
+        return None
+    return {"block_m": cfg.cv.bootstrap_block, "n_boot": cfg.cv.bootstrap, "seed": cfg.seed}
+
+
 def _calibrates(cfg: RunConfig) -> bool:
     """Whether the fit stage fits an error model (regression kriging with calibrate on)."""
     return cfg.prediction.calibrate and cfg.model.type == "regression_kriging"
@@ -311,6 +319,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 "categorical": categorical_covariates(cfg),
                 "calibration": calibration,
                 "area_cells": cells if cfg.cv.weighting == "area" else None,
+                "cv_range": cv_range(cfg),
             }
         )
     # The intervals are independent: fitted side by side, one process each (the forests'
@@ -328,7 +337,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         outputs += _write_fit(ctx, label, (top, bottom), n_rows, features, result, cells)
         fitted[label] = result.model
         summaries.append(
-            {"interval": label, "n": n_rows, **result.cv.pooled, **result.cv.area_columns()}
+            {"interval": label, "n": n_rows, **result.cv.pooled, **result.cv.extra_columns()}
         )
     io.write_table(pd.DataFrame(summaries), ctx.folder.cv_summary)
     outputs.append(ctx.folder.rel(ctx.folder.cv_summary))
