@@ -284,14 +284,15 @@ class CVResult:
         rows = p["row"].to_numpy()[t]
         err = (p["predicted"] - p["observed"]).to_numpy(float)[t]
         blocks = block_ids(np.asarray(x, float)[rows], np.asarray(y, float)[rows], block_m)
-        opts = {"n_boot": n_boot, "level": level, "seed": seed}
-        lo, hi = block_bootstrap_rmse(err, blocks, **opts)
+
+        def rmse_range(w: np.ndarray | None) -> tuple[float, float]:
+            return block_bootstrap_rmse(err, blocks, w, n_boot=n_boot, level=level, seed=seed)
+
+        lo, hi = rmse_range(None)
         out = {"rmse_lower": lo, "rmse_upper": hi}
         if "weight" in p.columns:
             w = p["weight"].to_numpy(float)[t]
-            out["rmse_area_lower"], out["rmse_area_upper"] = block_bootstrap_rmse(
-                err, blocks, w, **opts
-            )
+            out["rmse_area_lower"], out["rmse_area_upper"] = rmse_range(w)
         out["cv_blocks"] = float(blocks.max() + 1 if blocks.size else 0)
         out["range_level"] = level
         self.ranges = out

@@ -266,8 +266,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         if cfg.cv.weighting == "area":
             weigh_to_area(cv, rows[features], cells, categorical)
-        if stages.cv_range(cfg) is not None:
-            said = bootstrap_rmse_range(cv, rows[features], stages.cv_range(cfg))
+        bootstrap = stages.cv_range(cfg)
+        if bootstrap is not None:
+            said = bootstrap_rmse_range(cv, rows[features], bootstrap)
             if said:
                 counts[said] = counts.get(said, 0) + 1
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
