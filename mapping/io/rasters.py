@@ -19,6 +19,14 @@ from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path
 
 # --------------------------------------------------------------------------- rasters out
+# GDAL 3.10 reads the sources of a VRT in several threads. Where a resampled read (a
+# decimated view, a warp onto a coarser grid) takes an output pixel from two sources at a
+# tile edge, the thread that finishes last wins: the same read of a VRT of tiles differs
+# from run to run (measured: 200-460 of 86,000 pixels of a nearest-neighbour read of an
+# 8 x 8 tile VRT; 20 pixels of the hemisphere's zone raster). One thread per read keeps
+# every map, outline and total reproducible; socmap's parallelism is in its chunks.
+os.environ.setdefault("VRT_NUM_THREADS", "1")
+
 COG_LEVELS = {"DEFLATE": "1", "ZSTD": "1"}
 """Compression level of the map COGs per codec. DEFLATE level 1 writes a COG in about half
 the time of GDAL's default level 6, 1-2 % larger (``benchmarks/bench_cog_level.py``); the
