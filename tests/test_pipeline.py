@@ -113,6 +113,14 @@ def test_cross_validation_is_also_weighted_to_the_mapped_area(first_run: tuple[P
     assert "weighted to the mapped area" in (out / "report" / "report.md").read_text()
 
 
+def test_a_run_leaves_no_object_frozen(first_run: tuple[Path, Path]) -> None:
+    """release_memory freezes the survivors between stages; the run thaws them at its end,
+    so cycles a caller drops later are collected."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+
+
 def test_cv_rmse_has_its_block_bootstrap_range(first_run: tuple[Path, Path]) -> None:
     """``cv.bootstrap`` (default 1000 replicates of 100 km blocks): every interval's CV table
     holds the RMSE's 90 % range, recomputed here from the CV predictions and the profiles'

@@ -9,6 +9,7 @@ stage, so a killed run resumes from the last finished stage.
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Callable
@@ -104,16 +105,20 @@ def run_stages(
         ctx.grid, ctx.stack = checked.grid, checked.stack
     manifest = Manifest(ctx.folder, config)
     cache: dict[str, str] = {}
-    for stage in stages:
-        fp = _fingerprint(stage, config, manifest, cache, ctx.fingerprints)
-        ctx.fingerprints[stage.name] = fp
-        if not force and manifest.is_complete(stage.name, fp):
-            echo(f"[{stage.name}] unchanged, reusing {out}")
-            ctx.results[stage.name] = stage.load(ctx)
-        else:
-            ctx.results[stage.name] = _run_one(stage, ctx, manifest, fp, [s.name for s in stages])
-        if until is not None and stage.name == until:
-            break
+    try:
+        for stage in stages:
+            fp = _fingerprint(stage, config, manifest, cache, ctx.fingerprints)
+            ctx.fingerprints[stage.name] = fp
+            if not force and manifest.is_complete(stage.name, fp):
+                echo(f"[{stage.name}] unchanged, reusing {out}")
+                ctx.results[stage.name] = stage.load(ctx)
+            else:
+                order = [s.name for s in stages]
+                ctx.results[stage.name] = _run_one(stage, ctx, manifest, fp, order)
+            if until is not None and stage.name == until:
+                break
+    finally:
+        gc.unfreeze()  # what release_memory froze between stages is collectable again
     return ctx
 
 
