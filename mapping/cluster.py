@@ -95,18 +95,23 @@ def usable_cores() -> int:
 def process_map(
     func: Callable[..., Any], jobs: Sequence[dict[str, Any]], n_jobs: int | None = None
 ) -> Iterator[Any]:
-    """``func(**job)`` for every job, run in up to ``n_jobs`` local processes.
+    """``func(**job)`` for every job, run by up to ``n_jobs`` processes: this one and
+    ``n_jobs - 1`` helpers.
 
     For work that holds the GIL (fitting many small forests, drawing figures) and whose
-    inputs and results pickle cheaply. The processes are joblib's reusable loky pool, so
-    a second call in the same run finds them started and their imports done. One job,
-    or ``n_jobs`` 1, runs in this process.
+    inputs and results pickle cheaply. The helpers are loky's reusable pool, so a second
+    call in the same run finds them started and their imports done. One job, or
+    ``n_jobs`` 1, runs in this process alone.
 
-    The jobs start when this is called; results are yielded in the order of ``jobs`` as
-    soon as each is ready (the caller can do other work meanwhile, or write one result
-    while the next is computed) and equal the in-process results: every job carries its
-    own seeds. An exception of a job is raised here, with its own type, when its result
-    is read.
+    The first jobs go to the helpers when this is called and the next whenever one
+    finishes; this process runs the next job not yet started whenever it waits for a
+    result. It has its imports done while a helper is still starting (about 3 s of
+    imports on this class of machine), and two processes on two cores do not share them
+    with a third. Results are yielded in the order of ``jobs`` (the caller can do other
+    work meanwhile, or write one result while the next is computed) and equal the
+    in-process results: every job carries its own seeds, and a job run here has one
+    BLAS/OpenMP thread as a helper has. An exception of a job is raised here, with its own
+    type, when its result is read.
 
     Parameters
     ----------
@@ -115,17 +120,85 @@ def process_map(
     jobs
         Keyword arguments of each call.
     n_jobs
-        Processes at most; ``None``: the usable cores (:func:`usable_cores`).
+        Processes at most, this one included; ``None``: the usable cores
+        (:func:`usable_cores`).
     """
     n = min(len(jobs), n_jobs or usable_cores())
     if n <= 1:
         return (func(**job) for job in jobs)
-    from joblib import Parallel, delayed
+    return _SharedJobs(func, list(jobs), n - 1).results()
 
-    # one BLAS/OpenMP thread per process: the cores are shared out by processes. The jobs
-    # are sent off here, so this process is free for other work until it reads a result.
-    parallel = Parallel(n_jobs=n, backend="loky", inner_max_num_threads=1, return_as="generator")
-    return iter(parallel(delayed(func)(**job) for job in jobs))
+
+class _SharedJobs:
+    """Jobs taken in order by ``helpers`` loky processes and by this process."""
+
+    def __init__(self, func: Callable[..., Any], jobs: list[dict[str, Any]], helpers: int) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
+        self.func, self.jobs = func, jobs
+        self.lock = threading.Lock()
+        self.done = threading.Condition(self.lock)
+        self.next = 0  # the next job not yet started
+        self.outcome: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception)
+        # one BLAS/OpenMP thread per process: the cores are shared out by processes
+        env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
+        self.executor = get_reusable_executor(max_workers=helpers, env=env, timeout=300)
+        for _ in range(helpers):
+            self._send()
+
+    def _take(self) -> int | None:
+        with self.lock:
+            if self.next >= len(self.jobs):
+                return None
+            self.next += 1
+            return self.next - 1
+
+    def _send(self) -> None:
+        i = self._take()
+        if i is not None:
+            future = self.executor.submit(self.func, **self.jobs[i])
+            future.add_done_callback(lambda f, i=i: self._finished(i, f))
+
+    def _finished(self, i: int, future: Any) -> None:
+        exc = future.exception()
+        with self.done:
+            self.outcome[i] = (exc is None, future.result() if exc is None else exc)
+            self.done.notify_all()
+        self._send()  # keep the helper busy
+
+    def _run_here(self, i: int) -> None:
+        from threadpoolctl import threadpool_limits
+
+        try:
+            with threadpool_limits(limits=1):
+                out: tuple[bool, Any] = (True, self.func(**self.jobs[i]))
+        except Exception as exc:  # raised when its result is read, as a helper's
+            out = (False, exc)
+        with self.done:
+            self.outcome[i] = out
+            self.done.notify_all()
+
+    def results(self) -> Iterator[Any]:
+        try:
+            for i in range(len(self.jobs)):
+                while True:
+                    with self.done:
+                        if i in self.outcome:
+                            ok, value = self.outcome.pop(i)
+                            break
+                    j = self._take()
+                    if j is not None:
+                        self._run_here(j)
+                        continue
+                    with self.done:
+                        self.done.wait_for(lambda i=i: i in self.outcome)
+                if not ok:
+                    raise value
+                yield value
+        finally:  # a failed job or a caller that stops reading: start no more jobs
+            with self.lock:
+                self.next = len(self.jobs)
 
 
 def default_workers(

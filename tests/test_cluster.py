@@ -112,6 +112,11 @@ def _seeded_draws(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=n)
 
 
+def _pid_and_draws(seed: int, n: int) -> tuple[int, np.ndarray]:
+    time.sleep(0.2)  # long enough that both processes take jobs
+    return os.getpid(), _seeded_draws(seed, n)
+
+
 def test_process_map_equals_in_process_results_in_job_order() -> None:
     jobs = [{"seed": s, "n": 1000 + s} for s in (5, 1, 4, 2, 3)]
     expected = [_seeded_draws(**j) for j in jobs]
@@ -120,9 +125,16 @@ def test_process_map_equals_in_process_results_in_job_order() -> None:
         assert len(got) == len(expected)
         for g, e in zip(got, expected, strict=True):
             assert np.array_equal(g, e)  # same bits, same order
-    # a job's exception arrives with its own type and message
-    with pytest.raises(ConfigError, match="seed -1: negative"):
-        list(process_map(_seeded_draws, [*jobs, {"seed": -1, "n": 3}], 2))
+    # a job's exception arrives with its own type and message, from a helper process (the
+    # first job goes to one) or from this process (which takes the second while waiting)
+    bad = {"seed": -1, "n": 3}
+    for batch in ([bad, *jobs], [jobs[0], bad], [*jobs, bad]):
+        with pytest.raises(ConfigError, match="seed -1: negative"):
+            list(process_map(_seeded_draws, batch, 2))
+    # results stay in job order when this process and a helper share the jobs
+    got = list(process_map(_pid_and_draws, jobs, 2))
+    assert [np.array_equal(g[1], e) for g, e in zip(got, expected, strict=True)] == [True] * 5
+    assert len({pid for pid, _ in got}) == 2 and os.getpid() in {pid for pid, _ in got}
 
 
 def test_peak_rss_sees_an_allocation() -> None:
