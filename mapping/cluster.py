@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
 import os
@@ -158,7 +159,7 @@ class _SharedJobs:
         i = self._take()
         if i is not None:
             future = self.executor.submit(self.func, **self.jobs[i])
-            future.add_done_callback(lambda f, i=i: self._finished(i, f))
+            future.add_done_callback(functools.partial(self._finished, i))
 
     def _finished(self, i: int, future: Any) -> None:
         exc = future.exception()
@@ -166,6 +167,9 @@ class _SharedJobs:
             self.outcome[i] = (exc is None, future.result() if exc is None else exc)
             self.done.notify_all()
         self._send()  # keep the helper busy
+
+    def _ready(self, i: int) -> bool:
+        return i in self.outcome
 
     def _run_here(self, i: int) -> None:
         from threadpoolctl import threadpool_limits
@@ -192,7 +196,7 @@ class _SharedJobs:
                         self._run_here(j)
                         continue
                     with self.done:
-                        self.done.wait_for(lambda i=i: i in self.outcome)
+                        self.done.wait_for(functools.partial(self._ready, i))
                 if not ok:
                     raise value
                 yield value
