@@ -423,8 +423,21 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
     draws = 10 * 2 * (est.REALIZATION_SECONDS / 10 + zone_cells * est.MC_US * 1e-6)
     assert small.seconds["uncertainty"] == pytest.approx(draws * speed / cores)
     assert small.seconds["uncertainty"] < 0.5 * e.seconds["uncertainty"]
-    report = est.REPORT_SECONDS + 6 * est.REPORT_MAP_SECONDS  # three maps per interval
+    # three figures per interval, each at the cost of a full (1000 x 1000) map view
+    report = est.REPORT_SECONDS + 6 * est.REPORT_MAP_SECONDS * 1.0
     assert e.seconds["report"] == pytest.approx(report * speed / cores)
+    fixed = est.FIXED_SECONDS + est.FIXED_SECONDS_PER_MCELL * 1.3
+    assert e.seconds["start-up, stocks, training"] == pytest.approx(fixed * speed)
+    # a sample-sized grid (400 x 320) draws views of 0.128 million pixels: a cheaper report
+    sample = est.estimate_run(
+        cfg, cells=128_000, valid_share=0.5, predict_seconds=100.0,
+        speed=2.0, fit_one_seconds=4.0, n_profiles=3, reaching=[3, 1], zones=(0.1, 0.4),
+        cores=2, worker_bytes=2**30, shape=(400, 320),
+    )  # fmt: skip
+    report = est.REPORT_SECONDS + 6 * est.REPORT_MAP_SECONDS * 0.128
+    assert sample.seconds["report"] == pytest.approx(report * speed / cores)
+    assert est.map_view_mpx((14_000, 14_000)) == 1.0  # decimated by 14
+    assert est.map_view_mpx((1001, 10)) == pytest.approx(501 * 5 / 1e6)  # by 2, rounded up
     assert e.total == pytest.approx(sum(e.seconds.values()))
     mc_bytes = est.CLIENT_BASELINE + 2 * est.MC_CHUNK_CELLS * est.MC_BYTES_PER_CELL
     assert e.peak_bytes == int(max(2 * 2**30 + est.CLIENT_BASELINE, mc_bytes))

@@ -42,7 +42,8 @@ from mapping.report.tables import (
 )
 from mapping.zones import VECTOR_SUFFIXES, to_grid_crs
 
-_MAX_CELLS = 1000  # a side of the decimated read of a map (never the full grid in memory)
+MAP_VIEW_CELLS = 1000
+"""A side of the decimated read of a map a figure draws (never the full grid in memory)."""
 _WIDTH_CMAP = "YlOrRd"
 
 
@@ -67,7 +68,7 @@ def _png_pdf(fig: Any, section: str, interval: str | None) -> tuple[bytes, str, 
 def read_view(path: Path, variable: str | None = None) -> MapView:
 
     info = io.raster_info(path, variable=variable)
-    data, transform, _ = io.read_decimated(info, max_size=_MAX_CELLS)
+    data, transform, _ = io.read_decimated(info, max_size=MAP_VIEW_CELLS)
     data = data.astype("float64")
     if info.nodata is not None and not np.isnan(info.nodata):
         data[data == info.nodata] = np.nan
@@ -95,7 +96,7 @@ class ZoneOutlines:
             self.gdf = gdf
         else:
             self.info = io.raster_info(path)
-            data, transform, _ = io.read_decimated(self.info, max_size=2 * _MAX_CELLS)
+            data, transform, _ = io.read_decimated(self.info, max_size=2 * MAP_VIEW_CELLS)
             self.codes = (data, transform)
 
     def for_view(self, view: MapView) -> tuple[Any, Any]:

@@ -14,7 +14,8 @@ chunks. The stages around it are estimated here from what the plan can see befor
   how fast this machine runs a fixed NumPy workload relative to that one: the zone totals read
   every interval's mean map in the chunks that hold a zone; each realization of the
   uncertainty stage simulates the field's lattice (a fixed cost) and draws every zone
-  cell; the report draws three maps per interval from their overviews;
+  cell; the report draws three figures per interval, at a cost that grows with their map
+  views' pixels; the start-up and the other fixed costs grow with the grid's cells;
 * **peak memory** -- the larger of the prediction (the workers, one per core, plus the
   client) and the Monte Carlo (the client's baseline plus one chunk of draws per core).
 
@@ -37,6 +38,7 @@ import pandas as pd
 from mapping import io
 from mapping.config import RunConfig
 from mapping.grid import Grid
+from mapping.report.figures import MAP_VIEW_CELLS
 from mapping.zones import VECTOR_SUFFIXES
 
 FIT_PASSES = 20.0
@@ -60,12 +62,20 @@ MC_US = 0.061
 """Uncertainty: CPU microseconds per zone cell, realization and interval (interpolating the
 field, the draws, the exact sums; the independent-pixel pass included). This and
 :data:`REALIZATION_SECONDS` are fitted to the 1 km and 2.8 km hemisphere worlds."""
-REPORT_SECONDS = 20.0
+REPORT_SECONDS = 7.0
 """Report: fixed CPU seconds (tables, charts, STAC)."""
-REPORT_MAP_SECONDS = 3.0
-"""Report: CPU seconds per map figure (read from the overviews, drawn to PNG and PDF)."""
-FIXED_SECONDS = 20.0
-"""Start-up, profile stocks, training table and the stages' own fixed costs."""
+REPORT_MAP_SECONDS = 4.0
+"""Report: CPU seconds per figure of an interval and per million pixels of
+its map view (read from the overviews, drawn to PNG and PDF; the view is the grid
+decimated to at most :data:`mapping.report.figures.MAP_VIEW_CELLS` a side). This and
+:data:`REPORT_SECONDS` are fitted to the 1 km hemisphere world (1 million pixels a view,
+23 s) and the sample workflow (0.128 million, 5-6 s), measured 2026-12-04 at `c8bb858`."""
+FIXED_SECONDS = 6.7
+"""Start-up, preflight, profile stocks, training table and the gaps between stages."""
+FIXED_SECONDS_PER_MCELL = 0.148
+"""The same, per million grid cells (the preflight's checks over the grid, the training
+table's reads, the graphs): fitted with :data:`FIXED_SECONDS` to the 1 km hemisphere
+world (30 s) and the sample workflow (5.6 s)."""
 CLIENT_BASELINE = 640 * 2**20
 """The command's own memory once the covariates, models and zone layout are loaded
 (0.51-0.60 GiB measured in the fit and predict stages)."""
@@ -170,6 +180,17 @@ def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
         return 1.0, 1.0
 
 
+def map_view_mpx(shape: tuple[int, int] | None) -> float:
+    """Million pixels of a report map view of a ``(ny, nx)`` grid: decimated by a whole
+    factor to at most :data:`~mapping.report.figures.MAP_VIEW_CELLS` a side, as the report
+    reads it; ``None``: a full view."""
+    if shape is None:
+        return MAP_VIEW_CELLS**2 / 1e6
+    ny, nx = shape
+    f = max(1, math.ceil(max(ny, nx) / MAP_VIEW_CELLS))
+    return math.ceil(ny / f) * math.ceil(nx / f) / 1e6
+
+
 def estimate_run(
     cfg: RunConfig,
     *,
@@ -184,6 +205,7 @@ def estimate_run(
     cores: int,
     worker_bytes: int,
     extent_m2: float | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> RunEstimate:
     """Stage by stage, the expected wall time of ``socmap run`` on ``cores`` cores.
 
@@ -210,13 +232,17 @@ def estimate_run(
     extent_m2
         The grid's extent (m²): the Monte Carlo lattice's cost per realization scales
         with it; ``None``: the hemisphere's (:data:`REFERENCE_EXTENT_M2`).
+    shape
+        The grid's ``(ny, nx)``: the report's figures cost with their map views' pixels
+        (:func:`map_view_mpx`); ``None``: a full view, as the hemisphere's.
     """
     n_int = len(cfg.stocks.intervals())
     basis = [
-        f"costs measured on the hemisphere worlds, scaled by this machine's speed "
+        f"costs measured on the hemisphere worlds and the sample workflow, scaled by this machine's speed "
         f"(x{speed:.2f} the time of the machine they were measured on)"
     ]
-    seconds: dict[str, float] = {"start-up, stocks, training": FIXED_SECONDS}
+    fixed = FIXED_SECONDS + FIXED_SECONDS_PER_MCELL * cells / 1e6
+    seconds: dict[str, float] = {"start-up, stocks, training": fixed * speed}
     if fit_one_seconds is not None and n_profiles and reaching:
         per_interval = [fit_one_seconds * FIT_PASSES * n / n_profiles for n in reaching]
         lanes = max(1, min(cores, len(per_interval), cfg.n_jobs or cores))
@@ -233,8 +259,9 @@ def estimate_run(
         lattice = 1.0 if extent_m2 is None else extent_m2 / REFERENCE_EXTENT_M2
         per_draw = REALIZATION_SECONDS * lattice + zone_cells * MC_US * 1e-6
         seconds["uncertainty"] = cfg.uncertainty.n_realizations * n_int * per_draw * speed / cores
-    maps = n_int * 3  # mean, interval width, relative uncertainty per interval
-    seconds["report"] = (REPORT_SECONDS + maps * REPORT_MAP_SECONDS) * speed / min(cores, 2)
+    figures = n_int * 3  # mean, interval width and cross-validation per interval
+    cpu = REPORT_SECONDS + figures * REPORT_MAP_SECONDS * map_view_mpx(shape)
+    seconds["report"] = cpu * speed / min(cores, 2)
     mc_bytes = CLIENT_BASELINE + cores * MC_CHUNK_CELLS * MC_BYTES_PER_CELL
     predict_bytes = cores * worker_bytes + CLIENT_BASELINE
     peak = int(max(predict_bytes, mc_bytes if cfg.zones is not None else 0))

@@ -528,6 +528,7 @@ def make_plan(
         cores=cores,
         worker_bytes=worker,
         extent_m2=float(np.prod(grid.shape) * np.prod(grid.cell_spacing_m())),
+        shape=grid.shape,
     )
     return dataclasses.replace(plan, run=estimate)
 
