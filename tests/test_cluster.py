@@ -439,8 +439,16 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
     assert est.map_view_mpx((14_000, 14_000)) == 1.0  # decimated by 14
     assert est.map_view_mpx((1001, 10)) == pytest.approx(501 * 5 / 1e6)  # by 2, rounded up
     assert e.total == pytest.approx(sum(e.seconds.values()))
-    mc_bytes = est.CLIENT_BASELINE + 2 * est.MC_CHUNK_CELLS * est.MC_BYTES_PER_CELL
+    # the Monte Carlo's chunk in flight is at most the grid (1.3 M cells < a 2334^2 chunk)
+    mc_bytes = est.CLIENT_BASELINE + 2 * 1_300_000 * est.MC_BYTES_PER_CELL
     assert e.peak_bytes == int(max(2 * 2**30 + est.CLIENT_BASELINE, mc_bytes))
+    big = est.estimate_run(
+        cfg, cells=196_000_000, valid_share=0.5, predict_seconds=100.0,
+        speed=2.0, fit_one_seconds=4.0, n_profiles=3, reaching=[3, 1], zones=(0.1, 0.4),
+        cores=2, worker_bytes=2**30,
+    )  # fmt: skip
+    mc_bytes = est.CLIENT_BASELINE + 2 * est.MC_CHUNK_CELLS * est.MC_BYTES_PER_CELL
+    assert big.peak_bytes == int(mc_bytes) > e.peak_bytes
 
 
 def test_release_memory_freezes_what_survives_and_a_run_thaws_it() -> None:

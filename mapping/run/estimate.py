@@ -262,7 +262,8 @@ def estimate_run(
     figures = n_int * 3  # mean, interval width and cross-validation per interval
     cpu = REPORT_SECONDS + figures * REPORT_MAP_SECONDS * map_view_mpx(shape)
     seconds["report"] = cpu * speed / min(cores, 2)
-    mc_bytes = CLIENT_BASELINE + cores * MC_CHUNK_CELLS * MC_BYTES_PER_CELL
+    # a chunk in flight holds at most the grid (the sample's grid is a fortieth of a chunk)
+    mc_bytes = CLIENT_BASELINE + cores * min(MC_CHUNK_CELLS, cells) * MC_BYTES_PER_CELL
     predict_bytes = cores * worker_bytes + CLIENT_BASELINE
     peak = int(max(predict_bytes, mc_bytes if cfg.zones is not None else 0))
     return RunEstimate(seconds=seconds, peak_bytes=peak, cores=cores, basis=basis)
