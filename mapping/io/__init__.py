@@ -33,6 +33,7 @@ from mapping.io.files import (
 from mapping.io.rasters import (
     RASTER_CONTAINER_SUFFIXES,
     RasterInfo,
+    decimation,
     gdal_name,
     open_raster,
     open_raster_on_grid,
@@ -56,6 +57,7 @@ __all__ = [
     "TiledMaps",
     "atomic_path",
     "csv_dialect",
+    "decimation",
     "file_checksum",
     "gdal_name",
     "load_array",

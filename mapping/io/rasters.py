@@ -595,6 +595,14 @@ def _mask_band(info: RasterInfo, like: Any) -> Any:
     return like.copy(data=mask)
 
 
+def decimation(shape: tuple[int, int], max_size: int) -> tuple[int, tuple[int, int]]:
+    """``(factor, (ny, nx))`` of a decimated read of a ``shape`` raster: the smallest whole
+    factor that brings its longer side to at most ``max_size``, and the read's shape."""
+    ny, nx = shape
+    f = max(1, math.ceil(max(ny, nx) / max_size))
+    return f, (math.ceil(ny / f), math.ceil(nx / f))
+
+
 def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any, bool]:
     """Read one band at reduced resolution (at most ``max_size`` pixels a side), unmasked.
 
@@ -608,8 +616,7 @@ def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any,
     from rasterio.enums import Resampling
 
     ny, nx = info.shape
-    f = max(1, math.ceil(max(ny, nx) / max_size))
-    oy, ox = math.ceil(ny / f), math.ceil(nx / f)
+    f, (oy, ox) = decimation(info.shape, max_size)
     try:
         with rasterio.open(info.source) as src:
             data = src.read(info.band, out_shape=(oy, ox), resampling=Resampling.nearest)

@@ -186,9 +186,8 @@ def map_view_mpx(shape: tuple[int, int] | None) -> float:
     reads it; ``None``: a full view."""
     if shape is None:
         return MAP_VIEW_CELLS**2 / 1e6
-    ny, nx = shape
-    f = max(1, math.ceil(max(ny, nx) / MAP_VIEW_CELLS))
-    return math.ceil(ny / f) * math.ceil(nx / f) / 1e6
+    _, (vy, vx) = io.decimation(shape, MAP_VIEW_CELLS)
+    return vy * vx / 1e6
 
 
 def estimate_run(
