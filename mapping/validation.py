@@ -54,6 +54,7 @@ __all__ = [
     "cv_distances",
     "cv_moments",
     "cv_report",
+    "finish_cv",
     "fit_interval",
     "fit_interval_or_error",
     "make_splitter",
@@ -507,12 +508,9 @@ def fit_interval(
     for w in caught:
         text = str(w.message).splitlines()[0]
         counts[text] = counts.get(text, 0) + 1
-    if area_cells is not None:
-        weigh_to_area(cv, X, area_cells, categorical)
-    if cv_range is not None:
-        said = bootstrap_rmse_range(cv, X, cv_range)
-        if said:
-            counts[said] = counts.get(said, 0) + 1
+    said = finish_cv(cv, X, area_cells=area_cells, categorical=categorical, cv_range=cv_range)
+    if said:
+        counts[said] = counts.get(said, 0) + 1
     predictions = cv.predictions.assign(profile_id=profile_ids[cv.predictions["row"]])
     area, error_model = None, None
     if aoa or calibration is not None:
@@ -561,6 +559,23 @@ def bootstrap_rmse_range(cv: CVResult, X: pd.DataFrame, cv_range: Mapping[str, A
         f"the profiles fall in {blocks} blocks of {cv_range['block_m'] / 1000:g} km "
         f"(cv.bootstrap_block), fewer than {MIN_BLOCKS}: no range for the CV RMSE"
     )
+
+
+def finish_cv(
+    cv: CVResult,
+    X: pd.DataFrame,
+    *,
+    area_cells: pd.DataFrame | None = None,
+    categorical: Sequence[str] | None = None,
+    cv_range: Mapping[str, Any] | None = None,
+) -> str | None:
+    """What a fit adds to its CV after the folds, in the order it needs: the weights to the
+    mapped area (:func:`weigh_to_area`, with ``area_cells``), then the RMSE's
+    block-bootstrap ranges, weighted ones included (:func:`bootstrap_rmse_range`, with
+    ``cv_range``). Returns the range's warning text, or ``None``."""
+    if area_cells is not None:
+        weigh_to_area(cv, X, area_cells, categorical)
+    return bootstrap_rmse_range(cv, X, cv_range) if cv_range is not None else None
 
 
 def fit_interval_or_error(**kwargs: Any) -> IntervalFit | ModelError:

@@ -51,11 +51,10 @@ from mapping.units import interval_label, parse_interval
 from mapping.validation import (
     CVResult,
     IntervalFit,
-    bootstrap_rmse_range,
     calibrate_interval,
+    finish_cv,
     make_splitter,
     metrics_table,
-    weigh_to_area,
 )
 from mapping.zonal import zone_totals
 
@@ -264,13 +263,15 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             (lo, hi),
             type(splitter).__name__,
         )
-        if cfg.cv.weighting == "area":
-            weigh_to_area(cv, rows[features], cells, categorical)
-        bootstrap = stages.cv_range(cfg)
-        if bootstrap is not None:
-            said = bootstrap_rmse_range(cv, rows[features], bootstrap)
-            if said:
-                counts[said] = counts.get(said, 0) + 1
+        said = finish_cv(
+            cv,
+            rows[features],
+            area_cells=cells if cfg.cv.weighting == "area" else None,
+            categorical=categorical,
+            cv_range=stages.cv_range(cfg),
+        )
+        if said:
+            counts[said] = counts.get(said, 0) + 1
         view = record_coordinate_crs(IntervalView(model, top, bottom, features), crs)
         predictions = cv.predictions.assign(profile_id=rows["profile_id"].to_numpy())
         error_model = None
