@@ -170,6 +170,9 @@ class VariogramConfig(_Section):
     """Largest lag (m) of the sample variogram; default one third of the bounding-box diagonal (gstat)."""
     n_lags: int = Field(15, ge=3)
     """Number of equal-width lag bins up to ``cutoff`` (gstat's default 15)."""
+    bound_range: bool = True
+    """Hold a fitted practical range at most at the largest lag (the data cannot place it
+    further); ``false`` = gstat's ``fit.variogram`` exactly."""
 
 
 class ModelConfig(_Section):

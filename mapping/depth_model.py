@@ -191,7 +191,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
     krige
         Krige the profile residuals; otherwise the trend alone, with the
         residual variance as prediction variance.
-    variogram, n_neighbors, cutoff, n_lags
+    variogram, n_neighbors, cutoff, n_lags, bound_range
         Of the residual kriging (:class:`mapping.models.OrdinaryKriging`).
     cv
         Number of profile-grouped folds for the residuals.
@@ -227,6 +227,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         n_neighbors: int | None = 32,
         cutoff: float | None = None,
         n_lags: int = 15,
+        bound_range: bool = True,
         cv: int = 5,
         anchor_cm: float | None = 30.0,
         random_state: int | None = None,
@@ -240,6 +241,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         self.n_neighbors = n_neighbors
         self.cutoff = cutoff
         self.n_lags = n_lags
+        self.bound_range = bound_range
         self.cv = cv
         self.anchor_cm = anchor_cm
         self.random_state = random_state
@@ -380,6 +382,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             n_neighbors=self.n_neighbors,
             cutoff=self.cutoff,
             n_lags=self.n_lags,
+            bound_range=getattr(self, "bound_range", True),  # models saved before it
         )
         try:
             ok._fit_xy(pxy, e)

@@ -54,6 +54,7 @@ def build_model(section: Any, *, seed: int | None, categorical: Sequence[str] | 
         nu=v.nu or 0.5,
         cutoff=v.cutoff,
         n_lags=v.n_lags,
+        bound_range=v.bound_range,
     )
     return RegressionKriging(
         trend=_trees(section.trend, seed, cats, params),

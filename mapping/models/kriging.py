@@ -205,8 +205,9 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
     coord_columns
         The two coordinate columns of ``X`` (names or positions); other columns
         are ignored. ``None``: ``X`` is exactly the ``(n, 2)`` coordinates.
-    cutoff, n_lags, fit_nugget, weights, nu
-        Passed to :meth:`Variogram.fit` when ``variogram`` is a name.
+    cutoff, n_lags, fit_nugget, weights, nu, bound_range
+        Passed to :meth:`Variogram.fit` when ``variogram`` is a name (``bound_range``:
+        the practical range at most the largest lag; ``False`` = gstat's fit exactly).
 
     Attributes
     ----------
@@ -229,6 +230,7 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         fit_nugget: bool = True,
         weights: str = "gstat",
         nu: float = 0.5,
+        bound_range: bool = True,
     ) -> None:
         self.variogram = variogram
         self.n_neighbors = n_neighbors
@@ -239,6 +241,7 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         self.fit_nugget = fit_nugget
         self.weights = weights
         self.nu = nu
+        self.bound_range = bound_range
 
     def fit(self, X: Any, y: Any) -> OrdinaryKriging:
         """Fit the variogram (if given by name) and store the data."""
@@ -272,6 +275,7 @@ class OrdinaryKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
                 fit_nugget=self.fit_nugget,
                 weights=self.weights,
                 nu=self.nu,
+                bound_range=getattr(self, "bound_range", True),  # models saved before it
             )
         else:
             raise ModelError(

@@ -41,6 +41,14 @@ The sample variogram and the fit reproduce gstat's ``variogram()`` and
   ``RuntimeWarning``); gstat also warns about a first stage superseded by the refit.
   The search directions use gstat's derivatives as written (numerical for Matern),
   so the fitted values agree with gstat's to the iteration's tolerance.
+* one departure, on by default (``bound_range``): a practical range beyond the largest
+  lag of the sample variogram is not identified by the data (the semivariances still
+  rise at the last lag; gstat's iteration then walks the range and the sill off together,
+  e.g. a range of 10^5 km with a sill of 100 in log units, a near-linear model whose sill
+  nothing measured). The range is then held where the practical range (95 % of the
+  sill) equals the largest lag and the sills are refitted, as scikit-gstat bounds its fits
+  (range at most ``maxlag``); one ``RuntimeWarning`` says so. A fit within the bound is
+  gstat's, unchanged.
 """
 
 from __future__ import annotations
@@ -108,6 +116,32 @@ def unit_semivariance(model: str, h: ArrayLike, range_: float, nu: float = 0.5) 
     else:  # pragma: no cover - guarded by normalise_model
         raise ModelError(f"unknown variogram model {model!r}")
     return out
+
+
+def practical_range_factor(model: str, nu: float = 0.5) -> float:
+    """Distance, in units of the range ``a``, where a model reaches 95 % of its sill.
+
+    1 for the spherical model (its sill is reached at ``a``), ``ln 20 = 3.0`` for the
+    exponential, ``sqrt(ln 20) = 1.73`` for the Gaussian; for the Matern model the root
+    of its correlation at 0.05 for the smoothness ``nu``.
+
+    Examples
+    --------
+    >>> round(practical_range_factor("exponential"), 4), practical_range_factor("spherical")
+    (2.9957, 1.0)
+    """
+    model = normalise_model(model)
+    if model == "spherical":
+        return 1.0
+    if model == "exponential":
+        return math.log(20.0)
+    if model == "gaussian":
+        return math.sqrt(math.log(20.0))
+    from scipy.optimize import brentq
+
+    return float(
+        brentq(lambda x: float(matern_correlation(np.array([x]), nu)[0]) - 0.05, 1e-6, 600.0)
+    )
 
 
 def matern_correlation(hr: ArrayLike, nu: float) -> NDArray:
@@ -262,6 +296,7 @@ class Variogram:
         fit_nugget: bool = True,
         weights: str = "gstat",
         nu: float = 0.5,
+        bound_range: bool = True,
     ) -> Variogram:
         """Fit a variogram model to data as gstat's ``fit.variogram(variogram(...), vgm(model))``.
 
@@ -282,13 +317,18 @@ class Variogram:
             ``"npairs"``, ``"cressie"`` or ``"ols"``; see :data:`WEIGHTS`.
         nu
             Matern smoothness, held fixed.
+        bound_range
+            Hold the practical range at most at the largest lag (see the module's
+            docstring); ``False`` is gstat's fit exactly.
 
         Returns
         -------
         Variogram
         """
         sample = sample_variogram(coords, values, cutoff=cutoff, n_lags=n_lags, width=width)
-        return cls.fit_sample(sample, model, fit_nugget=fit_nugget, weights=weights, nu=nu)
+        return cls.fit_sample(
+            sample, model, fit_nugget=fit_nugget, weights=weights, nu=nu, bound_range=bound_range
+        )
 
     @classmethod
     def fit_sample(
@@ -299,8 +339,12 @@ class Variogram:
         fit_nugget: bool = True,
         weights: str = "gstat",
         nu: float = 0.5,
+        bound_range: bool = True,
     ) -> Variogram:
-        """Fit a model to a sample variogram (columns ``np``, ``dist``, ``gamma``)."""
+        """Fit a model to a sample variogram (columns ``np``, ``dist``, ``gamma``).
+
+        ``bound_range``: see :meth:`fit`.
+        """
         model = normalise_model(model)
         if weights not in WEIGHTS:
             raise ModelError(
@@ -336,6 +380,19 @@ class Variogram:
             psill, range_, nugget = _fit_gstat(
                 model, nu, npairs, dist, gamma, fit_nugget, WEIGHTS[weights]
             )
+        bound = float(np.max(dist)) / practical_range_factor(model, nu)
+        unbounded, bounded = range_, ""
+        if bound_range and math.isfinite(range_) and range_ > bound * (1.0 + 1e-9):
+            with warnings.catch_warnings(record=True) as held:
+                warnings.simplefilter("always")
+                psill, range_, nugget = _fit_gstat(
+                    model, nu, npairs, dist, gamma, fit_nugget, WEIGHTS[weights], range_=bound
+                )
+            bounded = (
+                f"variogram fit ({model}): range {unbounded:.4g} puts the practical range "
+                f"beyond the largest lag ({np.max(dist):.4g}), where the data cannot place it; "
+                f"range held at {bound:.4g}, sills refitted"
+            )
         if not (math.isfinite(range_) and range_ > 0 and psill + nugget > 0):
             return cls._nugget_fallback(
                 model, npairs, dist, gamma, WEIGHTS[weights], nu,
@@ -343,6 +400,8 @@ class Variogram:
             )  # fmt: skip
         for w in held:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if bounded:
+            warnings.warn(bounded, RuntimeWarning, stacklevel=3)
         return cls(model, psill=psill, range=range_, nugget=nugget, nu=nu)
 
     @classmethod
@@ -518,8 +577,13 @@ def _fit_gstat(
     gamma: NDArray,
     fit_nugget: bool,
     method: int,
+    range_: float | None = None,
 ) -> tuple[float, float, float]:
     parts = _initial_parts(model, dist, gamma, fit_nugget)
+    if range_ is not None:  # the sills only, at this range (a linear fit)
+        for p in parts:
+            if p.model != "nugget":
+                p.range, p.fit_range = float(range_), False
     initial_ranges = [p.range for p in parts]
     while True:
         parts, converged = _wls_fit(parts, nu, npairs, dist, gamma, method)

@@ -94,6 +94,7 @@ def layered_model(cfg: RunConfig) -> LayeredDepthModel:
         n_neighbors=cfg.model.n_neighbors,
         cutoff=v.cutoff,
         n_lags=v.n_lags,
+        bound_range=v.bound_range,
         anchor_cm=cfg.model.anchor_cm,
         random_state=cfg.seed,
     )
