@@ -17,7 +17,12 @@ from scipy.special import kv
 
 from mapping.exceptions import ModelError
 from mapping.models import Variogram, sample_variogram
-from mapping.models.variogram import _initial_parts, default_cutoff
+from mapping.models.variogram import (
+    _initial_parts,
+    default_cutoff,
+    practical_range_factor,
+    unit_semivariance,
+)
 
 REF = json.loads((GSTAT / "variogram.json").read_text())
 WEIGHTS = {7: "gstat", 1: "npairs", 2: "cressie", 6: "ols"}
@@ -240,3 +245,62 @@ def test_a_real_non_convergence_warns_once() -> None:
     # both stop after the same 200 steps of the same iteration
     for name in ("psill", "range", "nugget"):
         assert getattr(v, name) == pytest.approx(ref[name], rel=1e-6), name
+
+
+# --------------------------------------------------------------------------- range bound
+@pytest.mark.parametrize(
+    ("model", "nu"), [("spherical", 0.5), ("exponential", 0.5), ("gaussian", 0.5), ("matern", 1.5)]
+)
+def test_practical_range_factor_reaches_95_percent_of_the_sill(model: str, nu: float) -> None:
+    a = 1234.0
+    f = practical_range_factor(model, nu)
+    assert float(unit_semivariance(model, np.array([f * a]), a, nu)[0]) == pytest.approx(
+        0.95 if model != "spherical" else 1.0, abs=1e-9
+    )
+
+
+def _rising_sample() -> pd.DataFrame:
+    """Semivariances still rising linearly at the last lag: no sill within the data."""
+    dist = np.arange(1, 16) * 20_000.0
+    return pd.DataFrame({"np": 400 + 10 * np.arange(15), "dist": dist, "gamma": 0.05 + dist / 1e6})
+
+
+def test_a_range_beyond_the_largest_lag_is_held_there() -> None:
+    s = _rising_sample()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        free = Variogram.fit_sample(s, "exponential", bound_range=False)
+    # gstat's iteration walks range and sill off together (a near-linear model)
+    assert free.range * practical_range_factor("exponential") > 10 * s["dist"].max()
+    assert free.psill > 10 * s["gamma"].max()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = Variogram.fit_sample(s, "exponential")
+    assert [str(w.message) for w in caught if "range held" in str(w.message)] != []
+    assert not any("no convergence" in str(w.message) for w in caught)
+    assert v.range == pytest.approx(s["dist"].max() / math.log(20.0), rel=1e-12)
+    # the sills are the weighted least-squares fit at that range (N / h^2, gstat's weights)
+    h, g, n = s["dist"].to_numpy(), s["gamma"].to_numpy(), s["np"].to_numpy(float)
+    X = np.column_stack([unit_semivariance("exponential", h, v.range), np.ones_like(h)])
+    sw = np.sqrt(n / h**2)
+    psill, nugget = np.linalg.lstsq(X * sw[:, None], g * sw, rcond=None)[0]
+    assert (v.psill, v.nugget) == pytest.approx((psill, nugget), rel=1e-6)
+    assert v.psill + v.nugget < 2 * g.max()
+
+
+@pytest.mark.parametrize(("ref", "which"), FITS)
+def test_a_fit_within_the_bound_is_gstats_unchanged(ref: dict, which: str) -> None:
+    kw = dict(fit_nugget=ref["fit_nugget"], weights=WEIGHTS[ref["fit_method"]], nu=ref["kappa"])
+    model = GSTAT_MODEL[ref["model"]]
+    assert Variogram.fit_sample(_sample(which), model, **kw) == Variogram.fit_sample(
+        _sample(which), model, bound_range=False, **kw
+    )
+
+
+def test_the_config_switch_reaches_the_kriging() -> None:
+    from mapping.config import ModelConfig
+    from mapping.models.factory import build_model
+
+    on = build_model(ModelConfig(), seed=0, categorical=None)
+    off = build_model(ModelConfig(variogram={"bound_range": False}), seed=0, categorical=None)
+    assert on.kriging.bound_range is True and off.kriging.bound_range is False
