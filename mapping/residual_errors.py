@@ -37,6 +37,7 @@ __all__ = [
     "residual_mean_sd",
     "residual_variogram",
     "spatial_groups",
+    "within_group_covariance",
 ]
 
 
@@ -286,6 +287,64 @@ def spatial_groups(
     return out
 
 
+def within_group_covariance(
+    coords: Any, groups: Any, variogram: Variogram, *, max_points: int = 2000, seed: int = 0
+) -> float:
+    """Mean covariance of the residual field between two points of the same group.
+
+    A group's mean error is not a mean of independent errors: its points share the
+    residual field, correlated as ``variogram`` says, and the spread of group means
+    holds that shared part, ``c̄ = Σ_k Σ_{i≠j} C(h_ij) / Σ_k n_k (n_k − 1)`` (``C``
+    the covariance without the nugget), besides the regional error of the trend. The
+    one-way method of moments of :func:`regional_error_sd` takes ``c̄`` for regional
+    error (``E[(MSB − MSW) / n0] = tau² + c̄`` for groups of equal size); a Monte Carlo
+    that draws the residual field with this variogram already holds it. Groups of more
+    than ``max_points`` points are subsampled (seeded).
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` projected coordinates (the variogram's units).
+    groups
+        Group label per point; ``-1`` = leave out.
+    variogram
+        The residual variogram.
+
+    Returns
+    -------
+    float
+        ``c̄`` (0.0 without a group of two points, or for a pure nugget).
+
+    Examples
+    --------
+    >>> v = Variogram("exponential", psill=1.0, range=1.0, nugget=0.5)
+    >>> xy = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0], [11.0, 0.0]])
+    >>> round(within_group_covariance(xy, [0, 0, 1, 1], v), 6)  # exp(-1)
+    0.367879
+    """
+    xy = np.asarray(coords, dtype=float)
+    g = np.asarray(groups).ravel()
+    if xy.shape != (g.size, 2):
+        raise ModelError(f"coords must be ({g.size}, 2), got {xy.shape}")
+    if variogram.psill <= 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    total = pairs = 0.0
+    for label in np.unique(g[g >= 0]):
+        idx = np.flatnonzero(g == label)
+        n = len(idx)
+        if n < 2:
+            continue
+        if n > max_points:
+            idx = rng.choice(idx, max_points, replace=False)
+        c = variogram.psill - (variogram(cdist(xy[idx], xy[idx])) - variogram.nugget)
+        m = len(idx)
+        mean_off = (float(c.sum()) - float(np.trace(c))) / (m * (m - 1))
+        total += mean_off * n * (n - 1)
+        pairs += n * (n - 1)
+    return total / pairs if pairs else 0.0
+
+
 def _one_way_components(e: np.ndarray, g: np.ndarray) -> tuple[float, float, float, int]:
     """One-way random effects, method of moments for unbalanced groups.
 
@@ -309,6 +368,7 @@ def regional_error_sd(
     groups: Any | dict[str, Any],
     *,
     pool: bool = True,
+    shared: float | dict[str, float] | None = None,
 ) -> dict[str, float] | float:
     """Standard deviation of the regional error shared by the cells of a zone.
 
@@ -342,6 +402,11 @@ def regional_error_sd(
         keys.
     pool
         Pool the regional share across intervals (only for mappings).
+    shared
+        The part of the groups' spread that a Monte Carlo draws already: the mean
+        covariance of the residual field within a group (:func:`within_group_covariance`),
+        one value or a mapping with the same keys; subtracted from each ``tau²`` before
+        pooling (``None``: nothing).
 
     Returns
     -------
@@ -361,7 +426,11 @@ def regional_error_sd(
             raise ModelError(f"interval {k}: {e.size} errors but {g.size} group labels")
         ok = np.isfinite(e) & (g >= 0)
         comps[k] = _one_way_components(e[ok], g[ok])
-    tau2 = {k: max(0.0, (msb - msw) / n0) if df else 0.0 for k, (msb, msw, n0, df) in comps.items()}
+    net = shared if isinstance(shared, dict) else dict.fromkeys(comps, float(shared or 0.0))
+    tau2 = {
+        k: max(0.0, (msb - msw) / n0 - float(net.get(k, 0.0))) if df else 0.0
+        for k, (msb, msw, n0, df) in comps.items()
+    }
     if single or not pool:
         out = {k: float(np.sqrt(v)) for k, v in tau2.items()}
         return out["_"] if single else out

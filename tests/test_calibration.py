@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial.distance import cdist
 from scipy.stats import norm
 
 from mapping.calibration import (
@@ -27,7 +28,12 @@ from mapping.calibration import (
     spatial_groups,
 )
 from mapping.exceptions import ModelError
-from mapping.residual_errors import cv_block_error_sd
+from mapping.models import Variogram
+from mapping.residual_errors import (
+    _one_way_components,
+    cv_block_error_sd,
+    within_group_covariance,
+)
 
 
 def _draws(n: int, seed: int, ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -255,6 +261,38 @@ def test_regional_error_pooled_over_intervals() -> None:
     assert sep["0-100"] == pytest.approx(0.1667, rel=0.5)
     with pytest.raises(ModelError, match="same intervals"):
         regional_error_sd(errors, {"0-30": groups["0-30"]})
+
+
+def test_a_correlated_residual_field_is_not_taken_for_regional_error() -> None:
+    """Five folds of 40 points in compact regions; errors are a residual field only
+    (exponential, psill 0.04, range 60 km, nugget 0.05), no regional error. The one-way
+    method of moments takes the field's covariance within a fold for regional error
+    (its mean, unclipped, is ``c̄``); net of :func:`within_group_covariance` it is zero
+    on average, and the field's share is what the draws hold already."""
+    v = Variogram("exponential", psill=0.04, range=60e3, nugget=0.05)
+    rng = np.random.default_rng(12)
+    centres = np.array([[0, 0], [600e3, 0], [0, 600e3], [600e3, 600e3], [300e3, 300e3]])
+    xy = np.repeat(centres, 40, axis=0) + rng.normal(0, 60e3, (200, 2))
+    folds = np.repeat(np.arange(5), 40)
+    cov = v.sill - v(cdist(xy, xy))
+    chol = np.linalg.cholesky(cov + 1e-12 * np.eye(200))
+    cbar = within_group_covariance(xy, folds, v)
+    # by hand: the mean off-diagonal covariance within the folds
+    same = (folds[:, None] == folds[None, :]) & ~np.eye(200, dtype=bool)
+    assert cbar == pytest.approx(float(cov[same].mean()), rel=1e-12)
+    assert 0.2 * v.psill < cbar < v.psill
+    raw = []
+    for _ in range(400):
+        msb, msw, n0, _df = _one_way_components(chol @ rng.standard_normal(200), folds)
+        raw.append((msb - msw) / n0)
+    raw = np.array(raw)
+    se = raw.std() / np.sqrt(len(raw))
+    assert abs(raw.mean() - cbar) < 3 * se  # the plain estimator's bias is c̄
+    assert raw.mean() > 5 * se  # and it is not zero
+    e = chol @ rng.standard_normal(200)
+    plain = regional_error_sd(e, folds)
+    net = regional_error_sd(e, folds, shared=cbar)
+    assert net == pytest.approx(np.sqrt(max(plain**2 - cbar, 0.0)), rel=1e-12)
 
 
 def test_spatial_groups_stay_within_folds() -> None:

@@ -40,7 +40,12 @@ from mapping.predict import (
 from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.report.charts import plot_observed_vs_predicted
-from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
+from mapping.residual_errors import (
+    cv_block_error_sd,
+    residual_mean_sd,
+    residual_variogram,
+    within_group_covariance,
+)
 from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
@@ -687,11 +692,16 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
     if ctx.config.uncertainty.regional == "folds":
         regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
     else:
-        errors, groups = {}, {}
+        errors, groups, net = {}, {}, {}
+        xy = ctx.results["training"].drop_duplicates("profile_id").set_index("profile_id")
+        xy = xy[["x", "y"]]
         for k in labels:
             e, g = _cv_errors(cv[k], log=log_scale)
             errors[k], groups[k] = e, g
-        pooled = regional_error_sd(errors, groups, pool=True)
+            if ctx.config.uncertainty.regional == "folds_net":
+                at = xy.loc[cv[k]["profile_id"].astype(str)].to_numpy(float)
+                net[k] = within_group_covariance(at, g, variograms[k], seed=ctx.config.seed)
+        pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
         regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
