@@ -693,14 +693,18 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
     else:
         errors, groups, net = {}, {}, {}
-        xy = ctx.results["training"].drop_duplicates("profile_id").set_index("profile_id")
-        xy = xy[["x", "y"]]
+        table = ctx.results.get("training")
+        if table is None:  # a design reads a finished run
+            table = io.read_table(ctx.folder.training)
         for k in labels:
             e, g = _cv_errors(cv[k], log=log_scale)
             errors[k], groups[k] = e, g
             if ctx.config.uncertainty.regional == "folds_net":
-                at = xy.loc[cv[k]["profile_id"].astype(str)].to_numpy(float)
-                net[k] = within_group_covariance(at, g, variograms[k], seed=ctx.config.seed)
+                at = _profile_xy(table, cv[k]["profile_id"])
+                known = np.where(np.isfinite(at).all(axis=1), g, -1)
+                net[k] = within_group_covariance(
+                    np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
+                )
         pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
         regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
     common = {k: math.hypot(level[k], regional[k]) for k in labels}
@@ -711,6 +715,18 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
     return variograms, common
+
+
+def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
+    """``(n, 2)`` working-plane coordinates of the profiles ``ids`` (NaN if unknown).
+
+    A CSV read back turns numeric-looking identifiers into numbers; they are then
+    matched as numbers."""
+    key = training.drop_duplicates("profile_id").set_index("profile_id")[["x", "y"]]
+    if ids.dtype.kind in "iuf":
+        key.index = pd.to_numeric(key.index, errors="coerce")
+    key = key[~key.index.duplicated()]
+    return key.reindex(ids.to_numpy()).to_numpy(float)
 
 
 def _cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
