@@ -2,15 +2,21 @@
 """Judge ``socmap design`` on synthetic worlds with known truth (docs/design.md).
 
     python benchmarks/design_suite.py --suite OUT [--only world_02 world_08] [--n 50 200]
+        [--target continuous/0-300 ...]
 
 ``OUT`` is a folder of :mod:`benchmarks.world_suite` (``OUT/worlds/<name>/`` with a finished
 ``run``). For each world and each N, four designs of N new sites are drawn: ``socmap`` (the
-greedy design of :mod:`mapping.design`, targets: every zone and all zones in every interval),
+greedy design of :mod:`mapping.design`, targets: every zone and all zones in every interval,
+or the totals named by ``--target``),
 ``random`` (land cells uniformly), ``clhs`` (conditioned Latin hypercube of the continuous
 covariates) and ``coverage`` (k-means on the coordinates). Their profiles are sampled from
 the world's truth with the world's measurement noise (:func:`mapping.synthetic.sample_profiles`,
 300 cm deep), added to the world's profiles, and the workflow is rerun up to the Monte Carlo
 ranges (``OUT/worlds/<name>/design_<kind>_<N>/``). Only projected worlds (the truth's own grid).
+
+With ``--target``, the ``socmap`` design aims at those totals only, the figures below are
+over them only, and the files carry a tag of the targets (``designs_<tag>_<N>.json``,
+``design_<tag>_<kind>_<N>/``; the baselines do not depend on the targets and are shared).
 
 Writes ``OUT/design_results.csv`` (one row per world, N, design and target total) and prints
 the comparison: mean half-width of the targeted totals relative to the truth, its shrinkage
@@ -64,15 +70,29 @@ def _sites(world, rows: np.ndarray, cols: np.ndarray, tag: str) -> pd.DataFrame:
     )
 
 
-def _designs(world_dir: Path, spec, world, n_max: int, ns: list[int]) -> dict[str, np.ndarray]:
+def _tag(targets: list[str] | None) -> str:
+    """File-name tag of a target set ('' for every total)."""
+    if not targets:
+        return ""
+    return "_".join(t.replace("/", "-").replace(" ", "") for t in targets) + "_"
+
+
+def _designs(
+    world_dir: Path, spec, world, n_max: int, ns: list[int], targets: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Flat land-cell indices (row * nx + col) of every design, N = n_max (prefixes for less)."""
     from mapping.config import load_config
     from mapping.design import clhs_sites, coverage_sites
     from mapping.run.design import run_design
 
-    cache = world_dir / f"designs_{n_max}.json"
+    cache = world_dir / f"designs_{_tag(targets)}{n_max}.json"
     if cache.exists():
         return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    shared = world_dir / f"designs_{n_max}.json"  # the baselines, shared by every target set
+    if targets and shared.exists():
+        base = {k: np.asarray(v) for k, v in json.loads(shared.read_text()).items()}
+    else:
+        base = {}
     nx = world.shape[1]
     land = np.flatnonzero(world.mask.ravel())
     rng = np.random.default_rng([spec.seed, 41])
@@ -80,16 +100,20 @@ def _designs(world_dir: Path, spec, world, n_max: int, ns: list[int]) -> dict[st
     t0 = time.perf_counter()
     cfg = load_config(world_dir / "workflow.yaml")
     _, res, _, sites = run_design(
-        cfg, n_max, n_candidates=2000, max_blocks=1500, echo=lambda m: None
+        cfg, n_max, targets=targets, n_candidates=2000, max_blocks=1500, echo=lambda m: None
     )
     out["socmap"] = sites["row"].to_numpy() * nx + sites["col"].to_numpy()
     predicted = {}
     f = res.range_factor()
     for n in ns:
         predicted[str(n)] = float(np.mean(1.0 - f[n]))
-    (world_dir / f"design_predicted_{n_max}.json").write_text(
+    (world_dir / f"design_predicted_{_tag(targets)}{n_max}.json").write_text(
         json.dumps({"predicted_mean_shrinkage": predicted, "seconds": time.perf_counter() - t0})
     )
+    if base:
+        out.update({k: v for k, v in base.items() if k != "socmap"})
+        cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+        return out
     out["random"] = rng.choice(land, n_max, replace=False)
     X = np.column_stack([world.covariates[k].ravel()[land] for k in CONTINUOUS])
     # one cLHS per N (a Latin hypercube of 200 is not one of 50 plus 150)
@@ -164,9 +188,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="+", default=None)
     p.add_argument("--n", nargs="+", type=int, default=[50, 200])
     p.add_argument(
+        "--target",
+        nargs="+",
+        default=None,
+        help="totals the socmap design aims at and the figures are over (ZONE/INTERVAL)",
+    )
+    p.add_argument(
         "--table-only", action="store_true", help="only tabulate the reruns already finished"
     )
     args = p.parse_args(argv)
+    tag = _tag(args.target)
+    keep = _target_filter(args.target)
     from mapping.synthetic.worlds import suite_specs
 
     specs = {s.name: s for s in suite_specs(12)}
@@ -181,22 +213,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         world_dir = args.suite / "worlds" / name
         world = None if args.table_only else _world(spec)
-        base = _score(world_dir / "run", world_dir).assign(world=name, n=0, design="none")
+        base = keep(_score(world_dir / "run", world_dir)).assign(world=name, n=0, design="none")
         rows.append(base)
         if args.table_only:
             for n in args.n:
                 for kind in DESIGNS:
-                    run = world_dir / f"design_{kind}_{n}" / "run"
+                    run = world_dir / _run_name(kind, n, tag) / "run"
                     if (run / "zones" / "storage_summary.csv").exists():
-                        rows.append(_score(run, world_dir).assign(world=name, n=n, design=kind))
+                        sc = keep(_score(run, world_dir))
+                        rows.append(sc.assign(world=name, n=n, design=kind))
             continue
-        designs = _designs(world_dir, spec, world, max(args.n), args.n)
+        designs = _designs(world_dir, spec, world, max(args.n), args.n, args.target)
         for n in args.n:
             for kind in DESIGNS:
                 flat = designs[kind][:n] if kind in designs else designs[f"{kind}_{n}"]
                 t0 = time.perf_counter()
-                run = _rerun(world_dir, spec, world, f"design_{kind}_{n}", flat)
-                sc = _score(run, world_dir).assign(world=name, n=n, design=kind)
+                run = _rerun(world_dir, spec, world, _run_name(kind, n, tag), flat)
+                sc = keep(_score(run, world_dir)).assign(world=name, n=n, design=kind)
                 rows.append(sc)
                 print(
                     f"{name} N={n} {kind}: mean half-width {sc['half_width'].mean():.4f} "
@@ -205,12 +238,34 @@ def main(argv: list[str] | None = None) -> int:
                 )
     df = pd.concat(rows, ignore_index=True)
     if not args.table_only:
-        df.to_csv(args.suite / "design_results.csv", index=False)
-    print(summary_table(df, args.suite))
+        df.to_csv(args.suite / f"design_results{('_' + tag[:-1]) if tag else ''}.csv", index=False)
+    print(summary_table(df, args.suite, tag))
     return 0
 
 
-def summary_table(df: pd.DataFrame, suite: Path) -> str:
+def _run_name(kind: str, n: int, tag: str) -> str:
+    """Rerun folder: the socmap design's depends on the targets, the baselines' do not."""
+    return f"design_{tag if kind == 'socmap' else ''}{kind}_{n}"
+
+
+def _target_filter(targets: list[str] | None):
+    """Keep the scored rows of the targeted totals (all rows without targets)."""
+    if not targets:
+        return lambda d: d
+    pairs = set()
+    for t in targets:
+        zone, _, interval = t.rpartition("/")
+        zone = "all_zones" if zone.strip().lower() in ("all", "all zones", "all_zones") else zone
+        pairs.add((zone.strip(), interval.strip()))
+
+    def keep(d: pd.DataFrame) -> pd.DataFrame:
+        mask = [(z, i) in pairs for z, i in zip(d["zone"], d["interval"], strict=True)]
+        return d[np.asarray(mask, dtype=bool)]
+
+    return keep
+
+
+def summary_table(df: pd.DataFrame, suite: Path, tag: str = "") -> str:
     """Markdown: per world and N, each design's mean half-width, shrinkage, error, coverage."""
     lines = [
         "| world | N | design | mean half-width | shrinkage vs no new sites | predicted "
@@ -220,7 +275,7 @@ def summary_table(df: pd.DataFrame, suite: Path) -> str:
     for world, g in df.groupby("world"):
         base = g[g["design"] == "none"]["half_width"].mean()
         pred = {}
-        for f in sorted((suite / "worlds" / world).glob("design_predicted_*.json")):
+        for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
             pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
         lines.append(
             f"| {world} | 0 | none | {100 * base:.2f} % | | | "
