@@ -157,9 +157,13 @@ class _SharedJobs:
 
     def _send(self) -> None:
         i = self._take()
-        if i is not None:
+        if i is None:
+            return
+        try:
             future = self.executor.submit(self.func, **self.jobs[i])
-            future.add_done_callback(functools.partial(self._finished, i))
+        except RuntimeError:  # the pool shut down: this process is exiting on an error
+            return
+        future.add_done_callback(functools.partial(self._finished, i))
 
     def _finished(self, i: int, future: Any) -> None:
         exc = future.exception()

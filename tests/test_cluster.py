@@ -137,6 +137,29 @@ def test_process_map_equals_in_process_results_in_job_order() -> None:
     assert len({pid for pid, _ in got}) == 2 and os.getpid() in {pid for pid, _ in got}
 
 
+def test_process_map_sends_no_job_to_a_pool_shut_down(tmp_path: Path) -> None:
+    """The caller fails while a helper still runs a job, and the process exits (the pool
+    shuts down): the helper's finished job must not try to start the next one (that
+    printed a second, misleading traceback after the real error)."""
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import time\n"
+        "from mapping.cluster import process_map\n"
+        "def f(seed):\n"
+        "    time.sleep(0.3)\n"
+        "    return seed\n"
+        "if __name__ == '__main__':\n"
+        "    results = process_map(f, [{'seed': s} for s in range(6)], 2)\n"
+        "    next(results)\n"
+        "    raise ValueError('the real error')\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1
+    assert "ValueError: the real error" in run.stderr
+    assert "exception calling callback" not in run.stderr
+    assert "ShutdownExecutorError" not in run.stderr
+
+
 def test_peak_rss_sees_an_allocation() -> None:
     with PeakRSS(interval=0.02) as before:
         pass

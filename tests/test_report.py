@@ -562,3 +562,30 @@ def test_summary_from_the_monte_carlo_stage(folder: Path) -> None:
     md = files["report.md"].read_text()
     assert "2.5–97.5 % range" in md and "No Monte Carlo summary" not in md
     assert io.read_json(files["tables/report.json"])["range_percent"] == [2.5, 97.5]
+
+
+def test_storage_chart_draws_a_range_the_bar_lies_outside() -> None:
+    """A per-interval map's total can fall outside its Monte Carlo range (the realizations
+    are ordered by depth, the maps need not be): the chart draws the range as it is."""
+    from mapping.report.charts import storage_chart
+
+    table = pd.DataFrame(
+        {
+            "zone": ["isolated", "isolated", "all zones"],
+            "interval": ["0-200", "0-300", "0-300"],
+            "value": [9.59, 8.84, 83.05],
+            "lower": [7.81, 8.85, 74.46],  # the 0-300 bar lies below its range
+            "upper": [12.31, 13.40, 103.66],
+            "ind_lower": [np.nan] * 3,
+            "ind_upper": [np.nan] * 3,
+            "total": [False, False, True],
+        }
+    )
+    fig = storage_chart(table, range_label="5-95 % range")
+    spans = set()
+    for ax in fig.axes:
+        for coll in ax.collections:
+            for seg in coll.get_segments():
+                ys = np.asarray(seg)[:, 1]
+                spans.add((round(float(ys.min()), 6), round(float(ys.max()), 6)))
+    assert {(7.81, 12.31), (8.85, 13.4), (74.46, 103.66)} <= spans
