@@ -68,6 +68,7 @@ __all__ = [
     "attach_ranges",
     "draw_chunks",
     "independent_pixel_range",
+    "mean_shifts",
     "realization_block",
     "summarise_draws",
     "zone_total_draws",
@@ -753,6 +754,63 @@ def summarise_draws(
     out["zone_code"] = out["zone_code"].astype("Int64")
     out.attrs.update({**draws.attrs, "storage_unit": unit, "range_pct": (lo, hi)})
     return out
+
+
+def mean_shifts(
+    draws: pd.DataFrame,
+    totals: pd.DataFrame,
+    *,
+    tolerance: float = 0.02,
+    z: float = 3.0,
+) -> pd.DataFrame:
+    """Totals whose Monte Carlo mean left the map's total by more than Monte Carlo noise.
+
+    Every cell's realizations keep its mean, so the mean of the draws of a total is the
+    map's total up to the noise of ``n`` realizations (``sd / sqrt(n)``). One thing moves it:
+    the ordering by depth (``cumulative``), which lifts a deeper interval's realization
+    wherever it falls below the shallower one's. It lifts little when the deeper mean is
+    the larger and both move together; per-interval models guarantee neither (a deeper
+    map below the shallower one, or a calibrated spread that grows much faster with depth
+    than the mean), and then the deeper interval's range moves up with it.
+
+    Parameters
+    ----------
+    draws
+        The long table of :func:`zone_total_draws`.
+    totals
+        The maps' zone totals (:func:`mapping.zonal.zone_totals`: ``zone``, ``interval``
+        and ``storage_pg`` or ``storage_tg``), in the draws' unit.
+    tolerance, z
+        A shift is reported when it exceeds both ``tolerance`` (relative) and ``z``
+        standard errors of the Monte Carlo mean.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per reported total: ``zone, interval, map_total, mc_mean, shift`` (relative,
+        ``mc_mean / map_total - 1``) and ``noise`` (one standard error, relative).
+    """
+    col, _ = _storage_column(draws)
+    tcol, keys = col, ["zone", "interval"]
+    if any(k not in totals.columns for k in [*keys, tcol]):
+        raise InputError(f"totals need columns zone, interval and {tcol} (the draws' unit)")
+    stats = draws.groupby(keys, sort=False)[col].agg(["mean", "std", "size"]).reset_index()
+    both = stats.merge(totals[[*keys, tcol]], on=keys)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = both["mean"] / both[tcol] - 1.0
+        noise = both["std"] / np.sqrt(both["size"]) / both[tcol]
+    flagged = (shift.abs() > tolerance) & (shift.abs() > z * noise) & (both[tcol] > 0)
+    out = pd.DataFrame(
+        {
+            "zone": both["zone"],
+            "interval": both["interval"],
+            "map_total": both[tcol],
+            "mc_mean": both["mean"],
+            "shift": shift,
+            "noise": noise,
+        }
+    )
+    return out[flagged.to_numpy()].reset_index(drop=True)
 
 
 def attach_ranges(totals: pd.DataFrame, summary: pd.DataFrame) -> pd.DataFrame:

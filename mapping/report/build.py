@@ -223,6 +223,15 @@ def build_report(
         run.manifest = {**run.manifest, "stages": {**run.manifest["stages"]}}
         run.manifest["stages"][stage] = {**run.manifest["stages"][stage], "status": "complete"}
     notes = list(run.notes)
+    shifted = ((run.manifest or {}).get("stages") or {}).get("uncertainty", {}).get("mean_shift")
+    if shifted:
+        moved = ", ".join(f"{iv} cm {100 * v:+.0f} %" for iv, v in shifted.items())
+        notes.append(
+            f"The Monte Carlo totals of all zones lie off the maps' totals ({moved}): the "
+            "realizations are ordered by depth, and the deeper interval's fell below the "
+            "shallower one's (per-interval maps are not depth-consistent; the layered depth "
+            "model, model.depth: layered, is). Its ranges moved with them."
+        )
     cfg = _config_dict(config, run.manifest)
     quantiles = tuple((cfg or {}).get("prediction", {}).get("quantiles", (0.05, 0.95)))
     rng = _monte_carlo_range(run, cfg)
