@@ -49,12 +49,12 @@ def _world(spec):  # the projected truth world of a suite spec (deterministic)
 
 
 def _sites(world, rows: np.ndarray, cols: np.ndarray, tag: str) -> pd.DataFrame:
-    from mapping.synthetic import _to_lonlat
+    from mapping.synthetic.world import to_lonlat
 
     t = world.transform
     x = t.c + (cols + 0.5) * t.a
     y = t.f + (rows + 0.5) * t.e
-    lon, lat = _to_lonlat().transform(x, y)
+    lon, lat = to_lonlat().transform(x, y)
     return pd.DataFrame(
         {
             "profile_id": [f"{tag}{i:04d}" for i in range(len(rows))],
