@@ -316,11 +316,11 @@ class ZonesConfig(_Section):
 class UncertaintyConfig(_Section):
     n_realizations: int = Field(100, ge=2)
     range: tuple[float, float] = (5.0, 95.0)
-    regional: Literal["folds_net", "folds_pooled", "folds"] = "folds_pooled"
+    regional: Literal["folds_net", "folds_pooled", "folds"] = "folds_net"
     """Regional error of the totals from the CV fold errors: the regional share pooled over
-    the intervals (``folds_pooled``), the same net of the residual field's covariance
-    within a fold, which the draws hold already (``folds_net``), or each interval's own fold
-    means (``folds``)."""
+    the intervals, net of the residual field's covariance within a fold, which the draws
+    hold already (``folds_net``); the same without that correction (``folds_pooled``); or
+    each interval's own fold means (``folds``)."""
 
 
 class ActiveLayerConfig(_Section):
