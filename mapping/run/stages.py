@@ -696,9 +696,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
     else:
         errors, groups, net = {}, {}, {}
-        table = ctx.results.get("training")
-        if table is None:  # a design reads a finished run
-            table = io.read_table(ctx.folder.training)
+        table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
         for k in labels:
             e, g = _cv_errors(cv[k], log=log_scale)
             errors[k], groups[k] = e, g
