@@ -31,7 +31,8 @@ from mapping.design import (
 from mapping.exceptions import InputError
 from mapping.run.features import categorical_covariates
 from mapping.run.runner import StageContext
-from mapping.run.stages import grid_and_stack, shared_error, zone_layout
+from mapping.run.shared_error import shared_error
+from mapping.run.stages import grid_and_stack, zone_layout
 from mapping.units import interval_label
 
 __all__ = ["DesignRun", "design_inputs", "reachable_cells", "run_design"]

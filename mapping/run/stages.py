@@ -13,7 +13,6 @@ rebuilds that result from the files when the stage is skipped.
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
-from mapping.calibration import CalibratedModel, cross_fitted_coverage, regional_error_sd
+from mapping.calibration import CalibratedModel, cross_fitted_coverage
 from mapping.cluster import dask_client, process_map, release_memory, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
@@ -40,12 +39,6 @@ from mapping.predict import (
 from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.report.charts import plot_observed_vs_predicted
-from mapping.residual_errors import (
-    cv_block_error_sd,
-    residual_mean_sd,
-    residual_variogram,
-    within_group_covariance,
-)
 from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
@@ -55,6 +48,7 @@ from mapping.run.features import (
 )
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
+from mapping.run.shared_error import shared_error
 from mapping.stac import write_stac
 from mapping.uncertainty import (
     draw_chunks,
@@ -672,80 +666,6 @@ ZONES = Stage(
 
 
 # --------------------------------------------------------------------------- uncertainty of totals
-def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
-    """Per interval, the error every cell of a region shares, or ``None`` (no variogram).
-
-    The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
-    regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
-    errors beyond their sampling noise. ``uncertainty.regional: folds`` estimates it per
-    interval (``cv_block_error_sd``, K - 1 degrees of freedom); ``folds_pooled`` pools
-    the regional share of the error variance over the intervals
-    (:func:`mapping.calibration.regional_error_sd`); ``folds_net`` (the default) pools it
-    net of the residual field's covariance within a fold
-    (:func:`mapping.residual_errors.within_group_covariance`), which the draws hold already.
-    """
-    try:
-        variograms = {k: residual_variogram(models[k]) for k in labels}
-        level = {k: residual_mean_sd(models[k]) for k in labels}
-    except ModelError as exc:
-        log.warning("no Monte Carlo ranges: %s", exc)
-        return None
-    log_scale = ctx.config.model.log_transform
-    cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
-    if ctx.config.uncertainty.regional == "folds":
-        regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
-    else:
-        errors, groups, net = {}, {}, {}
-        table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
-        for k in labels:
-            e, g = _cv_errors(cv[k], log=log_scale)
-            errors[k], groups[k] = e, g
-            if ctx.config.uncertainty.regional == "folds_net":
-                at = _profile_xy(table, cv[k]["profile_id"])
-                known = np.where(np.isfinite(at).all(axis=1), g, -1)
-                net[k] = within_group_covariance(
-                    np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
-                )
-        pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
-        regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
-    common = {k: math.hypot(level[k], regional[k]) for k in labels}
-    scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
-    for k in labels:
-        ctx.echo(
-            f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} ({scale}; "
-            f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
-        )
-    return variograms, common
-
-
-def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
-    """``(n, 2)`` working-plane coordinates of the profiles ``ids`` (NaN if unknown).
-
-    A CSV read back turns numeric-looking identifiers into numbers; they are then
-    matched as numbers."""
-    key = training.drop_duplicates("profile_id").set_index("profile_id")[["x", "y"]]
-    if ids.dtype.kind in "iuf":
-        key.index = pd.to_numeric(key.index, errors="coerce")
-    key = key[~key.index.duplicated()]
-    return key.reindex(ids.to_numpy()).to_numpy(float)
-
-
-def _cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold errors (``ln(predicted) - ln(observed)`` for log models, as
-    ``cv_block_error_sd``) and their fold; fold -1 where a row has no usable error."""
-    pred = cv["predicted"].to_numpy(float)
-    obs = cv["observed"].to_numpy(float)
-    fold = cv["fold"].to_numpy(int).copy()
-    if log:
-        ok = (pred > 0) & (obs > 0)
-        e = np.full(len(cv), np.nan)
-        e[ok] = np.log(pred[ok]) - np.log(obs[ok])
-    else:
-        e = pred - obs
-    fold[~np.isfinite(e)] = -1
-    return e, fold
-
-
 def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     """Monte Carlo ranges of the zone totals (``docs/uncertainty.md``).
 
