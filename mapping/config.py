@@ -321,6 +321,10 @@ class UncertaintyConfig(_Section):
     the intervals, net of the residual field's covariance within a fold, which the draws
     hold already (``folds_net``); the same without that correction (``folds_pooled``); or
     each interval's own fold means (``folds``)."""
+    shared: Literal["constant", "proportional"] = "constant"
+    """How the regional error is shared: one standard deviation for every cell (capped at
+    the cell's own; ``constant``), or the same share of every cell's own variance, so it
+    grows where the maps are less certain (``proportional``)."""
 
 
 class ActiveLayerConfig(_Section):

@@ -89,28 +89,35 @@ class _Density:
     ``g`` gives the realizations; realizations of one chunk reuse the terms.
     """
 
-    def __init__(self, m: np.ndarray, s: np.ndarray, distribution: str, common_sd: float = 0.0):
+    def __init__(
+        self,
+        m: np.ndarray,
+        s: np.ndarray,
+        distribution: str,
+        common_sd: float | tuple[float, float] = 0.0,
+    ):
         m = np.asarray(m, dtype="float64")  # maps may be float32 (COGs)
         s = np.asarray(s, dtype="float64")
-        self.m, self.distribution, self.common_sd = m, distribution, common_sd
+        # (sd, fraction): a constant sd and a fraction of each cell's own variance
+        level, frac = common_sd if isinstance(common_sd, tuple) else (common_sd, 0.0)
+        self.m, self.distribution, self.common_sd = m, distribution, float(level)
+        self.active = level > 0 or frac > 0
         self.bad = ~(np.isfinite(m) & np.isfinite(s))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if distribution == "normal":
-                self.unshared = s
-                if common_sd > 0:
-                    self.c = np.minimum(common_sd, s)
-                    self.local = np.sqrt(np.maximum(s * s - self.c * self.c, 0.0))
-            else:
-                s2 = np.log1p((s / m) ** 2)
-                self.unshared = np.sqrt(s2)
-                self.half = 0.5 * s2
+            var = s * s if distribution == "normal" else np.log1p((s / m) ** 2)
+            self.unshared = s if distribution == "normal" else np.sqrt(var)
+            if distribution != "normal":
+                self.half = 0.5 * var
                 self.holds_nothing = ~(m > 0)  # a non-positive mean holds nothing
-                if common_sd > 0:
-                    self.c = np.minimum(common_sd, self.unshared)
-                    self.local = np.sqrt(np.maximum(s2 - self.c * self.c, 0.0))
+            if self.active:
+                if frac > 0:
+                    self.c = np.sqrt(np.minimum(level * level + frac * var, var))
+                else:
+                    self.c = np.minimum(level, self.unshared)
+                self.local = np.sqrt(np.maximum(var - self.c * self.c, 0.0))
 
     def __call__(self, z: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
-        shared = self.common_sd > 0 and g is not None
+        shared = self.active and g is not None
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d = (self.local if shared else self.unshared) * z
             # the shared error, one value per realization (leading axis)
@@ -149,6 +156,11 @@ def _to_density(
     ``common_sd`` its standard deviation, see :class:`_Density`.
     """
     return _Density(m, s, distribution, common_sd)(z, g)
+
+
+def _holds_shared(common: float | tuple[float, float]) -> bool:
+    """Whether an interval's ``common`` term (an sd, or ``(sd, fraction)``) is not zero."""
+    return any(v > 0 for v in common) if isinstance(common, tuple) else common > 0
 
 
 def _cumulative(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
@@ -300,7 +312,7 @@ def _draw_block(
             intervals,
             kernel_of,
             True,
-            field.shared(part) if any(common) else None,
+            field.shared(part) if any(_holds_shared(c) for c in common) else None,
         )
         for k in range(len(intervals)):
             out[0, 0, k, b : b + len(part)] = per_interval[k](dens[k])
@@ -517,7 +529,7 @@ def _draw_sums(
     field: GaussianField,
     kernel_of: Sequence[int],
     distribution: str,
-    common: Sequence[float],
+    common: Sequence[Any],
     n_realizations: int,
     batch: int,
 ) -> dask.array.Array:
@@ -559,6 +571,7 @@ def zone_total_draws(
     common_sd: float | Mapping[str, float] = 0.0,
     batch: int = 10,
     progress: bool = False,
+    shared_fraction: float | Mapping[str, float] = 0.0,
 ) -> pd.DataFrame:
     """Monte Carlo draws of the storage of every zone and interval, with correlated errors.
 
@@ -604,6 +617,11 @@ def zone_total_draws(
         shows (:func:`mapping.residual_errors.residual_mean_sd`). In kg C m⁻² with ``normal``, in log units with
         ``lognormal``. Each cell's own standard deviation is kept: the shared part is
         taken out of it (capped at it), the rest stays local.
+    shared_fraction
+        A fraction (0–1, one value or one per interval) of each cell's own variance (of its
+        log for ``lognormal``) that is shared by every cell as well, on top of ``common_sd``:
+        a regional error that grows where the cells' errors do (``uncertainty.shared:
+        proportional``). The cell's total variance is kept.
     batch
         Realizations per task; all of them in one task per chunk when the maps have
         :data:`MANY_CHUNKS` chunks or more (each map chunk is then read once and let go).
@@ -635,7 +653,12 @@ def zone_total_draws(
     labels = [it[0] for it in _intervals(means, stds)]
     field, kernel_of, vlist = _field(grid, variogram, labels, seed, coarsen)
     prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
-    common = interval_common_sd(common_sd, labels)
+    common: list[Any] = list(interval_common_sd(common_sd, labels))
+    fractions = interval_common_sd(shared_fraction, labels)
+    if any(f > 1 for f in fractions):
+        raise ConfigError(f"shared_fraction must be at most 1, got {max(fractions)!r}")
+    if any(f > 0 for f in fractions):
+        common = [(c, f) for c, f in zip(common, fractions, strict=True)]
     sums = _draw_sums(
         prep, grid, field, kernel_of, distribution, common, int(n_realizations), int(batch)
     )
@@ -653,7 +676,8 @@ def zone_total_draws(
             "distribution": distribution,
             "coarsen": field.coarsen,
             "chunks": (prep.rows[0], prep.cols[0]),
-            "common_sd": dict(zip(labels, common, strict=True)),
+            "common_sd": dict(zip(labels, interval_common_sd(common_sd, labels), strict=True)),
+            "shared_fraction": dict(zip(labels, fractions, strict=True)),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},
         }

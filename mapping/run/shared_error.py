@@ -34,6 +34,9 @@ log = logging.getLogger("socmap")
 def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
     """Per interval, the error every cell of a region shares, or ``None`` (no variogram).
 
+    Returns ``(variograms, common_sd, shared_fraction)``, as
+    :func:`mapping.uncertainty.zone_total_draws` takes them.
+
     The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
     regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
     errors beyond their sampling noise. ``uncertainty.regional: folds`` estimates it per
@@ -67,14 +70,28 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
                 )
         pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
         regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
-    common = {k: math.hypot(level[k], regional[k]) for k in labels}
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
+    if ctx.config.uncertainty.shared == "proportional":
+        # the regional error as a share of the CV errors' variance, applied to each cell's
+        # own variance: larger where the calibrated maps are less certain (the cold tail)
+        fraction = {}
+        for k in labels:
+            e, _ = _cv_errors(cv[k], log=log_scale)
+            mse = float(np.nanmean(e * e)) if np.isfinite(e).any() else 0.0
+            fraction[k] = min(1.0, regional[k] ** 2 / mse) if mse > 0 else 0.0
+            ctx.echo(
+                f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g} ({scale}; "
+                f"the residual level) and {100 * fraction[k]:.3g} % of each cell's own "
+                f"variance (regional CV error {regional[k]:.3g} of the CV RMSE {mse**0.5:.3g})"
+            )
+        return variograms, dict(level), fraction
+    common = {k: math.hypot(level[k], regional[k]) for k in labels}
     for k in labels:
         ctx.echo(
             f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} ({scale}; "
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
-    return variograms, common
+    return variograms, common, dict.fromkeys(labels, 0.0)
 
 
 def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:

@@ -696,7 +696,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     shared = shared_error(ctx, ctx.results["fit"], labels)
     if shared is None:
         return outputs, None
-    variograms, common = shared
+    variograms, common, fraction = shared
     # opened again in the draws' own chunks: each chunk of a map is read once, by the task
     # that needs it, and let go (a rechunk held the hemisphere's maps in memory)
     mc_chunks = draw_chunks(grid, variograms, labels)
@@ -714,6 +714,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         distribution="lognormal" if cfg.model.log_transform else "normal",
         unit=unit,
         common_sd=common,
+        shared_fraction=fraction,
         progress=True,
     )
     summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
