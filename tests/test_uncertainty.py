@@ -938,3 +938,32 @@ def test_mean_shifts_flag_a_deeper_interval_lifted_by_the_ordering() -> None:
     assert mean_shifts(draws, totals).empty
     with pytest.raises(InputError, match="storage_pg"):
         mean_shifts(draws, totals.rename(columns={"storage_pg": "storage_tg"}))
+
+
+def test_a_shared_fraction_of_each_cells_variance() -> None:
+    """``(sd, fraction)``: every cell shares ``sd² + fraction × its own log variance``
+    (capped at it); the cells keep their marginal distribution, and two cells with
+    independent local fields correlate (on the log scale) by ``c1 c2 / (σ1 σ2)``."""
+    rng = np.random.default_rng(8)
+    n = 40_000
+    m = [np.array([[10.0, 20.0, 5.0]])]
+    s = [np.array([[2.0, 10.0, 5.0]])]  # log sd 0.198, 0.472, 0.833
+    z = rng.standard_normal((1, n, 1, 3))  # independent local fields
+    g = rng.standard_normal(n)
+    sig = np.sqrt(np.log1p((s[0] / m[0]) ** 2)).ravel()
+    for level, frac in [(0.0, 0.3), (0.1, 0.2), (0.15, 0.0)]:
+        d = realization_block(
+            m, s, z, [(0, 30)], distribution="lognormal", common_sd=[(level, frac)], shared=g
+        )[0, :, 0, :]
+        assert d.mean(axis=0) == pytest.approx(m[0].ravel(), rel=0.02)
+        assert d.std(axis=0) == pytest.approx(s[0].ravel(), rel=0.05)
+        c = np.sqrt(np.minimum(level**2 + frac * sig**2, sig**2))
+        r = np.corrcoef(np.log(d).T)
+        for i, j in [(0, 1), (0, 2), (1, 2)]:
+            assert r[i, j] == pytest.approx(c[i] * c[j] / (sig[i] * sig[j]), abs=0.015)
+    # a plain sd is the old constant term, to the bit
+    a = realization_block(m, s, z[:, :50], [(0, 30)], distribution="lognormal",
+                          common_sd=[0.15], shared=g[:50])  # fmt: skip
+    b = realization_block(m, s, z[:, :50], [(0, 30)], distribution="lognormal",
+                          common_sd=[(0.15, 0.0)], shared=g[:50])  # fmt: skip
+    assert np.array_equal(a, b)
