@@ -815,6 +815,8 @@ def test_prepared_layout_and_residual_variogram_of_a_model():
         ({"common_sd": -0.1}, ConfigError, "common_sd"),
         ({"common_sd": {"0-100": 0.1}}, ConfigError, "common_sd: no value for interval 0-30"),
         ({"unit": "Gt"}, ConfigError, "unit 'Gt'"),
+        ({"shared_fraction": 1.5}, ConfigError, "shared_fraction must be at most 1"),
+        ({"shared_fraction": -0.2}, ConfigError, ">= 0"),
         ({"means": {"top": None}}, InputError, "'top'"),
     ],
 )
