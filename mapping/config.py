@@ -316,11 +316,12 @@ class ZonesConfig(_Section):
 class UncertaintyConfig(_Section):
     n_realizations: int = Field(100, ge=2)
     range: tuple[float, float] = (5.0, 95.0)
-    regional: Literal["folds_net", "folds_pooled", "folds"] = "folds_net"
+    regional: Literal["folds_pooled", "folds_net", "folds"] = "folds_pooled"
     """Regional error of the totals from the CV fold errors: the regional share pooled over
-    the intervals, net of the residual field's covariance within a fold, which the draws
-    hold already (``folds_net``); the same without that correction (``folds_pooled``); or
-    each interval's own fold means (``folds``)."""
+    the intervals (``folds_pooled``); the same net of the residual field's covariance
+    within a fold, which the draws hold already (``folds_net``; over-corrects where the
+    CV's held-out profiles lie near training ones, docs/uncertainty.md); or each
+    interval's own fold means (``folds``)."""
     shared: Literal["constant", "proportional"] = "constant"
     """How the regional error is shared: one standard deviation for every cell (capped at
     the cell's own; ``constant``), or the same share of every cell's own variance, so it

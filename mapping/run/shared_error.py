@@ -42,7 +42,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
     errors beyond their sampling noise. ``uncertainty.regional: folds`` estimates it per
     interval (``cv_block_error_sd``, K - 1 degrees of freedom); ``folds_pooled`` pools
     the regional share of the error variance over the intervals
-    (:func:`mapping.calibration.regional_error_sd`); ``folds_net`` (the default) pools it
+    (:func:`mapping.calibration.regional_error_sd`); ``folds_net`` pools it
     net of the residual field's covariance within a fold
     (:func:`mapping.residual_errors.within_group_covariance`), which the draws hold already.
     """
