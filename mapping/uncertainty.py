@@ -100,7 +100,7 @@ class _Density:
         s = np.asarray(s, dtype="float64")
         # (sd, fraction): a constant sd and a fraction of each cell's own variance
         level, frac = common_sd if isinstance(common_sd, tuple) else (common_sd, 0.0)
-        self.m, self.distribution, self.common_sd = m, distribution, float(level)
+        self.m, self.distribution = m, distribution
         self.active = level > 0 or frac > 0
         self.bad = ~(np.isfinite(m) & np.isfinite(s))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -653,7 +653,8 @@ def zone_total_draws(
     labels = [it[0] for it in _intervals(means, stds)]
     field, kernel_of, vlist = _field(grid, variogram, labels, seed, coarsen)
     prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
-    common: list[Any] = list(interval_common_sd(common_sd, labels))
+    sds = interval_common_sd(common_sd, labels)
+    common: list[Any] = list(sds)
     fractions = interval_common_sd(shared_fraction, labels)
     if any(f > 1 for f in fractions):
         raise ConfigError(f"shared_fraction must be at most 1, got {max(fractions)!r}")
@@ -676,7 +677,7 @@ def zone_total_draws(
             "distribution": distribution,
             "coarsen": field.coarsen,
             "chunks": (prep.rows[0], prep.cols[0]),
-            "common_sd": dict(zip(labels, interval_common_sd(common_sd, labels), strict=True)),
+            "common_sd": dict(zip(labels, sds, strict=True)),
             "shared_fraction": dict(zip(labels, fractions, strict=True)),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},
@@ -814,21 +815,21 @@ def mean_shifts(
         One row per reported total: ``zone, interval, map_total, mc_mean, shift`` (relative,
         ``mc_mean / map_total - 1``) and ``noise`` (one standard error, relative).
     """
-    col, _ = _storage_column(draws)
-    tcol, keys = col, ["zone", "interval"]
-    if any(k not in totals.columns for k in [*keys, tcol]):
-        raise InputError(f"totals need columns zone, interval and {tcol} (the draws' unit)")
+    col, _ = _storage_column(draws)  # the totals must be in the draws' unit
+    keys = ["zone", "interval"]
+    if any(k not in totals.columns for k in [*keys, col]):
+        raise InputError(f"totals need columns zone, interval and {col} (the draws' unit)")
     stats = draws.groupby(keys, sort=False)[col].agg(["mean", "std", "size"]).reset_index()
-    both = stats.merge(totals[[*keys, tcol]], on=keys)
+    both = stats.merge(totals[[*keys, col]].rename(columns={col: "map"}), on=keys)
     with np.errstate(divide="ignore", invalid="ignore"):
-        shift = both["mean"] / both[tcol] - 1.0
-        noise = both["std"] / np.sqrt(both["size"]) / both[tcol]
-    flagged = (shift.abs() > tolerance) & (shift.abs() > z * noise) & (both[tcol] > 0)
+        shift = both["mean"] / both["map"] - 1.0
+        noise = both["std"] / np.sqrt(both["size"]) / both["map"]
+    flagged = (shift.abs() > tolerance) & (shift.abs() > z * noise) & (both["map"] > 0)
     out = pd.DataFrame(
         {
             "zone": both["zone"],
             "interval": both["interval"],
-            "map_total": both[tcol],
+            "map_total": both["map"],
             "mc_mean": both["mean"],
             "shift": shift,
             "noise": noise,

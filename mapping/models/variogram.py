@@ -380,9 +380,10 @@ class Variogram:
             psill, range_, nugget = _fit_gstat(
                 model, nu, npairs, dist, gamma, fit_nugget, WEIGHTS[weights]
             )
-        bound = float(np.max(dist)) / practical_range_factor(model, nu)
+        # the data place a practical range only up to the largest lag
+        bound = float(np.max(dist)) / practical_range_factor(model, nu) if bound_range else math.inf
         unbounded, bounded = range_, ""
-        if bound_range and math.isfinite(range_) and range_ > bound * (1.0 + 1e-9):
+        if math.isfinite(range_) and range_ > bound * (1.0 + 1e-9):
             with warnings.catch_warnings(record=True) as held:
                 warnings.simplefilter("always")
                 psill, range_, nugget = _fit_gstat(

@@ -53,18 +53,20 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
     log_scale = ctx.config.model.log_transform
+    regional_mode = ctx.config.uncertainty.regional
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
-    if ctx.config.uncertainty.regional == "folds":
+    errors, groups = {}, {}
+    for k in labels:
+        errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
+    if regional_mode == "folds":
         regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
     else:
-        errors, groups, net = {}, {}, {}
-        table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
-        for k in labels:
-            e, g = _cv_errors(cv[k], log=log_scale)
-            errors[k], groups[k] = e, g
-            if ctx.config.uncertainty.regional == "folds_net":
+        net = {}
+        if regional_mode == "folds_net":
+            table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
+            for k in labels:
                 at = _profile_xy(table, cv[k]["profile_id"])
-                known = np.where(np.isfinite(at).all(axis=1), g, -1)
+                known = np.where(np.isfinite(at).all(axis=1), groups[k], -1)
                 net[k] = within_group_covariance(
                     np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
                 )
@@ -76,7 +78,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         # own variance: larger where the calibrated maps are less certain (the cold tail)
         fraction = {}
         for k in labels:
-            e, _ = _cv_errors(cv[k], log=log_scale)
+            e = errors[k]
             mse = float(np.nanmean(e * e)) if np.isfinite(e).any() else 0.0
             fraction[k] = min(1.0, regional[k] ** 2 / mse) if mse > 0 else 0.0
             ctx.echo(
