@@ -249,16 +249,20 @@ def _run_name(kind: str, n: int, tag: str) -> str:
 
 
 def _target_filter(targets: list[str] | None):
-    """Keep the scored rows of the targeted totals (all rows without targets)."""
+    """Keep the scored rows of the targeted totals (all rows without targets), the targets
+    read as ``socmap design --target`` reads them (:func:`mapping.design.parse_target`)."""
     if not targets:
         return lambda d: d
-    pairs = set()
-    for t in targets:
-        zone, _, interval = t.rpartition("/")
-        zone = "all_zones" if zone.strip().lower() in ("all", "all zones", "all_zones") else zone
-        pairs.add((zone.strip(), interval.strip()))
+    from mapping.design import ALL_ZONES, parse_target
 
     def keep(d: pd.DataFrame) -> pd.DataFrame:
+        zones = sorted(set(d["zone"]) - {"all_zones"})
+        intervals = list(dict.fromkeys(d["interval"]))
+        pairs = set()
+        for t in targets:
+            target = parse_target(t, zones, intervals)
+            zone = "all_zones" if target.zone == ALL_ZONES else target.zone
+            pairs.add((zone, target.interval))
         mask = [(z, i) in pairs for z, i in zip(d["zone"], d["interval"], strict=True)]
         return d[np.asarray(mask, dtype=bool)]
 
