@@ -70,11 +70,20 @@ def _chunks(out: Path) -> int:
     return len(list((out / "maps" / ".partial" / "soc_0_30cm").glob("r*_c*.tif")))
 
 
+# ``python -m mapping.cli`` with SIGINT raising KeyboardInterrupt. A process started as a
+# background job of a non-interactive shell (``pytest ... &`` in a script) inherits SIGINT
+# ignored, and Python then leaves it ignored: the interrupt below would be lost.
+_MAIN = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from mapping.cli import main; sys.exit(main())"
+)
+
+
 def _start_and_stop(cfg: Path, at: int, stop: object, scheduler: str = "synchronous") -> tuple:
     """Start ``socmap run`` in a process; call ``stop(proc)`` once ``at`` chunks are kept."""
     out = cfg.parent.parent / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mapping.cli", "run", str(cfg), "--scheduler", scheduler],
+        [sys.executable, "-c", _MAIN, "run", str(cfg), "--scheduler", scheduler],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
