@@ -446,6 +446,32 @@ class StackSummary:
     """Share of grid cells where at least one layer has no data."""
     sample_shape: tuple[int, int]
     overviews_used: dict[str, bool] = field(default_factory=dict)
+    valid_sample: np.ndarray | None = None
+    """The sample itself: ``True`` where every layer has data (``sample_shape``); each
+    sampled cell stands for ``sample_factor`` x ``sample_factor`` grid cells."""
+    sample_factor: int = 1
+
+    def data_chunk_share(self, chunks: int) -> float:
+        """Share of the grid's cells in chunks of ``chunks`` x ``chunks`` cells that hold
+        data in at least one sampled cell (a run writes no file for the others)."""
+        if self.valid_sample is None:
+            return 1.0
+        ny, nx = self.grid.shape
+        f = self.sample_factor
+        # sampled cell (r, c) covers grid rows r*f ... r*f + f - 1: its chunk is the one of
+        # its centre row and column
+        rows = np.minimum(
+            (np.arange(self.valid_sample.shape[0]) * f + f // 2) // chunks, -(-ny // chunks) - 1
+        )
+        cols = np.minimum(
+            (np.arange(self.valid_sample.shape[1]) * f + f // 2) // chunks, -(-nx // chunks) - 1
+        )
+        hit = np.zeros((-(-ny // chunks), -(-nx // chunks)), dtype=bool)
+        rr, cc = np.nonzero(self.valid_sample)
+        hit[rows[rr], cols[cc]] = True
+        heights = np.diff(np.minimum(np.arange(hit.shape[0] + 1) * chunks, ny))
+        widths = np.diff(np.minimum(np.arange(hit.shape[1] + 1) * chunks, nx))
+        return float((heights[:, None] * widths[None, :] * hit).sum() / (ny * nx))
 
     def lines(self) -> list[str]:
         g = self.grid
@@ -573,4 +599,6 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
         nodata_share=float(1.0 - all_valid.mean()),
         sample_shape=coarse.shape,
         overviews_used=used,
+        valid_sample=all_valid,
+        sample_factor=f,
     )

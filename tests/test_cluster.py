@@ -368,6 +368,16 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     plan = make_plan(cfg, sample_chunks=1)
     assert plan.calibration is not None and plan.calibration.model.startswith("fitted model")
     assert plan.model_bytes > 0 and not plan.notes
+    assert plan.calibration.interval_seconds and len(plan.calibration.interval_seconds) == 1
+    # with a model for every interval, each is timed and the rate is their mean
+    (tmp_path / "out" / "models" / "0-100").mkdir(parents=True)
+    joblib.dump(fitted, tmp_path / "out" / "models" / "0-100" / "model.joblib")
+    plan = make_plan(cfg, sample_chunks=1)
+    cal = plan.calibration
+    assert cal is not None and cal.model.startswith("fitted models of 2 intervals")
+    assert len(cal.interval_seconds) == 2
+    assert cal.predict_seconds == pytest.approx(sum(cal.interval_seconds) / 2)
+    assert cal.read_chunks >= cal.chunks  # chunks without data are read too
 
     capsys.readouterr()
     assert run_cli(["plan", str(cfg_path), "--workers", "4", "--sample-chunks", "1"]) == 0
@@ -377,6 +387,57 @@ def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     assert "whole run here: ~" in out and "peak memory of the process tree" in out
     assert run_cli(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert capsys.readouterr().err.strip().endswith("missing.yaml: config file not found")
+
+
+def test_plan_writes_and_assembles_only_chunks_with_data(tmp_path: Path) -> None:
+    """Chunks without data are read but write no file and add nothing to the COGs; the
+    share of cells in chunks with data comes from the stack's sample, by hand here."""
+    import dataclasses
+
+    from mapping.config import load_config
+    from mapping.covariates import build_stack, summarize_stack
+    from mapping.io import write_cog
+    from mapping.run.plan import PARALLEL_EFFICIENCY, Calibration, make_plan
+
+    grid = Grid.from_bounds((0, 0, 1_300_000, 1_000_000), 1000.0, "EPSG:6931")
+    z = np.full(grid.shape, np.nan, dtype="float32")
+    z[600:700, 100:200] = 1.0  # data in the chunk of rows 512-999 x cols 0-511 only
+    z[50, 1290] = 2.0  # and one cell in the chunk of rows 0-511 x cols 1024-1299
+    write_cog(grid.wrap(z), tmp_path / "c0.tif", overviews=False)
+    extra = "covariates:\n  - {name: c0, path: c0.tif}\n"
+    cfg = load_config(_plan_config(tmp_path, extra), check_files=False)
+    summary = summarize_stack(build_stack(cfg.covariates, grid, chunks=512), sample=1300)
+    assert summary.sample_factor == 1  # every cell sampled: the share is exact
+    assert summary.data_chunk_share(512) == pytest.approx((488 * 512 + 512 * 276) / 1_300_000)
+    coarse = summarize_stack(build_stack(cfg.covariates, grid, chunks=512), sample=256)
+    assert coarse.sample_factor == 6
+    assert coarse.data_chunk_share(512) == pytest.approx(
+        488 * 512 / 1_300_000
+    )  # a lone cell missed
+    assert coarse.data_chunk_share(2000) == 1.0  # one chunk holds the whole grid
+
+    plan = make_plan(cfg, calibrate=False)
+    cal = Calibration(
+        chunks=2, cells=2000, valid_cells=1000, predict_seconds=0.01, read_seconds=0.5,
+        tile_seconds=0.2, assemble_seconds=0.6, written_cells=10_000, written_maps=6,
+        valid_share=0.01, model="m", covariates="c", read_chunks=5, data_chunk_share=0.25,
+    )  # fmt: skip
+    plan = dataclasses.replace(plan, calibration=cal)
+    chunk_cells = 1_300_000 / 6
+    read, model = 0.5 / 5, 0.01 / 1000 * chunk_cells * 0.01  # reads of every chunk
+    files = 6 * 0.25 * chunk_cells * 0.2 / 10_000  # files of the chunks with data only
+    compute = 2 * (6 * (read + model) + files)
+    one_map = 1_300_000 * 0.25 * 0.6 / (10_000 * 6)
+    assemble = 2 * 7 * one_map
+    assert plan.seconds(1) == pytest.approx(compute + assemble)
+    eff = 2 * PARALLEL_EFFICIENCY
+    assert plan.seconds(2) == pytest.approx(
+        max((compute + assemble) / eff, compute / eff + 4 * one_map)
+    )
+    full = dataclasses.replace(plan, calibration=dataclasses.replace(cal, data_chunk_share=1.0))
+    assert full.seconds(1) == pytest.approx(
+        compute + 6 * 2 * 0.75 * chunk_cells * 0.2 / 10_000 + 4 * assemble
+    )
 
 
 def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:

@@ -51,17 +51,21 @@ REFERENCE_MACHINE_SECONDS = 0.152
 ZONES_US = 0.095
 """Zone totals: CPU microseconds per cell of the chunks that hold a zone, per interval
 (read the mean map, exact sums; 0.095 on the 1 km and 0.10 on the 2.8 km hemisphere)."""
-REALIZATION_SECONDS = 0.78
+REALIZATION_SECONDS = 0.83
 """Uncertainty: CPU seconds per realization and interval for the Gaussian field's lattice
 on a grid of :data:`REFERENCE_EXTENT_M2` (the lattice spans the grid at a spacing set by the
 variogram's reach, not by the grid's cells, so its cost scales with the grid's extent)."""
 REFERENCE_EXTENT_M2 = 14_000e3 * 14_000e3
 """Extent of the hemisphere worlds the lattice cost was measured on (EASE-Grid 2.0 North,
 14,000 km square at 1 km and at 2.8 km)."""
-MC_US = 0.061
+MC_US = 0.032
 """Uncertainty: CPU microseconds per zone cell, realization and interval (interpolating the
 field, the draws, the exact sums; the independent-pixel pass included). This and
-:data:`REALIZATION_SECONDS` are fitted to the 1 km and 2.8 km hemisphere worlds."""
+:data:`REALIZATION_SECONDS` are fitted to the uncertainty stage of the 1 km hemisphere world
+(20.9 M zone cells: 289.8 and 309.0 s, runs 9 and 10 of 2026-12-05) and of the 2.8 km one
+(2.67 M: 183.4 s, 2026-12-05 at ``7b8a156``), 100 realizations of 4 intervals on 2 cores.
+The earlier fit (0.78 s, 0.061 us) had taken the 1 km stage from a run on a slow hour
+(411 s; its prediction was 1.27x slower too) and over-estimated it by a third."""
 REPORT_SECONDS = 7.0
 """Report: fixed CPU seconds (tables, charts, STAC)."""
 REPORT_MAP_SECONDS = 4.0

@@ -80,10 +80,13 @@ PARALLEL_EFFICIENCY = 0.9
 class Calibration:
     """Timings from predicting a sample of chunks on one thread.
 
-    ``predict_seconds`` is CPU time of the single-threaded kernel; ``read_seconds``,
+    ``predict_seconds`` is CPU time of the single-threaded kernel on the ``chunks`` sampled
+    chunks with data, averaged over the intervals' models (``interval_seconds``, one per
+    model timed); ``read_seconds`` (of ``read_chunks`` chunks, with and without data),
     ``tile_seconds`` (the chunk files of ``written_cells`` cells) and ``assemble_seconds``
     (``written_maps`` COGs of ``written_cells`` cells each, from those files) are wall time
-    (input and output wait on disks and GDAL threads).
+    (input and output wait on disks and GDAL threads). ``data_chunk_share`` is the share of
+    the grid's cells in chunks that hold data: a run writes and assembles only those.
     """
 
     chunks: int
@@ -98,10 +101,13 @@ class Calibration:
     valid_share: float
     model: str
     covariates: str
+    read_chunks: int = 0
+    data_chunk_share: float = 1.0
+    interval_seconds: tuple[float, ...] = ()
 
     def seconds_per_chunk(self, chunk_cells: int) -> float:
         """Read + predict time of one chunk: reading per chunk, predicting per cell with data."""
-        read = self.read_seconds / max(1, self.chunks)
+        read = self.read_seconds / max(1, self.read_chunks or self.chunks)
         per_valid = self.predict_seconds / max(1, self.valid_cells)
         return read + per_valid * chunk_cells * self.valid_share
 
@@ -144,11 +150,14 @@ class Plan:
             raise ValueError("plan was made without calibration")
         c = self.calibration
         chunk_cells = self.cells / self.n_chunks
-        per_chunk = c.seconds_per_chunk(int(chunk_cells)) + chunk_cells * c.tile_seconds_per_cell
-        compute = len(self.intervals) * self.n_chunks * per_chunk
+        # every chunk is read; only chunks with data write a file and enter the COGs
+        files = self.n_chunks * c.data_chunk_share * chunk_cells * c.tile_seconds_per_cell
+        compute = len(self.intervals) * (
+            self.n_chunks * c.seconds_per_chunk(int(chunk_cells)) + files
+        )
         lanes = n_workers * self.threads_per_worker
         eff = 1.0 if lanes == 1 else PARALLEL_EFFICIENCY
-        one_map = self.cells * c.assemble_seconds_per_cell  # one task assembles one map
+        one_map = self.cells * c.data_chunk_share * c.assemble_seconds_per_cell  # one task a map
         assemble = len(self.intervals) * self.maps * one_map
         # an interval's maps are assembled while the next interval's chunks are predicted,
         # so the work shares the workers; what cannot be shared is the last interval's
@@ -191,10 +200,18 @@ class Plan:
         c = self.calibration
         if c is not None:
             us = 1e6 * c.predict_seconds / max(1, c.valid_cells)
+            n_read = c.read_chunks or c.chunks
+            each = ", ".join(f"{1e6 * t / max(1, c.valid_cells):.2f}" for t in c.interval_seconds)
+            models = (
+                f" (mean of {len(c.interval_seconds)} intervals' models: {each})"
+                if len(c.interval_seconds) > 1
+                else ""
+            )
             out += [
-                f"calibration:   {c.chunks} chunk(s) read ({c.read_seconds / max(1, c.chunks):.2f} s each), "
-                f"model timed on one thread on {c.cells:,} of their cells ({c.valid_cells:,} with data): "
-                f"{us:.2f} us/cell; {100 * c.valid_share:.0f} % of the grid has data",
+                f"calibration:   {n_read} chunk(s) read ({c.read_seconds / max(1, n_read):.2f} s each), "
+                f"model timed on one thread on {c.cells:,} cells of {c.chunks} ({c.valid_cells:,} with data): "
+                f"{us:.2f} us/cell{models}; {100 * c.valid_share:.0f} % of the grid has data, "
+                f"{100 * c.data_chunk_share:.0f} % lies in chunks with data",
                 f"               writing: chunk files {1e6 * c.tile_seconds_per_cell:.3f} us/cell "
                 f"(by the tasks), assembling each COG {1e6 * c.assemble_seconds_per_cell:.3f} "
                 f"us/cell ({self.maps} maps per interval, one task each)",
@@ -250,16 +267,17 @@ def _model_bytes(model: Any) -> int:
         return 0
 
 
-def _fitted_model(cfg: RunConfig, intervals: list[str]) -> tuple[Any, Any, str] | None:
-    """The first fitted model (and its area of applicability) in the run's output folder."""
+def _fitted_models(cfg: RunConfig, intervals: list[str]) -> list[tuple[Any, Any, str]]:
+    """The fitted models (with their areas of applicability) in the run's output folder."""
     run = RunFolder(cfg.output)
+    found = []
     for label in intervals:
         path = run.model_file(label)
         if path.exists():
             aoa_path = run.aoa_file(label)
             aoa = io.read_model(aoa_path) if aoa_path.exists() else None
-            return io.read_model(path), aoa, str(path)
-    return None
+            found.append((io.read_model(path), aoa, str(path)))
+    return found
 
 
 def _random_training(
@@ -436,7 +454,8 @@ def make_plan(
     model = None
     model_desc = ""
     aoa = None
-    found = _fitted_model(cfg, intervals)
+    fitted = _fitted_models(cfg, intervals)
+    found = fitted[0] if fitted else None
     stand_in_aoa_needed = cfg.prediction.aoa and bool(covariates)
     table = _read_profiles(cfg) if calibrate else None  # read once: counts and stand-ins
     n_profiles = None if table is None else int(table["profile_id"].nunique()) or None
@@ -459,6 +478,8 @@ def make_plan(
     if found is not None:
         model, aoa, where = found
         model_desc = f"fitted model {where}"
+        if len(fitted) > 1:
+            model_desc = f"fitted models of {len(fitted)} intervals ({where}, ...)"
     elif calibrate:
         say("no fitted model in the output folder: fitting a stand-in")
         c0 = time.process_time()
@@ -471,7 +492,9 @@ def make_plan(
         notes.append(
             "timings use a stand-in model; re-run `socmap plan` after fitting for the real model"
         )
-    mb = _model_bytes(model) if model is not None else 0
+    mb = max((_model_bytes(m) for m, _, _ in fitted), default=0)
+    if not fitted and model is not None:
+        mb = _model_bytes(model)
     if model is None:
         notes.append("no fitted model yet: the memory estimate leaves out the model's size")
     worker = int(WORKER_BASELINE + WORKER_GDAL_CACHE_MB * 2**20 + mb + threads_per_worker * tb)
@@ -481,8 +504,9 @@ def make_plan(
         if stand_in_aoa_needed and aoa is None:
             aoa = stand_in_aoa(cfg, covariates, grid, n_train, sites)
             model_desc += f"; area of applicability: a stand-in fitted on {rows_desc}"
+        timed = [(m, a) for m, a, _ in fitted] if len(fitted) > 1 else [(model, aoa)]
         calibration = _calibrate(
-            cfg, grid, chunks, model, aoa, model_desc, covariates, sample_chunks, say
+            cfg, grid, chunks, timed, model_desc, covariates, sample_chunks, say
         )
         if "random" in calibration.covariates:
             notes.append(
@@ -537,20 +561,23 @@ def _calibrate(
     cfg: RunConfig,
     grid: Grid,
     chunks: tuple[int, int],
-    model: Any,
-    aoa: Any,
+    models: list[tuple[Any, Any]],
     model_desc: str,
     covariates: list[str],
     k: int,
     say: Any,
 ) -> Calibration:
+    """Time ``models`` (``(model, area of applicability)``, one per interval or one for all)
+    on ``k`` sampled chunks with data, the reads of the chunks sampled, and the writer."""
     import dask
 
     stack = None
-    valid_share = 1.0
+    valid_share = data_chunk_share = 1.0
     try:
         stack = build_stack(cfg.covariates, grid, chunks=chunks[0])
-        valid_share = 1.0 - summarize_stack(stack).nodata_share
+        summary = summarize_stack(stack)
+        valid_share = 1.0 - summary.nodata_share
+        data_chunk_share = summary.data_chunk_share(chunks[0])
         cov_desc = "read from the covariate files"
     except (MappingError, OSError) as exc:
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -561,12 +588,18 @@ def _calibrate(
     # warm-up: compiled kernels (numba) and lazy imports are not part of the rate
     warm = random_covariate_block(cfg, covariates, (4, 4), rng)
     y0, x0 = grid.coords()
-    _predict_block(warm, x0[:4], y0[:4], model, q, aoa=aoa)
-
-    read_s = predict_s = 0.0
-    cells = valid = 0
-    outputs: list[dict[str, np.ndarray]] = []
+    for model, aoa in models:
+        _predict_block(warm, x0[:4], y0[:4], model, q, aoa=aoa)
     candidates = _sample_tiles(grid, chunks, 4 * k)
+    if stack is not None:  # opening the files (a VRT's index) is paid once per worker
+        with dask.config.set(scheduler="synchronous"):
+            tile = candidates[0]
+            stack.isel(y=tile.row_slice, x=tile.col_slice).isel(y=slice(0, 4), x=slice(0, 4)).load()
+
+    read_s = 0.0
+    n_read = cells = valid = 0
+    per_model = np.zeros(len(models))
+    outputs: list[dict[str, np.ndarray]] = []
     for tile in candidates:
         if len(outputs) == k:
             break
@@ -575,23 +608,30 @@ def _calibrate(
             with dask.config.set(scheduler="synchronous"):
                 window = stack.isel(y=tile.row_slice, x=tile.col_slice)
                 block = {c: window[c].values for c in covariates}
+            read_s += time.perf_counter() - t0
+            n_read += 1
         else:
             block = random_covariate_block(cfg, covariates, tile.grid.shape, rng)
-        if stack is not None:
-            read_s += time.perf_counter() - t0
         # the model's cost is per cell: time it on a central window of the chunk, in CPU
         # seconds of this (single-threaded) process, which other load does not inflate
         rs, cs = _central(tile.grid.shape, CALIBRATION_WINDOW)
         block = {c: v[rs, cs] for c, v in block.items()}
+        if not any(np.isfinite(v).any() for v in block.values()):
+            continue  # a chunk without data costs its read only
         yc, xc = tile.grid.coords()
-        c1 = time.process_time()
-        out = _predict_block(block, xc[cs], yc[rs], model, q, aoa=aoa)
-        predict_s += time.process_time() - c1
-        n_valid = int(np.isfinite(out["mean"]).sum())
-        cells += out["mean"].size
-        valid += n_valid
-        if n_valid:  # chunks without data cost a read only; time the model on data
-            outputs.append(out)
+        times = []
+        for model, aoa in models:
+            c1 = time.process_time()
+            out = _predict_block(block, xc[cs], yc[rs], model, q, aoa=aoa)
+            times.append(time.process_time() - c1)
+            if len(times) == 1:
+                first = out
+        n_valid = int(np.isfinite(first["mean"]).sum())
+        if n_valid:  # time the model on data
+            per_model += times
+            cells += first["mean"].size
+            valid += n_valid
+            outputs.append(first)
             say(f"calibrating: chunk {len(outputs)}/{k}")
     if not outputs:
         raise MappingError(
@@ -614,8 +654,11 @@ def _calibrate(
         chunks=len(outputs),
         cells=cells,
         valid_cells=valid,
-        predict_seconds=predict_s,
+        predict_seconds=float(per_model.mean()),
         read_seconds=read_s,
+        read_chunks=n_read,
+        data_chunk_share=data_chunk_share,
+        interval_seconds=tuple(float(t) for t in per_model),
         tile_seconds=written.chunk_seconds,
         assemble_seconds=written.assemble_seconds,
         written_cells=ny * width,
