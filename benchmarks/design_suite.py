@@ -237,10 +237,43 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
     df = pd.concat(rows, ignore_index=True)
+    suffix = ("_" + tag[:-1]) if tag else ""
     if not args.table_only:
-        df.to_csv(args.suite / f"design_results{('_' + tag[:-1]) if tag else ''}.csv", index=False)
+        df.to_csv(args.suite / f"design_results{suffix}.csv", index=False)
+    shrinkage = shrinkage_table(df, args.suite, tag, args.target)
+    shrinkage.to_csv(args.suite / f"design_shrinkage{suffix}.csv", index=False)
     print(summary_table(df, args.suite, tag))
+    print(f"predicted against realised shrinkage: {args.suite / f'design_shrinkage{suffix}.csv'}")
     return 0
+
+
+def shrinkage_table(
+    df: pd.DataFrame, suite: Path, tag: str, targets: list[str] | None
+) -> pd.DataFrame:
+    """Per world and N, the socmap design's predicted and realised shrinkage of the mean
+    half-width of the targeted totals (the report draws it: ``mapping/report/data``)."""
+    rows = []
+    for world, g in df.groupby("world"):
+        base = g[g["design"] == "none"]["half_width"].mean()
+        pred = {}
+        for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
+            pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+        for n, h in g[g["design"] == "socmap"].groupby("n", sort=True):
+            if str(n) not in pred:
+                continue
+            rows.append(
+                {
+                    "world": world,
+                    "n": int(n),
+                    "targets": " ".join(targets) if targets else "all",
+                    "half_width_before_pct": round(100 * base, 2),
+                    "half_width_after_pct": round(100 * h["half_width"].mean(), 2),
+                    "predicted_pct": round(100 * pred[str(n)], 1),
+                    "realised_pct": round(100 * (1 - h["half_width"].mean() / base), 1),
+                    "truth_inside": bool(h["covered"].all()),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _run_name(kind: str, n: int, tag: str) -> str:
