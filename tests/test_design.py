@@ -375,6 +375,26 @@ def test_report_shows_the_proposed_sites(fitted: Path) -> None:
     assert "figures/design_sites.png" in {str(k) for k in files}
     md = (out / "report" / "report.md").read_text()
     assert "3 new profile sites proposed" in md
+    # beside them, how the predictions fared on the world suite, from the shipped table
+    import pandas as pd
+
+    from mapping.report.figures import DESIGN_SUITE
+
+    assert "figures/design_suite.png" in {str(k) for k in files}
+    ref = pd.read_csv(DESIGN_SUITE, comment="#")
+    assert len(ref) == 8 and (ref["n"] == 50).all()
+    # the realised shrinkage is the half-widths' own, as docs/design.md tabulates it
+    real = 100 * (1 - ref["half_width_after_pct"] / ref["half_width_before_pct"])
+    assert np.allclose(real, ref["realised_pct"], atol=0.1)  # both rounded in the table
+    real = ref["realised_pct"]
+    pred = ref["predicted_pct"]
+    said = (
+        f"predicted {pred.min():.0f}-{pred.max():.0f} % (mean {pred.mean():.1f} %) and the "
+        f"refit with the new profiles realised {real.min():.0f}-{real.max():.0f} % "
+        f"(mean {real.mean():.1f} %), more than predicted in {int((real > pred).sum())} of 8"
+    )
+    assert said in " ".join(md.split())
+    assert (out / "report" / "figures" / "design_suite.pdf").exists()
 
 
 def test_roads_layer_gives_points_along_its_lines(tmp_path: Path) -> None:

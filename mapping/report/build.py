@@ -20,6 +20,7 @@ from mapping.report.figures import (
     ZoneOutlines,
     calibration_figure,
     design_figure,
+    design_suite_figure,
     interval_figures,
     storage_figure,
 )
@@ -258,7 +259,12 @@ def build_report(
             # drawn here while the intervals' maps are drawn in other processes
             storage = storage_figure(tables, range_label) if tables is not None else None
             calibration = calibration_figure(out, ordered, quantiles[1] - quantiles[0])
-            return [storage, calibration, design_figure(out, run, outlines)]
+            return [
+                storage,
+                calibration,
+                design_figure(out, run, outlines),
+                design_suite_figure(out),
+            ]
 
         n_jobs = (cfg or {}).get("n_jobs")
         figures, cv_figs, others = interval_figures(
@@ -270,12 +276,14 @@ def build_report(
             n_jobs,
             meanwhile=other_figures,  # type: ignore[arg-type]
         )
-        storage, calibration, design = others
+        storage, calibration, design, design_suite = others
         t1 = t2 = t_ind = None
         if tables is not None:
             t1, t2, t_ind = display_tables(tables, range_label)
         # the report's order: maps, storage, cross-validation, calibration, design
-        figures += [f for f in (storage, *cv_figs, calibration, design) if f is not None]
+        figures += [
+            f for f in (storage, *cv_figs, calibration, design, design_suite) if f is not None
+        ]
         cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
         cv_area = cv_area_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None

@@ -355,3 +355,43 @@ def plot_observed_vs_predicted(
     buf = BytesIO()
     fig.savefig(buf, format="png")
     return io.write_bytes(buf.getvalue(), path)
+
+
+def design_suite_chart(reference: pd.DataFrame, predicted: Mapping[str, float]) -> Any:
+    """Predicted against realised shrinkage of a targeted range on the world suite.
+
+    Parameters
+    ----------
+    reference
+        One row per world: ``predicted_pct``, ``realised_pct``, ``truth_inside``
+        (``mapping/report/data/design_suite.csv``).
+    predicted
+        This run's predicted reduction (%) of each targeted total, drawn as vertical lines.
+    """
+    fig = new_figure(5.2, 4.2, 110)
+    ax = fig.add_subplot(1, 1, 1)
+    x = reference["predicted_pct"].to_numpy(float)
+    y = reference["realised_pct"].to_numpy(float)
+    inside = reference["truth_inside"].to_numpy(bool)
+    top = float(max(np.max(x, initial=0.0), np.max(y, initial=0.0), *predicted.values(), 10.0))
+    top = 10.0 * np.ceil(top / 10.0)
+    ax.plot([0, top], [0, top], color="0.5", lw=1, ls="--", label="realised = predicted")
+    ax.scatter(x[inside], y[inside], s=28, c="#1f77b4", label="a world: truth inside the new range")
+    if (~inside).any():
+        ax.scatter(
+            x[~inside], y[~inside], s=28, facecolors="none", edgecolors="#1f77b4",
+            label="a world: truth outside",
+        )  # fmt: skip
+    for k, (name, value) in enumerate(predicted.items()):
+        ax.axvline(
+            value, color="#d62728", lw=1.2, label="this run's prediction" if k == 0 else None
+        )
+        ax.annotate(name, (value, top), xytext=(3, -12), textcoords="offset points",
+                    fontsize=7, color="#d62728", rotation=90, va="top")  # fmt: skip
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("predicted shrinkage of the 90 % range (%)")
+    ax.set_ylabel("realised shrinkage after the refit (%)")
+    ax.legend(fontsize=7, loc="lower right", frameon=False)  # below the diagonal: few worlds
+    fig.tight_layout()
+    return fig
