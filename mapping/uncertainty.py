@@ -23,10 +23,17 @@ residuals' mean level (:func:`mapping.residual_errors.residual_mean_sd`); ``comm
 one standard normal per realization, shared by all cells, and takes its share out of each
 cell's own variance.
 
-Cumulative intervals (same top, deeper bottom: ``0-30, 0-100, 0-200, 0-300``) use the same
-noise (each interval its own kernel if its variogram differs) and, in every realization
-and cell, the running maximum down the column: ``d(0-100) >= d(0-30)``, so the totals are
-consistent in every realization.
+Cumulative intervals (same top, deeper bottom: ``0-30, 0-100, 0-200, 0-300``) are drawn
+down the column as increments: ``d(0-100) = d(0-30) + i``, where the increment ``i >= 0``
+has the mean ``max(m(0-100) - m(0-30), 0)`` and the standard deviation ``max(s(0-100),
+s'(0-30)) - s'(0-30)`` (``s'`` the running maximum of the standard deviations up the
+column) and is drawn with the deeper interval's own field (its kernel). Every
+realization is then ordered by depth in every cell, each cell keeps its map's mean
+wherever the maps are ordered, and its standard deviation wherever they grow with depth
+(exactly for ``normal`` and one kernel; to the coupling of the fields otherwise).
+The running maximum of independently drawn intervals, used before, lifted a deeper
+interval whose spread is wider than the shallower one's: its totals came out above its
+own map's (``cumulative="max"`` keeps it for comparison).
 """
 
 from __future__ import annotations
@@ -170,6 +177,45 @@ def _cumulative(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
     return np.where(np.isnan(cur), cur, np.fmax(cur, prev))
 
 
+@dataclass
+class _Level:
+    """One interval's draws: its own :class:`_Density`, and for an interval below another
+    of the same top the :class:`_Density` of its increment (``inc``) and where the
+    shallower interval has no data (``alone``: drawn from its own density there)."""
+
+    own: _Density
+    inc: _Density | None = None
+    alone: np.ndarray | None = None
+
+
+def _levels(
+    means: Sequence[np.ndarray],
+    stds: Sequence[np.ndarray],
+    intervals: Sequence[tuple[float, float]],
+    distribution: str,
+    common: Sequence[float | tuple[float, float]],
+    cumulative: bool | str,
+) -> list[_Level]:
+    """Each interval's :class:`_Level` (see the module docstring: draws as increments)."""
+    levels: list[_Level] = []
+    above: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # top -> (mean, running max of sd)
+    for k, (top, _bottom) in enumerate(intervals):
+        m = np.asarray(means[k], dtype="float64")
+        sd = np.asarray(stds[k], dtype="float64")
+        level = _Level(_Density(m, sd, distribution, common[k]))
+        if cumulative is True and top in above:
+            pm, ps = above[top]
+            with np.errstate(invalid="ignore"):
+                grown = np.fmax(sd, ps)  # ps is NaN where the shallower has no data
+                level.inc = _Density(np.maximum(m - pm, 0.0), grown - ps, distribution, common[k])
+                level.alone = np.isnan(pm) & np.isfinite(m)
+            above[top] = (np.where(np.isnan(pm), m, pm + np.maximum(m - pm, 0.0)), grown)
+        else:
+            above[top] = (m, sd)
+        levels.append(level)
+    return levels
+
+
 def realization_block(
     means: Sequence[np.ndarray],
     stds: Sequence[np.ndarray],
@@ -178,7 +224,7 @@ def realization_block(
     *,
     kernel_of: Sequence[int] | None = None,
     distribution: str = "normal",
-    cumulative: bool = True,
+    cumulative: bool | str = True,
     common_sd: Sequence[float] | None = None,
     shared: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -199,8 +245,10 @@ def realization_block(
     distribution
         ``"normal"`` (clipped at zero) or ``"lognormal"``.
     cumulative
-        Make every realization monotone down each column of intervals that share a top
-        (running maximum); ``False`` only to see what the constraint changes.
+        ``True``: draw the intervals that share a top as increments down the column, so
+        every realization is monotone with depth and keeps each map's mean (module
+        docstring); ``"max"``: draw each interval alone and take the running maximum
+        (lifts a deeper interval with a wider spread); ``False``: each alone, unordered.
     common_sd, shared
         Per interval, the standard deviation of an error shared by all cells (see
         :func:`zone_total_draws`), and the ``(n,)`` standard normal values of that error
@@ -211,30 +259,36 @@ def realization_block(
     numpy.ndarray
         ``(n_intervals, n, ny, nx)`` float64, kg C m⁻².
     """
+    if cumulative not in (True, False, "max"):
+        raise ValueError(f"cumulative must be True, False or 'max', not {cumulative!r}")
     common = [0.0] * len(intervals) if common_sd is None else list(common_sd)
-    densities = [
-        _Density(means[k], stds[k], distribution, common[k]) for k in range(len(intervals))
-    ]
-    return _realize(densities, z, intervals, kernel_of, cumulative, shared)
+    levels = _levels(means, stds, intervals, distribution, common, cumulative)
+    return _realize(levels, z, intervals, kernel_of, cumulative, shared)
 
 
 def _realize(
-    densities: Sequence[_Density],
+    levels: Sequence[_Level],
     z: np.ndarray,
     intervals: Sequence[tuple[float, float]],
     kernel_of: Sequence[int] | None,
-    cumulative: bool,
+    cumulative: bool | str,
     shared: np.ndarray | None,
 ) -> np.ndarray:
-    """:func:`realization_block` with each interval's :class:`_Density` made already."""
+    """:func:`realization_block` with each interval's :class:`_Level` made already."""
     kernel_of = [0] * len(intervals) if kernel_of is None else list(kernel_of)
     out = np.empty((len(intervals), z.shape[1], *z.shape[2:]))
     prev: dict[float, np.ndarray] = {}
     for k, (top, _bottom) in enumerate(intervals):
-        d = densities[k](z[kernel_of[k]], shared)
-        if cumulative:
-            d = _cumulative(d, prev.get(top))
-            prev[top] = d
+        level, zk = levels[k], z[kernel_of[k]]
+        if level.inc is not None and top in prev:
+            d = prev[top] + level.inc(zk, shared)  # NaN where either has no data
+            if level.alone is not None and level.alone.any():
+                d[:, level.alone] = level.own(zk, shared)[:, level.alone]
+        else:
+            d = level.own(zk, shared)
+            if cumulative == "max":
+                d = _cumulative(d, prev.get(top))
+        prev[top] = d
         out[k] = d
     return out
 
@@ -297,17 +351,15 @@ def _draw_block(
     if not any(bool(np.isfinite(m).any()) for m in means):  # nothing to simulate: areas only
         out[:] = sums(np.full((1, len(flat)), np.nan))[0]
         return out
-    densities = [
-        _Density(means[k], kept(maps[len(intervals) + k]), distribution, common[k])
-        for k in range(len(intervals))
-    ]
+    stds = [kept(maps[len(intervals) + k]) for k in range(len(intervals))]
+    levels = _levels(means, stds, intervals, distribution, common, True)
     per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
     fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
     for b in range(0, len(reals), sub):
         part = reals[b : b + sub]
         z = np.stack([next(fields) for _ in part], axis=1)  # (n_kernels, n, kept)
         dens = _realize(
-            densities,
+            levels,
             z.reshape(z.shape[0], z.shape[1], 1, z.shape[2]),
             intervals,
             kernel_of,

@@ -888,41 +888,43 @@ def test_cv_block_error_sd_by_hand_and_on_a_known_regional_error():
     assert cv_block_error_sd(syn) == pytest.approx(0.1, abs=0.015)
 
 
+def _all_zone_draws(d: np.ndarray, labels: list[str], area: float) -> pd.DataFrame:
+    """Storage (Pg) per realization of each interval of ``d`` (``(k, n, 1, cells)``)."""
+    n, parts = d.shape[1], []
+    for k, iv in enumerate(labels):
+        part = pd.DataFrame({"realization": np.arange(n), "zone": "all zones", "interval": iv})
+        part["zone_code"] = pd.NA
+        part["top_cm"], part["bottom_cm"] = 0.0, float(iv.split("-")[1])
+        part["storage_pg"] = d[k].sum(axis=(1, 2)) * area / 1e12
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
 def test_mean_shifts_flag_a_deeper_interval_lifted_by_the_ordering() -> None:
     """Two intervals sharing a top; the deeper map is the smaller (as per-interval maps can
-    be) and the two are drawn from independent fields: the running maximum lifts the deeper
-    realizations, by E[max(X, Y)] - E[Y] for independent lognormals. The shallower total
-    keeps its mean, to Monte Carlo noise."""
+    be). Drawn as increments, the deeper realizations equal the shallower ones: lifted by
+    the maps' own disorder, 10 / 9.5 - 1, and flagged. The running maximum of independent
+    draws (``cumulative="max"``, the former scheme) lifts them by E[max(X, Y)] - E[Y]."""
     rng = np.random.default_rng(3)
-    n, cells = 400, 50
+    n, cells, area = 400, 50, 1e6  # m2 per cell; storage in Pg = kg / 1e12
     m = [np.full((1, cells), 10.0), np.full((1, cells), 9.5)]
     s = [np.full((1, cells), 3.0), np.full((1, cells), 3.0)]
     z = rng.standard_normal((2, n, 1, cells))
-    d = realization_block(m, s, z, [(0, 200), (0, 300)], kernel_of=[0, 1], distribution="lognormal")
-    area = 1e6  # m2 per cell; storage in Pg = kg / 1e12
-    rows = []
-    for k, iv in enumerate(["0-200", "0-300"]):
-        tot = d[k].sum(axis=(1, 2)) * area / 1e12
-        rows.append(
-            pd.DataFrame(
-                {
-                    "realization": np.arange(n),
-                    "zone": "all zones",
-                    "zone_code": pd.NA,
-                    "interval": iv,
-                    "top_cm": 0.0,
-                    "bottom_cm": float(iv[2:]),
-                    "storage_pg": tot,
-                }
-            )
-        )
-    draws = pd.concat(rows, ignore_index=True)
+    iv, labels = [(0, 200), (0, 300)], ["0-200", "0-300"]
     totals = pd.DataFrame(
-        {"zone": "all zones", "interval": ["0-200", "0-300"],
+        {"zone": "all zones", "interval": labels,
          "storage_pg": [10.0 * cells * area / 1e12, 9.5 * cells * area / 1e12]}
     )  # fmt: skip
-    out = mean_shifts(draws, totals)
+    d = realization_block(m, s, z, iv, kernel_of=[0, 1], distribution="lognormal")
+    np.testing.assert_array_equal(d[1], d[0])  # no increment where the deeper map is smaller
+    out = mean_shifts(_all_zone_draws(d, labels, area), totals)
     assert list(out["interval"]) == ["0-300"]
+    assert out["shift"].iloc[0] == pytest.approx(10 / 9.5 - 1, abs=4 * out["noise"].iloc[0])
+
+    lifted = realization_block(
+        m, s, z, iv, kernel_of=[0, 1], distribution="lognormal", cumulative="max"
+    )
+    out = mean_shifts(_all_zone_draws(lifted, labels, area), totals)
     # independent lognormal cells (cv 0.3): E[max] by simulation of the same model, 2e5 pairs
     sig = np.sqrt(np.log1p(0.3**2))
     big = np.random.default_rng(4).standard_normal((2, 200_000))
@@ -933,13 +935,44 @@ def test_mean_shifts_flag_a_deeper_interval_lifted_by_the_ordering() -> None:
     assert out["shift"].iloc[0] > 0.1
     # no shift without the ordering
     plain = realization_block(
-        m, s, z, [(0, 200), (0, 300)], kernel_of=[0, 1], distribution="lognormal",
-        cumulative=False,
-    )  # fmt: skip
-    draws["storage_pg"] = np.concatenate([plain[k].sum(axis=(1, 2)) * area / 1e12 for k in (0, 1)])
-    assert mean_shifts(draws, totals).empty
+        m, s, z, iv, kernel_of=[0, 1], distribution="lognormal", cumulative=False
+    )
+    assert mean_shifts(_all_zone_draws(plain, labels, area), totals).empty
+    with pytest.raises(ValueError, match="cumulative"):
+        realization_block(m, s, z, iv, cumulative="min")
     with pytest.raises(InputError, match="storage_pg"):
+        draws = _all_zone_draws(plain, labels, area)
         mean_shifts(draws, totals.rename(columns={"storage_pg": "storage_tg"}))
+
+
+@pytest.mark.parametrize("kernels", [[0, 0, 0], [0, 1, 2]])
+def test_increments_keep_each_maps_mean_and_order_every_realization(kernels: list[int]) -> None:
+    """Ordered maps whose deeper intervals spread much wider (as per-interval deep models
+    do: cv 0.3, 0.6, 0.9): drawn as increments, every realization is ordered in every cell,
+    each interval keeps its map's mean (to Monte Carlo noise) and, with one field for all,
+    its standard deviation to a few per cent (comonotone lognormal increments add their
+    standard deviations nearly exactly). The running maximum lifts the deepest mean (by
+    4 % with one field, 31 % with independent ones). Independent fields per interval (the extreme case) keep the means and
+    narrow the deeper spreads, as the module docstring says."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    m = [np.full((1, 1), v) for v in (10.0, 14.0, 16.0)]
+    s = [np.full((1, 1), v) for v in (3.0, 8.4, 14.4)]
+    z = rng.standard_normal((3, n, 1, 1))
+    iv = [(0, 30), (0, 100), (0, 200)]
+    d = realization_block(m, s, z, iv, kernel_of=kernels, distribution="lognormal")[:, :, 0, 0]
+    assert (np.diff(d, axis=0) >= 0).all()
+    se = np.array([3.0, 8.4, 14.4]) / np.sqrt(n)
+    assert np.all(np.abs(d.mean(axis=1) - [10.0, 14.0, 16.0]) < 5 * se * 3)  # heavy tails
+    if kernels == [0, 0, 0]:
+        np.testing.assert_allclose(d.std(axis=1), [3.0, 8.4, 14.4], rtol=0.06)
+    else:
+        assert d.std(axis=1)[0] == pytest.approx(3.0, rel=0.02)
+        assert np.all(d.std(axis=1)[1:] < [8.4, 14.4])
+    lifted = realization_block(
+        m, s, z, iv, kernel_of=kernels, distribution="lognormal", cumulative="max"
+    )[:, :, 0, 0]
+    assert lifted.mean(axis=1)[2] > (1.03 if kernels == [0, 0, 0] else 1.2) * 16.0
 
 
 def test_a_shared_fraction_of_each_cells_variance() -> None:
