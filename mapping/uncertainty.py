@@ -844,11 +844,12 @@ def mean_shifts(
 
     Every cell's realizations keep its mean, so the mean of the draws of a total is the
     map's total up to the noise of ``n`` realizations (``sd / sqrt(n)``). One thing moves it:
-    the ordering by depth (``cumulative``), which lifts a deeper interval's realization
-    wherever it falls below the shallower one's. It lifts little when the deeper mean is
-    the larger and both move together; per-interval models guarantee neither (a deeper
-    map below the shallower one, or a calibrated spread that grows much faster with depth
-    than the mean), and then the deeper interval's range moves up with it.
+    the ordering by depth. Drawn as increments (the default), a deeper interval keeps its
+    map's mean wherever that mean is at least the shallower one's; where a deeper map lies
+    below a shallower one (per-interval models do not exclude it) its realizations follow
+    the shallower ones, and its total and range move up by that disorder. With
+    ``cumulative="max"`` (the running maximum of independent draws) a deeper interval whose
+    spread grows faster than its mean is lifted too.
 
     Parameters
     ----------

@@ -229,9 +229,10 @@ def build_report(
         moved = ", ".join(f"{iv} cm {100 * v:+.0f} %" for iv, v in shifted.items())
         notes.append(
             f"The Monte Carlo totals of all zones lie off the maps' totals ({moved}): the "
-            "realizations are ordered by depth, and the deeper interval's fell below the "
-            "shallower one's (per-interval maps are not depth-consistent; the layered depth "
-            "model, model.depth: layered, is). Its ranges moved with them."
+            "realizations are ordered by depth, and the deeper interval's map lies below a "
+            "shallower one's in part of the zones, where its realizations follow the shallower "
+            "ones (per-interval maps are not depth-consistent; the layered depth model, "
+            "model.depth: layered, is). Its ranges moved with them."
         )
     cfg = _config_dict(config, run.manifest)
     quantiles = tuple((cfg or {}).get("prediction", {}).get("quantiles", (0.05, 0.95)))

@@ -731,7 +731,8 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
 
 
 def _report_mean_shifts(ctx: StageContext, draws: pd.DataFrame) -> None:
-    """Warn where the ordering by depth moved a total's draws off the map's total."""
+    """Warn where the ordering by depth moved a total's draws off the map's total (where a
+    deeper interval's map lies below a shallower one's)."""
     totals = ctx.results.get("zones")
     if totals is None:
         return
@@ -746,7 +747,8 @@ def _report_mean_shifts(ctx: StageContext, draws: pd.DataFrame) -> None:
         text = (
             f"{r.interval} cm: the Monte Carlo mean of {r.zone} is {100 * r.shift:+.1f} % off the "
             f"maps' total (Monte Carlo noise ±{100 * r.noise:.1f} %): realizations are ordered by "
-            "depth, and this interval's fell below the shallower one's; its range moved with them"
+            "depth, and this interval's map lies below a shallower one's in part of the zone, "
+            "where its realizations follow the shallower ones; its range moved with them"
         )
         if ctx.config.model.depth != "layered":
             text += " (per-interval maps are not depth-consistent; model.depth: layered is)"
