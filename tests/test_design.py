@@ -381,7 +381,7 @@ def test_report_shows_the_proposed_sites(fitted: Path) -> None:
     from mapping.report.figures import DESIGN_SUITE
 
     assert "figures/design_suite.png" in {str(k) for k in files}
-    ref = pd.read_csv(DESIGN_SUITE, comment="#")
+    ref = pd.read_csv(DESIGN_SUITE)
     assert len(ref) == 8 and (ref["n"] == 50).all()
     # the realised shrinkage is the half-widths' own, as docs/design.md tabulates it
     real = 100 * (1 - ref["half_width_after_pct"] / ref["half_width_before_pct"])

@@ -418,8 +418,12 @@ def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> 
 
 
 DESIGN_SUITE = Path(__file__).parent / "data" / "design_suite.csv"
-"""Predicted and realised shrinkage of ``socmap design`` on the world suite (its header says
-how it was measured)."""
+"""Predicted and realised shrinkage of ``socmap design``'s targeted range on the world suite
+(``docs/design.md``, "One targeted total on eight worlds"): seed 2026, the eight projected
+worlds, N = 50 new profiles aimed at continuous/0-100, one draw per world, measured with the
+variogram bound and ``uncertainty.regional: folds_net`` (2026-12-05, ``6f18f5c``). Written by
+``python benchmarks/design_suite.py --suite OUT --n 50 --target continuous/0-100 --only ...``
+as ``OUT/design_shrinkage_continuous-0-100.csv``."""
 
 
 def design_suite_figure(out: Path) -> ReportFigure | None:
@@ -429,7 +433,7 @@ def design_suite_figure(out: Path) -> ReportFigure | None:
     if not folder.design_targets.exists():
         return None
     targets = io.read_table(folder.design_targets)
-    reference = pd.read_csv(DESIGN_SUITE, comment="#")
+    reference = io.read_table(DESIGN_SUITE)
     predicted = {
         f"{r.zone} {r.interval}": float(r.expected_reduction_pct)
         for r in targets.itertuples(index=False)
