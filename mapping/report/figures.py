@@ -421,7 +421,7 @@ DESIGN_SUITE = Path(__file__).parent / "data" / "design_suite.csv"
 """Predicted and realised shrinkage of ``socmap design``'s targeted range on the world suite
 (``docs/design.md``, "One targeted total on eight worlds"): seed 2026, the eight projected
 worlds, N = 50 new profiles aimed at continuous/0-100, one draw per world, measured with the
-variogram bound and ``uncertainty.regional: folds_net`` (2026-12-05, ``6f18f5c``). Written by
+default settings (2026-12-05, ``d3bd1c2``). Written by
 ``python benchmarks/design_suite.py --suite OUT --n 50 --target continuous/0-100 --only ...``
 as ``OUT/design_shrinkage_continuous-0-100.csv``."""
 
