@@ -130,21 +130,51 @@ def process_map(
     return _SharedJobs(func, list(jobs), n - 1).results()
 
 
+def _helper_pool(helpers: int) -> Any:
+    """loky's reusable pool of ``helpers`` processes (the same pool for the same count)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    # one BLAS/OpenMP thread per process: the cores are shared out by processes
+    env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                            "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
+    return get_reusable_executor(max_workers=helpers, env=env, timeout=300)
+
+
+def _import_fit_modules() -> int:
+    """Import what the fit's and the report's jobs need; the helper's process id."""
+    import importlib
+
+    for name in ("mapping.validation", "mapping.report.figures"):
+        importlib.import_module(name)
+    return os.getpid()
+
+
+def warm_helpers(n_jobs: int | None = None, n_tasks: int = 2) -> Any:
+    """Start the helpers :func:`process_map` will use for ``n_tasks`` jobs on ``n_jobs``
+    processes (``None``: the usable cores) and have them import the fit's modules, in the
+    background.
+
+    A helper takes about 3 s to start and import scikit-learn on this class of machine;
+    started with the run, it does so on the other core while this process checks the
+    inputs and computes the stocks, and the fit finds it ready. Returns the future of the
+    import job (its result is the helper's process id), or ``None`` with one process.
+    """
+    helpers = min(n_tasks, n_jobs or usable_cores()) - 1  # as process_map counts them
+    if helpers < 1:
+        return None
+    return _helper_pool(helpers).submit(_import_fit_modules)
+
+
 class _SharedJobs:
     """Jobs taken in order by ``helpers`` loky processes and by this process."""
 
     def __init__(self, func: Callable[..., Any], jobs: list[dict[str, Any]], helpers: int) -> None:
-        from joblib.externals.loky import get_reusable_executor
-
         self.func, self.jobs = func, jobs
         self.lock = threading.Lock()
         self.done = threading.Condition(self.lock)
         self.next = 0  # the next job not yet started
         self.outcome: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception)
-        # one BLAS/OpenMP thread per process: the cores are shared out by processes
-        env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
-        self.executor = get_reusable_executor(max_workers=helpers, env=env, timeout=300)
+        self.executor = _helper_pool(helpers)
         for _ in range(helpers):
             self._send()
 

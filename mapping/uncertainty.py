@@ -30,7 +30,8 @@ s'(0-30)) - s'(0-30)`` (``s'`` the running maximum of the standard deviations up
 column) and is drawn with the deeper interval's own field (its kernel). Every
 realization is then ordered by depth in every cell, each cell keeps its map's mean
 wherever the maps are ordered, and its standard deviation wherever they grow with depth
-(exactly for ``normal`` and one kernel; to the coupling of the fields otherwise).
+(exactly for ``normal`` draws on one kernel where the clipping at zero does not bite; to
+the coupling of the fields otherwise: comonotone lognormal increments add a little less).
 The running maximum of independently drawn intervals, used before, lifted a deeper
 interval whose spread is wider than the shallower one's: its totals came out above its
 own map's (``cumulative="max"`` keeps it for comparison).

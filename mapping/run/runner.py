@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapping import io
-from mapping.cluster import release_memory
+from mapping.cluster import release_memory, warm_helpers
 from mapping.config import RunConfig
 from mapping.grid import Grid
 from mapping.layout import RunFolder
@@ -100,6 +100,8 @@ def run_stages(
     """
     out = config.output
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
+    if any(s.name == "fit" for s in stages):  # the fit's helpers start while inputs are read
+        warm_helpers(config.n_jobs, len(config.stocks.intervals()))
     if check:
         checked = preflight(config, echo=echo)
         ctx.grid, ctx.stack = checked.grid, checked.stack
