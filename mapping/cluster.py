@@ -140,31 +140,6 @@ def _helper_pool(helpers: int) -> Any:
     return get_reusable_executor(max_workers=helpers, env=env, timeout=300)
 
 
-def _import_fit_modules() -> int:
-    """Import what the fit's and the report's jobs need; the helper's process id."""
-    import importlib
-
-    for name in ("mapping.validation", "mapping.report.figures"):
-        importlib.import_module(name)
-    return os.getpid()
-
-
-def warm_helpers(n_jobs: int | None = None, n_tasks: int = 2) -> Any:
-    """Start the helpers :func:`process_map` will use for ``n_tasks`` jobs on ``n_jobs``
-    processes (``None``: the usable cores) and have them import the fit's modules, in the
-    background.
-
-    A helper takes about 3 s to start and import scikit-learn on this class of machine;
-    started with the run, it does so on the other core while this process checks the
-    inputs and computes the stocks, and the fit finds it ready. Returns the future of the
-    import job (its result is the helper's process id), or ``None`` with one process.
-    """
-    helpers = min(n_tasks, n_jobs or usable_cores()) - 1  # as process_map counts them
-    if helpers < 1:
-        return None
-    return _helper_pool(helpers).submit(_import_fit_modules)
-
-
 class _SharedJobs:
     """Jobs taken in order by ``helpers`` loky processes and by this process."""
 

@@ -117,11 +117,6 @@ def _pid_and_draws(seed: int, n: int) -> tuple[int, np.ndarray]:
     return os.getpid(), _seeded_draws(seed, n)
 
 
-def _pid_and_imported(name: str) -> tuple[int, bool]:
-    time.sleep(0.2)  # long enough that both processes take jobs
-    return os.getpid(), name in sys.modules
-
-
 def test_process_map_equals_in_process_results_in_job_order() -> None:
     jobs = [{"seed": s, "n": 1000 + s} for s in (5, 1, 4, 2, 3)]
     expected = [_seeded_draws(**j) for j in jobs]
@@ -140,21 +135,6 @@ def test_process_map_equals_in_process_results_in_job_order() -> None:
     got = list(process_map(_pid_and_draws, jobs, 2))
     assert [np.array_equal(g[1], e) for g, e in zip(got, expected, strict=True)] == [True] * 5
     assert len({pid for pid, _ in got}) == 2 and os.getpid() in {pid for pid, _ in got}
-
-
-def test_warm_helpers_are_the_ones_process_map_uses() -> None:
-    """The helper started (and its imports done) before the fit is the process that then
-    runs its jobs: the same pool, not a second one."""
-    from mapping.cluster import usable_cores, warm_helpers
-
-    if usable_cores() < 2:
-        pytest.skip("one usable core: no helpers")
-    assert warm_helpers(1, 4) is None and warm_helpers(4, 1) is None  # one process: none
-    future = warm_helpers(2, 5)
-    helper = future.result(timeout=120)
-    assert helper != os.getpid()
-    got = list(process_map(_pid_and_imported, [{"name": "mapping.validation"}] * 4, 2))
-    assert (helper, True) in got  # the warmed helper ran jobs, its imports done
 
 
 def test_process_map_sends_no_job_to_a_pool_shut_down(tmp_path: Path) -> None:

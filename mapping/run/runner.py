@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapping import io
-from mapping.cluster import release_memory, warm_helpers
+from mapping.cluster import release_memory
 from mapping.config import RunConfig
-from mapping.exceptions import InputError
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.run.manifest import Manifest, digest, input_checksums, now
@@ -101,9 +100,6 @@ def run_stages(
     """
     out = config.output
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
-    if any(s.name == "fit" for s in stages) and (force or not _fit_complete(ctx.folder)):
-        # the fit's helpers start while the inputs are checked (not on a resume past it)
-        warm_helpers(config.n_jobs, len(config.stocks.intervals()))
     if check:
         checked = preflight(config, echo=echo)
         ctx.grid, ctx.stack = checked.grid, checked.stack
@@ -124,16 +120,6 @@ def run_stages(
     finally:
         gc.unfreeze()  # what release_memory froze between stages is collectable again
     return ctx
-
-
-def _fit_complete(folder: RunFolder) -> bool:
-    """Whether the output folder's manifest records a complete fit (its fingerprint is
-    checked later; this only decides whether to start the fit's helpers early)."""
-    try:
-        stages = io.read_json(folder.manifest).get("stages", {}) if folder.manifest.exists() else {}
-    except (OSError, InputError):
-        return False
-    return (stages.get("fit") or {}).get("status") == "complete"
 
 
 def _fingerprint(
