@@ -130,26 +130,21 @@ def process_map(
     return _SharedJobs(func, list(jobs), n - 1).results()
 
 
-def _helper_pool(helpers: int) -> Any:
-    """loky's reusable pool of ``helpers`` processes (the same pool for the same count)."""
-    from joblib.externals.loky import get_reusable_executor
-
-    # one BLAS/OpenMP thread per process: the cores are shared out by processes
-    env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                            "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
-    return get_reusable_executor(max_workers=helpers, env=env, timeout=300)
-
-
 class _SharedJobs:
     """Jobs taken in order by ``helpers`` loky processes and by this process."""
 
     def __init__(self, func: Callable[..., Any], jobs: list[dict[str, Any]], helpers: int) -> None:
+        from joblib.externals.loky import get_reusable_executor
+
         self.func, self.jobs = func, jobs
         self.lock = threading.Lock()
         self.done = threading.Condition(self.lock)
         self.next = 0  # the next job not yet started
         self.outcome: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception)
-        self.executor = _helper_pool(helpers)
+        # one BLAS/OpenMP thread per process: the cores are shared out by processes
+        env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
+        self.executor = get_reusable_executor(max_workers=helpers, env=env, timeout=300)
         for _ in range(helpers):
             self._send()
 
