@@ -456,22 +456,8 @@ class StackSummary:
         data in at least one sampled cell (a run writes no file for the others)."""
         if self.valid_sample is None:
             return 1.0
-        ny, nx = self.grid.shape
-        f = self.sample_factor
-        # sampled cell (r, c) covers grid rows r*f ... r*f + f - 1: its chunk is the one of
-        # its centre row and column
-        rows = np.minimum(
-            (np.arange(self.valid_sample.shape[0]) * f + f // 2) // chunks, -(-ny // chunks) - 1
-        )
-        cols = np.minimum(
-            (np.arange(self.valid_sample.shape[1]) * f + f // 2) // chunks, -(-nx // chunks) - 1
-        )
-        hit = np.zeros((-(-ny // chunks), -(-nx // chunks)), dtype=bool)
-        rr, cc = np.nonzero(self.valid_sample)
-        hit[rows[rr], cols[cc]] = True
-        heights = np.diff(np.minimum(np.arange(hit.shape[0] + 1) * chunks, ny))
-        widths = np.diff(np.minimum(np.arange(hit.shape[1] + 1) * chunks, nx))
-        return float((heights[:, None] * widths[None, :] * hit).sum() / (ny * nx))
+        # a sampled cell stands for the grid cell at its centre (nearest-neighbour warp)
+        return self.grid.chunk_cover(self.valid_sample, self.sample_factor, chunks, at=0.5)
 
     def lines(self) -> list[str]:
         g = self.grid

@@ -365,6 +365,24 @@ class Grid:
 
         return split(ny, cy), split(nx, cx)
 
+    def chunk_cover(self, sample: np.ndarray, factor: float, chunks: int, at: float = 0.0) -> float:
+        """Share of the grid's cells in chunks of ``chunks`` x ``chunks`` cells that hold a
+        ``True`` of ``sample``, a decimated sample of the grid.
+
+        Sampled cell ``(r, c)`` stands for ``factor`` x ``factor`` grid cells from
+        ``(r * factor, c * factor)``; it counts in the chunk that holds grid cell
+        ``((r + at) * factor, (c + at) * factor)``: its first cell (``at=0``) or its centre
+        (``at=0.5``).
+        """
+        rows, cols = self.chunk_sizes(chunks)
+        r, c = np.nonzero(sample)
+        i = np.minimum(((r + at) * factor // chunks).astype(int), len(rows) - 1)
+        j = np.minimum(((c + at) * factor // chunks).astype(int), len(cols) - 1)
+        hit = np.zeros((len(rows), len(cols)), dtype=bool)
+        hit[i, j] = True
+        ny, nx = self.shape
+        return float((np.outer(rows, cols) * hit).sum() / (ny * nx))
+
     def tiles(self, chunks: int | tuple[int, int]) -> list[Tile]:
         """Split the grid into chunks, row-major; each :class:`Tile` carries its sub-grid."""
         rows, cols = self.chunk_sizes(chunks)

@@ -147,7 +147,6 @@ def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
         return 1.0, 1.0
     path = Path(cfg.zones.path)
     ny, nx = grid.shape
-    rows, cols = grid.chunk_sizes(chunks)
     try:
         if path.suffix.lower() in VECTOR_SUFFIXES:
             import shapely
@@ -171,15 +170,8 @@ def zone_cover(cfg: RunConfig, grid: Grid, chunks: int) -> tuple[float, float]:
             inside &= a != info.nodata
         if cfg.zones.names:
             inside &= np.isin(a, list(cfg.zones.names))
-        # the decimated samples of each chunk: chunk [r0, r1) holds samples [r0/f, r1/f)
-        r_edges = np.ceil(np.cumsum([0, *rows]) / f).astype(int)
-        c_edges = np.ceil(np.cumsum([0, *cols]) / f).astype(int)
-        hit = 0
-        for i, nr in enumerate(rows):
-            for j, nc in enumerate(cols):
-                if inside[r_edges[i] : r_edges[i + 1], c_edges[j] : c_edges[j + 1]].any():
-                    hit += nr * nc
-        return float(inside.mean()), hit / (ny * nx)
+        # a decimated sample counts in the chunk of its first cell
+        return float(inside.mean()), grid.chunk_cover(inside, f, chunks)
     except Exception:  # the run itself reports an unreadable zone file
         return 1.0, 1.0
 
