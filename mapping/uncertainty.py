@@ -213,10 +213,11 @@ def _levels(
         if cumulative is True and top in above:
             pm, ps = above[top]
             with np.errstate(invalid="ignore"):
+                gain = np.maximum(m - pm, 0.0)  # NaN where either has no data
                 grown = np.fmax(sd, ps)  # ps is NaN where the shallower has no data
-                level.inc = _Density(np.maximum(m - pm, 0.0), grown - ps, distribution, common[k])
+                level.inc = _Density(gain, grown - ps, distribution, common[k])
                 level.alone = np.isnan(pm) & np.isfinite(m)
-            above[top] = (np.where(np.isnan(pm), m, pm + np.maximum(m - pm, 0.0)), grown)
+            above[top] = (np.where(np.isnan(pm), m, pm + gain), grown)
         else:
             above[top] = (m, sd)
         levels.append(level)

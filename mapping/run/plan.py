@@ -619,19 +619,19 @@ def _calibrate(
         if not any(np.isfinite(v).any() for v in block.values()):
             continue  # a chunk without data costs its read only
         yc, xc = tile.grid.coords()
-        times = []
+        seconds, outs = [], []
         for model, aoa in models:
             c1 = time.process_time()
-            out = _predict_block(block, xc[cs], yc[rs], model, q, aoa=aoa)
-            times.append(time.process_time() - c1)
-            if len(times) == 1:
-                first = out
-        n_valid = int(np.isfinite(first["mean"]).sum())
-        if n_valid:  # time the model on data
-            per_model += times
-            cells += first["mean"].size
+            outs.append(_predict_block(block, xc[cs], yc[rs], model, q, aoa=aoa))
+            seconds.append(time.process_time() - c1)
+            if not np.isfinite(outs[0]["mean"]).any():
+                break  # no cell with data: the window says nothing of the models' rate
+        n_valid = int(np.isfinite(outs[0]["mean"]).sum())
+        if n_valid:  # time the models on data
+            per_model += seconds
+            cells += outs[0]["mean"].size
             valid += n_valid
-            outputs.append(first)
+            outputs.append(outs[0])
             say(f"calibrating: chunk {len(outputs)}/{k}")
     if not outputs:
         raise MappingError(
