@@ -247,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _predicted(suite: Path, world: str, tag: str) -> dict[str, float]:
+    """The socmap design's predicted mean shrinkage per N (as a string) in one world."""
+    pred: dict[str, float] = {}
+    for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
+        pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+    return pred
+
+
 def shrinkage_table(
     df: pd.DataFrame, suite: Path, tag: str, targets: list[str] | None
 ) -> pd.DataFrame:
@@ -255,9 +263,7 @@ def shrinkage_table(
     rows = []
     for world, g in df.groupby("world"):
         base = g[g["design"] == "none"]["half_width"].mean()
-        pred = {}
-        for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
-            pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+        pred = _predicted(suite, str(world), tag)
         for n, h in g[g["design"] == "socmap"].groupby("n", sort=True):
             if str(n) not in pred:
                 continue
@@ -311,9 +317,7 @@ def summary_table(df: pd.DataFrame, suite: Path, tag: str = "") -> str:
     ]
     for world, g in df.groupby("world"):
         base = g[g["design"] == "none"]["half_width"].mean()
-        pred = {}
-        for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
-            pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+        pred = _predicted(suite, str(world), tag)
         lines.append(
             f"| {world} | 0 | none | {100 * base:.2f} % | | | "
             f"{100 * g[g['design'] == 'none']['error'].abs().mean():.2f} % | "
