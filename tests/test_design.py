@@ -395,6 +395,13 @@ def test_report_shows_the_proposed_sites(fitted: Path) -> None:
     )
     assert said in " ".join(md.split())
     assert (out / "report" / "figures" / "design_suite.pdf").exists()
+    # a targets table without its reductions: a note, no design figures, no traceback
+    targets = pd.read_csv(out / "design" / "targets.csv")
+    targets.drop(columns="expected_reduction_pct").to_csv(out / "design" / "targets.csv")
+    files = {str(k) for k in build_report(out)}
+    assert not {"figures/design_sites.png", "figures/design_suite.png"} & files
+    md = " ".join((out / "report" / "report.md").read_text().split())
+    assert "design/targets.csv lacks column(s) expected_reduction_pct" in md
 
 
 def test_roads_layer_gives_points_along_its_lines(tmp_path: Path) -> None:

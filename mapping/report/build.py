@@ -264,7 +264,7 @@ def build_report(
                 storage,
                 calibration,
                 design_figure(out, run, outlines),
-                design_suite_figure(out),
+                design_suite_figure(run),
             ]
 
         n_jobs = (cfg or {}).get("n_jobs")

@@ -389,10 +389,10 @@ def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> Rep
 def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> ReportFigure | None:
     """The sites ``socmap design`` proposed, over the std map of the first targeted interval."""
     folder = RunFolder(out)
-    if not (folder.design_sites.exists() and folder.design_targets.exists()):
+    targets = run.design_targets
+    if targets is None or not folder.design_sites.exists():
         return None
     sites = io.read_table(folder.design_sites)
-    targets = io.read_table(folder.design_targets)
     iv = str(targets["interval"].iloc[0])
     if "std" not in run.maps.get(iv, {}):
         return None
@@ -426,13 +426,12 @@ default settings (2026-12-05, ``d3bd1c2``). Written by
 as ``OUT/design_shrinkage_continuous-0-100.csv``."""
 
 
-def design_suite_figure(out: Path) -> ReportFigure | None:
+def design_suite_figure(run: RunOutputs) -> ReportFigure | None:
     """This run's predicted reductions beside the predicted and realised ones on the world
     suite (:data:`DESIGN_SUITE`), when ``socmap design`` was run on the output folder."""
-    folder = RunFolder(out)
-    if not folder.design_targets.exists():
+    targets = run.design_targets
+    if targets is None:
         return None
-    targets = io.read_table(folder.design_targets)
     reference = io.read_table(DESIGN_SUITE)
     predicted = {
         f"{r.zone} {r.interval}": float(r.expected_reduction_pct)

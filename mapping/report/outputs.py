@@ -44,6 +44,9 @@ class RunOutputs:
         ``models/<interval>/observed_vs_predicted.png`` and ``cv_predictions.csv``.
     maps
         ``{interval: {statistic: (path, variable)}}`` of ``maps/``.
+    design_targets
+        ``design/targets.csv`` of ``socmap design``: the targeted totals and their predicted
+        reductions.
     notes
         What was missing or unreadable, in words for the report.
     """
@@ -59,6 +62,7 @@ class RunOutputs:
     cv_plots: dict[str, Path] = field(default_factory=dict)
     cv_predictions: dict[str, Path] = field(default_factory=dict)
     maps: dict[str, dict[str, tuple[Path, str | None]]] = field(default_factory=dict)
+    design_targets: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -128,6 +132,18 @@ def read_run(out: str | Path) -> RunOutputs:
     run.cv = _read_cv(folder, run)
     if run.cv is None:
         notes.append("No cross-validation results (models/*/cv_metrics.csv).")
+
+    rel = folder.rel(folder.design_targets)
+    run.design_targets = _optional_table(folder.design_targets, notes, rel)
+    if run.design_targets is not None:
+        lack = sorted(
+            {"zone", "interval", "expected_reduction_pct"} - set(run.design_targets.columns)
+        )
+        if lack:
+            notes.append(
+                f"{rel} lacks column(s) {', '.join(lack)}: the proposed sites are left out."
+            )
+            run.design_targets = None
 
     run.maps = folder.find_maps()
     if not run.maps:
