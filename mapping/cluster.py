@@ -19,6 +19,7 @@ import contextlib
 import ctypes
 import functools
 import gc
+import importlib
 import logging
 import os
 import re
@@ -130,21 +131,74 @@ def process_map(
     return _SharedJobs(func, list(jobs), n - 1).results()
 
 
+_HELPERS: list[Any] = []  # the loky executor process_map started, if any
+
+
+def stop_helpers() -> None:
+    """Stop :func:`process_map`'s helper processes now, without their interpreter's exit.
+
+    For the end of a command: an idle helper otherwise lives until this process exits,
+    which then waits for the helper's own orderly exit (about a second of garbage
+    collection over its imported libraries) before its own. The helpers hold no state
+    and no open files; a later :func:`process_map` starts new ones.
+    """
+    while _HELPERS:
+        _HELPERS.pop().shutdown(wait=True, kill_workers=True)
+
+
+# What the jobs of a run import (the fit's forests and kriging, the report's figures):
+# a helper started ahead of its first job imports them meanwhile.
+JOB_MODULES = ("mapping.validation", "mapping.report.figures")
+
+
+def _import_job_modules() -> None:
+    """A helper's initializer: import :data:`JOB_MODULES` (names, to keep this module light)."""
+    for name in JOB_MODULES:
+        importlib.import_module(name)
+
+
+def _executor(helpers: int) -> Any:
+    """loky's reusable pool of ``helpers`` processes (started, or reused as it is)."""
+    from joblib.externals.loky import get_reusable_executor
+
+    # one BLAS/OpenMP thread per process: the cores are shared out by processes
+    env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                            "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
+    executor = get_reusable_executor(
+        max_workers=helpers, env=env, timeout=300, initializer=_import_job_modules
+    )
+    if executor not in _HELPERS:
+        _HELPERS.append(executor)
+    return executor
+
+
+def start_helpers(n_jobs: int | None = None) -> None:
+    """Start :func:`process_map`'s helper processes now, ahead of their first jobs.
+
+    A helper spends ~3 s importing the libraries of its jobs; started when a run starts,
+    it does so on the other core while this process imports and checks the inputs, and
+    the fit's first jobs find it ready. No job is sent: loky measures a helper's memory
+    after its first job as the reference of its leak check, which must be a real job.
+    ``n_jobs`` as in :func:`process_map`; a no-op for one process.
+    """
+    helpers = (n_jobs or usable_cores()) - 1
+    if helpers < 1:
+        return
+    executor = _executor(helpers)
+    with contextlib.suppress(AttributeError):  # loky's start without a job (private)
+        executor._ensure_executor_running()
+
+
 class _SharedJobs:
     """Jobs taken in order by ``helpers`` loky processes and by this process."""
 
     def __init__(self, func: Callable[..., Any], jobs: list[dict[str, Any]], helpers: int) -> None:
-        from joblib.externals.loky import get_reusable_executor
-
         self.func, self.jobs = func, jobs
         self.lock = threading.Lock()
         self.done = threading.Condition(self.lock)
         self.next = 0  # the next job not yet started
         self.outcome: dict[int, tuple[bool, Any]] = {}  # index -> (ok, result or exception)
-        # one BLAS/OpenMP thread per process: the cores are shared out by processes
-        env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
-        self.executor = get_reusable_executor(max_workers=helpers, env=env, timeout=300)
+        self.executor = _executor(helpers)
         for _ in range(helpers):
             self._send()
 

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import dask
 import dask.array as da
@@ -34,6 +35,7 @@ from mapping.cluster import (
 from mapping.exceptions import ConfigError, SchedulerError
 from mapping.grid import Grid
 from mapping.predict import predict_grid, write_prediction
+from mapping.run.runner import _fit_ahead
 
 GRID = Grid.from_bounds(
     (500_000, -1_000_000, 500_000 + 90 * 1000, -1_000_000 + 70 * 1000), 1000.0, "EPSG:6931"
@@ -158,6 +160,40 @@ def test_process_map_sends_no_job_to_a_pool_shut_down(tmp_path: Path) -> None:
     assert "ValueError: the real error" in run.stderr
     assert "exception calling callback" not in run.stderr
     assert "ShutdownExecutorError" not in run.stderr
+
+
+def test_helpers_start_before_their_first_job_imported_and_stop_on_request(tmp_path: Path) -> None:
+    """start_helpers starts the helper with no job sent (its imports done by its initializer),
+    process_map's jobs then run in that same process, and stop_helpers ends it."""
+    script = tmp_path / "warm.py"
+    script.write_text(
+        "import json, os, sys, time\n"
+        "import psutil\n"
+        "from mapping.cluster import process_map, start_helpers, stop_helpers\n"
+        "def f(seed):\n"
+        "    time.sleep(0.3)\n"
+        "    return os.getpid(), 'mapping.validation' in sys.modules\n"
+        "if __name__ == '__main__':\n"
+        "    me = psutil.Process()\n"
+        "    start_helpers(2)\n"
+        "    deadline = time.time() + 60\n"
+        "    while not me.children() and time.time() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    before = [c.pid for c in me.children()]\n"
+        "    got = list(process_map(f, [{'seed': s} for s in range(4)], 2))\n"
+        "    stop_helpers()\n"
+        "    alive = [c.pid for c in me.children() if c.status() != psutil.STATUS_ZOMBIE]\n"
+        "    print(json.dumps({'before': before, 'got': got, 'me': os.getpid(), 'alive': alive}))\n"
+    )
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    helpers = {pid for pid, _ in out["got"]} - {out["me"]}
+    assert len(helpers) == 1  # one helper for two processes
+    helper = helpers.pop()
+    assert helper in out["before"]  # started before any job was sent
+    assert all(imported for pid, imported in out["got"] if pid == helper)  # by its initializer
+    assert helper not in out["alive"]
 
 
 def test_peak_rss_sees_an_allocation() -> None:
@@ -552,3 +588,18 @@ def test_release_memory_freezes_what_survives_and_a_run_thaws_it() -> None:
         assert gc.collect() >= 1
     finally:
         gc.unfreeze()
+
+
+def test_runs_start_the_helpers_ahead_only_when_the_fit_is_to_run() -> None:
+    stages = [SimpleNamespace(name=n) for n in ("stocks", "training", "fit", "predict", "report")]
+
+    def ahead(fit_status: str | None, until: str | None = None, force: bool = False) -> bool:
+        recorded = {"fit": {"status": fit_status}} if fit_status else {}
+        manifest = SimpleNamespace(data={"stages": recorded})
+        return _fit_ahead(manifest, stages, until, force)  # type: ignore[arg-type]
+
+    assert ahead(None) and ahead("running") and ahead("failed")
+    assert not ahead("complete")  # reused (the report starts its helper when it needs one)
+    assert ahead("complete", force=True)
+    assert not ahead(None, until="training") and ahead(None, until="fit")
+    assert not _fit_ahead(SimpleNamespace(data={"stages": {}}), stages[:2], None, True)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mapping import io
-from mapping.cluster import release_memory
+from mapping.cluster import release_memory, start_helpers
 from mapping.config import RunConfig
 from mapping.grid import Grid
 from mapping.layout import RunFolder
@@ -104,6 +104,9 @@ def run_stages(
         checked = preflight(config, echo=echo)
         ctx.grid, ctx.stack = checked.grid, checked.stack
     manifest = Manifest(ctx.folder, config)
+    if _fit_ahead(manifest, stages, until, force):
+        # the fit's helper processes import their libraries while the first stages run
+        start_helpers(config.n_jobs)
     cache: dict[str, str] = {}
     try:
         for stage in stages:
@@ -120,6 +123,16 @@ def run_stages(
     finally:
         gc.unfreeze()  # what release_memory froze between stages is collectable again
     return ctx
+
+
+def _fit_ahead(manifest: Manifest, stages: list[Stage], until: str | None, force: bool) -> bool:
+    """Whether the fit stage is among the stages to run and not complete in the manifest
+    (it may still be found unchanged; a changed input found only later is a missed head
+    start, not an error)."""
+    names = [s.name for s in stages]
+    if "fit" not in names or (until in names and names.index(until) < names.index("fit")):
+        return False
+    return force or (manifest.data["stages"].get("fit") or {}).get("status") != "complete"
 
 
 def _fingerprint(

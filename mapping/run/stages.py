@@ -498,6 +498,12 @@ FIT = Stage(
 
 
 # --------------------------------------------------------------------------- prediction
+HELD_STACK_BYTES = 256 * 2**20
+"""A covariate stack at most this large is held in memory through the prediction when it
+runs on in-process threads (a sample-sized grid): each interval's model then reads it from
+memory instead of reading and warping every covariate file again."""
+
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     cfg, run = ctx.config, ctx.folder
     grid, stack = grid_and_stack(ctx)
@@ -516,7 +522,10 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
         dashboard_address=cfg.dashboard,
         security=security,
         n_cells=grid.height * grid.width,
-    ):
+    ) as client:
+        if client is None and stack.nbytes <= HELD_STACK_BYTES:
+            # read and warped once for every interval, not once per interval
+            stack = stack.persist()
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
             model = models[label]
