@@ -175,9 +175,10 @@ def _executor(helpers: int) -> Any:
 def start_helpers(n_jobs: int | None = None) -> None:
     """Start :func:`process_map`'s helper processes now, ahead of their first jobs.
 
-    A helper spends ~3 s importing the libraries of its jobs; started when a run starts,
-    it does so on the other core while this process imports and checks the inputs, and
-    the fit's first jobs find it ready. No job is sent: loky measures a helper's memory
+    A helper spends ~3 s importing the libraries of its jobs; started when a run starts
+    (:func:`mapping.run.runner.run_stages`, when the fit is to run), it does so on the
+    other core while this process runs the stages before the fit, and the fit's first
+    jobs find it ready. No job is sent: loky measures a helper's memory
     after its first job as the reference of its leak check, which must be a real job.
     ``n_jobs`` as in :func:`process_map`; a no-op for one process.
     """
