@@ -373,9 +373,7 @@ def dask_client(
     None
     """
     say = echo or _stderr
-    given = scheduler if _is_client(scheduler) else None
-    if given is None and scheduler is None:
-        given = _default_client()
+    given = _given_client(scheduler)
     if given is not None:
         n = len(given.scheduler_info(n_workers=-1).get("workers", {}))
         say(
@@ -385,7 +383,7 @@ def dask_client(
             yield given
         return
     kind = scheduler_kind(scheduler)
-    small = scheduler is None and n_cells is not None and n_cells <= SMALL_WORK_CELLS
+    small = _small(scheduler, n_cells)
     if kind == "threads" or small:
         name = "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
         why = f", {n_cells:,} cells: no cluster needed" if small else ", no cluster"
@@ -540,6 +538,27 @@ def _is_client(obj: Any) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(obj, Client)
+
+
+def _given_client(scheduler: Any) -> Client | None:
+    """The client :func:`dask_client` uses as it is: ``scheduler`` itself, or with no
+    scheduler named, the session's running default client."""
+    if _is_client(scheduler):
+        return scheduler  # type: ignore[no-any-return]
+    return _default_client() if scheduler is None else None
+
+
+def _small(scheduler: Any, n_cells: int | None) -> bool:
+    """No scheduler named and a grid small enough for in-process threads."""
+    return scheduler is None and n_cells is not None and n_cells <= SMALL_WORK_CELLS
+
+
+def in_process(scheduler: Any, n_cells: int | None) -> bool:
+    """Whether :func:`dask_client` with ``scheduler`` and ``n_cells`` runs the work on Dask's
+    in-process schedulers (threads or synchronous) rather than on a cluster."""
+    if _given_client(scheduler) is not None:
+        return False
+    return scheduler_kind(scheduler) == "threads" or _small(scheduler, n_cells)
 
 
 def _default_client() -> Client | None:

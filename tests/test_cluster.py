@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -29,13 +30,16 @@ from mapping.cluster import (
     compute_with_progress,
     dask_client,
     default_workers,
+    in_process,
     process_map,
     scheduler_kind,
 )
+from mapping.config import load_config
 from mapping.exceptions import ConfigError, SchedulerError
 from mapping.grid import Grid
 from mapping.predict import predict_grid, write_prediction
-from mapping.run.runner import _fit_ahead
+from mapping.run.runner import StageContext, _fit_ahead
+from mapping.run.stages import grid_and_stack
 
 GRID = Grid.from_bounds(
     (500_000, -1_000_000, 500_000 + 90 * 1000, -1_000_000 + 70 * 1000), 1000.0, "EPSG:6931"
@@ -106,6 +110,31 @@ def test_small_work_runs_on_threads_unless_a_cluster_is_asked_for() -> None:
     # explicitly named schedulers are obeyed whatever the size
     with dask_client("synchronous", echo=lines.append, n_cells=10) as client:
         assert client is None and dask.config.get("scheduler") == "synchronous"
+    # in_process says the same as dask_client does, before any client is started
+    assert in_process(None, SMALL_WORK_CELLS) and not in_process(None, SMALL_WORK_CELLS + 1)
+    assert in_process("threads", 10**9) and in_process("synchronous", None)
+    assert not in_process("local", 10) and not in_process("tcp://127.0.0.1:8786", 10)
+
+
+def test_a_small_in_process_run_reads_its_covariates_once(tmp_path: Path) -> None:
+    """grid_and_stack holds a small stack in memory for an in-process run (the same values
+    as the lazy stack) and leaves it lazy for a run on a cluster."""
+    shutil.copytree(Path(__file__).parent / "data" / "bad", tmp_path / "corpus")
+    cfg = load_config(tmp_path / "corpus" / "base" / "run.yaml")
+    held = StageContext(config=cfg, out=cfg.output)
+    _, stack = grid_and_stack(held)
+    assert held.stack_held
+    lazy = StageContext(config=cfg, out=cfg.output, scheduler="tcp://127.0.0.1:8786")
+    _, lazy_stack = grid_and_stack(lazy)
+    assert not lazy.stack_held
+    for name in stack.data_vars:
+        assert stack[name].chunks == lazy_stack[name].chunks
+        # held: every chunk already an array in memory; lazy: the reads are still to run
+        held_chunks = dict(stack[name].data.__dask_graph__()).values()
+        lazy_chunks = dict(lazy_stack[name].data.__dask_graph__()).values()
+        assert all(isinstance(v, np.ndarray) for v in held_chunks)
+        assert not any(isinstance(v, np.ndarray) for v in lazy_chunks)
+        np.testing.assert_array_equal(stack[name].values, lazy_stack[name].values)
 
 
 def _seeded_draws(seed: int, n: int) -> np.ndarray:

@@ -52,6 +52,7 @@ class StageContext:
     echo: Callable[[str], None] = print
     grid: Grid | None = None
     stack: xr.Dataset | None = None
+    stack_held: bool = False  # read into memory (stages.grid_and_stack)
     zones: ZoneLayout | None = None
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from mapping import io
 from mapping.calibration import CalibratedModel, cross_fitted_coverage
-from mapping.cluster import dask_client, process_map, release_memory, tls_security
+from mapping.cluster import dask_client, in_process, process_map, release_memory, tls_security
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
@@ -146,12 +146,27 @@ def run_grid(ctx: StageContext) -> Grid:
     return ctx.grid
 
 
+HELD_STACK_BYTES = 256 * 2**20
+"""A covariate stack at most this large is held in memory for the whole run when the run's
+Dask work stays in this process (a sample-sized grid, :func:`mapping.cluster.in_process`):
+the training table, the fit's sample of cells and every interval's prediction then read it
+from memory instead of reading and warping the covariate files again each time."""
+
+
 def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
-    """The target Grid and the lazy covariate stack, built once per run (kept on ``ctx``)."""
+    """The target Grid and the covariate stack, built once per run (kept on ``ctx``): lazy,
+    or read into memory once when small and the run is in-process (:data:`HELD_STACK_BYTES`)."""
     grid = run_grid(ctx)
     if ctx.stack is None:
         ctx.stack = build_stack(ctx.config.covariates, grid, chunks=ctx.config.prediction.chunks)
+    if not ctx.stack_held and _holds_stack(ctx, grid, ctx.stack):
+        ctx.stack = ctx.stack.persist(scheduler="threads")  # the same values, read once
+        ctx.stack_held = True
     return grid, ctx.stack
+
+
+def _holds_stack(ctx: StageContext, grid: Grid, stack: xr.Dataset) -> bool:
+    return stack.nbytes <= HELD_STACK_BYTES and in_process(ctx.scheduler, grid.height * grid.width)
 
 
 def _covariate_inputs(cfg: RunConfig) -> list[Path]:
@@ -498,12 +513,6 @@ FIT = Stage(
 
 
 # --------------------------------------------------------------------------- prediction
-HELD_STACK_BYTES = 256 * 2**20
-"""A covariate stack at most this large is held in memory through the prediction when it
-runs on in-process threads (a sample-sized grid): each interval's model then reads it from
-memory instead of reading and warping every covariate file again."""
-
-
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
     cfg, run = ctx.config, ctx.folder
     grid, stack = grid_and_stack(ctx)
@@ -522,10 +531,7 @@ def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
         dashboard_address=cfg.dashboard,
         security=security,
         n_cells=grid.height * grid.width,
-    ) as client:
-        if client is None and stack.nbytes <= HELD_STACK_BYTES:
-            # read and warped once for every interval, not once per interval
-            stack = stack.persist()
+    ):
         for top, bottom in cfg.stocks.intervals():
             label = interval_label(top, bottom)
             model = models[label]
