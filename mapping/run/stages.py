@@ -160,7 +160,8 @@ def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
     if ctx.stack is None:
         ctx.stack = build_stack(ctx.config.covariates, grid, chunks=ctx.config.prediction.chunks)
     if not ctx.stack_held and _holds_stack(ctx, grid, ctx.stack):
-        ctx.stack = ctx.stack.persist(scheduler="threads")  # the same values, read once
+        named = str(ctx.scheduler).lower() == "synchronous"  # one thread when asked for
+        ctx.stack = ctx.stack.persist(scheduler="synchronous" if named else "threads")
         ctx.stack_held = True
     return grid, ctx.stack
 
