@@ -151,10 +151,27 @@ def stop_helpers() -> None:
 JOB_MODULES = ("mapping.validation", "mapping.report.figures")
 
 
-def _import_job_modules() -> None:
-    """A helper's initializer: import :data:`JOB_MODULES` (names, to keep this module light)."""
+def _start_helper() -> None:
+    """A helper's initializer: end with this process, then import :data:`JOB_MODULES`
+    (by name, to keep this module light)."""
+    watch = threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="socmap-parent"
+    )
+    watch.start()
     for name in JOB_MODULES:
         importlib.import_module(name)
+
+
+def _exit_with_parent(parent: int, interval: float = 0.5) -> None:
+    """End this helper once ``parent`` is gone (it was killed: no orderly shutdown came).
+
+    An idle helper does not notice its parent's death: it would wait for jobs until loky's
+    idle timeout (300 s), keeping the parent's stdout and stderr open (a ``socmap run |
+    tee log`` killed with SIGKILL would hang that long).
+    """
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
 
 
 def _executor(helpers: int) -> Any:
@@ -165,7 +182,7 @@ def _executor(helpers: int) -> Any:
     env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
     executor = get_reusable_executor(
-        max_workers=helpers, env=env, timeout=300, initializer=_import_job_modules
+        max_workers=helpers, env=env, timeout=300, initializer=_start_helper
     )
     if executor not in _HELPERS:
         _HELPERS.append(executor)

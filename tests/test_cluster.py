@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import rasterio
 import xarray as xr
@@ -617,6 +619,38 @@ def test_release_memory_freezes_what_survives_and_a_run_thaws_it() -> None:
         assert gc.collect() >= 1
     finally:
         gc.unfreeze()
+
+
+def test_a_killed_process_leaves_no_helper_holding_its_pipes(tmp_path: Path) -> None:
+    """A process killed with SIGKILL runs no exit code: its helper must end by itself, or it
+    idles for loky's 300 s timeout with the dead process's stdout and stderr open."""
+    script = tmp_path / "killed.py"
+    script.write_text(
+        "import os, signal, time\n"
+        "import psutil\n"
+        "from mapping.cluster import start_helpers\n"
+        "me = psutil.Process()\n"
+        "start_helpers(2)\n"
+        "helpers, deadline = [], time.time() + 60\n"
+        "while not helpers and time.time() < deadline:\n"
+        "    helpers = [c.pid for c in me.children() if 'popen_loky' in ' '.join(c.cmdline())]\n"
+        "    time.sleep(0.05)\n"
+        "print(helpers[0], flush=True)\n"
+        "time.sleep(1.0)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    out, _ = proc.communicate(timeout=90)  # returns once every holder of the pipes is gone
+    assert proc.returncode == -signal.SIGKILL
+    helper = int(out.split()[0])
+    deadline = time.time() + 10
+    while psutil.pid_exists(helper) and time.time() < deadline:
+        if psutil.Process(helper).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
 
 
 def test_runs_start_the_helpers_ahead_only_when_the_fit_is_to_run() -> None:
