@@ -402,7 +402,7 @@ def dask_client(
     kind = scheduler_kind(scheduler)
     small = _small(scheduler, n_cells)
     if kind == "threads" or small:
-        name = "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
+        name = in_process_scheduler(scheduler)
         why = f", {n_cells:,} cells: no cluster needed" if small else ", no cluster"
         say(f"dask: in-process '{name}' scheduler{why} (no dashboard)")
         with dask.config.set(scheduler=name):
@@ -576,6 +576,12 @@ def in_process(scheduler: Any, n_cells: int | None) -> bool:
     if _given_client(scheduler) is not None:
         return False
     return scheduler_kind(scheduler) == "threads" or _small(scheduler, n_cells)
+
+
+def in_process_scheduler(scheduler: Any) -> str:
+    """Dask's in-process scheduler for ``scheduler``: ``"synchronous"`` when so named, else
+    ``"threads"``."""
+    return "synchronous" if str(scheduler).lower() == "synchronous" else "threads"
 
 
 def _default_client() -> Client | None:

@@ -39,7 +39,9 @@ from mapping.cluster import (
 from mapping.config import load_config
 from mapping.exceptions import ConfigError, SchedulerError
 from mapping.grid import Grid
+from mapping.layout import RunFolder
 from mapping.predict import predict_grid, write_prediction
+from mapping.run.manifest import Manifest
 from mapping.run.runner import StageContext, _fit_ahead
 from mapping.run.stages import grid_and_stack
 
@@ -653,16 +655,19 @@ def test_a_killed_process_leaves_no_helper_holding_its_pipes(tmp_path: Path) -> 
     assert not psutil.pid_exists(helper) or psutil.Process(helper).status() == psutil.STATUS_ZOMBIE
 
 
-def test_runs_start_the_helpers_ahead_only_when_the_fit_is_to_run() -> None:
+def test_runs_start_the_helpers_ahead_only_when_the_fit_is_to_run(tmp_path: Path) -> None:
+    cfg = load_config(Path(__file__).parent / "data" / "bad" / "base" / "run.yaml")
     stages = [SimpleNamespace(name=n) for n in ("stocks", "training", "fit", "predict", "report")]
 
     def ahead(fit_status: str | None, until: str | None = None, force: bool = False) -> bool:
-        recorded = {"fit": {"status": fit_status}} if fit_status else {}
-        manifest = SimpleNamespace(data={"stages": recorded})
+        manifest = Manifest(RunFolder(tmp_path / (fit_status or "none")), cfg)
+        if fit_status:
+            manifest.record("fit", status=fit_status)
         return _fit_ahead(manifest, stages, until, force)  # type: ignore[arg-type]
 
     assert ahead(None) and ahead("running") and ahead("failed")
     assert not ahead("complete")  # reused (the report starts its helper when it needs one)
     assert ahead("complete", force=True)
     assert not ahead(None, until="training") and ahead(None, until="fit")
-    assert not _fit_ahead(SimpleNamespace(data={"stages": {}}), stages[:2], None, True)  # type: ignore[arg-type]
+    empty = Manifest(RunFolder(tmp_path / "empty"), cfg)
+    assert not _fit_ahead(empty, stages[:2], None, True)  # type: ignore[arg-type]

@@ -133,7 +133,7 @@ def _fit_ahead(manifest: Manifest, stages: list[Stage], until: str | None, force
     names = [s.name for s in stages]
     if "fit" not in names or (until in names and names.index(until) < names.index("fit")):
         return False
-    return force or (manifest.data["stages"].get("fit") or {}).get("status") != "complete"
+    return force or manifest.stage("fit").get("status") != "complete"
 
 
 def _fingerprint(

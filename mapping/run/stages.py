@@ -22,7 +22,14 @@ import pandas as pd
 
 from mapping import io
 from mapping.calibration import CalibratedModel, cross_fitted_coverage
-from mapping.cluster import dask_client, in_process, process_map, release_memory, tls_security
+from mapping.cluster import (
+    dask_client,
+    in_process,
+    in_process_scheduler,
+    process_map,
+    release_memory,
+    tls_security,
+)
 from mapping.config import RunConfig
 from mapping.covariates import build_stack, stack_mask, target_grid
 from mapping.depths import compute_stocks, left_out_text
@@ -160,8 +167,7 @@ def grid_and_stack(ctx: StageContext) -> tuple[Grid, xr.Dataset]:
     if ctx.stack is None:
         ctx.stack = build_stack(ctx.config.covariates, grid, chunks=ctx.config.prediction.chunks)
     if not ctx.stack_held and _holds_stack(ctx, grid, ctx.stack):
-        named = str(ctx.scheduler).lower() == "synchronous"  # one thread when asked for
-        ctx.stack = ctx.stack.persist(scheduler="synchronous" if named else "threads")
+        ctx.stack = ctx.stack.persist(scheduler=in_process_scheduler(ctx.scheduler))
         ctx.stack_held = True
     return grid, ctx.stack
 
