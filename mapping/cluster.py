@@ -53,8 +53,10 @@ again: a quarter of a worker's CPU time went to the kernel on the hemisphere wor
 (``benchmarks/bench_malloc.py``). socmap's local clusters leave glibc's own, adaptive
 thresholds in place instead (unless the Dask config or the environment sets another)."""
 WORKER_GDAL_CACHE_MB = 256
-"""GDAL's block cache in a local cluster's workers (MB). A prediction task reads each
-covariate block of its chunk once, so a larger cache only holds memory."""
+"""GDAL's block cache (MB) of a local cluster's workers and, unless ``GDAL_CACHEMAX`` is set,
+of every process that imports :mod:`mapping.io`. GDAL's default, 5 % of the machine's
+memory per process, fills with covariate blocks a chunk reads once and while the COG driver
+builds overviews; a larger cache only holds memory."""
 DEFAULT_DASHBOARD = "127.0.0.1:8787"
 """Where a local cluster's dashboard listens unless told otherwise: loopback only."""
 _ADDRESS = re.compile(r"^(tcp|tls|ucx)://[^\s/:]+(:\d+)?/?$")

@@ -6,7 +6,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 import dask
 import dask.array as da
@@ -213,3 +215,61 @@ def test_write_prediction_as_zarr(tmp_path: Path) -> None:
     assert back.attrs["interval"] == "30-100" and back.attrs["run_id"] == "r9"
     assert back["mean"].attrs["units"] == "kg m-2"
     assert Grid.from_dataarray(back.rio.write_crs(back.spatial_ref.attrs["crs_wkt"])) == GRID
+
+
+def _gdal_cache_max() -> Any:
+    """GDAL's ``GDALGetCacheMax64`` of the libgdal this process has loaded (None if not found)."""
+    import ctypes
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return None
+    paths = {line.split()[-1] for line in maps.read_text().splitlines() if "libgdal" in line}
+    if not paths:
+        return None
+    lib = ctypes.CDLL(sorted(paths)[0])  # the loaded library: its state is this process's
+    lib.GDALGetCacheMax64.restype = ctypes.c_int64
+    return lib.GDALGetCacheMax64
+
+
+def test_writing_maps_leaves_gdal_block_cache_alone(tmp_path: Path) -> None:
+    """The COG writers must not change GDAL's block cache, which is one per process.
+
+    rasterio reads ``Env(GDAL_CACHEMAX=256)`` as 256 *bytes* and sets it process-wide (from
+    any thread): while a map was assembled every other thread's reads and writes ran with a
+    256-byte cache, each dirty block flushed at once by whichever thread needed room. The
+    cache is bounded once, for the process, when :mod:`mapping.io` is imported.
+    """
+    write_cog(GRID.wrap(_field()), tmp_path / "warm.tif")  # GDAL loaded, its cache set up
+    get = _gdal_cache_max()
+    if get is None:
+        pytest.skip("libgdal not found in /proc/self/maps")
+    before = get()
+    seen: set[int] = set()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.add(get())  # a foreign call: the GIL is released meanwhile
+
+    z = _field()
+    ds = GRID.attach(
+        xr.Dataset(
+            {
+                name: (("y", "x"), da.from_array(z + i, chunks=128))
+                for i, name in enumerate(("lower", "median", "mean", "upper", "std"))
+            },
+            coords=dict(zip(("y", "x"), GRID.coords(), strict=True)),
+        )
+    )
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with dask.config.set(scheduler="threads"):
+            for k in range(3):
+                write_prediction(ds, tmp_path / f"w{k}", (0, 30), overviews=True)
+    finally:
+        done.set()
+        watcher.join()
+    assert seen == {before}
+    assert before >= 64 * 2**20  # megabytes, not bytes

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mapping.cluster import compute_with_progress, store_blocks
+from mapping.cluster import WORKER_GDAL_CACHE_MB, compute_with_progress, store_blocks
 from mapping.exceptions import InputError, MissingCRSError, OutputError
 from mapping.grid import Grid
 from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path
@@ -26,6 +26,12 @@ from mapping.io.files import _disk_full, _os_reason, _remove, atomic_path
 # 8 x 8 tile VRT; 20 pixels of the hemisphere's zone raster). One thread per read keeps
 # every map, outline and total reproducible; socmap's parallelism is in its chunks.
 os.environ.setdefault("VRT_NUM_THREADS", "1")
+
+# GDAL's block cache is one per process. It is bounded here (WORKER_GDAL_CACHE_MB, as in a
+# local cluster's workers), through the environment GDAL reads when it first sets the cache
+# up, and never around a write: rasterio takes Env(GDAL_CACHEMAX=256) as 256 *bytes* and
+# sets it for the whole process from whichever thread enters it.
+os.environ.setdefault("GDAL_CACHEMAX", str(WORKER_GDAL_CACHE_MB))
 
 COG_LEVELS = {"DEFLATE": "1", "ZSTD": "1"}
 """Compression level of the map COGs per codec. DEFLATE level 1 writes a COG in about half
@@ -178,9 +184,7 @@ def write_cogs(
         for (p, _a, _t, dtype, *_), stage in zip(specs, stages, strict=True):
             # flags (integer layers) are not averaged: their overviews take the most common value
             resampling = "MODE" if dtype.kind in "iu" else "AVERAGE"
-            # GDAL's block cache defaults to 5 % of RAM and fills up while the COG
-            # driver builds overviews; 256 MB costs no speed and bounds the client.
-            with atomic_path(p) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
+            with atomic_path(p) as tmp:
                 rasterio.shutil.copy(
                     stage, tmp, driver="COG", **cog_codec(compress), PREDICTOR="YES",
                     BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",

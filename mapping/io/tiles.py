@@ -507,9 +507,7 @@ def _assemble(
             tmp.write_text(_vrt_xml(layer, band, windows, geo))
         # flags (integer layers) are not averaged: their overviews take the most common value
         resampling = "MODE" if np.dtype(layer.dtype).kind in "iu" else "AVERAGE"
-        # GDAL's block cache defaults to 5 % of RAM and fills up while the COG driver
-        # builds overviews; 256 MB costs no speed and bounds the process.
-        with atomic_path(layer.path) as tmp, rasterio.Env(GDAL_CACHEMAX=256):
+        with atomic_path(layer.path) as tmp:
             rasterio.shutil.copy(
                 vrt, tmp, driver="COG", **cog_codec(compress), PREDICTOR="YES",
                 BLOCKSIZE=blocksize, BIGTIFF="IF_SAFER", NUM_THREADS=str(threads),
