@@ -401,12 +401,20 @@ def cross_validate_model(
             raise ModelError("the splitter puts a row in more than one test fold")
         model = clone(estimator).fit(_take(X, train), y_arr[train])
         Xt = _take(X, test)
-        pred[test] = model.predict(Xt)
-        if hasattr(model, "predict_quantiles"):
-            q = np.asarray(model.predict_quantiles(Xt, (lo_q, hi_q)))
+        c = model.predict_components(Xt) if components else None
+        if c is not None and hasattr(model, "from_components"):  # one kriging pass, not three
+            pred[test], q = model.from_components(c, (lo_q, hi_q))
+        else:
+            pred[test] = model.predict(Xt)
+            q = (
+                model.predict_quantiles(Xt, (lo_q, hi_q))
+                if hasattr(model, "predict_quantiles")
+                else None
+            )
+        if q is not None:
+            q = np.asarray(q)
             lower[test], upper[test] = q[:, 0], q[:, -1]
-        if components:
-            c = model.predict_components(Xt)
+        if c is not None:
             mu[test] = c["trend"] + c["residual"]
             var[test] = np.maximum(c["trend_var"] + c["krige_var"], 0.0)
         fold[test] = k

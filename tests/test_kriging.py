@@ -404,6 +404,11 @@ def test_log_transform_back_transform_is_unbiased() -> None:
     q = rk.predict_quantiles(X[400:], (0.05, 0.5, 0.95))
     np.testing.assert_allclose(q[:, 1], naive)
     assert np.all(q[:, 0] < q[:, 1]) and np.all(q[:, 1] < mean) and np.all(mean < q[:, 2])
+    # a cross-validation fold's mean and interval from its one kriging pass: the same bits
+    for model, rows in ((rk, X[400:]), (RegressionKriging().fit(X[:300], y[:300]), X[300:])):
+        mean_c, q_c = model.from_components(model.predict_components(rows), (0.05, 0.95))
+        assert np.array_equal(mean_c, model.predict(rows))
+        assert np.array_equal(q_c, model.predict_quantiles(rows, (0.05, 0.95)))
 
 
 def test_max_distance_falls_back_to_the_trend(world) -> None:

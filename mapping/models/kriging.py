@@ -668,21 +668,37 @@ class RegressionKriging(_KrigingMixin, RegressorMixin, BaseEstimator):
         deviation ``mean * sqrt(exp(s^2) - 1)`` (lognormal), where ``mu`` and ``s^2``
         are the log-scale prediction and variance.
         """
-        mu, s2 = self._mu_s2(X)
-        if self.log_transform:
-            mean = np.exp(mu + 0.5 * s2)
-            std = mean * np.sqrt(np.expm1(s2))
-        else:
-            mean, std = mu, np.sqrt(s2)
+        mean, std = self._mean_std(*self._mu_s2(X))
         return (mean, std) if return_std else mean
 
     def predict_quantiles(self, X: Any, quantiles: Sequence[float] = DEFAULT_QUANTILES) -> NDArray:
         """Quantiles ``(n, len(quantiles))`` of the Gaussian (lognormal) prediction."""
         q = check_quantiles(quantiles)
-        mu, s2 = self._mu_s2(X)
+        return self._quantiles(*self._mu_s2(X), q)
+
+    def from_components(
+        self, components: dict[str, NDArray], quantiles: Sequence[float] = DEFAULT_QUANTILES
+    ) -> tuple[NDArray, NDArray]:
+        """:meth:`predict` and :meth:`predict_quantiles` of the rows that a
+        :meth:`predict_components` result describes: the same numbers without kriging
+        those rows again (a cross-validation fold needs all three)."""
+        mu, s2 = _mu_s2(components)
+        return self._mean_std(mu, s2)[0], self._quantiles(mu, s2, check_quantiles(quantiles))
+
+    def _mean_std(self, mu: NDArray, s2: NDArray) -> tuple[NDArray, NDArray]:
+        if self.log_transform:
+            mean = np.exp(mu + 0.5 * s2)
+            return mean, mean * np.sqrt(np.expm1(s2))
+        return mu, np.sqrt(s2)
+
+    def _quantiles(self, mu: NDArray, s2: NDArray, q: NDArray) -> NDArray:
         out = gaussian_quantiles(mu, np.sqrt(s2), q)
         return np.exp(out) if self.log_transform else out
 
     def _mu_s2(self, X: Any) -> tuple[NDArray, NDArray]:
-        c = self.predict_components(X)
-        return c["trend"] + c["residual"], np.maximum(c["trend_var"] + c["krige_var"], 0.0)
+        return _mu_s2(self.predict_components(X))
+
+
+def _mu_s2(c: dict[str, NDArray]) -> tuple[NDArray, NDArray]:
+    """The log-scale (or linear) prediction and its variance from the components."""
+    return c["trend"] + c["residual"], np.maximum(c["trend_var"] + c["krige_var"], 0.0)
