@@ -39,8 +39,13 @@ doi:10.5194/soil-7-217-2021.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import threading
+import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -158,6 +163,93 @@ def _layer_variance(spread: NDArray, use: NDArray, layer: NDArray, n_layers: int
         last = np.flatnonzero(enough)[-1]
         lv[last + 1 :] = lv[last]
     return lv
+
+
+SHARED_LAYERS_BYTES = 256 * 2**20
+"""Memory :func:`shared_layers` may hold by default: as much as an in-process run's
+covariate stack (``mapping.run.stages.HELD_STACK_BYTES``)."""
+
+
+@dataclass(frozen=True)
+class _ChunkLayers:
+    """What :meth:`LayeredDepthModel.predict_log_density` predicts for a chunk of cells:
+    the trend of its top layers ``(n, k)`` and the per-cell level, kriged residual and
+    kriging variance (``(n,)``; ``level`` None without an anchor)."""
+
+    trend: NDArray
+    level: NDArray | None
+    resid: NDArray
+    kvar: NDArray
+
+    @property
+    def nbytes(self) -> int:
+        parts = (self.trend, self.level, self.resid, self.kvar)
+        return sum(a.nbytes for a in parts if a is not None)
+
+
+class _LayerStore:
+    """Chunks' predicted layers, least recently used first out, up to ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.lock = threading.Lock()
+        self.items: OrderedDict[tuple[str, bytes], _ChunkLayers] = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0
+
+    def get(self, key: tuple[str, bytes]) -> _ChunkLayers | None:
+        with self.lock:
+            found = self.items.get(key)
+            if found is not None:
+                self.items.move_to_end(key)
+                self.hits += 1
+            return found
+
+    def put(self, key: tuple[str, bytes], value: _ChunkLayers) -> None:
+        if value.nbytes > self.max_bytes:
+            return
+        with self.lock:
+            old = self.items.pop(key, None)
+            self.nbytes += value.nbytes - (old.nbytes if old is not None else 0)
+            self.items[key] = value
+            while self.nbytes > self.max_bytes:
+                _, dropped = self.items.popitem(last=False)
+                self.nbytes -= dropped.nbytes
+
+
+_SHARED: _LayerStore | None = None  # set while shared_layers() is entered
+
+
+@contextlib.contextmanager
+def shared_layers(max_bytes: int = SHARED_LAYERS_BYTES) -> Iterator[_LayerStore]:
+    """Within this block, fitted layered models keep the layers they predict for a chunk of
+    cells, in this process, up to ``max_bytes``.
+
+    A run predicts its intervals one after another over the same chunks, and each interval
+    needs every layer above its bottom: 0-30, 0-100, 0-200 and 0-300 cm on the default
+    breaks predicted 3 + 6 + 8 + 10 = 27 layers per cell. Kept, each layer is predicted
+    once per chunk (10), the deeper intervals adding only the layers below the ones kept,
+    with the same values (the trend predicts each row by itself; the level and the kriging
+    are per cell). Copies of one fitted model (loaded from each interval's model file)
+    share what is kept. Worker processes of a cluster do not see it: their chunks are too
+    large to keep and an interval's chunks go to any worker.
+    """
+    global _SHARED
+    outer, _SHARED = _SHARED, _LayerStore(max_bytes)
+    try:
+        yield _SHARED
+    finally:
+        _SHARED = outer
+
+
+def _cells_key(xy: NDArray, cov: pd.DataFrame) -> bytes:
+    """A digest of a chunk's cells: coordinates and covariates (names, types and values;
+    categories by their values)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(xy, dtype=float).tobytes())
+    h.update(repr([(str(c), str(t)) for c, t in cov.dtypes.items()]).encode())
+    h.update(pd.util.hash_pandas_object(cov, index=False).to_numpy().tobytes())
+    return h.digest()
 
 
 class LayeredDepthModel(RegressorMixin, BaseEstimator):
@@ -312,6 +404,8 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         self.residual_var_ = float(np.var(e, ddof=1)) if len(e) > 1 else 0.0
         self.kriging_ = self._residual_kriging(pxy, e)
         self.n_profiles_ = n_groups
+        # names this fit: copies of it (one per interval's model file) share kept layers
+        self.fit_token_ = uuid.uuid4().hex
         return self
 
     def _layer_rows(
@@ -411,14 +505,39 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             raise ModelError(f"X has no column {missing[0]!r}")
         xy = X[list(self.coord_columns)].to_numpy(float)
         cov = X.drop(columns=list(self.coord_columns)).reset_index(drop=True)
-        n, nl = len(X), b.size - 1 if n_layers is None else int(n_layers)
-        rep = cov.iloc[np.tile(np.arange(n), nl)]
-        top = np.repeat(b[:nl], n)
-        bottom = np.repeat(b[1 : nl + 1], n)
+        nl = b.size - 1 if n_layers is None else int(n_layers)
+        store, token = _SHARED, getattr(self, "fit_token_", None)
+        key = (token, _cells_key(xy, cov)) if store is not None and token is not None else None
+        kept = store.get(key) if store is not None and key is not None else None
+        if kept is None:
+            kept = _ChunkLayers(self._trend_layers(cov, b, 0, nl), *self._per_cell(xy, cov))
+        elif kept.trend.shape[1] < nl:  # the layers below the ones kept
+            more = self._trend_layers(cov, b, kept.trend.shape[1], nl)
+            kept = replace(kept, trend=np.hstack([kept.trend, more]))
+        else:
+            key = None  # nothing new to keep
+        if store is not None and key is not None:
+            store.put(key, kept)
+        mu = kept.trend[:, :nl]
+        if kept.level is not None:
+            mu = mu + kept.level[:, None]
+        mu = mu + kept.resid[:, None]
+        sd = np.sqrt(kept.kvar[:, None] + self.layer_var_[None, :nl])
+        return mu, sd
+
+    def _trend_layers(self, cov: pd.DataFrame, b: NDArray, first: int, stop: int) -> NDArray:
+        """The trend of layers ``first`` to ``stop - 1`` of every cell, ``(n, stop - first)``."""
+        n, k = len(cov), stop - first
+        rep = cov.iloc[np.tile(np.arange(n), k)]
+        top = np.repeat(b[first:stop], n)
+        bottom = np.repeat(b[first + 1 : stop + 1], n)
         trend = np.asarray(self.trend_.predict(self._features(rep, top, bottom)), float)
-        mu = trend.reshape(nl, n).T
-        if self.level_ is not None:
-            mu = mu + np.asarray(self.level_.predict(cov), float)[:, None]
+        return trend.reshape(k, n).T
+
+    def _per_cell(self, xy: NDArray, cov: pd.DataFrame) -> tuple[NDArray | None, NDArray, NDArray]:
+        """The level (None without an anchor), the kriged residual and its variance."""
+        n = len(cov)
+        level = None if self.level_ is None else np.asarray(self.level_.predict(cov), float)
         if self.kriging_ is not None:
             resid, kvar, status = self.kriging_.krige(xy, return_status=True)
             # no data within reach: the prior; a system that did not factorise stays NaN
@@ -429,9 +548,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         else:
             resid = np.zeros(n)
             kvar = np.full(n, self.residual_var_)
-        mu = mu + resid[:, None]
-        sd = np.sqrt(kvar[:, None] + self.layer_var_[None, :nl])
-        return mu, sd
+        return level, resid, kvar
 
     def _thickness_m(self) -> NDArray:
         return np.diff(check_breaks(self.breaks)) / 100.0

@@ -437,3 +437,61 @@ def test_only_the_layers_an_interval_touches_are_predicted(fitted):
         mean, std = model._stats(mu, sd, ivs, True)  # from all layers
         np.testing.assert_allclose(got["mean"], mean, rtol=1e-13)
         np.testing.assert_allclose(got["std"], std, rtol=1e-12)
+
+
+class _CountingForest(QuantileRandomForest):
+    """A quantile forest that counts the rows it is asked to predict (class-wide)."""
+
+    rows = 0
+
+    def predict(self, X, return_std=False):
+        type(self).rows += len(X)
+        return super().predict(X, return_std=return_std)
+
+
+def test_shared_layers_predict_each_layer_once_with_the_same_values():
+    """Within shared_layers the intervals of a run, predicted one after another over the
+    same chunks, predict each layer of a cell once (10 trend rows per cell for 0-30 ... 0-300
+    cm instead of 3 + 6 + 8 + 10), also through a copy of the model (another interval's model
+    file), and give the same bits as without it."""
+    import pickle
+
+    from mapping import depth_model
+
+    rng = np.random.default_rng(11)
+    sites = _world(300, rng)
+    rows = _layer_rows(sites, rng)
+    model = LayeredDepthModel(
+        trend=_CountingForest(n_estimators=30, coord_columns=None, random_state=1),
+        anchor_cm=30.0,
+        random_state=1,
+    ).fit(
+        rows[["x", "y", "a", "b", "top_cm", "bottom_cm"]], rows["stock"], groups=rows["profile_id"]
+    )
+    assert model.kriging_ is not None and model.level_ is not None
+    copy = pickle.loads(pickle.dumps(model))
+    X = _world(400, np.random.default_rng(12))[["x", "y", "a", "b"]]
+    chunks = [X.iloc[:250].reset_index(drop=True), X.iloc[250:].reset_index(drop=True)]
+    bottoms = (30, 100, 200, 300)
+    chain = [[(0, b) for b in bottoms[: i + 1]] for i in range(len(bottoms))]
+    alone = [[model.predict_interval_stats(c, ivs) for c in chunks] for ivs in chain]
+    _CountingForest.rows = 0
+    with depth_model.shared_layers() as store:
+        kept = [
+            [(copy if i % 2 else model).predict_interval_stats(c, ivs) for c in chunks]
+            for i, ivs in enumerate(chain)
+        ]
+    assert depth_model._SHARED is None  # kept only within the block
+    for a, b in zip(alone, kept, strict=True):
+        for sa, sb in zip(a, b, strict=True):
+            for name in sa:
+                np.testing.assert_array_equal(sa[name], sb[name])
+    # the trend: 10 layers of each of the 400 cells; the level: each cell once
+    assert _CountingForest.rows == 400 * 10 + 400
+    assert store.hits == 2 * (len(chain) - 1)
+    # a budget of one chunk's layers keeps the last chunk only
+    one = store.items[next(iter(store.items))].nbytes
+    with depth_model.shared_layers(max_bytes=one) as small:
+        for c in chunks:
+            model.predict_log_density(c)
+    assert len(small.items) == 1 and small.nbytes <= one

@@ -39,6 +39,7 @@ from mapping.depth_model import (
     IntervalView,
     LayeredDepthModel,
     ThawedView,
+    shared_layers,
     training_layers,
 )
 from mapping.exceptions import ModelError
@@ -447,6 +448,13 @@ def calibrated_views(
 
 
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
+    # the intervals are predicted one after another over the same chunks: in this process
+    # each chunk's layers are predicted once for all of them (depth_model.shared_layers)
+    with shared_layers():
+        return _predict_all(ctx)
+
+
+def _predict_all(ctx: StageContext) -> tuple[list[str], Any]:
     fitted = ctx.results["fit"]
     calibration = _error_models(ctx)
     ctx.results["fit"] = calibrated_views(fitted, calibration)
@@ -495,8 +503,9 @@ def predict_depths(
     if not ctx.folder.layered_model.exists():
         raise ModelError(f"{ctx.folder.layered_model}: no layered model; run `socmap fit` first")
     model = io.read_model(ctx.folder.layered_model)
-    with dask_client(
-        ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
+    with (
+        dask_client(ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)),
+        shared_layers(),
     ):
         return _predict_intervals(ctx, model, _extra_depths(cfg, depths), _error_models(ctx))
 
