@@ -564,8 +564,11 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     for view in (thawed, total):
         record_coordinate_crs(view, grid.working_crs)
     chunks = cfg.prediction.chunks
-    with dask_client(
-        ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
+    with (
+        dask_client(
+            ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
+        ),
+        shared_layers(),  # both maps from one prediction of each chunk's layers
     ):
         maps = {
             "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
