@@ -272,4 +272,7 @@ def test_writing_maps_leaves_gdal_block_cache_alone(tmp_path: Path) -> None:
         done.set()
         watcher.join()
     assert seen == {before}
-    assert before >= 64 * 2**20  # megabytes, not bytes
+    # the process's cache is what the environment says, in MB (mapping.io: 256 unless set)
+    setting = os.environ["GDAL_CACHEMAX"]
+    if setting.isdigit() and int(setting) < 100_000:  # GDAL reads small numbers as MB
+        assert before == int(setting) * 2**20
