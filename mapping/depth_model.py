@@ -187,8 +187,10 @@ class _ChunkLayers:
         return sum(a.nbytes for a in parts if a is not None)
 
 
-class _LayerStore:
-    """Chunks' predicted layers, least recently used first out, up to ``max_bytes``."""
+class LayerStore:
+    """Chunks' predicted layers (:func:`shared_layers`), least recently used first out, up
+    to ``max_bytes``. A run keeps one from its predict stage to its thaw stage, which maps
+    the same chunks again."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
@@ -217,13 +219,16 @@ class _LayerStore:
                 self.nbytes -= dropped.nbytes
 
 
-_SHARED: _LayerStore | None = None  # set while shared_layers() is entered
+_SHARED: LayerStore | None = None  # set while shared_layers() is entered
 
 
 @contextlib.contextmanager
-def shared_layers(max_bytes: int = SHARED_LAYERS_BYTES) -> Iterator[_LayerStore]:
+def shared_layers(
+    max_bytes: int = SHARED_LAYERS_BYTES, store: LayerStore | None = None
+) -> Iterator[LayerStore]:
     """Within this block, fitted layered models keep the layers they predict for a chunk of
-    cells, in this process, up to ``max_bytes``.
+    cells, in this process, up to ``max_bytes`` (in ``store`` if given: what an earlier
+    block kept).
 
     A run predicts its intervals one after another over the same chunks, and each interval
     needs every layer above its bottom: 0-30, 0-100, 0-200 and 0-300 cm on the default
@@ -235,7 +240,7 @@ def shared_layers(max_bytes: int = SHARED_LAYERS_BYTES) -> Iterator[_LayerStore]
     large to keep and an interval's chunks go to any worker.
     """
     global _SHARED
-    outer, _SHARED = _SHARED, _LayerStore(max_bytes)
+    outer, _SHARED = _SHARED, store if store is not None else LayerStore(max_bytes)
     try:
         yield _SHARED
     finally:

@@ -489,6 +489,12 @@ def test_shared_layers_predict_each_layer_once_with_the_same_values():
     # the trend: 10 layers of each of the 400 cells; the level: each cell once
     assert _CountingForest.rows == 400 * 10 + 400
     assert store.hits == 2 * (len(chain) - 1)
+    # a later block given the store (the thaw stage after the predict stage) finds them kept
+    before, hits = _CountingForest.rows, store.hits
+    with depth_model.shared_layers(store=store):
+        again = copy.predict_log_density(chunks[0])
+    assert _CountingForest.rows == before and store.hits == hits + 1
+    np.testing.assert_array_equal(again[0], model.predict_log_density(chunks[0])[0])
     # a budget of one chunk's layers keeps the last chunk only
     one = store.items[next(iter(store.items))].nbytes
     with depth_model.shared_layers(max_bytes=one) as small:

@@ -35,9 +35,11 @@ from mapping.cluster import dask_client, process_map
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
 from mapping.depth_model import (
+    SHARED_LAYERS_BYTES,
     CalibratedIntervalView,
     IntervalView,
     LayeredDepthModel,
+    LayerStore,
     ThawedView,
     shared_layers,
     training_layers,
@@ -447,10 +449,17 @@ def calibrated_views(
     return out
 
 
+def _layers(ctx: StageContext) -> LayerStore:
+    """The run's kept layers (depth_model.shared_layers): the intervals are predicted one
+    after another over the same chunks, and the thaw stage maps them again; in this
+    process each chunk's layers are predicted once for all of them."""
+    if ctx.layers is None:
+        ctx.layers = LayerStore(SHARED_LAYERS_BYTES)
+    return ctx.layers
+
+
 def _run_predict(ctx: StageContext) -> tuple[list[str], Any]:
-    # the intervals are predicted one after another over the same chunks: in this process
-    # each chunk's layers are predicted once for all of them (depth_model.shared_layers)
-    with shared_layers():
+    with shared_layers(store=_layers(ctx)):
         return _predict_all(ctx)
 
 
@@ -568,7 +577,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
         dask_client(
             ctx.scheduler, echo=ctx.echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)
         ),
-        shared_layers(),  # both maps from one prediction of each chunk's layers
+        shared_layers(store=_layers(ctx)),  # the layers the predict stage kept
     ):
         maps = {
             "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),

@@ -54,6 +54,7 @@ class StageContext:
     stack: xr.Dataset | None = None
     stack_held: bool = False  # read into memory (stages.grid_and_stack)
     zones: ZoneLayout | None = None
+    layers: Any = None  # depth_model.LayerStore: a layered run's predicted layers, predict -> thaw
     notes: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
