@@ -127,6 +127,43 @@ def test_forest_oob_prediction_is_mean_over_trees_that_did_not_see_the_sample():
     assert np.mean((y - model.oob_prediction_) ** 2) > np.mean((y - model.predict(X)) ** 2)
 
 
+def test_leaf_moments_are_computed_once_and_only_when_asked_for():
+    """A forest asked only for its mean (a layered model's, its internal CV folds') never
+    computes the leaf moments; the first ``return_std`` or out-of-bag request computes them
+    once, also when several threads ask together; a model pickled when they were computed
+    at fit (its own attributes) gives the same numbers."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(5)
+    X = rng.uniform(size=(300, 3))
+    y = X[:, 0] * 4 + rng.normal(size=300)
+    model = QuantileRandomForest(n_estimators=40, random_state=3, coord_columns=None).fit(X, y)
+    model.predict(X[:50])
+    assert model.__dict__["_leaf_moments_cache"] is None
+    fresh = pickle.loads(pickle.dumps(model))
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: fresh.predict(X[:50], return_std=True), range(8)))
+    for mean, std in got:
+        np.testing.assert_array_equal(mean, got[0][0])
+        np.testing.assert_array_equal(std, got[0][1])
+    lm = fresh.__dict__["_leaf_moments_cache"]
+    assert lm is not None and fresh._leaf_moments() is lm  # computed once, kept
+    mean, std = model.predict(X[:50], return_std=True)
+    np.testing.assert_array_equal(mean, got[0][0])
+    np.testing.assert_array_equal(std, got[0][1])
+    # a model pickled with the moments as attributes (computed at fit before)
+    legacy = pickle.loads(pickle.dumps(model))
+    lm = model._leaf_moments()
+    legacy.__dict__.update(
+        _leaf_m1=lm.m1, _leaf_m2=lm.m2, _y_centre=lm.centre, oob_prediction_=lm.oob_mean,
+        oob_std_=lm.oob_std, _leaf_moments_cache=None,
+    )  # fmt: skip
+    del legacy.forest_.train_  # nothing to compute them from
+    np.testing.assert_array_equal(legacy.predict(X[:50], return_std=True)[1], std)
+    np.testing.assert_array_equal(legacy.oob_prediction_, model.oob_prediction_)
+
+
 # --------------------------------------------------------------------------- columns
 @pytest.mark.parametrize("cls", [QuantileRandomForest, QuantileGradientBoosting])
 def test_coordinates_are_not_features_by_default(cls):

@@ -18,7 +18,9 @@ categories. See ``docs/models.md`` for the choices made here.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +53,20 @@ _BATCH_ROWS = 8192  # rows per batch at predict: bounds the (rows, trees) leaf-i
 def _batches(n: int, size: int = _BATCH_ROWS) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+@dataclass(frozen=True)
+class _LeafMoments:
+    """A fitted forest's leaf moments (trees x nodes) and out-of-bag statistics."""
+
+    m1: np.ndarray
+    m2: np.ndarray
+    centre: float
+    oob_mean: np.ndarray
+    oob_std: np.ndarray
+
+
+_MOMENTS_LOCK = threading.Lock()
 
 
 class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
@@ -272,7 +288,7 @@ class QuantileRandomForest(_TreeModel):
             random_state=self.random_state,
             n_jobs=self.n_jobs,
         ).fit(Xf, y)
-        self._fit_leaf_moments(Xf, y)
+        self._leaf_moments_cache: _LeafMoments | None = None  # on first use (_leaf_moments)
         groups = one_hot_groups(self.layout_.categorical_mask, self.layout_.categories)
         per_feature = np.bincount(
             groups,
@@ -288,16 +304,32 @@ class QuantileRandomForest(_TreeModel):
             return feats
         return one_hot(feats, mask, self.layout_.categories)
 
-    def _fit_leaf_moments(self, Xf: np.ndarray, y: np.ndarray) -> None:
-        """Per tree and leaf, the bootstrap-weighted mean of y and of y².
+    def _leaf_moments(self) -> _LeafMoments:
+        """Per tree and leaf, the bootstrap-weighted mean of y and of y², and the
+        out-of-bag mean and std of every training sample; computed on first use.
 
         Targets are centred first so that ``E[y²] - E[y]²`` does not lose
         precision. With these, the mean and variance of the conditional
-        distribution are averages over trees of leaf moments.
+        distribution are averages over trees of leaf moments. Only ``return_std``
+        and the out-of-bag attributes need them (regression kriging's residuals), so
+        a forest that is only asked for its mean (a layered model's, or one of its
+        internal cross-validation folds) never computes them.
         """
+        got = self.__dict__.get("_leaf_moments_cache")
+        if got is not None:
+            return got
+        with _MOMENTS_LOCK:  # the threads of one prediction ask for them together
+            got = self.__dict__.get("_leaf_moments_cache")
+            if got is None:
+                got = self._legacy_moments() or self._compute_leaf_moments()
+                self._leaf_moments_cache = got
+        return got
+
+    def _compute_leaf_moments(self) -> _LeafMoments:
         forest = self.forest_
-        self._y_centre = float(np.mean(y))
-        yc = y - self._y_centre
+        Xf, y = forest.train_  # the encoded features (float32, as the trees split them), y
+        centre = float(np.mean(y))
+        yc = y - centre
         leaves = forest.apply(Xf)  # (n, T)
         n_nodes = max(est.tree_.node_count for est in forest.estimators_)
         m1 = np.full((len(forest.estimators_), n_nodes), np.nan)
@@ -318,26 +350,43 @@ class QuantileRandomForest(_TreeModel):
             oob_s1[oob] += m1[t, leaves[oob, t]]
             oob_s2[oob] += m2[t, leaves[oob, t]]
             oob_n[oob] += 1
-        self._leaf_m1 = m1
-        self._leaf_m2 = m2
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = oob_s1 / oob_n
             var = oob_s2 / oob_n - mean**2
-        self.oob_prediction_ = mean + self._y_centre
-        self.oob_std_ = np.sqrt(np.clip(var, 0.0, None))
+        return _LeafMoments(m1, m2, centre, mean + centre, np.sqrt(np.clip(var, 0.0, None)))
+
+    def _legacy_moments(self) -> _LeafMoments | None:
+        """The moments of a model pickled when they were computed at fit, if it is one."""
+        d = self.__dict__
+        if "_leaf_m1" not in d:
+            return None
+        return _LeafMoments(
+            d["_leaf_m1"], d["_leaf_m2"], d["_y_centre"], d["oob_prediction_"], d["oob_std_"]
+        )
+
+    @property
+    def oob_prediction_(self) -> np.ndarray:
+        """Out-of-bag mean of every training sample (see the class docstring)."""
+        return self._leaf_moments().oob_mean
+
+    @property
+    def oob_std_(self) -> np.ndarray:
+        """Out-of-bag standard deviation of every training sample."""
+        return self._leaf_moments().oob_std
 
     # ---------------------------------------------------------------- predict
     def _moments(self, Xf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        trees = np.arange(self._leaf_m1.shape[0])
+        lm = self._leaf_moments()
+        trees = np.arange(lm.m1.shape[0])
         mean = np.empty(len(Xf))
         var = np.empty(len(Xf))
         for sl in _batches(len(Xf)):
             leaves = self.forest_.apply(Xf[sl])
-            a = self._leaf_m1[trees, leaves].mean(axis=1)
-            b = self._leaf_m2[trees, leaves].mean(axis=1)
+            a = lm.m1[trees, leaves].mean(axis=1)
+            b = lm.m2[trees, leaves].mean(axis=1)
             mean[sl] = a
             var[sl] = b - a**2
-        return mean + self._y_centre, np.sqrt(np.clip(var, 0.0, None))
+        return mean + lm.centre, np.sqrt(np.clip(var, 0.0, None))
 
     def predict(
         self, X: Any, return_std: bool = False
