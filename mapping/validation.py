@@ -51,6 +51,7 @@ __all__ = [
     "bootstrap_rmse_range",
     "calibrate_interval",
     "cross_validate_model",
+    "cv_area_weights",
     "cv_distances",
     "cv_moments",
     "cv_report",
@@ -551,8 +552,16 @@ def weigh_to_area(
     """Weight ``cv``'s out-of-fold predictions to the mapped area (:meth:`CVResult.weigh`):
     :func:`mapping.area_weights.area_weights` of the rows of ``X`` against ``cells`` on
     the covariates (every column but the coordinates ``x``, ``y``)."""
+    return cv.weigh(cv_area_weights(X, cells, categorical))
+
+
+def cv_area_weights(
+    X: pd.DataFrame, cells: pd.DataFrame, categorical: Sequence[str] | None = None
+) -> np.ndarray:
+    """The weights :func:`weigh_to_area` gives the rows of ``X``: :func:`area_weights`
+    against ``cells`` on every column but the coordinates ``x``, ``y``."""
     names = [c for c in X.columns if c not in ("x", "y")]
-    return cv.weigh(area_weights(X, cells, names, categorical=list(categorical or [])))
+    return area_weights(X, cells, names, categorical=list(categorical or []))
 
 
 def bootstrap_rmse_range(cv: CVResult, X: pd.DataFrame, cv_range: Mapping[str, Any]) -> str | None:
@@ -576,12 +585,16 @@ def finish_cv(
     area_cells: pd.DataFrame | None = None,
     categorical: Sequence[str] | None = None,
     cv_range: Mapping[str, Any] | None = None,
+    area_weights: np.ndarray | None = None,
 ) -> str | None:
     """What a fit adds to its CV after the folds, in the order it needs: the weights to the
-    mapped area (:func:`weigh_to_area`, with ``area_cells``), then the RMSE's
-    block-bootstrap ranges, weighted ones included (:func:`bootstrap_rmse_range`, with
-    ``cv_range``). Returns the range's warning text, or ``None``."""
-    if area_cells is not None:
+    mapped area (:func:`weigh_to_area`, with ``area_cells``; or ``area_weights``, computed
+    beforehand by :func:`cv_area_weights`), then the RMSE's block-bootstrap ranges,
+    weighted ones included (:func:`bootstrap_rmse_range`, with ``cv_range``). Returns the
+    range's warning text, or ``None``."""
+    if area_weights is not None:
+        cv.weigh(area_weights)
+    elif area_cells is not None:
         weigh_to_area(cv, X, area_cells, categorical)
     return bootstrap_rmse_range(cv, X, cv_range) if cv_range is not None else None
 

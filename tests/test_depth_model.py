@@ -229,6 +229,37 @@ def test_recovers_an_analytic_depth_function_at_any_depth(fitted):
         assert abs(pred.sum() / truth.sum() - 1) < tol, (top, bottom)
 
 
+def test_cheaper_out_of_fold_forests_give_the_same_layer_variance():
+    """The shape's out-of-fold residuals only give each layer's within-profile variance
+    (``layer_var_``): forests of ``cv_n_estimators`` trees estimate it as the trend's own
+    do, both near the known noise of the layers below the anchor."""
+    rng = np.random.default_rng(11)
+    sites = _world(600, rng)
+    rows = _layer_rows(sites, rng)
+    sd = np.where(rows["top_cm"] >= 30, 0.2, 0.0)  # 0-30 cm exact: the level is noise-free
+    rows["stock"] *= np.exp(sd * rng.standard_normal(len(rows)))
+    X = rows[["x", "y", "a", "b", "top_cm", "bottom_cm"]]
+
+    def layer_var(n: int | None) -> np.ndarray:
+        model = LayeredDepthModel(
+            trend=QuantileRandomForest(n_estimators=200, coord_columns=None, random_state=3),
+            krige=False,
+            cv_n_estimators=n,
+            random_state=3,
+        )
+        return model.fit(X, rows["stock"], groups=rows["profile_id"]).layer_var_
+
+    full, cheap = layer_var(None), layer_var(50)
+    top = np.asarray(DEFAULT_BREAKS[:-1])
+    # the noise variance 0.04 plus what the shape forest misses of the exact profile (more
+    # below 200 cm, learnt from the few profiles that reach it)
+    for v in (full, cheap):
+        assert np.all(v[top < 30] < 1e-3), v
+        assert np.all(v[top >= 30] > 0.035), v
+        assert np.all(v[(top >= 30) & (top < 200)] < 0.065), v
+    assert np.allclose(cheap, full, rtol=0.1, atol=1e-3), (cheap, full)
+
+
 def test_outputs_are_consistent_across_depths(fitted):
     model, new = fitted
     X = new[["x", "y", "a", "b"]].iloc[:300]

@@ -55,6 +55,7 @@ from mapping.validation import (
     CVResult,
     IntervalFit,
     calibrate_interval,
+    cv_area_weights,
     finish_cv,
     make_splitter,
     metrics_table,
@@ -175,6 +176,12 @@ def fold_predictions(
     return model.predict_interval_stats(X_test, intervals, quantiles), texts
 
 
+def _fit_job(kind: str, **job: Any) -> Any:
+    """One job of the layered fit's pool: a CV fold (:func:`fold_predictions`) or an
+    interval's CV weights to the mapped area (:func:`mapping.validation.cv_area_weights`)."""
+    return fold_predictions(**job) if kind == "fold" else cv_area_weights(**job)
+
+
 def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     """Fit one layered model; cross-validate it on profile locations for every interval."""
     cfg, run = ctx.config, ctx.folder
@@ -225,14 +232,25 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             "X_test": sites[features].iloc[test].reset_index(drop=True),
             "intervals": intervals,
             "quantiles": (lo, hi),
+            "kind": "fold",
         }
         for train, test in folds
     ]
+    # Each interval's CV weights to the mapped area need only its profiles and the cells:
+    # they are computed in the same pool, after the folds.
+    weighted = cfg.cv.weighting == "area"
+    rows_of = [stages._interval_rows(table, top, bottom) for top, bottom in intervals]
+    if weighted:
+        jobs += [
+            {"kind": "area", "X": rows[features], "cells": cells, "categorical": categorical}
+            for rows in rows_of
+        ]
     # The fold models are fitted side by side in the process pool (their forests' per-tree
     # work holds the GIL) while this process fits the model on all profiles.
-    results = process_map(fold_predictions, jobs, cfg.n_jobs)
+    results = process_map(_fit_job, jobs, cfg.n_jobs)
     model, texts = fit_layers_recording(template, layers, features)
-    for f, ((_, test), (stats, fold_texts)) in enumerate(zip(folds, results, strict=True)):
+    fold_results = [next(results) for _ in folds]
+    for f, ((_, test), (stats, fold_texts)) in enumerate(zip(folds, fold_results, strict=True)):
         mean[test], q[test] = stats["mean"], stats["quantiles"]
         log_mu[test], log_var[test] = stats["mu"], stats["var"]
         fold[test] = f
@@ -256,7 +274,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         area = area.fit(sites[features], weights=aoa_weights(model), folds=fold)
     for j, (top, bottom) in enumerate(intervals):
         label = interval_label(top, bottom)
-        rows = stages._interval_rows(table, top, bottom)
+        rows = rows_of[j]
         at = position.loc[rows["profile_id"].to_numpy()].to_numpy()
         cv = _cv_result(
             rows,
@@ -270,8 +288,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         said = finish_cv(
             cv,
             rows[features],
-            area_cells=cells if cfg.cv.weighting == "area" else None,
-            categorical=categorical,
+            area_weights=next(results) if weighted else None,
             cv_range=stages.cv_range(cfg),
         )
         if said:
