@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "workflows" / "sample.yaml"
 
 
-def _config(seed: int, out: Path) -> Path:
-    text = SAMPLE.read_text()
+def _config(seed: int, out: Path, workflow: Path = SAMPLE) -> Path:
+    text = workflow.read_text()
     text = re.sub(r"^seed: .*$", f"seed: {seed}", text, flags=re.M)
     text = re.sub(r"^output: .*$", f"output: {out / f'seed{seed}'}", text, flags=re.M)
     text = text.replace("../sample_rasters", str(ROOT / "sample_rasters"))
@@ -58,15 +58,21 @@ def main() -> int:
     ap.add_argument("n", nargs="?", type=int, default=20)
     ap.add_argument("--until", default=None, help="last stage (default: the whole run)")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--workflow",
+        type=Path,
+        default=SAMPLE,
+        help="sample workflow (default workflows/sample.yaml; workflows/sample_per_interval.yaml)",
+    )
     args = ap.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="socmap-seeds-"))
     out.mkdir(parents=True, exist_ok=True)
     command = "run" if args.until is None else args.until
-    print(f"sample workflow, `socmap {command}` for seeds 0..{args.n - 1}; outputs in {out}")
+    print(f"{args.workflow.name}, `socmap {command}` for seeds 0..{args.n - 1}; outputs in {out}")
     print(f"{'seed':>4}  {'status':>6}  {'time':>7}  {'0-100 cm Pg':>11}  notes")
     ok = 0
     for seed in range(args.n):
-        cfg = _config(seed, out)
+        cfg = _config(seed, out, args.workflow.resolve())
         t0 = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", "mapping.cli", command, str(cfg)],

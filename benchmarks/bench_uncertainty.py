@@ -21,7 +21,7 @@ PART any of ``speed workers methods sample kernels`` (default: all).
     one, kurtosis and upper tail of the totals, seconds per realization.
 ``sample``
     The committed sample data (``sample_rasters``): stocks from the profiles, a regression
-    kriging model per interval (random-forest trend, as ``workflows/sample.yaml``; and a
+    kriging model per interval (random-forest trend, as ``workflows/sample_per_interval.yaml``; and a
     linear trend on log stocks), predicted on the grid; the 90 % range of every zone total
     against the true total (``truth/*.tif``), pixel coverage of the 90 % intervals, and
     the independent-pixel ranges; without and with the shared error of the residuals' mean
@@ -270,7 +270,7 @@ def _sample_maps(model_kind: str, measured_bd_only: bool) -> dict[str, Any]:
     from mapping.predict import predict_grid
     from mapping.profiles import read_horizons
 
-    cfg = load_config(ROOT / "workflows" / "sample.yaml")
+    cfg = load_config(ROOT / "workflows" / "sample_per_interval.yaml")
     horizons = read_horizons(cfg.profiles.path, columns=dict(cfg.profiles.columns))
     stocks = compute_stocks(horizons, cfg.stocks.intervals(), method=cfg.stocks.method).stocks
     grid = target_grid(cfg.grid, cfg.covariates)
@@ -358,7 +358,7 @@ def bench_sample(n_real: int = 200) -> None:
         (
             "rf",
             "normal",
-            "regression kriging, random-forest trend, spherical (as workflows/sample.yaml)",
+            "regression kriging, random-forest trend, spherical (as workflows/sample_per_interval.yaml)",
         ),
         ("loglinear", "lognormal", "regression kriging of log stocks, linear trend, exponential"),
     ]

@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         help="let the projected world draw its own profiles (default: the geographic world's)",
     )
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per socmap run")
+    ap.add_argument(
+        "--workflow",
+        type=Path,
+        default=SAMPLE_YAML,
+        help="workflow template (default workflows/sample.yaml; the figures in "
+        "docs/validation.md: workflows/sample_per_interval.yaml)",
+    )
     args = ap.parse_args(argv)
 
     spec = suite_specs(max(12, args.world + 1))[args.world]
@@ -68,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         if wdir.exists():
             cfg = wdir / "workflow.yaml"
         else:
-            cfg = write_world(world, wdir, SAMPLE_YAML)
+            cfg = write_world(world, wdir, args.workflow)
             if grid == "projected" and not args.own_profiles:
                 # the same profiles on both grids: the geographic world's (a subset of the
                 # sites, each in a cell of both grids with the same truth)

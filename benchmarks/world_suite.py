@@ -6,7 +6,8 @@
 
 For each world of :func:`mapping.synthetic.worlds.suite_specs` the script
 writes the world folder (covariates, zones, profiles, truth, ``workflow.yaml``:
-``workflows/sample.yaml`` with only the paths changed), runs the real
+``workflows/sample.yaml``, or ``--workflow``, with only the paths changed and no active
+layer), runs the real
 ``socmap run`` on it in a subprocess (the same interpreter, so ``PYTHONPATH``
 decides which code runs), and computes every figure of VALIDATION.md against
 the truth, per world and pooled. A plain analyst baseline (sklearn random
@@ -604,7 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         "--workflow",
         type=Path,
         default=SAMPLE_YAML,
-        help="workflow template (default workflows/sample.yaml; e.g. workflows/sample_layered.yaml)",
+        help="workflow template (default workflows/sample.yaml, one layered depth model; "
+        "workflows/sample_per_interval.yaml: one model per interval)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="worlds run at the same time")
     parser.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these worlds")

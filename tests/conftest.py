@@ -18,22 +18,26 @@ import yaml
 from mapping.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_WORKFLOW = ROOT / "workflows" / "sample.yaml"
+SAMPLE_WORKFLOW = ROOT / "workflows" / "sample.yaml"  # the main job: one layered depth model
+PER_INTERVAL_WORKFLOW = ROOT / "workflows" / "sample_per_interval.yaml"
 GSTAT = Path(__file__).parent / "data" / "gstat"
 
 
-def sample_config(output: Path) -> dict[str, Any]:
-    """The sample workflow's config with its input paths made absolute, writing to ``output``."""
+def sample_config(output: Path, workflow: Path = SAMPLE_WORKFLOW) -> dict[str, Any]:
+    """A sample workflow's config (default: the main one, ``workflows/sample.yaml``) with
+    its input paths made absolute, writing to ``output``."""
 
     def absolute(path: str) -> str:
-        return str((SAMPLE_WORKFLOW.parent / path).resolve())
+        return str((workflow.parent / path).resolve())
 
-    cfg = yaml.safe_load(SAMPLE_WORKFLOW.read_text())
+    cfg = yaml.safe_load(workflow.read_text())
     cfg["output"] = str(output)
     cfg["profiles"]["path"] = absolute(cfg["profiles"]["path"])
     for cov in cfg["covariates"]:
         cov["path"] = absolute(cov["path"])
     cfg["zones"]["path"] = absolute(cfg["zones"]["path"])
+    if "path" in (cfg.get("active_layer") or {}):
+        cfg["active_layer"]["path"] = absolute(cfg["active_layer"]["path"])
     return cfg
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
+from conftest import PER_INTERVAL_WORKFLOW, sample_config
 
 from mapping.config import load_config
 from mapping.models import QuantileRandomForest
@@ -28,7 +29,6 @@ from mapping.run.stages import grid_and_stack, prediction_sample
 from mapping.validation import cross_validate_model, make_splitter
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 
 
 def _forest() -> QuantileRandomForest:
@@ -38,16 +38,8 @@ def _forest() -> QuantileRandomForest:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("cvtruth")
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-
-    def absolute(p: str) -> str:
-        return str((WORKFLOW.parent / p).resolve())
-
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = absolute(cov["path"])
-    cfg["zones"]["path"] = absolute(cfg["zones"]["path"])
+    # the per-interval workflow: its training table is the one this CV check needs
+    cfg = sample_config(tmp / "out", PER_INTERVAL_WORKFLOW)
     cfg["stocks"]["depths"] = ["0-30"]
     (tmp / "sample.yaml").write_text(yaml.safe_dump(cfg))
     config = load_config(tmp / "sample.yaml")

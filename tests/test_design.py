@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import sample_config
 from scipy.spatial.distance import cdist
 
 from mapping.design import (
@@ -25,7 +26,6 @@ from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW = ROOT / "workflows" / "sample.yaml"
 
 
 def _grid(ny: int, nx: int, step: float = 1000.0):
@@ -263,16 +263,7 @@ def test_clhs_fills_every_stratum_and_coverage_spreads() -> None:
 
 # ------------------------------------------------------------------ on a fitted run
 def _config(tmp: Path) -> Path:
-    cfg = yaml.safe_load(WORKFLOW.read_text())
-
-    def absolute(p: str) -> str:
-        return str((WORKFLOW.parent / p).resolve())
-
-    cfg["output"] = str(tmp / "out")
-    cfg["profiles"]["path"] = absolute(cfg["profiles"]["path"])
-    for cov in cfg["covariates"]:
-        cov["path"] = absolute(cov["path"])
-    cfg["zones"]["path"] = absolute(cfg["zones"]["path"])
+    cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = ["0-30"]
     cfg["model"]["params"]["n_estimators"] = 40
     cfg["uncertainty"] = {"n_realizations": 20}

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import rasterio
 import yaml
-from conftest import run_cli, sample_config
+from conftest import PER_INTERVAL_WORKFLOW, SAMPLE_WORKFLOW, run_cli, sample_config
 from sklearn.linear_model import LinearRegression
 
 from mapping.aoa import AreaOfApplicability
@@ -35,7 +35,8 @@ TRUE_SPLIT = ROOT / "sample_rasters" / "truth" / "thaw_split.csv"
 
 
 def _config(tmp: Path, **model: object) -> Path:
-    cfg = sample_config(tmp / "out")
+    """The per-interval sample workflow, with ``model`` settings (e.g. ``depth="layered"``)."""
+    cfg = sample_config(tmp / "out", PER_INTERVAL_WORKFLOW)
     cfg["stocks"]["depths"] = ["0-30", "0-100", "0-300"]
     cfg["model"]["params"]["n_estimators"] = 30
     cfg["model"].update(model)
@@ -145,6 +146,26 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     assert "active_layer" not in dumped
     assert not {"depth", "layers", "anchor_cm"} & set(dumped["model"])
     assert "depths" not in dumped["prediction"]
+
+
+def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:
+    """``workflows/sample.yaml`` is ``sample_per_interval.yaml`` with one layered model
+    and the active layer: the same inputs and every other setting the same."""
+    main_cfg = load_config(SAMPLE_WORKFLOW)
+    per = load_config(PER_INTERVAL_WORKFLOW)
+    assert main_cfg.model.depth == "layered" and per.model.depth == "per_interval"
+    assert main_cfg.model.anchor_cm == 30
+    assert main_cfg.active_layer is not None and per.active_layer is None
+    assert default.stage_list(per) != stage_list(main_cfg)
+    assert "thaw" in [s.name for s in stage_list(main_cfg)]
+    a, b = json.loads(main_cfg.model_dump_json()), json.loads(per.model_dump_json())
+    for key in ("model", "active_layer", "output", "source"):
+        a.pop(key, None), b.pop(key, None)
+    assert a == b
+    keep = ("type", "trend", "params", "variogram", "n_neighbors", "log_transform")
+    assert {k: main_cfg.model.model_dump()[k] for k in keep} == {
+        k: per.model.model_dump()[k] for k in keep
+    }
 
 
 def test_layered_config_is_checked(tmp_path: Path) -> None:

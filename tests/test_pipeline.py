@@ -19,7 +19,7 @@ from mapping.report.tables import fmt_number
 from mapping.run import preflight, stages
 from mapping.validation import metrics_table
 
-STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "report"]
+STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "thaw", "report"]
 TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
 
 

@@ -590,7 +590,7 @@ raster back exactly.
 ## Active layer
 
 `active_layer.tif` is the thickness of the seasonally thawed layer (cm), for the thawed /
-perennially frozen split of `model.depth: layered` (`workflows/sample_layered.yaml`). It deepens
+perennially frozen split of `model.depth: layered` (`workflows/sample.yaml`). It deepens
 with air temperature (Stefan: with the square root of the thawing degree-days) and is thinner
 under wet ground:
 
