@@ -39,8 +39,9 @@ def _absolute(config: dict, base: Path) -> dict:
     config["profiles"]["path"] = str((base / config["profiles"]["path"]).resolve())
     for cov in config["covariates"]:
         cov["path"] = str((base / cov["path"]).resolve())
-    if "zones" in config and "path" in config["zones"]:
-        config["zones"]["path"] = str((base / config["zones"]["path"]).resolve())
+    for key in ("zones", "active_layer"):
+        if "path" in (config.get(key) or {}):
+            config[key]["path"] = str((base / config[key]["path"]).resolve())
     return config
 
 
