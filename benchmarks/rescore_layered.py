@@ -46,7 +46,7 @@ def score_world(world: Path) -> list[dict]:
     di, xd = aoa.predict(cov)[0], aoa.extrapolation(cov)
     far = most_dissimilar(di, 0.10)
     rows = []
-    for floor in (True, False):
+    for floor in (True, "beyond", False):
         for iv in INTERVALS:
             view = IntervalView(model, *iv, ["x", "y", *names])
             cal = CalibratedIntervalView(view, ems, aoa, keep_shallower_excess=floor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -325,8 +326,12 @@ def calibrated(fitted):
     # the deeper interval far narrower than the shallow one: calibrated one by one, the
     # 0-100 cm upper quantile falls below the 0-30 cm one in some cells
     ems = {(0.0, 30.0): _ratio_model(150.0), (0.0, 100.0): _ratio_model(0.05)}
+    # the floor in every cell (the tests below check it by hand; the default floors only
+    # where a deeper interval's error model extrapolates: tested on its own)
     views = {
-        iv: CalibratedIntervalView(IntervalView(model, *iv, feats), ems, aoa)
+        iv: CalibratedIntervalView(
+            IntervalView(model, *iv, feats), ems, aoa, keep_shallower_excess=True
+        )
         for iv in [(0.0, 15.0), (0.0, 30.0), (0.0, 50.0), (0.0, 70.0), (0.0, 100.0), (0.0, 200.0)]
     }
     return model, X, aoa, ems, views
@@ -360,6 +365,33 @@ def test_a_deeper_interval_keeps_at_least_the_shallower_excess_variance(calibrat
     own = np.exp(s["mu"][:, 1, None] + np.sqrt(v100)[:, None] * norm.ppf(levels))
     q100 = views[(0.0, 100.0)].predict_quantiles(X, levels)
     np.testing.assert_allclose(q100, np.maximum(q30, own), rtol=1e-9)
+
+
+def test_the_default_floor_holds_only_where_the_deeper_error_model_extrapolates(calibrated):
+    """``keep_shallower_excess="beyond"``: a cell whose DI lies within the deeper interval's
+    bins keeps that interval's own excess; beyond its last bin (or with no DI) the deeper
+    interval keeps at least the shallower excess."""
+    model, X, aoa, _, _ = calibrated
+    di = aoa.predict(X)[0]
+    cut = float(np.median(di))  # the deeper model's last bin: half the cells beyond it
+    deep = dataclasses.replace(_ratio_model(0.05), knots=np.array([0.0, cut]))
+    ems = {(0.0, 30.0): _ratio_model(150.0), (0.0, 100.0): deep}
+    view = CalibratedIntervalView(
+        IntervalView(model, 0, 100, ["x", "y", "a", "b"]), ems, aoa
+    )  # the default
+    assert view.keep_shallower_excess == "beyond"
+    s = model.predict_interval_stats(X, [(0, 30), (0, 100)])
+    e30 = ems[(0.0, 30.0)].variance(s["var"][:, 0], di) - s["var"][:, 0]
+    e100 = deep.variance(s["var"][:, 1], di) - s["var"][:, 1]
+    beyond = di > cut
+    assert 0 < beyond.sum() < len(di) and np.all(e100 < e30)
+    v100 = s["var"][:, 1] + np.where(beyond, e30, e100)
+    mean, std = view.predict(X, return_std=True)
+    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v100)), rtol=1e-9)
+    # a cell without a DI is outside every bin: floored
+    _, _, v, _ = view._calibrated(X.iloc[:3], (0.05, 0.95), di=np.full(3, np.nan))
+    e30_nan = ems[(0.0, 30.0)].variance(s["var"][:3, 0], np.full(3, np.nan)) - s["var"][:3, 0]
+    np.testing.assert_allclose(v, s["var"][:3, 1] + e30_nan, rtol=1e-9)
 
 
 def test_quantiles_of_a_deeper_interval_never_fall_below_a_shallower_ones(calibrated):
@@ -424,7 +456,12 @@ def test_a_fitted_interval_without_an_error_model_keeps_the_shallower_excess(cal
     levels = (0.05, 0.5, 0.95)
     ems = {(0.0, 30.0): _ratio_model(50.0), (0.0, 100.0): _ratio_model(5.0), (0.0, 300.0): None}
     feats = ["x", "y", "a", "b"]
-    views = {iv: CalibratedIntervalView(IntervalView(model, *iv, feats), ems, aoa) for iv in ems}
+    views = {
+        iv: CalibratedIntervalView(
+            IntervalView(model, *iv, feats), ems, aoa, keep_shallower_excess=True
+        )
+        for iv in ems
+    }
     q = [views[iv].predict_quantiles(X, levels) for iv in ems]
     assert np.all(q[1] >= q[0]) and np.all(q[2] >= q[1])
     s = model.predict_interval_stats(X, list(ems))
