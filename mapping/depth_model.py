@@ -923,11 +923,13 @@ class CalibratedIntervalView(CalibratedModel):
         excess = np.column_stack([self._excess(ivs[j], var[:, j], di, xd) for j in range(n_fit)])
         # The level's error is every interval's: a deeper interval's error model, fitted on
         # fewer (and fewer dissimilar) profiles, must not claim less excess than a shallower one
+        # Within the DIs of its own bins a deeper interval's error model holds (the floor
+        # there made the deep intervals too wide); beyond them the floor holds.
         if self.keep_shallower_excess == "beyond":
-            d = np.asarray(di, dtype=float)
+            cell_di = np.asarray(di, dtype=float)
             for j in range(1, n_fit):
                 em = self.error_models.get(ivs[j])
-                out = np.ones(d.shape, bool) if em is None else ~(d <= em.knots[-1])
+                out = np.ones(cell_di.shape, bool) if em is None else ~(cell_di <= em.knots[-1])
                 excess[:, j] = np.where(
                     out, np.maximum(excess[:, j], excess[:, j - 1]), excess[:, j]
                 )
