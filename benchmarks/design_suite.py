@@ -41,6 +41,17 @@ DESIGNS = ("socmap", "random", "clhs", "coverage")
 CONTINUOUS = ("elevation", "maat", "precipitation", "ndvi", "twi")
 
 
+def _suite_spec(world_dir: Path):  # -> WorldSpec
+    """The world's specification as the suite wrote it (``truth/world.json``), so a suite
+    of any ``--seed`` is redrawn as it was generated."""
+    from mapping.synthetic.worlds import WorldSpec
+
+    d = json.loads((world_dir / "truth" / "world.json").read_text())["spec"]
+    d["shape"], d["center_lonlat"] = tuple(d["shape"]), tuple(d["center_lonlat"])
+    d["nodata"] = float(d["nodata"])  # "nan" as written by WorldSpec.to_dict
+    return WorldSpec(**d)
+
+
 def _world(spec):  # the projected truth world of a suite spec (deterministic)
     from mapping.synthetic.worlds import _truth_world
 
@@ -199,15 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     tag = _tag(args.target)
     keep = _target_filter(args.target)
-    from mapping.synthetic.worlds import suite_specs
-
-    specs = {s.name: s for s in suite_specs(12)}
     names = args.only or sorted(
         d.name for d in (args.suite / "worlds").iterdir() if (d / "run").is_dir()
     )
     rows = []
     for name in names:
-        spec = specs[name]
+        spec = _suite_spec(args.suite / "worlds" / name)
         if spec.grid != "projected":
             print(f"{name}: geographic, skipped", flush=True)
             continue
