@@ -351,6 +351,13 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.cv_n_estimators = cv_n_estimators
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # models saved before these parameters: get_params (repr, clone) needs them; the
+        # out-of-fold forests as they then were, the range bound as _residual_kriging reads it
+        state.setdefault("cv_n_estimators", None)
+        state.setdefault("bound_range", True)
+        super().__setstate__(state)  # type: ignore[misc]
+
     # ------------------------------------------------------------------ features
     def _split(self, X: pd.DataFrame) -> tuple[pd.DataFrame, NDArray]:
         if not isinstance(X, pd.DataFrame):

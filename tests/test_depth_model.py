@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import pickle
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
+from sklearn.base import clone
 
 from mapping.aoa import AreaOfApplicability
 from mapping.calibration import CalibratedModel, ErrorModel
@@ -259,6 +261,22 @@ def test_cheaper_out_of_fold_forests_give_the_same_layer_variance():
         assert np.all(v[top >= 30] > 0.035), v
         assert np.all(v[(top >= 30) & (top < 200)] < 0.065), v
     assert np.allclose(cheap, full, rtol=0.1, atol=1e-3), (cheap, full)
+
+
+def test_a_model_saved_before_the_newer_parameters_loads_with_them(fitted):
+    """A pickle without ``cv_n_estimators`` and ``bound_range`` (saved before they existed)
+    loads with the values its fit used, and ``repr``/``clone`` work on it."""
+    model, new = fitted
+    state = dict(model.__dict__)
+    del state["cv_n_estimators"], state["bound_range"]
+    old = LayeredDepthModel.__new__(LayeredDepthModel)
+    old.__setstate__(state)
+    assert old.cv_n_estimators is None and old.bound_range is True
+    assert "LayeredDepthModel(" in repr(old)
+    assert clone(old).get_params()["cv_n_estimators"] is None
+    loaded = pickle.loads(pickle.dumps(old))
+    X = new[["x", "y", "a", "b"]].iloc[:50]
+    np.testing.assert_array_equal(loaded.predict_stock(X, 0, 100), model.predict_stock(X, 0, 100))
 
 
 def test_outputs_are_consistent_across_depths(fitted):
