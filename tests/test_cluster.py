@@ -372,6 +372,28 @@ def test_plan_sizes_by_hand(tmp_path: Path) -> None:
     assert "leaves out the model's size" in text
 
 
+def test_plan_says_how_it_prices_a_layered_run(tmp_path: Path) -> None:
+    """A layered config is priced as per-interval models; the plan says so, and in which
+    direction each estimate errs. A per-interval config gets no such note."""
+    from mapping.config import load_config
+    from mapping.run.plan import make_plan
+
+    extra = "covariates:\n  - {name: c0, path: c0.tif}\n"
+    per = load_config(_plan_config(tmp_path, extra), check_files=False)
+    assert not any("layered" in n for n in make_plan(per, calibrate=False).notes)
+    text = (
+        _plan_config(tmp_path, extra)
+        .read_text()
+        .replace("log_transform: true}", "log_transform: true, depth: layered}")
+    )
+    (tmp_path / "plan.yaml").write_text(text)
+    layered = load_config(tmp_path / "plan.yaml", check_files=False)
+    assert layered.model.depth == "layered"
+    note = next(n for n in make_plan(layered, calibrate=False).notes if "layered" in n)
+    assert "an upper bound" in note and "a lower bound" in note
+    assert "model.depth: layered" in "\n".join(make_plan(layered, calibrate=False).lines())
+
+
 def test_plan_calibrates_with_stand_in_then_with_fitted_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
