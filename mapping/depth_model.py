@@ -431,7 +431,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
     def _cv_trend(self, trend: Any) -> Any:
         """The shape's out-of-fold regressor: the trend, with ``cv_n_estimators`` trees."""
         out = clone(trend)
-        n = getattr(self, "cv_n_estimators", None)  # models saved before it
+        n = self.cv_n_estimators
         if n is not None and "n_estimators" in out.get_params():
             out.set_params(n_estimators=min(int(n), out.get_params()["n_estimators"]))
         return out
@@ -504,7 +504,7 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
             n_neighbors=self.n_neighbors,
             cutoff=self.cutoff,
             n_lags=self.n_lags,
-            bound_range=getattr(self, "bound_range", True),  # models saved before it
+            bound_range=self.bound_range,
         )
         try:
             ok._fit_xy(pxy, e)

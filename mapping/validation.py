@@ -585,15 +585,15 @@ def finish_cv(
     area_cells: pd.DataFrame | None = None,
     categorical: Sequence[str] | None = None,
     cv_range: Mapping[str, Any] | None = None,
-    area_weights: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> str | None:
     """What a fit adds to its CV after the folds, in the order it needs: the weights to the
-    mapped area (:func:`weigh_to_area`, with ``area_cells``; or ``area_weights``, computed
+    mapped area (:func:`weigh_to_area`, with ``area_cells``; or ``weights``, computed
     beforehand by :func:`cv_area_weights`), then the RMSE's block-bootstrap ranges,
     weighted ones included (:func:`bootstrap_rmse_range`, with ``cv_range``). Returns the
     range's warning text, or ``None``."""
-    if area_weights is not None:
-        cv.weigh(area_weights)
+    if weights is not None:
+        cv.weigh(weights)
     elif area_cells is not None:
         weigh_to_area(cv, X, area_cells, categorical)
     return bootstrap_rmse_range(cv, X, cv_range) if cv_range is not None else None

@@ -288,7 +288,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         said = finish_cv(
             cv,
             rows[features],
-            area_weights=next(results) if weighted else None,
+            weights=next(results) if weighted else None,
             cv_range=stages.cv_range(cfg),
         )
         if said:
