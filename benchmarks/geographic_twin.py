@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The same synthetic world on a projected and on a geographic grid: do the results agree?
 
-    python benchmarks/geographic_twin.py [--world 0] [--shape 80 96] [--resolution 12500]
+    python benchmarks/geographic_twin.py [--world 0] [--seed 2026] [--shape 80 96] [--resolution 12500]
                                          [--profiles 300] [--out DIR]
 
 Builds world ``--world`` of :func:`mapping.synthetic.worlds.suite_specs` twice, on
@@ -39,6 +39,7 @@ from mapping.synthetic.worlds import build_world, suite_specs  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--world", type=int, default=0, help="index in suite_specs (default 0)")
+    ap.add_argument("--seed", type=int, default=2026, help="suite seed (default 2026)")
     ap.add_argument("--shape", type=int, nargs=2, default=None, help="ny nx of the world")
     ap.add_argument("--resolution", type=float, default=None, help="cell size (m)")
     ap.add_argument("--profiles", type=int, default=None, help="profiles drawn")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    spec = suite_specs(max(12, args.world + 1))[args.world]
+    spec = suite_specs(max(12, args.world + 1), args.seed)[args.world]
     change = {}
     if args.shape:
         change["shape"] = tuple(args.shape)

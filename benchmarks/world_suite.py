@@ -594,6 +594,22 @@ def markdown(out: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _changed(spec: Any, changes: list[str], parser: argparse.ArgumentParser) -> Any:
+    """``spec`` with the ``FIELD=VALUE`` changes of ``--set`` (values as the field's type)."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(spec)}
+    values: dict[str, Any] = {}
+    for change in changes:
+        name, _, text = change.partition("=")
+        if name not in fields or not text:
+            parser.error(
+                f"--set {change!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}"
+            )
+        values[name] = type(getattr(spec, name))(text)
+    return dataclasses.replace(spec, **values)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--worlds", type=int, default=12, help="number of worlds (default 12)")
@@ -620,6 +636,14 @@ def main(argv: list[str] | None = None) -> int:
         "worlds run in separate folders); by default socmap runs (and resumes)",
     )
     parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a field of every world's WorldSpec (e.g. 'warm_bias=0 tail_keep=1': "
+        "profiles drawn evenly over the land, the cold tail included)",
+    )
+    parser.add_argument(
         "--markdown", action="store_true", help="only print the tables of a finished --out"
     )
     args = parser.parse_args(argv)
@@ -634,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(tempfile.mkdtemp(prefix="world_suite_"))
     out.mkdir(parents=True, exist_ok=True)
     specs = suite_specs(args.worlds, args.seed)
+    if args.set:
+        specs = [_changed(s, args.set, parser) for s in specs]
     if args.only:
         specs = [s for s in specs if s.name in set(args.only)]
     if args.projected_only:

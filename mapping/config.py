@@ -192,6 +192,11 @@ class ModelConfig(_Section):
     """Layer boundaries (cm) of the layered model, from 0, increasing."""
     anchor_cm: float | None = 30.0
     """Layered model: the break whose 0-``anchor_cm`` density is the kriged level (null: none)."""
+    weighting: Literal["none", "area"] = "none"
+    """Layered model: ``area`` fits the level and the shape with each profile weighted by
+    the inverse of the sampling intensity around it in covariate space
+    (:func:`mapping.area_weights.area_weights`), so the trees fit the mapped land rather
+    than the profiles; ``none``: every profile alike (``docs/depth_model.md``)."""
 
     @field_validator("layers")
     @classmethod
@@ -208,6 +213,8 @@ class ModelConfig(_Section):
             and self.anchor_cm not in self.layers
         ):
             raise ValueError(f"anchor_cm {self.anchor_cm:g} is not one of the layer breaks")
+        if self.weighting != "none" and self.depth != "layered":
+            raise ValueError("weighting: area needs depth: layered")
         return self
 
     @model_serializer(mode="wrap")
@@ -218,6 +225,8 @@ class ModelConfig(_Section):
         if self.depth == "per_interval":
             for key in ("depth", "layers", "anchor_cm"):
                 data.pop(key, None)
+        if self.weighting == "none":  # as before the key existed
+            data.pop("weighting", None)
         return data
 
 

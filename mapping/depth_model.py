@@ -55,7 +55,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import norm
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.model_selection import GroupKFold, cross_val_predict
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter
 
 from mapping.calibration import CalibratedModel, ErrorModel
 from mapping.exceptions import ModelError
@@ -133,6 +133,7 @@ class _LayerRows:
     t: NDArray  # ln mean layer density (or, with a level, its ratio to the level)
     g: NDArray  # profile index 0 .. n-1
     layer: NDArray  # index of the break interval holding the layer's middle
+    w: NDArray | None = None  # the profile's fit weight on each of its rows
 
     @property
     def width(self) -> NDArray:
@@ -148,7 +149,13 @@ class _LayerRows:
             self.t[keep],
             pd.factorize(self.g[keep])[0],
             self.layer[keep],
+            None if self.w is None else self.w[keep],
         )
+
+
+def _weighted(w: NDArray | None) -> dict[str, NDArray]:
+    """Keyword arguments of a regressor's fit for the weights ``w`` (none for ``None``)."""
+    return {} if w is None else {"sample_weight": w}
 
 
 def _layer_variance(spread: NDArray, use: NDArray, layer: NDArray, n_layers: int) -> NDArray:
@@ -378,7 +385,11 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
     def fit(
-        self, X: pd.DataFrame, y: ArrayLike, groups: ArrayLike | None = None
+        self,
+        X: pd.DataFrame,
+        y: ArrayLike,
+        groups: ArrayLike | None = None,
+        sample_weight: ArrayLike | None = None,
     ) -> LayeredDepthModel:
         """Fit the trend on all layers, then the residual kriging.
 
@@ -392,20 +403,30 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         groups
             Profile of each row (for the grouped CV and the profile
             residuals); default: rows with the same coordinates.
+        sample_weight
+            Weight of each row, the same on every row of a profile (``None``: equal):
+            the level and the shape regressors are fitted with it, in and out of fold
+            (e.g. inverse sampling-intensity weights, :func:`mapping.area_weights.area_weights`,
+            so that they fit the mapped area rather than the profiles). The kriging and
+            the residual variances are not weighted.
         """
         b = check_breaks(self.breaks)
-        rows, y = self._layer_rows(X, y, groups, b)
+        rows, y = self._layer_rows(X, y, groups, b, sample_weight)
         trend = _default_trend(self.random_state) if self.trend is None else clone(self.trend)
+        if rows.w is not None and not has_fit_parameter(trend, "sample_weight"):
+            raise ModelError(f"{type(trend).__name__} takes no sample_weight")
         self.level_ = None
         e = None
         if self.anchor_cm is not None:
             rows, e = self._fit_level(trend, rows, y, b)
         feats = self._features(rows.cov, rows.top, rows.bottom)
-        self.trend_ = clone(trend).fit(feats, rows.t)
+        self.trend_ = clone(trend).fit(feats, rows.t, **_weighted(rows.w))
         g = rows.g
         n_groups = int(g.max()) + 1
         folds = GroupKFold(n_splits=min(self.cv, n_groups))
-        fitted = cross_val_predict(self._cv_trend(trend), feats, rows.t, cv=folds, groups=g)
+        fitted = cross_val_predict(
+            self._cv_trend(trend), feats, rows.t, cv=folds, groups=g, params=_weighted(rows.w)
+        )
         r = rows.t - np.asarray(fitted, float)
 
         if e is None:
@@ -437,7 +458,12 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         return out
 
     def _layer_rows(
-        self, X: pd.DataFrame, y: ArrayLike, groups: ArrayLike | None, b: NDArray
+        self,
+        X: pd.DataFrame,
+        y: ArrayLike,
+        groups: ArrayLike | None,
+        b: NDArray,
+        sample_weight: ArrayLike | None = None,
     ) -> tuple[_LayerRows, NDArray]:
         """The checked training layers (target ``ln`` mean layer density) and their stocks."""
         cov, xy = self._split(X)
@@ -461,7 +487,12 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         )
         mid = 0.5 * (top + bottom)
         layer = np.clip(np.searchsorted(b, mid, side="right") - 1, 0, b.size - 2)
-        return _LayerRows(cov, xy, top, bottom, t, g, layer), y
+        w = None
+        if sample_weight is not None:
+            w = np.asarray(sample_weight, dtype=float).ravel()
+            if len(w) != len(y) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+                raise ModelError(f"sample_weight needs {len(y)} finite values >= 0, not all 0")
+        return _LayerRows(cov, xy, top, bottom, t, g, layer, w), y
 
     def _fit_level(
         self, trend: Any, rows: _LayerRows, y: NDArray, b: NDArray
@@ -486,10 +517,16 @@ class LayeredDepthModel(RegressorMixin, BaseEstimator):
         first = np.unique(rows.g, return_index=True)[1]
         # the level: ln mean density of 0-anchor cm, one row per profile
         level_feats = rows.cov.iloc[first].reset_index(drop=True)
-        self.level_ = clone(trend).fit(level_feats, ln_anchor)
+        weight = _weighted(None if rows.w is None else rows.w[first])
+        self.level_ = clone(trend).fit(level_feats, ln_anchor, **weight)
         folds = GroupKFold(n_splits=min(self.cv, len(first)))
         fitted = cross_val_predict(
-            clone(trend), level_feats, ln_anchor, cv=folds, groups=np.arange(len(first))
+            clone(trend),
+            level_feats,
+            ln_anchor,
+            cv=folds,
+            groups=np.arange(len(first)),
+            params=weight,
         )
         e = ln_anchor - np.asarray(fitted, float)
         # the shape: ln(layer density / the profile's 0-anchor density), depth as covariate

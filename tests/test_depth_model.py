@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.base import clone
+from sklearn.neighbors import KNeighborsRegressor
 
 from mapping.aoa import AreaOfApplicability
 from mapping.calibration import CalibratedModel, ErrorModel
@@ -587,3 +588,38 @@ def test_shared_layers_predict_each_layer_once_with_the_same_values():
         for c in chunks:
             model.predict_log_density(c)
     assert len(small.items) == 1 and small.nbytes <= one
+
+
+def test_sample_weight_fits_the_weighted_level_and_is_checked():
+    """Profiles of two kinds the covariates cannot tell apart, one 0.5 higher in ln density:
+    weighted 1 and 3, the level and the shape learn the weighted mix (0.375 above the first
+    kind in ln density), unweighted the plain one (0.25)."""
+    rng = np.random.default_rng(21)
+    sites = _world(600, rng)
+    high = rng.uniform(size=len(sites)) < 0.5
+    sites["rho0"] *= np.exp(0.5 * high)
+    rows = _layer_rows(sites, rng)
+    X = rows[["x", "y", "a", "b", "top_cm", "bottom_cm"]]
+    w = np.where(high[rows["profile_id"]], 3.0, 1.0)
+    new = _world(1000, np.random.default_rng(22))
+    base = interval_stock(0, 100, new["rho0"], new["k"])
+    offsets = {}
+    for name, weight in (("plain", None), ("weighted", w)):
+        model = LayeredDepthModel(
+            trend=QuantileRandomForest(n_estimators=100, coord_columns=None, random_state=3),
+            krige=False,
+            random_state=3,
+        ).fit(X, rows["stock"], groups=rows["profile_id"], sample_weight=weight)
+        pred = model.predict_stock_quantiles(new[["x", "y", "a", "b"]], [(0, 100)], [0.5])
+        pred = pred[:, 0, 0]
+        offsets[name] = float(np.median(np.log(pred / base)))
+    assert abs(offsets["plain"] - 0.25) < 0.05, offsets
+    assert abs(offsets["weighted"] - 0.375) < 0.05, offsets
+    with pytest.raises(ModelError, match="sample_weight needs"):
+        LayeredDepthModel(krige=False).fit(
+            X, rows["stock"], groups=rows["profile_id"], sample_weight=-w
+        )
+    with pytest.raises(ModelError, match="takes no sample_weight"):
+        LayeredDepthModel(trend=KNeighborsRegressor(), krige=False).fit(
+            X, rows["stock"], groups=rows["profile_id"], sample_weight=w
+        )

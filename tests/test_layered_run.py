@@ -12,12 +12,13 @@ import itertools
 import json
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 import rasterio
 import yaml
-from conftest import PER_INTERVAL_WORKFLOW, SAMPLE_WORKFLOW, run_cli, sample_config
+from conftest import PER_INTERVAL_WORKFLOW, SAMPLE_WORKFLOW, run_cli, run_cli_output, sample_config
 from sklearn.linear_model import LinearRegression
 
 from mapping.aoa import AreaOfApplicability
@@ -27,7 +28,7 @@ from mapping.depth_model import LayeredDepthModel
 from mapping.exceptions import ConfigError
 from mapping.run import stage_list
 from mapping.run import stages as default
-from mapping.run.layered import aoa_weights
+from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
@@ -144,7 +145,7 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     assert stage_list(cfg) == default.stage_list(cfg)
     dumped = json.loads(cfg.model_dump_json())
     assert "active_layer" not in dumped
-    assert not {"depth", "layers", "anchor_cm"} & set(dumped["model"])
+    assert not {"depth", "layers", "anchor_cm", "weighting"} & set(dumped["model"])
     assert "depths" not in dumped["prediction"]
 
 
@@ -174,6 +175,9 @@ def test_layered_config_is_checked(tmp_path: Path) -> None:
         load_config(path)
     path = _config(tmp_path, depth="layered", anchor_cm=40)
     with pytest.raises(ConfigError, match="anchor_cm 40 is not one of the layer breaks"):
+        load_config(path)
+    path = _config(tmp_path, weighting="area")
+    with pytest.raises(ConfigError, match="weighting: area needs depth: layered"):
         load_config(path)
     path = _config(tmp_path)
     text = yaml.safe_load(path.read_text())
@@ -233,3 +237,46 @@ def test_the_aoa_of_a_layered_model_with_a_linear_trend_weighs_covariates_equall
     assert aoa_weights(model) is None
     area = AreaOfApplicability().fit(sites, weights=aoa_weights(model))
     assert area.feature_weights_ == {"a": 1.0}
+
+
+def test_weighting_to_the_area_reaches_the_level_and_the_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``model.weighting: area``: each profile's weight (mean 1) reaches the level's forest
+    (one row per profile) and the shape's (one row per layer, the profile's weight)."""
+    path = _config(tmp_path, depth="layered", weighting="area")
+    code, out, _ = run_cli_output(["fit", path], capsys)
+    assert code == 0, out
+    assert "[fit] profiles weighted to the mapped area" in out
+    model = joblib.load(tmp_path / "out" / "models" / "layered_model.joblib")
+    level_w = np.asarray(model.level_.forest_.sample_weight_)
+    shape_w = np.asarray(model.trend_.forest_.sample_weight_)
+    assert np.all(level_w > 0) and level_w.std() > 0.1
+    assert level_w.mean() == pytest.approx(1.0, rel=0.1)  # the profiles that cover 0-30 cm
+    assert len(shape_w) > len(level_w)
+    assert np.all(np.isin(np.unique(shape_w), level_w))
+    plain = joblib.load(_fit_only(tmp_path / "plain"))
+    assert plain.level_.forest_.sample_weight_ is None
+
+
+def _fit_only(tmp: Path) -> Path:
+    tmp.mkdir()
+    assert run_cli(["fit", str(_config(tmp, depth="layered"))]) == 0
+    return tmp / "out" / "models" / "layered_model.joblib"
+
+
+def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
+    """Profiles four times as dense in the warm half of a covariate as in the cold half, the
+    land even over both: the cold profiles weigh more, by less than the true 4 (the
+    classifier's leaves smooth the density ratio: 2.6 measured); mean 1."""
+    rng = np.random.default_rng(3)
+    maat = np.concatenate([rng.uniform(-15, -5, 100), rng.uniform(-5, 5, 400)])
+    sites = pd.DataFrame(
+        {"profile_id": [f"P{i}" for i in range(500)], "maat": maat, "twi": rng.normal(size=500)}
+    )
+    land = pd.DataFrame({"maat": rng.uniform(-15, 5, 4000), "twi": rng.normal(size=4000)})
+    w = fit_weights(sites, land, ["maat", "twi"], [])
+    assert w.name == FIT_WEIGHT and list(w.index) == list(sites["profile_id"])
+    assert w.mean() == pytest.approx(1.0)
+    ratio = w[maat < -6].median() / w[maat > -4].median()
+    assert 2.0 < ratio < 4.5, ratio

@@ -33,7 +33,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.ensemble._forest import ForestRegressor
 from sklearn.model_selection import KFold
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from mapping.exceptions import ModelError
@@ -115,6 +115,25 @@ class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
         state = dict(super().__getstate__())
         state.pop("forest_", None)  # rebuilt from train_ when quantiles are asked for
         return state
+
+
+def _tree_sample_weights(forest: Any, n: int) -> np.ndarray:
+    """Per-sample factor of the trees' weights besides the bootstrap count.
+
+    scikit-learn up to 1.6 grows each tree on ``count x sample_weight``; later versions
+    draw the bootstrap with probabilities proportional to ``sample_weight`` and grow the
+    tree on the counts alone (``estimators_samples_`` then holds the weighted draws). The
+    first tree's root weight tells which: the leaf moments must weigh as the trees did.
+    """
+    sw = getattr(forest, "sample_weight_", None)
+    if sw is None:
+        return np.ones(n)
+    sw = np.asarray(sw, dtype=float)
+    counts = np.bincount(forest.estimators_samples_[0], minlength=n).astype(float)
+    root = float(forest.estimators_[0].tree_.weighted_n_node_samples[0])
+    return (
+        sw if np.isclose(root, counts @ sw) and not np.isclose(root, counts.sum()) else np.ones(n)
+    )
 
 
 class _TreeModel(MapStatisticsMixin, RegressorMixin, BaseEstimator):
@@ -261,7 +280,7 @@ class QuantileRandomForest(_TreeModel):
         self.n_jobs = n_jobs
 
     # ---------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any) -> QuantileRandomForest:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> QuantileRandomForest:
         """Fit the forest.
 
         Parameters
@@ -270,6 +289,12 @@ class QuantileRandomForest(_TreeModel):
             DataFrame (or array) of coordinates and covariates.
         y
             Target, e.g. SOC density in kg C m-2.
+        sample_weight
+            Weight of each sample (``None``: equal). The splits, the leaf means and
+            moments and the quantiles' leaf samples all weigh samples by it (times
+            their bootstrap count), so a leaf's mean is the weighted mean of its
+            samples: with inverse sampling-intensity weights, an estimate of the mean
+            over the area the leaf covers rather than over its profiles.
 
         Returns
         -------
@@ -277,6 +302,10 @@ class QuantileRandomForest(_TreeModel):
         """
         feats, y = self._features(X, y, reset=True)
         y = np.asarray(y, dtype=float)
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, feats, dtype=np.float64)
+            if np.any(sample_weight < 0) or not np.any(sample_weight > 0):
+                raise ModelError("sample_weight must be >= 0 with at least one > 0")
         Xf = self._expand(feats)
         self.forest_ = _LeafSamplesOnDemand(
             n_estimators=self.n_estimators,
@@ -287,7 +316,7 @@ class QuantileRandomForest(_TreeModel):
             bootstrap=True,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
-        ).fit(Xf, y)
+        ).fit(Xf, y, sample_weight=sample_weight)
         self._leaf_moments_cache: _LeafMoments | None = None  # on first use (_leaf_moments)
         groups = one_hot_groups(self.layout_.categorical_mask, self.layout_.categories)
         per_feature = np.bincount(
@@ -328,7 +357,8 @@ class QuantileRandomForest(_TreeModel):
     def _compute_leaf_moments(self) -> _LeafMoments:
         forest = self.forest_
         Xf, y = forest.train_  # the encoded features (float32, as the trees split them), y
-        centre = float(np.mean(y))
+        w = _tree_sample_weights(forest, len(y))
+        centre = float(np.average(y, weights=w))
         yc = y - centre
         leaves = forest.apply(Xf)  # (n, T)
         n_nodes = max(est.tree_.node_count for est in forest.estimators_)
@@ -339,9 +369,10 @@ class QuantileRandomForest(_TreeModel):
         oob_n = np.zeros(len(y))
         for t, idx in enumerate(forest.estimators_samples_):
             leaf = leaves[idx, t]
-            cnt = np.bincount(leaf, minlength=n_nodes).astype(float)
-            s1 = np.bincount(leaf, weights=yc[idx], minlength=n_nodes)
-            s2 = np.bincount(leaf, weights=yc[idx] ** 2, minlength=n_nodes)
+            wi = w[idx]
+            cnt = np.bincount(leaf, weights=wi, minlength=n_nodes)
+            s1 = np.bincount(leaf, weights=wi * yc[idx], minlength=n_nodes)
+            s2 = np.bincount(leaf, weights=wi * yc[idx] ** 2, minlength=n_nodes)
             ok = cnt > 0
             m1[t, ok] = s1[ok] / cnt[ok]
             m2[t, ok] = s2[ok] / cnt[ok]

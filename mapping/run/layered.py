@@ -31,6 +31,7 @@ from sklearn.base import clone
 
 from mapping import io
 from mapping.aoa import AreaOfApplicability
+from mapping.area_weights import area_weights, effective_size
 from mapping.cluster import dask_client, process_map
 from mapping.config import CovariateConfig, RunConfig
 from mapping.covariates import build_stack
@@ -142,12 +143,31 @@ def _load_training(ctx: StageContext) -> Any:
 
 
 # --------------------------------------------------------------------------- fit
+FIT_WEIGHT = "fit_weight"
+"""Column of the training layers holding the profile's fit weight (``model.weighting``)."""
+
+
 def _fit_layers(template: Any, layers: pd.DataFrame, features: list[str]) -> Any:
     good = layers[layers["soc_stock_kg_m2"] > 0]
     X = good[[*features, "top_cm", "bottom_cm"]].reset_index(drop=True)
+    weight = good[FIT_WEIGHT].to_numpy(float) if FIT_WEIGHT in good else None
     return clone(template).fit(
-        X, good["soc_stock_kg_m2"].to_numpy(float), groups=good["profile_id"].to_numpy()
+        X,
+        good["soc_stock_kg_m2"].to_numpy(float),
+        groups=good["profile_id"].to_numpy(),
+        sample_weight=weight,
     )
+
+
+def fit_weights(
+    sites: pd.DataFrame, cells: pd.DataFrame, features: list[str], categorical: list[str]
+) -> pd.Series:
+    """Each profile's fit weight for ``model.weighting: area``: the inverse of the sampling
+    intensity around it relative to the land, in covariate space
+    (:func:`mapping.area_weights.area_weights` against the fit's cell sample ``cells``),
+    scaled to mean 1; indexed by ``profile_id``."""
+    w = area_weights(sites, cells, features, categorical=categorical)
+    return pd.Series(w / w.mean(), index=sites["profile_id"].to_numpy(), name=FIT_WEIGHT)
 
 
 def fit_layers_recording(
@@ -212,6 +232,14 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         categorical_features=categorical or None,
     )
     calibration = cfg.prediction.calibration.model_dump() if calibrates else None
+    if cfg.model.weighting == "area":
+        weight = fit_weights(sites, cells, features, categorical)
+        layers = layers.assign(**{FIT_WEIGHT: weight.loc[layers["profile_id"]].to_numpy()})
+        ctx.echo(
+            f"[fit] profiles weighted to the mapped area: weights "
+            f"{weight.min():.2f}-{weight.max():.2f}, effective size "
+            f"{effective_size(weight.to_numpy()):.0f} of {len(weight)}"
+        )
     ctx.echo(
         f"[fit] layered depth model: {layers['profile_id'].nunique()} profiles, "
         f"{len(layers)} layers, {cfg.cv.method}"
