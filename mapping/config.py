@@ -197,6 +197,10 @@ class ModelConfig(_Section):
     the inverse of the sampling intensity around it in covariate space
     (:func:`mapping.area_weights.area_weights`), so the trees fit the mapped land rather
     than the profiles; ``none``: every profile alike (``docs/depth_model.md``)."""
+    weighting_power: float = Field(0.5, gt=0, le=1)
+    """With ``weighting: area``: the weights are the density ratio to this power (1: the
+    full ratio; 0.5, the default, measured best for the maps and the totals on three world
+    suites, ``docs/depth_model.md``, "Fitting to the mapped area")."""
 
     @field_validator("layers")
     @classmethod
@@ -225,8 +229,9 @@ class ModelConfig(_Section):
         if self.depth == "per_interval":
             for key in ("depth", "layers", "anchor_cm"):
                 data.pop(key, None)
-        if self.weighting == "none":  # as before the key existed
+        if self.weighting == "none":  # as before the keys existed
             data.pop("weighting", None)
+            data.pop("weighting_power", None)
         return data
 
 

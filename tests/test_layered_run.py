@@ -145,7 +145,9 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     assert stage_list(cfg) == default.stage_list(cfg)
     dumped = json.loads(cfg.model_dump_json())
     assert "active_layer" not in dumped
-    assert not {"depth", "layers", "anchor_cm", "weighting"} & set(dumped["model"])
+    assert not {"depth", "layers", "anchor_cm", "weighting", "weighting_power"} & set(
+        dumped["model"]
+    )
     assert "depths" not in dumped["prediction"]
 
 
@@ -247,7 +249,7 @@ def test_weighting_to_the_area_reaches_the_level_and_the_shape(
     path = _config(tmp_path, depth="layered", weighting="area")
     code, out, _ = run_cli_output(["fit", path], capsys)
     assert code == 0, out
-    assert "[fit] profiles weighted to the mapped area" in out
+    assert "[fit] profiles weighted to the mapped area (power 0.5)" in out
     model = joblib.load(tmp_path / "out" / "models" / "layered_model.joblib")
     level_w = np.asarray(model.level_.forest_.sample_weight_)
     shape_w = np.asarray(model.trend_.forest_.sample_weight_)
@@ -280,3 +282,9 @@ def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
     assert w.mean() == pytest.approx(1.0)
     ratio = w[maat < -6].median() / w[maat > -4].median()
     assert 2.0 < ratio < 4.5, ratio
+    # model.weighting_power flattens them: the same ratio to that power
+    half = fit_weights(sites, land, ["maat", "twi"], [], power=0.5)
+    assert half.mean() == pytest.approx(1.0)
+    assert half[maat < -6].median() / half[maat > -4].median() == pytest.approx(
+        np.sqrt(ratio), rel=0.02
+    )

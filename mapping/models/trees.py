@@ -120,10 +120,11 @@ class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
 def _tree_sample_weights(forest: Any, n: int) -> np.ndarray:
     """Per-sample factor of the trees' weights besides the bootstrap count.
 
-    scikit-learn up to 1.6 grows each tree on ``count x sample_weight``; later versions
-    draw the bootstrap with probabilities proportional to ``sample_weight`` and grow the
-    tree on the counts alone (``estimators_samples_`` then holds the weighted draws). The
-    first tree's root weight tells which: the leaf moments must weigh as the trees did.
+    scikit-learn 1.6-1.8 grow each tree on ``count x sample_weight``; 1.9 draws the
+    bootstrap with probabilities proportional to ``sample_weight`` and grows the tree on the
+    counts alone (``estimators_samples_`` then holds the weighted draws; scikit-learn PR
+    #31529). The first tree's root weight tells which: the leaf moments must weigh as the
+    trees did.
     """
     sw = getattr(forest, "sample_weight_", None)
     if sw is None:

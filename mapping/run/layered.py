@@ -160,13 +160,19 @@ def _fit_layers(template: Any, layers: pd.DataFrame, features: list[str]) -> Any
 
 
 def fit_weights(
-    sites: pd.DataFrame, cells: pd.DataFrame, features: list[str], categorical: list[str]
+    sites: pd.DataFrame,
+    cells: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    power: float = 1.0,
 ) -> pd.Series:
     """Each profile's fit weight for ``model.weighting: area``: the inverse of the sampling
     intensity around it relative to the land, in covariate space
     (:func:`mapping.area_weights.area_weights` against the fit's cell sample ``cells``),
-    scaled to mean 1; indexed by ``profile_id``."""
-    w = area_weights(sites, cells, features, categorical=categorical)
+    raised to ``power`` (``model.weighting_power``: below 1 flattens the weights, trading
+    some of the correction for a larger effective sample; Shimodaira 2000) and scaled to
+    mean 1; indexed by ``profile_id``."""
+    w = area_weights(sites, cells, features, categorical=categorical) ** float(power)
     return pd.Series(w / w.mean(), index=sites["profile_id"].to_numpy(), name=FIT_WEIGHT)
 
 
@@ -233,10 +239,11 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     )
     calibration = cfg.prediction.calibration.model_dump() if calibrates else None
     if cfg.model.weighting == "area":
-        weight = fit_weights(sites, cells, features, categorical)
+        weight = fit_weights(sites, cells, features, categorical, cfg.model.weighting_power)
         layers = layers.assign(**{FIT_WEIGHT: weight.loc[layers["profile_id"]].to_numpy()})
         ctx.echo(
-            f"[fit] profiles weighted to the mapped area: weights "
+            f"[fit] profiles weighted to the mapped area (power "
+            f"{cfg.model.weighting_power:g}): weights "
             f"{weight.min():.2f}-{weight.max():.2f}, effective size "
             f"{effective_size(weight.to_numpy()):.0f} of {len(weight)}"
         )
