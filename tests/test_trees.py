@@ -390,10 +390,15 @@ def test_weighted_forest_mean_is_the_weighted_leaf_mean():
     # of the weighted targets
     deep = QuantileRandomForest(n_estimators=40, coord_columns=None, random_state=1)
     deep.fit(X, y, sample_weight=w)
-    mean, std = deep.predict(Xq, return_std=True)
+    mean, _ = deep.predict(Xq, return_std=True)
     np.testing.assert_allclose(mean, deep.predict(Xq), rtol=1e-10)
-    m, s = weighted.predict(Xq, return_std=True)
+    _, s = weighted.predict(Xq, return_std=True)
     sd = np.sqrt(np.sum(w * (y - target) ** 2) / np.sum(w))
     np.testing.assert_allclose(s, sd, rtol=0.05)
+    # and the quantiles: a quarter of the weight on the first kind puts the 0.2-quantile
+    # among it and the 0.3-quantile among the second (a third of the mass unweighted: 0.3 too)
+    q = weighted.predict_quantiles(Xq, [0.2, 0.3])
+    assert np.all(q[:, 0] < 0.5) and np.all(q[:, 1] > 0.5)
+    assert np.all(plain.predict_quantiles(Xq, [0.3])[:, 0] < 0.5)
     with pytest.raises(ModelError, match="sample_weight"):
         QuantileRandomForest(n_estimators=5, coord_columns=None).fit(X, y, sample_weight=-w)

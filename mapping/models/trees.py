@@ -117,8 +117,8 @@ class _LeafSamplesOnDemand(RandomForestQuantileRegressor):  # type: ignore[misc]
         return state
 
 
-def _tree_sample_weights(forest: Any, n: int) -> np.ndarray:
-    """Per-sample factor of the trees' weights besides the bootstrap count.
+def _tree_sample_weights(forest: Any, n: int) -> np.ndarray | None:
+    """Per-sample factor of the trees' weights besides the bootstrap count (``None``: none).
 
     scikit-learn 1.6-1.8 grow each tree on ``count x sample_weight``; 1.9 draws the
     bootstrap with probabilities proportional to ``sample_weight`` and grows the tree on the
@@ -128,13 +128,11 @@ def _tree_sample_weights(forest: Any, n: int) -> np.ndarray:
     """
     sw = getattr(forest, "sample_weight_", None)
     if sw is None:
-        return np.ones(n)
+        return None
     sw = np.asarray(sw, dtype=float)
     counts = np.bincount(forest.estimators_samples_[0], minlength=n).astype(float)
     root = float(forest.estimators_[0].tree_.weighted_n_node_samples[0])
-    return (
-        sw if np.isclose(root, counts @ sw) and not np.isclose(root, counts.sum()) else np.ones(n)
-    )
+    return sw if np.isclose(root, counts @ sw) and not np.isclose(root, counts.sum()) else None
 
 
 class _TreeModel(MapStatisticsMixin, RegressorMixin, BaseEstimator):
@@ -359,7 +357,7 @@ class QuantileRandomForest(_TreeModel):
         forest = self.forest_
         Xf, y = forest.train_  # the encoded features (float32, as the trees split them), y
         w = _tree_sample_weights(forest, len(y))
-        centre = float(np.average(y, weights=w))
+        centre = float(np.mean(y) if w is None else np.average(y, weights=w))
         yc = y - centre
         leaves = forest.apply(Xf)  # (n, T)
         n_nodes = max(est.tree_.node_count for est in forest.estimators_)
@@ -370,10 +368,15 @@ class QuantileRandomForest(_TreeModel):
         oob_n = np.zeros(len(y))
         for t, idx in enumerate(forest.estimators_samples_):
             leaf = leaves[idx, t]
-            wi = w[idx]
-            cnt = np.bincount(leaf, weights=wi, minlength=n_nodes)
-            s1 = np.bincount(leaf, weights=wi * yc[idx], minlength=n_nodes)
-            s2 = np.bincount(leaf, weights=wi * yc[idx] ** 2, minlength=n_nodes)
+            if w is None:  # bootstrap counts alone
+                cnt = np.bincount(leaf, minlength=n_nodes).astype(float)
+                s1 = np.bincount(leaf, weights=yc[idx], minlength=n_nodes)
+                s2 = np.bincount(leaf, weights=yc[idx] ** 2, minlength=n_nodes)
+            else:
+                wi = w[idx]
+                cnt = np.bincount(leaf, weights=wi, minlength=n_nodes)
+                s1 = np.bincount(leaf, weights=wi * yc[idx], minlength=n_nodes)
+                s2 = np.bincount(leaf, weights=wi * yc[idx] ** 2, minlength=n_nodes)
             ok = cnt > 0
             m1[t, ok] = s1[ok] / cnt[ok]
             m2[t, ok] = s2[ok] / cnt[ok]
