@@ -3,6 +3,7 @@
 
     python benchmarks/world_suite.py [--worlds 12] [--out DIR] [--jobs 1]
                                      [--only world_01 ...] [--projected-only]
+                                     [--seed 2026] [--workflow YAML] [--set FIELD=VALUE ...]
 
 For each world of :func:`mapping.synthetic.worlds.suite_specs` the script
 writes the world folder (covariates, zones, profiles, truth, ``workflow.yaml``:
