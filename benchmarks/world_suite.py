@@ -599,15 +599,23 @@ def _changed(spec: Any, changes: list[str], parser: argparse.ArgumentParser) -> 
     """``spec`` with the ``FIELD=VALUE`` changes of ``--set`` (values as the field's type)."""
     import dataclasses
 
-    fields = {f.name: f for f in dataclasses.fields(spec)}
+    # scalar fields only: the shape and the centre are tuples
+    scalar = {
+        f.name: type(getattr(spec, f.name))
+        for f in dataclasses.fields(spec)
+        if isinstance(getattr(spec, f.name), (int, float, str))
+    }
     values: dict[str, Any] = {}
     for change in changes:
         name, _, text = change.partition("=")
-        if name not in fields or not text:
+        if name not in scalar or not text:
             parser.error(
-                f"--set {change!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}"
+                f"--set {change!r}: expected FIELD=VALUE with FIELD one of {sorted(scalar)}"
             )
-        values[name] = type(getattr(spec, name))(text)
+        try:
+            values[name] = scalar[name](text)
+        except ValueError:
+            parser.error(f"--set {change!r}: {text!r} is not a {scalar[name].__name__}")
     return dataclasses.replace(spec, **values)
 
 
