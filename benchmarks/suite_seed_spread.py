@@ -3,6 +3,7 @@
 
     python benchmarks/suite_seed_spread.py SUITE [--seeds 1 2] [--only world_01 ...]
                                            [--target continuous/0-100] [--out DIR]
+                                           [--repeats 1]
 
 For each world of a finished world suite (``benchmarks/world_suite.py``) the world's own
 ``workflow.yaml`` is run again with ``seed: K`` for every ``--seeds`` value (the same data;
@@ -47,8 +48,9 @@ def regional_sd(log_text: str, interval: str) -> float:
     return float("nan")
 
 
-def rerun(world: Path, seed: int, out: Path) -> tuple[Path, str]:
-    """``socmap run`` of the world's workflow with ``seed``; its output folder and log."""
+def rerun(world: Path, seed: int, out: Path, repeats: int = 1) -> tuple[Path, str]:
+    """``socmap run`` of the world's workflow with ``seed`` (and ``cv.repeats``); its output
+    folder and log."""
     run = out / world.name / f"s{seed}"
     log = out / f"{world.name}_s{seed}.log"
     if not (run / "zones" / "storage_summary.csv").is_file():
@@ -56,6 +58,8 @@ def rerun(world: Path, seed: int, out: Path) -> tuple[Path, str]:
         text = (world / "workflow.yaml").read_text()
         text = re.sub(r"(?m)^seed: .*$", f"seed: {seed}", text)
         text = re.sub(r"(?m)^output: .*$", f"output: {run}", text)
+        if repeats > 1:
+            text = re.sub(r"(?m)^cv:\n", f"cv:\n  repeats: {repeats}\n", text)
         cfg = world / f"workflow_seed{seed}.yaml"  # beside the world's files (relative paths)
         cfg.write_text(text)
         cmd = [sys.executable, "-m", "mapping.cli", "run", str(cfg)]
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these worlds")
     ap.add_argument("--target", default="continuous/0-100", help="ZONE/INTERVAL")
     ap.add_argument("--out", type=Path, default=None, help="rerun folder")
+    ap.add_argument("--repeats", type=int, default=1, help="cv.repeats of the reruns (default 1)")
     args = ap.parse_args(argv)
     zone, interval = args.target.split("/")
     out = args.out or args.suite / "seed_spread"
@@ -84,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         row["half_width suite"] = half_width(world / "run", zone, interval)
         row["regional suite"] = regional_sd(log, interval)
         for seed in args.seeds:
-            run, text = rerun(world, seed, out)
+            run, text = rerun(world, seed, out, args.repeats)
             row[f"half_width s{seed}"] = half_width(run, zone, interval)
             row[f"regional s{seed}"] = regional_sd(text, interval)
         rows.append(row)

@@ -252,6 +252,19 @@ class CVConfig(_Section):
     bootstrap_block: Distance = Field(100_000.0, gt=0)
     """Side of the bootstrap's square blocks of profiles: wider than the CV errors'
     correlation (``docs/validation.md``, "How sure is a CV RMSE")."""
+    repeats: int = Field(1, ge=1)
+    """Partitions of the cross-validation (the first one and ``repeats - 1`` more, each with
+    its own seed) whose fold errors the zone totals' regional error is averaged over
+    (``uncertainty.regional``; its variance, the mean over the partitions). The CV metrics,
+    plots and error models use the first. Needs ``model.depth: layered``
+    (``docs/uncertainty.md``, "How much the ranges move with the seed")."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.repeats == 1:  # as before the key existed
+            data.pop("repeats", None)
+        return data
 
     @model_validator(mode="after")
     def _block_needs_size(self) -> CVConfig:
@@ -463,6 +476,8 @@ class RunConfig(_Section):
                     )
         elif self.prediction.depths:
             raise ValueError("prediction.depths needs model.depth: layered")
+        elif self.cv.repeats > 1:
+            raise ValueError("cv.repeats above 1 needs model.depth: layered")
         elif self.active_layer is not None:
             raise ValueError("active_layer needs model.depth: layered")
         if self.active_layer is not None and self.zones is None:

@@ -125,6 +125,10 @@ class RunFolder:
     def cv_predictions(self, label: str) -> Path:
         return self.model_folder(label) / "cv_predictions.csv"
 
+    def cv_repeats(self, label: str) -> Path:
+        """Out-of-fold predictions of the further CV partitions (``cv.repeats``)."""
+        return self.model_folder(label) / "cv_repeats.csv"
+
     def cv_metrics(self, label: str) -> Path:
         return self.model_folder(label) / "cv_metrics.csv"
 

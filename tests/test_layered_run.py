@@ -26,6 +26,7 @@ from mapping.cli import main
 from mapping.config import load_config
 from mapping.depth_model import LayeredDepthModel
 from mapping.exceptions import ConfigError
+from mapping.residual_errors import regional_error_sd
 from mapping.run import stage_list
 from mapping.run import stages as default
 from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
@@ -148,6 +149,7 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     assert not {"depth", "layers", "anchor_cm", "weighting", "weighting_power"} & set(
         dumped["model"]
     )
+    assert "repeats" not in dumped["cv"]
     assert "depths" not in dumped["prediction"]
 
 
@@ -180,6 +182,12 @@ def test_layered_config_is_checked(tmp_path: Path) -> None:
         load_config(path)
     path = _config(tmp_path, weighting="area")
     with pytest.raises(ConfigError, match="weighting: area needs depth: layered"):
+        load_config(path)
+    path = _config(tmp_path)
+    text = yaml.safe_load(path.read_text())
+    text["cv"]["repeats"] = 3
+    path.write_text(yaml.safe_dump(text))
+    with pytest.raises(ConfigError, match=r"cv\.repeats above 1 needs model\.depth: layered"):
         load_config(path)
     path = _config(tmp_path)
     text = yaml.safe_load(path.read_text())
@@ -288,3 +296,45 @@ def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
     assert half[maat < -6].median() / half[maat > -4].median() == pytest.approx(
         np.sqrt(ratio), rel=0.02
     )
+
+
+def test_cv_repeats_average_the_regional_error_over_partitions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``cv.repeats: 2``: a second kNNDM partition's out-of-fold means are written per
+    interval (``cv_repeats.csv``), and the zone totals' regional error is the root of the mean
+    of the two partitions' regional variances, each as ``regional_error_sd`` pools it."""
+    path = _config(tmp_path, depth="layered")
+    text = yaml.safe_load(path.read_text())
+    text["cv"]["repeats"] = 2
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    code, out, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, out
+    assert "[uncertainty] regional CV error averaged over 2 partitions" in out
+    run = tmp_path / "out"
+    labels = ["0-30", "0-100", "0-300"]
+    first = {k: pd.read_csv(run / "models" / k / "cv_predictions.csv") for k in labels}
+    second = {k: pd.read_csv(run / "models" / k / "cv_repeats.csv") for k in labels}
+    for k in labels:
+        rep = second[k]
+        assert set(rep["repeat"]) == {1}
+        assert list(rep["profile_id"]) == list(first[k]["profile_id"])
+        assert np.isfinite(rep["predicted"]).all() and set(rep["fold"]) == set(range(5))
+        # another partition: the held-out sites are grouped differently
+        assert (rep["fold"].to_numpy() != first[k]["fold"].to_numpy()).any()
+
+    def pooled(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
+        errors, groups = {}, {}
+        for k, t in tables.items():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = np.log(t["predicted"].to_numpy(float)) - np.log(t["observed"].to_numpy(float))
+            errors[k] = e
+            groups[k] = np.where(np.isfinite(e), t["fold"].to_numpy(int), -1)
+        return regional_error_sd(errors, groups)
+
+    a, b = pooled(first), pooled(second)
+    for k in labels:
+        expected = np.sqrt((a[k] ** 2 + b[k] ** 2) / 2)
+        line = next(x for x in out.splitlines() if x.startswith(f"[uncertainty] {k} cm:"))
+        reported = float(line.split("regional CV error ")[1].rstrip(")"))
+        assert reported == pytest.approx(expected, rel=2e-3), (k, reported, a[k], b[k])

@@ -202,6 +202,54 @@ def fold_predictions(
     return model.predict_interval_stats(X_test, intervals, quantiles), texts
 
 
+def _fold_job(
+    template: Any,
+    layers: pd.DataFrame,
+    sites: pd.DataFrame,
+    features: list[str],
+    train: np.ndarray,
+    test: np.ndarray,
+    intervals: list[tuple[float, float]],
+    quantiles: tuple[float, float],
+) -> dict[str, Any]:
+    """The pool job of one CV fold (:func:`fold_predictions`)."""
+    return {
+        "template": template,
+        "layers": layers[layers["profile_id"].isin(set(sites["profile_id"].iloc[train]))],
+        "features": features,
+        "X_test": sites[features].iloc[test].reset_index(drop=True),
+        "intervals": intervals,
+        "quantiles": quantiles,
+        "kind": "fold",
+    }
+
+
+def _repeat_table(
+    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[Any], n: int
+) -> pd.DataFrame:
+    """One interval's out-of-fold means in the further partitions (``cv.repeats``): a row per
+    profile of the interval and partition, with its fold, as ``cv_predictions.csv`` has them."""
+    parts = []
+    for r in sorted({rep[0] for rep in repeated}):
+        pred = np.full(n, np.nan)
+        fold = np.full(n, -1)
+        for rr, f, test, means in repeated:
+            if rr == r:
+                pred[test], fold[test] = means[:, j], f
+        parts.append(
+            pd.DataFrame(
+                {
+                    "profile_id": rows["profile_id"].to_numpy(),
+                    "repeat": r,
+                    "fold": fold[at],
+                    "observed": rows["soc_stock_kg_m2"].to_numpy(float),
+                    "predicted": pred[at],
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
 def _fit_job(kind: str, **job: Any) -> Any:
     """One job of the layered fit's pool: a CV fold (:func:`fold_predictions`) or an
     interval's CV weights to the mapped area (:func:`mapping.validation.cv_area_weights`)."""
@@ -260,16 +308,29 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     fold = np.full(n, -1)
     folds = list(splitter.split(sites[features]))
     jobs = [
-        {
-            "template": template,
-            "layers": layers[layers["profile_id"].isin(set(sites["profile_id"].iloc[train]))],
-            "features": features,
-            "X_test": sites[features].iloc[test].reset_index(drop=True),
-            "intervals": intervals,
-            "quantiles": (lo, hi),
-            "kind": "fold",
-        }
+        _fold_job(template, layers, sites, features, train, test, intervals, (lo, hi))
         for train, test in folds
+    ]
+    # cv.repeats: further partitions, each with its own seed, whose out-of-fold errors only
+    # the zone totals' regional error uses (shared_error); queued after the first one's
+    extra = [
+        list(
+            make_splitter(
+                cfg.cv.method,
+                cfg.cv.n_splits,
+                block_size=cfg.cv.block_size,
+                prediction_points=pred_points,
+                random_state=cfg.seed + r,
+                space=cfg.cv.space,
+                categorical_features=categorical or None,
+            ).split(sites[features])
+        )
+        for r in range(1, cfg.cv.repeats)
+    ]
+    jobs += [
+        _fold_job(template, layers, sites, features, train, test, intervals, (lo, hi))
+        for partition in extra
+        for train, test in partition
     ]
     # Each interval's CV weights to the mapped area need only its profiles and the cells:
     # they are computed in the same pool, after the folds.
@@ -290,6 +351,12 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         log_mu[test], log_var[test] = stats["mu"], stats["var"]
         fold[test] = f
         texts += fold_texts
+    repeated = []  # (partition, fold, position of the held-out sites, their (n, k) means)
+    for r, partition in enumerate(extra, start=1):
+        for f, (_, test) in enumerate(partition):
+            stats, fold_texts = next(results)
+            repeated.append((r, f, test, stats["mean"]))
+            texts += fold_texts
     counts: dict[str, int] = {}
     for text in texts:
         counts[text] = counts.get(text, 0) + 1
@@ -354,6 +421,11 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             error_model=error_model,
         )
         outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
+        if repeated:
+            io.write_table(_repeat_table(rows, at, j, repeated, n), run.cv_repeats(label))
+            outputs.append(run.rel(run.cv_repeats(label)))
+        else:  # a previous run's partitions must not enter this one's regional error
+            io.remove_output(run.cv_repeats(label))
         fitted[label] = view
         summaries.append({"interval": label, "n": len(rows), **cv.pooled, **cv.extra_columns()})
     for text, c in counts.items():

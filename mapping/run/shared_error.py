@@ -53,25 +53,23 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
     log_scale = ctx.config.model.log_transform
-    regional_mode = ctx.config.uncertainty.regional
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
     errors, groups = {}, {}
     for k in labels:
         errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
-    if regional_mode == "folds":
-        regional = {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
-    else:
-        net = {}
-        if regional_mode == "folds_net":
-            table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
-            for k in labels:
-                at = _profile_xy(table, cv[k]["profile_id"])
-                known = np.where(np.isfinite(at).all(axis=1), groups[k], -1)
-                net[k] = within_group_covariance(
-                    np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
-                )
-        pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
-        regional = pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
+    regional = _regional(ctx, cv, variograms, labels)
+    # cv.repeats: the regional variance averaged over every partition of the CV
+    paths = [ctx.folder.cv_repeats(k) for k in labels]
+    if all(p.is_file() for p in paths):
+        extra = {k: io.read_table(p) for k, p in zip(labels, paths, strict=True)}
+        repeats = sorted(set.intersection(*(set(t["repeat"]) for t in extra.values())))
+        variance = {k: [regional[k] ** 2] for k in labels}
+        for r in repeats:
+            part = {k: extra[k][extra[k]["repeat"] == r].reset_index(drop=True) for k in labels}
+            for k, sd in _regional(ctx, part, variograms, labels).items():
+                variance[k].append(sd**2)
+        regional = {k: math.sqrt(float(np.mean(v))) for k, v in variance.items()}
+        ctx.echo(f"[uncertainty] regional CV error averaged over {len(repeats) + 1} partitions")
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
     if ctx.config.uncertainty.shared == "proportional":
         # the regional error as a share of the CV errors' variance, applied to each cell's
@@ -94,6 +92,31 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
     return variograms, common, dict.fromkeys(labels, 0.0)
+
+
+def _regional(
+    ctx: StageContext, cv: dict[str, pd.DataFrame], variograms: dict[str, Any], labels: list[str]
+) -> dict[str, float]:
+    """The trend's regional error sd per interval from one CV partition's out-of-fold table
+    (``predicted``, ``observed``, ``fold``, ``profile_id``), as ``uncertainty.regional`` says."""
+    log_scale = ctx.config.model.log_transform
+    regional_mode = ctx.config.uncertainty.regional
+    if regional_mode == "folds":
+        return {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
+    errors, groups = {}, {}
+    for k in labels:
+        errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
+    net = {}
+    if regional_mode == "folds_net":
+        table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
+        for k in labels:
+            at = _profile_xy(table, cv[k]["profile_id"])
+            known = np.where(np.isfinite(at).all(axis=1), groups[k], -1)
+            net[k] = within_group_covariance(
+                np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
+            )
+    pooled = regional_error_sd(errors, groups, pool=True, shared=net or None)
+    return pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
 
 
 def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
