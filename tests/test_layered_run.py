@@ -338,3 +338,11 @@ def test_cv_repeats_average_the_regional_error_over_partitions(
         line = next(x for x in out.splitlines() if x.startswith(f"[uncertainty] {k} cm:"))
         reported = float(line.split("regional CV error ")[1].rstrip(")"))
         assert reported == pytest.approx(expected, rel=2e-3), (k, reported, a[k], b[k])
+    # a per-interval run into the same folder does not use them
+    (tmp_path / "per").mkdir()
+    per = yaml.safe_load(_config(tmp_path / "per").read_text())
+    per["output"] = str(run)
+    path.write_text(yaml.safe_dump(per, sort_keys=False))
+    code, out, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, out
+    assert "averaged over" not in out

@@ -60,7 +60,8 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
     regional = _regional(ctx, cv, variograms, labels)
     # cv.repeats: the regional variance averaged over every partition of the CV
     paths = [ctx.folder.cv_repeats(k) for k in labels]
-    if all(p.is_file() for p in paths):
+    # only when this config asks for them: a folder may hold another run's tables
+    if ctx.config.cv.repeats > 1 and all(p.is_file() for p in paths):
         extra = {k: io.read_table(p) for k, p in zip(labels, paths, strict=True)}
         repeats = sorted(set.intersection(*(set(t["repeat"]) for t in extra.values())))
         variance = {k: [regional[k] ** 2] for k in labels}
