@@ -225,29 +225,26 @@ def _fold_job(
 
 
 def _repeat_table(
-    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[Any], n: int
+    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[tuple[np.ndarray, np.ndarray]]
 ) -> pd.DataFrame:
-    """One interval's out-of-fold means in the further partitions (``cv.repeats``): a row per
-    profile of the interval and partition, with its fold, as ``cv_predictions.csv`` has them."""
-    parts = []
-    for r in sorted({rep[0] for rep in repeated}):
-        pred = np.full(n, np.nan)
-        fold = np.full(n, -1)
-        for rr, f, test, means in repeated:
-            if rr == r:
-                pred[test], fold[test] = means[:, j], f
-        parts.append(
+    """Interval ``j``'s out-of-fold means in the further partitions (``cv.repeats``; each
+    ``(n, k)`` means and ``(n,)`` folds over all sites): a row per profile of the interval
+    (sites ``at``) and partition, with its fold, as ``cv_predictions.csv`` has them."""
+    return pd.concat(
+        [
             pd.DataFrame(
                 {
                     "profile_id": rows["profile_id"].to_numpy(),
                     "repeat": r,
                     "fold": fold[at],
                     "observed": rows["soc_stock_kg_m2"].to_numpy(float),
-                    "predicted": pred[at],
+                    "predicted": mean[at, j],
                 }
             )
-        )
-    return pd.concat(parts, ignore_index=True)
+            for r, (mean, fold) in enumerate(repeated, start=1)
+        ],
+        ignore_index=True,
+    )
 
 
 def _fit_job(kind: str, **job: Any) -> Any:
@@ -276,15 +273,19 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     if cfg.cv.method == "knndm":
         pred_points = cells if cfg.cv.space == "feature" else stages.prediction_sample(ctx)
     categorical = categorical_covariates(cfg)
-    splitter = make_splitter(
-        cfg.cv.method,
-        cfg.cv.n_splits,
-        block_size=cfg.cv.block_size,
-        prediction_points=pred_points,
-        random_state=cfg.seed,
-        space=cfg.cv.space,
-        categorical_features=categorical or None,
-    )
+
+    def splitter_seeded(seed: int) -> Any:
+        return make_splitter(
+            cfg.cv.method,
+            cfg.cv.n_splits,
+            block_size=cfg.cv.block_size,
+            prediction_points=pred_points,
+            random_state=seed,
+            space=cfg.cv.space,
+            categorical_features=categorical or None,
+        )
+
+    splitter = splitter_seeded(cfg.seed)
     calibration = cfg.prediction.calibration.model_dump() if calibrates else None
     if cfg.model.weighting == "area":
         weight = fit_weights(sites, cells, features, categorical, cfg.model.weighting_power)
@@ -314,18 +315,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     # cv.repeats: further partitions, each with its own seed, whose out-of-fold errors only
     # the zone totals' regional error uses (shared_error); queued after the first one's
     extra = [
-        list(
-            make_splitter(
-                cfg.cv.method,
-                cfg.cv.n_splits,
-                block_size=cfg.cv.block_size,
-                prediction_points=pred_points,
-                random_state=cfg.seed + r,
-                space=cfg.cv.space,
-                categorical_features=categorical or None,
-            ).split(sites[features])
-        )
-        for r in range(1, cfg.cv.repeats)
+        list(splitter_seeded(cfg.seed + r).split(sites[features])) for r in range(1, cfg.cv.repeats)
     ]
     jobs += [
         _fold_job(template, layers, sites, features, train, test, intervals, (lo, hi))
@@ -351,12 +341,14 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         log_mu[test], log_var[test] = stats["mu"], stats["var"]
         fold[test] = f
         texts += fold_texts
-    repeated = []  # (partition, fold, position of the held-out sites, their (n, k) means)
-    for r, partition in enumerate(extra, start=1):
+    repeated = []  # per further partition: (n, k) out-of-fold means and (n,) folds
+    for partition in extra:
+        r_mean, r_fold = np.full((n, k), np.nan), np.full(n, -1)
         for f, (_, test) in enumerate(partition):
             stats, fold_texts = next(results)
-            repeated.append((r, f, test, stats["mean"]))
+            r_mean[test], r_fold[test] = stats["mean"], f
             texts += fold_texts
+        repeated.append((r_mean, r_fold))
     counts: dict[str, int] = {}
     for text in texts:
         counts[text] = counts.get(text, 0) + 1
@@ -422,7 +414,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         if repeated:
-            io.write_table(_repeat_table(rows, at, j, repeated, n), run.cv_repeats(label))
+            io.write_table(_repeat_table(rows, at, j, repeated), run.cv_repeats(label))
             outputs.append(run.rel(run.cv_repeats(label)))
         else:  # a previous run's partitions must not enter this one's regional error
             io.remove_output(run.cv_repeats(label))

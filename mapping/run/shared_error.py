@@ -52,11 +52,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
     except ModelError as exc:
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
-    log_scale = ctx.config.model.log_transform
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
-    errors, groups = {}, {}
-    for k in labels:
-        errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
     regional = _regional(ctx, cv, variograms, labels)
     # cv.repeats: the regional variance averaged over every partition of the CV
     paths = [ctx.folder.cv_repeats(k) for k in labels]
@@ -77,7 +73,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         # own variance: larger where the calibrated maps are less certain (the cold tail)
         fraction = {}
         for k in labels:
-            e = errors[k]
+            e = _cv_errors(cv[k], log=ctx.config.model.log_transform)[0]
             mse = float(np.nanmean(e * e)) if np.isfinite(e).any() else 0.0
             fraction[k] = min(1.0, regional[k] ** 2 / mse) if mse > 0 else 0.0
             ctx.echo(
