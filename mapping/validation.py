@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -240,6 +240,11 @@ class CVResult:
         The block-bootstrap range of the RMSE (:meth:`bootstrap`): ``rmse_lower``,
         ``rmse_upper`` (and ``rmse_area_lower``, ``rmse_area_upper`` when weighted),
         ``cv_blocks``, ``range_level``; or ``None``.
+    further
+        Out-of-fold predictions of further partitions of the same rows
+        (:meth:`pool_partitions`), in :attr:`predictions`' columns; :attr:`pooled`,
+        :attr:`area` and :attr:`ranges` are then over every partition, :attr:`per_fold`
+        and :attr:`predictions` the first's.
     """
 
     predictions: pd.DataFrame
@@ -249,6 +254,30 @@ class CVResult:
     splitter: str
     area: dict[str, float] | None = None
     ranges: dict[str, float] | None = None
+    further: list[pd.DataFrame] = field(default_factory=list)
+
+    _COLUMNS = ("row", "fold", "observed", "predicted", "lower", "upper")
+
+    def _tested(self) -> pd.DataFrame:
+        """The out-of-fold rows of every partition, the first's before the further ones'."""
+        cols = list(self._COLUMNS)
+        parts = [self.predictions[cols], *(f[cols] for f in self.further)]
+        p = pd.concat(parts, ignore_index=True) if self.further else parts[0]
+        return p[(p["fold"] >= 0).to_numpy()]
+
+    def pool_partitions(self, further: Sequence[pd.DataFrame]) -> CVResult:
+        """Pool further partitions' out-of-fold predictions of the same rows (``row``,
+        ``fold``, ``observed``, ``predicted``, ``lower``, ``upper``; e.g. kNNDM with other
+        seeds) into :attr:`pooled`: every profile counts once per partition, so the
+        partition-to-partition scatter of the metrics averages out (a repeated CV's mean);
+        ``n`` stays the number of profiles tested. Call before :meth:`weigh` and
+        :meth:`bootstrap`, which then pool them too."""
+        self.further = [f.reset_index(drop=True) for f in further]
+        t = self._tested()
+        n = self.pooled["n"]
+        self.pooled = metrics_table(t["observed"], t["predicted"], t["lower"], t["upper"])
+        self.pooled["n"] = n
+        return self
 
     def weigh(self, weights: Any) -> CVResult:
         """Weight the out-of-fold predictions (one weight per row of X, e.g.
@@ -261,6 +290,14 @@ class CVResult:
         self.area = metrics_table(
             p["observed"][t], p["predicted"][t], p["lower"][t], p["upper"][t], weights=w[t]
         )
+        if self.further:  # every partition's rows; the counts stay the profiles'
+            s = self._tested()
+            counts = {k: self.area[k] for k in ("n", "n_eff")}
+            wall = np.asarray(weights, dtype=float)[s["row"].to_numpy()]
+            self.area = metrics_table(
+                s["observed"], s["predicted"], s["lower"], s["upper"], weights=wall
+            )
+            self.area.update(counts)
         return self
 
     def bootstrap(
@@ -281,8 +318,8 @@ class CVResult:
         ``x``, ``y`` are the coordinates (metres, projected) of every row of X;
         ``block_m`` the blocks' side, wider than the errors' correlation.
         """
-        p = self.predictions
-        t = ((p["fold"] >= 0) & p["predicted"].notna() & p["observed"].notna()).to_numpy()
+        p = self._tested()  # a block drawn brings its profiles' rows of every partition
+        t = (p["predicted"].notna() & p["observed"].notna()).to_numpy()
         rows = p["row"].to_numpy()[t]
         err = (p["predicted"] - p["observed"]).to_numpy(float)[t]
         blocks = block_ids(np.asarray(x, float)[rows], np.asarray(y, float)[rows], block_m)
@@ -292,9 +329,11 @@ class CVResult:
 
         lo, hi = rmse_range(None)
         out = {"rmse_lower": lo, "rmse_upper": hi}
-        if "weight" in p.columns:
-            w = p["weight"].to_numpy(float)[t]
-            out["rmse_area_lower"], out["rmse_area_upper"] = rmse_range(w)
+        if "weight" in self.predictions.columns:
+            first = self.predictions
+            weight = np.zeros(int(first["row"].max()) + 1)
+            weight[first["row"].to_numpy()] = first["weight"].to_numpy(float)
+            out["rmse_area_lower"], out["rmse_area_upper"] = rmse_range(weight[rows])
         out["cv_blocks"] = float(blocks.max() + 1 if blocks.size else 0)
         out["range_level"] = level
         self.ranges = out
@@ -314,8 +353,12 @@ class CVResult:
 
     def extra_columns(self) -> dict[str, float]:
         """What follows the pooled metrics in the CV tables: :meth:`area_columns`, then the
-        bootstrap ranges (:attr:`ranges`), each only when computed."""
-        return {**self.area_columns(), **(self.ranges or {})}
+        bootstrap ranges (:attr:`ranges`), each only when computed, and ``partitions`` (how
+        many the metrics pool) when there are :attr:`further` ones."""
+        out = {**self.area_columns(), **(self.ranges or {})}
+        if self.further:
+            out["partitions"] = float(1 + len(self.further))
+        return out
 
     def area_columns(self) -> dict[str, float]:
         """The area-weighted pooled metrics with an ``_area`` suffix, and ``n_eff``

@@ -110,3 +110,43 @@ def test_cv_result_ranges_at_the_profiles_and_weighted() -> None:
     said = bootstrap_rmse_range(cv, X / 10, {"block_m": 300_000.0, "seed": 1})
     assert said is not None and "cv.bootstrap_block" in said and "300 km" in said
     assert np.isnan(cv.ranges["rmse_lower"])
+
+
+def test_further_partitions_pool_into_the_metrics_and_ranges() -> None:
+    """``CVResult.pool_partitions``: a copy of the first partition changes no figure (each
+    profile twice weighs as once, in the metrics and in every bootstrap draw); another
+    partition's errors enter the RMSE as the mean of the two mean squares, weighted or not,
+    while ``n`` and ``n_eff`` stay the profiles'."""
+    rng = np.random.default_rng(8)
+    n = 300
+    x, y = rng.uniform(0, 1e6, n), rng.uniform(0, 1e6, n)
+    X = pd.DataFrame({"x": x, "y": y})
+    w = rng.uniform(0.2, 3.0, n)
+    ranges = {"block_m": 100_000.0, "seed": 1}
+
+    def finished(cv: CVResult) -> CVResult:
+        cv.weigh(w)
+        bootstrap_rmse_range(cv, X, ranges)
+        return cv
+
+    single = finished(_cv(n, np.random.default_rng(5)).pool_partitions([]))  # no further
+    twice = _cv(n, np.random.default_rng(5))
+    twice = finished(twice.pool_partitions([twice.predictions.copy()]))
+    assert twice.pooled == pytest.approx(single.pooled)
+    assert twice.area == pytest.approx(single.area)
+    assert twice.ranges == pytest.approx(single.ranges)
+    assert twice.summary().iloc[0]["partitions"] == 2
+    assert "partitions" not in single.summary().columns
+
+    other = single.predictions[["row", "fold", "observed", "predicted", "lower", "upper"]].copy()
+    other["fold"] = rng.permutation(other["fold"].to_numpy())
+    other["predicted"] = other["observed"] + rng.normal(0.0, 3.0, n)
+    pooled = _cv(n, np.random.default_rng(5)).pool_partitions([other])
+    pooled = finished(pooled)
+    e1 = (single.predictions["predicted"] - single.predictions["observed"]).to_numpy() ** 2
+    e2 = (other["predicted"] - other["observed"]).to_numpy() ** 2
+    assert pooled.pooled["rmse"] == pytest.approx(np.sqrt((e1.mean() + e2.mean()) / 2))
+    expected = np.sqrt((np.average(e1, weights=w) + np.average(e2, weights=w)) / 2)
+    assert pooled.area is not None and pooled.area["rmse"] == pytest.approx(expected)
+    assert pooled.pooled["n"] == n and pooled.area["n_eff"] == pytest.approx(single.area["n_eff"])
+    assert pooled.ranges["rmse_lower"] < pooled.pooled["rmse"] < pooled.ranges["rmse_upper"]

@@ -301,9 +301,10 @@ def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
 def test_cv_repeats_average_the_regional_error_over_partitions(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``cv.repeats: 2``: a second kNNDM partition's out-of-fold means are written per
-    interval (``cv_repeats.csv``), and the zone totals' regional error is the root of the mean
-    of the two partitions' regional variances, each as ``regional_error_sd`` pools it."""
+    """``cv.repeats: 2``: a second kNNDM partition's out-of-fold predictions are written per
+    interval (``cv_repeats.csv``); the CV metrics pool both partitions' predictions, and the
+    zone totals' regional error is the root of the mean of the two partitions' regional
+    variances, each as ``regional_error_sd`` pools it."""
     path = _config(tmp_path, depth="layered")
     text = yaml.safe_load(path.read_text())
     text["cv"]["repeats"] = 2
@@ -322,6 +323,21 @@ def test_cv_repeats_average_the_regional_error_over_partitions(
         assert np.isfinite(rep["predicted"]).all() and set(rep["fold"]) == set(range(5))
         # another partition: the held-out sites are grouped differently
         assert (rep["fold"].to_numpy() != first[k]["fold"].to_numpy()).any()
+        # the CV metrics pool both partitions: every profile twice, n still the profiles
+        metrics = pd.read_csv(run / "models" / k / "cv_metrics.csv").iloc[0]
+        assert metrics["partitions"] == 2 and metrics["n"] == len(rep)
+        err2 = [(t["predicted"] - t["observed"]).to_numpy() ** 2 for t in (first[k], rep)]
+        w = first[k]["weight"].to_numpy()
+        assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(np.concatenate(err2))))
+        area = [np.average(e, weights=w) for e in err2]
+        assert metrics["rmse_area"] == pytest.approx(np.sqrt(np.mean(area)))
+        single = np.sqrt(np.mean(err2[0]))
+        assert abs(metrics["rmse"] - single) > 1e-6  # not the first partition's alone
+        inside = [
+            (t["observed"] >= t["lower"]) & (t["observed"] <= t["upper"]) for t in (first[k], rep)
+        ]
+        assert metrics["picp"] == pytest.approx(np.mean(np.concatenate(inside)))
+        assert metrics["rmse_lower"] < metrics["rmse"] < metrics["rmse_upper"]
 
     def pooled(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
         errors, groups = {}, {}

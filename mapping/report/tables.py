@@ -447,6 +447,17 @@ _RANGE_NOTE = (
 )
 
 
+def _partitions_note(cv: pd.DataFrame) -> str:
+    """The caption's sentence on a CV repeated over several partitions (``cv.repeats``)."""
+    if "partitions" not in cv.columns or not (cv["partitions"] > 1).any():
+        return ""
+    n = int(cv["partitions"].max())
+    return (
+        f" Pooled over {n} partitions of the profiles into folds (cv.repeats), each profile "
+        "once per partition; n counts the profiles."
+    )
+
+
 def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
     cv = _by_interval(cv)
     head = ["Interval", "n", "CV", "R²", "RMSE", "MAE", "MBE", "NNSE", "PICP", "Mean width"]
@@ -469,6 +480,7 @@ def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
         caption=(f"Cross-validation (pooled out-of-fold predictions). RMSE, MAE, MBE (prediction − "
                  f"observation) and mean interval width in {DENSITY_LABEL}; PICP: share of observations "
                  "inside their prediction interval."
+                 + _partitions_note(cv)
                  + (_RANGE_NOTE if "rmse_lower" in cv.columns else "")),
         numeric=[False, True, False] + [True] * 7,
     )  # fmt: skip

@@ -224,24 +224,38 @@ def _fold_job(
     }
 
 
-def _repeat_table(
-    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[tuple[np.ndarray, np.ndarray]]
-) -> pd.DataFrame:
-    """Interval ``j``'s out-of-fold means in the further partitions (``cv.repeats``; each
-    ``(n, k)`` means and ``(n,)`` folds over all sites): a row per profile of the interval
-    (sites ``at``) and partition, with its fold, as ``cv_predictions.csv`` has them."""
+def _repeat_tables(
+    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[tuple[np.ndarray, ...]]
+) -> list[pd.DataFrame]:
+    """Interval ``j``'s out-of-fold predictions in the further partitions (``cv.repeats``;
+    each ``(n, k)`` means, ``(n, k, 2)`` quantiles and ``(n,)`` folds over all sites): one
+    table per partition, a row per profile of the interval (sites ``at``), in the columns of
+    :class:`~mapping.validation.CVResult`'s ``predictions``."""
+    return [
+        pd.DataFrame(
+            {
+                "row": np.arange(len(rows)),
+                "fold": fold[at],
+                "observed": rows["soc_stock_kg_m2"].to_numpy(float),
+                "predicted": mean[at, j],
+                "lower": q[at, j, 0],
+                "upper": q[at, j, 1],
+            }
+        )
+        for mean, q, fold in repeated
+    ]
+
+
+def _repeat_table(rows: pd.DataFrame, tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """``cv_repeats.csv``: the further partitions' tables (:func:`_repeat_tables`) with the
+    profile and the partition (1, 2, ...) on every row."""
+    ids = rows["profile_id"].to_numpy()
     return pd.concat(
         [
-            pd.DataFrame(
-                {
-                    "profile_id": rows["profile_id"].to_numpy(),
-                    "repeat": r,
-                    "fold": fold[at],
-                    "observed": rows["soc_stock_kg_m2"].to_numpy(float),
-                    "predicted": mean[at, j],
-                }
-            )
-            for r, (mean, fold) in enumerate(repeated, start=1)
+            t.drop(columns="row").assign(profile_id=ids, repeat=r)[
+                ["profile_id", "repeat", "fold", "observed", "predicted", "lower", "upper"]
+            ]
+            for r, t in enumerate(tables, start=1)
         ],
         ignore_index=True,
     )
@@ -312,8 +326,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         _fold_job(template, layers, sites, features, train, test, intervals, (lo, hi))
         for train, test in folds
     ]
-    # cv.repeats: further partitions, each with its own seed, whose out-of-fold errors only
-    # the zone totals' regional error uses (shared_error); queued after the first one's
+    # cv.repeats: further partitions, each with its own seed, queued after the first one's;
+    # the CV metrics pool them, and the zone totals' regional error averages over them
+    # (shared_error); the error models and AOA folds stay the first partition's
     extra = [
         list(splitter_seeded(cfg.seed + r).split(sites[features])) for r in range(1, cfg.cv.repeats)
     ]
@@ -341,14 +356,14 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         log_mu[test], log_var[test] = stats["mu"], stats["var"]
         fold[test] = f
         texts += fold_texts
-    repeated = []  # per further partition: (n, k) out-of-fold means and (n,) folds
+    repeated = []  # per further partition: out-of-fold means, quantiles and folds
     for partition in extra:
-        r_mean, r_fold = np.full((n, k), np.nan), np.full(n, -1)
+        r_mean, r_q, r_fold = np.full((n, k), np.nan), np.full((n, k, 2), np.nan), np.full(n, -1)
         for f, (_, test) in enumerate(partition):
             stats, fold_texts = next(results)
-            r_mean[test], r_fold[test] = stats["mean"], f
+            r_mean[test], r_q[test], r_fold[test] = stats["mean"], stats["quantiles"], f
             texts += fold_texts
-        repeated.append((r_mean, r_fold))
+        repeated.append((r_mean, r_q, r_fold))
     counts: dict[str, int] = {}
     for text in texts:
         counts[text] = counts.get(text, 0) + 1
@@ -379,6 +394,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             (lo, hi),
             type(splitter).__name__,
         )
+        further = _repeat_tables(rows, at, j, repeated)
+        if further:
+            cv.pool_partitions(further)
         said = finish_cv(
             cv,
             rows[features],
@@ -414,7 +432,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         )
         outputs += stages._write_fit(ctx, label, (top, bottom), len(rows), features, result, cells)
         if repeated:
-            io.write_table(_repeat_table(rows, at, j, repeated), run.cv_repeats(label))
+            io.write_table(_repeat_table(rows, further), run.cv_repeats(label))
             outputs.append(run.rel(run.cv_repeats(label)))
         else:  # a previous run's partitions must not enter this one's regional error
             io.remove_output(run.cv_repeats(label))
