@@ -348,6 +348,8 @@ def test_cv_repeats_average_the_regional_error_over_partitions(
             groups[k] = np.where(np.isfinite(e), t["fold"].to_numpy(int), -1)
         return regional_error_sd(errors, groups)
 
+    md = (run / "report" / "report.md").read_text()
+    assert "Pooled over 2 partitions of the profiles into folds (cv.repeats)" in md
     a, b = pooled(first), pooled(second)
     for k in labels:
         expected = np.sqrt((a[k] ** 2 + b[k] ** 2) / 2)
