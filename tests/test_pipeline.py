@@ -98,16 +98,24 @@ def test_every_stage_completes_with_checksummed_outputs(first_run: tuple[Path, P
 
 def test_cross_validation_is_also_weighted_to_the_mapped_area(first_run: tuple[Path, Path]) -> None:
     """``cv.weighting: area`` (the default): a weight per CV prediction, the weighted metrics
-    in ``cv_metrics.csv`` recomputed from them, and a second table in the report."""
+    in ``cv_metrics.csv`` recomputed from them (every partition's, with the sample's
+    ``cv.repeats: 3``: each profile once per partition, with its weight), and a second table
+    in the report."""
     _, out = first_run
     pred = pd.read_csv(out / "models" / "0-30" / "cv_predictions.csv")
+    further = pd.read_csv(out / "models" / "0-30" / "cv_repeats.csv")
     cvm = pd.read_csv(out / "models" / "0-30" / "cv_metrics.csv").iloc[0]
+    assert set(further["repeat"]) == {1, 2} and cvm["partitions"] == 3
     w = pred["weight"].to_numpy()
     assert w.mean() == pytest.approx(1.0) and w.min() > 0 and w.std() > 0.1
-    m = metrics_table(pred["observed"], pred["predicted"], pred["lower"], pred["upper"], weights=w)
+    weight = pred.set_index("profile_id")["weight"]
+    every = pd.concat([pred, further.assign(weight=weight.loc[further["profile_id"]].to_numpy())])
+    cols = ["observed", "predicted", "lower", "upper", "weight"]
+    m = metrics_table(*(every[c] for c in cols[:4]), weights=every["weight"])
     for key in ("rmse", "mae", "mbe", "r2", "picp"):
         assert cvm[f"{key}_area"] == pytest.approx(m[key]), key
-    assert cvm["n_eff"] == pytest.approx(m["n_eff"]) and cvm["n_eff"] < cvm["n"]
+    first = metrics_table(*(pred[c] for c in cols[:4]), weights=w)
+    assert cvm["n_eff"] == pytest.approx(first["n_eff"]) and cvm["n_eff"] < cvm["n"] == len(pred)
     # the sample profiles cluster in the warm south: the area's error is not the profiles'
     assert cvm["rmse_area"] != pytest.approx(cvm["rmse"], rel=0.02)
     assert "weighted to the mapped area" in (out / "report" / "report.md").read_text()
@@ -123,7 +131,8 @@ def test_a_run_leaves_no_object_frozen(first_run: tuple[Path, Path]) -> None:
 
 def test_cv_rmse_has_its_block_bootstrap_range(first_run: tuple[Path, Path]) -> None:
     """``cv.bootstrap`` (default 1000 replicates of 100 km blocks): every interval's CV table
-    holds the RMSE's 90 % range, recomputed here from the CV predictions and the profiles'
+    holds the RMSE's 90 % range, recomputed here from the CV predictions of every partition
+    (``cv.repeats``: a block drawn brings its profiles' rows of each) and the profiles'
     coordinates with the run's seed."""
     _, out = first_run
     seed = json.loads((out / "manifest.json").read_text())["seed"]
@@ -131,6 +140,10 @@ def test_cv_rmse_has_its_block_bootstrap_range(first_run: tuple[Path, Path]) -> 
     summary = pd.read_csv(out / "models" / "cv_summary.csv").set_index("interval")
     for label in summary.index:
         pred = pd.read_csv(out / "models" / label / "cv_predictions.csv")
+        further = pd.read_csv(out / "models" / label / "cv_repeats.csv")
+        weight = pred.set_index("profile_id")["weight"]
+        further["weight"] = weight.loc[further["profile_id"]].to_numpy()
+        pred = pd.concat([pred, further], ignore_index=True)
         pred = pred.merge(xy.drop_duplicates("profile_id"), on="profile_id", how="left")
         pred = pred[(pred["fold"] >= 0) & pred["predicted"].notna()]
         cvm = pd.read_csv(out / "models" / label / "cv_metrics.csv").iloc[0]
