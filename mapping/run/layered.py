@@ -225,7 +225,7 @@ def _fold_job(
 
 
 def _repeat_tables(
-    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: list[tuple[np.ndarray, ...]]
+    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: Sequence[tuple[Any, Any, Any]]
 ) -> list[pd.DataFrame]:
     """Interval ``j``'s out-of-fold predictions in the further partitions (``cv.repeats``;
     each ``(n, k)`` means, ``(n, k, 2)`` quantiles and ``(n,)`` folds over all sites): one
