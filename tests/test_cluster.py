@@ -581,6 +581,16 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
     speed, cores = 2.0, 2
     fit = [4.0 * est.FIT_PASSES, 4.0 * est.FIT_PASSES / 3]  # two intervals on two processes
     assert e.seconds["fit"] == pytest.approx(max(max(fit), sum(fit) / 2))
+    # cv.repeats: every further partition adds its folds' fits
+    rep = cfg.model_copy(update={"cv": cfg.cv.model_copy(update={"repeats": 3})})
+    r = est.estimate_run(
+        rep, cells=1_300_000, valid_share=0.5, predict_seconds=100.0,
+        speed=2.0, fit_one_seconds=4.0, n_profiles=3,
+        reaching=[3, 1], zones=(0.1, 0.4), cores=2, worker_bytes=2**30,
+    )  # fmt: skip
+    passes = est.FIT_PASSES + 2 * cfg.cv.n_splits
+    assert r.seconds["fit"] == pytest.approx(4.0 * passes)
+    assert any(f"{passes:g} passes per interval (3 CV partitions)" in b for b in r.basis)
     assert e.seconds["predict"] == 100.0
     zone_cells, chunk_cells = 1_300_000 * 0.1, 1_300_000 * 0.4
     assert e.seconds["zones"] == pytest.approx(

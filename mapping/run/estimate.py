@@ -239,13 +239,17 @@ def estimate_run(
     fixed = FIXED_SECONDS + FIXED_SECONDS_PER_MCELL * cells / 1e6
     seconds: dict[str, float] = {"start-up, stocks, training": fixed * speed}
     if fit_one_seconds is not None and n_profiles and reaching:
-        per_interval = [fit_one_seconds * FIT_PASSES * n / n_profiles for n in reaching]
+        # cv.repeats: each further partition refits every fold
+        passes = FIT_PASSES + (cfg.cv.repeats - 1) * cfg.cv.n_splits
+        per_interval = [fit_one_seconds * passes * n / n_profiles for n in reaching]
         lanes = max(1, min(cores, len(per_interval), cfg.n_jobs or cores))
         # the longest interval first, then the rest spread over the lanes
         seconds["fit"] = max(max(per_interval), sum(per_interval) / lanes)
         basis.append(
             f"fit: one timed fit on {n_profiles:,} rows ({fit_one_seconds:.1f} s) x "
-            f"{FIT_PASSES:g} passes per interval, {lanes} process(es)"
+            f"{passes:g} passes per interval"
+            + (f" ({cfg.cv.repeats} CV partitions)" if cfg.cv.repeats > 1 else "")
+            + f", {lanes} process(es)"
         )
     seconds["predict"] = predict_seconds
     if cfg.zones is not None:
