@@ -419,9 +419,9 @@ def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> 
 
 DESIGN_SUITE = Path(__file__).parent / "data" / "design_suite.csv"
 """Predicted and realised shrinkage of ``socmap design``'s targeted range on the world suite
-(``docs/design.md``, "One targeted total on eight worlds"): seed 2026, the eight projected
-worlds, N = 50 new profiles aimed at continuous/0-100, one draw per world, measured with the
-default settings (2026-12-05, ``d3bd1c2``). Written by
+(``docs/design.md``, "With three CV partitions"): seed 2026, the eight projected worlds,
+N = 50 new profiles aimed at continuous/0-100, one draw per world, measured with the sample
+workflow (the layered model, ``cv.repeats: 3``; 2026-12-05, ``1202791``). Written by
 ``python benchmarks/design_suite.py --suite OUT --n 50 --target continuous/0-100 --only ...``
 as ``OUT/design_shrinkage_continuous-0-100.csv``."""
 
