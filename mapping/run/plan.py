@@ -498,8 +498,8 @@ def make_plan(
             "each interval's layers on its own, where a run predicts each layer once per "
             "chunk for all intervals (an upper bound), and the fit as one model per "
             "interval, where each CV fold refits the whole layered model (a lower bound); "
-            "on the sample workflow the run measured prediction 5.2 s against 11 s planned, "
-            "fit 7.6 against 5 s (docs/scaling.md)"
+            "on the sample workflow the run measured prediction 5.8 s against 11 s planned, "
+            "fit 17 against 7 s (docs/scaling.md)"
         )
     mb = max((_model_bytes(m) for m, _, _ in fitted), default=0)
     if not fitted and model is not None:
