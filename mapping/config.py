@@ -254,10 +254,10 @@ class CVConfig(_Section):
     correlation (``docs/validation.md``, "How sure is a CV RMSE")."""
     repeats: int = Field(1, ge=1)
     """Partitions of the cross-validation (the first one and ``repeats - 1`` more, each with
-    its own seed) whose fold errors the zone totals' regional error is averaged over
-    (``uncertainty.regional``; its variance, the mean over the partitions). The CV metrics,
-    plots and error models use the first. Needs ``model.depth: layered``
-    (``docs/uncertainty.md``, "How much the ranges move with the seed")."""
+    its own seed): the CV metrics pool them, and the zone totals' regional error variance is
+    their mean (``uncertainty.regional``). The per-fold table, plots, AOA and error models
+    use the first. Needs ``model.depth: layered`` (``docs/uncertainty.md``, "More
+    partitions"; the sample workflow sets 3)."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
