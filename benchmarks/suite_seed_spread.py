@@ -3,7 +3,7 @@
 
     python benchmarks/suite_seed_spread.py SUITE [--seeds 1 2] [--only world_01 ...]
                                            [--target continuous/0-100] [--out DIR]
-                                           [--repeats 1]
+                                           [--repeats R]
 
 For each world of a finished world suite (``benchmarks/world_suite.py``) the world's own
 ``workflow.yaml`` is run again with ``seed: K`` for every ``--seeds`` value (the same data;
@@ -48,9 +48,17 @@ def regional_sd(log_text: str, interval: str) -> float:
     return float("nan")
 
 
-def rerun(world: Path, seed: int, out: Path, repeats: int = 1) -> tuple[Path, str]:
-    """``socmap run`` of the world's workflow with ``seed`` (and ``cv.repeats``); its output
-    folder and log."""
+def with_repeats(text: str, repeats: int) -> str:
+    """A workflow's text with ``cv.repeats: repeats``, replacing the key if the workflow has
+    one (the sample workflow's 3) rather than adding a second."""
+    if re.search(r"(?m)^  repeats: .*$", text):
+        return re.sub(r"(?m)^  repeats: .*$", f"  repeats: {repeats}", text)
+    return re.sub(r"(?m)^cv:\n", f"cv:\n  repeats: {repeats}\n", text)
+
+
+def rerun(world: Path, seed: int, out: Path, repeats: int | None = None) -> tuple[Path, str]:
+    """``socmap run`` of the world's workflow with ``seed`` (and ``cv.repeats``, unless
+    ``None``: the workflow's own); its output folder and log."""
     run = out / world.name / f"s{seed}"
     log = out / f"{world.name}_s{seed}.log"
     if not (run / "zones" / "storage_summary.csv").is_file():
@@ -58,8 +66,8 @@ def rerun(world: Path, seed: int, out: Path, repeats: int = 1) -> tuple[Path, st
         text = (world / "workflow.yaml").read_text()
         text = re.sub(r"(?m)^seed: .*$", f"seed: {seed}", text)
         text = re.sub(r"(?m)^output: .*$", f"output: {run}", text)
-        if repeats > 1:
-            text = re.sub(r"(?m)^cv:\n", f"cv:\n  repeats: {repeats}\n", text)
+        if repeats is not None:
+            text = with_repeats(text, repeats)
         cfg = world / f"workflow_seed{seed}.yaml"  # beside the world's files (relative paths)
         cfg.write_text(text)
         cmd = [sys.executable, "-m", "mapping.cli", "run", str(cfg)]
@@ -75,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="+", default=None, metavar="NAME", help="only these worlds")
     ap.add_argument("--target", default="continuous/0-100", help="ZONE/INTERVAL")
     ap.add_argument("--out", type=Path, default=None, help="rerun folder")
-    ap.add_argument("--repeats", type=int, default=1, help="cv.repeats of the reruns (default 1)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="cv.repeats of the reruns (default: the workflow's)",
+    )
     args = ap.parse_args(argv)
     zone, interval = args.target.split("/")
     out = args.out or args.suite / "seed_spread"
