@@ -357,7 +357,7 @@ class QuantileRandomForest(_TreeModel):
         forest = self.forest_
         Xf, y = forest.train_  # the encoded features (float32, as the trees split them), y
         w = _tree_sample_weights(forest, len(y))
-        centre = float(np.mean(y) if w is None else np.average(y, weights=w))
+        centre = float(np.average(y, weights=w))  # the plain mean when w is None
         yc = y - centre
         leaves = forest.apply(Xf)  # (n, T)
         n_nodes = max(est.tree_.node_count for est in forest.estimators_)
@@ -368,15 +368,11 @@ class QuantileRandomForest(_TreeModel):
         oob_n = np.zeros(len(y))
         for t, idx in enumerate(forest.estimators_samples_):
             leaf = leaves[idx, t]
-            if w is None:  # bootstrap counts alone
-                cnt = np.bincount(leaf, minlength=n_nodes).astype(float)
-                s1 = np.bincount(leaf, weights=yc[idx], minlength=n_nodes)
-                s2 = np.bincount(leaf, weights=yc[idx] ** 2, minlength=n_nodes)
-            else:
-                wi = w[idx]
-                cnt = np.bincount(leaf, weights=wi, minlength=n_nodes)
-                s1 = np.bincount(leaf, weights=wi * yc[idx], minlength=n_nodes)
-                s2 = np.bincount(leaf, weights=wi * yc[idx] ** 2, minlength=n_nodes)
+            yi = yc[idx]
+            wi = None if w is None else w[idx]  # None: the bootstrap counts alone
+            cnt = np.bincount(leaf, weights=wi, minlength=n_nodes).astype(float)
+            s1 = np.bincount(leaf, weights=yi if wi is None else wi * yi, minlength=n_nodes)
+            s2 = np.bincount(leaf, weights=yi**2 if wi is None else wi * yi**2, minlength=n_nodes)
             ok = cnt > 0
             m1[t, ok] = s1[ok] / cnt[ok]
             m2[t, ok] = s2[ok] / cnt[ok]
