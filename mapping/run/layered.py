@@ -224,26 +224,29 @@ def _fold_job(
     }
 
 
+def _oof_table(rows: pd.DataFrame, pred: Any, q: Any, fold: Any) -> pd.DataFrame:
+    """One partition's out-of-fold predictions of an interval's profiles ``rows`` (means
+    ``pred``, ``(n, 2)`` interval bounds ``q``, folds ``fold``) in the columns of
+    :class:`~mapping.validation.CVResult`'s ``predictions``."""
+    return pd.DataFrame(
+        {
+            "row": np.arange(len(rows)),
+            "fold": fold,
+            "observed": rows["soc_stock_kg_m2"].to_numpy(float),
+            "predicted": pred,
+            "lower": q[:, 0],
+            "upper": q[:, 1],
+        }
+    )
+
+
 def _repeat_tables(
     rows: pd.DataFrame, at: np.ndarray, j: int, repeated: Sequence[tuple[Any, Any, Any]]
 ) -> list[pd.DataFrame]:
     """Interval ``j``'s out-of-fold predictions in the further partitions (``cv.repeats``;
     each ``(n, k)`` means, ``(n, k, 2)`` quantiles and ``(n,)`` folds over all sites): one
-    table per partition, a row per profile of the interval (sites ``at``), in the columns of
-    :class:`~mapping.validation.CVResult`'s ``predictions``."""
-    return [
-        pd.DataFrame(
-            {
-                "row": np.arange(len(rows)),
-                "fold": fold[at],
-                "observed": rows["soc_stock_kg_m2"].to_numpy(float),
-                "predicted": mean[at, j],
-                "lower": q[at, j, 0],
-                "upper": q[at, j, 1],
-            }
-        )
-        for mean, q, fold in repeated
-    ]
+    :func:`_oof_table` per partition, a row per profile of the interval (sites ``at``)."""
+    return [_oof_table(rows, mean[at, j], q[at, j], fold[at]) for mean, q, fold in repeated]
 
 
 def _repeat_table(rows: pd.DataFrame, tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -464,18 +467,7 @@ def _cv_result(
     """Out-of-fold predictions of one interval in the per-interval fit's form (with the
     ``mu``, ``var`` columns of the fold models' ``ln``-scale moments, for calibration)."""
     observed = rows["soc_stock_kg_m2"].to_numpy(float)
-    predictions = pd.DataFrame(
-        {
-            "row": np.arange(len(rows)),
-            "fold": fold,
-            "observed": observed,
-            "predicted": pred,
-            "lower": q[:, 0],
-            "upper": q[:, 1],
-            "mu": log_moments[0],
-            "var": log_moments[1],
-        }
-    )
+    predictions = _oof_table(rows, pred, q, fold).assign(mu=log_moments[0], var=log_moments[1])
     per_fold = []
     for f in np.unique(fold[fold >= 0]):
         t = fold == f

@@ -53,7 +53,13 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
-    regional = _regional(ctx, cv, variograms, labels)
+    # folds_net needs the profiles' coordinates (any depth model): read once for every partition
+    training = (
+        io.read_table(ctx.folder.training)
+        if ctx.config.uncertainty.regional == "folds_net"
+        else None
+    )
+    regional = _regional(ctx, cv, variograms, labels, training)
     # cv.repeats: the regional variance averaged over every partition of the CV
     paths = [ctx.folder.cv_repeats(k) for k in labels]
     # only when this config asks for them: a folder may hold another run's tables
@@ -63,7 +69,7 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         variance = {k: [regional[k] ** 2] for k in labels}
         for r in repeats:
             part = {k: extra[k][extra[k]["repeat"] == r].reset_index(drop=True) for k in labels}
-            for k, sd in _regional(ctx, part, variograms, labels).items():
+            for k, sd in _regional(ctx, part, variograms, labels, training).items():
                 variance[k].append(sd**2)
         regional = {k: math.sqrt(float(np.mean(v))) for k, v in variance.items()}
         ctx.echo(f"[uncertainty] regional CV error averaged over {len(repeats) + 1} partitions")
@@ -92,10 +98,15 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
 
 
 def _regional(
-    ctx: StageContext, cv: dict[str, pd.DataFrame], variograms: dict[str, Any], labels: list[str]
+    ctx: StageContext,
+    cv: dict[str, pd.DataFrame],
+    variograms: dict[str, Any],
+    labels: list[str],
+    training: pd.DataFrame | None,
 ) -> dict[str, float]:
     """The trend's regional error sd per interval from one CV partition's out-of-fold table
-    (``predicted``, ``observed``, ``fold``, ``profile_id``), as ``uncertainty.regional`` says."""
+    (``predicted``, ``observed``, ``fold``, ``profile_id``), as ``uncertainty.regional`` says
+    (``folds_net``: with the profiles' coordinates from the run's ``training`` table)."""
     log_scale = ctx.config.model.log_transform
     regional_mode = ctx.config.uncertainty.regional
     if regional_mode == "folds":
@@ -105,9 +116,9 @@ def _regional(
         errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
     net = {}
     if regional_mode == "folds_net":
-        table = io.read_table(ctx.folder.training)  # profiles' coordinates, any depth model
+        assert training is not None
         for k in labels:
-            at = _profile_xy(table, cv[k]["profile_id"])
+            at = _profile_xy(training, cv[k]["profile_id"])
             known = np.where(np.isfinite(at).all(axis=1), groups[k], -1)
             net[k] = within_group_covariance(
                 np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
