@@ -18,6 +18,12 @@ With ``--target``, the ``socmap`` design aims at those totals only, the figures 
 over them only, and the files carry a tag of the targets (``designs_<tag>_<N>.json``,
 ``design_<tag>_<kind>_<N>/``; the baselines do not depend on the targets and are shared).
 
+With ``--draws D`` every baseline is drawn ``D`` times (draw 0 as without the option;
+draw ``d`` from its own random stream, cLHS and k-means seeded ``seed + d``; reruns in
+``design_<kind>_<N>_d<d>/``), and a world's baseline figures are the means over its draws:
+one draw of 50 sites moves a rerun's half-width by as much as the designs differ, and the
+best of three single draws is biased upwards.
+
 Writes ``OUT/design_results.csv`` (one row per world, N, design and target total) and prints
 the comparison: mean half-width of the targeted totals relative to the truth, its shrinkage
 from the run without new sites, mean absolute error, coverage of the truth by the 90 % ranges,
@@ -139,6 +145,29 @@ def _designs(
     return out
 
 
+def _more_draws(world_dir: Path, spec, world, n_max: int, ns: list[int], d: int):
+    """Draw ``d`` (>= 1) of the baselines: their own random stream and seeds."""
+    from mapping.design import clhs_sites, coverage_sites
+
+    cache = world_dir / f"designs_{n_max}_d{d}.json"
+    if cache.exists():
+        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    nx = world.shape[1]
+    land = np.flatnonzero(world.mask.ravel())
+    rng = np.random.default_rng([spec.seed, 41, d])
+    out = {"random": rng.choice(land, n_max, replace=False)}
+    X = np.column_stack([world.covariates[k].ravel()[land] for k in CONTINUOUS])
+    t = world.transform
+    r, c = np.divmod(land, nx)
+    xy = np.column_stack([t.c + (c + 0.5) * t.a, t.f + (r + 0.5) * t.e])
+    for n in ns:
+        pool = rng.choice(land.size, min(land.size, 20000), replace=False)
+        out[f"clhs_{n}"] = land[pool[clhs_sites(X[pool], n, seed=spec.seed + d)]]
+        out[f"coverage_{n}"] = land[coverage_sites(xy, n, seed=spec.seed + d)]
+    cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+    return out
+
+
 def _rerun(world_dir: Path, spec, world, name: str, flat: np.ndarray) -> Path:
     from mapping.synthetic import sample_profiles
 
@@ -207,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--table-only", action="store_true", help="only tabulate the reruns already finished"
     )
+    p.add_argument("--draws", type=int, default=1, help="draws of each baseline design (default 1)")
     args = p.parse_args(argv)
     tag = _tag(args.target)
     keep = _target_filter(args.target)
@@ -223,27 +253,35 @@ def main(argv: list[str] | None = None) -> int:
         world = None if args.table_only else _world(spec)
         base = keep(_score(world_dir / "run", world_dir)).assign(world=name, n=0, design="none")
         rows.append(base)
+        runs = [
+            (kind, n, d)
+            for n in args.n
+            for kind in DESIGNS
+            for d in range(1 if kind == "socmap" else args.draws)
+        ]
         if args.table_only:
-            for n in args.n:
-                for kind in DESIGNS:
-                    run = world_dir / _run_name(kind, n, tag) / "run"
-                    if (run / "zones" / "storage_summary.csv").exists():
-                        sc = keep(_score(run, world_dir))
-                        rows.append(sc.assign(world=name, n=n, design=kind))
+            for kind, n, d in runs:
+                run = world_dir / _run_name(kind, n, tag, d) / "run"
+                if (run / "zones" / "storage_summary.csv").exists():
+                    sc = keep(_score(run, world_dir))
+                    rows.append(sc.assign(world=name, n=n, design=kind, draw=d))
             continue
-        designs = _designs(world_dir, spec, world, max(args.n), args.n, args.target)
-        for n in args.n:
-            for kind in DESIGNS:
-                flat = designs[kind][:n] if kind in designs else designs[f"{kind}_{n}"]
-                t0 = time.perf_counter()
-                run = _rerun(world_dir, spec, world, _run_name(kind, n, tag), flat)
-                sc = keep(_score(run, world_dir)).assign(world=name, n=n, design=kind)
-                rows.append(sc)
-                print(
-                    f"{name} N={n} {kind}: mean half-width {sc['half_width'].mean():.4f} "
-                    f"(none {base['half_width'].mean():.4f}), {time.perf_counter() - t0:.0f} s",
-                    flush=True,
-                )
+        designs = {0: _designs(world_dir, spec, world, max(args.n), args.n, args.target)}
+        for d in range(1, args.draws):
+            designs[d] = _more_draws(world_dir, spec, world, max(args.n), args.n, d)
+        for kind, n, d in runs:
+            sites = designs[d]
+            flat = sites[kind][:n] if kind in sites else sites[f"{kind}_{n}"]
+            t0 = time.perf_counter()
+            run = _rerun(world_dir, spec, world, _run_name(kind, n, tag, d), flat)
+            sc = keep(_score(run, world_dir)).assign(world=name, n=n, design=kind, draw=d)
+            rows.append(sc)
+            label = kind if d == 0 else f"{kind} (draw {d})"
+            print(
+                f"{name} N={n} {label}: mean half-width {sc['half_width'].mean():.4f} "
+                f"(none {base['half_width'].mean():.4f}), {time.perf_counter() - t0:.0f} s",
+                flush=True,
+            )
     df = pd.concat(rows, ignore_index=True)
     suffix = ("_" + tag[:-1]) if tag else ""
     if not args.table_only:
@@ -290,9 +328,11 @@ def shrinkage_table(
     return pd.DataFrame(rows)
 
 
-def _run_name(kind: str, n: int, tag: str) -> str:
-    """Rerun folder: the socmap design's depends on the targets, the baselines' do not."""
-    return f"design_{tag if kind == 'socmap' else ''}{kind}_{n}"
+def _run_name(kind: str, n: int, tag: str, draw: int = 0) -> str:
+    """Rerun folder: the socmap design's depends on the targets, the baselines' do not;
+    a baseline's further draws get ``_d<draw>``."""
+    suffix = f"_d{draw}" if draw else ""
+    return f"design_{tag if kind == 'socmap' else ''}{kind}_{n}{suffix}"
 
 
 def _target_filter(targets: list[str] | None):

@@ -453,6 +453,8 @@ def design(
     for r in table.itertuples(index=False):
         typer.echo(
             f"{r.zone} {r.interval} cm: range expected to shrink by {r.expected_reduction_pct:.1f} %"
+            f" (at most {r.max_reduction_pct:.1f} % from any {n} sites: {r.shared_pct:.0f} % of"
+            " its variance is the error every cell shares)"
         )
     typer.echo(f"sites: {paths['sites']} (targets: {paths['targets']})")
     if out is None:

@@ -186,6 +186,10 @@ class DesignResult:
     gain_kriging, gain_dissimilarity
         Share of each step's predicted gain (summed relative variance) from the kriging
         update and from the lower DI.
+    shared
+        ``(n + 1, n_targets)``: the part of ``variance`` that is the error shared by every
+        cell (the regional level, ``common_sd``), which no site observes: it falls only as
+        ``n0 / (n0 + k)`` with the count of profiles (empty when not computed).
     """
 
     cells: np.ndarray
@@ -193,12 +197,22 @@ class DesignResult:
     targets: list[Target]
     gain_kriging: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gain_dissimilarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    shared: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def range_factor(self) -> np.ndarray:
         """``sqrt(Var_after / Var_now)``: the predicted factor on each range, ``(n + 1, n_t)``."""
         v0 = self.variance[0]
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.sqrt(np.clip(self.variance / v0, 0.0, None))
+
+    def floor_factor(self) -> np.ndarray:
+        """``sqrt(shared_after_n / Var_now)``: the range factor if the ``n`` sites removed
+        every error but the shared one, the most any ``n`` sites can shrink a range under the
+        model, ``(n_targets,)`` (NaN when ``shared`` was not computed)."""
+        if self.shared.shape != self.variance.shape:
+            return np.full(self.variance.shape[1], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.sqrt(np.clip(self.shared[-1] / self.variance[0], 0.0, 1.0))
 
 
 # =============================================================================== helpers
@@ -389,11 +403,12 @@ def _interval_step(
     n0: float | None,
     *,
     last: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One interval's targets after the sites ``chosen`` so far.
 
-    Returns the targets' variances and, unless ``last``, every candidate's kriging gain
-    and DI gain (zeros when ``last``), both weighted by the inverse of those variances.
+    Returns the targets' variances, the shared error's part of them and, unless ``last``,
+    every candidate's kriging gain and DI gain (zeros when ``last``), both weighted by the
+    inverse of those variances.
     """
     e = st.errs
     g2 = float(e.common_sd) ** 2
@@ -431,11 +446,11 @@ def _interval_step(
     var = np.maximum(var, 0.0) + shared
     zeros = np.zeros(len(lx))
     if last:
-        return var, zeros, zeros
+        return var, shared, zeros, zeros
     wt = 1.0 / np.where(var > 0, var, np.inf)
     kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
     di_gain = _di_gain(st, vb, g2, (L * RL + Q).T @ wt) if st.fxb is not None else zeros
-    return var, kr, di_gain
+    return var, shared, kr, di_gain
 
 
 def _block_geometry(
@@ -561,6 +576,7 @@ def greedy_design(
     chosen: list[int] = []  # positions in cand
     rho_sx: dict[int, list[np.ndarray]] = {i: [] for i in range(len(states))}
     variance = np.empty((n + 1, len(targets)))
+    shared = np.empty((n + 1, len(targets)))
     gk = np.zeros(n)
     gd = np.zeros(n)
     taken = np.zeros(C, bool)
@@ -570,8 +586,9 @@ def greedy_design(
         s_kr = np.zeros(C)
         s_di = np.zeros(C)
         for si, st in enumerate(states):
-            var, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
+            var, sh, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
             variance[it, st.targets] = var
+            shared[it, st.targets] = sh
             s_kr += kr
             s_di += di_gain
             score += kr
@@ -594,6 +611,7 @@ def greedy_design(
         targets=list(targets),
         gain_kriging=gk,
         gain_dissimilarity=gd,
+        shared=shared,
     )
 
 
@@ -633,8 +651,21 @@ def target_table(
     result: DesignResult, current: Mapping[Target, tuple[float, float, float]] | None = None
 ) -> pd.DataFrame:
     """One row per target: predicted range factor and, given the run's current
-    ``(median, lower, upper)``, the current and expected half-widths (same unit)."""
+    ``(median, lower, upper)``, the current and expected half-widths (same unit).
+
+    ``shared_pct``: the share of the total's variance now in the error every cell shares
+    (:attr:`DesignResult.shared`); ``max_reduction_pct``: the reduction if the sites removed
+    every other error (:meth:`DesignResult.floor_factor`), the most any ``n`` sites could
+    give under the model.
+    """
     f = result.range_factor()[-1]
+    floor = result.floor_factor()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = (
+            result.shared[0] / result.variance[0]
+            if result.shared.shape == result.variance.shape
+            else np.full(len(result.targets), np.nan)
+        )
     rows = []
     for j, t in enumerate(result.targets):
         row: dict[str, Any] = {
@@ -643,6 +674,8 @@ def target_table(
             "n_sites": len(result.cells),
             "range_factor": round(float(f[j]), 5),
             "expected_reduction_pct": round(100.0 * (1.0 - float(f[j])), 3),
+            "shared_pct": round(100.0 * float(share[j]), 2),
+            "max_reduction_pct": round(100.0 * (1.0 - float(floor[j])), 3),
         }
         if current is not None and t in current:
             med, lo, hi = current[t]

@@ -94,6 +94,58 @@ def test_sequential_conditioning_equals_brute_force() -> None:
     assert np.all(np.diff(res.variance, axis=0) < 0)
 
 
+def test_shared_error_is_not_kriged_and_bounds_the_reduction() -> None:
+    """With an error shared by every cell (``common_sd``) and ``n_existing`` profiles: the
+    shared part of each target's variance is ``g² U² n0 / (n0 + k)``, the rest is the brute
+    force conditional variance of the cells' own parts (``sd² - g²``) with the shared error
+    as a site's extra noise; the targets table reports the share and the most any ``k``
+    sites could remove."""
+    from mapping.design import target_table
+
+    ny, nx = 6, 7
+    rows, cols, xy = _grid(ny, nx)
+    n = ny * nx
+    sd = np.random.default_rng(3).uniform(0.2, 0.5, n)
+    g = 0.15
+    e = _errors(n, sd=sd, common_sd=g)
+    area = np.full(n, 1e6)
+    zone = {"a": (rows < 3).astype(float), "b": (rows >= 3).astype(float)}
+    targets = [Target("a", "0-30"), Target(ALL_ZONES, "0-30")]
+    n0, k_max = 40, 3
+    res = greedy_design(
+        xy, rows, cols, area, zone, [e], targets, k_max,
+        max_blocks=n, n_candidates=n, n_existing=n0,
+    )  # fmt: skip
+    own = np.sqrt(sd**2 - g**2)
+    rho = _structured_correlation(e.variogram, cdist(xy, xy))
+    np.fill_diagonal(rho, 1.0)
+    C = own[:, None] * own[None, :] * rho
+    for k in range(k_max + 1):
+        S = res.cells[:k]
+        for j, t in enumerate(targets):
+            w = area * (zone["a"] if t.zone == "a" else zone["a"] + zone["b"])
+            shared = g**2 * w.sum() ** 2 * n0 / (n0 + k)
+            assert res.shared[k, j] == pytest.approx(shared, rel=1e-12)
+            var = w @ C @ w
+            if k:
+                Kss = C[np.ix_(S, S)].copy()
+                np.fill_diagonal(Kss, own[S] ** 2 + e.noise_var + g**2)
+                # a site sees its cell's structured part (the nugget is the cell's own)
+                rho_st = _structured_correlation(e.variogram, cdist(xy[S], xy))
+                Kst = (own[S, None] * own[None, :] * rho_st) @ w
+                var -= Kst @ np.linalg.solve(Kss, Kst)
+            assert res.variance[k, j] - res.shared[k, j] == pytest.approx(var, rel=1e-9)
+    table = target_table(res).set_index("zone")
+    for j, t in enumerate(targets):
+        row = table.loc[t.zone]
+        share = res.shared[0, j] / res.variance[0, j]
+        assert row["shared_pct"] == pytest.approx(100 * share, abs=0.005)
+        floor = 100 * (1 - np.sqrt(res.shared[-1, j] / res.variance[0, j]))
+        assert row["max_reduction_pct"] == pytest.approx(floor, abs=5e-4)
+        # no k sites can do better than removing every error but the shared one
+        assert row["expected_reduction_pct"] < row["max_reduction_pct"]
+
+
 def test_first_site_is_the_best_single_site() -> None:
     ny, nx = 6, 7
     rows, cols, xy = _grid(ny, nx)
@@ -284,7 +336,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cfg_path
 
 
-def test_cli_writes_sites_with_expected_reductions(fitted: Path, tmp_path: Path) -> None:
+def test_cli_writes_sites_with_expected_reductions(
+    fitted: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import pyogrio
 
     from mapping.cli import main
@@ -314,6 +368,16 @@ def test_cli_writes_sites_with_expected_reductions(fitted: Path, tmp_path: Path)
     targets = pd.read_csv(out.with_name("sites_targets.csv"))
     assert set(targets["zone"]) == {"isolated", "all zones"}
     assert (targets["half_width_expected"] < targets["half_width_now"]).all()
+    # the share no site observes and the most any 6 sites could give, printed per target
+    assert targets["shared_pct"].between(0, 100).all()
+    assert (targets["expected_reduction_pct"] < targets["max_reduction_pct"]).all()
+    said = capsys.readouterr().out
+    for r in targets.itertuples():
+        assert (
+            f"{r.zone} {r.interval} cm: range expected to shrink by "
+            f"{r.expected_reduction_pct:.1f} % (at most {r.max_reduction_pct:.1f} % from any "
+            f"6 sites: {r.shared_pct:.0f} % of its variance"
+        ) in said
     # within 100 km of a profile
     from mapping.config import load_config
     from mapping.io import read_table
