@@ -430,9 +430,13 @@ def test_report_shows_the_proposed_sites(fitted: Path) -> None:
     assert "figures/design_sites.png" in {str(k) for k in files}
     md = (out / "report" / "report.md").read_text()
     assert "3 new profile sites proposed" in md
+    # the caption bounds the prediction by what any 3 sites could give
+    t = pd.read_csv(out / "design" / "targets.csv").iloc[0]
+    assert (
+        f"all zones 0–30 cm: {t.expected_reduction_pct:.1f} % (at most "
+        f"{t.max_reduction_pct:.1f} % from any 3 sites; {t.shared_pct:.0f} % of its variance"
+    ) in " ".join(md.split())
     # beside them, how the predictions fared on the world suite, from the shipped table
-    import pandas as pd
-
     from mapping.report.figures import DESIGN_SUITE
 
     assert "figures/design_suite.png" in {str(k) for k in files}

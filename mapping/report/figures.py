@@ -404,15 +404,22 @@ def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> 
     to = pyproj.Transformer.from_crs("EPSG:4326", view.crs, always_xy=True)
     cols, rows = to_pixels(view.transform, *to.transform(sites["lon"], sites["lat"]))
     fig.axes[0].scatter(cols, rows, s=16, c="#d62728", edgecolors="white", linewidths=0.6, zorder=7)
+    bounded = {"max_reduction_pct", "shared_pct"} <= set(targets.columns)  # since fefba56
     reductions = "; ".join(
         f"{r.zone} {interval_text(r.interval)}: {r.expected_reduction_pct:.1f} %"
+        + (
+            f" (at most {r.max_reduction_pct:.1f} % from any {len(sites)} sites; "
+            f"{r.shared_pct:.0f} % of its variance is the error every cell shares)"
+            if bounded
+            else ""
+        )
         for r in targets.itertuples(index=False)
     )
     caption = (
         f"{len(sites)} new profile sites proposed by `socmap design` (red, design/sites.gpkg). "
         f"Predicted reduction of the 90 % ranges: {reductions}. A prediction of the error model "
-        "and the residual variogram; predicted and realised reductions on synthetic worlds are "
-        "compared in docs/design.md."
+        "and the residual variogram, which a refit with the new profiles re-estimates; "
+        "predicted and realised reductions on synthetic worlds are compared in docs/design.md."
     )
     return ReportFigure("design_sites.png", caption, *_png_pdf(fig, "maps", iv))
 
