@@ -99,7 +99,6 @@ def _designs(
 ) -> dict[str, np.ndarray]:
     """Flat land-cell indices (row * nx + col) of every design, N = n_max (prefixes for less)."""
     from mapping.config import load_config
-    from mapping.design import clhs_sites, coverage_sites
     from mapping.run.design import run_design
 
     cache = world_dir / f"designs_{_tag(targets)}{n_max}.json"
@@ -111,7 +110,6 @@ def _designs(
     else:
         base = {}
     nx = world.shape[1]
-    land = np.flatnonzero(world.mask.ravel())
     rng = np.random.default_rng([spec.seed, 41])
     out: dict[str, np.ndarray] = {}
     t0 = time.perf_counter()
@@ -131,30 +129,18 @@ def _designs(
         out.update({k: v for k, v in base.items() if k != "socmap"})
         cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
         return out
-    out["random"] = rng.choice(land, n_max, replace=False)
-    X = np.column_stack([world.covariates[k].ravel()[land] for k in CONTINUOUS])
-    # one cLHS per N (a Latin hypercube of 200 is not one of 50 plus 150)
-    for n in ns:
-        pool = rng.choice(land.size, min(land.size, 20000), replace=False)
-        out[f"clhs_{n}"] = land[pool[clhs_sites(X[pool], n, seed=spec.seed)]]
-        t = world.transform
-        r, c = np.divmod(land, nx)
-        xy = np.column_stack([t.c + (c + 0.5) * t.a, t.f + (r + 0.5) * t.e])
-        out[f"coverage_{n}"] = land[coverage_sites(xy, n, seed=spec.seed)]
+    out.update(_baseline_sites(world, rng, n_max, ns, spec.seed))
     cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
     return out
 
 
-def _more_draws(world_dir: Path, spec, world, n_max: int, ns: list[int], d: int):
-    """Draw ``d`` (>= 1) of the baselines: their own random stream and seeds."""
+def _baseline_sites(world, rng, n_max: int, ns: list[int], seed: int) -> dict[str, np.ndarray]:
+    """Random (``n_max``; fewer are its first ones), cLHS and coverage sites (one per N: a
+    Latin hypercube of 200 is not one of 50 plus 150), as flat land-cell indices."""
     from mapping.design import clhs_sites, coverage_sites
 
-    cache = world_dir / f"designs_{n_max}_d{d}.json"
-    if cache.exists():
-        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
     nx = world.shape[1]
     land = np.flatnonzero(world.mask.ravel())
-    rng = np.random.default_rng([spec.seed, 41, d])
     out = {"random": rng.choice(land, n_max, replace=False)}
     X = np.column_stack([world.covariates[k].ravel()[land] for k in CONTINUOUS])
     t = world.transform
@@ -162,8 +148,18 @@ def _more_draws(world_dir: Path, spec, world, n_max: int, ns: list[int], d: int)
     xy = np.column_stack([t.c + (c + 0.5) * t.a, t.f + (r + 0.5) * t.e])
     for n in ns:
         pool = rng.choice(land.size, min(land.size, 20000), replace=False)
-        out[f"clhs_{n}"] = land[pool[clhs_sites(X[pool], n, seed=spec.seed + d)]]
-        out[f"coverage_{n}"] = land[coverage_sites(xy, n, seed=spec.seed + d)]
+        out[f"clhs_{n}"] = land[pool[clhs_sites(X[pool], n, seed=seed)]]
+        out[f"coverage_{n}"] = land[coverage_sites(xy, n, seed=seed)]
+    return out
+
+
+def _more_draws(world_dir: Path, spec, world, n_max: int, ns: list[int], d: int):
+    """Draw ``d`` (>= 1) of the baselines: their own random stream and seeds."""
+    cache = world_dir / f"designs_{n_max}_d{d}.json"
+    if cache.exists():
+        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    rng = np.random.default_rng([spec.seed, 41, d])
+    out = _baseline_sites(world, rng, n_max, ns, spec.seed + d)
     cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
     return out
 
