@@ -29,8 +29,14 @@ says, and the run's Monte Carlo half-width is scaled by ``sqrt(V_variant / V)``.
 Prints per suite and variant: coverage of the truth by the 90 % ranges, their median
 half-width (relative to the true total) and the RMS of error / (half-width / 1.645) (1 for a
 calibrated range, below 1 too wide), by zone and over all zone x interval cells. Projected
-worlds only (their profiles are placed on the grid by their coordinates). About a minute per
+worlds only (their profiles are placed on the grid by their coordinates). About 10 s per
 world. Results in ``docs/validation.md``, "Other structures of the shared error".
+
+    python benchmarks/rescore_shared_error.py SUITE --design continuous/0-100 [--n 50]
+
+scores instead the reruns of ``benchmarks/design_suite.py`` (``--target continuous/0-100``,
+every draw) under every variant, and prints how much each design shrinks the targeted range
+(``docs/design.md``, "The shared error and the noise of one draw").
 """
 
 from __future__ import annotations
@@ -131,10 +137,13 @@ def _zone_taus(parts, profile_zone: pd.Series, zones: list[str], k: str, tau_run
     return out
 
 
-def score_world(world_dir: Path) -> pd.DataFrame:
-    """Every zone x interval total of one world under every variant."""
+def score_world(
+    world_dir: Path, targets: list[str] | None = None, truth_dir: Path | None = None
+) -> pd.DataFrame:
+    """Every zone x interval total of one world (or the ``targets``, ``ZONE/INTERVAL``)
+    under every variant; the truth from ``truth_dir`` (default ``world_dir/truth``)."""
     cfg = load_config(world_dir / "workflow.yaml")
-    d = design_inputs(cfg, None, echo=lambda m: None)
+    d = design_inputs(cfg, targets, echo=lambda m: None)
     run = d.ctx.folder
     cells = d.cells
     zones = [z for z in cells.zone_weights if z != ALL_ZONES]
@@ -158,7 +167,7 @@ def score_world(world_dir: Path) -> pd.DataFrame:
     n_parts = len(parts[LABELS[0]])
     taus = [_fold_taus({k: parts[k][p] for k in LABELS}) for p in range(n_parts)]
     summary = io.read_table(run.storage_summary)
-    truth = pd.read_csv(world_dir / "truth" / "zone_totals.csv")
+    truth = pd.read_csv((truth_dir or world_dir / "truth") / "zone_totals.csv")
     rows = []
     for e in d.errors:
         k = e.label
@@ -252,10 +261,67 @@ def report(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def design_report(suite: Path, target: str, n: int) -> str:
+    """``benchmarks/design_suite.py``'s comparison of the designs (its reruns of ``target``
+    at ``n`` sites, every draw) under every variant: the shrinkage of the mean half-width of
+    the target from the run without new sites, and the socmap design's over the best
+    baseline's."""
+    tag = target.replace("/", "-") + "_"
+    frames = []
+    for wd in sorted((suite / "worlds").iterdir()):
+        runs = [("none", wd)]
+        for p in sorted(wd.glob(f"design_*_{n}*")):
+            kind = p.name.removeprefix("design_").removeprefix(tag).split("_")[0]
+            if (p / "run" / "zones" / "storage_summary.csv").exists():
+                runs.append((kind, p))
+        if len(runs) == 1:
+            continue
+        for kind, run in runs:
+            df = score_world(run, [target], wd / "truth")
+            frames.append(df.assign(world=wd.name, kind=kind))
+        print(f"{suite.name}/{wd.name}: {len(runs) - 1} reruns", flush=True)
+    df = pd.concat(frames, ignore_index=True)
+    df.to_csv(suite / f"design_variants_{tag}{n}.csv", index=False)
+    lines = [
+        f"{suite}: {df['world'].nunique()} worlds, {target}, N = {n} (baselines: mean over draws)",
+        "| variant | mean half-width without new sites | shrinkage: socmap / random / clhs / "
+        "coverage | socmap over the best baseline | truth inside: socmap / best baseline |",
+        "|---|---|---|---|---|",
+    ]
+    df["covered"] = df["error"].abs() <= df["half_width"]
+
+    def ratio(a: float, b: float) -> str:  # no ratio of two widenings
+        return f"{a / b:.2f}" if b > 0 else "—"
+
+    for v in VARIANTS:
+        g = df[df["variant"] == v]
+        m = g.groupby(["world", "kind"])["half_width"].mean().unstack().mean()
+        sh = 1 - m / m["none"]
+        best = max(("random", "clhs", "coverage"), key=lambda k: sh[k])
+        cov = g.groupby("kind")["covered"].mean()
+        lines.append(
+            f"| {v} | {100 * m['none']:.1f} % | "
+            + " / ".join(f"{100 * sh[k]:.1f}" for k in ("socmap", "random", "clhs", "coverage"))
+            + f" % | {ratio(sh['socmap'], sh[best])} ({best}) | {cov['socmap']:.2f} / "
+            f"{cov[best]:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("suites", nargs="+", type=Path)
+    p.add_argument(
+        "--design",
+        metavar="ZONE/INTERVAL",
+        help="score benchmarks/design_suite.py's reruns aimed at this total instead",
+    )
+    p.add_argument("--n", type=int, default=50, help="with --design: the reruns' N")
     args = p.parse_args(argv)
+    if args.design:
+        for suite in args.suites:
+            print(design_report(suite, args.design, args.n))
+        return 0
     for suite in args.suites:
         frames = []
         for wd in sorted((suite / "worlds").iterdir()):
