@@ -19,7 +19,8 @@ says, and the run's Monte Carlo half-width is scaled by ``sqrt(V_variant / V)``.
 * ``extrapolation``: on top of ``V``, the part of each cell's calibrated log variance above
   what the error model gives at the training profiles' median DI, ``x_c² = max(0, v_c -
   r(median DI) s_c²)`` (``s_c²`` the model's own, from the mean and median maps), shared by
-  every cell (one more standard normal);
+  every cell (one more standard normal) and taken out of the cell's own part, so each cell's
+  variance is kept;
 * ``both``: fold regions and extrapolation together;
 * ``zone tau``: each zone's regional error from the CV errors of the profiles inside it
   (the run's pooled estimator on that zone's profiles, 30 at least, else the run's);
@@ -42,6 +43,7 @@ every draw) under every variant, and prints how much each design shrinks the tar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -192,6 +194,13 @@ def score_world(
             r_in = float(np.asarray(em.factor(np.array([np.median(di)])))[0])
             x = np.sqrt(np.maximum(e.variance() - r_in * s2, 0.0))
         x = np.where(np.isfinite(x), x, 0.0)
+        # the cells' own parts without x (each cell's variance kept: x moves to the shared)
+        v_own = np.maximum(e.variance() - x**2, 0.0)
+        e_x = dataclasses.replace(e, std=e.mean * np.sqrt(np.expm1(v_own)))
+        ts = [t for t in d.targets if t.interval == k]
+        res_x = greedy_design(cells.xy, cells.rows, cells.cols, cells.area, cells.zone_weights,
+                              [e_x], ts, 1, n_candidates=200, max_blocks=1500)  # fmt: skip
+        own_x = dict(zip(ts, res_x.variance[0] - res_x.shared[0], strict=True))
         # fold regions: each cell's fold, per partition
         region = []
         for p in range(n_parts):
@@ -220,8 +229,8 @@ def score_world(
             var = {
                 "as run": V,
                 "fold regions": own + level2 * U**2 + reg,
-                "extrapolation": V + X2,
-                "both": own + level2 * U**2 + reg + X2,
+                "extrapolation": own_x[t] + S + X2,
+                "both": own_x[t] + level2 * U**2 + reg + X2,
                 "zone tau": own + (level2 + tz) * U**2,
                 "area MSW": own + (level2 + tau2 * area) * U**2,
             }
