@@ -94,6 +94,15 @@ def _tag(targets: list[str] | None) -> str:
     return "_".join(t.replace("/", "-").replace(" ", "") for t in targets) + "_"
 
 
+def _read_sites(path: Path) -> dict[str, np.ndarray]:
+    """A cache of designs (name -> flat land-cell indices)."""
+    return {k: np.asarray(v) for k, v in json.loads(path.read_text()).items()}
+
+
+def _write_sites(path: Path, sites: dict[str, np.ndarray]) -> None:
+    path.write_text(json.dumps({k: v.tolist() for k, v in sites.items()}))
+
+
 def _designs(
     world_dir: Path, spec, world, n_max: int, ns: list[int], targets: list[str] | None = None
 ) -> dict[str, np.ndarray]:
@@ -103,10 +112,10 @@ def _designs(
 
     cache = world_dir / f"designs_{_tag(targets)}{n_max}.json"
     if cache.exists():
-        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+        return _read_sites(cache)
     shared = world_dir / f"designs_{n_max}.json"  # the baselines, shared by every target set
     if targets and shared.exists():
-        base = {k: np.asarray(v) for k, v in json.loads(shared.read_text()).items()}
+        base = _read_sites(shared)
     else:
         base = {}
     nx = world.shape[1]
@@ -127,10 +136,10 @@ def _designs(
     )
     if base:
         out.update({k: v for k, v in base.items() if k != "socmap"})
-        cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+        _write_sites(cache, out)
         return out
     out.update(_baseline_sites(world, rng, n_max, ns, spec.seed))
-    cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+    _write_sites(cache, out)
     return out
 
 
@@ -157,10 +166,10 @@ def _more_draws(world_dir: Path, spec, world, n_max: int, ns: list[int], d: int)
     """Draw ``d`` (>= 1) of the baselines: their own random stream and seeds."""
     cache = world_dir / f"designs_{n_max}_d{d}.json"
     if cache.exists():
-        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+        return _read_sites(cache)
     rng = np.random.default_rng([spec.seed, 41, d])
     out = _baseline_sites(world, rng, n_max, ns, spec.seed + d)
-    cache.write_text(json.dumps({k: v.tolist() for k, v in out.items()}))
+    _write_sites(cache, out)
     return out
 
 

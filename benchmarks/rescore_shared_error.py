@@ -119,24 +119,24 @@ def _area_ratio(parts: dict[str, list[pd.DataFrame]], k: str) -> float:
     return float(np.mean(out))
 
 
-def _zone_taus(parts, profile_zone: pd.Series, zones: list[str], k: str, tau_run: float):
-    """Each zone's regional variance from its own profiles (the run's when under 30)."""
-    out = {}
-    for z in zones:
-        acc = []
-        for p in range(len(parts[LABELS[0]])):
-            E, G = {}, {}
-            for kk in LABELS:
-                cv = parts[kk][p]
-                e, g = _cv_errors(cv, log=True)
-                inside = profile_zone.reindex(cv["profile_id"].to_numpy()).to_numpy() == z
-                E[kk], G[kk] = e[inside], g[inside]
-            if int((G[LABELS[0]] >= 0).sum()) < 30:
-                acc.append(tau_run**2)
-            else:
-                acc.append(regional_error_sd(E, G, pool=True)[k] ** 2)
-        out[z] = float(np.mean(acc))
-    return out
+def _zone_taus(parts, profile_zone: pd.Series, zones: list[str]) -> dict:
+    """Each zone's regional variance per interval from its own profiles, one per partition:
+    ``{(zone, interval): [tau², ...]}``, NaN where the partition has under 30 of them."""
+    acc: dict[tuple[str, str], list[float]] = {}
+    for p in range(len(parts[LABELS[0]])):
+        errs = {}
+        for k in LABELS:
+            cv = parts[k][p]
+            e, g = _cv_errors(cv, log=True)
+            errs[k] = (e, g, profile_zone.reindex(cv["profile_id"].to_numpy()).to_numpy())
+        for z in zones:
+            E = {k: e[where == z] for k, (e, _, where) in errs.items()}
+            G = {k: g[where == z] for k, (_, g, where) in errs.items()}
+            enough = int((G[LABELS[0]] >= 0).sum()) >= 30
+            tau = regional_error_sd(E, G, pool=True) if enough else {}
+            for k in LABELS:
+                acc.setdefault((z, k), []).append(tau[k] ** 2 if enough else np.nan)
+    return {key: np.asarray(v) for key, v in acc.items()}
 
 
 def score_world(
@@ -168,6 +168,7 @@ def score_world(
     parts = {k: _partitions(run, k) for k in LABELS}
     n_parts = len(parts[LABELS[0]])
     taus = [_fold_taus({k: parts[k][p] for k in LABELS}) for p in range(n_parts)]
+    ztaus = _zone_taus(parts, profile_zone, zones)
     summary = io.read_table(run.storage_summary)
     truth = pd.read_csv((truth_dir or world_dir / "truth") / "zone_totals.csv")
     rows = []
@@ -210,7 +211,6 @@ def score_world(
             nearest = np.zeros(len(F), dtype=int)
             nearest[ok_c] = cKDTree(Ft[ok_t]).query(F[ok_c])[1]
             region.append(cv["fold"].to_numpy()[ok_t][nearest])
-        ztau = _zone_taus(parts, profile_zone, zones, k, tau2**0.5)
         area = _area_ratio(parts, k)
         for j, t in enumerate(d.targets):
             if t.interval != k:
@@ -225,7 +225,8 @@ def score_world(
                 W = np.bincount(np.searchsorted(folds, region[p]), wz, len(folds))
                 reg += float(np.sum(W**2 * np.array([taus[p][k][g] for g in folds]))) / n_parts
             X2 = float(np.sum(wz * x)) ** 2
-            tz = ztau.get(t.zone, tau2)
+            # the run's where the zone has too few profiles in a partition
+            tz = float(np.mean(np.nan_to_num(ztaus.get((t.zone, k), [np.nan]), nan=tau2)))
             var = {
                 "as run": V,
                 "fold regions": own + level2 * U**2 + reg,

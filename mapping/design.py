@@ -205,6 +205,14 @@ class DesignResult:
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.sqrt(np.clip(self.variance / v0, 0.0, None))
 
+    def shared_share(self) -> np.ndarray:
+        """``shared_now / Var_now``: the share of each target's variance in the shared error,
+        ``(n_targets,)`` (NaN when ``shared`` was not computed)."""
+        if self.shared.shape != self.variance.shape:
+            return np.full(self.variance.shape[1], np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.shared[0] / self.variance[0]
+
     def floor_factor(self) -> np.ndarray:
         """``sqrt(shared_after_n / Var_now)``: the range factor if the ``n`` sites removed
         every error but the shared one, the most any ``n`` sites can shrink a range under the
@@ -654,18 +662,13 @@ def target_table(
     ``(median, lower, upper)``, the current and expected half-widths (same unit).
 
     ``shared_pct``: the share of the total's variance now in the error every cell shares
-    (:attr:`DesignResult.shared`); ``max_reduction_pct``: the reduction if the sites removed
+    (:meth:`DesignResult.shared_share`); ``max_reduction_pct``: the reduction if the sites removed
     every other error (:meth:`DesignResult.floor_factor`), the most any ``n`` sites could
     give under the model.
     """
     f = result.range_factor()[-1]
     floor = result.floor_factor()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = (
-            result.shared[0] / result.variance[0]
-            if result.shared.shape == result.variance.shape
-            else np.full(len(result.targets), np.nan)
-        )
+    share = result.shared_share()
     rows = []
     for j, t in enumerate(result.targets):
         row: dict[str, Any] = {
