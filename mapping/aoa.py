@@ -227,6 +227,33 @@ class AreaOfApplicability(BaseEstimator):
                 out[test] = _range_distance(T[test], T[train].min(axis=0), T[train].max(axis=0))
         return out
 
+    def cv_measure(self, X: Any, folds: Any) -> tuple[np.ndarray, np.ndarray]:
+        """DI and extrapolation distance of training rows to the training data of their
+        fold in another CV partition, in the fitted scaling and weights.
+
+        Parameters
+        ----------
+        X
+            The training table given to :meth:`fit` (same rows and columns).
+        folds
+            Fold label of every row in that partition (``-1`` or NaN: never tested).
+
+        Returns
+        -------
+        di, xd
+            As :attr:`train_di_` and :attr:`train_xd_` would be with these folds; the
+            threshold, the scaling and the training range stay the fitted ones.
+        """
+        if not hasattr(self, "lower_"):
+            raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
+        T = self.transform(X)
+        if len(T) != len(self.train_di_):
+            raise ModelError(f"X has {len(T)} rows; the AOA was fitted on {len(self.train_di_)}")
+        return (
+            self._train_di(T, folds) / self.mean_distance_,
+            self._train_xd(T, folds) / self.mean_distance_,
+        )
+
     # ------------------------------------------------------------------ predict
     def predict(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
         """Dissimilarity index and inside-AOA mask of new points.

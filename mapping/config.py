@@ -290,6 +290,10 @@ class CalibrationConfig(_Section):
     weighting: Literal["none", "area"] = "none"
     """``area``: the error model's sums weigh each CV point by its weight to the mapped
     area (``cv.weighting: area``; ``docs/calibration.md``)."""
+    partitions: Literal["first", "all"] = "first"
+    """Layered model with ``cv.repeats`` above 1: ``all`` fits the error models on the CV
+    errors of every partition, each at its DI to its own fold's training data;
+    ``first``: on the first partition's."""
 
 
 class PredictionConfig(_Section):

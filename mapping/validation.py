@@ -708,6 +708,7 @@ def calibrate_interval(
         area.transform(X), target, unit=area.mean_distance_, random_state=0
     )
     options = dict(calibration)
+    options.pop("partitions", None)  # which CV partitions the caller passed in predictions
     weighs = options.pop("weighting", "none") == "area" and "weight" in predictions
     try:
         error_model = fit_error_model(

@@ -176,3 +176,34 @@ def test_measure_gives_the_brute_force_di_and_the_extrapolation_of_one_encoding(
     for k in range(5):
         expect[folds == k] = cdist(Ttrain[folds == k], Ttrain[folds != k]).min(axis=1)
     np.testing.assert_allclose(aoa.train_di_, expect / aoa.mean_distance_, rtol=1e-12, atol=0)
+
+
+def test_cv_measure_is_the_di_of_another_partition_in_the_fitted_scaling():
+    """``cv_measure(X, folds)`` gives what a fit with those folds gives as ``train_di_`` and
+    ``train_xd_`` (the scaling, weights and mean distance do not depend on the folds), by
+    brute force too, while the fitted threshold stays the first partition's."""
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(5)
+    n = 300
+    train = _frame(a=rng.normal(0, 1, n), b=rng.gamma(2.0, 3.0, n), c=rng.uniform(-5, 5, n))
+    first = np.arange(n) % 5
+    other = rng.permutation(first)
+    other[:7] = -1  # never tested in that partition: no DI
+    aoa = AreaOfApplicability().fit(train, weights={"a": 2.0, "b": 1.0, "c": 0.5}, folds=first)
+    again = AreaOfApplicability().fit(train, weights={"a": 2.0, "b": 1.0, "c": 0.5}, folds=other)
+    di, xd = aoa.cv_measure(train, other)
+    np.testing.assert_array_equal(di, again.train_di_)
+    np.testing.assert_array_equal(xd, again.train_xd_)
+    assert np.isnan(di[:7]).all() and np.isfinite(di[7:]).all()
+    T = aoa.transform(train)
+    for f in range(5):
+        test, rest = other == f, (other != f) & (other >= 0)
+        brute = cdist(T[test], T[rest]).min(axis=1) / aoa.mean_distance_
+        np.testing.assert_allclose(di[test], brute, rtol=1e-12)
+    assert not np.array_equal(di[7:], aoa.train_di_[7:])  # another partition's neighbours
+    di_own, xd_own = aoa.cv_measure(train, first)
+    np.testing.assert_array_equal(di_own, aoa.train_di_)
+    np.testing.assert_array_equal(xd_own, aoa.train_xd_)
+    with pytest.raises(ModelError, match="X has 10 rows"):
+        aoa.cv_measure(train.iloc[:10], first[:10])

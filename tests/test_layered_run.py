@@ -22,6 +22,7 @@ from conftest import PER_INTERVAL_WORKFLOW, SAMPLE_WORKFLOW, run_cli, run_cli_ou
 from sklearn.linear_model import LinearRegression
 
 from mapping.aoa import AreaOfApplicability
+from mapping.calibration import fit_error_model
 from mapping.cli import main
 from mapping.config import load_config
 from mapping.depth_model import LayeredDepthModel
@@ -30,6 +31,7 @@ from mapping.residual_errors import regional_error_sd
 from mapping.run import stage_list
 from mapping.run import stages as default
 from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
+from mapping.validation import observed_variance
 
 ROOT = Path(__file__).resolve().parents[1]
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
@@ -367,3 +369,47 @@ def test_cv_repeats_average_the_regional_error_over_partitions(
     code, out, _ = run_cli_output(["run", path], capsys)
     assert code == 0, out
     assert "averaged over" not in out
+
+
+def test_error_models_learn_from_every_partition(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``prediction.calibration.partitions: all`` with ``cv.repeats: 2``: each interval's
+    error model is the one :func:`fit_error_model` gives on both partitions' CV errors
+    (``cv_predictions.csv`` then ``cv_repeats.csv``, whose rows carry their log moments and
+    their DI to their own fold's training data), each profile with its weight to the area."""
+    path = _config(tmp_path, depth="layered")
+    text = yaml.safe_load(path.read_text())
+    text["cv"]["repeats"] = 2
+    text["prediction"]["calibration"] = {"partitions": "all", "weighting": "area"}
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    code, out, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, out
+    run = tmp_path / "out"
+    for k in ["0-30", "0-100", "0-300"]:
+        first = pd.read_csv(run / "models" / k / "cv_predictions.csv")
+        rep = pd.read_csv(run / "models" / k / "cv_repeats.csv")
+        assert list(rep["profile_id"]) == list(first["profile_id"])
+        # the second partition's DI is to the training profiles of its own fold
+        assert np.isfinite(rep["di"]).all() and np.isfinite(rep["xd"]).all()
+        assert not np.allclose(rep["di"], first["di"])
+        cols = ["fold", "observed", "mu", "var", "di", "xd"]
+        both = pd.concat([first[cols], rep[cols]], ignore_index=True)
+        errors = np.where(
+            both["fold"] >= 0, both["mu"] - np.log(both["observed"].to_numpy(float)), np.nan
+        )
+        em = joblib.load(run / "models" / k / "error_model.joblib")
+        expect = fit_error_model(
+            errors,
+            both["var"],
+            both["di"],
+            xd=both["xd"],
+            observed_var=observed_variance(both["observed"], log=True),
+            range_slope=0.5 * em.range_linear,
+            weights=np.tile(first["weight"].to_numpy(float), 2),
+        )
+        assert em.n == expect.n == np.isfinite(errors).sum() > len(first)
+        np.testing.assert_allclose(em.knots, expect.knots, rtol=1e-9)
+        np.testing.assert_allclose(em.values, expect.values, rtol=1e-9)
+        assert em.slope == pytest.approx(expect.slope, rel=1e-9, abs=1e-12)
+        assert em.range_coef == pytest.approx(expect.range_coef, rel=1e-9, abs=1e-12)

@@ -241,12 +241,38 @@ def _oof_table(rows: pd.DataFrame, pred: Any, q: Any, fold: Any) -> pd.DataFrame
 
 
 def _repeat_tables(
-    rows: pd.DataFrame, at: np.ndarray, j: int, repeated: Sequence[tuple[Any, Any, Any]]
+    rows: pd.DataFrame,
+    at: np.ndarray,
+    j: int,
+    repeated: Sequence[tuple[Any, ...]],
+    measured: Sequence[tuple[np.ndarray, np.ndarray]],
 ) -> list[pd.DataFrame]:
     """Interval ``j``'s out-of-fold predictions in the further partitions (``cv.repeats``;
-    each ``(n, k)`` means, ``(n, k, 2)`` quantiles and ``(n,)`` folds over all sites): one
-    :func:`_oof_table` per partition, a row per profile of the interval (sites ``at``)."""
-    return [_oof_table(rows, mean[at, j], q[at, j], fold[at]) for mean, q, fold in repeated]
+    each ``(n, k)`` means, ``(n, k, 2)`` quantiles, ``(n,)`` folds and ``(n, k)`` log
+    moments over all sites): one :func:`_oof_table` per partition, a row per profile of the
+    interval (sites ``at``), with the log moments ``mu``, ``var`` and, with an AOA
+    (``measured``, :meth:`~mapping.aoa.AreaOfApplicability.cv_measure` per partition), each
+    row's DI and extrapolation distance to its own fold's training data."""
+    tables = []
+    for r, (mean, q, fold, mu, var) in enumerate(repeated):
+        t = _oof_table(rows, mean[at, j], q[at, j], fold[at]).assign(mu=mu[at, j], var=var[at, j])
+        if measured:
+            t = t.assign(di=measured[r][0][at], xd=measured[r][1][at])
+        tables.append(t)
+    return tables
+
+
+def _pooled_errors(first: pd.DataFrame, further: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The error model's input with every partition (``calibration.partitions: all``): the
+    first partition's CV table (with ``di``, ``xd`` and, weighted, ``weight``) followed by
+    the further partitions' (:func:`_repeat_tables`), each profile with its weight."""
+    cols = ["fold", "observed", "mu", "var", "di", "xd"]
+    weight = ["weight"] if "weight" in first else []
+    parts = [first[cols + weight]]
+    for t in further:
+        extra = first[weight].reset_index(drop=True) if weight else None
+        parts.append(t[cols].reset_index(drop=True).join(extra) if weight else t[cols])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _repeat_table(rows: pd.DataFrame, tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -257,6 +283,7 @@ def _repeat_table(rows: pd.DataFrame, tables: list[pd.DataFrame]) -> pd.DataFram
         [
             t.drop(columns="row").assign(profile_id=ids, repeat=r)[
                 ["profile_id", "repeat", "fold", "observed", "predicted", "lower", "upper"]
+                + [c for c in ("mu", "var", "di", "xd") if c in t]
             ]
             for r, t in enumerate(tables, start=1)
         ],
@@ -359,14 +386,16 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
         log_mu[test], log_var[test] = stats["mu"], stats["var"]
         fold[test] = f
         texts += fold_texts
-    repeated = []  # per further partition: out-of-fold means, quantiles and folds
+    repeated = []  # per further partition: out-of-fold means, quantiles, folds, log moments
     for partition in extra:
         r_mean, r_q, r_fold = np.full((n, k), np.nan), np.full((n, k, 2), np.nan), np.full(n, -1)
+        r_mu, r_var = np.full((n, k), np.nan), np.full((n, k), np.nan)
         for f, (_, test) in enumerate(partition):
             stats, fold_texts = next(results)
             r_mean[test], r_q[test], r_fold[test] = stats["mean"], stats["quantiles"], f
+            r_mu[test], r_var[test] = stats["mu"], stats["var"]
             texts += fold_texts
-        repeated.append((r_mean, r_q, r_fold))
+        repeated.append((r_mean, r_q, r_fold, r_mu, r_var))
     counts: dict[str, int] = {}
     for text in texts:
         counts[text] = counts.get(text, 0) + 1
@@ -384,6 +413,12 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     if cfg.prediction.aoa or calibrates:
         area = AreaOfApplicability(categorical_features=categorical or None)
         area = area.fit(sites[features], weights=aoa_weights(model), folds=fold)
+    # calibration.partitions: all: the error models learn from every partition's CV
+    # errors, each at its DI to the training data of its own fold
+    # each further partition's DI and extrapolation distance (cv_repeats.csv; the error
+    # models learn from them with calibration.partitions: all)
+    measured = [] if area is None else [area.cv_measure(sites[features], r[2]) for r in repeated]
+    pool = bool(measured) and calibration is not None and calibration["partitions"] == "all"
     for j, (top, bottom) in enumerate(intervals):
         label = interval_label(top, bottom)
         rows = rows_of[j]
@@ -397,7 +432,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
             (lo, hi),
             type(splitter).__name__,
         )
-        further = _repeat_tables(rows, at, j, repeated)
+        further = _repeat_tables(rows, at, j, repeated, measured)
         if further:
             cv.pool_partitions(further)
         said = finish_cv(
@@ -418,7 +453,7 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
                 view,
                 rows[features],
                 rows["soc_stock_kg_m2"].to_numpy(float),
-                predictions,
+                _pooled_errors(predictions, further) if pool else predictions,
                 quantiles=(lo, hi),
                 calibration=calibration,
                 area=area,

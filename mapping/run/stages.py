@@ -483,7 +483,7 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         xd=p["xd"] if "xd" in p else None,
         observed_var=observed_variance(obs, log=log_scale),
         range_slope=0.5 * float(getattr(result.error_model, "range_linear", 0.0)),
-        **cfg.prediction.calibration.model_dump(exclude={"weighting"}),
+        **cfg.prediction.calibration.model_dump(exclude={"weighting", "partitions"}),
     )
     io.write_table(reliability, run.reliability_table(label))
     io.write_table(by_di, run.coverage_by_di_table(label))
