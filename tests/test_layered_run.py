@@ -413,3 +413,30 @@ def test_error_models_learn_from_every_partition(
         np.testing.assert_allclose(em.values, expect.values, rtol=1e-9)
         assert em.slope == pytest.approx(expect.slope, rel=1e-9, abs=1e-12)
         assert em.range_coef == pytest.approx(expect.range_coef, rel=1e-9, abs=1e-12)
+
+
+def test_an_error_model_too_small_to_cross_fit_writes_no_reliability_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """0-300 cm has 102 profiles: with ``calibration.min_per_bin: 100`` its error model is
+    fitted (102 points) but no fold leaves 100 to cross-fit one, so the reliability tables
+    of that interval are not written (they were written empty and the report stopped on
+    them); the run completes and the shallower intervals keep theirs."""
+    path = _config(tmp_path, depth="layered")
+    text = yaml.safe_load(path.read_text())
+    text["prediction"]["calibration"] = {"min_per_bin": 100}
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    code, out, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, out
+    models = tmp_path / "out" / "models"
+    assert len(pd.read_csv(models / "0-300" / "cv_predictions.csv")) == 102
+    assert (models / "0-300" / "error_model.joblib").is_file()
+    assert not (models / "0-300" / "reliability.csv").exists()
+    assert not (models / "0-300" / "coverage_by_di.csv").exists()
+    assert "[fit] 0-300 cm: too few CV points to cross-fit the error model" in out
+    for k in ["0-30", "0-100"]:
+        rel = pd.read_csv(models / k / "reliability.csv")
+        assert rel["observed"].between(0, 1).all() and len(rel) == 6
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["stages"]["report"]["status"] == "complete"
+    assert "models/0-300/reliability.csv" not in manifest["stages"]["fit"]["outputs"]

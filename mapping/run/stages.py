@@ -413,11 +413,9 @@ def _write_fit(
     else:
         io.write_model(result.error_model, run.error_model_file(label))
         io.write_table(result.error_model.to_frame(), run.error_model_table(label))
+        written += [run.error_model_file(label), run.error_model_table(label)]
         written += [
-            run.error_model_file(label),
-            run.error_model_table(label),
-            run.reliability_table(label),
-            run.coverage_by_di_table(label),
+            t for t in (run.reliability_table(label), run.coverage_by_di_table(label)) if t.exists()
         ]
     cv_pred = result.predictions
     io.write_table(cv_pred, run.cv_predictions(label))
@@ -485,8 +483,16 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         range_slope=0.5 * float(getattr(result.error_model, "range_linear", 0.0)),
         **cfg.prediction.calibration.model_dump(exclude={"weighting", "partitions"}),
     )
-    io.write_table(reliability, run.reliability_table(label))
-    io.write_table(by_di, run.coverage_by_di_table(label))
+    if by_di.empty:  # no fold left enough points to cross-fit an error model: no tables
+        for table in (run.reliability_table(label), run.coverage_by_di_table(label)):
+            io.remove_output(table)
+        ctx.echo(
+            f"[fit] {label} cm: too few CV points to cross-fit the error model "
+            "(fewer than calibration.min_per_bin once a fold is held out): no reliability table"
+        )
+    else:
+        io.write_table(reliability, run.reliability_table(label))
+        io.write_table(by_di, run.coverage_by_di_table(label))
     em = result.error_model
     share = None
     if cells is not None and len(cells):
