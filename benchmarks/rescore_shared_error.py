@@ -26,6 +26,12 @@ says, and the run's Monte Carlo half-width is scaled by ``sqrt(V_variant / V)``.
   (the run's pooled estimator on that zone's profiles, 30 at least, else the run's);
 * ``area MSW``: the regional error's within-fold variance weighted to the mapped area (the
   CV's ``weight`` column, ``cv.weighting: area``) instead of over the profiles.
+* ``proportional``: the regional error of each cell in proportion to its own calibrated sd,
+  ``tau sd_c / mean(sd)``, the mean over the cells of all zones weighted as their total, so
+  that total keeps the run's regional variance;
+* ``proportional to CV``: the same with the mean of the calibrated sd at the CV points (the
+  error model at their model variance, DI and extrapolation distance), where ``tau`` was
+  estimated.
 
 Prints per suite and variant: coverage of the truth by the 90 % ranges, their median
 half-width (relative to the true total) and the RMS of error / (half-width / 1.645) (1 for a
@@ -60,7 +66,16 @@ from mapping.run.design import design_inputs
 from mapping.run.shared_error import _cv_errors
 
 LABELS = ("0-30", "0-100", "0-200", "0-300")
-VARIANTS = ("as run", "fold regions", "extrapolation", "both", "zone tau", "area MSW")
+VARIANTS = (
+    "as run",
+    "fold regions",
+    "extrapolation",
+    "both",
+    "zone tau",
+    "area MSW",
+    "proportional",
+    "proportional to CV",
+)
 
 
 def _partitions(run, label: str) -> list[pd.DataFrame]:
@@ -212,6 +227,22 @@ def score_world(
             nearest[ok_c] = cKDTree(Ft[ok_t]).query(F[ok_c])[1]
             region.append(cv["fold"].to_numpy()[ok_t][nearest])
         area = _area_ratio(parts, k)
+        # proportional: the regional error of a cell in proportion to its own calibrated sd,
+        # scaled so that the total of all zones keeps the run's regional variance
+        sd_c = np.sqrt(np.where(np.isfinite(e.variance()), e.variance(), 0.0))
+        w_region = np.asarray(weights[ALL_ZONES], float) * w_all
+        sd_bar = float(np.sum(w_region * sd_c) / np.sum(w_region))
+        # ... or so that a cell as uncertain as the CV points' mean has the run's regional error
+        sd_cv = sd_bar
+        if run.error_model_file(k).exists():
+            cvp = io.read_table(run.cv_predictions(k))
+            okp = (cvp["fold"] >= 0).to_numpy() & np.isfinite(cvp["var"].to_numpy(float))
+            vp = em.variance(
+                cvp["var"].to_numpy(float)[okp],
+                cvp["di"].to_numpy(float)[okp],
+                cvp["xd"].to_numpy(float)[okp],
+            )
+            sd_cv = float(np.mean(np.sqrt(vp)))
         for j, t in enumerate(d.targets):
             if t.interval != k:
                 continue
@@ -234,6 +265,10 @@ def score_world(
                 "both": own_x[t] + level2 * U**2 + reg + X2,
                 "zone tau": own + (level2 + tz) * U**2,
                 "area MSW": own + (level2 + tau2 * area) * U**2,
+                "proportional": own + level2 * U**2 + tau2 * float(np.sum(wz * sd_c) / sd_bar) ** 2,
+                "proportional to CV": own
+                + level2 * U**2
+                + tau2 * float(np.sum(wz * sd_c) / sd_cv) ** 2,
             }
             zone = t.zone
             s = summary[(summary["zone"] == zone) & (summary["interval"] == k)].iloc[0]
