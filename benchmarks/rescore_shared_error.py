@@ -29,6 +29,7 @@ says, and the run's Monte Carlo half-width is scaled by ``sqrt(V_variant / V)``.
 * ``proportional``: the regional error of each cell in proportion to its own calibrated sd,
   ``tau sd_c / mean(sd)``, the mean over the cells of all zones weighted as their total, so
   that total keeps the run's regional variance;
+* ``extrapolation only``: the extrapolation term shared, without the regional CV error;
 * ``proportional to CV``: the same with the mean of the calibrated sd at the CV points (the
   error model at their model variance, DI and extrapolation distance), where ``tau`` was
   estimated.
@@ -75,6 +76,7 @@ VARIANTS = (
     "area MSW",
     "proportional",
     "proportional to CV",
+    "extrapolation only",
 )
 
 
@@ -266,6 +268,7 @@ def score_world(
                 "zone tau": own + (level2 + tz) * U**2,
                 "area MSW": own + (level2 + tau2 * area) * U**2,
                 "proportional": own + level2 * U**2 + tau2 * float(np.sum(wz * sd_c) / sd_bar) ** 2,
+                "extrapolation only": own_x[t] + level2 * U**2 + X2,
                 "proportional to CV": own
                 + level2 * U**2
                 + tau2 * float(np.sum(wz * sd_c) / sd_cv) ** 2,

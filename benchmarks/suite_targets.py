@@ -14,6 +14,7 @@ the cells' means, without the Monte Carlo).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -81,12 +82,13 @@ def report(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if not args:
-        print(__doc__)
-        return 2
-    for a in args:
-        print(report(Path(a)))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("suites", nargs="+", type=Path, help="folders of benchmarks/world_suite.py")
+    args = p.parse_args(argv)
+    for out in args.suites:
+        if not (out / "results.csv").is_file():
+            p.error(f"{out}: no results.csv (not a finished world suite)")
+        print(report(out))
     return 0
 
 
