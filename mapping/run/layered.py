@@ -267,12 +267,11 @@ def _pooled_errors(first: pd.DataFrame, further: Sequence[pd.DataFrame]) -> pd.D
     first partition's CV table (with ``di``, ``xd`` and, weighted, ``weight``) followed by
     the further partitions' (:func:`_repeat_tables`), each profile with its weight."""
     cols = ["fold", "observed", "mu", "var", "di", "xd"]
-    weight = ["weight"] if "weight" in first else []
-    parts = [first[cols + weight]]
-    for t in further:
-        extra = first[weight].reset_index(drop=True) if weight else None
-        parts.append(t[cols].reset_index(drop=True).join(extra) if weight else t[cols])
-    return pd.concat(parts, ignore_index=True)
+    parts = [first[cols], *(t[cols] for t in further)]
+    out = pd.concat(parts, ignore_index=True)
+    if "weight" in first:  # every partition's rows are the same profiles, in the same order
+        out["weight"] = np.tile(first["weight"].to_numpy(float), len(parts))
+    return out
 
 
 def _repeat_table(rows: pd.DataFrame, tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -413,10 +412,9 @@ def _run_fit(ctx: StageContext) -> tuple[list[str], Any]:
     if cfg.prediction.aoa or calibrates:
         area = AreaOfApplicability(categorical_features=categorical or None)
         area = area.fit(sites[features], weights=aoa_weights(model), folds=fold)
-    # calibration.partitions: all: the error models learn from every partition's CV
-    # errors, each at its DI to the training data of its own fold
-    # each further partition's DI and extrapolation distance (cv_repeats.csv; the error
-    # models learn from them with calibration.partitions: all)
+    # each further partition's DI and extrapolation distance to its own folds' training
+    # data (cv_repeats.csv); with calibration.partitions: all the error models learn from
+    # every partition's errors
     measured = [] if area is None else [area.cv_measure(sites[features], r[2]) for r in repeated]
     pool = bool(measured) and calibration is not None and calibration["partitions"] == "all"
     for j, (top, bottom) in enumerate(intervals):
