@@ -137,9 +137,8 @@ class AreaOfApplicability(BaseEstimator):
         self.mean_distance_ = _mean_pairwise_distance(T)
         if not self.mean_distance_ > 0:
             raise ModelError("all training points have identical covariates")
-        self.train_di_ = self._train_di(T, folds) / self.mean_distance_
         self.lower_, self.upper_ = T.min(axis=0), T.max(axis=0)
-        self.train_xd_ = self._train_xd(T, folds) / self.mean_distance_
+        self.train_di_, self.train_xd_ = self._fold_measure(T, folds)
         di = self.train_di_[np.isfinite(self.train_di_)]
         if di.size == 0:
             raise ModelError("no training point was in a CV fold; cannot set the DI threshold")
@@ -249,6 +248,11 @@ class AreaOfApplicability(BaseEstimator):
         T = self.transform(X)
         if len(T) != len(self.train_di_):
             raise ModelError(f"X has {len(T)} rows; the AOA was fitted on {len(self.train_di_)}")
+        return self._fold_measure(T, folds)
+
+    def _fold_measure(self, T: np.ndarray, folds: Any) -> tuple[np.ndarray, np.ndarray]:
+        """DI and extrapolation distance of the rows of ``T`` (standardised, weighted) to
+        the training data of their fold, in units of the mean training distance."""
         return (
             self._train_di(T, folds) / self.mean_distance_,
             self._train_xd(T, folds) / self.mean_distance_,
