@@ -440,3 +440,39 @@ def test_an_error_model_too_small_to_cross_fit_writes_no_reliability_table(
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["stages"]["report"]["status"] == "complete"
     assert "models/0-300/reliability.csv" not in manifest["stages"]["fit"]["outputs"]
+    # the report's reliability figure is built from the intervals that have a table
+    assert _reliability_caption_span(tmp_path / "out", ["0-30", "0-100"]) in _caption(
+        tmp_path / "out"
+    )
+
+
+def _caption(out: Path) -> str:
+    """The report's sentence on the reliability figure."""
+    md = (out / "report" / "report.md").read_text()
+    assert (out / "report" / "figures" / "calibration.png").is_file()
+    return next(line for line in md.splitlines() if "Reliability of the per-cell" in line)
+
+
+def _reliability_caption_span(out: Path, labels: list[str]) -> str:
+    """'held A-B % of the held-out profiles': the 90 % row of each interval's table."""
+    held = []
+    for k in labels:
+        rel = pd.read_csv(out / "models" / k / "reliability.csv")
+        held.append(
+            round(100 * float(rel.loc[np.isclose(rel["nominal"], 0.9), "observed"].iloc[0]))
+        )
+    lo, hi = min(held), max(held)
+    return f"held {lo} % " if lo == hi else f"held {lo}\u2013{hi} % "
+
+
+def test_report_shows_the_cross_fitted_reliability(layered_run: Path) -> None:
+    """Issue 11, item 6: the report's reliability figure, whose caption says what the interval
+    means and how often the cross-fitted 90 % intervals held the held-out profiles, the
+    figure the fit stage's reliability tables give for every interval."""
+    caption = _caption(layered_run)
+    assert "A 90% interval is meant to hold the true value of a cell 90% of the time" in caption
+    assert _reliability_caption_span(layered_run, ["0-30", "0-100", "0-300"]) in caption
+    for k in ["0-30", "0-100", "0-300"]:
+        by_di = pd.read_csv(layered_run / "models" / k / "coverage_by_di.csv")
+        assert len(by_di) == 10 and by_di["observed"].between(0, 1).all()
+        assert (np.diff(by_di["di_low"]) >= 0).all()
