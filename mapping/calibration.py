@@ -64,6 +64,7 @@ __all__ = [
     "CalibratedModel",
     "ErrorModel",
     "cross_fitted_coverage",
+    "extrapolation_sd",
     "feature_variogram_slope",
     "fit_error_model",
     "interval_log_moments",
@@ -626,6 +627,32 @@ def interval_log_moments(
     mu = (z_hi * lo - z_lo * hi) / (z_hi - z_lo)
     s = (hi - lo) / (z_hi - z_lo)
     return mu, s**2
+
+
+def extrapolation_sd(
+    mean: Any, median: Any, std: Any, error_model: ErrorModel, di_in: float
+) -> np.ndarray:
+    """Per cell, the ``ln``-scale sd of a log model's calibrated error above what its error
+    model gives a cell inside the training data's domain.
+
+    A log model's maps hold its ``ln``-scale variances: the model's own
+    ``s2 = 2 ln(mean / median)`` (its mean is ``exp(mu + s2 / 2)``, its median ``exp(mu)``)
+    and the calibrated ``v = ln(1 + (std / mean)²)``. A cell at the reference DI ``di_in``
+    (the median DI of the training points in cross-validation) would have the calibrated
+    variance ``v_in = error_model.variance(s2, di_in)``; the excess ``max(v - v_in, 0)`` is
+    the error the error model adds because the cell is dissimilar to the training data
+    (its ``r(DI)`` above the in-domain ratio, and its range term). That error is the
+    trend's, learnt from the same profiles for every cell, so the Monte Carlo of the zone
+    totals shares it between cells (``uncertainty.shared: extrapolation``,
+    ``docs/uncertainty.md``). Pure NumPy, any shape; 0 where a map has no value.
+    """
+    m = np.asarray(mean, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        v = np.log1p((np.asarray(std, dtype="float64") / m) ** 2)
+        s2 = np.maximum(2.0 * np.log(m / np.asarray(median, dtype="float64")), 0.0)
+        v_in = error_model.variance(s2, float(di_in))
+        x2 = np.maximum(v - v_in, 0.0)
+    return np.where(np.isfinite(x2), np.sqrt(x2), 0.0)
 
 
 def cross_fitted_coverage(

@@ -353,10 +353,12 @@ class UncertaintyConfig(_Section):
     within a fold, which the draws hold already (``folds_net``; over-corrects where the
     CV's held-out profiles lie near training ones, docs/uncertainty.md); or each
     interval's own fold means (``folds``)."""
-    shared: Literal["constant", "proportional"] = "constant"
+    shared: Literal["constant", "proportional", "extrapolation"] = "constant"
     """How the regional error is shared: one standard deviation for every cell (capped at
     the cell's own; ``constant``), or the same share of every cell's own variance, so it
-    grows where the maps are less certain (``proportional``)."""
+    grows where the maps are less certain (``proportional``), or each cell's calibrated
+    error above the error model's in-domain level, in place of the CV regional error
+    (``extrapolation``; log models with error models, docs/uncertainty.md)."""
 
 
 class ActiveLayerConfig(_Section):

@@ -77,6 +77,7 @@ TILE_MAX = 2560
 _STREAM_LATTICE = 1  # white noise convolved with the kernel
 _STREAM_TOPUP = 2  # independent noise per cell (coarsened fields only)
 _STREAM_SHARED = 3  # one value per realization: the error shared by all cells
+_STREAM_EXTRA = 4  # one more per realization: the extrapolation error shared by all cells
 _KEY_OFFSET = 1 << 30  # block indices are negative in the halo; spawn keys must not be
 _FIELD_TAG = 0x534F43  # "SOC": this stage's stream among others drawn from one seed
 
@@ -445,11 +446,17 @@ class GaussianField:
         return zr[..., jj] * (1.0 - v) + zr[..., jj + 1] * v
 
     # ------------------------------------------------------------------ public
-    def shared(self, realizations: Sequence[int]) -> np.ndarray:
-        """One standard normal value per realization, the same in every window (``(n,)``)."""
+    def shared(self, realizations: Sequence[int], stream: int = 0) -> np.ndarray:
+        """One standard normal value per realization, the same in every window (``(n,)``).
+
+        ``stream`` 0 is the regional level's shared error, 1 an independent one (the trend's
+        extrapolation error shared by every cell, ``uncertainty.shared: extrapolation``)."""
+        if stream not in (0, 1):
+            raise ValueError(f"stream must be 0 or 1, got {stream!r}")
+        tag = _STREAM_SHARED if stream == 0 else _STREAM_EXTRA
         out = np.empty(len(realizations))
         for n, r in enumerate(realizations):
-            ss = np.random.SeedSequence(self.seed, spawn_key=(_FIELD_TAG, _STREAM_SHARED, int(r)))
+            ss = np.random.SeedSequence(self.seed, spawn_key=(_FIELD_TAG, tag, int(r)))
             out[n] = np.random.Generator(np.random.PCG64(ss)).standard_normal()
         return out
 

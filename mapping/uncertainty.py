@@ -40,6 +40,7 @@ own map's (``cumulative="max"`` keeps it for comparison).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -99,8 +100,13 @@ class _Density:
     the standard deviation of the error every cell shares (kg C m⁻² for ``normal``, log
     units for ``lognormal``), capped at each cell's own; the cell's local part keeps the
     rest of its variance, so the marginal distribution of every cell is unchanged.
+    ``extra_sd`` (per cell, same units) is a second error every cell shares, with its own
+    standard normal (the trend's extrapolation error, :func:`zone_total_draws`), capped at
+    what ``common_sd`` leaves; ``extra_share`` gives it instead as a share of each cell's
+    own variance (an increment down the column takes its deeper interval's share).
     Calling it with ``z`` (``(n, *m.shape)``) and the ``(n,)`` shared standard normals
-    ``g`` gives the realizations; realizations of one chunk reuse the terms.
+    ``g`` (and ``h`` for the second) gives the realizations; realizations of one chunk
+    reuse the terms.
     """
 
     def __init__(
@@ -109,6 +115,8 @@ class _Density:
         s: np.ndarray,
         distribution: str,
         common_sd: float | tuple[float, float] = 0.0,
+        extra_sd: np.ndarray | None = None,
+        extra_share: np.ndarray | None = None,
     ):
         m = np.asarray(m, dtype="float64")  # maps may be float32 (COGs)
         s = np.asarray(s, dtype="float64")
@@ -116,6 +124,7 @@ class _Density:
         level, frac = common_sd if isinstance(common_sd, tuple) else (common_sd, 0.0)
         self.m, self.distribution = m, distribution
         self.active = level > 0 or frac > 0
+        self.extra = extra_sd is not None or extra_share is not None
         self.bad = ~(np.isfinite(m) & np.isfinite(s))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             var = s * s if distribution == "normal" else np.log1p((s / m) ** 2)
@@ -123,31 +132,52 @@ class _Density:
             if distribution != "normal":
                 self.half = 0.5 * var
                 self.holds_nothing = ~(m > 0)  # a non-positive mean holds nothing
+            room = var
             if self.active:
                 if frac > 0:
                     self.c = np.sqrt(np.minimum(level * level + frac * var, var))
                 else:
                     self.c = np.minimum(level, self.unshared)
-                self.local = np.sqrt(np.maximum(var - self.c * self.c, 0.0))
+                room = np.maximum(var - self.c * self.c, 0.0)
+            if self.extra:
+                x2 = (
+                    np.asarray(extra_sd, dtype="float64") ** 2
+                    if extra_sd is not None
+                    else np.asarray(extra_share, dtype="float64") * var
+                )
+                x2 = np.minimum(np.where(np.isfinite(x2), np.maximum(x2, 0.0), 0.0), room)
+                self.x = np.sqrt(x2)
+                # the share of the cell's variance it holds, for the increment below it
+                self.x_share = np.where(var > 0, x2 / var, 0.0)
+                room = room - x2
+            if self.active or self.extra:
+                self.local = np.sqrt(np.maximum(room, 0.0))
 
-    def __call__(self, z: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
+    def __call__(
+        self, z: np.ndarray, g: np.ndarray | None = None, h: np.ndarray | None = None
+    ) -> np.ndarray:
         shared = self.active and g is not None
+        extra = self.extra and h is not None
+        lead = [1] * self.m.ndim
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            d = (self.local if shared else self.unshared) * z
-            # the shared error, one value per realization (leading axis)
-            cg = (
-                self.c * np.asarray(g, dtype="float64").reshape(-1, *[1] * self.m.ndim)
-                if shared
-                else None
-            )
+            if not (shared or extra):
+                d = self.unshared * z
+            else:
+                # a shared error given no normals stays in the cell's own part
+                missing = (self.c**2 if self.active and not shared else 0.0) + (
+                    self.x**2 if self.extra and not extra else 0.0
+                )
+                own = self.local if np.isscalar(missing) and missing == 0 else None
+                d = (own if own is not None else np.sqrt(self.local**2 + missing)) * z
+            # the shared errors, one value per realization (leading axis)
+            if shared:
+                d += self.c * np.asarray(g, dtype="float64").reshape(-1, *lead)
+            if extra:
+                d += self.x * np.asarray(h, dtype="float64").reshape(-1, *lead)
             if self.distribution == "normal":
                 d += self.m
-                if cg is not None:
-                    d += cg
                 np.maximum(d, 0.0, out=d)
             else:
-                if cg is not None:
-                    d += cg
                 d -= self.half
                 np.exp(d, out=d)
                 d *= self.m
@@ -202,20 +232,24 @@ def _levels(
     distribution: str,
     common: Sequence[float | tuple[float, float]],
     cumulative: bool | str,
+    extra: Sequence[np.ndarray | None] | None = None,
 ) -> list[_Level]:
-    """Each interval's :class:`_Level` (see the module docstring: draws as increments)."""
+    """Each interval's :class:`_Level` (see the module docstring: draws as increments);
+    ``extra`` the per-cell sd of the second shared error per interval (or ``None``)."""
+    extra = [None] * len(intervals) if extra is None else list(extra)
     levels: list[_Level] = []
     above: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # top -> (mean, running max of sd)
     for k, (top, _bottom) in enumerate(intervals):
         m = np.asarray(means[k], dtype="float64")
         sd = np.asarray(stds[k], dtype="float64")
-        level = _Level(_Density(m, sd, distribution, common[k]))
+        level = _Level(_Density(m, sd, distribution, common[k], extra_sd=extra[k]))
         if cumulative is True and top in above:
             pm, ps = above[top]
             with np.errstate(invalid="ignore"):
                 gain = np.maximum(m - pm, 0.0)  # NaN where either has no data
                 grown = np.fmax(sd, ps)  # ps is NaN where the shallower has no data
-                level.inc = _Density(gain, grown - ps, distribution, common[k])
+                share = level.own.x_share if level.own.extra else None
+                level.inc = _Density(gain, grown - ps, distribution, common[k], extra_share=share)
                 level.alone = np.isnan(pm) & np.isfinite(m)
             above[top] = (np.where(np.isnan(pm), m, pm + gain), grown)
         else:
@@ -235,6 +269,8 @@ def realization_block(
     cumulative: bool | str = True,
     common_sd: Sequence[float] | None = None,
     shared: np.ndarray | None = None,
+    extra_sd: Sequence[np.ndarray | None] | None = None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """Density realizations of one block for every interval (pure NumPy).
 
@@ -261,6 +297,10 @@ def realization_block(
         Per interval, the standard deviation of an error shared by all cells (see
         :func:`zone_total_draws`), and the ``(n,)`` standard normal values of that error
         in each realization.
+    extra_sd, extra
+        Per interval, ``(ny, nx)`` standard deviations of a second error shared by all
+        cells (``extrapolation_sd`` of :func:`zone_total_draws`; ``None``: none), and its
+        ``(n,)`` standard normal values.
 
     Returns
     -------
@@ -270,8 +310,8 @@ def realization_block(
     if cumulative not in (True, False, "max"):
         raise ValueError(f"cumulative must be True, False or 'max', not {cumulative!r}")
     common = [0.0] * len(intervals) if common_sd is None else list(common_sd)
-    levels = _levels(means, stds, intervals, distribution, common, cumulative)
-    return _realize(levels, z, intervals, kernel_of, cumulative, shared)
+    levels = _levels(means, stds, intervals, distribution, common, cumulative, extra_sd)
+    return _realize(levels, z, intervals, kernel_of, cumulative, shared, extra)
 
 
 def _realize(
@@ -281,6 +321,7 @@ def _realize(
     kernel_of: Sequence[int] | None,
     cumulative: bool | str,
     shared: np.ndarray | None,
+    extra: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`realization_block` with each interval's :class:`_Level` made already."""
     kernel_of = [0] * len(intervals) if kernel_of is None else list(kernel_of)
@@ -289,11 +330,11 @@ def _realize(
     for k, (top, _bottom) in enumerate(intervals):
         level, zk = levels[k], z[kernel_of[k]]
         if level.inc is not None and top in prev:
-            d = prev[top] + level.inc(zk, shared)  # NaN where either has no data
+            d = prev[top] + level.inc(zk, shared, extra)  # NaN where either has no data
             if level.alone is not None and level.alone.any():
-                d[:, level.alone] = level.own(zk, shared)[:, level.alone]
+                d[:, level.alone] = level.own(zk, shared, extra)[:, level.alone]
         else:
-            d = level.own(zk, shared)
+            d = level.own(zk, shared, extra)
             if cumulative == "max":
                 d = _cumulative(d, prev.get(top))
         prev[top] = d
@@ -334,12 +375,13 @@ def _draw_block(
 ) -> np.ndarray:
     """Exact per-zone sums of the realizations of one chunk: ``(1, 1, n_int, n, n_zones, 3)``.
 
-    ``maps`` are the chunk's means then stds, one per interval; ``where`` its slices of the
+    ``maps`` are the chunk's means then stds (then the extrapolation sds when the spec has
+    them), one per interval; ``where`` its slices of the
     grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time,
     made only for the cells that lie in a zone (the others add nothing to any total):
     a chunk of ocean or of land outside the zones costs no field and no density.
     """
-    intervals, kernel_of, distribution, common, n_zones, sub = spec
+    intervals, kernel_of, distribution, common, n_zones, sub, has_extra = spec
     rows, cols = where
     index, partial = _zone_block(zone, rows, cols)
     reals = [int(r) for r in realizations]
@@ -359,8 +401,10 @@ def _draw_block(
     if not any(bool(np.isfinite(m).any()) for m in means):  # nothing to simulate: areas only
         out[:] = sums(np.full((1, len(flat)), np.nan))[0]
         return out
-    stds = [kept(maps[len(intervals) + k]) for k in range(len(intervals))]
-    levels = _levels(means, stds, intervals, distribution, common, True)
+    n_int = len(intervals)
+    stds = [kept(maps[n_int + k]) for k in range(n_int)]
+    extra = [kept(maps[2 * n_int + k]) for k in range(n_int)] if has_extra else None
+    levels = _levels(means, stds, intervals, distribution, common, True, extra)
     per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
     fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
     for b in range(0, len(reals), sub):
@@ -373,6 +417,7 @@ def _draw_block(
             kernel_of,
             True,
             field.shared(part) if any(_holds_shared(c) for c in common) else None,
+            field.shared(part, stream=1) if has_extra else None,
         )
         for k in range(len(intervals)):
             out[0, 0, k, b : b + len(part)] = per_interval[k](dens[k])
@@ -413,7 +458,7 @@ def _zone_sums_layer(
         *zone,
         *(a for arg in args for a in (arg, None)),
         *lead,
-        *(a for m in (*prep.means, *prep.stds) for a in (m, "ij")),
+        *(a for m in (*prep.means, *prep.stds, *prep.extras) for a in (m, "ij")),
         new_axes={"k": len(prep.intervals), "z": prep.layout.n_zones, "s": 3},
         adjust_chunks={"i": 1, "j": 1},
         align_arrays=False,  # all chunked alike by _prepare
@@ -483,6 +528,7 @@ class _Prepared:
     layout: ZoneLayout
     rows: tuple[int, ...]
     cols: tuple[int, ...]
+    extras: list[Any] = dataclasses.field(default_factory=list)  # extrapolation sds, or none
 
 
 def _prepare(
@@ -492,6 +538,7 @@ def _prepare(
     grid: Grid,
     names: Mapping[int, str] | None,
     chunks: int | tuple[int, int],
+    extras: Mapping[str, Any] | None = None,
 ) -> _Prepared:
     import dask.array as da
 
@@ -499,8 +546,16 @@ def _prepare(
     rows, cols = grid.chunk_sizes(chunks)
     mlist: list[Any] = []
     slist: list[Any] = []
+    xlist: list[Any] = []
+    xs = _keyed_extras(extras, [it[0] for it in items])
     for label, _top, _bottom, m, s in items:
-        for arr, what, dest in ((m, "mean", mlist), (s, "std", slist)):
+        todo = [(m, "mean", mlist), (s, "std", slist)]
+        if xs is not None:
+            todo.append((xs[label], "extrapolation sd", xlist))
+        for arr, what, dest in todo:
+            if arr is None:  # an interval without an extrapolation term: none shared
+                dest.append(da.zeros(grid.shape, dtype="float32", chunks=(rows, cols)))
+                continue
             arr = _squeeze(arr, f"{what} {label}")
             g = Grid.from_dataarray(arr)
             if g != grid:
@@ -522,7 +577,28 @@ def _prepare(
         layout=layout,
         rows=rows,
         cols=cols,
+        extras=xlist,
     )
+
+
+def _keyed_extras(extras: Mapping[str, Any] | None, labels: Sequence[str]) -> dict | None:
+    """``extrapolation_sd`` keyed by the intervals' labels (``None`` where one has none)."""
+    if extras is None:
+        return None
+    if not isinstance(extras, Mapping):
+        raise InputError("extrapolation_sd must be a mapping of interval ('0-30') to map")
+    out: dict[str, Any] = dict.fromkeys(labels)
+    for key, arr in extras.items():
+        try:
+            label = format_interval(*parse_interval(key))
+        except ValueError:
+            raise InputError(
+                f"extrapolation_sd {key!r}: key is not a depth interval such as '0-30'"
+            ) from None
+        if label not in out:
+            raise InputError(f"extrapolation_sd {key!r}: no mean map for interval {label}")
+        out[label] = arr
+    return out
 
 
 def _auto_chunks(field: GaussianField) -> tuple[int, int]:
@@ -587,7 +663,15 @@ def _draw_sums(
     cells = len(prep.intervals) * rows[0] * cols[0]
     sub = max(1, min(batch, (8 << 20) // max(window, cells, 1)))
     n_zones = prep.layout.n_zones
-    spec = (tuple(prep.intervals), tuple(kernel_of), distribution, tuple(common), n_zones, sub)
+    spec = (
+        tuple(prep.intervals),
+        tuple(kernel_of),
+        distribution,
+        tuple(common),
+        n_zones,
+        sub,
+        bool(prep.extras),
+    )
     field_key = dask.delayed(field, pure=True, traverse=False)  # one key, not one per task
     if len(rows) * len(cols) >= MANY_CHUNKS:
         # Enough chunks to share out: all realizations of a chunk in one task, so each
@@ -616,6 +700,7 @@ def zone_total_draws(
     batch: int = 10,
     progress: bool = False,
     shared_fraction: float | Mapping[str, float] = 0.0,
+    extrapolation_sd: Mapping[str, xr.DataArray] | None = None,
 ) -> pd.DataFrame:
     """Monte Carlo draws of the storage of every zone and interval, with correlated errors.
 
@@ -666,6 +751,14 @@ def zone_total_draws(
         log for ``lognormal``) that is shared by every cell as well, on top of ``common_sd``:
         a regional error that grows where the cells' errors do (``uncertainty.shared:
         proportional``). The cell's total variance is kept.
+    extrapolation_sd
+        Per interval (keys as ``means``; an interval left out has none), a map of the
+        standard deviation of a second error shared by every cell, with its own standard
+        normal per realization, independent of ``common_sd``'s: the trend's error where the
+        cells are dissimilar to the training data, above what the error model gives cells
+        inside its domain (``uncertainty.shared: extrapolation``,
+        :func:`mapping.run.shared_error.extrapolation_sd`). Same units as ``common_sd``;
+        capped at what ``common_sd`` leaves of each cell's own variance, which is kept.
     batch
         Realizations per task; all of them in one task per chunk when the maps have
         :data:`MANY_CHUNKS` chunks or more (each map chunk is then read once and let go).
@@ -696,7 +789,9 @@ def zone_total_draws(
         raise ConfigError(f"batch must be a positive integer, got {batch!r}")
     labels = [it[0] for it in _intervals(means, stds)]
     field, kernel_of, vlist = _field(grid, variogram, labels, seed, coarsen)
-    prep = _prepare(means, stds, zones, grid, names, chunks or _auto_chunks(field))
+    prep = _prepare(
+        means, stds, zones, grid, names, chunks or _auto_chunks(field), extrapolation_sd
+    )
     sds = interval_common_sd(common_sd, labels)
     common: list[Any] = list(sds)
     fractions = interval_common_sd(shared_fraction, labels)
@@ -723,6 +818,7 @@ def zone_total_draws(
             "chunks": (prep.rows[0], prep.cols[0]),
             "common_sd": dict(zip(labels, sds, strict=True)),
             "shared_fraction": dict(zip(labels, fractions, strict=True)),
+            "extrapolation_shared": bool(prep.extras),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},
         }

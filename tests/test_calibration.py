@@ -21,6 +21,7 @@ from mapping.calibration import (
     CalibratedModel,
     ErrorModel,
     cross_fitted_coverage,
+    extrapolation_sd,
     feature_variogram_slope,
     fit_error_model,
     interval_log_moments,
@@ -564,3 +565,24 @@ def test_map_block_measures_di_and_extrapolation_once_with_the_same_numbers() ->
         np.testing.assert_array_equal(out[k].ravel()[ok], v.astype("float32"), err_msg=k)
     assert np.isnan(out["std"][3, 4]) and np.isnan(out["aoa"][3, 4])
     np.testing.assert_array_equal(out["aoa"].ravel()[ok], aoa.predict(cells)[1].astype("float32"))
+
+
+def test_extrapolation_sd_by_hand() -> None:
+    """The ln-scale error above the in-domain one, from the maps a log model writes:
+    ``mean = exp(mu + s2 / 2)``, ``median = exp(mu)``, ``std = mean sqrt(exp(v) - 1)``."""
+    em = ErrorModel(kind="ratio", knots=np.array([0.1, 0.5, 1.0]), values=np.array([1.2, 1.5, 3.0]),
+                    slope=0.0, noise_var=0.0, n=100, counts=np.array([30, 40, 30]),
+                    raw=np.array([1.2, 1.5, 3.0]), di_max=1.2, range_coef=0.5)  # fmt: skip
+    mu = np.array([1.0, 2.0, 0.5, 1.5, np.nan])
+    s2 = np.array([0.04, 0.09, 0.04, 0.01, 0.04])
+    di = np.array([0.05, 0.3, 1.0, 1.0, 1.0])
+    xd = np.array([0.0, 0.0, 0.0, 0.4, 0.0])
+    v = em.variance(s2, di, xd)
+    mean, median = np.exp(mu + s2 / 2), np.exp(mu)
+    std = mean * np.sqrt(np.expm1(v))
+    got = extrapolation_sd(mean, median, std, em, di_in=0.1)
+    # by hand: r(0.1) = 1.2; r(0.3) = 1.35; r(1.0) = 3; the range term 0.5 * 0.4² = 0.08
+    want = np.sqrt([0.0, 0.09 * (1.35 - 1.2), 0.04 * (3.0 - 1.2), 0.01 * 1.8 + 0.08, 0.0])
+    assert got == pytest.approx(want, abs=1e-7)  # sqrt of rounding at 0
+    # a reference DI as dissimilar as the cell leaves only its range term
+    assert extrapolation_sd(mean, median, std, em, di_in=1.0)[3] == pytest.approx(0.08**0.5)

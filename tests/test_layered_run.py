@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import joblib
@@ -21,16 +22,20 @@ import yaml
 from conftest import PER_INTERVAL_WORKFLOW, SAMPLE_WORKFLOW, run_cli, run_cli_output, sample_config
 from sklearn.linear_model import LinearRegression
 
+from mapping import io
 from mapping.aoa import AreaOfApplicability
 from mapping.calibration import fit_error_model
 from mapping.cli import main
 from mapping.config import load_config
 from mapping.depth_model import LayeredDepthModel
 from mapping.exceptions import ConfigError
-from mapping.residual_errors import regional_error_sd
+from mapping.residual_errors import regional_error_sd, residual_mean_sd, residual_variogram
 from mapping.run import stage_list
 from mapping.run import stages as default
 from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
+from mapping.run.runner import StageContext
+from mapping.run.stages import run_grid, zone_layout
+from mapping.uncertainty import zone_total_draws
 from mapping.validation import observed_variance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -476,3 +481,67 @@ def test_report_shows_the_cross_fitted_reliability(layered_run: Path) -> None:
         by_di = pd.read_csv(layered_run / "models" / k / "coverage_by_di.csv")
         assert len(by_di) == 10 and by_di["observed"].between(0, 1).all()
         assert (np.diff(by_di["di_low"]) >= 0).all()
+
+
+def test_the_extrapolation_error_shared_by_every_cell(
+    layered_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``uncertainty.shared: extrapolation``: the run's draws are those of
+    :func:`zone_total_draws` with the residual level as the constant shared error and, per
+    interval, the ``ln``-scale calibrated error above the error model's at the training
+    profiles' median DI, computed here by hand from the run's mean, median and std maps."""
+    out = tmp_path / "out"
+    shutil.copytree(layered_run, out)
+    cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
+    cfg["output"] = str(out)
+    cfg["uncertainty"]["shared"] = "extrapolation"
+    path = tmp_path / "extrapolation.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, text, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, text
+    assert "[fit] running" not in text and "[predict] running" not in text  # only the totals
+    labels = ["0-30", "0-100", "0-300"]
+    config = load_config(path)
+    ctx = StageContext(config=config, out=config.output, echo=lambda _m: None)
+    run = ctx.folder
+    means, stds, extra, level, variograms = {}, {}, {}, {}, {}
+    for k in labels:
+        top, bottom = (int(v) for v in k.split("-"))
+        m, med, s = (
+            io.open_raster(run.map_file(top, bottom, stat), chunks=None)
+            for stat in ("mean", "median", "std")
+        )
+        means[k], stds[k] = m, s
+        em = joblib.load(run.error_model_file(k))
+        di = joblib.load(run.aoa_file(k)).train_di_
+        di_in = float(np.median(di[np.isfinite(di)]))
+        mv, medv, sv = (np.asarray(a, dtype=float).squeeze() for a in (m, med, s))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            v = np.log(1.0 + (sv / mv) ** 2)
+            s2 = np.maximum(2.0 * np.log(mv / medv), 0.0)
+            x2 = v - em.variance(s2, np.full(s2.shape, di_in))
+        x = np.where(np.isfinite(x2), np.sqrt(np.maximum(x2, 0.0)), 0.0)
+        assert (x > 0).mean() > 0.3  # the term is there in much of the map
+        extra[k] = m.copy(data=x.astype("float32"))
+        model = io.read_model(run.model_file(k))
+        level[k], variograms[k] = residual_mean_sd(model), residual_variogram(model)
+        assert f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g}" in text
+    grid = run_grid(ctx)
+    expect = zone_total_draws(
+        means, stds, zone_layout(ctx), grid, variograms,
+        n_realizations=config.uncertainty.n_realizations, seed=config.seed,
+        distribution="lognormal", unit=config.zones.unit, common_sd=level,
+        extrapolation_sd=extra,
+    )  # fmt: skip
+    got = io.read_table(run.draws)
+    before = io.read_table(layered_run / "zones" / run.draws.name)
+    col = "storage_pg"
+    assert len(got) == len(expect)
+    np.testing.assert_allclose(got[col], expect[col], rtol=1e-6)
+    # not the constant shared error's draws: the deep totals' spread grows
+    spread = {
+        name: t[t["zone"] == "all zones"].groupby("interval")[col].std()
+        for name, t in (("got", got), ("before", before))
+    }
+    assert not np.allclose(got[col], before[col])
+    assert spread["got"]["0-300"] != pytest.approx(spread["before"]["0-300"], rel=1e-3)

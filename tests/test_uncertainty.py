@@ -1002,3 +1002,95 @@ def test_a_shared_fraction_of_each_cells_variance() -> None:
     b = realization_block(m, s, z[:, :50], [(0, 30)], distribution="lognormal",
                           common_sd=[(0.15, 0.0)], shared=g[:50])  # fmt: skip
     assert np.array_equal(a, b)
+
+
+def test_an_extrapolation_error_shared_with_its_own_normal() -> None:
+    """``extra_sd``: a second shared error, per cell, independent of ``common_sd``'s: every
+    cell keeps its marginal distribution, and two cells with independent local fields
+    correlate on the log scale by ``(c_i c_j + x_i x_j) / (σ_i σ_j)``, ``x`` capped at what
+    ``c`` leaves; a deeper interval's increment shares the same part of its variance."""
+    rng = np.random.default_rng(9)
+    n = 40_000
+    m = [np.array([[10.0, 20.0, 5.0, 8.0]])]
+    s = [np.array([[2.0, 10.0, 5.0, 1.0]])]
+    x = [np.array([[0.0, 0.3, 0.6, 0.9]])]  # the last above the cell's own log sd: capped
+    z = rng.standard_normal((1, n, 1, 4))  # independent local fields
+    g, h = rng.standard_normal(n), rng.standard_normal(n)
+    sig = np.sqrt(np.log1p((s[0] / m[0]) ** 2)).ravel()
+    level = 0.1
+    d = realization_block(m, s, z, [(0, 30)], distribution="lognormal", common_sd=[level],
+                          shared=g, extra_sd=x, extra=h)[0, :, 0, :]  # fmt: skip
+    assert d.mean(axis=0) == pytest.approx(m[0].ravel(), rel=0.02)
+    assert d.std(axis=0) == pytest.approx(s[0].ravel(), rel=0.05)
+    c = np.minimum(level, sig)
+    xc = np.minimum(x[0].ravel(), np.sqrt(sig**2 - c**2))
+    assert xc[3] < x[0][0, 3]  # the cap binds
+    r = np.corrcoef(np.log(d).T)
+    for i, j in [(0, 1), (0, 2), (1, 2), (1, 3), (2, 3)]:
+        want = (c[i] * c[j] + xc[i] * xc[j]) / (sig[i] * sig[j])
+        assert r[i, j] == pytest.approx(want, abs=0.015), (i, j)
+    # without its normals the term stays in each cell's own part: the marginals are kept
+    d0 = realization_block(m, s, z, [(0, 30)], distribution="lognormal", common_sd=[level],
+                           shared=g, extra_sd=x)[0, :, 0, :]  # fmt: skip
+    assert d0.std(axis=0) == pytest.approx(s[0].ravel(), rel=0.05)
+    assert abs(np.corrcoef(np.log(d0).T)[1, 2] - c[1] * c[2] / (sig[1] * sig[2])) < 0.015
+    # normal draws, two cumulative intervals: the increment shares the same part of its
+    # own variance, so the deeper interval's shared sd is x30 + sqrt(share) * sd(increment)
+    m2 = [np.full((1, 2), 100.0), np.full((1, 2), 200.0)]
+    s2 = [np.full((1, 2), 4.0), np.full((1, 2), 7.0)]
+    x2 = [np.array([[2.0, 0.0]]), np.array([[5.0, 0.0]])]
+    zz = rng.standard_normal((1, n, 1, 2))
+    dd = realization_block(m2, s2, zz, [(0, 30), (0, 100)], common_sd=[0.0, 0.0],
+                           extra_sd=x2, extra=h)[:, :, 0, :]  # fmt: skip
+    assert dd[1].std(axis=0) == pytest.approx([7.0, 7.0], rel=0.03)
+    # cell 0 against cell 1 (nothing shared) and against the shared normal itself
+    assert abs(np.corrcoef(dd[1, :, 0], dd[1, :, 1])[0, 1]) < 0.02
+    share = 5.0**2 / 7.0**2
+    want = 2.0 + np.sqrt(share) * (7.0 - 4.0)
+    assert np.cov(dd[1, :, 0], h)[0, 1] == pytest.approx(want, rel=0.05)
+
+
+@pytest.mark.parametrize("common", [0.0, 1.2])
+def test_zone_total_variance_with_a_shared_extrapolation_error(common):
+    """Analytic variance of the zone totals with ``extrapolation_sd``:
+    ``sum_ij a_i a_j l_i l_j rho_ij + (sum a c)² + (sum a x)²``, ``x`` capped at
+    ``sqrt(s² - c²)``, ``l`` the rest; an interval left out of the mapping has none."""
+    grid, mean, std, zones = small_world(ny=9, nx=12)
+    mean[5:7, 4:6] = np.nan
+    _, xx = np.mgrid[0:9, 0:12]
+    xsd = np.where(xx > 6, 0.5 * std, 0.0)
+    xsd[0, 11] = 50.0  # capped at the cell's own
+    xsd[3, 3] = np.nan  # no term
+    v = Variogram("exponential", psill=0.7, range=3000.0, nugget=0.3)
+    n = 1500
+    maps = {"0-30": grid.wrap(mean), "0-100": grid.wrap(2 * mean)}
+    sds = {"0-30": grid.wrap(std), "0-100": grid.wrap(2 * std)}
+    draws = zone_total_draws(
+        maps, sds, zone_map(grid, zones), grid, v,
+        n_realizations=n, seed=11, chunks=16, names=NAMES, unit="Tg", batch=500,
+        common_sd=common, extrapolation_sd={"0-30": grid.wrap(xsd)},
+    )  # fmt: skip
+    assert draws.attrs["extrapolation_shared"] is True
+    area = grid.cell_area()
+    ok = np.isfinite(mean)
+    rr, cc = np.nonzero(ok)
+    rho = pair_correlation(v, grid.resolution[1], grid.resolution[0], rr, cc)
+    c = np.minimum(common, std[ok])
+    x = np.minimum(np.nan_to_num(xsd[ok]), np.sqrt(std[ok] ** 2 - c**2))
+    local = np.sqrt(np.maximum(std[ok] ** 2 - c**2 - x**2, 0.0))
+    # 0-100 cm has no term, but its increment shares the 0-30 cm's normal: only 0-30 here
+    sel_draws = draws[draws["interval"] == "0-30"]
+    for code, name in [(1, "a"), (2, "b"), (None, "all zones")]:
+        sel = (zones[ok] > 0) if code is None else (zones[ok] == code)
+        w = np.where(sel, area[ok] / 1e9, 0.0)
+        var = float((w * local) @ rho @ (w * local)) + float(w @ c) ** 2 + float(w @ x) ** 2
+        l0 = w * np.sqrt(std[ok] ** 2 - c**2)
+        without = float(l0 @ rho @ l0) + float(w @ c) ** 2
+        got = sel_draws.loc[sel_draws["zone"] == name, "storage_tg"].to_numpy()
+        se = np.sqrt(2.0 / (n - 1))
+        assert got.var(ddof=1) / var == pytest.approx(1.0, abs=4 * se), name
+        if name == "b":  # x > 0 only in the east: zone b's variance visibly grows
+            assert var > (1 + 4 * se) * without
+    with pytest.raises(InputError, match="extrapolation_sd '0-50'"):
+        zone_total_draws(maps, sds, zone_map(grid, zones), grid, v, n_realizations=2,
+                         extrapolation_sd={"0-50": grid.wrap(xsd)})  # fmt: skip

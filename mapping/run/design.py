@@ -111,7 +111,7 @@ def design_inputs(
             f"{run.models}: the models have no residual variogram; a design needs regression "
             "kriging (model.type: regression_kriging)"
         )
-    _, common, _ = shared  # the design takes the shared error as one constant
+    common = shared.common  # the design takes the shared error as one constant
     echo(f"[design] reading {len(need)} interval(s) of {run.root}")
     cells = read_cells(run, grid, stack, layout, need)
     errors = [

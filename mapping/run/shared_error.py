@@ -2,21 +2,24 @@
 
 The uncertainty stage (:mod:`mapping.run.stages`) and a design (:mod:`mapping.run.design`)
 read it from a fitted run: the residuals' mean level under each interval's variogram and the
-trend's regional error from the spatial cross-validation's fold means
-(``uncertainty.regional``; ``docs/uncertainty.md``, assumption 3).
+trend's regional error, either from the spatial cross-validation's fold means
+(``uncertainty.regional``; ``docs/uncertainty.md``, assumption 3) or, with
+``uncertainty.shared: extrapolation``, from each cell's calibrated error above the error
+model's in-domain level (:func:`mapping.calibration.extrapolation_sd`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from mapping import io
-from mapping.calibration import regional_error_sd
+from mapping.calibration import ErrorModel, extrapolation_sd, regional_error_sd
 from mapping.exceptions import ModelError
 from mapping.residual_errors import (
     cv_block_error_sd,
@@ -26,16 +29,29 @@ from mapping.residual_errors import (
 )
 from mapping.run.runner import StageContext
 
-__all__ = ["shared_error"]
+__all__ = ["SharedError", "extrapolation_maps", "shared_error"]
 
 log = logging.getLogger("socmap")
 
 
-def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -> Any:
+class SharedError(NamedTuple):
+    """The shared errors of a run's intervals, as :func:`mapping.uncertainty.zone_total_draws`
+    takes them (``variogram``, ``common_sd``, ``shared_fraction``); ``extrapolation`` maps
+    an interval to its error model and reference DI when its extrapolation error is shared
+    (``uncertainty.shared: extrapolation``; :func:`extrapolation_maps` makes the maps)."""
+
+    variograms: dict[str, Any]
+    common: dict[str, float]
+    fraction: dict[str, float]
+    extrapolation: dict[str, tuple[ErrorModel, float]]
+
+
+def shared_error(
+    ctx: StageContext, models: dict[str, Any], labels: list[str]
+) -> SharedError | None:
     """Per interval, the error every cell of a region shares, or ``None`` (no variogram).
 
-    Returns ``(variograms, common_sd, shared_fraction)``, as
-    :func:`mapping.uncertainty.zone_total_draws` takes them.
+    Returns a :class:`SharedError`.
 
     The residuals' regional level (``residual_mean_sd``) and, in quadrature, the trend's
     regional error seen by spatial cross-validation: the spread of the kNNDM fold-mean
@@ -45,6 +61,11 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
     (:func:`mapping.calibration.regional_error_sd`); ``folds_net`` pools it
     net of the residual field's covariance within a fold
     (:func:`mapping.residual_errors.within_group_covariance`), which the draws hold already.
+
+    ``uncertainty.shared: extrapolation`` shares instead the trend's error where cells are
+    dissimilar to the training data: the residual level stays the constant shared error and
+    the regional CV error is dropped for every interval with an error model (log models);
+    an interval without one keeps the CV regional error.
     """
     try:
         variograms = {k: residual_variogram(models[k]) for k in labels}
@@ -74,7 +95,8 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
         regional = {k: math.sqrt(float(np.mean(v))) for k, v in variance.items()}
         ctx.echo(f"[uncertainty] regional CV error averaged over {len(repeats) + 1} partitions")
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
-    if ctx.config.uncertainty.shared == "proportional":
+    mode = ctx.config.uncertainty.shared
+    if mode == "proportional":
         # the regional error as a share of the CV errors' variance, applied to each cell's
         # own variance: larger where the calibrated maps are less certain (the cold tail)
         fraction = {}
@@ -87,14 +109,78 @@ def shared_error(ctx: StageContext, models: dict[str, Any], labels: list[str]) -
                 f"the residual level) and {100 * fraction[k]:.3g} % of each cell's own "
                 f"variance (regional CV error {regional[k]:.3g} of the CV RMSE {mse**0.5:.3g})"
             )
-        return variograms, dict(level), fraction
-    common = {k: math.hypot(level[k], regional[k]) for k in labels}
+        return SharedError(variograms, dict(level), fraction, {})
+    extrapolation = _extrapolation_terms(ctx, labels) if mode == "extrapolation" else {}
+    common = {
+        k: level[k] if k in extrapolation else math.hypot(level[k], regional[k]) for k in labels
+    }
+    for k, (_, di_in) in extrapolation.items():
+        ctx.echo(
+            f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g} ({scale}; the "
+            f"residual level) and, independently, each cell's calibrated error above the "
+            f"error model's at the training data's median DI ({di_in:.3g})"
+        )
     for k in labels:
+        if k in extrapolation:
+            continue
         ctx.echo(
             f"[uncertainty] {k} cm: error shared by every cell {common[k]:.3g} ({scale}; "
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
-    return variograms, common, dict.fromkeys(labels, 0.0)
+    return SharedError(variograms, common, dict.fromkeys(labels, 0.0), extrapolation)
+
+
+def _extrapolation_terms(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Any, float]]:
+    """Per interval with an error model, the model and its reference DI (the median CV DI
+    of the training points); log models only (the maps give their ``ln`` variances)."""
+    run = ctx.folder
+    out: dict[str, tuple[Any, float]] = {}
+    if not ctx.config.model.log_transform:
+        ctx.echo(
+            "[uncertainty] warning: uncertainty.shared: extrapolation needs a model of log "
+            "stocks (model.log_transform); the regional CV error is shared instead"
+        )
+        return out
+    for k in labels:
+        if not (run.error_model_file(k).is_file() and run.aoa_file(k).is_file()):
+            ctx.echo(
+                f"[uncertainty] {k} cm: no error model; the regional CV error is shared "
+                "instead of the extrapolation error"
+            )
+            continue
+        di = np.asarray(io.read_model(run.aoa_file(k)).train_di_, dtype=float)
+        di = di[np.isfinite(di)]
+        if not len(di):
+            continue
+        out[k] = (io.read_model(run.error_model_file(k)), float(np.median(di)))
+    return out
+
+
+def extrapolation_maps(
+    shared: SharedError, maps: dict[str, dict[str, Any]], chunks: Any
+) -> dict[str, Any] | None:
+    """The ``extrapolation_sd`` maps of :func:`mapping.uncertainty.zone_total_draws`, lazy,
+    from each interval's ``mean``, ``median`` and ``std`` maps (``maps[label][stat]``,
+    paths), opened with ``chunks``; ``None`` when no interval shares one."""
+    if not shared.extrapolation:
+        return None
+    out = {}
+    for k, (em, di_in) in shared.extrapolation.items():
+        if "median" not in maps[k]:
+            raise ModelError(
+                f"{k} cm: uncertainty.shared: extrapolation needs the median map "
+                "(prediction.quantiles)"
+            )
+        m, med, s = (
+            io.open_raster(maps[k][stat], chunks=chunks) for stat in ("mean", "median", "std")
+        )
+        sd = xr.apply_ufunc(
+            extrapolation_sd, m, med, s,
+            kwargs={"error_model": em, "di_in": di_in},
+            dask="parallelized", output_dtypes=["float32"],
+        )  # fmt: skip
+        out[k] = sd.astype("float32").rio.write_crs(m.rio.crs)
+    return out
 
 
 def _regional(

@@ -55,7 +55,7 @@ from mapping.run.features import (
 )
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
-from mapping.run.shared_error import shared_error
+from mapping.run.shared_error import extrapolation_maps, shared_error
 from mapping.stac import write_stac
 from mapping.uncertainty import (
     draw_chunks,
@@ -724,12 +724,13 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     shared = shared_error(ctx, ctx.results["fit"], labels)
     if shared is None:
         return outputs, None
-    variograms, common, fraction = shared
+    variograms, common, fraction, _ = shared
     # opened again in the draws' own chunks: each chunk of a map is read once, by the task
     # that needs it, and let go (a rechunk held the hemisphere's maps in memory)
     mc_chunks = draw_chunks(grid, variograms, labels)
     means = {k: io.open_raster(maps[k]["mean"], chunks=mc_chunks) for k in labels}
     stds = {k: io.open_raster(maps[k]["std"], chunks=mc_chunks) for k in labels}
+    extra = extrapolation_maps(shared, maps, mc_chunks)
     draws = zone_total_draws(
         means,
         stds,
@@ -743,6 +744,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         unit=unit,
         common_sd=common,
         shared_fraction=fraction,
+        extrapolation_sd=extra,
         progress=True,
     )
     summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
