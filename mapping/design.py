@@ -54,6 +54,7 @@ from scipy.linalg import cho_factor, solve_triangular
 from scipy.spatial.distance import cdist
 
 from mapping import io
+from mapping.calibration import extrapolation_sd
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram, unit_semivariance
 from mapping.residual_errors import residual_variogram
@@ -143,6 +144,12 @@ class IntervalErrors:
         The error model is additive (``v = base + g``) rather than a ratio.
     di_undefined
         DI given to cells whose DI is NaN (the error model's largest DI plus one).
+    extra_sd
+        Per cell, the sd of the trend's extrapolation error that every cell shares with
+        its own standard normal (``uncertainty.shared: extrapolation``,
+        :func:`mapping.calibration.extrapolation_sd`; model's scale), or ``None``. It is the
+        part of the cell's variance above its in-domain level ``v - extra_sd²``: a site that
+        lowers the DI of cells like it lowers it, and it adds across cells coherently.
     """
 
     label: str
@@ -157,6 +164,7 @@ class IntervalErrors:
     factor: Any = None
     additive: bool = False
     di_undefined: float = np.inf
+    extra_sd: np.ndarray | None = None
 
     def variance(self) -> np.ndarray:
         """Calibrated error variance of each cell on the model's scale."""
@@ -269,6 +277,14 @@ class _IntervalState:
     fxb: np.ndarray | None  # (C, B) r(distance candidate-block), float32
     fcand: np.ndarray | None  # (C, p) candidate features (DI units)
     tau2: float
+    # the shared extrapolation error (IntervalErrors.extra_sd), else empty / inf:
+    X0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, B) sum w x per block
+    vin_b: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) in-domain variance
+    vin_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (C,) in-domain variance
+
+    @property
+    def extra(self) -> bool:
+        return self.X0.size > 0
 
 
 def _factor(errs: IntervalErrors, di: np.ndarray) -> np.ndarray:
@@ -288,8 +304,18 @@ def _scaled_variance(
         return np.where(f0 > 0, v0 * (f / f0), v0)
 
 
-def _own_part(v: np.ndarray, g2: float) -> np.ndarray:
-    return np.sqrt(np.maximum(v - g2, 0.0))
+def _own_part(v: np.ndarray, g2: float, cap: np.ndarray | float = np.inf) -> np.ndarray:
+    """A cell's own sd: its variance (at most ``cap``, its in-domain level when the
+    extrapolation error is shared) less the constant shared error's."""
+    return np.sqrt(np.maximum(np.minimum(v, cap) - g2, 0.0))
+
+
+def _extra_ratio(vb: np.ndarray, vin: np.ndarray, vb0: np.ndarray) -> np.ndarray:
+    """``x_b' / x_b``: a block's extrapolation sd after its variance fell from ``vb0`` to
+    ``vb`` (both above its in-domain level ``vin``); 0 where it had none."""
+    x0 = np.maximum(vb0 - vin, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x0 > 0, np.sqrt(np.maximum(vb - vin, 0.0) / x0), 0.0)
 
 
 # =============================================================================== the design
@@ -311,8 +337,13 @@ def _interval_state(
     v = e.variance()
     w_all = e.weight(area)
     g2 = float(e.common_sd) ** 2
-    own = _own_part(v, g2)
+    x = None
+    if e.extra_sd is not None:
+        x = np.nan_to_num(np.minimum(np.asarray(e.extra_sd, float), np.sqrt(np.maximum(v, 0))))
+    v_in = v if x is None else v - x**2  # the in-domain level
+    own = _own_part(v_in, g2)
     L0 = np.empty((len(cols_t), B))
+    X0 = np.empty((len(cols_t), B)) if x is not None else np.zeros((0, 0))
     Q0 = np.empty((len(cols_t), B))
     U = np.empty(len(cols_t))
     # cells of a block are correlated as at the mean distance of two points of a square;
@@ -325,9 +356,12 @@ def _interval_state(
         L0[j] = np.bincount(block, wz * own, B)
         Q0[j] = (1.0 - rho_in) * np.bincount(block, (wz * own) ** 2, B)
         U[j] = wz.sum()
+        if x is not None:
+            X0[j] = np.bincount(block, wz * x, B)
     wsum = np.bincount(block, w_all, B)
     wsafe = np.where(wsum > 0, wsum, 1.0)
     vb0 = np.bincount(block, w_all * v, B) / wsafe
+    vin_b = np.bincount(block, w_all * v_in, B) / wsafe if x is not None else np.zeros(0)
     fxb = fcand = None
     fb0 = np.ones(B)
     fx0 = np.ones(cand.size)
@@ -360,18 +394,32 @@ def _interval_state(
         fxb=fxb,
         fcand=fcand,
         tau2=float(e.noise_var),
+        X0=X0,
+        vin_b=vin_b,
+        vin_x=v_in[cand] if x is not None else np.zeros(0),
     )
 
 
-def _di_gain(st: _IntervalState, vb: np.ndarray, g2: float, c_b: np.ndarray) -> np.ndarray:
+def _di_gain(
+    st: _IntervalState,
+    vb: np.ndarray,
+    g2: float,
+    c_b: np.ndarray,
+    wt: np.ndarray | None = None,
+    X: np.ndarray | None = None,
+) -> np.ndarray:
     """Gain of every candidate from lowering the DI of the blocks like it.
 
-    Block factor ``min(f_b, f(d_xb))``, own variance ``max(alpha f + beta, 0)``; the gain
-    is ``sum_b (own_b^2 - own'_xb^2) c_b / own_b^2`` with ``c_b`` the blocks' weighted
-    contribution to the targets' variances.
+    Block factor ``min(f_b, f(d_xb))``, variance ``alpha f + beta'`` (``beta' = beta +
+    g2``), own variance ``max(alpha f + beta, 0)``; the gain is ``sum_b (own_b^2 -
+    own'_xb^2) c_b / own_b^2`` with ``c_b`` the blocks' weighted contribution to the
+    targets' variances. With the extrapolation error shared, the own variance is capped at
+    the block's in-domain level and the gain adds ``sum_t wt_t (X_t² - X'_t²)``, ``X_t``
+    the targets' current shared extrapolation sd (``(T,)``), ``X'`` after the candidate.
     """
     assert st.fxb is not None
-    own2 = _own_part(vb, g2) ** 2
+    cap = st.vin_b if st.extra else np.inf
+    own2 = _own_part(vb, g2, cap) ** 2
     w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
     if st.errs.additive:
         alpha = np.ones_like(st.vb0)
@@ -381,10 +429,22 @@ def _di_gain(st: _IntervalState, vb: np.ndarray, g2: float, c_b: np.ndarray) -> 
         beta = np.full_like(st.vb0, -g2)
     t = np.minimum(st.fxb, st.fb.astype(np.float32)[None, :])
     t *= alpha.astype(np.float32)
-    t += beta.astype(np.float32)
+    extra = 0.0
+    if st.extra and wt is not None and X is not None:
+        t += (beta + g2).astype(np.float32)  # the blocks' variance after the candidate
+        # the targets' shared extrapolation sd after the candidate
+        x0 = np.sqrt(np.maximum(st.vb0 - st.vin_b, 0.0)).astype(np.float32)
+        xr = np.sqrt(np.maximum(t - st.vin_b.astype(np.float32), 0.0))
+        xr = np.divide(xr, x0[None, :], out=np.zeros_like(xr), where=x0[None, :] > 0)
+        Xc = xr @ st.X0.T.astype(np.float32)  # (C, T)
+        extra = ((X**2)[None, :] - Xc.astype(float) ** 2) @ wt
+        np.minimum(t, st.vin_b.astype(np.float32), out=t)  # the own part: in-domain at most
+        t -= np.float32(g2)
+    else:
+        t += beta.astype(np.float32)
     np.maximum(t, 0.0, out=t)
     gain = float(np.sum(own2 * w_b)) - t @ w_b.astype(np.float32)
-    return np.maximum(gain.astype(float), 0.0)
+    return np.maximum(gain.astype(float) + extra, 0.0)
 
 
 def _take(
@@ -421,20 +481,28 @@ def _interval_step(
     e = st.errs
     g2 = float(e.common_sd) ** 2
     vb = _scaled_variance(st, st.vb0, st.fb0, st.fb)
-    phi = _own_part(vb, g2) / np.maximum(_own_part(st.vb0, g2), 1e-300)
-    phi = np.where(_own_part(st.vb0, g2) > 0, phi, 0.0)
+    cap_b = st.vin_b if st.extra else np.inf
+    own_b0 = _own_part(st.vb0, g2, cap_b)
+    phi = _own_part(vb, g2, cap_b) / np.maximum(own_b0, 1e-300)
+    phi = np.where(own_b0 > 0, phi, 0.0)
     L = st.L0 * phi  # (T, B)
     RL = L @ st.R  # (T, B)  (R symmetric)
     Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
     var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
     vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
-    lx = _own_part(vx, g2)
+    lx = _own_part(vx, g2, st.vin_x if st.extra else np.inf)
     # the shared error is not kriged: a site observes it as noise (see the module
     # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
     shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
     var0 = var0 - g2 * st.U**2
     G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
     noise = st.tau2 + g2
+    X = np.zeros(len(st.U))
+    if st.extra:
+        # the extrapolation error every cell shares: it falls where sites lower the DI
+        X = st.X0 @ _extra_ratio(vb, st.vin_b, st.vb0)
+        shared = shared + X**2
+        noise = noise + np.maximum(vx - st.vin_x, 0.0)  # a site sees its own as noise
     px = lx**2
     var = var0.copy()
     if chosen:
@@ -442,7 +510,7 @@ def _interval_step(
         rsx = np.vstack(rho_sx)  # (S, C)
         lS = lx[S]
         K_ss = lS[:, None] * lS[None, :] * rsx[:, S]
-        K_ss[np.diag_indices_from(K_ss)] = lS**2 + noise
+        K_ss[np.diag_indices_from(K_ss)] = lS**2 + (noise[S] if np.ndim(noise) else noise)
         K_sx = lS[:, None] * lx[None, :] * rsx
         K_sx[np.arange(len(S)), S] = lS**2
         c, _ = cho_factor(K_ss, lower=True, check_finite=False)
@@ -457,7 +525,7 @@ def _interval_step(
         return var, shared, zeros, zeros
     wt = 1.0 / np.where(var > 0, var, np.inf)
     kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
-    di_gain = _di_gain(st, vb, g2, (L * RL + Q).T @ wt) if st.fxb is not None else zeros
+    di_gain = _di_gain(st, vb, g2, (L * RL + Q).T @ wt, wt, X) if st.fxb is not None else zeros
     return var, shared, kr, di_gain
 
 
@@ -763,9 +831,17 @@ def read_cells(
 
 
 def interval_errors(
-    run: Any, label: str, cells: Cells, grid: Any, common_sd: float, categorical: Sequence[str] = ()
+    run: Any,
+    label: str,
+    cells: Cells,
+    grid: Any,
+    common_sd: float,
+    categorical: Sequence[str] = (),
+    extrapolation: tuple[Any, float] | None = None,
 ) -> IntervalErrors:
-    """The error model of interval ``label`` of a fitted run on ``cells``."""
+    """The error model of interval ``label`` of a fitted run on ``cells``; ``extrapolation``
+    the ``(error model, reference DI)`` of the shared extrapolation error
+    (:class:`mapping.run.shared_error.SharedError`), read from the median map too."""
     top, bottom = parse_interval(label)
     mask = np.zeros(grid.shape, bool)
     mask[cells.rows, cells.cols] = True
@@ -791,6 +867,11 @@ def interval_errors(
         common_sd=float(common_sd),
         noise_var=noise,
     )
+    if extrapolation is not None:
+        median = np.asarray(
+            io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
+        ).squeeze()[cells.rows, cells.cols]
+        out.extra_sd = extrapolation_sd(out.mean, median, out.std, *extrapolation)
     if em is not None and aoa is not None:
         X = cells.covariates[list(aoa.layout_.names)].copy()
         for name in categorical:

@@ -484,3 +484,37 @@ def test_roads_layer_gives_points_along_its_lines(tmp_path: Path) -> None:
     assert np.diff(np.sort(pts[:, 0])).max() <= 2500.0 + 1e-6
     with pytest.raises(InputError, match="not found"):
         _vector_points(tmp_path / "none.gpkg", grid)
+
+
+def test_a_shared_extrapolation_error_falls_with_the_di() -> None:
+    """``extra_sd``: the part of each cell's variance above its in-domain level is shared by
+    every cell (``(sum w x)²`` in the targets' variance, in ``shared``); a site in the
+    dissimilar patch lowers its cells' DI, so their ``x`` falls to ``sqrt(v' - v_in)``, while
+    each cell's own part stays its in-domain variance (kriged where the site is)."""
+    rows, cols, xy = _grid(6, 20, step=10_000.0)
+    n = len(rows)
+    odd = cols >= 10
+    feats = np.where(odd, 2.0, 0.0)[:, None] + np.random.default_rng(1).normal(0, 1e-3, (n, 1))
+    di = np.abs(feats[:, 0])
+    ratio = lambda d: 1.0 + 2.0 * np.asarray(d)  # noqa: E731  r(DI): 1 at 0, 5 at 2
+    v = 0.05 * ratio(di)
+    x = np.sqrt(v - 0.05)  # above the in-domain level r(0) = 1
+    e = _errors(n, sd=np.sqrt(v), rng=1.0, nugget=0.0, features=feats, di=di, factor=ratio,
+                extra_sd=x)  # fmt: skip
+    w = np.full(n, 1e6)
+    res = greedy_design(xy, rows, cols, w, {"z": np.ones(n)}, [e], [Target("z", "0-30")], 1,
+                        max_blocks=n, n_candidates=n)  # fmt: skip
+    assert odd[res.cells[0]]
+    assert res.shared[0, 0] == pytest.approx(np.sum(w * x) ** 2, rel=1e-12)
+    # uncorrelated own parts at the in-domain level, plus the coherent shared sum
+    assert res.variance[0, 0] == pytest.approx(np.sum(w**2 * 0.05) + np.sum(w * x) ** 2, rel=1e-9)
+    s = res.cells[0]
+    v_after = np.where(odd, 0.05 * ratio(np.abs(feats[:, 0] - feats[s, 0])), v)
+    x_after = np.sqrt(np.maximum(v_after - 0.05, 0.0))
+    # (the block factors after a site are float32)
+    assert res.shared[1, 0] == pytest.approx(np.sum(w * x_after) ** 2, rel=1e-4)
+    own_after = np.sum(w**2 * 0.05) - (w[s] * 0.05) ** 2 / (0.05 + e.noise_var)
+    assert res.variance[1, 0] == pytest.approx(own_after + res.shared[1, 0], rel=1e-9)
+    # the coherent sum makes the shared error most of the variance, and the site removes it
+    assert res.shared[0, 0] > 0.9 * res.variance[0, 0]
+    assert res.variance[1, 0] < 0.1 * res.variance[0, 0]

@@ -115,7 +115,10 @@ def design_inputs(
     echo(f"[design] reading {len(need)} interval(s) of {run.root}")
     cells = read_cells(run, grid, stack, layout, need)
     errors = [
-        interval_errors(run, k, cells, grid, common[k], categorical_covariates(cfg)) for k in need
+        interval_errors(
+            run, k, cells, grid, common[k], categorical_covariates(cfg), shared.extrapolation.get(k)
+        )
+        for k in need
     ]
     summary = io.read_table(run.storage_summary)
     return DesignRun(cfg, ctx, cells, errors, chosen, summary)
