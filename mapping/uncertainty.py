@@ -163,12 +163,16 @@ class _Density:
             if not (shared or extra):
                 d = self.unshared * z
             else:
-                # a shared error given no normals stays in the cell's own part
-                missing = (self.c**2 if self.active and not shared else 0.0) + (
-                    self.x**2 if self.extra and not extra else 0.0
-                )
-                own = self.local if np.isscalar(missing) and missing == 0 else None
-                d = (own if own is not None else np.sqrt(self.local**2 + missing)) * z
+                sd = self.local
+                if (self.active and not shared) or (self.extra and not extra):
+                    # a shared error given no normals stays in the cell's own part
+                    v = self.local**2
+                    if self.active and not shared:
+                        v = v + self.c**2
+                    if self.extra and not extra:
+                        v = v + self.x**2
+                    sd = np.sqrt(v)
+                d = sd * z
             # the shared errors, one value per realization (leading axis)
             if shared:
                 d += self.c * np.asarray(g, dtype="float64").reshape(-1, *lead)
