@@ -359,6 +359,11 @@ class UncertaintyConfig(_Section):
     grows where the maps are less certain (``proportional``), or each cell's calibrated
     error above the error model's in-domain level, in place of the CV regional error
     (``extrapolation``; log models with error models, docs/uncertainty.md)."""
+    correlation: Literal["residuals", "cv_errors"] = "residuals"
+    """The correlation of the cells' own errors in the Monte Carlo (and a design): the
+    fitted residual variogram's (``residuals``), or that of a variogram fitted to the
+    standardised cross-validation errors (``cv_errors``; log models with error models,
+    docs/uncertainty.md)."""
 
 
 class ActiveLayerConfig(_Section):

@@ -838,10 +838,13 @@ def interval_errors(
     common_sd: float,
     categorical: Sequence[str] = (),
     extrapolation: tuple[Any, float] | None = None,
+    correlation: Variogram | None = None,
 ) -> IntervalErrors:
     """The error model of interval ``label`` of a fitted run on ``cells``; ``extrapolation``
     the ``(error model, reference DI)`` of the shared extrapolation error
-    (:class:`mapping.run.shared_error.SharedError`), read from the median map too."""
+    (:class:`mapping.run.shared_error.SharedError`), read from the median map too;
+    ``correlation`` the variogram whose correlation the cells' errors have (default the
+    residual variogram, which gives the noise of a new observation either way)."""
     top, bottom = parse_interval(label)
     mask = np.zeros(grid.shape, bool)
     mask[cells.rows, cells.cols] = True
@@ -862,7 +865,7 @@ def interval_errors(
         label=label,
         mean=mean[cells.rows, cells.cols].astype(float),
         std=std[cells.rows, cells.cols].astype(float),
-        variogram=variogram,
+        variogram=variogram if correlation is None else correlation,
         log=log,
         common_sd=float(common_sd),
         noise_var=noise,

@@ -7,6 +7,8 @@
 * :func:`cv_block_error_sd`: the regional (block-scale) error of the trend, seen by spatial
   cross-validation; :func:`regional_error_sd` the same from any grouping of the held-out
   profiles (e.g. :func:`spatial_groups`), pooled over depth intervals;
+* :func:`cv_error_variogram`: the correlation of the map's errors seen by spatial
+  cross-validation (a variogram of the standardised out-of-fold errors);
 * :func:`interval_variograms` and :func:`interval_common_sd`: those, checked and keyed by
   depth interval, as :func:`mapping.uncertainty.zone_total_draws` takes them.
 
@@ -26,11 +28,12 @@ from scipy.linalg import cho_factor, cho_solve
 from scipy.spatial.distance import cdist
 
 from mapping.exceptions import ConfigError, InputError, ModelError
-from mapping.models.variogram import Variogram
+from mapping.models.variogram import Variogram, default_cutoff, sample_variogram
 from mapping.units import format_interval, parse_interval
 
 __all__ = [
     "cv_block_error_sd",
+    "cv_error_variogram",
     "interval_common_sd",
     "interval_variograms",
     "regional_error_sd",
@@ -445,3 +448,46 @@ def regional_error_sd(
         else float(np.sqrt(tau2[k]))
         for k in comps
     }
+
+
+def cv_error_variogram(coords: Any, errors: Sequence[Any], model: str = "exponential") -> Variogram:
+    """A variogram of standardised cross-validation errors (the correlation of the map's
+    errors, in the spirit of Wadoux & Heuvelink 2023).
+
+    The residual variogram is the correlation of the residuals at the profiles; a map's
+    error holds the trend's error too, whose correlation it does not show. Out-of-fold
+    errors divided by their calibrated sd, ``z = (mu - ln observed) / sd``, have unit
+    variance wherever the calibration holds; their variogram's structured share and range
+    are how those errors go together in space. With several CV partitions of the same
+    profiles the sample variograms (the same pairs, so the same lags) are averaged before
+    the fit.
+
+    Parameters
+    ----------
+    coords
+        ``(n, 2)`` profile coordinates (projected, metres).
+    errors
+        One ``(n,)`` array of standardised errors per partition, same profiles and order;
+        rows not finite in every partition are left out.
+    model
+        Variogram model of the fit (gstat conventions, :meth:`Variogram.fit_sample`).
+
+    Raises
+    ------
+    ModelError
+        Fewer than 10 profiles with finite errors, or a fit that fails.
+    """
+    xy = np.asarray(coords, dtype=float)
+    z = np.column_stack([np.asarray(e, dtype=float) for e in errors])
+    ok = np.isfinite(z).all(axis=1) & np.isfinite(xy).all(axis=1)
+    if ok.sum() < 10:
+        raise ModelError(
+            f"only {int(ok.sum())} profiles with a cross-validation error; at least 10 are "
+            "needed for a variogram of the errors"
+        )
+    xy, z = xy[ok], z[ok]
+    cutoff = default_cutoff(xy)
+    samples = [sample_variogram(xy, z[:, p], cutoff=cutoff) for p in range(z.shape[1])]
+    sample = samples[0].copy()
+    sample["gamma"] = np.mean([s["gamma"].to_numpy() for s in samples], axis=0)
+    return Variogram.fit_sample(sample, model)

@@ -33,6 +33,7 @@ from mapping.models import Variogram
 from mapping.residual_errors import (
     _one_way_components,
     cv_block_error_sd,
+    cv_error_variogram,
     within_group_covariance,
 )
 
@@ -586,3 +587,26 @@ def test_extrapolation_sd_by_hand() -> None:
     assert got == pytest.approx(want, abs=1e-7)  # sqrt of rounding at 0
     # a reference DI as dissimilar as the cell leaves only its range term
     assert extrapolation_sd(mean, median, std, em, di_in=1.0)[3] == pytest.approx(0.08**0.5)
+
+
+def test_a_variogram_of_standardised_cv_errors_recovers_their_correlation() -> None:
+    """Three partitions' errors drawn from a field with a known exponential correlation
+    (structured share 0.7, range 20 km) give it back; white errors give no structure; a
+    partition given twice is the fit of one; fewer than 10 errors are refused."""
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 200e3, (600, 2))
+    cov = 0.7 * np.exp(-cdist(xy, xy) / 20e3) + 0.3 * np.eye(600)
+    chol = np.linalg.cholesky(cov)
+    errors = [chol @ rng.standard_normal(600) for _ in range(3)]
+    v = cv_error_variogram(xy, errors)
+    assert v.psill / v.sill == pytest.approx(0.7, abs=0.1)
+    assert v.range == pytest.approx(20e3, rel=0.3)
+    assert v.sill == pytest.approx(1.0, abs=0.15)
+    white = cv_error_variogram(xy, [rng.standard_normal(600) for _ in range(3)])
+    assert white.psill / white.sill < 0.05
+    one = cv_error_variogram(xy, errors[:1])
+    assert cv_error_variogram(xy, [errors[0], errors[0]]) == one
+    assert one != v  # the partitions are averaged, not the first taken
+    with_nan = [np.where(np.arange(600) < 595, np.nan, e) for e in errors]
+    with pytest.raises(ModelError, match="only 5 profiles"):
+        cv_error_variogram(xy, with_nan)

@@ -29,7 +29,12 @@ from mapping.cli import main
 from mapping.config import load_config
 from mapping.depth_model import LayeredDepthModel
 from mapping.exceptions import ConfigError
-from mapping.residual_errors import regional_error_sd, residual_mean_sd, residual_variogram
+from mapping.residual_errors import (
+    cv_error_variogram,
+    regional_error_sd,
+    residual_mean_sd,
+    residual_variogram,
+)
 from mapping.run import stage_list
 from mapping.run import stages as default
 from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
@@ -486,15 +491,18 @@ def test_report_shows_the_cross_fitted_reliability(layered_run: Path) -> None:
 def test_the_extrapolation_error_shared_by_every_cell(
     layered_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``uncertainty.shared: extrapolation``: the run's draws are those of
-    :func:`zone_total_draws` with the residual level as the constant shared error and, per
-    interval, the ``ln``-scale calibrated error above the error model's at the training
-    profiles' median DI, computed here by hand from the run's mean, median and std maps."""
+    """``uncertainty.shared: extrapolation`` and ``correlation: cv_errors``: the run's draws
+    are those of :func:`zone_total_draws` with the residual level as the constant shared
+    error and, per interval, the ``ln``-scale calibrated error above the error model's at
+    the training profiles' median DI, computed here by hand from the run's mean, median and
+    std maps, the cells' own errors correlated as a variogram of the CV errors standardised
+    by hand (every partition's)."""
     out = tmp_path / "out"
     shutil.copytree(layered_run, out)
     cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
     cfg["output"] = str(out)
     cfg["uncertainty"]["shared"] = "extrapolation"
+    cfg["uncertainty"]["correlation"] = "cv_errors"
     path = tmp_path / "extrapolation.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     code, text, _ = run_cli_output(["run", path], capsys)
@@ -505,6 +513,7 @@ def test_the_extrapolation_error_shared_by_every_cell(
     ctx = StageContext(config=config, out=config.output, echo=lambda _m: None)
     run = ctx.folder
     means, stds, extra, level, variograms = {}, {}, {}, {}, {}
+    training = io.read_table(run.training).drop_duplicates("profile_id")
     for k in labels:
         top, bottom = (int(v) for v in k.split("-"))
         m, med, s = (
@@ -524,8 +533,24 @@ def test_the_extrapolation_error_shared_by_every_cell(
         assert (x > 0).mean() > 0.3  # the term is there in much of the map
         extra[k] = m.copy(data=x.astype("float32"))
         model = io.read_model(run.model_file(k))
-        level[k], variograms[k] = residual_mean_sd(model), residual_variogram(model)
+        level[k] = residual_mean_sd(model)
         assert f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g}" in text
+        # the CV errors over their calibrated sd, every partition (same profiles, same order)
+        tables = [pd.read_csv(run.cv_predictions(k))]
+        if run.cv_repeats(k).is_file() and config.cv.repeats > 1:
+            more = pd.read_csv(run.cv_repeats(k))
+            tables += [t.reset_index(drop=True) for _, t in more.groupby("repeat")]
+        z = []
+        for t in tables:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = t["mu"].to_numpy() - np.log(t["observed"].to_numpy(float))
+            sd = np.sqrt(em.variance(t["var"].to_numpy(), t["di"].to_numpy(), t["xd"].to_numpy()))
+            z.append(np.where(t["fold"] >= 0, e / sd, np.nan))
+        xy = training.set_index("profile_id").loc[tables[0]["profile_id"], ["x", "y"]]
+        variograms[k] = cv_error_variogram(xy.to_numpy(float), z)
+        assert variograms[k] != residual_variogram(model)
+        share = variograms[k].psill / variograms[k].sill
+        assert f"structured share {share:.2f}, range {variograms[k].range / 1000:.3g} km" in text
     grid = run_grid(ctx)
     expect = zone_total_draws(
         means, stds, zone_layout(ctx), grid, variograms,

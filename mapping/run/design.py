@@ -116,7 +116,14 @@ def design_inputs(
     cells = read_cells(run, grid, stack, layout, need)
     errors = [
         interval_errors(
-            run, k, cells, grid, common[k], categorical_covariates(cfg), shared.extrapolation.get(k)
+            run,
+            k,
+            cells,
+            grid,
+            common[k],
+            categorical_covariates(cfg),
+            shared.extrapolation.get(k),
+            shared.variograms[k],
         )
         for k in need
     ]

@@ -23,6 +23,7 @@ from mapping.calibration import ErrorModel, extrapolation_sd, regional_error_sd
 from mapping.exceptions import ModelError
 from mapping.residual_errors import (
     cv_block_error_sd,
+    cv_error_variogram,
     residual_mean_sd,
     residual_variogram,
     within_group_covariance,
@@ -74,6 +75,8 @@ def shared_error(
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
+    if ctx.config.uncertainty.correlation == "cv_errors":
+        variograms = _cv_error_correlation(ctx, variograms, cv, labels)
     # folds_net needs the profiles' coordinates (any depth model): read once for every partition
     training = (
         io.read_table(ctx.folder.training)
@@ -128,6 +131,59 @@ def shared_error(
             f"residual level {level[k]:.3g}, regional CV error {regional[k]:.3g})"
         )
     return SharedError(variograms, common, dict.fromkeys(labels, 0.0), extrapolation)
+
+
+def _cv_error_correlation(
+    ctx: StageContext,
+    variograms: dict[str, Any],
+    cv: dict[str, pd.DataFrame],
+    labels: list[str],
+) -> dict[str, Any]:
+    """Per interval, a variogram of the standardised CV errors (every partition's) in place
+    of the residual variogram, or the residual one where it cannot be fitted."""
+    run = ctx.folder
+    training = io.read_table(run.training)
+    out = dict(variograms)
+    need = {"mu", "var", "di", "observed", "fold", "profile_id"}
+    for k in labels:
+        tables = [cv[k]]
+        if ctx.config.cv.repeats > 1 and run.cv_repeats(k).is_file():
+            more = io.read_table(run.cv_repeats(k))
+            for r in sorted(more["repeat"].unique()):
+                part = more[more["repeat"] == r].reset_index(drop=True)
+                if list(part["profile_id"]) == list(cv[k]["profile_id"]):
+                    tables.append(part)
+        why = None
+        if not ctx.config.model.log_transform:
+            why = "not a model of log stocks"
+        elif not run.error_model_file(k).is_file():
+            why = "no error model"
+        elif not all(need <= set(t.columns) for t in tables):
+            why = "the CV table has no log moments"
+        if why is None:
+            em = io.read_model(run.error_model_file(k))
+            z = []
+            for t in tables:
+                obs = t["observed"].to_numpy(float)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    e = t["mu"].to_numpy(float) - np.log(obs)
+                xd = t["xd"].to_numpy(float) if "xd" in t else None
+                v = em.variance(t["var"].to_numpy(float), t["di"].to_numpy(float), xd)
+                z.append(np.where(t["fold"].to_numpy() >= 0, e / np.sqrt(v), np.nan))
+            try:
+                out[k] = cv_error_variogram(_profile_xy(training, cv[k]["profile_id"]), z)
+            except ModelError as exc:
+                why = str(exc)
+        if why is not None:
+            ctx.echo(f"[uncertainty] {k} cm: the residual variogram's correlation ({why})")
+            continue
+        v = out[k]
+        ctx.echo(
+            f"[uncertainty] {k} cm: cells' errors correlated as the standardised CV errors "
+            f"({len(tables)} partition(s)): {v.model}, structured share "
+            f"{v.psill / v.sill if v.sill > 0 else 0.0:.2f}, range {v.range / 1000:.3g} km"
+        )
+    return out
 
 
 def _extrapolation_terms(ctx: StageContext, labels: list[str]) -> dict[str, tuple[Any, float]]:
