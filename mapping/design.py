@@ -197,7 +197,12 @@ class DesignResult:
     shared
         ``(n + 1, n_targets)``: the part of ``variance`` that is the error shared by every
         cell (the regional level, ``common_sd``), which no site observes: it falls only as
-        ``n0 / (n0 + k)`` with the count of profiles (empty when not computed).
+        ``n0 / (n0 + k)`` with the count of profiles, and with ``IntervalErrors.extra_sd``
+        the shared extrapolation error, which sites lower where they lower the DI (empty
+        when not computed).
+    level
+        ``(n + 1, n_targets)``: the regional level's part of ``shared`` alone, the error no
+        site can lower (empty when not computed: then all of ``shared``).
     """
 
     cells: np.ndarray
@@ -206,6 +211,7 @@ class DesignResult:
     gain_kriging: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gain_dissimilarity: np.ndarray = field(default_factory=lambda: np.zeros(0))
     shared: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    level: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     def range_factor(self) -> np.ndarray:
         """``sqrt(Var_after / Var_now)``: the predicted factor on each range, ``(n + 1, n_t)``."""
@@ -222,13 +228,14 @@ class DesignResult:
             return self.shared[0] / self.variance[0]
 
     def floor_factor(self) -> np.ndarray:
-        """``sqrt(shared_after_n / Var_now)``: the range factor if the ``n`` sites removed
-        every error but the shared one, the most any ``n`` sites can shrink a range under the
-        model, ``(n_targets,)`` (NaN when ``shared`` was not computed)."""
-        if self.shared.shape != self.variance.shape:
+        """``sqrt(level_after_n / Var_now)``: the range factor if the ``n`` sites removed
+        every error but the regional level's, the most any ``n`` sites can shrink a range
+        under the model, ``(n_targets,)`` (NaN when ``shared`` was not computed)."""
+        fixed = self.level if self.level.shape == self.variance.shape else self.shared
+        if fixed.shape != self.variance.shape:
             return np.full(self.variance.shape[1], np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.sqrt(np.clip(self.shared[-1] / self.variance[0], 0.0, 1.0))
+            return np.sqrt(np.clip(fixed[-1] / self.variance[0], 0.0, 1.0))
 
 
 # =============================================================================== helpers
@@ -653,6 +660,7 @@ def greedy_design(
     rho_sx: dict[int, list[np.ndarray]] = {i: [] for i in range(len(states))}
     variance = np.empty((n + 1, len(targets)))
     shared = np.empty((n + 1, len(targets)))
+    level = np.empty((n + 1, len(targets)))
     gk = np.zeros(n)
     gd = np.zeros(n)
     taken = np.zeros(C, bool)
@@ -665,6 +673,10 @@ def greedy_design(
             var, sh, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
             variance[it, st.targets] = var
             shared[it, st.targets] = sh
+            # the regional level's part, which no site lowers (the rest of ``sh`` is the
+            # shared extrapolation error, which sites lower where they lower the DI)
+            scale = 1.0 if n0 is None else n0 / (n0 + len(chosen))
+            level[it, st.targets] = float(st.errs.common_sd) ** 2 * st.U**2 * scale
             s_kr += kr
             s_di += di_gain
             score += kr
@@ -688,6 +700,7 @@ def greedy_design(
         gain_kriging=gk,
         gain_dissimilarity=gd,
         shared=shared,
+        level=level,
     )
 
 

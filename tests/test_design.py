@@ -518,3 +518,5 @@ def test_a_shared_extrapolation_error_falls_with_the_di() -> None:
     # the coherent sum makes the shared error most of the variance, and the site removes it
     assert res.shared[0, 0] > 0.9 * res.variance[0, 0]
     assert res.variance[1, 0] < 0.1 * res.variance[0, 0]
+    # no regional level: no part of the range is out of the sites' reach
+    assert np.all(res.level == 0.0) and res.floor_factor()[0] == 0.0
