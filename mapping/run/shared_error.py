@@ -178,10 +178,15 @@ def _cv_error_correlation(
             ctx.echo(f"[uncertainty] {k} cm: the residual variogram's correlation ({why})")
             continue
         v = out[k]
+        share = v.psill / v.sill if v.sill > 0 else 0.0
+        shape = (
+            f"{v.model}, structured share {share:.2f}, range {v.range / 1000:.3g} km"
+            if share >= 0.005
+            else "no spatial structure (a pure nugget): independent cells"
+        )
         ctx.echo(
             f"[uncertainty] {k} cm: cells' errors correlated as the standardised CV errors "
-            f"({len(tables)} partition(s)): {v.model}, structured share "
-            f"{v.psill / v.sill if v.sill > 0 else 0.0:.2f}, range {v.range / 1000:.3g} km"
+            f"({len(tables)} partition(s)): {shape}"
         )
     return out
 
