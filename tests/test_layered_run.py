@@ -167,8 +167,9 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
 
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:
     """``workflows/sample.yaml`` is ``sample_per_interval.yaml`` with one layered model,
-    three CV partitions and the active layer: the same inputs and every other setting the
-    same."""
+    three CV partitions, the active layer and the zone totals' error structure of the
+    layered model (the extrapolation error shared, the CV errors' correlation): the same
+    inputs and every other setting the same."""
     main_cfg = load_config(SAMPLE_WORKFLOW)
     per = load_config(PER_INTERVAL_WORKFLOW)
     assert main_cfg.model.depth == "layered" and per.model.depth == "per_interval"
@@ -181,6 +182,13 @@ def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> No
         a.pop(key, None), b.pop(key, None)
     # cv.repeats needs the layered model (its further partitions refit the one depth model)
     assert a["cv"].pop("repeats") == 3 and b["cv"].pop("repeats", 1) == 1
+    # measured with the layered model (docs/validation.md); the per-interval baseline keeps the defaults
+    assert (
+        a["uncertainty"].pop("shared") == "extrapolation"
+        and b["uncertainty"].pop("shared") == "constant"
+    )
+    assert a["uncertainty"].pop("correlation") == "cv_errors"
+    assert b["uncertainty"].pop("correlation") == "residuals"
     assert a == b
     keep = ("type", "trend", "params", "variogram", "n_neighbors", "log_transform")
     assert {k: main_cfg.model.model_dump()[k] for k in keep} == {
