@@ -503,13 +503,13 @@ def _interval_step(
     shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
     var0 = var0 - g2 * st.U**2
     G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
-    noise = st.tau2 + g2
+    noise = np.full(len(lx), st.tau2 + g2)
     X = np.zeros(len(st.U))
     if st.extra:
         # the extrapolation error every cell shares: it falls where sites lower the DI
         X = st.X0 @ _extra_ratio(vb, st.vin_b, st.vb0)
         shared = shared + X**2
-        noise = noise + np.maximum(vx - st.vin_x, 0.0)  # a site sees its own as noise
+        noise += np.maximum(vx - st.vin_x, 0.0)  # a site sees its own as noise
     px = lx**2
     var = var0.copy()
     if chosen:
@@ -517,7 +517,7 @@ def _interval_step(
         rsx = np.vstack(rho_sx)  # (S, C)
         lS = lx[S]
         K_ss = lS[:, None] * lS[None, :] * rsx[:, S]
-        K_ss[np.diag_indices_from(K_ss)] = lS**2 + (noise[S] if np.ndim(noise) else noise)
+        K_ss[np.diag_indices_from(K_ss)] = lS**2 + noise[S]
         K_sx = lS[:, None] * lx[None, :] * rsx
         K_sx[np.arange(len(S)), S] = lS**2
         c, _ = cho_factor(K_ss, lower=True, check_finite=False)
