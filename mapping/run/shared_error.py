@@ -75,19 +75,25 @@ def shared_error(
         log.warning("no Monte Carlo ranges: %s", exc)
         return None
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
-    if ctx.config.uncertainty.correlation == "cv_errors":
-        variograms = _cv_error_correlation(ctx, variograms, cv, labels)
+    mode = ctx.config.uncertainty.shared
+    extrapolation = _extrapolation_terms(ctx, labels) if mode == "extrapolation" else {}
     # folds_net needs the profiles' coordinates (any depth model): read once for every partition
     training = (
         io.read_table(ctx.folder.training)
         if ctx.config.uncertainty.regional == "folds_net"
         else None
     )
-    regional = _regional(ctx, cv, variograms, labels, training)
+    # the regional CV error, unless every interval shares its extrapolation error instead
+    # (folds_net: net of the residual field, so with the residual variograms)
+    needed = any(k not in extrapolation for k in labels)
+    if needed:
+        regional = _regional(ctx, cv, variograms, labels, training)
+    else:
+        regional = dict.fromkeys(labels, 0.0)
     # cv.repeats: the regional variance averaged over every partition of the CV
     paths = [ctx.folder.cv_repeats(k) for k in labels]
     # only when this config asks for them: a folder may hold another run's tables
-    if ctx.config.cv.repeats > 1 and all(p.is_file() for p in paths):
+    if needed and ctx.config.cv.repeats > 1 and all(p.is_file() for p in paths):
         extra = {k: io.read_table(p) for k, p in zip(labels, paths, strict=True)}
         repeats = sorted(set.intersection(*(set(t["repeat"]) for t in extra.values())))
         variance = {k: [regional[k] ** 2] for k in labels}
@@ -97,8 +103,9 @@ def shared_error(
                 variance[k].append(sd**2)
         regional = {k: math.sqrt(float(np.mean(v))) for k, v in variance.items()}
         ctx.echo(f"[uncertainty] regional CV error averaged over {len(repeats) + 1} partitions")
+    if ctx.config.uncertainty.correlation == "cv_errors":
+        variograms = _cv_error_correlation(ctx, variograms, cv, labels)
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
-    mode = ctx.config.uncertainty.shared
     if mode == "proportional":
         # the regional error as a share of the CV errors' variance, applied to each cell's
         # own variance: larger where the calibrated maps are less certain (the cold tail)
@@ -113,7 +120,6 @@ def shared_error(
                 f"variance (regional CV error {regional[k]:.3g} of the CV RMSE {mse**0.5:.3g})"
             )
         return SharedError(variograms, dict(level), fraction, {})
-    extrapolation = _extrapolation_terms(ctx, labels) if mode == "extrapolation" else {}
     common = {
         k: level[k] if k in extrapolation else math.hypot(level[k], regional[k]) for k in labels
     }
