@@ -29,7 +29,7 @@ from scipy.spatial.distance import cdist
 
 from mapping.exceptions import ConfigError, InputError, ModelError
 from mapping.models.variogram import Variogram, default_cutoff, sample_variogram
-from mapping.units import format_interval, parse_interval
+from mapping.units import format_interval, interval_key
 
 __all__ = [
     "cv_block_error_sd",
@@ -82,12 +82,7 @@ def interval_variograms(
         )
     by_label = {}
     for key, v in variogram.items():
-        try:
-            label = format_interval(*parse_interval(key))
-        except ValueError:
-            raise ModelError(
-                f"variogram {key!r}: key is not a depth interval such as '0-30'"
-            ) from None
+        label = format_interval(*interval_key(key, "variogram", ModelError))
         if not isinstance(v, Variogram):
             raise ModelError(f"variogram {key!r}: expected a Variogram, got {type(v).__name__}")
         by_label[label] = v
@@ -111,12 +106,7 @@ def interval_common_sd(
     if isinstance(common_sd, Mapping):
         by_label = {}
         for key, value in common_sd.items():
-            try:
-                by_label[format_interval(*parse_interval(key))] = value
-            except ValueError:
-                raise ConfigError(
-                    f"common_sd {key!r}: key is not a depth interval such as '0-30'"
-                ) from None
+            by_label[format_interval(*interval_key(key, "common_sd", ConfigError))] = value
         missing = [lab for lab in labels if lab not in by_label]
         if missing:
             raise ConfigError(f"common_sd: no value for interval {missing[0]}")

@@ -62,7 +62,7 @@ from mapping.grid import Grid
 from mapping.models.variogram import Variogram
 from mapping.randomfield import GaussianField, lattice_spacing
 from mapping.residual_errors import interval_common_sd, interval_variograms
-from mapping.units import format_interval, parse_interval
+from mapping.units import format_interval, interval_key
 from mapping.zonal import (
     ALL_ZONES,
     ExactZoneSums,
@@ -498,12 +498,7 @@ def _intervals(
     def keyed(maps: Mapping[str, Any], what: str) -> dict[tuple[float, float], Any]:
         out = {}
         for key, arr in maps.items():
-            try:
-                iv = parse_interval(key)
-            except ValueError:
-                raise InputError(
-                    f"{what} {key!r}: key is not a depth interval such as '0-30'"
-                ) from None
+            iv = interval_key(key, what, InputError)
             if iv in out:
                 raise InputError(f"{what}: interval {format_interval(*iv)} given twice")
             out[iv] = arr
@@ -593,12 +588,7 @@ def _keyed_extras(extras: Mapping[str, Any] | None, labels: Sequence[str]) -> di
         raise InputError("extrapolation_sd must be a mapping of interval ('0-30') to map")
     out: dict[str, Any] = dict.fromkeys(labels)
     for key, arr in extras.items():
-        try:
-            label = format_interval(*parse_interval(key))
-        except ValueError:
-            raise InputError(
-                f"extrapolation_sd {key!r}: key is not a depth interval such as '0-30'"
-            ) from None
+        label = format_interval(*interval_key(key, "extrapolation_sd", InputError))
         if label not in out:
             raise InputError(f"extrapolation_sd {key!r}: no mean map for interval {label}")
         out[label] = arr

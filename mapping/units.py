@@ -23,6 +23,7 @@ __all__ = [
     "DENSITY_UNITS",
     "STORAGE_UNITS",
     "format_interval",
+    "interval_key",
     "interval_label",
     "map_filename",
     "map_stem",
@@ -53,6 +54,17 @@ def parse_interval(text: str) -> tuple[float, float]:
     if not top < bottom:
         raise InvalidParameter(f"depth interval {text!r}: top must be above bottom")
     return top, bottom
+
+
+def interval_key(
+    key: object, what: str, error: type[Exception] = ValueError
+) -> tuple[float, float]:
+    """:func:`parse_interval` of a key of a mapping keyed by depth interval (``{"0-30": ...}``);
+    a key that is not one raises ``error`` naming ``what`` and the key."""
+    try:
+        return parse_interval(str(key))
+    except ValueError:
+        raise error(f"{what} {key!r}: key is not a depth interval such as '0-30'") from None
 
 
 def format_interval(top: float, bottom: float) -> str:
