@@ -207,18 +207,29 @@ def test_target_zone_draws_the_sites() -> None:
     assert res.range_factor()[-1, 0] < 1.0
 
 
+def _ratio(d):
+    """The error model's ``r(DI)`` of the two-patch tests: 1 at DI 0, 5 at DI 2."""
+    return 1.0 + 2.0 * np.asarray(d)
+
+
+def _two_patches():
+    """Cells in two patches 100 km apart, one like the profiles (DI ~0), one unlike them
+    (features ~2): ``rows, cols, xy, odd, features, di``."""
+    rows, cols, xy = _grid(6, 20, step=10_000.0)
+    odd = cols >= 10
+    n = len(rows)
+    feats = np.where(odd, 2.0, 0.0)[:, None] + np.random.default_rng(1).normal(0, 1e-3, (n, 1))
+    return rows, cols, xy, odd, feats, np.abs(feats[:, 0])
+
+
 def test_dissimilar_cells_are_sampled_for_the_trend() -> None:
     """Two patches far apart, one like the profiles (DI 0) and one unlike them (DI 2): with no
     spatial reach, the first site goes to the dissimilar patch and its cells' variance falls
     by the error model's ratio, r(0) / r(2)."""
-    rows, cols, xy = _grid(6, 20, step=10_000.0)
+    rows, cols, xy, odd, feats, di = _two_patches()
     n = len(rows)
-    odd = cols >= 10
-    feats = np.where(odd, 2.0, 0.0)[:, None] + np.random.default_rng(1).normal(0, 1e-3, (n, 1))
-    di = np.abs(feats[:, 0])
-    ratio = lambda d: 1.0 + 2.0 * np.asarray(d)  # noqa: E731  r(DI): 1 at 0, 5 at 2
-    sd = np.sqrt(0.05 * ratio(di))
-    e = _errors(n, sd=sd, rng=1.0, nugget=0.0, features=feats, di=di, factor=ratio)
+    sd = np.sqrt(0.05 * _ratio(di))
+    e = _errors(n, sd=sd, rng=1.0, nugget=0.0, features=feats, di=di, factor=_ratio)
     zone = {"z": np.ones(n)}
     res = greedy_design(
         xy,
@@ -239,7 +250,7 @@ def test_dissimilar_cells_are_sampled_for_the_trend() -> None:
     w = np.full(n, 1e6)
     before = np.sum((w * sd) ** 2)
     sd_after = np.where(
-        odd, np.sqrt(0.05 * ratio(np.abs(feats[:, 0] - feats[res.cells[0], 0]))), sd
+        odd, np.sqrt(0.05 * _ratio(np.abs(feats[:, 0] - feats[res.cells[0], 0]))), sd
     )
     after = np.sum((w * sd_after) ** 2)
     x = res.cells[0]
@@ -491,15 +502,11 @@ def test_a_shared_extrapolation_error_falls_with_the_di() -> None:
     every cell (``(sum w x)²`` in the targets' variance, in ``shared``); a site in the
     dissimilar patch lowers its cells' DI, so their ``x`` falls to ``sqrt(v' - v_in)``, while
     each cell's own part stays its in-domain variance (kriged where the site is)."""
-    rows, cols, xy = _grid(6, 20, step=10_000.0)
+    rows, cols, xy, odd, feats, di = _two_patches()
     n = len(rows)
-    odd = cols >= 10
-    feats = np.where(odd, 2.0, 0.0)[:, None] + np.random.default_rng(1).normal(0, 1e-3, (n, 1))
-    di = np.abs(feats[:, 0])
-    ratio = lambda d: 1.0 + 2.0 * np.asarray(d)  # noqa: E731  r(DI): 1 at 0, 5 at 2
-    v = 0.05 * ratio(di)
+    v = 0.05 * _ratio(di)
     x = np.sqrt(v - 0.05)  # above the in-domain level r(0) = 1
-    e = _errors(n, sd=np.sqrt(v), rng=1.0, nugget=0.0, features=feats, di=di, factor=ratio,
+    e = _errors(n, sd=np.sqrt(v), rng=1.0, nugget=0.0, features=feats, di=di, factor=_ratio,
                 extra_sd=x)  # fmt: skip
     w = np.full(n, 1e6)
     res = greedy_design(xy, rows, cols, w, {"z": np.ones(n)}, [e], [Target("z", "0-30")], 1,
@@ -509,7 +516,7 @@ def test_a_shared_extrapolation_error_falls_with_the_di() -> None:
     # uncorrelated own parts at the in-domain level, plus the coherent shared sum
     assert res.variance[0, 0] == pytest.approx(np.sum(w**2 * 0.05) + np.sum(w * x) ** 2, rel=1e-9)
     s = res.cells[0]
-    v_after = np.where(odd, 0.05 * ratio(np.abs(feats[:, 0] - feats[s, 0])), v)
+    v_after = np.where(odd, 0.05 * _ratio(np.abs(feats[:, 0] - feats[s, 0])), v)
     x_after = np.sqrt(np.maximum(v_after - 0.05, 0.0))
     # (the block factors after a site are float32)
     assert res.shared[1, 0] == pytest.approx(np.sum(w * x_after) ** 2, rel=1e-4)
