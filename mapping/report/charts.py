@@ -363,8 +363,9 @@ def design_suite_chart(reference: pd.DataFrame, predicted: Mapping[str, float]) 
     Parameters
     ----------
     reference
-        One row per world: ``predicted_pct``, ``realised_pct``, ``truth_inside``
-        (``mapping/report/data/design_suite.csv``).
+        One row per world and number of new sites: ``n``, ``predicted_pct``,
+        ``realised_pct``, ``truth_inside`` (``mapping/report/data/design_suite.csv``); one
+        marker per ``n``.
     predicted
         This run's predicted reduction (%) of each targeted total, drawn as vertical lines.
     """
@@ -373,15 +374,20 @@ def design_suite_chart(reference: pd.DataFrame, predicted: Mapping[str, float]) 
     x = reference["predicted_pct"].to_numpy(float)
     y = reference["realised_pct"].to_numpy(float)
     inside = reference["truth_inside"].to_numpy(bool)
+    n = reference["n"].to_numpy(int) if "n" in reference else np.zeros(len(x), int)
     top = float(max(np.max(x, initial=0.0), np.max(y, initial=0.0), *predicted.values(), 10.0))
     top = 10.0 * np.ceil(top / 10.0)
     ax.plot([0, top], [0, top], color="0.5", lw=1, ls="--", label="realised = predicted")
-    ax.scatter(x[inside], y[inside], s=28, c="#1f77b4", label="a world: truth inside the new range")
-    if (~inside).any():
-        ax.scatter(
-            x[~inside], y[~inside], s=28, facecolors="none", edgecolors="#1f77b4",
-            label="a world: truth outside",
-        )  # fmt: skip
+    for n_sites, marker in zip(np.unique(n), "os^Dv", strict=False):
+        this = n == n_sites
+        label = f"a world, N = {n_sites}" if n_sites else "a world"
+        ax.scatter(x[this & inside], y[this & inside], s=28, c="#1f77b4", marker=marker,
+                   label=f"{label}: truth inside the new range")  # fmt: skip
+        if (this & ~inside).any():
+            ax.scatter(
+                x[this & ~inside], y[this & ~inside], s=28, facecolors="none",
+                edgecolors="#1f77b4", marker=marker, label=f"{label}: truth outside",
+            )  # fmt: skip
     for k, (name, value) in enumerate(predicted.items()):
         ax.axvline(
             value, color="#d62728", lw=1.2, label="this run's prediction" if k == 0 else None
@@ -389,7 +395,7 @@ def design_suite_chart(reference: pd.DataFrame, predicted: Mapping[str, float]) 
         ax.annotate(name, (value, top), xytext=(3, -12), textcoords="offset points",
                     fontsize=7, color="#d62728", rotation=90, va="top")  # fmt: skip
     ax.set_xlim(0, top)
-    ax.set_ylim(0, top)
+    ax.set_ylim(min(0.0, 10.0 * np.floor(np.min(y, initial=0.0) / 10.0)), top)  # a refit can widen
     ax.set_xlabel("predicted shrinkage of the 90 % range (%)")
     ax.set_ylabel("realised shrinkage after the refit (%)")
     ax.legend(fontsize=7, loc="lower right", frameon=False)  # below the diagonal: few worlds
