@@ -426,12 +426,13 @@ def design_figure(out: Path, run: RunOutputs, outlines: ZoneOutlines | None) -> 
 
 DESIGN_SUITE = Path(__file__).parent / "data" / "design_suite.csv"
 """Predicted and realised shrinkage of ``socmap design``'s targeted range on the world suite
-(``docs/design.md``, "Under the shared extrapolation error, built"): seed 2033, the eight
-projected worlds, N new profiles aimed at continuous/0-100, one row per world and N,
-measured with the sample workflow (the layered model, ``cv.repeats: 3``,
-``uncertainty: {shared: extrapolation, correlation: cv_errors}``). Written by
-``python benchmarks/design_suite.py --suite OUT --n N --target continuous/0-100`` as
-``OUT/design_shrinkage_continuous-0-100.csv``."""
+(``docs/design.md``, "N = 50 and 200 under the sample workflow's structure"): the eight
+projected worlds of the suites of seeds 2033 and 2034 (``suite``), N = 50 and 200 new
+profiles aimed at continuous/0-100, one row per suite, world and N, measured with the sample
+workflow (the layered model, ``cv.repeats: 3``, ``uncertainty: {shared: extrapolation,
+correlation: cv_errors}``). Written by ``python benchmarks/design_suite.py --suite OUT
+--n 50 200 --target continuous/0-100`` as ``OUT/design_shrinkage_continuous-0-100.csv``
+(the ``suite`` column added)."""
 
 
 def _suite_summary(reference: pd.DataFrame) -> str:
