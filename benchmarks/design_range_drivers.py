@@ -27,7 +27,21 @@ from mapping.synthetic.truth import ZONE_NAMES
 ZONE_CODES = {name: code for code, name in ZONE_NAMES.items()}
 
 
-def _run_row(run: Path, zones: np.ndarray, code: int, zone: str, interval: str, truth: float):
+def _reference(em, di: np.ndarray, how: str) -> float:
+    """The reference DI of the shared extrapolation error: the training profiles' median DI
+    (``median``, as socmap runs) or the DI where the error model's non-decreasing factor
+    first reaches its mean over the training profiles' DIs (``mean``, a variant that
+    averages over the isotonic steps instead of taking the one at the median)."""
+    di = np.sort(di[np.isfinite(di)])
+    if how == "median":
+        return float(np.median(di))
+    f = np.asarray(em.factor(di), dtype=float)
+    return float(di[min(int(np.searchsorted(f, f.mean())), len(di) - 1)])
+
+
+def _run_row(
+    run: Path, zones: np.ndarray, code: int, zone: str, interval: str, truth: float, how: str
+):
     top, bottom = interval.split("-")
 
     def read(stat: str) -> np.ndarray:
@@ -37,7 +51,7 @@ def _run_row(run: Path, zones: np.ndarray, code: int, zone: str, interval: str, 
     mean, median, std = read("mean"), read("median"), read("std")
     em = joblib.load(run / "models" / interval / "error_model.joblib")
     di = np.asarray(joblib.load(run / "models" / interval / "aoa.joblib").train_di_, float)
-    x = extrapolation_sd(mean, median, std, em, float(np.median(di[np.isfinite(di)])))
+    x = extrapolation_sd(mean, median, std, em, _reference(em, di, how))
     cells = (zones == code) & np.isfinite(mean) & (mean > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         sd = np.sqrt(np.log1p((std / mean) ** 2))
@@ -56,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("suite", type=Path)
     p.add_argument("--zone", default="continuous", choices=sorted(ZONE_CODES))
     p.add_argument("--interval", default="0-100")
+    p.add_argument(
+        "--reference",
+        choices=["median", "mean"],
+        default="median",
+        help="the in-domain level: r at the training profiles' median DI (as socmap runs) or "
+        "the mean of r over their DIs (a variant, to see how much the steps move x)",
+    )
     p.add_argument("--csv", type=Path, default=None)
     args = p.parse_args(argv)
     top, bottom = (int(v) for v in args.interval.split("-"))
@@ -71,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in [world / "run", *sorted(world.glob("design_*/run"))]:
             if not (run / "zones" / "storage_summary.csv").exists():
                 continue
-            row = _run_row(run, zones, ZONE_CODES[args.zone], args.zone, args.interval, truth)
+            code = ZONE_CODES[args.zone]
+            row = _run_row(run, zones, code, args.zone, args.interval, truth, args.reference)
             name = "none" if run.parent == world else run.parent.name.removeprefix("design_")
             rows.append({"world": world.name, "design": name, **row})
     d = pd.DataFrame(rows)
@@ -79,6 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     print(d.round(3).to_string(index=False))
     print(f"\n{len(d)} runs; correlations:")
     print(d[["x", "sd", "half_width"]].corr().round(2).to_string())
+    # how far x moves between the designs of one world at one N (the reruns' noise)
+    d["n"] = d["design"].str.extract(r"_(\d+)$", expand=False)
+    spread = d.dropna(subset=["n"]).groupby(["world", "n"])["x"].agg(["mean", "std"])
+    print(
+        f"\nx across the designs of a world and N: mean sd {spread['std'].mean():.3f} "
+        f"(mean x {spread['mean'].mean():.3f})"
+    )
     if args.csv is not None:
         d.to_csv(args.csv, index=False)
     return 0
