@@ -183,6 +183,9 @@ def previous_run(world_dir: Path) -> tuple[bool, str, float] | None:
     status = world_dir / "run_status.json"
     secs = json.loads(status.read_text())["run_s"] if status.exists() else float("nan")
     lines = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
+    # the warnings' summary ("socmap: warning (xN): ...") may follow the last line
+    while lines and lines[-1].startswith("socmap: warning"):
+        lines.pop()
     if lines and lines[-1].startswith("outputs in"):
         return True, "", secs
     err = next((ln for ln in reversed(lines) if "rror" in ln), lines[-1] if lines else "")
