@@ -183,8 +183,11 @@ def previous_run(world_dir: Path) -> tuple[bool, str, float] | None:
     status = world_dir / "run_status.json"
     secs = json.loads(status.read_text())["run_s"] if status.exists() else float("nan")
     lines = [ln.strip() for ln in log.read_text().splitlines() if ln.strip()]
-    # the warnings' summary ("socmap: warning (xN): ...") may follow the last line
-    while lines and lines[-1].startswith("socmap: warning"):
+    # warnings may follow the last line: socmap's summary ("socmap: warning (xN): ...") and
+    # Python's from helper processes at exit ("...py:468: UserWarning: ..." and its source line)
+    while lines and (
+        lines[-1].startswith(("socmap: warning", "warnings.warn(")) or "Warning: " in lines[-1]
+    ):
         lines.pop()
     if lines and lines[-1].startswith("outputs in"):
         return True, "", secs
