@@ -478,11 +478,12 @@ def _interval_step(
     n0: float | None,
     *,
     last: bool,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One interval's targets after the sites ``chosen`` so far.
 
-    Returns the targets' variances, the shared error's part of them and, unless ``last``,
-    every candidate's kriging gain and DI gain (zeros when ``last``), both weighted by the
+    Returns the targets' variances, the shared error's part of them, the regional level's
+    part of that (the rest is the shared extrapolation error) and, unless ``last``, every
+    candidate's kriging gain and DI gain (zeros when ``last``), both weighted by the
     inverse of those variances.
     """
     e = st.errs
@@ -500,7 +501,8 @@ def _interval_step(
     lx = _own_part(vx, g2, st.vin_x if st.extra else np.inf)
     # the shared error is not kriged: a site observes it as noise (see the module
     # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
-    shared = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
+    level = g2 * st.U**2 * (1.0 if n0 is None else n0 / (n0 + len(chosen)))
+    shared = level
     var0 = var0 - g2 * st.U**2
     G = lx[:, None] * (st.rho_xb @ L.T)  # (C, T)
     noise = np.full(len(lx), st.tau2 + g2)
@@ -529,11 +531,11 @@ def _interval_step(
     var = np.maximum(var, 0.0) + shared
     zeros = np.zeros(len(lx))
     if last:
-        return var, shared, zeros, zeros
+        return var, shared, level, zeros, zeros
     wt = 1.0 / np.where(var > 0, var, np.inf)
     kr = (G**2 / np.maximum(px + noise, 1e-300)[:, None]) @ wt
     di_gain = _di_gain(st, vb, g2, (L * RL + Q).T @ wt, wt, X) if st.fxb is not None else zeros
-    return var, shared, kr, di_gain
+    return var, shared, level, kr, di_gain
 
 
 def _block_geometry(
@@ -670,13 +672,10 @@ def greedy_design(
         s_kr = np.zeros(C)
         s_di = np.zeros(C)
         for si, st in enumerate(states):
-            var, sh, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
+            var, sh, lv, kr, di_gain = _interval_step(st, chosen, rho_sx[si], n0, last=it == n)
             variance[it, st.targets] = var
             shared[it, st.targets] = sh
-            # the regional level's part, which no site lowers (the rest of ``sh`` is the
-            # shared extrapolation error, which sites lower where they lower the DI)
-            scale = 1.0 if n0 is None else n0 / (n0 + len(chosen))
-            level[it, st.targets] = float(st.errs.common_sd) ** 2 * st.U**2 * scale
+            level[it, st.targets] = lv
             s_kr += kr
             s_di += di_gain
             score += kr
