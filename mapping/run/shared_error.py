@@ -77,34 +77,36 @@ def shared_error(
     cv = {k: io.read_table(ctx.folder.cv_predictions(k)) for k in labels}
     mode = ctx.config.uncertainty.shared
     extrapolation = _extrapolation_terms(ctx, labels) if mode == "extrapolation" else {}
-    # folds_net needs the profiles' coordinates (any depth model): read once for every partition
-    training = (
-        io.read_table(ctx.folder.training)
-        if ctx.config.uncertainty.regional == "folds_net"
-        else None
-    )
     # the regional CV error, unless every interval shares its extrapolation error instead
     # (folds_net: net of the residual field, so with the residual variograms)
     needed = any(k not in extrapolation for k in labels)
+    correlate = ctx.config.uncertainty.correlation == "cv_errors"
+    # the profiles' coordinates (any depth model), read once for every partition: for
+    # folds_net and for the CV errors' variogram
+    training = (
+        io.read_table(ctx.folder.training)
+        if (needed and ctx.config.uncertainty.regional == "folds_net") or correlate
+        else None
+    )
+    # cv.repeats: the other partitions of the CV, read once for both uses below
+    partitions = _cv_partitions(ctx, labels) if needed or correlate else {}
     if needed:
         regional = _regional(ctx, cv, variograms, labels, training)
     else:
         regional = dict.fromkeys(labels, 0.0)
-    # cv.repeats: the regional variance averaged over every partition of the CV
-    paths = [ctx.folder.cv_repeats(k) for k in labels]
-    # only when this config asks for them: a folder may hold another run's tables
-    if needed and ctx.config.cv.repeats > 1 and all(p.is_file() for p in paths):
-        extra = {k: io.read_table(p) for k, p in zip(labels, paths, strict=True)}
-        repeats = sorted(set.intersection(*(set(t["repeat"]) for t in extra.values())))
+    # the regional variance averaged over every partition of the CV
+    if needed and len(partitions) == len(labels):
+        repeats = sorted(set.intersection(*(set(partitions[k]) for k in labels)))
         variance = {k: [regional[k] ** 2] for k in labels}
         for r in repeats:
-            part = {k: extra[k][extra[k]["repeat"] == r].reset_index(drop=True) for k in labels}
+            part = {k: partitions[k][r] for k in labels}
             for k, sd in _regional(ctx, part, variograms, labels, training).items():
                 variance[k].append(sd**2)
         regional = {k: math.sqrt(float(np.mean(v))) for k, v in variance.items()}
         ctx.echo(f"[uncertainty] regional CV error averaged over {len(repeats) + 1} partitions")
-    if ctx.config.uncertainty.correlation == "cv_errors":
-        variograms = _cv_error_correlation(ctx, variograms, cv, labels)
+    if correlate:
+        assert training is not None
+        variograms = _cv_error_correlation(ctx, variograms, cv, partitions, training, labels)
     scale = "sd of ln(stock)" if ctx.config.model.log_transform else "sd, kg m-2"
     if mode == "proportional":
         # the regional error as a share of the CV errors' variance, applied to each cell's
@@ -139,26 +141,40 @@ def shared_error(
     return SharedError(variograms, common, dict.fromkeys(labels, 0.0), extrapolation)
 
 
+def _cv_partitions(ctx: StageContext, labels: list[str]) -> dict[str, dict[Any, pd.DataFrame]]:
+    """The CV's other partitions (``cv.repeats``), per interval whose table exists and per
+    repeat; empty unless this config asks for them (a folder may hold another run's)."""
+    if ctx.config.cv.repeats <= 1:
+        return {}
+    out = {}
+    for k in labels:
+        path = ctx.folder.cv_repeats(k)
+        if path.is_file():
+            table = io.read_table(path)
+            out[k] = {
+                r: table[table["repeat"] == r].reset_index(drop=True)
+                for r in sorted(table["repeat"].unique())
+            }
+    return out
+
+
 def _cv_error_correlation(
     ctx: StageContext,
     variograms: dict[str, Any],
     cv: dict[str, pd.DataFrame],
+    partitions: dict[str, dict[Any, pd.DataFrame]],
+    training: pd.DataFrame,
     labels: list[str],
 ) -> dict[str, Any]:
     """Per interval, a variogram of the standardised CV errors (every partition's) in place
     of the residual variogram, or the residual one where it cannot be fitted."""
     run = ctx.folder
-    training = io.read_table(run.training)
     out = dict(variograms)
     need = {"mu", "var", "di", "observed", "fold", "profile_id"}
     for k in labels:
+        ids = list(cv[k]["profile_id"])
         tables = [cv[k]]
-        if ctx.config.cv.repeats > 1 and run.cv_repeats(k).is_file():
-            more = io.read_table(run.cv_repeats(k))
-            for r in sorted(more["repeat"].unique()):
-                part = more[more["repeat"] == r].reset_index(drop=True)
-                if list(part["profile_id"]) == list(cv[k]["profile_id"]):
-                    tables.append(part)
+        tables += [t for t in partitions.get(k, {}).values() if list(t["profile_id"]) == ids]
         why = None
         if not ctx.config.model.log_transform:
             why = "not a model of log stocks"
