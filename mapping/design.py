@@ -851,26 +851,32 @@ def interval_errors(
     categorical: Sequence[str] = (),
     extrapolation: tuple[Any, float] | None = None,
     correlation: Variogram | None = None,
+    model: Any = None,
 ) -> IntervalErrors:
     """The error model of interval ``label`` of a fitted run on ``cells``; ``extrapolation``
     the ``(error model, reference DI)`` of the shared extrapolation error
     (:class:`mapping.run.shared_error.SharedError`), read from the median map too;
     ``correlation`` the variogram whose correlation the cells' errors have (default the
-    residual variogram, which gives the noise of a new observation either way)."""
+    residual variogram, which gives the noise of a new observation either way); ``model``
+    the interval's fitted model when the caller has read it (else read from the run)."""
     top, bottom = parse_interval(label)
     mask = np.zeros(grid.shape, bool)
     mask[cells.rows, cells.cols] = True
     mean = np.asarray(io.open_raster(run.map_file(top, bottom, "mean"), chunks=None)).squeeze()
     std = np.asarray(io.open_raster(run.map_file(top, bottom, "std"), chunks=None)).squeeze()
-    model_file = run.model_file(label)
-    if not model_file.exists():
-        raise InputError(f"{model_file}: no fitted model for interval {label}")
-    model = io.read_model(model_file)
+    if model is None:
+        model_file = run.model_file(label)
+        if not model_file.exists():
+            raise InputError(f"{model_file}: no fitted model for interval {label}")
+        model = io.read_model(model_file)
     variogram = residual_variogram(model)
     log = bool(getattr(model, "log_transform", False))
-    em = (
-        io.read_model(run.error_model_file(label)) if run.error_model_file(label).exists() else None
-    )
+    if extrapolation is not None:
+        em = extrapolation[0]  # read with it
+    elif run.error_model_file(label).exists():
+        em = io.read_model(run.error_model_file(label))
+    else:
+        em = None
     aoa = io.read_model(run.aoa_file(label)) if run.aoa_file(label).exists() else None
     noise = float(em.noise_var) if em is not None and em.noise_var > 0 else float(variogram.nugget)
     out = IntervalErrors(

@@ -124,6 +124,7 @@ def design_inputs(
             categorical_covariates(cfg),
             shared.extrapolation.get(k),
             shared.variograms[k],
+            models[k],
         )
         for k in need
     ]
