@@ -74,6 +74,7 @@ __all__ = [
 
 KINDS = ("ratio", "additive")
 EXTRAPOLATIONS = ("linear", "constant")
+SHAPES = ("isotonic", "loglinear")
 
 
 @dataclass(frozen=True)
@@ -364,6 +365,7 @@ def fit_error_model(
     range_cap: float | None = 8.0,
     min_beyond: int = 5,
     weights: Any = None,
+    shape: str = "isotonic",
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
 
@@ -420,6 +422,15 @@ def fit_error_model(
         One non-negative weight per CV point (e.g. the CV's weights to the mapped area,
         :func:`mapping.area_weights.area_weights`): the sums of every bin and of the
         range term are weighted. ``None``: every point counts once.
+    shape
+        ``"isotonic"``: the bins' values made non-decreasing (pool adjacent violators),
+        one free step per bin; ``"loglinear"`` (``kind="ratio"`` only): a smooth
+        ``r(DI) = c exp(beta DI)``, ``beta >= 0`` the weighted least-squares slope of the
+        bins' ``ln`` ratios against their DI and ``c`` such that ``r`` times the model's
+        variance sums to the squared errors over all points (the ratio of sums the bins
+        use); beyond the last bin it rises along its tangent. Two parameters from every
+        point instead of one per bin: where the cells' DI falls between the bins no longer
+        decides their excess variance (:func:`extrapolation_sd`).
 
     Returns
     -------
@@ -435,6 +446,10 @@ def fit_error_model(
         raise ModelError(f"kind must be one of {KINDS}, got {kind!r}")
     if extrapolate not in EXTRAPOLATIONS:
         raise ModelError(f"extrapolate must be one of {EXTRAPOLATIONS}, got {extrapolate!r}")
+    if shape not in SHAPES:
+        raise ModelError(f"shape must be one of {SHAPES}, got {shape!r}")
+    if shape == "loglinear" and kind != "ratio":
+        raise ModelError("shape 'loglinear' needs kind 'ratio'")
     if not noise_var >= 0:
         raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")
     e, s2, d, x, w = _cv_points(errors, model_var, di, xd, min_per_bin, weights)
@@ -447,10 +462,16 @@ def fit_error_model(
         raw_fit = np.maximum(raw, floor)
     else:
         raw_fit = raw
-    values = _pava(raw_fit, counts.astype(float))
     slope = 0.0
-    if extrapolate == "linear" and n_bins >= 2 and np.ptp(knots) > 0:
-        slope = _rising_slope(knots, values, counts.astype(float))
+    if shape == "loglinear":
+        values, tangent = _loglinear(knots, raw, counts.astype(float), e, s2, d, w, noise_var)
+        values = np.maximum(values, floor)
+        if extrapolate == "linear":
+            slope = tangent
+    else:
+        values = _pava(raw_fit, counts.astype(float))
+        if extrapolate == "linear" and n_bins >= 2 and np.ptp(knots) > 0:
+            slope = _rising_slope(knots, values, counts.astype(float))
     # duplicate knots (ties in DI) would break np.interp's ordering: nudge them apart
     knots = np.maximum.accumulate(knots + np.arange(n_bins) * 1e-12)
     em = ErrorModel(
@@ -539,6 +560,37 @@ def _binned_excess(
             total = np.sum(wb)
             raw[b] = np.sum(wb * (e[sl] ** 2 - s2[sl])) / total if total > 0 else 0.0
     return knots, raw, np.diff(edges)
+
+
+def _loglinear(
+    knots: np.ndarray,
+    raw: np.ndarray,
+    counts: np.ndarray,
+    e: np.ndarray,
+    s2: np.ndarray,
+    d: np.ndarray,
+    w: np.ndarray,
+    noise_var: float,
+) -> tuple[np.ndarray, float]:
+    """``r(DI) = c exp(beta (DI - d[0]))`` at the knots, and its tangent's slope at the last.
+
+    ``beta``: the non-negative weighted (by ``counts``) least-squares slope of the bins'
+    ``ln`` ratios against their DI (bins with a ratio <= 0 left out; none or one bin: 0);
+    ``c``: ``sum w (e² - noise_var) / sum w exp(beta (d - d[0])) (s2 - noise_var)`` over all
+    points, so that the fit keeps the ratio of sums of the bins (``ln`` of a ratio is not
+    its mean: a level from the regression would be biased low).
+    """
+    ok = np.isfinite(raw) & (raw > 0)
+    beta = 0.0
+    if ok.sum() >= 2 and np.ptp(knots[ok]) > 0:
+        beta = _rising_slope(knots[ok], np.log(raw[ok]), counts[ok])
+    grow = np.exp(beta * (d - d[0]))
+    den = float(np.sum(w * grow * np.maximum(s2 - noise_var, 0.0)))
+    num = float(np.sum(w * (e**2 - noise_var)))
+    if not den > 0:
+        raise ModelError("the model's variance is not above noise_var at the CV points")
+    values = max(num / den, 0.0) * np.exp(beta * (knots - d[0]))
+    return values, float(beta * values[-1])
 
 
 def _rising_slope(knots: np.ndarray, values: np.ndarray, w: np.ndarray) -> float:

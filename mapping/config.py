@@ -294,6 +294,17 @@ class CalibrationConfig(_Section):
     """Layered model with ``cv.repeats`` above 1: ``all`` fits the error models on the CV
     errors of every partition, each at its DI to its own fold's training data;
     ``first``: on the first partition's."""
+    shape: Literal["isotonic", "loglinear"] = "isotonic"
+    """The ratio's curve against the DI: ``isotonic`` (one non-decreasing step per bin) or
+    ``loglinear`` (``c exp(beta DI)``, two parameters from all CV points;
+    ``docs/calibration.md``, "The curve's shape")."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.shape == "isotonic":  # as before the key existed (runs' fingerprints)
+            data.pop("shape", None)
+        return data
 
 
 class PredictionConfig(_Section):
