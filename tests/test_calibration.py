@@ -111,6 +111,60 @@ def test_fitted_values_are_monotone_and_a_constant_ratio_stays_flat() -> None:
     assert _pava(np.array([1.0, 3.0, 1.0]), np.array([1.0, 1.0, 3.0])).tolist() == [1.0, 1.5, 1.5]
 
 
+def test_loglinear_shape_recovers_an_exponential_ratio_and_keeps_the_ratio_of_sums() -> None:
+    """``c exp(beta DI)``: the curve of the law, its tangent beyond the last bin, and the
+    level of the bins' ratio of sums over all points (not the biased mean of ``ln``)."""
+    law = lambda d: 1.5 * np.exp(1.2 * d)  # noqa: E731
+    e, s2, di, _ = _draws(6000, 11, law)
+    m = fit_error_model(e, s2, di, shape="loglinear", range_extrapolation=False)
+    for d in (0.2, 0.5, 0.9):
+        assert m.factor(d) == pytest.approx(law(d), rel=0.08)
+    assert np.all(np.diff(m.values) > 0)
+    # the values lie on one exponential through the knots
+    beta = np.polyfit(m.knots, np.log(m.values), 1)[0]
+    assert np.allclose(np.log(m.values), np.log(m.values[0]) + beta * (m.knots - m.knots[0]))
+    assert beta == pytest.approx(1.2, rel=0.15)
+    assert m.slope == pytest.approx(beta * m.values[-1], rel=1e-9)
+    # the exact exponential at every point sums to the squared errors
+    c = m.values[0] * np.exp(-beta * (m.knots[0] - di.min()))
+    assert np.sum(c * np.exp(beta * (di - di.min())) * s2) == pytest.approx(np.sum(e**2), rel=1e-6)
+    # fresh errors from the law are calibrated
+    e2, s22, di2, _ = _draws(20000, 12, law)
+    z = e2 / m.std(s22, di2)
+    assert np.sqrt(np.mean(z**2)) == pytest.approx(1.0, abs=0.04)
+
+
+def test_loglinear_shape_of_a_falling_ratio_is_flat_at_the_ratio_of_sums() -> None:
+    e, s2, di, _ = _draws(3000, 13, lambda d: 3.0 - 2.0 * d)
+    m = fit_error_model(e, s2, di, shape="loglinear")
+    assert np.ptp(m.values) == 0.0 and m.slope == 0.0
+    assert m.values[0] == pytest.approx(np.sum(e**2) / np.sum(s2), rel=1e-9)
+    with pytest.raises(ModelError, match="loglinear"):
+        fit_error_model(e, s2, di, shape="loglinear", kind="additive")
+    with pytest.raises(ModelError, match="shape"):
+        fit_error_model(e, s2, di, shape="spline")
+
+
+def test_loglinear_excess_varies_less_between_refits_than_the_isotonic_steps() -> None:
+    """What a zone's shared extrapolation error depends on: the excess ratio of a cell at
+    a DI above the training points' median. Refitted on fresh draws of the same law (new
+    profiles, a rerun), the steps of the isotonic fit move it much more than the smooth
+    curve does, and both are unbiased for the law's excess."""
+    law = lambda d: 1.5 * np.exp(1.0 * d)  # noqa: E731
+    cells = np.array([0.45, 0.6, 0.75])
+    excess: dict[str, list[np.ndarray]] = {"isotonic": [], "loglinear": []}
+    for seed in range(40):
+        e, s2, di, _ = _draws(500, 100 + seed, law)
+        ref = float(np.median(di))
+        for shape, out in excess.items():
+            m = fit_error_model(e, s2, di, shape=shape, range_extrapolation=False)
+            out.append(m.factor(cells) - m.factor(ref))
+    true = law(cells) - law(0.5)
+    iso, smooth = np.array(excess["isotonic"]), np.array(excess["loglinear"])
+    assert np.all(np.abs(smooth.mean(axis=0) - true) < 0.1 + 0.15 * np.abs(true))
+    assert np.all(smooth.std(axis=0) < 0.7 * iso.std(axis=0))
+
+
 def test_extrapolation_beyond_the_cross_validated_di() -> None:
     e, s2, di, _ = _draws(4000, 5, lambda d: 1.0 + 4.0 * d)
     lin = fit_error_model(e, s2, di)

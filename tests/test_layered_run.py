@@ -163,6 +163,21 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     )
     assert "repeats" not in dumped["cv"]
     assert "depths" not in dumped["prediction"]
+    # the error model's curve: the isotonic default leaves the dump (and the runs'
+    # fingerprints) as before the key existed; another shape is kept
+    assert "shape" not in dumped["prediction"]["calibration"]
+    smooth = cfg.model_copy(
+        update={
+            "prediction": cfg.prediction.model_copy(
+                update={
+                    "calibration": cfg.prediction.calibration.model_copy(
+                        update={"shape": "loglinear"}
+                    )
+                }
+            )
+        }
+    )
+    assert json.loads(smooth.model_dump_json())["prediction"]["calibration"]["shape"] == "loglinear"
 
 
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:
