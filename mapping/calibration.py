@@ -572,25 +572,32 @@ def _loglinear(
     w: np.ndarray,
     noise_var: float,
 ) -> tuple[np.ndarray, float]:
-    """``r(DI) = c exp(beta (DI - d[0]))`` at the knots, and its tangent's slope at the last.
+    """``r(DI) = c exp(beta (DI - knots[0]))`` at the knots, and its tangent's slope at the last.
 
     ``beta``: the non-negative weighted (by ``counts``) least-squares slope of the bins'
     ``ln`` ratios against their DI (bins with a ratio <= 0 left out; none or one bin: 0);
-    ``c``: ``sum w (e² - noise_var) / sum w exp(beta (d - d[0])) (s2 - noise_var)`` over all
-    points, so that the fit keeps the ratio of sums of the bins (``ln`` of a ratio is not
-    its mean: a level from the regression would be biased low).
+    ``c``: ``sum w (e² - noise_var) / sum w f(d) (s2 - noise_var)`` over all points, ``f``
+    the unit curve as the error model applies it, so that the fit keeps the ratio of sums
+    of the bins (``ln`` of a ratio is not its mean: a level from the regression would be
+    biased low).
     """
     ok = np.isfinite(raw) & (raw > 0)
     beta = 0.0
     if ok.sum() >= 2 and np.ptp(knots[ok]) > 0:
         beta = _rising_slope(knots[ok], np.log(raw[ok]), counts[ok])
-    grow = np.exp(beta * (d - d[0]))
+    # the curve as the error model applies it (linear between the knots, constant below
+    # the first, the tangent beyond the last), to scale: not the exponential at every
+    # point, which a few points far beyond the last bin would dominate
+    unit = np.exp(beta * (knots - knots[0]))
+    tangent = beta * unit[-1]
+    grow = np.interp(d, knots, unit)
+    grow = np.where(d > knots[-1], unit[-1] + tangent * (d - knots[-1]), grow)
     den = float(np.sum(w * grow * np.maximum(s2 - noise_var, 0.0)))
     num = float(np.sum(w * (e**2 - noise_var)))
     if not den > 0:
         raise ModelError("the model's variance is not above noise_var at the CV points")
-    values = max(num / den, 0.0) * np.exp(beta * (knots - d[0]))
-    return values, float(beta * values[-1])
+    level = max(num / den, 0.0)
+    return level * unit, float(level * tangent)
 
 
 def _rising_slope(knots: np.ndarray, values: np.ndarray, w: np.ndarray) -> float:

@@ -125,13 +125,27 @@ def test_loglinear_shape_recovers_an_exponential_ratio_and_keeps_the_ratio_of_su
     assert np.allclose(np.log(m.values), np.log(m.values[0]) + beta * (m.knots - m.knots[0]))
     assert beta == pytest.approx(1.2, rel=0.15)
     assert m.slope == pytest.approx(beta * m.values[-1], rel=1e-9)
-    # the exact exponential at every point sums to the squared errors
-    c = m.values[0] * np.exp(-beta * (m.knots[0] - di.min()))
-    assert np.sum(c * np.exp(beta * (di - di.min())) * s2) == pytest.approx(np.sum(e**2), rel=1e-6)
+    # the curve as applied, times the model's variance, sums to the squared errors
+    assert np.sum(m.factor(di) * s2) == pytest.approx(np.sum(e**2), rel=1e-9)
     # fresh errors from the law are calibrated
     e2, s22, di2, _ = _draws(20000, 12, law)
     z = e2 / m.std(s22, di2)
     assert np.sqrt(np.mean(z**2)) == pytest.approx(1.0, abs=0.04)
+
+
+def test_loglinear_level_is_not_taken_by_a_few_points_far_beyond_the_bins() -> None:
+    """A handful of held-out profiles far more dissimilar than the last bin's mean: the
+    level is the ratio of sums under the curve as applied (the tangent beyond the last
+    knot), so they cannot drive the ratio inside the bins towards zero."""
+    law = lambda d: 1.5 * np.exp(2.0 * d)  # noqa: E731
+    e, s2, di, _ = _draws(600, 14, law)
+    far = np.array([2.5, 3.0, 4.0, 5.0, 6.0])
+    rng = np.random.default_rng(15)
+    e = np.concatenate([e, rng.normal(0.0, np.sqrt(0.05 * law(1.0)), far.size)])
+    s2, di = np.concatenate([s2, np.full(far.size, 0.05)]), np.concatenate([di, far])
+    m = fit_error_model(e, s2, di, shape="loglinear", range_extrapolation=False)
+    for d in (0.2, 0.5):
+        assert m.factor(d) == pytest.approx(law(d), rel=0.2)
 
 
 def test_loglinear_shape_of_a_falling_ratio_is_flat_at_the_ratio_of_sums() -> None:
