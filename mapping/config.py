@@ -306,6 +306,12 @@ class CalibrationConfig(_Section):
             data.pop("shape", None)
         return data
 
+    @model_validator(mode="after")
+    def _loglinear_needs_ratio(self) -> CalibrationConfig:
+        if self.shape == "loglinear" and self.kind != "ratio":
+            raise ValueError("shape loglinear needs kind ratio (a ratio's curve)")
+        return self
+
 
 class PredictionConfig(_Section):
     quantiles: tuple[float, float] = (0.05, 0.95)

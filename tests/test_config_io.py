@@ -40,6 +40,11 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
         ("profiles: {path: profiles.csv}\n", "output: required key is missing"),
         ("output: o\nprofiles: {path: profiles.csv}\nstocks: {depths: [30-0]}\n", "stocks.depths"),
         ("output: o\nprofiles: {path: profiles.csv}\nstocks: {method: cubic}\n", "stocks.method"),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\n"
+            "prediction: {calibration: {shape: loglinear, kind: additive}}\n",
+            "prediction.calibration: shape loglinear needs kind ratio",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],
