@@ -182,9 +182,9 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
 
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:
     """``workflows/sample.yaml`` is ``sample_per_interval.yaml`` with one layered model,
-    three CV partitions, the active layer, the error models' smooth curve and the zone
-    totals' error structure of the layered model (the extrapolation error shared, the CV
-    errors' correlation): the same inputs and every other setting the same."""
+    three CV partitions, the active layer and the zone totals' error structure of the
+    layered model (the extrapolation error shared, the CV errors' correlation): the same
+    inputs and every other setting the same."""
     main_cfg = load_config(SAMPLE_WORKFLOW)
     per = load_config(PER_INTERVAL_WORKFLOW)
     assert main_cfg.model.depth == "layered" and per.model.depth == "per_interval"
@@ -204,9 +204,6 @@ def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> No
     )
     assert a["uncertainty"].pop("correlation") == "cv_errors"
     assert b["uncertainty"].pop("correlation") == "residuals"
-    # the smooth error-model curve, measured with the layered model (docs/calibration.md)
-    assert a["prediction"]["calibration"].pop("shape") == "loglinear"
-    assert "shape" not in b["prediction"]["calibration"]
     assert a == b
     keep = ("type", "trend", "params", "variogram", "n_neighbors", "log_transform")
     assert {k: main_cfg.model.model_dump()[k] for k in keep} == {
