@@ -2,7 +2,7 @@
 """Judge ``socmap design`` on synthetic worlds with known truth (docs/design.md).
 
     python benchmarks/design_suite.py --suite OUT [--only world_02 world_08] [--n 50 200]
-        [--target continuous/0-300 ...]
+        [--target continuous/0-300 ...] [--designs socmap]
 
 ``OUT`` is a folder of :mod:`benchmarks.world_suite` (``OUT/worlds/<name>/`` with a finished
 ``run``). For each world and each N, four designs of N new sites are drawn: ``socmap`` (the
@@ -242,6 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         "--table-only", action="store_true", help="only tabulate the reruns already finished"
     )
     p.add_argument("--draws", type=int, default=1, help="draws of each baseline design (default 1)")
+    p.add_argument(
+        "--designs",
+        nargs="+",
+        choices=DESIGNS,
+        default=list(DESIGNS),
+        help="rerun (and tabulate) only these designs, e.g. --designs socmap after a change "
+        "that moves only the socmap design (default: all four); OUT/design_results.csv then "
+        "holds these only, and a run with every design tabulates the finished reruns again",
+    )
     args = p.parse_args(argv)
     tag = _tag(args.target)
     keep = _target_filter(args.target)
@@ -261,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             (kind, n, d)
             for n in args.n
-            for kind in DESIGNS
+            for kind in args.designs
             for d in range(1 if kind == "socmap" else args.draws)
         ]
         if args.table_only:
