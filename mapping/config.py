@@ -179,7 +179,7 @@ class ModelConfig(_Section):
     """Model per depth interval."""
 
     type: Literal["regression_kriging", "random_forest", "boosted_trees"] = "regression_kriging"
-    trend: Literal["random_forest", "boosted_trees", "linear"] = "random_forest"
+    trend: Literal["random_forest", "boosted_trees", "linear", "linear_forest"] = "random_forest"
     params: dict[str, Any] = Field(default_factory=dict)
     variogram: VariogramConfig = Field(default_factory=VariogramConfig)
     n_neighbors: int | None = Field(32, ge=1)

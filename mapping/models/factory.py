@@ -17,6 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from mapping.models.kriging import OrdinaryKriging, RegressionKriging
+from mapping.models.linear_forest import LinearQuantileForest
 from mapping.models.trees import QuantileGradientBoosting, QuantileRandomForest
 from mapping.models.variogram import Variogram
 
@@ -66,6 +67,8 @@ def build_model(section: Any, *, seed: int | None, categorical: Sequence[str] | 
 def _trees(kind: str, seed: int | None, cats: list[str] | None, params: dict[str, Any]) -> Any:
     if kind == "random_forest":
         return QuantileRandomForest(random_state=seed, categorical_features=cats, **params)
+    if kind == "linear_forest":
+        return LinearQuantileForest(random_state=seed, categorical_features=cats, **params)
     if kind == "boosted_trees":
         return QuantileGradientBoosting(random_state=seed, categorical_features=cats, **params)
     return linear_trend(cats, params)
