@@ -38,7 +38,7 @@ _MAP_NAME = re.compile(
     r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm_(?P<stat>[a-z_]+)\.tif$"
 )
 _ZARR_NAME = re.compile(r"^soc_(?P<top>\d+(?:\.\d+)?)_(?P<bottom>\d+(?:\.\d+)?)cm\.zarr$")
-_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "relative_uncertainty", "aoa")
+_ZARR_STATISTICS = ("mean", "median", "lower", "upper", "std", "relative_uncertainty", "di", "aoa")
 
 
 @dataclass(frozen=True)

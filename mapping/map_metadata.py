@@ -72,7 +72,7 @@ def map_attributes(
     Parameters
     ----------
     statistic
-        ``mean``, ``median``, ``lower``, ``upper``, ``std``, ``aoa`` or
+        ``mean``, ``median``, ``lower``, ``upper``, ``std``, ``di``, ``aoa`` or
         ``relative_uncertainty``.
     top, bottom
         Depth interval in cm.
@@ -101,6 +101,14 @@ def map_attributes(
         attrs["comment"] = (
             "1 where the dissimilarity index is within the training data's threshold "
             f"(Meyer and Pebesma 2021); {AOA_NODATA} where no prediction was made"
+        )
+    elif statistic == "di":
+        attrs["long_name"] = f"dissimilarity index of the SOC stock {depth} model"
+        attrs["units"] = "1"
+        attrs["comment"] = (
+            "distance to the nearest training profile in the weighted, standardised "
+            "covariate space over the training profiles' mean distance (Meyer and "
+            "Pebesma 2021); NaN where no prediction was made"
         )
     elif statistic == RELATIVE_UNCERTAINTY:
         attrs["long_name"] = (

@@ -25,7 +25,8 @@ into the statistics of the prediction; :func:`predict_grid` maps it over the gri
 
 Statistics (variables of the returned Dataset): ``mean``, ``median``, ``lower`` and
 ``upper`` (the two ``quantiles``, default 5 % and 95 %), ``std`` -- all in kg C m-2 --
-and, when an area of applicability is given, ``aoa`` (1 inside, 0 outside); then
+and, when an area of applicability is given, ``di`` (the cells' dissimilarity index to
+the training data) and ``aoa`` (1 inside, 0 outside); then
 :data:`FAILED` (1 where the model gave no prediction, 0 elsewhere, NaN at nodata).
 """
 
@@ -68,6 +69,8 @@ DEFAULT_CHUNKS = 512
 DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
 COORDINATES = ("x", "y")
 FAILED = "failed"
+AOA_LAYERS = ("di", "aoa")
+"""Layers an area of applicability adds to a prediction: the DI and the inside/outside mask."""
 """Variable of a prediction: 1 where the inputs are valid but the model gave no prediction."""
 WRITERS = ("workers", "client")
 """Who writes the chunks of the maps (:func:`write_prediction`)."""
@@ -230,7 +233,7 @@ def _predict_block(
         valid &= _valid(b, (nodata or {}).get(n))
     flat = np.flatnonzero(valid.ravel())
 
-    out_names = [*stats, *(["aoa"] if aoa is not None else []), *([FAILED] if failures else [])]
+    out_names = [*stats, *(AOA_LAYERS if aoa is not None else ()), *([FAILED] if failures else [])]
     fill = np.empty if flat.size == ny * nx else partial(np.full, fill_value=np.nan)
     out = {k: fill(ny * nx, dtype="float32") for k in out_names}
     named = getattr(model, "feature_names_in_", None) is not None
@@ -265,6 +268,7 @@ def _predict_block(
                 di, inside = aoa.predict(_aoa_input(aoa, table))
             shared["di"] = di
             out["aoa"][sel] = np.asarray(inside, dtype="float32")
+            out["di"][sel] = np.asarray(di, dtype="float32")
         if share_di:
             res = model.predict_stats(X, (lo, hi), stats, **shared)
         else:
@@ -519,7 +523,7 @@ def predict_grid(
     # One key each for the model and the AOA: shipped to a worker once, not per task.
     model_key = dask.delayed(model, pure=True)
     aoa_key = dask.delayed(aoa, pure=True) if aoa is not None else None
-    outputs = [*stats, *(["aoa"] if aoa is not None else []), FAILED]
+    outputs = [*stats, *(AOA_LAYERS if aoa is not None else ()), FAILED]
     token = tokenize(
         model_key.key,
         None if aoa_key is None else aoa_key.key,
@@ -575,6 +579,12 @@ def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
             "units": "1",
             "statistic": FAILED,
             "long_name": "valid covariates but no prediction from the model (1) or not (0)",
+        }
+    if stat == "di":
+        return {
+            "units": "1",
+            "statistic": "di",
+            "long_name": "dissimilarity index to the training data (Meyer and Pebesma 2021)",
         }
     if stat == "aoa":
         return {

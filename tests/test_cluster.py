@@ -361,9 +361,9 @@ def test_plan_sizes_by_hand(tmp_path: Path) -> None:
     assert plan.grid.shape == (1000, 1300) and plan.cells == 1_300_000
     assert plan.n_chunks == 2 * 3  # ceil(1000 / 512) x ceil(1300 / 512)
     assert plan.intervals == ["0-30", "0-100"]
-    assert plan.outputs == ["mean", "median", "lower", "upper", "std", "aoa"]
+    assert plan.outputs == ["mean", "median", "lower", "upper", "std", "di", "aoa"]
     cells = 512 * 512
-    task = cells * (3 * 8 + 6 * 4) * TASK_OVERHEAD + cells * (3 + 2) * 8 * BATCH_OVERHEAD
+    task = cells * (3 * 8 + 7 * 4) * TASK_OVERHEAD + cells * (3 + 2) * 8 * BATCH_OVERHEAD
     assert plan.task_bytes == int(task)
     gdal = WORKER_GDAL_CACHE_MB * 2**20  # the block cache a local cluster's workers get
     assert plan.worker_bytes == int(WORKER_BASELINE + gdal + 2 * task)  # no model: none counted
@@ -519,7 +519,7 @@ def test_plan_writes_and_assembles_only_chunks_with_data(tmp_path: Path) -> None
     files = 6 * 0.25 * chunk_cells * 0.2 / 10_000  # files of the chunks with data only
     compute = 2 * (6 * (read + model) + files)
     one_map = 1_300_000 * 0.25 * 0.6 / (10_000 * 6)
-    assemble = 2 * 7 * one_map
+    assemble = 2 * 8 * one_map  # mean, median, lower, upper, std, di, aoa, relative unc.
     assert plan.seconds(1) == pytest.approx(compute + assemble)
     eff = 2 * PARALLEL_EFFICIENCY
     assert plan.seconds(2) == pytest.approx(

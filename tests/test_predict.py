@@ -333,15 +333,19 @@ def test_area_of_applicability_mask() -> None:
     aoa = AreaOfApplicability().fit(X)
     stack = _stack()
     pred = predict_grid(model, stack, GRID, aoa=aoa, chunks=16).compute(scheduler="synchronous")
-    assert list(pred.data_vars) == [*STATISTICS, "aoa", FAILED]
+    assert list(pred.data_vars) == [*STATISTICS, "di", "aoa", FAILED]
     mask = pred["aoa"].values
     nodata = np.isnan(stack.elev.values) | np.isnan(stack.temp.values)
     assert np.array_equal(np.isnan(mask), nodata)
     yy, xx = np.meshgrid(*GRID.coords(), indexing="ij")
     cells = pd.DataFrame({"elev": stack.elev.values[~nodata], "temp": stack.temp.values[~nodata]})
     cells["x"], cells["y"] = xx[~nodata], yy[~nodata]
-    _, inside = aoa.predict(cells)
+    di, inside = aoa.predict(cells)
     np.testing.assert_array_equal(mask[~nodata], inside.astype("float32"))
+    # the DI layer is the AOA's DI (inside: at most its threshold), NaN at nodata
+    np.testing.assert_array_equal(pred["di"].values[~nodata], di.astype("float32"))
+    assert np.array_equal(np.isnan(pred["di"].values), nodata)
+    assert np.all(di[inside] <= aoa.threshold_) and np.all(di[~inside] > aoa.threshold_)
     # the training covers temp -8..-2 °C; the warm north of the stack is outside
     assert 0.05 < np.nanmean(mask) < 0.95
     assert np.nanmean(mask[stack.temp.values > 0]) == 0.0

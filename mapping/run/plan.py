@@ -447,7 +447,7 @@ def make_plan(
     chunks = (cfg.prediction.chunks, cfg.prediction.chunks)
     rows, cols = grid.chunk_sizes(chunks)
     n_chunks = len(rows) * len(cols)
-    outputs = [*STATISTICS, *(["aoa"] if cfg.prediction.aoa else [])]
+    outputs = [*STATISTICS, *(["di", "aoa"] if cfg.prediction.aoa else [])]
     chunk_cells = min(rows[0] * cols[0], grid.shape[0] * grid.shape[1])
     tb = task_bytes(chunk_cells, len(covariates), len(outputs))
 
