@@ -114,6 +114,11 @@ class ErrorModel:
         term is ``max(b xd², a xd)``; both 0 = no term.
     range_cap
         The range term lifts a cell's variance to at most this value.
+    shared
+        A second error model of the same CV points with another curve (``shared_shape``
+        of :func:`fit_error_model`), or ``None``: the share of a cell's variance above
+        the in-domain level that the zone totals share between cells
+        (:func:`extrapolation_sd`) comes from it, the cell's own variance from this one.
     """
 
     kind: str
@@ -128,6 +133,7 @@ class ErrorModel:
     range_coef: float = 0.0
     range_linear: float = 0.0
     range_cap: float = float("inf")
+    shared: ErrorModel | None = None
 
     def factor(self, di: Any) -> np.ndarray:
         """``r(DI)`` (or ``g(DI)``): linear between knots, constant below the first,
@@ -366,6 +372,7 @@ def fit_error_model(
     min_beyond: int = 5,
     weights: Any = None,
     shape: str = "isotonic",
+    shared_shape: str | None = None,
 ) -> ErrorModel:
     """Fit the calibrated variance as a non-decreasing function of the DI.
 
@@ -431,6 +438,11 @@ def fit_error_model(
         use); beyond the last bin it rises along its tangent. Two parameters from every
         point instead of one per bin: where the cells' DI falls between the bins no longer
         decides their excess variance (:func:`extrapolation_sd`).
+    shared_shape
+        Another ``shape`` for the excess over the in-domain level alone: the same points
+        fitted with it are kept as :attr:`ErrorModel.shared`, which
+        :func:`extrapolation_sd` uses, while the cells' variance stays this shape's.
+        ``None`` or ``shape``: no second curve.
 
     Returns
     -------
@@ -450,6 +462,22 @@ def fit_error_model(
         raise ModelError(f"shape must be one of {SHAPES}, got {shape!r}")
     if shape == "loglinear" and kind != "ratio":
         raise ModelError("shape 'loglinear' needs kind 'ratio'")
+    if shared_shape is not None and shared_shape != shape:
+        em = fit_error_model(
+            errors, model_var, di, kind=kind, noise_var=noise_var, min_per_bin=min_per_bin,
+            max_bins=max_bins, extrapolate=extrapolate, floor=floor, xd=xd,
+            observed_var=observed_var, range_slope=range_slope,
+            range_extrapolation=range_extrapolation, range_cap=range_cap,
+            min_beyond=min_beyond, weights=weights, shape=shape,
+        )  # fmt: skip
+        curve = fit_error_model(
+            errors, model_var, di, kind=kind, noise_var=noise_var, min_per_bin=min_per_bin,
+            max_bins=max_bins, extrapolate=extrapolate, floor=floor, xd=xd,
+            observed_var=observed_var, range_slope=range_slope,
+            range_extrapolation=range_extrapolation, range_cap=range_cap,
+            min_beyond=min_beyond, weights=weights, shape=shared_shape,
+        )  # fmt: skip
+        return dataclasses.replace(em, shared=curve)
     if not noise_var >= 0:
         raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")
     e, s2, d, x, w = _cv_points(errors, model_var, di, xd, min_per_bin, weights)
@@ -689,7 +717,7 @@ def interval_log_moments(
 
 
 def extrapolation_sd(
-    mean: Any, median: Any, std: Any, error_model: ErrorModel, di_in: float
+    mean: Any, median: Any, std: Any, error_model: ErrorModel, di_in: float, di: Any = None
 ) -> np.ndarray:
     """Per cell, the ``ln``-scale sd of a log model's calibrated error above what its error
     model gives a cell inside the training data's domain.
@@ -704,13 +732,26 @@ def extrapolation_sd(
     trend's, learnt from the same profiles for every cell, so the Monte Carlo of the zone
     totals shares it between cells (``uncertainty.shared: extrapolation``,
     ``docs/uncertainty.md``). Pure NumPy, any shape; 0 where a map has no value.
+
+    With a second curve (:attr:`ErrorModel.shared`) and the cells' DI ``di`` (the run's
+    ``di`` map), the DI's part of the excess comes from that curve,
+    ``shared.variance(s2, di) - shared.variance(s2, di_in)``, and the range term (what the
+    map holds above ``error_model.variance(s2, di)``) is added as it is: the cells keep
+    their own calibrated variance, and the error they share no longer depends on where
+    the steps of an isotonic error model fall.
     """
     m = np.asarray(mean, dtype="float64")
+    curve = getattr(error_model, "shared", None)  # error models saved before: none
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         v = np.log1p((np.asarray(std, dtype="float64") / m) ** 2)
         s2 = np.maximum(2.0 * np.log(m / np.asarray(median, dtype="float64")), 0.0)
-        v_in = error_model.variance(s2, float(di_in))
-        x2 = np.maximum(v - v_in, 0.0)
+        if curve is not None and di is not None:
+            d = np.asarray(di, dtype="float64")
+            beyond = np.maximum(v - error_model.variance(s2, d), 0.0)  # the range term
+            rise = curve.variance(s2, d) - curve.variance(s2, float(di_in))
+            x2 = beyond + np.maximum(rise, 0.0)
+        else:
+            x2 = np.maximum(v - error_model.variance(s2, float(di_in)), 0.0)
     return np.where(np.isfinite(x2), np.sqrt(x2), 0.0)
 
 

@@ -298,17 +298,26 @@ class CalibrationConfig(_Section):
     """The ratio's curve against the DI: ``isotonic`` (one non-decreasing step per bin) or
     ``loglinear`` (``c exp(beta DI)``, two parameters from all CV points;
     ``docs/calibration.md``, "The curve's shape")."""
+    shared_shape: Literal["isotonic", "loglinear"] | None = None
+    """Another curve for the excess over the in-domain level alone (the extrapolation
+    error the zone totals share, ``uncertainty.shared: extrapolation``, and a design's
+    prediction of it): the cells' intervals keep ``shape``'s variance. ``null``: ``shape``
+    for both (``docs/calibration.md``, "One curve for the cells, another for the shared
+    error")."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if self.shape == "isotonic":  # as before the key existed (runs' fingerprints)
+        # as before the keys existed (runs' fingerprints)
+        if self.shape == "isotonic":
             data.pop("shape", None)
+        if self.shared_shape is None:
+            data.pop("shared_shape", None)
         return data
 
     @model_validator(mode="after")
     def _loglinear_needs_ratio(self) -> CalibrationConfig:
-        if self.shape == "loglinear" and self.kind != "ratio":
+        if "loglinear" in (self.shape, self.shared_shape) and self.kind != "ratio":
             raise ValueError("shape loglinear needs kind ratio (a ratio's curve)")
         return self
 

@@ -888,11 +888,6 @@ def interval_errors(
         common_sd=float(common_sd),
         noise_var=noise,
     )
-    if extrapolation is not None:
-        median = np.asarray(
-            io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
-        ).squeeze()[cells.rows, cells.cols]
-        out.extra_sd = extrapolation_sd(out.mean, median, out.std, *extrapolation)
     if em is not None and aoa is not None:
         X = cells.covariates[list(aoa.layout_.names)].copy()
         for name in categorical:
@@ -900,7 +895,15 @@ def interval_errors(
                 X[name] = X[name].astype("int64")
         out.features = aoa._standardise(aoa._encode(X)) / aoa.mean_distance_
         out.di = aoa.predict(X)[0]
-        out.factor = em.factor
+        # an error model with a second curve for the shared excess: the DI update of the
+        # design follows that curve, as the excess it lowers does (extrapolation_sd)
+        curve = getattr(em, "shared", None)
+        out.factor = em.factor if curve is None or extrapolation is None else curve.factor
         out.additive = em.kind == "additive"
         out.di_undefined = float(em.di_max) + 1.0
+    if extrapolation is not None:
+        median = np.asarray(
+            io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
+        ).squeeze()[cells.rows, cells.cols]
+        out.extra_sd = extrapolation_sd(out.mean, median, out.std, *extrapolation, di=out.di)
     return out

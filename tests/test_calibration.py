@@ -657,6 +657,50 @@ def test_extrapolation_sd_by_hand() -> None:
     assert extrapolation_sd(mean, median, std, em, di_in=1.0)[3] == pytest.approx(0.08**0.5)
 
 
+def test_extrapolation_sd_with_a_second_curve_by_hand() -> None:
+    """With ``ErrorModel.shared`` and the cells' DI, the DI's part of the excess is the
+    second curve's rise above the in-domain level; the range term stays the map's."""
+    steps = ErrorModel(kind="ratio", knots=np.array([0.1, 0.5, 1.0]), values=np.array([1.2, 1.2, 3.0]),
+                       slope=0.0, noise_var=0.0, n=100, counts=np.array([30, 40, 30]),
+                       raw=np.array([1.2, 1.2, 3.0]), di_max=1.2, range_coef=0.5)  # fmt: skip
+    curve = dataclasses.replace(steps, values=np.array([1.0, 1.6, 2.6]), range_coef=0.0)
+    em = dataclasses.replace(steps, shared=curve)
+    mu = np.array([1.0, 2.0, 0.5, 1.5])
+    s2 = np.array([0.04, 0.09, 0.04, 0.01])
+    di = np.array([0.05, 0.3, 1.0, 1.0])
+    xd = np.array([0.0, 0.0, 0.0, 0.4])
+    v = em.variance(s2, di, xd)  # the cells' own variance: the steps' (and range term)
+    np.testing.assert_allclose(v, steps.variance(s2, di, xd))
+    mean, median = np.exp(mu + s2 / 2), np.exp(mu)
+    std = mean * np.sqrt(np.expm1(v))
+    got = extrapolation_sd(mean, median, std, em, di_in=0.1, di=di)
+    # by hand: the curve's r(0.1) = 1.0, r(0.3) = 1.3, r(1.0) = 2.6; the steps are flat up
+    # to 0.5, so the steps alone give the second cell nothing; the range term 0.5 * 0.4²
+    want = np.sqrt([0.0, 0.09 * 0.3, 0.04 * 1.6, 0.01 * 1.6 + 0.08])
+    assert got == pytest.approx(want, abs=1e-7)
+    alone = extrapolation_sd(mean, median, std, em, di_in=0.1)  # no DI: the steps'
+    assert alone == pytest.approx(np.sqrt([0.0, 0.0, 0.04 * 1.8, 0.01 * 1.8 + 0.08]), abs=1e-7)
+
+
+def test_shared_shape_fits_a_second_curve_and_keeps_the_cells_steps() -> None:
+    rng = np.random.default_rng(4)
+    n = 400
+    d = rng.uniform(0, 2, n)
+    s2 = np.full(n, 0.05)
+    e = rng.normal(0, np.sqrt(s2 * np.exp(0.8 * d)))
+    steps = fit_error_model(e, s2, d)
+    both = fit_error_model(e, s2, d, shared_shape="loglinear")
+    curve = fit_error_model(e, s2, d, shape="loglinear")
+    np.testing.assert_array_equal(both.values, steps.values)
+    assert both.range_linear == steps.range_linear and both.slope == steps.slope
+    assert both.shared is not None and both.shared.shared is None
+    np.testing.assert_array_equal(both.shared.values, curve.values)
+    assert both.shared.slope == curve.slope
+    assert fit_error_model(e, s2, d, shared_shape="isotonic").shared is None
+    with pytest.raises(ModelError, match="loglinear"):
+        fit_error_model(e, s2, d, kind="additive", shared_shape="loglinear")
+
+
 def test_a_variogram_of_standardised_cv_errors_recovers_their_correlation() -> None:
     """Three partitions' errors drawn from a field with a known exponential correlation
     (structured share 0.7, range 20 km) give it back; white errors give no structure; a

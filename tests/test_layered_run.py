@@ -178,6 +178,9 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
         }
     )
     assert json.loads(smooth.model_dump_json())["prediction"]["calibration"]["shape"] == "loglinear"
+    assert "shared_shape" not in dumped["prediction"]["calibration"]
+    two = cfg.prediction.calibration.model_copy(update={"shared_shape": "loglinear"})
+    assert two.model_dump()["shared_shape"] == "loglinear"
 
 
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:

@@ -257,13 +257,35 @@ def extrapolation_maps(
         m, med, s = (
             io.open_raster(maps[k][stat], chunks=chunks) for stat in ("mean", "median", "std")
         )
-        sd = xr.apply_ufunc(
-            extrapolation_sd, m, med, s,
-            kwargs={"error_model": em, "di_in": di_in},
-            dask="parallelized", output_dtypes=["float32"],
-        )  # fmt: skip
+        if getattr(em, "shared", None) is not None:
+            # the shared part from the error model's second curve, at each cell's DI
+            if "di" not in maps[k]:
+                raise ModelError(
+                    f"{k} cm: prediction.calibration.shared_shape needs the DI map "
+                    "(prediction.aoa: true)"
+                )
+            di = io.open_raster(maps[k]["di"], chunks=chunks)
+            sd = xr.apply_ufunc(
+                _extrapolation_sd_at, m, med, s, di,
+                kwargs={"error_model": em, "di_in": di_in},
+                dask="parallelized", output_dtypes=["float32"],
+            )  # fmt: skip
+        else:
+            sd = xr.apply_ufunc(
+                extrapolation_sd, m, med, s,
+                kwargs={"error_model": em, "di_in": di_in},
+                dask="parallelized", output_dtypes=["float32"],
+            )  # fmt: skip
         out[k] = sd.astype("float32").rio.write_crs(m.rio.crs)
     return out
+
+
+def _extrapolation_sd_at(
+    mean: Any, median: Any, std: Any, di: Any, *, error_model: ErrorModel, di_in: float
+) -> np.ndarray:
+    """:func:`mapping.calibration.extrapolation_sd` with the cells' DI (positional, for
+    ``xr.apply_ufunc``)."""
+    return extrapolation_sd(mean, median, std, error_model, di_in, di=di)
 
 
 def _regional(

@@ -481,7 +481,9 @@ def _calibration_check(ctx: StageContext, label: str, result: Any, cells: Any) -
         xd=p["xd"] if "xd" in p else None,
         observed_var=observed_variance(obs, log=log_scale),
         range_slope=0.5 * float(getattr(result.error_model, "range_linear", 0.0)),
-        **cfg.prediction.calibration.model_dump(exclude={"weighting", "partitions"}),
+        **cfg.prediction.calibration.model_dump(
+            exclude={"weighting", "partitions", "shared_shape"}
+        ),
     )
     if by_di.empty:  # no fold left enough points to cross-fit an error model: no tables
         for table in (run.reliability_table(label), run.coverage_by_di_table(label)):
