@@ -99,7 +99,7 @@ def test_upstream_tables_do_not_depend_on_chunks_or_workers(runs: dict[str, Path
 def test_maps_agree_across_chunks_and_workers(runs: dict[str, Path]) -> None:
     names = sorted(p.name for p in (runs["A"] / "maps").glob("*.tif"))
     assert names == sorted(p.name for p in (runs["B"] / "maps").glob("*.tif"))
-    assert len(names) == 7  # mean, median, lower, upper, std, relative_uncertainty, aoa
+    assert len(names) == 8  # mean, median, lower, upper, std, relative_uncertainty, di, aoa
     for name in names:
         with (
             rasterio.open(runs["A"] / "maps" / name) as fa,

@@ -103,7 +103,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     cfg = _setup(tmp_path_factory.mktemp("reference") / "corpus")
     _run(cfg)
     out = cfg.parent.parent / "out"
-    assert len(_final_maps(out)) == 7  # with relative_uncertainty
+    assert len(_final_maps(out)) == 8  # with relative_uncertainty and the DI
     assert not (out / "maps" / ".partial").exists()  # removed once the maps are in place
     return _results(out)
 
