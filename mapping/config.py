@@ -362,6 +362,12 @@ class PredictionConfig(_Section):
             raise ValueError("quantiles must satisfy 0 < lower < upper < 1")
         return v
 
+    @model_validator(mode="after")
+    def _shared_shape_needs_the_di(self) -> PredictionConfig:
+        if self.calibration.shared_shape is not None and not self.aoa:
+            raise ValueError("calibration.shared_shape needs the DI map (aoa: true)")
+        return self
+
 
 class ZonesConfig(_Section):
     path: InputPath

@@ -50,6 +50,11 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             "prediction: {calibration: {shared_shape: loglinear, kind: additive}}\n",
             "prediction.calibration: shape loglinear needs kind ratio",
         ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\n"
+            "prediction: {aoa: false, calibration: {shared_shape: loglinear}}\n",
+            "prediction: calibration.shared_shape needs the DI map (aoa: true)",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],

@@ -125,11 +125,12 @@ def shared_error(
     common = {
         k: level[k] if k in extrapolation else math.hypot(level[k], regional[k]) for k in labels
     }
-    for k, (_, di_in) in extrapolation.items():
+    for k, (em, di_in) in extrapolation.items():
+        curve = " (its DI part from the second curve)" if getattr(em, "shared", None) else ""
         ctx.echo(
             f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g} ({scale}; the "
             f"residual level) and, independently, each cell's calibrated error above the "
-            f"error model's at the training data's median DI ({di_in:.3g})"
+            f"error model's at the training data's median DI ({di_in:.3g}){curve}"
         )
     for k in labels:
         if k in extrapolation:
