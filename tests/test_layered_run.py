@@ -186,8 +186,8 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:
     """``workflows/sample.yaml`` is ``sample_per_interval.yaml`` with one layered model,
     three CV partitions, the active layer and the zone totals' error structure of the
-    layered model (the extrapolation error shared, the CV errors' correlation): the same
-    inputs and every other setting the same."""
+    layered model (the extrapolation error shared, from the error models' smooth curve; the
+    CV errors' correlation): the same inputs and every other setting the same."""
     main_cfg = load_config(SAMPLE_WORKFLOW)
     per = load_config(PER_INTERVAL_WORKFLOW)
     assert main_cfg.model.depth == "layered" and per.model.depth == "per_interval"
@@ -207,6 +207,9 @@ def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> No
     )
     assert a["uncertainty"].pop("correlation") == "cv_errors"
     assert b["uncertainty"].pop("correlation") == "residuals"
+    # the shared excess from a smooth curve: it only matters with shared: extrapolation
+    assert a["prediction"]["calibration"].pop("shared_shape") == "loglinear"
+    assert "shared_shape" not in b["prediction"]["calibration"]
     assert a == b
     keep = ("type", "trend", "params", "variogram", "n_neighbors", "log_transform")
     assert {k: main_cfg.model.model_dump()[k] for k in keep} == {
