@@ -69,9 +69,9 @@ DEFAULT_CHUNKS = 512
 DEFAULT_BATCH = 262_144  # one 512 x 512 chunk per model call: per-call overheads stay small
 COORDINATES = ("x", "y")
 FAILED = "failed"
+"""Variable of a prediction: 1 where the inputs are valid but the model gave no prediction."""
 AOA_LAYERS = ("di", "aoa")
 """Layers an area of applicability adds to a prediction: the DI and the inside/outside mask."""
-"""Variable of a prediction: 1 where the inputs are valid but the model gave no prediction."""
 WRITERS = ("workers", "client")
 """Who writes the chunks of the maps (:func:`write_prediction`)."""
 
