@@ -463,20 +463,15 @@ def fit_error_model(
     if shape == "loglinear" and kind != "ratio":
         raise ModelError("shape 'loglinear' needs kind 'ratio'")
     if shared_shape is not None and shared_shape != shape:
-        em = fit_error_model(
-            errors, model_var, di, kind=kind, noise_var=noise_var, min_per_bin=min_per_bin,
-            max_bins=max_bins, extrapolate=extrapolate, floor=floor, xd=xd,
-            observed_var=observed_var, range_slope=range_slope,
-            range_extrapolation=range_extrapolation, range_cap=range_cap,
-            min_beyond=min_beyond, weights=weights, shape=shape,
+        # the same points fitted twice, once per curve; every other option as given
+        same = dict(
+            kind=kind, noise_var=noise_var, min_per_bin=min_per_bin, max_bins=max_bins,
+            extrapolate=extrapolate, floor=floor, xd=xd, observed_var=observed_var,
+            range_slope=range_slope, range_extrapolation=range_extrapolation,
+            range_cap=range_cap, min_beyond=min_beyond, weights=weights,
         )  # fmt: skip
-        curve = fit_error_model(
-            errors, model_var, di, kind=kind, noise_var=noise_var, min_per_bin=min_per_bin,
-            max_bins=max_bins, extrapolate=extrapolate, floor=floor, xd=xd,
-            observed_var=observed_var, range_slope=range_slope,
-            range_extrapolation=range_extrapolation, range_cap=range_cap,
-            min_beyond=min_beyond, weights=weights, shape=shared_shape,
-        )  # fmt: skip
+        em = fit_error_model(errors, model_var, di, shape=shape, **same)
+        curve = fit_error_model(errors, model_var, di, shape=shared_shape, **same)
         return dataclasses.replace(em, shared=curve)
     if not noise_var >= 0:
         raise ModelError(f"noise_var must be >= 0, got {noise_var!r}")

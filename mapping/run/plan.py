@@ -44,7 +44,7 @@ from mapping.exceptions import MappingError
 from mapping.extract import extract_at_points
 from mapping.grid import Grid
 from mapping.layout import RunFolder
-from mapping.predict import DEFAULT_BATCH, STATISTICS, _predict_block
+from mapping.predict import AOA_LAYERS, DEFAULT_BATCH, STATISTICS, _predict_block
 from mapping.run.estimate import (
     REFERENCE_MACHINE_SECONDS,
     RunEstimate,
@@ -447,7 +447,7 @@ def make_plan(
     chunks = (cfg.prediction.chunks, cfg.prediction.chunks)
     rows, cols = grid.chunk_sizes(chunks)
     n_chunks = len(rows) * len(cols)
-    outputs = [*STATISTICS, *(["di", "aoa"] if cfg.prediction.aoa else [])]
+    outputs = [*STATISTICS, *(AOA_LAYERS if cfg.prediction.aoa else ())]
     chunk_cells = min(rows[0] * cols[0], grid.shape[0] * grid.shape[1])
     tb = task_bytes(chunk_cells, len(covariates), len(outputs))
 

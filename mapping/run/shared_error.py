@@ -258,6 +258,7 @@ def extrapolation_maps(
         m, med, s = (
             io.open_raster(maps[k][stat], chunks=chunks) for stat in ("mean", "median", "std")
         )
+        inputs, func = [m, med, s], extrapolation_sd
         if getattr(em, "shared", None) is not None:
             # the shared part from the error model's second curve, at each cell's DI
             if "di" not in maps[k]:
@@ -265,18 +266,13 @@ def extrapolation_maps(
                     f"{k} cm: prediction.calibration.shared_shape needs the DI map "
                     "(prediction.aoa: true)"
                 )
-            di = io.open_raster(maps[k]["di"], chunks=chunks)
-            sd = xr.apply_ufunc(
-                _extrapolation_sd_at, m, med, s, di,
-                kwargs={"error_model": em, "di_in": di_in},
-                dask="parallelized", output_dtypes=["float32"],
-            )  # fmt: skip
-        else:
-            sd = xr.apply_ufunc(
-                extrapolation_sd, m, med, s,
-                kwargs={"error_model": em, "di_in": di_in},
-                dask="parallelized", output_dtypes=["float32"],
-            )  # fmt: skip
+            inputs.append(io.open_raster(maps[k]["di"], chunks=chunks))
+            func = _extrapolation_sd_at
+        sd = xr.apply_ufunc(
+            func, *inputs,
+            kwargs={"error_model": em, "di_in": di_in},
+            dask="parallelized", output_dtypes=["float32"],
+        )  # fmt: skip
         out[k] = sd.astype("float32").rio.write_crs(m.rio.crs)
     return out
 
