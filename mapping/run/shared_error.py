@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -258,7 +259,8 @@ def extrapolation_maps(
         m, med, s = (
             io.open_raster(maps[k][stat], chunks=chunks) for stat in ("mean", "median", "std")
         )
-        inputs, func = [m, med, s], extrapolation_sd
+        inputs = [m, med, s]
+        func: Callable[..., np.ndarray] = extrapolation_sd
         if getattr(em, "shared", None) is not None:
             # the shared part from the error model's second curve, at each cell's DI
             if "di" not in maps[k]:
