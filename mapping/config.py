@@ -396,6 +396,18 @@ class UncertaintyConfig(_Section):
     fitted residual variogram's (``residuals``), or that of a variogram fitted to the
     standardised cross-validation errors (``cv_errors``; log models with error models,
     docs/uncertainty.md)."""
+    reference: Literal["median", "mean"] = "median"
+    """With ``shared: extrapolation``, the in-domain level above which a cell's calibrated
+    error is shared: the error model at the training points' median DI (``median``), or
+    their mean variance ratio (``mean``: the DI where the error model's non-decreasing
+    curve first reaches its mean over the training points' DIs; docs/uncertainty.md)."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if self.reference == "median":  # as before the key existed (runs' fingerprints)
+            data.pop("reference", None)
+        return data
 
 
 class ActiveLayerConfig(_Section):

@@ -36,6 +36,7 @@ from mapping.residual_errors import (
     cv_error_variogram,
     within_group_covariance,
 )
+from mapping.run.shared_error import reference_di
 
 
 def _draws(n: int, seed: int, ratio) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -655,6 +656,27 @@ def test_extrapolation_sd_by_hand() -> None:
     assert got == pytest.approx(want, abs=1e-7)  # sqrt of rounding at 0
     # a reference DI as dissimilar as the cell leaves only its range term
     assert extrapolation_sd(mean, median, std, em, di_in=1.0)[3] == pytest.approx(0.08**0.5)
+
+
+def test_reference_di_median_or_the_mean_ratio_by_hand() -> None:
+    """The in-domain reference of the shared extrapolation error: the training points'
+    median DI, or the first of their DIs where the curve reaches its mean over them."""
+    em = ErrorModel(kind="ratio", knots=np.array([0.0, 1.0]), values=np.array([1.0, 3.0]),
+                    slope=0.0, noise_var=0.0, n=100, counts=np.array([50, 50]),
+                    raw=np.array([1.0, 3.0]), di_max=1.0)  # fmt: skip
+    di = np.array([1.0, 0.0, 0.5, 0.25])  # any order
+    assert reference_di(em, di) == pytest.approx(0.375)
+    # r = 1, 1.5, 2, 3 at 0, 0.25, 0.5, 1; mean 1.875, first reached at 0.5
+    assert reference_di(em, di, "mean") == pytest.approx(0.5)
+    # a convex curve puts the mean ratio above the median's
+    steep = dataclasses.replace(em, knots=np.array([0.0, 0.5, 1.0]), values=np.array([1.0, 1.1, 9.0]),
+                                counts=np.array([30, 40, 30]), raw=np.array([1.0, 1.1, 9.0]))  # fmt: skip
+    # r = 1, 1.05, 1.1, 9: mean 3.04, first reached only at the largest DI
+    assert reference_di(steep, di, "mean") == pytest.approx(1.0)
+    # with a second curve, the mean is the second curve's (the one the excess comes from)
+    two = dataclasses.replace(em, shared=steep)
+    assert reference_di(two, di, "mean") == pytest.approx(1.0)
+    assert reference_di(two, di) == pytest.approx(0.375)
 
 
 def test_extrapolation_sd_with_a_second_curve_by_hand() -> None:

@@ -55,6 +55,10 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             "prediction: {aoa: false, calibration: {shared_shape: loglinear}}\n",
             "prediction: calibration.shared_shape needs the DI map (aoa: true)",
         ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nuncertainty: {reference: p90}\n",
+            "uncertainty.reference",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],

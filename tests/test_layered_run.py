@@ -181,6 +181,10 @@ def test_per_interval_default_is_unchanged(tmp_path: Path) -> None:
     assert "shared_shape" not in dumped["prediction"]["calibration"]
     two = cfg.prediction.calibration.model_copy(update={"shared_shape": "loglinear"})
     assert two.model_dump()["shared_shape"] == "loglinear"
+    # the shared extrapolation error's reference: the median default as before the key
+    assert "reference" not in dumped["uncertainty"]
+    ref = cfg.uncertainty.model_copy(update={"reference": "mean"})
+    assert ref.model_dump()["reference"] == "mean"
 
 
 def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> None:

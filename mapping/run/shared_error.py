@@ -31,7 +31,7 @@ from mapping.residual_errors import (
 )
 from mapping.run.runner import StageContext
 
-__all__ = ["SharedError", "extrapolation_maps", "shared_error"]
+__all__ = ["SharedError", "extrapolation_maps", "reference_di", "shared_error"]
 
 log = logging.getLogger("socmap")
 
@@ -126,12 +126,13 @@ def shared_error(
     common = {
         k: level[k] if k in extrapolation else math.hypot(level[k], regional[k]) for k in labels
     }
+    ref = {"median": "median", "mean": "mean-ratio"}[ctx.config.uncertainty.reference]
     for k, (em, di_in) in extrapolation.items():
         curve = " (its DI part from the second curve)" if getattr(em, "shared", None) else ""
         ctx.echo(
             f"[uncertainty] {k} cm: error shared by every cell: {level[k]:.3g} ({scale}; the "
             f"residual level) and, independently, each cell's calibrated error above the "
-            f"error model's at the training data's median DI ({di_in:.3g}){curve}"
+            f"error model's at the training data's {ref} DI ({di_in:.3g}){curve}"
         )
     for k in labels:
         if k in extrapolation:
@@ -237,8 +238,22 @@ def _extrapolation_terms(ctx: StageContext, labels: list[str]) -> dict[str, tupl
         di = di[np.isfinite(di)]
         if not len(di):
             continue
-        out[k] = (io.read_model(run.error_model_file(k)), float(np.median(di)))
+        em = io.read_model(run.error_model_file(k))
+        out[k] = (em, reference_di(em, di, ctx.config.uncertainty.reference))
     return out
+
+
+def reference_di(error_model: ErrorModel, di: np.ndarray, how: str = "median") -> float:
+    """The reference DI of the shared extrapolation error, from the training points' DIs
+    ``di`` (finite): their median (``median``), or the DI where the error model's
+    non-decreasing curve (its second curve when it has one) first reaches its mean over
+    them (``mean``: the training points' mean variance ratio as the in-domain level)."""
+    d = np.sort(np.asarray(di, dtype=float))
+    if how == "median":
+        return float(np.median(d))
+    curve = getattr(error_model, "shared", None) or error_model
+    f = np.asarray(curve.factor(d), dtype=float)
+    return float(d[min(int(np.searchsorted(f, f.mean())), len(d) - 1)])
 
 
 def extrapolation_maps(
