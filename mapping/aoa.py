@@ -280,6 +280,49 @@ class AreaOfApplicability(BaseEstimator):
             raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
         return self._di(self._standardise(self._encode(X)))
 
+    def design_space(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``X`` in the DI's space, and each row's group of unseen categories.
+
+        Returns
+        -------
+        features
+            ``(n, p)``: the standardised, weighted covariates divided by the mean distance
+            (distances are DI units). A category the training data never saw has all its
+            indicators zero here (:meth:`predict` makes such a row NaN instead); a missing
+            numeric value stays NaN.
+        group
+            ``(n,)`` int: 0 where every category was seen, ``k >= 1`` for each distinct
+            combination of unseen levels. Between two rows of one group the distance over
+            ``features`` is the DI a training point of that group would give the other
+            (the unseen indicators agree); between groups no distance holds. A design
+            (:mod:`mapping.design`) uses it so that a new site can lower the DI of cells
+            of a class no profile has, and only theirs.
+        """
+        if not hasattr(self, "mean_distance_"):
+            raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
+        codes = self.layout_.transform(X)
+        mask = self.layout_.categorical_mask
+        Z = one_hot(codes, mask, self.layout_.categories) if mask.any() else codes
+        features = self._standardise(Z) / self.mean_distance_
+        group = np.zeros(len(codes), dtype=np.int64)
+        unseen = ~np.isfinite(codes[:, mask])
+        rows = np.flatnonzero(unseen.any(axis=1))
+        if rows.size:
+            names = np.asarray(self.layout_.feature_names)[mask]
+            raw = np.column_stack([self._raw_column(X, name, j) for j, name in _cat_positions(
+                self.layout_, names)])[rows]  # fmt: skip
+            key = np.where(unseen[rows], raw.astype(str), "")
+            _, inverse = np.unique(key, axis=0, return_inverse=True)
+            group[rows] = inverse.ravel() + 1
+        return features, group
+
+    @staticmethod
+    def _raw_column(X: Any, name: str, j: int) -> np.ndarray:
+        """The input values of categorical feature ``name`` (column ``j`` of an array)."""
+        if hasattr(X, "columns") and name in X.columns:
+            return np.asarray(X[name], dtype=object)
+        return np.asarray(X, dtype=object)[:, j]
+
     def measure(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict` and :meth:`extrapolation` from one encoding of ``X``.
 
@@ -368,3 +411,9 @@ def _mean_pairwise_distance(T: np.ndarray) -> float:
     for start in range(0, n, _BLOCK_ROWS):
         total += float(cdist(T[start : start + _BLOCK_ROWS], T).sum())
     return total / (n * (n - 1))
+
+
+def _cat_positions(layout: ColumnLayout, names: np.ndarray) -> list[tuple[int, str]]:
+    """Input column index and name of each categorical feature, in feature order."""
+    idx = np.asarray(layout.feature_idx)[layout.categorical_mask]
+    return [(int(j), str(n)) for j, n in zip(idx, names, strict=True)]

@@ -144,6 +144,12 @@ class IntervalErrors:
         The error model is additive (``v = base + g``) rather than a ratio.
     di_undefined
         DI given to cells whose DI is NaN (the error model's largest DI plus one).
+    group
+        Per cell, its group of categories the training data never saw (0: every category
+        seen; :meth:`mapping.aoa.AreaOfApplicability.design_space`), or ``None`` (all 0).
+        Such cells have no DI until a profile of their class exists: only a site of the
+        same group lowers their DI (to its distance over ``features``), and such a site
+        lowers no one else's.
     extra_sd
         Per cell, the sd of the trend's extrapolation error that every cell shares with
         its own standard normal (``uncertainty.shared: extrapolation``,
@@ -165,6 +171,7 @@ class IntervalErrors:
     additive: bool = False
     di_undefined: float = np.inf
     extra_sd: np.ndarray | None = None
+    group: np.ndarray | None = None
 
     def variance(self) -> np.ndarray:
         """Calibrated error variance of each cell on the model's scale."""
@@ -246,11 +253,18 @@ def _structured_correlation(v: Variogram, h: np.ndarray) -> np.ndarray:
     return v.psill / v.sill * (1.0 - unit_semivariance(v.model, h, v.range, v.nu))
 
 
-def _blocks(rows: np.ndarray, cols: np.ndarray, max_blocks: int) -> tuple[np.ndarray, int, int]:
-    """Block id of every cell (compact 0..B-1), the number of blocks and the block side (cells)."""
+def _blocks(
+    rows: np.ndarray, cols: np.ndarray, max_blocks: int, group: np.ndarray | None = None
+) -> tuple[np.ndarray, int, int]:
+    """Block id of every cell (compact 0..B-1), the number of blocks and the block side
+    (cells); with ``group``, a block holds cells of one group only."""
     q = max(1, math.ceil(math.sqrt(len(rows) / max(max_blocks, 1))))
+    ng = 1 if group is None or not len(group) else int(group.max()) + 1
     while True:
         key = (rows // q).astype(np.int64) * (int(cols.max()) // q + 1) + cols // q
+        if ng > 1:
+            assert group is not None
+            key = key * ng + group
         uniq, inv = np.unique(key, return_inverse=True)
         if len(uniq) <= max_blocks:
             return inv.astype(np.int64), len(uniq), q
@@ -284,6 +298,7 @@ class _IntervalState:
     fxb: np.ndarray | None  # (C, B) r(distance candidate-block), float32
     fcand: np.ndarray | None  # (C, p) candidate features (DI units)
     tau2: float
+    gcand: np.ndarray | None = None  # (C,) candidates' groups of unseen categories
     # the shared extrapolation error (IntervalErrors.extra_sd), else empty / inf:
     X0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, B) sum w x per block
     vin_b: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) in-domain variance
@@ -369,7 +384,7 @@ def _interval_state(
     wsafe = np.where(wsum > 0, wsum, 1.0)
     vb0 = np.bincount(block, w_all * v, B) / wsafe
     vin_b = np.bincount(block, w_all * v_in, B) / wsafe if x is not None else np.zeros(0)
-    fxb = fcand = None
+    fxb = fcand = gcand = None
     fb0 = np.ones(B)
     fx0 = np.ones(cand.size)
     if e.factor is not None and e.features is not None and e.di is not None:
@@ -382,6 +397,12 @@ def _interval_state(
         fx0 = _factor(e, e.di[cand])
         fcand = F[cand]
         d_xb = cdist(fcand, fb_feat)
+        if e.group is not None and np.any(e.group):
+            # a block holds one group (_blocks): no distance holds between groups
+            gcand = np.asarray(e.group, np.int64)[cand]
+            gb = np.zeros(B, np.int64)
+            gb[block] = e.group
+            d_xb[gcand[:, None] != gb[None, :]] = np.inf
         fxb = _factor(e, np.where(np.isfinite(d_xb), d_xb, np.nan)).astype(np.float32)
         fxb[~np.isfinite(d_xb)] = np.inf
     return _IntervalState(
@@ -401,6 +422,7 @@ def _interval_state(
         fxb=fxb,
         fcand=fcand,
         tau2=float(e.noise_var),
+        gcand=gcand,
         X0=X0,
         vin_b=vin_b,
         vin_x=v_in[cand] if x is not None else np.zeros(0),
@@ -468,6 +490,8 @@ def _take(
         if st.fxb is not None and st.fcand is not None:
             st.fb = np.minimum(st.fb, st.fxb[best])
             d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
+            if st.gcand is not None:
+                d = np.where(st.gcand == st.gcand[best], d, np.inf)
             st.fx = np.minimum(st.fx, _factor(st.errs, d))
 
 
@@ -545,11 +569,12 @@ def _block_geometry(
     area: np.ndarray,
     cand: np.ndarray,
     max_blocks: int,
+    group: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, float, np.ndarray, np.ndarray]:
-    """Blocks of cells: each cell's block, their count, their side (m), the distances
-    between blocks (a block to itself: the mean distance of two points of a square) and
-    from the candidates to the blocks."""
-    block, B, q = _blocks(rows, cols, max_blocks)
+    """Blocks of cells (of one ``group`` each): each cell's block, their count, their side
+    (m), the distances between blocks (a block to itself: the mean distance of two points of
+    a square) and from the candidates to the blocks."""
+    block, B, q = _blocks(rows, cols, max_blocks, group)
     counts = np.bincount(block, minlength=B).astype(float)
     bxy = np.column_stack(
         [np.bincount(block, xy[:, 0], B) / counts, np.bincount(block, xy[:, 1], B) / counts]
@@ -561,6 +586,18 @@ def _block_geometry(
     width = q * (side if side > 0 else 1.0)
     np.fill_diagonal(dist_bb, _MEAN_SQUARE_DISTANCE * width)
     return block, B, width, dist_bb, cdist(xy[cand], bxy)
+
+
+def _group_key(errors: Sequence[IntervalErrors], n: int) -> np.ndarray | None:
+    """One label per cell (0..K-1) for its combination of the intervals' groups of unseen
+    categories, so that blocks split by it hold one group of every interval; ``None`` when
+    no interval has such cells (the blocks as without categories)."""
+    groups = [np.asarray(e.group, np.int64).ravel() for e in errors if e.group is not None]
+    groups = [g for g in groups if g.size == n and g.any()]
+    if not groups:
+        return None
+    _, inverse = np.unique(np.column_stack(groups), axis=0, return_inverse=True)
+    return inverse.ravel().astype(np.int64)
 
 
 def greedy_design(
@@ -643,7 +680,10 @@ def greedy_design(
         cand = np.sort(rng.choice(cand, n_candidates, replace=False))
     C = cand.size
 
-    block, B, width, dist_bb, dist_xb = _block_geometry(xy, rows, cols, area, cand, max_blocks)
+    used = [by_label[k] for k in dict.fromkeys(t.interval for t in targets) if k in by_label]
+    block, B, width, dist_bb, dist_xb = _block_geometry(
+        xy, rows, cols, area, cand, max_blocks, _group_key(used, nc)
+    )
 
     states: list[_IntervalState] = []
     for label in dict.fromkeys(t.interval for t in targets):
@@ -893,7 +933,7 @@ def interval_errors(
         for name in categorical:
             if name in X:
                 X[name] = X[name].astype("int64")
-        out.features = aoa._standardise(aoa._encode(X)) / aoa.mean_distance_
+        out.features, out.group = aoa.design_space(X)
         out.di = aoa.predict(X)[0]
         # an error model with a second curve for the shared excess: the DI update of the
         # design follows that curve, as the excess it lowers does (extrapolation_sd)

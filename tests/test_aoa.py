@@ -136,6 +136,42 @@ def test_categorical_covariate_and_missing_values():
         AreaOfApplicability().fit(_frame(a=[0.0, np.nan, 1.0]))
 
 
+def test_design_space_keeps_unseen_classes_apart_and_measurable():
+    """``design_space``: seen rows are the DI's own space (their nearest training point is
+    their DI); a class no training point has gets zero indicators and a group of its own,
+    so two of its rows are as far apart as their numeric covariates; a missing numeric
+    value stays undefined."""
+    rng = np.random.default_rng(4)
+    n = 60
+    train = _frame(
+        a=rng.normal(0, 1, n),
+        b=rng.uniform(0, 10, n),
+        lc=pd.Categorical(rng.choice(["bog", "fen"], n), categories=["bog", "fen"]),
+    )
+    aoa = AreaOfApplicability().fit(train)
+    cats = ["bog", "fen", "glacier", "rock"]
+    new = _frame(
+        a=[0.1, 0.1, 0.3, 1.3, 0.3, np.nan],
+        b=[5.0, 5.0, 2.0, 6.0, 2.0, 1.0],
+        lc=pd.Categorical(["bog", "glacier", "glacier", "glacier", "rock", "fen"], categories=cats),
+    )
+    F, group = aoa.design_space(new)
+    di = aoa.predict(new)[0]
+    # seen rows: the DI is the distance to the nearest training point in this space
+    T, _ = aoa.design_space(train)
+    assert np.sqrt(((T - F[0]) ** 2).sum(axis=1)).min() == pytest.approx(di[0], rel=1e-12)
+    assert group[0] == 0 and group[5] == 0 and np.isnan(F[5]).any()
+    # unseen classes: finite features, one group per class
+    assert np.isnan(di[1:5]).all() and np.isfinite(F[1:5]).all()
+    assert group[1] == group[2] == group[3] > 0 and group[4] > 0 and group[4] != group[1]
+    # within a class: the distance over the numeric covariates alone, by hand
+    w = aoa.weights_[:2] / aoa.scale_[:2] / aoa.mean_distance_
+    by_hand = np.sqrt(
+        (((new.loc[3, ["a", "b"]] - new.loc[1, ["a", "b"]]).to_numpy(float) * w) ** 2).sum()
+    )
+    assert np.sqrt(((F[3] - F[1]) ** 2).sum()) == pytest.approx(by_hand, rel=1e-12)
+
+
 def test_measure_gives_the_brute_force_di_and_the_extrapolation_of_one_encoding():
     from scipy.spatial.distance import cdist
 

@@ -259,6 +259,45 @@ def test_dissimilar_cells_are_sampled_for_the_trend() -> None:
     assert res.variance[0, 0] == pytest.approx(before, rel=1e-9)
 
 
+def test_cells_of_a_class_no_profile_has_are_sampled() -> None:
+    """Cells of a class the profiles never saw have no DI (the error model's largest, r = 5)
+    and covariates like everyone else's: only a site of their class lowers their DI (to
+    their distance to it, about 0 here), and such a site lowers nobody else's."""
+    rows, cols, xy, odd, _, _ = _two_patches()
+    n = len(rows)
+    feats = np.random.default_rng(2).normal(0, 1e-3, (n, 1))  # alike in the covariates
+    di = np.where(odd, np.nan, np.abs(feats[:, 0]))
+    sd = np.sqrt(0.05 * _ratio(np.where(odd, 2.0, di)))
+    group = odd.astype(np.int64)
+    kw = dict(sd=sd, rng=1.0, nugget=0.0, features=feats, di=di, factor=_ratio, di_undefined=2.0)
+    e = _errors(n, group=group, **kw)
+    w = np.full(n, 1e6)
+    args = (xy, rows, cols, w, {"z": np.ones(n)})
+    res = greedy_design(*args, [e], [Target("z", "0-30")], 1, max_blocks=n, n_candidates=n)
+    assert odd[res.cells[0]]
+    s = res.cells[0]
+    sd_after = np.where(odd, np.sqrt(0.05 * _ratio(np.abs(feats[:, 0] - feats[s, 0]))), sd)
+    after = np.sum((w * sd_after) ** 2) - (w[s] * sd_after[s] ** 2) ** 2 / (
+        sd_after[s] ** 2 + e.noise_var
+    )
+    assert res.variance[1, 0] == pytest.approx(after, rel=1e-3)
+    # a site of the seen class lowers the DI of the seen cells alone (by hand, as above)
+    seen = greedy_design(*args, [e], [Target("z", "0-30")], 1, reachable=~odd, max_blocks=n,
+                         n_candidates=n)  # fmt: skip
+    x = seen.cells[0]
+    d_new = np.where(odd, np.nan, np.minimum(di, np.abs(feats[:, 0] - feats[x, 0])))
+    sd_seen = np.where(odd, sd, np.sqrt(0.05 * _ratio(d_new)))
+    kriged = np.sum((w * sd_seen) ** 2) - (w[x] * sd_seen[x] ** 2) ** 2 / (
+        sd_seen[x] ** 2 + e.noise_var
+    )
+    assert seen.variance[1, 0] == pytest.approx(kriged, rel=1e-6)
+    # without the groups the class's cells could never be reached: no DI gain at all
+    blind = greedy_design(*args, [_errors(n, **{**kw, "features": np.where(odd[:, None], np.nan, feats)})],
+                          [Target("z", "0-30")], 1, max_blocks=n, n_candidates=n)  # fmt: skip
+    assert blind.gain_dissimilarity[0] == 0.0
+    assert blind.variance[1, 0] > 2 * res.variance[1, 0]
+
+
 def test_only_reachable_cells_and_bad_arguments() -> None:
     rows, cols, xy = _grid(8, 8)
     n = len(rows)
