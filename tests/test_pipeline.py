@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,3 +212,39 @@ def test_rerun_reuses_unchanged_stages_and_redoes_only_what_changed(
         assert f"[{name}] running" in text, name
     summary = pd.read_csv(out / "zones" / "storage_summary.csv")
     assert set(summary["n_realizations"]) == {30}
+
+
+def test_a_run_folder_copied_elsewhere_resumes_as_it_stands(
+    first_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fingerprints name inputs by content: the copy's stages are all reused, and so are
+    they when an input is renamed but not changed (a changed input reruns: the test above)."""
+    cfg, out = first_run
+    assert main(["run", str(cfg)]) == 0  # whatever an earlier test left: complete
+    copy = tmp_path / "moved" / "out"
+    shutil.copytree(out, copy)
+    config = yaml.safe_load(cfg.read_text())
+    config["output"] = str(copy)
+    moved = tmp_path / "moved" / "sample.yaml"
+    moved.write_text(yaml.safe_dump(config, sort_keys=False))
+    capsys.readouterr()
+    assert main(["run", str(moved)]) == 0
+    text = capsys.readouterr().out
+    for name in STAGES:
+        assert f"[{name}] unchanged" in text, name
+    before = json.loads((out / "manifest.json").read_text())["stages"]
+    after = json.loads((copy / "manifest.json").read_text())["stages"]
+    assert {k: v["outputs"] for k, v in after.items()} == {
+        k: v["outputs"] for k, v in before.items()
+    }
+
+    # the same profiles under another name: still nothing to redo
+    profiles = Path(config["profiles"]["path"])
+    renamed = tmp_path / "moved" / "horizons.csv"
+    shutil.copyfile(profiles, renamed)
+    config["profiles"]["path"] = str(renamed)
+    moved.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["run", str(moved)]) == 0
+    text = capsys.readouterr().out
+    for name in STAGES:
+        assert f"[{name}] unchanged" in text, name

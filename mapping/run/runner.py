@@ -3,7 +3,10 @@
 A stage is skipped when the manifest records it as complete with the same
 fingerprint (its config section, the checksums of its inputs and the
 fingerprints of the stages it depends on) and its outputs are still in place
-with the recorded checksums. The manifest is rewritten (atomically) after every
+with the recorded checksums. The fingerprint names input files by their
+content, not their path, so a run folder moved or copied with its config and
+data (or with the data left where the config still finds them) resumes as it
+stands. The manifest is rewritten (atomically) after every
 stage, so a killed run resumes from the last finished stage.
 """
 
@@ -144,20 +147,38 @@ def _fingerprint(
     cache: dict[str, str],
     fingerprints: dict[str, str],
 ) -> str:
-    """Identity of a stage's work: its config section, inputs, upstream and version."""
+    """Identity of a stage's work: its config section, inputs, upstream and version.
+
+    Input files enter by their checksums alone: a path in the config section that names
+    an input of this stage or of an earlier one (``cache``, every file checksummed in
+    this run) is replaced by the file's checksum, so the file's role stays in the
+    fingerprint and its location does not.
+    """
     cfg = json.loads(config.model_dump_json())
-    section = {k: cfg.get(k) for k in stage.config_keys}
     inputs = input_checksums(stage.inputs(config), cache)
+    section = _by_content({k: cfg.get(k) for k in stage.config_keys}, cache)
     manifest.data["inputs"].update(inputs)
     return digest(
         {
             "stage": stage.name,
             "config": section,
-            "inputs": inputs,
+            "inputs": sorted(inputs.values()),
             "upstream": [fingerprints[d] for d in stage.depends if d in fingerprints],
             "version": manifest.data["versions"].get("socmap"),
         }
     )
+
+
+def _by_content(obj: Any, inputs: dict[str, str]) -> Any:
+    """``obj`` (JSON data) with every string that is a key of ``inputs`` (a file's path)
+    replaced by the file's checksum."""
+    if isinstance(obj, dict):
+        return {k: _by_content(v, inputs) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_by_content(v, inputs) for v in obj]
+    if isinstance(obj, str):
+        return inputs.get(obj, obj)
+    return obj
 
 
 def _run_one(stage: Stage, ctx: StageContext, manifest: Manifest, fp: str, order: list[str]) -> Any:
