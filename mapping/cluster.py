@@ -153,11 +153,16 @@ def stop_helpers() -> None:
 JOB_MODULES = ("mapping.validation", "mapping.report.figures")
 
 
-def _start_helper() -> None:
-    """A helper's initializer: end with this process, then import :data:`JOB_MODULES`
-    (by name, to keep this module light)."""
+def _start_helper(parent: int) -> None:
+    """A helper's initializer: end with ``parent`` (the process that started it), then
+    import :data:`JOB_MODULES` (by name, to keep this module light).
+
+    ``parent`` comes from the parent itself, not from ``os.getppid()`` here: on a loaded
+    machine the initializer can run after the parent was killed, when ``getppid()``
+    already names init and the watch would wait for the wrong process.
+    """
     watch = threading.Thread(
-        target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="socmap-parent"
+        target=_exit_with_parent, args=(parent,), daemon=True, name="socmap-parent"
     )
     watch.start()
     for name in JOB_MODULES:
@@ -184,7 +189,11 @@ def _executor(helpers: int) -> Any:
     env = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}  # fmt: skip
     executor = get_reusable_executor(
-        max_workers=helpers, env=env, timeout=300, initializer=_start_helper
+        max_workers=helpers,
+        env=env,
+        timeout=300,
+        initializer=_start_helper,
+        initargs=(os.getpid(),),
     )
     if executor not in _HELPERS:
         _HELPERS.append(executor)

@@ -655,9 +655,12 @@ def test_release_memory_freezes_what_survives_and_a_run_thaws_it() -> None:
         gc.unfreeze()
 
 
-def test_a_killed_process_leaves_no_helper_holding_its_pipes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("wait_s", [1.0, 0.0])
+def test_a_killed_process_leaves_no_helper_holding_its_pipes(tmp_path: Path, wait_s: float) -> None:
     """A process killed with SIGKILL runs no exit code: its helper must end by itself, or it
-    idles for loky's 300 s timeout with the dead process's stdout and stderr open."""
+    idles for loky's 300 s timeout with the dead process's stdout and stderr open. Killed
+    at once (``wait_s`` 0), the parent is gone before its helper's initializer runs: the
+    helper must still know whom it serves."""
     script = tmp_path / "killed.py"
     script.write_text(
         "import os, signal, time\n"
@@ -670,7 +673,7 @@ def test_a_killed_process_leaves_no_helper_holding_its_pipes(tmp_path: Path) -> 
         "    helpers = [c.pid for c in me.children() if 'popen_loky' in ' '.join(c.cmdline())]\n"
         "    time.sleep(0.05)\n"
         "print(helpers[0], flush=True)\n"
-        "time.sleep(1.0)\n"
+        f"time.sleep({wait_s})\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
     proc = subprocess.Popen(
