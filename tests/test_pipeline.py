@@ -248,3 +248,15 @@ def test_a_run_folder_copied_elsewhere_resumes_as_it_stands(
     text = capsys.readouterr().out
     for name in STAGES:
         assert f"[{name}] unchanged" in text, name
+    # once a stage reruns (here the Monte Carlo), the manifest names the inputs the config
+    # now names, with their checksums
+    config["uncertainty"]["n_realizations"] = 25
+    moved.write_text(yaml.safe_dump(config, sort_keys=False))
+    assert main(["run", str(moved)]) == 0
+    assert "[uncertainty] running" in capsys.readouterr().out
+    inputs = json.loads((copy / "manifest.json").read_text())["inputs"]
+    assert str(profiles) not in inputs
+    assert (
+        inputs[str(renamed)]
+        == json.loads((out / "manifest.json").read_text())["inputs"][str(profiles)]
+    )

@@ -109,6 +109,10 @@ def run_stages(
         checked = preflight(config, echo=echo)
         ctx.grid, ctx.stack = checked.grid, checked.stack
     manifest = Manifest(ctx.folder, config)
+    # the input files this config names: one it no longer names (renamed, or the run moved)
+    # leaves the record
+    named = {str(p) for s in stages for p in s.inputs(config)}
+    manifest.data["inputs"] = {k: v for k, v in manifest.data["inputs"].items() if k in named}
     if _fit_ahead(manifest, stages, until, force):
         # the fit's helper processes import their libraries while the first stages run
         start_helpers(config.n_jobs)
