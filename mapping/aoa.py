@@ -181,15 +181,18 @@ class AreaOfApplicability(BaseEstimator):
             raise ModelError("every covariate weight is zero")
         return w
 
+    def _indicators(self, codes: np.ndarray) -> np.ndarray:
+        """Level codes expanded to indicators (all zero for an unseen or missing level)."""
+        mask = self.layout_.categorical_mask
+        return one_hot(codes, mask, self.layout_.categories) if mask.any() else codes
+
     def _encode(self, X: Any) -> np.ndarray:
         codes = self.layout_.transform(X)  # unseen level -> NaN
+        Z = self._indicators(codes)
         mask = self.layout_.categorical_mask
-        if not mask.any():
-            return codes
-        Z = one_hot(codes, mask, self.layout_.categories)
-        # an unseen or missing category: one-hot gives all zeros; make the row undefined
-        undefined = ~np.isfinite(codes[:, mask]).all(axis=1)
-        Z[undefined] = np.nan
+        if mask.any():
+            # an unseen or missing category: one-hot gives all zeros; make the row undefined
+            Z[~np.isfinite(codes[:, mask]).all(axis=1)] = np.nan
         return Z
 
     def _standardise(self, Z: np.ndarray) -> np.ndarray:
@@ -302,26 +305,30 @@ class AreaOfApplicability(BaseEstimator):
             raise ModelError("AreaOfApplicability is not fitted; call fit(X_train) first")
         codes = self.layout_.transform(X)
         mask = self.layout_.categorical_mask
-        Z = one_hot(codes, mask, self.layout_.categories) if mask.any() else codes
-        features = self._standardise(Z) / self.mean_distance_
+        features = self._standardise(self._indicators(codes)) / self.mean_distance_
         group = np.zeros(len(codes), dtype=np.int64)
         unseen = ~np.isfinite(codes[:, mask])
         rows = np.flatnonzero(unseen.any(axis=1))
         if rows.size:
-            names = np.asarray(self.layout_.feature_names)[mask]
-            raw = np.column_stack([self._raw_column(X, name, j) for j, name in _cat_positions(
-                self.layout_, names)])[rows]  # fmt: skip
+            raw = self._categorical_values(X)[rows]
             key = np.where(unseen[rows], raw.astype(str), "")
             _, inverse = np.unique(key, axis=0, return_inverse=True)
             group[rows] = inverse.ravel() + 1
         return features, group
 
-    @staticmethod
-    def _raw_column(X: Any, name: str, j: int) -> np.ndarray:
-        """The input values of categorical feature ``name`` (column ``j`` of an array)."""
-        if hasattr(X, "columns") and name in X.columns:
-            return np.asarray(X[name], dtype=object)
-        return np.asarray(X, dtype=object)[:, j]
+    def _categorical_values(self, X: Any) -> np.ndarray:
+        """The input values of the categorical features, ``(n, n_categorical)`` objects (a
+        DataFrame's by column name, an array's by position)."""
+        layout = self.layout_
+        idx = np.asarray(layout.feature_idx)[layout.categorical_mask]
+        names = np.asarray(layout.feature_names)[layout.categorical_mask]
+        cols = [
+            np.asarray(X[name], dtype=object)
+            if hasattr(X, "columns") and name in X.columns
+            else np.asarray(X, dtype=object)[:, j]
+            for j, name in zip(idx, names, strict=True)
+        ]
+        return np.column_stack(cols)
 
     def measure(self, X: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`predict` and :meth:`extrapolation` from one encoding of ``X``.
@@ -411,9 +418,3 @@ def _mean_pairwise_distance(T: np.ndarray) -> float:
     for start in range(0, n, _BLOCK_ROWS):
         total += float(cdist(T[start : start + _BLOCK_ROWS], T).sum())
     return total / (n * (n - 1))
-
-
-def _cat_positions(layout: ColumnLayout, names: np.ndarray) -> list[tuple[int, str]]:
-    """Input column index and name of each categorical feature, in feature order."""
-    idx = np.asarray(layout.feature_idx)[layout.categorical_mask]
-    return [(int(j), str(n)) for j, n in zip(idx, names, strict=True)]

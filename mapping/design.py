@@ -680,15 +680,16 @@ def greedy_design(
         cand = np.sort(rng.choice(cand, n_candidates, replace=False))
     C = cand.size
 
-    used = [by_label[k] for k in dict.fromkeys(t.interval for t in targets) if k in by_label]
+    labels = list(dict.fromkeys(t.interval for t in targets))
+    for label in labels:
+        if label not in by_label:
+            raise InvalidParameter(f"no error model for interval {label}")
     block, B, width, dist_bb, dist_xb = _block_geometry(
-        xy, rows, cols, area, cand, max_blocks, _group_key(used, nc)
+        xy, rows, cols, area, cand, max_blocks, _group_key([by_label[k] for k in labels], nc)
     )
 
     states: list[_IntervalState] = []
-    for label in dict.fromkeys(t.interval for t in targets):
-        if label not in by_label:
-            raise InvalidParameter(f"no error model for interval {label}")
+    for label in labels:
         cols_t = [i for i, t in enumerate(targets) if t.interval == label]
         states.append(
             _interval_state(
