@@ -45,7 +45,14 @@ import pandas as pd
 from mapping.bulk_density import BulkDensityPTF, get_ptf, impute_bulk_density
 from mapping.exceptions import ConfigError, OutputError
 from mapping.io import atomic_path, write_table
-from mapping.profiles import CANONICAL, LINE, PROFILE_ID, check_horizons, layer_table
+from mapping.profiles import (
+    AREA_TOLERANCE_PCT,
+    CANONICAL,
+    LINE,
+    PROFILE_ID,
+    check_horizons,
+    layer_table,
+)
 from mapping.units import format_interval
 
 METHODS = ("spline", "linear")
@@ -463,11 +470,21 @@ def _layers(h: pd.DataFrame, dens_cols: list[str]) -> pd.DataFrame:
     """Non-overlapping layers per profile with the area-weighted densities of their horizons."""
     layers, members = layer_table(h)
     mem = members.merge(h[["_row", "horizon_area_pct", *dens_cols]], on="_row")
-    w = mem["horizon_area_pct"] / mem.groupby("_layer")["horizon_area_pct"].transform("sum")
+    total = mem.groupby("_layer")["horizon_area_pct"].transform("sum")
+    # shares summing to 100 % (within the checks' tolerance) or more (a tolerated thin
+    # overlap: the mean of the horizons) are normalised; a share of the face that no
+    # horizon covers (a tolerated thin gap in one column) holds no carbon, as nothing is
+    # extrapolated: a 30 % O horizon must not stand for the whole face
+    w = mem["horizon_area_pct"] / np.where(total >= 100 - AREA_TOLERANCE_PCT, total, 100.0)
     for c in dens_cols:
         mem[c] = mem[c] * w
     # min_count keeps a missing nitrogen value missing instead of summing to 0
     dens = mem.groupby("_layer")[dens_cols].sum(min_count=1)
+    if "_rho_n" in dens_cols:
+        # nitrogen unknown in any horizon of a layer (one pocket of a cryoturbated face)
+        # leaves the layer's nitrogen unknown, not a partial sum
+        unknown = mem["_rho_n"].isna().groupby(mem["_layer"]).any()
+        dens.loc[unknown[unknown].index, "_rho_n"] = np.nan
     layers = layers.join(dens, on="_layer", how="inner")  # drops tolerated gaps
     return layers.sort_values(["_pid", "u"], kind="stable").reset_index(drop=True)
 
@@ -543,6 +560,9 @@ def _interval_stocks(
     served = starts & (p.depth_ok >= b - tol)
     lo = np.maximum(p.top0, a)
     hi = np.maximum(np.minimum(reached, b), lo)  # rock above the interval: zero stock
+    # a tolerance as thick as the interval must not serve a profile with no horizon in it
+    # (its stock would be a measured-looking 0); on rock above the interval, 0 is right
+    served &= (hi > lo) | (np.isinf(p.depth_ok) & (reached <= a))
     integ = p.pieces.integrate(lo, hi, n_prof) / 100.0  # density x cm -> kg m-2
     overlap = (np.minimum(hb, b) - np.maximum(ht, a)) > 0
     n_hor = np.bincount(hp, weights=overlap, minlength=n_prof).astype(int)
