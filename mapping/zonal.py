@@ -516,44 +516,77 @@ def _format_table(
     return df
 
 
-_UNIT_FACTORS = {
-    "kgm-2": 1.0,
-    "kgcm-2": 1.0,
-    "kg/m2": 1.0,
-    "kgc/m2": 1.0,
-    "kg/m^2": 1.0,
-    "kgm^-2": 1.0,
-    "kgm**-2": 1.0,
-    "kgcm**-2": 1.0,
-    "gm-2": 1e-3,
-    "gcm-2": 1e-3,
-    "g/m2": 1e-3,
-    "gc/m2": 1e-3,
-    "t/ha": 0.1,
-    "tc/ha": 0.1,
-    "tha-1": 0.1,
-    "tcha-1": 0.1,
-    "mg/ha": 0.1,
-    "mgc/ha": 0.1,
-    "mgha-1": 0.1,
-    "mgcha-1": 0.1,
-}
+# A density unit is a mass, an optional carbon mark ("C") and an area to the power -1,
+# parsed as tokens so that "kg cm-2" (per square centimetre) is not "kg C m-2".
+_MASS_KG = {"kg": 1.0, "g": 1e-3, "t": 1e3, "mg": 1e3}  # lower-cased; "mg" passes only as Mg
+_PER_AREA = {"m": (2, 1.0), "cm": (2, 1e4), "km": (2, 1e-6), "ha": (1, 1e-4)}  # power, 1/m²
+_MASS_WORD = re.compile(r"(kg|g|t|mg)(c?)", re.IGNORECASE)
+_UNIT_TOKEN = re.compile(r"\s*(?:([A-Za-z]+)(?:\^|\*\*)?([-+]?\d+)?|([/*.·]))")
+_SUPERSCRIPTS = str.maketrans({"⁻": "-", "⁺": "+", "¹": "1", "²": "2", "³": "3"})
+
+
+def _unit_factors(units: str) -> list[tuple[str, int]] | None:
+    # "kg C m-2", "kgC/m^2", "t ha⁻¹" -> [(word, power), ...]; a "/" negates the power of
+    # the one factor after it. None when the text is not such a product.
+    text = units.translate(_SUPERSCRIPTS).strip()
+    factors: list[tuple[str, int]] = []
+    pos, divided, pending = 0, False, False
+    while pos < len(text):
+        m = _UNIT_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            return None
+        pos = m.end()
+        word, power, op = m.groups()
+        if op == "/":
+            if divided or not factors:
+                return None
+            divided = pending = True
+        elif word:
+            p = int(power) if power else 1
+            factors.append((word, -p if pending else p))
+            pending = False
+    return None if pending else factors
 
 
 def density_unit_factor(units: str | None) -> float:
     """Factor turning a density raster's ``units`` tag into kg C m⁻² (missing tag: 1).
 
+    The tag is read as tokens: a mass (``kg``, ``g``, ``t``, ``Mg``; case aside), an
+    optional carbon mark ``C`` (also joined: ``kgC``), and an area (``m``, ``cm``, ``km``
+    squared, or ``ha``) written ``m-2``, ``m^-2``, ``m**-2``, ``m⁻²`` or ``/m2``. So
+    ``kg C m-2`` is 1, ``kg cm-2`` (per square centimetre) is 1e4 and ``t C ha-1`` 0.1.
+
     Raises
     ------
     ValueError
-        The unit is not an areal carbon density this module knows.
+        The unit is not an areal carbon density this module knows, or is in ``mg``
+        (milligrams: refused rather than guessed to mean Mg).
+
+    Examples
+    --------
+    >>> density_unit_factor("kg C m-2"), density_unit_factor("g cm-2")
+    (1.0, 10.0)
     """
     if units is None or not str(units).strip():
         return 1.0
-    key = re.sub(r"\s+", "", str(units)).lower().replace("⁻²", "-2").replace("²", "2")
-    if key not in _UNIT_FACTORS:
-        raise ValueError(f"units {units!r} is not a carbon density (use kg C m-2, g m-2 or t/ha)")
-    return _UNIT_FACTORS[key]
+    bad = ValueError(f"units {units!r} is not a carbon density (use kg C m-2, g m-2 or t/ha)")
+    factors = _unit_factors(str(units))
+    if not factors:
+        raise bad
+    (word, power), *rest = factors
+    mass = _MASS_WORD.fullmatch(word)
+    if mass is None or power != 1:
+        raise bad
+    if mass.group(1) == "mg":
+        raise ValueError(f"units {units!r}: mg is milligrams; write Mg (megagrams) or t")
+    if not mass.group(2) and rest and rest[0][0] in ("C", "c") and rest[0][1] == 1:
+        rest = rest[1:]  # the carbon mark
+    if len(rest) != 1 or rest[0][0].lower() not in _PER_AREA:
+        raise bad
+    area_power, per_m2 = _PER_AREA[rest[0][0].lower()]
+    if rest[0][1] != -area_power:
+        raise bad
+    return _MASS_KG[mass.group(1).lower()] * per_m2
 
 
 def integrate_files(

@@ -10,6 +10,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 import rasterio.features
 import shapely
 
@@ -18,6 +19,7 @@ from mapping.grid import Grid, ellipsoid_band_area
 from mapping.testing import raise_if_dask_computes
 from mapping.zonal import (
     density_unit_factor,
+    integrate_files,
     interval_from_attrs,
     interval_from_name,
     zone_sums,
@@ -391,6 +393,58 @@ def test_intervals_names_and_units() -> None:
     assert density_unit_factor("t C ha-1") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="not a carbon density"):
         density_unit_factor("%")
+
+
+@pytest.mark.parametrize(
+    ("units", "factor"),
+    [
+        # 1 kg per cm² = 1 kg / 1e-4 m² = 1e4 kg m-2; 1 g per cm² = 1e-3 kg / 1e-4 m² = 10
+        ("kg cm-2", 1e4),
+        ("g cm-2", 10.0),
+        ("kg km-2", 1e-6),
+        # the carbon mark "C" is not centi: these stay kg, g or t per m² or ha
+        ("kg C m-2", 1.0),
+        ("kgC m-2", 1.0),
+        ("kg m**-2", 1.0),
+        ("kg/m²", 1.0),
+        ("g C/m2", 1e-3),
+        ("gC m^-2", 1e-3),
+        ("Mg/ha", 0.1),  # 1e3 kg / 1e4 m²
+        ("MgC ha-1", 0.1),
+        ("t ha⁻¹", 0.1),
+    ],
+)
+def test_density_units_are_read_as_tokens(units: str, factor: float) -> None:
+    assert density_unit_factor(units) == pytest.approx(factor, rel=1e-15)
+
+
+@pytest.mark.parametrize("units", ["kgcm-2", "kg m-3", "kg ha-2", "kg/m2/ha", "kg C C m-2"])
+def test_ambiguous_or_non_density_units_are_refused(units: str) -> None:
+    with pytest.raises(ValueError, match="not a carbon density"):
+        density_unit_factor(units)
+
+
+def test_milligrams_are_refused_not_read_as_megagrams() -> None:
+    with pytest.raises(ValueError, match="mg is milligrams"):
+        density_unit_factor("mg/ha")
+
+
+def test_integrate_converts_grams_per_square_centimetre(tmp_path: Path) -> None:
+    # 0.5 g cm-2 = 5 kg m-2 on four 1 km² cells of an equal-area grid: 2e7 kg = 2e-5 Pg
+    grid = Grid.from_bounds((0, 0, 2_000, 2_000), 1_000, "EPSG:6931")
+    dens = tmp_path / "soc_0_30cm_mean.tif"
+    zones = tmp_path / "zones.tif"
+    for path, arr in ((dens, np.full((2, 2), 0.5, "float32")), (zones, np.ones((2, 2), "uint8"))):
+        with rasterio.open(
+            path, "w", driver="GTiff", width=2, height=2, count=1, dtype=arr.dtype,
+            crs="EPSG:6931", transform=grid.transform,
+        ) as dst:  # fmt: skip
+            dst.write(arr, 1)
+            if path == dens:
+                dst.set_band_unit(1, "g cm-2")
+    t = integrate_files([dens], zones).set_index("zone")
+    assert t.loc["all zones", "mean_density_kg_m2"] == pytest.approx(5.0, rel=1e-12)
+    assert t.loc["all zones", "storage_pg"] == pytest.approx(2e-5, rel=1e-9)
 
 
 def test_zone_coverage_reorders_to_the_names_given() -> None:
