@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -48,12 +49,33 @@ class Tile(NamedTuple):
 
 
 def _crs_key(crs: pyproj.CRS) -> str:
-    # An authority code when the CRS is exactly one, otherwise the full WKT: two CRSs
-    # that differ only in how they were spelled compare equal.
+    # An authority code when the CRS is exactly one, otherwise the full WKT: a stable,
+    # spelled-out identity for dask tokens. Grid equality compares CRSs with pyproj.
     auth = crs.to_authority(min_confidence=100)
     if auth is not None:
         return f"{auth[0]}:{auth[1]}"
     return crs.to_wkt()
+
+
+def _same_crs(a: pyproj.CRS, b: pyproj.CRS) -> bool:
+    # Semantic equality: a custom CRS read back through GDAL or rioxarray gets other names
+    # ("unknown" -> "unnamed", axis names) in its WKT but the same definition. Axis order
+    # is ignored: grid transforms are always (x = easting/longitude, y = northing/latitude).
+    return a is b or _crs_key(a) == _crs_key(b) or a.equals(b, ignore_axis_order=True)
+
+
+def _crs_label(crs: pyproj.CRS) -> str:
+    # Short name for messages: the authority code, else the CRS's name, else (for an
+    # unnamed custom CRS) its PROJ string, so two different custom CRSs print differently.
+    key = _crs_key(crs)
+    if len(key) < 40:
+        return key
+    if crs.name and crs.name.lower() not in ("unknown", "unnamed"):
+        return crs.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "lose projection information"
+        proj = crs.to_proj4()
+    return proj.replace(" +type=crs", "") if proj else crs.name
 
 
 def _round_sig(value: float, step: float) -> float:
@@ -128,13 +150,16 @@ class Grid:
         object.__setattr__(self, "_key", (_crs_key(crs), tkey, (ny, nx)))
 
     # ------------------------------------------------------------------ identity
+    # Equal grids: the same CRS (pyproj semantics, see _same_crs), shape and transform to
+    # ~1e-6 of a cell. The hash leaves the CRS out so that equal grids hash equal whatever
+    # the spelling of their CRS.
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Grid):
             return NotImplemented
-        return self._key == other._key
+        return self._key[1:] == other._key[1:] and _same_crs(self.crs, other.crs)
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return hash(self._key[1:])
 
     def __dask_tokenize__(self) -> tuple[Any, ...]:
         return ("socmap.Grid", *self._key)
@@ -142,7 +167,7 @@ class Grid:
     def __repr__(self) -> str:
         t = self.transform
         return (
-            f"Grid(crs={_crs_key(self.crs) if len(_crs_key(self.crs)) < 40 else self.crs.name!r}, "
+            f"Grid(crs={_crs_label(self.crs)!r}, "
             f"shape={self.shape}, resolution={self.resolution}, origin=({t.c!r}, {t.f!r}))"
         )
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pyproj
 import pytest
 import rasterio
@@ -27,9 +28,11 @@ from mapping.covariates import (
     warp_scale,
 )
 from mapping.exceptions import ConfigError, InputError, MissingCRSError
+from mapping.extract import extract_at_points
 from mapping.grid import Grid
 from mapping.io import open_raster, raster_grid, raster_info
 from mapping.testing import raise_if_dask_computes
+from mapping.zonal import zone_totals
 
 # Target: EASE-Grid 2.0 North, 25 km, 6000 km square around the pole (north of ~63 N).
 GRID = Grid.from_bounds((-3e6, -3e6, 3e6, 3e6), 25_000, "EPSG:6931")
@@ -246,6 +249,35 @@ def test_target_grid_from_config(world: dict[str, Path]) -> None:
         )
     with pytest.raises(ConfigError, match="crs and resolution"):
         target_grid(SimpleNamespace(like=None, crs="EPSG:3413", resolution=None, bounds=None), covs)
+
+
+def test_custom_proj_string_grid_goes_through_alignment_extraction_and_zone_totals(
+    tmp_path: Path,
+) -> None:
+    # A north-polar LAEA grid given as a PROJ string, 4 x 4 cells of 100 km: the stack
+    # built on it (through rioxarray, which renames the CRS's parts) is on the same grid.
+    crs = "+proj=laea +lat_0=90 +lon_0=0 +datum=WGS84 +units=m +no_defs"
+    values = np.arange(16, dtype="float32").reshape(4, 4)
+    path = _write(tmp_path / "custom.tif", values, crs, from_origin(1e6, 1.4e6, 1e5, 1e5), -9999.0)
+    cfg = SimpleNamespace(like=None, crs=crs, resolution=1e5, bounds=(1e6, 1e6, 1.4e6, 1.4e6))
+    grid = target_grid(cfg, [_cov("a", path)])
+    stack = build_stack([_cov("a", path)], grid, chunks=2)
+    assert Grid.from_dataarray(stack) == grid
+    np.testing.assert_array_equal(stack["a"].values, values)
+    # the centre of cell (row 1, col 2) is x = 1.25e6, y = 1.25e6: value 1 * 4 + 2 = 6
+    lon, lat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True).transform(
+        1.25e6, 1.25e6
+    )
+    pts = pd.DataFrame({"profile_id": ["p"], "lon": [lon], "lat": [lat]})
+    row = extract_at_points(stack, grid, pts).table.iloc[0]
+    assert (row["row"], row["col"], row["a"]) == (1, 2, 6.0)
+    # LAEA is equal-area: 16 cells of 1e10 m² at 1 kg C m-2 are 1.6e5 km² and 0.16 Pg
+    density = stack["a"] * 0 + 1
+    density.attrs["interval"] = "0-30"
+    zones = grid.wrap(np.ones(grid.shape, "int32"))
+    total = zone_totals(density, zones, grid).set_index("zone").loc["all zones"]
+    assert total["area_km2"] == pytest.approx(1.6e5, rel=1e-9)
+    assert total["storage_pg"] == pytest.approx(0.16, rel=1e-9)
 
 
 def test_reserved_names_are_refused(world: dict[str, Path]) -> None:

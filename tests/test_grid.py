@@ -107,6 +107,39 @@ def test_wrap_and_from_dataarray_round_trip() -> None:
         Grid.from_dataarray(da.drop_vars("spatial_ref"))
 
 
+LAEA_NORTH = "+proj=laea +lat_0=90 +lon_0=0 +datum=WGS84 +units=m +no_defs"
+
+
+@pytest.mark.parametrize(
+    "crs",
+    [
+        LAEA_NORTH,
+        "+proj=aea +lat_1=50 +lat_2=70 +lat_0=60 +lon_0=100 +datum=WGS84 +units=m",
+        "+proj=ortho +lat_0=90 +lon_0=0 +datum=WGS84",
+    ],
+)
+def test_custom_crs_grid_equals_itself_after_an_xarray_round_trip(crs: str) -> None:
+    # rioxarray writes the WKT back with other names ("unnamed", "easting"): same CRS
+    g = Grid.from_bounds((-3e5, -3e5, 3e5, 3e5), 1e5, crs)
+    back = Grid.from_dataarray(g.wrap(np.ones(g.shape)))
+    assert back.crs.to_wkt() != g.crs.to_wkt()
+    assert back == g and hash(back) == hash(g) and len({g, back}) == 1
+    assert pickle.loads(pickle.dumps(g)) == g
+
+
+def test_grids_on_different_crss_differ_and_print_differently() -> None:
+    a = Grid.from_bounds((0, 0, 2e5, 2e5), 1e5, LAEA_NORTH)
+    b = Grid.from_bounds((0, 0, 2e5, 2e5), 1e5, LAEA_NORTH.replace("+lon_0=0", "+lon_0=10"))
+    assert a != b and repr(a) != repr(b) and "+lon_0=10" in repr(b)
+    assert Grid.from_bounds((0, 0, 2e5, 2e5), 1e5, "EPSG:3035") != Grid.from_bounds(
+        (0, 0, 2e5, 2e5), 1e5, "EPSG:3034"
+    )
+    # axis order aside (the transform is always x, y), EPSG:4326 is OGC:CRS84
+    geo = Grid.from_bounds((0, 0, 1, 1), 0.5, "EPSG:4326")
+    assert geo == Grid.from_bounds((0, 0, 1, 1), 0.5, "OGC:CRS84")
+    assert geo != Grid.from_bounds((0, 0, 1, 1), 0.5, "EPSG:4277")  # another datum
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     x0=st.floats(-1e7, 1e7),
