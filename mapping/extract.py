@@ -76,7 +76,9 @@ def extract_at_points(
     points
         One row per point (e.g. a profile or a profile x depth interval).
     lon, lat
-        Coordinate columns, in ``crs`` (easting/northing for a projected ``crs``).
+        Coordinate columns, in ``crs`` (easting/northing for a projected ``crs``). On a
+        longitude/latitude grid, longitudes are wrapped by ±360° onto the grid
+        (:meth:`Grid.rowcol`): -175 lies on a grid spanning 170..190.
     crs
         CRS of the coordinates.
     id_column

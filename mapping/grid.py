@@ -347,18 +347,34 @@ class Grid:
 
         Indices are *not* clipped: a point outside the grid gets an index below 0 or at
         or above the shape (non-finite coordinates give -1); use :meth:`contains` to test.
-        A point on a cell edge belongs to the cell with the larger pixel index.
+        On a longitude/latitude grid, longitudes are first wrapped by ±360° into
+        ``[west, west + 360)``: -175 lies on a grid spanning 170..190, and 200 on one
+        spanning -180..180 (a point off such a grid then gets a column at or above the
+        width). A point on a cell edge belongs to the cell with the larger pixel index;
+        within 1e-9 of a cell a point counts as on the edge, so that an edge computed in
+        floating point (0.3 on a 0.1° grid) is one.
         """
         t = self.transform
         xa = np.asarray(x, dtype="float64")
         ya = np.asarray(y, dtype="float64")
+        if self.is_geographic:
+            xa = self._wrap_longitudes(xa)
         with np.errstate(invalid="ignore"):
-            cf = np.floor((xa - t.c) / t.a)
-            rf = np.floor((ya - t.f) / t.e)
+            cf = _snapped_floor((xa - t.c) / t.a)
+            rf = _snapped_floor((ya - t.f) / t.e)
         bad = ~(np.isfinite(cf) & np.isfinite(rf))
         cf = np.where(bad, -1, np.clip(cf, -(2**62), 2**62))
         rf = np.where(bad, -1, np.clip(rf, -(2**62), 2**62))
         return rf.astype("int64"), cf.astype("int64")
+
+    def _wrap_longitudes(self, x: np.ndarray) -> np.ndarray:
+        # Longitudes outside [west, west + 360°) moved by whole turns into it; the others
+        # are kept bit for bit.
+        turn = 360.0 / _angular_factor(self.crs)
+        west = self.bounds[0]
+        with np.errstate(invalid="ignore"):
+            off = (x < west) | (x >= west + turn)
+            return np.where(off, west + np.mod(x - west, turn), x)
 
     def contains(self, rows: Any, cols: Any) -> np.ndarray:
         """Boolean mask of indices that fall inside the grid."""
@@ -487,6 +503,13 @@ class Grid:
             meta=np.empty((0, 0), dtype="float64"),
             name=f"cell-area-{tokenize(grid, rows, cols)}",
         )
+
+
+def _snapped_floor(f: np.ndarray, tol: float = 1e-9) -> np.ndarray:
+    # floor of fractional pixel indices, those within tol of an integer taken as it: a
+    # point on a cell edge (up to rounding) goes to the larger index.
+    n = np.round(f)
+    return np.floor(np.where(np.abs(f - n) <= tol, n, f))
 
 
 # ---------------------------------------------------------------------- area kernels

@@ -127,3 +127,24 @@ def test_missing_column_and_wrong_grid(stack) -> None:
     other = Grid.from_bounds((-300_000, -1_000_000, 300_000, -600_000), 5_000, "EPSG:3413")
     with pytest.raises(GridMismatchError):
         extract_at_points(stack, other, _points([(1, 1)]))
+
+
+def test_profiles_are_wrapped_into_a_grid_across_the_antimeridian() -> None:
+    # 1° grid from 170.5 to 190.5 (east of the antimeridian as 180.5..190.5); each cell
+    # holds its column. -175 = 185: col floor(185 - 170.5) = 14; 545 = 185 too.
+    grid = Grid.from_bounds((170.5, 0, 190.5, 2), 1.0, "EPSG:4326")
+    cols = np.broadcast_to(np.arange(20, dtype="float64"), grid.shape)
+    stack = grid.wrap(cols, name="col_value").to_dataset().chunk(8)
+    pts = pd.DataFrame({"profile_id": ["a", "b", "c", "d"], "lon": [175.0, -175.0, 545.0, 160.0],
+                        "lat": [1.0] * 4})  # fmt: skip
+    res = extract_at_points(stack, grid, pts)
+    np.testing.assert_array_equal(res.table["col"], [4, 14, 14, -1])
+    np.testing.assert_array_equal(res.table["col_value"].iloc[:3], [4.0, 14.0, 14.0])
+    assert res.outside == ["d"]
+    # lon 200 (profiles accept [-180, 360)) lies on a -180..180 grid at -160: col 20
+    world = Grid.from_bounds((-180, -10, 180, 10), 1.0, "EPSG:4326")
+    stack = (
+        world.wrap(np.broadcast_to(np.arange(360.0), world.shape), name="c").to_dataset().chunk(90)
+    )
+    pts = pd.DataFrame({"profile_id": ["e"], "lon": [200.0], "lat": [0.5]})
+    assert extract_at_points(stack, world, pts).table["c"].iloc[0] == 20.0

@@ -173,6 +173,35 @@ def test_rowcol_outside_and_non_finite() -> None:
     assert r[2] == -1 and c[2] == -1
 
 
+def test_rowcol_wraps_longitudes_into_a_geographic_grid() -> None:
+    # 1° cells from 170°E to 190°E (= -170°): -175 is 185, 15 cells east of 170
+    g = Grid.from_bounds((170, 0, 190, 2), 1.0, "EPSG:4326")
+    r, c = g.rowcol([-175.0, 175.0, 185.0, 189.5, -170.0, 160.0], [1.5] * 6)
+    np.testing.assert_array_equal(c, [15, 5, 15, 19, 20, 350])
+    np.testing.assert_array_equal(g.contains(r, c), [True] * 4 + [False] * 2)
+    # global grid: 200 is -160 (col 20), 180 is -180 (col 0), 359.5 is -0.5 (col 179)
+    world = Grid.from_bounds((-180, -90, 180, 90), 1.0, "EPSG:4326")
+    _, c = world.rowcol([200.0, 180.0, -180.0, 359.5, -540.0], [0.0] * 5)
+    np.testing.assert_array_equal(c, [20, 0, 0, 179, 0])
+    # a projected grid is never wrapped
+    _, c = Grid.from_bounds((0, 0, 10, 10), 1, "EPSG:3035").rowcol([-355.5], [5])
+    assert c[0] == -356
+
+
+def test_rowcol_points_on_edges_of_a_tenth_degree_grid_go_to_the_larger_index() -> None:
+    # edges k * 0.1 written as decimals, and as 0.1 * k (0.30000000000000004): both are
+    # edge k (columns from the west, rows from the top at 1.0)
+    g = Grid.from_bounds((0, 0, 1, 1), 0.1, "EPSG:4326")
+    k = np.arange(10)
+    for x in (np.array([float(f"0.{i}") for i in k]), 0.1 * k):
+        r, c = g.rowcol(x, 1.0 - x)
+        np.testing.assert_array_equal(c, k)
+        np.testing.assert_array_equal(r, k)
+    # just off an edge (well above 1e-9 of a cell) stays in the cell it is in
+    _, c = g.rowcol([0.3 - 1e-9, 0.3 + 1e-9], [0.5, 0.5])
+    np.testing.assert_array_equal(c, [2, 3])
+
+
 # ---------------------------------------------------------------------- areas
 def test_global_quarter_degree_grid_sums_to_the_wgs84_surface() -> None:
     g = Grid.from_bounds((-180, -90, 180, 90), 0.25, "EPSG:4326")
