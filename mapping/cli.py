@@ -104,16 +104,16 @@ def stocks(
     from mapping.profiles import parse_column_options, read_horizons
 
     t0 = time.perf_counter()
-    st, columns = StocksConfig(), {}
+    st, columns, crs = StocksConfig(), {}, None
     if config is not None:
         cfg = load_config(config, check_files=False)
-        st, columns = cfg.stocks, dict(cfg.profiles.columns)
+        st, columns, crs = cfg.stocks, dict(cfg.profiles.columns), cfg.profiles.crs
     columns.update(parse_column_options(column or []))
     try:
         intervals = [parse_interval(d) for d in depths.split(",")] if depths else st.intervals()
     except ValueError as exc:
         raise ConfigError(f"--depths: {exc}") from None
-    horizons = read_horizons(profiles, columns=columns, layer=layer)
+    horizons = read_horizons(profiles, columns=columns, layer=layer, crs=crs)
     method = method or st.method
     result = compute_stocks(
         horizons,

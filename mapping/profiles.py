@@ -82,6 +82,7 @@ def read_horizons(
     columns: dict[str, str] | None = None,
     layer: str | None = None,
     max_rows: int | None = None,
+    crs: str | None = None,
 ) -> pd.DataFrame:
     """Read a horizon table (CSV, Parquet or GeoPackage) with canonical column names.
 
@@ -96,6 +97,11 @@ def read_horizons(
         GeoPackage layer (default: the first).
     max_rows
         Refuse a table of more rows than this before reading it whole (bounded memory).
+    crs
+        CRS of ``lon``/``lat`` (``profiles.crs``; default EPSG:4326). A GeoPackage's own
+        CRS wins: its points come out in EPSG:4326, or in its own CRS when ``crs`` names
+        that one; any other ``crs`` is an error naming the file
+        (:func:`mapping.io.read_table`).
 
     Returns
     -------
@@ -109,11 +115,12 @@ def read_horizons(
     Raises
     ------
     HorizonTableError
-        Unreadable, empty or header-only file; a mapped column not in the file.
+        Unreadable, empty or header-only file; a mapped column not in the file; a
+        GeoPackage in a CRS other than ``crs`` and EPSG:4326.
     """
     p = Path(path)
     try:
-        df = read_table(p, layer=layer, max_rows=max_rows)
+        df = read_table(p, layer=layer, max_rows=max_rows, crs=crs)
     except HorizonTableError:
         raise
     except InputError as exc:

@@ -112,6 +112,78 @@ def test_read_parquet_and_geopackage(tmp_path: Path) -> None:
     assert len(valid) == 5
 
 
+def _projected_gpkg(tmp_path: Path, crs: str = "EPSG:6931") -> Path:
+    # P1 at x = 1e6 m, y = 0 (towards 90°E from the pole), P2 at (2.05e6, 2.05e6)
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    df = frame(GOOD).drop(columns=["_line", "lon", "lat"])
+    at = {"P1": Point(1e6, 0.0), "P2": Point(2.05e6, 2.05e6)}
+    gdf = gpd.GeoDataFrame(df, geometry=[at[p] for p in df["profile_id"]], crs=crs)
+    gp = tmp_path / "h.gpkg"
+    gdf.to_file(gp, layer="horizons")
+    return gp
+
+
+def test_projected_geopackage_points_become_longitude_latitude(tmp_path: Path) -> None:
+    from scipy.optimize import brentq
+
+    from mapping.grid import authalic_q
+
+    got = read_horizons(_projected_gpkg(tmp_path)).groupby("profile_id").first()
+    # hand check of P1 on the north-polar LAEA of WGS84 (Snyder 1987, polar aspect):
+    # rho = a sqrt(q_p - q(lat)) = 1e6 m, lon = atan2(x, -y) = 90°
+    a, e2 = 6378137.0, 0.0066943799901413165
+    qp = authalic_q(np.pi / 2, e2)
+    lat = np.degrees(brentq(lambda f: a * np.sqrt(qp - authalic_q(f, e2)) - 1e6, 1.0, 1.5707))
+    assert got.loc["P1", "lon"] == pytest.approx(90.0, abs=1e-9)
+    assert got.loc["P1", "lat"] == pytest.approx(lat, abs=1e-9)
+    assert got.loc["P2", "lon"] == pytest.approx(135.0, abs=1e-9)  # atan2(2.05e6, -2.05e6)
+    # profiles.crs naming EPSG:4326 explicitly is the same as leaving it out
+    again = read_horizons(_projected_gpkg(tmp_path), crs="EPSG:4326").groupby("profile_id").first()
+    pd.testing.assert_frame_equal(again, got)
+
+
+def test_projected_geopackage_with_profiles_crs_of_the_file_keeps_its_metres(
+    tmp_path: Path,
+) -> None:
+    from mapping.grid import Grid
+
+    got = read_horizons(_projected_gpkg(tmp_path), crs="EPSG:6931")
+    got = got.groupby("profile_id").first()
+    assert (got.loc["P2", "lon"], got.loc["P2", "lat"]) == (2.05e6, 2.05e6)
+    # read in profiles.crs: P2 in row (7e6 - 2.05e6) // 1e5, col (7e6 + 2.05e6) // 1e5;
+    # P1 on the edges of row 70 and col 80 (edges go to the larger index)
+    grid = Grid.from_bounds((-7e6, -7e6, 7e6, 7e6), 1e5, "EPSG:6931")
+    rows, cols = grid.rowcol(got["lon"].to_numpy(), got["lat"].to_numpy())
+    assert (rows[1], cols[1]) == (49, 90) and (rows[0], cols[0]) == (70, 80)
+
+
+def test_geopackage_in_another_crs_than_profiles_crs_is_an_error(tmp_path: Path) -> None:
+    gp = _projected_gpkg(tmp_path)
+    with pytest.raises(
+        HorizonTableError, match=r"h\.gpkg: the points are in EPSG:6931, not in EPSG:3413"
+    ):
+        read_horizons(gp, crs="EPSG:3413")
+
+
+def test_geographic_geopackage_on_another_datum_is_converted_to_wgs84(tmp_path: Path) -> None:
+    import geopandas as gpd
+    import pyproj
+    from shapely.geometry import Point
+
+    df = frame(GOOD).drop(columns=["_line", "lon", "lat"])
+    gp = tmp_path / "osgb36.gpkg"  # OSGB36 longitude/latitude
+    gpd.GeoDataFrame(df, geometry=[Point(-1.5, 52.0)] * len(df), crs="EPSG:4277").to_file(gp)
+    got = read_horizons(gp)
+    lon, lat = pyproj.Transformer.from_crs(4277, 4326, always_xy=True).transform(-1.5, 52.0)
+    assert abs(lon + 1.5) > 1e-4  # the datum shift is ~100 m
+    np.testing.assert_allclose(got["lon"], lon, atol=1e-12)
+    np.testing.assert_allclose(got["lat"], lat, atol=1e-12)
+    # named as profiles.crs, the file's own geographic CRS is kept
+    np.testing.assert_array_equal(read_horizons(gp, crs="EPSG:4277")["lon"], -1.5)
+
+
 # --------------------------------------------------------------------------- validity rules
 def test_legitimate_cryoturbation_and_missing_bd_are_not_errors() -> None:
     valid, invalid = check_horizons(frame(GOOD), "h.csv")

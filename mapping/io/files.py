@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyproj
 
 from mapping.exceptions import InputError, OutputError
 
@@ -129,14 +130,23 @@ def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> st
 
 # --------------------------------------------------------------------------- tables
 def read_table(
-    path: str | os.PathLike[str], *, layer: str | None = None, max_rows: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    layer: str | None = None,
+    max_rows: int | None = None,
+    crs: Any = None,
 ) -> pd.DataFrame:
     """Read a CSV, Parquet or GeoPackage table into a DataFrame.
 
     GeoPackage point layers get ``lon``/``lat`` columns from their geometry when
-    the table has none. Errors name the file. With ``max_rows``, a longer table is
-    refused before it is read whole (CSV: at most ``max_rows + 1`` rows are parsed;
-    Parquet and GeoPackage: the count in the file's metadata), so memory stays bounded.
+    the table has none. The file's CRS is authoritative: the points are converted
+    to longitude/latitude (EPSG:4326), or kept as they are when ``crs`` (the CRS the
+    caller reads ``lon``/``lat`` in, e.g. ``profiles.crs``) is the file's own CRS; a
+    ``crs`` that is neither is an :class:`InputError` naming the file. Points of a
+    layer without a CRS are taken to be in ``crs``. Errors name the file. With
+    ``max_rows``, a longer table is refused before it is read whole (CSV: at most
+    ``max_rows + 1`` rows are parsed; Parquet and GeoPackage: the count in the file's
+    metadata), so memory stays bounded.
     """
     p = Path(path)
     if not p.exists():
@@ -176,7 +186,7 @@ def read_table(
                 n = int(pyogrio.read_info(p, layer=layer).get("features") or 0)
                 if n > max_rows:
                     raise too_long(n)
-            df = _read_gpkg_points(p, layer)
+            df = _read_gpkg_points(p, layer, crs)
     except pd.errors.EmptyDataError:
         raise InputError(f"{p}: file is empty") from None
     except pd.errors.ParserError as exc:
@@ -230,18 +240,40 @@ def csv_dialect(path: str | os.PathLike[str], sample_bytes: int = 1 << 16) -> di
     return out
 
 
-def _read_gpkg_points(p: Path, layer: str | None) -> pd.DataFrame:
+def _read_gpkg_points(p: Path, layer: str | None, crs: Any = None) -> pd.DataFrame:
     import pyogrio
 
     gdf = pyogrio.read_dataframe(p, layer=layer)
     if "geometry" in gdf and gdf.geometry.notna().any():
-        if gdf.crs is not None and not gdf.crs.is_geographic:
-            gdf = gdf.to_crs("EPSG:4326")
+        if gdf.crs is not None and not {"lon", "lat"} <= set(gdf.columns):
+            gdf = gdf.to_crs(_points_crs(p, gdf.crs, crs))
         if "lon" not in gdf.columns:
             gdf["lon"] = gdf.geometry.x
         if "lat" not in gdf.columns:
             gdf["lat"] = gdf.geometry.y
     return pd.DataFrame(gdf.drop(columns="geometry", errors="ignore"))
+
+
+def _points_crs(p: Path, have: pyproj.CRS, want: Any) -> pyproj.CRS:
+    # The CRS a GeoPackage's points are converted to: EPSG:4326 (the default of
+    # profiles.crs), or the file's own CRS when the caller reads lon/lat in that one.
+    wgs84 = pyproj.CRS.from_epsg(4326)
+    if want is None:
+        return wgs84
+    try:
+        want_crs = pyproj.CRS.from_user_input(want)
+    except pyproj.exceptions.CRSError as exc:
+        raise InputError(f"{p}: CRS {want!r} for the points is not understood ({exc})") from None
+    if want_crs.equals(wgs84, ignore_axis_order=True):
+        return wgs84
+    if want_crs.equals(have, ignore_axis_order=True):
+        return have
+    auth = have.to_authority(min_confidence=100)
+    name = f"{auth[0]}:{auth[1]}" if auth else repr(have.name)
+    raise InputError(
+        f"{p}: the points are in {name}, not in {want} (profiles.crs); a GeoPackage's own CRS "
+        f"is used: leave profiles.crs out or set it to {name}"
+    )
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:

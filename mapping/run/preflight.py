@@ -171,6 +171,7 @@ def _profiles(cfg: RunConfig) -> pd.DataFrame:
         columns=dict(cfg.profiles.columns),
         layer=cfg.profiles.layer,
         max_rows=cfg.profiles.max_rows,
+        crs=cfg.profiles.crs,
     )
     valid, _ = check_horizons(
         horizons,

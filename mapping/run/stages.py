@@ -94,6 +94,7 @@ def read_profiles(cfg: RunConfig) -> Any:
         columns=dict(cfg.profiles.columns),
         layer=cfg.profiles.layer,
         max_rows=cfg.profiles.max_rows,
+        crs=cfg.profiles.crs,
     )
 
 
