@@ -40,7 +40,7 @@ import pandas as pd
 
 from mapping.bulk_density import BD_MAX, BD_MIN
 from mapping.exceptions import ConfigError, HorizonTableError, InputError
-from mapping.io import csv_dialect, read_table
+from mapping.io import read_csv_text_column, read_table
 
 PROFILE_ID = "profile_id"
 LINE = "_line"
@@ -138,7 +138,7 @@ def read_horizons(
 def _check_numeric_ids(path: Path, name: str, parsed: pd.Series) -> None:
     """A CSV's profile ids read as numbers must stay distinct: ``01`` and ``1`` (or
     ``1.0``) would merge two profiles into one without a word."""
-    raw = pd.read_csv(path, usecols=[name], dtype=str, **csv_dialect(path))[name].str.strip()
+    raw = read_csv_text_column(path, name)
     key = pd.DataFrame({"raw": raw.to_numpy(), "num": parsed.to_numpy()}).dropna()
     spellings = key.drop_duplicates().groupby("num")["raw"].unique()
     clash = spellings[spellings.map(len) > 1]

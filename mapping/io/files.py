@@ -198,6 +198,13 @@ def read_table(
     return df
 
 
+def read_csv_text_column(path: str | os.PathLike[str], name: str) -> pd.Series:
+    """One column of a CSV file as the text written in it (stripped; missing: NaN), in
+    the file's dialect: what ``read_table`` may have parsed as numbers, spelled as given."""
+    col = pd.read_csv(path, usecols=[name], dtype=str, **csv_dialect(path))[name]
+    return col.str.strip()
+
+
 _SEPARATORS = (",", ";", "\t", "|")
 _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+(?:[eE][-+]?\d+)?\s*$")
 
