@@ -39,7 +39,7 @@ from affine import Affine
 
 from mapping.exceptions import ConfigError, InputError
 from mapping.grid import Grid
-from mapping.io import RasterInfo, raster_info, read_decimated, read_warped
+from mapping.io import RasterInfo, raster_info, read_decimated, read_warped, wrap_longitudes
 
 __all__ = [
     "CATEGORICAL_NODATA",
@@ -324,7 +324,8 @@ def _check_overlap(name: str, info: RasterInfo, grid: Grid) -> None:
     """Raise when a source raster and the grid share no area (both ways tried)."""
     box = _transformed_bounds(grid.crs, info.crs, grid.bounds)
     if box is not None:
-        if _intersects(box, info.bounds):
+        # a lon/lat source that passes ±180° covers its longitudes ±360° too, as it is read
+        if _intersects(box, (wrap_longitudes(info) or info).bounds):
             return
     else:
         back = _transformed_bounds(info.crs, grid.crs, info.bounds)

@@ -402,3 +402,95 @@ def test_validate_bad_covariates_exit_2_with_one_line(case: str, tmp_path: Path,
     assert _socmap("validate", str(cfg)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "bad.tif" in err and err.startswith("socmap: error:")
+
+
+# ---------------------------------------------------------------------- longitudes wrapped
+def _lon_world(tmp_path: Path, left: float) -> dict[str, Path]:
+    """1° lon/lat rasters from ``left`` eastward over 360°, each pixel holding its centre's
+    longitude in -180..180 (and a class: its whole degree of longitude modulo 7, plus 1),
+    and a 0.25° one for averages."""
+    lon = (np.arange(360) + left + 0.5 + 180) % 360 - 180
+    lon_fine = (np.arange(1440) * 0.25 + left + 0.125 + 180) % 360 - 180
+    return {
+        "v": _write(tmp_path / f"v{left:g}.tif", np.tile(lon, (180, 1)).astype("float32"),
+                    "EPSG:4326", from_origin(left, 90, 1, 1), nodata=-9999.0),
+        "fine": _write(tmp_path / f"f{left:g}.tif", np.tile(lon_fine, (720, 1)).astype("float32"),
+                       "EPSG:4326", from_origin(left, 90, 0.25, 0.25), nodata=-9999.0),
+        "cls": _write(tmp_path / f"c{left:g}.tif",
+                      np.tile(np.floor(lon) % 7 + 1, (180, 1)).astype("uint8"), "EPSG:4326",
+                      from_origin(left, 90, 1, 1), nodata=0),
+    }  # fmt: skip
+
+
+def _every_resampling(src: dict[str, Path], grid: Grid) -> dict[str, np.ndarray]:
+    layers = [_cov("bilinear", src["v"], resampling="bilinear"),
+              _cov("nearest", src["v"], resampling="nearest"),
+              _cov("average", src["fine"], resampling="average"),
+              _cov("cubic", src["v"], resampling="cubic"),
+              _cov("classes", src["cls"], "categorical", "nearest"),
+              _cov("majority", src["cls"], "categorical", "mode")]  # fmt: skip
+    ds = build_stack(layers, grid, chunks=7)
+    return {name: ds[name].values for name in ds.data_vars}
+
+
+@pytest.mark.parametrize("res", [1.0, 0.5])  # the source's own pixels; GDAL's warper
+@pytest.mark.parametrize("left", [-180.0, 0.0])
+def test_a_lonlat_grid_past_180_finds_every_longitude_whatever_the_resampling(
+    tmp_path: Path, left: float, res: float
+) -> None:
+    # cells from 170 to 190 °E: east of 180 they are at -180 ... -170
+    grid = Grid.from_bounds((170, 0, 190, 2), res, "EPSG:4326")
+    lon = (np.arange(170, 190, res) + res / 2 + 180) % 360 - 180
+    got = _every_resampling(_lon_world(tmp_path, left), grid)
+    rows = grid.shape[0]
+    pixel = np.tile(np.floor(lon) + 0.5, (rows, 1))  # the 1° pixel holding the cell centre
+    np.testing.assert_array_equal(got["nearest"], pixel)
+    np.testing.assert_allclose(got["average"], np.tile(lon, (rows, 1)), atol=1e-4)
+    away = np.abs(lon) < 178  # kernels across the seam mix values near -180 and 180
+    for name in ("bilinear", "cubic"):
+        np.testing.assert_allclose(got[name][:, away], np.tile(lon[away], (rows, 1)), atol=1e-4)
+        assert np.isfinite(got[name]).all()
+    for name in ("classes", "majority"):
+        np.testing.assert_array_equal(got[name], np.floor(pixel) % 7 + 1, name)
+
+
+def test_a_0_360_source_covers_the_western_hemisphere(tmp_path: Path) -> None:
+    src = _lon_world(tmp_path, 0.0)
+    # a lon/lat grid at 100..90 °W: no false "does not overlap"
+    grid = Grid.from_bounds((-100, 0, -90, 2), 1.0, "EPSG:4326")
+    lon = np.arange(-100, -90) + 0.5
+    got = _every_resampling(src, grid)
+    for name in ("bilinear", "nearest", "average", "cubic"):
+        np.testing.assert_allclose(got[name], np.tile(lon, (2, 1)), atol=1e-4, err_msg=name)
+    np.testing.assert_array_equal(got["classes"], np.tile(np.floor(lon) % 7 + 1, (2, 1)))
+    # a polar grid over the Bering Strait, cells on both sides of 180°: all found, on the
+    # pixel holding each cell centre's longitude
+    polar = Grid.from_bounds((-1.5e6, 0, 0.5e6, 2e5), 2e5, "EPSG:3413")
+    y, x = polar.coords()
+    to_lonlat = pyproj.Transformer.from_crs(polar.crs, 4326, always_xy=True)
+    lon, _ = to_lonlat.transform(x, np.full_like(x, y[0]))
+    got = _every_resampling(src, polar)
+    np.testing.assert_allclose(got["nearest"][0], np.floor(lon) + 0.5)
+    np.testing.assert_allclose(got["bilinear"][0], lon, atol=1e-3)
+    np.testing.assert_array_equal(got["classes"][0], np.floor(lon) % 7 + 1)
+    assert np.isfinite(got["average"]).all()
+
+
+def test_a_0_360_source_equals_its_minus_180_180_twin_on_a_polar_grid(world, tmp_path) -> None:
+    with rasterio.open(world["lc"]) as src:
+        classes = src.read(1)
+    with rasterio.open(world["temp"]) as src:
+        temp = src.read(1)
+    half = classes.shape[1] // 2  # the same pixels, stored from 0° eastward
+    shifted = from_origin(0, 90, 0.25, 0.25)
+    lc = _write(tmp_path / "lc360.tif", np.roll(classes, -half, 1), "EPSG:4326", shifted,
+                nodata=255)  # fmt: skip
+    t = _write(tmp_path / "t360.tif", np.roll(temp, -half, 1), "EPSG:4326", shifted,
+               nodata=-9999.0)  # fmt: skip
+    for name, kind, method in (("lc", "categorical", "nearest"), ("lc", "categorical", "mode"),
+                               ("temp", "continuous", "average"), ("temp", "continuous", "cubic"),
+                               ("temp", "continuous", "bilinear")):  # fmt: skip
+        twin = {"lc": lc, "temp": t}[name]
+        a = build_stack([_cov("v", world[name], kind, method)], GRID, chunks=48)["v"].values
+        b = build_stack([_cov("v", twin, kind, method)], GRID, chunks=48)["v"].values
+        np.testing.assert_array_equal(a, b, err_msg=method)

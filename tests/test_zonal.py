@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import dask.array as da
 import geopandas as gpd
@@ -13,6 +14,7 @@ import pytest
 import rasterio
 import rasterio.features
 import shapely
+from affine import Affine
 
 from mapping.exceptions import GridMismatchError, InputError
 from mapping.grid import Grid, ellipsoid_band_area
@@ -29,6 +31,7 @@ from mapping.zonal import (
 from mapping.zones import (
     ZoneCoverage,
     _band_coverage,
+    load_zone_layout,
     parse_zone_names,
     prepare_zones,
     rasterize_zones,
@@ -553,3 +556,25 @@ def test_chunks_outside_every_zone_are_skipped_and_never_read(read_chunks, sum_c
     lazy = zone_sums(dens, grid.cell_area(chunks=sum_chunks), layout).compute()
     np.testing.assert_allclose(lazy, eager, rtol=1e-12)
     assert set(seen) == {tuple(ij) for ij in np.argwhere(occ)}
+
+
+def _write_zones(path: Path, codes: np.ndarray, crs: str, transform: Any) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=codes.shape[1], height=codes.shape[0],
+                       count=1, dtype=codes.dtype.name, crs=crs, transform=transform,
+                       nodata=0) as dst:  # fmt: skip
+        dst.write(codes, 1)
+    return path
+
+
+@pytest.mark.parametrize("left", [-180.0, 0.0])
+def test_a_global_zone_raster_covers_a_lonlat_grid_across_180(tmp_path: Path, left: float) -> None:
+    # zone 1 west of 0°, zone 2 east of it: on 170..190 °E, zone 2 then zone 1, half each
+    lon = (np.arange(360) + left + 0.5 + 180) % 360 - 180
+    codes = np.tile(np.where(lon < 0, 1, 2), (180, 1)).astype("uint8")
+    path = _write_zones(tmp_path / "zones.tif", codes, "EPSG:4326", Affine(1, 0, left, 0, -1, 90))
+    grid = Grid.from_bounds((170, 0, 190, 2), 1.0, "EPSG:4326")
+    density = grid.wrap(np.ones(grid.shape), attrs={"interval": "0-30"})
+    table = zone_totals(density, load_zone_layout(path, grid), grid).set_index("zone")
+    half = grid.cell_area()[:, :10].sum() / 1e6  # the two halves are mirror images
+    assert table.loc["1", "area_km2"] == pytest.approx(half, rel=1e-12)
+    assert table.loc["2", "area_km2"] == pytest.approx(half, rel=1e-12)

@@ -286,8 +286,10 @@ def open_raster_on_grid(
                 arr.where(_mask_band(info, arr), nodata).astype(info.dtype).rio.write_nodata(nodata)
             )
         return arr
+    # GDAL does not wrap longitudes: a lon/lat source past ±180° is seen as the grid needs
+    wide = wrap_longitudes(info, (-540.0, 540.0) if grid.crs.is_geographic else (-180.0, 180.0))
     try:
-        src = rasterio.open(info.source)
+        src = rasterio.open((wide or info).source)
     except rasterio.errors.RasterioError as exc:
         raise _raster_error(p, exc) from None
     ny, nx = grid.shape
@@ -457,6 +459,82 @@ def raster_info(
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
     return info
+
+
+_GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16",
+               "uint32": "UInt32", "int32": "Int32", "uint64": "UInt64", "int64": "Int64",
+               "float32": "Float32", "float64": "Float64"}  # fmt: skip
+
+
+def wrap_longitudes(
+    info: RasterInfo, span: tuple[float, float] = (-540.0, 540.0)
+) -> RasterInfo | None:
+    """A lon/lat band that spans the globe or passes ±180° (e.g. stored as 0..360), seen
+    over the longitudes ``span``: copies of it shifted by multiples of 360° side by side.
+
+    GDAL's warper does not wrap longitudes: a grid east of 180° finds nothing in a
+    -180..180 source, nor does a western-hemisphere cell in a 0..360 one. The copies (a
+    VRT, opened by its XML text, its edges on source pixel edges) make every longitude of
+    ``span`` fall on its pixel. Seen from a projected CRS, longitudes are in -180..180:
+    ``span=(-180, 180)`` then gives one turn, laid out as GDAL expects of a global raster.
+    Returns ``None`` when no wrapping is needed or the pixels cannot tile 360°.
+    """
+    from xml.sax.saxutils import escape, quoteattr
+
+    t = info.transform
+    ny, nx = info.shape
+    if not info.crs.is_geographic or t.b or t.d or t.a <= 0:
+        return None
+    left, right = t.c, t.c + t.a * nx
+    tol = 1e-6 * t.a
+    if right - left < 360.0 - tol and left >= -180.0 - tol and right <= 180.0 + tol:
+        return None
+    if left <= span[0] + tol and right >= span[1] - tol:
+        return None  # the band covers the span as it is
+    n360 = 360.0 / t.a
+    if abs(n360 - round(n360)) > 1e-6 or info.dtype not in _GDAL_TYPES:
+        return None
+    n360 = round(n360)
+    first = math.floor((span[0] - left) / t.a + 1e-6)  # source column of the VRT's first
+    width = math.ceil((span[1] - left) / t.a - 1e-6) - first
+    offsets = [k * n360 - first for k in range(-3, 4)]
+    offsets = [o for o in offsets if o < width and o + nx > 0]
+    src = escape(info.source)
+
+    def copies(band: str) -> str:
+        return "".join(
+            f'<SimpleSource><SourceFilename relativeToVRT="0">{src}</SourceFilename>'
+            f"<SourceBand>{band}</SourceBand>"
+            f'<SrcRect xOff="0" yOff="0" xSize="{nx}" ySize="{ny}"/>'
+            f'<DstRect xOff="{o}" yOff="0" xSize="{nx}" ySize="{ny}"/></SimpleSource>'
+            for o in offsets
+        )
+
+    fill = info.nodata
+    if fill is None and np.dtype(info.dtype).kind == "f":
+        fill = float("nan")  # what the readers take a float source's nodata to be
+    nodata = "" if fill is None else f"<NoDataValue>{fill!r}</NoDataValue>"
+    # integers with no nodata value: a mask marks the gaps between copies (0 = no data)
+    masked = info.masked or fill is None
+    mask = (
+        f'<MaskBand><VRTRasterBand dataType="Byte">{copies(f"mask,{info.band}")}'
+        "</VRTRasterBand></MaskBand>"
+        if masked
+        else ""
+    )
+    west = left + first * t.a
+    xml = (
+        f'<VRTDataset rasterXSize="{width}" rasterYSize="{ny}">'
+        f"<SRS>{escape(info.crs.to_wkt())}</SRS>"
+        f"<GeoTransform>{west!r}, {t.a!r}, 0, {t.f!r}, 0, {t.e!r}</GeoTransform>"
+        f'<VRTRasterBand dataType={quoteattr(_GDAL_TYPES[info.dtype])} band="1">'
+        f"{nodata}{copies(str(info.band))}</VRTRasterBand>{mask}</VRTDataset>"
+    )
+    transform = type(t)(t.a, 0.0, west, 0.0, t.e, t.f)
+    return dataclasses.replace(
+        info, source=xml, band=1, transform=transform, shape=(ny, width), masked=masked,
+        count=1, overviews=(),
+    )  # fmt: skip
 
 
 def raster_tags(path: str | os.PathLike[str], band: int = 1) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from mapping.io.rasters import RasterInfo, _raster_error
+from mapping.io.rasters import RasterInfo, _raster_error, wrap_longitudes
 
 
 def read_warped(
@@ -39,8 +39,11 @@ def read_warped(
       kernel footprint fixed by ``scale`` (GDAL's ``XSCALE``/``YSCALE``); GDAL's 1/8-pixel
       approximation remains, so chunks agree with a whole-grid warp to that precision.
 
-    Cells outside the source or on its nodata get ``nodata``.
+    Cells outside the source or on its nodata get ``nodata``. A lon/lat source that spans
+    the globe or passes ±180° is wrapped (:func:`~mapping.io.rasters.wrap_longitudes`), so
+    any longitude finds its pixel whatever the resampling.
     """
+    import pyproj
     import rasterio
     import rasterio.errors
     from rasterio._err import CPLE_BaseError  # GDAL errors that are not RasterioError
@@ -49,15 +52,20 @@ def read_warped(
     src_nodata = info.nodata
     if src_nodata is None and np.dtype(info.dtype).kind == "f":
         src_nodata = float("nan")
+    # GDAL does not wrap longitudes (_bilinear wraps them itself); seen from a projected
+    # CRS they are in -180..180, where one turn laid out as -180..180 suits GDAL's warper
+    # (which finds the source window of a target window across ±180° by sampling)
+    geographic = pyproj.CRS.from_user_input(crs).is_geographic
+    wide = wrap_longitudes(info, (-540.0, 540.0) if geographic else (-180.0, 180.0)) or info
     try:
-        if _same_pixels(info, crs, transform):
-            out = _direct(info, transform, shape, out, src_nodata)
+        if _same_pixels(wide, crs, transform):
+            out = _direct(wide, transform, shape, out, src_nodata)
         elif resampling == "bilinear":
             out = _bilinear(info, crs, transform, shape, out, src_nodata)
         elif resampling in ("nearest", "mode", "average"):
-            out = _warped_vrt(info, crs, transform, shape, resampling, out, src_nodata)
+            out = _warped_vrt(wide, crs, transform, shape, resampling, out, src_nodata)
         else:
-            out = _gdal_reproject(info, crs, transform, shape, resampling, out, src_nodata, scale)
+            out = _gdal_reproject(wide, crs, transform, shape, resampling, out, src_nodata, scale)
     except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
         raise _raster_error(info.path, exc, "cannot read raster data") from None
     if info.scaled and out.dtype.kind == "f":
