@@ -8,6 +8,7 @@ for the mean map and once per Monte Carlo realization:
 * :func:`prepare_zones` -- a zone raster on the grid, or a coverage, into a layout;
 * :func:`zone_coverage_from_polygons` -- exact cell fractions of zone polygons
   (``exactextract``), kept sparse: row runs of whole cells plus the edge cells;
+* :func:`zone_coverage_from_raster` -- the same from a zone raster finer than the grid;
 * :func:`rasterize_zones` -- polygons burnt into a code raster (centre of each cell);
 * :func:`load_zone_layout` -- a zone file (raster or polygons) prepared on a grid.
 """
@@ -52,6 +53,7 @@ __all__ = [
     "squeeze_band",
     "to_grid_crs",
     "zone_coverage_from_polygons",
+    "zone_coverage_from_raster",
     "zone_resampling",
 ]
 
@@ -760,8 +762,9 @@ def load_zone_layout(
 ) -> ZoneLayout:
     """Zones from a file (code raster or polygons) prepared on ``grid``.
 
-    Polygons become exact cell fractions; a zone raster on another grid is aligned with
-    ``mode`` (finer source) or ``nearest``. Errors name ``zones_path``.
+    Polygons become exact cell fractions, and so does a zone raster finer than the grid
+    (:func:`zone_coverage_from_raster`); another zone raster is aligned with ``nearest``.
+    Errors name ``zones_path``.
     """
 
     zones_path = Path(zones_path)
@@ -774,9 +777,12 @@ def load_zone_layout(
             zones: Any = zone_coverage_from_polygons(gdf, grid, zone_field, names)
         else:
             resampling, scale = zone_resampling(zones_path, grid)
-            zones = io.open_raster_on_grid(
-                zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
-            )
+            if resampling == "mode":  # a finer raster: each zone's share of every cell
+                zones = zone_coverage_from_raster(zones_path, grid, zone_nodata=zone_nodata)
+            else:
+                zones = io.open_raster_on_grid(
+                    zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
+                )
         return prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=list(zone_nodata))
     except MappingError as exc:
         msg = str(exc)
@@ -785,6 +791,89 @@ def load_zone_layout(
         if msg.startswith(str(zones_path)):
             raise
         raise type(exc)(f"{zones_path}: {msg}") from None
+
+
+def zone_coverage_from_raster(
+    path: str | Path,
+    grid: Grid,
+    *,
+    zone_nodata: Sequence[int] = (),
+    max_pixels: int = 1 << 22,
+) -> ZoneCoverage:
+    """The fraction of every grid cell that each zone of a zone raster covers.
+
+    For a zone raster finer than the grid: a cell holds each zone in proportion to the
+    zone's pixels in it (:func:`mapping.io.read_zone_fractions`, GDAL's ``average`` of the
+    zone's 0/1 indicator, with nodata and the area outside the raster counted as no zone).
+    A majority code per cell (``mode``) would give a whole cell to a zone of one pixel.
+
+    Parameters
+    ----------
+    path
+        Integer zone codes; the raster's nodata and ``zone_nodata`` mean "no zone".
+    grid
+        The density grid.
+    zone_nodata
+        Further codes that mean "no zone".
+    max_pixels
+        About the most source pixels read at once (the grid is read in tiles of that size).
+
+    Returns
+    -------
+    ZoneCoverage
+
+    Raises
+    ------
+    InputError
+        Non-integer codes, or no zone falls on the grid.
+    """
+    import dask
+
+    info = io.raster_info(path)
+    nx = grid.shape[1]
+    scale = zone_resampling(Path(path), grid)[1] or (1.0, 1.0)
+    pixels_per_cell = 1.0 / max(scale[0] * scale[1], 1e-12)
+    tile = int(np.clip(np.sqrt(max_pixels / pixels_per_cell), 16, 2048))
+    rows, cols = (np.asarray(_offsets(c)) for c in grid.chunk_sizes(tile))
+    skip = tuple(float(v) for v in zone_nodata)
+
+    def one(r0: int, r1: int, c0: int, c1: int) -> tuple[np.ndarray, ...]:
+        window = grid.window(slice(r0, r1), slice(c0, c1))
+        codes, frac = io.read_zone_fractions(
+            info, crs=grid.crs.to_wkt(), transform=window.transform, shape=window.shape, skip=skip
+        )
+        z, rr, cc = np.nonzero(frac > 0)
+        return codes[z], (rr + r0) * nx + (cc + c0), frac[z, rr, cc].astype("float64")
+
+    tasks = [dask.delayed(one)(rows[i], rows[i + 1], cols[j], cols[j + 1])
+             for i in range(len(rows) - 1) for j in range(len(cols) - 1)]  # fmt: skip
+    code, cell, frac = (np.concatenate(x) for x in zip(*dask.compute(*tasks), strict=True))
+    if not len(code):
+        raise InputError("no zone code falls on the grid")
+    bad = code != np.floor(code)
+    if bad.any():
+        raise InputError(
+            f"zone raster holds non-integer values (e.g. {code[bad][0]!r}); zones must be "
+            "integer codes"
+        )
+    present, zone = np.unique(code.astype("int64"), return_inverse=True)
+    frac = np.where(frac > 1 - 1e-6, 1.0, frac)  # a whole cell (float32 averages)
+    full = frac == 1.0
+    runs = [_runs(cell[full & (zone == i)], nx, i) for i in range(len(present))]
+    order = np.argsort(cell[~full], kind="stable")
+    run_row, run_col0, run_col1, run_zone = (np.concatenate(x) for x in zip(*runs, strict=True))
+    return ZoneCoverage(
+        grid=grid,
+        codes=present,
+        names={},
+        run_row=run_row,
+        run_col0=run_col0,
+        run_col1=run_col1,
+        run_zone=run_zone,
+        part_cell=cell[~full][order],
+        part_zone=zone[~full][order].astype("int32"),
+        part_frac=frac[~full][order],
+    )
 
 
 def zone_resampling(path: Path, grid: Grid) -> tuple[str, tuple[float, float] | None]:

@@ -578,3 +578,59 @@ def test_a_global_zone_raster_covers_a_lonlat_grid_across_180(tmp_path: Path, le
     half = grid.cell_area()[:, :10].sum() / 1e6  # the two halves are mirror images
     assert table.loc["1", "area_km2"] == pytest.approx(half, rel=1e-12)
     assert table.loc["2", "area_km2"] == pytest.approx(half, rel=1e-12)
+
+
+# --------------------------------------------------------------- zone rasters finer than the grid
+def _ones_on(grid: Grid) -> Any:
+    return grid.wrap(np.ones(grid.shape), attrs={"interval": "0-30"})
+
+
+def test_a_finer_zone_raster_gives_each_zone_its_pixels_share_of_a_cell(tmp_path: Path) -> None:
+    # 1 km zones on a 10 km equal-area grid: a lone zone-1 pixel is 1 km², not a whole cell
+    codes = np.zeros((20, 20), "uint8")
+    codes[0, 0] = 1
+    codes[10:, 10:] = 2
+    codes[10, 10] = 0  # nodata: 99 pixels of zone 2 in the last cell
+    path = _write_zones(tmp_path / "z.tif", codes, "EPSG:6931", Affine(1000, 0, 0, 0, -1000, 2e4))
+    grid = Grid("EPSG:6931", Affine(10_000, 0, 0, 0, -10_000, 2e4), (2, 2))
+    area = grid.cell_area()[0, 0] / 100  # 1 km² on the ellipsoid, as every cell (equal area)
+    table = zone_totals(_ones_on(grid), load_zone_layout(path, grid), grid).set_index("zone")
+    assert table.loc["1", "area_km2"] == pytest.approx(area / 1e6, rel=1e-6)
+    assert table.loc["2", "area_km2"] == pytest.approx(99 * area / 1e6, rel=1e-6)
+    assert table.loc["2", "storage_pg"] == pytest.approx(99 * area / 1e12, rel=1e-6)
+    # a code said to mean "no zone" counts as none
+    layout = load_zone_layout(path, grid, zone_nodata=[2])
+    assert layout.codes == (1,)
+
+
+def test_a_finer_zone_raster_on_a_coast_counts_its_pixels(tmp_path: Path) -> None:
+    # a wavy diagonal coast, the sea as nodata: the land's area is its pixel count
+    r, c = np.mgrid[0:100, 0:100]
+    land = (c > r + 5 * np.sin(r / 3)).astype("uint8")
+    path = _write_zones(
+        tmp_path / "coast.tif", land, "EPSG:6931", Affine(1000, 0, 0, 0, -1000, 1e5)
+    )
+    grid = Grid("EPSG:6931", Affine(10_000, 0, 0, 0, -10_000, 1e5), (10, 10))
+    layout = load_zone_layout(path, grid, chunks=4)
+    table = zone_totals(_ones_on(grid), layout, grid).set_index("zone")
+    pixel = grid.cell_area()[0, 0] / 100
+    assert table.loc["1", "area_km2"] == pytest.approx(land.sum() * pixel / 1e6, rel=1e-6)
+    # cell by cell: the share of its 100 pixels
+    share = land.reshape(10, 10, 10, 10).mean(axis=(1, 3))
+    np.testing.assert_allclose(layout.source.to_dense()[0], share, atol=1e-6)
+
+
+def test_a_finer_zone_raster_in_another_crs_gives_the_pixels_share(tmp_path: Path) -> None:
+    # 0.05° zones on a 20 km LAEA Europe grid: zone 3 everywhere, a patch of zone 4; the
+    # shares add up to whole cells, and zone 4's follow the exact cover of its patch
+    codes = np.full((200, 400), 3, "uint8")
+    codes[60:100, 100:180] = 4  # 62..60 °N, 10..14 °E
+    path = _write_zones(tmp_path / "geo.tif", codes, "EPSG:4326",
+                        Affine(0.05, 0, 5, 0, -0.05, 65))  # fmt: skip
+    grid = Grid.from_bounds((4.4e6, 3.8e6, 4.8e6, 4.2e6), 2e4, "EPSG:3035")
+    dense = load_zone_layout(path, grid).source.to_dense()
+    np.testing.assert_allclose(dense.sum(axis=0), 1.0, atol=1e-5)
+    patch = gpd.GeoDataFrame({"z": [4]}, geometry=[shapely.box(10, 60, 14, 62)], crs=4326)
+    exact = zone_coverage_from_polygons(patch, grid, "z").to_dense()[0]
+    np.testing.assert_allclose(dense[1], exact, atol=0.05)  # pixel edges against straight ones
+    assert dense[1].sum() == pytest.approx(exact.sum(), rel=0.01)

@@ -50,7 +50,7 @@ from mapping.io.rasters import (
     write_zarr_with,
 )
 from mapping.io.tiles import TiledMaps, write_tiled_cogs
-from mapping.io.warp import read_warped
+from mapping.io.warp import read_warped, read_zone_fractions
 
 __all__ = [
     "RASTER_CONTAINER_SUFFIXES",
@@ -78,6 +78,7 @@ __all__ = [
     "read_text",
     "read_vector",
     "read_warped",
+    "read_zone_fractions",
     "read_zones_vector",
     "remove_output",
     "save_array",

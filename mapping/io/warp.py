@@ -237,8 +237,9 @@ def _bilinear(
 
 
 def _source_window(
-    info: RasterInfo, crs: Any, transform: Any, shape: tuple[int, int], pad: int
-) -> Any:
+    info: RasterInfo, crs: Any, transform: Any, shape: tuple[int, int], pad: int,
+    clip: bool = True,
+) -> Any:  # fmt: skip
     import pyproj
     from rasterio.windows import Window
 
@@ -265,10 +266,87 @@ def _source_window(
                     sy = np.append(sy, [lat, lat])
     pc, pr = ~info.transform @ (sx, sy)
     src_ny, src_nx = info.shape
-    c0 = max(0, math.floor(pc.min()) - pad)
-    c1 = min(src_nx, math.ceil(pc.max()) + pad)
-    r0 = max(0, math.floor(pr.min()) - pad)
-    r1 = min(src_ny, math.ceil(pr.max()) + pad)
+    c0, c1 = math.floor(pc.min()) - pad, math.ceil(pc.max()) + pad
+    r0, r1 = math.floor(pr.min()) - pad, math.ceil(pr.max()) + pad
+    if clip:
+        c0, c1, r0, r1 = max(0, c0), min(src_nx, c1), max(0, r0), min(src_ny, r1)
     if c1 <= c0 or r1 <= r0:
         return None
     return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def read_zone_fractions(
+    info: RasterInfo,
+    *,
+    crs: Any,
+    transform: Any,
+    shape: tuple[int, int],
+    skip: tuple[float, ...] = (),
+    bands: int = 8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fraction of each target cell that each code of a (finer) zone raster covers.
+
+    GDAL's ``average`` of each code's 0/1 indicator: source pixels weighted by the part of
+    the cell they cover (exact pixel counts when the source pixels nest in the cells).
+    Nodata, masked pixels, the codes in ``skip`` and the area outside the source count
+    as 0, so a cell's fractions are of the whole cell, not of its valid pixels (GDAL's
+    ``mode`` gives a cell to one code however few pixels hold one).
+
+    Returns
+    -------
+    codes
+        The codes found under the window (float64, ascending).
+    fractions
+        ``(len(codes), *shape)`` float32.
+    """
+    import pyproj
+    import rasterio
+    import rasterio.errors
+    from rasterio._err import CPLE_BaseError
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+    from rasterio.windows import Window
+
+    geographic = pyproj.CRS.from_user_input(crs).is_geographic
+    wide = wrap_longitudes(info, (-540.0, 540.0) if geographic else (-180.0, 180.0)) or info
+    empty = (np.empty(0), np.zeros((0, *shape), dtype="float32"))
+    # the window under the target, unclipped, with room for GDAL's footprints at its edge
+    win = _source_window(wide, crs, transform, shape, 2, clip=False)
+    if win is None:
+        return empty
+    c0, r0, w, h = int(win.col_off), int(win.row_off), int(win.width), int(win.height)
+    src_ny, src_nx = wide.shape
+    a0, a1 = max(0, c0), min(src_nx, c0 + w)
+    b0, b1 = max(0, r0), min(src_ny, r0 + h)
+    if a1 <= a0 or b1 <= b0:
+        return empty
+    codes = np.zeros((h, w), dtype=wide.dtype)
+    valid = np.zeros((h, w), dtype=bool)
+    try:
+        with rasterio.open(wide.source) as src:
+            part = Window(a0, b0, a1 - a0, b1 - b0)
+            data = src.read(wide.band, window=part)
+            ok = src.read_masks(wide.band, window=part) != 0
+    except (rasterio.errors.RasterioError, CPLE_BaseError, OSError) as exc:
+        raise _raster_error(info.path, exc, "cannot read raster data") from None
+    if data.dtype.kind == "f":
+        ok &= np.isfinite(data)
+    for v in (*skip, *(() if info.nodata is None else (info.nodata,))):
+        ok &= data != v
+    codes[b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = data
+    valid[b0 - r0 : b1 - r0, a0 - c0 : a1 - c0] = ok
+    found = np.unique(codes[valid])
+    if not len(found):
+        return empty
+    fractions = np.zeros((len(found), *shape), dtype="float32")
+    src_transform = wide.transform * wide.transform.translation(c0, r0)
+    for i in range(0, len(found), bands):  # a few codes at a time: one warp of several bands
+        batch = found[i : i + bands]
+        indicator = (valid[None] & (codes[None] == batch[:, None, None])).astype("float32")
+        out = np.zeros((len(batch), *shape), dtype="float32")
+        reproject(indicator, out, src_transform=src_transform, src_crs=wide.crs.to_wkt(),
+                  dst_transform=transform, dst_crs=crs, resampling=Resampling.average,
+                  src_nodata=None, dst_nodata=None, init_dest_nodata=False,
+                  tolerance=_EXACT)  # fmt: skip
+        fractions[i : i + len(batch)] = out
+    return found.astype("float64"), fractions
