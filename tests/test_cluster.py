@@ -572,6 +572,10 @@ def test_whole_run_estimate_by_hand(tmp_path: Path) -> None:
         {"profile_id": ["a", "a", "b", "c", "c"], "bottom_cm": [30, 96, 25, 20, 40]}
     )
     assert est.profiles_reaching(cfg, table) == [3, 1]  # 0-30 within 5 cm: b; 0-100: a only
+    # c's horizons reach its rock at 40 cm: it serves 0-100 cm too (stock 0 below the rock);
+    # b's rock at 60 cm is below its last horizon (25 cm), so b does not
+    rock = table.assign(lithic_contact_cm=[None, None, 60.0, 40.0, 40.0])
+    assert est.profiles_reaching(cfg, rock) == [3, 2]
 
     e = est.estimate_run(
         cfg, cells=1_300_000, valid_share=0.5, predict_seconds=100.0,

@@ -122,8 +122,13 @@ def machine_seconds(repeat: int = 5) -> float:
 
 def profiles_reaching(cfg: RunConfig, table: pd.DataFrame) -> list[int]:
     """Profiles whose horizons reach the bottom of each configured interval."""
-    deepest = table.groupby("profile_id")["bottom_cm"].max().to_numpy(float)
+    g = table.groupby("profile_id")
+    deepest = g["bottom_cm"].max().to_numpy(float)
     tol = cfg.stocks.depth_tolerance_cm or 0.0
+    if "lithic_contact_cm" in table.columns:  # on rock: every deeper interval is served
+        rock = g["lithic_contact_cm"].max().to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            deepest = np.where(deepest >= rock - tol, np.inf, deepest)
     return [int((deepest >= bottom - tol).sum()) for _top, bottom in cfg.stocks.intervals()]
 
 

@@ -221,9 +221,16 @@ def _on_grid(cfg: RunConfig, valid: pd.DataFrame, grid: Any) -> tuple[int, dict[
         )
     tol = cfg.stocks.depth_tolerance_cm
     on = sites[inside]
+    reach = on["bottom"].to_numpy(float)
+    if "lithic_contact_cm" in valid.columns:
+        # a profile whose horizons reach its rock serves every deeper interval (stock 0
+        # below the rock), as the stocks stage counts it
+        rock = g["lithic_contact_cm"].max()[inside].to_numpy(float)
+        with np.errstate(invalid="ignore"):
+            reach = np.where(reach >= rock - tol, np.inf, reach)
     counts = {}
     for top, bottom in cfg.stocks.intervals():
-        n = int(((on["top"] <= top + tol) & (on["bottom"] >= bottom - tol)).sum())
+        n = int(((on["top"].to_numpy() <= top + tol) & (reach >= bottom - tol)).sum())
         counts[format_interval(top, bottom)] = n
     return int(inside.sum()), counts
 
