@@ -32,7 +32,9 @@ the offending profiles, which are listed in a report table.
 
 from __future__ import annotations
 
+import difflib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -298,6 +300,7 @@ def check_horizons(
     if LINE not in df.columns:
         df[LINE] = np.arange(1, len(df) + 1)
     _check_columns(df, source)
+    _warn_unused_lookalikes(df, source)
     if len(df) == 0:
         raise HorizonTableError(f"{source}: table has no rows")
 
@@ -331,6 +334,27 @@ def _check_columns(df: pd.DataFrame, source: str) -> None:
             + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
             + f"; the table has: {have}; map other spellings with --column CANONICAL=NAME"
         )
+
+
+def _warn_unused_lookalikes(df: pd.DataFrame, source: str) -> None:
+    """Warn of a column that looks like an optional canonical one the table lacks
+    (``coarse_fraction`` for ``coarse_fraction_pct``): it would be ignored, and the stock
+    computed as if the quantity were absent (no coarse fragments, full area)."""
+    have = [str(c) for c in df.columns if c != LINE]
+    for canon in CANONICAL:
+        if canon in df.columns or canon in REQUIRED or canon in ("soc_pct", "soc_g_kg"):
+            continue
+        if canon in ("n_pct", "n_g_kg") and ("n_pct" in df.columns or "n_g_kg" in df.columns):
+            continue
+        close = difflib.get_close_matches(canon, [c for c in have if c not in CANONICAL],
+                                          n=1, cutoff=0.75)  # fmt: skip
+        if close:
+            warnings.warn(
+                f"{source}: column {close[0]!r} is not used; if it is {canon}, map it with "
+                f"--column {canon}={close[0]} (profiles.columns in a config)",
+                UserWarning,
+                stacklevel=3,
+            )
 
 
 def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
@@ -387,6 +411,15 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
     df["coarse_fraction_pct"] = df["coarse_fraction_pct"].fillna(0.0)
     cf = need("coarse_fraction_pct")
     issues.add_rows((cf < 0) | (cf > 100), df, "coarse_fraction_pct {} outside 0-100", cf)
+    given = cf[np.isfinite(cf) & (cf > 0)]
+    if len(given) >= 5 and given.max() <= 1.0:
+        # volume percents all at most 1 % are rare; fractions (0.35 for 35 %) are common
+        warnings.warn(
+            f"coarse_fraction_pct: all {len(given)} values given are at most 1 (largest "
+            f"{given.max():g}); the column is in percent (35 for 35 %), not a fraction",
+            UserWarning,
+            stacklevel=3,
+        )
 
     if "horizon_area_pct" not in df.columns:
         df["horizon_area_pct"] = 100.0

@@ -107,3 +107,17 @@ def test_row_lists_join_runs() -> None:
     assert _lines_text([3], "row") == "row 3"
     assert _lines_text([3, 4], "row") == "rows 3, 4"
     assert _lines_text([1, 2, 3, 5, 7, 8, 9, 10], "line") == "lines 1-3, 5, 7-10"
+
+
+def test_a_lookalike_column_and_coarse_fractions_are_warned_of() -> None:
+    """``coarse_fraction`` is not ``coarse_fraction_pct``: ignored, the stock would be
+    computed without coarse fragments, so the user is told; values all at most 1 in the
+    percent column look like fractions. Stocks are computed as given either way."""
+    h = _h([(p, 0, 30, 2, 1.2) for p in "abcdef"], coarse_fraction=[0.1, 0.2, 0.3, 0.35, 0.2, 0.1])
+    with pytest.warns(UserWarning, match="'coarse_fraction' is not used.*coarse_fraction_pct"):
+        s = compute_stocks(h, [(0, 30)]).stocks
+    assert s["soc_stock_kg_m2"].iloc[0] == pytest.approx(20 * 1.2 * 0.3)
+    pct = h.rename(columns={"coarse_fraction": "coarse_fraction_pct"})
+    with pytest.warns(UserWarning, match="at most 1 .largest 0.35.; the column is in percent"):
+        s = compute_stocks(pct, [(0, 30)]).stocks
+    assert s["soc_stock_kg_m2"].iloc[0] == pytest.approx(20 * 1.2 * 0.3 * (1 - 0.001))
