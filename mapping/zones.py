@@ -10,6 +10,8 @@ for the mean map and once per Monte Carlo realization:
   (``exactextract``), kept sparse: row runs of whole cells plus the edge cells;
 * :func:`zone_coverage_from_raster` -- the same from a zone raster finer than the grid;
 * :func:`rasterize_zones` -- polygons burnt into a code raster (centre of each cell);
+* :func:`to_grid_crs` -- polygons in the grid's CRS; on a lon/lat grid, rings across ±180°
+  or round a pole mended and copies 360° apart placed wherever they cover the grid;
 * :func:`load_zone_layout` -- a zone file (raster or polygons) prepared on a grid.
 """
 
@@ -33,7 +35,7 @@ from mapping.exceptions import (
     MappingError,
     MissingCRSError,
 )
-from mapping.grid import Grid
+from mapping.grid import Grid, _angular_factor, _linear_factor
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -446,13 +448,46 @@ def _affine(geoms: Any, inv: Any) -> Any:
 
 
 def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
-    """Reproject to the grid's CRS, densifying edges first so they bend as they should."""
-    from pyproj import CRS, Transformer
+    """Reproject to the grid's CRS, densifying edges first so they bend as they should.
+
+    On a longitude/latitude grid the polygons are also made to land on every part of the
+    grid they cover:
+
+    * a ring of a projected layer that goes round a pole (a permafrost zone in a polar
+      CRS) becomes the cap it encloses, closed along the pole's latitude;
+    * a ring of a projected layer that crosses the antimeridian stays in one piece, its
+      longitudes running past ±180°;
+    * a polygon is copied by whole turns (±360°) wherever that puts it over the grid:
+      ``box(-180, 0, -170, 2)`` on a grid spanning 170..190, or the part of
+      ``box(170, 0, 190, 2)`` past 180° on a grid spanning -180..180.
+
+    Geometries that need none of this come out exactly as a plain reprojection gives them.
+    """
+    import geopandas as gpd
+    from pyproj import CRS
 
     src = CRS.from_user_input(gdf.crs)
-    if src.equals(grid.crs):
-        return gdf
-    # Segment length: about one grid cell, measured in the source CRS.
+    if not src.equals(grid.crs):
+        step = _segment_length(src, grid)
+        if np.isfinite(step) and step > 0:
+            gdf = gdf.set_geometry(gdf.geometry.segmentize(step))
+        out = gdf.to_crs(grid.crs)
+        if grid.is_geographic and not src.is_geographic:
+            geoms = _unwrap_lonlat(gdf.geometry.to_numpy(), out.geometry.to_numpy(), src, grid)
+            if geoms is not None:
+                out = out.set_geometry(gpd.GeoSeries(geoms, index=out.index, crs=out.crs))
+        gdf = out
+    if grid.is_geographic:
+        geoms = _turn_copies(gdf.geometry.to_numpy(), grid)
+        if geoms is not None:
+            gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
+    return gdf
+
+
+def _segment_length(src: Any, grid: Grid) -> float:
+    """Edge length for densifying before reprojection: about one grid cell, in ``src`` units."""
+    from pyproj import Transformer
+
     left, bottom, right, top = grid.bounds
     try:
         t = Transformer.from_crs(grid.crs, src, always_xy=True)
@@ -461,9 +496,109 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
         step = min(abs(x1 - x0) / nx, abs(y1 - y0) / ny)
     except Exception:
         step = np.inf
-    if np.isfinite(step) and step > 0:
-        gdf = gdf.set_geometry(gdf.geometry.segmentize(step))
-    return gdf.to_crs(grid.crs)
+    if grid.is_geographic and not src.is_geographic:
+        # The bounds of a lon/lat grid reaching a pole are degenerate in a polar CRS (0 or
+        # 1e23 wide for the globe); then use one cell of latitude instead.
+        cell = grid.cell_spacing_m()[0] / _linear_factor(src)
+        if not cell / 10 <= step <= cell * 10:
+            step = cell
+    return float(step)
+
+
+def _unwrap_lonlat(src_geoms: np.ndarray, geoms: np.ndarray, src: Any, grid: Grid) -> Any:
+    """Lon/lat polygons of a projected layer, with rings across ±180° or round a pole mended.
+
+    ``geoms`` are ``src_geoms`` reprojected to the grid's CRS (same structure, densified),
+    whose longitudes jump by about a turn where a ring crosses the antimeridian. Such a
+    ring is unwrapped; if it then ends a whole turn from where it began, it goes round a
+    pole -- the one it encloses in ``src`` -- and is closed along that pole's latitude.
+    Returns ``None`` when no ring jumps (the geometries are right as they are).
+    """
+    import shapely
+    from pyproj import Transformer
+
+    turn = 360.0 / _angular_factor(grid.crs)
+    out = geoms.copy()
+    changed = False
+    for i, g in enumerate(geoms):
+        if g is None or g.is_empty:
+            continue
+        xy, ring = shapely.get_coordinates(
+            shapely.get_rings(shapely.get_parts(g)), return_index=True
+        )
+        same_ring = ring[1:] == ring[:-1]
+        if not (np.abs(np.diff(xy[:, 0]))[same_ring] > turn / 2).any():
+            continue
+        if not changed:
+            to_src = Transformer.from_crs(grid.crs, src, always_xy=True)
+            px, py = to_src.transform([0.0, 0.0], [turn / 4, -turn / 4])  # north, south pole
+            changed = True
+        polys = []
+        for part, part_src in zip(
+            shapely.get_parts(g), shapely.get_parts(src_geoms[i]), strict=True
+        ):
+            if shapely.get_type_id(part) != 3:  # polygons only
+                continue
+            rings = shapely.get_rings(part)
+            rings_src = shapely.get_rings(part_src)
+            caps = [
+                _ring_lonlat(r, r_src, px, py, turn)
+                for r, r_src in zip(rings, rings_src, strict=True)
+            ]
+            shell, holes = caps[0], caps[1:]
+            if holes:
+                # a hole is taken out in every copy a turn apart: it may lie a turn from its shell
+                shifts = [
+                    shapely.affinity.translate(h, k * turn) for h in holes for k in (-1, 0, 1)
+                ]
+                shell = shapely.difference(shell, shapely.union_all(shifts))
+            polys.append(shell)
+        out[i] = shapely.union_all(polys)
+    return out if changed else None
+
+
+def _ring_lonlat(ring: Any, ring_src: Any, px: Any, py: Any, turn: float) -> Any:
+    """The lon/lat polygon one reprojected ring bounds: unwrapped, closed at a pole if needed."""
+    import shapely
+
+    xy = shapely.get_coordinates(ring)
+    x = np.unwrap(xy[:, 0], period=turn)
+    y = xy[:, 1]
+    if round((x[-1] - x[0]) / turn) != 0:  # goes round a pole
+        inside = shapely.contains_xy(shapely.Polygon(ring_src), px, py)
+        if inside.any():
+            pole = turn / 4 if inside[0] else -turn / 4
+        else:  # the pole is off the source CRS's plane: take the nearer one
+            pole = turn / 4 if y.mean() >= 0 else -turn / 4
+        x = np.concatenate([x, [x[-1], x[0]]])
+        y = np.concatenate([y, [pole, pole]])
+    return shapely.make_valid(shapely.Polygon(np.column_stack([x, y])))
+
+
+def _turn_copies(geoms: np.ndarray, grid: Grid) -> Any:
+    """Each geometry with its copies whole turns apart that overlap the grid's longitudes.
+
+    Returns ``None`` when every geometry lies over the grid as it is (or nowhere near it).
+    """
+    import shapely
+
+    turn = 360.0 / _angular_factor(grid.crs)
+    left, _, right, _ = grid.bounds
+    west, east = min(left, right), max(left, right)
+    bounds = shapely.bounds(geoms)
+    out = geoms.copy()
+    changed = False
+    for i, (x0, _, x1, _) in enumerate(bounds):
+        if not (np.isfinite(x0) and np.isfinite(x1)):
+            continue
+        first, last = int(np.floor((west - x1) / turn)), int(np.ceil((east - x0) / turn))
+        ks = [k for k in range(first, last + 1) if x0 + k * turn < east and x1 + k * turn > west]
+        if ks in ([], [0]):
+            continue
+        copies = [shapely.affinity.translate(geoms[i], k * turn) for k in ks]
+        out[i] = shapely.union_all(shapely.make_valid(np.array(copies, dtype=object)))
+        changed = True
+    return out if changed else None
 
 
 def zone_coverage_from_polygons(
@@ -475,7 +610,8 @@ def zone_coverage_from_polygons(
     """Exact fraction of every grid cell covered by each zone of a polygon layer.
 
     Polygons of the same zone are dissolved first (so overlapping features of one zone do
-    not count twice), reprojected to the grid's CRS (edges densified to about one cell) and
+    not count twice), reprojected to the grid's CRS by :func:`to_grid_crs` (edges densified
+    to about one cell; on a lon/lat grid, zones across ±180° or round a pole whole) and
     mapped into pixel space, where ``exactextract`` computes the covered fraction of each
     cell. Fractions are of the cell in the grid's CRS; storage multiplies them by the
     cell's true area, so on a geographic grid the area of a partial cell is
