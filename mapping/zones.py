@@ -518,32 +518,30 @@ def _unwrap_lonlat(src_geoms: np.ndarray, geoms: np.ndarray, src: Any, grid: Gri
     from pyproj import Transformer
 
     turn = 360.0 / _angular_factor(grid.crs)
+    # rings with a jump of more than half a turn between neighbouring vertices, by geometry
+    parts, of_geom = shapely.get_parts(geoms, return_index=True)
+    rings, of_part = shapely.get_rings(parts, return_index=True)
+    xy, of_ring = shapely.get_coordinates(rings, return_index=True)
+    jump = (np.abs(np.diff(xy[:, 0])) > turn / 2) & (of_ring[1:] == of_ring[:-1])
+    broken = np.unique(of_geom[of_part[of_ring[1:][jump]]])
+    if len(broken) == 0:
+        return None
+    to_src = Transformer.from_crs(grid.crs, src, always_xy=True)
+    px, py = to_src.transform([0.0, 0.0], [turn / 4, -turn / 4])  # north, south pole
     out = geoms.copy()
-    changed = False
-    for i, g in enumerate(geoms):
-        if g is None or g.is_empty:
-            continue
-        xy, ring = shapely.get_coordinates(
-            shapely.get_rings(shapely.get_parts(g)), return_index=True
-        )
-        same_ring = ring[1:] == ring[:-1]
-        if not (np.abs(np.diff(xy[:, 0]))[same_ring] > turn / 2).any():
-            continue
-        if not changed:
-            to_src = Transformer.from_crs(grid.crs, src, always_xy=True)
-            px, py = to_src.transform([0.0, 0.0], [turn / 4, -turn / 4])  # north, south pole
-            changed = True
+    for i in broken:
+        g = geoms[i]
         polys = []
         for part, part_src in zip(
             shapely.get_parts(g), shapely.get_parts(src_geoms[i]), strict=True
         ):
             if shapely.get_type_id(part) != 3:  # polygons only
                 continue
-            rings = shapely.get_rings(part)
-            rings_src = shapely.get_rings(part_src)
             caps = [
                 _ring_lonlat(r, r_src, px, py, turn)
-                for r, r_src in zip(rings, rings_src, strict=True)
+                for r, r_src in zip(
+                    shapely.get_rings(part), shapely.get_rings(part_src), strict=True
+                )
             ]
             shell, holes = caps[0], caps[1:]
             if holes:
@@ -554,7 +552,7 @@ def _unwrap_lonlat(src_geoms: np.ndarray, geoms: np.ndarray, src: Any, grid: Gri
                 shell = shapely.difference(shell, shapely.union_all(shifts))
             polys.append(shell)
         out[i] = shapely.union_all(polys)
-    return out if changed else None
+    return out
 
 
 def _ring_lonlat(ring: Any, ring_src: Any, px: Any, py: Any, turn: float) -> Any:
