@@ -710,8 +710,14 @@ def _outline_areas(grid: Grid, to_plane: pyproj.Transformer, k: int) -> np.ndarr
     s = np.arange(ny * k + 1) / k
     qv = np.broadcast_to(s, (nx + 1, s.size))
     pv = np.broadcast_to(np.arange(nx + 1, dtype="float64")[:, None], qv.shape)
-    # One shared origin for both families of lines so their integrals add up.
-    x0, y0 = to_plane.transform(*(t @ (0.0, 0.0)), errcheck=False)
+    # One shared origin for both families of lines so their integrals add up; any point
+    # will do (a constant shift adds nothing round a closed loop), so take a corner that
+    # projects: the tile's first corner may not (off the disk of an orthographic CRS),
+    # and a NaN origin would blank every cell of the tile
+    cx, cy = to_plane.transform(*(t @ (np.array([0.0, nx, 0.0, nx, nx / 2]),
+                                       np.array([0.0, 0.0, ny, ny, ny / 2]))), errcheck=False)  # fmt: skip
+    ok = np.isfinite(cx) & np.isfinite(cy)
+    x0, y0 = (float(cx[ok][0]), float(cy[ok][0])) if ok.any() else (0.0, 0.0)
 
     def integrals(px: np.ndarray, py: np.ndarray) -> np.ndarray:
         x, y = to_plane.transform(*(t @ (px, py)), errcheck=False)

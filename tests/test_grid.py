@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import dask
 import numpy as np
@@ -293,3 +294,22 @@ def test_lazy_cell_area_is_lazy_and_equals_numpy() -> None:
         lazy = g.cell_area(chunks=16)
     assert lazy.chunks == g.chunk_sizes(16)
     np.testing.assert_allclose(lazy.compute(), g.cell_area(), rtol=1e-12)
+
+
+def test_cells_on_an_orthographic_disk_keep_their_area_when_a_corner_is_off_it() -> None:
+    """The tile's first corner (-7000 km, 1000 km) lies off the orthographic disk: only
+    the cells that reach off it have no area; the others match geodesic polygons."""
+    crs = pyproj.CRS("+proj=ortho +lat_0=90 +lon_0=0 +datum=WGS84")
+    g = Grid.from_bounds((-7e6, -1e6, 1e6, 1e6), 1e6, crs)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = np.asarray(g.cell_area())
+    assert np.isnan(a[:, 0]).all() and np.isfinite(a[:, 1:]).all()
+    geod = pyproj.Geod(ellps="WGS84")
+    to_ll = pyproj.Transformer.from_crs(crs, 4326, always_xy=True)
+    s = np.linspace(0.0, 1e6, 200)
+    x = np.r_[s, np.full_like(s, 1e6), s[::-1], np.zeros_like(s)]
+    y = np.r_[np.zeros_like(s), s, np.full_like(s, 1e6), s[::-1]]
+    lon, lat = to_ll.transform(x, y)
+    expected = abs(geod.polygon_area_perimeter(lon, lat)[0])
+    assert a[0, 7] == pytest.approx(expected, rel=1e-6)  # the cell 0..1000 km, 0..1000 km
