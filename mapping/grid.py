@@ -714,8 +714,11 @@ def _outline_areas(grid: Grid, to_plane: pyproj.Transformer, k: int) -> np.ndarr
     # will do (a constant shift adds nothing round a closed loop), so take a corner that
     # projects: the tile's first corner may not (off the disk of an orthographic CRS),
     # and a NaN origin would blank every cell of the tile
-    cx, cy = to_plane.transform(*(t @ (np.array([0.0, nx, 0.0, nx, nx / 2]),
-                                       np.array([0.0, 0.0, ny, ny, ny / 2]))), errcheck=False)  # fmt: skip
+    pc = np.array([0.0, nx, 0.0, nx, nx / 2])
+    pr = np.array([0.0, 0.0, ny, ny, ny / 2])
+    cx, cy = to_plane.transform(
+        t.c + t.a * pc + t.b * pr, t.f + t.d * pc + t.e * pr, errcheck=False
+    )
     ok = np.isfinite(cx) & np.isfinite(cy)
     x0, y0 = (float(cx[ok][0]), float(cy[ok][0])) if ok.any() else (0.0, 0.0)
 
