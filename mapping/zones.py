@@ -655,8 +655,7 @@ def zone_coverage_from_polygons(
     frame = shapely.box(0, -ny, nx, 0)
     geoms = gdf.geometry.to_numpy()
     present: list[int] = []
-    runs: list[tuple[np.ndarray, ...]] = []
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # cell, zone, fraction
     for code in sorted(set(codes_s.tolist())):
         g = shapely.make_valid(_affine(geoms[(codes_s == code).to_numpy()], ~grid.transform))
         g = shapely.intersection(shapely.union_all(g), frame)
@@ -671,29 +670,17 @@ def zone_coverage_from_polygons(
         found = False
         for cell, frac in _band_coverage(poly, grid):
             found = True
-            full = frac == 1.0
-            runs.append(_runs(cell[full], nx, zi))
-            parts.append((cell[~full], np.full((~full).sum(), zi, dtype="int32"), frac[~full]))
+            pieces.append((cell, np.full(len(cell), zi, dtype="int32"), frac))
         if found:
             present.append(code)
     if not present:
         raise InputError(f"no zone polygon (field {field!r}) covers any cell of {grid}")
 
-    run_row, run_col0, run_col1, run_zone = (np.concatenate(x) for x in zip(*runs, strict=True))
-    p_cell, p_zone, p_frac = (np.concatenate(x) for x in zip(*parts, strict=True))
-    order = np.argsort(p_cell, kind="stable")
-    cov = ZoneCoverage(
-        grid=grid,
-        codes=np.asarray(present, dtype="int64"),
+    cell, zone, frac = (np.concatenate(x) for x in zip(*pieces, strict=True))
+    cov = _coverage(
+        grid, np.asarray(present, dtype="int64"), cell, zone, frac,
         names={c: labels[c] for c in present if c in labels},
-        run_row=run_row,
-        run_col0=run_col0,
-        run_col1=run_col1,
-        run_zone=run_zone,
-        part_cell=p_cell[order],
-        part_zone=p_zone[order],
-        part_frac=p_frac[order],
-    )
+    )  # fmt: skip
     n_over = _count_overlaps(cov)
     if n_over:
         warnings.warn(
@@ -992,14 +979,29 @@ def zone_coverage_from_raster(
         )
     present, zone = np.unique(code.astype("int64"), return_inverse=True)
     frac = np.where(frac > 1 - 1e-6, 1.0, frac)  # a whole cell (float32 averages)
+    return _coverage(grid, present, cell, zone.astype("int32"), frac)
+
+
+def _coverage(
+    grid: Grid,
+    codes: np.ndarray,
+    cell: np.ndarray,
+    zone: np.ndarray,
+    frac: np.ndarray,
+    names: dict[int, str] | None = None,
+) -> ZoneCoverage:
+    """A :class:`ZoneCoverage` from ``(flat cell, zone index, fraction)`` triples: each
+    zone's whole cells as row runs, the other cells as parts ordered by cell (stable, so
+    one cell's zones stay in the order given)."""
+    nx = grid.shape[1]
     full = frac == 1.0
-    runs = [_runs(cell[full & (zone == i)], nx, i) for i in range(len(present))]
-    order = np.argsort(cell[~full], kind="stable")
+    runs = [_runs(cell[full & (zone == i)], nx, i) for i in range(len(codes))]
     run_row, run_col0, run_col1, run_zone = (np.concatenate(x) for x in zip(*runs, strict=True))
+    order = np.argsort(cell[~full], kind="stable")
     return ZoneCoverage(
         grid=grid,
-        codes=present,
-        names={},
+        codes=codes,
+        names=names or {},
         run_row=run_row,
         run_col0=run_col0,
         run_col1=run_col1,
