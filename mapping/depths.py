@@ -478,11 +478,10 @@ def _layers(h: pd.DataFrame, dens_cols: list[str]) -> pd.DataFrame:
     w = mem["horizon_area_pct"] / np.where(total >= 100 - AREA_TOLERANCE_PCT, total, 100.0)
     for c in dens_cols:
         mem[c] = mem[c] * w
-    # min_count keeps a missing nitrogen value missing instead of summing to 0
-    dens = mem.groupby("_layer")[dens_cols].sum(min_count=1)
+    dens = mem.groupby("_layer")[dens_cols].sum()
     if "_rho_n" in dens_cols:
         # nitrogen unknown in any horizon of a layer (one pocket of a cryoturbated face)
-        # leaves the layer's nitrogen unknown, not a partial sum
+        # leaves the layer's nitrogen unknown: not 0, not a partial sum
         unknown = mem["_rho_n"].isna().groupby(mem["_layer"]).any()
         dens.loc[unknown[unknown].index, "_rho_n"] = np.nan
     layers = layers.join(dens, on="_layer", how="inner")  # drops tolerated gaps

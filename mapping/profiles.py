@@ -137,6 +137,19 @@ def read_horizons(
     return df
 
 
+def served_depth(horizons: pd.DataFrame, tolerance_cm: float = 0.0) -> pd.Series:
+    """Per profile (index: ``profile_id``, sorted), the depth its horizons serve intervals
+    to: the deepest bottom, or infinity when the horizons reach the profile's
+    ``lithic_contact_cm`` within ``tolerance_cm`` (below the rock the stock is 0, so every
+    deeper interval is served, as :func:`mapping.depths.compute_stocks` serves it)."""
+    g = horizons.groupby(PROFILE_ID)
+    deepest = g["bottom_cm"].max().astype(float)
+    if "lithic_contact_cm" in horizons.columns:
+        rock = g["lithic_contact_cm"].max().astype(float)
+        deepest = deepest.where(~(deepest >= rock - tolerance_cm), np.inf)
+    return deepest
+
+
 def _check_numeric_ids(path: Path, name: str, parsed: pd.Series) -> None:
     """A CSV's profile ids read as numbers must stay distinct: ``01`` and ``1`` (or
     ``1.0``) would merge two profiles into one without a word."""

@@ -12,9 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mapping.config import load_config
+from mapping.covariates import target_grid
 from mapping.depths import compute_stocks
 from mapping.exceptions import HorizonTableError
-from mapping.profiles import _lines_text, read_horizons
+from mapping.profiles import _lines_text, read_horizons, served_depth
+from mapping.run.preflight import _on_grid
 
 
 def _h(rows: list[tuple], **extra) -> pd.DataFrame:
@@ -121,3 +124,18 @@ def test_a_lookalike_column_and_coarse_fractions_are_warned_of() -> None:
     with pytest.warns(UserWarning, match="at most 1 .largest 0.35.; the column is in percent"):
         s = compute_stocks(pct, [(0, 30)]).stocks
     assert s["soc_stock_kg_m2"].iloc[0] == pytest.approx(20 * 1.2 * 0.3 * (1 - 0.001))
+
+
+def test_profiles_on_their_rock_count_for_every_deeper_interval_before_a_run() -> None:
+    """The preflight counts, per interval, the profiles on the grid that serve it as the
+    stocks stage does: one that ends on its rock at 25 cm serves 0-100 cm, one that ends
+    at 25 cm without rock (or above a deeper contact) does not."""
+    cfg = load_config(Path(__file__).resolve().parents[1] / "workflows" / "sample.yaml")
+    grid = target_grid(cfg.grid, cfg.covariates)
+    h = _h([("rock", 0, 25, 2, 1.2), ("none", 0, 25, 2, 1.2), ("deep", 0, 25, 2, 1.2)],
+           lithic_contact_cm=[25.0, np.nan, 60.0]).assign(lon=120.894683, lat=68.567471)  # fmt: skip
+    depth = served_depth(h)
+    assert depth.to_dict() == {"deep": 25.0, "none": 25.0, "rock": np.inf}
+    on, counts = _on_grid(cfg, h, grid)
+    assert on == 3
+    assert counts["0-30"] == 1 and counts["0-100"] == 1

@@ -38,6 +38,7 @@ import pandas as pd
 from mapping import io
 from mapping.config import RunConfig
 from mapping.grid import Grid
+from mapping.profiles import served_depth
 from mapping.report.figures import MAP_VIEW_CELLS
 from mapping.zones import VECTOR_SUFFIXES
 
@@ -122,13 +123,8 @@ def machine_seconds(repeat: int = 5) -> float:
 
 def profiles_reaching(cfg: RunConfig, table: pd.DataFrame) -> list[int]:
     """Profiles whose horizons reach the bottom of each configured interval."""
-    g = table.groupby("profile_id")
-    deepest = g["bottom_cm"].max().to_numpy(float)
     tol = cfg.stocks.depth_tolerance_cm or 0.0
-    if "lithic_contact_cm" in table.columns:  # on rock: every deeper interval is served
-        rock = g["lithic_contact_cm"].max().to_numpy(float)
-        with np.errstate(invalid="ignore"):
-            deepest = np.where(deepest >= rock - tol, np.inf, deepest)
+    deepest = served_depth(table, tol).to_numpy()
     return [int((deepest >= bottom - tol).sum()) for _top, bottom in cfg.stocks.intervals()]
 
 

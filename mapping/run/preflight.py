@@ -49,7 +49,7 @@ from mapping.covariates import _crs_name, _fmt_bounds, build_stack, summarize_st
 from mapping.exceptions import ConfigError, InputError, MappingError, OutputError
 from mapping.grid import Grid
 from mapping.layout import RunFolder
-from mapping.profiles import check_horizons, read_horizons
+from mapping.profiles import check_horizons, read_horizons, served_depth
 from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
 from mapping.units import format_interval
 from mapping.zones import (
@@ -200,8 +200,7 @@ def _on_grid(cfg: RunConfig, valid: pd.DataFrame, grid: Any) -> tuple[int, dict[
     import pyproj
 
     g = valid.groupby("profile_id", sort=False)
-    sites = g.agg(lon=("lon", "first"), lat=("lat", "first"), top=("top_cm", "min"),
-                  bottom=("bottom_cm", "max"))  # fmt: skip
+    sites = g.agg(lon=("lon", "first"), lat=("lat", "first"), top=("top_cm", "min"))
     try:
         to_grid = pyproj.Transformer.from_crs(
             pyproj.CRS.from_user_input(cfg.profiles.crs), grid.crs, always_xy=True
@@ -221,13 +220,7 @@ def _on_grid(cfg: RunConfig, valid: pd.DataFrame, grid: Any) -> tuple[int, dict[
         )
     tol = cfg.stocks.depth_tolerance_cm
     on = sites[inside]
-    reach = on["bottom"].to_numpy(float)
-    if "lithic_contact_cm" in valid.columns:
-        # a profile whose horizons reach its rock serves every deeper interval (stock 0
-        # below the rock), as the stocks stage counts it
-        rock = g["lithic_contact_cm"].max()[inside].to_numpy(float)
-        with np.errstate(invalid="ignore"):
-            reach = np.where(reach >= rock - tol, np.inf, reach)
+    reach = served_depth(valid, tol).reindex(on.index).to_numpy()
     counts = {}
     for top, bottom in cfg.stocks.intervals():
         n = int(((on["top"].to_numpy() <= top + tol) & (reach >= bottom - tol)).sum())
