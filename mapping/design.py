@@ -11,7 +11,7 @@ unit Gaussian field with the residual variogram's correlation ``rho`` and
 
     Var(T) = sigma_g² (sum_c a_c m_c)² + sum_{c,c'} a_c m_c l_c a_c' m_c' l_c' rho(h_cc').
 
-A new profile at cell ``x`` does two things, and the design counts both:
+A new profile at cell ``x`` does three things, and the design counts them all:
 
 * **kriging**: it observes ``e_x`` plus measurement noise ``tau²`` (the error model's
   ``noise_var``, else the variogram's nugget), so every error correlated with it shrinks:
@@ -24,7 +24,10 @@ A new profile at cell ``x`` does two things, and the design counts both:
   space, so the DI (:mod:`mapping.aoa`) of every cell whose covariates resemble it falls to at
   most their distance to it, and their calibrated variance falls with ``r(DI)``. Cells far
   away but alike in their covariates (the cold, remote, under-sampled land) gain as much as
-  neighbours.
+  neighbours;
+* **the training range**: a site beyond the box the training covariates span widens it, and
+  the error model's range term (the variance it adds beyond that box) falls to that of each
+  cell's distance to the wider box; a site inside the box leaves the term as it is.
 
 Sites are chosen greedily: each step adds the reachable candidate with the largest predicted
 drop of ``sum_t Var(T_t) / Var_now(T_t)`` over the target totals (equal weight to every
@@ -51,6 +54,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.linalg import cho_factor, solve_triangular
+from scipy.sparse import csr_matrix
 from scipy.spatial.distance import cdist
 
 from mapping import io
@@ -76,6 +80,8 @@ ALL_ZONES = "all zones"
 #: Mean distance between two random points of a unit square (the diagonal of the block
 #: correlation matrix uses it: a block's cells are correlated as at that distance).
 _MEAN_SQUARE_DISTANCE = 0.5214
+#: Candidates per batch when the range term after each is computed (memory: batch × cells).
+_RANGE_CHUNK = 256
 
 
 # =============================================================================== inputs
@@ -150,6 +156,18 @@ class IntervalErrors:
         Such cells have no DI until a profile of their class exists: only a site of the
         same group lowers their DI (to its distance over ``features``), and such a site
         lowers no one else's.
+    range_var
+        Per cell, the error model's range term in its variance (model's scale): the
+        variance added because the cell lies beyond the training data's range
+        (:meth:`mapping.calibration.ErrorModel.range_term`), or ``None`` (not modelled: the
+        term then scales with ``factor`` like the rest of the variance).
+    box
+        ``(lower, upper)``: the training data's range in ``features`` (DI units), the box
+        the extrapolation distance is measured to; with ``range_var``.
+    range_coef, range_linear
+        The range term's ``b`` and ``a``: ``max(b xd², a xd)`` for an extrapolation
+        distance ``xd`` (DI units). A site beyond the box widens it, and a cell's term falls
+        to ``min(max(b xd'², a xd'), range_var)`` with ``xd'`` its distance to the wider box.
     extra_sd
         Per cell, the sd of the trend's extrapolation error that every cell shares with
         its own standard normal (``uncertainty.shared: extrapolation``,
@@ -172,6 +190,10 @@ class IntervalErrors:
     di_undefined: float = np.inf
     extra_sd: np.ndarray | None = None
     group: np.ndarray | None = None
+    range_var: np.ndarray | None = None
+    box: tuple[np.ndarray, np.ndarray] | None = None
+    range_coef: float = 0.0
+    range_linear: float = 0.0
 
     def variance(self) -> np.ndarray:
         """Calibrated error variance of each cell on the model's scale."""
@@ -303,6 +325,7 @@ class _IntervalState:
     X0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, B) sum w x per block
     vin_b: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) in-domain variance
     vin_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (C,) in-domain variance
+    rs: _RangeState | None = None  # the range term, when modelled apart from the DI's factor
 
     @property
     def extra(self) -> bool:
@@ -326,6 +349,21 @@ def _scaled_variance(
         return np.where(f0 > 0, v0 * (f / f0), v0)
 
 
+def _block_variance(st: _IntervalState) -> np.ndarray:
+    """The blocks' mean variance after the sites so far: the DI's factor scales what is not
+    the range term, which follows the box (:class:`_RangeState`)."""
+    if st.rs is None:
+        return _scaled_variance(st, st.vb0, st.fb0, st.fb)
+    return _scaled_variance(st, st.vb0 - st.rs.rtb0, st.fb0, st.fb) + st.rs.rtb
+
+
+def _candidate_variance(st: _IntervalState) -> np.ndarray:
+    """The candidates' variance after the sites so far (as :func:`_block_variance`)."""
+    if st.rs is None:
+        return _scaled_variance(st, st.vx0, st.fx0, st.fx)
+    return _scaled_variance(st, st.vx0 - st.rs.rtx0, st.fx0, st.fx) + st.rs.rtx
+
+
 def _own_part(v: np.ndarray, g2: float, cap: np.ndarray | float = np.inf) -> np.ndarray:
     """A cell's own sd: its variance (at most ``cap``, its in-domain level when the
     extrapolation error is shared) less the constant shared error's."""
@@ -338,6 +376,127 @@ def _extra_ratio(vb: np.ndarray, vin: np.ndarray, vb0: np.ndarray) -> np.ndarray
     x0 = np.maximum(vb0 - vin, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x0 > 0, np.sqrt(np.maximum(vb - vin, 0.0) / x0), 0.0)
+
+
+@dataclass
+class _RangeState:
+    """The range term of one interval's cells as the training box widens (see
+    :attr:`IntervalErrors.range_var`).
+
+    The term is recomputed on a sample of the cells that have one (``M`` cells, every block
+    that has such cells holds at least one) and carried to the blocks by a ratio estimate:
+    ``rtb = S (coef * rt)`` equals the blocks' mean term over all their cells at the start.
+    """
+
+    lo: np.ndarray  # (p,) the box, features' units
+    hi: np.ndarray
+    f: np.ndarray  # (M, p) the sampled cells' features
+    rt0: np.ndarray  # (M,) their term now
+    coef: np.ndarray  # (M,) weight in their block's mean term
+    S: Any  # (B, M) sparse: sample -> block
+    b: float
+    a: float
+    rtb0: np.ndarray  # (B,) blocks' mean term now (all cells)
+    rtb: np.ndarray  # current
+    rtx0: np.ndarray  # (C,) candidates' term now
+    rtx: np.ndarray
+    xd2: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) current xd²
+
+    def term(self, xd: np.ndarray, rt0: np.ndarray) -> np.ndarray:
+        """The term at extrapolation distance ``xd`` of cells whose term is now ``rt0``."""
+        return np.minimum(np.maximum(self.b * xd**2, self.a * xd), rt0)
+
+
+def _box_xd2(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Squared distance of the rows of ``f`` to the box ``[lo, hi]`` (0 inside)."""
+    return np.sum((f - np.clip(f, lo, hi)) ** 2, axis=1)
+
+
+def _range_state(
+    e: IntervalErrors,
+    v: np.ndarray,
+    w_all: np.ndarray,
+    wsafe: np.ndarray,
+    block: np.ndarray,
+    B: int,
+    cand: np.ndarray,
+    n_cells: int,
+    rng: np.random.Generator,
+) -> _RangeState | None:
+    """The starting :class:`_RangeState` of an interval, or ``None`` when it models no
+    range term (no ``range_var``, box or features, or no cell has a term)."""
+    if e.range_var is None or e.box is None or e.features is None:
+        return None
+    if not (e.range_coef > 0 or e.range_linear > 0):
+        return None
+    F = np.asarray(e.features, float)
+    rt = np.clip(np.nan_to_num(np.asarray(e.range_var, float)), 0.0, np.maximum(v, 0.0))
+    ok = (rt > 0) & np.isfinite(F).all(axis=1) & (w_all > 0)
+    if e.group is not None:
+        ok &= np.asarray(e.group) == 0  # an unseen class has no distance to the box
+    rt = np.where(ok, rt, 0.0)
+    idx = np.flatnonzero(ok)
+    if idx.size == 0:
+        return None
+    if idx.size > n_cells:
+        # stratified by block: every block with a term keeps at least one cell
+        blocks_rt = np.unique(block[idx])
+        k = max(1, n_cells // blocks_rt.size)
+        order = idx[rng.permutation(idx.size)]
+        order = order[np.argsort(block[order], kind="stable")]
+        first = np.searchsorted(block[order], block[order], side="left")
+        idx = np.sort(order[np.arange(order.size) - first < k])
+    wr = w_all * rt
+    total = np.bincount(block, wr, B)
+    sampled = np.bincount(block[idx], wr[idx], B)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(sampled > 0, total / sampled, 0.0)
+    coef = w_all[idx] * scale[block[idx]] / wsafe[block[idx]]
+    S = csr_matrix((np.ones(idx.size), (block[idx], np.arange(idx.size))), shape=(B, idx.size))
+    lo, hi = (np.asarray(a, float).copy() for a in e.box)
+    rs = _RangeState(
+        lo=lo, hi=hi, f=F[idx], rt0=rt[idx], coef=coef, S=S,
+        b=float(e.range_coef), a=float(e.range_linear),
+        rtb0=total / wsafe, rtb=total / wsafe, rtx0=rt[cand], rtx=rt[cand].copy(),
+    )  # fmt: skip
+    rs.xd2 = _box_xd2(rs.f, lo, hi)
+    return rs
+
+
+def _range_after(rs: _RangeState, fx: np.ndarray) -> np.ndarray:
+    """``(E, B)``: the blocks' mean range term after a site at each row of ``fx`` (the
+    candidates' features) widened the box. Only the coordinates a candidate lies beyond
+    change the sampled cells' distances, on the side it lies."""
+    xd2 = np.repeat(rs.xd2[None, :], len(fx), axis=0)
+    for k in range(fx.shape[1]):
+        for side in (1.0, -1.0):
+            edge = rs.hi[k] if side > 0 else rs.lo[k]
+            out = np.flatnonzero(side * (fx[:, k] - edge) > 0)
+            cells = np.flatnonzero(side * (rs.f[:, k] - edge) > 0)
+            if out.size == 0 or cells.size == 0:
+                continue
+            fc = rs.f[cells, k]
+            old = (fc - edge) ** 2
+            new = np.maximum(side * (fc[None, :] - fx[out, k][:, None]), 0.0) ** 2
+            xd2[np.ix_(out, cells)] += new - old[None, :]
+    rt = rs.term(np.sqrt(np.maximum(xd2, 0.0)), rs.rt0[None, :]) * rs.coef[None, :]
+    return np.asarray(rs.S @ rt.T).T
+
+
+def _widen(rs: _RangeState, f: np.ndarray, fcand: np.ndarray) -> None:
+    """Widen the box to a new site's features ``f`` and update the terms."""
+    rs.lo = np.minimum(rs.lo, f)
+    rs.hi = np.maximum(rs.hi, f)
+    rs.xd2 = _box_xd2(rs.f, rs.lo, rs.hi)
+    rs.rtb = np.asarray(rs.S @ (rs.term(np.sqrt(rs.xd2), rs.rt0) * rs.coef)).ravel()
+    rs.rtx = rs.term(np.sqrt(_box_xd2(fcand, rs.lo, rs.hi)), rs.rtx0)
+
+
+def _beyond(rs: _RangeState, fcand: np.ndarray) -> np.ndarray:
+    """Candidates (positions) whose features lie beyond the current box."""
+    ok = np.isfinite(fcand).all(axis=1)
+    out = ((fcand > rs.hi) | (fcand < rs.lo)).any(axis=1)
+    return np.flatnonzero(ok & out)
 
 
 # =============================================================================== the design
@@ -353,6 +512,8 @@ def _interval_state(
     cand: np.ndarray,
     dist_bb: np.ndarray,
     dist_xb: np.ndarray,
+    range_cells: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> _IntervalState:
     """The starting state of one interval's targets: block sums of their errors, the
     blocks' and candidates' correlations and their DI factors."""
@@ -405,6 +566,10 @@ def _interval_state(
             d_xb[gcand[:, None] != gb[None, :]] = np.inf
         fxb = _factor(e, np.where(np.isfinite(d_xb), d_xb, np.nan)).astype(np.float32)
         fxb[~np.isfinite(d_xb)] = np.inf
+    rs = None
+    if fxb is not None and range_cells > 0:
+        rng = np.random.default_rng(0) if rng is None else rng
+        rs = _range_state(e, v, w_all, wsafe, block, B, cand, int(range_cells), rng)
     return _IntervalState(
         errs=e,
         targets=cols_t,
@@ -426,6 +591,7 @@ def _interval_state(
         X0=X0,
         vin_b=vin_b,
         vin_x=v_in[cand] if x is not None else np.zeros(0),
+        rs=rs,
     )
 
 
@@ -450,14 +616,22 @@ def _di_gain(
     cap = st.vin_b if st.extra else np.inf
     own2 = _own_part(vb, g2, cap) ** 2
     w_b = np.where(own2 > 0, c_b / np.where(own2 > 0, own2, 1.0), 0.0)
+    ub0 = st.vb0 if st.rs is None else st.vb0 - st.rs.rtb0  # what the DI's factor scales
     if st.errs.additive:
         alpha = np.ones_like(st.vb0)
-        beta = st.vb0 - st.fb0 - g2
+        beta = ub0 - st.fb0 - g2
     else:
-        alpha = np.where(st.fb0 > 0, st.vb0 / np.where(st.fb0 > 0, st.fb0, 1.0), 0.0)
+        alpha = np.where(st.fb0 > 0, ub0 / np.where(st.fb0 > 0, st.fb0, 1.0), 0.0)
         beta = np.full_like(st.vb0, -g2)
     t = np.minimum(st.fxb, st.fb.astype(np.float32)[None, :])
     t *= alpha.astype(np.float32)
+    if st.rs is not None and st.fcand is not None:
+        # the range term after the candidate: as now, but where it widens the box
+        t += st.rs.rtb.astype(np.float32)[None, :]
+        out = _beyond(st.rs, st.fcand)
+        for i in range(0, out.size, _RANGE_CHUNK):
+            rows = out[i : i + _RANGE_CHUNK]
+            t[rows] += (_range_after(st.rs, st.fcand[rows]) - st.rs.rtb[None, :]).astype(np.float32)
     extra = 0.0
     if st.extra and wt is not None and X is not None:
         t += (beta + g2).astype(np.float32)  # the blocks' variance after the candidate
@@ -488,6 +662,8 @@ def _take(
     for si, st in enumerate(states):
         rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
         if st.fxb is not None and st.fcand is not None:
+            if st.rs is not None and np.isfinite(st.fcand[best]).all():
+                _widen(st.rs, st.fcand[best], st.fcand)
             st.fb = np.minimum(st.fb, st.fxb[best])
             d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
             if st.gcand is not None:
@@ -512,7 +688,7 @@ def _interval_step(
     """
     e = st.errs
     g2 = float(e.common_sd) ** 2
-    vb = _scaled_variance(st, st.vb0, st.fb0, st.fb)
+    vb = _block_variance(st)
     cap_b = st.vin_b if st.extra else np.inf
     own_b0 = _own_part(st.vb0, g2, cap_b)
     phi = _own_part(vb, g2, cap_b) / np.maximum(own_b0, 1e-300)
@@ -521,7 +697,7 @@ def _interval_step(
     RL = L @ st.R  # (T, B)  (R symmetric)
     Q = st.Q0 * phi**2  # (T, B) the blocks' own variance
     var0 = np.einsum("tb,tb->t", L, RL) + Q.sum(axis=1) + g2 * st.U**2
-    vx = _scaled_variance(st, st.vx0, st.fx0, st.fx)
+    vx = _candidate_variance(st)
     lx = _own_part(vx, g2, st.vin_x if st.extra else np.inf)
     # the shared error is not kriged: a site observes it as noise (see the module
     # docstring); it falls as the profiles' count grows, n0 / (n0 + k)
@@ -614,6 +790,7 @@ def greedy_design(
     max_blocks: int = 2500,
     n_candidates: int = 3000,
     n_existing: int | None = None,
+    range_cells: int = 4000,
     seed: int = 0,
     echo: Any = None,
 ) -> DesignResult:
@@ -643,6 +820,10 @@ def greedy_design(
     n_existing
         Number of profiles the run was fitted on: the shared error's variance is scaled by
         ``n_existing / (n_existing + k)`` after ``k`` sites (``None``: not scaled).
+    range_cells
+        Cells (a sample stratified by block) on which the range term is recomputed as new
+        sites widen the training box (:attr:`IntervalErrors.range_var`); 0: the term
+        scales with the DI's factor like the rest of the variance.
     seed
         Seed of the candidate sample.
     echo
@@ -694,7 +875,7 @@ def greedy_design(
         states.append(
             _interval_state(
                 by_label[label], cols_t, targets, weights, area, block, B, width, cand,
-                dist_bb, dist_xb,
+                dist_bb, dist_xb, range_cells, np.random.default_rng([int(seed), 23]),
             )
         )  # fmt: skip
     del dist_xb
@@ -942,9 +1123,41 @@ def interval_errors(
         out.factor = em.factor if curve is None or extrapolation is None else curve.factor
         out.additive = em.kind == "additive"
         out.di_undefined = float(em.di_max) + 1.0
-    if extrapolation is not None:
+    median = None
+    if log and run.map_file(top, bottom, "median").exists():
         median = np.asarray(
             io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
         ).squeeze()[cells.rows, cells.cols]
+    if em is not None and aoa is not None and em.has_range_term and hasattr(aoa, "lower_"):
+        _range_inputs(out, em, aoa, aoa.extrapolation(X), median)
+    if extrapolation is not None:
+        if median is None:
+            raise InputError(f"{run.map_file(top, bottom, 'median')}: map not found")
         out.extra_sd = extrapolation_sd(out.mean, median, out.std, *extrapolation, di=out.di)
     return out
+
+
+def _range_inputs(
+    out: IntervalErrors, em: Any, aoa: Any, xd: np.ndarray, median: np.ndarray | None
+) -> None:
+    """Set ``out``'s range term (:attr:`IntervalErrors.range_var`), box and coefficients
+    from the error model ``em``, the AOA and the cells' extrapolation distance ``xd``.
+
+    A log model's term is what its calibrated variance holds above the error model's
+    variance without it (the model's own variance from the mean and median maps, as
+    :func:`mapping.calibration.extrapolation_sd` reads it); otherwise ``min(max(b xd²,
+    a xd), v)``, exact where the term's cap does not bind."""
+    md = float(aoa.mean_distance_)
+    out.box = (np.asarray(aoa.lower_, float) / md, np.asarray(aoa.upper_, float) / md)
+    out.range_coef = float(em.range_coef)
+    out.range_linear = float(em.range_linear)
+    x = np.nan_to_num(np.asarray(xd, float), nan=0.0)
+    v = out.variance()
+    g = np.maximum(out.range_coef * x**2, out.range_linear * x)
+    if median is not None and out.di is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2 = np.maximum(2.0 * np.log(out.mean / np.asarray(median, float)), 0.0)
+            rt = np.minimum(np.maximum(v - em.variance(s2, out.di), 0.0), g)
+    else:
+        rt = np.minimum(g, v)
+    out.range_var = np.where((x > 0) & np.isfinite(rt), rt, 0.0)

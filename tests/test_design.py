@@ -570,3 +570,80 @@ def test_a_shared_extrapolation_error_falls_with_the_di() -> None:
     assert res.variance[1, 0] < 0.1 * res.variance[0, 0]
     # no regional level: no part of the range is out of the sites' reach
     assert np.all(res.level == 0.0) and res.floor_factor()[0] == 0.0
+
+
+def _beyond_the_box(n_cols: int = 20):
+    """One row of cells whose single feature runs from 0 to 3 (DI units) against a training
+    box [0, 1]: the cells beyond it carry the range term ``b xd²`` with ``xd = f - 1``, and
+    the DI's factor is flat (only the box matters)."""
+    rows, cols, xy = _grid(1, n_cols, step=10_000.0)
+    f = np.linspace(0.0, 3.0, n_cols)
+    b = 0.02
+    rt = b * np.maximum(f - 1.0, 0.0) ** 2
+    kw = dict(
+        features=f[:, None], di=np.zeros(n_cols), factor=lambda d: np.ones_like(d, float),
+        range_var=rt, box=(np.array([0.0]), np.array([1.0])), range_coef=b,
+    )  # fmt: skip
+    return rows, cols, xy, f, rt, kw
+
+
+def test_a_site_beyond_the_training_range_widens_it() -> None:
+    """The range term follows the box, not the DI: the best single site is the one farthest
+    beyond the range, and after it every cell's term is gone (hand calculation: uncorrelated
+    cells, the site's own cell kriged on top). A site inside the box leaves every term as
+    it is."""
+    rows, cols, xy, f, rt, kw = _beyond_the_box()
+    n = len(f)
+    e = _errors(n, sd=np.sqrt(0.05 + rt), rng=1.0, nugget=0.0, **kw)
+    w = np.full(n, 1e6)
+    args = (xy, rows, cols, w, {"z": np.ones(n)}, [e], [Target("z", "0-30")], 1)
+    res = greedy_design(*args, max_blocks=n, n_candidates=n)
+    s = res.cells[0]
+    assert s == n - 1  # the cell at f = 3 takes the box to [0, 3]
+    assert res.variance[0, 0] == pytest.approx(np.sum(w**2 * (0.05 + rt)), rel=1e-9)
+    after = np.sum(w**2 * 0.05) - (w[s] * 0.05) ** 2 / (0.05 + e.noise_var)
+    assert res.variance[1, 0] == pytest.approx(after, rel=1e-5)
+    # the middle of the tail (f = 2) halves xd beyond it and removes the term below it
+    mid = int(np.argmin(np.abs(f - 2.0)))
+    inside = np.zeros(n, bool)
+    inside[mid] = True
+    res_mid = greedy_design(*args, max_blocks=n, n_candidates=n, reachable=inside)
+    rt_mid = 0.02 * np.maximum(f - f[mid], 0.0) ** 2
+    v_mid = 0.05 + rt_mid
+    after = np.sum(w**2 * v_mid) - (w[mid] * v_mid[mid]) ** 2 / (v_mid[mid] + e.noise_var)
+    assert res_mid.variance[1, 0] == pytest.approx(after, rel=1e-5)
+    # inside the box: no term moves (the old rule scaled them with the flat DI factor too)
+    inside = f <= 1.0
+    res_in = greedy_design(*args, max_blocks=n, n_candidates=n, reachable=inside)
+    s = res_in.cells[0]
+    v = 0.05 + rt
+    after = np.sum(w**2 * v) - (w[s] * v[s]) ** 2 / (v[s] + e.noise_var)
+    assert res_in.variance[1, 0] == pytest.approx(after, rel=1e-9)
+
+
+def test_the_range_term_shared_between_cells_falls_with_the_box() -> None:
+    """With the range term in the shared extrapolation error (``extra_sd² = rt``), the
+    coherent sum ``(sum w sqrt(rt))²`` is the targets' shared part, and the site that takes
+    the box past every cell removes it; a sample of the cells (one per block of four)
+    gives the blocks' terms exactly at the start and after the last cell's site."""
+    rows, cols, xy, f, rt, kw = _beyond_the_box(40)
+    n = len(f)
+    e = _errors(n, sd=np.sqrt(0.05 + rt), rng=1.0, nugget=0.0, extra_sd=np.sqrt(rt), **kw)
+    w = np.full(n, 1e6)
+    args = (xy, rows, cols, w, {"z": np.ones(n)}, [e], [Target("z", "0-30")], 1)
+    res = greedy_design(*args, max_blocks=n, n_candidates=n)
+    assert res.shared[0, 0] == pytest.approx(np.sum(w * np.sqrt(rt)) ** 2, rel=1e-12)
+    s = res.cells[0]
+    assert f[s] > 2.9  # the last cell or its neighbour: the scores differ by the kriging only
+    x_after = np.sqrt(0.02) * np.maximum(f - f[s], 0.0)
+    assert res.shared[1, 0] == pytest.approx(np.sum(w * x_after) ** 2, rel=1e-6)
+    assert res.shared[1, 0] < 1e-3 * res.shared[0, 0]
+    last = np.arange(n) == n - 1
+    kw = dict(max_blocks=10, n_candidates=n, reachable=last)
+    coarse = greedy_design(*args, range_cells=10, **kw)
+    full = greedy_design(*args, range_cells=n, **kw)
+    np.testing.assert_allclose(coarse.shared, full.shared, rtol=1e-9, atol=1e-3)
+    np.testing.assert_allclose(coarse.variance, full.variance, rtol=1e-6)
+    # without the box the term falls only with the (flat) DI factor: no site lowers it
+    old = greedy_design(*args, max_blocks=n, n_candidates=n, range_cells=0)
+    assert old.shared[1, 0] == pytest.approx(old.shared[0, 0], rel=1e-9)
