@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--intervals", type=int, default=4)
     p.add_argument("--candidates", type=int, default=3000)
     p.add_argument("--blocks", type=int, default=2500)
+    p.add_argument("--no-range", action="store_true", help="no range term (as before 2026-12-06)")
     a = p.parse_args(argv)
     rng = np.random.default_rng(0)
     ny = nx = a.size
@@ -44,14 +45,22 @@ def main(argv: list[str] | None = None) -> int:
         [gaussian_filter(rng.normal(size=(ny, nx)), 20).ravel() for _ in range(8)]
     )
     feats /= feats.std(axis=0)
-    train = feats[rng.choice(len(feats), 500, replace=False)]
+    # profiles from the cooler, drier part of the covariate space: a third of the cells lie
+    # beyond the training range and carry the error model's range term
+    pool = np.flatnonzero((feats[:, 0] < 0.7) & (feats[:, 1] < 0.7))
+    train = feats[rng.choice(pool, 500, replace=False)]
     from scipy.spatial import cKDTree
 
     di = cKDTree(train).query(feats)[0] / 3.0
+    lo, hi = train.min(axis=0) / 3.0, train.max(axis=0) / 3.0
+    f3 = feats / 3.0
+    xd = np.sqrt(np.sum((f3 - np.clip(f3, lo, hi)) ** 2, axis=1))
+    rt = 0.0 if a.no_range else 0.2 * xd**2
+    print(f"cells beyond the training range: {np.mean(xd > 0):.1%}")
     errors = []
     for k in range(a.intervals):
         mean = np.exp(rng.normal(2.0 + 0.5 * k, 0.2, len(xy)))
-        var = 0.1 * (1.0 + 2.0 * di)
+        var = 0.1 * (1.0 + 2.0 * di) + rt
         errors.append(
             IntervalErrors(
                 label=f"0-{30 * (k + 1)}",
@@ -64,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 features=feats / 3.0,
                 di=di,
                 factor=lambda d: 1.0 + 2.0 * np.asarray(d),
+                range_var=None if a.no_range else rt,
+                box=(lo, hi),
+                range_coef=0.2,
             )
         )
     targets = [Target(z, e.label) for e in errors for z in [*zones, ALL_ZONES]]

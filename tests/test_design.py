@@ -647,3 +647,35 @@ def test_the_range_term_shared_between_cells_falls_with_the_box() -> None:
     # without the box the term falls only with the (flat) DI factor: no site lowers it
     old = greedy_design(*args, max_blocks=n, n_candidates=n, range_cells=0)
     assert old.shared[1, 0] == pytest.approx(old.shared[0, 0], rel=1e-9)
+
+
+def test_the_range_term_read_from_a_fitted_run(fitted: Path) -> None:
+    """The design reads each cell's range term back from the run's maps: what a log model's
+    calibrated variance holds above its error model's variance without the term equals the
+    error model's ``range_term`` at the cells' extrapolation distance (float32 maps), and
+    the box is the AOA's training range in DI units."""
+    from mapping import io
+    from mapping.config import load_config
+    from mapping.layout import RunFolder
+    from mapping.run.design import design_inputs
+
+    cfg = load_config(fitted)
+    d = design_inputs(cfg, ["continuous/0-30"], echo=lambda m: None)
+    e = d.errors[0]
+    run = RunFolder(cfg.output)
+    em = io.read_model(run.error_model_file("0-30"))
+    aoa = io.read_model(run.aoa_file("0-30"))
+    assert em.has_range_term and e.range_var is not None and e.box is not None
+    X = d.cells.covariates[list(aoa.layout_.names)]
+    xd = aoa.extrapolation(X)
+    beyond = np.nan_to_num(xd) > 0
+    assert 0 < beyond.sum() < beyond.size
+    np.testing.assert_array_equal(e.range_var[~beyond], 0.0)
+    mean = e.mean
+    median = np.asarray(io.open_raster(run.map_file(0, 30, "median"), chunks=None)).squeeze()
+    s2 = np.maximum(2 * np.log(mean / median[d.cells.rows, d.cells.cols]), 0.0)
+    expected = em.range_term(xd, em.variance(s2, e.di))
+    np.testing.assert_allclose(e.range_var[beyond], expected[beyond], rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(e.box[0] * aoa.mean_distance_, aoa.lower_)
+    np.testing.assert_allclose(e.box[1] * aoa.mean_distance_, aoa.upper_)
+    assert e.range_coef == em.range_coef and e.range_linear == em.range_linear
