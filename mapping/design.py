@@ -40,8 +40,9 @@ a prediction. It assumes the error model and the variogram hold where the new pr
 (stationarity of the residual's correlation, the DI-error relation seen in cross-validation)
 and that the new profiles reach the intervals' bottoms (``docs/design.md``).
 
-Pure NumPy/SciPy except :func:`design_run`, which reads a fitted run's files through
-:class:`mapping.layout.RunFolder` and :mod:`mapping.io`.
+Pure NumPy/SciPy: :mod:`mapping.design_range` follows the range term as the training box
+widens, and :mod:`mapping.run.design` reads a fitted run's maps and models into
+:class:`IntervalErrors` and writes the sites and the targets' table.
 """
 
 from __future__ import annotations
@@ -52,19 +53,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.linalg import cho_factor, solve_triangular
-from scipy.sparse import csr_matrix
 from scipy.spatial.distance import cdist
 
-from mapping import io
-from mapping.calibration import extrapolation_sd
+from mapping.design_range import RangeState, beyond_box, range_after, range_state, widen
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram, unit_semivariance
-from mapping.residual_errors import residual_variogram
 from mapping.sampling_baselines import clhs_sites, coverage_sites
 from mapping.units import format_interval, parse_interval
-from mapping.zones import ZoneCoverage
 
 __all__ = [
     "DesignResult",
@@ -325,7 +321,7 @@ class _IntervalState:
     X0: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (T, B) sum w x per block
     vin_b: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (B,) in-domain variance
     vin_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (C,) in-domain variance
-    rs: _RangeState | None = None  # the range term, when modelled apart from the DI's factor
+    rs: RangeState | None = None  # the range term, when modelled apart from the DI's factor
 
     @property
     def extra(self) -> bool:
@@ -351,7 +347,7 @@ def _scaled_variance(
 
 def _block_variance(st: _IntervalState) -> np.ndarray:
     """The blocks' mean variance after the sites so far: the DI's factor scales what is not
-    the range term, which follows the box (:class:`_RangeState`)."""
+    the range term, which follows the box (:class:`RangeState`)."""
     if st.rs is None:
         return _scaled_variance(st, st.vb0, st.fb0, st.fb)
     return _scaled_variance(st, st.vb0 - st.rs.rtb0, st.fb0, st.fb) + st.rs.rtb
@@ -376,127 +372,6 @@ def _extra_ratio(vb: np.ndarray, vin: np.ndarray, vb0: np.ndarray) -> np.ndarray
     x0 = np.maximum(vb0 - vin, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x0 > 0, np.sqrt(np.maximum(vb - vin, 0.0) / x0), 0.0)
-
-
-@dataclass
-class _RangeState:
-    """The range term of one interval's cells as the training box widens (see
-    :attr:`IntervalErrors.range_var`).
-
-    The term is recomputed on a sample of the cells that have one (``M`` cells, every block
-    that has such cells holds at least one) and carried to the blocks by a ratio estimate:
-    ``rtb = S (coef * rt)`` equals the blocks' mean term over all their cells at the start.
-    """
-
-    lo: np.ndarray  # (p,) the box, features' units
-    hi: np.ndarray
-    f: np.ndarray  # (M, p) the sampled cells' features
-    rt0: np.ndarray  # (M,) their term now
-    coef: np.ndarray  # (M,) weight in their block's mean term
-    S: Any  # (B, M) sparse: sample -> block
-    b: float
-    a: float
-    rtb0: np.ndarray  # (B,) blocks' mean term now (all cells)
-    rtb: np.ndarray  # current
-    rtx0: np.ndarray  # (C,) candidates' term now
-    rtx: np.ndarray
-    xd2: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (M,) current xd²
-
-    def term(self, xd: np.ndarray, rt0: np.ndarray) -> np.ndarray:
-        """The term at extrapolation distance ``xd`` of cells whose term is now ``rt0``."""
-        return np.minimum(np.maximum(self.b * xd**2, self.a * xd), rt0)
-
-
-def _box_xd2(f: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Squared distance of the rows of ``f`` to the box ``[lo, hi]`` (0 inside)."""
-    return np.sum((f - np.clip(f, lo, hi)) ** 2, axis=1)
-
-
-def _range_state(
-    e: IntervalErrors,
-    v: np.ndarray,
-    w_all: np.ndarray,
-    wsafe: np.ndarray,
-    block: np.ndarray,
-    B: int,
-    cand: np.ndarray,
-    n_cells: int,
-    rng: np.random.Generator,
-) -> _RangeState | None:
-    """The starting :class:`_RangeState` of an interval, or ``None`` when it models no
-    range term (no ``range_var``, box or features, or no cell has a term)."""
-    if e.range_var is None or e.box is None or e.features is None:
-        return None
-    if not (e.range_coef > 0 or e.range_linear > 0):
-        return None
-    F = np.asarray(e.features, float)
-    rt = np.clip(np.nan_to_num(np.asarray(e.range_var, float)), 0.0, np.maximum(v, 0.0))
-    ok = (rt > 0) & np.isfinite(F).all(axis=1) & (w_all > 0)
-    if e.group is not None:
-        ok &= np.asarray(e.group) == 0  # an unseen class has no distance to the box
-    rt = np.where(ok, rt, 0.0)
-    idx = np.flatnonzero(ok)
-    if idx.size == 0:
-        return None
-    if idx.size > n_cells:
-        # stratified by block: every block with a term keeps at least one cell
-        blocks_rt = np.unique(block[idx])
-        k = max(1, n_cells // blocks_rt.size)
-        order = idx[rng.permutation(idx.size)]
-        order = order[np.argsort(block[order], kind="stable")]
-        first = np.searchsorted(block[order], block[order], side="left")
-        idx = np.sort(order[np.arange(order.size) - first < k])
-    wr = w_all * rt
-    total = np.bincount(block, wr, B)
-    sampled = np.bincount(block[idx], wr[idx], B)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = np.where(sampled > 0, total / sampled, 0.0)
-    coef = w_all[idx] * scale[block[idx]] / wsafe[block[idx]]
-    S = csr_matrix((np.ones(idx.size), (block[idx], np.arange(idx.size))), shape=(B, idx.size))
-    lo, hi = (np.asarray(a, float).copy() for a in e.box)
-    rs = _RangeState(
-        lo=lo, hi=hi, f=F[idx], rt0=rt[idx], coef=coef, S=S,
-        b=float(e.range_coef), a=float(e.range_linear),
-        rtb0=total / wsafe, rtb=total / wsafe, rtx0=rt[cand], rtx=rt[cand].copy(),
-    )  # fmt: skip
-    rs.xd2 = _box_xd2(rs.f, lo, hi)
-    return rs
-
-
-def _range_after(rs: _RangeState, fx: np.ndarray) -> np.ndarray:
-    """``(E, B)``: the blocks' mean range term after a site at each row of ``fx`` (the
-    candidates' features) widened the box. Only the coordinates a candidate lies beyond
-    change the sampled cells' distances, on the side it lies."""
-    xd2 = np.repeat(rs.xd2[None, :], len(fx), axis=0)
-    for k in range(fx.shape[1]):
-        for side in (1.0, -1.0):
-            edge = rs.hi[k] if side > 0 else rs.lo[k]
-            out = np.flatnonzero(side * (fx[:, k] - edge) > 0)
-            cells = np.flatnonzero(side * (rs.f[:, k] - edge) > 0)
-            if out.size == 0 or cells.size == 0:
-                continue
-            fc = rs.f[cells, k]
-            old = (fc - edge) ** 2
-            new = np.maximum(side * (fc[None, :] - fx[out, k][:, None]), 0.0) ** 2
-            xd2[np.ix_(out, cells)] += new - old[None, :]
-    rt = rs.term(np.sqrt(np.maximum(xd2, 0.0)), rs.rt0[None, :]) * rs.coef[None, :]
-    return np.asarray(rs.S @ rt.T).T
-
-
-def _widen(rs: _RangeState, f: np.ndarray, fcand: np.ndarray) -> None:
-    """Widen the box to a new site's features ``f`` and update the terms."""
-    rs.lo = np.minimum(rs.lo, f)
-    rs.hi = np.maximum(rs.hi, f)
-    rs.xd2 = _box_xd2(rs.f, rs.lo, rs.hi)
-    rs.rtb = np.asarray(rs.S @ (rs.term(np.sqrt(rs.xd2), rs.rt0) * rs.coef)).ravel()
-    rs.rtx = rs.term(np.sqrt(_box_xd2(fcand, rs.lo, rs.hi)), rs.rtx0)
-
-
-def _beyond(rs: _RangeState, fcand: np.ndarray) -> np.ndarray:
-    """Candidates (positions) whose features lie beyond the current box."""
-    ok = np.isfinite(fcand).all(axis=1)
-    out = ((fcand > rs.hi) | (fcand < rs.lo)).any(axis=1)
-    return np.flatnonzero(ok & out)
 
 
 # =============================================================================== the design
@@ -569,7 +444,7 @@ def _interval_state(
     rs = None
     if fxb is not None and range_cells > 0:
         rng = np.random.default_rng(0) if rng is None else rng
-        rs = _range_state(e, v, w_all, wsafe, block, B, cand, int(range_cells), rng)
+        rs = range_state(e, v, w_all, wsafe, block, B, cand, int(range_cells), rng)
     return _IntervalState(
         errs=e,
         targets=cols_t,
@@ -628,10 +503,10 @@ def _di_gain(
     if st.rs is not None and st.fcand is not None:
         # the range term after the candidate: as now, but where it widens the box
         t += st.rs.rtb.astype(np.float32)[None, :]
-        out = _beyond(st.rs, st.fcand)
+        out = beyond_box(st.rs, st.fcand)
         for i in range(0, out.size, _RANGE_CHUNK):
             rows = out[i : i + _RANGE_CHUNK]
-            t[rows] += (_range_after(st.rs, st.fcand[rows]) - st.rs.rtb[None, :]).astype(np.float32)
+            t[rows] += (range_after(st.rs, st.fcand[rows]) - st.rs.rtb[None, :]).astype(np.float32)
     extra = 0.0
     if st.extra and wt is not None and X is not None:
         t += (beta + g2).astype(np.float32)  # the blocks' variance after the candidate
@@ -663,7 +538,7 @@ def _take(
         rho_sx[si].append(_structured_correlation(st.errs.variogram, h))
         if st.fxb is not None and st.fcand is not None:
             if st.rs is not None and np.isfinite(st.fcand[best]).all():
-                _widen(st.rs, st.fcand[best], st.fcand)
+                widen(st.rs, st.fcand[best], st.fcand)
             st.fb = np.minimum(st.fb, st.fxb[best])
             d = np.sqrt(((st.fcand - st.fcand[best]) ** 2).sum(-1))
             if st.gcand is not None:
@@ -923,241 +798,3 @@ def greedy_design(
         shared=shared,
         level=level,
     )
-
-
-def result_table(
-    result: DesignResult,
-    xy: np.ndarray,
-    lonlat: tuple[np.ndarray, np.ndarray],
-    rowcol: tuple[np.ndarray, np.ndarray] | None = None,
-) -> pd.DataFrame:
-    """One row per site: rank, coordinates and the predicted cumulative reduction (%) of
-    every target's range after it (``reduction_<zone>_<interval>_pct``)."""
-    f = result.range_factor()
-    idx = result.cells
-    out = pd.DataFrame(
-        {
-            "rank": np.arange(1, len(idx) + 1),
-            "x": xy[idx, 0],
-            "y": xy[idx, 1],
-            "lon": lonlat[0][idx],
-            "lat": lonlat[1][idx],
-            "row": rowcol[0][idx] if rowcol is not None else -1,
-            "col": rowcol[1][idx] if rowcol is not None else -1,
-            "gain_kriging_share": np.round(result.gain_kriging, 4),
-            "gain_dissimilarity_share": np.round(result.gain_dissimilarity, 4),
-        }
-    )
-    for j, t in enumerate(result.targets):
-        out[f"reduction_{_slug(t)}_pct"] = np.round(100.0 * (1.0 - f[1:, j]), 3)
-    return out
-
-
-def _slug(t: Target) -> str:
-    return f"{t.zone.replace(' ', '_')}_{t.interval.replace('-', '_')}"
-
-
-def target_table(
-    result: DesignResult, current: Mapping[Target, tuple[float, float, float]] | None = None
-) -> pd.DataFrame:
-    """One row per target: predicted range factor and, given the run's current
-    ``(median, lower, upper)``, the current and expected half-widths (same unit).
-
-    ``shared_pct``: the share of the total's variance now in the error every cell shares
-    (:meth:`DesignResult.shared_share`); ``max_reduction_pct``: the reduction if the sites removed
-    every other error (:meth:`DesignResult.floor_factor`), the most any ``n`` sites could
-    give under the model.
-    """
-    f = result.range_factor()[-1]
-    floor = result.floor_factor()
-    share = result.shared_share()
-    rows = []
-    for j, t in enumerate(result.targets):
-        row: dict[str, Any] = {
-            "zone": t.zone,
-            "interval": t.interval,
-            "n_sites": len(result.cells),
-            "range_factor": round(float(f[j]), 5),
-            "expected_reduction_pct": round(100.0 * (1.0 - float(f[j])), 3),
-            "shared_pct": round(100.0 * float(share[j]), 2),
-            "max_reduction_pct": round(100.0 * (1.0 - float(floor[j])), 3),
-        }
-        if current is not None and t in current:
-            med, lo, hi = current[t]
-            row["total"] = med
-            row["half_width_now"] = (hi - lo) / 2.0
-            row["half_width_expected"] = (hi - lo) / 2.0 * float(f[j])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-# =============================================================================== a fitted run
-@dataclass
-class Cells:
-    """The land cells of a run's grid that have a prediction in every target interval."""
-
-    rows: np.ndarray
-    cols: np.ndarray
-    xy: np.ndarray  # working CRS, metres
-    lonlat: tuple[np.ndarray, np.ndarray]
-    area: np.ndarray
-    zone_weights: dict[str, np.ndarray]
-    covariates: pd.DataFrame  # x, y (working CRS) and the covariates
-
-
-def _zone_weights(layout: Any, flat: np.ndarray) -> dict[str, np.ndarray]:
-    """Share of every land cell (flat grid indices) in each zone of a ``ZoneLayout``."""
-    ny, nx = layout.grid.shape
-    out = {name: np.zeros(flat.size) for name in layout.names}
-    pos = np.full(ny * nx, -1, dtype=np.int64)
-    pos[flat] = np.arange(flat.size)
-    if isinstance(layout.source, ZoneCoverage):
-        index, (p_cell, p_zone, p_frac) = layout.source.block(slice(0, ny), slice(0, nx))
-        index = index.ravel()
-    else:
-        index = np.asarray(layout.source).ravel()
-        p_cell = np.zeros(0, np.int64)
-        p_zone = p_cell
-        p_frac = np.zeros(0)
-    for i, name in enumerate(layout.names):
-        out[name] += (index[flat] == i).astype(float)
-        sel = (p_zone == i) & (pos[p_cell] >= 0)
-        np.add.at(out[name], pos[p_cell[sel]], p_frac[sel])
-    return out
-
-
-def read_cells(
-    run: Any, grid: Any, stack: Any, layout: Any, labels: Sequence[str], *, coord_names=("x", "y")
-) -> Cells:
-    """Land cells with a mean and std in every interval of ``labels``, their covariates,
-    areas and zone shares (maps read through ``run``, a :class:`mapping.layout.RunFolder`)."""
-    import pyproj
-
-    land = np.ones(grid.shape, bool)
-    for label in labels:
-        top, bottom = parse_interval(label)
-        for stat in ("mean", "std"):
-            path = run.map_file(top, bottom, stat)
-            if not path.exists():
-                raise InputError(f"{path}: map not found; run `socmap run` on the config first")
-            a = np.asarray(io.open_raster(path, chunks=None)).squeeze()
-            land &= np.isfinite(a)
-    names = list(stack.data_vars)
-    values = {k: np.asarray(stack[k].values).reshape(grid.shape) for k in names}
-    for a in values.values():
-        land &= np.isfinite(a)
-    rows, cols = np.nonzero(land)
-    flat = rows * grid.shape[1] + cols
-    x, y = grid.working_xy(rows, cols)
-    gx, gy = grid.xy(rows, cols)
-    lon, lat = pyproj.Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True).transform(gx, gy)
-    cov = pd.DataFrame({coord_names[0]: x, coord_names[1]: y} | {k: values[k][land] for k in names})
-    area = np.asarray(grid.cell_area())[land]
-    return Cells(
-        rows=rows,
-        cols=cols,
-        xy=np.column_stack([x, y]),
-        lonlat=(np.asarray(lon), np.asarray(lat)),
-        area=area,
-        zone_weights=_zone_weights(layout, flat),
-        covariates=cov,
-    )
-
-
-def interval_errors(
-    run: Any,
-    label: str,
-    cells: Cells,
-    grid: Any,
-    common_sd: float,
-    categorical: Sequence[str] = (),
-    extrapolation: tuple[Any, float] | None = None,
-    correlation: Variogram | None = None,
-    model: Any = None,
-) -> IntervalErrors:
-    """The error model of interval ``label`` of a fitted run on ``cells``; ``extrapolation``
-    the ``(error model, reference DI)`` of the shared extrapolation error
-    (:class:`mapping.run.shared_error.SharedError`), read from the median map too;
-    ``correlation`` the variogram whose correlation the cells' errors have (default the
-    residual variogram, which gives the noise of a new observation either way); ``model``
-    the interval's fitted model when the caller has read it (else read from the run)."""
-    top, bottom = parse_interval(label)
-    mask = np.zeros(grid.shape, bool)
-    mask[cells.rows, cells.cols] = True
-    mean = np.asarray(io.open_raster(run.map_file(top, bottom, "mean"), chunks=None)).squeeze()
-    std = np.asarray(io.open_raster(run.map_file(top, bottom, "std"), chunks=None)).squeeze()
-    if model is None:
-        model_file = run.model_file(label)
-        if not model_file.exists():
-            raise InputError(f"{model_file}: no fitted model for interval {label}")
-        model = io.read_model(model_file)
-    variogram = residual_variogram(model)
-    log = bool(getattr(model, "log_transform", False))
-    if extrapolation is not None:
-        em = extrapolation[0]  # read with it
-    elif run.error_model_file(label).exists():
-        em = io.read_model(run.error_model_file(label))
-    else:
-        em = None
-    aoa = io.read_model(run.aoa_file(label)) if run.aoa_file(label).exists() else None
-    noise = float(em.noise_var) if em is not None and em.noise_var > 0 else float(variogram.nugget)
-    out = IntervalErrors(
-        label=label,
-        mean=mean[cells.rows, cells.cols].astype(float),
-        std=std[cells.rows, cells.cols].astype(float),
-        variogram=variogram if correlation is None else correlation,
-        log=log,
-        common_sd=float(common_sd),
-        noise_var=noise,
-    )
-    if em is not None and aoa is not None:
-        X = cells.covariates[list(aoa.layout_.names)].copy()
-        for name in categorical:
-            if name in X:
-                X[name] = X[name].astype("int64")
-        out.features, out.group = aoa.design_space(X)
-        out.di = aoa.predict(X)[0]
-        # an error model with a second curve for the shared excess: the DI update of the
-        # design follows that curve, as the excess it lowers does (extrapolation_sd)
-        curve = getattr(em, "shared", None)
-        out.factor = em.factor if curve is None or extrapolation is None else curve.factor
-        out.additive = em.kind == "additive"
-        out.di_undefined = float(em.di_max) + 1.0
-    median = None
-    if log and run.map_file(top, bottom, "median").exists():
-        median = np.asarray(
-            io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
-        ).squeeze()[cells.rows, cells.cols]
-    if em is not None and aoa is not None and em.has_range_term and hasattr(aoa, "lower_"):
-        _range_inputs(out, em, aoa, aoa.extrapolation(X), median)
-    if extrapolation is not None:
-        if median is None:
-            raise InputError(f"{run.map_file(top, bottom, 'median')}: map not found")
-        out.extra_sd = extrapolation_sd(out.mean, median, out.std, *extrapolation, di=out.di)
-    return out
-
-
-def _range_inputs(
-    out: IntervalErrors, em: Any, aoa: Any, xd: np.ndarray, median: np.ndarray | None
-) -> None:
-    """Set ``out``'s range term (:attr:`IntervalErrors.range_var`), box and coefficients
-    from the error model ``em``, the AOA and the cells' extrapolation distance ``xd``.
-
-    A log model's term is what its calibrated variance holds above the error model's
-    variance without it (the model's own variance from the mean and median maps, as
-    :func:`mapping.calibration.extrapolation_sd` reads it); otherwise ``min(max(b xd²,
-    a xd), v)``, exact where the term's cap does not bind."""
-    md = float(aoa.mean_distance_)
-    out.box = (np.asarray(aoa.lower_, float) / md, np.asarray(aoa.upper_, float) / md)
-    out.range_coef = float(em.range_coef)
-    out.range_linear = float(em.range_linear)
-    x = np.nan_to_num(np.asarray(xd, float), nan=0.0)
-    v = out.variance()
-    g = np.maximum(out.range_coef * x**2, out.range_linear * x)
-    if median is not None and out.di is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s2 = np.maximum(2.0 * np.log(out.mean / np.asarray(median, float)), 0.0)
-            rt = np.minimum(np.maximum(v - em.variance(s2, out.di), 0.0), g)
-    else:
-        rt = np.minimum(g, v)
-    out.range_var = np.where((x > 0) & np.isfinite(rt), rt, 0.0)

@@ -100,7 +100,7 @@ def test_shared_error_is_not_kriged_and_bounds_the_reduction() -> None:
     force conditional variance of the cells' own parts (``sd² - g²``) with the shared error
     as a site's extra noise; the targets table reports the share and the most any ``k``
     sites could remove."""
-    from mapping.design import target_table
+    from mapping.run.design import target_table
 
     ny, nx = 6, 7
     rows, cols, xy = _grid(ny, nx)
