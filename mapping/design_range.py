@@ -24,7 +24,7 @@ __all__ = ["RangeState", "beyond_box", "box_xd2", "range_after", "range_state", 
 @dataclass
 class RangeState:
     """The range term of one interval's cells as the training box widens (see
-    :attr:`IntervalErrors.range_var`).
+    :attr:`mapping.design.IntervalErrors.range_var`).
 
     The term is recomputed on a sample of the cells that have one (``M`` cells, every block
     that has such cells holds at least one) and carried to the blocks by a ratio estimate:
