@@ -428,8 +428,8 @@ DESIGN_SUITE = Path(__file__).parent / "data" / "design_suite.csv"
 """Predicted and realised shrinkage of ``socmap design``'s targeted range on the world suite
 (``docs/design.md``, "N = 50 and 200 under the sample workflow's structure", "A third
 design suite" and "The training range follows the box"): the eight projected worlds of the
-suites of seeds 2033 to 2036 (``suite``; 2035 and 2036 with the range term following the
-training box, as the design is built since 2026-12-06), N = 50 and 200 new
+suites of seeds 2033 to 2036 (``suite``; 2033, 2035 and 2036 with the range term following
+the training box, as the design is built since 2026-12-06), N = 50 and 200 new
 profiles aimed at continuous/0-100, one row per suite, world and N, measured with the sample
 workflow (the layered model, ``cv.repeats: 3``, ``uncertainty: {shared: extrapolation,
 correlation: cv_errors}``). Written by ``python benchmarks/design_suite.py --suite OUT
