@@ -6,8 +6,10 @@
 A ``size`` x ``size`` grid of 5 km cells (10⁶ cells by default), four zones in bands, one
 error model per interval (exponential residual variogram of 80 km range, a shared error,
 an error ratio rising with the DI of eight standardised covariates drawn as smooth random
-fields), and 5 targets per interval (every zone and all zones). Prints the wall and CPU
-time of the setup and of the greedy choice, and the peak resident memory.
+fields; the 500 profiles from the cooler, drier part of that space, so about half the cells
+lie beyond the training range and carry a range term, ``--no-range`` for none), and 5
+targets per interval (every zone and all zones). Prints the wall and CPU time of the setup
+and of the greedy choice, and the peak resident memory.
 """
 
 from __future__ import annotations
