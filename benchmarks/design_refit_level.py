@@ -20,18 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from scipy.linalg import cho_factor, cho_solve
-from scipy.spatial.distance import cdist
 
 from mapping import io
-from mapping.residual_errors import residual_mean_sd, residual_variogram
-
-
-def gls_sd(variogram, xy: np.ndarray) -> float:
-    """Standard error of the GLS mean of a field with ``variogram`` sampled at ``xy``."""
-    cov = variogram.covariance(cdist(xy, xy))
-    one = np.ones(len(xy))
-    return float(np.sqrt(1.0 / (one @ cho_solve(cho_factor(cov), one))))
+from mapping.residual_errors import gls_mean_sd, residual_mean_sd, residual_variogram
 
 
 def _reruns(world: Path, sites: dict) -> list[tuple[str, int, np.ndarray]]:
@@ -74,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             refit = io.read_model(world / name / "run" / "models" / a.interval / "model.joblib")
             after = residual_mean_sd(refit)
             rule = before * np.sqrt(len(xy0) / (len(xy0) + n))
-            gls = gls_sd(v, np.vstack([xy0, xy]))
+            gls = gls_mean_sd(v, np.vstack([xy0, xy]))
             rows.append((before, after, rule, gls))
             print(
                 f"{world.name} {name}: level {before:.4f} -> {after:.4f} "

@@ -68,6 +68,7 @@ __all__ = [
     "feature_variogram_slope",
     "fit_error_model",
     "interval_log_moments",
+    "map_log_variances",
     "regional_error_sd",
     "spatial_groups",
 ]
@@ -711,6 +712,18 @@ def interval_log_moments(
     return mu, s**2
 
 
+def map_log_variances(mean: Any, median: Any, std: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A log model's ``ln``-scale variances from its mean, median and std maps: the
+    calibrated ``v = ln(1 + (std / mean)²)`` and the model's own ``s2 = max(2 ln(mean /
+    median), 0)`` (its mean is ``exp(mu + s2 / 2)``, its median ``exp(mu)``). Pure NumPy,
+    any shape; NaN where a map has no value."""
+    m = np.asarray(mean, dtype="float64")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        v = np.log1p((np.asarray(std, dtype="float64") / m) ** 2)
+        s2 = np.maximum(2.0 * np.log(m / np.asarray(median, dtype="float64")), 0.0)
+    return v, s2
+
+
 def extrapolation_sd(
     mean: Any, median: Any, std: Any, error_model: ErrorModel, di_in: float, di: Any = None
 ) -> np.ndarray:
@@ -735,11 +748,9 @@ def extrapolation_sd(
     their own calibrated variance, and the error they share no longer depends on where
     the steps of an isotonic error model fall.
     """
-    m = np.asarray(mean, dtype="float64")
     curve = getattr(error_model, "shared", None)  # error models saved before: none
+    v, s2 = map_log_variances(mean, median, std)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        v = np.log1p((np.asarray(std, dtype="float64") / m) ** 2)
-        s2 = np.maximum(2.0 * np.log(m / np.asarray(median, dtype="float64")), 0.0)
         if curve is not None and di is not None:
             d = np.asarray(di, dtype="float64")
             beyond = np.maximum(v - error_model.variance(s2, d), 0.0)  # the range term

@@ -387,8 +387,8 @@ def _interval_state(
     cand: np.ndarray,
     dist_bb: np.ndarray,
     dist_xb: np.ndarray,
-    range_cells: int = 0,
-    rng: np.random.Generator | None = None,
+    range_cells: int,
+    rng: np.random.Generator,
 ) -> _IntervalState:
     """The starting state of one interval's targets: block sums of their errors, the
     blocks' and candidates' correlations and their DI factors."""
@@ -443,7 +443,6 @@ def _interval_state(
         fxb[~np.isfinite(d_xb)] = np.inf
     rs = None
     if fxb is not None and range_cells > 0:
-        rng = np.random.default_rng(0) if rng is None else rng
         rs = range_state(e, v, w_all, wsafe, block, B, cand, int(range_cells), rng)
     return _IntervalState(
         errs=e,

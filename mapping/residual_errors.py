@@ -34,6 +34,7 @@ from mapping.units import format_interval, interval_key
 __all__ = [
     "cv_block_error_sd",
     "cv_error_variogram",
+    "gls_mean_sd",
     "interval_common_sd",
     "interval_variograms",
     "regional_error_sd",
@@ -221,6 +222,13 @@ def residual_mean_sd(model: Any) -> float:
     xy = getattr(ok, "xy_", None)
     if xy is None:
         raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
+    return gls_mean_sd(variogram, xy)
+
+
+def gls_mean_sd(variogram: Variogram, xy: Any) -> float:
+    """``sqrt(1 / (1' K⁻¹ 1))``: the standard error of the generalised-least-squares mean of
+    a field with ``variogram`` sampled at the points ``xy`` (``(n, 2)``), ``K`` their
+    covariance (:func:`residual_mean_sd` at a model's training locations)."""
     xy = np.asarray(xy, dtype="float64")
     cov = variogram.covariance(cdist(xy, xy))
     one = np.ones(len(xy))

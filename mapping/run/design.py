@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mapping import io
-from mapping.calibration import extrapolation_sd
+from mapping.calibration import extrapolation_sd, map_log_variances
 from mapping.config import RunConfig
 from mapping.design import DesignResult, IntervalErrors, Target, greedy_design, parse_target
 from mapping.exceptions import InputError
@@ -126,7 +126,6 @@ def design_inputs(
             run,
             k,
             cells,
-            grid,
             common[k],
             categorical_covariates(cfg),
             shared.extrapolation.get(k),
@@ -391,7 +390,6 @@ def interval_errors(
     run: Any,
     label: str,
     cells: Cells,
-    grid: Any,
     common_sd: float,
     categorical: Sequence[str] = (),
     extrapolation: tuple[Any, float] | None = None,
@@ -405,8 +403,6 @@ def interval_errors(
     residual variogram, which gives the noise of a new observation either way); ``model``
     the interval's fitted model when the caller has read it (else read from the run)."""
     top, bottom = parse_interval(label)
-    mask = np.zeros(grid.shape, bool)
-    mask[cells.rows, cells.cols] = True
     mean = np.asarray(io.open_raster(run.map_file(top, bottom, "mean"), chunks=None)).squeeze()
     std = np.asarray(io.open_raster(run.map_file(top, bottom, "std"), chunks=None)).squeeze()
     if model is None:
@@ -439,7 +435,10 @@ def interval_errors(
             if name in X:
                 X[name] = X[name].astype("int64")
         out.features, out.group = aoa.design_space(X)
-        out.di = aoa.predict(X)[0]
+        if hasattr(aoa, "lower_"):  # the DI and the extrapolation distance, one encoding
+            out.di, _, xd = aoa.measure(X)
+        else:  # an AOA saved before the training range: no range term
+            out.di = aoa.predict(X)[0]
         # an error model with a second curve for the shared excess: the DI update of the
         # design follows that curve, as the excess it lowers does (extrapolation_sd)
         curve = getattr(em, "shared", None)
@@ -452,7 +451,7 @@ def interval_errors(
             io.open_raster(run.map_file(top, bottom, "median"), chunks=None)
         ).squeeze()[cells.rows, cells.cols]
     if em is not None and aoa is not None and em.has_range_term and hasattr(aoa, "lower_"):
-        _range_inputs(out, em, aoa, aoa.extrapolation(X), median)
+        _range_inputs(out, em, aoa, xd, median)
     if extrapolation is not None:
         if median is None:
             raise InputError(f"{run.map_file(top, bottom, 'median')}: map not found")
@@ -475,12 +474,11 @@ def _range_inputs(
     out.range_coef = float(em.range_coef)
     out.range_linear = float(em.range_linear)
     x = np.nan_to_num(np.asarray(xd, float), nan=0.0)
-    v = out.variance()
     g = np.maximum(out.range_coef * x**2, out.range_linear * x)
     if median is not None and out.di is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s2 = np.maximum(2.0 * np.log(out.mean / np.asarray(median, float)), 0.0)
+        v, s2 = map_log_variances(out.mean, median, out.std)
+        with np.errstate(invalid="ignore"):
             rt = np.minimum(np.maximum(v - em.variance(s2, out.di), 0.0), g)
     else:
-        rt = np.minimum(g, v)
+        rt = np.minimum(g, out.variance())
     out.range_var = np.where((x > 0) & np.isfinite(rt), rt, 0.0)
