@@ -402,11 +402,21 @@ class UncertaintyConfig(_Section):
     their mean variance ratio (``mean``: the DI where the error model's non-decreasing
     curve first reaches its mean over the training points' DIs; docs/uncertainty.md)."""
 
+    level: Literal["constant", "local"] = "constant"
+    """How the cells carry the error of the residuals' mean level (``residual_mean_sd``):
+    every cell all of it (``constant``), or each cell the share ``1 - k' K⁻¹ 1`` its
+    kriging leaves the mean, none where the data pin it down, so the level's part of a
+    zone's range falls as profiles fill the zone (``local``; docs/uncertainty.md)."""
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)
-        if self.reference == "median":  # as before the key existed (runs' fingerprints)
+        # the defaults of keys added later are left out, as before the keys existed (runs'
+        # fingerprints)
+        if self.reference == "median":
             data.pop("reference", None)
+        if self.level == "constant":
+            data.pop("level", None)
         return data
 
 

@@ -3,7 +3,8 @@
 * :func:`residual_variogram`: the correlation of the residual errors (the fitted residual
   variogram of a regression-kriging model);
 * :func:`residual_mean_sd`: the error of the residuals' mean level, shared by every cell far
-  from data (generalised least squares under the model's own variogram);
+  from data (generalised least squares under the model's own variogram); :class:`LocalLevel`
+  the share of it each cell carries (none where the data pin the cell down);
 * :func:`cv_block_error_sd`: the regional (block-scale) error of the trend, seen by spatial
   cross-validation; :func:`regional_error_sd` the same from any grouping of the held-out
   profiles (e.g. :func:`spatial_groups`), pooled over depth intervals;
@@ -32,6 +33,7 @@ from mapping.models.variogram import Variogram, default_cutoff, sample_variogram
 from mapping.units import format_interval, interval_key
 
 __all__ = [
+    "LocalLevel",
     "cv_block_error_sd",
     "cv_error_variogram",
     "gls_mean_sd",
@@ -229,14 +231,67 @@ def gls_mean_sd(variogram: Variogram, xy: Any) -> float:
     """``sqrt(1 / (1' K⁻¹ 1))``: the standard error of the generalised-least-squares mean of
     a field with ``variogram`` sampled at the points ``xy`` (``(n, 2)``), ``K`` their
     covariance (:func:`residual_mean_sd` at a model's training locations)."""
+    return float(math.sqrt(1.0 / float(np.sum(_gls_weights(variogram, xy)))))
+
+
+def _gls_weights(variogram: Variogram, xy: Any) -> np.ndarray:
+    """``K⁻¹ 1``, ``K`` the covariance of the field at the points ``xy``."""
     xy = np.asarray(xy, dtype="float64")
     cov = variogram.covariance(cdist(xy, xy))
     one = np.ones(len(xy))
     try:
-        w = cho_solve(cho_factor(cov), one)
+        return np.asarray(cho_solve(cho_factor(cov), one))
     except np.linalg.LinAlgError:
-        w = np.linalg.lstsq(cov, one, rcond=None)[0]
-    return float(math.sqrt(1.0 / float(one @ w)))
+        return np.asarray(np.linalg.lstsq(cov, one, rcond=None)[0])
+
+
+class LocalLevel:
+    """The error of the residuals' mean level as each cell carries it.
+
+    Kriging the residuals with their mean estimated by generalised least squares
+    (``m̂``, standard error ``sd`` = :func:`gls_mean_sd`), a cell's prediction takes the
+    mean with the weight ``a = 1 - k' K⁻¹ 1`` that the simple-kriging weights ``K⁻¹ k``
+    leave to it (``k`` the covariances between the cell and the data): its error from the
+    level is ``(m̂ - m) a``. Far from data ``a = 1`` and the whole level error is the
+    cell's; where the data pin the cell down, ``a`` is near 0 and the level does not
+    matter. Summed over a zone, ``sd * Σ w a / Σ w`` is the level's part of the error of
+    the zone's block-kriged mean (universal kriging of a block), which falls as new
+    profiles fill the zone; a constant ``sd`` for every cell does not. ``a`` is clipped
+    to ``[0, 1]``.
+
+    Parameters
+    ----------
+    variogram
+        The residual variogram (its covariance, nugget included, gives ``K`` and ``k``).
+    xy
+        ``(n, 2)`` data locations in the grid's working CRS (metres).
+    """
+
+    def __init__(self, variogram: Variogram, xy: Any) -> None:
+        self.variogram = variogram
+        self.xy = np.asarray(xy, dtype="float64").reshape(-1, 2)
+        self.u = _gls_weights(variogram, self.xy)
+        self.sd = float(math.sqrt(1.0 / float(np.sum(self.u))))
+
+    @classmethod
+    def of_model(cls, model: Any) -> LocalLevel:
+        """From a fitted regression-kriging model (its residual variogram and locations)."""
+        ok = getattr(model, "kriging_", model)
+        xy = getattr(ok, "xy_", None)
+        if xy is None:
+            raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
+        return cls(residual_variogram(model), xy)
+
+    def weight(self, x: Any, y: Any, block: int = 4096) -> np.ndarray:
+        """``a`` at the points ``(x, y)`` (any shape, working CRS): float64, same shape."""
+        x = np.asarray(x, dtype="float64")
+        pts = np.column_stack([x.ravel(), np.asarray(y, dtype="float64").ravel()])
+        out = np.empty(len(pts))
+        for s in range(0, len(pts), block):  # (block, n) covariances at a time
+            out[s : s + block] = (
+                1.0 - self.variogram.covariance(cdist(pts[s : s + block], self.xy)) @ self.u
+            )
+        return np.clip(out, 0.0, 1.0).reshape(x.shape)
 
 
 def spatial_groups(

@@ -123,7 +123,8 @@ class _Density:
         # (sd, fraction): a constant sd and a fraction of each cell's own variance
         level, frac = common_sd if isinstance(common_sd, tuple) else (common_sd, 0.0)
         self.m, self.distribution = m, distribution
-        self.active = level > 0 or frac > 0
+        # the level may be one value or one per cell (uncertainty.level: local)
+        self.active = bool(np.any(np.asarray(level) > 0)) or frac > 0
         self.extra = extra_sd is not None or extra_share is not None
         self.bad = ~(np.isfinite(m) & np.isfinite(s))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -208,7 +209,8 @@ def _to_density(
 
 def _holds_shared(common: float | tuple[float, float]) -> bool:
     """Whether an interval's ``common`` term (an sd, or ``(sd, fraction)``) is not zero."""
-    return any(v > 0 for v in common) if isinstance(common, tuple) else common > 0
+    values = common if isinstance(common, tuple) else (common,)
+    return any(bool(np.any(np.asarray(v) > 0)) for v in values)  # a level may be per cell
 
 
 def _cumulative(cur: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
@@ -374,6 +376,7 @@ def _draw_block(
     zone: Any,
     field: GaussianField,
     spec: tuple[Any, ...],
+    local: tuple[Grid, Sequence[Any]] | None,
     realizations: np.ndarray,
     *maps: np.ndarray,
 ) -> np.ndarray:
@@ -408,6 +411,8 @@ def _draw_block(
     n_int = len(intervals)
     stds = [kept(maps[n_int + k]) for k in range(n_int)]
     extra = [kept(maps[2 * n_int + k]) for k in range(n_int)] if has_extra else None
+    if local is not None:
+        common = _local_common(common, local, rows, cols, flat)
     levels = _levels(means, stds, intervals, distribution, common, True, extra)
     per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
     fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
@@ -425,6 +430,32 @@ def _draw_block(
         )
         for k in range(len(intervals)):
             out[0, 0, k, b : b + len(part)] = per_interval[k](dens[k])
+    return out
+
+
+def _local_common(
+    common: Sequence[Any],
+    local: tuple[Grid, Sequence[Any]],
+    rows: slice,
+    cols: slice,
+    flat: np.ndarray,
+) -> list[Any]:
+    """Each interval's shared sd at the chunk's zone cells (``(1, n)``) with its residual
+    level carried as the cells carry it (:class:`mapping.residual_errors.LocalLevel`): the
+    level's variance ``sd²`` becomes ``(sd a)²``, whatever else the term holds (the regional
+    CV error) stays as it is."""
+    grid, levels = local
+    r, c = np.divmod(flat, cols.stop - cols.start)
+    x, y = grid.working_xy(r + rows.start, c + cols.start)
+    out: list[Any] = []
+    for term, lev in zip(common, levels, strict=True):
+        if lev is None:
+            out.append(term)
+            continue
+        sd, frac = term if isinstance(term, tuple) else (term, None)
+        a = lev.weight(x, y).reshape(1, -1)
+        sd = np.sqrt(np.maximum(sd * sd - lev.sd**2 * (1.0 - a * a), 0.0))
+        out.append(sd if frac is None else (sd, frac))
     return out
 
 
@@ -646,6 +677,7 @@ def _draw_sums(
     common: Sequence[Any],
     n_realizations: int,
     batch: int,
+    local_level: Sequence[Any] | None = None,
 ) -> dask.array.Array:
     import dask
     import dask.array as da
@@ -673,7 +705,10 @@ def _draw_sums(
         # batch runs (a hemisphere's maps held whole: 12 GB). Same totals (exact sums).
         batch = n_realizations
     reals = da.arange(n_realizations, chunks=batch)
-    return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, realizations=reals)
+    local = None
+    if local_level is not None and any(v is not None for v in local_level):
+        local = dask.delayed((grid, tuple(local_level)), pure=True, traverse=False)
+    return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, local, realizations=reals)
 
 
 def zone_total_draws(
@@ -695,6 +730,7 @@ def zone_total_draws(
     progress: bool = False,
     shared_fraction: float | Mapping[str, float] = 0.0,
     extrapolation_sd: Mapping[str, xr.DataArray] | None = None,
+    local_level: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Monte Carlo draws of the storage of every zone and interval, with correlated errors.
 
@@ -753,6 +789,13 @@ def zone_total_draws(
         inside its domain (``uncertainty.shared: extrapolation``,
         :func:`mapping.run.shared_error.extrapolation_sd`). Same units as ``common_sd``;
         capped at what ``common_sd`` leaves of each cell's own variance, which is kept.
+    local_level
+        Per interval (keys as ``means``; an interval left out keeps ``common_sd`` as it
+        is), a :class:`mapping.residual_errors.LocalLevel`: the residual level's error
+        ``sd`` inside ``common_sd`` is carried by each cell with the weight ``a`` the
+        kriging leaves the mean there (``uncertainty.level: local``): the shared sd of a
+        cell becomes ``sqrt(common_sd² - sd² (1 - a²))``, and the rest of its variance stays
+        its own.
     batch
         Realizations per task; all of them in one task per chunk when the maps have
         :data:`MANY_CHUNKS` chunks or more (each map chunk is then read once and let go).
@@ -793,8 +836,23 @@ def zone_total_draws(
         raise ConfigError(f"shared_fraction must be at most 1, got {max(fractions)!r}")
     if any(f > 0 for f in fractions):
         common = [(c, f) for c, f in zip(common, fractions, strict=True)]
+    local = None
+    if local_level:
+        keyed = {
+            format_interval(*interval_key(k, "local_level", InputError)): v
+            for k, v in local_level.items()
+        }
+        local = [keyed.get(k) for k in labels]
     sums = _draw_sums(
-        prep, grid, field, kernel_of, distribution, common, int(n_realizations), int(batch)
+        prep,
+        grid,
+        field,
+        kernel_of,
+        distribution,
+        common,
+        int(n_realizations),
+        int(batch),
+        local,
     )
     if progress:
         (result,) = compute_with_progress(sums, label="Monte Carlo zone totals")
@@ -813,6 +871,7 @@ def zone_total_draws(
             "common_sd": dict(zip(labels, sds, strict=True)),
             "shared_fraction": dict(zip(labels, fractions, strict=True)),
             "extrapolation_shared": bool(prep.extras),
+            "local_level": bool(local),
             "kernel_max_correlation_error": max(k.max_correlation_error for k in field.kernels),
             "variograms": {lab: v.to_dict() for lab, v in zip(labels, vlist, strict=True)},
         }

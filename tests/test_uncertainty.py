@@ -24,7 +24,12 @@ from mapping.grid import Grid
 from mapping.io import raster_grid
 from mapping.models.variogram import Variogram
 from mapping.randomfield import GaussianField, lattice_kernel
-from mapping.residual_errors import cv_block_error_sd, residual_mean_sd, residual_variogram
+from mapping.residual_errors import (
+    LocalLevel,
+    cv_block_error_sd,
+    residual_mean_sd,
+    residual_variogram,
+)
 from mapping.uncertainty import (
     attach_ranges,
     independent_pixel_range,
@@ -335,6 +340,96 @@ def test_residual_mean_sd_by_hand():
     k_inv = np.linalg.inv(np.where(h == 0, v.sill, v.covariance(h)))
     assert residual_mean_sd(model) == pytest.approx(1 / np.sqrt(k_inv.sum()), rel=1e-9)
     assert residual_mean_sd(model) > np.sqrt(v.sill / 40)  # correlation: fewer effective points
+
+
+def test_local_level_by_hand():
+    """``LocalLevel``: one datum, ``a = gamma(d) / sill``; many, the level's part of the
+    universal-kriging variance of a block mean (ordinary kriging with a Lagrange
+    multiplier, solved here on its own) minus the simple-kriging one is ``(sd a_B)²``,
+    ``a_B`` the block's mean ``a``."""
+    v = Variogram("exponential", psill=1.5, range=2e4, nugget=0.0)
+    one = LocalLevel(v, [[0.0, 0.0]])
+    d = np.array([0.0, 5e3, 2e4, 1e6])
+    assert one.sd == pytest.approx(np.sqrt(v.sill), rel=1e-12)
+    np.testing.assert_allclose(one.weight(d, np.zeros(4)), v(d) / v.sill, rtol=1e-12, atol=1e-15)
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 1e5, (30, 2))
+    v = Variogram("spherical", psill=1.2, range=4e4, nugget=0.3)
+    lev = LocalLevel(v, xy)
+    assert lev.sd == pytest.approx(residual_mean_sd_of(v, xy), rel=1e-9)
+    bx, by = np.meshgrid(np.linspace(6e4, 9e4, 16), np.linspace(1e4, 4e4, 16))
+    block = np.column_stack([bx.ravel(), by.ravel()])
+    a = lev.weight(block[:, 0], block[:, 1])
+    assert 0.0 < a.min() and a.max() < 1.0  # no clipping: the identity is exact
+    dist = lambda p, q: np.hypot(*(p[:, None, :] - q[None, :, :]).transpose(2, 0, 1))  # noqa: E731
+    K = np.where(dist(xy, xy) == 0, v.sill, v.covariance(dist(xy, xy)))
+    kb = v.covariance(dist(xy, block)).mean(axis=1)
+    cbb = v.covariance(dist(block, block)).mean()  # the block's cells are distinct points
+    n = len(xy)
+    A = np.block([[K, np.ones((n, 1))], [np.ones((1, n)), np.zeros((1, 1))]])
+    lam = np.linalg.solve(A, np.append(kb, 1.0))
+    ok_var = cbb - lam[:n] @ kb - lam[n]
+    sk_var = cbb - kb @ np.linalg.solve(K, kb)
+    assert ok_var - sk_var == pytest.approx((lev.sd * a.mean()) ** 2, rel=1e-9)
+    far = lev.weight(np.array([1e7]), np.array([1e7]))
+    assert far[0] == pytest.approx(1.0, abs=1e-12)  # beyond the range: all the level
+
+
+def residual_mean_sd_of(v: Variogram, xy: np.ndarray) -> float:
+    """``1 / sqrt(1' K⁻¹ 1)`` by a direct inverse."""
+    h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    return float(1 / np.sqrt(np.linalg.inv(np.where(h == 0, v.sill, v.covariance(h))).sum()))
+
+
+def test_zone_total_variance_with_a_local_level():
+    """``local_level``: each cell carries ``sd a`` of the level (and all of the rest of
+    ``common_sd``), so the analytic variance is ``sum_ij w_i w_j l_i l_j rho_ij + (sum w c)²``
+    with ``c = min(sqrt(common² - sd² (1 - a²)), s)``; the zone full of data loses most of
+    the level's part, the zone far from it keeps it whole (the same draws as a constant)."""
+    grid, mean, std, zones = small_world(ny=9, nx=12)
+    v = Variogram("exponential", psill=0.7, range=3000.0, nugget=0.3)
+    rows, cols = np.nonzero(zones[:, :3] == 1)  # profiles on the west half of zone a
+    x, y = grid.working_xy(rows, cols)
+    lev = LocalLevel(Variogram("exponential", psill=1.0, range=250.0, nugget=0.05),
+                     np.column_stack([x, y]))  # fmt: skip
+    common = float(np.hypot(1.2, 0.4))  # the level and a regional error, kg m-2
+    kw = dict(n_realizations=1500, seed=4, chunks=5, names=NAMES, unit="Tg", batch=500)
+    maps, sds = {"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)}
+    lev3 = LocalLevel(lev.variogram, lev.xy)
+    lev3.sd = 1.2  # the level as the run's common_sd holds it (a depends on u alone)
+    draws = zone_total_draws(maps, sds, zone_map(grid, zones), grid, v, common_sd=common,
+                             local_level={"0-30": lev3}, **kw)  # fmt: skip
+    flat = zone_total_draws(maps, sds, zone_map(grid, zones), grid, v, common_sd=common, **kw)
+    assert draws.attrs["local_level"] is True and flat.attrs["local_level"] is False
+    area = grid.cell_area()
+    ok = np.isfinite(mean)
+    rr, cc = np.nonzero(ok)
+    rho = pair_correlation(v, grid.resolution[1], grid.resolution[0], rr, cc)
+    a = lev.weight(*grid.working_xy(rr, cc))
+    c = np.minimum(np.sqrt(np.maximum(common**2 - lev3.sd**2 * (1 - a * a), 0.0)), std[ok])
+    local = np.sqrt(np.maximum(std[ok] ** 2 - c**2, 0.0))
+    c0 = np.minimum(common, std[ok])  # the constant level
+    local0 = np.sqrt(np.maximum(std[ok] ** 2 - c0**2, 0.0))
+    n = kw["n_realizations"]
+    se = np.sqrt(2.0 / (n - 1))
+    for code, name in [(1, "a"), (2, "b"), (None, "all zones")]:
+        sel = (zones[ok] > 0) if code is None else (zones[ok] == code)
+        w = np.where(sel, area[ok] / 1e9, 0.0)
+        var = float((w * local) @ rho @ (w * local)) + float(w @ c) ** 2
+        got = draws.loc[draws["zone"] == name, "storage_tg"].to_numpy()
+        var0 = float((w * local0) @ rho @ (w * local0)) + float(w @ c0) ** 2
+        assert got.var(ddof=1) / var == pytest.approx(1.0, abs=4 * se), name
+        if name == "a":  # the data's zone: visibly narrower than with the constant level
+            assert var < 0.7 * var0
+            base = flat.loc[flat["zone"] == name, "storage_tg"].to_numpy()
+            assert got.var(ddof=1) < (1 - 4 * se) * base.var(ddof=1)
+    far = zones[ok] == 2  # zone b lies beyond the data's range: a = 1, the same draws
+    assert a[far].min() == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(
+        draws.loc[draws["zone"] == "b", "storage_tg"],
+        flat.loc[flat["zone"] == "b", "storage_tg"],
+        rtol=1e-6,  # a = 1 to within exp(-16)
+    )
 
 
 def test_independent_pixel_range_by_hand():

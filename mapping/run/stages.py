@@ -46,6 +46,7 @@ from mapping.predict import (
 from mapping.profiles import read_horizons
 from mapping.report import build_report
 from mapping.report.charts import plot_observed_vs_predicted
+from mapping.residual_errors import LocalLevel
 from mapping.run.checkpoint import write_resumable
 from mapping.run.features import (
     build_model,
@@ -748,6 +749,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         common_sd=common,
         shared_fraction=fraction,
         extrapolation_sd=extra,
+        local_level=_local_levels(ctx, labels),
         progress=True,
     )
     summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
@@ -761,6 +763,15 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(pd.DataFrame(draws), run.draws)
     io.write_table(summary, run.storage_summary)
     return [*outputs, run.rel(run.draws), run.rel(run.storage_summary)], summary
+
+
+def _local_levels(ctx: StageContext, labels: list[str]) -> dict[str, LocalLevel] | None:
+    """With ``uncertainty.level: local``, each interval's residual level as the cells carry
+    it (:class:`mapping.residual_errors.LocalLevel`)."""
+    if ctx.config.uncertainty.level != "local":
+        return None
+    models = ctx.results["fit"]
+    return {k: LocalLevel.of_model(models[k]) for k in labels}
 
 
 def _report_mean_shifts(ctx: StageContext, draws: pd.DataFrame) -> None:
