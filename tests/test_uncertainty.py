@@ -375,6 +375,26 @@ def test_local_level_by_hand():
     assert far[0] == pytest.approx(1.0, abs=1e-12)  # beyond the range: all the level
 
 
+def test_local_level_of_a_chunk_at_its_place_in_the_grid():
+    """The Monte Carlo's chunks take ``a`` at their own cells: a chunk's term equals the
+    grid-wide one at the same cells (rows and columns offset), the rest of the term kept."""
+    from mapping.uncertainty import _local_common
+
+    grid, *_ = small_world(ny=9, nx=12)
+    lev = LocalLevel(Variogram("exponential", psill=1.0, range=2500.0, nugget=0.1),
+                     [[1.0015e6, 1.0035e6], [1.0085e6, 1.0065e6]])  # fmt: skip
+    rows, cols = slice(3, 9), slice(4, 12)
+    flat = np.array([0, 5, 9, 17, 30, 47])  # cells of the 6 x 8 chunk
+    r, c = np.divmod(flat, 8)
+    want = lev.weight(*grid.working_xy(r + 3, c + 4))
+    assert 0.05 < want.min() and want.max() < 0.999  # a varies over these cells
+    common = np.hypot(lev.sd, 0.2)
+    (got,) = _local_common([common], (grid, [lev]), rows, cols, flat)
+    np.testing.assert_allclose(got[0], np.sqrt(0.2**2 + (lev.sd * want) ** 2), rtol=1e-12)
+    (same,) = _local_common([(common, 0.3)], (grid, [None]), rows, cols, flat)
+    assert same == (common, 0.3)  # an interval without a local level keeps its term
+
+
 def residual_mean_sd_of(v: Variogram, xy: np.ndarray) -> float:
     """``1 / sqrt(1' K⁻¹ 1)`` by a direct inverse."""
     h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
@@ -393,7 +413,7 @@ def test_zone_total_variance_with_a_local_level():
     lev = LocalLevel(Variogram("exponential", psill=1.0, range=250.0, nugget=0.05),
                      np.column_stack([x, y]))  # fmt: skip
     common = float(np.hypot(1.2, 0.4))  # the level and a regional error, kg m-2
-    kw = dict(n_realizations=1500, seed=4, chunks=5, names=NAMES, unit="Tg", batch=500)
+    kw = dict(n_realizations=1500, seed=4, chunks=16, names=NAMES, unit="Tg", batch=500)
     maps, sds = {"0-30": grid.wrap(mean)}, {"0-30": grid.wrap(std)}
     lev3 = LocalLevel(lev.variogram, lev.xy)
     lev3.sd = 1.2  # the level as the run's common_sd holds it (a depends on u alone)
