@@ -219,12 +219,15 @@ def residual_mean_sd(model: Any) -> float:
     ModelError
         The model has no fitted residual kriging.
     """
-    variogram = residual_variogram(model)
-    ok = getattr(model, "kriging_", model)
-    xy = getattr(ok, "xy_", None)
+    return gls_mean_sd(residual_variogram(model), _training_xy(model))
+
+
+def _training_xy(model: Any) -> Any:
+    """The locations a fitted (regression-)kriging model kriged its residuals at."""
+    xy = getattr(getattr(model, "kriging_", model), "xy_", None)
     if xy is None:
         raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
-    return gls_mean_sd(variogram, xy)
+    return xy
 
 
 def gls_mean_sd(variogram: Variogram, xy: Any) -> float:
@@ -276,11 +279,7 @@ class LocalLevel:
     @classmethod
     def of_model(cls, model: Any) -> LocalLevel:
         """From a fitted regression-kriging model (its residual variogram and locations)."""
-        ok = getattr(model, "kriging_", model)
-        xy = getattr(ok, "xy_", None)
-        if xy is None:
-            raise ModelError(f"{type(model).__name__} holds no training locations (kriging_.xy_)")
-        return cls(residual_variogram(model), xy)
+        return cls(residual_variogram(model), _training_xy(model))
 
     def weight(self, x: Any, y: Any, block: int = 4096) -> np.ndarray:
         """``a`` at the points ``(x, y)`` (any shape, working CRS): float64, same shape."""

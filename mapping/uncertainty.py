@@ -577,7 +577,7 @@ def _prepare(
     mlist: list[Any] = []
     slist: list[Any] = []
     xlist: list[Any] = []
-    xs = _keyed_extras(extras, [it[0] for it in items])
+    xs = _by_interval(extras, [it[0] for it in items], "extrapolation_sd")
     for label, _top, _bottom, m, s in items:
         todo = [(m, "mean", mlist), (s, "std", slist)]
         if xs is not None:
@@ -611,18 +611,19 @@ def _prepare(
     )
 
 
-def _keyed_extras(extras: Mapping[str, Any] | None, labels: Sequence[str]) -> dict | None:
-    """``extrapolation_sd`` keyed by the intervals' labels (``None`` where one has none)."""
-    if extras is None:
+def _by_interval(values: Mapping[str, Any] | None, labels: Sequence[str], what: str) -> dict | None:
+    """``values`` (argument ``what``: ``extrapolation_sd``, ``local_level``) keyed by the
+    intervals' labels (``None`` where one has none)."""
+    if values is None:
         return None
-    if not isinstance(extras, Mapping):
-        raise InputError("extrapolation_sd must be a mapping of interval ('0-30') to map")
+    if not isinstance(values, Mapping):
+        raise InputError(f"{what} must be a mapping of interval ('0-30') to its value")
     out: dict[str, Any] = dict.fromkeys(labels)
-    for key, arr in extras.items():
-        label = format_interval(*interval_key(key, "extrapolation_sd", InputError))
+    for key, value in values.items():
+        label = format_interval(*interval_key(key, what, InputError))
         if label not in out:
-            raise InputError(f"extrapolation_sd {key!r}: no mean map for interval {label}")
-        out[label] = arr
+            raise InputError(f"{what} {key!r}: no mean map for interval {label}")
+        out[label] = value
     return out
 
 
@@ -706,7 +707,7 @@ def _draw_sums(
         batch = n_realizations
     reals = da.arange(n_realizations, chunks=batch)
     local = None
-    if local_level is not None and any(v is not None for v in local_level):
+    if local_level is not None:  # one key holding the levels, not one copy per task
         local = dask.delayed((grid, tuple(local_level)), pure=True, traverse=False)
     return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, local, realizations=reals)
 
@@ -836,13 +837,10 @@ def zone_total_draws(
         raise ConfigError(f"shared_fraction must be at most 1, got {max(fractions)!r}")
     if any(f > 0 for f in fractions):
         common = [(c, f) for c, f in zip(common, fractions, strict=True)]
+    keyed = _by_interval(local_level, labels, "local_level")
     local = None
-    if local_level:
-        keyed = {
-            format_interval(*interval_key(k, "local_level", InputError)): v
-            for k, v in local_level.items()
-        }
-        local = [keyed.get(k) for k in labels]
+    if keyed and any(v is not None for v in keyed.values()):
+        local = [keyed[k] for k in labels]
     sums = _draw_sums(
         prep,
         grid,

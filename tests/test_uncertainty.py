@@ -450,6 +450,9 @@ def test_zone_total_variance_with_a_local_level():
         flat.loc[flat["zone"] == "b", "storage_tg"],
         rtol=1e-6,  # a = 1 to within exp(-16)
     )
+    with pytest.raises(InputError, match="local_level '0-50'"):
+        zone_total_draws(maps, sds, zone_map(grid, zones), grid, v, n_realizations=2,
+                         local_level={"0-50": lev3})  # fmt: skip
 
 
 def test_independent_pixel_range_by_hand():
