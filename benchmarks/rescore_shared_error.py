@@ -64,7 +64,7 @@ from mapping.config import load_config
 from mapping.design import ALL_ZONES, greedy_design
 from mapping.residual_errors import _one_way_components, regional_error_sd, residual_mean_sd
 from mapping.run.design import design_inputs
-from mapping.run.shared_error import _cv_errors
+from mapping.run.shared_error import cv_errors
 
 LABELS = ("0-30", "0-100", "0-200", "0-300")
 VARIANTS = (
@@ -97,7 +97,7 @@ def _fold_taus(parts: dict[str, pd.DataFrame]) -> dict[str, dict[int, float]]:
     """Per interval, each fold's regional variance (its share pooled over the intervals)."""
     per = {}
     for k, cv in parts.items():
-        e, f = _cv_errors(cv, log=True)
+        e, f = cv_errors(cv, log=True)
         ok = np.isfinite(e) & (f >= 0)
         e, f = e[ok], f[ok]
         msw = _one_way_components(e, f)[1]
@@ -123,7 +123,7 @@ def _area_ratio(parts: dict[str, list[pd.DataFrame]], k: str) -> float:
     w_of = dict(zip(first["profile_id"], first["weight"], strict=False))
     out = []
     for cv in parts[k]:
-        e, f = _cv_errors(cv, log=True)
+        e, f = cv_errors(cv, log=True)
         w = cv["profile_id"].map(w_of).to_numpy(float)
         ok = np.isfinite(e) & (f >= 0) & np.isfinite(w)
         e, f, w = e[ok], f[ok], w[ok]
@@ -144,7 +144,7 @@ def _zone_taus(parts, profile_zone: pd.Series, zones: list[str]) -> dict:
         errs = {}
         for k in LABELS:
             cv = parts[k][p]
-            e, g = _cv_errors(cv, log=True)
+            e, g = cv_errors(cv, log=True)
             errs[k] = (e, g, profile_zone.reindex(cv["profile_id"].to_numpy()).to_numpy())
         for z in zones:
             E = {k: e[where == z] for k, (e, _, where) in errs.items()}

@@ -407,6 +407,11 @@ class UncertaintyConfig(_Section):
     every cell all of it (``constant``), or each cell the share ``1 - k' K⁻¹ 1`` its
     kriging leaves the mean, none where the data pin it down, so the level's part of a
     zone's range falls as profiles fill the zone (``local``; docs/uncertainty.md)."""
+    zone_error: Literal["none", "cv"] = "none"
+    """An error of each zone's mean, shared by the zone's totals at every depth: none, or
+    the standard error of the mean CV error of the zone's own profiles (``cv``;
+    :mod:`mapping.zone_error`, docs/uncertainty.md), which a variogram cannot show and a
+    local level leaves out where the profiles are dense."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
@@ -417,6 +422,8 @@ class UncertaintyConfig(_Section):
             data.pop("reference", None)
         if self.level == "constant":
             data.pop("level", None)
+        if self.zone_error == "none":
+            data.pop("zone_error", None)
         return data
 
 

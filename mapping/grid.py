@@ -314,6 +314,15 @@ class Grid:
         wx, wy = to.transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
         return np.asarray(wx, dtype="float64"), np.asarray(wy, dtype="float64")
 
+    def from_working(self, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """:attr:`working_crs` coordinates ``(x, y)`` back in the grid's CRS (the inverse
+        of :meth:`to_working`; unchanged on a projected grid)."""
+        if not self.is_geographic:
+            return np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+        to = pyproj.Transformer.from_crs(self.working_crs, self.crs, always_xy=True)
+        gx, gy = to.transform(np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64"))
+        return np.asarray(gx, dtype="float64"), np.asarray(gy, dtype="float64")
+
     def working_xy(self, rows: Any, cols: Any) -> tuple[np.ndarray, np.ndarray]:
         """Centres of cells ``(rows, cols)`` in :attr:`working_crs` (metres)."""
         return self.to_working(*self.xy(rows, cols))

@@ -225,6 +225,44 @@ class ZoneLayout:
         )
         return hits > 0
 
+    def zone_at(self, rows: Any, cols: Any) -> np.ndarray:
+        """Zone index (``-1``: no zone, or off the grid) of the cells ``(rows, cols)``.
+
+        A cell shared by zones (a polygon edge) is given to the zone that covers most of it.
+        """
+        r = np.asarray(rows, dtype="int64").ravel()
+        c = np.asarray(cols, dtype="int64").ravel()
+        ny, nx = self.grid.shape
+        out = np.full(r.shape, -1, dtype="int64")
+        inside = (r >= 0) & (r < ny) & (c >= 0) & (c < nx)
+        if not inside.any():
+            return out
+        ri, ci = r[inside], c[inside]
+        if not isinstance(self.source, ZoneCoverage):
+            out[inside] = np.asarray(self.source.vindex[ri, ci].compute(), dtype="int64")
+            return out
+        cov = self.source
+        found = np.full(ri.shape, -1, dtype="int64")
+        # whole cells: the run of the cell's row that starts at or before its column
+        key = cov.run_row.astype("int64") * nx + cov.run_col0
+        order = np.argsort(key, kind="stable")
+        at = np.searchsorted(key[order], ri * nx + ci, side="right") - 1
+        run = order[np.maximum(at, 0)]
+        whole = (at >= 0) & (cov.run_row[run] == ri) & (cov.run_col1[run] > ci)
+        found[whole] = cov.run_zone[run[whole]]
+        # partial cells: the zone with the largest fraction of the cell
+        cell = ri * nx + ci
+        pick = np.lexsort((-cov.part_frac, cov.part_cell))  # by cell, largest share first
+        first = np.searchsorted(cov.part_cell[pick], cell, side="left")
+        hit = first < len(pick)
+        first = np.minimum(first, max(len(pick) - 1, 0))
+        if len(pick):
+            hit &= cov.part_cell[pick][first] == cell
+            part = hit & ~whole
+            found[part] = cov.part_zone[pick][first[part]]
+        out[inside] = found
+        return out
+
     def blocks(self, row_chunks: Sequence[int], col_chunks: Sequence[int]) -> np.ndarray:
         """Delayed zone blocks (``index`` or ``(index, partial)``), one per chunk, as an object array."""
         import dask

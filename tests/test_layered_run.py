@@ -13,6 +13,7 @@ import json
 import shutil
 from pathlib import Path
 
+import geopandas as gpd
 import joblib
 import numpy as np
 import pandas as pd
@@ -42,6 +43,7 @@ from mapping.run.runner import StageContext
 from mapping.run.stages import run_grid, zone_layout
 from mapping.uncertainty import zone_total_draws
 from mapping.validation import observed_variance
+from mapping.zone_error import add_zone_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
@@ -298,7 +300,7 @@ def test_the_aoa_of_a_layered_model_with_a_linear_trend_weighs_covariates_equall
 
 
 def test_weighting_to_the_area_reaches_the_level_and_the_shape(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    layered_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``model.weighting: area``: each profile's weight (mean 1) reaches the level's forest
     (one row per profile) and the shape's (one row per layer, the profile's weight)."""
@@ -313,14 +315,8 @@ def test_weighting_to_the_area_reaches_the_level_and_the_shape(
     assert level_w.mean() == pytest.approx(1.0, rel=0.1)  # the profiles that cover 0-30 cm
     assert len(shape_w) > len(level_w)
     assert np.all(np.isin(np.unique(shape_w), level_w))
-    plain = joblib.load(_fit_only(tmp_path / "plain"))
+    plain = joblib.load(layered_run / "models" / "layered_model.joblib")  # not weighted
     assert plain.level_.forest_.sample_weight_ is None
-
-
-def _fit_only(tmp: Path) -> Path:
-    tmp.mkdir()
-    assert run_cli(["fit", str(_config(tmp, depth="layered"))]) == 0
-    return tmp / "out" / "models" / "layered_model.joblib"
 
 
 def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
@@ -346,21 +342,38 @@ def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
     )
 
 
-def test_cv_repeats_average_the_regional_error_over_partitions(
+def test_cv_repeats_feed_the_regional_error_and_the_error_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``cv.repeats: 2``: a second kNNDM partition's out-of-fold predictions are written per
-    interval (``cv_repeats.csv``); the CV metrics pool both partitions' predictions, and the
-    zone totals' regional error is the root of the mean of the two partitions' regional
-    variances, each as ``regional_error_sd`` pools it."""
+    """``cv.repeats: 2`` with ``prediction.calibration.partitions: all`` (one run for both
+    checks, :func:`_check_regional_error` and :func:`_check_error_models`), then a
+    per-interval run into the same folder, which does not use the second partition."""
     path = _config(tmp_path, depth="layered")
     text = yaml.safe_load(path.read_text())
     text["cv"]["repeats"] = 2
+    text["prediction"]["calibration"] = {"partitions": "all", "weighting": "area"}
     path.write_text(yaml.safe_dump(text, sort_keys=False))
     code, out, _ = run_cli_output(["run", path], capsys)
     assert code == 0, out
-    assert "[uncertainty] regional CV error averaged over 2 partitions" in out
     run = tmp_path / "out"
+    _check_regional_error(run, out)
+    _check_error_models(run)
+    # a per-interval run into the same folder does not use the second partition
+    (tmp_path / "per").mkdir()
+    per = yaml.safe_load(_config(tmp_path / "per").read_text())
+    per["output"] = str(run)
+    path.write_text(yaml.safe_dump(per, sort_keys=False))
+    code, out, _ = run_cli_output(["run", path], capsys)
+    assert code == 0, out
+    assert "averaged over" not in out
+
+
+def _check_regional_error(run: Path, out: str) -> None:
+    """A second kNNDM partition's out-of-fold predictions are written per interval
+    (``cv_repeats.csv``); the CV metrics pool both partitions' predictions, and the zone
+    totals' regional error is the root of the mean of the two partitions' regional
+    variances, each as ``regional_error_sd`` pools it."""
+    assert "[uncertainty] regional CV error averaged over 2 partitions" in out
     labels = ["0-30", "0-100", "0-300"]
     first = {k: pd.read_csv(run / "models" / k / "cv_predictions.csv") for k in labels}
     second = {k: pd.read_csv(run / "models" / k / "cv_repeats.csv") for k in labels}
@@ -404,31 +417,13 @@ def test_cv_repeats_average_the_regional_error_over_partitions(
         line = next(x for x in out.splitlines() if x.startswith(f"[uncertainty] {k} cm:"))
         reported = float(line.split("regional CV error ")[1].rstrip(")"))
         assert reported == pytest.approx(expected, rel=2e-3), (k, reported, a[k], b[k])
-    # a per-interval run into the same folder does not use them
-    (tmp_path / "per").mkdir()
-    per = yaml.safe_load(_config(tmp_path / "per").read_text())
-    per["output"] = str(run)
-    path.write_text(yaml.safe_dump(per, sort_keys=False))
-    code, out, _ = run_cli_output(["run", path], capsys)
-    assert code == 0, out
-    assert "averaged over" not in out
 
 
-def test_error_models_learn_from_every_partition(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _check_error_models(run: Path) -> None:
     """``prediction.calibration.partitions: all`` with ``cv.repeats: 2``: each interval's
     error model is the one :func:`fit_error_model` gives on both partitions' CV errors
     (``cv_predictions.csv`` then ``cv_repeats.csv``, whose rows carry their log moments and
     their DI to their own fold's training data), each profile with its weight to the area."""
-    path = _config(tmp_path, depth="layered")
-    text = yaml.safe_load(path.read_text())
-    text["cv"]["repeats"] = 2
-    text["prediction"]["calibration"] = {"partitions": "all", "weighting": "area"}
-    path.write_text(yaml.safe_dump(text, sort_keys=False))
-    code, out, _ = run_cli_output(["run", path], capsys)
-    assert code == 0, out
-    run = tmp_path / "out"
     for k in ["0-30", "0-100", "0-300"]:
         first = pd.read_csv(run / "models" / k / "cv_predictions.csv")
         rep = pd.read_csv(run / "models" / k / "cv_repeats.csv")
@@ -529,13 +524,16 @@ def test_the_extrapolation_error_shared_by_every_cell(
     error and, per interval, the ``ln``-scale calibrated error above the error model's at
     the training profiles' median DI, computed here by hand from the run's mean, median and
     std maps, the cells' own errors correlated as a variogram of the CV errors standardised
-    by hand (every partition's)."""
+    by hand (every partition's), and each zone's totals scaled by one error of the zone's
+    mean (``zone_error: cv``), the standard error of its profiles' mean CV error, found
+    here by point in polygon."""
     out = tmp_path / "out"
     shutil.copytree(layered_run, out)
     cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
     cfg["output"] = str(out)
     cfg["uncertainty"]["shared"] = "extrapolation"
     cfg["uncertainty"]["correlation"] = "cv_errors"
+    cfg["uncertainty"]["zone_error"] = "cv"
     path = tmp_path / "extrapolation.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     code, text, _ = run_cli_output(["run", path], capsys)
@@ -596,6 +594,32 @@ def test_the_extrapolation_error_shared_by_every_cell(
         distribution="lognormal", unit=config.zones.unit, common_sd=level,
         extrapolation_sd=extra,
     )  # fmt: skip
+    # each zone's error of its mean: the standard error of its profiles' mean CV error,
+    # the zone of a profile found here by point in polygon
+    zones = gpd.read_file(config.zones.path)
+    points = gpd.GeoDataFrame(
+        training, geometry=gpd.points_from_xy(training["lon"], training["lat"]), crs="EPSG:4326"
+    ).to_crs(zones.crs)
+    code = gpd.sjoin(points, zones[["zone_code", "geometry"]], how="left").drop_duplicates(
+        "profile_id"
+    )
+    zone_of = code.set_index("profile_id")["zone_code"]
+    se2: dict[str, list[float]] = {}
+    for k in labels:
+        t = pd.read_csv(run.cv_predictions(k))
+        e = t["mu"] - np.log(t["observed"])  # the ln-scale error (not the mean's)
+        z = zone_of.loc[t["profile_id"]].to_numpy()
+        for c, name in config.zones.names.items():
+            mine = e[(z == c) & (t["fold"].to_numpy() >= 0)]
+            if len(mine):
+                spread = mine.std(ddof=1) if len(mine) >= 10 else e[t["fold"] >= 0].std(ddof=1)
+                se2.setdefault(name, []).append(spread**2 / len(mine))
+    sd = {name: float(np.sqrt(np.mean(v))) for name, v in se2.items()}
+    assert len(sd) == 4 and all(0.01 < v < 0.2 for v in sd.values()), sd
+    for name, v in sd.items():
+        said = float(text.split(f"[uncertainty] {name}: error of the zone's mean ")[1].split()[0])
+        assert said == pytest.approx(v, rel=5e-3), name  # printed to 3 digits
+    expect = add_zone_errors(expect, sd, seed=config.seed)
     got = io.read_table(run.draws)
     before = io.read_table(layered_run / "zones" / run.draws.name)
     col = "storage_pg"

@@ -31,7 +31,14 @@ from mapping.residual_errors import (
 )
 from mapping.run.runner import StageContext
 
-__all__ = ["SharedError", "extrapolation_maps", "reference_di", "shared_error"]
+__all__ = [
+    "SharedError",
+    "cv_errors",
+    "extrapolation_maps",
+    "profile_xy",
+    "reference_di",
+    "shared_error",
+]
 
 log = logging.getLogger("socmap")
 
@@ -114,7 +121,7 @@ def shared_error(
         # own variance: larger where the calibrated maps are less certain (the cold tail)
         fraction = {}
         for k in labels:
-            e = _cv_errors(cv[k], log=ctx.config.model.log_transform)[0]
+            e = cv_errors(cv[k], log=ctx.config.model.log_transform)[0]
             mse = float(np.nanmean(e * e)) if np.isfinite(e).any() else 0.0
             fraction[k] = min(1.0, regional[k] ** 2 / mse) if mse > 0 else 0.0
             ctx.echo(
@@ -196,7 +203,7 @@ def _cv_error_correlation(
                 v = em.variance(t["var"].to_numpy(float), t["di"].to_numpy(float), xd)
                 z.append(np.where(t["fold"].to_numpy() >= 0, e / np.sqrt(v), np.nan))
             try:
-                out[k] = cv_error_variogram(_profile_xy(training, cv[k]["profile_id"]), z)
+                out[k] = cv_error_variogram(profile_xy(training, cv[k]["profile_id"]), z)
             except ModelError as exc:
                 why = str(exc)
         if why is not None:
@@ -318,12 +325,12 @@ def _regional(
         return {k: cv_block_error_sd(cv[k], log=log_scale) for k in labels}
     errors, groups = {}, {}
     for k in labels:
-        errors[k], groups[k] = _cv_errors(cv[k], log=log_scale)
+        errors[k], groups[k] = cv_errors(cv[k], log=log_scale)
     net = {}
     if regional_mode == "folds_net":
         assert training is not None
         for k in labels:
-            at = _profile_xy(training, cv[k]["profile_id"])
+            at = profile_xy(training, cv[k]["profile_id"])
             known = np.where(np.isfinite(at).all(axis=1), groups[k], -1)
             net[k] = within_group_covariance(
                 np.nan_to_num(at), known, variograms[k], seed=ctx.config.seed
@@ -332,7 +339,7 @@ def _regional(
     return pooled if isinstance(pooled, dict) else dict.fromkeys(labels, pooled)
 
 
-def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
+def profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
     """``(n, 2)`` working-plane coordinates of the profiles ``ids`` (NaN if unknown).
 
     A CSV read back turns numeric-looking identifiers into numbers; they are then
@@ -344,7 +351,7 @@ def _profile_xy(training: pd.DataFrame, ids: pd.Series) -> np.ndarray:
     return key.reindex(ids.to_numpy()).to_numpy(float)
 
 
-def _cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
+def cv_errors(cv: pd.DataFrame, *, log: bool) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold errors (``ln(predicted) - ln(observed)`` for log models, as
     ``cv_block_error_sd``) and their fold; fold -1 where a row has no usable error."""
     pred = cv["predicted"].to_numpy(float)

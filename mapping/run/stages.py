@@ -56,7 +56,7 @@ from mapping.run.features import (
 )
 from mapping.run.manifest import digest, package_versions
 from mapping.run.runner import Stage, StageContext
-from mapping.run.shared_error import extrapolation_maps, shared_error
+from mapping.run.shared_error import cv_errors, extrapolation_maps, profile_xy, shared_error
 from mapping.stac import write_stac
 from mapping.uncertainty import (
     draw_chunks,
@@ -73,6 +73,7 @@ from mapping.validation import (
     observed_variance,
 )
 from mapping.zonal import integrate_files
+from mapping.zone_error import add_zone_errors, zone_error_sd
 from mapping.zones import ZoneLayout, load_zone_layout
 
 if TYPE_CHECKING:
@@ -752,6 +753,7 @@ def _run_uncertainty(ctx: StageContext) -> tuple[list[str], Any]:
         local_level=_local_levels(ctx, labels),
         progress=True,
     )
+    draws = _zone_errors(ctx, draws, labels, layout, grid)
     summary = summarise_draws(draws, ranges=(lo, hi), unit=unit)
     _report_mean_shifts(ctx, draws)
     keys = ("zone", "zone_code", "interval", "top_cm", "bottom_cm", "lower_pct", "upper_pct")
@@ -772,6 +774,41 @@ def _local_levels(ctx: StageContext, labels: list[str]) -> dict[str, LocalLevel]
         return None
     models = ctx.results["fit"]
     return {k: LocalLevel.of_model(models[k]) for k in labels}
+
+
+def _zone_errors(
+    ctx: StageContext, draws: pd.DataFrame, labels: list[str], layout: ZoneLayout, grid: Grid
+) -> pd.DataFrame:
+    """With ``uncertainty.zone_error: cv``, the draws with each zone's error of its mean
+    from its own profiles' CV errors (:mod:`mapping.zone_error`)."""
+    cfg = ctx.config
+    if cfg.uncertainty.zone_error == "none":
+        return draws
+    log_scale = cfg.model.log_transform
+    training = io.read_table(ctx.folder.training)
+    errors, zones = {}, {}
+    for k in labels:
+        cv = io.read_table(ctx.folder.cv_predictions(k))
+        e, fold = cv_errors(cv, log=log_scale)
+        if log_scale and "mu" in cv:  # the ln-scale error itself, not the mean's
+            with np.errstate(divide="ignore", invalid="ignore"):
+                e = cv["mu"].to_numpy(float) - np.log(cv["observed"].to_numpy(float))
+        e = np.where((fold >= 0) & np.isfinite(e), e, np.nan)
+        if not log_scale:  # relative to the interval's mean stock, as the log errors are
+            e = e / float(np.nanmean(cv["observed"].to_numpy(float)))
+        xy = profile_xy(training, cv["profile_id"])
+        rows, cols = grid.rowcol(*grid.from_working(xy[:, 0], xy[:, 1]))
+        errors[k], zones[k] = e, layout.zone_at(rows, cols)
+    table = zone_error_sd(errors, zones, list(layout.names))
+    for r in table.itertuples():
+        ctx.echo(
+            f"[uncertainty] {r.zone}: error of the zone's mean {r.sd:.3g} "
+            f"({'ln' if log_scale else 'relative'}; from {r.n_profiles} profiles' CV errors)"
+        )
+    sd = dict(zip(table["zone"], table["sd"], strict=True))
+    return add_zone_errors(
+        draws, sd, seed=cfg.seed, distribution="lognormal" if log_scale else "normal"
+    )
 
 
 def _report_mean_shifts(ctx: StageContext, draws: pd.DataFrame) -> None:

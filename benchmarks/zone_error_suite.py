@@ -1,0 +1,141 @@
+"""``uncertainty.zone_error: cv`` measured on finished design-suite runs.
+
+The zone error scales each zone's Monte Carlo draws after they are drawn
+(:mod:`mapping.zone_error`), so it can be measured on runs that are finished: this script
+takes each run's stored draws (``zones/draws.parquet``), applies the uncertainty stage's
+own step (``mapping.run.stages._zone_errors``, from the run's CV tables and zones) and
+scores the 90 % ranges before and after against the world's true zone totals.
+
+Layout: ``RUNS/world_XX/<design>/{workflow.yaml, run/}``, one folder per base run
+(``none``) and design rerun (``socmap_200``, ``random_200``, ...), and
+``SUITE/worlds/world_XX/truth/zone_totals.csv`` (``benchmarks/world_suite.py``). Prints
+the truth-inside rate and median half-width of every zone x interval range, by zone, and
+the shrinkage of the targeted range (``--target``) by each design against the base run,
+with the ratio of socmap's to the best baseline's.
+
+    python benchmarks/zone_error_suite.py --pair /tmp/L2035 /tmp/h2035 --pair /tmp/L2036 /tmp/h2036
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mapping import io
+from mapping.config import load_config
+from mapping.draw_summary import summarise_draws
+from mapping.run.runner import StageContext
+from mapping.run.stages import _zone_errors, run_grid, zone_layout
+from mapping.units import interval_label
+
+BASELINES = ("random", "clhs", "coverage")
+
+
+def _truth(world: Path) -> pd.DataFrame:
+    t = pd.read_csv(world / "truth" / "zone_totals.csv")
+    t = t[t["zone"] != "none"].copy()
+    t["zone"] = t["zone"].replace({"permafrost_region": "all zones"})
+    t["interval"] = [f"{int(a)}-{int(b)}" for a, b in zip(t["top_cm"], t["bottom_cm"], strict=True)]
+    return t[["zone", "interval", "storage_pg"]].rename(columns={"storage_pg": "truth"})
+
+
+def _score(summary: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    m = summary.merge(truth, on=["zone", "interval"])
+    t = m["truth"]
+    return pd.DataFrame(
+        {
+            "zone": m["zone"],
+            "interval": m["interval"],
+            "half_width": (m["storage_upper_pg"] - m["storage_lower_pg"]) / 2 / t,
+            "error": (m["storage_median_pg"] - t) / t,
+            "covered": (m["storage_lower_pg"] <= t) & (t <= m["storage_upper_pg"]),
+        }
+    )
+
+
+def score_run(folder: Path, world: Path) -> pd.DataFrame:
+    """Both scorings of one run: its stored draws, and with the zones' errors added."""
+    cfg = load_config(folder / "workflow.yaml")
+    cfg = cfg.model_copy(
+        update={"uncertainty": cfg.uncertainty.model_copy(update={"zone_error": "cv"})}
+    )
+    if cfg.model.depth == "layered":  # the layered model's stocks are lognormal
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"log_transform": True})})
+    ctx = StageContext(config=cfg, out=cfg.output, echo=lambda _m: None)
+    draws = io.read_table(ctx.folder.draws)
+    labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
+    after = _zone_errors(ctx, draws, labels, zone_layout(ctx), run_grid(ctx))
+    truth = _truth(world)
+    ranges = tuple(cfg.uncertainty.range)
+    out = []
+    for name, d in (("without", draws), ("with", after)):
+        s = _score(summarise_draws(d, ranges=ranges, unit=cfg.zones.unit), truth)
+        out.append(s.assign(zone_error=name))
+    return pd.concat(out, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        type=Path,
+        required=True,
+        metavar=("RUNS", "SUITE"),
+        help="runs folder and its world suite",
+    )
+    p.add_argument("--n", type=int, default=200, help="design size of the reruns")
+    p.add_argument("--target", default="continuous/0-100")
+    p.add_argument("--out", type=Path, default=None, help="write every score to this CSV")
+    args = p.parse_args(argv)
+    rows = []
+    for runs, suite in args.pair:
+        for wdir in sorted(runs.glob("world_*")):
+            world = suite / "worlds" / wdir.name
+            designs = ["none", *(f"{d}_{args.n}" for d in ("socmap", *BASELINES))]
+            for d in designs:
+                folder = wdir / d
+                if not (folder / "run" / "zones" / "draws.parquet").is_file():
+                    continue
+                s = score_run(folder, world)
+                rows.append(s.assign(suite=suite.name, world=wdir.name, design=d.split("_")[0]))
+                print(f"{suite.name} {wdir.name} {d}: done", file=sys.stderr)
+    df = pd.concat(rows, ignore_index=True)
+    if args.out:
+        df.to_csv(args.out, index=False)
+    print("every zone x interval range: truth inside (median half-width)")
+    for name, t in df.groupby("zone_error", sort=False):
+        by_zone = t.groupby("zone")["covered"].mean().round(3).to_dict()
+        print(
+            f"  {name:8s} {t['covered'].mean():.3f} of {len(t)} "
+            f"({100 * t['half_width'].median():.1f} %); by zone {by_zone}"
+        )
+    zone, interval = args.target.split("/")
+    tg = df[(df["zone"] == zone) & (df["interval"] == interval)]
+    print(f"shrinkage of the {args.target} range, N = {args.n}, worlds with every design")
+    for name, t in tg.groupby("zone_error", sort=False):
+        hw = t.pivot_table(index=["suite", "world"], columns="design", values="half_width")
+        hw = hw.dropna()
+        shrink = {d: 100 * float(np.mean(1 - hw[d] / hw["none"])) for d in hw if d != "none"}
+        best = max((d for d in BASELINES if d in shrink), key=shrink.get)
+        inside = t[t["design"] == "socmap"]["covered"]
+        print(
+            f"  {name:8s} {len(hw)} worlds; "
+            + ", ".join(f"{d} {v:.1f} %" for d, v in shrink.items())
+            + f"; ratio to {best} {shrink['socmap'] / shrink[best]:.3f}; "
+            f"truth inside (socmap) {int(inside.sum())}/{len(inside)}"
+        )
+        for s_name, ts in hw.groupby(level="suite"):
+            sh = {d: float(np.mean(1 - ts[d] / ts["none"])) for d in ts if d != "none"}
+            b = max((d for d in BASELINES if d in sh), key=sh.get)
+            print(f"      {s_name}: ratio {sh['socmap'] / sh[b]:.3f} ({len(ts)} worlds)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
