@@ -40,6 +40,7 @@ from mapping.run import stage_list
 from mapping.run import stages as default
 from mapping.run.layered import FIT_WEIGHT, aoa_weights, fit_weights
 from mapping.run.runner import StageContext
+from mapping.run.shared_error import shared_error
 from mapping.run.stages import run_grid, zone_layout
 from mapping.uncertainty import zone_total_draws
 from mapping.validation import observed_variance
@@ -346,8 +347,8 @@ def test_cv_repeats_feed_the_regional_error_and_the_error_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``cv.repeats: 2`` with ``prediction.calibration.partitions: all`` (one run for both
-    checks, :func:`_check_regional_error` and :func:`_check_error_models`), then a
-    per-interval run into the same folder, which does not use the second partition."""
+    checks, :func:`_check_regional_error` and :func:`_check_error_models`); read by a
+    config without the repeats, the folder's second partition is not used."""
     path = _config(tmp_path, depth="layered")
     text = yaml.safe_load(path.read_text())
     text["cv"]["repeats"] = 2
@@ -358,14 +359,19 @@ def test_cv_repeats_feed_the_regional_error_and_the_error_models(
     run = tmp_path / "out"
     _check_regional_error(run, out)
     _check_error_models(run)
-    # a per-interval run into the same folder does not use the second partition
-    (tmp_path / "per").mkdir()
-    per = yaml.safe_load(_config(tmp_path / "per").read_text())
-    per["output"] = str(run)
-    path.write_text(yaml.safe_dump(per, sort_keys=False))
-    code, out, _ = run_cli_output(["run", path], capsys)
-    assert code == 0, out
-    assert "averaged over" not in out
+    # the second partition counts only where the config asks for it: the same folder read
+    # with cv.repeats: 1 (a later run of another config) pools the first partition alone
+    config = load_config(path)
+    labels = ["0-30", "0-100", "0-300"]
+    models = {k: io.read_model(run / "models" / k / "model.joblib") for k in labels}
+    said: dict[int, list[str]] = {1: [], 2: []}
+    for repeats, lines in said.items():
+        cfg = config.model_copy(update={"cv": config.cv.model_copy(update={"repeats": repeats})})
+        shared = shared_error(StageContext(config=cfg, out=run, echo=lines.append), models, labels)
+        assert shared is not None
+    assert any("averaged over 2 partitions" in x for x in said[2])
+    assert not any("averaged over" in x for x in said[1])
+    assert said[1] != said[2]
 
 
 def _check_regional_error(run: Path, out: str) -> None:
