@@ -214,3 +214,23 @@ def test_layered_model_runs_on_a_geographic_grid(tmp_path):
     model = joblib.load(tmp_path / "out" / "models" / "layered_model.joblib")
     assert pyproj.CRS(model.coordinate_crs_) == grid.working_crs
     assert not pyproj.CRS(model.coordinate_crs_).is_geographic
+
+
+def test_working_coordinates_map_back_to_the_grid_cells() -> None:
+    """``Grid.from_working`` inverts ``to_working``: a profile's working-plane coordinates
+    (what the training table holds) find its cell again on a lon/lat grid (the zone of a
+    profile, ``uncertainty.zone_error``), and pass through unchanged on a projected one."""
+    geo = Grid.from_bounds((20.0, 60.0, 60.0, 80.0), 0.25, "EPSG:4326")
+    rng = np.random.default_rng(5)
+    lon, lat = rng.uniform(20, 60, 200), rng.uniform(60, 80, 200)
+    wx, wy = geo.to_working(lon, lat)
+    assert np.abs(wx).max() > 1e5  # metres on the plane, not degrees
+    bx, by = geo.from_working(wx, wy)
+    np.testing.assert_allclose(bx, lon, atol=1e-9)
+    np.testing.assert_allclose(by, lat, atol=1e-9)
+    rows, cols = geo.rowcol(bx, by)
+    np.testing.assert_array_equal(rows, np.floor((80.0 - lat) / 0.25))
+    np.testing.assert_array_equal(cols, np.floor((lon - 20.0) / 0.25))
+    proj = Grid.from_bounds((0.0, 0.0, 1000.0, 1000.0), 10.0, "EPSG:6931")
+    x = np.array([5.0, 995.0])
+    np.testing.assert_array_equal(proj.from_working(x, x)[0], x)
