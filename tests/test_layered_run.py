@@ -346,19 +346,25 @@ def test_fit_weights_are_larger_where_the_profiles_are_sparse() -> None:
 def test_cv_repeats_feed_the_regional_error_and_the_error_models(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``cv.repeats: 2`` with ``prediction.calibration.partitions: all`` (one run for both
-    checks, :func:`_check_regional_error` and :func:`_check_error_models`); read by a
-    config without the repeats, the folder's second partition is not used."""
+    """``cv.repeats: 2`` with ``prediction.calibration.partitions: all`` and ``min_per_bin:
+    100`` (one run for three checks: :func:`_check_regional_error`,
+    :func:`_check_error_models`, :func:`_check_too_small_to_cross_fit`); read by a config
+    without the repeats, the folder's second partition is not used."""
     path = _config(tmp_path, depth="layered")
     text = yaml.safe_load(path.read_text())
     text["cv"]["repeats"] = 2
-    text["prediction"]["calibration"] = {"partitions": "all", "weighting": "area"}
+    text["prediction"]["calibration"] = {
+        "partitions": "all",
+        "weighting": "area",
+        "min_per_bin": 100,
+    }
     path.write_text(yaml.safe_dump(text, sort_keys=False))
     code, out, _ = run_cli_output(["run", path], capsys)
     assert code == 0, out
     run = tmp_path / "out"
     _check_regional_error(run, out)
     _check_error_models(run)
+    _check_too_small_to_cross_fit(run, out)
     # the second partition counts only where the config asks for it: the same folder read
     # with cv.repeats: 1 (a later run of another config) pools the first partition alone
     config = load_config(path)
@@ -451,6 +457,7 @@ def _check_error_models(run: Path) -> None:
             observed_var=observed_variance(both["observed"], log=True),
             range_slope=0.5 * em.range_linear,
             weights=np.tile(first["weight"].to_numpy(float), 2),
+            min_per_bin=100,
         )
         assert em.n == expect.n == np.isfinite(errors).sum() > len(first)
         np.testing.assert_allclose(em.knots, expect.knots, rtol=1e-9)
@@ -459,20 +466,13 @@ def _check_error_models(run: Path) -> None:
         assert em.range_coef == pytest.approx(expect.range_coef, rel=1e-9, abs=1e-12)
 
 
-def test_an_error_model_too_small_to_cross_fit_writes_no_reliability_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _check_too_small_to_cross_fit(run: Path, out: str) -> None:
     """0-300 cm has 102 profiles: with ``calibration.min_per_bin: 100`` its error model is
-    fitted (102 points) but no fold leaves 100 to cross-fit one, so the reliability tables
-    of that interval are not written (they were written empty and the report stopped on
-    them); the run completes and the shallower intervals keep theirs."""
-    path = _config(tmp_path, depth="layered")
-    text = yaml.safe_load(path.read_text())
-    text["prediction"]["calibration"] = {"min_per_bin": 100}
-    path.write_text(yaml.safe_dump(text, sort_keys=False))
-    code, out, _ = run_cli_output(["run", path], capsys)
-    assert code == 0, out
-    models = tmp_path / "out" / "models"
+    fitted but no fold of the first partition (the one the reliability is cross-fitted
+    on) leaves 100 points to cross-fit one, so the reliability tables of that interval are
+    not written (they were written empty and the report stopped on them); the run
+    completes and the shallower intervals keep theirs."""
+    models = run / "models"
     assert len(pd.read_csv(models / "0-300" / "cv_predictions.csv")) == 102
     assert (models / "0-300" / "error_model.joblib").is_file()
     assert not (models / "0-300" / "reliability.csv").exists()
@@ -481,13 +481,11 @@ def test_an_error_model_too_small_to_cross_fit_writes_no_reliability_table(
     for k in ["0-30", "0-100"]:
         rel = pd.read_csv(models / k / "reliability.csv")
         assert rel["observed"].between(0, 1).all() and len(rel) == 6
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stages"]["report"]["status"] == "complete"
     assert "models/0-300/reliability.csv" not in manifest["stages"]["fit"]["outputs"]
     # the report's reliability figure is built from the intervals that have a table
-    assert _reliability_caption_span(tmp_path / "out", ["0-30", "0-100"]) in _caption(
-        tmp_path / "out"
-    )
+    assert _reliability_caption_span(run, ["0-30", "0-100"]) in _caption(run)
 
 
 def _caption(out: Path) -> str:
