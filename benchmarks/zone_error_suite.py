@@ -13,7 +13,11 @@ the truth-inside rate and median half-width of every zone x interval range, by z
 the shrinkage of the targeted range (``--target``) by each design against the base run,
 with the ratio of socmap's to the best baseline's.
 
-    python benchmarks/zone_error_suite.py --pair /tmp/L2035 /tmp/h2035 --pair /tmp/L2036 /tmp/h2036
+    python benchmarks/zone_error_suite.py --pair /tmp/L2033 /tmp/h2033 --pair /tmp/L2034 /tmp/h2034 \
+        --pair /tmp/L2035 /tmp/h2035 --pair /tmp/L2036 /tmp/h2036
+
+(``docs/design.md``, "The error of a zone's mean": 30 worlds, 0.966 of 3,000 ranges at a
+median half-width of 10.6 %, the socmap design 1.28 times the best baseline at N = 200.)
 """
 
 from __future__ import annotations
