@@ -205,7 +205,13 @@ def _rerun(world_dir: Path, spec, world, name: str, flat: np.ndarray) -> Path:
 
 
 def _score(run: Path, world_dir: Path) -> pd.DataFrame:
-    s = pd.read_csv(run / "zones" / "storage_summary.csv")
+    return score_summary(pd.read_csv(run / "zones" / "storage_summary.csv"), world_dir)
+
+
+def score_summary(summary: pd.DataFrame, world_dir: Path) -> pd.DataFrame:
+    """Half-width and error of each zone x interval range (relative to the truth) and
+    whether it holds the world's true total (``truth/zone_totals.csv``)."""
+    s = summary.copy()
     s["zone"] = s["zone"].replace({"all zones": "all_zones"})
     tru = pd.read_csv(world_dir / "truth" / "zone_totals.csv")
     tru = tru[tru["zone"] != "none"].assign(

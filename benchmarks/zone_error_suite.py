@@ -36,29 +36,10 @@ from mapping.run.runner import StageContext
 from mapping.run.stages import _zone_errors, run_grid, zone_layout
 from mapping.units import interval_label
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from design_suite import score_summary
+
 BASELINES = ("random", "clhs", "coverage")
-
-
-def _truth(world: Path) -> pd.DataFrame:
-    t = pd.read_csv(world / "truth" / "zone_totals.csv")
-    t = t[t["zone"] != "none"].copy()
-    t["zone"] = t["zone"].replace({"permafrost_region": "all zones"})
-    t["interval"] = [f"{int(a)}-{int(b)}" for a, b in zip(t["top_cm"], t["bottom_cm"], strict=True)]
-    return t[["zone", "interval", "storage_pg"]].rename(columns={"storage_pg": "truth"})
-
-
-def _score(summary: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
-    m = summary.merge(truth, on=["zone", "interval"])
-    t = m["truth"]
-    return pd.DataFrame(
-        {
-            "zone": m["zone"],
-            "interval": m["interval"],
-            "half_width": (m["storage_upper_pg"] - m["storage_lower_pg"]) / 2 / t,
-            "error": (m["storage_median_pg"] - t) / t,
-            "covered": (m["storage_lower_pg"] <= t) & (t <= m["storage_upper_pg"]),
-        }
-    )
 
 
 def score_run(folder: Path, world: Path) -> pd.DataFrame:
@@ -73,11 +54,10 @@ def score_run(folder: Path, world: Path) -> pd.DataFrame:
     draws = io.read_table(ctx.folder.draws)
     labels = [interval_label(t, b) for t, b in cfg.stocks.intervals()]
     after = _zone_errors(ctx, draws, labels, zone_layout(ctx), run_grid(ctx))
-    truth = _truth(world)
     ranges = tuple(cfg.uncertainty.range)
     out = []
     for name, d in (("without", draws), ("with", after)):
-        s = _score(summarise_draws(d, ranges=ranges, unit=cfg.zones.unit), truth)
+        s = score_summary(summarise_draws(d, ranges=ranges, unit=cfg.zones.unit), world)
         out.append(s.assign(zone_error=name))
     return pd.concat(out, ignore_index=True)
 
