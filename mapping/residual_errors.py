@@ -281,6 +281,12 @@ class LocalLevel:
         """From a fitted regression-kriging model (its residual variogram and locations)."""
         return cls(residual_variogram(model), _training_xy(model))
 
+    def same_as(self, other: LocalLevel) -> bool:
+        """The same variogram and data locations, so the same weights everywhere."""
+        return self.variogram.to_dict() == other.variogram.to_dict() and np.array_equal(
+            self.xy, other.xy
+        )
+
     def weight(self, x: Any, y: Any, block: int = 4096) -> np.ndarray:
         """``a`` at the points ``(x, y)`` (any shape, working CRS): float64, same shape."""
         x = np.asarray(x, dtype="float64")

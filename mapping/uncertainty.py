@@ -376,19 +376,18 @@ def _draw_block(
     zone: Any,
     field: GaussianField,
     spec: tuple[Any, ...],
-    local: tuple[Grid, Sequence[Any]] | None,
     realizations: np.ndarray,
     *maps: np.ndarray,
 ) -> np.ndarray:
     """Exact per-zone sums of the realizations of one chunk: ``(1, 1, n_int, n, n_zones, 3)``.
 
     ``maps`` are the chunk's means then stds (then the extrapolation sds when the spec has
-    them), one per interval; ``where`` its slices of the
-    grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time,
+    them), one per interval, then the distinct level weights of the intervals with a local
+    level (:func:`_level_weight`); ``where`` its slices of the grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time,
     made only for the cells that lie in a zone (the others add nothing to any total):
     a chunk of ocean or of land outside the zones costs no field and no density.
     """
-    intervals, kernel_of, distribution, common, n_zones, sub, has_extra = spec
+    intervals, kernel_of, distribution, common, n_zones, sub, has_extra, levels = spec
     rows, cols = where
     index, partial = _zone_block(zone, rows, cols)
     reals = [int(r) for r in realizations]
@@ -411,8 +410,9 @@ def _draw_block(
     n_int = len(intervals)
     stds = [kept(maps[n_int + k]) for k in range(n_int)]
     extra = [kept(maps[2 * n_int + k]) for k in range(n_int)] if has_extra else None
-    if local is not None:
-        common = _local_common(common, local, rows, cols, flat)
+    if levels is not None:
+        weights = [kept(a) for a in maps[(3 if has_extra else 2) * n_int :]]
+        common = _local_common(common, levels, weights)
     levels = _levels(means, stds, intervals, distribution, common, True, extra)
     per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
     fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
@@ -435,36 +435,75 @@ def _draw_block(
 
 def _local_common(
     common: Sequence[Any],
-    local: tuple[Grid, Sequence[Any]],
-    rows: slice,
-    cols: slice,
-    flat: np.ndarray,
+    levels: Sequence[tuple[float, int] | None],
+    weights: Sequence[np.ndarray],
 ) -> list[Any]:
     """Each interval's shared sd at the chunk's zone cells (``(1, n)``) with its residual
     level carried as the cells carry it (:class:`mapping.residual_errors.LocalLevel`): the
     level's variance ``sd²`` becomes ``(sd a)²``, whatever else the term holds (the regional
-    CV error) stays as it is."""
-    grid, levels = local
-    r, c = np.divmod(flat, cols.stop - cols.start)
-    x, y = grid.working_xy(r + rows.start, c + cols.start)
+    CV error) stays as it is. ``levels`` holds, per interval, None (a constant level) or
+    ``(sd, i)``: the level's sd and its weights ``a`` as ``weights[i]``."""
     out: list[Any] = []
-    for term, lev in zip(common, levels, strict=True):
-        if lev is None:
+    for term, level in zip(common, levels, strict=True):
+        if level is None:
             out.append(term)
             continue
+        level_sd, i = level
+        a = weights[i]
         sd, frac = term if isinstance(term, tuple) else (term, None)
-        a = lev.weight(x, y).reshape(1, -1)
-        sd = np.sqrt(np.maximum(sd * sd - lev.sd**2 * (1.0 - a * a), 0.0))
+        sd = np.sqrt(np.maximum(sd * sd - level_sd**2 * (1.0 - a * a), 0.0))
         out.append(sd if frac is None else (sd, frac))
     return out
 
 
+def _level_weight(
+    grid: Grid, level: Any, rows: tuple[int, int], cols: tuple[int, int]
+) -> np.ndarray:
+    """``a = 1 - k'K⁻¹1`` (``LocalLevel.weight``) of the cells ``rows[0]:rows[1]``,
+    ``cols[0]:cols[1]`` of ``grid``, float64."""
+    r, c = np.mgrid[rows[0] : rows[1], cols[0] : cols[1]]
+    return level.weight(*grid.working_xy(r, c))
+
+
+def _level_weight_map(
+    grid: Grid, level: Any, rows: Sequence[int], cols: Sequence[int]
+) -> dask.array.Array:
+    """:func:`_level_weight` as a Dask array chunked ``(rows, cols)``, one task per chunk.
+
+    Not a ``map_blocks`` (Blockwise) layer: the Monte Carlo's blockwise layer would fuse
+    it into every (chunk, realization batch) task and compute each chunk's weights once
+    per batch (10 times over on the sample world)."""
+    import dask
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    g = dask.delayed(grid, pure=True, traverse=False)
+    lev = dask.delayed(level, pure=True, traverse=False)
+    name = "level-weight-" + tokenize(g.key, lev.key, tuple(rows), tuple(cols))
+    r, c = np.cumsum([0, *rows]).tolist(), np.cumsum([0, *cols]).tolist()
+    layer = {
+        (name, i, j): (_level_weight, g.key, lev.key, (r[i], r[i + 1]), (c[j], c[j + 1]))
+        for i in range(len(rows))
+        for j in range(len(cols))
+    }
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=[g, lev])
+    return da.Array(graph, name, chunks=(tuple(rows), tuple(cols)), dtype="float64",
+                    meta=np.empty((0, 0)))  # fmt: skip
+
+
 def _zone_sums_layer(
-    block: Any, prep: _Prepared, grid: Grid, *args: Any, realizations: Any = None
+    block: Any,
+    prep: _Prepared,
+    grid: Grid,
+    *args: Any,
+    realizations: Any = None,
+    maps: Sequence[Any] = (),
 ) -> dask.array.Array:
     """One ``dask.array.blockwise`` layer of ``block`` over the chunks of the maps, summed.
 
-    ``block(where, area, zone, *args, [realizations,] *means, *stds)`` returns the exact
+    ``block(where, area, zone, *args, [realizations,] *means, *stds, *extras, *maps)``
+    returns the exact
     per-zone sums of one chunk (and one batch of ``realizations``, a chunked Dask array of
     realization numbers, when given) with two leading axes of length 1; they are added
     exactly over the chunks (any order: the same sum) and rounded once. Returns float64
@@ -493,7 +532,7 @@ def _zone_sums_layer(
         *zone,
         *(a for arg in args for a in (arg, None)),
         *lead,
-        *(a for m in (*prep.means, *prep.stds, *prep.extras) for a in (m, "ij")),
+        *(a for m in (*prep.means, *prep.stds, *prep.extras, *maps) for a in (m, "ij")),
         new_axes={"k": len(prep.intervals), "z": prep.layout.n_zones, "s": 3},
         adjust_chunks={"i": 1, "j": 1},
         align_arrays=False,  # all chunked alike by _prepare
@@ -690,6 +729,16 @@ def _draw_sums(
     cells = len(prep.intervals) * rows[0] * cols[0]
     sub = max(1, min(batch, (8 << 20) // max(window, cells, 1)))
     n_zones = prep.layout.n_zones
+    distinct: list[Any] = []  # the distinct LocalLevels, each one weight map
+    levels: list[tuple[float, int] | None] = []
+    for lev in local_level or ():
+        if lev is None:
+            levels.append(None)
+            continue
+        same = [i for i, d in enumerate(distinct) if d.same_as(lev)]
+        if not same:
+            distinct.append(lev)
+        levels.append((lev.sd, same[0] if same else len(distinct) - 1))
     spec = (
         tuple(prep.intervals),
         tuple(kernel_of),
@@ -698,6 +747,7 @@ def _draw_sums(
         n_zones,
         sub,
         bool(prep.extras),
+        None if local_level is None else tuple(levels),
     )
     field_key = dask.delayed(field, pure=True, traverse=False)  # one key, not one per task
     if len(rows) * len(cols) >= MANY_CHUNKS:
@@ -706,10 +756,12 @@ def _draw_sums(
         # batch runs (a hemisphere's maps held whole: 12 GB). Same totals (exact sums).
         batch = n_realizations
     reals = da.arange(n_realizations, chunks=batch)
-    local = None
-    if local_level is not None:  # one key holding the levels, not one copy per task
-        local = dask.delayed((grid, tuple(local_level)), pure=True, traverse=False)
-    return _zone_sums_layer(_draw_block, prep, grid, field_key, spec, local, realizations=reals)
+    # the level weights as maps: one task per chunk, shared by all its realization batches
+    # and by the intervals with the same level (a layered model's: one kriged level)
+    weights = [_level_weight_map(grid, lev, rows, cols) for lev in distinct]
+    return _zone_sums_layer(
+        _draw_block, prep, grid, field_key, spec, realizations=reals, maps=weights
+    )
 
 
 def zone_total_draws(

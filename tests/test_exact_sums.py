@@ -23,6 +23,7 @@ import pytest
 
 from mapping.grid import Grid
 from mapping.models.variogram import Variogram
+from mapping.residual_errors import LocalLevel
 from mapping.uncertainty import independent_pixel_range, summarise_draws, zone_total_draws
 from mapping.zonal import (
     exact_bincount,
@@ -201,6 +202,16 @@ def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
     want = tiled(97)
     assert want.attrs["chunks"] == (97, 97)
     pd.testing.assert_frame_equal(tiled((64, 150)), want, check_exact=True)
+    # a local level: its weight maps, one task per chunk, shared by the batches and by the
+    # two intervals with the same level
+    rows, cols = np.nonzero(zones[::7, ::9] == 1)
+    xy = np.column_stack(grid.working_xy(rows * 7, cols * 9))
+    lev = LocalLevel(Variogram("exponential", 1.0, 4000.0, nugget=0.05), xy)
+    local = {"0-30": lev, "0-100": LocalLevel(lev.variogram, xy)}
+    lref = _draws(grid, mean, std, zmap, 64, local_level=local)
+    assert not np.array_equal(lref["storage_pg"], ref["storage_pg"])
+    got = _draws(grid, mean, std, zmap, (10, 17), local_level=local, batch=5)
+    pd.testing.assert_frame_equal(got, lref, check_exact=True)
     # and on a two-process local cluster
     from distributed import Client, LocalCluster
 
@@ -209,4 +220,6 @@ def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
         Client(cluster),
     ):
         got = _draws(grid, mean, std, zmap, (19, 27))
+        lgot = _draws(grid, mean, std, zmap, (19, 27), local_level=local, batch=5)
     pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    pd.testing.assert_frame_equal(lgot, lref, check_exact=True)

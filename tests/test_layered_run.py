@@ -194,7 +194,8 @@ def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> No
     """``workflows/sample.yaml`` is ``sample_per_interval.yaml`` with one layered model,
     three CV partitions, the active layer and the zone totals' error structure of the
     layered model (the extrapolation error shared, from the error models' smooth curve; the
-    CV errors' correlation): the same inputs and every other setting the same."""
+    CV errors' correlation; the local level and the error of each zone's mean): the same
+    inputs and every other setting the same."""
     main_cfg = load_config(SAMPLE_WORKFLOW)
     per = load_config(PER_INTERVAL_WORKFLOW)
     assert main_cfg.model.depth == "layered" and per.model.depth == "per_interval"
@@ -214,6 +215,12 @@ def test_the_main_sample_workflow_is_the_layered_one_with_the_thaw_split() -> No
     )
     assert a["uncertainty"].pop("correlation") == "cv_errors"
     assert b["uncertainty"].pop("correlation") == "residuals"
+    # the level falls where profiles are, and each zone carries the error of its own mean
+    # (docs/design.md, "The error of a zone's mean"); both left at their defaults in b
+    assert a["uncertainty"].pop("level") == "local"
+    assert b["uncertainty"].pop("level", "constant") == "constant"
+    assert a["uncertainty"].pop("zone_error") == "cv"
+    assert b["uncertainty"].pop("zone_error", "none") == "none"
     # the shared excess from a smooth curve: it only matters with shared: extrapolation
     assert a["prediction"]["calibration"].pop("shared_shape") == "loglinear"
     assert "shared_shape" not in b["prediction"]["calibration"]

@@ -373,26 +373,37 @@ def test_local_level_by_hand():
     assert ok_var - sk_var == pytest.approx((lev.sd * a.mean()) ** 2, rel=1e-9)
     far = lev.weight(np.array([1e7]), np.array([1e7]))
     assert far[0] == pytest.approx(1.0, abs=1e-12)  # beyond the range: all the level
+    # the same weights (a layered model's intervals share one level): one map for them
+    assert lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=4e4, nugget=0.3), xy))
+    assert not lev.same_as(LocalLevel(v, xy[::-1]))
+    assert not lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=5e4), xy))
 
 
 def test_local_level_of_a_chunk_at_its_place_in_the_grid():
-    """The Monte Carlo's chunks take ``a`` at their own cells: a chunk's term equals the
-    grid-wide one at the same cells (rows and columns offset), the rest of the term kept."""
-    from mapping.uncertainty import _local_common
+    """The Monte Carlo's chunks take ``a`` at their own cells: a chunk's weight map equals
+    the grid-wide one at the same cells (rows and columns offset), and the term built from
+    it keeps the rest of the shared sd."""
+    from mapping.uncertainty import _level_weight, _local_common
 
     grid, *_ = small_world(ny=9, nx=12)
     lev = LocalLevel(Variogram("exponential", psill=1.0, range=2500.0, nugget=0.1),
                      [[1.0015e6, 1.0035e6], [1.0085e6, 1.0065e6]])  # fmt: skip
-    rows, cols = slice(3, 9), slice(4, 12)
+    a = _level_weight(grid, lev, (3, 9), (4, 12))
+    assert a.shape == (6, 8)
     flat = np.array([0, 5, 9, 17, 30, 47])  # cells of the 6 x 8 chunk
     r, c = np.divmod(flat, 8)
     want = lev.weight(*grid.working_xy(r + 3, c + 4))
     assert 0.05 < want.min() and want.max() < 0.999  # a varies over these cells
+    np.testing.assert_array_equal(a.ravel()[flat], want)
     common = np.hypot(lev.sd, 0.2)
-    (got,) = _local_common([common], (grid, [lev]), rows, cols, flat)
+    (got,) = _local_common([common], [(lev.sd, 0)], [want.reshape(1, -1)])
     np.testing.assert_allclose(got[0], np.sqrt(0.2**2 + (lev.sd * want) ** 2), rtol=1e-12)
-    (same,) = _local_common([(common, 0.3)], (grid, [None]), rows, cols, flat)
-    assert same == (common, 0.3)  # an interval without a local level keeps its term
+    ones = np.ones((1, len(flat)))  # a second level's weights: a = 1 keeps the whole term
+    same = _local_common([(common, 0.3), common, common], [None, (lev.sd, 1), (lev.sd, 0)],
+                         [want.reshape(1, -1), ones])  # fmt: skip
+    assert same[0] == (common, 0.3)  # an interval without a local level keeps its term
+    np.testing.assert_allclose(same[1], common, rtol=1e-12)
+    np.testing.assert_array_equal(same[2], got)  # each interval its own level's weights
 
 
 def residual_mean_sd_of(v: Variogram, xy: np.ndarray) -> float:
