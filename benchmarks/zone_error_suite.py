@@ -13,8 +13,13 @@ the truth-inside rate and median half-width of every zone x interval range, by z
 the shrinkage of the targeted range (``--target``) by each design against the base run,
 with the ratio of socmap's to the best baseline's.
 
-    python benchmarks/zone_error_suite.py --pair /tmp/L2033 /tmp/h2033 --pair /tmp/L2034 /tmp/h2034 \
-        --pair /tmp/L2035 /tmp/h2035 --pair /tmp/L2036 /tmp/h2036
+    python benchmarks/zone_error_suite.py --n 200 50 --pair /tmp/L2033 /tmp/h2033 \
+        --pair /tmp/L2034 /tmp/h2034 --pair /tmp/L2035 /tmp/h2035 --pair /tmp/L2036 /tmp/h2036 \
+        [--out SCORES.csv] [--shrinkage mapping/report/data/design_suite.csv]
+
+``--shrinkage`` writes the report's reference chart: per world and N, the socmap design's
+predicted shrinkage of the targeted range (the ``design_predicted_*.json`` beside the
+design that made the rerun's profiles) against the realised one with the zone error.
 
 (``docs/design.md``, "The error of a zone's mean": 30 worlds, 0.966 of 3,000 ranges at a
 median half-width of 10.6 %, the socmap design 1.28 times the best baseline at N = 200.)
@@ -23,11 +28,13 @@ median half-width of 10.6 %, the socmap design 1.28 times the best baseline at N
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from mapping import io
 from mapping.config import load_config
@@ -73,21 +80,33 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("RUNS", "SUITE"),
         help="runs folder and its world suite",
     )
-    p.add_argument("--n", type=int, default=200, help="design size of the reruns")
+    p.add_argument(
+        "--n", type=int, nargs="+", default=[200], help="design sizes of the reruns (200 50)"
+    )
     p.add_argument("--target", default="continuous/0-100")
     p.add_argument("--out", type=Path, default=None, help="write every score to this CSV")
+    p.add_argument(
+        "--shrinkage",
+        type=Path,
+        default=None,
+        help="write the socmap design's predicted and realised shrinkage of the targeted "
+        "range, with the zone error, per world and N (mapping/report/data/design_suite.csv)",
+    )
     args = p.parse_args(argv)
     rows = []
     for runs, suite in args.pair:
         for wdir in sorted(runs.glob("world_*")):
             world = suite / "worlds" / wdir.name
-            designs = ["none", *(f"{d}_{args.n}" for d in ("socmap", *BASELINES))]
-            for d in designs:
+            designs = [("none", 0)]
+            designs += [(f"{d}_{n}", n) for n in args.n for d in ("socmap", *BASELINES)]
+            for d, n in designs:
                 folder = wdir / d
                 if not (folder / "run" / "zones" / "draws.parquet").is_file():
                     continue
                 s = score_run(folder, world)
-                rows.append(s.assign(suite=suite.name, world=wdir.name, design=d.split("_")[0]))
+                rows.append(
+                    s.assign(suite=suite.name, world=wdir.name, design=d.split("_")[0], n=n)
+                )
                 print(f"{suite.name} {wdir.name} {d}: done", file=sys.stderr)
     df = pd.concat(rows, ignore_index=True)
     if args.out:
@@ -100,8 +119,64 @@ def main(argv: list[str] | None = None) -> int:
             f"({100 * t['half_width'].median():.1f} %); by zone {by_zone}"
         )
     zone, interval = args.target.split("/")
-    tg = df[(df["zone"] == zone) & (df["interval"] == interval)]
-    print(f"shrinkage of the {args.target} range, N = {args.n}, worlds with every design")
+    for n in args.n:
+        tg = df[(df["zone"] == zone) & (df["interval"] == interval) & df["n"].isin([0, n])]
+        _print_shrinkage(tg, args.target, n)
+    if args.shrinkage:
+        table = shrinkage_table(df, args.pair, args.target)
+        table.to_csv(args.shrinkage, index=False)
+        print(f"predicted against realised shrinkage ({len(table)} rows): {args.shrinkage}")
+    return 0
+
+
+def shrinkage_table(df: pd.DataFrame, pairs: list, target: str) -> pd.DataFrame:
+    """Per world and N, the socmap design's predicted shrinkage of the targeted range (the
+    ``design_predicted_*.json`` beside the design that made the rerun's profiles) and the
+    realised one, with the zone error: the rows of ``mapping/report/data/design_suite.csv``."""
+    zone, interval = target.split("/")
+    t = df[(df["zone"] == zone) & (df["interval"] == interval) & (df["zone_error"] == "with")]
+    runs_of = {suite.name: runs for runs, suite in pairs}
+    rows = []
+    for (suite, world), g in t.groupby(["suite", "world"], sort=True):
+        base = g[g["design"] == "none"]["half_width"]
+        for n, h in g[g["design"] == "socmap"].groupby("n", sort=True):
+            cfg = yaml.safe_load(
+                (runs_of[suite] / str(world) / f"socmap_{n}" / "workflow.yaml").read_text()
+            )
+            origin = Path(cfg["profiles"]["path"]).parents[1]  # the world the design ran on
+            pred: dict[str, float] = {}
+            for f in sorted(origin.glob(f"design_predicted_{zone}-{interval}_[0-9]*.json")):
+                pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+            if base.empty or str(n) not in pred:
+                print(
+                    f"{suite} {world} N = {n}: no predicted shrinkage in {origin}", file=sys.stderr
+                )
+                continue
+            before, after = float(base.iloc[0]), float(h["half_width"].iloc[0])
+            rows.append(
+                {
+                    "suite": _seed(str(suite)),
+                    "world": world,
+                    "n": int(n),
+                    "targets": target,
+                    "half_width_before_pct": round(100 * before, 2),
+                    "half_width_after_pct": round(100 * after, 2),
+                    "predicted_pct": round(100 * pred[str(n)], 1),
+                    "realised_pct": round(100 * (1 - after / before), 1),
+                    "truth_inside": bool(h["covered"].iloc[0]),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _seed(name: str) -> int | str:
+    """A suite folder's seed (``h2035`` -> 2035), or its name when it holds no digits."""
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return int(digits) if digits else name
+
+
+def _print_shrinkage(tg: pd.DataFrame, target: str, n: int) -> None:
+    print(f"shrinkage of the {target} range, N = {n}, worlds with every design")
     for name, t in tg.groupby("zone_error", sort=False):
         hw = t.pivot_table(index=["suite", "world"], columns="design", values="half_width")
         hw = hw.dropna()
@@ -118,7 +193,6 @@ def main(argv: list[str] | None = None) -> int:
             sh = {d: float(np.mean(1 - ts[d] / ts["none"])) for d in ts if d != "none"}
             b = max((d for d in BASELINES if d in sh), key=sh.get)
             print(f"      {s_name}: ratio {sh['socmap'] / sh[b]:.3f} ({len(ts)} worlds)")
-    return 0
 
 
 if __name__ == "__main__":
