@@ -482,7 +482,7 @@ def _level_weight_map(
     lev = dask.delayed(level, pure=True, traverse=False)
     name = "level-weight-" + tokenize(g.key, lev.key, tuple(rows), tuple(cols))
     r, c = np.cumsum([0, *rows]).tolist(), np.cumsum([0, *cols]).tolist()
-    layer = {
+    layer: dict[Any, Any] = {
         (name, i, j): (_level_weight, g.key, lev.key, (r[i], r[i + 1]), (c[j], c[j + 1]))
         for i in range(len(rows))
         for j in range(len(cols))
