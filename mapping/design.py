@@ -60,7 +60,7 @@ from mapping.design_range import RangeState, beyond_box, range_after, range_stat
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram, unit_semivariance
 from mapping.sampling_baselines import clhs_sites, coverage_sites
-from mapping.units import format_interval, parse_interval
+from mapping.units import ALL_ZONES, format_interval, parse_interval
 
 __all__ = [
     "DesignResult",
@@ -72,7 +72,6 @@ __all__ = [
     "parse_target",
 ]
 
-ALL_ZONES = "all zones"
 #: Mean distance between two random points of a unit square (the diagonal of the block
 #: correlation matrix uses it: a block's cells are correlated as at that distance).
 _MEAN_SQUARE_DISTANCE = 0.5214

@@ -20,6 +20,7 @@ import re
 from mapping.exceptions import InvalidParameter
 
 __all__ = [
+    "ALL_ZONES",
     "DENSITY_UNITS",
     "STORAGE_UNITS",
     "format_interval",
@@ -37,6 +38,9 @@ DENSITY_UNITS = "kg C m-2"
 
 STORAGE_UNITS = {"Pg": 1e12, "Tg": 1e9}
 """Storage units of zone totals and their size in kg C."""
+
+ALL_ZONES = "all zones"
+"""The name of the row that sums every zone (zone tables, draws, designs' targets)."""
 
 
 def parse_interval(text: str) -> tuple[float, float]:

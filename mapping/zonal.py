@@ -38,7 +38,7 @@ from mapping import io
 from mapping._exact_kernel import add_halves, exponent_range
 from mapping.exceptions import GridMismatchError, InputError
 from mapping.grid import Grid
-from mapping.units import STORAGE_UNITS, format_interval, parse_interval
+from mapping.units import ALL_ZONES, STORAGE_UNITS, format_interval, parse_interval
 from mapping.zones import (
     DEFAULT_CHUNKS,
     VECTOR_SUFFIXES,
@@ -77,8 +77,6 @@ SUM_FIELDS = ("area_m2", "valid_area_m2", "storage_kg")
 
 #: Storage units and their size in kg.
 UNITS = STORAGE_UNITS
-
-ALL_ZONES = "all zones"
 
 
 # =============================================================================== exact sums

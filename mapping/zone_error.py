@@ -37,7 +37,7 @@ import pandas as pd
 
 from mapping.draw_summary import _storage_column
 from mapping.exceptions import ConfigError, InputError
-from mapping.zonal import ALL_ZONES
+from mapping.units import ALL_ZONES
 
 __all__ = ["add_zone_errors", "zone_error_sd"]
 

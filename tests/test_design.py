@@ -368,6 +368,7 @@ def _config(tmp: Path) -> Path:
     cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = ["0-30"]
     cfg["model"]["params"]["n_estimators"] = 40
+    cfg["cv"]["repeats"] = 1  # one partition's error models are enough for a design
     cfg["uncertainty"] = {"n_realizations": 20}
     cfg["scheduler"] = "threads"
     path = tmp / "sample.yaml"

@@ -49,11 +49,13 @@ COVERAGE = (0.85, 0.97)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample workflow, 0-30 and 0-100 cm and 100 trees, run into a temporary folder."""
+    """The sample workflow, 0-30 and 0-100 cm, 100 trees and one CV partition, run into a
+    temporary folder."""
     tmp = tmp_path_factory.mktemp("truth")
     cfg = sample_config(tmp / "out")
     cfg["stocks"]["depths"] = [f"0-{b}" for b in BOTTOMS]
     cfg["model"]["params"]["n_estimators"] = 100
+    cfg["cv"]["repeats"] = 1  # the maps and their calibration, not the zone ranges
     assert cfg["model"]["log_transform"] is True  # the choice the tolerances are for
     path = tmp / "sample.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))

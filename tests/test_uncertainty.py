@@ -406,6 +406,34 @@ def test_local_level_of_a_chunk_at_its_place_in_the_grid():
     np.testing.assert_array_equal(same[2], got)  # each interval its own level's weights
 
 
+def test_local_level_leaves_out_data_beyond_its_cutoff():
+    """``LocalLevel.weight`` over an area many cutoffs wide, a few grid rows at a time: the
+    data beyond ``cutoff`` of a block are left out and ``a`` is that of every datum's
+    covariance to ``TOLERANCE``; exactly so for the spherical model, whose covariance ends
+    at its range."""
+    from mapping.residual_errors import TOLERANCE
+
+    rng = np.random.default_rng(11)
+    xy = rng.uniform(0, 2e6, (400, 2))
+    gy, gx = np.mgrid[0:60, 0:60] * 2.2e6 / 59 - 1e5  # a 60 x 60 grid, row-major
+    pts = np.column_stack([gx.ravel(), gy.ravel()])
+    pts[[0, 1000, 2000]] = xy[:3]  # cells on a datum: the nugget's covariance too
+    for v in (Variogram("exponential", psill=0.06, range=3e4, nugget=0.02),
+              Variogram("gaussian", psill=1.0, range=5e4, nugget=0.0),
+              Variogram("matern", psill=0.5, range=2e4, nugget=0.1, nu=1.5),
+              Variogram("spherical", psill=0.3, range=9e4, nugget=0.05)):  # fmt: skip
+        lev = LocalLevel(v, xy)
+        # blocks of 5 rows (1.9e5 m) leave out the data beyond 2 cutoffs of them
+        assert v.range <= lev.cutoff and 2 * lev.cutoff + 1.9e5 < 1.5e6, v.model
+        k = v.covariance(np.hypot(*(pts[:, None] - xy[None]).transpose(2, 0, 1)))
+        every = np.clip(1.0 - k @ lev.u, 0.0, 1.0)
+        got = lev.weight(pts[:, 0], pts[:, 1], block=300)
+        assert np.abs(got - every).max() <= TOLERANCE, v.model
+        assert got[[0, 1000, 2000]].max() < 0.9 and got.max() > 0.99  # pinned at the data
+        if v.model == "spherical":
+            np.testing.assert_allclose(got, every, rtol=0, atol=1e-12)
+
+
 def residual_mean_sd_of(v: Variogram, xy: np.ndarray) -> float:
     """``1 / sqrt(1' K⁻¹ 1)`` by a direct inverse."""
     h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))

@@ -29,7 +29,7 @@ from mapping.run.features import categorical_covariates
 from mapping.run.runner import StageContext
 from mapping.run.shared_error import shared_error
 from mapping.run.stages import grid_and_stack, zone_layout
-from mapping.units import interval_label, parse_interval
+from mapping.units import ALL_ZONES, interval_label, parse_interval
 from mapping.zones import ZoneCoverage
 
 __all__ = [
@@ -108,7 +108,7 @@ def design_inputs(
     if targets:
         chosen = list(dict.fromkeys(parse_target(t, zones, labels) for t in targets))
     else:
-        chosen = [Target(z, k) for k in labels for z in [*zones, "all zones"]]
+        chosen = [Target(z, k) for k in labels for z in [*zones, ALL_ZONES]]
     grid, stack = grid_and_stack(ctx)
     need = list(dict.fromkeys(t.interval for t in chosen))
     models = {k: io.read_model(run.model_file(k)) for k in labels}

@@ -65,7 +65,7 @@ from mapping.uncertainty import (
     summarise_draws,
     zone_total_draws,
 )
-from mapping.units import interval_label
+from mapping.units import ALL_ZONES, interval_label
 from mapping.validation import (
     cv_moments,
     fit_interval_or_error,
@@ -820,7 +820,7 @@ def _report_mean_shifts(ctx: StageContext, draws: pd.DataFrame) -> None:
     shifts = mean_shifts(draws, totals)
     if shifts.empty:
         return
-    rows = shifts[shifts["zone"] == "all zones"]
+    rows = shifts[shifts["zone"] == ALL_ZONES]
     rows = rows if not rows.empty else shifts
     found = {}
     for r in rows.itertuples():
