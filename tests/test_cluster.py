@@ -240,7 +240,10 @@ def test_peak_rss_sees_an_allocation() -> None:
 
 
 @pytest.mark.cluster
-def test_default_local_cluster_prints_dashboard() -> None:
+def test_default_local_cluster_prints_dashboard(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a nanny started with distributed's defaults earlier in this process (another test's
+    # cluster) left its MALLOC_TRIM_THRESHOLD_ in os.environ, which later workers inherit
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     lines: list[str] = []
     with dask_client(n_workers=1, dashboard_address=":0", echo=lines.append) as client:
         assert len(client.scheduler_info(n_workers=-1)["workers"]) == 1
