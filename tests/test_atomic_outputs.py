@@ -28,9 +28,6 @@ from mapping.config import load_config
 from mapping.io import tiles
 from mapping.run import run_stages, stage_list, stages
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("atomic_outputs")
-
 CORPUS = Path(__file__).parent / "data" / "bad"
 MAPPING = Path(mapping.__file__).parent
 

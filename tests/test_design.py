@@ -25,9 +25,6 @@ from mapping.design import (
 from mapping.exceptions import InputError, InvalidParameter
 from mapping.models.variogram import Variogram
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("design")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -30,9 +30,6 @@ import rasterio
 from mapping.config import load_config
 from mapping.run import run_stages, stage_list
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("determinism")
-
 CORPUS = Path(__file__).parent / "data" / "bad"
 MAP_RTOL, MAP_ATOL = 1e-6, 1e-6  # kg C m-2 (measured: 0, the maps are byte-identical)
 TABLE_RTOL = 1e-9

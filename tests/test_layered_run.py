@@ -46,9 +46,6 @@ from mapping.uncertainty import zone_total_draws
 from mapping.validation import observed_variance
 from mapping.zone_error import add_zone_errors
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("layered_run")
-
 ROOT = Path(__file__).resolve().parents[1]
 ALT_RASTER = ROOT / "sample_rasters" / "active_layer.tif"
 TRUE_SPLIT = ROOT / "sample_rasters" / "truth" / "thaw_split.csv"

@@ -20,9 +20,6 @@ from mapping.report.tables import fmt_number
 from mapping.run import preflight, stages
 from mapping.validation import metrics_table
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("pipeline")
-
 STAGES = ["stocks", "training", "fit", "predict", "zones", "uncertainty", "thaw", "report"]
 TRUE_TOTALS = ROOT / "sample_rasters" / "truth" / "zone_totals.csv"
 

@@ -39,9 +39,6 @@ from conftest import ROOT, sample_config
 from mapping.config import load_config
 from mapping.run import run_stages, stage_list
 
-# its module-scoped run once per test session: all its tests on one xdist worker
-pytestmark = pytest.mark.xdist_group("truth_recovery")
-
 DATA = ROOT / "sample_rasters"
 BOTTOMS = (30, 100)
 ZONES = ["continuous", "discontinuous", "sporadic", "isolated"]
