@@ -437,6 +437,22 @@ def test_cli_writes_sites_with_expected_reductions(
     tr = read_table(Path(cfg.output) / "training" / "training.parquet")
     d = cdist(gdf[["x", "y"]].to_numpy(), tr[["x", "y"]].to_numpy()).min(axis=1)
     assert d.max() <= 100_000.0
+    # a run whose ranges have a local level and the zones' errors: the same prediction,
+    # and a note that it leaves both out
+    assert "[design] note" not in said
+    from mapping.run.design import run_design
+
+    local = cfg.model_copy(
+        update={
+            "uncertainty": cfg.uncertainty.model_copy(update={"level": "local", "zone_error": "cv"})
+        }
+    )
+    lines: list[str] = []
+    _, _, again, _ = run_design(local, 6, targets=["isolated/0-30", "all/0-30"],
+                                max_distance_km=100, out=tmp_path / "b.gpkg", echo=lines.append)  # fmt: skip
+    pd.testing.assert_frame_equal(again, targets, check_exact=False, rtol=1e-9)
+    (note,) = [x for x in lines if x.startswith("[design] note")]
+    assert "uncertainty.level: local and zone_error: cv" in note
 
 
 @pytest.mark.parametrize(

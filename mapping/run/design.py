@@ -234,6 +234,14 @@ def run_design(
         seed=cfg.seed,
         echo=echo,
     )
+    unc = cfg.uncertainty
+    if unc.level != "constant" or unc.zone_error != "none":
+        echo(
+            f"[design] note: the run's zone ranges have uncertainty.level: {unc.level} and "
+            f"zone_error: {unc.zone_error}; the expected reductions take the residuals' level "
+            "as constant and leave out each zone's error of its mean, so the refit's ranges "
+            'usually shrink more (docs/design.md, "What the expected reduction assumes")'
+        )
     sites = result_table(result, d.cells.xy, d.cells.lonlat, (d.cells.rows, d.cells.cols))
     table = target_table(result, d.current())
     run = d.ctx.folder
