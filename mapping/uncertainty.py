@@ -457,18 +457,24 @@ def _local_common(
 
 
 def _level_weight(
-    grid: Grid, level: Any, rows: tuple[int, int], cols: tuple[int, int]
+    grid: Grid, level: Any, zone: Any, rows: tuple[int, int], cols: tuple[int, int]
 ) -> np.ndarray:
     """``a = 1 - k'K⁻¹1`` (``LocalLevel.weight``) of the cells ``rows[0]:rows[1]``,
-    ``cols[0]:cols[1]`` of ``grid``, float64."""
-    r, c = np.mgrid[rows[0] : rows[1], cols[0] : cols[1]]
-    return level.weight(*grid.working_xy(r, c))
+    ``cols[0]:cols[1]`` of ``grid`` that lie in a zone (``zone``: the chunk's zone-index
+    block or the coverage, as :func:`_draw_block` takes it), NaN at the others: float64."""
+    where = (slice(*rows), slice(*cols))
+    mask, flat, _ = _zone_cells(*_zone_block(zone, *where))
+    out = np.full(mask.shape, np.nan)
+    r, c = np.divmod(flat, cols[1] - cols[0])
+    out.ravel()[flat] = level.weight(*grid.working_xy(r + rows[0], c + cols[0]))
+    return out
 
 
 def _level_weight_map(
-    grid: Grid, level: Any, rows: Sequence[int], cols: Sequence[int]
+    grid: Grid, level: Any, rows: Sequence[int], cols: Sequence[int], source: Any
 ) -> dask.array.Array:
-    """:func:`_level_weight` as a Dask array chunked ``(rows, cols)``, one task per chunk.
+    """:func:`_level_weight` as a Dask array chunked ``(rows, cols)``, one task per chunk;
+    ``source`` the zones (:attr:`ZoneLayout.source`: a zone-index array or a coverage).
 
     Not a ``map_blocks`` (Blockwise) layer: the Monte Carlo's blockwise layer would fuse
     it into every (chunk, realization batch) task and compute each chunk's weights once
@@ -480,14 +486,22 @@ def _level_weight_map(
 
     g = dask.delayed(grid, pure=True, traverse=False)
     lev = dask.delayed(level, pure=True, traverse=False)
-    name = "level-weight-" + tokenize(g.key, lev.key, tuple(rows), tuple(cols))
+    if isinstance(source, ZoneCoverage):  # one graph key holding the coverage
+        cover = dask.delayed(source, pure=True, traverse=False)
+        zone_key, deps = (lambda i, j: cover.key), [g, lev, cover]
+    else:  # the zone-index chunks, as the Monte Carlo reads them
+        zarr = source.rechunk((tuple(rows), tuple(cols)))
+        zone_key, deps = (lambda i, j: (zarr.name, i, j)), [g, lev, zarr]
+    name = "level-weight-" + tokenize(g.key, lev.key, deps[-1], tuple(rows), tuple(cols))
     r, c = np.cumsum([0, *rows]).tolist(), np.cumsum([0, *cols]).tolist()
     layer: dict[Any, Any] = {
-        (name, i, j): (_level_weight, g.key, lev.key, (r[i], r[i + 1]), (c[j], c[j + 1]))
+        (name, i, j): (
+            _level_weight, g.key, lev.key, zone_key(i, j), (r[i], r[i + 1]), (c[j], c[j + 1])
+        )
         for i in range(len(rows))
         for j in range(len(cols))
-    }
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=[g, lev])
+    }  # fmt: skip
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=deps)
     return da.Array(graph, name, chunks=(tuple(rows), tuple(cols)), dtype="float64",
                     meta=np.empty((0, 0)))  # fmt: skip
 
@@ -758,7 +772,7 @@ def _draw_sums(
     reals = da.arange(n_realizations, chunks=batch)
     # the level weights as maps: one task per chunk, shared by all its realization batches
     # and by the intervals with the same level (a layered model's: one kriged level)
-    weights = [_level_weight_map(grid, lev, rows, cols) for lev in distinct]
+    weights = [_level_weight_map(grid, lev, rows, cols, prep.layout.source) for lev in distinct]
     return _zone_sums_layer(
         _draw_block, prep, grid, field_key, spec, realizations=reals, maps=weights
     )

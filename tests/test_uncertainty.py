@@ -380,21 +380,24 @@ def test_local_level_by_hand():
 
 
 def test_local_level_of_a_chunk_at_its_place_in_the_grid():
-    """The Monte Carlo's chunks take ``a`` at their own cells: a chunk's weight map equals
-    the grid-wide one at the same cells (rows and columns offset), and the term built from
-    it keeps the rest of the shared sd."""
+    """The Monte Carlo's chunks take ``a`` at their own zone cells: a chunk's weight map
+    equals the grid-wide one at the same cells (rows and columns offset), NaN outside the
+    zones, and the term built from it keeps the rest of the shared sd."""
     from mapping.uncertainty import _level_weight, _local_common
 
     grid, *_ = small_world(ny=9, nx=12)
     lev = LocalLevel(Variogram("exponential", psill=1.0, range=2500.0, nugget=0.1),
                      [[1.0015e6, 1.0035e6], [1.0085e6, 1.0065e6]])  # fmt: skip
-    a = _level_weight(grid, lev, (3, 9), (4, 12))
+    flat = np.array([0, 5, 9, 17, 30, 47])  # the zone cells of the 6 x 8 chunk
+    zone = np.full((6, 8), -1, dtype="int32")
+    zone.ravel()[flat] = [0, 1, 1, 0, 2, 0]
+    a = _level_weight(grid, lev, zone, (3, 9), (4, 12))
     assert a.shape == (6, 8)
-    flat = np.array([0, 5, 9, 17, 30, 47])  # cells of the 6 x 8 chunk
     r, c = np.divmod(flat, 8)
     want = lev.weight(*grid.working_xy(r + 3, c + 4))
     assert 0.05 < want.min() and want.max() < 0.999  # a varies over these cells
     np.testing.assert_array_equal(a.ravel()[flat], want)
+    assert np.isnan(np.delete(a.ravel(), flat)).all()  # outside the zones: not computed
     common = np.hypot(lev.sd, 0.2)
     (got,) = _local_common([common], [(lev.sd, 0)], [want.reshape(1, -1)])
     np.testing.assert_allclose(got[0], np.sqrt(0.2**2 + (lev.sd * want) ** 2), rtol=1e-12)
