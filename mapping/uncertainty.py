@@ -383,11 +383,12 @@ def _draw_block(
 
     ``maps`` are the chunk's means then stds (then the extrapolation sds when the spec has
     them), one per interval, then the distinct level weights of the intervals with a local
-    level (:func:`_level_weight`); ``where`` its slices of the grid. The densities are :func:`realization_block`'s, ``sub`` realizations at a time,
-    made only for the cells that lie in a zone (the others add nothing to any total):
-    a chunk of ocean or of land outside the zones costs no field and no density.
+    level (:func:`_level_weight`); ``where`` its slices of the grid. The densities are
+    :func:`realization_block`'s, ``sub`` realizations at a time, made only for the cells
+    that lie in a zone (the others add nothing to any total): a chunk of ocean or of land
+    outside the zones costs no field and no density.
     """
-    intervals, kernel_of, distribution, common, n_zones, sub, has_extra, levels = spec
+    intervals, kernel_of, distribution, common, n_zones, sub, has_extra, local = spec
     rows, cols = where
     index, partial = _zone_block(zone, rows, cols)
     reals = [int(r) for r in realizations]
@@ -410,9 +411,9 @@ def _draw_block(
     n_int = len(intervals)
     stds = [kept(maps[n_int + k]) for k in range(n_int)]
     extra = [kept(maps[2 * n_int + k]) for k in range(n_int)] if has_extra else None
-    if levels is not None:
+    if local is not None:  # per interval None or (the level's sd, its weight map)
         weights = [kept(a) for a in maps[(3 if has_extra else 2) * n_int :]]
-        common = _local_common(common, levels, weights)
+        common = _local_common(common, local, weights)
     levels = _levels(means, stds, intervals, distribution, common, True, extra)
     per_interval = [copy.copy(sums) for _ in intervals]  # each keeps its own last nodata
     fields = field.masked_window(rows, cols, mask, reals)  # one realization at a time
@@ -517,10 +518,10 @@ def _zone_sums_layer(
     """One ``dask.array.blockwise`` layer of ``block`` over the chunks of the maps, summed.
 
     ``block(where, area, zone, *args, [realizations,] *means, *stds, *extras, *maps)``
-    returns the exact
-    per-zone sums of one chunk (and one batch of ``realizations``, a chunked Dask array of
-    realization numbers, when given) with two leading axes of length 1; they are added
-    exactly over the chunks (any order: the same sum) and rounded once. Returns float64
+    returns the exact per-zone sums of one chunk (and one batch of ``realizations``, a
+    chunked Dask array of realization numbers, when given) with two leading axes of
+    length 1; they are added exactly over the chunks (any order: the same sum) and rounded
+    once. Returns float64
     ``(n_int, [n,] n_zones, 3)``.
     """
     import dask
