@@ -284,8 +284,17 @@ class LocalLevel:
     def __init__(self, variogram: Variogram, xy: Any) -> None:
         self.variogram = variogram
         self.xy = np.asarray(xy, dtype="float64").reshape(-1, 2)
-        self.u = _gls_weights(variogram, self.xy)
-        self.sd = float(math.sqrt(1.0 / float(np.sum(self.u))))
+
+    @functools.cached_property
+    def u(self) -> np.ndarray:
+        """``K⁻¹ 1``, solved on first use (a dense ``n x n`` solve: levels found
+        :meth:`same_as` one another can share one)."""
+        return _gls_weights(self.variogram, self.xy)
+
+    @functools.cached_property
+    def sd(self) -> float:
+        """The error of the level, ``1 / sqrt(1' K⁻¹ 1)``."""
+        return float(math.sqrt(1.0 / float(np.sum(self.u))))
 
     @classmethod
     def of_model(cls, model: Any) -> LocalLevel:
@@ -340,11 +349,8 @@ class LocalLevel:
             part = pts[s : s + block]
             lo, hi = part.min(axis=0) - r, part.max(axis=0) + r
             near = np.all((self.xy >= lo) & (self.xy <= hi), axis=1)
-            if near.all():
-                cov = self.variogram.covariance(cdist(part, self.xy)) @ self.u
-            else:
-                cov = self.variogram.covariance(cdist(part, self.xy[near])) @ self.u[near]
-            out[s : s + block] = 1.0 - cov
+            k = self.variogram.covariance(cdist(part, self.xy[near]))
+            out[s : s + block] = 1.0 - k @ self.u[near]
         return np.clip(out, 0.0, 1.0).reshape(x.shape)
 
 

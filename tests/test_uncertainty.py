@@ -373,7 +373,10 @@ def test_local_level_by_hand():
     assert ok_var - sk_var == pytest.approx((lev.sd * a.mean()) ** 2, rel=1e-9)
     far = lev.weight(np.array([1e7]), np.array([1e7]))
     assert far[0] == pytest.approx(1.0, abs=1e-12)  # beyond the range: all the level
-    # the same weights (a layered model's intervals share one level): one map for them
+    # the same weights (a layered model's intervals share one level): one map for them,
+    # and one solve of K^-1 1, made on first use
+    fresh = LocalLevel(v, xy)
+    assert "u" not in vars(fresh) and fresh.sd == lev.sd and "u" in vars(fresh)
     assert lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=4e4, nugget=0.3), xy))
     assert not lev.same_as(LocalLevel(v, xy[::-1]))
     assert not lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=5e4), xy))
