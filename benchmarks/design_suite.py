@@ -313,12 +313,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _predicted(suite: Path, world: str, tag: str) -> dict[str, float]:
+def predicted_shrinkage(world_dir: Path, tag: str) -> dict[str, float]:
     """The socmap design's predicted mean shrinkage per N (as a string) in one world."""
     pred: dict[str, float] = {}
-    for f in sorted((suite / "worlds" / world).glob(f"design_predicted_{tag}[0-9]*.json")):
+    for f in sorted(world_dir.glob(f"design_predicted_{tag}[0-9]*.json")):
         pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
     return pred
+
+
+def shrinkage_row(
+    world: str, n: int, targets: str, before: float, after: float, predicted: float, inside: bool
+) -> dict[str, object]:
+    """One row of the report's reference chart: half-widths before and after the rerun
+    (fractions of the truth), the predicted shrinkage (fraction), truth inside after."""
+    return {
+        "world": world,
+        "n": int(n),
+        "targets": targets,
+        "half_width_before_pct": round(100 * before, 2),
+        "half_width_after_pct": round(100 * after, 2),
+        "predicted_pct": round(100 * predicted, 1),
+        "realised_pct": round(100 * (1 - after / before), 1),
+        "truth_inside": bool(inside),
+    }
 
 
 def shrinkage_table(
@@ -329,21 +346,20 @@ def shrinkage_table(
     rows = []
     for world, g in df.groupby("world"):
         base = g[g["design"] == "none"]["half_width"].mean()
-        pred = _predicted(suite, str(world), tag)
+        pred = predicted_shrinkage(suite / "worlds" / str(world), tag)
         for n, h in g[g["design"] == "socmap"].groupby("n", sort=True):
             if str(n) not in pred:
                 continue
             rows.append(
-                {
-                    "world": world,
-                    "n": int(n),
-                    "targets": " ".join(targets) if targets else "all",
-                    "half_width_before_pct": round(100 * base, 2),
-                    "half_width_after_pct": round(100 * h["half_width"].mean(), 2),
-                    "predicted_pct": round(100 * pred[str(n)], 1),
-                    "realised_pct": round(100 * (1 - h["half_width"].mean() / base), 1),
-                    "truth_inside": bool(h["covered"].all()),
-                }
+                shrinkage_row(
+                    str(world),
+                    n,
+                    " ".join(targets) if targets else "all",
+                    base,
+                    h["half_width"].mean(),
+                    pred[str(n)],
+                    h["covered"].all(),
+                )
             )
     return pd.DataFrame(rows)
 
@@ -385,7 +401,7 @@ def summary_table(df: pd.DataFrame, suite: Path, tag: str = "") -> str:
     ]
     for world, g in df.groupby("world"):
         base = g[g["design"] == "none"]["half_width"].mean()
-        pred = _predicted(suite, str(world), tag)
+        pred = predicted_shrinkage(suite / "worlds" / str(world), tag)
         lines.append(
             f"| {world} | 0 | none | {100 * base:.2f} % | | | "
             f"{100 * g[g['design'] == 'none']['error'].abs().mean():.2f} % | "

@@ -28,7 +28,6 @@ median half-width of 10.6 %, the socmap design 1.28 times the best baseline at N
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -44,9 +43,9 @@ from mapping.run.stages import _zone_errors, run_grid, zone_layout
 from mapping.units import interval_label
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from design_suite import score_summary
+from design_suite import DESIGNS, _tag, predicted_shrinkage, score_summary, shrinkage_row
 
-BASELINES = ("random", "clhs", "coverage")
+BASELINES = DESIGNS[1:]
 
 
 def score_run(folder: Path, world: Path) -> pd.DataFrame:
@@ -144,28 +143,22 @@ def shrinkage_table(df: pd.DataFrame, pairs: list, target: str) -> pd.DataFrame:
                 (runs_of[suite] / str(world) / f"socmap_{n}" / "workflow.yaml").read_text()
             )
             origin = Path(cfg["profiles"]["path"]).parents[1]  # the world the design ran on
-            pred: dict[str, float] = {}
-            for f in sorted(origin.glob(f"design_predicted_{zone}-{interval}_[0-9]*.json")):
-                pred.update(json.loads(f.read_text())["predicted_mean_shrinkage"])
+            pred = predicted_shrinkage(origin, _tag([target]))
             if base.empty or str(n) not in pred:
                 print(
                     f"{suite} {world} N = {n}: no predicted shrinkage in {origin}", file=sys.stderr
                 )
                 continue
-            before, after = float(base.iloc[0]), float(h["half_width"].iloc[0])
-            rows.append(
-                {
-                    "suite": _seed(str(suite)),
-                    "world": world,
-                    "n": int(n),
-                    "targets": target,
-                    "half_width_before_pct": round(100 * before, 2),
-                    "half_width_after_pct": round(100 * after, 2),
-                    "predicted_pct": round(100 * pred[str(n)], 1),
-                    "realised_pct": round(100 * (1 - after / before), 1),
-                    "truth_inside": bool(h["covered"].iloc[0]),
-                }
+            row = shrinkage_row(
+                str(world),
+                n,
+                target,
+                float(base.iloc[0]),
+                float(h["half_width"].iloc[0]),
+                pred[str(n)],
+                h["covered"].iloc[0],
             )
+            rows.append({"suite": _seed(str(suite)), **row})
     return pd.DataFrame(rows)
 
 
