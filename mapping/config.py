@@ -556,6 +556,25 @@ class RunConfig(_Section):
             raise ValueError("active_layer needs zones (the split is per zone)")
         return self
 
+    @model_validator(mode="after")
+    def _uncertainty_needs_kriging(self) -> RunConfig:
+        # a tree model has no residual variogram, so no Monte Carlo ranges that these keys
+        # could change: refused rather than silently left out of the totals' ranges
+        if self.model.type == "regression_kriging":
+            return self
+        unc = self.uncertainty
+        for key, value, default in (
+            ("level", unc.level, "constant"),
+            ("zone_error", unc.zone_error, "none"),
+        ):
+            if value != default:
+                raise ValueError(
+                    f"uncertainty.{key}: {value} needs model.type: regression_kriging (a "
+                    f"{self.model.type} model has no Monte Carlo ranges of the totals); "
+                    f"remove the key or set it to {default}"
+                )
+        return self
+
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
         data = handler(self)

@@ -59,6 +59,16 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             "output: o\nprofiles: {path: profiles.csv}\nuncertainty: {reference: p90}\n",
             "uncertainty.reference",
         ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nmodel: {type: random_forest}\n"
+            "uncertainty: {level: local}\n",
+            "uncertainty.level: local needs model.type: regression_kriging",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nmodel: {type: boosted_trees}\n"
+            "uncertainty: {zone_error: cv}\n",
+            "uncertainty.zone_error: cv needs model.type: regression_kriging",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],
@@ -70,6 +80,20 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) ->
     assert expected in msg
     assert "cfg.yaml" in msg
     assert "\n" not in msg
+
+
+def test_the_totals_options_of_kriging_stay_with_kriging(tmp_path: Path) -> None:
+    text = (
+        "output: o\nprofiles: {path: profiles.csv}\nuncertainty: {level: local, zone_error: cv}\n"
+    )
+    cfg = load_config(_write(tmp_path, text))
+    assert (cfg.uncertainty.level, cfg.uncertainty.zone_error) == ("local", "cv")
+    trees = load_config(
+        _write(
+            tmp_path, "output: o\nprofiles: {path: profiles.csv}\nmodel: {type: random_forest}\n"
+        )
+    )
+    assert (trees.uncertainty.level, trees.uncertainty.zone_error) == ("constant", "none")
 
 
 def test_yaml_is_loaded_safely(tmp_path: Path) -> None:
