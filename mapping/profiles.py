@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyproj
 
 from mapping.bulk_density import BD_MAX, BD_MIN
 from mapping.exceptions import ConfigError, HorizonTableError, InputError
@@ -134,6 +135,7 @@ def read_horizons(
     df[LINE] = np.arange(len(df)) + (2 if is_csv else 1)
     df.attrs["source"] = str(p)
     df.attrs["line_label"] = "line" if is_csv else "row"
+    df.attrs["crs"] = crs  # lon/lat in degrees unless a projected profiles.crs says metres
     return df
 
 
@@ -309,6 +311,7 @@ def check_horizons(
     if on_invalid not in {"error", "skip"}:
         raise ConfigError(f"on_invalid must be 'error' or 'skip' (got {on_invalid!r})")
     label = df.attrs.get("line_label", "line" if LINE in df.columns else "row")
+    degrees = _in_degrees(df.attrs.get("crs"))
     df = df.reset_index(drop=True).copy()
     if LINE not in df.columns:
         df[LINE] = np.arange(1, len(df) + 1)
@@ -317,9 +320,11 @@ def check_horizons(
     if len(df) == 0:
         raise HorizonTableError(f"{source}: table has no rows")
 
+    soc_column = "soc_pct" if "soc_pct" in df.columns else "soc_g_kg"
     issues = _Issues()
-    _check_values(df, issues)
+    _check_values(df, issues, degrees=degrees)
     _check_profiles(df, issues, tolerance_cm, area_tolerance_pct)
+    _warn_unlikely_units(df.loc[~issues.bad_rows(len(df))], source, soc_column)
 
     report = _report(df, issues, label)
     if len(report) and on_invalid == "error":
@@ -349,18 +354,52 @@ def _check_columns(df: pd.DataFrame, source: str) -> None:
         )
 
 
+def _in_degrees(crs: object) -> bool:
+    """Whether ``lon``/``lat`` of a table read in ``crs`` (``profiles.crs``; ``None``:
+    EPSG:4326) are degrees, so that their ranges can be checked."""
+    if crs is None:
+        return True
+    try:
+        return bool(pyproj.CRS.from_user_input(crs).is_geographic)
+    except pyproj.exceptions.CRSError:
+        return True  # the config's own check names a CRS it cannot read
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+#: Common spellings of the optional columns, compared without case and punctuation. A
+#: column left unmapped is ignored, and the stock computed as if the quantity were absent
+#: (bulk density estimated everywhere, no coarse fragments, full area): names the
+#: similarity test below misses (``BD``, ``CF``) are caught here.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "bulk_density_g_cm3": ("bd", "db", "bdod", "bulk_density", "bulkdensity", "bulk_dens",
+                           "bd_g_cm3", "bd_fine_earth", "bdfi", "density"),
+    "coarse_fraction_pct": ("cf", "cfvo", "coarse", "coarse_fragments", "coarse_pct",
+                            "cf_pct", "gravel", "gravel_pct", "rock_fragments",
+                            "rock_fragments_pct", "stones", "stoniness", "skeleton"),
+    "horizon_area_pct": ("area_pct", "area_share", "horizon_area", "horizon_share"),
+    "lithic_contact_cm": ("lithic_contact", "bedrock_depth", "depth_to_bedrock",
+                          "rock_depth"),
+    "n_pct": ("n", "tn", "total_n", "nitrogen", "n_tot", "ntot"),
+}  # fmt: skip
+_ALIAS_OF = {_key(a): canon for canon, names in ALIASES.items() for a in names}
+
+
 def _warn_unused_lookalikes(df: pd.DataFrame, source: str) -> None:
     """Warn of a column that looks like an optional canonical one the table lacks
-    (``coarse_fraction`` for ``coarse_fraction_pct``): it would be ignored, and the stock
-    computed as if the quantity were absent (no coarse fragments, full area)."""
+    (``coarse_fraction`` or ``CF`` for ``coarse_fraction_pct``): it would be ignored, and
+    the stock computed as if the quantity were absent (no coarse fragments, full area)."""
     have = [str(c) for c in df.columns if c != LINE]
     for canon in CANONICAL:
         if canon in df.columns or canon in REQUIRED or canon in ("soc_pct", "soc_g_kg"):
             continue
         if canon in ("n_pct", "n_g_kg") and ("n_pct" in df.columns or "n_g_kg" in df.columns):
             continue
-        close = difflib.get_close_matches(canon, [c for c in have if c not in CANONICAL],
-                                          n=1, cutoff=0.75)  # fmt: skip
+        others = [c for c in have if c not in CANONICAL]
+        close = [c for c in others if _ALIAS_OF.get(_key(c)) == canon]
+        close = close or difflib.get_close_matches(canon, others, n=1, cutoff=0.75)
         if close:
             warnings.warn(
                 f"{source}: column {close[0]!r} is not used; if it is {canon}, map it with "
@@ -370,8 +409,14 @@ def _warn_unused_lookalikes(df: pd.DataFrame, source: str) -> None:
             )
 
 
-def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
-    """Row-level checks; coerces numeric columns to float in place."""
+def _check_values(df: pd.DataFrame, issues: _Issues, *, degrees: bool = True) -> None:
+    """Row-level checks; coerces numeric columns to float in place. ``degrees``: lon/lat
+    are longitudes and latitudes (else coordinates of a projected ``profiles.crs``)."""
+    if not pd.api.types.is_numeric_dtype(df[PROFILE_ID]):
+        # "A " and "A" are one profile; an id of blanks is no id
+        df[PROFILE_ID] = df[PROFILE_ID].map(
+            lambda v: (v.strip() or None) if isinstance(v, str) else v
+        )
     pid = df[PROFILE_ID]
     issues.add_rows(pid.isna().to_numpy(), df, "profile_id is missing")
     if pd.api.types.is_float_dtype(pid) and pid.notna().all():
@@ -404,8 +449,9 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
 
     lon, lat, top, bot = need("lon"), need("lat"), need("top_cm"), need("bottom_cm")
     with np.errstate(invalid="ignore"):
-        issues.add_rows((lon < -180) | (lon >= 360), df, "lon {} outside [-180, 360)", lon)
-        issues.add_rows((lat < -90) | (lat > 90), df, "lat {} outside [-90, 90]", lat)
+        if degrees:
+            issues.add_rows((lon < -180) | (lon >= 360), df, "lon {} outside [-180, 360)", lon)
+            issues.add_rows((lat < -90) | (lat > 90), df, "lat {} outside [-90, 90]", lat)
         issues.add_rows(top < 0, df, "top_cm {} is negative (depths are cm below the surface)", top)
         issues.add_rows(top >= bot, df, "top_cm {} >= bottom_cm {}", top, bot)
 
@@ -450,6 +496,55 @@ def _check_values(df: pd.DataFrame, issues: _Issues) -> None:
         )
         issues.add_rows(
             (spread > 0).to_numpy(), df, "lithic_contact_cm {} differs between horizons", rock
+        )
+
+
+#: The median horizon of a table holds at most this much organic carbon per m³ of fine
+#: earth (kg C m⁻³, SOC × bulk density): mineral horizons hold 5-60, the densest peats
+#: about 100 (50 % C at 0.2 g cm⁻³). SOC in g/kg read as % makes it ten times larger.
+MEDIAN_DENSITY_MAX = 100.0
+#: The median profile of a survey ends between these depths (cm): depths in mm put it
+#: ten times deeper, depths in m a hundred times shallower.
+MEDIAN_BOTTOM_CM = (5.0, 400.0)
+
+
+def _warn_unlikely_units(df: pd.DataFrame, source: str, soc_column: str) -> None:
+    """Warn where a table's values read in the documented units look like another unit's
+    (SOC as a fraction or in g/kg under ``soc_pct``, depths in mm or m): each gives
+    stocks wrong by a factor of 10-100 and passes every range check."""
+    if len(df) == 0:
+        return
+    soc = df["soc_pct"].to_numpy(float)
+    given = soc[np.isfinite(soc) & (soc > 0)]
+    if len(given) >= 5 and given.max() <= 1.0:
+        largest = given.max() * (1 if soc_column == "soc_pct" else 10)
+        warnings.warn(
+            f"{source}: {soc_column}: all {len(given)} values are at most 1 % (largest "
+            f"{largest:g}); SOC is read as % by mass (soc_pct, 2.5 for 2.5 %) or g/kg "
+            "(soc_g_kg); a fraction (0.025) gives stocks 100 times too small",
+            UserWarning,
+            stacklevel=3,
+        )
+    density = soc * df["bulk_density_g_cm3"].to_numpy(float) * 10.0  # kg C m⁻³
+    density = density[np.isfinite(density)]
+    if len(density) >= 5 and np.median(density) > MEDIAN_DENSITY_MAX:
+        warnings.warn(
+            f"{source}: {soc_column} x bulk_density_g_cm3: the median horizon holds "
+            f"{np.median(density):.0f} kg C per m3 of fine earth, more than the densest peats "
+            f"(~{MEDIAN_DENSITY_MAX:g}); is {soc_column} in "
+            f"{'g/kg (use soc_g_kg)' if soc_column == 'soc_pct' else 'another unit'}?",
+            UserWarning,
+            stacklevel=3,
+        )
+    bottom = float(df.groupby(PROFILE_ID)["bottom_cm"].max().median())
+    shallow, deep = MEDIAN_BOTTOM_CM
+    if np.isfinite(bottom) and not shallow <= bottom <= deep:
+        unit = "mm" if bottom > deep else "m"
+        warnings.warn(
+            f"{source}: bottom_cm: the median profile ends at {bottom:g} cm; depths are cm "
+            f"below the surface, and depths in {unit} give wrong stocks",
+            UserWarning,
+            stacklevel=3,
         )
 
 
