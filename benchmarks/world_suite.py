@@ -202,7 +202,8 @@ def analyst_r2(world_dir: Path, stocks: pd.DataFrame, seed: int) -> dict[str, fl
     (grid x, y and the covariates, land cover one-hot) and predicts ln(stock), as
     SOC stocks are log-normal (on the stock scale one rich profile in cold land
     sends the forest's whole cold tail up); its out-of-bag residuals are kriged
-    (exponential variogram, see :func:`fit_exponential`; 32 nearest profiles),
+    (exponential variogram, see :func:`fit_exponential`; 32 nearest profiles, or all
+    when fewer),
     added, and the sum back-transformed with ``exp`` (a median, no bias term).
     """
     from pykrige.ok import OrdinaryKriging
@@ -244,7 +245,12 @@ def analyst_r2(world_dir: Path, stocks: pd.DataFrame, seed: int) -> dict[str, fl
             variogram_parameters=fit_exponential(px, py, resid, geographic),
             coordinates_type="geographic" if geographic else "euclidean",
         )
-        kriged, _ = ok_model.execute("points", gx, gy, n_closest_points=32, backend="C")
+        # at most the profiles there are: PyKrige does not bound n_closest_points, and its C
+        # backend then reads past the neighbours' arrays and corrupts the heap (seed 2027
+        # world_05, 28 profiles at 0-300 cm: "free(): corrupted unsorted chunks"; the loop
+        # backend stops with a singular matrix)
+        near = min(32, len(px))
+        kriged, _ = ok_model.execute("points", gx, gy, n_closest_points=near, backend="C")
         pred = np.full(shape, np.nan)
         pred[land] = np.exp(rf.predict(X) + np.asarray(kriged))
         out[f"{top}-{bottom}"] = pixel_r2(pred, _truth(world_dir, top, bottom))
