@@ -747,7 +747,11 @@ def _error_message(source: str, report: pd.DataFrame, label: str) -> str:
     parts = []
     for _, r in report.head(_MAX_LISTED).iterrows():
         who = f"profile {r[PROFILE_ID]!r}" if r[PROFILE_ID] != "" else "row without profile_id"
-        parts.append(f"{who} {r['reason']}")
+        # the first few of a profile's problems (the report table keeps them all): a table
+        # in the wrong CRS or unit breaks a rule on every line
+        reasons = r["reason"].split("; ")
+        more = f" (+{len(reasons) - _MAX_LISTED} more)" if len(reasons) > _MAX_LISTED else ""
+        parts.append(f"{who} {'; '.join(reasons[:_MAX_LISTED])}{more}")
     more = len(report) - _MAX_LISTED
     tail = f" (+{more} more invalid profiles)" if more > 0 else ""
     msg = f"{source}: invalid horizons: " + "; ".join(parts) + tail

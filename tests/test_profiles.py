@@ -355,6 +355,18 @@ def test_many_problems_stay_on_one_line() -> None:
     assert "--on-invalid skip" in msg
 
 
+def test_a_profile_breaking_a_rule_on_every_line_is_named_briefly() -> None:
+    lines = [f"P1,2041337,1221457,{10 * i},{10 * i + 10},2,1.2,0,100" for i in range(12)]
+    with pytest.raises(HorizonTableError) as info:
+        check_horizons(frame(lines), "h.csv")
+    msg = str(info.value)
+    # 24 problems (lon and lat on 12 lines): the first three, and how many more
+    assert msg.count("outside") == 3 and "(+21 more)" in msg
+    assert "profile 'P1' line 2: lon 2.04134e+06 outside [-180, 360); line 3: lon" in msg
+    _, report = check_horizons(frame([*lines, *GOOD]), "h.csv", on_invalid="skip")
+    assert report.loc[0, "reason"].count("outside") == 24  # the report keeps every one
+
+
 # --------------------------------------------------------------------------- bulk density
 def test_hossain_2015_ptf_values() -> None:
     f = get_ptf("default")
