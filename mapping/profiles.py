@@ -750,8 +750,10 @@ def _error_message(source: str, report: pd.DataFrame, label: str) -> str:
         # the first few of a profile's problems (the report table keeps them all): a table
         # in the wrong CRS or unit breaks a rule on every line
         reasons = r["reason"].split("; ")
-        more = f" (+{len(reasons) - _MAX_LISTED} more)" if len(reasons) > _MAX_LISTED else ""
-        parts.append(f"{who} {'; '.join(reasons[:_MAX_LISTED])}{more}")
+        rest = len(reasons) - _MAX_LISTED
+        parts.append(
+            f"{who} {'; '.join(reasons[:_MAX_LISTED])}{f' (+{rest} more)' if rest > 0 else ''}"
+        )
     more = len(report) - _MAX_LISTED
     tail = f" (+{more} more invalid profiles)" if more > 0 else ""
     msg = f"{source}: invalid horizons: " + "; ".join(parts) + tail
