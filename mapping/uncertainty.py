@@ -744,16 +744,18 @@ def _draw_sums(
     cells = len(prep.intervals) * rows[0] * cols[0]
     sub = max(1, min(batch, (8 << 20) // max(window, cells, 1)))
     n_zones = prep.layout.n_zones
-    distinct: list[Any] = []  # the distinct LocalLevels, each one weight map
+    # the distinct LocalLevels, each one weight map and one solve of K⁻¹1 (equal levels,
+    # as a layered model's intervals have, are read from the first of them)
+    distinct: list[Any] = []
     levels: list[tuple[float, int] | None] = []
     for lev in local_level or ():
         if lev is None:
             levels.append(None)
             continue
-        same = [i for i, d in enumerate(distinct) if d.same_as(lev)]
-        if not same:
+        i = next((i for i, d in enumerate(distinct) if d.same_as(lev)), len(distinct))
+        if i == len(distinct):
             distinct.append(lev)
-        levels.append((lev.sd, same[0] if same else len(distinct) - 1))
+        levels.append((distinct[i].sd, i))
     spec = (
         tuple(prep.intervals),
         tuple(kernel_of),

@@ -210,6 +210,7 @@ def test_monte_carlo_draws_are_byte_identical_across_chunks() -> None:
     local = {"0-30": lev, "0-100": LocalLevel(lev.variogram, xy)}
     lref = _draws(grid, mean, std, zmap, 64, local_level=local)
     assert not np.array_equal(lref["storage_pg"], ref["storage_pg"])
+    assert "u" in vars(lev) and "u" not in vars(local["0-100"])  # one solve of K^-1 1
     got = _draws(grid, mean, std, zmap, (10, 17), local_level=local, batch=5)
     pd.testing.assert_frame_equal(got, lref, check_exact=True)
     # and on a two-process local cluster

@@ -773,11 +773,8 @@ def _local_levels(ctx: StageContext, labels: list[str]) -> dict[str, LocalLevel]
     if ctx.config.uncertainty.level != "local":
         return None
     models = ctx.results["fit"]
-    levels: dict[str, LocalLevel] = {}
-    for k in labels:  # a layered model's intervals share one level: one solve of K⁻¹1
-        lev = LocalLevel.of_model(models[k])
-        levels[k] = next((p for p in levels.values() if p.same_as(lev)), lev)
-    return levels
+    # equal levels (a layered model's intervals) are solved once, by zone_total_draws
+    return {k: LocalLevel.of_model(models[k]) for k in labels}
 
 
 def _zone_errors(
