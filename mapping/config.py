@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pyproj
 import yaml
 from pydantic import (
     AfterValidator,
@@ -78,6 +79,18 @@ def _parse_distance(v: Any) -> Any:
 Distance = Annotated[float, BeforeValidator(_parse_distance)]
 """A distance in metres, written ``300 km``, ``300000 m`` or (projected grids only) ``300000``."""
 
+
+def _readable_crs(v: str) -> str:
+    try:
+        pyproj.CRS.from_user_input(v)
+    except pyproj.exceptions.CRSError:
+        raise ValueError(f"{v!r} is not a CRS (e.g. EPSG:4326, EPSG:6931)") from None
+    return v
+
+
+Crs = Annotated[str, AfterValidator(_readable_crs)]
+"""A CRS as pyproj reads it (``EPSG:6931``, a WKT or PROJ string), checked when read."""
+
 DISTANCE_KEYS = (
     "model.variogram.range",
     "model.variogram.cutoff",
@@ -95,7 +108,7 @@ class ProfilesConfig(_Section):
     """Where the horizon table is and how its columns are named."""
 
     path: InputPath
-    crs: str = "EPSG:4326"
+    crs: Crs = "EPSG:4326"
     layer: str | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     """Canonical name -> name in the file, e.g. ``{soc_pct: OC_percent}``."""
@@ -154,7 +167,7 @@ class GridConfig(_Section):
     """Target grid: like the first covariate (default), or CRS + resolution + bounds."""
 
     like: Literal["first_covariate"] | InputPath | None = "first_covariate"
-    crs: str | None = None
+    crs: Crs | None = None
     resolution: float | tuple[float, float] | None = None
     bounds: tuple[float, float, float, float] | None = None
     chunks: int = Field(512, ge=16)

@@ -362,7 +362,7 @@ def _in_degrees(crs: object) -> bool:
     try:
         return bool(pyproj.CRS.from_user_input(crs).is_geographic)
     except pyproj.exceptions.CRSError:
-        return True  # the config's own check names a CRS it cannot read
+        return True  # read in the API with a CRS pyproj cannot read (a config refuses it)
 
 
 def _key(name: str) -> str:

@@ -69,6 +69,14 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             "uncertainty: {zone_error: cv}\n",
             "uncertainty.zone_error: cv needs model.type: regression_kriging",
         ),
+        (
+            "output: o\nprofiles: {path: profiles.csv, crs: EPSG:999999}\n",
+            "profiles.crs: 'EPSG:999999' is not a CRS",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\ngrid: {crs: 'EASE north'}\n",
+            "grid.crs: 'EASE north' is not a CRS",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],
