@@ -16,8 +16,9 @@ Table 1 and Table 2 follow the layout of the circumpolar inventories: rows are z
 (continuous, discontinuous, sporadic, isolated, then the total) with their area in
 10⁶ km², columns are the cumulative depth intervals (0-30, 0-100, 0-200, 0-300 cm, or
 whatever the run has). Table 1 gives the mean SOC density (kg C m⁻²) and Table 2 the
-storage (Pg, or Tg); when the Monte Carlo summary ``zones/storage_summary.csv`` exists,
-Table 2 gives ``median (lower–upper)`` of the simulated totals. Nothing but
+storage (Pg, or Tg) of the mean map (Table 1 × area); when the Monte Carlo summary
+``zones/storage_summary.csv`` exists, Table 2 gives that total with the ``(lower–upper)``
+range of the simulated totals, and their medians go to ``tables/table2_storage.csv``. Nothing but
 ``zones/storage.csv`` is needed for the tables; every other input is optional and its
 absence is noted in the report.
 
