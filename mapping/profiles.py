@@ -324,7 +324,7 @@ def check_horizons(
     issues = _Issues()
     _check_values(df, issues, degrees=degrees)
     _check_profiles(df, issues, tolerance_cm, area_tolerance_pct)
-    _warn_unlikely_units(df.loc[~issues.bad_rows(len(df))], source, soc_column)
+    _warn_unlikely_units(df.loc[~issues.bad_rows(len(df))], source, soc_column, label)
 
     report = _report(df, issues, label)
     if len(report) and on_invalid == "error":
@@ -506,12 +506,18 @@ MEDIAN_DENSITY_MAX = 100.0
 #: The median profile of a survey ends between these depths (cm): depths in mm put it
 #: ten times deeper, depths in m a hundred times shallower.
 MEDIAN_BOTTOM_CM = (5.0, 400.0)
+#: Depths that databases use for "no lower boundary recorded": read as centimetres they
+#: carry the last horizon's carbon down to 10-1000 m.
+NO_BOTTOM_CODES = (999.0, 9999.0, 99999.0)
 
 
-def _warn_unlikely_units(df: pd.DataFrame, source: str, soc_column: str) -> None:
+def _warn_unlikely_units(
+    df: pd.DataFrame, source: str, soc_column: str, label: str = "line"
+) -> None:
     """Warn where a table's values read in the documented units look like another unit's
-    (SOC as a fraction or in g/kg under ``soc_pct``, depths in mm or m): each gives
-    stocks wrong by a factor of 10-100 and passes every range check."""
+    (SOC as a fraction or in g/kg under ``soc_pct``, depths in mm or m, coarse fragments
+    as fractions in some profiles, "no bottom" coded as 999 cm): each gives stocks wrong
+    by a factor and passes every range check."""
     if len(df) == 0:
         return
     soc = df["soc_pct"].to_numpy(float)
@@ -536,6 +542,18 @@ def _warn_unlikely_units(df: pd.DataFrame, source: str, soc_column: str) -> None
             UserWarning,
             stacklevel=3,
         )
+    _warn_mixed_coarse_units(df, source)
+    coded = df["bottom_cm"].isin(NO_BOTTOM_CODES).to_numpy()
+    if coded.any():
+        first = df.loc[coded].iloc[0]
+        warnings.warn(
+            f"{source}: bottom_cm: {int(coded.sum())} horizon(s) end at "
+            f"{first['bottom_cm']:g} cm (first: profile {first[PROFILE_ID]!r} "
+            f"{label} {first[LINE]}), a common code for 'no lower boundary'; read "
+            "as a depth it carries the horizon's carbon down to it: give the depth sampled",
+            UserWarning,
+            stacklevel=3,
+        )
     bottom = float(df.groupby(PROFILE_ID)["bottom_cm"].max().median())
     shallow, deep = MEDIAN_BOTTOM_CM
     if np.isfinite(bottom) and not shallow <= bottom <= deep:
@@ -546,6 +564,38 @@ def _warn_unlikely_units(df: pd.DataFrame, source: str, soc_column: str) -> None
             UserWarning,
             stacklevel=3,
         )
+
+
+def _warn_mixed_coarse_units(df: pd.DataFrame, source: str) -> None:
+    """Warn where some profiles give coarse fragments as fractions and others in percent.
+
+    Tables merged from several surveys can mix the two; a fraction (0.35 for 35 %) read
+    as percent leaves the fragments out, and the profile's stock is up to
+    ``1 / (1 - f)`` times too large. A table of fractions only is warned of in
+    :func:`_check_values`. A profile looks like fractions when every coarse value it
+    gives is at most 1 and one is below 1 (a percent table's trace gravel is 1, rarely
+    less on every horizon); it takes at least three such profiles, a tenth of those giving
+    coarse fragments, beside profiles in percent."""
+    cf = df.loc[df["coarse_fraction_pct"] > 0, [PROFILE_ID, "coarse_fraction_pct"]]
+    if cf.empty:
+        return
+    per = cf.groupby(PROFILE_ID, sort=False)["coarse_fraction_pct"].agg(["max", "min"])
+    fraction = per.index[(per["max"] <= 1.0) & (per["min"] < 1.0)]
+    percent = per["max"] > 1.0
+    # a percent table has the odd profile with trace gravel below 1 % on every horizon
+    # (1-2 of 93-663 in the synthetic worlds); a merged survey brings many
+    if len(fraction) < 3 or len(fraction) < 0.1 * len(per) or not percent.any():
+        return
+    shown = ", ".join(repr(p) for p in fraction[:3])
+    more = f" and {len(fraction) - 3} more" if len(fraction) > 3 else ""
+    warnings.warn(
+        f"{source}: coarse_fraction_pct: {len(fraction)} profile(s) ({shown}{more}) give "
+        f"every value at most 1 while {int(percent.sum())} give percent up to "
+        f"{per['max'].max():g}; if some surveys gave fractions (0.35 for 35 %), convert them: "
+        "read as percent their coarse fragments are left out and their stocks too large",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _unify_units(df: pd.DataFrame, issues: _Issues, stem: str, *, required: bool) -> None:

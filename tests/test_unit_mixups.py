@@ -155,3 +155,35 @@ def test_profiles_in_a_projected_crs_keep_their_metres(tmp_path: Path) -> None:
     for crs in (None, "EPSG:4326"):
         with pytest.raises(HorizonTableError, match=r"lon .* outside \[-180, 360\)"):
             check_horizons(read_horizons(metres, crs=crs), str(metres))
+
+
+def test_coarse_fragments_as_fractions_in_some_profiles_are_warned_of(tmp_path: Path) -> None:
+    # six copies of the reference profile; P1-P3 from a survey that gave fractions
+    df = _many({}, n=6).astype({"coarse_fraction_pct": float})
+    df.loc[df["profile_id"].isin(["P1", "P2", "P3"]), "coarse_fraction_pct"] /= 100
+    path = _table(tmp_path, df)
+    (msg,) = _messages(path)
+    assert msg.startswith(f"{path}: coarse_fraction_pct: 3 profile(s) ('P1', 'P2', 'P3') give")
+    assert "while 3 give percent up to 20;" in msg
+    # what it costs, by hand: 2 % x 1.2 x 10 cm x 0.999 = 2.3976, 2.80, 0.5 % x 1.5 x 70 cm
+    # x 0.998 = 5.2395 kg C m-2: 0-100 cm 10.437 against 9.16 (+14 %)
+    got = _stocks(path)
+    assert got.loc[("P1", 0, 100)] == pytest.approx(10.4371, abs=1e-4)
+    assert got.loc[("P0", 0, 100)] == pytest.approx(9.16, abs=1e-9)
+
+
+def test_trace_gravel_below_one_percent_is_not_taken_for_fractions(tmp_path: Path) -> None:
+    # a percent table of 40 profiles, three with only trace gravel (0.5 %) on every horizon
+    df = _many({}, n=40).astype({"coarse_fraction_pct": float})
+    trace = df["profile_id"].isin(["P1", "P2", "P3"]) & (df["coarse_fraction_pct"] > 0)
+    df.loc[trace, "coarse_fraction_pct"] = 0.5
+    assert _messages(_table(tmp_path, df)) == []
+
+
+def test_a_bottom_coded_999_is_warned_of_and_a_deep_core_is_not(tmp_path: Path) -> None:
+    df = _many({}, n=6)
+    df.loc[2, "bottom_cm"] = 999  # P0's last horizon, line 4 of the file
+    (msg,) = _messages(_table(tmp_path, df))
+    assert "bottom_cm: 1 horizon(s) end at 999 cm (first: profile 'P0' line 4)" in msg
+    df.loc[2, "bottom_cm"] = 1000  # a permafrost core 10 m deep
+    assert _messages(_table(tmp_path, df, "core.csv")) == []
