@@ -48,11 +48,14 @@ def main(argv: list[str] | None = None) -> int:
     v = Variogram("exponential", psill=0.06, range=a, nugget=0.02)
     t0 = time.perf_counter()
     lev = LocalLevel(v, xy)
+    lev.u  # noqa: B018 -- solved on first use: time it here
     t_fit = time.perf_counter() - t0
+    solve_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"{args.profiles} profiles over {args.extent_km:.0f} km, practical range "
         f"{args.range_km:.0f} km, {side} x {side} cells of {step / 1e3:.1f} km in chunks of "
-        f"{args.chunk}: K^-1 1 in {t_fit:.1f} s; cutoff {lev.cutoff / 1e3:.0f} km"
+        f"{args.chunk}: K^-1 1 in {t_fit:.1f} s (peak RSS {solve_peak:.0f} MiB); cutoff "
+        f"{lev.cutoff / 1e3:.0f} km"
     )
     c = args.chunk
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ from mapping.randomfield import GaussianField, lattice_kernel
 from mapping.residual_errors import (
     LocalLevel,
     cv_block_error_sd,
+    gls_mean_sd,
     residual_mean_sd,
     residual_variogram,
 )
@@ -380,6 +381,24 @@ def test_local_level_by_hand():
     assert lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=4e4, nugget=0.3), xy))
     assert not lev.same_as(LocalLevel(v, xy[::-1]))
     assert not lev.same_as(LocalLevel(Variogram("spherical", psill=1.2, range=5e4), xy))
+
+
+def test_gls_weights_of_many_points_match_a_direct_solve():
+    """``K⁻¹ 1`` is built a block of rows at a time and factorised in place: with 2,500
+    points (three blocks) it is the direct solve's, and a duplicate location without a
+    nugget (``K`` singular) falls back to least squares, whose ``1' K⁻¹ 1`` is the one
+    of the distinct points."""
+    rng = np.random.default_rng(11)
+    xy = rng.uniform(0, 2e6, (2500, 2))
+    v = Variogram("exponential", psill=0.06, range=4e4, nugget=0.02)
+    lev = LocalLevel(v, xy)
+    h = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    want = np.linalg.solve(v.covariance(h), np.ones(len(xy)))
+    np.testing.assert_allclose(lev.u, want, rtol=1e-9)
+    few = xy[:40]
+    pure = Variogram("exponential", psill=1.0, range=4e5, nugget=0.0)
+    twice = np.vstack([few, few[:1]])
+    assert gls_mean_sd(pure, twice) == pytest.approx(residual_mean_sd_of(pure, few), rel=1e-6)
 
 
 def test_local_level_of_a_chunk_at_its_place_in_the_grid():
