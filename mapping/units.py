@@ -22,6 +22,7 @@ from mapping.exceptions import InvalidParameter
 __all__ = [
     "ALL_ZONES",
     "DENSITY_UNITS",
+    "NO_ALT",
     "STORAGE_UNITS",
     "format_interval",
     "interval_key",
@@ -41,6 +42,10 @@ STORAGE_UNITS = {"Pg": 1e12, "Tg": 1e9}
 
 ALL_ZONES = "all zones"
 """The name of the row that sums every zone (zone tables, draws, designs' targets)."""
+
+NO_ALT = "no active-layer value"
+"""The state, beside ``thawed`` and ``frozen``, of mapped stock where the active-layer
+raster has no value (``zones/thaw_split.csv``)."""
 
 
 def parse_interval(text: str) -> tuple[float, float]:

@@ -273,6 +273,49 @@ def test_report_has_the_thawed_and_frozen_table(layered_run: Path) -> None:
     assert cells[4] == f"{100 * share:.0f} %"
 
 
+def test_land_without_an_active_layer_value_is_in_neither_state(
+    layered_run: Path, tmp_path: Path, capfd
+) -> None:
+    # the sample's active layer with its western half nodata: those cells' stock was
+    # counted as frozen (total minus a thawed map without them); now it is a state of its own
+    with rasterio.open(ALT_RASTER) as src:
+        profile, alt = src.profile, src.read(1)
+    alt[:, : alt.shape[1] // 2] = profile["nodata"]
+    holed = tmp_path / "alt_holed.tif"
+    with rasterio.open(holed, "w", **profile) as dst:
+        dst.write(alt, 1)
+    cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
+    shutil.copytree(layered_run, tmp_path / "out")
+    cfg["output"] = str(tmp_path / "out")
+    cfg["active_layer"] = {"path": str(holed)}
+    path = tmp_path / "holed.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    capfd.readouterr()
+    assert main(["run", str(path)]) == 0  # only the thaw stage and the report rerun
+    said = capfd.readouterr().out
+    assert f"[thaw] warning: {holed}: " in said and "has no active-layer value" in said
+    split = pd.read_csv(tmp_path / "out" / "zones" / "thaw_split.csv")
+    before = pd.read_csv(layered_run / "zones" / "thaw_split.csv")
+    for zone, rows in split.groupby("zone"):
+        s = rows.set_index("state")["storage_pg"]
+        whole = s["thawed"] + s["frozen"] + s["no active-layer value"]
+        assert whole == pytest.approx(s["total 0-300 cm"], rel=1e-9)
+        b = before[before["zone"] == zone].set_index("state")["storage_pg"]
+        assert s["total 0-300 cm"] == pytest.approx(b["total 0-300 cm"], rel=1e-12)
+        assert s["thawed"] < b["thawed"] and s["frozen"] < b["frozen"]
+    # by hand: the 0-300 cm mean map over the holed zone cells x 25 km2 (EPSG:6931, 5 km
+    # cells; zones from the raster twin of the polygons, so edge cells differ slightly)
+    with rasterio.open(ROOT / "sample_rasters" / "permafrost_zones.tif") as src:
+        zone = src.read(1)
+    mean = _map(tmp_path / "out", 0, 300)
+    hole = (alt == profile["nodata"]) & (zone > 0) & np.isfinite(mean)
+    by_hand = float(np.sum(mean[hole]) * 25e6 / 1e12)
+    s = split[split["zone"] == "all zones"].set_index("state")["storage_pg"]
+    assert s["no active-layer value"] == pytest.approx(by_hand, rel=0.02)
+    md = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert "| Zone | Thawed (active layer) | Perennially frozen | No active-layer value |" in md
+
+
 def test_an_unreadable_active_layer_fails_before_any_stage(tmp_path: Path, capfd) -> None:
     # the thaw stage reads it last; the preflight (and validate) read its header first
     bad = tmp_path / "alt.tif"
@@ -286,6 +329,57 @@ def test_an_unreadable_active_layer_fails_before_any_stage(tmp_path: Path, capfd
         code, err = run_cli([command, str(path)]), capfd.readouterr().err.strip()
         assert code == 2, err
         assert len(err.splitlines()) == 1 and str(bad) in err and "cannot read raster" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _alt_config(tmp_path: Path, scale: float, fill: float | None = None) -> tuple[Path, Path]:
+    """The layered workflow with the sample's active layer times ``scale``, its nodata
+    cells (the sea) set to ``fill`` and the file's nodata tag dropped when ``fill`` is
+    given (a nodata value the file does not declare)."""
+    with rasterio.open(ALT_RASTER) as src:
+        profile, alt = src.profile, src.read(1)
+    hole = alt == profile["nodata"]
+    alt = np.where(hole, alt, alt * scale).astype("float32")
+    if fill is not None:
+        alt[hole] = fill
+        profile["nodata"] = None
+    raster = tmp_path / "alt.tif"
+    with rasterio.open(raster, "w", **profile) as dst:
+        dst.write(alt, 1)
+    path = _config(tmp_path, depth="layered")
+    text = yaml.safe_load(path.read_text())
+    text["active_layer"] = {"path": str(raster)}
+    path.write_text(yaml.safe_dump(text, sort_keys=False))
+    return path, raster
+
+
+def test_an_active_layer_in_metres_is_warned_of(tmp_path: Path, capsys) -> None:
+    path, raster = _alt_config(tmp_path, 0.01)  # the sample's 20-300 cm as 0.2-3 m
+    code, out, _ = run_cli_output(["validate", path], capsys)
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if x.strip().startswith("warning:")]
+    assert f"{raster}: the median active-layer thickness is 0.8" in line and "in m" in line
+    # a constant: 0 is a choice (frozen to the surface), 0.8 a slip
+    text = yaml.safe_load(path.read_text())
+    for constant, warned in ((0.8, True), (0.0, False), (80.0, False)):
+        text["active_layer"] = {"constant": constant}
+        path.write_text(yaml.safe_dump(text, sort_keys=False))
+        code, out, _ = run_cli_output(["validate", path], capsys)
+        assert code == 0 and ("active_layer.constant: 0.8 cm" in out) == warned, out
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_undeclared_nodata_in_the_active_layer_fails_before_any_stage(
+    tmp_path: Path, capsys
+) -> None:
+    # -9999 read as a thickness would clip to 0: those cells all frozen, without a word
+    path, raster = _alt_config(tmp_path, 1.0, fill=-9999.0)
+    for command in ("validate", "run"):
+        code, _, err = run_cli_output([command, path], capsys)
+        assert code == 2, err
+        (line,) = err.strip().splitlines()
+        assert line.endswith("no thickness is below 0 (a nodata value the file does not declare?)")
+        assert f"{raster}: active-layer thickness down to -9999 cm in " in line
     assert not (tmp_path / "out").exists()
 
 

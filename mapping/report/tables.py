@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mapping.report.outputs import interval_label_or_none, interval_sort_key
-from mapping.units import format_interval
+from mapping.units import NO_ALT, format_interval
 
 #: Zone order of the circumpolar inventories; other zones follow in code order.
 SEED_ZONE_ORDER = ("continuous", "discontinuous", "sporadic", "isolated")
@@ -524,6 +524,8 @@ def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
     col = next(c for c in thaw.columns if c.startswith("storage_") and c.count("_") == 1)
     unit = col.split("_")[1].capitalize()
     d = _decimals(thaw[col].to_numpy(float), 3, hi=2)
+    # mapped land the active-layer raster leaves without a value is in neither state
+    states = ["thawed", "frozen"] + [NO_ALT] * bool(thaw["state"].eq(NO_ALT).any())
     rows = []
     for zone, part in thaw.groupby("zone", sort=False):
         r = part.set_index("state")
@@ -535,7 +537,7 @@ def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
                 r.loc[state].get(f"{col}_upper", np.nan),
                 d,
             )
-            for state in ("thawed", "frozen")
+            for state in states
         ]
         share = r.loc["thawed", col] / r.loc[total, col]
         rows.append([str(zone), *cells, fmt_number(r.loc[total, col], d), f"{100 * share:.0f} %"])
@@ -546,9 +548,16 @@ def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
         f"({range_label} of the Monte Carlo realizations), the {depth} storage and the "
         "thawed share."
     )
+    head = ["Zone", "Thawed (active layer)", "Perennially frozen"]
+    if len(states) == 3:
+        head.append("No active-layer value")
+        caption += (
+            " Mapped land without an active-layer value is in neither state: its storage has "
+            "a column of its own."
+        )
     return DisplayTable(
-        ["Zone", "Thawed (active layer)", "Perennially frozen", depth, "Thawed share"],
+        [*head, depth, "Thawed share"],
         rows,
         caption,
-        numeric=[False, True, True, True, True],
+        numeric=[False] + [True] * (len(head) + 1),
     )

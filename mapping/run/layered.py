@@ -51,7 +51,7 @@ from mapping.predict import WrittenMaps, predict_grid, record_coordinate_crs, wr
 from mapping.run import stages
 from mapping.run.features import build_model, categorical_covariates, model_features
 from mapping.run.runner import Stage, StageContext
-from mapping.units import interval_label, parse_interval
+from mapping.units import ALL_ZONES, NO_ALT, interval_label, parse_interval
 from mapping.validation import (
     CVResult,
     IntervalFit,
@@ -715,7 +715,9 @@ def _active_layer(ctx: StageContext, stack: Any) -> Any:
 
 def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     """Storage above (thawed) and below (perennially frozen) the active-layer base per
-    zone, down to the deepest layer; thawed + frozen = the 0-300 cm total of the zone.
+    zone, down to the deepest layer; thawed + frozen = the 0-300 cm total of the zone
+    (with a third state, "no active-layer value", for mapped cells the active-layer raster
+    leaves without a value: their stock is in neither state, and a warning says how much).
 
     Ranges: each Monte Carlo realization of the zone's 0-``max`` total (uncertainty stage)
     split in the zone's mean thawed share, so both states add up in every realization.
@@ -748,8 +750,27 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             ).set_index("zone")
             for k, v in maps.items()
         }
-    col = f"storage_{cfg.zones.unit.lower()}"
-    wide = pd.DataFrame({k: t[col] for k, t in sums.items()})
+        col = f"storage_{cfg.zones.unit.lower()}"
+        wide = pd.DataFrame({k: t[col] for k, t in sums.items()})
+        # mapped cells without an active-layer value (nodata in the raster, or beyond it):
+        # the thawed map has no value there, so their stock belongs to neither state
+        gap = sums["thawed"]["area_nodata_km2"] - sums["total"]["area_nodata_km2"]
+        wide[NO_ALT] = 0.0
+        if (gap > 0).any():
+            rest = maps["total"]["mean"].where(full[ALT].isnull().data)
+            wide[NO_ALT] = zone_totals(
+                rest, stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
+            ).set_index("zone")[col]
+    if (gap > 0).any():
+        where = getattr(cfg.active_layer, "path", None) or "active_layer"
+        area = float(gap.loc[ALL_ZONES])
+        ctx.echo(
+            f"[thaw] warning: {where}: {area:.4g} km² of the zones' mapped land "
+            f"({100 * area / float(sums['total'].loc[ALL_ZONES, 'area_km2']):.1f} %) has no "
+            f"active-layer value; its {wide.loc[ALL_ZONES, NO_ALT]:.3g} {cfg.zones.unit} are "
+            f"in neither state ('{NO_ALT}' in zones/thaw_split.csv): give such cells 300 (no "
+            "permafrost) or their thickness"
+        )
     label = interval_label(0.0, deepest)
     draws = stages._optional_table(run.draws)
     lo, hi = cfg.uncertainty.range
@@ -760,10 +781,14 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
         if draws is not None:
             d = draws[(draws["zone"] == zone) & (draws["interval"] == label)]
             reals = d[col].to_numpy(float) if len(d) else None
-        for state, mean, part in (
+        rest = r[NO_ALT] / r["total"] if r["total"] > 0 else 0.0
+        states = [
             ("thawed", r["thawed"], share),
-            ("frozen", r["total"] - r["thawed"], 1.0 - share),
-        ):
+            ("frozen", max(r["total"] - r["thawed"] - r[NO_ALT], 0.0), 1.0 - share - rest),
+        ]
+        if (wide[NO_ALT] > 0).any():
+            states.append((NO_ALT, r[NO_ALT], rest))
+        for state, mean, part in states:
             row = {"zone": zone, "state": state, col: mean, "share": part}
             if reals is not None:
                 row[f"{col}_lower"] = float(np.percentile(reals * part, lo))

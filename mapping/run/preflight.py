@@ -405,10 +405,55 @@ def preflight(
             report.warnings.append(problem)
         if cfg.zones is not None:
             report.zones = _zones(cfg, grid)
-    if cfg.active_layer is not None and cfg.active_layer.path is not None:
-        # read only at the thaw stage, after every other stage: its header is checked now
-        io.raster_info(cfg.active_layer.path)
+    if cfg.active_layer is not None:
+        # read only at the thaw stage, after every other stage: checked now
+        report.warnings += _active_layer(cfg)
     report.seconds = time.perf_counter() - t0
     if echo is not None:
+        for w in report.warnings:
+            echo(f"[preflight] warning: {w}")
         echo(f"[preflight] config, inputs and output folder checked in {report.seconds:.1f} s")
     return report
+
+
+#: An active layer thinner than this everywhere on average (cm) is more likely in metres.
+ALT_MEDIAN_MIN_CM = 5.0
+
+
+def _active_layer(cfg: RunConfig) -> list[str]:
+    """Check the active-layer thickness (cm): a raster's header and a decimated sample of
+    its values, or the constant. Negative values are an error (no thickness is below 0: a
+    nodata value the file does not declare?); a median below 5 cm is a warning (metres?)."""
+    al = cfg.active_layer
+    assert al is not None
+    if al.path is None:
+        c = float(al.constant or 0.0)
+        if 0.0 < c < ALT_MEDIAN_MIN_CM:
+            return [
+                f"active_layer.constant: {c:g} cm; the thickness is in cm (80 for 0.8 m), "
+                "and a value in m puts nearly all carbon below the active layer"
+            ]
+        return []
+    info = io.raster_info(al.path)
+    data, _, _ = io.read_decimated(info, max_size=4 * COARSE_CELLS)
+    values = data.astype("float64").ravel()
+    if info.nodata is not None:
+        values = values[values != info.nodata]
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise InputError(f"{al.path}: the active-layer raster holds no value")
+    low = float(values.min())
+    if low < 0:
+        raise InputError(
+            f"{al.path}: active-layer thickness down to {low:g} cm in "
+            f"{int((values < 0).sum())} of {values.size} sampled cells; no thickness is "
+            "below 0 (a nodata value the file does not declare?)"
+        )
+    median = float(np.median(values))
+    if 0.0 < median < ALT_MEDIAN_MIN_CM:
+        return [
+            f"{al.path}: the median active-layer thickness is {median:g} cm; the raster "
+            "is read in cm (80 for 0.8 m), and values in m put nearly all carbon below "
+            "the active layer"
+        ]
+    return []
