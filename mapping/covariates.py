@@ -486,6 +486,26 @@ class StackSummary:
         return lines
 
 
+#: Codes that rasters use for "no data": read as values where the file does not declare
+#: them, they are covariate values far beyond any profile's (-9999 m of elevation).
+NODATA_CODES = (-9999.0, -99999.0, -32768.0, -32767.0, float(np.finfo("float32").min))
+
+
+def _check_undeclared_nodata(values: np.ndarray, path: Any, name: str) -> None:
+    """Raise where a layer's valid values hold a common nodata code (sampled values)."""
+    if values.dtype.kind not in "fiu":
+        return
+    as_float = values.astype("float64")  # every code and float32 value exactly
+    for code in NODATA_CODES:
+        hit = as_float == code
+        if hit.any():
+            raise InputError(
+                f"{path}: covariate {name!r}: {int(hit.sum())} of {values.size} sampled cells "
+                f"hold {code:g}, a nodata code the file does not declare; they would be read "
+                f"as values (declare it, e.g. gdal_edit.py -a_nodata {code:g} FILE)"
+            )
+
+
 def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
     """Summarise a stack without computing it: grid, layers and nodata shares.
 
@@ -530,6 +550,7 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
             src_valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
         if not src_valid.any():
             raise InputError(f"{info.path}: covariate {name!r} is all nodata")
+        _check_undeclared_nodata(data[src_valid], info.path, name)
         valid_src = src_valid.astype("uint8")
         dst = np.zeros(coarse.shape, dtype="uint8")
         reproject(

@@ -327,6 +327,31 @@ def test_all_nodata_covariate_is_reported(tmp_path: Path) -> None:
         summarize_stack(ds)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "code", "declared"),
+    [("float32", -9999.0, None), ("int16", -32768, None), ("float32", -3.4028234663852886e38, None),
+     ("float32", -9999.0, -32768.0)],
+    ids=["float-9999", "int16-32768", "float32-lowest", "another-declared"],
+)  # fmt: skip
+def test_an_undeclared_nodata_code_is_reported(
+    tmp_path: Path, dtype: str, code: float, declared: float | None
+) -> None:
+    # the western third of the raster is nodata, coded but not declared (or another code
+    # declared): read as values it is -9999 of temperature beside -20 ... 5
+    base = _temperature()
+    data = np.where(base == -9999.0, 0.0, base).astype(dtype)  # no other code in it
+    data[:, : data.shape[1] // 3] = code
+    p = _write(tmp_path / "coded.tif", data, "EPSG:4326", GEO, nodata=declared)
+    with pytest.raises(InputError) as info:
+        summarize_stack(build_stack([_cov("cov", p)], GRID))
+    msg = str(info.value)
+    assert msg.startswith(f"{p}: covariate 'cov': ") and "\n" not in msg
+    assert f"hold {code:g}, a nodata code the file does not declare" in msg
+    # declared, the same file is read right
+    p = _write(tmp_path / "declared.tif", data, "EPSG:4326", GEO, nodata=code)
+    assert summarize_stack(build_stack([_cov("cov", p)], GRID)).layers[0].nodata_share > 0.2
+
+
 # ---------------------------------------------------------------------- socmap validate
 def _socmap(*argv: str) -> int:
     try:
