@@ -644,7 +644,8 @@ def _expanded_size(root: yaml.Node) -> int:
 
 def _format_error(path: Path, exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(str(p) for p in err["loc"])
+    loc = f"{loc}: " if loc else ""  # a whole-config rule's message names its keys itself
     kind = err["type"]
     if kind == "extra_forbidden":
         msg = "unknown key"
@@ -655,7 +656,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
         if kind not in {"value_error"} and "input" in err and not isinstance(err["input"], dict):
             msg += f" (got {err['input']!r})"
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{path}: {loc}: {msg}{more}"
+    return f"{path}: {loc}{msg}{more}"
 
 
 def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> RunConfig:
