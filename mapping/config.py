@@ -387,6 +387,17 @@ class ZonesConfig(_Section):
     field: str | None = None
     names: dict[int, str] = Field(default_factory=dict)
     unit: Literal["Pg", "Tg"] = "Pg"
+    nodata: list[int] = Field(default_factory=list)
+    """Zone codes that mean "no zone": a raster's background the file does not declare as
+    nodata, a "no permafrost" class of the polygons. With ``names``, every other code on
+    the grid must be named."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if not self.nodata:  # as before the key existed (runs' fingerprints)
+            data.pop("nodata", None)
+        return data
 
 
 class UncertaintyConfig(_Section):

@@ -51,6 +51,7 @@ def zone_error_sd(
     zones: Mapping[str, Any],
     names: Sequence[str],
     *,
+    weights: Mapping[str, Any] | None = None,
     min_profiles: int = MIN_PROFILES,
 ) -> pd.DataFrame:
     """The relative error of each zone's totals left by its profiles' errors.
@@ -62,6 +63,14 @@ def zone_error_sd(
     profiles in: one value for every interval (a shared factor keeps the realizations
     ordered by depth).
 
+    With ``weights`` (each profile's weight to the mapped area, the CV's ``weight``
+    column under ``cv.weighting: area``) the zone's mean error is the weighted one and
+    ``se² = n / (n - 1) Σ w² (e - ē)² / (Σ w)²``, the standard error of a weighted mean
+    (``s² / n`` for equal weights): profiles crowded where access is easy count for the
+    land they stand for, so a zone sampled in one corner gets the larger error its
+    sampling leaves. A zone below ``min_profiles`` takes the interval's spread over
+    Kish's effective size ``(Σ w)² / Σ w²``.
+
     Parameters
     ----------
     errors
@@ -71,6 +80,9 @@ def zone_error_sd(
         the index into ``names``.
     names
         Zone names, by index.
+    weights
+        Interval label -> ``(n,)`` non-negative weights of the same profiles, or ``None``
+        (every profile counts once).
     min_profiles
         Fewest profiles a zone needs to give its own spread.
 
@@ -102,16 +114,23 @@ def zone_error_sd(
         g = np.asarray(zones[k]).ravel()
         if e.size != g.size:
             raise InputError(f"zone errors: {k}: {e.size} errors but {g.size} zone indices")
-        ok = np.isfinite(e)
+        w = np.ones(e.size) if weights is None else np.asarray(weights[k], dtype=float).ravel()
+        if w.size != e.size:
+            raise InputError(f"zone errors: {k}: {e.size} errors but {w.size} weights")
+        ok = np.isfinite(e) & np.isfinite(w) & (w > 0)
         spread_all = float(np.std(e[ok], ddof=1)) if ok.sum() > 1 else math.nan
         for i in range(len(names)):
-            mine = e[ok & (g == i)]
+            mine, wi = e[ok & (g == i)], w[ok & (g == i)]
             n = len(mine)
             if n == 0:
                 continue
-            s = float(np.std(mine, ddof=1)) if n >= max(min_profiles, 2) else spread_all
-            if math.isfinite(s):
-                se2[i].append(s * s / n)
+            if n >= max(min_profiles, 2):
+                dev = mine - np.sum(wi * mine) / wi.sum()
+                v = n / (n - 1) * float(np.sum(wi * wi * dev * dev)) / float(wi.sum()) ** 2
+            else:  # the interval's spread over the zone's effective size
+                v = spread_all**2 * float(np.sum(wi * wi)) / float(wi.sum()) ** 2
+            if math.isfinite(v):
+                se2[i].append(v)
                 count[i] = max(count[i], n)
     sd = [math.sqrt(float(np.mean(v))) if v else 0.0 for v in se2]
     return pd.DataFrame({"zone": list(names), "n_profiles": count, "sd": sd})

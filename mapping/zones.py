@@ -48,6 +48,7 @@ __all__ = [
     "Partial",
     "ZoneCoverage",
     "ZoneLayout",
+    "check_zone_names",
     "load_zone_layout",
     "parse_zone_names",
     "prepare_zones",
@@ -473,7 +474,11 @@ def _zone_codes_from_field(
                 f"({', '.join(map(str, names.values()))})"
             )
         return text.map(lambda t: by_name[t.casefold()]).astype("int64"), names
-    labels = list(dict.fromkeys(text))  # first appearance fixes the code 1, 2, ...
+    if text.str.fullmatch(r"[+-]?\d+").all():  # codes stored as text ("1"): their numbers
+        return text.astype("int64"), names
+    # names without codes: numbered 1, 2, ... in order of first appearance (the file's
+    # order: continuous, discontinuous, ... rather than the alphabet's)
+    labels = list(dict.fromkeys(text))
     code_of = {t: i + 1 for i, t in enumerate(labels)}
     return text.map(code_of).astype("int64"), {i + 1: t for i, t in enumerate(labels)}
 
@@ -642,6 +647,8 @@ def zone_coverage_from_polygons(
     grid: Grid,
     field: str,
     names: Mapping[int, str] | None = None,
+    *,
+    zone_nodata: Sequence[int] = (),
 ) -> ZoneCoverage:
     """Exact fraction of every grid cell covered by each zone of a polygon layer.
 
@@ -661,10 +668,15 @@ def zone_coverage_from_polygons(
         The density grid.
     field
         Attribute holding the zone code (integer) or name (text). Text values are
-        matched to ``names`` (case-insensitive) when given, else numbered 1, 2, ... in
-        order of first appearance. Features with an empty field or geometry are skipped.
+        matched to ``names`` (case-insensitive) when given; else text codes ("1") keep
+        their numbers and names are numbered 1, 2, ... in order of first appearance. Features with an
+        empty geometry are skipped, and so are features with an empty field, with a
+        warning (their area is in no zone).
     names
         Zone name by code.
+    zone_nodata
+        Codes that mean "no zone" (e.g. a "no permafrost" class): their features are left
+        out.
 
     Returns
     -------
@@ -684,9 +696,18 @@ def zone_coverage_from_polygons(
         raise InputError(f"no zone field {field!r}; fields are: {', '.join(map(str, fields))}")
     if gdf.crs is None:
         raise MissingCRSError("zone polygons have no CRS; set one (e.g. ogr2ogr -a_srs EPSG:4326)")
-    keep = gdf.geometry.notna() & ~gdf.geometry.is_empty & gdf[field].notna()
-    gdf = gdf.loc[keep]
+    shaped = gdf.geometry.notna() & ~gdf.geometry.is_empty
+    blank = shaped & gdf[field].isna()
+    if blank.any():
+        warnings.warn(
+            f"{int(blank.sum())} zone polygon(s) have no {field!r} value; their area is in no zone",
+            stacklevel=2,
+        )
+    gdf = gdf.loc[shaped & ~blank]
     codes_s, labels = _zone_codes_from_field(gdf[field], field, names)
+    if len(zone_nodata):
+        kept = ~codes_s.isin([int(c) for c in zone_nodata])
+        gdf, codes_s = gdf.loc[kept], codes_s.loc[kept]
     gdf = to_grid_crs(gdf, grid)
 
     ny, nx = grid.shape
@@ -918,12 +939,14 @@ def load_zone_layout(
     chunks: int = DEFAULT_CHUNKS,
     zone_nodata: Sequence[int] = (),
     what: str = "the grid",
+    named_only: bool = False,
 ) -> ZoneLayout:
     """Zones from a file (code raster or polygons) prepared on ``grid``.
 
     Polygons become exact cell fractions, and so does a zone raster finer than the grid
     (:func:`zone_coverage_from_raster`); another zone raster is aligned with ``nearest``.
-    Errors name ``zones_path``.
+    Errors name ``zones_path``. With ``named_only`` (a run whose config names its zones)
+    a code on the grid that ``names`` lacks is an error (:func:`check_zone_names`).
     """
 
     zones_path = Path(zones_path)
@@ -933,7 +956,9 @@ def load_zone_layout(
                 gdf = io.read_zones_vector(zones_path, layer=zone_layer)
             if zone_field is None:
                 raise InputError("give the polygon attribute holding the zone code (zone field)")
-            zones: Any = zone_coverage_from_polygons(gdf, grid, zone_field, names)
+            zones: Any = zone_coverage_from_polygons(
+                gdf, grid, zone_field, names, zone_nodata=zone_nodata
+            )
         else:
             resampling, scale = zone_resampling(zones_path, grid)
             if resampling == "mode":  # a finer raster: each zone's share of every cell
@@ -942,7 +967,10 @@ def load_zone_layout(
                 zones = io.open_raster_on_grid(
                     zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
                 )
-        return prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=list(zone_nodata))
+        layout = prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=list(zone_nodata))
+        if named_only and names:
+            check_zone_names(layout.codes, names)
+        return layout
     except MappingError as exc:
         msg = str(exc)
         if "covers any cell" in msg or "falls on the grid" in msg:
@@ -950,6 +978,29 @@ def load_zone_layout(
         if msg.startswith(str(zones_path)):
             raise
         raise type(exc)(f"{zones_path}: {msg}") from None
+
+
+def check_zone_names(codes: Sequence[int], names: Mapping[int, str]) -> None:
+    """Raise unless every zone code found is named.
+
+    A code the names lack becomes a zone of its own and counts in the all-zones total: a
+    raster's background (0) that the file does not declare as nodata, or a "no
+    permafrost" class of the polygons, would add its land to the permafrost region.
+
+    Raises
+    ------
+    InputError
+        One line naming the unnamed codes and the two ways out.
+    """
+    extra = sorted(set(int(c) for c in codes) - set(int(c) for c in names))
+    if extra:
+        shown = ", ".join(map(str, extra[:8])) + (", ..." if len(extra) > 8 else "")
+        raise InputError(
+            f"zone code(s) {shown} on the grid are not among the zone names "
+            f"({', '.join(map(str, names))}): each would be a zone of its own in the "
+            "all-zones total; name them in zones.names, or list them in zones.nodata if "
+            "they mark no zone"
+        )
 
 
 def zone_coverage_from_raster(

@@ -57,6 +57,32 @@ def test_zone_error_sd_by_hand() -> None:
         zone_error_sd({"0-30": e30}, {"0-100": z30}, ["a"])
 
 
+def test_zone_error_sd_weighted_to_the_area_by_hand() -> None:
+    # ten profiles of one zone: eight crowded in an accessible corner (weight 0.25 each,
+    # errors near 0) and two standing for the rest of the zone (weight 4, errors +-0.5)
+    e = np.array([0.02, -0.02, 0.01, -0.01, 0.03, -0.03, 0.0, 0.0, 0.5, -0.5])
+    w = np.array([0.25] * 8 + [4.0, 4.0])
+    t = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"], weights={"0-30": w})
+    # by hand: the weighted mean is 0 (symmetric); sum w^2 e^2 = 0.0625 x 0.0028 + 16 x 0.5
+    # = 8.000175, (sum w)^2 = 10^2 = 100: se^2 = 10/9 x 8.000175 / 100 = 0.0888908
+    assert t["sd"][0] == pytest.approx(np.sqrt(10 / 9 * 8.000175 / 100), rel=1e-12)
+    # unweighted the crowd hides the zone's spread: s / sqrt(10) = 0.0747 against 0.298
+    plain = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"])["sd"][0]
+    assert plain == pytest.approx(np.std(e, ddof=1) / np.sqrt(10), rel=1e-12)
+    assert t["sd"][0] > 3.9 * plain
+    # equal weights give the unweighted term; a zone of few profiles takes the interval's
+    # spread over Kish's effective size (sum w)^2 / sum w^2
+    same = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"],
+                         weights={"0-30": np.full(10, 3.0)})  # fmt: skip
+    assert same["sd"][0] == pytest.approx(plain, rel=1e-12)
+    z = np.array([0] * 7 + [1] * 3)
+    few = zone_error_sd({"0-30": e}, {"0-30": z}, ["a", "b"], weights={"0-30": w})
+    kish = (0.25 + 4 + 4) ** 2 / (0.0625 + 16 + 16)
+    assert few["sd"][1] == pytest.approx(np.std(e, ddof=1) / np.sqrt(kish), rel=1e-12)
+    with pytest.raises(InputError, match="0-30: 10 errors but 3 weights"):
+        zone_error_sd({"0-30": e}, {"0-30": z}, ["a", "b"], weights={"0-30": w[:3]})
+
+
 def _draws(n: int) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     rows = []

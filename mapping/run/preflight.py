@@ -54,6 +54,7 @@ from mapping.run.features import build_model, categorical_covariates, min_profil
 from mapping.units import format_interval
 from mapping.zones import (
     VECTOR_SUFFIXES,
+    check_zone_names,
     prepare_zones,
     zone_coverage_from_polygons,
     zone_resampling,
@@ -261,7 +262,11 @@ def _zones(cfg: RunConfig, grid: Any) -> str:
         try:
             with warnings.catch_warnings():  # overlaps are reported by the zones stage
                 warnings.simplefilter("ignore")
-                cov = zone_coverage_from_polygons(gdf, coarse, name, dict(z.names))
+                cov = zone_coverage_from_polygons(
+                    gdf, coarse, name, dict(z.names), zone_nodata=z.nodata
+                )
+            if z.names:
+                check_zone_names(cov.codes, z.names)
         except MappingError as exc:
             if "covers any cell" in str(exc):
                 raise InputError(
@@ -269,7 +274,12 @@ def _zones(cfg: RunConfig, grid: Any) -> str:
                 ) from None
             raise type(exc)(f"{path}: {exc}") from None
         return f"{len(cov.codes)} zone(s) on the grid from polygons, field {name!r}"
-    codes = _raster_zone_codes(path, grid, coarse)
+    codes = [c for c in _raster_zone_codes(path, grid, coarse) if c not in z.nodata]
+    if z.names:
+        try:
+            check_zone_names(codes, z.names)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
     return f"{len(codes)} zone code(s) on the grid from a raster: {', '.join(map(str, codes[:12]))}"
 
 

@@ -655,6 +655,8 @@ def zone_layout(ctx: StageContext) -> ZoneLayout:
             dict(cfg.zones.names),
             zone_field=cfg.zones.field,
             chunks=cfg.prediction.chunks,
+            zone_nodata=cfg.zones.nodata,
+            named_only=True,
         )
     return ctx.zones
 
@@ -787,9 +789,11 @@ def _zone_errors(
         return draws
     log_scale = cfg.model.log_transform
     training = io.read_table(ctx.folder.training)
-    errors, zones = {}, {}
+    errors, zones, weights = {}, {}, {}
     for k in labels:
         cv = io.read_table(ctx.folder.cv_predictions(k))
+        # the CV's weights to the mapped area (cv.weighting: area), else one per profile
+        weights[k] = cv["weight"].to_numpy(float) if "weight" in cv else np.ones(len(cv))
         e, fold = cv_errors(cv, log=log_scale)
         if log_scale and "mu" in cv:  # the ln-scale error itself, not the mean's
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -800,7 +804,7 @@ def _zone_errors(
         xy = profile_xy(training, cv["profile_id"])
         rows, cols = grid.rowcol(*grid.from_working(xy[:, 0], xy[:, 1]))
         errors[k], zones[k] = e, layout.zone_at(rows, cols)
-    table = zone_error_sd(errors, zones, list(layout.names))
+    table = zone_error_sd(errors, zones, list(layout.names), weights=weights)
     for r in table.itertuples():
         ctx.echo(
             f"[uncertainty] {r.zone}: error of the zone's mean {r.sd:.3g} "
