@@ -543,6 +543,7 @@ def _warn_unlikely_units(
             stacklevel=3,
         )
     _warn_mixed_coarse_units(df, source)
+    _warn_repeated_profiles(df, source)
     coded = df["bottom_cm"].isin(NO_BOTTOM_CODES).to_numpy()
     if coded.any():
         first = df.loc[coded].iloc[0]
@@ -564,6 +565,34 @@ def _warn_unlikely_units(
             UserWarning,
             stacklevel=3,
         )
+
+
+def _warn_repeated_profiles(df: pd.DataFrame, source: str) -> None:
+    """Warn where profiles under different ids hold the same coordinates and horizons.
+
+    The same pedon entered twice (two surveys merged, one id each) counts twice in the fit
+    and in the cross-validation, whose held-out copy is predicted from its twin: the CV
+    looks better than it is (on the sample, 100 twins lift the 0-30 cm CV R² from 0.67 to
+    0.71)."""
+    cols = ["lon", "lat", "top_cm", "bottom_cm", "soc_pct"]
+    if df.empty or not set(cols) <= set(df.columns):
+        return
+    rows = df.sort_values([PROFILE_ID, "top_cm", "bottom_cm"], kind="stable")
+    sig = rows.groupby(PROFILE_ID, sort=False)[cols].apply(
+        lambda g: hash(tuple(np.round(g.to_numpy(float), 6).ravel()))
+    )
+    twins = sig[sig.duplicated(keep=False)]
+    if twins.empty:
+        return
+    first = twins.index[twins == twins.iloc[0]].tolist()
+    n = int(sig.duplicated(keep="first").sum())
+    warnings.warn(
+        f"{source}: {n} profile(s) repeat another's coordinates and horizons under another "
+        f"id (e.g. {first[0]!r} and {first[1]!r}): the same pedon counts twice in the fit "
+        "and the cross-validation, where each copy is predicted from its twin",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def _warn_mixed_coarse_units(df: pd.DataFrame, source: str) -> None:

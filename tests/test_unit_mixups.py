@@ -187,3 +187,18 @@ def test_a_bottom_coded_999_is_warned_of_and_a_deep_core_is_not(tmp_path: Path) 
     assert "bottom_cm: 1 horizon(s) end at 999 cm (first: profile 'P0' line 4)" in msg
     df.loc[2, "bottom_cm"] = 1000  # a permafrost core 10 m deep
     assert _messages(_table(tmp_path, df, "core.csv")) == []
+
+
+def test_the_same_pedon_under_two_ids_is_warned_of(tmp_path: Path) -> None:
+    # P1 entered again as "dup-P1" (two merged surveys): same place, same horizons
+    df = _many({}, n=3)
+    twin = df[df["profile_id"] == "P1"].assign(profile_id="dup-P1")
+    path = _table(tmp_path, pd.concat([df, twin]))
+    (msg,) = _messages(path)
+    assert msg.startswith(f"{path}: 1 profile(s) repeat another's coordinates and horizons")
+    assert "(e.g. 'P1' and 'dup-P1')" in msg
+    # the same horizons at another place, or another horizon at the same place: no twin
+    moved = twin.assign(lon=twin["lon"] + 0.01)
+    assert _messages(_table(tmp_path, pd.concat([df, moved]), "moved.csv")) == []
+    other = twin.assign(soc_pct=twin["soc_pct"] * 1.1)
+    assert _messages(_table(tmp_path, pd.concat([df, other]), "other.csv")) == []
