@@ -19,10 +19,12 @@ relative error per zone and realization, ``sd_z`` from :func:`zone_error_sd`, sc
 zone's totals in every interval alike, so realizations stay ordered by depth; the
 all-zones total takes the sum of the zones' changes (:func:`add_zone_errors`).
 
-Assumptions: the profiles of a zone are spread over it like the cells they stand for
-(preferential, clustered sampling breaks this: the estimate is then too small where the
-profiles crowd one corner of a zone), and the map's errors at the profiles are
-independent beyond what the folds remove. A zone without a profile gets no term: its
+With the CV's weights to the mapped area (``cv.weighting: area``) the zone's mean error
+is the weighted one and its standard error that of a weighted mean, so profiles crowded
+in one corner of a zone count for the land they stand for.
+
+Assumptions: the profiles of a zone, so weighted, stand for its cells, and the map's
+errors at the profiles are independent beyond what the folds remove. A zone without a profile gets no term: its
 error is the map's extrapolation, which the level and the extrapolation error carry.
 """
 

@@ -700,7 +700,8 @@ def test_the_extrapolation_error_shared_by_every_cell(
         extrapolation_sd=extra,
     )  # fmt: skip
     # each zone's error of its mean: the standard error of its profiles' mean CV error,
-    # the zone of a profile found here by point in polygon
+    # weighted to the mapped area as the CV is (cv.weighting: area), the zone of a profile
+    # found here by point in polygon
     zones = gpd.read_file(config.zones.path)
     points = gpd.GeoDataFrame(
         training, geometry=gpd.points_from_xy(training["lon"], training["lat"]), crs="EPSG:4326"
@@ -714,11 +715,18 @@ def test_the_extrapolation_error_shared_by_every_cell(
         t = pd.read_csv(run.cv_predictions(k))
         e = t["mu"] - np.log(t["observed"])  # the ln-scale error (not the mean's)
         z = zone_of.loc[t["profile_id"]].to_numpy()
+        w = t["weight"].to_numpy(float)
         for c, name in config.zones.names.items():
-            mine = e[(z == c) & (t["fold"].to_numpy() >= 0)]
-            if len(mine):
-                spread = mine.std(ddof=1) if len(mine) >= 10 else e[t["fold"] >= 0].std(ddof=1)
-                se2.setdefault(name, []).append(spread**2 / len(mine))
+            held = (z == c) & (t["fold"].to_numpy() >= 0)
+            mine, wz, n = e[held].to_numpy(), w[held], int(held.sum())
+            if n >= 10:  # a weighted mean's standard error
+                dev = mine - np.average(mine, weights=wz)
+                se2.setdefault(name, []).append(
+                    n / (n - 1) * np.sum((wz * dev) ** 2) / wz.sum() ** 2
+                )
+            elif n:  # the interval's spread over Kish's effective size
+                spread = e[t["fold"] >= 0].std(ddof=1)
+                se2.setdefault(name, []).append(spread**2 * np.sum(wz**2) / wz.sum() ** 2)
     sd = {name: float(np.sqrt(np.mean(v))) for name, v in se2.items()}
     assert len(sd) == 4 and all(0.01 < v < 0.2 for v in sd.values()), sd
     for name, v in sd.items():
