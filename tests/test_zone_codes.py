@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 import rasterio
 import shapely
@@ -18,6 +20,7 @@ from conftest import SAMPLE_WORKFLOW, run_cli_output, sample_config
 
 from mapping.exceptions import InputError
 from mapping.grid import Grid
+from mapping.run.stages import _warn_unmapped_zone_area
 from mapping.zonal import zone_totals
 from mapping.zones import load_zone_layout, zone_coverage_from_polygons
 
@@ -121,3 +124,22 @@ def test_validate_names_the_zone_file_and_takes_zones_nodata(tmp_path: Path, cap
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     code, out, _ = run_cli_output(["validate", config], capsys)
     assert code == 0 and "4 zone(s) on the grid from polygons" in out
+
+
+def test_a_zone_without_predictions_over_part_of_it_is_named() -> None:
+    # zone b's western 40 % lies where a covariate has no data: its storage covers the rest
+    said: list[str] = []
+    ctx = SimpleNamespace(echo=said.append)
+    table = pd.DataFrame(
+        {"zone": ["a", "b", "all zones"], "interval": ["0-30"] * 3,
+         "area_km2": [100.0, 100.0, 200.0], "area_nodata_km2": [0.0, 40.0, 40.0]}
+    )  # fmt: skip
+    _warn_unmapped_zone_area(ctx, table)  # type: ignore[arg-type]
+    assert said == [
+        "[zones] warning: 40.0 % of b's area has no prediction (0-30 cm; 1 zone(s): b): its "
+        "storage covers the mapped cells only (a covariate without data there?)"
+    ]
+    said.clear()
+    table["area_nodata_km2"] = [0.0, 5e-15, 5e-15]  # rounding of the cells' areas: silent
+    _warn_unmapped_zone_area(ctx, table)  # type: ignore[arg-type]
+    assert said == []

@@ -678,7 +678,28 @@ def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
     )
     io.write_table(table, run.storage)
     io.write_table(table, run.storage_json)
+    _warn_unmapped_zone_area(ctx, table)
     return [run.rel(run.storage), run.rel(run.storage_json)], table
+
+
+#: A zone whose area is unmapped beyond this share is named on the console.
+UNMAPPED_SHARE = 0.001
+
+
+def _warn_unmapped_zone_area(ctx: StageContext, table: pd.DataFrame) -> None:
+    """Say where a zone's area has no prediction (a covariate without data there, the
+    grid not reaching it): its storage covers the mapped cells only."""
+    share = table["area_nodata_km2"] / table["area_km2"].where(table["area_km2"] > 0)
+    rows = table.assign(share=share)[share > UNMAPPED_SHARE]
+    if rows.empty:
+        return
+    worst = rows.loc[rows["share"].idxmax()]
+    zones = sorted(set(rows["zone"]) - {ALL_ZONES}) or [ALL_ZONES]
+    ctx.echo(
+        f"[zones] warning: {100 * worst['share']:.1f} % of {worst['zone']}'s area has no "
+        f"prediction ({worst['interval']} cm; {len(zones)} zone(s): {', '.join(zones)}): its "
+        "storage covers the mapped cells only (a covariate without data there?)"
+    )
 
 
 def _optional_table(path: Path) -> Any:
