@@ -143,3 +143,24 @@ def test_a_zone_without_predictions_over_part_of_it_is_named() -> None:
     table["area_nodata_km2"] = [0.0, 5e-15, 5e-15]  # rounding of the cells' areas: silent
     _warn_unmapped_zone_area(ctx, table)  # type: ignore[arg-type]
     assert said == []
+
+
+def test_an_unnamed_zone_raster_with_a_background_0_is_warned_of(tmp_path: Path, capsys) -> None:
+    with rasterio.open(ROOT / "sample_rasters" / "permafrost_zones.tif") as src:
+        profile, codes = src.profile, src.read(1)
+    profile["nodata"] = None  # the background 0 no longer declared
+    path = tmp_path / "zones.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(codes, 1)
+    cfg = sample_config(tmp_path / "out", SAMPLE_WORKFLOW)
+    cfg["zones"] = {"path": str(path)}
+    config = tmp_path / "w.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, out, err = run_cli_output(["validate", config], capsys)
+    assert code == 0 and "5 zone code(s) on the grid from a raster: 0, 1, 2, 3, 4" in out
+    assert f"{path}: zone code 0 is a zone of its own, in the all-zones total" in out + err
+    cfg["zones"]["nodata"] = [0]
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, out, err = run_cli_output(["validate", config], capsys)
+    assert code == 0 and "zone code 0" not in out + err
+    assert "4 zone code(s) on the grid from a raster: 1, 2, 3, 4" in out

@@ -280,6 +280,13 @@ def _zones(cfg: RunConfig, grid: Any) -> str:
             check_zone_names(codes, z.names)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
+    elif 0 in codes and len(codes) > 1:
+        warnings.warn(
+            f"{path}: zone code 0 is a zone of its own, in the all-zones total (a background "
+            "the file does not declare as nodata? list it in zones.nodata)",
+            UserWarning,
+            stacklevel=2,
+        )
     return f"{len(codes)} zone code(s) on the grid from a raster: {', '.join(map(str, codes[:12]))}"
 
 
