@@ -550,7 +550,7 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
             src_valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
         if not src_valid.any():
             raise InputError(f"{info.path}: covariate {name!r} is all nodata")
-        _check_undeclared_nodata(data[src_valid], info.path, name)
+        _check_undeclared_nodata(data[src_valid], info.path, str(name))
         valid_src = src_valid.astype("uint8")
         dst = np.zeros(coarse.shape, dtype="uint8")
         reproject(

@@ -266,7 +266,7 @@ def _zones(cfg: RunConfig, grid: Any) -> str:
                     gdf, coarse, name, dict(z.names), zone_nodata=z.nodata
                 )
             if z.names:
-                check_zone_names(cov.codes, z.names)
+                check_zone_names([int(c) for c in cov.codes], z.names)
         except MappingError as exc:
             if "covers any cell" in str(exc):
                 raise InputError(
