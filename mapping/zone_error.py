@@ -66,12 +66,13 @@ def zone_error_sd(
     ordered by depth).
 
     With ``weights`` (each profile's weight to the mapped area, the CV's ``weight``
-    column under ``cv.weighting: area``) the zone's mean error is the weighted one and
-    ``se² = n / (n - 1) Σ w² (e - ē)² / (Σ w)²``, the standard error of a weighted mean
-    (``s² / n`` for equal weights): profiles crowded where access is easy count for the
-    land they stand for, so a zone sampled in one corner gets the larger error its
-    sampling leaves. A zone below ``min_profiles`` takes the interval's spread over
-    Kish's effective size ``(Σ w)² / Σ w²``.
+    column under ``cv.weighting: area``) ``n`` is Kish's effective size
+    ``(Σ w)² / Σ w²`` of the zone's profiles, ``se = s √(Σ w²) / Σ w`` (``s / √n`` for
+    equal weights): profiles crowded where access is easy count for the land they stand
+    for, so a zone sampled in one corner gets the larger error its sampling leaves, and
+    one profile standing for most of a zone leaves nearly all of ``s``. (The sandwich
+    variance of a weighted mean, ``Σ w² (e - ē)² / (Σ w)²``, falls to 0 there: the
+    dominant profile's own error is the mean.)
 
     Parameters
     ----------
@@ -126,11 +127,13 @@ def zone_error_sd(
             n = len(mine)
             if n == 0:
                 continue
-            if n >= max(min_profiles, 2):
-                dev = mine - np.sum(wi * mine) / wi.sum()
-                v = n / (n - 1) * float(np.sum(wi * wi * dev * dev)) / float(wi.sum()) ** 2
-            else:  # the interval's spread over the zone's effective size
-                v = spread_all**2 * float(np.sum(wi * wi)) / float(wi.sum()) ** 2
+            v1, v2 = float(wi.sum()), float(np.sum(wi * wi))
+            if n >= max(min_profiles, 2):  # the unbiased variance with reliability weights
+                dev = mine - float(np.sum(wi * mine)) / v1
+                s2 = float(np.sum(wi * dev * dev)) / (v1 - v2 / v1)
+            else:
+                s2 = spread_all**2
+            v = s2 * v2 / v1**2  # s² over Kish's effective size
             if math.isfinite(v):
                 se2[i].append(v)
                 count[i] = max(count[i], n)

@@ -719,14 +719,15 @@ def test_the_extrapolation_error_shared_by_every_cell(
         for c, name in config.zones.names.items():
             held = (z == c) & (t["fold"].to_numpy() >= 0)
             mine, wz, n = e[held].to_numpy(), w[held], int(held.sum())
-            if n >= 10:  # a weighted mean's standard error
+            if not n:
+                continue
+            v1, v2 = wz.sum(), np.sum(wz**2)
+            if n >= 10:  # the variance with reliability weights
                 dev = mine - np.average(mine, weights=wz)
-                se2.setdefault(name, []).append(
-                    n / (n - 1) * np.sum((wz * dev) ** 2) / wz.sum() ** 2
-                )
-            elif n:  # the interval's spread over Kish's effective size
-                spread = e[t["fold"] >= 0].std(ddof=1)
-                se2.setdefault(name, []).append(spread**2 * np.sum(wz**2) / wz.sum() ** 2)
+                var = np.sum(wz * dev**2) / (v1 - v2 / v1)
+            else:  # the interval's spread
+                var = e[t["fold"] >= 0].std(ddof=1) ** 2
+            se2.setdefault(name, []).append(var * v2 / v1**2)  # over Kish's effective size
     sd = {name: float(np.sqrt(np.mean(v))) for name, v in se2.items()}
     assert len(sd) == 4 and all(0.01 < v < 0.2 for v in sd.values()), sd
     for name, v in sd.items():

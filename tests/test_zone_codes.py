@@ -164,3 +164,27 @@ def test_an_unnamed_zone_raster_with_a_background_0_is_warned_of(tmp_path: Path,
     code, out, err = run_cli_output(["validate", config], capsys)
     assert code == 0 and "zone code 0" not in out + err
     assert "4 zone code(s) on the grid from a raster: 1, 2, 3, 4" in out
+
+
+def test_a_run_checks_every_cell_of_the_zones_before_its_first_stage(
+    tmp_path: Path, capsys
+) -> None:
+    # one row of code 0 (undeclared: the file's nodata is 255) across the sample's zones:
+    # the preflight's decimated sample can step over it; the run checks every cell
+    with rasterio.open(ROOT / "sample_rasters" / "permafrost_zones.tif") as src:
+        profile, codes = src.profile, src.read(1)
+    codes = np.where(codes == 0, 255, codes).astype("uint8")
+    codes[161, :] = 0
+    profile["nodata"] = 255
+    path = tmp_path / "zones.tif"
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(codes, 1)
+    cfg = sample_config(tmp_path / "out", SAMPLE_WORKFLOW)
+    cfg["zones"] = {"path": str(path), "names": cfg["zones"]["names"]}
+    config = tmp_path / "w.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, _, err = run_cli_output(["run", config], capsys)
+    assert code == 2, err
+    (line,) = err.strip().splitlines()
+    assert f"{path}: zone code(s) 0 on the grid are not among the zone names (1, 2, 3, 4)" in line
+    assert not (tmp_path / "out").exists()  # before the first stage: nothing written

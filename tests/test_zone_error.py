@@ -9,6 +9,8 @@ zone from a zone raster and from polygons).
 
 from __future__ import annotations
 
+import itertools
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -63,15 +65,16 @@ def test_zone_error_sd_weighted_to_the_area_by_hand() -> None:
     e = np.array([0.02, -0.02, 0.01, -0.01, 0.03, -0.03, 0.0, 0.0, 0.5, -0.5])
     w = np.array([0.25] * 8 + [4.0, 4.0])
     t = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"], weights={"0-30": w})
-    # by hand: the weighted mean is 0 (symmetric); sum w^2 e^2 = 0.0625 x 0.0028 + 16 x 0.5
-    # = 8.000175, (sum w)^2 = 10^2 = 100: se^2 = 10/9 x 8.000175 / 100 = 0.0888908
-    assert t["sd"][0] == pytest.approx(np.sqrt(10 / 9 * 8.000175 / 100), rel=1e-12)
-    # unweighted the crowd hides the zone's spread: s / sqrt(10) = 0.0747 against 0.298
+    # by hand: V1 = sum w = 10, V2 = sum w^2 = 8 x 0.0625 + 2 x 16 = 32.5, the weighted mean
+    # 0; sum w e^2 = 0.25 x 0.0028 + 4 x 0.5 = 2.0007; the variance with reliability weights
+    # 2.0007 / (V1 - V2 / V1) = 2.0007 / 6.75 = 0.29640, over Kish's size V1^2 / V2 = 3.08
+    assert t["sd"][0] == pytest.approx(np.sqrt(2.0007 / 6.75 * 32.5 / 100), rel=1e-12)
+    # unweighted the crowd hides the zone's spread: s / sqrt(10) = 0.0747 against 0.310
     plain = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"])["sd"][0]
     assert plain == pytest.approx(np.std(e, ddof=1) / np.sqrt(10), rel=1e-12)
-    assert t["sd"][0] > 3.9 * plain
+    assert t["sd"][0] > 4 * plain
     # equal weights give the unweighted term; a zone of few profiles takes the interval's
-    # spread over Kish's effective size (sum w)^2 / sum w^2
+    # spread over Kish's effective size
     same = zone_error_sd({"0-30": e}, {"0-30": np.zeros(10, int)}, ["a"],
                          weights={"0-30": np.full(10, 3.0)})  # fmt: skip
     assert same["sd"][0] == pytest.approx(plain, rel=1e-12)
@@ -81,6 +84,22 @@ def test_zone_error_sd_weighted_to_the_area_by_hand() -> None:
     assert few["sd"][1] == pytest.approx(np.std(e, ddof=1) / np.sqrt(kish), rel=1e-12)
     with pytest.raises(InputError, match="0-30: 10 errors but 3 weights"):
         zone_error_sd({"0-30": e}, {"0-30": z}, ["a", "b"], weights={"0-30": w[:3]})
+
+
+def test_one_profile_standing_for_most_of_a_zone_leaves_it_most_of_the_spread() -> None:
+    # the weighted mean's sandwich variance sum w^2 (e - mean)^2 / (sum w)^2 falls to 0 as
+    # one profile's weight grows (its own error becomes the mean); this one rises towards
+    # the errors' spread, monotonely
+    e = np.random.default_rng(0).normal(0.0, 0.3, 12)
+    sds = []
+    for big in (1.0, 4.0, 20.0, 100.0, 1000.0, 1e6):
+        w = np.ones(12)
+        w[0] = big
+        t = zone_error_sd({"k": e}, {"k": np.zeros(12, int)}, ["a"], weights={"k": w})
+        sds.append(float(t["sd"][0]))
+    assert sds[0] == pytest.approx(np.std(e, ddof=1) / np.sqrt(12), rel=1e-12)
+    assert all(b > a for a, b in itertools.pairwise(sds))
+    assert sds[-1] > 2 * sds[0] and sds[-1] < np.std(e, ddof=1)
 
 
 def _draws(n: int) -> pd.DataFrame:

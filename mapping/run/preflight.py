@@ -54,7 +54,9 @@ from mapping.run.features import build_model, categorical_covariates, min_profil
 from mapping.units import format_interval
 from mapping.zones import (
     VECTOR_SUFFIXES,
+    ZoneLayout,
     check_zone_names,
+    load_zone_layout,
     prepare_zones,
     zone_coverage_from_polygons,
     zone_resampling,
@@ -86,6 +88,9 @@ class PreflightReport:
     #: them instead of building them again.
     grid: Grid | None = field(default=None, repr=False)
     stack: xr.Dataset | None = field(default=None, repr=False)
+    #: The zones prepared on the grid (a run's checks only: every cell's code is checked
+    #: against ``zones.names`` before the first stage, and the stages reuse the layout).
+    layout: ZoneLayout | None = field(default=None, repr=False)
 
     def paths(self) -> dict[str, str]:
         """Every path of the run, resolved (absolute, symlinks followed)."""
@@ -238,6 +243,22 @@ def _too_few(cfg: RunConfig, counts: dict[str, int]) -> str | None:
     return (
         f"{cfg.profiles.path}: only {n} profiles on the grid reach {label} cm; at least "
         f"{need} are needed to fit and cross-validate a model (stocks.depths)"
+    )
+
+
+def run_zone_layout(cfg: RunConfig, grid: Grid) -> ZoneLayout:
+    """The run's zones on ``grid``: named codes only (``zones.names``), ``zones.nodata``
+    left out."""
+    z = cfg.zones
+    assert z is not None
+    return load_zone_layout(
+        z.path,
+        grid,
+        dict(z.names),
+        zone_field=z.field,
+        chunks=cfg.prediction.chunks,
+        zone_nodata=z.nodata,
+        named_only=True,
     )
 
 
@@ -422,6 +443,8 @@ def preflight(
             report.warnings.append(problem)
         if cfg.zones is not None:
             report.zones = _zones(cfg, grid)
+            if fit:  # every cell, not the sample's: a run stops now, not after its fit
+                report.layout = run_zone_layout(cfg, grid)
     if cfg.active_layer is not None:
         # read only at the thaw stage, after every other stage: checked now
         report.warnings += _active_layer(cfg)

@@ -107,7 +107,7 @@ def run_stages(
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
     if check:
         checked = preflight(config, echo=echo)
-        ctx.grid, ctx.stack = checked.grid, checked.stack
+        ctx.grid, ctx.stack, ctx.zones = checked.grid, checked.stack, checked.layout
     manifest = Manifest(ctx.folder, config)
     # the input files this config names: one it no longer names (renamed, or the run moved)
     # leaves the record

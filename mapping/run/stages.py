@@ -55,6 +55,7 @@ from mapping.run.features import (
     model_features,
 )
 from mapping.run.manifest import digest, package_versions
+from mapping.run.preflight import run_zone_layout
 from mapping.run.runner import Stage, StageContext
 from mapping.run.shared_error import cv_errors, extrapolation_maps, profile_xy, shared_error
 from mapping.stac import write_stac
@@ -74,7 +75,7 @@ from mapping.validation import (
 )
 from mapping.zonal import integrate_files
 from mapping.zone_error import add_zone_errors, zone_error_sd
-from mapping.zones import ZoneLayout, load_zone_layout
+from mapping.zones import ZoneLayout
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -644,20 +645,10 @@ def _zones_inputs(cfg: RunConfig) -> list[Path]:
 
 
 def zone_layout(ctx: StageContext) -> ZoneLayout:
-    """The zones prepared on the target grid, built once per run (kept on ``ctx``)."""
+    """The zones prepared on the target grid, built once per run (kept on ``ctx``; a run's
+    preflight builds them)."""
     if ctx.zones is None:
-        cfg = ctx.config
-        assert cfg.zones is not None
-        grid = run_grid(ctx)
-        ctx.zones = load_zone_layout(
-            cfg.zones.path,
-            grid,
-            dict(cfg.zones.names),
-            zone_field=cfg.zones.field,
-            chunks=cfg.prediction.chunks,
-            zone_nodata=cfg.zones.nodata,
-            named_only=True,
-        )
+        ctx.zones = run_zone_layout(ctx.config, run_grid(ctx))
     return ctx.zones
 
 
