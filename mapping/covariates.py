@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,18 +491,40 @@ class StackSummary:
 NODATA_CODES = (-9999.0, -99999.0, -32768.0, -32767.0, float(np.finfo("float32").min))
 
 
-def _check_undeclared_nodata(values: np.ndarray, path: Any, name: str) -> None:
-    """Raise where a layer's valid values hold a common nodata code (sampled values)."""
-    if values.dtype.kind not in "fiu":
+def _check_undeclared_nodata(
+    data: np.ndarray,
+    valid: np.ndarray,
+    source: tuple[Any, Any],
+    coarse: Grid,
+    path: Any,
+    name: Hashable,
+) -> None:
+    """Raise where a layer's valid values hold a common nodata code on the grid.
+
+    ``data`` and ``valid`` are the decimated read of the source and where it has data,
+    ``source`` its ``(transform, crs)``; only the codes that land on the ``coarse`` grid
+    count (a global file may hold -9999 far from the grid)."""
+    if data.dtype.kind not in "fiu":
         return
-    as_float = values.astype("float64")  # every code and float32 value exactly
+    from rasterio.enums import Resampling
+    from rasterio.warp import reproject
+
+    as_float = data.astype("float64")  # every code and float32 value exactly
     for code in NODATA_CODES:
-        hit = as_float == code
-        if hit.any():
+        hit = valid & (as_float == code)
+        if not hit.any():
+            continue
+        on_grid = np.zeros(coarse.shape, dtype="uint8")
+        reproject(hit.astype("uint8"), on_grid, src_transform=source[0],
+                  src_crs=source[1].to_wkt(), dst_transform=coarse.transform,
+                  dst_crs=coarse.crs.to_wkt(), src_nodata=None, dst_nodata=0,
+                  resampling=Resampling.nearest)  # fmt: skip
+        if on_grid.any():
             raise InputError(
-                f"{path}: covariate {name!r}: {int(hit.sum())} of {values.size} sampled cells "
-                f"hold {code:g}, a nodata code the file does not declare; they would be read "
-                f"as values (declare it, e.g. gdal_edit.py -a_nodata {code:g} FILE)"
+                f"{path}: covariate {name!r}: {int(on_grid.sum())} of {on_grid.size} sampled "
+                f"cells of the grid hold {code:g}, a nodata code the file does not declare; "
+                f"they would be read as values (declare it, e.g. gdal_edit.py -a_nodata "
+                f"{code:g} FILE)"
             )
 
 
@@ -540,17 +562,14 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
         layer = stack[name]
         a = layer.attrs
         info = raster_info(a["source"], band=int(a.get("band", 1)), variable=a.get("variable"))
-        data, transform, from_overview = read_decimated(info, max_size=4 * sample)
+        read, transform, from_overview = read_decimated(info, max_size=4 * sample, masked=True)
         used[name] = from_overview
-        if info.nodata is not None:
-            src_valid = data != info.nodata
-            if np.isnan(info.nodata):
-                src_valid = ~np.isnan(data)
-        else:
-            src_valid = ~np.isnan(data) if data.dtype.kind == "f" else np.ones(data.shape, bool)
+        data = np.asarray(read.data)
+        src_valid = ~np.ma.getmaskarray(read)  # the file's nodata and mask bands
+        if data.dtype.kind == "f":
+            src_valid &= ~np.isnan(data)
         if not src_valid.any():
             raise InputError(f"{info.path}: covariate {name!r} is all nodata")
-        _check_undeclared_nodata(data[src_valid], info.path, str(name))
         valid_src = src_valid.astype("uint8")
         dst = np.zeros(coarse.shape, dtype="uint8")
         reproject(
@@ -565,6 +584,7 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
             resampling=Resampling.nearest,
         )
         valid = dst.astype(bool)
+        _check_undeclared_nodata(data, src_valid, (transform, info.crs), coarse, info.path, name)
         if not valid.any():
             raise InputError(
                 f"{info.path}: covariate {name!r} has no data on the target grid "

@@ -352,6 +352,28 @@ def test_an_undeclared_nodata_code_is_reported(
     assert summarize_stack(build_stack([_cov("cov", p)], GRID)).layers[0].nodata_share > 0.2
 
 
+def test_nodata_codes_masked_or_off_the_grid_are_accepted(tmp_path: Path) -> None:
+    base = _temperature()
+    data = np.where(base == -9999.0, 0.0, base).astype("float32")
+    # -9999 under an internal mask band (no nodata tag): masked, as the lazy reads do
+    coded = data.copy()
+    coded[:, :400] = -9999.0
+    masked = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+        with rasterio.open(masked, "w", driver="GTiff", width=coded.shape[1],
+                           height=coded.shape[0], count=1, dtype="float32", crs="EPSG:4326",
+                           transform=GEO) as dst:  # fmt: skip
+            dst.write(coded, 1)
+            dst.write_mask(np.where(coded == -9999.0, 0, 255).astype("uint8"))
+    summary = summarize_stack(build_stack([_cov("cov", masked)], GRID))
+    assert 0.2 < summary.layers[0].nodata_share < 0.5  # the masked third of the longitudes
+    # -9999 only south of 49 N, which the grid (north of about 52 N) never reaches
+    south = data.copy()
+    south[LAT < 49.0, :] = -9999.0
+    p = _write(tmp_path / "south.tif", south, "EPSG:4326", GEO)
+    assert summarize_stack(build_stack([_cov("cov", p)], GRID)).layers[0].nodata_share < 0.05
+
+
 # ---------------------------------------------------------------------- socmap validate
 def _socmap(*argv: str) -> int:
     try:

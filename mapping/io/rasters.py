@@ -685,12 +685,16 @@ def decimation(shape: tuple[int, int], max_size: int) -> tuple[int, tuple[int, i
     return f, (math.ceil(ny / f), math.ceil(nx / f))
 
 
-def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any, bool]:
-    """Read one band at reduced resolution (at most ``max_size`` pixels a side), unmasked.
+def read_decimated(
+    info: RasterInfo, *, max_size: int = 1024, masked: bool = False
+) -> tuple[Any, Any, bool]:
+    """Read one band at reduced resolution (at most ``max_size`` pixels a side).
 
     GDAL answers a decimated read from the band's overviews when it has them; otherwise it
     subsamples the full-resolution blocks by nearest neighbour, holding only the small
-    output in memory. Returns ``(array, transform, from_overview)``.
+    output in memory. Returns ``(array, transform, from_overview)``; with ``masked`` the
+    array is a masked array honouring the file's nodata and mask bands (as the lazy reads
+    on a grid do), else plain.
     """
 
     import rasterio
@@ -701,7 +705,9 @@ def read_decimated(info: RasterInfo, *, max_size: int = 1024) -> tuple[Any, Any,
     f, (oy, ox) = decimation(info.shape, max_size)
     try:
         with rasterio.open(info.source) as src:
-            data = src.read(info.band, out_shape=(oy, ox), resampling=Resampling.nearest)
+            data = src.read(
+                info.band, out_shape=(oy, ox), resampling=Resampling.nearest, masked=masked
+            )
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(info.path, exc, "cannot read raster data") from None
     from affine import Affine

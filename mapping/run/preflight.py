@@ -475,10 +475,8 @@ def _active_layer(cfg: RunConfig) -> list[str]:
             ]
         return []
     info = io.raster_info(al.path)
-    data, _, _ = io.read_decimated(info, max_size=4 * COARSE_CELLS)
-    values = data.astype("float64").ravel()
-    if info.nodata is not None:
-        values = values[values != info.nodata]
+    read, _, _ = io.read_decimated(info, max_size=4 * COARSE_CELLS, masked=True)
+    values = read.compressed().astype("float64")  # without the nodata and mask bands
     values = values[np.isfinite(values)]
     if values.size == 0:
         raise InputError(f"{al.path}: the active-layer raster holds no value")
