@@ -387,10 +387,18 @@ class ZonesConfig(_Section):
     field: str | None = None
     names: dict[int, str] = Field(default_factory=dict)
     unit: Literal["Pg", "Tg"] = "Pg"
-    nodata: list[int] = Field(default_factory=list)
-    """Zone codes that mean "no zone": a raster's background the file does not declare as
-    nodata, a "no permafrost" class of the polygons. With ``names``, every other code on
-    the grid must be named."""
+    nodata: list[int | str] = Field(default_factory=list)
+    """Zone codes (or names, for a text field of polygons) that mean "no zone": a raster's
+    background the file does not declare as nodata, a "no permafrost" class of the
+    polygons. With ``names``, every other code on the grid must be named."""
+
+    @model_validator(mode="after")
+    def _nodata_is_not_named(self) -> ZonesConfig:
+        named = {str(c) for c in self.names} | {str(n).casefold() for n in self.names.values()}
+        both = [c for c in self.nodata if str(c).casefold() in named]
+        if both:
+            raise ValueError(f"nodata: {both[0]!r} is also in names")
+        return self
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:

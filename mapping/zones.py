@@ -465,6 +465,9 @@ def _zone_codes_from_field(
             raise InputError(f"zone field {field_name!r} holds non-integer codes")
         return v.astype("int64"), names
     text = values.astype(str).str.strip()
+    number = pd.to_numeric(text, errors="coerce")
+    if number.notna().all() and np.all(number == np.floor(number)):
+        return number.astype("int64"), names  # codes stored as text ("1", "2.0")
     if names:
         by_name = {str(n).casefold(): int(c) for c, n in names.items()}
         unknown = sorted(set(t for t in text if t.casefold() not in by_name))
@@ -474,8 +477,6 @@ def _zone_codes_from_field(
                 f"({', '.join(map(str, names.values()))})"
             )
         return text.map(lambda t: by_name[t.casefold()]).astype("int64"), names
-    if text.str.fullmatch(r"[+-]?\d+").all():  # codes stored as text ("1"): their numbers
-        return text.astype("int64"), names
     # names without codes: numbered 1, 2, ... in order of first appearance (the file's
     # order: continuous, discontinuous, ... rather than the alphabet's)
     labels = list(dict.fromkeys(text))
@@ -648,7 +649,7 @@ def zone_coverage_from_polygons(
     field: str,
     names: Mapping[int, str] | None = None,
     *,
-    zone_nodata: Sequence[int] = (),
+    zone_nodata: Sequence[int | str] = (),
 ) -> ZoneCoverage:
     """Exact fraction of every grid cell covered by each zone of a polygon layer.
 
@@ -668,15 +669,16 @@ def zone_coverage_from_polygons(
         The density grid.
     field
         Attribute holding the zone code (integer) or name (text). Text values are
-        matched to ``names`` (case-insensitive) when given; else text codes ("1") keep
-        their numbers and names are numbered 1, 2, ... in order of first appearance. Features with an
+        matched to ``names`` (case-insensitive) when given, else numbered 1, 2, ... in
+        order of first appearance; a text field holding only whole numbers ("1", "2.0")
+        is read as codes. Features with an
         empty geometry are skipped, and so are features with an empty field, with a
         warning (their area is in no zone).
     names
         Zone name by code.
     zone_nodata
-        Codes that mean "no zone" (e.g. a "no permafrost" class): their features are left
-        out.
+        Codes (or, for a text field, names) that mean "no zone" (e.g. a "no permafrost"
+        class): their features are left out.
 
     Returns
     -------
@@ -704,9 +706,14 @@ def zone_coverage_from_polygons(
             stacklevel=2,
         )
     gdf = gdf.loc[shaped & ~blank]
+    # "no zone" classes: text ones by name (case-insensitive), codes once coded
+    texts = {str(c).strip().casefold() for c in zone_nodata if isinstance(c, str)}
+    if texts:
+        gdf = gdf.loc[~gdf[field].astype(str).str.strip().str.casefold().isin(texts)]
     codes_s, labels = _zone_codes_from_field(gdf[field], field, names)
-    if len(zone_nodata):
-        kept = ~codes_s.isin([int(c) for c in zone_nodata])
+    numbers = [int(c) for c in zone_nodata if not isinstance(c, str)]
+    if numbers:
+        kept = ~codes_s.isin(numbers)
         gdf, codes_s = gdf.loc[kept], codes_s.loc[kept]
     gdf = to_grid_crs(gdf, grid)
 
@@ -937,7 +944,7 @@ def load_zone_layout(
     zone_layer: str | None = None,
     gdf: Any = None,
     chunks: int = DEFAULT_CHUNKS,
-    zone_nodata: Sequence[int] = (),
+    zone_nodata: Sequence[int | str] = (),
     what: str = "the grid",
     named_only: bool = False,
 ) -> ZoneLayout:
@@ -950,6 +957,7 @@ def load_zone_layout(
     """
 
     zones_path = Path(zones_path)
+    codes = [int(c) for c in zone_nodata if not isinstance(c, str)]  # a raster's
     try:
         if zones_path.suffix.lower() in VECTOR_SUFFIXES:
             if gdf is None:
@@ -962,12 +970,12 @@ def load_zone_layout(
         else:
             resampling, scale = zone_resampling(zones_path, grid)
             if resampling == "mode":  # a finer raster: each zone's share of every cell
-                zones = zone_coverage_from_raster(zones_path, grid, zone_nodata=zone_nodata)
+                zones = zone_coverage_from_raster(zones_path, grid, zone_nodata=codes)
             else:
                 zones = io.open_raster_on_grid(
                     zones_path, grid, resampling=resampling, chunks=chunks, scale=scale
                 )
-        layout = prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=list(zone_nodata))
+        layout = prepare_zones(zones, grid, names, chunks=chunks, zone_nodata=codes)
         if named_only and names:
             check_zone_names(layout.codes, names)
         return layout

@@ -94,6 +94,31 @@ def test_codes_stored_as_text_keep_their_numbers() -> None:
     assert a.names == {1: "tundra", 2: "bog", 3: "lake"}
 
 
+def test_text_codes_with_names_and_a_text_no_zone_class() -> None:
+    # codes as text with the config's names: matched by number, "2.0" as well
+    gdf = _polygons(["1", "2.0", "0"])
+    layout = load_zone_layout("z.gpkg", GRID, NAMES, zone_field="zone_code", gdf=gdf,
+                              zone_nodata=[0], named_only=True)  # fmt: skip
+    assert layout.codes == (1, 2) and layout.names == ("continuous", "discontinuous")
+    # zone names with a "none" class: left out by name, whatever its case
+    named = _polygons(["Continuous", "discontinuous", "None"])
+    layout = load_zone_layout("z.gpkg", GRID, NAMES, zone_field="zone_code", gdf=named,
+                              zone_nodata=["none"], named_only=True)  # fmt: skip
+    table = zone_totals(_ones(), layout, GRID).set_index("zone")
+    assert table.loc["all zones", "area_km2"] == pytest.approx(18 * GRID.cell_area()[0, 0] / 1e6)
+    with pytest.raises(InputError, match="value 'None' is not among the zone names"):
+        load_zone_layout("z.gpkg", GRID, NAMES, zone_field="zone_code", gdf=named)
+
+
+def test_a_code_both_named_and_no_zone_is_a_config_error(tmp_path: Path, capsys) -> None:
+    cfg = sample_config(tmp_path / "out", SAMPLE_WORKFLOW)
+    cfg["zones"]["nodata"] = [4]  # 4 is the isolated zone
+    config = tmp_path / "w.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    code, _, err = run_cli_output(["validate", config], capsys)
+    assert code == 2 and err.strip().endswith(": zones: nodata: 4 is also in names"), err
+
+
 def test_polygons_without_a_code_are_warned_of() -> None:
     gdf = _polygons([1, 2, None])
     with warnings.catch_warnings(record=True) as caught:
