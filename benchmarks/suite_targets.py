@@ -35,6 +35,7 @@ def read_zones(out: Path) -> pd.DataFrame:
     """``OUT/zones.csv`` with ``rel_error`` of the reported total and ``mc_median_rel_error``."""
     z = pd.read_csv(out / "zones.csv")
     if "mc_median_rel_error" not in z and "mean_map_rel_error" in z:  # an older suite
+        z["mc_median"], z["total"] = z["total"], z["mean_map_total"]
         z["mc_median_rel_error"] = z["rel_error"]
         z["rel_error"] = z["mean_map_rel_error"]
     return z

@@ -44,7 +44,7 @@ from mapping.run.runner import StageContext
 from mapping.run.shared_error import profile_xy
 from mapping.run.stages import run_grid, zone_layout
 from mapping.units import ALL_ZONES, interval_label
-from mapping.zone_error import add_zone_errors, zone_error_sd
+from mapping.zone_error import add_zone_errors, zone_error_sd, zone_normals
 
 
 def undo_zone_errors(draws: pd.DataFrame, sd: dict[str, float], seed: int) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def undo_zone_errors(draws: pd.DataFrame, sd: dict[str, float], seed: int) -> pd
     out = draws.copy()
     reals = out["realization"].to_numpy(int)
     zones = [z for z in sd if z != ALL_ZONES]
-    g = np.random.default_rng([int(seed), 0x5A0E]).standard_normal((len(zones), reals.max() + 1))
+    g = zone_normals(len(zones), reals.max() + 1, seed)
     delta = np.zeros(len(out))
     for i, z in enumerate(zones):
         s = float(sd[z])

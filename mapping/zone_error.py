@@ -41,7 +41,7 @@ from mapping.draw_summary import _storage_column
 from mapping.exceptions import ConfigError, InputError
 from mapping.units import ALL_ZONES
 
-__all__ = ["add_zone_errors", "zone_error_sd"]
+__all__ = ["add_zone_errors", "zone_error_sd", "zone_normals"]
 
 #: Below this many profiles in a zone, the spread of its errors is taken from every
 #: profile of the interval (a few profiles say little about their own spread).
@@ -141,6 +141,11 @@ def zone_error_sd(
     return pd.DataFrame({"zone": list(names), "n_profiles": count, "sd": sd})
 
 
+def zone_normals(n_zones: int, n_realizations: int, seed: int) -> np.ndarray:
+    """The ``(n_zones, n_realizations)`` standard normals of :func:`add_zone_errors`."""
+    return np.random.default_rng([int(seed), 0x5A0E]).standard_normal((n_zones, n_realizations))
+
+
 def add_zone_errors(
     draws: pd.DataFrame,
     sd: Mapping[str, float],
@@ -179,8 +184,7 @@ def add_zone_errors(
     reals = out["realization"].to_numpy(int)
     n_real = int(reals.max()) + 1 if len(out) else 0
     zones = [z for z in sd if z != ALL_ZONES]
-    rng = np.random.default_rng([int(seed), 0x5A0E])
-    g = rng.standard_normal((len(zones), n_real))
+    g = zone_normals(len(zones), n_real, seed)
     delta = np.zeros(len(out))
     for i, zone in enumerate(zones):
         s = float(sd[zone])

@@ -518,8 +518,10 @@ def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
     """Thawed (active layer) and perennially frozen storage per zone, with ranges.
 
     ``thaw`` is ``zones/thaw_split.csv``: one row per zone and state (``thawed``,
-    ``frozen``, ``total 0-300 cm``), the storage of the mean maps (``storage_pg`` or
-    ``storage_tg``) and its Monte Carlo bounds (``..._lower``, ``..._upper``).
+    ``frozen``, ``no active-layer value`` where the raster leaves mapped land without one,
+    ``total 0-300 cm``), the storage of the mean maps (``storage_pg`` or ``storage_tg``)
+    and its Monte Carlo bounds (``..._lower``, ``..._upper``). The thawed share is of the
+    whole total, that land included.
     """
     col = next(c for c in thaw.columns if c.startswith("storage_") and c.count("_") == 1)
     unit = col.split("_")[1].capitalize()
@@ -553,7 +555,7 @@ def thaw_table(thaw: pd.DataFrame, range_label: str) -> DisplayTable:
         head.append("No active-layer value")
         caption += (
             " Mapped land without an active-layer value is in neither state: its storage has "
-            "a column of its own."
+            "a column of its own, and the thawed share is of the whole total."
         )
     return DisplayTable(
         [*head, depth, "Thawed share"],

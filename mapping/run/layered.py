@@ -764,9 +764,11 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     if (gap > 0).any():
         where = getattr(cfg.active_layer, "path", None) or "active_layer"
         area = float(gap.loc[ALL_ZONES])
+        t = sums["total"].loc[ALL_ZONES]
+        mapped = float(t["area_km2"] - t["area_nodata_km2"])
         ctx.echo(
             f"[thaw] warning: {where}: {area:.4g} km² of the zones' mapped land "
-            f"({100 * area / float(sums['total'].loc[ALL_ZONES, 'area_km2']):.1f} %) has no "
+            f"({100 * area / mapped:.1f} %) has no "
             f"active-layer value; its {wide.loc[ALL_ZONES, NO_ALT]:.3g} {cfg.zones.unit} are "
             f"in neither state ('{NO_ALT}' in zones/thaw_split.csv): give such cells 300 (no "
             "permafrost) or their thickness"
