@@ -66,15 +66,16 @@ def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         for module in (stages, preflight):
             mp.setattr(module, "target_grid", _counting("grid", module.target_grid))
             mp.setattr(module, "build_stack", _counting("stack", module.build_stack))
-        mp.setattr(stages, "load_zone_layout", _counting("zones", stages.load_zone_layout))
+        mp.setattr(preflight, "load_zone_layout", _counting("zones", preflight.load_zone_layout))
         mp.setattr(zonal, "load_zone_layout", _counting("zones", zonal.load_zone_layout))
         assert main(["run", str(cfg)]) == 0
     return cfg, tmp / "out"
 
 
 def test_grid_stack_and_zones_are_built_once_per_run(first_run: tuple[Path, Path]) -> None:
-    """The preflight checks build the grid and the stack, the first stage that needs the zones
-    prepares them; every later stage of the same run takes them from the run context."""
+    """The preflight checks build the grid, the stack and the zones (every cell's code
+    checked before the first stage); every stage of the same run takes them from the run
+    context."""
     assert BUILT == {"grid": 1, "stack": 1, "zones": 1}
 
 
