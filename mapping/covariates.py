@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -491,6 +492,30 @@ class StackSummary:
 NODATA_CODES = (-9999.0, -99999.0, -32768.0, -32767.0, float(np.finfo("float32").min))
 
 
+#: A continuous layer of integers with at most this many distinct values (in the sample)
+#: looks like class codes.
+MAX_CLASS_CODES = 32
+
+
+def _warn_codes_read_as_values(
+    values: np.ndarray, info: RasterInfo, name: Hashable, resampling: Any
+) -> None:
+    """Warn where a layer read as continuous holds a few integer codes (land cover left
+    at ``kind: continuous``): interpolated, codes 1 and 3 make a 2 that is no class."""
+    if values.dtype.kind not in "iu" or values.size == 0:
+        return
+    codes = np.unique(values)
+    if 2 <= codes.size <= MAX_CLASS_CODES:
+        shown = ", ".join(str(int(c)) for c in codes[:8]) + (", ..." if codes.size > 8 else "")
+        warnings.warn(
+            f"{info.path}: covariate {name!r} holds {codes.size} integer codes ({shown}) and "
+            f"is read as continuous ({resampling or 'bilinear'} resampling averages them); if "
+            "they are classes, set kind: categorical",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _check_undeclared_nodata(
     data: np.ndarray,
     valid: np.ndarray,
@@ -591,6 +616,8 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
                 f"({_crs_name(grid.crs)}, bounds {_fmt_bounds(grid.bounds)})"
             )
         all_valid &= valid
+        if a.get("kind") != "categorical":
+            _warn_codes_read_as_values(data[src_valid], info, name, a.get("resampling"))
         categories = None
         if a.get("kind") == "categorical":
             codes = np.zeros(coarse.shape, dtype="float64")

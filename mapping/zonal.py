@@ -27,6 +27,7 @@ storage; their area is reported separately as ``area_nodata_km2``. The mean dens
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -680,36 +681,84 @@ def integrate_files(
         )
         tables.append(zone_totals(dens, on_grid, grid, zone_names, unit))
     out = pd.concat(tables, ignore_index=True)
+    _warn_implausible_density(out, source_of)
     out["_total"] = out["zone"].eq(ALL_ZONES) & out["zone_code"].isna()
     out = out.sort_values(["top_cm", "bottom_cm", "_total"], kind="stable").drop(columns="_total")
     out.attrs["storage_unit"] = unit
     return out.reset_index(drop=True)
 
 
-_QUANTILE_STATISTICS = re.compile(r"(lower|upper|median|quantile|percentile|[pq]\d+(\.\d+)?)")
-_SPREAD_STATISTICS = frozenset({"std", "sd", "stdev", "variance", "var", "se", "cv"})
+_QUANTILE_STATISTICS = re.compile(
+    r"(lower|upper|median|min|max|minimum|maximum|quantile|percentile|[pq]\d+(\.\d+)?"
+    r"|\d+(st|nd|rd|th)_?percentile|(quantile|percentile)_?[\d.]+)"
+)
+_SPREAD_STATISTICS = frozenset(
+    {"std", "sd", "stdev", "stddev", "standard_deviation", "variance", "var", "se", "cv",
+     "uncertainty", "relative_uncertainty", "iqr", "range"}
+)  # fmt: skip
 _MASK_STATISTICS = frozenset({"aoa", "di", "dissimilarity"})
 
 
+def _statistic_kind(stat: str) -> str | None:
+    """Why a map of statistic ``stat`` (lower case, words joined by ``_``) does not sum to
+    a zone total, or ``None`` for a mean (or a realization, a truth, an unknown word)."""
+    if _QUANTILE_STATISTICS.fullmatch(stat):
+        return ("the sum of a quantile map is not that quantile of the total (pixel errors "
+                "are not perfectly correlated; the Monte Carlo ranges are)")  # fmt: skip
+    if stat in _SPREAD_STATISTICS:
+        return "a sum of standard deviations is not the uncertainty of the total"
+    if stat in _MASK_STATISTICS:
+        return "it is an area-of-applicability map, not a density"
+    return None
+
+
 def _check_statistic(path: Path, attrs: Mapping[str, Any], allow: bool) -> None:
-    """Refuse a map tagged as a quantile, spread or AOA statistic (unless ``allow``).
+    """Refuse a map tagged or named as a quantile, spread or AOA statistic (unless
+    ``allow``).
 
     A mean map (and a realization or a known truth) sums to a zone total; the sum of a
-    95 % quantile map is not the 95 % bound of the total.
+    95 % quantile map is not the 95 % bound of the total. The tag ``statistic`` (any case)
+    decides; without it, a word of the file name does (``soc_0_30cm_upper.tif``,
+    ``ocs_0-30cm_Q0.95.tif``, ``..._std.tif``).
     """
-    stat = str(attrs.get("statistic", "")).strip().lower()
-    if not stat or allow:
+    if allow:
         return
-    if _QUANTILE_STATISTICS.fullmatch(stat):
-        why = ("the sum of a quantile map is not that quantile of the total (pixel errors are "
-               "not perfectly correlated; the Monte Carlo ranges are)")  # fmt: skip
-    elif stat in _SPREAD_STATISTICS:
-        why = "a sum of standard deviations is not the uncertainty of the total"
-    elif stat in _MASK_STATISTICS:
-        why = "it is an area-of-applicability map, not a density"
-    else:
+    tag = next((v for k, v in attrs.items() if str(k).lower() == "statistic"), "")
+    stat = re.sub(r"[\s-]+", "_", str(tag).strip().lower())
+    if stat:
+        why, said = _statistic_kind(stat), f"is tagged statistic={tag}"
+    else:  # the name's words: soc, 0, 30cm, upper; q0.95 stays one word
+        words = re.split(r"[_\-\s]+", path.stem.lower())
+        found = [(w, _statistic_kind(w)) for w in words]
+        stat, why = next(((w, k) for w, k in found if k), ("", None))
+        said = f"is named as a '{stat}' map"
+    if why is None:
         return
     raise InputError(
-        f"{path}: map is tagged statistic={stat}, not a mean density: {why}; integrate the "
-        "mean map, or pass --allow-statistic to sum it anyway"
+        f"{path}: map {said}, not a mean density: {why}; integrate the mean map, or pass "
+        "--allow-statistic to sum it anyway"
     )
+
+
+#: A zone's mean density above this many kg C m⁻² per cm of the interval is twice what pure
+#: peat holds (about 50 % C at 0.1 g cm⁻³: 0.5): the map is in another unit (Mg ha⁻¹ is 10
+#: times kg m⁻², g m⁻² 1000 times).
+DENSITY_PER_CM_MAX = 1.0
+
+
+def _warn_implausible_density(table: pd.DataFrame, source_of: Mapping[Any, Path]) -> None:
+    """Warn where the zones' mean density is more than any soil holds over the interval."""
+    every = table[table["zone"] == ALL_ZONES]
+    for r in every.itertuples():
+        thick = float(r.bottom_cm) - float(r.top_cm)
+        density = float(r.mean_density_kg_m2)
+        if thick > 0 and density / thick > DENSITY_PER_CM_MAX:
+            path = source_of.get((float(r.top_cm), float(r.bottom_cm)), "")
+            warnings.warn(
+                f"{path}: the zones' mean density is {density:,.4g} kg C m-2 over "
+                f"{format_interval(r.top_cm, r.bottom_cm)} cm, {density / thick:.3g} per cm: "
+                f"twice what pure peat holds (~0.5); is the map in another "
+                "unit (g m-2, Mg ha-1)? Tag its units (e.g. gdal_edit.py -mo units='Mg C ha-1')",
+                UserWarning,
+                stacklevel=3,
+            )

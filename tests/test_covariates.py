@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -372,6 +373,20 @@ def test_nodata_codes_masked_or_off_the_grid_are_accepted(tmp_path: Path) -> Non
     south[LAT < 49.0, :] = -9999.0
     p = _write(tmp_path / "south.tif", south, "EPSG:4326", GEO)
     assert summarize_stack(build_stack([_cov("cov", p)], GRID)).layers[0].nodata_share < 0.05
+
+
+def test_class_codes_read_as_continuous_are_warned_of(tmp_path: Path) -> None:
+    classes = _write(tmp_path / "lc.tif", _classes(), "EPSG:4326", GEO, nodata=0)
+    with pytest.warns(UserWarning, match=r"lc\.tif: covariate 'lc' holds 4 integer codes "
+                      r"\(1, 2, 3, 4\) and is read as continuous \(bilinear"):  # fmt: skip
+        summarize_stack(build_stack([_cov("lc", classes)], GRID))
+    # declared categorical, or integers with many values (elevation in m): no word
+    elevation = (_temperature().clip(0) * 40).astype("int16")
+    heights = _write(tmp_path / "dem.tif", elevation, "EPSG:4326", GEO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summarize_stack(build_stack([_cov("lc", classes, kind="categorical")], GRID))
+        summarize_stack(build_stack([_cov("dem", heights)], GRID))
 
 
 # ---------------------------------------------------------------------- socmap validate

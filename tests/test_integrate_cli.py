@@ -353,7 +353,7 @@ def test_user_errors_exit_2_with_one_line_and_no_output(
     elif case == "same_interval":
         density = [
             world["d30"],
-            _write_tif(tmp_path / "soc_0_30cm_median.tif", _density(GRID.shape), GRID),
+            _write_tif(tmp_path / "soc_0_30cm_second.tif", _density(GRID.shape), GRID),
         ]
     elif case == "bad_names":
         extra = ["--zone-names", "continuous"]
@@ -387,3 +387,56 @@ def test_a_prepared_zone_layout_is_reused_and_gives_the_same_totals(
     reused = zonal.integrate_files(dens, world["zones"], zone_names=names, chunks=16, layout=layout)
     pd.testing.assert_frame_equal(fresh, reused)
     assert len(fresh) > 4  # both intervals, every zone and the total
+
+
+@pytest.mark.parametrize(
+    ("name", "tags"),
+    [("soc_0_30cm_upper.tif", None), ("ocs_0-30cm_Q0.95.tif", None), ("soc_0_30cm_std.tif", None),
+     ("a_0_30cm.tif", {"STATISTIC": "95th percentile"}),
+     ("b_0_30cm.tif", {"statistic": "standard deviation"})],
+)  # fmt: skip
+def test_quantile_and_spread_maps_are_refused_by_name_or_any_tag_spelling(
+    name: str, tags: dict[str, str] | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = _density(GRID.shape)
+    zones = _write_tif(tmp_path / "zones.tif", _zone_codes(GRID.shape), GRID, nodata=0)
+    path = _write_tif(tmp_path / name, d, GRID, nodata=-9999.0, tags=tags)
+    out = tmp_path / "r.csv"
+    code, _, err = run_cli_output(["integrate", path, "--zones", zones, "-o", out], capsys)
+    assert code == 2 and "not a mean density" in err and not out.exists(), err
+    code, _, _ = run_cli_output(
+        ["integrate", path, "--zones", zones, "-o", out, "--allow-statistic"], capsys
+    )
+    assert code == 0 and out.exists()
+
+
+def test_a_map_in_another_unit_is_read_by_any_units_key_or_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = _zone_codes(GRID.shape)
+    d = _density(GRID.shape)
+    grams = np.where(d == -9999.0, -9999.0, d * 1000.0).astype("float32")  # g C m-2
+    zones = _write_tif(tmp_path / "zones.tif", codes, GRID, nodata=0)
+    want = sum(v[2] for v in _expected(d, codes).values())
+    # the unit as a dataset tag under "UNITS": read, the total in Pg as in kg m-2
+    tagged = _write_tif(tmp_path / "g_0_30cm.tif", grams, GRID, nodata=-9999.0,
+                        tags={"UNITS": "g m-2"})  # fmt: skip
+    out = tmp_path / "tagged.csv"
+    assert run_cli_output(["integrate", tagged, "--zones", zones, "-o", out], capsys)[0] == 0
+    total = pd.read_csv(out).set_index("zone").loc["all zones", "storage_pg"]
+    assert total == pytest.approx(want, rel=1e-5)
+    # no unit: summed as kg m-2, 1000 times too much, and said so (20 kg m-2 mean over
+    # 30 cm is 0.67 per cm, silent; 20,000 is 667, above 1)
+    bare = _write_tif(tmp_path / "bare_0_30cm.tif", grams, GRID, nodata=-9999.0)
+    code, out_text, err = run_cli_output(
+        ["integrate", bare, "--zones", zones, "-o", tmp_path / "bare.csv"], capsys
+    )
+    assert code == 0
+    assert f"{bare}: the zones' mean density is " in err + out_text
+    assert "twice what pure peat holds (~0.5); is the map in another unit" in err + out_text
+    # in kg m-2 (0.67 per cm): no word
+    kg = _write_tif(tmp_path / "kg_0_30cm.tif", d, GRID, nodata=-9999.0)
+    code, out_text, err = run_cli_output(
+        ["integrate", kg, "--zones", zones, "-o", tmp_path / "kg.csv"], capsys
+    )
+    assert code == 0 and "mean density" not in err + out_text

@@ -437,7 +437,7 @@ def raster_info(
                         f"{p}: raster has no georeferencing (identity transform); give x/y "
                         "coordinate variables CF attributes or set a geotransform"
                     )
-                units = src.units[band - 1] or src.tags(band).get("units") or None
+                units = src.units[band - 1] or _units_tag(src.tags(band), src.tags()) or None
                 flags = src.mask_flag_enums[band - 1]
                 info = RasterInfo(
                     path=p,
@@ -675,6 +675,15 @@ def _mask_band(info: RasterInfo, like: Any) -> Any:
     chunks = like.chunks if like.chunks is not None else tuple((n,) for n in like.shape)
     mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0), dtype=bool))
     return like.copy(data=mask)
+
+
+def _units_tag(*tags: dict[str, str]) -> str | None:
+    """A units tag under any common key ("units", "unit", "UNITS"), band tags first."""
+    for t in tags:
+        for key, value in t.items():
+            if key.strip().lower() in {"units", "unit"} and str(value).strip():
+                return str(value).strip()
+    return None
 
 
 def decimation(shape: tuple[int, int], max_size: int) -> tuple[int, tuple[int, int]]:
