@@ -634,6 +634,15 @@ def integrate_files(
         if band is None and (n := io.raster_info(p).count) > 1:
             raise InputError(f"{p}: has {n} bands; choose the density band with --band (1 to {n})")
         arr = io.open_raster(p, band=band or 1, chunks=chunks)
+        loose = io.raster_info(p, band=band or 1).loose_scale
+        if loose is not None:
+            warnings.warn(
+                f"{p}: tagged scale_factor={loose[0]:g}, add_offset={loose[1]:g}, but the band "
+                "has no scale or offset of its own (GDAL's), so its values are read unscaled; "
+                f"set them with gdal_edit.py -scale {loose[0]:g} -offset {loose[1]:g} FILE",
+                UserWarning,
+                stacklevel=2,
+            )
         _check_statistic(p, arr.attrs, allow_statistic)
         iv = interval_from_attrs(arr.attrs) or interval_from_name(p) or interval
         if iv is None:

@@ -440,3 +440,29 @@ def test_a_map_in_another_unit_is_read_by_any_units_key_or_warned_of(
         ["integrate", kg, "--zones", zones, "-o", tmp_path / "kg.csv"], capsys
     )
     assert code == 0 and "mean density" not in err + out_text
+
+
+def test_a_scale_factor_tag_without_the_band_scale_is_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes = _zone_codes(GRID.shape)
+    d = _density(GRID.shape)
+    raw = np.where(d == -9999.0, -32768, np.round(d * 100)).astype("int16")  # hundredths
+    zones = _write_tif(tmp_path / "zones.tif", codes, GRID, nodata=0)
+    loose = _write_tif(tmp_path / "loose_0_30cm.tif", raw, GRID, nodata=-32768,
+                       tags={"scale_factor": "0.01", "add_offset": "0"})  # fmt: skip
+    code, _, err = run_cli_output(
+        ["integrate", loose, "--zones", zones, "-o", tmp_path / "loose.csv"], capsys
+    )
+    assert code == 0
+    assert f"{loose}: tagged scale_factor=0.01, add_offset=0, but the band has no scale" in err
+    # the same raw values with GDAL's band scale: read scaled, the hand total, no word
+    banded = _write_tif(tmp_path / "band_0_30cm.tif", raw, GRID, nodata=-32768)
+    with rasterio.open(banded, "r+") as dst:
+        dst.scales = (0.01,)
+    out = tmp_path / "band.csv"
+    code, _, err = run_cli_output(["integrate", banded, "--zones", zones, "-o", out], capsys)
+    assert code == 0 and "scale_factor" not in err
+    want = sum(v[2] for v in _expected(np.where(d == -9999.0, d, raw / 100.0), codes).values())
+    got = pd.read_csv(out).set_index("zone").loc["all zones", "storage_pg"]
+    assert got == pytest.approx(want, rel=1e-6)

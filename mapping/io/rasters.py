@@ -338,6 +338,9 @@ class RasterInfo:
     """Number of bands of the dataset."""
     masked: bool = False
     """The band has a mask of its own (a per-dataset mask or an alpha band), beyond nodata."""
+    loose_scale: tuple[float, float] | None = None
+    """``(scale_factor, add_offset)`` of plain metadata tags that GDAL's band scale and
+    offset do not hold (so the values are read unscaled), when they change values."""
 
     @property
     def scaled(self) -> bool:
@@ -455,6 +458,7 @@ def raster_info(
                     offset=_or(src.offsets[band - 1], 0.0),
                     count=int(src.count),
                     masked=MaskFlags.per_dataset in flags or MaskFlags.alpha in flags,
+                    loose_scale=_loose_scale(src, band),
                 )
     except (rasterio.errors.RasterioError, OSError) as exc:
         raise _raster_error(p, exc) from None
@@ -675,6 +679,19 @@ def _mask_band(info: RasterInfo, like: Any) -> Any:
     chunks = like.chunks if like.chunks is not None else tuple((n,) for n in like.shape)
     mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.empty((0, 0), dtype=bool))
     return like.copy(data=mask)
+
+
+def _loose_scale(src: Any, band: int) -> tuple[float, float] | None:
+    """CF-style ``scale_factor``/``add_offset`` tags of a band without GDAL's scale."""
+    if _or(src.scales[band - 1], 1.0) != 1.0 or _or(src.offsets[band - 1], 0.0) != 0.0:
+        return None
+    tags = {k.strip().lower(): v for t in (src.tags(), src.tags(band)) for k, v in t.items()}
+    try:
+        scale = float(tags.get("scale_factor", 1.0))
+        offset = float(tags.get("add_offset", 0.0))
+    except ValueError:
+        return None
+    return (scale, offset) if (scale, offset) != (1.0, 0.0) else None
 
 
 def _units_tag(*tags: dict[str, str]) -> str | None:
