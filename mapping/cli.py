@@ -113,6 +113,8 @@ def stocks(
         intervals = [parse_interval(d) for d in depths.split(",")] if depths else st.intervals()
     except ValueError as exc:
         raise ConfigError(f"--depths: {exc}") from None
+    if len(set(intervals)) < len(intervals):
+        raise ConfigError(f"--depths: an interval is given twice ({depths})")
     horizons = read_horizons(profiles, columns=columns, layer=layer, crs=crs)
     method = method or st.method
     result = compute_stocks(
@@ -342,7 +344,7 @@ def predict(
     ] = None,
 ) -> None:
     """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
-    extra = _depth_list(depths) if depths else []
+    extra = _depth_list(depths) if depths is not None else []
     _run_until(config, "predict", scheduler, force, dashboard)
     if extra:
         from mapping.config import load_config
@@ -361,11 +363,17 @@ def _depth_list(text: str) -> list[str]:
     from mapping.units import parse_interval
 
     out = [d.strip() for d in text.split(",") if d.strip()]
+    if not out:
+        raise ConfigError(f"--depths: no interval in {text!r} (e.g. 0-50,0-150)")
+    seen = set()
     for d in out:
         try:
-            parse_interval(d)
+            iv = parse_interval(d)
         except (ValueError, ConfigError) as exc:
             raise ConfigError(f"--depths: {exc}") from None
+        if iv in seen:
+            raise ConfigError(f"--depths: {d} is given twice")
+        seen.add(iv)
     return out
 
 

@@ -131,8 +131,12 @@ class StocksConfig(_Section):
     def _check_depths(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("at least one depth interval is needed")
+        seen: dict[tuple[float, float], str] = {}
         for d in v:
-            parse_interval(d)
+            iv = parse_interval(d)
+            if iv in seen:
+                raise ValueError(f"{d} is given twice (as {seen[iv]!r} before)")
+            seen[iv] = d
         return v
 
     def intervals(self) -> list[tuple[float, float]]:
@@ -171,6 +175,19 @@ class GridConfig(_Section):
     resolution: float | tuple[float, float] | None = None
     bounds: tuple[float, float, float, float] | None = None
     chunks: int = Field(512, ge=16)
+
+    @model_validator(mode="after")
+    def _bounds_on_the_globe(self) -> GridConfig:
+        if self.crs is None or self.bounds is None:
+            return self
+        if pyproj.CRS.from_user_input(self.crs).is_geographic:
+            _, bottom, _, top = self.bounds
+            if not -90.0 <= bottom < top <= 90.0:
+                raise ValueError(
+                    f"bounds: latitudes {bottom:g} to {top:g} must lie in [-90, 90] "
+                    "(left, bottom, right, top in degrees)"
+                )
+        return self
 
 
 class VariogramConfig(_Section):
@@ -411,6 +428,24 @@ class ZonesConfig(_Section):
 class UncertaintyConfig(_Section):
     n_realizations: int = Field(100, ge=2)
     range: tuple[float, float] = (5.0, 95.0)
+    """Percentiles of the Monte Carlo totals that bound the reported range (5 and 95 for a
+    90 % range; ``prediction.quantiles`` are fractions, these are percentages)."""
+
+    @field_validator("range")
+    @classmethod
+    def _check_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.0 <= lo < hi <= 100.0:
+            raise ValueError(
+                f"percentiles with 0 <= lower < upper <= 100 (e.g. [5, 95]); got {list(v)}"
+            )
+        if hi <= 1.0:
+            raise ValueError(
+                f"percentiles, not fractions: [{100 * lo:g}, {100 * hi:g}] for {list(v)} "
+                "(prediction.quantiles are fractions, uncertainty.range percentages)"
+            )
+        return v
+
     regional: Literal["folds_pooled", "folds_net", "folds"] = "folds_pooled"
     """Regional error of the totals from the CV fold errors: the regional share pooled over
     the intervals (``folds_pooled``); the same net of the residual field's covariance
@@ -576,6 +611,12 @@ class RunConfig(_Section):
                 if bottom > last:
                     raise ValueError(
                         f"stocks.depths: {d} reaches below the deepest model.layers break "
+                        f"({last:g} cm)"
+                    )
+            for d in self.prediction.depths:
+                if parse_interval(d)[1] > last:
+                    raise ValueError(
+                        f"prediction.depths: {d} reaches below the deepest model.layers break "
                         f"({last:g} cm)"
                     )
         elif self.prediction.depths:

@@ -622,14 +622,24 @@ def lattice_spacing(grid: Grid) -> tuple[float, float]:
     if not grid.is_geographic:
         xres, yres = grid.resolution
         return (yres, xres)
+    problem = lattice_width_problem(grid)
+    if problem:
+        raise InputError(f"{grid}: {problem}")
+    return grid.cell_spacing_m()
+
+
+def lattice_width_problem(grid: Grid) -> str | None:
+    """Why a geographic ``grid`` is too tall for one cell width per axis, or ``None``."""
+    if not grid.is_geographic:
+        return None
     lo, hi = grid.latitude_span()
     lat0 = np.radians((lo + hi) / 2)
     worst = max(abs(np.cos(np.radians(v)) / np.cos(lat0) - 1.0) for v in (lo, hi))
-    if not worst <= MAX_WIDTH_ERROR:
-        raise InputError(
-            f"{grid}: Monte Carlo residual fields use one cell width per axis, taken at the "
-            f"centre latitude; between {lo:.1f} and {hi:.1f} degrees it is off by up to "
-            f"{100 * worst:.0f} % (at most {100 * MAX_WIDTH_ERROR:.0f} %): reproject the maps "
-            "to an equal-area grid, e.g. EPSG:6931 in the north"
-        )
-    return grid.cell_spacing_m()
+    if worst <= MAX_WIDTH_ERROR:
+        return None
+    return (
+        f"Monte Carlo residual fields use one cell width per axis, taken at the centre "
+        f"latitude; between {lo:.1f} and {hi:.1f} degrees it is off by up to "
+        f"{100 * worst:.0f} % (at most {100 * MAX_WIDTH_ERROR:.0f} %): reproject the maps "
+        "to an equal-area grid, e.g. EPSG:6931 in the north"
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import dask.array as da
 import pandas as pd
 import pytest
+from conftest import run_cli_output
 
 from mapping.config import load_config, parse_interval
 from mapping.exceptions import ConfigError, InputError, OutputError
@@ -76,6 +77,28 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
         (
             "output: o\nprofiles: {path: profiles.csv}\ngrid: {crs: 'EASE north'}\n",
             "grid.crs: 'EASE north' is not a CRS",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nuncertainty: {range: [0.05, 0.95]}\n",
+            "uncertainty.range: percentiles, not fractions: [5, 95] for [0.05, 0.95]",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nuncertainty: {range: [95, 5]}\n",
+            "uncertainty.range: percentiles with 0 <= lower < upper <= 100",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\nstocks: {depths: [0-30, 0-30, 0-100]}\n",
+            "stocks.depths: 0-30 is given twice",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\n"
+            "model: {depth: layered, layers: [0, 30, 100, 300]}\nprediction: {depths: [0-400]}\n",
+            "prediction.depths: 0-400 reaches below the deepest model.layers break (300 cm)",
+        ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\n"
+            "grid: {crs: EPSG:4326, resolution: 0.1, bounds: [107, 52, 157, 95]}\n",
+            "grid: bounds: latitudes 52 to 95 must lie in [-90, 90]",
         ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
@@ -179,3 +202,16 @@ def test_outputs_get_the_usual_permissions(tmp_path: Path) -> None:
     with atomic_path(tmp_path / "folder", is_dir=True) as tmp:
         (tmp / "f.txt").write_text("x")
     assert (tmp_path / "folder").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_cli_depth_lists_refuse_repeats_and_empty_lists(tmp_path: Path, capsys) -> None:
+    profiles = Path(__file__).resolve().parents[1] / "sample_rasters" / "profiles.csv"
+    code, _, err = run_cli_output(
+        ["stocks", profiles, "-o", tmp_path / "s", "--depths", "0-30,0-30"], capsys
+    )
+    assert code == 2 and "--depths: an interval is given twice (0-30,0-30)" in err
+    assert not (tmp_path / "s").exists()
+    config = _write(tmp_path, "output: o\nprofiles: {path: profiles.csv}\n")
+    for depths, said in (("", "--depths: no interval in ''"), ("0-50,0-50", "0-50 is given twice")):
+        code, _, err = run_cli_output(["predict", config, "--depths", depths], capsys)
+        assert code == 2 and said in err, err

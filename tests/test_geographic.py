@@ -234,3 +234,31 @@ def test_working_coordinates_map_back_to_the_grid_cells() -> None:
     proj = Grid.from_bounds((0.0, 0.0, 1000.0, 1000.0), 10.0, "EPSG:6931")
     x = np.array([5.0, 995.0])
     np.testing.assert_array_equal(proj.from_working(x, x)[0], x)
+
+
+def test_a_grid_too_tall_for_the_monte_carlo_fails_before_the_first_stage(tmp_path, capfd):
+    # the sample's precipitation grid (EPSG:4326, 48-80 N): one cell width at 64 N is 60 %
+    # off at 80 N; the uncertainty stage refused it after the fit, now the checks do
+    path = _write(tmp_path, {"cutoff": "300 km"})
+    cfg = yaml.safe_load(path.read_text())
+    cfg["zones"] = {"path": str(ROOT / "sample_rasters" / "permafrost_zones.gpkg"),
+                    "field": "zone_code"}  # fmt: skip
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    capfd.readouterr()
+    for command in (["validate"], ["run"]):
+        try:
+            code = main([*command, str(path)])
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        err = capfd.readouterr().err.strip()
+        assert code == 2, err
+        (line,) = err.splitlines()
+        assert f"{path}: grid: EPSG:4326" in line
+        assert "off by up to 60 % (at most 50 %)" in line and line.endswith(
+            "(the uncertainty stage)"
+        )
+    assert not (tmp_path / "out").exists()
+    # a run that stops before the uncertainty stage does not need it
+    config = load_config(path)
+    run_stages(config, stage_list(config), until="stocks", echo=lambda _: None)
+    assert (tmp_path / "out" / "stocks").is_dir()

@@ -26,7 +26,7 @@ from PIL import Image
 from mapping import io
 from mapping.exceptions import InputError
 from mapping.grid import Grid
-from mapping.report import build_report, inventory_tables
+from mapping.report import build_report, inventory_tables, read_run
 from mapping.report.charts import plot_observed_vs_predicted
 from mapping.report.figures import ZoneOutlines, read_view
 from mapping.report.maps import graticule, outline_path, polygon_lines, zone_edges
@@ -495,6 +495,24 @@ def test_rebuild_replaces_the_report(folder: Path) -> None:
     assert not (folder / "report" / "stale.txt").exists()
     assert "<title>Second build</title>" in files["index.html"].read_text()
     assert "storage_summary" not in " ".join(io.read_json(files["tables/report.json"])["notes"])
+
+
+def test_tables_of_a_stage_that_did_not_complete_are_noted(folder: Path) -> None:
+    # the uncertainty stage failed on a rerun: its previous summary is still on disk
+    _keep_maps(folder, [])
+    _add_summary(folder)
+    m = io.read_json(folder / "manifest.json")
+    m["stages"]["uncertainty"] = {"status": "failed", "started": "2026-01-01T00:10:00+00:00"}
+    io.write_json(m, folder / "manifest.json")
+    notes = read_run(folder).notes
+    assert (
+        "The uncertainty stage is 'failed' in the manifest: the Monte Carlo ranges come from "
+        "an earlier run and may not match the rest of this report." in notes
+    )
+    assert not any(n.startswith("The zones stage") for n in notes)  # complete: no note
+    m["stages"]["uncertainty"]["status"] = "complete"
+    io.write_json(m, folder / "manifest.json")
+    assert not any("in the manifest" in n for n in read_run(folder).notes)
 
 
 def test_missing_optional_inputs(folder: Path) -> None:

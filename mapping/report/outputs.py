@@ -88,6 +88,27 @@ def _optional_table(path: Path, notes: list[str], what: str) -> pd.DataFrame | N
         return None
 
 
+#: The tables of the stages a report reads, and what the report shows of them.
+_STAGE_TABLES = {
+    "zones": ("storage", "the zone totals (Tables 1 and 2)"),
+    "uncertainty": ("summary", "the Monte Carlo ranges"),
+    "thaw": ("thaw", "the thawed and frozen split (Table 3)"),
+}
+
+
+def _note_stale(run: RunOutputs, folder: RunFolder) -> None:
+    """Note the tables whose stage did not complete in the manifest's last run: their files
+    are an earlier run's (a stage that fails leaves the previous outputs in place)."""
+    stages = (run.manifest or {}).get("stages", {})
+    for stage, (attr, what) in _STAGE_TABLES.items():
+        status = stages.get(stage, {}).get("status")
+        if getattr(run, attr) is not None and status not in (None, "complete"):
+            run.notes.append(
+                f"The {stage} stage is '{status}' in the manifest: {what} come from an earlier "
+                "run and may not match the rest of this report."
+            )
+
+
 def read_run(out: str | Path) -> RunOutputs:
     """Collect the parts of an output folder the report uses.
 
@@ -132,6 +153,7 @@ def read_run(out: str | Path) -> RunOutputs:
     run.cv = _read_cv(folder, run)
     if run.cv is None:
         notes.append("No cross-validation results (models/*/cv_metrics.csv).")
+    _note_stale(run, folder)
 
     rel = folder.rel(folder.design_targets)
     run.design_targets = _optional_table(folder.design_targets, notes, rel)

@@ -50,6 +50,7 @@ from mapping.exceptions import ConfigError, InputError, MappingError, OutputErro
 from mapping.grid import Grid
 from mapping.layout import RunFolder
 from mapping.profiles import check_horizons, read_horizons, served_depth
+from mapping.randomfield import lattice_width_problem
 from mapping.run.features import build_model, categorical_covariates, min_profiles, model_features
 from mapping.units import format_interval
 from mapping.zones import (
@@ -384,7 +385,11 @@ def _first_line(exc: BaseException) -> str:
 
 
 def preflight(
-    cfg: RunConfig, *, fit: bool = True, echo: Callable[[str], None] | None = None
+    cfg: RunConfig,
+    *,
+    fit: bool = True,
+    echo: Callable[[str], None] | None = None,
+    monte_carlo: bool = True,
 ) -> PreflightReport:
     """Check a run's inputs and output folder without writing anything.
 
@@ -397,6 +402,9 @@ def preflight(
         Otherwise (``socmap validate``) it is a warning in the report.
     echo
         Where a one-line summary goes (nothing is printed when ``None``).
+    monte_carlo
+        The run reaches the uncertainty stage: a geographic grid too tall for its
+        residual fields is an error now, not after the fit.
 
     Returns
     -------
@@ -443,6 +451,11 @@ def preflight(
             report.warnings.append(problem)
         if cfg.zones is not None:
             report.zones = _zones(cfg, grid)
+            problem = lattice_width_problem(grid)
+            if problem and monte_carlo and cfg.model.type == "regression_kriging":
+                raise InputError(
+                    f"{cfg.source}: grid: {_grid_text(grid)}: {problem} (the uncertainty stage)"
+                )
             if fit:  # every cell, not the sample's: a run stops now, not after its fit
                 report.layout = run_zone_layout(cfg, grid)
     if cfg.active_layer is not None:

@@ -106,7 +106,9 @@ def run_stages(
     out = config.output
     ctx = StageContext(config=config, out=out, scheduler=scheduler or config.scheduler, echo=echo)
     if check:
-        checked = preflight(config, echo=echo)
+        names = [s.name for s in stages]
+        ahead = names[: names.index(until) + 1] if until in names else names
+        checked = preflight(config, echo=echo, monte_carlo="uncertainty" in ahead)
         ctx.grid, ctx.stack, ctx.zones = checked.grid, checked.stack, checked.layout
     manifest = Manifest(ctx.folder, config)
     # the input files this config names: one it no longer names (renamed, or the run moved)
