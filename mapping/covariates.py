@@ -618,6 +618,14 @@ def summarize_stack(stack: xr.Dataset, *, sample: int = 256) -> StackSummary:
         all_valid &= valid
         if a.get("kind") != "categorical":
             _warn_codes_read_as_values(data[src_valid], info, name, a.get("resampling"))
+        if info.shape == grid.shape and info.transform == grid.transform and info.crs != grid.crs:
+            warnings.warn(
+                f"{info.path}: covariate {name!r} has the target grid's pixels (shape and "
+                f"transform) in another CRS ({_crs_name(info.crs)} against "
+                f"{_crs_name(grid.crs)}); it is reprojected as tagged: a wrong CRS tag?",
+                UserWarning,
+                stacklevel=2,
+            )
         categories = None
         if a.get("kind") == "categorical":
             codes = np.zeros(coarse.shape, dtype="float64")

@@ -389,6 +389,18 @@ def test_class_codes_read_as_continuous_are_warned_of(tmp_path: Path) -> None:
         summarize_stack(build_stack([_cov("dem", heights)], GRID))
 
 
+def test_the_grid_s_own_pixels_in_another_crs_are_warned_of(tmp_path: Path) -> None:
+    values = np.arange(GRID.shape[0] * GRID.shape[1], dtype="float32").reshape(GRID.shape)
+    right = _write(tmp_path / "right.tif", values, "EPSG:6931", GRID.transform)
+    wrong = _write(tmp_path / "wrong.tif", values, "EPSG:3408", GRID.transform)
+    with pytest.warns(UserWarning, match=r"wrong\.tif: covariate 'w' has the target grid's "
+                      r"pixels .* \(EPSG:3408 against EPSG:6931\).*a wrong CRS tag\?"):  # fmt: skip
+        summarize_stack(build_stack([_cov("w", wrong)], GRID))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summarize_stack(build_stack([_cov("r", right)], GRID))
+
+
 # ---------------------------------------------------------------------- socmap validate
 def _socmap(*argv: str) -> int:
     try:
