@@ -316,6 +316,35 @@ def test_land_without_an_active_layer_value_is_in_neither_state(
     assert "| Zone | Thawed (active layer) | Perennially frozen | No active-layer value |" in md
 
 
+def test_overlapping_zone_polygons_are_noted_in_the_manifest_and_report(
+    layered_run: Path, tmp_path: Path
+) -> None:
+    # the isolated zone grown by 20 km over its neighbours: the overlap counts twice in the
+    # all-zones total, which the console said and the report now says too
+    zones = gpd.read_file(ROOT / "sample_rasters" / "permafrost_zones.gpkg")
+    grown = zones.copy()
+    grown.loc[grown["zone_code"] == 4, "geometry"] = grown.loc[
+        grown["zone_code"] == 4, "geometry"
+    ].buffer(20_000)
+    path = tmp_path / "zones.gpkg"
+    grown.to_file(path)
+    cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
+    shutil.copytree(layered_run, tmp_path / "out")
+    cfg["output"] = str(tmp_path / "out")
+    cfg["zones"]["path"] = str(path)
+    config = tmp_path / "grown.yaml"
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["run", str(config)]) == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    overlap = manifest["stages"]["zones"]["overlap_cells"]
+    assert overlap > 100
+    md = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert f"Zone polygons of different zones overlap in {overlap:,} cells" in md
+    # the sample's own zones do not overlap: no note
+    before = json.loads((layered_run / "manifest.json").read_text())
+    assert "overlap_cells" not in before["stages"]["zones"]
+
+
 def test_an_unreadable_active_layer_fails_before_any_stage(tmp_path: Path, capfd) -> None:
     # the thaw stage reads it last; the preflight (and validate) read its header first
     bad = tmp_path / "alt.tif"

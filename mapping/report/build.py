@@ -234,6 +234,12 @@ def build_report(
             "ones (per-interval maps are not depth-consistent; the layered depth model, "
             "model.depth: layered, is). Its ranges moved with them."
         )
+    overlap = ((run.manifest or {}).get("stages") or {}).get("zones", {}).get("overlap_cells")
+    if overlap:
+        notes.append(
+            f"Zone polygons of different zones overlap in {int(overlap):,} cells: the overlap "
+            "counts in each zone it belongs to and twice in the all-zones total."
+        )
     cfg = _config_dict(config, run.manifest)
     quantiles = tuple((cfg or {}).get("prediction", {}).get("quantiles", (0.05, 0.95)))
     rng = _monte_carlo_range(run, cfg)

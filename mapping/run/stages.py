@@ -670,6 +670,9 @@ def _run_zones(ctx: StageContext) -> tuple[list[str], Any]:
     io.write_table(table, run.storage)
     io.write_table(table, run.storage_json)
     _warn_unmapped_zone_area(ctx, table)
+    overlap = int(getattr(zone_layout(ctx).source, "overlap_cells", 0))
+    if overlap:  # polygons of different zones over the same cells: for the report's notes
+        ctx.notes.setdefault("zones", {})["overlap_cells"] = overlap
     return [run.rel(run.storage), run.rel(run.storage_json)], table
 
 
