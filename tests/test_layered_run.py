@@ -113,10 +113,12 @@ def test_any_depth_lies_between_its_neighbours(layered_run: Path) -> None:
     assert np.mean(m50[ok] > m30[ok] * 1.01) > 0.9
 
 
-def test_predict_depths_needs_no_refit(layered_run: Path) -> None:
+def test_predict_depths_needs_no_refit(layered_run: Path, capsys) -> None:
     cfg = load_config(layered_run.parent / "sample.yaml")
     model_before = (layered_run / "models" / "layered_model.joblib").stat().st_mtime_ns
-    assert main(["predict", str(layered_run.parent / "sample.yaml"), "--depths", "0-75"]) == 0
+    assert main(["predict", str(layered_run.parent / "sample.yaml"), "--depths", "0-75,0-30"]) == 0
+    said = capsys.readouterr().out
+    assert "[predict] 0-30 cm is one of the run's intervals (stocks.depths)" in said
     assert (layered_run / "models" / "layered_model.joblib").stat().st_mtime_ns == model_before
     m50, m75, m100 = (_map(layered_run, 0, d) for d in (50, 75, 100))
     ok = np.isfinite(m75)

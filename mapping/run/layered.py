@@ -51,7 +51,7 @@ from mapping.predict import WrittenMaps, predict_grid, record_coordinate_crs, wr
 from mapping.run import stages
 from mapping.run.features import build_model, categorical_covariates, model_features
 from mapping.run.runner import Stage, StageContext
-from mapping.units import ALL_ZONES, NO_ALT, interval_label, parse_interval
+from mapping.units import ALL_ZONES, NO_ALT, interval_label, map_stem, parse_interval
 from mapping.validation import (
     CVResult,
     IntervalFit,
@@ -518,7 +518,11 @@ def _cv_result(
 
 
 # --------------------------------------------------------------------------- predict
-def _extra_depths(cfg: RunConfig, depths: Sequence[str]) -> list[tuple[float, float]]:
+def _extra_depths(
+    cfg: RunConfig, depths: Sequence[str], echo: Any = None
+) -> list[tuple[float, float]]:
+    """The intervals of ``depths`` that the run does not map already; with ``echo``, a
+    line for each that it does (a run's own depth is then not a silent no-op)."""
     have = set(cfg.stocks.intervals())
     out = []
     for d in depths:
@@ -527,7 +531,11 @@ def _extra_depths(cfg: RunConfig, depths: Sequence[str]) -> list[tuple[float, fl
             raise ModelError(
                 f"depth {d}: below the deepest layer of the model ({cfg.model.layers[-1]:g} cm)"
             )
-        if (top, bottom) not in have and (top, bottom) not in out:
+        if (top, bottom) in have:
+            if echo is not None:
+                echo(f"[predict] {d} cm is one of the run's intervals (stocks.depths): its "
+                     f"maps are the run's, maps/{map_stem(top, bottom)}_*.tif")  # fmt: skip
+        elif (top, bottom) not in out:
             out.append((top, bottom))
     return out
 
@@ -675,7 +683,8 @@ def predict_depths(
         dask_client(ctx.scheduler, echo=echo, dashboard_address=cfg.dashboard, n_cells=_cells(ctx)),
         shared_layers(),
     ):
-        return _predict_intervals(ctx, model, _extra_depths(cfg, depths), _error_models(ctx))
+        extra = _extra_depths(cfg, depths, echo)
+        return _predict_intervals(ctx, model, extra, _error_models(ctx))
 
 
 # --------------------------------------------------------------------------- uncertainty
