@@ -41,49 +41,27 @@ from mapping.draw_summary import _storage_column, summarise_draws
 from mapping.exceptions import MappingError
 from mapping.residual_errors import cv_error_variogram
 from mapping.run.runner import StageContext
-from mapping.run.shared_error import profile_xy
-from mapping.run.stages import run_grid, zone_layout
-from mapping.units import ALL_ZONES, interval_label
-from mapping.zone_error import add_zone_errors, zone_error_sd, zone_normals
+from mapping.run.stages import run_grid, zone_error_inputs, zone_layout
+from mapping.units import interval_label
+from mapping.zone_error import add_zone_errors, shift_zone_rows, zone_error_sd, zone_factors
 
 
 def undo_zone_errors(draws: pd.DataFrame, sd: dict[str, float], seed: int) -> pd.DataFrame:
     """The draws before :func:`add_zone_errors` scaled them with ``sd`` and ``seed``."""
     col, _ = _storage_column(draws)
-    out = draws.copy()
-    reals = out["realization"].to_numpy(int)
-    zones = [z for z in sd if z != ALL_ZONES]
-    g = zone_normals(len(zones), reals.max() + 1, seed)
-    delta = np.zeros(len(out))
-    for i, z in enumerate(zones):
-        s = float(sd[z])
-        if not (math.isfinite(s) and s > 0):
-            continue
-        rows = (out["zone"] == z).to_numpy()
-        new = out.loc[rows, col].to_numpy(float)
-        delta[rows] = new - new / np.exp(s * g[i, reals[rows]] - 0.5 * s * s)
-    out[col] = out[col].to_numpy(float) - delta
-    tot = (out["zone"] == ALL_ZONES).to_numpy()
-    moved = pd.Series(delta[~tot]).groupby([out.loc[~tot, "interval"].to_numpy(), reals[~tot]])
-    key = pd.MultiIndex.from_arrays([out.loc[tot, "interval"].to_numpy(), reals[tot]])
-    out.loc[tot, col] -= moved.sum().reindex(key, fill_value=0.0).to_numpy()
-    return out
+    new = draws[col].to_numpy(float)
+    f = zone_factors(draws, sd, seed=seed)
+    return shift_zone_rows(draws, new / f - new)
 
 
 def _inputs(ctx: StageContext, labels: list[str]) -> tuple[dict, ...]:
-    """Per interval: ln errors, zone index, weight, coordinates, CV-error variogram."""
-    layout, grid = zone_layout(ctx), run_grid(ctx)
-    training = io.read_table(ctx.folder.training)
+    """Per interval: ln errors, zone index, weight, coordinates (the stage's own,
+    :func:`mapping.run.stages.zone_error_inputs`) and a variogram of the standardised CV
+    errors (``None`` where there is no error model or no fit: independent)."""
+    inputs = zone_error_inputs(ctx, labels, zone_layout(ctx), run_grid(ctx))
     e_, z_, w_, xy_, vg_ = {}, {}, {}, {}, {}
-    for k in labels:
-        cv = io.read_table(ctx.folder.cv_predictions(k))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            e = cv["mu"].to_numpy(float) - np.log(cv["observed"].to_numpy(float))
-        e = np.where((cv["fold"].to_numpy() >= 0) & np.isfinite(e), e, np.nan)
-        xy = profile_xy(training, cv["profile_id"])
-        rows, cols = grid.rowcol(*grid.from_working(xy[:, 0], xy[:, 1]))
-        e_[k], z_[k], xy_[k] = e, layout.zone_at(rows, cols), xy
-        w_[k] = cv["weight"].to_numpy(float) if "weight" in cv else np.ones(len(cv))
+    for k, (cv, e, zone, weight, xy) in inputs.items():
+        e_[k], z_[k], w_[k], xy_[k] = e, zone, weight, xy
         try:
             em = io.read_model(ctx.folder.error_model_file(k))
             xd = cv["xd"].to_numpy(float) if "xd" in cv else None

@@ -41,7 +41,7 @@ from mapping.draw_summary import _storage_column
 from mapping.exceptions import ConfigError, InputError
 from mapping.units import ALL_ZONES
 
-__all__ = ["add_zone_errors", "zone_error_sd", "zone_normals"]
+__all__ = ["add_zone_errors", "shift_zone_rows", "zone_error_sd", "zone_factors"]
 
 #: Below this many profiles in a zone, the spread of its errors is taken from every
 #: profile of the interval (a few profiles say little about their own spread).
@@ -141,9 +141,55 @@ def zone_error_sd(
     return pd.DataFrame({"zone": list(names), "n_profiles": count, "sd": sd})
 
 
-def zone_normals(n_zones: int, n_realizations: int, seed: int) -> np.ndarray:
-    """The ``(n_zones, n_realizations)`` standard normals of :func:`add_zone_errors`."""
-    return np.random.default_rng([int(seed), 0x5A0E]).standard_normal((n_zones, n_realizations))
+def zone_factors(
+    draws: pd.DataFrame,
+    sd: Mapping[str, float],
+    *,
+    seed: int,
+    distribution: str = "lognormal",
+) -> np.ndarray:
+    """Per row of ``draws``, the factor :func:`add_zone_errors` scales it by (1 for rows of
+    unnamed zones and ``all zones``): ``exp(sd_z g - sd_z² / 2)`` (``lognormal``) or
+    ``max(0, 1 + sd_z g)`` (``normal``), ``g`` one seeded standard normal per zone and
+    realization. It depends on the rows' zone and realization only, not on their values,
+    so a finished run's draws can be divided by it exactly
+    (``benchmarks/zone_term_variants.py``)."""
+    if distribution not in ("normal", "lognormal"):
+        raise ConfigError(f"distribution must be 'normal' or 'lognormal', not {distribution!r}")
+    reals = draws["realization"].to_numpy(int)
+    n_real = int(reals.max()) + 1 if len(draws) else 0
+    zones = [z for z in sd if z != ALL_ZONES]
+    g = np.random.default_rng([int(seed), 0x5A0E]).standard_normal((len(zones), n_real))
+    f = np.ones(len(draws))
+    for i, zone in enumerate(zones):
+        s = float(sd[zone])
+        if not (math.isfinite(s) and s > 0):
+            continue
+        rows = (draws["zone"] == zone).to_numpy()
+        x = g[i, reals[rows]]
+        f[rows] = (
+            np.exp(s * x - 0.5 * s * s) if distribution == "lognormal" else np.maximum(1 + s * x, 0)
+        )
+    return f
+
+
+def shift_zone_rows(draws: pd.DataFrame, delta: np.ndarray) -> pd.DataFrame:
+    """``draws`` with ``delta`` added to each row's storage and, to each ``all zones``
+    row, the sum of the other rows' ``delta`` in its interval and realization."""
+    col, _ = _storage_column(draws)
+    out = draws.copy()
+    reals = out["realization"].to_numpy(int)
+    out[col] = out[col].to_numpy(float) + delta
+    total = (out["zone"] == ALL_ZONES).to_numpy()
+    if total.any():
+        moved = (
+            pd.Series(delta[~total])
+            .groupby([out.loc[~total, "interval"].to_numpy(), reals[~total]])
+            .sum()
+        )
+        key = pd.MultiIndex.from_arrays([out.loc[total, "interval"].to_numpy(), reals[total]])
+        out.loc[total, col] += moved.reindex(key, fill_value=0.0).to_numpy()
+    return out
 
 
 def add_zone_errors(
@@ -158,7 +204,7 @@ def add_zone_errors(
     Realization ``r`` of zone ``z`` is scaled by ``exp(sd_z g - sd_z² / 2)``
     (``lognormal``: the mean stays) or ``max(0, 1 + sd_z g)`` (``normal``), ``g`` one
     standard normal per zone and realization (seeded, the same for every interval of the
-    zone). The all-zones rows gain the sum of the zones' changes.
+    zone; :func:`zone_factors`). The all-zones rows gain the sum of the zones' changes.
 
     Parameters
     ----------
@@ -177,32 +223,7 @@ def add_zone_errors(
     pandas.DataFrame
         A new table, same rows and columns.
     """
-    if distribution not in ("normal", "lognormal"):
-        raise ConfigError(f"distribution must be 'normal' or 'lognormal', not {distribution!r}")
+    f = zone_factors(draws, sd, seed=seed, distribution=distribution)
     col, _ = _storage_column(draws)
-    out = draws.copy()
-    reals = out["realization"].to_numpy(int)
-    n_real = int(reals.max()) + 1 if len(out) else 0
-    zones = [z for z in sd if z != ALL_ZONES]
-    g = zone_normals(len(zones), n_real, seed)
-    delta = np.zeros(len(out))
-    for i, zone in enumerate(zones):
-        s = float(sd[zone])
-        if not (math.isfinite(s) and s > 0):
-            continue
-        rows = (out["zone"] == zone).to_numpy()
-        x = g[i, reals[rows]]
-        f = np.exp(s * x - 0.5 * s * s) if distribution == "lognormal" else np.maximum(1 + s * x, 0)
-        old = out.loc[rows, col].to_numpy(float)
-        delta[rows] = old * (f - 1.0)
-    out[col] = out[col].to_numpy(float) + delta
-    total = (out["zone"] == ALL_ZONES).to_numpy()
-    if total.any():
-        moved = (
-            pd.Series(delta[~total])
-            .groupby([out.loc[~total, "interval"].to_numpy(), reals[~total]])
-            .sum()
-        )
-        key = pd.MultiIndex.from_arrays([out.loc[total, "interval"].to_numpy(), reals[total]])
-        out.loc[total, col] += moved.reindex(key, fill_value=0.0).to_numpy()
-    return out
+    old = draws[col].to_numpy(float)
+    return shift_zone_rows(draws, np.where(f != 1.0, old * (f - 1.0), 0.0))

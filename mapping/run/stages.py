@@ -794,21 +794,20 @@ def _local_levels(ctx: StageContext, labels: list[str]) -> dict[str, LocalLevel]
     return {k: LocalLevel.of_model(models[k]) for k in labels}
 
 
-def _zone_errors(
-    ctx: StageContext, draws: pd.DataFrame, labels: list[str], layout: ZoneLayout, grid: Grid
-) -> pd.DataFrame:
-    """With ``uncertainty.zone_error: cv``, the draws with each zone's error of its mean
-    from its own profiles' CV errors (:mod:`mapping.zone_error`)."""
-    cfg = ctx.config
-    if cfg.uncertainty.zone_error == "none":
-        return draws
-    log_scale = cfg.model.log_transform
+def zone_error_inputs(
+    ctx: StageContext, labels: list[str], layout: ZoneLayout, grid: Grid
+) -> dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Per interval, what each zone's error of its mean is made of: the CV table, the
+    profiles' out-of-fold errors (``ln`` for log models, NaN where untested; relative to
+    the interval's mean stock otherwise), their zone index, their weight to the mapped
+    area (1 without ``cv.weighting: area``) and their working-plane coordinates."""
+    log_scale = ctx.config.model.log_transform
     training = io.read_table(ctx.folder.training)
-    errors, zones, weights = {}, {}, {}
+    out = {}
     for k in labels:
         cv = io.read_table(ctx.folder.cv_predictions(k))
         # the CV's weights to the mapped area (cv.weighting: area), else one per profile
-        weights[k] = cv["weight"].to_numpy(float) if "weight" in cv else np.ones(len(cv))
+        weight = cv["weight"].to_numpy(float) if "weight" in cv else np.ones(len(cv))
         e, fold = cv_errors(cv, log=log_scale)
         if log_scale and "mu" in cv:  # the ln-scale error itself, not the mean's
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -818,7 +817,23 @@ def _zone_errors(
             e = e / float(np.nanmean(cv["observed"].to_numpy(float)))
         xy = profile_xy(training, cv["profile_id"])
         rows, cols = grid.rowcol(*grid.from_working(xy[:, 0], xy[:, 1]))
-        errors[k], zones[k] = e, layout.zone_at(rows, cols)
+        out[k] = (cv, e, layout.zone_at(rows, cols), weight, xy)
+    return out
+
+
+def _zone_errors(
+    ctx: StageContext, draws: pd.DataFrame, labels: list[str], layout: ZoneLayout, grid: Grid
+) -> pd.DataFrame:
+    """With ``uncertainty.zone_error: cv``, the draws with each zone's error of its mean
+    from its own profiles' CV errors (:mod:`mapping.zone_error`)."""
+    cfg = ctx.config
+    if cfg.uncertainty.zone_error == "none":
+        return draws
+    log_scale = cfg.model.log_transform
+    inputs = zone_error_inputs(ctx, labels, layout, grid)
+    errors = {k: v[1] for k, v in inputs.items()}
+    zones = {k: v[2] for k, v in inputs.items()}
+    weights = {k: v[3] for k, v in inputs.items()}
     table = zone_error_sd(errors, zones, list(layout.names), weights=weights)
     for r in table.itertuples():
         ctx.echo(
