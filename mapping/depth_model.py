@@ -841,6 +841,21 @@ class IntervalView(MapStatisticsMixin):
         return f"IntervalView({self.top:g}-{self.bottom:g} cm of {self.model!r})"
 
 
+def _lognormal_sd(mu: NDArray, mean_var: NDArray, v: NDArray) -> NDArray:
+    """Std of the map's lognormal: mean ``exp(mu + mean_var / 2)``, ``ln`` variance ``v``
+    (as :func:`~mapping.models.base.gaussian_stats` writes it)."""
+    return np.exp(mu + 0.5 * mean_var) * np.sqrt(np.expm1(v))
+
+
+def _lognormal_var(mu: NDArray, mean_var: NDArray, sd: NDArray, v: NDArray) -> NDArray:
+    """The ``ln`` variance that gives the map's lognormal the std ``sd``; ``v`` where ``sd``
+    is the std ``v`` gives (no round trip through ``log1p``)."""
+    mean = np.exp(mu + 0.5 * mean_var)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.log1p((sd / mean) ** 2)
+    return np.where(sd != _lognormal_sd(mu, mean_var, v), moved, v)
+
+
 class CalibratedIntervalView(CalibratedModel):
     """Calibrated maps of one interval of a layered model, ordered in depth.
 
@@ -864,7 +879,7 @@ class CalibratedIntervalView(CalibratedModel):
       quantile of 0-100 cm; the stock of a deeper interval with the same top is never the
       smaller, so each quantile is the largest of the calibrated quantiles of the interval
       and of every shallower fitted interval with its top (a cumulative maximum down the
-      profile).
+      profile); its std likewise (raised to the largest std of those intervals).
     * A fitted interval without an error model (too few CV points): the same, with no
       excess of its own (it keeps the shallower intervals' excess and order).
     * An interval that was not fitted (any depth mapped from the fit, e.g. 0-50 cm): its
@@ -874,7 +889,8 @@ class CalibratedIntervalView(CalibratedModel):
       between the calibrated quantiles of those two as the model's own (uncalibrated,
       exact) quantile lies between theirs, or scaled by the ratio of the own quantiles
       above the shallowest or below the deepest. Own quantiles increase with depth, so
-      every mapped interval with one top, fitted or not, stays ordered. An interval whose
+      every mapped interval with one top, fitted or not, stays ordered; its std is held
+      between the fitted neighbours' (beyond the deepest, at least its). An interval whose
       top no fitted interval has (e.g. 30-100 cm when 0-30 ... 0-300 cm were fitted) is
       scaled as if below the deepest fitted interval with an error model, the same
       reference for all of them, so those sharing a top stay ordered too.
@@ -982,8 +998,13 @@ class CalibratedIntervalView(CalibratedModel):
         v_fit = var[:, :n_fit] + excess
         q_fit = np.exp(mu[:, :n_fit, None] + np.sqrt(v_fit)[:, :, None] * z)
         q_fit = np.maximum.accumulate(q_fit, axis=1)
+        # The standard deviations too: the stock of a deeper interval with the same top is
+        # the shallower one plus layers whose errors the model moves together with it, so
+        # its spread is never the smaller (each interval calibrated alone could say so).
+        s_fit = np.maximum.accumulate(_lognormal_sd(mu[:, :n_fit], var[:, :n_fit], v_fit), axis=1)
         if self.kind == "fitted":
-            return mu[:, -1], var[:, -1], v_fit[:, -1], q_fit[:, -1]
+            v_own = _lognormal_var(mu[:, -1], var[:, -1], s_fit[:, -1], v_fit[:, -1])
+            return mu[:, -1], var[:, -1], v_own, q_fit[:, -1]
         d = view.bottom
         excess = v_fit - var[:, :n_fit]
         fitted_b = np.array([iv[1] for iv in ivs[:n_fit]])
@@ -1002,6 +1023,14 @@ class CalibratedIntervalView(CalibratedModel):
                 ex = excess[:, i]
                 q = q_fit[:, i] * raw[:, -1] / raw[:, i]
         v = np.maximum(var[:, -1] + ex, 0.0)
+        # its std between those of the fitted intervals around it (beyond them, on their side)
+        if self.kind == "between":
+            sd = _lognormal_sd(mu[:, -1], var[:, -1], v)
+            if j > 0:
+                sd = np.maximum(sd, s_fit[:, j - 1])
+            if j < n_fit:
+                sd = np.minimum(sd, s_fit[:, j])
+            v = _lognormal_var(mu[:, -1], var[:, -1], sd, v)
         return mu[:, -1], var[:, -1], v, q
 
     def predict(self, X: Any, return_std: bool = False) -> Any:

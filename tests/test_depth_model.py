@@ -406,7 +406,12 @@ def test_the_default_floor_holds_only_where_the_deeper_error_model_extrapolates(
     assert 0 < beyond.sum() < len(di) and np.all(e100 < e30)
     v100 = s["var"][:, 1] + np.where(beyond, e30, e100)
     mean, std = view.predict(X, return_std=True)
-    np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v100)), rtol=1e-9)
+    own = mean * np.sqrt(np.expm1(v100))
+    # and never below the 0-30 cm std: within the bins the deep model's tiny ratio says less
+    std30 = np.exp(s["mu"][:, 0] + s["var"][:, 0] / 2) * np.sqrt(np.expm1(s["var"][:, 0] + e30))
+    raised = std30 > own
+    assert 0 < raised.sum() and not np.any(raised & beyond)
+    np.testing.assert_allclose(std, np.maximum(own, std30), rtol=1e-9)
     # a cell without a DI is outside every bin: floored
     _, _, v, _ = view._calibrated(X.iloc[:3], (0.05, 0.95), di=np.full(3, np.nan))
     e30_nan = ems[(0.0, 30.0)].variance(s["var"][:3, 0], np.full(3, np.nan)) - s["var"][:3, 0]
@@ -461,6 +466,29 @@ def test_any_depth_lies_between_the_calibrated_neighbours(calibrated):
     v = s["var"][:, 1] + (1 - w) * excess[0] + w * excess[1]
     mean, std = views[(0.0, 50.0)].predict(X, return_std=True)
     np.testing.assert_allclose(std, mean * np.sqrt(np.expm1(v)), rtol=1e-9)
+
+
+def test_stds_never_fall_with_depth(calibrated):
+    """Each interval calibrated alone, the deep interval's far smaller ratio gives it a
+    smaller std than 0-30 cm in some cells; the views' stds grow with depth in every cell,
+    the fitted intervals' by the cumulative maximum, any depth between its neighbours."""
+    model, X, aoa, _, _ = calibrated
+    ems = {(0.0, 30.0): _ratio_model(150.0), (0.0, 100.0): _ratio_model(0.05)}
+    alone = {iv: m.predict(X, return_std=True)[1] for iv, m in _one_by_one(model, aoa, ems).items()}
+    assert np.any(alone[(0.0, 100.0)] < alone[(0.0, 30.0)])  # the case exists
+    ivs = [(0.0, 15.0), (0.0, 30.0), (0.0, 50.0), (0.0, 100.0), (0.0, 200.0)]
+    std = {
+        iv: CalibratedIntervalView(
+            IntervalView(model, *iv, ["x", "y", "a", "b"]), ems, aoa, keep_shallower_excess=False
+        ).predict(X, return_std=True)[1]
+        for iv in ivs
+    }
+    for a, b in itertools.pairwise(ivs):
+        assert np.all(std[b] >= std[a] * (1 - 1e-12)), (a, b)
+    np.testing.assert_allclose(std[(0.0, 30.0)], alone[(0.0, 30.0)], rtol=1e-12)
+    np.testing.assert_allclose(
+        std[(0.0, 100.0)], np.maximum(alone[(0.0, 30.0)], alone[(0.0, 100.0)]), rtol=1e-9
+    )
 
 
 def test_lognormal_moments_match_mean_and_std():

@@ -96,7 +96,7 @@ def test_every_stage_completes_with_the_per_interval_outputs(layered_run: Path) 
 
 def test_maps_are_monotone_in_depth_in_every_cell(layered_run: Path) -> None:
     depths = [30, 50, 100, 150, 300]
-    for stat in ("mean", "lower", "median", "upper"):
+    for stat in ("mean", "lower", "median", "upper", "std"):
         maps = [_map(layered_run, 0, d, stat) for d in depths]
         valid = np.isfinite(maps[0])
         assert valid.sum() > 1000
