@@ -13,10 +13,11 @@ import pytest
 import yaml
 from conftest import ROOT, SAMPLE_WORKFLOW, sample_config
 
-from mapping import zonal
+from mapping import io, zonal
 from mapping.cli import main
 from mapping.cv_bootstrap import block_bootstrap_rmse, block_ids
 from mapping.report.tables import fmt_number
+from mapping.run import manifest as manifest_module
 from mapping.run import preflight, stages
 from mapping.validation import metrics_table
 
@@ -262,3 +263,51 @@ def test_a_run_folder_copied_elsewhere_resumes_as_it_stands(
         inputs[str(renamed)]
         == json.loads((out / "manifest.json").read_text())["inputs"][str(profiles)]
     )
+
+
+def test_a_changed_code_reruns_every_stage(
+    first_run: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run resumed with other code recomputes: socmap's sources enter every fingerprint by
+    their checksum (the distribution's version is the same across commits)."""
+    cfg, out = first_run
+    assert main(["run", str(cfg)]) == 0  # whatever an earlier test left: complete
+    copy = tmp_path / "again" / "out"
+    shutil.copytree(out, copy)
+    config = yaml.safe_load(cfg.read_text())
+    config["output"] = str(copy)
+    again = tmp_path / "again" / "sample.yaml"
+    again.write_text(yaml.safe_dump(config, sort_keys=False))
+    recorded = json.loads((copy / "manifest.json").read_text())["versions"]
+    assert recorded["socmap_source"] == io.source_checksum(manifest_module._PACKAGE_DIR)
+
+    real = manifest_module.package_versions
+    monkeypatch.setattr(
+        manifest_module,
+        "package_versions",
+        lambda: {**real(), "socmap_source": "sha256:" + "0" * 64},  # one edited line
+    )
+    capsys.readouterr()
+    assert main(["run", str(again)]) == 0
+    text = capsys.readouterr().out
+    for name in STAGES:
+        assert f"[{name}] running" in text, name
+
+
+def test_the_source_checksum_follows_the_sources_not_their_caches(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = io.file_checksum(pkg, pattern="*.py")
+    (pkg / "sub" / "b.cpython-311.pyc").write_bytes(b"\x00compiled")
+    (pkg / "notes.txt").write_text("not code")
+    assert io.file_checksum(pkg, pattern="*.py") == first
+    (pkg / "sub" / "b.py").rename(pkg / "b.py")  # the same code in another module
+    moved = io.file_checksum(pkg, pattern="*.py")
+    assert moved != first
+    (pkg / "b.py").write_text("y = 3\n")
+    assert io.file_checksum(pkg, pattern="*.py") not in (first, moved)

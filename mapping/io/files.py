@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -114,11 +115,14 @@ def remove_output(path: str | os.PathLike[str]) -> None:
     _remove(Path(path))
 
 
-def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    """Return ``"<algorithm>:<hexdigest>"`` of a file (or of every file under a folder)."""
+def file_checksum(
+    path: str | os.PathLike[str], algorithm: str = "sha256", pattern: str = "*"
+) -> str:
+    """Return ``"<algorithm>:<hexdigest>"`` of a file (or of every file under a folder
+    whose name matches ``pattern``, with its relative path)."""
     h = hashlib.new(algorithm)
     p = Path(path)
-    files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    files = sorted(q for q in p.rglob(pattern) if q.is_file()) if p.is_dir() else [p]
     for f in files:
         if p.is_dir():
             h.update(str(f.relative_to(p)).encode())
@@ -126,6 +130,14 @@ def file_checksum(path: str | os.PathLike[str], algorithm: str = "sha256") -> st
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     return f"{algorithm}:{h.hexdigest()}"
+
+
+@functools.cache
+def source_checksum(package: str | os.PathLike[str]) -> str:
+    """Checksum of a package's Python sources (every ``*.py`` under ``package``, with their
+    relative paths; compiled caches left out), computed once per process: the identity of
+    the code that made a run's numbers, which a version string that no release bumps is not."""
+    return file_checksum(package, pattern="*.py")
 
 
 # --------------------------------------------------------------------------- tables

@@ -21,6 +21,8 @@ from mapping.layout import RunFolder
 
 __all__ = ["Manifest", "digest", "input_checksums", "now", "package_versions"]
 
+#: The ``mapping`` package folder, whose sources :func:`package_versions` checksums.
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _PACKAGES = (
     "socmap",
     "numpy",
@@ -43,7 +45,8 @@ _PACKAGES = (
 
 
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape the numbers, plus Python and GDAL."""
+    """Versions of the packages that shape the numbers, plus Python, GDAL and the checksum
+    of socmap's own sources (``socmap_source``)."""
     out = {"python": platform.python_version()}
     for name in _PACKAGES:
         try:
@@ -51,6 +54,8 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     out["gdal"] = rasterio.__gdal_version__
+    # the code itself: "socmap" is the distribution's version, which commits do not change
+    out["socmap_source"] = io.source_checksum(_PACKAGE_DIR)
     return out
 
 

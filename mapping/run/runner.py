@@ -1,8 +1,10 @@
 """Run the stages of a workflow in order, keep their results, skip what is unchanged.
 
 A stage is skipped when the manifest records it as complete with the same
-fingerprint (its config section, the checksums of its inputs and the
-fingerprints of the stages it depends on) and its outputs are still in place
+fingerprint (its config section, the checksums of its inputs, the
+fingerprints of the stages it depends on, and the code: socmap's sources by
+checksum and the versions of the packages that shape the numbers) and its
+outputs are still in place
 with the recorded checksums. The fingerprint names input files by their
 content, not their path, so a run folder moved or copied with its config and
 data (or with the data left where the config still finds them) resumes as it
@@ -153,7 +155,8 @@ def _fingerprint(
     cache: dict[str, str],
     fingerprints: dict[str, str],
 ) -> str:
-    """Identity of a stage's work: its config section, inputs, upstream and version.
+    """Identity of a stage's work: its config section, inputs, upstream and the versions of
+    the code (socmap's sources by checksum, the packages, Python and GDAL).
 
     Input files enter by their checksums alone: a path in the config section that names
     an input of this stage or of an earlier one (``cache``, every file checksummed in
@@ -170,7 +173,8 @@ def _fingerprint(
             "config": section,
             "inputs": sorted(inputs.values()),
             "upstream": [fingerprints[d] for d in stage.depends if d in fingerprints],
-            "version": manifest.data["versions"].get("socmap"),
+            # any change of socmap's code or of a package that shapes the numbers
+            "versions": manifest.data["versions"],
         }
     )
 
