@@ -64,6 +64,7 @@ from mapping.layers import (
     integrate_layers,
     layer_intervals,
     layers_from_cumulative,
+    thaw_parts,
     thaw_split,
     training_layers,
 )
@@ -1073,7 +1074,10 @@ class ThawedView(MapStatisticsMixin):
     A map model for :func:`mapping.predict.predict_grid` (statistic ``mean`` only): ``X``
     holds ``features`` plus ``alt_column``, the active-layer thickness (cm) of each cell.
     The mean of the thawed stock is the thickness-weighted sum of the mean layer stocks
-    (:func:`thaw_split`), so ``thawed + frozen`` is the ``0-max_depth`` mean.
+    (:func:`thaw_split`), so ``thawed + frozen`` is the ``0-max_depth`` mean. With
+    ``anchors`` and ``part``, the view maps the thawed stock's part at ``anchors[part]``
+    (:func:`~mapping.layers.thaw_parts`; ``anchors[-1]`` is ``max_depth``): the parts over
+    all anchors add up to the thawed stock.
     """
 
     def __init__(
@@ -1082,16 +1086,26 @@ class ThawedView(MapStatisticsMixin):
         features: Sequence[str],
         max_depth: float | None = None,
         alt_column: str = "active_layer_cm",
+        anchors: Sequence[float] | None = None,
+        part: int | None = None,
     ) -> None:
         b = check_breaks(model.breaks)
         self.model = model
         self.max_depth = float(b[-1] if max_depth is None else max_depth)
         self.alt_column = alt_column
+        self.anchors = None if anchors is None else [float(a) for a in anchors]
+        self.part = part
+        if (self.anchors is None) != (part is None) or (
+            self.anchors is not None and self.anchors[-1] != self.max_depth
+        ):
+            raise ModelError("a thawed part needs anchors ending at max_depth and a part index")
         self.feature_names_in_ = np.asarray([*features, alt_column], dtype=object)
 
     def predict(self, X: pd.DataFrame) -> NDArray:
-        """Mean thawed stock (kg m-2) per row."""
+        """Mean thawed stock (kg m-2) per row (its part at ``anchors[part]``)."""
         alt = X[self.alt_column].to_numpy(float)
         layers = self.model.predict_layers(X.drop(columns=[self.alt_column]))
+        if self.anchors is not None and self.part is not None:
+            return thaw_parts(self.model.breaks, layers, alt, self.anchors)[:, self.part]
         thawed, _ = thaw_split(self.model.breaks, layers, alt, max_depth=self.max_depth)
         return thawed

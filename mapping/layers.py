@@ -27,6 +27,7 @@ __all__ = [
     "integrate_layers",
     "layer_intervals",
     "layers_from_cumulative",
+    "thaw_parts",
     "thaw_split",
     "training_layers",
 ]
@@ -138,6 +139,66 @@ def thaw_split(
     frozen = total - thawed
     nan = np.broadcast_to(missing, thawed.shape)
     return np.where(nan, np.nan, thawed), np.where(nan, np.nan, frozen)
+
+
+def thaw_parts(
+    breaks: Sequence[float],
+    layer_stocks: ArrayLike,
+    active_layer_cm: ArrayLike,
+    anchors: Sequence[float],
+) -> NDArray:
+    """The thawed stock as parts of the cumulative stocks ``S(0, d)`` at ``anchors``.
+
+    Where the active-layer base ``a`` lies between two anchors ``d' <= a <= d`` (``d' = 0``
+    above the first), the thawed stock ``S(0, a)`` is ``(1 - t) S(0, d') + t S(0, d)`` with
+    ``t`` from the column's own stocks; the two terms are its parts at ``d'`` and ``d``, every
+    other part is 0. A realization of each ``S(0, d)`` then carries the thawed stock along
+    with it (:func:`mapping.run.layered` scales a zone's parts by its Monte Carlo totals).
+
+    Parameters
+    ----------
+    breaks, layer_stocks
+        As :func:`thaw_split`.
+    active_layer_cm
+        Active-layer thickness (cm) per column; clipped to ``0-anchors[-1]`` (deeper: the
+        whole column to the last anchor is thawed); NaN gives NaN parts.
+    anchors
+        Increasing depths (cm), ``0 < anchors[0]``, ``anchors[-1]`` at most the deepest break.
+
+    Returns
+    -------
+    ndarray
+        ``(..., K)`` parts (kg m-2), ``>= 0``, summing to the thawed stock of
+        :func:`thaw_split` with ``max_depth = anchors[-1]``.
+
+    Examples
+    --------
+    >>> parts = thaw_parts([0, 30, 100, 300], [6.0, 7.0, 10.0], 65.0, [30, 100, 300])
+    >>> [round(float(v), 6) for v in parts]  # 9.5 = 0.5 * S(0-30) + 0.5 * S(0-100)
+    [3.0, 6.5, 0.0]
+    """
+    d = np.asarray(anchors, dtype=float)
+    b = check_breaks(breaks)
+    if d.ndim != 1 or d.size == 0 or d[0] <= 0 or np.any(np.diff(d) <= 0) or d[-1] > b[-1]:
+        raise ModelError(
+            f"anchors must increase from above 0 to at most {b[-1]:g} cm, got {list(d)}"
+        )
+    s = np.asarray(layer_stocks, dtype=float)
+    alt = np.asarray(active_layer_cm, dtype=float)
+    missing = np.isnan(alt)
+    depth = np.clip(np.where(missing, 0.0, alt), 0.0, d[-1])
+    cum = np.stack([integrate_layers(b, s, 0.0, v) for v in d], axis=-1)  # (..., K)
+    thawed = integrate_layers(b, s, 0.0, depth)
+    j = np.broadcast_to(np.searchsorted(d, depth, side="left"), thawed.shape)
+    hi = np.take_along_axis(cum, j[..., None], axis=-1)[..., 0]
+    lo = np.where(j > 0, np.take_along_axis(cum, np.maximum(j - 1, 0)[..., None], -1)[..., 0], 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.clip(np.where(hi > lo, (thawed - lo) / (hi - lo), 1.0), 0.0, 1.0)
+    k = np.arange(d.size)
+    parts = np.where(k == j[..., None], (t * hi)[..., None], 0.0)
+    parts = parts + np.where(k == (j - 1)[..., None], ((1.0 - t) * lo)[..., None], 0.0)
+    nan = np.broadcast_to(missing, thawed.shape)
+    return np.where(nan[..., None], np.nan, parts)
 
 
 # --------------------------------------------------------------------------- training tables

@@ -30,6 +30,7 @@ from mapping.depth_model import (
     training_layers,
 )
 from mapping.exceptions import ModelError
+from mapping.layers import thaw_parts
 from mapping.models import QuantileRandomForest
 from mapping.synthetic import interval_stock
 
@@ -125,6 +126,39 @@ def test_thaw_split_of_realisations_against_the_analytic_profile():
     # ... which is the exponential's 0-55 cm stock to 0.6 % (density falls 19 % over 50-75 cm)
     np.testing.assert_allclose(th, interval_stock(0, 55, 30.0, 120.0) * f, rtol=0.01)
     np.testing.assert_allclose(th + fr, interval_stock(0, 300, 30.0, 120.0) * f)
+
+
+def test_thaw_parts_by_hand():
+    b, layers, anchors = [0, 30, 100, 300], [6.0, 7.0, 10.0], [30, 100, 300]
+    # 65 cm: 9.5 = (1 - t) 6 + t 13 with t = 0.5
+    np.testing.assert_allclose(thaw_parts(b, layers, 65.0, anchors), [3.0, 6.5, 0.0])
+    # at an anchor, its whole cumulative stock; above the first, part of it; below the last
+    # and beyond, the whole column
+    alt = np.array([100.0, 10.0, 0.0, 450.0, np.nan])
+    parts = thaw_parts(b, np.tile(layers, (5, 1)), alt, anchors)
+    np.testing.assert_allclose(parts[:4], [[0, 13, 0], [2, 0, 0], [0, 0, 0], [0, 0, 23]])
+    assert np.all(np.isnan(parts[4]))
+    with pytest.raises(ModelError, match="anchors"):
+        thaw_parts(b, layers, 65.0, [100, 30])
+
+
+@settings(max_examples=200, deadline=None)
+@given(layered_cells(), st.floats(-50.0, 500.0), st.integers(0, 2**31 - 1))
+def test_thaw_parts_add_up_to_the_thawed_stock(case, alt, seed):
+    breaks, stocks, _ = case
+    rng = np.random.default_rng(seed)
+    inner = np.unique(rng.uniform(0.0, float(breaks[-1]), size=3))
+    anchors = [*inner[(inner > 0) & (inner < breaks[-1])], float(breaks[-1])]
+    alt_cm = np.full(stocks.shape[0], alt)
+    parts = thaw_parts(breaks, stocks, alt_cm, anchors)
+    thawed, _ = thaw_split(breaks, stocks, alt_cm, max_depth=float(breaks[-1]))
+    assert np.all(parts >= 0)
+    np.testing.assert_allclose(parts.sum(axis=-1), thawed, rtol=1e-9, atol=1e-9)
+    # at most two neighbouring anchors carry a cell's thawed stock, each at most its own
+    cum = np.stack([integrate_layers(breaks, stocks, 0.0, a) for a in anchors], axis=-1)
+    assert np.all(parts <= cum * (1 + 1e-12) + 1e-12)
+    nonzero = parts > 0
+    assert np.all(nonzero.sum(axis=-1) <= 2)
 
 
 # --------------------------------------------------------------------------- training tables

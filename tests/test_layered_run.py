@@ -318,6 +318,42 @@ def test_land_without_an_active_layer_value_is_in_neither_state(
     assert "| Zone | Thawed (active layer) | Perennially frozen | No active-layer value |" in md
 
 
+def test_an_active_layer_at_a_mapped_depth_has_that_depths_range(
+    layered_run: Path, tmp_path: Path
+) -> None:
+    """The thawed realizations follow the realized totals of the intervals around each
+    cell's active-layer base: with 100 cm everywhere, the thawed storage of every zone and
+    its 5-95 % range are the 0-100 cm storage and its Monte Carlo range (before, the 0-300 cm
+    realizations times the mean share: ranges of another width), the frozen range that of
+    0-300 cm less 0-100 cm realization by realization."""
+    cfg = yaml.safe_load((layered_run.parent / "sample.yaml").read_text())
+    shutil.copytree(layered_run, tmp_path / "out")
+    cfg["output"] = str(tmp_path / "out")
+    cfg["active_layer"] = {"constant": 100}
+    path = tmp_path / "alt100.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["run", str(path)]) == 0  # only the thaw stage and the report rerun
+    split = pd.read_csv(tmp_path / "out" / "zones" / "thaw_split.csv")
+    summary = pd.read_csv(tmp_path / "out" / "zones" / "storage_summary.csv")
+    draws = pd.read_parquet(tmp_path / "out" / "zones" / "draws.parquet")
+    storage = pd.read_csv(tmp_path / "out" / "zones" / "storage.csv")
+    lo, hi = cfg["uncertainty"]["range"]
+    assert split["zone"].nunique() == 5
+    for zone, rows in split.groupby("zone"):
+        r = rows.set_index("state")
+        mc = summary[(summary["zone"] == zone) & (summary["interval"] == "0-100")].iloc[0]
+        mean = storage[(storage["zone"] == zone) & (storage["interval"] == "0-100")].iloc[0]
+        assert r.loc["thawed", "storage_pg"] == pytest.approx(mean["storage_pg"], rel=1e-6)
+        assert r.loc["thawed", "storage_pg_lower"] == pytest.approx(mc["storage_lower_pg"])
+        assert r.loc["thawed", "storage_pg_upper"] == pytest.approx(mc["storage_upper_pg"])
+        d = draws[draws["zone"] == zone].pivot_table(
+            index="realization", columns="interval", values="storage_pg"
+        )
+        frozen = d["0-300"] - d["0-100"]
+        assert r.loc["frozen", "storage_pg_lower"] == pytest.approx(np.percentile(frozen, lo))
+        assert r.loc["frozen", "storage_pg_upper"] == pytest.approx(np.percentile(frozen, hi))
+
+
 def test_overlapping_zone_polygons_are_noted_in_the_manifest_and_report(
     layered_run: Path, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ With the default ``model.depth: per_interval`` nothing here runs. With ``layered
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xarray as xr
+from numpy.typing import NDArray
 from sklearn.base import clone
 
 from mapping import io
@@ -728,8 +729,15 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     (with a third state, "no active-layer value", for mapped cells the active-layer raster
     leaves without a value: their stock is in neither state, and a warning says how much).
 
-    Ranges: each Monte Carlo realization of the zone's 0-``max`` total (uncertainty stage)
-    split in the zone's mean thawed share, so both states add up in every realization.
+    Ranges: a zone's thawed storage is the sum of its parts at the run's cumulative
+    intervals (:func:`mapping.layers.thaw_parts`: a cell whose active layer ends between
+    30 and 100 cm counts towards the 0-30 and 0-100 cm totals, in proportion), and each
+    Monte Carlo realization scales every part by its interval's realized total over the
+    map's total (uncertainty stage); frozen is the realized 0-``max`` total less the thawed
+    (and the cells without an active-layer value, which scale with that total), so the
+    states add up in every realization, and an active layer of 100 cm everywhere gives
+    the 0-100 cm range itself. The all-zones rows add up the zones realization by
+    realization, as the uncertainty stage's all-zones draws do.
     """
     cfg, run = ctx.config, ctx.folder
     assert cfg.zones is not None
@@ -753,6 +761,12 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
             "total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",)),
         }
+        draws = stages._optional_table(run.draws)
+        anchors = _thaw_anchors(draws, deepest)
+        for k in range(len(anchors)):
+            part = ThawedView(model, features, deepest, anchors=anchors, part=k)
+            record_coordinate_crs(part, grid.working_crs)
+            maps[f"part{k}"] = predict_grid(part, full, grid, chunks=chunks, statistics=("mean",))
         sums = {
             k: zone_totals(
                 v["mean"], stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
@@ -760,7 +774,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             for k, v in maps.items()
         }
         col = f"storage_{cfg.zones.unit.lower()}"
-        wide = pd.DataFrame({k: t[col] for k, t in sums.items()})
+        wide = pd.DataFrame({k: sums[k][col] for k in ("thawed", "total")})
         # mapped cells without an active-layer value (nodata in the raster, or beyond it):
         # the thawed map has no value there, so their stock belongs to neither state
         gap = sums["thawed"]["area_nodata_km2"] - sums["total"]["area_nodata_km2"]
@@ -782,16 +796,15 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             f"in neither state ('{NO_ALT}' in zones/thaw_split.csv): give such cells 300 (no "
             "permafrost) or their thickness"
         )
-    label = interval_label(0.0, deepest)
-    draws = stages._optional_table(run.draws)
+    reals = (
+        _thaw_realizations(draws, wide, sums, anchors, stages._optional_table(run.storage), col)
+        if anchors
+        else {}
+    )
     lo, hi = cfg.uncertainty.range
     rows = []
     for zone, r in wide.iterrows():
         share = r["thawed"] / r["total"] if r["total"] > 0 else np.nan
-        reals = None
-        if draws is not None:
-            d = draws[(draws["zone"] == zone) & (draws["interval"] == label)]
-            reals = d[col].to_numpy(float) if len(d) else None
         rest = r[NO_ALT] / r["total"] if r["total"] > 0 else 0.0
         states = [
             ("thawed", r["thawed"], share),
@@ -801,9 +814,9 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             states.append((NO_ALT, r[NO_ALT], rest))
         for state, mean, part in states:
             row = {"zone": zone, "state": state, col: mean, "share": part}
-            if reals is not None:
-                row[f"{col}_lower"] = float(np.percentile(reals * part, lo))
-                row[f"{col}_upper"] = float(np.percentile(reals * part, hi))
+            if zone in reals:
+                row[f"{col}_lower"] = float(np.percentile(reals[zone][state], lo))
+                row[f"{col}_upper"] = float(np.percentile(reals[zone][state], hi))
             rows.append(row)
         rows.append(
             {"zone": zone, "state": f"total 0-{deepest:g} cm", col: r["total"], "share": 1.0}
@@ -811,6 +824,53 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     out = pd.DataFrame(rows)
     io.write_table(out, run.thaw_split)
     return [run.rel(run.thaw_split)], out
+
+
+def _thaw_anchors(draws: pd.DataFrame | None, deepest: float) -> list[float]:
+    """Bottoms of the drawn intervals from 0 cm down to ``deepest`` (which must be one of
+    them); ``[]`` without draws or without the ``0-deepest`` interval (no ranges then)."""
+    if draws is None or not len(draws):
+        return []
+    cum = draws[(draws["top_cm"] == 0) & (draws["bottom_cm"] <= deepest)]
+    anchors = sorted({float(b) for b in cum["bottom_cm"]})
+    return anchors if anchors and anchors[-1] == deepest else []
+
+
+def _thaw_realizations(
+    draws: pd.DataFrame,
+    wide: pd.DataFrame,
+    sums: Mapping[str, pd.DataFrame],
+    anchors: Sequence[float],
+    storage: pd.DataFrame | None,
+    col: str,
+) -> dict[str, dict[str, NDArray]]:
+    """Per zone and state, the Monte Carlo realizations of its storage (see
+    :func:`_run_thaw`); the all-zones realizations are the zones' sums."""
+    if storage is None:
+        return {}
+    labels = [interval_label(0.0, a) for a in anchors]
+    mapped = storage.set_index(["zone", "interval"])[col]
+    table = draws.pivot_table(index="realization", columns=["zone", "interval"], values=col)
+    out: dict[str, dict[str, NDArray]] = {}
+    for zone in wide.index:
+        if zone == ALL_ZONES:
+            continue
+        if not all((zone, lab) in table.columns and (zone, lab) in mapped.index for lab in labels):
+            return {}
+        scale = [
+            table[(zone, lab)].to_numpy(float) / mapped[(zone, lab)]
+            if mapped[(zone, lab)] > 0
+            else np.ones(len(table))
+            for lab in labels
+        ]
+        thawed = sum(float(sums[f"part{k}"].loc[zone, col]) * f for k, f in enumerate(scale))
+        total = table[(zone, labels[-1])].to_numpy(float)
+        none = wide.loc[zone, NO_ALT] * scale[-1]
+        frozen = np.maximum(total - thawed - none, 0.0)
+        out[zone] = {"thawed": total - none - frozen, "frozen": frozen, NO_ALT: none}
+    if ALL_ZONES in wide.index and out:
+        out[ALL_ZONES] = {s: sum(v[s] for v in out.values()) for s in ("thawed", "frozen", NO_ALT)}
+    return out
 
 
 THAW = Stage(
