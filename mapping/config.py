@@ -181,11 +181,16 @@ class GridConfig(_Section):
         if self.crs is None or self.bounds is None:
             return self
         if pyproj.CRS.from_user_input(self.crs).is_geographic:
-            _, bottom, _, top = self.bounds
+            left, bottom, right, top = self.bounds
             if not -90.0 <= bottom < top <= 90.0:
                 raise ValueError(
                     f"bounds: latitudes {bottom:g} to {top:g} must lie in [-90, 90] "
                     "(left, bottom, right, top in degrees)"
+                )
+            if right - left > 360.0:
+                raise ValueError(
+                    f"bounds: longitudes {left:g} to {right:g} span {right - left:g}°, more "
+                    "than the globe's 360°: the land past the first turn would count twice"
                 )
         return self
 

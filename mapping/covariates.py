@@ -104,7 +104,7 @@ def target_grid(grid_config: Any, covariates: Sequence[Any]) -> Grid:
                 math.ceil(right / xres) * xres,
                 math.ceil(top / yres) * yres,
             )
-        return Grid.from_bounds(tuple(bounds), res, crs)
+        return _one_globe(Grid.from_bounds(tuple(bounds), res, crs), "grid.bounds")
     if like in (None, "first_covariate"):
         if not covariates:
             raise ConfigError(
@@ -114,7 +114,22 @@ def target_grid(grid_config: Any, covariates: Sequence[Any]) -> Grid:
         info = _info(covariates[0])
     else:
         info = raster_info(like)
-    return Grid(info.crs, info.transform, info.shape)
+    return _one_globe(Grid(info.crs, info.transform, info.shape), f"grid.like ({info.path})")
+
+
+def _one_globe(grid: Grid, source: str) -> Grid:
+    """``grid``, unless it is geographic and wider than 360° of longitude: its cells past
+    the first turn would be the same land again, mapped and counted twice in every total."""
+    if grid.is_geographic:
+        left, _, right, _ = grid.bounds
+        width = right - left
+        if width > 360.0 + 1e-6 * abs(grid.transform.a):
+            raise ConfigError(
+                f"{source}: {width:g}° of longitude, more than the globe's 360°: the cells past "
+                "the first turn are the same land again and would count twice in every total; "
+                "crop the grid to 360° (e.g. drop a repeated wrap-around column)"
+            )
+    return grid
 
 
 def _info(cov: Any) -> RasterInfo:

@@ -100,6 +100,11 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
             "grid: {crs: EPSG:4326, resolution: 0.1, bounds: [107, 52, 157, 95]}\n",
             "grid: bounds: latitudes 52 to 95 must lie in [-90, 90]",
         ),
+        (
+            "output: o\nprofiles: {path: profiles.csv}\n"
+            "grid: {crs: EPSG:4326, resolution: 0.25, bounds: [-190, 60, 190, 72]}\n",
+            "grid: bounds: longitudes -190 to 190 span 380°, more than the globe's 360°",
+        ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),
     ],

@@ -252,6 +252,26 @@ def test_target_grid_from_config(world: dict[str, Path]) -> None:
         target_grid(SimpleNamespace(like=None, crs="EPSG:3413", resolution=None, bounds=None), covs)
 
 
+def test_a_grid_wider_than_the_globe_is_refused(tmp_path: Path) -> None:
+    """A 1° lat/lon raster of 361 columns (the wrap-around column repeated), or bounds of
+    -190 to 190: the land past 360° was mapped again and its storage counted twice (+42 % on
+    a -190..190 run of the sample world rotated over the antimeridian)."""
+    path = tmp_path / "wrapped.tif"
+    profile = dict(driver="GTiff", width=361, height=10, count=1, dtype="float32",
+                   crs="EPSG:4326", transform=from_origin(-180.5, 80, 1.0, 1.0))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.ones((1, 10, 361), dtype="float32"))
+    with pytest.raises(ConfigError, match=r"wrapped.tif\): 361° of longitude, more than"):
+        target_grid(SimpleNamespace(like="first_covariate", crs=None, resolution=None,
+                                    bounds=None), [_cov("t", path)])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"grid.bounds: 380° of longitude"):
+        target_grid(SimpleNamespace(like=None, crs="EPSG:4326", resolution=0.25,
+                                    bounds=(-190, 60, 190, 72)), [])  # fmt: skip
+    whole = target_grid(SimpleNamespace(like=None, crs="EPSG:4326", resolution=0.25,
+                                        bounds=(-180, 60, 180, 72)), [])  # fmt: skip
+    assert whole.shape == (48, 1440)  # one turn exactly is the globe
+
+
 def test_custom_proj_string_grid_goes_through_alignment_extraction_and_zone_totals(
     tmp_path: Path,
 ) -> None:
