@@ -35,7 +35,7 @@ from mapping.exceptions import (
     MappingError,
     MissingCRSError,
 )
-from mapping.grid import Grid, _angular_factor, _linear_factor
+from mapping.grid import Grid, _angular_factor, _ellipsoid, _linear_factor
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -512,6 +512,12 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
 
     src = CRS.from_user_input(gdf.crs)
     if not src.equals(grid.crs):
+        if src.is_geographic and not grid.is_geographic:
+            # PROJ folds a longitude past ±180° back by a turn, so a ring from 170° to 190°
+            # would come out round the rest of the globe: cut it at the antimeridian first
+            geoms = _into_one_turn(gdf.geometry.to_numpy(), src)
+            if geoms is not None:
+                gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
         step = _segment_length(src, grid)
         if np.isfinite(step) and step > 0:
             gdf = gdf.set_geometry(gdf.geometry.segmentize(step))
@@ -526,6 +532,33 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
         if geoms is not None:
             gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
     return gdf
+
+
+def _into_one_turn(geoms: np.ndarray, crs: Any) -> Any:
+    """Lon/lat geometries with every part past ±180° cut off at the antimeridian and moved
+    back by whole turns (``box(170, 60, 190, 70)`` becomes 170..180 and -180..-170).
+
+    Returns ``None`` when every geometry lies within -180..180° already.
+    """
+    import shapely
+
+    turn = 360.0 / _angular_factor(crs)
+    half = turn / 2
+    bounds = shapely.bounds(geoms)
+    outside = np.isfinite(bounds[:, 0]) & ((bounds[:, 0] < -half) | (bounds[:, 2] > half))
+    if not outside.any():
+        return None
+    out = geoms.copy()
+    for i in np.flatnonzero(outside):
+        x0, y0, x1, y1 = bounds[i]
+        pieces = []
+        for k in range(int(np.floor((x0 + half) / turn)), int(np.floor((x1 + half) / turn)) + 1):
+            window = shapely.box(k * turn - half, y0 - 1.0, k * turn + half, y1 + 1.0)
+            piece = shapely.intersection(geoms[i], window)
+            if not piece.is_empty:
+                pieces.append(shapely.affinity.translate(piece, -k * turn))
+        out[i] = shapely.union_all(pieces)
+    return out
 
 
 def _segment_length(src: Any, grid: Grid) -> float:
@@ -544,6 +577,14 @@ def _segment_length(src: Any, grid: Grid) -> float:
         # The bounds of a lon/lat grid reaching a pole are degenerate in a polar CRS (0 or
         # 1e23 wide for the globe); then use one cell of latitude instead.
         cell = grid.cell_spacing_m()[0] / _linear_factor(src)
+        if not cell / 10 <= step <= cell * 10:
+            step = cell
+    elif src.is_geographic and not grid.is_geographic:
+        # Likewise the bounds of a world-wide projected grid in lon/lat (PROJ can give
+        # -180 to -179.95 for the whole globe, a step of 1e-5 degrees and millions of
+        # vertices); then one cell's size in degrees of a great circle.
+        a, _ = _ellipsoid(src)
+        cell = min(grid.cell_spacing_m()) / (a * np.radians(_angular_factor(src)))
         if not cell / 10 <= step <= cell * 10:
             step = cell
     return float(step)

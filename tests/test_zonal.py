@@ -36,6 +36,7 @@ from mapping.zones import (
     parse_zone_names,
     prepare_zones,
     rasterize_zones,
+    to_grid_crs,
     zone_coverage_from_polygons,
 )
 
@@ -710,6 +711,36 @@ def test_a_zone_round_a_pole_in_a_polar_crs_keeps_its_area_on_a_lonlat_grid(
     assert _zone_area_m2(gdf, grid) == pytest.approx(exact, rel=5e-3)
     burnt = rasterize_zones(gdf, grid, "z").values == 1  # by cell centre: within 0.35 %
     assert float((grid.cell_area() * burnt).sum()) == pytest.approx(exact, rel=1e-2)
+
+
+@pytest.mark.parametrize(
+    "geom",
+    [
+        shapely.box(170, 60, 190, 70),  # past 180°: PROJ folded 190 to -170 and the ring
+        shapely.box(-190, 60, -170, 70),  # went round the other 340° (17.8 million km²)
+        shapely.MultiPolygon([shapely.box(170, 60, 180, 70), shapely.box(-180, 60, -170, 70)]),
+    ],
+)
+def test_lonlat_zones_across_180_keep_their_area_on_a_world_wide_projected_grid(
+    geom: Any,
+) -> None:
+    """EASE-Grid 2.0 Global (EPSG:6933, equal area on the ellipsoid, cut at 180°) over
+    55-75° N at 25 km: the zone's area is the geodesic area of the 60-70° N band 20° wide,
+    and densifying the polygon took a step from PROJ's bounds of the grid in lon/lat
+    (-180 to -179.95 for the whole globe): 7e-6° at 5 km cells, millions of vertices."""
+    to = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:6933", always_xy=True)
+    x0, _ = to.transform(-180, 0)
+    x1, _ = to.transform(180, 0)
+    _, y0 = to.transform(0, 55)
+    _, y1 = to.transform(0, 75)
+    grid = Grid.from_bounds((x0, y0, x1, y1), 25_000, "EPSG:6933")
+    gdf = gpd.GeoDataFrame({"z": [1]}, geometry=[geom], crs="EPSG:4326")
+    lons = np.linspace(170, 190, 2001)
+    exact, _ = pyproj.Geod(ellps="WGS84").polygon_area_perimeter(
+        np.r_[lons, lons[::-1]], np.r_[np.full(2001, 60.0), np.full(2001, 70.0)]
+    )
+    assert _zone_area_m2(gdf, grid) == pytest.approx(abs(exact), rel=1e-6)
+    assert shapely.get_num_coordinates(to_grid_crs(gdf, grid).geometry.iloc[0]) < 20_000
 
 
 def _plain_reprojection(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
