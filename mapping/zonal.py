@@ -219,6 +219,12 @@ class ExactZoneSums:
         # cells outside every zone go to an extra bin, dropped at the end: no compaction copies
         idx = np.asarray(zone_index).ravel()
         self.idx = np.where(idx < 0, n_zones, idx)
+        # A cell without an area lies off the globe (a world map's rim, the gaps of an
+        # interrupted projection): no land, so no area in any zone that a reprojected
+        # polygon stretched over it; a density there would be carbon nowhere (refused below).
+        lost = ~np.isfinite(area)
+        self.lost = lost if lost.any() else None
+        area = np.where(lost, 0.0, area)
         self.area = area
         self.n_zones = n_zones
         self.has_partial = partial is not None and len(partial[0]) > 0
@@ -246,6 +252,11 @@ class ExactZoneSums:
         out = np.empty((d.shape[0], self.n_zones, 3), dtype=object)
         for r in range(d.shape[0]):
             ok = np.isfinite(d[r])
+            if self.lost is not None and (ok & self.lost).any():
+                raise InputError(
+                    f"{int((ok & self.lost).sum())} cells with a density have no area: the "
+                    "grid's CRS cannot place them on the globe (a map reprojected beyond it?)"
+                )
             out[r, :, 0] = self.zone_area
             kg = area * d[r]
             kg[~ok] = 0.0

@@ -14,7 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mapping.exceptions import InputError, MissingCRSError
-from mapping.grid import Grid, _projected_cell_area, authalic_q, is_equal_area
+from mapping.grid import (
+    Grid,
+    _projected_cell_area,
+    authalic_q,
+    equal_area_kind,
+    is_equal_area,
+)
 from mapping.testing import raise_if_dask_computes
 
 WGS84_SURFACE_KM2 = 510_065_621.7  # 4 pi R_authalic^2 of the WGS84 ellipsoid
@@ -271,6 +277,37 @@ def test_equal_area_recognition() -> None:
     assert not is_equal_area("EPSG:3413")  # polar stereographic: conformal
     assert not is_equal_area("EPSG:3857")
     assert not is_equal_area("EPSG:4326")
+
+
+@pytest.mark.parametrize("crs", ["ESRI:54009", "ESRI:54012", "ESRI:54010", "ESRI:54052"])
+def test_spherical_equal_area_projections_on_wgs84_get_the_ellipsoids_areas(crs: str) -> None:
+    """Mollweide, Eckert IV/VI and Goode Homolosine on WGS84: PROJ maps them on the sphere
+    of radius a, so a cell of the map is +0.67 % of its ellipsoidal area at the equator and
+    -0.5 % at 70° (they were taken as exactly equal-area); now each cell is the geodesic
+    area of its outline to 1e-7."""
+    assert equal_area_kind(crs) == "sphere" and not is_equal_area(crs)
+    to = pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    for lat in (0.5, 45.0, 70.0):
+        x, y = to.transform(10.0, lat)
+        g = Grid.from_bounds((x - 50_000, y - 50_000, x + 50_000, y + 50_000), 25_000, crs)
+        np.testing.assert_allclose(g.cell_area(), _geodesic_cell_areas(g, n=50), rtol=1e-7)
+    assert equal_area_kind("EPSG:8857") == "ellipsoid"  # Equal Earth: ellipsoidal in PROJ
+    assert equal_area_kind("ESRI:54008") == "ellipsoid"  # so is sinusoidal
+
+
+@pytest.mark.parametrize("crs", ["ESRI:54009", "ESRI:54052"])
+def test_a_world_map_has_the_globes_area_whatever_its_chunks(crs: str) -> None:
+    """A world grid in Mollweide or interrupted Goode Homolosine at 100 km: cells whose
+    centre is off the globe (the rim, the interruptions, where PROJ's inverse still
+    answers) have no area; the rest add up to the WGS84 ellipsoid's 510.07 million km²
+    (to the rim's partial cells), and chunks do not change a cell (a chunk wholly off the
+    globe made its neighbours NaN: 384,134 to 790,150 NaN cells by chunk size at 5 km)."""
+    g = Grid.from_bounds((-20.1e6, -9.1e6, 20.1e6, 9.1e6), 100_000, crs)
+    whole = g.cell_area()
+    assert np.nansum(whole) / 1e12 == pytest.approx(510.066, rel=2e-3)
+    assert 0.2 < np.isnan(whole).mean() < 0.4  # the corners beyond the ellipse
+    for chunks in (16, 37, 64):
+        np.testing.assert_array_equal(np.asarray(g.cell_area(chunks=chunks)), whole)
 
 
 def test_polar_stereographic_areas_match_geodesic_polygons() -> None:

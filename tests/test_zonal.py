@@ -84,6 +84,21 @@ def test_kernel_hand_example_with_nodata_and_partial_cells() -> None:
     np.testing.assert_allclose(out, [[60, 30, 50], [20, 20, 60]])
 
 
+def test_cells_off_the_globe_have_no_area_in_a_zone_and_hold_no_carbon() -> None:
+    """A cell without an area (NaN: its centre is off the globe, e.g. a reprojected zone
+    polygon stretched over an interruption of Goode Homolosine) counts for nothing in the
+    zone's area (it failed the exact sum: a traceback from ``socmap integrate``); a density
+    on such a cell is refused, not dropped."""
+    a = np.array([[10.0, np.nan], [30.0, np.nan]])
+    z = np.array([[0, 0], [0, -1]])
+    partial = (np.array([1]), np.array([1]), np.array([0.5]))
+    d = np.array([[1.0, np.nan], [2.0, np.nan]])
+    np.testing.assert_allclose(zone_sums_block(d, a, z, 2, partial), [[40, 40, 70], [0, 0, 0]])
+    d[0, 1] = 3.0
+    with pytest.raises(InputError, match="1 cells with a density have no area"):
+        zone_sums_block(d, a, z, 2, partial)
+
+
 def test_kernel_leading_axis_equals_one_call_per_realization() -> None:
     rng = np.random.default_rng(1)
     d = rng.gamma(2.0, 10.0, size=(5, 13, 17))
