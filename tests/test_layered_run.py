@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -686,6 +687,29 @@ def test_report_shows_the_cross_fitted_reliability(layered_run: Path) -> None:
         by_di = pd.read_csv(layered_run / "models" / k / "coverage_by_di.csv")
         assert len(by_di) == 10 and by_di["observed"].between(0, 1).all()
         assert (np.diff(by_di["di_low"]) >= 0).all()
+
+
+def test_report_names_the_run_and_says_which_intervals_its_cv_table_scores(
+    layered_run: Path,
+) -> None:
+    """The report names its run (a moved folder resumes with the report unchanged, which
+    then named the old folder), its CV table says its PICP is of the model's own intervals
+    where the maps' are calibrated, and the share of the map beyond the cross-validated
+    DIs is not rounded to "0 %"."""
+    md = (layered_run / "report" / "report.md").read_text()
+    manifest = json.loads((layered_run / "manifest.json").read_text())
+    assert md.splitlines()[2].startswith(f"Run {manifest['run_id']}, created ")
+    assert str(layered_run) not in md.splitlines()[2]
+    assert "(the model's own, before the calibration that widens the maps' intervals" in md
+    shares = []
+    for k in ["0-30", "0-100", "0-300"]:
+        meta = json.loads((layered_run / "models" / k / "metadata.json").read_text())
+        shares.append(100 * meta["calibration"]["share_beyond_di_max"])
+    said = re.search(r"in the ([<\d.–]+) % of the map", md).group(1)
+    if min(shares) >= 0.05:
+        assert float(said.split("–")[0]) == pytest.approx(
+            min(shares), abs=0.5 if min(shares) >= 1 else 0.05
+        )
 
 
 def test_the_extrapolation_error_shared_by_every_cell(

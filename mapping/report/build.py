@@ -291,7 +291,8 @@ def build_report(
         figures += [
             f for f in (storage, *cv_figs, calibration, design, design_suite) if f is not None
         ]
-        cv_table = cv_metrics_table(run.cv) if run.cv is not None else None
+        calibrated = bool(((cfg or {}).get("prediction") or {}).get("calibrate"))
+        cv_table = cv_metrics_table(run.cv, calibrated) if run.cv is not None else None
         cv_area = cv_area_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
 
@@ -301,8 +302,15 @@ def build_report(
 
         # no build time here: the same run gives the same report; the manifest records
         # when the report stage ran
-        run_id = (run.manifest or {}).get("run_id")
-        subtitle = f"Output folder {out}" + (f" · run {run_id}" if run_id else "")
+        # the run, not the folder: a run folder moved or copied resumes with this report
+        # unchanged, so a path here would name where it no longer is
+        m = run.manifest or {}
+        run_id, created = m.get("run_id"), m.get("created")
+        subtitle = (
+            f"Run {run_id}" + (f", created {created}" if created else "")
+            if run_id
+            else "Run without a manifest"
+        ) + " · config, inputs and versions in manifest.json beside report/"
         content = ReportContent(
             title=title, subtitle=subtitle, t1=t1, t2=t2, t_independent=t_ind, cv=cv_table,
             figures=figures, manifest=manifest_parts(run.manifest, cfg), notes=notes,

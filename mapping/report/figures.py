@@ -364,8 +364,15 @@ def calibration_figure(out: Path, intervals: Sequence[str], level: float) -> Rep
     fig = reliability_chart({k: rel[k] for k in order}, by_di, level=level)
     observed = [float(np.interp(level, rel[k]["nominal"], rel[k]["observed"])) for k in order]
 
+    def pct(share: float) -> str:
+        # one decimal below 1 %: a third of a percent of the map is not "0 %"
+        v = 100 * share
+        if 0 < v < 0.05:
+            return "<0.1"
+        return fmt_number(v, 1 if v < 1 else 0)
+
     def span(values: list[float]) -> str:
-        lo, hi = fmt_number(100 * min(values), 0), fmt_number(100 * max(values), 0)
+        lo, hi = pct(min(values)), pct(max(values))
         return lo if lo == hi else f"{lo}{DASH}{hi}"
 
     where = (

@@ -458,7 +458,9 @@ def _partitions_note(cv: pd.DataFrame) -> str:
     )
 
 
-def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
+def cv_metrics_table(cv: pd.DataFrame, calibrated: bool = False) -> DisplayTable:
+    """The cross-validation table; ``calibrated``: the run's maps carry calibrated intervals,
+    which the PICP and width here (the model's own intervals) are not."""
     cv = _by_interval(cv)
     head = ["Interval", "n", "CV", "R²", "RMSE", "MAE", "MBE", "NNSE", "PICP", "Mean width"]
     rows = []
@@ -479,7 +481,9 @@ def cv_metrics_table(cv: pd.DataFrame) -> DisplayTable:
         head, rows,
         caption=(f"Cross-validation (pooled out-of-fold predictions). RMSE, MAE, MBE (prediction − "
                  f"observation) and mean interval width in {DENSITY_LABEL}; PICP: share of observations "
-                 "inside their prediction interval."
+                 "inside their prediction interval"
+                 + (" (the model's own, before the calibration that widens the maps' intervals: "
+                    "the reliability figure shows those)." if calibrated else ".")
                  + _partitions_note(cv)
                  + (_RANGE_NOTE if "rmse_lower" in cv.columns else "")),
         numeric=[False, True, False] + [True] * 7,
