@@ -1095,11 +1095,18 @@ class ThawedView(MapStatisticsMixin):
         self.alt_column = alt_column
         self.anchors = None if anchors is None else [float(a) for a in anchors]
         self.part = part
-        if (self.anchors is None) != (part is None) or (
+        if (part is not None and self.anchors is None) or (
             self.anchors is not None and self.anchors[-1] != self.max_depth
         ):
-            raise ModelError("a thawed part needs anchors ending at max_depth and a part index")
+            raise ModelError("thawed parts need anchors ending at max_depth")
         self.feature_names_in_ = np.asarray([*features, alt_column], dtype=object)
+
+    @property
+    def extra_statistics(self) -> tuple[str, ...]:
+        """Map outputs besides ``mean``: ``part0 ... part{K-1}``, the thawed stock's parts
+        at ``anchors`` (:func:`~mapping.layers.thaw_parts`), all from one prediction of
+        each cell's layers (:func:`mapping.predict.predict_grid`)."""
+        return tuple(f"part{k}" for k in range(len(self.anchors or ())))
 
     def predict(self, X: pd.DataFrame) -> NDArray:
         """Mean thawed stock (kg m-2) per row (its part at ``anchors[part]``)."""
@@ -1109,3 +1116,30 @@ class ThawedView(MapStatisticsMixin):
             return thaw_parts(self.model.breaks, layers, alt, self.anchors)[:, self.part]
         thawed, _ = thaw_split(self.model.breaks, layers, alt, max_depth=self.max_depth)
         return thawed
+
+    def predict_stats(
+        self,
+        X: pd.DataFrame,
+        quantiles: Sequence[float] = (0.05, 0.95),
+        statistics: Sequence[str] | None = None,
+    ) -> dict[str, NDArray]:
+        """``mean`` (the thawed stock, or its part at ``anchors[part]``) and the parts
+        named in :attr:`extra_statistics`, per row, from one prediction of the layers."""
+        wanted = tuple(statistics) if statistics is not None else ("mean",)
+        unknown = [s for s in wanted if s != "mean" and s not in self.extra_statistics]
+        if unknown:
+            raise ModelError(f"ThawedView gives only mean and {list(self.extra_statistics)}")
+        alt = X[self.alt_column].to_numpy(float)
+        layers = self.model.predict_layers(X.drop(columns=[self.alt_column]))
+        out: dict[str, NDArray] = {}
+        if self.anchors is not None:
+            parts = thaw_parts(self.model.breaks, layers, alt, self.anchors)
+            out.update({f"part{k}": parts[:, k] for k in range(parts.shape[1])})
+        if "mean" in wanted:
+            if self.part is not None:
+                out["mean"] = out[f"part{self.part}"]
+            else:
+                out["mean"], _ = thaw_split(
+                    self.model.breaks, layers, alt, max_depth=self.max_depth
+                )
+        return {k: out[k] for k in wanted}

@@ -82,17 +82,20 @@ def check_statistics(model: Any, statistics: Sequence[str] | None) -> tuple[str,
 
     A model without ``predict(X, return_std=True)`` or ``predict_quantiles`` (a plain
     scikit-learn forest, say) can only give ``("mean",)``; asking it for more is a
-    :class:`~mapping.exceptions.ModelError`.
+    :class:`~mapping.exceptions.ModelError`. A model may also name outputs of its own in
+    ``extra_statistics`` (its ``predict_stats`` gives them).
     """
     stats = tuple(STATISTICS if statistics is None else statistics)
-    unknown = [s for s in stats if s not in STATISTICS]
+    # a map model may name outputs of its own (a view's parts of one quantity)
+    known = (*STATISTICS, *getattr(model, "extra_statistics", ()))
+    unknown = [s for s in stats if s not in known]
     if unknown:
-        raise ModelError(f"unknown statistic(s) {unknown}; choose from {list(STATISTICS)}")
+        raise ModelError(f"unknown statistic(s) {unknown}; choose from {list(known)}")
     if not stats:
         raise ModelError("no statistic requested")
     if len(set(stats)) != len(stats):
         raise ModelError(f"statistics {list(stats)} repeat a name")
-    uncertain = [s for s in stats if s not in available_statistics(model)]
+    uncertain = [s for s in stats if s in STATISTICS and s not in available_statistics(model)]
     if uncertain:
         raise ModelError(
             f"{type(model).__name__} gives no uncertainty (no predict(X, return_std=True) or "
@@ -598,7 +601,7 @@ def _attrs(stat: str, lo: float, hi: float) -> dict[str, Any]:
         "lower": f"{lo:g} quantile of predicted SOC density",
         "upper": f"{hi:g} quantile of predicted SOC density",
         "std": "standard deviation of predicted SOC density",
-    }[stat]
+    }.get(stat, f"{stat} of predicted SOC density (the model's own output)")
     attrs: dict[str, Any] = {"units": UNITS, "statistic": stat, "long_name": long}
     if stat in QUANTILE_STATISTICS:
         attrs["quantile"] = {"median": 0.5, "lower": lo, "upper": hi}[stat]

@@ -22,6 +22,7 @@ from mapping.depth_model import (
     CalibratedIntervalView,
     IntervalView,
     LayeredDepthModel,
+    ThawedView,
     integrate_layers,
     layer_intervals,
     layers_from_cumulative,
@@ -32,6 +33,7 @@ from mapping.depth_model import (
 from mapping.exceptions import ModelError
 from mapping.layers import thaw_parts
 from mapping.models import QuantileRandomForest
+from mapping.predict import check_statistics
 from mapping.synthetic import interval_stock
 
 
@@ -251,6 +253,32 @@ def fitted(request):
     )
     new = _world(2000, np.random.default_rng(8))
     return model, new
+
+
+def test_thawed_view_gives_its_parts_and_their_sum_in_one_call(fitted):
+    """The thaw stage maps the thawed stock's parts at the drawn depths from one
+    prediction of each cell's layers (``extra_statistics``); they add up to the thawed
+    stock, and a grid prediction accepts their names."""
+    model, new = fitted
+    X = new[["x", "y", "a", "b"]].iloc[:300].copy()
+    X["active_layer_cm"] = np.random.default_rng(3).uniform(0, 350, len(X))
+    feats = ["x", "y", "a", "b"]
+    view = ThawedView(model, feats, 300.0, anchors=[30, 100, 300])
+    assert view.extra_statistics == ("part0", "part1", "part2")
+    assert check_statistics(view, ["mean", *view.extra_statistics]) == (
+        "mean",
+        "part0",
+        "part1",
+        "part2",
+    )
+    with pytest.raises(ModelError, match="unknown statistic"):
+        check_statistics(view, ["part3"])
+    out = view.predict_stats(X, statistics=("mean", "part0", "part1", "part2"))
+    thawed = ThawedView(model, feats, 300.0).predict(X)
+    np.testing.assert_allclose(out["mean"], thawed, rtol=1e-12)
+    np.testing.assert_allclose(out["part0"] + out["part1"] + out["part2"], thawed, rtol=1e-12)
+    single = ThawedView(model, feats, 300.0, anchors=[30, 100, 300], part=1).predict(X)
+    np.testing.assert_allclose(single, out["part1"], rtol=1e-12)
 
 
 def test_recovers_an_analytic_depth_function_at_any_depth(fitted):

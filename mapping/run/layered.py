@@ -757,23 +757,33 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
         ),
         shared_layers(store=_layers(ctx)),  # the layers the predict stage kept
     ):
-        maps = {
-            "thawed": predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",)),
-            "total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",)),
-        }
         draws = stages._optional_table(run.draws)
         anchors = _thaw_anchors(draws, deepest)
-        for k in range(len(anchors)):
-            part = ThawedView(model, features, deepest, anchors=anchors, part=k)
-            record_coordinate_crs(part, grid.working_crs)
-            maps[f"part{k}"] = predict_grid(part, full, grid, chunks=chunks, statistics=("mean",))
-        sums = {
-            k: zone_totals(
-                v["mean"], stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
-            ).set_index("zone")
-            for k, v in maps.items()
-        }
+        layout = stages.zone_layout(ctx)
         col = f"storage_{cfg.zones.unit.lower()}"
+        maps = {"total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",))}
+        sums = {"total": zone_totals(maps["total"]["mean"], layout, grid, unit=cfg.zones.unit,
+                                     chunks=chunks).set_index("zone")}  # fmt: skip
+        if anchors:
+            # the thawed stock's parts at the drawn depths (their sum is the thawed stock),
+            # every chunk's layers predicted once for all of them: one map, one summation
+            parts = ThawedView(model, features, deepest, anchors=anchors)
+            record_coordinate_crs(parts, grid.working_crs)
+            names = parts.extra_statistics
+            pm = predict_grid(parts, full, grid, chunks=chunks, statistics=names)
+            labels = [interval_label(0.0, a) for a in anchors]
+            by_part = zone_totals(
+                {lab: pm[n] for lab, n in zip(labels, names, strict=True)},
+                layout, grid, unit=cfg.zones.unit, chunks=chunks,
+            )  # fmt: skip
+            for n, lab in zip(names, labels, strict=True):
+                sums[n] = by_part[by_part["interval"] == lab].set_index("zone")
+            sums["thawed"] = sums[names[0]].copy()  # the parts share the thawed map's nodata
+            sums["thawed"][col] = sum(sums[n][col] for n in names)
+        else:
+            maps["thawed"] = predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",))
+            sums["thawed"] = zone_totals(maps["thawed"]["mean"], layout, grid,
+                                         unit=cfg.zones.unit, chunks=chunks).set_index("zone")  # fmt: skip
         wide = pd.DataFrame({k: sums[k][col] for k in ("thawed", "total")})
         # mapped cells without an active-layer value (nodata in the raster, or beyond it):
         # the thawed map has no value there, so their stock belongs to neither state
