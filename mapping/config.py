@@ -12,6 +12,7 @@ resolved against the folder of the config file. YAML is read with
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 from pathlib import Path
@@ -180,17 +181,20 @@ class GridConfig(_Section):
     def _bounds_on_the_globe(self) -> GridConfig:
         if self.crs is None or self.bounds is None:
             return self
-        if pyproj.CRS.from_user_input(self.crs).is_geographic:
+        crs = pyproj.CRS.from_user_input(self.crs)
+        if crs.is_geographic:
             left, bottom, right, top = self.bounds
+            unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else None
+            turn = 360.0 / math.degrees(unit) if unit else 360.0  # 400 in grads
             if not -90.0 <= bottom < top <= 90.0:
                 raise ValueError(
                     f"bounds: latitudes {bottom:g} to {top:g} must lie in [-90, 90] "
                     "(left, bottom, right, top in degrees)"
                 )
-            if right - left > 360.0:
+            if right - left > turn:
                 raise ValueError(
-                    f"bounds: longitudes {left:g} to {right:g} span {right - left:g}°, more "
-                    "than the globe's 360°: the land past the first turn would count twice"
+                    f"bounds: longitudes {left:g} to {right:g} span {right - left:g}, more "
+                    f"than the globe's {turn:.6g}: the land past the first turn would count twice"
                 )
         return self
 

@@ -39,7 +39,7 @@ import xarray as xr
 from affine import Affine
 
 from mapping.exceptions import ConfigError, InputError
-from mapping.grid import Grid
+from mapping.grid import Grid, _angular_factor
 from mapping.io import RasterInfo, raster_info, read_decimated, read_warped, wrap_longitudes
 
 __all__ = [
@@ -117,17 +117,25 @@ def target_grid(grid_config: Any, covariates: Sequence[Any]) -> Grid:
     return _one_globe(Grid(info.crs, info.transform, info.shape), f"grid.like ({info.path})")
 
 
+def _angle_unit(crs: Any) -> str:
+    """``degrees``, ``grads``, ...: the CRS's angular unit, plural."""
+    info = crs.axis_info[0] if crs.axis_info else None
+    return f"{info.unit_name}s" if info is not None and info.unit_name else "degrees"
+
+
 def _one_globe(grid: Grid, source: str) -> Grid:
     """``grid``, unless it is geographic and wider than 360° of longitude: its cells past
     the first turn would be the same land again, mapped and counted twice in every total."""
     if grid.is_geographic:
         left, _, right, _ = grid.bounds
         width = right - left
-        if width > 360.0 + 1e-6 * abs(grid.transform.a):
+        turn = 360.0 / _angular_factor(grid.crs)  # 400 in grads
+        if width > turn + 1e-6 * abs(grid.transform.a):
             raise ConfigError(
-                f"{source}: {width:g}° of longitude, more than the globe's 360°: the cells past "
+                f"{source}: {width:g} {_angle_unit(grid.crs)} of longitude, more than the "
+                f"globe's {turn:.6g}: the cells past "
                 "the first turn are the same land again and would count twice in every total; "
-                "crop the grid to 360° (e.g. drop a repeated wrap-around column)"
+                "crop the grid to one turn (e.g. drop a repeated wrap-around column)"
             )
     return grid
 

@@ -616,26 +616,110 @@ def _cell_area_numpy(grid: Grid) -> np.ndarray:
         u = _linear_factor(grid.crs)
         return np.full((ny, nx), abs(t.a * t.e) * u * u, dtype="float64")
     if kind == "sphere":
-        # equal area on PROJ's sphere of radius a: each cell's share of the ellipsoid
-        # follows its latitude (1e-9 across a 100 km cell)
-        u = _linear_factor(grid.crs)
-        _, e2 = _ellipsoid(grid.crs)
-        x = t.c + t.a * (np.arange(nx) + 0.5)
-        y = t.f + t.e * (np.arange(ny) + 0.5)
-        xx, yy = np.meshgrid(x, y)
-        inv = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
-        fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
-        lon, lat = inv.transform(xx, yy, errcheck=False)
-        back_x, back_y = fwd.transform(lon, lat, errcheck=False)
-        # a cell whose centre is off the globe (a world map's rim, the gaps of an
-        # interrupted projection, where PROJ's inverse still answers but the point maps
-        # back elsewhere) is no land: NaN, no area in any zone (mapping.zonal), as GDAL,
-        # which warps by cell centres, gives it no value
-        on = (np.abs(back_x - xx) <= 1e-3 * abs(t.a)) & (np.abs(back_y - yy) <= 1e-3 * abs(t.e))
-        lat = np.where(on & np.isfinite(lat), lat, np.nan)
-        s2 = np.sin(np.radians(lat)) ** 2
-        return abs(t.a * t.e) * u * u * (1.0 - e2) / (1.0 - e2 * s2) ** 2
-    return _projected_cell_area(grid)
+        return _sphere_cell_area(grid)
+    area = _projected_cell_area(grid)
+    if np.isnan(area).any():
+        _rim_cells(grid, area)
+    return area
+
+
+def _sphere_cell_area(grid: Grid) -> np.ndarray:
+    """Cell areas on the ellipsoid of a map equal-area on PROJ's sphere of radius ``a``
+    (Mollweide, Eckert IV/VI, Goode Homolosine: pseudocylindrical, latitude a function of
+    ``y``): a row's cells cover ``|xres| ∫ g(φ(y)) dy`` of the ellipsoid,
+    ``g = (1 - e²)/(1 - e² sin² φ)²`` the ellipsoid's area element over the sphere's,
+    integrated by 3-point Gauss-Legendre along the row's height (``φ(y)`` on the central
+    meridian). A cell whose centre is off the globe (the rim, the interruptions, where
+    PROJ's inverse still answers but the point maps back elsewhere) is no land: NaN, no
+    area in any zone (:mod:`mapping.zonal`), as GDAL, warping by cell centres, gives it no
+    value."""
+    ny, nx = grid.shape
+    t = grid.transform
+    u = _linear_factor(grid.crs)
+    _, e2 = _ellipsoid(grid.crs)
+    inv = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
+    fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
+    xx, yy = np.meshgrid(t.c + t.a * (np.arange(nx) + 0.5), t.f + t.e * (np.arange(ny) + 0.5))
+    lon, lat_c = inv.transform(xx, yy, errcheck=False)
+    back_x, back_y = fwd.transform(lon, lat_c, errcheck=False)
+    on = (
+        np.isfinite(lat_c)
+        & (np.abs(back_x - xx) <= 1e-3 * abs(t.a))
+        & (np.abs(back_y - yy) <= 1e-3 * abs(t.e))
+    )
+    # Each row's parallels are read on a meridian that reaches them: on the map's own grid
+    # of candidates (its central meridian first, then every 30°, as an interrupted map's
+    # lobes near a pole need), never on the chunk's cells, so no chunk changes a row.
+    lon0 = _central_meridian(grid.crs)
+    cand, _ = fwd.transform(lon0 + 30.0 * np.array([0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5, -6]),
+                            np.zeros(12))  # fmt: skip
+    nodes, weights = np.polynomial.legendre.leggauss(3)
+    y = (t.f + t.e * (np.arange(ny)[:, None] + 0.5 + 0.5 * nodes[None, :])).ravel()  # (ny * 3,)
+    lat = np.full(y.shape, np.nan)
+    for xc in np.asarray(cand, dtype="float64"):
+        todo = np.isnan(lat)
+        if not todo.any() or not np.isfinite(xc):
+            continue
+        lo, la = inv.transform(np.full(todo.sum(), xc), y[todo], errcheck=False)
+        bx, by = fwd.transform(lo, la, errcheck=False)
+        ok = (
+            np.isfinite(la)
+            & (np.abs(bx - xc) <= 1e-3 * abs(t.a))
+            & (np.abs(by - y[todo]) <= 1e-3 * abs(t.e))
+        )
+        lat[np.flatnonzero(todo)[ok]] = np.asarray(la)[ok]
+    lat = lat.reshape(ny, 3)
+    count = on.sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        g = (1.0 - e2) / (1.0 - e2 * np.sin(np.radians(lat)) ** 2) ** 2
+    # term by term, not a matrix product: a cell's value must not depend on its chunk's rows
+    row = (
+        abs(t.a * t.e)
+        * u
+        * u
+        * (g[:, 0] * weights[0] + g[:, 1] * weights[1] + g[:, 2] * weights[2])
+        / 2.0
+    )
+    return np.where(on & (count[:, None] > 0), row[:, None], np.nan)
+
+
+def _central_meridian(crs: pyproj.CRS) -> float:
+    """The projection's central meridian (``lon_0``; 0 when it has none), in degrees."""
+    op = crs.coordinate_operation
+    for p in getattr(op, "params", None) or []:
+        if "longitude" in p.name.lower() and (
+            "origin" in p.name.lower() or "central" in p.name.lower()
+        ):
+            return float(p.value)
+    return 0.0
+
+
+def _rim_cells(grid: Grid, area: np.ndarray) -> None:
+    """Cells whose outline leaves the globe but whose centre is on it (a world map's rim,
+    where GDAL, warping by cell centres, gives them a value) get the cell's map area over
+    PROJ's areal scale at the centre, in place; cells centred off the globe stay NaN."""
+    t = grid.transform
+    rows, cols = np.nonzero(np.isnan(area))
+    x = t.c + t.a * (cols + 0.5)
+    y = t.f + t.e * (rows + 0.5)
+    inv = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
+    fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
+    lon, lat = (np.asarray(v) for v in inv.transform(x, y, errcheck=False))
+    bx, by = (np.asarray(v) for v in fwd.transform(lon, lat, errcheck=False))
+    on = (
+        np.isfinite(lon)
+        & np.isfinite(lat)
+        & (np.abs(bx - x) <= 1e-3 * abs(t.a))
+        & (np.abs(by - y) <= 1e-3 * abs(t.e))
+    )
+    if not on.any():
+        return
+    factors = pyproj.Proj(grid.crs).get_factors(lon[on], lat[on], errcheck=False)
+    scale = np.asarray(factors.areal_scale, dtype="float64")
+    u = _linear_factor(grid.crs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        value = np.where(scale > 0, abs(t.a * t.e) * u * u / scale, np.nan)
+    area[rows[on], cols[on]] = value
 
 
 def _projected_cell_area(grid: Grid, tile: int = 256, rtol: float = 1e-9) -> np.ndarray:
@@ -816,16 +900,17 @@ def equal_area_kind(
     crs = pyproj.CRS.from_user_input(crs)
     if not crs.is_projected:
         return None
-    key = (crs.to_wkt(), None if bounds is None else tuple(float(b) for b in bounds))
+    # A property of the CRS, decided once over its area of use: never per window, so the
+    # chunks of a grid (a window on a world map's rim, a probe beside an interruption)
+    # cannot change its cells' areas. ``bounds`` is kept for the callers' signature.
+    key = (crs.to_wkt(), None)
     if key in _equal_area_cache:
         return _equal_area_cache[key]
     op = crs.coordinate_operation
     name = (op.method_name if op is not None else "").lower()
     result: str | None = None
     if any(m in name for m in _EQUAL_AREA_METHODS):
-        lon, lat = _probe_points(crs, bounds)
-        if lon.size == 0 and bounds is not None:  # a window wholly off the globe
-            lon, lat = _probe_points(crs, None)
+        lon, lat = _probe_points(crs, None)
         if _areal_scale_is_one(crs, lon, lat):
             result = _probe_kind(crs, lon, lat)
     if len(_equal_area_cache) > 4096:
@@ -852,7 +937,10 @@ def _probe_points(
     west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
     if east < west:  # area of use crossing the antimeridian
         east += 360.0
-    south, north = max(south, -89.0), min(north, 89.0)
+    # a margin inside the area of use: a probe square on a world map's rim would straddle it
+    mx, my = 0.02 * (east - west), 0.02 * (north - south)
+    west, east = west + mx, east - mx
+    south, north = max(south + my, -85.0), min(north - my, 85.0)
     lon, lat = np.meshgrid(np.linspace(west, east, 7), np.linspace(south, north, 7))
     return ((lon + 180.0) % 360.0 - 180.0).ravel(), lat.ravel()
 
@@ -891,6 +979,9 @@ def _probe_kind(crs: pyproj.CRS, lon: np.ndarray, lat: np.ndarray) -> str | None
         plon, plat = inv.transform(xc + dx, yc + dy, errcheck=False)
         if not (np.all(np.isfinite(plon)) and np.all(np.isfinite(plat))):
             continue
+        bx, by = fwd.transform(plon, plat, errcheck=False)
+        if not np.allclose(np.c_[bx, by], np.c_[xc + dx, yc + dy], rtol=0, atol=1e-3 * h):
+            continue  # a square across an interruption or the rim: not a test of the area
         area, _ = geod.polygon_area_perimeter(plon, plat)
         ratios.append(abs(area) / _PROBE_M**2)
         phis.append(np.radians(np.mean(plat)))

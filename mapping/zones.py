@@ -17,6 +17,7 @@ for the mean map and once per Monte Carlo realization:
 
 from __future__ import annotations
 
+import itertools
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyproj
 
 from mapping import io
 from mapping.exceptions import (
@@ -35,7 +37,7 @@ from mapping.exceptions import (
     MappingError,
     MissingCRSError,
 )
-from mapping.grid import Grid, _angular_factor, _ellipsoid, _linear_factor
+from mapping.grid import Grid, _angular_factor, _central_meridian, _ellipsoid, _linear_factor
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -515,7 +517,7 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
         if src.is_geographic and not grid.is_geographic:
             # PROJ folds a longitude past ±180° back by a turn, so a ring from 170° to 190°
             # would come out round the rest of the globe: cut it at the antimeridian first
-            geoms = _into_one_turn(gdf.geometry.to_numpy(), src)
+            geoms = _into_one_turn(gdf.geometry.to_numpy(), src, grid.crs)
             if geoms is not None:
                 gdf = gdf.set_geometry(gpd.GeoSeries(geoms, index=gdf.index, crs=gdf.crs))
         step = _segment_length(src, grid)
@@ -534,31 +536,72 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
     return gdf
 
 
-def _into_one_turn(geoms: np.ndarray, crs: Any) -> Any:
-    """Lon/lat geometries with every part past ±180° cut off at the antimeridian and moved
-    back by whole turns (``box(170, 60, 190, 70)`` becomes 170..180 and -180..-170).
+def _into_one_turn(geoms: np.ndarray, crs: Any, target: Any = None) -> Any:
+    """Lon/lat geometries cut at the seam of the ``target`` projection (its central
+    meridian ``lon_0`` plus half a turn; ±180° by default) and moved by whole turns into
+    the turn around ``lon_0`` (``box(170, 60, 190, 70)`` becomes 170..180 and -180..-170
+    for ``lon_0 = 0``), and cut at the interruptions of an interrupted Goode Homolosine.
 
-    Returns ``None`` when every geometry lies within -180..180° already.
+    Returns ``None`` when no geometry crosses a seam or an interruption.
     """
     import shapely
 
     turn = 360.0 / _angular_factor(crs)
     half = turn / 2
+    lon0, cuts = _seams(target, turn)
+    west, east = lon0 - half, lon0 + half
     bounds = shapely.bounds(geoms)
-    outside = np.isfinite(bounds[:, 0]) & ((bounds[:, 0] < -half) | (bounds[:, 2] > half))
-    if not outside.any():
+    finite = np.isfinite(bounds[:, 0])
+    outside = finite & ((bounds[:, 0] < west) | (bounds[:, 2] > east))
+    across = np.zeros(len(geoms), bool)
+    for c in cuts:
+        across |= finite & (bounds[:, 0] < c) & (bounds[:, 2] > c)
+    if not (outside | across).any():
         return None
+    edges = [west, *sorted(c for c in cuts if west < c < east), east]
+    # a hair inside the seam: PROJ reads a longitude exactly on it as either side's
+    eps = 1e-9 * turn
     out = geoms.copy()
-    for i in np.flatnonzero(outside):
+    for i in np.flatnonzero(outside | across):
         x0, y0, x1, y1 = bounds[i]
         pieces = []
-        for k in range(int(np.floor((x0 + half) / turn)), int(np.floor((x1 + half) / turn)) + 1):
-            window = shapely.box(k * turn - half, y0 - 1.0, k * turn + half, y1 + 1.0)
-            piece = shapely.intersection(geoms[i], window)
-            if not piece.is_empty:
-                pieces.append(shapely.affinity.translate(piece, -k * turn))
-        out[i] = shapely.union_all(pieces)
+        for k in range(int(np.floor((x0 - west) / turn)), int(np.floor((x1 - west) / turn)) + 1):
+            for a, b in itertools.pairwise(edges):
+                a_in = a + eps if a == west else a
+                b_in = b - eps if b == east else b
+                window = shapely.box(a_in + k * turn, y0 - 1.0, b_in + k * turn, y1 + 1.0)
+                piece = shapely.intersection(geoms[i], window)
+                if not piece.is_empty:
+                    pieces.append(shapely.affinity.translate(piece, -k * turn))
+        out[i] = (
+            shapely.union_all(pieces)
+            if not cuts
+            else shapely.MultiPolygon(
+                [
+                    q
+                    for piece in pieces
+                    for q in shapely.get_parts(piece)
+                    if q.geom_type == "Polygon"
+                ]
+            )
+        )
     return out
+
+
+#: Interruptions of PROJ's interrupted Goode Homolosine (``igh``), east of ``lon_0``.
+_IGH_CUTS = (-100.0, -40.0, -20.0, 80.0)
+
+
+def _seams(target: Any, turn: float) -> tuple[float, list[float]]:
+    """``(lon_0, interruptions)`` of a projected CRS, in degrees (0 and none by default)."""
+    if target is None:
+        return 0.0, []
+    crs = pyproj.CRS.from_user_input(target)
+    lon0 = _central_meridian(crs)
+    op = crs.coordinate_operation
+    interrupted = "interrupted goode" in (op.method_name if op is not None else "").lower()
+    cuts = [lon0 + c for c in _IGH_CUTS] if interrupted else []
+    return lon0, [((c - lon0 + turn / 2) % turn) - turn / 2 + lon0 for c in cuts]
 
 
 def _segment_length(src: Any, grid: Grid) -> float:

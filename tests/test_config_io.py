@@ -103,7 +103,7 @@ def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
         (
             "output: o\nprofiles: {path: profiles.csv}\n"
             "grid: {crs: EPSG:4326, resolution: 0.25, bounds: [-190, 60, 190, 72]}\n",
-            "grid: bounds: longitudes -190 to 190 span 380°, more than the globe's 360°",
+            "grid: bounds: longitudes -190 to 190 span 380, more than the globe's 360",
         ),
         ("output: [unclosed\n", "invalid YAML at line"),
         ("- a\n- b\n", "must be a mapping"),

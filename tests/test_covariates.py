@@ -261,10 +261,10 @@ def test_a_grid_wider_than_the_globe_is_refused(tmp_path: Path) -> None:
                    crs="EPSG:4326", transform=from_origin(-180.5, 80, 1.0, 1.0))  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.ones((1, 10, 361), dtype="float32"))
-    with pytest.raises(ConfigError, match=r"wrapped.tif\): 361° of longitude, more than"):
+    with pytest.raises(ConfigError, match=r"wrapped.tif\): 361 degrees of longitude, more than"):
         target_grid(SimpleNamespace(like="first_covariate", crs=None, resolution=None,
                                     bounds=None), [_cov("t", path)])  # fmt: skip
-    with pytest.raises(ConfigError, match=r"grid.bounds: 380° of longitude"):
+    with pytest.raises(ConfigError, match=r"grid.bounds: 380 degrees of longitude"):
         target_grid(SimpleNamespace(like=None, crs="EPSG:4326", resolution=0.25,
                                     bounds=(-190, 60, 190, 72)), [])  # fmt: skip
     whole = target_grid(SimpleNamespace(like=None, crs="EPSG:4326", resolution=0.25,

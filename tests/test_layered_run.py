@@ -700,7 +700,7 @@ def test_report_names_the_run_and_says_which_intervals_its_cv_table_scores(
     manifest = json.loads((layered_run / "manifest.json").read_text())
     assert md.splitlines()[2].startswith(f"Run {manifest['run_id']}, created ")
     assert str(layered_run) not in md.splitlines()[2]
-    assert "(the model's own, before the calibration that widens the maps' intervals" in md
+    assert "(the model's own, before the calibration of the maps' intervals" in md
     shares = []
     for k in ["0-30", "0-100", "0-300"]:
         meta = json.loads((layered_run / "models" / k / "metadata.json").read_text())

@@ -599,7 +599,9 @@ def test_a_global_zone_raster_covers_a_lonlat_grid_across_180(tmp_path: Path, le
 
 # --------------------------------------------------------------- zone rasters finer than the grid
 def _ones_on(grid: Grid) -> Any:
-    return grid.wrap(np.ones(grid.shape), attrs={"interval": "0-30"})
+    """1 kg m-2 on every cell of the globe (none off it: a world map's rim has no land)."""
+    ones = np.where(np.isfinite(grid.cell_area()), 1.0, np.nan)
+    return grid.wrap(ones, attrs={"interval": "0-30"})
 
 
 def test_a_finer_zone_raster_gives_each_zone_its_pixels_share_of_a_cell(tmp_path: Path) -> None:
@@ -756,6 +758,30 @@ def test_lonlat_zones_across_180_keep_their_area_on_a_world_wide_projected_grid(
     )
     assert _zone_area_m2(gdf, grid) == pytest.approx(abs(exact), rel=1e-6)
     assert shapely.get_num_coordinates(to_grid_crs(gdf, grid).geometry.iloc[0]) < 20_000
+
+
+@pytest.mark.parametrize(
+    ("crs", "box", "rel"),
+    [
+        ("+proj=moll +lon_0=150 +ellps=WGS84", (-40, 0, -20, 10), 5e-3),  # across its seam, -30°
+        ("+proj=moll +lon_0=150 +ellps=WGS84", (320, 0, 340, 10), 5e-3),  # the same, a turn on
+        ("ESRI:54052", (-50, 10, -30, 20), 1e-3),  # across Goode's interruption at -40° N
+        ("ESRI:54052", (-120, -30, -80, -10), 1e-3),  # and at -100° S
+    ],
+)
+def test_lonlat_zones_across_a_projections_seam_or_interruption_keep_their_area(
+    crs: str, box: tuple[float, ...], rel: float
+) -> None:
+    """A world map whose seam is not at 180° (``lon_0 = 150``), or an interrupted one: a
+    zone across the seam or an interruption came out 41.9 million km² for 2.45, or 2.96
+    for 2.38; now within the rim cells' share (whole cells in or out by their centre)."""
+    grid = Grid.from_bounds((-20.1e6, -9.1e6, 20.1e6, 9.1e6), 25_000, crs)
+    gdf = gpd.GeoDataFrame({"z": [1]}, geometry=[shapely.box(*box)], crs="EPSG:4326")
+    lons = np.linspace(box[0], box[2], 2001)
+    exact, _ = pyproj.Geod(ellps="WGS84").polygon_area_perimeter(
+        np.r_[lons, lons[::-1]], np.r_[np.full(2001, box[1]), np.full(2001, box[3])]
+    )
+    assert _zone_area_m2(gdf, grid) == pytest.approx(abs(exact), rel=rel)
 
 
 def _plain_reprojection(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:

@@ -482,7 +482,7 @@ def cv_metrics_table(cv: pd.DataFrame, calibrated: bool = False) -> DisplayTable
         caption=(f"Cross-validation (pooled out-of-fold predictions). RMSE, MAE, MBE (prediction − "
                  f"observation) and mean interval width in {DENSITY_LABEL}; PICP: share of observations "
                  "inside their prediction interval"
-                 + (" (the model's own, before the calibration that widens the maps' intervals: "
+                 + (" (the model's own, before the calibration of the maps' intervals: "
                     "the reliability figure shows those)." if calibrated else ".")
                  + _partitions_note(cv)
                  + (_RANGE_NOTE if "rmse_lower" in cv.columns else "")),
