@@ -668,10 +668,10 @@ def _sphere_cell_area(grid: Grid) -> np.ndarray:
             & (np.abs(by - y[todo]) <= 1e-3 * abs(t.e))
         )
         lat[np.flatnonzero(todo)[ok]] = np.asarray(la)[ok]
-    lat = lat.reshape(ny, 3)
+    lat_rows = lat.reshape(ny, 3)
     count = on.sum(axis=1)
     with np.errstate(invalid="ignore"):
-        g = (1.0 - e2) / (1.0 - e2 * np.sin(np.radians(lat)) ** 2) ** 2
+        g = (1.0 - e2) / (1.0 - e2 * np.sin(np.radians(lat_rows)) ** 2) ** 2
     # term by term, not a matrix product: a cell's value must not depend on its chunk's rows
     row = (
         abs(t.a * t.e)

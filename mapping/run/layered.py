@@ -879,7 +879,9 @@ def _thaw_realizations(
         frozen = np.maximum(total - thawed - none, 0.0)
         out[zone] = {"thawed": total - none - frozen, "frozen": frozen, NO_ALT: none}
     if ALL_ZONES in wide.index and out:
-        out[ALL_ZONES] = {s: sum(v[s] for v in out.values()) for s in ("thawed", "frozen", NO_ALT)}
+        out[ALL_ZONES] = {
+            s: np.sum([v[s] for v in out.values()], axis=0) for s in ("thawed", "frozen", NO_ALT)
+        }
     return out
 
 
