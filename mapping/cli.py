@@ -57,14 +57,15 @@ def _echo(msg: str) -> None:
 def validate(config: ConfigArg) -> None:
     """Check a workflow config, its inputs and its output folder without writing anything.
 
-    Runs the checks ``socmap run`` makes before its first stage and prints every path
-    resolved, the profiles on the grid, the aligned covariate stack and the zones.
+    Runs the checks ``socmap run`` makes before its first stage (what it refuses, this
+    refuses) and prints every path resolved, the profiles on the grid, the aligned
+    covariate stack and the zones.
     """
     from mapping.config import load_config
     from mapping.run.preflight import preflight
 
     cfg = load_config(config)
-    report = preflight(cfg, fit=False)
+    report = preflight(cfg)
     typer.echo(f"config OK: {cfg.source}")
     for line in report.lines():
         typer.echo(f"  {line}")
@@ -110,7 +111,9 @@ def stocks(
         st, columns, crs = cfg.stocks, dict(cfg.profiles.columns), cfg.profiles.crs
     columns.update(parse_column_options(column or []))
     try:
-        intervals = [parse_interval(d) for d in depths.split(",")] if depths else st.intervals()
+        intervals = (
+            [parse_interval(d) for d in depths.split(",")] if depths is not None else st.intervals()
+        )
     except ValueError as exc:
         raise ConfigError(f"--depths: {exc}") from None
     if len(set(intervals)) < len(intervals):
@@ -202,6 +205,10 @@ def integrate(
         )
     if unit not in {"Pg", "Tg"}:
         raise ConfigError(f"--unit: {unit!r} is not Pg or Tg")
+    if chunks < 1:
+        raise ConfigError(f"--chunks: {chunks} cells; give a positive chunk size (e.g. 1024)")
+    if band is not None and band < 1:
+        raise ConfigError(f"--band: {band}; bands are numbered from 1")
     try:
         iv = parse_interval(interval) if interval else None
     except ValueError as exc:
@@ -247,8 +254,14 @@ def plan(
     """Grid size, chunks, memory per worker and expected time: size a cluster before a run."""
     from mapping.cluster import usable_cores
     from mapping.config import load_config
+    from mapping.exceptions import ConfigError
     from mapping.run.plan import default_workers_table, make_plan
 
+    for name, value in (("--threads-per-worker", threads_per_worker),
+                        ("--sample-chunks", sample_chunks),
+                        *(("--workers", n) for n in workers or [])):  # fmt: skip
+        if value < 1:
+            raise ConfigError(f"{name}: {value}; give at least 1")
     cfg = load_config(config, check_files=False)  # a plan needs no input to be present yet
     result = make_plan(cfg, threads_per_worker=threads_per_worker, calibrate=calibrate,
                        sample_chunks=sample_chunks, echo=_echo)  # fmt: skip
@@ -345,6 +358,11 @@ def predict(
 ) -> None:
     """Predict SOC density maps (COG) per depth interval; runs earlier stages as needed."""
     extra = _depth_list(depths) if depths is not None else []
+    if extra:  # refused before any stage runs, not after the fit and the maps
+        from mapping.config import load_config
+        from mapping.run.layered import check_extra_depths
+
+        check_extra_depths(load_config(config), extra)
     _run_until(config, "predict", scheduler, force, dashboard)
     if extra:
         from mapping.config import load_config
@@ -386,9 +404,15 @@ def report(
 ) -> None:
     """Rebuild the inventory report (HTML, Markdown, tables) of an output folder."""
     from mapping.config import load_config
+    from mapping.exceptions import ConfigError
     from mapping.report import build_report
 
     cfg = load_config(config) if config is not None else None
+    if cfg is not None and Path(cfg.output).resolve() != Path(out).resolve():
+        raise ConfigError(
+            f"--config {config}: its output is {cfg.output}, not {out}: the report would show "
+            "another run's config"
+        )
     zones = cfg.zones if cfg is not None else None
     files = build_report(
         out,

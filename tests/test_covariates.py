@@ -430,8 +430,10 @@ def _socmap(*argv: str) -> int:
 
 
 def _config(tmp_path: Path, covariates: list[str]) -> Path:
+    # enough profiles through 0-300 cm on the grid for a run (validate refuses what run does)
+    rows = [f"p{i},{5 * i},{65 + i % 5},0,300,2" for i in range(12)]
     (tmp_path / "profiles.csv").write_text(
-        "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\np1,10,70,0,10,2\n"
+        "profile_id,lon,lat,top_cm,bottom_cm,soc_pct\n" + "\n".join(rows) + "\n"
     )
     cfg = tmp_path / "cfg.yaml"
     lines = [

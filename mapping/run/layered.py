@@ -519,19 +519,29 @@ def _cv_result(
 
 
 # --------------------------------------------------------------------------- predict
+def check_extra_depths(cfg: RunConfig, depths: Sequence[str]) -> None:
+    """Refuse ``depths`` a run cannot map from its fit: not a layered model, or below its
+    deepest layer (before any stage runs: ``socmap predict --depths``)."""
+    if cfg.model.depth != "layered":
+        raise ModelError("model.depth: any depth needs the layered model (model.depth: layered)")
+    for d in depths:
+        _, bottom = parse_interval(d)
+        if bottom > cfg.model.layers[-1]:
+            raise ModelError(
+                f"depth {d}: below the deepest layer of the model ({cfg.model.layers[-1]:g} cm)"
+            )
+
+
 def _extra_depths(
     cfg: RunConfig, depths: Sequence[str], echo: Any = None
 ) -> list[tuple[float, float]]:
     """The intervals of ``depths`` that the run does not map already; with ``echo``, a
     line for each that it does (a run's own depth is then not a silent no-op)."""
+    check_extra_depths(cfg, depths)
     have = set(cfg.stocks.intervals())
     out = []
     for d in depths:
         top, bottom = parse_interval(d)
-        if bottom > cfg.model.layers[-1]:
-            raise ModelError(
-                f"depth {d}: below the deepest layer of the model ({cfg.model.layers[-1]:g} cm)"
-            )
         if (top, bottom) in have:
             if echo is not None:
                 echo(f"[predict] {d} cm is one of the run's intervals (stocks.depths): its "
@@ -674,8 +684,7 @@ def predict_depths(
     dict
         Interval label -> statistic -> path.
     """
-    if cfg.model.depth != "layered":
-        raise ModelError("model.depth: any depth needs the layered model (model.depth: layered)")
+    check_extra_depths(cfg, depths)
     ctx = StageContext(config=cfg, out=cfg.output, scheduler=scheduler or cfg.scheduler, echo=echo)
     if not ctx.folder.layered_model.exists():
         raise ModelError(f"{ctx.folder.layered_model}: no layered model; run `socmap fit` first")

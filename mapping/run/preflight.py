@@ -399,7 +399,7 @@ def preflight(
         The loaded workflow (paths already resolved and found by :func:`load_config`).
     fit
         The run fits models: too few profiles on the grid for an interval is an error.
-        Otherwise (``socmap validate``) it is a warning in the report.
+        Otherwise it is a warning in the report.
     echo
         Where a one-line summary goes (nothing is printed when ``None``).
     monte_carlo
