@@ -1110,12 +1110,7 @@ class ThawedView(MapStatisticsMixin):
 
     def predict(self, X: pd.DataFrame) -> NDArray:
         """Mean thawed stock (kg m-2) per row (its part at ``anchors[part]``)."""
-        alt = X[self.alt_column].to_numpy(float)
-        layers = self.model.predict_layers(X.drop(columns=[self.alt_column]))
-        if self.anchors is not None and self.part is not None:
-            return thaw_parts(self.model.breaks, layers, alt, self.anchors)[:, self.part]
-        thawed, _ = thaw_split(self.model.breaks, layers, alt, max_depth=self.max_depth)
-        return thawed
+        return self.predict_stats(X, statistics=("mean",))["mean"]
 
     def predict_stats(
         self,
