@@ -623,6 +623,25 @@ def _cell_area_numpy(grid: Grid) -> np.ndarray:
     return area
 
 
+def _centred_on_globe(
+    crs: pyproj.CRS, x: Any, y: Any, tol_x: float, tol_y: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lon, lat, on)`` of projected points: ``on`` where the point maps to the globe and
+    back to itself within ``(tol_x, tol_y)`` (off a world map's rim, and off an interrupted
+    map's gaps, where PROJ's inverse still answers but the point maps back elsewhere)."""
+    inv = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
+    fwd = pyproj.Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True)
+    lon, lat = (np.asarray(v, dtype="float64") for v in inv.transform(x, y, errcheck=False))
+    bx, by = (np.asarray(v, dtype="float64") for v in fwd.transform(lon, lat, errcheck=False))
+    on = (
+        np.isfinite(lon)
+        & np.isfinite(lat)
+        & (np.abs(bx - np.asarray(x)) <= tol_x)
+        & (np.abs(by - np.asarray(y)) <= tol_y)
+    )
+    return lon, lat, on
+
+
 def _sphere_cell_area(grid: Grid) -> np.ndarray:
     """Cell areas on the ellipsoid of a map equal-area on PROJ's sphere of radius ``a``
     (Mollweide, Eckert IV/VI, Goode Homolosine: pseudocylindrical, latitude a function of
@@ -637,19 +656,13 @@ def _sphere_cell_area(grid: Grid) -> np.ndarray:
     t = grid.transform
     u = _linear_factor(grid.crs)
     _, e2 = _ellipsoid(grid.crs)
-    inv = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
-    fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
+    tol = (1e-3 * abs(t.a), 1e-3 * abs(t.e))
     xx, yy = np.meshgrid(t.c + t.a * (np.arange(nx) + 0.5), t.f + t.e * (np.arange(ny) + 0.5))
-    lon, lat_c = inv.transform(xx, yy, errcheck=False)
-    back_x, back_y = fwd.transform(lon, lat_c, errcheck=False)
-    on = (
-        np.isfinite(lat_c)
-        & (np.abs(back_x - xx) <= 1e-3 * abs(t.a))
-        & (np.abs(back_y - yy) <= 1e-3 * abs(t.e))
-    )
+    _, _, on = _centred_on_globe(grid.crs, xx, yy, *tol)
     # Each row's parallels are read on a meridian that reaches them: on the map's own grid
     # of candidates (its central meridian first, then every 30°, as an interrupted map's
     # lobes near a pole need), never on the chunk's cells, so no chunk changes a row.
+    fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
     lon0 = _central_meridian(grid.crs)
     cand, _ = fwd.transform(lon0 + 30.0 * np.array([0, -1, 1, -2, 2, -3, 3, -4, 4, -5, 5, -6]),
                             np.zeros(12))  # fmt: skip
@@ -657,21 +670,13 @@ def _sphere_cell_area(grid: Grid) -> np.ndarray:
     y = (t.f + t.e * (np.arange(ny)[:, None] + 0.5 + 0.5 * nodes[None, :])).ravel()  # (ny * 3,)
     lat = np.full(y.shape, np.nan)
     for xc in np.asarray(cand, dtype="float64"):
-        todo = np.isnan(lat)
-        if not todo.any() or not np.isfinite(xc):
+        todo = np.flatnonzero(np.isnan(lat))
+        if not todo.size or not np.isfinite(xc):
             continue
-        lo, la = inv.transform(np.full(todo.sum(), xc), y[todo], errcheck=False)
-        bx, by = fwd.transform(lo, la, errcheck=False)
-        ok = (
-            np.isfinite(la)
-            & (np.abs(bx - xc) <= 1e-3 * abs(t.a))
-            & (np.abs(by - y[todo]) <= 1e-3 * abs(t.e))
-        )
-        lat[np.flatnonzero(todo)[ok]] = np.asarray(la)[ok]
-    lat_rows = lat.reshape(ny, 3)
-    count = on.sum(axis=1)
+        _, la, ok = _centred_on_globe(grid.crs, np.full(todo.size, xc), y[todo], *tol)
+        lat[todo[ok]] = la[ok]
     with np.errstate(invalid="ignore"):
-        g = (1.0 - e2) / (1.0 - e2 * np.sin(np.radians(lat_rows)) ** 2) ** 2
+        g = (1.0 - e2) / (1.0 - e2 * np.sin(np.radians(lat.reshape(ny, 3))) ** 2) ** 2
     # term by term, not a matrix product: a cell's value must not depend on its chunk's rows
     row = (
         abs(t.a * t.e)
@@ -680,7 +685,7 @@ def _sphere_cell_area(grid: Grid) -> np.ndarray:
         * (g[:, 0] * weights[0] + g[:, 1] * weights[1] + g[:, 2] * weights[2])
         / 2.0
     )
-    return np.where(on & (count[:, None] > 0), row[:, None], np.nan)
+    return np.where(on, row[:, None], np.nan)
 
 
 def _central_meridian(crs: pyproj.CRS) -> float:
@@ -702,16 +707,7 @@ def _rim_cells(grid: Grid, area: np.ndarray) -> None:
     rows, cols = np.nonzero(np.isnan(area))
     x = t.c + t.a * (cols + 0.5)
     y = t.f + t.e * (rows + 0.5)
-    inv = pyproj.Transformer.from_crs(grid.crs, grid.crs.geodetic_crs, always_xy=True)
-    fwd = pyproj.Transformer.from_crs(grid.crs.geodetic_crs, grid.crs, always_xy=True)
-    lon, lat = (np.asarray(v) for v in inv.transform(x, y, errcheck=False))
-    bx, by = (np.asarray(v) for v in fwd.transform(lon, lat, errcheck=False))
-    on = (
-        np.isfinite(lon)
-        & np.isfinite(lat)
-        & (np.abs(bx - x) <= 1e-3 * abs(t.a))
-        & (np.abs(by - y) <= 1e-3 * abs(t.e))
-    )
+    lon, lat, on = _centred_on_globe(grid.crs, x, y, 1e-3 * abs(t.a), 1e-3 * abs(t.e))
     if not on.any():
         return
     factors = pyproj.Proj(grid.crs).get_factors(lon[on], lat[on], errcheck=False)
@@ -864,7 +860,7 @@ _EQUAL_AREA_METHODS = (
     "interrupted goode homolosine",
 )
 
-_equal_area_cache: dict[tuple[str, tuple[float, ...] | None], str | None] = {}
+_equal_area_cache: dict[str, str | None] = {}
 
 #: A small square (m) whose geodesic area tells an equal-area projection of the ellipsoid
 #: from one of the sphere of radius ``a`` that PROJ uses for spherical-only methods.
@@ -878,8 +874,9 @@ def is_equal_area(crs: Any, bounds: tuple[float, float, float, float] | None = N
     equal-area methods (name contains "Equal Area", or is Equal Earth, Mollweide,
     Sinusoidal, Eckert IV/VI, Goode Homolosine), PROJ's areal scale factor
     (:meth:`pyproj.Proj.get_factors`) is 1 within 1e-6 at a 7x7 lattice of points over
-    ``bounds`` (projected coordinates; default, or when no point of ``bounds`` lies on the
-    globe: the CRS's area of use) *and* a 100 m square at each of those points has the
+    the CRS's area of use (``bounds`` is not used: a CRS is equal-area or not, whatever the
+    window, so no chunk of a grid changes its areas) *and* a 100 m square at each of those
+    points has the
     geodesic area of the ellipsoid it claims. The name alone is not trusted, and a
     projection that is not on the list is never assumed to be equal-area: its cell areas
     are computed. Mollweide, Eckert IV/VI and Goode Homolosine on an ellipsoid are equal
@@ -903,14 +900,14 @@ def equal_area_kind(
     # A property of the CRS, decided once over its area of use: never per window, so the
     # chunks of a grid (a window on a world map's rim, a probe beside an interruption)
     # cannot change its cells' areas. ``bounds`` is kept for the callers' signature.
-    key = (crs.to_wkt(), None)
+    key = crs.to_wkt()
     if key in _equal_area_cache:
         return _equal_area_cache[key]
     op = crs.coordinate_operation
     name = (op.method_name if op is not None else "").lower()
     result: str | None = None
     if any(m in name for m in _EQUAL_AREA_METHODS):
-        lon, lat = _probe_points(crs, None)
+        lon, lat = _probe_points(crs)
         if _areal_scale_is_one(crs, lon, lat):
             result = _probe_kind(crs, lon, lat)
     if len(_equal_area_cache) > 4096:
@@ -919,20 +916,8 @@ def equal_area_kind(
     return result
 
 
-def _probe_points(
-    crs: pyproj.CRS, bounds: tuple[float, float, float, float] | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Longitudes and latitudes of a 7x7 lattice over ``bounds`` (projected; those off the
-    globe dropped) or over the CRS's area of use."""
-    if bounds is not None:
-        x, y = np.meshgrid(
-            np.linspace(bounds[0], bounds[2], 7), np.linspace(bounds[1], bounds[3], 7)
-        )
-        to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
-        lon, lat = to_geo.transform(x.ravel(), y.ravel(), errcheck=False)
-        lon, lat = np.asarray(lon), np.asarray(lat)
-        ok = np.isfinite(lon) & np.isfinite(lat) & (np.abs(lat) < 89.9)
-        return lon[ok], lat[ok]
+def _probe_points(crs: pyproj.CRS) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes of a 7x7 lattice over the CRS's area of use."""
     aou = crs.area_of_use
     west, south, east, north = aou.bounds if aou is not None else (-180.0, -90.0, 180.0, 90.0)
     if east < west:  # area of use crossing the antimeridian
@@ -967,7 +952,6 @@ def _probe_kind(crs: pyproj.CRS, lon: np.ndarray, lat: np.ndarray) -> str | None
     u = _linear_factor(crs)
     h = 0.5 * _PROBE_M / u
     fwd = pyproj.Transformer.from_crs(crs.geodetic_crs, crs, always_xy=True)
-    inv = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
     geod = pyproj.Geod(a=a, es=e2)
     x, y = fwd.transform(lon, lat, errcheck=False)
     dx = np.array([-1, 0, 1, 1, 1, 0, -1, -1]) * h
@@ -976,11 +960,8 @@ def _probe_kind(crs: pyproj.CRS, lon: np.ndarray, lat: np.ndarray) -> str | None
     for xc, yc in zip(np.asarray(x), np.asarray(y), strict=True):
         if not (np.isfinite(xc) and np.isfinite(yc)):
             continue
-        plon, plat = inv.transform(xc + dx, yc + dy, errcheck=False)
-        if not (np.all(np.isfinite(plon)) and np.all(np.isfinite(plat))):
-            continue
-        bx, by = fwd.transform(plon, plat, errcheck=False)
-        if not np.allclose(np.c_[bx, by], np.c_[xc + dx, yc + dy], rtol=0, atol=1e-3 * h):
+        plon, plat, on = _centred_on_globe(crs, xc + dx, yc + dy, 1e-3 * h, 1e-3 * h)
+        if not on.all():
             continue  # a square across an interruption or the rim: not a test of the area
         area, _ = geod.polygon_area_perimeter(plon, plat)
         ratios.append(abs(area) / _PROBE_M**2)
