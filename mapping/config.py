@@ -12,7 +12,6 @@ resolved against the folder of the config file. YAML is read with
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import re
 from pathlib import Path
@@ -36,6 +35,7 @@ from pydantic import (
 
 from mapping import io
 from mapping.exceptions import ConfigError
+from mapping.grid import _angular_factor
 from mapping.units import DEFAULT_BREAKS, parse_interval
 
 
@@ -184,8 +184,7 @@ class GridConfig(_Section):
         crs = pyproj.CRS.from_user_input(self.crs)
         if crs.is_geographic:
             left, bottom, right, top = self.bounds
-            unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else None
-            turn = 360.0 / math.degrees(unit) if unit else 360.0  # 400 in grads
+            turn = 360.0 / _angular_factor(crs)  # 400 in grads
             if not -90.0 <= bottom < top <= 90.0:
                 raise ValueError(
                     f"bounds: latitudes {bottom:g} to {top:g} must lie in [-90, 90] "

@@ -536,9 +536,9 @@ def to_grid_crs(gdf: gpd.GeoDataFrame, grid: Grid) -> gpd.GeoDataFrame:
     return gdf
 
 
-def _into_one_turn(geoms: np.ndarray, crs: Any, target: Any = None) -> Any:
+def _into_one_turn(geoms: np.ndarray, crs: Any, target: Any) -> Any:
     """Lon/lat geometries cut at the seam of the ``target`` projection (its central
-    meridian ``lon_0`` plus half a turn; ±180° by default) and moved by whole turns into
+    meridian ``lon_0`` plus half a turn) and moved by whole turns into
     the turn around ``lon_0`` (``box(170, 60, 190, 70)`` becomes 170..180 and -180..-170
     for ``lon_0 = 0``), and cut at the interruptions of an interrupted Goode Homolosine.
 
@@ -546,9 +546,11 @@ def _into_one_turn(geoms: np.ndarray, crs: Any, target: Any = None) -> Any:
     """
     import shapely
 
-    turn = 360.0 / _angular_factor(crs)
+    per_degree = 1.0 / _angular_factor(crs)  # the layer's units per degree
+    turn = 360.0 * per_degree
     half = turn / 2
-    lon0, cuts = _seams(target, turn)
+    lon0_deg, cuts_deg = _seams(target)
+    lon0, cuts = lon0_deg * per_degree, [c * per_degree for c in cuts_deg]
     west, east = lon0 - half, lon0 + half
     bounds = shapely.bounds(geoms)
     finite = np.isfinite(bounds[:, 0])
@@ -592,16 +594,14 @@ def _into_one_turn(geoms: np.ndarray, crs: Any, target: Any = None) -> Any:
 _IGH_CUTS = (-100.0, -40.0, -20.0, 80.0)
 
 
-def _seams(target: Any, turn: float) -> tuple[float, list[float]]:
-    """``(lon_0, interruptions)`` of a projected CRS, in degrees (0 and none by default)."""
-    if target is None:
-        return 0.0, []
+def _seams(target: Any) -> tuple[float, list[float]]:
+    """``(lon_0, interruptions)`` of a projected CRS, in degrees (no interruptions but an
+    interrupted Goode Homolosine's)."""
     crs = pyproj.CRS.from_user_input(target)
     lon0 = _central_meridian(crs)
     op = crs.coordinate_operation
     interrupted = "interrupted goode" in (op.method_name if op is not None else "").lower()
-    cuts = [lon0 + c for c in _IGH_CUTS] if interrupted else []
-    return lon0, [((c - lon0 + turn / 2) % turn) - turn / 2 + lon0 for c in cuts]
+    return lon0, [lon0 + c for c in _IGH_CUTS] if interrupted else []
 
 
 def _segment_length(src: Any, grid: Grid) -> float:
