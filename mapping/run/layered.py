@@ -19,7 +19,7 @@ With the default ``model.depth: per_interval`` nothing here runs. With ``layered
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -768,6 +768,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
     ):
         draws = stages._optional_table(run.draws)
         anchors = _thaw_anchors(draws, deepest)
+        parts_pg: list[pd.Series] = []
         layout = stages.zone_layout(ctx)
         col = f"storage_{cfg.zones.unit.lower()}"
         maps = {"total": predict_grid(total, stack, grid, chunks=chunks, statistics=("mean",))}
@@ -785,10 +786,10 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
                 {lab: pm[n] for lab, n in zip(labels, names, strict=True)},
                 layout, grid, unit=cfg.zones.unit, chunks=chunks,
             )  # fmt: skip
-            for n, lab in zip(names, labels, strict=True):
-                sums[n] = by_part[by_part["interval"] == lab].set_index("zone")
-            sums["thawed"] = sums[names[0]].copy()  # the parts share the thawed map's nodata
-            sums["thawed"][col] = sum(sums[n][col] for n in names)
+            tables = [by_part[by_part["interval"] == lab].set_index("zone") for lab in labels]
+            parts_pg = [t[col] for t in tables]  # each zone's thawed storage by anchor
+            sums["thawed"] = tables[0].copy()  # the parts share the thawed map's nodata
+            sums["thawed"][col] = sum(parts_pg)
         else:
             maps["thawed"] = predict_grid(thawed, full, grid, chunks=chunks, statistics=("mean",))
             sums["thawed"] = zone_totals(maps["thawed"]["mean"], layout, grid,
@@ -801,7 +802,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
         if (gap > 0).any():
             rest = maps["total"]["mean"].where(full[ALT].isnull().data)
             wide[NO_ALT] = zone_totals(
-                rest, stages.zone_layout(ctx), grid, unit=cfg.zones.unit, chunks=chunks
+                rest, layout, grid, unit=cfg.zones.unit, chunks=chunks
             ).set_index("zone")[col]
     if (gap > 0).any():
         where = getattr(cfg.active_layer, "path", None) or "active_layer"
@@ -816,7 +817,7 @@ def _run_thaw(ctx: StageContext) -> tuple[list[str], Any]:
             "permafrost) or their thickness"
         )
     reals = (
-        _thaw_realizations(draws, wide, sums, anchors, stages._optional_table(run.storage), col)
+        _thaw_realizations(draws, wide, parts_pg, anchors, stages._optional_table(run.storage), col)
         if anchors
         else {}
     )
@@ -858,13 +859,14 @@ def _thaw_anchors(draws: pd.DataFrame | None, deepest: float) -> list[float]:
 def _thaw_realizations(
     draws: pd.DataFrame,
     wide: pd.DataFrame,
-    sums: Mapping[str, pd.DataFrame],
+    parts: Sequence[pd.Series],
     anchors: Sequence[float],
     storage: pd.DataFrame | None,
     col: str,
 ) -> dict[str, dict[str, NDArray]]:
     """Per zone and state, the Monte Carlo realizations of its storage (see
-    :func:`_run_thaw`); the all-zones realizations are the zones' sums."""
+    :func:`_run_thaw`), ``parts[k]`` each zone's thawed storage attributed to
+    ``anchors[k]``; the all-zones realizations are the zones' sums."""
     if storage is None:
         return {}
     labels = [interval_label(0.0, a) for a in anchors]
@@ -882,7 +884,7 @@ def _thaw_realizations(
             else np.ones(len(table))
             for lab in labels
         ]
-        thawed = sum(float(sums[f"part{k}"].loc[zone, col]) * f for k, f in enumerate(scale))
+        thawed = sum(float(part[zone]) * f for part, f in zip(parts, scale, strict=True))
         total = table[(zone, labels[-1])].to_numpy(float)
         none = wide.loc[zone, NO_ALT] * scale[-1]
         frozen = np.maximum(total - thawed - none, 0.0)
