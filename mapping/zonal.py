@@ -642,10 +642,12 @@ def integrate_files(
     by_grid: dict[Grid, dict[str, xr.DataArray]] = {}
     source_of: dict[tuple[float, float], Path] = {}
     for p in map(Path, density_paths):
-        if band is None and (n := io.raster_info(p).count) > 1:
+        info = io.raster_info(p) if band is None else None  # band 1's header
+        if info is not None and info.count > 1:
+            n = info.count
             raise InputError(f"{p}: has {n} bands; choose the density band with --band (1 to {n})")
         arr = io.open_raster(p, band=band or 1, chunks=chunks)
-        loose = io.raster_info(p, band=band or 1).loose_scale
+        loose = (info or io.raster_info(p, band=band or 1)).loose_scale
         if loose is not None:
             warnings.warn(
                 f"{p}: tagged scale_factor={loose[0]:g}, add_offset={loose[1]:g}, but the band "
