@@ -291,10 +291,9 @@ def build_report(
         figures += [
             f for f in (storage, *cv_figs, calibration, design, design_suite) if f is not None
         ]
-        # the maps' intervals are calibrated only for regression kriging (stages._calibrates)
-        calibrated = bool(((cfg or {}).get("prediction") or {}).get("calibrate")) and (
-            ((cfg or {}).get("model") or {}).get("type") == "regression_kriging"
-        )
+        # the maps' intervals are calibrated where the fit wrote reliability tables: the
+        # figure the CV caption then points to
+        calibrated = calibration is not None
         cv_table = cv_metrics_table(run.cv, calibrated) if run.cv is not None else None
         cv_area = cv_area_table(run.cv) if run.cv is not None else None
         t_thaw = thaw_table(run.thaw, range_label) if run.thaw is not None else None
