@@ -360,15 +360,13 @@ def predict(
     extra = _depth_list(depths) if depths is not None else []
     if extra:  # refused before any stage runs, not after the fit and the maps
         from mapping.config import load_config
+        from mapping.run import predict_depths
         from mapping.run.layered import check_extra_depths
 
-        check_extra_depths(load_config(config), extra)
+        cfg = load_config(config)
+        check_extra_depths(cfg, extra)
     _run_until(config, "predict", scheduler, force, dashboard)
     if extra:
-        from mapping.config import load_config
-        from mapping.run import predict_depths
-
-        cfg = load_config(config)
         for label, files in predict_depths(
             cfg, extra, scheduler=scheduler, echo=typer.echo
         ).items():
