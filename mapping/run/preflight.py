@@ -387,7 +387,6 @@ def _first_line(exc: BaseException) -> str:
 def preflight(
     cfg: RunConfig,
     *,
-    fit: bool = True,
     echo: Callable[[str], None] | None = None,
     monte_carlo: bool = True,
 ) -> PreflightReport:
@@ -397,9 +396,6 @@ def preflight(
     ----------
     cfg
         The loaded workflow (paths already resolved and found by :func:`load_config`).
-    fit
-        The run fits models: too few profiles on the grid for an interval is an error.
-        Otherwise it is a warning in the report.
     echo
         Where a one-line summary goes (nothing is printed when ``None``).
     monte_carlo
@@ -444,11 +440,9 @@ def preflight(
         report.grid, report.stack = grid, stack
         report.stack_lines = summarize_stack(stack).lines()
         report.n_on_grid, report.per_interval = _on_grid(cfg, valid, grid)
-        problem = _too_few(cfg, report.per_interval)
-        if problem and fit:
-            raise InputError(problem)
+        problem = _too_few(cfg, report.per_interval)  # too few to fit: refused now
         if problem:
-            report.warnings.append(problem)
+            raise InputError(problem)
         if cfg.zones is not None:
             report.zones = _zones(cfg, grid)
             problem = lattice_width_problem(grid)
@@ -456,8 +450,8 @@ def preflight(
                 raise InputError(
                     f"{cfg.source}: grid: {_grid_text(grid)}: {problem} (the uncertainty stage)"
                 )
-            if fit:  # every cell, not the sample's: a run stops now, not after its fit
-                report.layout = run_zone_layout(cfg, grid)
+            # every cell, not the sample's: a run stops now, not after its fit
+            report.layout = run_zone_layout(cfg, grid)
     if cfg.active_layer is not None:
         # read only at the thaw stage, after every other stage: checked now
         report.warnings += _active_layer(cfg)
